@@ -1,0 +1,89 @@
+"""The one settings object: every knob of every process, read from the environment or `.env`.
+
+Defaults are the embedded dev stack's addresses (`make run`), so a process started by hand talks to a
+running dev stack. Setting `DATABASE_URL`, `TEMPORAL_ADDRESS`, `MEILI_URL` or `STRIPE_API_BASE` makes
+`devstack` use that existing service instead of starting its own (that is how production runs).
+Secrets have no defaults: `devstack` generates dev secrets under `.data/`; production passes them in.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Variables whose explicit presence means "use this existing service, start nothing embedded for it".
+EXTERNAL_SERVICE_VARS = {
+    "database_url": "postgres",
+    "temporal_address": "temporal",
+    "meili_url": "meilisearch",
+    "stripe_api_base": "stripe",
+    "smtp_host": "smtp",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Where embedded services keep their state.
+    data_dir: str = ".data"
+
+    # PostgreSQL (SQLAlchemy URL, psycopg 3 driver).
+    database_url: str = "postgresql+psycopg://bazaar@127.0.0.1:54329/bazaar"
+    database_pool_size: int = 10
+
+    # Temporal.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "bazaar-orders"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    # Meilisearch: the admin key is used by search_sync and setup only; the API gets a search-only key.
+    meili_url: str = "http://127.0.0.1:7700"
+    meili_master_key: SecretStr | None = None
+    meili_search_key: SecretStr | None = None
+    meili_index: str = "listings"
+
+    # Stripe (the official SDK; the embedded default is the local sandbox).
+    stripe_api_base: str = "http://127.0.0.1:12111"
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_timeout_seconds: float = 10.0
+
+    # Marketplace money rules (integer minor units / basis points; never floats).
+    platform_fee_bps: int = Field(default=1000, ge=0, le=10_000)
+    platform_fee_fixed: int = Field(default=30, ge=0)
+    default_currency: str = "EUR"
+
+    # Auth.
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_seconds: int = 3600
+
+    # Email (a local SMTP sink in the dev stack).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Bazaar <no-reply@bazaar.local>"
+
+    # API process.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # Search sync.
+    search_sync_batch_size: int = 500
+    search_sync_poll_seconds: float = 0.2
+
+    def require(self, name: str) -> str:
+        """The value of a secret that this process cannot run without, or a clear error."""
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"{name.upper()} is not set (see .env.example)")
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
