@@ -1,0 +1,1 @@
+"""Search sync: drains the search outbox into Meilisearch."""

@@ -1,0 +1,1 @@
+"""Temporal workflows: the durable state machines. Deterministic: no I/O, clocks or randomness here."""

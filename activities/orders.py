@@ -1,0 +1,170 @@
+"""Order side effects on our database: stock reservation and release, the order projection and timeline."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from temporalio import activity
+
+from bazaar import listings
+from bazaar.db import transaction
+from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus
+
+
+@dataclass
+class ReserveStockInput:
+    order_id: str
+    buyer_id: str
+    listing_id: str
+    quantity: int
+    idempotency_key: str
+    workflow_id: str
+
+
+@dataclass
+class ReserveStockResult:
+    """Either the reserved order's terms, or why it could not be placed."""
+
+    ok: bool
+    reason: str | None = None
+    seller_id: str = ""
+    listing_title: str = ""
+    unit_amount: int = 0
+    amount: int = 0
+    currency: str = ""
+
+
+@dataclass
+class OrderStateChange:
+    order_id: str
+    seq: int
+    status: str
+    reason: str | None
+    payment_state: str
+    actor_id: str | None
+    actor_role: str
+    action: str
+
+
+class OrderActivities:
+    """Database work for the order workflow. Each activity is idempotent: Temporal may run it again."""
+
+    @activity.defn
+    async def reserve_stock(self, req: ReserveStockInput) -> ReserveStockResult:
+        """Create the order row and take the stock in one transaction (row lock: no oversell)."""
+        order_id = uuid.UUID(req.order_id)
+        async with transaction() as session:
+            existing = await session.get(Order, order_id)
+            if existing is not None:  # a retry after the commit: report the same reservation
+                return _reserved(existing)
+            listing = await session.scalar(
+                select(Listing).where(Listing.id == uuid.UUID(req.listing_id)).with_for_update()
+            )
+            if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
+                return ReserveStockResult(ok=False, reason="listing_not_available")
+            if str(listing.seller_id) == req.buyer_id:
+                return ReserveStockResult(ok=False, reason="own_listing")
+            if listing.status == ListingStatus.SOLD or listing.quantity < req.quantity:
+                return ReserveStockResult(ok=False, reason="sold_out")
+            listing.quantity -= req.quantity
+            listing.order_count += 1
+            if listing.quantity == 0:
+                listing.status = ListingStatus.SOLD
+            listings.record_change(session, listing)
+            order = Order(
+                id=order_id,
+                buyer_id=uuid.UUID(req.buyer_id),
+                seller_id=listing.seller_id,
+                listing_id=listing.id,
+                listing_title=listing.title,
+                quantity=req.quantity,
+                unit_amount=listing.price_amount,
+                amount=listing.price_amount * req.quantity,
+                currency=listing.currency,
+                status=OrderStatus.PENDING,
+                payment_state="none",
+                idempotency_key=req.idempotency_key,
+                workflow_id=req.workflow_id,
+                stock_reserved=True,
+                state_seq=1,
+            )
+            session.add(order)
+            session.add(
+                AuditEvent(
+                    actor_id=order.buyer_id,
+                    actor_role="buyer",
+                    subject_type="order",
+                    subject_id=req.order_id,
+                    action="order.placed",
+                    data={"status": "pending", "quantity": req.quantity},
+                    dedupe_key=f"order:{req.order_id}:state:1",
+                )
+            )
+            await session.flush()
+            return _reserved(order)
+
+    @activity.defn
+    async def release_stock(self, order_id: str) -> bool:
+        """Give the order's stock back to its listing, once (a sold listing becomes active again)."""
+        async with transaction() as session:
+            order = await session.scalar(
+                select(Order).where(Order.id == uuid.UUID(order_id)).with_for_update()
+            )
+            if order is None or not order.stock_reserved:
+                return False
+            listing = await session.scalar(
+                select(Listing).where(Listing.id == order.listing_id).with_for_update()
+            )
+            assert listing is not None
+            listing.quantity += order.quantity
+            if listing.status == ListingStatus.SOLD:
+                listing.status = ListingStatus.ACTIVE
+            listings.record_change(session, listing)
+            order.stock_reserved = False
+            return True
+
+    @activity.defn
+    async def record_order_state(self, change: OrderStateChange) -> None:
+        """Project the workflow's state into `orders` and append the timeline event (never backwards)."""
+        async with transaction() as session:
+            await session.execute(
+                update(Order)
+                .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
+                .values(
+                    status=OrderStatus(change.status),
+                    status_reason=change.reason,
+                    payment_state=change.payment_state,
+                    state_seq=change.seq,
+                )
+            )
+            await session.execute(
+                insert(AuditEvent)
+                .values(
+                    actor_id=uuid.UUID(change.actor_id) if change.actor_id else None,
+                    actor_role=change.actor_role,
+                    subject_type="order",
+                    subject_id=change.order_id,
+                    action=change.action,
+                    data={
+                        "status": change.status,
+                        "reason": change.reason,
+                        "payment_state": change.payment_state,
+                    },
+                    dedupe_key=f"order:{change.order_id}:state:{change.seq}",
+                )
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            )
+
+
+def _reserved(order: Order) -> ReserveStockResult:
+    return ReserveStockResult(
+        ok=True,
+        seller_id=str(order.seller_id),
+        listing_title=order.listing_title,
+        unit_amount=order.unit_amount,
+        amount=order.amount,
+        currency=order.currency,
+    )

@@ -1,0 +1,222 @@
+"""Money-moving calls to the payment provider (the official stripe SDK), each with a stored outcome.
+
+Idempotency keys are built by the workflow from the order and the operation, never from the attempt, so a
+retried activity (worker crash, dropped response) replays at the provider instead of charging twice. The
+SDK's own retries are off: Temporal retries transient errors; declines and invalid requests are final.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from bazaar.db import transaction
+from bazaar.models import Payment, PaymentKind, PaymentOutcome, PayoutAccount
+from bazaar.settings import Settings, get_settings
+
+
+def make_stripe_client(settings: Settings) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        settings.require("stripe_secret_key"),
+        base_addresses={"api": settings.stripe_api_base},
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+@dataclass
+class ChargeRequest:
+    order_id: str
+    amount: int
+    currency: str
+    payment_method: str
+    idempotency_key: str
+    transfer_group: str
+
+
+@dataclass
+class ChargeResult:
+    succeeded: bool
+    payment_intent_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass
+class PayoutAccountRequest:
+    user_id: str
+    email: str
+    country: str
+    default_currency: str
+
+
+@dataclass
+class PayoutAccountResult:
+    provider_account_id: str
+    country: str
+    default_currency: str
+
+
+class PaymentActivities:
+    """Holds the provider client; registered as bound-method activities on the worker."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self.client = client
+
+    @activity.defn
+    async def charge(self, req: ChargeRequest) -> ChargeResult:
+        """Charge the buyer onto the platform balance (the escrow), automatic capture."""
+        stored = await _stored_outcome(req.idempotency_key)
+        if stored is not None and stored.outcome != PaymentOutcome.PENDING:
+            return _charge_result(stored)
+        await _record_attempt(req.order_id, PaymentKind.CHARGE, req.idempotency_key, req.amount, req.currency)
+        try:
+            intent = await self.client.v1.payment_intents.create_async(
+                params={
+                    "amount": req.amount,
+                    "currency": req.currency.lower(),
+                    "payment_method": req.payment_method,
+                    "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                    "confirm": True,
+                    "transfer_group": req.transfer_group,
+                    "metadata": {"order_id": req.order_id},
+                },
+                options={"idempotency_key": req.idempotency_key},
+            )
+        except stripe.CardError as exc:  # a decline is an answer, not a failure to retry
+            error = exc.error
+            code = (error.decline_code or error.code) if error else None
+            await _record_outcome(
+                req.idempotency_key,
+                PaymentOutcome.FAILED,
+                None,
+                code or "card_declined",
+                exc.user_message or str(exc),
+                _body(exc),
+            )
+            return ChargeResult(
+                succeeded=False,
+                failure_code=code or "card_declined",
+                failure_message=exc.user_message or str(exc),
+            )
+        except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError) as exc:
+            await _record_outcome(
+                req.idempotency_key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc)
+            )
+            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        succeeded = intent.status == "succeeded"
+        await _record_outcome(
+            req.idempotency_key,
+            PaymentOutcome.SUCCEEDED if succeeded else PaymentOutcome.FAILED,
+            intent.id,
+            None if succeeded else intent.status,
+            None,
+            intent.to_dict(),
+        )
+        return ChargeResult(
+            succeeded=succeeded,
+            payment_intent_id=intent.id,
+            failure_code=None if succeeded else intent.status,
+        )
+
+    @activity.defn
+    async def create_payout_account(self, req: PayoutAccountRequest) -> PayoutAccountResult:
+        """Create the seller's connected account once (idempotent on the user) and store it."""
+        async with transaction() as session:
+            existing = await session.scalar(
+                select(PayoutAccount).where(PayoutAccount.user_id == uuid.UUID(req.user_id))
+            )
+            if existing is not None:
+                return PayoutAccountResult(
+                    existing.provider_account_id, existing.country, existing.default_currency
+                )
+        account = await self.client.v1.accounts.create_async(
+            params={
+                "type": "express",
+                "country": req.country,
+                "email": req.email,
+                "default_currency": req.default_currency.lower(),
+                "capabilities": {"transfers": {"requested": True}},
+                "metadata": {"user_id": req.user_id},
+            },
+            options={"idempotency_key": f"payout-account:{req.user_id}"},
+        )
+        async with transaction() as session:
+            await session.execute(
+                insert(PayoutAccount)
+                .values(
+                    id=uuid.uuid4(),
+                    user_id=uuid.UUID(req.user_id),
+                    provider_account_id=account.id,
+                    country=req.country,
+                    default_currency=req.default_currency,
+                )
+                .on_conflict_do_nothing(index_elements=["user_id"])
+            )
+        return PayoutAccountResult(account.id, req.country, req.default_currency)
+
+
+async def _stored_outcome(idempotency_key: str) -> Payment | None:
+    async with transaction() as session:
+        return await session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
+
+
+async def _record_attempt(order_id: str, kind: PaymentKind, key: str, amount: int, currency: str) -> None:
+    async with transaction() as session:
+        await session.execute(
+            insert(Payment)
+            .values(
+                id=uuid.uuid4(),
+                order_id=uuid.UUID(order_id),
+                kind=kind,
+                idempotency_key=key,
+                amount=amount,
+                currency=currency,
+                outcome=PaymentOutcome.PENDING,
+            )
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
+
+
+async def _record_outcome(
+    key: str,
+    outcome: PaymentOutcome,
+    provider_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    response: dict[str, Any] | None,
+) -> None:
+    async with transaction() as session:
+        payment = await session.scalar(
+            select(Payment).where(Payment.idempotency_key == key).with_for_update()
+        )
+        assert payment is not None
+        payment.outcome = outcome
+        payment.provider_id = provider_id
+        payment.failure_code = failure_code
+        payment.failure_message = failure_message
+        payment.provider_response = response
+
+
+def _charge_result(payment: Payment) -> ChargeResult:
+    return ChargeResult(
+        succeeded=payment.outcome == PaymentOutcome.SUCCEEDED,
+        payment_intent_id=payment.provider_id,
+        failure_code=payment.failure_code,
+        failure_message=payment.failure_message,
+    )
+
+
+def _body(exc: stripe.StripeError) -> dict[str, Any] | None:
+    return exc.json_body if isinstance(exc.json_body, dict) else None
+
+
+def default_payment_activities() -> PaymentActivities:
+    return PaymentActivities(make_stripe_client(get_settings()))

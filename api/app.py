@@ -1,0 +1,43 @@
+"""The REST API: a thin FastAPI facade over the domain and the workflows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import auth, health, listings, orders, payouts, search, webhooks
+from bazaar.db import get_engine
+from bazaar.meili import Meili
+from bazaar.settings import get_settings
+from bazaar.temporal import connect
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    settings.require("jwt_secret")  # fail at start, not at the first login
+    app.state.temporal = await connect(settings)
+    # Search-only key: the API can read the index and nothing else.
+    app.state.meili = Meili(settings.meili_url, settings.require("meili_search_key"))
+    yield
+    await app.state.meili.aclose()
+    await get_engine().dispose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Bazaar",
+        version="0.1.0",
+        description="Two-sided marketplace: listings, search, durable orders with escrowed payments.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, auth, payouts, listings, search, orders, webhooks):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

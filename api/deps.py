@@ -1,0 +1,63 @@
+"""Request dependencies: database session, the caller, role checks, shared clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from bazaar.auth import Principal, decode_token
+from bazaar.db import get_sessionmaker
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.meili import Meili
+from bazaar.models import Role
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+async def session() -> AsyncIterator[AsyncSession]:
+    """A transaction per request: committed when the handler returns, rolled back on error."""
+    async with get_sessionmaker()() as s, s.begin():
+        yield s
+
+
+async def optional_principal(token: Annotated[str | None, Depends(oauth2)]) -> Principal | None:
+    return decode_token(token) if token else None
+
+
+async def principal(token: Annotated[str | None, Depends(oauth2)]) -> Principal:
+    if not token:
+        raise DomainError(ErrorCode.NOT_AUTHENTICATED, "missing bearer token")
+    return decode_token(token)
+
+
+def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    async def check(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not caller.has(role):
+            raise DomainError(ErrorCode.FORBIDDEN, f"this needs the {role.value} role")
+        return caller
+
+    return check
+
+
+def temporal(request: Request) -> Client:
+    client: Client = request.app.state.temporal
+    return client
+
+
+def meili(request: Request) -> Meili:
+    client: Meili = request.app.state.meili
+    return client
+
+
+Session = Annotated[AsyncSession, Depends(session)]
+Caller = Annotated[Principal, Depends(principal)]
+MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
+Seller = Annotated[Principal, Depends(require_role(Role.SELLER))]
+Buyer = Annotated[Principal, Depends(require_role(Role.BUYER))]
+Temporal = Annotated[Client, Depends(temporal)]
+MeiliClient = Annotated[Meili, Depends(meili)]

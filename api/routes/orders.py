@@ -1,0 +1,192 @@
+"""Orders: a buyer places one (idempotent on the Idempotency-Key header); buyer and seller read it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from api.deps import Buyer, Caller, Session, Temporal
+from api.schemas import OrderDetailOut, OrderIn, OrderOut, OrderPage, TimelineEvent
+from bazaar.auth import Principal
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import AuditEvent, Listing, ListingStatus, Order, Role
+from bazaar.money import Money
+from bazaar.settings import get_settings
+from workflows.order import OrderView, OrderWorkflow, PlaceOrder, order_workflow_id
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+# Order ids derive from (buyer, Idempotency-Key): a retried request lands on the same order and workflow.
+ORDER_ID_NAMESPACE = uuid.UUID("6f1c3c52-8f0e-4f5e-9a55-0b7a3e1d2c4b")
+_REJECTIONS = {
+    "sold_out": (ErrorCode.SOLD_OUT, "the listing is sold out"),
+    "own_listing": (ErrorCode.OWN_LISTING, "you cannot buy your own listing"),
+    "listing_not_available": (ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale"),
+}
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+@router.post("", status_code=201, response_model=OrderOut)
+async def place_order(
+    body: OrderIn,
+    buyer: Buyer,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderOut:
+    if not idempotency_key:
+        raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)")
+    order_id = uuid.uuid5(ORDER_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+    existing = await session.get(Order, order_id)
+    if existing is None:
+        await _check_purchasable(session, body, buyer)
+    await session.commit()  # end the read transaction before waiting on the workflow
+
+    request = PlaceOrder(
+        order_id=str(order_id),
+        buyer_id=str(buyer.user_id),
+        listing_id=str(body.listing_id),
+        quantity=body.quantity,
+        payment_method=body.payment_method,
+        idempotency_key=idempotency_key,
+    )
+    view = await _start_or_join(temporal, request)
+    if view.listing_id != request.listing_id or view.quantity != request.quantity:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was used for a different order",
+            {"order_id": view.order_id},
+        )
+    if view.status == "rejected":
+        code, message = _REJECTIONS.get(
+            view.reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected")
+        )
+        raise DomainError(code, message)
+    if existing is not None:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/orders/{order_id}"
+    return _from_view(view)
+
+
+@router.get("", response_model=OrderPage)
+async def list_orders(
+    caller: Caller,
+    session: Session,
+    role: Annotated[Literal["buyer", "seller"], Query(description="orders I bought or I sold")] = "buyer",
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
+) -> OrderPage:
+    column = Order.buyer_id if role == "buyer" else Order.seller_id
+    stmt = select(Order).where(column == caller.user_id)
+    if status:
+        stmt = stmt.where(Order.status == status)
+    if before is not None:
+        anchor = await session.get(Order, before)
+        if anchor is not None:
+            stmt = stmt.where((Order.created_at, Order.id) < (anchor.created_at, anchor.id))  # type: ignore[operator]
+    rows = (
+        await session.scalars(stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1))
+    ).all()
+    items = rows[:limit]
+    return OrderPage(
+        items=[_from_row(o) for o in items], next_cursor=str(items[-1].id) if len(rows) > limit else None
+    )
+
+
+@router.get("/{order_id}", response_model=OrderDetailOut)
+async def get_order(order_id: uuid.UUID, caller: Caller, session: Session) -> OrderDetailOut:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    _check_party(order, caller)
+    events = (
+        await session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.subject_type == "order", AuditEvent.subject_id == str(order_id))
+            .order_by(AuditEvent.id)
+        )
+    ).all()
+    timeline = [
+        TimelineEvent(at=e.at, action=e.action, actor_role=e.actor_role, actor_id=e.actor_id, data=e.data)
+        for e in events
+    ]
+    return OrderDetailOut(**_from_row(order).model_dump(), timeline=timeline)
+
+
+async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) -> None:
+    """Fast, friendly refusals; the workflow's reservation re-checks under a row lock."""
+    listing = await session.get(Listing, body.listing_id)
+    if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
+        raise DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale")
+    if listing.seller_id == buyer.user_id:
+        raise DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
+    if listing.status == ListingStatus.SOLD or listing.quantity < body.quantity:
+        raise DomainError(ErrorCode.SOLD_OUT, "the listing is sold out", {"available": listing.quantity})
+
+
+async def _start_or_join(temporal: Temporal, request: PlaceOrder) -> OrderView:
+    workflow_id = order_workflow_id(request.order_id)
+    try:
+        handle = await temporal.start_workflow(
+            OrderWorkflow.run,
+            request,
+            id=workflow_id,
+            task_queue=get_settings().temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        view = await handle.execute_update(OrderWorkflow.placement)
+    except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError):
+        # The workflow has already finished: its result is the order's answer.
+        try:
+            view = await temporal.get_workflow_handle(workflow_id, result_type=OrderView).result()
+        except RPCError as exc:
+            raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+    if view is None:
+        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "the order is still being placed, retry shortly")
+    return view
+
+
+def _check_party(order: Order, caller: Principal) -> None:
+    if caller.user_id not in (order.buyer_id, order.seller_id) and not caller.has(Role.SUPPORT):
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
+
+
+def _from_view(view: OrderView) -> OrderOut:
+    return OrderOut(
+        id=uuid.UUID(view.order_id),
+        status=view.status,
+        status_reason=view.reason,
+        buyer_id=uuid.UUID(view.buyer_id),
+        seller_id=uuid.UUID(view.seller_id) if view.seller_id else None,
+        listing_id=uuid.UUID(view.listing_id),
+        listing_title=view.listing_title,
+        quantity=view.quantity,
+        total=Money(amount=view.amount, currency=view.currency) if view.amount else None,
+        payment_state=view.payment_state,
+        workflow_id=order_workflow_id(view.order_id),
+    )
+
+
+def _from_row(order: Order) -> OrderOut:
+    return OrderOut(
+        id=order.id,
+        status=order.status.value,
+        status_reason=order.status_reason,
+        buyer_id=order.buyer_id,
+        seller_id=order.seller_id,
+        listing_id=order.listing_id,
+        listing_title=order.listing_title,
+        quantity=order.quantity,
+        total=Money(amount=order.amount, currency=order.currency),
+        payment_state=order.payment_state,
+        workflow_id=order.workflow_id,
+    )

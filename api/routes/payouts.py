@@ -1,0 +1,54 @@
+"""Seller payout accounts (connected accounts at the provider, where escrow is released to)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+from temporalio.common import WorkflowIDConflictPolicy
+
+from activities.payments import PayoutAccountRequest, PayoutAccountResult
+from api.deps import Seller, Session, Temporal
+from api.schemas import PayoutAccountIn, PayoutAccountOut
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import PayoutAccount, User
+from bazaar.settings import get_settings
+from workflows.payout_account import PayoutAccountWorkflow
+
+router = APIRouter(prefix="/v1/payout-account", tags=["payouts"])
+
+
+@router.post("", status_code=201, response_model=PayoutAccountOut)
+async def create_payout_account(
+    body: PayoutAccountIn, seller: Seller, session: Session, temporal: Temporal
+) -> PayoutAccountOut:
+    user = await session.get(User, seller.user_id)
+    assert user is not None
+    result: PayoutAccountResult = await temporal.execute_workflow(
+        PayoutAccountWorkflow.run,
+        PayoutAccountRequest(
+            user_id=str(user.id),
+            email=user.email,
+            country=body.country,
+            default_currency=body.default_currency,
+        ),
+        id=f"payout-account-{user.id}",
+        task_queue=get_settings().temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return PayoutAccountOut(
+        provider_account_id=result.provider_account_id,
+        country=result.country,
+        default_currency=result.default_currency,
+    )
+
+
+@router.get("", response_model=PayoutAccountOut)
+async def get_payout_account(seller: Seller, session: Session) -> PayoutAccountOut:
+    account = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == seller.user_id))
+    if account is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "no payout account yet")
+    return PayoutAccountOut(
+        provider_account_id=account.provider_account_id,
+        country=account.country,
+        default_currency=account.default_currency,
+    )

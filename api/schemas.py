@@ -1,0 +1,215 @@
+"""Request and response models at the HTTP edge (pydantic v2)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl
+
+from bazaar.models import Listing
+from bazaar.money import Money
+
+Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
+
+
+class RegisterIn(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=10, max_length=128)
+    display_name: str = Field(min_length=1, max_length=80)
+    roles: list[Literal["buyer", "seller"]] = Field(default=["buyer"], min_length=1)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    email: str
+    display_name: str
+    roles: list[str]
+    created_at: datetime
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+
+
+class PayoutAccountIn(BaseModel):
+    country: str = Field(min_length=2, max_length=2, pattern="^[A-Z]{2}$")
+    default_currency: str = Field(default="EUR", pattern="^[A-Z]{3}$")
+
+
+class PayoutAccountOut(BaseModel):
+    provider_account_id: str
+    country: str
+    default_currency: str
+
+
+class Location(BaseModel):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    city: str = Field(min_length=1, max_length=80)
+    country: str = Field(pattern="^[A-Z]{2}$")
+
+
+class ListingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=3, max_length=140)
+    description: str = Field(default="", max_length=5000)
+    price: Money
+    category: str = Field(min_length=1, max_length=64)
+    condition: Condition = "good"
+    quantity: int = Field(default=1, ge=1, le=10_000)
+    image_urls: list[HttpUrl] = Field(default=[], max_length=12)
+    location: Location | None = None
+    attributes: dict[str, str] = Field(default={}, max_length=30)
+
+    def columns(self) -> dict[str, Any]:
+        return _columns(self.model_dump(exclude_unset=False))
+
+
+class ListingPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=3, max_length=140)
+    description: str | None = Field(default=None, max_length=5000)
+    price: Money | None = None
+    category: str | None = Field(default=None, min_length=1, max_length=64)
+    condition: Condition | None = None
+    quantity: int | None = Field(default=None, ge=0, le=10_000)
+    image_urls: list[HttpUrl] | None = Field(default=None, max_length=12)
+    location: Location | None = None
+    attributes: dict[str, str] | None = Field(default=None, max_length=30)
+
+    def columns(self) -> dict[str, Any]:
+        return _columns(self.model_dump(exclude_unset=True))
+
+
+def _columns(data: dict[str, Any]) -> dict[str, Any]:
+    """Edge fields -> model columns."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "price" and value is not None:
+            out["price_amount"], out["currency"] = value["amount"], value["currency"]
+        elif key == "category" and value is not None:
+            out["category_slug"] = value
+        elif key == "image_urls" and value is not None:
+            out["image_urls"] = [str(u) for u in value]
+        elif key == "location":
+            loc = value or {}
+            out.update(
+                lat=loc.get("lat"), lng=loc.get("lng"), city=loc.get("city"), country=loc.get("country")
+            )
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+class ListingOut(BaseModel):
+    id: uuid.UUID
+    seller_id: uuid.UUID
+    title: str
+    description: str
+    price: Money
+    category: str
+    condition: str
+    quantity: int
+    image_urls: list[str]
+    location: Location | None
+    attributes: dict[str, str]
+    status: str
+    version: int
+    published_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, listing: Listing) -> ListingOut:
+        location = None
+        if listing.lat is not None and listing.lng is not None and listing.city and listing.country:
+            location = Location(lat=listing.lat, lng=listing.lng, city=listing.city, country=listing.country)
+        return cls(
+            id=listing.id,
+            seller_id=listing.seller_id,
+            title=listing.title,
+            description=listing.description,
+            price=Money(amount=listing.price_amount, currency=listing.currency),
+            category=listing.category_slug,
+            condition=listing.condition,
+            quantity=listing.quantity,
+            image_urls=listing.image_urls,
+            location=location,
+            attributes=listing.attributes,
+            status=listing.status.value,
+            version=listing.version,
+            published_at=listing.published_at,
+            created_at=listing.created_at,
+            updated_at=listing.updated_at,
+        )
+
+
+class ListingPage(BaseModel):
+    items: list[ListingOut]
+    next_cursor: str | None
+
+
+class SearchHit(BaseModel):
+    id: uuid.UUID
+    title: str
+    price: Money
+    category: str
+    condition: str
+    city: str | None
+    country: str | None
+    seller_id: uuid.UUID
+    image_url: str | None
+    highlight: dict[str, str]
+    distance_m: int | None = None
+
+
+class SearchOut(BaseModel):
+    hits: list[SearchHit]
+    total: int
+    page: int
+    per_page: int
+    facets: dict[str, dict[str, int]] | None = None
+    processing_time_ms: int
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    listing_id: uuid.UUID
+    quantity: int = Field(default=1, ge=1, le=100)
+    payment_method: str = Field(min_length=3, max_length=64, pattern=r"^pm_[A-Za-z0-9_]+$")
+
+
+class OrderOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    status_reason: str | None
+    buyer_id: uuid.UUID
+    seller_id: uuid.UUID | None
+    listing_id: uuid.UUID
+    listing_title: str
+    quantity: int
+    total: Money | None
+    payment_state: str
+    workflow_id: str
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    action: str
+    actor_role: str
+    actor_id: uuid.UUID | None
+    data: dict[str, Any]
+
+
+class OrderDetailOut(OrderOut):
+    timeline: list[TimelineEvent]
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None

@@ -1,0 +1,21 @@
+"""Alembic environment: migrations run synchronously over psycopg 3, URL from the settings object."""
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from bazaar.models import Base
+from bazaar.settings import get_settings
+
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    url = context.config.attributes.get("url") or get_settings().database_url
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()

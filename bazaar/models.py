@@ -1,0 +1,232 @@
+"""The data model: SQLAlchemy 2 typed mappings. Schema changes go through Alembic (bazaar/migrations)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, uuid.UUID: UUID(as_uuid=True)}
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+class Role(enum.StrEnum):
+    BUYER = "buyer"
+    SELLER = "seller"
+    SUPPORT = "support"
+    ADMIN = "admin"
+
+
+class ListingStatus(enum.StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    SOLD = "sold"
+    ARCHIVED = "archived"
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    CONFIRMED = "confirmed"
+    FULFILLED = "fulfilled"
+    COMPLETED = "completed"
+    DISPUTED = "disputed"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+
+class PaymentKind(enum.StrEnum):
+    CHARGE = "charge"
+    REFUND = "refund"
+    TRANSFER = "transfer"
+    TRANSFER_REVERSAL = "transfer_reversal"
+
+
+class PaymentOutcome(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class User(Timestamped, Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(80))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+
+class PayoutAccount(Timestamped, Base):
+    """A seller's connected account at the payment provider, where escrow is released to."""
+
+    __tablename__ = "payout_accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), unique=True)
+    provider_account_id: Mapped[str] = mapped_column(String(64), unique=True)
+    country: Mapped[str] = mapped_column(String(2))
+    default_currency: Mapped[str] = mapped_column(String(3))
+
+
+class Category(Base):
+    """Managed taxonomy: a tree of slugs."""
+
+    __tablename__ = "categories"
+
+    slug: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_slug: Mapped[str | None] = mapped_column(ForeignKey("categories.slug"))
+    name: Mapped[str] = mapped_column(String(80))
+
+
+class Listing(Timestamped, Base):
+    __tablename__ = "listings"
+    __table_args__ = (
+        CheckConstraint("price_amount > 0", name="price_positive"),
+        CheckConstraint("quantity >= 0", name="quantity_non_negative"),
+        Index("ix_listings_seller_status", "seller_id", "status"),
+        Index("ix_listings_status_published", "status", "published_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    seller_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(String(140))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price_amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    category_slug: Mapped[str] = mapped_column(ForeignKey("categories.slug"))
+    condition: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[int] = mapped_column(Integer)
+    image_urls: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lng: Mapped[float | None] = mapped_column(Float)
+    city: Mapped[str | None] = mapped_column(String(80))
+    country: Mapped[str | None] = mapped_column(String(2))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[ListingStatus] = mapped_column(_enum(ListingStatus, "listing_status"))
+    # Bumped on every change: the ETag, and the order of changes for search sync.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    view_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    order_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Order(Timestamped, Base):
+    """Projection of the order workflow (the workflow is the source of truth for its state)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_idempotency_key"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_orders_buyer", "buyer_id", "created_at"),
+        Index("ix_orders_seller", "seller_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    buyer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    seller_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    listing_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("listings.id"))
+    listing_title: Mapped[str] = mapped_column(String(140))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus, "order_status"))
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    payment_state: Mapped[str] = mapped_column(String(32), default="none")
+    # True while this order holds stock; cleared exactly once when the stock goes back.
+    stock_reserved: Mapped[bool] = mapped_column(default=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    workflow_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # Last workflow event applied, so a replayed projection write never moves the row backwards.
+    state_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Payment(Timestamped, Base):
+    """Every money-moving provider call: its idempotency key, the provider's id and the outcome."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[PaymentKind] = mapped_column(_enum(PaymentKind, "payment_kind"))
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    outcome: Mapped[PaymentOutcome] = mapped_column(_enum(PaymentOutcome, "payment_outcome"))
+    provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    provider_response: Mapped[dict[str, Any] | None] = mapped_column()
+
+
+class SearchOutbox(Base):
+    """A listing changed: written in the same transaction as the change, drained by search_sync."""
+
+    __tablename__ = "search_outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    listing_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    listing_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AuditEvent(Base):
+    """Append-only log of who did what to which subject (also the order timeline)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_subject", "subject_type", "subject_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor_id: Mapped[uuid.UUID | None] = mapped_column()
+    actor_role: Mapped[str] = mapped_column(String(16))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Deduplicates events written by retried activities.
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+class StripeEvent(Base):
+    """Webhook events already processed (Stripe delivers at least once, in any order)."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    payload: Mapped[dict[str, Any]] = mapped_column()
