@@ -58,7 +58,7 @@ async def get_own(
 ) -> Listing:
     stmt = select(Listing).where(Listing.id == listing_id)
     listing = await session.scalar(stmt.with_for_update() if lock else stmt)
-    if listing is None or not _may_manage(listing, seller):
+    if listing is None or (listing.status != ListingStatus.ACTIVE and not _may_manage(listing, seller)):
         raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     if listing.seller_id != seller.user_id:
         raise DomainError(ErrorCode.FORBIDDEN, "only the listing's seller can change it")

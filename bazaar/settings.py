@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "Bazaar <no-reply@bazaar.local>"
 
+    # Prometheus scrapes /metrics with this bearer token; unset, only loopback clients may scrape.
+    metrics_token: SecretStr | None = None
+
     # API process.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

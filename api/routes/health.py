@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,8 @@ from sqlalchemy import text
 
 from api import metrics
 from api.deps import MeiliClient, Session, Temporal
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.settings import get_settings
 
 router = APIRouter(tags=["health"])
 
@@ -46,4 +49,11 @@ async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JS
 
 @router.get("/metrics", response_class=Response)
 async def metrics_endpoint(session: Session, request: Request) -> Response:
+    """Who may call: Prometheus with METRICS_TOKEN, or (when no token is configured) loopback clients only."""
+    token = get_settings().metrics_token
+    if token is not None:
+        if not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {token.get_secret_value()}"):
+            raise DomainError(ErrorCode.NOT_AUTHENTICATED, "metrics need the METRICS_TOKEN bearer token")
+    elif request.client is None or request.client.host not in ("127.0.0.1", "::1"):
+        raise DomainError(ErrorCode.FORBIDDEN, "metrics are served to loopback clients only")
     return Response(await metrics.render(session), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,74 @@
+"""Test helpers for talking to the real API over HTTP as real users."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "correct-horse-battery"
+
+
+@dataclass
+class Actor:
+    user_id: str
+    email: str
+    headers: dict[str, str]
+
+
+def register(http: httpx.Client, roles: list[str], name: str = "Test User") -> Actor:
+    email = f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:10]}@example.com"
+    created = http.post(
+        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name, "roles": roles}
+    )
+    assert created.status_code == 201, created.text
+    token = http.post("/v1/auth/token", data={"username": email, "password": PASSWORD})
+    assert token.status_code == 200, token.text
+    return Actor(created.json()["id"], email, {"Authorization": f"Bearer {token.json()['access_token']}"})
+
+
+def listing_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "title": f"Brompton folding bike {uuid.uuid4().hex[:6]}",
+        "description": "Six gears, serviced last month.",
+        "price": {"amount": 45_000, "currency": "EUR"},
+        "category": "bikes",
+        "condition": "good",
+        "quantity": 1,
+        "location": {"lat": 52.52, "lng": 13.405, "city": "Berlin", "country": "DE"},
+    }
+    body.update(overrides)
+    return body
+
+
+def seller_with_payout(http: httpx.Client) -> Actor:
+    seller = register(http, ["seller"], "Seller")
+    payout = http.post(
+        "/v1/payout-account", json={"country": "DE", "default_currency": "EUR"}, headers=seller.headers
+    )
+    assert payout.status_code == 201, payout.text
+    assert payout.json()["provider_account_id"].startswith("acct_")
+    return seller
+
+
+def published_listing(http: httpx.Client, seller: Actor, **overrides: Any) -> dict[str, Any]:
+    created = http.post("/v1/listings", json=listing_body(**overrides), headers=seller.headers)
+    assert created.status_code == 201, created.text
+    published = http.post(f"/v1/listings/{created.json()['id']}/publish", headers=seller.headers)
+    assert published.status_code == 200, published.text
+    assert published.json()["status"] == "active"
+    return dict(published.json())
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> Any:
+    """Poll until predicate() is truthy; return its value, or fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    assert value, f"condition not met within {timeout}s"
+    return value

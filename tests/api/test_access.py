@@ -1,0 +1,156 @@
+"""Who may call what: 401 without a valid token and 403 for the wrong role or owner, on every endpoint."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from fastapi.routing import APIRoute
+
+from api.app import app
+from tests.api.helpers import listing_body, published_listing, register, seller_with_payout
+
+pytestmark = pytest.mark.integration
+
+# Endpoints anyone may call, and why.
+PUBLIC = {
+    ("GET", "/healthz"),  # liveness probe
+    ("GET", "/readyz"),  # readiness probe
+    ("GET", "/metrics"),  # guarded by METRICS_TOKEN / loopback instead of a user token (test below)
+    ("POST", "/v1/auth/register"),
+    ("POST", "/v1/auth/token"),
+    ("GET", "/v1/listings/{listing_id}"),  # active listings are public; others 404 (test_listings)
+    ("GET", "/v1/search/listings"),
+    ("POST", "/v1/webhooks/stripe"),  # authenticated by the Stripe-Signature instead
+}
+SELLER_ONLY = {
+    ("POST", "/v1/listings"),
+    ("PATCH", "/v1/listings/{listing_id}"),
+    ("POST", "/v1/listings/{listing_id}/publish"),
+    ("POST", "/v1/listings/{listing_id}/archive"),
+    ("GET", "/v1/me/listings"),
+    ("POST", "/v1/payout-account"),
+    ("GET", "/v1/payout-account"),
+}
+BUYER_ONLY = {("POST", "/v1/orders")}
+
+
+def all_endpoints() -> list[tuple[str, str]]:
+    return sorted(
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods - {"HEAD", "OPTIONS"}
+    )
+
+
+def concrete(path: str) -> str:
+    return path.replace("{listing_id}", str(uuid.uuid4())).replace("{order_id}", str(uuid.uuid4()))
+
+
+@pytest.fixture(scope="module")
+def http(stack: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+def test_every_endpoint_is_classified() -> None:
+    """A new endpoint must be added here, so nobody ships one without deciding who may call it."""
+    protected = [e for e in all_endpoints() if e not in PUBLIC]
+    assert protected, "expected protected endpoints"
+    assert set(all_endpoints()) >= PUBLIC | SELLER_ONLY | BUYER_ONLY
+
+
+@pytest.mark.parametrize(("method", "path"), [e for e in all_endpoints() if e not in PUBLIC])
+def test_401_without_or_with_a_bad_token(http: httpx.Client, stack: Any, method: str, path: str) -> None:
+    expired = jwt.encode(
+        {"sub": str(uuid.uuid4()), "roles": ["buyer", "seller", "admin"], "exp": int(time.time()) - 10},
+        stack.jwt_secret,
+        algorithm="HS256",
+    )
+    forged = jwt.encode(
+        {"sub": str(uuid.uuid4()), "roles": ["admin"], "exp": int(time.time()) + 600},
+        "not-the-secret",
+        algorithm="HS256",
+    )
+    for headers in (
+        {},
+        {"Authorization": f"Bearer {expired}"},
+        {"Authorization": f"Bearer {forged}"},
+        {"Authorization": "Bearer garbage"},
+    ):
+        response = http.request(method, concrete(path), headers=headers, json={})
+        assert response.status_code == 401, (method, path, headers, response.text)
+        assert response.json()["error"]["code"] == "not_authenticated"
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(SELLER_ONLY))
+def test_403_for_a_buyer_on_seller_endpoints(http: httpx.Client, method: str, path: str) -> None:
+    buyer = register(http, ["buyer"], "Buyer")
+    response = http.request(method, concrete(path), headers=buyer.headers, json=listing_body())
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_403_for_a_seller_only_account_placing_an_order(http: httpx.Client) -> None:
+    seller = register(http, ["seller"], "Seller")
+    response = http.post(
+        "/v1/orders",
+        json={"listing_id": str(uuid.uuid4()), "payment_method": "pm_card_visa"},
+        headers={**seller.headers, "Idempotency-Key": "k1"},
+    )
+    assert response.status_code == 403
+
+
+def test_403_for_another_seller_changing_my_listing(http: httpx.Client) -> None:
+    owner = seller_with_payout(http)
+    listing = published_listing(http, owner)
+    intruder = register(http, ["seller"], "Intruder")
+    for method, path in (("PATCH", "/v1/listings/{id}"), ("POST", "/v1/listings/{id}/archive")):
+        response = http.request(
+            method, path.format(id=listing["id"]), headers=intruder.headers, json={"title": "hijacked"}
+        )
+        # The listing is active, so its existence is public: the refusal is 403 (drafts answer 404).
+        assert response.status_code == 403, response.text
+    assert http.get(f"/v1/listings/{listing['id']}").json()["title"] == listing["title"]
+
+
+def test_webhook_without_valid_signature_is_refused(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/webhooks/stripe", content=b'{"id": "evt_1"}', headers={"Stripe-Signature": "t=1,v1=deadbeef"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+
+
+def test_token_endpoint_refuses_wrong_password(http: httpx.Client) -> None:
+    user = register(http, ["buyer"], "Someone")
+    response = http.post("/v1/auth/token", data={"username": user.email, "password": "wrong-password!"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_credentials"
+    unknown = http.post(
+        "/v1/auth/token", data={"username": "nobody@example.com", "password": "whatever-pass"}
+    )
+    assert unknown.status_code == 401
+
+
+def test_register_validation_and_duplicates(http: httpx.Client) -> None:
+    bad = http.post(
+        "/v1/auth/register", json={"email": "not-an-email", "password": "short", "roles": ["admin"]}
+    )
+    assert bad.status_code == 422
+    fields = {
+        e["loc"][-1] if e["loc"][-1] != 0 else e["loc"][-2] for e in bad.json()["error"]["details"]["errors"]
+    }
+    assert {"email", "password", "display_name", "roles"} <= fields
+    user = register(http, ["buyer"], "Dup")
+    again = http.post(
+        "/v1/auth/register", json={"email": user.email, "password": "another-password", "display_name": "Dup"}
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "email_taken"
