@@ -24,7 +24,7 @@ EXTERNAL_SERVICE_VARS = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     # Where embedded services keep their state.
     data_dir: str = ".data"
