@@ -25,6 +25,9 @@ def activities_for(orders: OrderActivities, payments: PaymentActivities) -> list
         orders.release_stock,
         orders.record_order_state,
         payments.charge,
+        payments.refund,
+        payments.release_escrow,
+        payments.transfer,
         payments.create_payout_account,
     ]
 

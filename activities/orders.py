@@ -47,6 +47,7 @@ class OrderStateChange:
     actor_id: str | None
     actor_role: str
     action: str
+    tracking: dict[str, str] | None = None
 
 
 class OrderActivities:
@@ -138,6 +139,7 @@ class OrderActivities:
                     status_reason=change.reason,
                     payment_state=change.payment_state,
                     state_seq=change.seq,
+                    tracking=change.tracking,
                 )
             )
             await session.execute(

@@ -17,8 +17,9 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from bazaar import ledger
 from bazaar.db import transaction
-from bazaar.models import Payment, PaymentKind, PaymentOutcome, PayoutAccount
+from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.settings import Settings, get_settings
 
 
@@ -47,6 +48,48 @@ class ChargeResult:
     payment_intent_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+
+
+@dataclass
+class RefundRequest:
+    order_id: str
+    payment_intent_id: str
+    amount: int
+    currency: str
+    idempotency_key: str
+    reason: str
+
+
+@dataclass
+class RefundResult:
+    refund_id: str
+    amount: int
+
+
+@dataclass
+class ReleaseRequest:
+    """Move what is left in escrow to the seller (minus the platform fee); ledger only."""
+
+    order_id: str
+    gross: int
+    fee: int
+    currency: str
+    txn: str
+
+
+@dataclass
+class TransferRequest:
+    order_id: str
+    amount: int
+    currency: str
+    transfer_group: str
+    idempotency_key: str
+
+
+@dataclass
+class TransferResult:
+    transfer_id: str
+    destination: str
 
 
 @dataclass
@@ -119,12 +162,111 @@ class PaymentActivities:
             None if succeeded else intent.status,
             None,
             intent.to_dict(),
+            movement={LedgerAccount.ESCROW: req.amount, LedgerAccount.BUYER_PAYMENTS: -req.amount}
+            if succeeded
+            else None,
         )
         return ChargeResult(
             succeeded=succeeded,
             payment_intent_id=intent.id,
             failure_code=None if succeeded else intent.status,
         )
+
+    @activity.defn
+    async def refund(self, req: RefundRequest) -> RefundResult:
+        """Give money back to the buyer from escrow (never more than was captured: the provider checks too)."""
+        stored = await _stored_outcome(req.idempotency_key)
+        if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
+            return RefundResult(stored.provider_id, stored.amount)
+        await _record_attempt(req.order_id, PaymentKind.REFUND, req.idempotency_key, req.amount, req.currency)
+        try:
+            refund = await self.client.v1.refunds.create_async(
+                params={
+                    "payment_intent": req.payment_intent_id,
+                    "amount": req.amount,
+                    "reason": "requested_by_customer",
+                    "metadata": {"order_id": req.order_id, "reason": req.reason},
+                },
+                options={"idempotency_key": req.idempotency_key},
+            )
+        except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError) as exc:
+            await _record_outcome(
+                req.idempotency_key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc)
+            )
+            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        await _record_outcome(
+            req.idempotency_key,
+            PaymentOutcome.SUCCEEDED,
+            refund.id,
+            None,
+            None,
+            refund.to_dict(),
+            movement={LedgerAccount.ESCROW: -req.amount, LedgerAccount.REFUNDS: req.amount},
+        )
+        return RefundResult(refund.id, req.amount)
+
+    @activity.defn
+    async def release_escrow(self, req: ReleaseRequest) -> None:
+        """Completed order: escrow becomes the seller's (minus the fee). No provider call."""
+        async with transaction() as session:
+            order = await ledger.order_seller(session, uuid.UUID(req.order_id))
+            await ledger.post(
+                session,
+                req.txn,
+                order.id,
+                order.seller_id,
+                req.currency,
+                {
+                    LedgerAccount.ESCROW: -req.gross,
+                    LedgerAccount.PLATFORM_FEES: req.fee,
+                    LedgerAccount.SELLER_PAYABLE: req.gross - req.fee,
+                },
+            )
+
+    @activity.defn
+    async def transfer(self, req: TransferRequest) -> TransferResult:
+        """Pay the seller's connected account from the platform balance (separate charges and transfers)."""
+        stored = await _stored_outcome(req.idempotency_key)
+        if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
+            return TransferResult(
+                stored.provider_id, str((stored.provider_response or {}).get("destination"))
+            )
+        async with transaction() as session:
+            order = await ledger.order_seller(session, uuid.UUID(req.order_id))
+            account = await session.scalar(
+                select(PayoutAccount).where(PayoutAccount.user_id == order.seller_id)
+            )
+        if account is None:
+            raise ApplicationError("seller has no payout account", type="PaymentRejected", non_retryable=True)
+        await _record_attempt(
+            req.order_id, PaymentKind.TRANSFER, req.idempotency_key, req.amount, req.currency
+        )
+        try:
+            transfer = await self.client.v1.transfers.create_async(
+                params={
+                    "amount": req.amount,
+                    "currency": req.currency.lower(),
+                    "destination": account.provider_account_id,
+                    "transfer_group": req.transfer_group,
+                    "metadata": {"order_id": req.order_id},
+                },
+                options={"idempotency_key": req.idempotency_key},
+            )
+        except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError) as exc:
+            await _record_outcome(
+                req.idempotency_key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc)
+            )
+            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        await _record_outcome(
+            req.idempotency_key,
+            PaymentOutcome.SUCCEEDED,
+            transfer.id,
+            None,
+            None,
+            transfer.to_dict(),
+            movement={LedgerAccount.SELLER_PAYABLE: -req.amount, LedgerAccount.SELLER_PAYOUTS: req.amount},
+        )
+        return TransferResult(transfer.id, account.provider_account_id)
 
     @activity.defn
     async def create_payout_account(self, req: PayoutAccountRequest) -> PayoutAccountResult:
@@ -192,7 +334,9 @@ async def _record_outcome(
     failure_code: str | None,
     failure_message: str | None,
     response: dict[str, Any] | None,
+    movement: dict[LedgerAccount, int] | None = None,
 ) -> None:
+    """Store the provider's answer and, for a success, its ledger movement: one transaction."""
     async with transaction() as session:
         payment = await session.scalar(
             select(Payment).where(Payment.idempotency_key == key).with_for_update()
@@ -203,6 +347,9 @@ async def _record_outcome(
         payment.failure_code = failure_code
         payment.failure_message = failure_message
         payment.provider_response = response
+        if movement is not None:
+            order = await ledger.order_seller(session, payment.order_id)
+            await ledger.post(session, key, order.id, order.seller_id, payment.currency, movement)
 
 
 def _charge_result(payment: Payment) -> ChargeResult:

@@ -54,10 +54,13 @@ def meili(request: Request) -> Meili:
     return client
 
 
-Session = Annotated[AsyncSession, Depends(session)]
+# scope="function": commit before the response is sent, so a client never reads its own write as missing
+# and a failed commit becomes this request's error.
+Session = Annotated[AsyncSession, Depends(session, scope="function")]
 Caller = Annotated[Principal, Depends(principal)]
 MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
 Seller = Annotated[Principal, Depends(require_role(Role.SELLER))]
 Buyer = Annotated[Principal, Depends(require_role(Role.BUYER))]
+Support = Annotated[Principal, Depends(require_role(Role.SUPPORT))]
 Temporal = Annotated[Client, Depends(temporal)]
 MeiliClient = Annotated[Meili, Depends(meili)]

@@ -184,6 +184,25 @@ class OrderIn(BaseModel):
     payment_method: str = Field(min_length=3, max_length=64, pattern=r"^pm_[A-Za-z0-9_]+$")
 
 
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class FulfilIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    carrier: str | None = Field(default=None, max_length=60)
+    tracking_number: str | None = Field(default=None, max_length=100)
+    tracking_url: HttpUrl | None = None
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resolution: Literal["release", "refund", "partial_refund"]
+    refund_amount: int | None = Field(default=None, gt=0, description="minor units, for partial_refund")
+    note: str | None = Field(default=None, max_length=2000)
+
+
 class OrderOut(BaseModel):
     id: uuid.UUID
     status: str
@@ -196,6 +215,9 @@ class OrderOut(BaseModel):
     total: Money | None
     payment_state: str
     workflow_id: str
+    tracking: dict[str, str] | None = None
+    refunded: Money | None = None
+    allowed_actions: list[str] = []
 
 
 class TimelineEvent(BaseModel):
@@ -213,3 +235,23 @@ class OrderDetailOut(OrderOut):
 class OrderPage(BaseModel):
     items: list[OrderOut]
     next_cursor: str | None
+
+
+class BalanceOut(BaseModel):
+    currency: str
+    held: int
+    available: int
+    paid_out: int
+
+
+class LedgerLineOut(BaseModel):
+    at: datetime
+    order_id: uuid.UUID
+    account: str
+    signed_amount: int
+    currency: str
+
+
+class SellerBalanceOut(BaseModel):
+    balances: list[BalanceOut]
+    history: list[LedgerLineOut]

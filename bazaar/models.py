@@ -170,6 +170,7 @@ class Order(Timestamped, Base):
     stock_reserved: Mapped[bool] = mapped_column(default=True)
     idempotency_key: Mapped[str] = mapped_column(String(255))
     workflow_id: Mapped[str] = mapped_column(String(128), unique=True)
+    tracking: Mapped[dict[str, Any] | None] = mapped_column()
     # Last workflow event applied, so a replayed projection write never moves the row backwards.
     state_seq: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -230,3 +231,31 @@ class StripeEvent(Base):
     type: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     payload: Mapped[dict[str, Any]] = mapped_column()
+
+
+class LedgerAccount(enum.StrEnum):
+    BUYER_PAYMENTS = "buyer_payments"  # money that came in from buyers (negative: owed back to the world)
+    ESCROW = "escrow"  # held by the platform until the order completes
+    REFUNDS = "refunds"  # returned to buyers
+    PLATFORM_FEES = "platform_fees"  # the marketplace's revenue
+    SELLER_PAYABLE = "seller_payable"  # released to a seller, not yet transferred
+    SELLER_PAYOUTS = "seller_payouts"  # transferred to the seller's connected account
+
+
+class LedgerEntry(Base):
+    """Append-only double-entry ledger: each movement (`txn`) is entries summing to zero."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("txn", "account", name="uq_ledger_txn_account"),
+        Index("ix_ledger_seller_account", "seller_id", "account"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    txn: Mapped[str] = mapped_column(String(255))  # the movement's idempotency key, e.g. "<order>:refund:1"
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    seller_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    account: Mapped[LedgerAccount] = mapped_column(_enum(LedgerAccount, "ledger_account"))
+    amount: Mapped[int] = mapped_column(BigInteger)  # signed minor units
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -24,7 +24,9 @@ EXTERNAL_SERVICE_VARS = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     # Where embedded services keep their state.
     data_dir: str = ".data"
@@ -55,6 +57,10 @@ class Settings(BaseSettings):
     platform_fee_bps: int = Field(default=1000, ge=0, le=10_000)
     platform_fee_fixed: int = Field(default=30, ge=0)
     default_currency: str = "EUR"
+
+    # Order timers (seconds; shorten them for demos and tests).
+    order_acceptance_timeout_seconds: int = Field(default=48 * 3600, gt=0)
+    order_dispute_window_seconds: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Auth.
     jwt_secret: SecretStr | None = None

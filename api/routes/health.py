@@ -52,7 +52,9 @@ async def metrics_endpoint(session: Session, request: Request) -> Response:
     """Who may call: Prometheus with METRICS_TOKEN, or (when no token is configured) loopback clients only."""
     token = get_settings().metrics_token
     if token is not None:
-        if not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {token.get_secret_value()}"):
+        if not secrets.compare_digest(
+            request.headers.get("authorization", ""), f"Bearer {token.get_secret_value()}"
+        ):
             raise DomainError(ErrorCode.NOT_AUTHENTICATED, "metrics need the METRICS_TOKEN bearer token")
     elif request.client is None or request.client.host not in ("127.0.0.1", "::1"):
         raise DomainError(ErrorCode.FORBIDDEN, "metrics are served to loopback clients only")

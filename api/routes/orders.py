@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Buyer, Caller, Session, Temporal
-from api.schemas import OrderDetailOut, OrderIn, OrderOut, OrderPage, TimelineEvent
+from api.deps import Buyer, Caller, Session, Support, Temporal
+from api.schemas import (
+    ActionIn,
+    FulfilIn,
+    OrderDetailOut,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    ResolveIn,
+    TimelineEvent,
+)
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Listing, ListingStatus, Order, Role
 from bazaar.money import Money
 from bazaar.settings import get_settings
-from workflows.order import OrderView, OrderWorkflow, PlaceOrder, order_workflow_id
+from workflows.order import ActionRequest, Actor, OrderView, OrderWorkflow, PlaceOrder, order_workflow_id
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 # Order ids derive from (buyer, Idempotency-Key): a retried request lands on the same order and workflow.
@@ -29,6 +38,10 @@ _REJECTIONS = {
     "own_listing": (ErrorCode.OWN_LISTING, "you cannot buy your own listing"),
     "listing_not_available": (ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale"),
 }
+# How the workflow's update rejections map to API errors (anything else: 409 with the current state).
+_UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
+# How the workflow's update rejections map to API errors (anything else: 409 with the current state).
+_UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
@@ -49,6 +62,7 @@ async def place_order(
         await _check_purchasable(session, body, buyer)
     await session.commit()  # end the read transaction before waiting on the workflow
 
+    settings = get_settings()
     request = PlaceOrder(
         order_id=str(order_id),
         buyer_id=str(buyer.user_id),
@@ -56,6 +70,10 @@ async def place_order(
         quantity=body.quantity,
         payment_method=body.payment_method,
         idempotency_key=idempotency_key,
+        acceptance_timeout_seconds=settings.order_acceptance_timeout_seconds,
+        dispute_window_seconds=settings.order_dispute_window_seconds,
+        fee_bps=settings.platform_fee_bps,
+        fee_fixed=settings.platform_fee_fixed,
     )
     view = await _start_or_join(temporal, request)
     if view.listing_id != request.listing_id or view.quantity != request.quantity:
@@ -121,6 +139,149 @@ async def get_order(order_id: uuid.UUID, caller: Caller, session: Session) -> Or
     return OrderDetailOut(**_from_row(order).model_dump(), timeline=timeline)
 
 
+@router.post("/{order_id}/accept", response_model=OrderOut)
+async def accept(order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal) -> OrderOut:
+    """Seller accepts a paid order."""
+    return await _act(
+        temporal, session, order_id, caller, OrderWorkflow.accept, ActionRequest(_actor(caller))
+    )
+
+
+@router.post("/{order_id}/decline", response_model=OrderOut)
+async def decline(
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: ActionIn | None = None
+) -> OrderOut:
+    """Seller declines a paid order: the buyer is refunded in full and the stock goes back."""
+    reason = body.reason if body else None
+    return await _act(
+        temporal,
+        session,
+        order_id,
+        caller,
+        OrderWorkflow.decline,
+        ActionRequest(_actor(caller), reason=reason),
+    )
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut)
+async def cancel(
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: ActionIn | None = None
+) -> OrderOut:
+    """Buyer (before acceptance), seller (after acceptance) or support cancels: full refund."""
+    reason = body.reason if body else None
+    return await _act(
+        temporal,
+        session,
+        order_id,
+        caller,
+        OrderWorkflow.cancel,
+        ActionRequest(_actor(caller), reason=reason),
+    )
+
+
+@router.post("/{order_id}/fulfil", response_model=OrderOut)
+async def fulfil(
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: FulfilIn | None = None
+) -> OrderOut:
+    """Seller marks the order shipped/fulfilled, optionally with tracking."""
+    tracking = {k: str(v) for k, v in (body.model_dump(exclude_none=True) if body else {}).items()} or None
+    return await _act(
+        temporal,
+        session,
+        order_id,
+        caller,
+        OrderWorkflow.fulfil,
+        ActionRequest(_actor(caller), tracking=tracking),
+    )
+
+
+@router.post("/{order_id}/confirm-receipt", response_model=OrderOut)
+async def confirm_receipt(
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal
+) -> OrderOut:
+    """Buyer confirms receipt: the order completes and escrow is released to the seller."""
+    return await _act(
+        temporal, session, order_id, caller, OrderWorkflow.confirm_receipt, ActionRequest(_actor(caller))
+    )
+
+
+@router.post("/{order_id}/dispute", response_model=OrderOut)
+async def open_dispute(
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: ActionIn
+) -> OrderOut:
+    """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen."""
+    return await _act(
+        temporal,
+        session,
+        order_id,
+        caller,
+        OrderWorkflow.open_dispute,
+        ActionRequest(_actor(caller), reason=body.reason),
+    )
+
+
+@router.post("/{order_id}/resolve", response_model=OrderOut)
+async def resolve_dispute(
+    order_id: uuid.UUID, support: Support, session: Session, temporal: Temporal, body: ResolveIn
+) -> OrderOut:
+    """Support resolves a dispute: release to the seller, refund the buyer, or refund part and release the rest."""
+    return await _act(
+        temporal,
+        session,
+        order_id,
+        support,
+        OrderWorkflow.resolve_dispute,
+        ActionRequest(
+            _actor(support), reason=body.note, resolution=body.resolution, refund_amount=body.refund_amount
+        ),
+    )
+
+
+def _actor(caller: Principal) -> Actor:
+    return Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
+
+
+async def _act(
+    temporal: Temporal,
+    session: Session,
+    order_id: uuid.UUID,
+    caller: Principal,
+    update: Any,
+    request: ActionRequest,
+) -> OrderOut:
+    """Run one actor action as a workflow Update; map its rejection to 403/409/422 with the current state."""
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    _check_party(order, caller)
+    await session.commit()  # do not hold a transaction while the workflow works
+    handle = temporal.get_workflow_handle(order.workflow_id)
+    try:
+        view: OrderView = await handle.execute_update(update, request, result_type=OrderView)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        kind = cause.type if isinstance(cause, ApplicationError) else None
+        message = cause.message if isinstance(cause, ApplicationError) else "action not allowed now"
+        code = _UPDATE_REJECTIONS.get(kind or "", ErrorCode.INVALID_TRANSITION)
+        raise DomainError(code, message, {"order": await _current(session, order_id)}) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended: its state is final
+            raise DomainError(
+                ErrorCode.INVALID_TRANSITION,
+                f"the order is {order.status.value}",
+                {"order": await _current(session, order_id)},
+            ) from exc
+        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+    return _from_view(view)
+
+
+async def _current(session: Session, order_id: uuid.UUID) -> dict[str, Any]:
+    session.expire_all()
+    order = await session.get(Order, order_id)
+    assert order is not None
+    return _from_row(order).model_dump(mode="json")
+
+
 async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) -> None:
     """Fast, friendly refusals; the workflow's reservation re-checks under a row lock."""
     listing = await session.get(Listing, body.listing_id)
@@ -173,6 +334,9 @@ def _from_view(view: OrderView) -> OrderOut:
         total=Money(amount=view.amount, currency=view.currency) if view.amount else None,
         payment_state=view.payment_state,
         workflow_id=order_workflow_id(view.order_id),
+        tracking=view.tracking,
+        refunded=Money(amount=view.refunded_amount, currency=view.currency) if view.refunded_amount else None,
+        allowed_actions=view.allowed_actions,
     )
 
 
@@ -189,4 +353,5 @@ def _from_row(order: Order) -> OrderOut:
         total=Money(amount=order.amount, currency=order.currency),
         payment_state=order.payment_state,
         workflow_id=order.workflow_id,
+        tracking=order.tracking,
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.payments import PayoutAccountRequest, PayoutAccountResult
 from api.deps import Seller, Session, Temporal
-from api.schemas import PayoutAccountIn, PayoutAccountOut
+from api.schemas import BalanceOut, LedgerLineOut, PayoutAccountIn, PayoutAccountOut, SellerBalanceOut
+from bazaar import ledger
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import PayoutAccount, User
 from bazaar.settings import get_settings
@@ -39,6 +42,31 @@ async def create_payout_account(
         provider_account_id=result.provider_account_id,
         country=result.country,
         default_currency=result.default_currency,
+    )
+
+
+@router.get("/balance", response_model=SellerBalanceOut)
+async def balance(
+    seller: Seller, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> SellerBalanceOut:
+    """Money per currency: held in escrow, released but not yet transferred, and paid out; newest history first."""
+    balances = await ledger.seller_balances(session, seller.user_id)
+    history = await ledger.seller_history(session, seller.user_id, limit)
+    return SellerBalanceOut(
+        balances=[
+            BalanceOut(currency=b.currency, held=b.held, available=b.available, paid_out=b.paid_out)
+            for b in balances
+        ],
+        history=[
+            LedgerLineOut(
+                at=e.created_at,
+                order_id=e.order_id,
+                account=e.account.value,
+                signed_amount=e.amount,
+                currency=e.currency,
+            )
+            for e in history
+        ],
     )
 
 

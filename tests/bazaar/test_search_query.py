@@ -13,7 +13,7 @@ HOSTILE = [
     "a AND b",
     "NOT active",
     "(bikes) OR (1 = 1)",
-    "électronique – 日本語 🚲",
+    "électronique - 日本語 🚲 \u2013",
     '"',
     "' OR ''='",
 ]

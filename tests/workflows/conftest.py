@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from temporalio.common import SearchAttributeKey
@@ -11,15 +12,22 @@ from temporalio.testing import WorkflowEnvironment
 from tests.binaries import venv_binary
 from workflows.order import BUYER_ID, LISTING_ID, ORDER_AMOUNT, ORDER_STATUS, PAYMENT_STATE, SELLER_ID
 
-SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [ORDER_STATUS, BUYER_ID, SELLER_ID, LISTING_ID, ORDER_AMOUNT,
-                                               PAYMENT_STATE]
+SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [
+    ORDER_STATUS,
+    BUYER_ID,
+    SELLER_ID,
+    LISTING_ID,
+    ORDER_AMOUNT,
+    PAYMENT_STATE,
+]
 
 
 @pytest.fixture(scope="session")
 async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
     temporal = venv_binary("temporal")
     async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal, search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_existing_path=temporal,
+        search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--headless"],
     ) as env:
         yield env

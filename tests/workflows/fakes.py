@@ -9,7 +9,15 @@ from typing import Any
 from temporalio import activity
 
 from activities.orders import OrderStateChange, ReserveStockInput, ReserveStockResult
-from activities.payments import ChargeRequest, ChargeResult
+from activities.payments import (
+    ChargeRequest,
+    ChargeResult,
+    RefundRequest,
+    RefundResult,
+    ReleaseRequest,
+    TransferRequest,
+    TransferResult,
+)
 
 
 @dataclass
@@ -21,6 +29,9 @@ class FakeWorld:
     charges: list[ChargeRequest] = field(default_factory=list)
     states: list[OrderStateChange] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    refunds: list[RefundRequest] = field(default_factory=list)
+    escrow_releases: list[ReleaseRequest] = field(default_factory=list)
+    transfers: list[TransferRequest] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -30,8 +41,14 @@ class FakeWorld:
             if world.stock < req.quantity:
                 return ReserveStockResult(ok=False, reason="sold_out")
             world.stock -= req.quantity
-            return ReserveStockResult(ok=True, seller_id="seller-1", listing_title="Road bike",
-                                      unit_amount=45_000, amount=45_000 * req.quantity, currency="EUR")
+            return ReserveStockResult(
+                ok=True,
+                seller_id="seller-1",
+                listing_title="Road bike",
+                unit_amount=45_000,
+                amount=45_000 * req.quantity,
+                currency="EUR",
+            )
 
         @activity.defn(name="release_stock")
         async def release_stock(order_id: str) -> bool:
@@ -49,4 +66,18 @@ class FakeWorld:
                 return ChargeResult(succeeded=False, failure_code="card_declined")
             return ChargeResult(succeeded=True, payment_intent_id="pi_fake")
 
-        return [reserve_stock, release_stock, record_order_state, charge]
+        @activity.defn(name="refund")
+        async def refund(req: RefundRequest) -> RefundResult:
+            world.refunds.append(req)
+            return RefundResult(refund_id=f"re_{len(world.refunds)}", amount=req.amount)
+
+        @activity.defn(name="release_escrow")
+        async def release_escrow(req: ReleaseRequest) -> None:
+            world.escrow_releases.append(req)
+
+        @activity.defn(name="transfer")
+        async def transfer(req: TransferRequest) -> TransferResult:
+            world.transfers.append(req)
+            return TransferResult(transfer_id="tr_fake", destination="acct_fake")
+
+        return [reserve_stock, release_stock, record_order_state, charge, refund, release_escrow, transfer]

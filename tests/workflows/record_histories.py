@@ -14,11 +14,11 @@ from temporalio.testing import WorkflowEnvironment
 from tests.binaries import venv_binary
 from tests.workflows.conftest import SEARCH_ATTRIBUTES
 from tests.workflows.fakes import FakeWorld
-from tests.workflows.test_order_workflow import place
+from tests.workflows.test_order_workflow import run_to_end
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 SCENARIOS = {
-    "order_paid": FakeWorld(stock=1),
+    "order_completed": FakeWorld(stock=1),
     "order_payment_failed": FakeWorld(decline=True),
     "order_sold_out": FakeWorld(stock=0),
 }
@@ -26,11 +26,12 @@ SCENARIOS = {
 
 async def main() -> None:
     async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_existing_path=venv_binary("temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--headless"],
     ) as env:
         for name, world in SCENARIOS.items():
-            _, history = await place(env, world)
+            _, history = await run_to_end(env, world)
             (HISTORIES / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}")
 

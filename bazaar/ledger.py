@@ -1,0 +1,100 @@
+"""The double-entry ledger: every money movement is a balanced set of entries, written once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.models import LedgerAccount, LedgerEntry, Order
+
+
+async def post(
+    session: AsyncSession,
+    txn: str,
+    order_id: uuid.UUID,
+    seller_id: uuid.UUID,
+    currency: str,
+    entries: dict[LedgerAccount, int],
+) -> None:
+    """Append one movement. Idempotent on `txn` (a retried activity writes nothing new)."""
+    if sum(entries.values()) != 0:
+        raise ValueError(f"unbalanced ledger movement {txn}: {entries}")
+    rows = [
+        {
+            "txn": txn,
+            "order_id": order_id,
+            "seller_id": seller_id,
+            "account": account,
+            "amount": amount,
+            "currency": currency,
+        }
+        for account, amount in entries.items()
+        if amount != 0
+    ]
+    if rows:
+        await session.execute(
+            insert(LedgerEntry).values(rows).on_conflict_do_nothing(constraint="uq_ledger_txn_account")
+        )
+
+
+@dataclass
+class SellerBalance:
+    currency: str
+    held: int  # in escrow for orders not completed yet
+    available: int  # released to the seller, not yet transferred
+    paid_out: int  # transferred to the seller's connected account
+
+
+async def seller_balances(session: AsyncSession, seller_id: uuid.UUID) -> list[SellerBalance]:
+    def total(account: LedgerAccount) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((LedgerEntry.account == account, LedgerEntry.amount), else_=0)), 0)
+
+    rows = (
+        await session.execute(
+            select(
+                LedgerEntry.currency,
+                total(LedgerAccount.ESCROW),
+                total(LedgerAccount.SELLER_PAYABLE),
+                total(LedgerAccount.SELLER_PAYOUTS),
+            )
+            .where(LedgerEntry.seller_id == seller_id)
+            .group_by(LedgerEntry.currency)
+            .order_by(LedgerEntry.currency)
+        )
+    ).all()
+    return [SellerBalance(currency=c, held=int(h), available=int(a), paid_out=int(p)) for c, h, a, p in rows]
+
+
+async def order_entries(session: AsyncSession, order_id: uuid.UUID) -> list[LedgerEntry]:
+    return list(
+        (
+            await session.scalars(
+                select(LedgerEntry).where(LedgerEntry.order_id == order_id).order_by(LedgerEntry.id)
+            )
+        ).all()
+    )
+
+
+async def seller_history(session: AsyncSession, seller_id: uuid.UUID, limit: int) -> list[LedgerEntry]:
+    accounts = (LedgerAccount.ESCROW, LedgerAccount.SELLER_PAYABLE, LedgerAccount.SELLER_PAYOUTS)
+    return list(
+        (
+            await session.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.seller_id == seller_id, LedgerEntry.account.in_(accounts))
+                .order_by(LedgerEntry.id.desc())
+                .limit(limit)
+            )
+        ).all()
+    )
+
+
+async def order_seller(session: AsyncSession, order_id: uuid.UUID) -> Order:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise LookupError(f"order {order_id} not found")
+    return order

@@ -1,0 +1,76 @@
+"""Session fixtures for tests that need real services.
+
+Both fixtures are lazy: a test run that requests neither starts nothing, so unit tests need no
+services. Everything binds free loopback ports in a fresh temp dir (never the dev stack's ports or
+`.data/`), Temporal is in memory, and every process is stopped at session end, even on failure.
+
+- `infra`: PostgreSQL + Temporal + Meilisearch + Stripe sandbox + SMTP sink, no app processes (for
+  tests that run workers in-process: give them their own task queue, since `stack` shares this infra).
+- `stack`: `infra` plus migrations, worker, search sync and API (no demo data).
+
+Both yield a `devstack.stack.Stack`: `api_url`, `database_url`, `temporal_address`, `meili_url`,
+`meili_master_key`, `meili_search_key`, `stripe_api_base`, `stripe_secret_key`,
+`stripe_webhook_secret`, `jwt_secret`, `smtp_port`, `mail_dir`, `env` (dict of settings env vars).
+While they are active, `os.environ` carries `env` (and `get_settings()` is reset), so in-process code
+reads the test services' settings. Only variables set in the real environment (not `.env`) make
+the fixtures use an existing service instead of an embedded one. BAZAAR_KEEP_TEST_DATA=1 keeps the
+temp dir (logs in `<dir>/logs/`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from bazaar.settings import Settings, get_settings
+from devstack.stack import Ports, Stack
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Stack]:
+    """Embedded services only, on free ports in a temp dir; stopped at session end."""
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        # A SIGTERM'd test run unwinds through fixture teardown instead of orphaning servers.
+        signal.signal(signal.SIGTERM, _interrupt)
+    base = Path(tempfile.mkdtemp(prefix="bazaar-test-"))
+    base.chmod(0o755)  # the `postgres` OS user (we may be root) must traverse it
+    saved_env = dict(os.environ)
+    stack = Stack(base, Ports.free(), persistent=False, settings=Settings(_env_file=None))
+    try:
+        stack.start_infra()
+        os.environ.update(stack.env)
+        get_settings.cache_clear()
+        yield stack
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        get_settings.cache_clear()
+        if not os.environ.get("BAZAAR_KEEP_TEST_DATA"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Stack) -> Iterator[Stack]:
+    """`infra` plus migrations, worker, search sync and API (no demo data)."""
+    try:
+        infra.start_apps(demo_data=False)
+        os.environ.update(infra.env)
+        get_settings.cache_clear()
+        yield infra
+    finally:
+        infra.stop_apps()
