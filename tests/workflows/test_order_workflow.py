@@ -7,34 +7,34 @@ timer tests use one-second deadlines instead of skipping time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from temporalio.workflow import UpdateMethodMultiParam
 
 from tests.workflows.fakes import FakeWorld
 from workflows.order import ORDER_STATUS, ActionRequest, Actor, OrderView, OrderWorkflow, PlaceOrder
 
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
 AMOUNT, FEE = 45_000, 4_530  # 10 % + 0.30 EUR
+Action = UpdateMethodMultiParam[[OrderWorkflow, ActionRequest], OrderView]
 
 
 @dataclass
 class Order:
-    handle: WorkflowHandle[Any, Any]
+    handle: WorkflowHandle[OrderWorkflow, OrderView]
     id: str
 
-    async def act(self, update: Callable[..., Awaitable[OrderView]], request: ActionRequest) -> OrderView:
-        result: OrderView = await self.handle.execute_update(update, request, result_type=OrderView)  # type: ignore[arg-type]
-        return result
+    async def act(self, update: Action, request: ActionRequest) -> OrderView:
+        return await self.handle.execute_update(update, request)
 
-    async def refused(self, update: Callable[..., Awaitable[OrderView]], request: ActionRequest) -> str:
+    async def refused(self, update: Action, request: ActionRequest) -> str:
         with pytest.raises(WorkflowUpdateFailedError) as failure:
             await self.act(update, request)
         cause = failure.value.cause
@@ -42,8 +42,7 @@ class Order:
         return str(cause.type)
 
     async def result(self) -> OrderView:
-        result: OrderView = await self.handle.result()
-        return result
+        return await self.handle.result()
 
 
 @asynccontextmanager
