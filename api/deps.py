@@ -20,9 +20,15 @@ oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
 async def session() -> AsyncIterator[AsyncSession]:
-    """A transaction per request: committed when the handler returns, rolled back on error."""
-    async with get_sessionmaker()() as s, s.begin():
-        yield s
+    """Committed when the handler returns, rolled back on error. A handler may commit early (before it
+    waits on a workflow) and keep reading: the session begins a new transaction on next use."""
+    async with get_sessionmaker()() as s:
+        try:
+            yield s
+            await s.commit()
+        except BaseException:
+            await s.rollback()
+            raise
 
 
 async def optional_principal(token: Annotated[str | None, Depends(oauth2)]) -> Principal | None:
