@@ -28,6 +28,8 @@ class ErrorCode(enum.StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     RATE_LIMITED = "rate_limited"
     INVALID_SIGNATURE = "invalid_signature"
+    REVIEW_NOT_ALLOWED = "review_not_allowed"
+    REVIEW_EXISTS = "review_exists"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -52,6 +54,8 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INVALID_SIGNATURE: 400,
+    ErrorCode.REVIEW_NOT_ALLOWED: 409,
+    ErrorCode.REVIEW_EXISTS: 409,
 }
 
 

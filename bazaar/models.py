@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -119,6 +120,9 @@ class Listing(Timestamped, Base):
         CheckConstraint("quantity >= 0", name="quantity_non_negative"),
         Index("ix_listings_seller_status", "seller_id", "status"),
         Index("ix_listings_status_published", "status", "published_at"),
+        # Both from migration 0003, for the PostgreSQL search fallback.
+        Index("ix_listings_search_vector", "search_vector", postgresql_using="gin"),
+        Index("ix_listings_active_price", "price_amount", postgresql_where=text("status = 'active'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

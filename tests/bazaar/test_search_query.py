@@ -40,8 +40,15 @@ def test_quote_produces_one_string_literal(value: str) -> None:
 
 
 def test_filter_uses_fixed_attribute_names_and_typed_numbers() -> None:
-    query = ListingQuery(categories=["bikes", 'x" OR 1=1'], min_price=100, max_price=900, currency="EUR",
-                         lat=52.5, lng=13.4, radius_km=2.5)
+    query = ListingQuery(
+        categories=["bikes", 'x" OR 1=1'],
+        min_price=100,
+        max_price=900,
+        currency="EUR",
+        lat=52.5,
+        lng=13.4,
+        radius_km=2.5,
+    )
     clauses = build_filter(query)
     assert clauses[0] == ['categories = "bikes"', 'categories = "x\\" OR 1=1"']
     assert 'currency = "EUR"' in clauses

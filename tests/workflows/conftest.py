@@ -31,3 +31,12 @@ async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=["--headless"],
     ) as env:
         yield env
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server: a 14-day timer fires in milliseconds (no custom attributes)."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"),
+    ) as env:
+        yield env

@@ -1,0 +1,111 @@
+"""The in-app inbox, notification preferences, one-click unsubscribe, and the dead-letter tools."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api.deps import Caller, Session, Support, Temporal
+from api.trust_schemas import DeadLetterOut, InboxOut, NotificationOut, PreferenceIn
+from bazaar import notifications
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.settings import get_settings
+from bazaar.trust_models import DeadLetter, Notification
+from workflows.notification import NotificationWorkflow, NotifyRequest
+
+router = APIRouter(prefix="/v1", tags=["notifications"])
+
+
+@router.get("/notifications", response_model=InboxOut)
+async def inbox(
+    caller: Caller,
+    session: Session,
+    unread: bool = False,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: int | None = None,
+) -> InboxOut:
+    items, unread_count = await notifications.inbox(session, caller.user_id, unread, limit, before)
+    return InboxOut(
+        items=[NotificationOut.of(n) for n in items],
+        unread_count=unread_count,
+        next_cursor=items[-1].id if len(items) == limit else None,
+    )
+
+
+@router.post("/notifications/{notification_id}/read", response_model=dict[str, int])
+async def mark_read(notification_id: int, caller: Caller, session: Session) -> dict[str, int]:
+    if await notifications.mark_read(session, caller.user_id, notification_id) == 0:
+        note = await session.get(Notification, notification_id)
+        if note is None or note.recipient_id != caller.user_id:
+            raise DomainError(ErrorCode.NOT_FOUND, "notification not found")
+    return {"marked": 1}
+
+
+@router.post("/notifications/read-all", response_model=dict[str, int])
+async def mark_all_read(caller: Caller, session: Session) -> dict[str, int]:
+    return {"marked": await notifications.mark_read(session, caller.user_id, None)}
+
+
+@router.get("/notifications/preferences", response_model=dict[str, dict[str, bool]])
+async def get_preferences(caller: Caller, session: Session) -> dict[str, dict[str, bool]]:
+    return await notifications.preferences(session, caller.user_id)
+
+
+@router.put("/notifications/preferences", response_model=dict[str, dict[str, bool]])
+async def set_preference(body: PreferenceIn, caller: Caller, session: Session) -> dict[str, dict[str, bool]]:
+    await notifications.set_preference(session, caller.user_id, body.event_type, body.channel, body.enabled)
+    return await notifications.preferences(session, caller.user_id)
+
+
+@router.api_route("/notifications/unsubscribe", methods=["GET", "POST"], response_model=dict[str, str])
+async def unsubscribe(token: Annotated[str, Query(max_length=500)], session: Session) -> dict[str, str]:
+    """One click from an email (RFC 8058 POST or a plain GET); the signed token says who and what."""
+    user_id, event_type, channel = notifications.read_unsubscribe_token(
+        get_settings().require("jwt_secret"), token
+    )
+    await notifications.set_preference(session, user_id, event_type, channel, False)
+    return {"status": "unsubscribed", "event_type": event_type, "channel": channel.value}
+
+
+@router.get("/support/dead-letters", response_model=list[DeadLetterOut])
+async def dead_letters(
+    staff: Support, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[DeadLetterOut]:
+    rows = (
+        await session.execute(
+            select(DeadLetter, Notification)
+            .join(Notification, Notification.id == DeadLetter.notification_id)
+            .where(DeadLetter.replayed_at.is_(None))
+            .order_by(DeadLetter.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [DeadLetterOut.of(d, n) for d, n in rows]
+
+
+@router.post("/support/dead-letters/{dead_letter_id}/replay", status_code=202, response_model=dict[str, str])
+async def replay_dead_letter(
+    dead_letter_id: int, staff: Support, session: Session, temporal: Temporal
+) -> dict[str, str]:
+    """Send a dead-lettered notification again (through the same workflow, with fresh retries)."""
+    dead = await session.get(DeadLetter, dead_letter_id)
+    if dead is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "dead letter not found")
+    workflow_id = f"notify-replay-{dead.id}-{int(dead.failed_at.timestamp())}"
+    try:
+        await temporal.start_workflow(
+            NotificationWorkflow.run,
+            NotifyRequest(notification_ids=[dead.notification_id]),
+            id=workflow_id,
+            task_queue=get_settings().temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # a repeated click: that replay is already under way
+    dead.replayed_at = dead.replayed_at or datetime.now(UTC)
+    return {"workflow_id": workflow_id}

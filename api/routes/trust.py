@@ -1,0 +1,103 @@
+"""Reviews, profiles with reputation, and support's trust tools."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from temporalio.service import RPCError
+
+from api.deps import Caller, Session, Support, Temporal
+from api.trust_schemas import HideReviewIn, ProfileOut, ReputationOut, ReviewIn, ReviewOut, TrustFlagOut
+from bazaar import reputation, reviews
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import User
+from bazaar.trust_models import Reputation, TrustFlag
+from workflows.reviews import ReviewWorkflow, reviews_workflow_id
+
+router = APIRouter(prefix="/v1", tags=["trust"])
+
+
+@router.post("/orders/{order_id}/reviews", status_code=201, response_model=ReviewOut)
+async def review_order(
+    order_id: uuid.UUID, body: ReviewIn, caller: Caller, session: Session, temporal: Temporal
+) -> ReviewOut:
+    """Buyer reviews seller or seller reviews buyer, once, after completion; hidden until revealed."""
+    review = await reviews.submit(session, order_id, caller, body.rating, body.text)
+    out = ReviewOut.of(review)
+    await session.commit()
+    try:  # the review round reveals early once both sides have written
+        await temporal.get_workflow_handle(reviews_workflow_id(str(order_id))).signal(
+            ReviewWorkflow.review_submitted, str(caller.user_id)
+        )
+    except RPCError:
+        pass  # the round already ended; the window check above keeps late reviews out
+    return out
+
+
+@router.get("/orders/{order_id}/reviews", response_model=list[ReviewOut])
+async def order_reviews(order_id: uuid.UUID, caller: Caller, session: Session) -> list[ReviewOut]:
+    return [ReviewOut.of(r) for r in await reviews.for_order(session, order_id, caller)]
+
+
+@router.get("/users/{user_id}/profile", response_model=ProfileOut)
+async def profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
+    """Public: who someone is on Bazaar and how others rated them."""
+    user = await session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise DomainError(ErrorCode.NOT_FOUND, "user not found")
+    return ProfileOut(
+        id=user.id,
+        display_name=user.display_name,
+        member_since=user.created_at,
+        roles=[r for r in user.roles if r in ("buyer", "seller")],
+        reputation=reputation_out(await session.get(Reputation, user_id)),
+    )
+
+
+@router.get("/users/{user_id}/reviews", response_model=list[ReviewOut])
+async def user_reviews(
+    user_id: uuid.UUID, session: Session, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> list[ReviewOut]:
+    """Public: revealed, visible reviews about this user, newest first."""
+    return [ReviewOut.of(r) for r in await reviews.public_for_user(session, user_id, limit)]
+
+
+@router.post("/support/reviews/{review_id}/hide", response_model=ReviewOut)
+async def hide_review(
+    review_id: uuid.UUID, body: HideReviewIn, staff: Support, session: Session
+) -> ReviewOut:
+    """Support hides an abusive review (audited)."""
+    return ReviewOut.of(await reviews.hide(session, review_id, staff, body.reason))
+
+
+@router.get("/support/trust-flags", response_model=list[TrustFlagOut])
+async def trust_flags(
+    staff: Support, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[TrustFlagOut]:
+    """Suspicious review patterns waiting for support."""
+    rows = (
+        await session.scalars(
+            select(TrustFlag)
+            .where(TrustFlag.resolved_at.is_(None))
+            .order_by(TrustFlag.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [
+        TrustFlagOut(
+            id=f.id, kind=f.kind, subject_id=f.subject_id, details=f.details, created_at=f.created_at
+        )
+        for f in rows
+    ]
+
+
+def reputation_out(rep: Reputation | None) -> ReputationOut:
+    return ReputationOut(
+        score=rep.score if rep else reputation.PRIOR_MEAN,
+        rating_count=rep.rating_count if rep else 0,
+        orders_completed=rep.orders_completed if rep else 0,
+        **reputation.rates(rep),
+    )

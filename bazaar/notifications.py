@@ -1,0 +1,177 @@
+"""Notifications: the event catalogue, templates, preferences, unsubscribe tokens and the inbox."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from string import Template
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import Role, User
+from bazaar.trust_models import Notification, NotificationChannel, NotificationPreference
+
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "notifications"
+EVENT_TYPES = frozenset(p.stem for p in TEMPLATES.glob("*.txt"))
+
+
+@cache
+def _template(event_type: str) -> tuple[Template, Template]:
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown notification event {event_type!r}")
+    first, _, body = (TEMPLATES / f"{event_type}.txt").read_text().partition("\n")
+    return Template(first.removeprefix("Subject: ")), Template(body.strip() + "\n")
+
+
+def render(event_type: str, data: dict[str, str]) -> tuple[str, str]:
+    """Subject and body; a missing variable renders as its placeholder rather than failing a delivery."""
+    subject, body = _template(event_type)
+    return subject.safe_substitute(data), body.safe_substitute(data)
+
+
+def unsubscribe_token(secret: str, user_id: uuid.UUID, event_type: str, channel: NotificationChannel) -> str:
+    payload = f"{user_id}:{event_type}:{channel.value}".encode()
+    signature = hmac.new(b"unsubscribe:" + secret.encode(), payload, hashlib.sha256).digest()
+    return f"{base64.urlsafe_b64encode(payload).decode()}.{base64.urlsafe_b64encode(signature).decode()}"
+
+
+def read_unsubscribe_token(secret: str, token: str) -> tuple[uuid.UUID, str, NotificationChannel]:
+    try:
+        payload_b64, signature_b64 = token.split(".")
+        payload = base64.urlsafe_b64decode(payload_b64)
+        expected = hmac.new(b"unsubscribe:" + secret.encode(), payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, base64.urlsafe_b64decode(signature_b64)):
+            raise ValueError("bad signature")
+        user_id, event_type, channel = payload.decode().split(":")
+        return uuid.UUID(user_id), event_type, NotificationChannel(channel)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DomainError(ErrorCode.INVALID_SIGNATURE, "invalid unsubscribe link") from exc
+
+
+async def set_preference(
+    session: AsyncSession, user_id: uuid.UUID, event_type: str, channel: NotificationChannel, enabled: bool
+) -> None:
+    if event_type not in EVENT_TYPES:
+        raise DomainError(
+            ErrorCode.VALIDATION_ERROR,
+            f"unknown event type {event_type!r}",
+            {"event_types": sorted(EVENT_TYPES)},
+        )
+    await session.execute(
+        insert(NotificationPreference)
+        .values(user_id=user_id, event_type=event_type, channel=channel, enabled=enabled)
+        .on_conflict_do_update(index_elements=["user_id", "event_type", "channel"], set_={"enabled": enabled})
+    )
+
+
+async def preferences(session: AsyncSession, user_id: uuid.UUID) -> dict[str, dict[str, bool]]:
+    """Every event type and channel, enabled unless the user opted out."""
+    rows = (
+        await session.scalars(select(NotificationPreference).where(NotificationPreference.user_id == user_id))
+    ).all()
+    chosen = {(r.event_type, r.channel): r.enabled for r in rows}
+    return {
+        event: {c.value: chosen.get((event, c), True) for c in NotificationChannel}
+        for event in sorted(EVENT_TYPES)
+    }
+
+
+async def prepare(
+    session: AsyncSession,
+    event_key: str,
+    event_type: str,
+    recipient_ids: list[uuid.UUID],
+    recipient_roles: list[str],
+    data: dict[str, str],
+) -> list[int]:
+    """Create the (event, recipient, channel) rows that preferences allow; return those not yet sent."""
+    recipients = set(recipient_ids)
+    if recipient_roles:
+        staff = await session.scalars(
+            select(User.id).where(User.roles.overlap([Role(r).value for r in recipient_roles]))
+        )
+        recipients.update(staff.all())
+    users = (await session.scalars(select(User).where(User.id.in_(recipients)))).all()
+    opted_out = {
+        (p.user_id, p.channel)
+        for p in (
+            await session.scalars(
+                select(NotificationPreference).where(
+                    NotificationPreference.user_id.in_(recipients),
+                    NotificationPreference.event_type == event_type,
+                    NotificationPreference.enabled.is_(False),
+                )
+            )
+        ).all()
+    }
+    for user in users:
+        subject, body = render(event_type, {**data, "recipient_name": user.display_name})
+        for channel in NotificationChannel:
+            if (user.id, channel) in opted_out:
+                continue
+            await session.execute(
+                insert(Notification)
+                .values(
+                    event_key=event_key,
+                    event_type=event_type,
+                    recipient_id=user.id,
+                    channel=channel,
+                    subject=subject,
+                    body=body,
+                    data=data,
+                    status="pending",
+                )
+                .on_conflict_do_nothing(constraint="uq_notification_delivery")
+            )
+    pending = await session.scalars(
+        select(Notification.id)
+        .where(Notification.event_key == event_key, Notification.status != "sent")
+        .order_by(Notification.id)
+    )
+    return list(pending.all())
+
+
+async def inbox(
+    session: AsyncSession, user_id: uuid.UUID, unread_only: bool, limit: int, before_id: int | None
+) -> tuple[list[Notification], int]:
+    base = select(Notification).where(
+        Notification.recipient_id == user_id,
+        Notification.channel == NotificationChannel.INBOX,
+        Notification.status == "sent",
+    )
+    if unread_only:
+        base = base.where(Notification.read_at.is_(None))
+    page = base.where(Notification.id < before_id) if before_id else base
+    items = (await session.scalars(page.order_by(Notification.id.desc()).limit(limit))).all()
+    unread = await session.scalar(
+        select(func.count())
+        .select_from(Notification)
+        .where(
+            Notification.recipient_id == user_id,
+            Notification.channel == NotificationChannel.INBOX,
+            Notification.status == "sent",
+            Notification.read_at.is_(None),
+        )
+    )
+    return list(items), int(unread or 0)
+
+
+async def mark_read(session: AsyncSession, user_id: uuid.UUID, notification_id: int | None) -> int:
+    """Mark one (or, with None, every) inbox notification of this user read; returns how many changed."""
+    stmt = update(Notification).where(
+        Notification.recipient_id == user_id,
+        Notification.channel == NotificationChannel.INBOX,
+        Notification.read_at.is_(None),
+    )
+    if notification_id is not None:
+        stmt = stmt.where(Notification.id == notification_id)
+    result = await session.execute(stmt.values(read_at=datetime.now(UTC)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,169 @@
+"""Reputation: a stored Bayesian average of ratings received plus order outcome counts.
+
+Updated when a review is revealed or an order ends (each event applied once), never recomputed on read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.models import AuditEvent, Listing, ListingStatus, SearchOutbox, User
+from bazaar.trust_models import Reputation, Review, TrustFlag
+
+# Prior: a newcomer counts as PRIOR_WEIGHT ratings of PRIOR_MEAN, so one 5-star review does not beat a long
+# record of 4.8s, and one 1-star review does not sink a newcomer.
+PRIOR_MEAN = 4.0
+PRIOR_WEIGHT = 5
+REPEATED_PAIR_LIMIT = 3  # reviews from the same author to the same subject within REPEATED_PAIR_DAYS
+REPEATED_PAIR_DAYS = 30
+NEW_ACCOUNT_DAYS = 7  # "new" reviewer accounts for the burst check
+BURST_LIMIT = 3  # top ratings from new accounts within BURST_HOURS
+BURST_HOURS = 24
+
+
+def bayesian_score(rating_sum: int, rating_count: int) -> float:
+    return round((PRIOR_MEAN * PRIOR_WEIGHT + rating_sum) / (PRIOR_WEIGHT + rating_count), 4)
+
+
+async def _row(session: AsyncSession, user_id: uuid.UUID) -> Reputation:
+    await session.execute(
+        insert(Reputation)
+        .values(user_id=user_id, score=PRIOR_MEAN)
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    row = await session.scalar(select(Reputation).where(Reputation.user_id == user_id).with_for_update())
+    assert row is not None
+    return row
+
+
+async def _once(session: AsyncSession, key: str, action: str, subject_id: uuid.UUID) -> bool:
+    """True the first time `key` is seen (an audit row doubles as the idempotency record)."""
+    inserted = await session.execute(
+        insert(AuditEvent)
+        .values(
+            actor_role="system",
+            subject_type="reputation",
+            subject_id=str(subject_id),
+            action=action,
+            data={},
+            dedupe_key=key,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(AuditEvent.id)
+    )
+    return inserted.first() is not None
+
+
+async def apply_review(session: AsyncSession, review: Review) -> Reputation:
+    rep = await _row(session, review.subject_id)
+    if await _once(session, f"reputation:review:{review.id}", "reputation.review_counted", review.subject_id):
+        rep.rating_count += 1
+        rep.rating_sum += review.rating
+        rep.score = bayesian_score(rep.rating_sum, rep.rating_count)
+        await reindex_seller_listings(session, review.subject_id)
+    return rep
+
+
+async def apply_order_outcome(
+    session: AsyncSession, order_id: uuid.UUID, seller_id: uuid.UUID, outcome: str
+) -> Reputation:
+    """outcome: completed | cancelled | disputed (a disputed order that later completes counts both)."""
+    rep = await _row(session, seller_id)
+    if await _once(
+        session, f"reputation:order:{order_id}:{outcome}", f"reputation.order_{outcome}", seller_id
+    ):
+        if outcome == "completed":
+            rep.orders_completed += 1
+        elif outcome == "cancelled":
+            rep.orders_cancelled += 1
+        elif outcome == "disputed":
+            rep.orders_disputed += 1
+    return rep
+
+
+def rates(rep: Reputation | None) -> dict[str, float]:
+    ended = (rep.orders_completed + rep.orders_cancelled) if rep else 0
+    if rep is None or ended == 0:
+        return {"completion_rate": 0.0, "cancellation_rate": 0.0, "dispute_rate": 0.0}
+    return {
+        "completion_rate": round(rep.orders_completed / ended, 4),
+        "cancellation_rate": round(rep.orders_cancelled / ended, 4),
+        "dispute_rate": round(rep.orders_disputed / ended, 4),
+    }
+
+
+async def reindex_seller_listings(session: AsyncSession, seller_id: uuid.UUID) -> None:
+    """The seller's rating changed: queue their public listings for search sync in one statement."""
+    await session.execute(
+        insert(SearchOutbox).from_select(
+            ["listing_id", "listing_version"],
+            select(Listing.id, Listing.version).where(
+                Listing.seller_id == seller_id, Listing.status == ListingStatus.ACTIVE
+            ),
+        )
+    )
+
+
+async def flag_suspicious(session: AsyncSession, review: Review) -> list[str]:
+    """Flag patterns for support (never drop the review): repeated pairs and bursts from new accounts."""
+    now = datetime.now(UTC)
+    flags: list[str] = []
+    pair_count = await session.scalar(
+        select(func.count())
+        .select_from(Review)
+        .where(
+            Review.author_id == review.author_id,
+            Review.subject_id == review.subject_id,
+            Review.created_at > now - timedelta(days=REPEATED_PAIR_DAYS),
+        )
+    )
+    if (pair_count or 0) >= REPEATED_PAIR_LIMIT:
+        flags.append(
+            await _flag(
+                session,
+                "repeated_pair",
+                review.subject_id,
+                f"pair:{review.author_id}",
+                {"author_id": str(review.author_id), "reviews": int(pair_count or 0)},
+            )
+        )
+    if review.rating == 5:
+        burst = await session.scalar(
+            select(func.count())
+            .select_from(Review)
+            .join(User, User.id == Review.author_id)
+            .where(
+                Review.subject_id == review.subject_id,
+                Review.rating == 5,
+                Review.created_at > now - timedelta(hours=BURST_HOURS),
+                User.created_at > now - timedelta(days=NEW_ACCOUNT_DAYS),
+            )
+        )
+        if (burst or 0) >= BURST_LIMIT:
+            day = now.strftime("%Y-%m-%d")
+            flags.append(
+                await _flag(
+                    session,
+                    "new_account_burst",
+                    review.subject_id,
+                    f"burst:{day}",
+                    {"five_star_reviews_from_new_accounts": int(burst or 0)},
+                )
+            )
+    return flags
+
+
+async def _flag(
+    session: AsyncSession, kind: str, subject_id: uuid.UUID, evidence_key: str, details: dict[str, object]
+) -> str:
+    await session.execute(
+        insert(TrustFlag)
+        .values(kind=kind, subject_id=subject_id, evidence_key=evidence_key, details=details)
+        .on_conflict_do_nothing(constraint="uq_trust_flag")
+    )
+    return kind

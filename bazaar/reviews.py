@@ -1,0 +1,149 @@
+"""Two-way blind reviews after a completed order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar import reputation
+from bazaar.auth import Principal
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import AuditEvent, Order, Role
+from bazaar.trust_models import Review, ReviewDirection, ReviewWindow
+
+
+async def open_window(session: AsyncSession, order_id: uuid.UUID, window: timedelta) -> ReviewWindow:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise LookupError(f"order {order_id} not found")
+    await session.execute(
+        insert(ReviewWindow)
+        .values(
+            order_id=order.id,
+            buyer_id=order.buyer_id,
+            seller_id=order.seller_id,
+            closes_at=datetime.now(UTC) + window,
+        )
+        .on_conflict_do_nothing(index_elements=["order_id"])
+    )
+    found = await session.get(ReviewWindow, order_id)
+    assert found is not None
+    return found
+
+
+async def submit(
+    session: AsyncSession, order_id: uuid.UUID, author: Principal, rating: int, text: str
+) -> Review:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    if author.user_id == order.buyer_id:
+        direction, subject = ReviewDirection.BUYER_TO_SELLER, order.seller_id
+    elif author.user_id == order.seller_id:
+        direction, subject = ReviewDirection.SELLER_TO_BUYER, order.buyer_id
+    else:
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer and the seller of an order can review it")
+    window = await session.get(ReviewWindow, order_id)
+    if window is None:
+        raise DomainError(
+            ErrorCode.REVIEW_NOT_ALLOWED,
+            "reviews open when the order is completed",
+            {"status": order.status.value},
+        )
+    if window.revealed_at is not None or window.closes_at <= datetime.now(UTC):
+        raise DomainError(ErrorCode.REVIEW_NOT_ALLOWED, "the review window for this order has closed")
+    review = Review(
+        order_id=order_id,
+        author_id=author.user_id,
+        subject_id=subject,
+        direction=direction,
+        rating=rating,
+        text=text,
+    )
+    session.add(review)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise DomainError(ErrorCode.REVIEW_EXISTS, "you have already reviewed this order") from exc
+    await reputation.flag_suspicious(session, review)
+    return review
+
+
+async def reveal(session: AsyncSession, order_id: uuid.UUID) -> list[Review]:
+    """Make the order's reviews visible (both sides reviewed, or the window closed) and count them."""
+    window = await session.scalar(
+        select(ReviewWindow).where(ReviewWindow.order_id == order_id).with_for_update()
+    )
+    if window is None:
+        return []
+    now = datetime.now(UTC)
+    window.revealed_at = window.revealed_at or now
+    reviews = (await session.scalars(select(Review).where(Review.order_id == order_id))).all()
+    for review in reviews:
+        if review.revealed_at is None:
+            review.revealed_at = now
+        await reputation.apply_review(session, review)
+    return list(reviews)
+
+
+async def both_submitted(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    authors = (await session.scalars(select(Review.author_id).where(Review.order_id == order_id))).all()
+    return len(set(authors)) >= 2
+
+
+async def for_order(session: AsyncSession, order_id: uuid.UUID, viewer: Principal) -> list[Review]:
+    """The order's reviews as `viewer` may see them: your own always, the other side's once revealed."""
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    support = viewer.has(Role.SUPPORT)
+    if viewer.user_id not in (order.buyer_id, order.seller_id) and not support:
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see these reviews")
+    reviews = (
+        await session.scalars(select(Review).where(Review.order_id == order_id).order_by(Review.created_at))
+    ).all()
+    return [
+        r
+        for r in reviews
+        if support or r.author_id == viewer.user_id or (r.revealed_at is not None and r.hidden_at is None)
+    ]
+
+
+async def public_for_user(session: AsyncSession, user_id: uuid.UUID, limit: int) -> list[Review]:
+    return list(
+        (
+            await session.scalars(
+                select(Review)
+                .where(
+                    Review.subject_id == user_id, Review.revealed_at.is_not(None), Review.hidden_at.is_(None)
+                )
+                .order_by(Review.revealed_at.desc())
+                .limit(limit)
+            )
+        ).all()
+    )
+
+
+async def hide(session: AsyncSession, review_id: uuid.UUID, staff: Principal, reason: str) -> Review:
+    review = await session.get(Review, review_id)
+    if review is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "review not found")
+    review.hidden_at = datetime.now(UTC)
+    review.hidden_by = staff.user_id
+    review.hidden_reason = reason
+    session.add(
+        AuditEvent(
+            actor_id=staff.user_id,
+            actor_role="support",
+            subject_type="review",
+            subject_id=str(review.id),
+            action="review.hidden",
+            data={"reason": reason, "order_id": str(review.order_id)},
+        )
+    )
+    return review

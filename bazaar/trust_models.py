@@ -1,0 +1,195 @@
+"""Data model of trust and engagement: reviews, reputation, disputes, notifications.
+
+Kept beside `bazaar.models` (same Base, same metadata) so each area stays readable; Alembic sees both.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bazaar.models import Base, Timestamped, _enum
+
+
+class ReviewDirection(enum.StrEnum):
+    BUYER_TO_SELLER = "buyer_to_seller"
+    SELLER_TO_BUYER = "seller_to_buyer"
+
+
+class Review(Base):
+    """One side's review of the other after a completed order; hidden until revealed (blind reviews)."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("order_id", "author_id", name="uq_reviews_order_author"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
+        Index("ix_reviews_subject_revealed", "subject_id", "revealed_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))
+    author_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    direction: Mapped[ReviewDirection] = mapped_column(_enum(ReviewDirection, "review_direction"))
+    rating: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hidden_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hidden_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    hidden_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class ReviewWindow(Base):
+    """Opened when an order completes: both sides may review until `closes_at`; then reviews are revealed."""
+
+    __tablename__ = "review_windows"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    buyer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    seller_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    closes_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Reputation(Base):
+    """A user's stored reputation: updated when a review is revealed or an order ends, never on read."""
+
+    __tablename__ = "reputations"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    rating_count: Mapped[int] = mapped_column(Integer, default=0)
+    rating_sum: Mapped[int] = mapped_column(Integer, default=0)
+    # Bayesian average of the ratings received (prior: see bazaar.reputation), 1.0-5.0.
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    orders_completed: Mapped[int] = mapped_column(Integer, default=0)
+    orders_cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    orders_disputed: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())
+
+
+class TrustFlag(Base):
+    """A suspicious pattern for support to look at (never silently dropped)."""
+
+    __tablename__ = "trust_flags"
+    __table_args__ = (UniqueConstraint("kind", "subject_id", "evidence_key", name="uq_trust_flag"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    evidence_key: Mapped[str] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DisputeStatus(enum.StrEnum):
+    OPEN = "open"
+    AWAITING_INFO = "awaiting_info"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+class Dispute(Timestamped, Base):
+    __tablename__ = "disputes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), unique=True)
+    source: Mapped[str] = mapped_column(String(16))  # buyer | chargeback
+    reason_code: Mapped[str] = mapped_column(String(32))
+    status: Mapped[DisputeStatus] = mapped_column(_enum(DisputeStatus, "dispute_status"))
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    refund_amount: Mapped[int | None] = mapped_column(BigInteger)
+    provider_dispute_id: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DisputeMessage(Base):
+    """The dispute thread: messages, evidence and requests for information."""
+
+    __tablename__ = "dispute_messages"
+    __table_args__ = (UniqueConstraint("dedupe_key", name="uq_dispute_message_dedupe"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    dispute_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("disputes.id"), index=True)
+    author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    author_role: Mapped[str] = mapped_column(String(16))  # buyer | seller | support | system
+    kind: Mapped[str] = mapped_column(String(24))  # message | evidence | info_request | resolution | escalation
+    body: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class NotificationChannel(enum.StrEnum):
+    INBOX = "inbox"
+    EMAIL = "email"
+
+
+class Notification(Base):
+    """One (event, recipient, channel) delivery: the unique key makes each one happen at most once."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("event_key", "recipient_id", "channel", name="uq_notification_delivery"),
+        Index("ix_notifications_inbox", "recipient_id", "channel", "read_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_key: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(64))
+    recipient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    channel: Mapped[NotificationChannel] = mapped_column(_enum(NotificationChannel, "notification_channel"))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeadLetter(Base):
+    """A notification that failed its last attempt; operators list and replay these."""
+
+    __tablename__ = "notification_dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"), unique=True)
+    error: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NotificationPreference(Base):
+    """Opt-outs per event type and channel (absent row = enabled)."""
+
+    __tablename__ = "notification_preferences"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[NotificationChannel] = mapped_column(_enum(NotificationChannel, "notification_channel"),
+                                                         primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 onupdate=func.now())
