@@ -1,0 +1,123 @@
+"""Disputes: the record and thread of a disputed order (the money side is in the order workflow)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.auth import Principal
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import Order, Role
+from bazaar.trust_models import Dispute, DisputeMessage, DisputeStatus
+
+REASON_CODES = ("not_received", "not_as_described", "damaged", "counterfeit", "other", "chargeback")
+
+
+async def open_case(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    source: str,
+    reason_code: str,
+    message: str,
+    author_id: uuid.UUID | None,
+    provider_dispute_id: str | None = None,
+) -> Dispute:
+    await session.execute(
+        insert(Dispute)
+        .values(
+            id=uuid.uuid4(),
+            order_id=order_id,
+            source=source,
+            reason_code=reason_code,
+            status=DisputeStatus.OPEN,
+            provider_dispute_id=provider_dispute_id,
+        )
+        .on_conflict_do_nothing(index_elements=["order_id"])
+    )
+    dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id))
+    assert dispute is not None
+    await add_message(
+        session,
+        dispute.id,
+        author_id,
+        "system" if author_id is None else source,
+        "opened",
+        message or reason_code,
+        {"reason_code": reason_code, "source": source},
+        dedupe_key=f"dispute:{order_id}:opened",
+    )
+    return dispute
+
+
+async def add_message(
+    session: AsyncSession,
+    dispute_id: uuid.UUID,
+    author_id: uuid.UUID | None,
+    author_role: str,
+    kind: str,
+    body: str,
+    data: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+) -> None:
+    """Append to the thread; `dedupe_key` makes a retried activity append once."""
+    await session.execute(
+        insert(DisputeMessage)
+        .values(
+            dispute_id=dispute_id,
+            author_id=author_id,
+            author_role=author_role,
+            kind=kind,
+            body=body,
+            data=data or {},
+            dedupe_key=dedupe_key,
+        )
+        .on_conflict_do_nothing(constraint="uq_dispute_message_dedupe")
+    )
+
+
+async def set_status(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    status: DisputeStatus,
+    resolution: str | None = None,
+    refund_amount: int | None = None,
+) -> Dispute:
+    dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id).with_for_update())
+    if dispute is None:
+        raise LookupError(f"no dispute on order {order_id}")
+    if dispute.status != DisputeStatus.RESOLVED:
+        dispute.status = status
+        if status == DisputeStatus.RESOLVED:
+            dispute.resolution = resolution
+            dispute.refund_amount = refund_amount
+            dispute.resolved_at = datetime.now(UTC)
+    return dispute
+
+
+async def case_for_order(session: AsyncSession, order_id: uuid.UUID) -> tuple[Dispute, list[DisputeMessage]]:
+    dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id))
+    if dispute is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "this order has no dispute")
+    thread = (
+        await session.scalars(
+            select(DisputeMessage).where(DisputeMessage.dispute_id == dispute.id).order_by(DisputeMessage.id)
+        )
+    ).all()
+    return dispute, list(thread)
+
+
+async def visible_case(
+    session: AsyncSession, order_id: uuid.UUID, viewer: Principal
+) -> tuple[Dispute, list[DisputeMessage]]:
+    """The dispute and its thread, for the buyer, the seller and support only."""
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    if viewer.user_id not in (order.buyer_id, order.seller_id) and not viewer.has(Role.SUPPORT):
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this dispute")
+    return await case_for_order(session, order_id)

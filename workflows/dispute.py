@@ -1,0 +1,287 @@
+"""A dispute (id `dispute-<order id>`): started by the order workflow when a buyer disputes or a chargeback
+arrives. It keeps the thread, asks either side for information with a deadline, and escalates to support
+when unresolved for too long. The money outcome is decided in the order workflow (support's
+`resolve_dispute` Update there), which then signals `resolved` here.
+
+Operators: Update `add_message` / `request_info`, Signal `resolved`, Query `status` (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
+    from activities.notifications import PrepareNotifications
+    from workflows.notification import NotificationWorkflow, NotifyRequest, notify_workflow_id
+
+DB_TIMEOUT = timedelta(seconds=30)
+DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+
+
+@dataclass
+class DisputeCase:
+    order_id: str
+    buyer_id: str
+    seller_id: str
+    listing_title: str
+    source: str  # buyer | chargeback
+    reason_code: str
+    message: str = ""
+    provider_dispute_id: str | None = None
+    escalate_after_seconds: int = 5 * 24 * 3600
+
+
+@dataclass
+class DisputeMessageIn:
+    author_id: str
+    author_role: str  # buyer | seller | support (the API vouches for it)
+    body: str
+    kind: str = "message"  # message | evidence
+
+
+@dataclass
+class InfoRequest:
+    staff_id: str
+    party: str  # buyer | seller
+    question: str
+    deadline_seconds: int
+
+
+@dataclass
+class Resolution:
+    resolution: str  # release | refund | partial_refund
+    refund_amount: int | None = None
+
+
+@dataclass
+class DisputeState:
+    status: str = "open"  # open | awaiting_info | escalated | resolved
+    messages: int = 0
+    waiting_for: list[str] = field(default_factory=list)
+    resolution: str | None = None
+
+
+def dispute_workflow_id(order_id: str) -> str:
+    return f"dispute-{order_id}"
+
+
+@workflow.defn
+class DisputeWorkflow:
+    @workflow.init
+    def __init__(self, case: DisputeCase) -> None:
+        # Set from the input before any handler runs (an Update may arrive with the start).
+        self._case: DisputeCase | None = case
+        self._opened = False
+        self._state = DisputeState()
+        self._resolution: Resolution | None = None
+        # party -> workflow time (seconds) by which they must answer
+        self._deadlines: dict[str, float] = {}
+        self._answered: set[str] = set()
+        self._changed = False  # an update arrived: recompute the next deadline
+
+    @workflow.run
+    async def run(self, case: DisputeCase) -> DisputeState:
+        await workflow.execute_activity_method(
+            DisputeActivities.open_dispute_case,
+            OpenDispute(
+                case.order_id,
+                case.source,
+                case.reason_code,
+                case.message,
+                case.buyer_id if case.source == "buyer" else None,
+                case.provider_dispute_id,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._opened = True
+        await self._notify("dispute_opened", "opened", {"reason": case.reason_code})
+        escalate_at = workflow.time() + case.escalate_after_seconds
+        while self._resolution is None:
+            now = workflow.time()
+            due = [escalate_at] if self._state.status != "escalated" else []
+            due += [t for p, t in self._deadlines.items() if p not in self._answered]
+            timeout = max(0.0, min(due) - now) if due else None
+            try:
+                await workflow.wait_condition(
+                    lambda: self._resolution is not None or self._changed,
+                    timeout=timedelta(seconds=timeout) if timeout is not None else None,
+                )
+            except TimeoutError:
+                pass
+            self._changed = False
+            await self._handle_deadlines(escalate_at)
+        await self._set_status("resolved", self._resolution)
+        await self._notify("dispute_resolved", "resolved", {"resolution": self._resolution.resolution})
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
+
+    async def _handle_deadlines(self, escalate_at: float) -> None:
+        now = workflow.time()
+        if self._state.status != "escalated" and self._resolution is None and now >= escalate_at:
+            await self._append(
+                "system", None, "escalation", "unresolved past the escalation deadline", "escalated"
+            )
+            await self._set_status("escalated")
+            await self._notify(
+                "dispute_escalated", "escalated", {"opened_at": self._opened_at()}, support_only=True
+            )
+        for party, deadline in list(self._deadlines.items()):
+            if party not in self._answered and now >= deadline:
+                self._answered.add(party)  # handled: the deadline passed without an answer
+                self._state.waiting_for = [p for p in self._state.waiting_for if p != party]
+                await self._append(
+                    "system",
+                    None,
+                    "no_response",
+                    f"no answer from the {party} in time",
+                    f"no-response-{party}-{int(deadline)}",
+                )
+                await self._notify(
+                    "dispute_updated",
+                    f"no-response-{party}-{int(deadline)}",
+                    {"message": f"the {party} did not answer in time"},
+                    support_only=True,
+                )
+
+    # ---- Updates / Signals / Query ----------------------------------------------------------------------
+    @workflow.update
+    async def add_message(self, message: DisputeMessageIn) -> DisputeState:
+        await workflow.wait_condition(lambda: self._opened)  # the thread exists once the case is opened
+        self._state.messages += 1
+        key = f"message-{self._state.messages}"
+        await self._append(message.author_role, message.author_id, message.kind, message.body, key)
+        if message.author_role in self._deadlines and message.author_role not in self._answered:
+            self._answered.add(message.author_role)
+            self._state.waiting_for = [p for p in self._state.waiting_for if p != message.author_role]
+            if not self._state.waiting_for and self._state.status == "awaiting_info":
+                await self._set_status("open")
+        await self._notify(
+            "dispute_updated", key, {"message": f"new {message.kind} from the {message.author_role}"}
+        )
+        self._changed = True
+        return self._state
+
+    @add_message.validator
+    def _validate_message(self, message: DisputeMessageIn) -> None:
+        if self._resolution is not None:
+            raise ApplicationError("the dispute is resolved", type="InvalidTransition")
+        if message.author_role not in ("buyer", "seller", "support") or not message.body.strip():
+            raise ApplicationError(
+                "a message needs a body and a buyer, seller or support author", type="InvalidRequest"
+            )
+
+    @workflow.update
+    async def request_info(self, request: InfoRequest) -> DisputeState:
+        await workflow.wait_condition(lambda: self._opened)
+        self._state.messages += 1
+        key = f"info-request-{self._state.messages}"
+        self._deadlines[request.party] = workflow.time() + request.deadline_seconds
+        self._answered.discard(request.party)
+        self._state.waiting_for = sorted({*self._state.waiting_for, request.party})
+        await self._append(
+            "support",
+            request.staff_id,
+            "info_request",
+            request.question,
+            key,
+            {"party": request.party, "deadline_seconds": str(request.deadline_seconds)},
+        )
+        await self._set_status("awaiting_info")
+        await self._notify(
+            "dispute_updated", key, {"message": f"support asks the {request.party}: {request.question}"}
+        )
+        self._changed = True
+        return self._state
+
+    @request_info.validator
+    def _validate_info(self, request: InfoRequest) -> None:
+        if self._resolution is not None:
+            raise ApplicationError("the dispute is resolved", type="InvalidTransition")
+        if request.party not in ("buyer", "seller") or request.deadline_seconds <= 0:
+            raise ApplicationError(
+                "ask the buyer or the seller, with a positive deadline", type="InvalidRequest"
+            )
+
+    @workflow.signal
+    def resolved(self, resolution: Resolution) -> None:
+        self._resolution = self._resolution or resolution
+
+    @workflow.query
+    def status(self) -> DisputeState:
+        return self._state
+
+    # ---- steps -------------------------------------------------------------------------------------------
+    def _opened_at(self) -> str:
+        return workflow.info().start_time.isoformat(timespec="minutes")
+
+    async def _append(
+        self,
+        role: str,
+        author_id: str | None,
+        kind: str,
+        body: str,
+        key: str,
+        data: dict[str, str] | None = None,
+    ) -> None:
+        assert self._case is not None
+        await workflow.execute_activity_method(
+            DisputeActivities.append_dispute_thread,
+            ThreadEntry(
+                self._case.order_id,
+                author_id,
+                role,
+                kind,
+                body,
+                f"dispute:{self._case.order_id}:{key}",
+                data or {},
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+
+    async def _set_status(self, status: str, resolution: Resolution | None = None) -> None:
+        assert self._case is not None
+        self._state.status = status
+        if resolution is not None:
+            self._state.resolution = resolution.resolution
+        await workflow.execute_activity_method(
+            DisputeActivities.set_dispute_status,
+            DisputeStatusChange(
+                self._case.order_id,
+                status,
+                resolution.resolution if resolution else None,
+                resolution.refund_amount if resolution else None,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+
+    async def _notify(
+        self, event_type: str, key: str, data: dict[str, str], support_only: bool = False
+    ) -> None:
+        """Fire and forget: a child that outlives this workflow, so mail never holds up the dispute."""
+        case = self._case
+        assert case is not None
+        event_key = f"dispute:{case.order_id}:{key}"
+        await workflow.start_child_workflow(
+            NotificationWorkflow.run,
+            NotifyRequest(
+                event=PrepareNotifications(
+                    event_key=event_key,
+                    event_type=event_type,
+                    recipient_ids=[] if support_only else [case.buyer_id, case.seller_id],
+                    recipient_roles=["support"],
+                    data={"listing_title": case.listing_title, "order_id": case.order_id, **data},
+                )
+            ),
+            id=notify_workflow_id(event_key),
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
