@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bazaar.trust_models import DeadLetter, Notification, NotificationChannel, Review
+from bazaar.trust_models import DeadLetter, Dispute, DisputeMessage, Notification, NotificationChannel, Review
 
 
 class ReviewIn(BaseModel):
@@ -129,4 +129,64 @@ class DeadLetterOut(BaseModel):
             recipient_id=note.recipient_id,
             error=dead.error,
             failed_at=dead.failed_at,
+        )
+
+
+class DisputeMessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(min_length=1, max_length=5000)
+    kind: Literal["message", "evidence"] = "message"
+
+
+class InfoRequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    party: Literal["buyer", "seller"]
+    question: str = Field(min_length=3, max_length=2000)
+    deadline_hours: int = Field(default=48, ge=1, le=24 * 14)
+
+
+class DisputeThreadEntryOut(BaseModel):
+    at: datetime
+    author_role: str
+    author_id: uuid.UUID | None
+    kind: str
+    body: str
+    data: dict[str, Any]
+
+
+class DisputeOut(BaseModel):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    source: str
+    reason_code: str
+    status: str
+    resolution: str | None
+    refund_amount: int | None
+    opened_at: datetime
+    resolved_at: datetime | None
+    thread: list[DisputeThreadEntryOut]
+
+    @classmethod
+    def of(cls, dispute: Dispute, thread: list[DisputeMessage]) -> DisputeOut:
+        return cls(
+            id=dispute.id,
+            order_id=dispute.order_id,
+            source=dispute.source,
+            reason_code=dispute.reason_code,
+            status=dispute.status.value,
+            resolution=dispute.resolution,
+            refund_amount=dispute.refund_amount,
+            opened_at=dispute.created_at,
+            resolved_at=dispute.resolved_at,
+            thread=[
+                DisputeThreadEntryOut(
+                    at=m.created_at,
+                    author_role=m.author_role,
+                    author_id=m.author_id,
+                    kind=m.kind,
+                    body=m.body,
+                    data=m.data,
+                )
+                for m in thread
+            ],
         )

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Order timers (seconds; shorten them for demos and tests).
     order_acceptance_timeout_seconds: int = Field(default=48 * 3600, gt=0)
     order_dispute_window_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    order_acceptance_reminder_seconds: int = Field(default=12 * 3600, gt=0)  # before the acceptance deadline
+    review_window_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    dispute_escalation_seconds: int = Field(default=5 * 24 * 3600, gt=0)
+    notification_max_attempts: int = Field(default=6, ge=1)
 
     # Auth.
     jwt_secret: SecretStr | None = None

@@ -1,0 +1,88 @@
+"""Disputes: the buyer, the seller and support read the thread and add to it; support asks for information.
+
+Resolution (money) is the order's `POST /v1/orders/{id}/resolve`; this router is the conversation.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from api.deps import Caller, Session, Support, Temporal
+from api.trust_schemas import DisputeMessageBody, DisputeOut, InfoRequestBody
+from bazaar import disputes
+from bazaar.auth import Principal
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import Order, Role
+from workflows.dispute import DisputeMessageIn, DisputeWorkflow, InfoRequest, dispute_workflow_id
+
+router = APIRouter(prefix="/v1/orders/{order_id}/dispute", tags=["disputes"])
+
+
+@router.get("", response_model=DisputeOut)
+async def get_dispute(order_id: uuid.UUID, caller: Caller, session: Session) -> DisputeOut:
+    dispute, thread = await disputes.visible_case(session, order_id, caller)
+    return DisputeOut.of(dispute, thread)
+
+
+@router.post("/messages", response_model=DisputeOut)
+async def add_message(
+    order_id: uuid.UUID, body: DisputeMessageBody, caller: Caller, session: Session, temporal: Temporal
+) -> DisputeOut:
+    """A message or evidence from the buyer, the seller or support."""
+    role = await _role_in(session, order_id, caller)
+    await _update(
+        temporal,
+        order_id,
+        DisputeWorkflow.add_message,
+        DisputeMessageIn(str(caller.user_id), role, body.body, body.kind),
+    )
+    dispute, thread = await disputes.visible_case(session, order_id, caller)
+    return DisputeOut.of(dispute, thread)
+
+
+@router.post("/info-requests", response_model=DisputeOut)
+async def request_info(
+    order_id: uuid.UUID, body: InfoRequestBody, staff: Support, session: Session, temporal: Temporal
+) -> DisputeOut:
+    """Support asks the buyer or the seller for information, with a deadline."""
+    await _update(
+        temporal,
+        order_id,
+        DisputeWorkflow.request_info,
+        InfoRequest(str(staff.user_id), body.party, body.question, body.deadline_hours * 3600),
+    )
+    dispute, thread = await disputes.visible_case(session, order_id, staff)
+    return DisputeOut.of(dispute, thread)
+
+
+async def _role_in(session: Session, order_id: uuid.UUID, caller: Principal) -> str:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    if caller.user_id == order.buyer_id:
+        return "buyer"
+    if caller.user_id == order.seller_id:
+        return "seller"
+    if caller.has(Role.SUPPORT):
+        return "support"
+    raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can write in this dispute")
+
+
+async def _update(temporal: Temporal, order_id: uuid.UUID, update: object, arg: object) -> None:
+    handle = temporal.get_workflow_handle(dispute_workflow_id(str(order_id)))
+    try:
+        await handle.execute_update(update, arg)  # type: ignore[call-overload]
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = cause.message if isinstance(cause, ApplicationError) else "not allowed now"
+        invalid = isinstance(cause, ApplicationError) and cause.type == "InvalidRequest"
+        raise DomainError(
+            ErrorCode.VALIDATION_ERROR if invalid else ErrorCode.INVALID_TRANSITION, message
+        ) from exc
+    except RPCError as exc:
+        raise DomainError(ErrorCode.INVALID_TRANSITION, "this order has no open dispute") from exc
