@@ -283,4 +283,6 @@ def downgrade() -> None:
     op.drop_table("categories")
     op.drop_index("ix_audit_subject", table_name="audit_events")
     op.drop_table("audit_events")
+    for enum_name in ("listing_status", "order_status", "payment_kind", "payment_outcome"):
+        sa.Enum(name=enum_name).drop(op.get_bind(), checkfirst=True)
     # ### end Alembic commands ###
