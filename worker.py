@@ -1,4 +1,4 @@
-"""The worker process: runs every workflow and activity of the task queue."""
+"""The worker process: runs every workflow and activity of the task queue, and keeps the schedules in place."""
 
 from __future__ import annotations
 
@@ -6,30 +6,88 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
-from activities.payments import PaymentActivities, default_payment_activities
-from bazaar.temporal import connect
+from activities.payments import PaymentActivities, default_payment_activities, make_stripe_client
+from activities.reconciliation import ReconciliationActivities
+from bazaar.settings import Settings
 from workflows.order import OrderWorkflow
 from workflows.payout_account import PayoutAccountWorkflow
+from workflows.reconciliation import SCHEDULE_ID, DailyReconciliationWorkflow, ReconciliationWorkflow
 
-WORKFLOWS = [OrderWorkflow, PayoutAccountWorkflow]
+WORKFLOWS = [OrderWorkflow, PayoutAccountWorkflow, ReconciliationWorkflow, DailyReconciliationWorkflow]
 
 
-def activities_for(orders: OrderActivities, payments: PaymentActivities) -> list[Callable[..., Any]]:
-    return [
+def activities_for(
+    orders: OrderActivities,
+    payments: PaymentActivities,
+    reconciliation: ReconciliationActivities | None = None,
+) -> list[Callable[..., Any]]:
+    found: list[Callable[..., Any]] = [
         orders.reserve_stock,
         orders.release_stock,
         orders.record_order_state,
+        orders.load_order,
         payments.charge,
         payments.refund,
         payments.release_escrow,
         payments.transfer,
+        payments.reverse_transfer,
+        payments.reverse_release,
+        payments.record_chargeback,
         payments.create_payout_account,
     ]
+    if reconciliation is not None:
+        found.append(reconciliation.reconcile)
+    return found
+
+
+def reconciliation_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            DailyReconciliationWorkflow.run,
+            id="reconciliation-daily",  # Temporal appends the scheduled time: one run per day
+            task_queue=settings.temporal_task_queue,
+        ),
+        spec=ScheduleSpec(cron_expressions=[settings.reconciliation_cron]),
+        # A day missed while Temporal was down still runs when it is back (within a day); never two at once.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+    )
+
+
+async def ensure_reconciliation_schedule(client: Client, settings: Settings) -> None:
+    """Create the daily schedule, or bring an existing one in line with the settings (every worker start;
+    idempotent, so any number of workers may race on it)."""
+    schedule = reconciliation_schedule(settings)
+    try:
+        await client.create_schedule(SCHEDULE_ID, schedule)
+        logging.info("created schedule %s (%s)", SCHEDULE_ID, settings.reconciliation_cron)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
+
+
+def runtime_for(settings: Settings) -> Runtime | None:
+    """A Temporal runtime exporting metrics to Prometheus, when an address is configured."""
+    if not settings.worker_metrics_bind_address:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.worker_metrics_bind_address))
+    )
 
 
 async def main() -> None:
@@ -38,12 +96,19 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
-    client = await connect(settings)
+    client = await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime_for(settings)
+    )
+    await ensure_reconciliation_schedule(client, settings)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities_for(OrderActivities(), default_payment_activities()),
+        activities=activities_for(
+            OrderActivities(),
+            default_payment_activities(),
+            ReconciliationActivities(make_stripe_client(settings)),
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

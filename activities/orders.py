@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -11,7 +12,18 @@ from temporalio import activity
 
 from bazaar import listings
 from bazaar.db import transaction
-from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus
+from bazaar.models import (
+    AuditEvent,
+    LedgerAccount,
+    LedgerEntry,
+    Listing,
+    ListingStatus,
+    Order,
+    OrderStatus,
+    Payment,
+    PaymentKind,
+    PaymentOutcome,
+)
 
 
 @dataclass
@@ -48,6 +60,40 @@ class OrderStateChange:
     actor_role: str
     action: str
     tracking: dict[str, str] | None = None
+
+
+@dataclass
+class OrderSnapshot:
+    """An ended order as the database knows it, for a reopened workflow run (see `load_order`)."""
+
+    order_id: str
+    buyer_id: str
+    seller_id: str
+    listing_id: str
+    listing_title: str
+    quantity: int
+    amount: int
+    currency: str
+    status: str
+    reason: str | None
+    payment_state: str
+    tracking: dict[str, str] | None
+    seq: int
+    payment_intent_id: str | None
+    refunded_amount: int
+    # The highest <n> used in each kind of idempotency key, so the next one is new.
+    refunds: int
+    releases: int
+    transfers: int
+    reversals: int
+    released: bool  # the latest release stands (not undone by a chargeback)
+    released_gross: int
+    released_fee: int
+    payout_transfer_id: str | None  # the seller's payout that was not reversed, if any
+    payout_amount: int
+    chargeback_id: str | None
+    chargeback_status: str | None  # withdrawn | won | lost
+    chargeback_amount: int
 
 
 class OrderActivities:
@@ -159,6 +205,78 @@ class OrderActivities:
                 )
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
             )
+
+    @activity.defn
+    async def load_order(self, order_id: str) -> OrderSnapshot:
+        """Rebuild an ended order's workflow state from its row, its payments and its ledger movements."""
+        oid = uuid.UUID(order_id)
+        async with transaction() as session:
+            order = await session.get(Order, oid)
+            if order is None:
+                raise LookupError(f"order {order_id} not found")
+            payments = (await session.scalars(select(Payment).where(Payment.order_id == oid))).all()
+            entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.order_id == oid))).all()
+
+        def done(kind: PaymentKind) -> list[Payment]:
+            rows = [p for p in payments if p.kind == kind and p.outcome == PaymentOutcome.SUCCEEDED]
+            return sorted(rows, key=lambda p: _key_number(p.idempotency_key))
+
+        def highest(operation: str, keys: list[str]) -> int:
+            return max((_key_number(k) for k in keys if k.startswith(f"{order_id}:{operation}:")), default=0)
+
+        payment_keys = [p.idempotency_key for p in payments]
+        txns = sorted({e.txn for e in entries})
+        charges = done(PaymentKind.CHARGE)
+        transfers, reversals = done(PaymentKind.TRANSFER), done(PaymentKind.TRANSFER_REVERSAL)
+        chargebacks, reinstated = done(PaymentKind.CHARGEBACK), done(PaymentKind.CHARGEBACK_REVERSAL)
+        releases = highest("release", txns)
+        release = [e for e in entries if e.txn == f"{order_id}:release:{releases}"]
+        released = releases > 0 and f"{order_id}:release_reversal:{releases}" not in txns
+        payout = transfers[-1] if len(transfers) > len(reversals) else None
+        chargeback = chargebacks[-1] if chargebacks else None
+        return OrderSnapshot(
+            order_id=order_id,
+            buyer_id=str(order.buyer_id),
+            seller_id=str(order.seller_id),
+            listing_id=str(order.listing_id),
+            listing_title=order.listing_title,
+            quantity=order.quantity,
+            amount=order.amount,
+            currency=order.currency,
+            status=order.status.value,
+            reason=order.status_reason,
+            payment_state=order.payment_state,
+            tracking=order.tracking,
+            seq=order.state_seq,
+            payment_intent_id=charges[-1].provider_id if charges else None,
+            refunded_amount=sum(p.amount for p in done(PaymentKind.REFUND)),
+            refunds=highest("refund", payment_keys),
+            releases=releases,
+            transfers=highest("transfer", payment_keys),
+            reversals=highest("transfer_reversal", payment_keys),
+            released=released,
+            released_gross=-sum(e.amount for e in release if e.account == LedgerAccount.ESCROW),
+            released_fee=sum(e.amount for e in release if e.account == LedgerAccount.PLATFORM_FEES),
+            payout_transfer_id=payout.provider_id if payout else None,
+            payout_amount=payout.amount if payout else 0,
+            chargeback_id=chargeback.provider_id if chargeback else None,
+            chargeback_status=_chargeback_status(chargeback is not None, bool(reinstated), order.status),
+            chargeback_amount=chargeback.amount if chargeback else 0,
+        )
+
+
+def _chargeback_status(charged_back: bool, reinstated: bool, status: OrderStatus) -> str | None:
+    if not charged_back:
+        return None
+    if reinstated:
+        return "won"
+    return "lost" if status == OrderStatus.REFUNDED else "withdrawn"
+
+
+def _key_number(key: str) -> int:
+    """The <n> of an idempotency key `<order>:<operation>:<n>` (0 if it has none)."""
+    match = re.search(r":(\d+)$", key)
+    return int(match.group(1)) if match else 0
 
 
 def _reserved(order: Order) -> ReserveStockResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import stripe
 from sqlalchemy import select
@@ -21,6 +21,9 @@ from bazaar import ledger
 from bazaar.db import transaction
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.settings import Settings, get_settings
+
+# The provider said no: the same request will never succeed, so it is final (recorded, not retried).
+_REJECTIONS = (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError)
 
 
 def make_stripe_client(settings: Settings) -> stripe.StripeClient:
@@ -93,6 +96,47 @@ class TransferResult:
 
 
 @dataclass
+class TransferReversalRequest:
+    """Take a transfer back from the seller's connected account onto the platform balance."""
+
+    order_id: str
+    transfer_id: str
+    amount: int
+    currency: str
+    idempotency_key: str
+    reason: str
+
+
+@dataclass
+class TransferReversalResult:
+    reversal_id: str
+    amount: int
+
+
+@dataclass
+class ReleaseReversalRequest:
+    """Undo a release (ledger only): the fee and the seller's share go back into escrow, frozen again."""
+
+    order_id: str
+    fee: int
+    seller_share: int
+    currency: str
+    txn: str
+
+
+@dataclass
+class ChargebackMovement:
+    """The card network took the disputed amount from the platform balance, or gave it back (dispute won)."""
+
+    order_id: str
+    dispute_id: str
+    amount: int
+    currency: str
+    reinstated: bool
+    key: str
+
+
+@dataclass
 class PayoutAccountRequest:
     user_id: str
     email: str
@@ -136,24 +180,24 @@ class PaymentActivities:
         except stripe.CardError as exc:  # a decline is an answer, not a failure to retry
             error = exc.error
             code = (error.decline_code or error.code) if error else None
+            # The declined PaymentIntent exists at the provider: keep its id so reconciliation can match it.
+            declined_intent = error.payment_intent.id if error and error.payment_intent else None
             await _record_outcome(
                 req.idempotency_key,
                 PaymentOutcome.FAILED,
-                None,
+                declined_intent,
                 code or "card_declined",
                 exc.user_message or str(exc),
                 _body(exc),
             )
             return ChargeResult(
                 succeeded=False,
+                payment_intent_id=declined_intent,
                 failure_code=code or "card_declined",
                 failure_message=exc.user_message or str(exc),
             )
-        except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError) as exc:
-            await _record_outcome(
-                req.idempotency_key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc)
-            )
-            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        except _REJECTIONS as exc:
+            await _reject(req.idempotency_key, exc)
         succeeded = intent.status == "succeeded"
         await _record_outcome(
             req.idempotency_key,
@@ -189,11 +233,8 @@ class PaymentActivities:
                 },
                 options={"idempotency_key": req.idempotency_key},
             )
-        except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError) as exc:
-            await _record_outcome(
-                req.idempotency_key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc)
-            )
-            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        except _REJECTIONS as exc:
+            await _reject(req.idempotency_key, exc)
         await _record_outcome(
             req.idempotency_key,
             PaymentOutcome.SUCCEEDED,
@@ -252,11 +293,8 @@ class PaymentActivities:
                 },
                 options={"idempotency_key": req.idempotency_key},
             )
-        except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError) as exc:
-            await _record_outcome(
-                req.idempotency_key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc)
-            )
-            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        except _REJECTIONS as exc:
+            await _reject(req.idempotency_key, exc)
         await _record_outcome(
             req.idempotency_key,
             PaymentOutcome.SUCCEEDED,
@@ -267,6 +305,81 @@ class PaymentActivities:
             movement={LedgerAccount.SELLER_PAYABLE: -req.amount, LedgerAccount.SELLER_PAYOUTS: req.amount},
         )
         return TransferResult(transfer.id, account.provider_account_id)
+
+    @activity.defn
+    async def reverse_transfer(self, req: TransferReversalRequest) -> TransferReversalResult:
+        """The inverse of `transfer`: the seller's share comes back to the platform (chargeback after payout)."""
+        stored = await _stored_outcome(req.idempotency_key)
+        if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
+            return TransferReversalResult(stored.provider_id, stored.amount)
+        await _record_attempt(
+            req.order_id, PaymentKind.TRANSFER_REVERSAL, req.idempotency_key, req.amount, req.currency
+        )
+        try:
+            reversal = await self.client.v1.transfers.reversals.create_async(
+                req.transfer_id,
+                params={"amount": req.amount, "metadata": {"order_id": req.order_id, "reason": req.reason}},
+                options={"idempotency_key": req.idempotency_key},
+            )
+        except _REJECTIONS as exc:
+            await _reject(req.idempotency_key, exc)
+        await _record_outcome(
+            req.idempotency_key,
+            PaymentOutcome.SUCCEEDED,
+            reversal.id,
+            None,
+            None,
+            reversal.to_dict(),
+            movement={LedgerAccount.SELLER_PAYOUTS: -req.amount, LedgerAccount.SELLER_PAYABLE: req.amount},
+        )
+        return TransferReversalResult(reversal.id, req.amount)
+
+    @activity.defn
+    async def reverse_release(self, req: ReleaseReversalRequest) -> None:
+        """The inverse of `release_escrow` (ledger only): what was released is held in escrow again."""
+        async with transaction() as session:
+            order = await ledger.order_seller(session, uuid.UUID(req.order_id))
+            await ledger.post(
+                session,
+                req.txn,
+                order.id,
+                order.seller_id,
+                req.currency,
+                {
+                    LedgerAccount.ESCROW: req.fee + req.seller_share,
+                    LedgerAccount.PLATFORM_FEES: -req.fee,
+                    LedgerAccount.SELLER_PAYABLE: -req.seller_share,
+                },
+            )
+
+    @activity.defn
+    async def record_chargeback(self, req: ChargebackMovement) -> None:
+        """Book what the card network did (no provider call: it already happened) with its ledger movement."""
+        sign = -1 if req.reinstated else 1
+        async with transaction() as session:
+            order = await ledger.order_seller(session, uuid.UUID(req.order_id))
+            await session.execute(
+                insert(Payment)
+                .values(
+                    id=uuid.uuid4(),
+                    order_id=order.id,
+                    kind=PaymentKind.CHARGEBACK_REVERSAL if req.reinstated else PaymentKind.CHARGEBACK,
+                    idempotency_key=req.key,
+                    amount=req.amount,
+                    currency=req.currency,
+                    outcome=PaymentOutcome.SUCCEEDED,
+                    provider_id=req.dispute_id,
+                )
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            )
+            await ledger.post(
+                session,
+                req.key,
+                order.id,
+                order.seller_id,
+                req.currency,
+                {LedgerAccount.CHARGEBACKS: sign * req.amount, LedgerAccount.ESCROW: -sign * req.amount},
+            )
 
     @activity.defn
     async def create_payout_account(self, req: PayoutAccountRequest) -> PayoutAccountResult:
@@ -350,6 +463,16 @@ async def _record_outcome(
         if movement is not None:
             order = await ledger.order_seller(session, payment.order_id)
             await ledger.post(session, key, order.id, order.seller_id, payment.currency, movement)
+
+
+async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:
+    """Record a final refusal and fail the activity without retries; transient conflicts are retried."""
+    if isinstance(exc, stripe.IdempotencyError) and exc.http_status == 409:
+        # "Another request with this key is in progress": our previous attempt (e.g. from a worker that
+        # died mid-call) is still running at the provider. Retrying later gets its stored result.
+        raise ApplicationError(str(exc), type="IdempotencyKeyInUse") from exc
+    await _record_outcome(key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc))
+    raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
 
 
 def _charge_result(payment: Payment) -> ChargeResult:

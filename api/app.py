@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.listing_runtime import listing_runtime
 from api.routes import auth, health, listings, orders, payouts, search, webhooks
 from bazaar.db import get_engine
-from bazaar.meili import Meili
 from bazaar.settings import get_settings
 from bazaar.temporal import connect
 
@@ -20,10 +20,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     settings.require("jwt_secret")  # fail at start, not at the first login
     app.state.temporal = await connect(settings)
-    # Search-only key: the API can read the index and nothing else.
-    app.state.meili = Meili(settings.meili_url, settings.require("meili_search_key"))
-    yield
-    await app.state.meili.aclose()
+    async with listing_runtime(app, settings):  # search (search-only key), hot cache, view counts
+        yield
     await get_engine().dispose()
 
 

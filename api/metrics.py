@@ -3,7 +3,13 @@ every process (the worker moves money, the API serves reads); latencies are meas
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +35,60 @@ SEARCH_LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+SEARCH_REQUESTS = Counter(
+    "bazaar_search_requests", "Searches answered, by backend (postgres = degraded mode)", ["backend"],
+    registry=REGISTRY,
+)
+# Fed by search_sync's NOTIFY after each batch: outbox row written -> Meilisearch task succeeded.
+CHANGE_TO_SEARCHABLE = Histogram(
+    "bazaar_search_change_to_searchable_seconds",
+    "Listing change committed to searchable in Meilisearch (measured by search_sync on the database clock)",
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+
+
+class _LiveStateCollector(Collector):
+    """Counters kept by in-process components (hot-listing cache, view counter, search circuit breaker)."""
+
+    def __init__(self) -> None:
+        self.cache: Any = None
+        self.views: Any = None
+        self.breaker: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.cache is not None:
+            requests = CounterMetricFamily(
+                "bazaar_listing_cache_requests", "Hot-listing cache lookups", labels=["result"]
+            )
+            requests.add_metric(["hit"], self.cache.hits)
+            requests.add_metric(["miss"], self.cache.misses)
+            yield requests
+            yield GaugeMetricFamily(
+                "bazaar_listing_cache_hit_ratio", "Hot-listing cache hits / lookups", value=self.cache.hit_ratio
+            )
+            yield GaugeMetricFamily("bazaar_listing_cache_entries", "Listings cached", value=len(self.cache))
+        if self.views is not None:
+            yield CounterMetricFamily(
+                "bazaar_listing_views_flushed", "Listing views written to popularity", value=self.views.flushed
+            )
+        if self.breaker is not None:
+            yield GaugeMetricFamily(
+                "bazaar_search_degraded",
+                "1 while the search circuit breaker is open (searches answered from PostgreSQL)",
+                value=1.0 if self.breaker.is_open else 0.0,
+            )
+
+
+LIVE = _LiveStateCollector()
+REGISTRY.register(LIVE)
+
+
+def observe_synced(payload: str) -> None:
+    """A `search_synced` NOTIFY: {"ms": [latency per outbox row]}."""
+    for ms in json.loads(payload).get("ms", []):
+        CHANGE_TO_SEARCHABLE.observe(float(ms) / 1000)
 
 
 async def render(session: AsyncSession) -> bytes:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    UrlConstraints,
+    model_validator,
+)
 
 from bazaar.models import Listing
 from bazaar.money import Money
@@ -54,33 +63,51 @@ class Location(BaseModel):
     country: str = Field(pattern="^[A-Z]{2}$")
 
 
+# Sane sizes for free-form fields: big enough for real listings, small enough to index and render.
+AttributeKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+AttributeValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=140)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+ImageUrl = Annotated[HttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
+CategorySlug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+
+
 class ListingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=3, max_length=140)
-    description: str = Field(default="", max_length=5000)
+    title: Title
+    description: Description = ""
     price: Money
-    category: str = Field(min_length=1, max_length=64)
+    category: CategorySlug = Field(description="a slug from GET /v1/categories")
     condition: Condition = "good"
     quantity: int = Field(default=1, ge=1, le=10_000)
-    image_urls: list[HttpUrl] = Field(default=[], max_length=12)
+    image_urls: list[ImageUrl] = Field(default=[], max_length=12)
     location: Location | None = None
-    attributes: dict[str, str] = Field(default={}, max_length=30)
+    attributes: dict[AttributeKey, AttributeValue] = Field(default={}, max_length=30)
 
     def columns(self) -> dict[str, Any]:
         return _columns(self.model_dump(exclude_unset=False))
 
 
 class ListingPatch(BaseModel):
+    """Only the fields sent change; `location: null` removes the location."""
+
     model_config = ConfigDict(extra="forbid")
-    title: str | None = Field(default=None, min_length=3, max_length=140)
-    description: str | None = Field(default=None, max_length=5000)
+    title: Title | None = None
+    description: Description | None = None
     price: Money | None = None
-    category: str | None = Field(default=None, min_length=1, max_length=64)
+    category: CategorySlug | None = None
     condition: Condition | None = None
-    quantity: int | None = Field(default=None, ge=0, le=10_000)
-    image_urls: list[HttpUrl] | None = Field(default=None, max_length=12)
+    quantity: int | None = Field(default=None, ge=0, le=10_000, description="0 marks an active listing sold")
+    image_urls: list[ImageUrl] | None = Field(default=None, max_length=12)
     location: Location | None = None
-    attributes: dict[str, str] | None = Field(default=None, max_length=30)
+    attributes: dict[AttributeKey, AttributeValue] | None = Field(default=None, max_length=30)
+
+    @model_validator(mode="after")
+    def no_nulls_but_location(self) -> ListingPatch:
+        nulls = [k for k in self.model_fields_set if k != "location" and getattr(self, k) is None]
+        if nulls:
+            raise ValueError(f"{', '.join(sorted(nulls))} cannot be null (leave it out to keep it)")
+        return self
 
     def columns(self) -> dict[str, Any]:
         return _columns(self.model_dump(exclude_unset=True))
@@ -151,7 +178,24 @@ class ListingOut(BaseModel):
 
 class ListingPage(BaseModel):
     items: list[ListingOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class ListingDeleteOut(BaseModel):
+    result: Literal["deleted", "archived"] = Field(
+        description="deleted: it never had orders and is gone; archived: it has orders, so it is kept"
+    )
+    listing: ListingOut | None = None
+
+
+class CategoryNode(BaseModel):
+    slug: str
+    name: str
+    children: list[CategoryNode]
+
+
+class CategoriesOut(BaseModel):
+    categories: list[CategoryNode]
 
 
 class SearchHit(BaseModel):
@@ -164,17 +208,22 @@ class SearchHit(BaseModel):
     country: str | None
     seller_id: uuid.UUID
     image_url: str | None
-    highlight: dict[str, str]
-    distance_m: int | None = None
+    highlight: dict[str, str] = Field(description="HTML-escaped snippets; matches wrapped in <em>")
+    distance_m: int | None = Field(default=None, description="metres from lat/lng, when they were given")
 
 
 class SearchOut(BaseModel):
     hits: list[SearchHit]
-    total: int
+    total: int = Field(description="matches, exact up to 10,000 (the pagination cap)")
     page: int
     per_page: int
-    facets: dict[str, dict[str, int]] | None = None
-    processing_time_ms: int
+    facets: dict[str, dict[str, int]] | None = Field(
+        default=None, description="with facets=true: counts per category (incl. parents), condition, price"
+    )
+    processing_time_ms: int = Field(description="time the search backend spent")
+    backend: Literal["meilisearch", "postgres"] = Field(
+        description="postgres: degraded mode while Meilisearch is unreachable (also X-Search-Backend)"
+    )
 
 
 class OrderIn(BaseModel):

@@ -1,17 +1,38 @@
-"""Listing actions: every write bumps the version and writes a search-outbox row in the same transaction."""
+"""Listing actions: every write bumps the version and writes a search-outbox row in the same transaction.
+
+Lifecycle: draft -> active (needs a payout account) -> sold (stock 0; active again when stock returns);
+archived when the seller withdraws it. Only active listings are public; the rest 404 for anyone but their
+seller (and support). The version is the ETag: a write with a stale If-Match gets 412.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import enum
+import json
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, event, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Category, Listing, ListingStatus, PayoutAccount, Role, SearchOutbox
+from bazaar.models import (
+    AuditEvent,
+    Category,
+    Listing,
+    ListingStatus,
+    Order,
+    PayoutAccount,
+    Role,
+    SearchOutbox,
+)
 
 # Allowed lifecycle moves a seller may request; `sold` is reached through stock, not by hand.
 _SELLER_TRANSITIONS: dict[str, set[ListingStatus]] = {
@@ -19,22 +40,123 @@ _SELLER_TRANSITIONS: dict[str, set[ListingStatus]] = {
     "archive": {ListingStatus.DRAFT, ListingStatus.ACTIVE, ListingStatus.SOLD},
 }
 
+# NOTIFY channel carrying the ids of listings whose committed state changed (comma-separated), so every
+# API process can drop them from its hot-listing cache. NOTIFY is transactional: sent at commit only.
+LISTING_CHANGED_CHANNEL = "listing_changed"
+_CHANGED_KEY = "bazaar.changed_listings"
+_NOTIFY_IDS_PER_MESSAGE = 150  # 150 * 37 bytes stays well under PostgreSQL's 8000-byte payload limit
+
 
 def record_change(session: AsyncSession, listing: Listing) -> None:
     """Bump the version and queue the listing for search sync (same transaction as the change)."""
     listing.version += 1
     session.add(SearchOutbox(listing_id=listing.id, listing_version=listing.version))
+    _announce(session, listing.id)
 
 
-async def _check_category(session: AsyncSession, slug: str) -> None:
-    if await session.get(Category, slug) is None:
-        raise DomainError(ErrorCode.UNKNOWN_CATEGORY, f"unknown category {slug!r}", {"category": slug})
+def _announce(session: AsyncSession, listing_id: uuid.UUID) -> None:
+    session.sync_session.info.setdefault(_CHANGED_KEY, set()).add(str(listing_id))
+
+
+@event.listens_for(Session, "before_commit")
+def _notify_changed_listings(session: Session) -> None:
+    ids = sorted(session.info.pop(_CHANGED_KEY, ()))
+    for start in range(0, len(ids), _NOTIFY_IDS_PER_MESSAGE):
+        session.execute(
+            text("SELECT pg_notify(:channel, :ids)"),
+            {"channel": LISTING_CHANGED_CHANNEL, "ids": ",".join(ids[start : start + _NOTIFY_IDS_PER_MESSAGE])},
+        )
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_changed_listings(session: Session) -> None:
+    session.info.pop(_CHANGED_KEY, None)
+
+
+# ------------------------------------------------------------------------------------------ taxonomy
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """The managed category tree (it changes only through migrations)."""
+
+    parents: dict[str, str | None]
+    names: dict[str, str]
+
+    def __contains__(self, slug: object) -> bool:
+        return slug in self.parents
+
+    def path(self, slug: str) -> list[tuple[str, str]]:
+        """(slug, name) from the root down to `slug`."""
+        path: list[tuple[str, str]] = []
+        current: str | None = slug
+        while current is not None:
+            path.insert(0, (current, self.names[current]))
+            current = self.parents[current]
+        return path
+
+    def descendants(self, slug: str) -> list[str]:
+        """`slug` and every category below it."""
+        found = [slug]
+        for candidate in self.parents:
+            if candidate != slug and any(s == slug for s, _ in self.path(candidate)):
+                found.append(candidate)
+        return found
+
+    def tree(self) -> list[dict[str, Any]]:
+        def children(parent: str | None) -> list[dict[str, Any]]:
+            return [
+                {"slug": slug, "name": self.names[slug], "children": children(slug)}
+                for slug in sorted(self.parents, key=lambda s: self.names[s])
+                if self.parents[slug] == parent
+            ]
+
+        return children(None)
+
+
+_TAXONOMY_TTL = 60.0
+_taxonomy: tuple[float, Taxonomy] | None = None
+
+
+def cached_taxonomy() -> Taxonomy | None:
+    """The cached tree while it is fresh (no database access at all), else None."""
+    if _taxonomy is not None and time.monotonic() - _taxonomy[0] < _TAXONOMY_TTL:
+        return _taxonomy[1]
+    return None
+
+
+async def taxonomy(session: AsyncSession) -> Taxonomy:
+    """The category tree, cached per process for a minute (it is small and changes only by migration)."""
+    global _taxonomy
+    if (cached := cached_taxonomy()) is not None:
+        return cached
+    rows = (await session.execute(select(Category.slug, Category.parent_slug, Category.name))).all()
+    loaded = Taxonomy(
+        parents={slug: parent for slug, parent, _ in rows}, names={slug: name for slug, _, name in rows}
+    )
+    _taxonomy = (time.monotonic(), loaded)
+    return loaded
+
+
+async def check_categories(session: AsyncSession, slugs: list[str]) -> Taxonomy:
+    tree = await taxonomy(session)
+    unknown = [s for s in slugs if s not in tree]
+    if unknown:
+        raise DomainError(
+            ErrorCode.UNKNOWN_CATEGORY,
+            f"unknown category {unknown[0]!r}; see GET /v1/categories",
+            {"category": unknown[0] if len(unknown) == 1 else unknown},
+        )
+    return tree
+
+
+# ------------------------------------------------------------------------------------------- actions
 
 
 async def create(session: AsyncSession, seller: Principal, fields: dict[str, Any]) -> Listing:
     if not seller.has(Role.SELLER):
         raise DomainError(ErrorCode.FORBIDDEN, "only sellers can create listings")
-    await _check_category(session, fields["category_slug"])
+    await check_categories(session, [fields["category_slug"]])
     listing = Listing(
         id=uuid.uuid4(), seller_id=seller.user_id, status=ListingStatus.DRAFT, version=0, **fields
     )
@@ -48,7 +170,7 @@ async def create(session: AsyncSession, seller: Principal, fields: dict[str, Any
 async def get_visible(session: AsyncSession, listing_id: uuid.UUID, viewer: Principal | None) -> Listing:
     """Active listings are public; others exist only for their seller and support (404 for the rest)."""
     listing = await session.get(Listing, listing_id)
-    if listing is None or (listing.status != ListingStatus.ACTIVE and not _may_manage(listing, viewer)):
+    if listing is None or (listing.status != ListingStatus.ACTIVE and not may_manage(listing, viewer)):
         raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     return listing
 
@@ -58,7 +180,7 @@ async def get_own(
 ) -> Listing:
     stmt = select(Listing).where(Listing.id == listing_id)
     listing = await session.scalar(stmt.with_for_update() if lock else stmt)
-    if listing is None or (listing.status != ListingStatus.ACTIVE and not _may_manage(listing, seller)):
+    if listing is None or (listing.status != ListingStatus.ACTIVE and not may_manage(listing, seller)):
         raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     if listing.seller_id != seller.user_id:
         raise DomainError(ErrorCode.FORBIDDEN, "only the listing's seller can change it")
@@ -84,7 +206,7 @@ async def update(
             ErrorCode.INVALID_TRANSITION, "archived listings cannot be edited; publish it again"
         )
     if "category_slug" in changes:
-        await _check_category(session, changes["category_slug"])
+        await check_categories(session, [changes["category_slug"]])
     for name, value in changes.items():
         setattr(listing, name, value)
     if listing.status == ListingStatus.ACTIVE and listing.quantity == 0:
@@ -122,6 +244,30 @@ async def archive(
     return listing
 
 
+async def delete(
+    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: int | None
+) -> Listing | None:
+    """Remove a listing that never had an order (None); one with orders is archived instead (returned).
+
+    The row lock from get_own also holds off a concurrent order's stock reservation, which locks the
+    same row first: an order either sees the listing gone or stops the deletion.
+    """
+    listing = await get_own(session, listing_id, seller, if_match)
+    had_orders = await session.scalar(select(Order.id).where(Order.listing_id == listing.id).limit(1))
+    if had_orders is not None:
+        if listing.status != ListingStatus.ARCHIVED:
+            listing.status = ListingStatus.ARCHIVED
+            record_change(session, listing)
+            session.add(_audit(seller, listing, "listing.archived", {"reason": "deleted_with_orders"}))
+        return listing
+    # The outbox row outlives the listing: search sync finds no row and deletes the document.
+    session.add(SearchOutbox(listing_id=listing.id, listing_version=listing.version + 1))
+    _announce(session, listing.id)
+    session.add(_audit(seller, listing, "listing.deleted"))
+    await session.delete(listing)
+    return None
+
+
 def _check_transition(listing: Listing, action: str) -> None:
     if listing.status not in _SELLER_TRANSITIONS[action]:
         raise DomainError(
@@ -131,7 +277,7 @@ def _check_transition(listing: Listing, action: str) -> None:
         )
 
 
-def _may_manage(listing: Listing, viewer: Principal | None) -> bool:
+def may_manage(listing: Listing, viewer: Principal | None) -> bool:
     return viewer is not None and (listing.seller_id == viewer.user_id or viewer.has(Role.SUPPORT))
 
 
@@ -144,3 +290,104 @@ def _audit(actor: Principal, listing: Listing, action: str, data: dict[str, Any]
         action=action,
         data={"version": listing.version, **(data or {})},
     )
+
+
+# -------------------------------------------------------------------------------------- my listings
+
+
+class OwnSort(enum.StrEnum):
+    NEWEST = "newest"
+    OLDEST = "oldest"
+    PRICE_ASC = "price_asc"
+    PRICE_DESC = "price_desc"
+
+
+# sort -> (key column, descending); ties broken by id in the same direction, so the order is total.
+_OWN_SORTS: dict[OwnSort, tuple[str, bool]] = {
+    OwnSort.NEWEST: ("created_at", True),
+    OwnSort.OLDEST: ("created_at", False),
+    OwnSort.PRICE_ASC: ("price_amount", False),
+    OwnSort.PRICE_DESC: ("price_amount", True),
+}
+MAX_PAGE_SIZE = 100
+
+
+async def list_own(
+    session: AsyncSession,
+    seller: Principal,
+    status: ListingStatus | None,
+    sort: OwnSort,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Listing], str | None]:
+    """One page of the seller's listings, keyset-paginated (stable under inserts), and the next cursor."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    column_name, descending = _OWN_SORTS[sort]
+    column = getattr(Listing, column_name)
+    stmt = select(Listing).where(Listing.seller_id == seller.user_id)
+    if status is not None:
+        stmt = stmt.where(Listing.status == status)
+    if cursor:
+        key, last_id = _decode_cursor(cursor, sort)
+        row: ColumnElement[Any] = tuple_(column, Listing.id)
+        bound = tuple_(key, last_id)
+        stmt = stmt.where(row < bound if descending else row > bound)
+    order = (column.desc(), Listing.id.desc()) if descending else (column.asc(), Listing.id.asc())
+    rows = list((await session.scalars(stmt.order_by(*order).limit(limit + 1))).all())
+    items = rows[:limit]
+    next_cursor = _encode_cursor(items[-1], sort) if len(rows) > limit else None
+    return items, next_cursor
+
+
+def _encode_cursor(listing: Listing, sort: OwnSort) -> str:
+    key = getattr(listing, _OWN_SORTS[sort][0])
+    raw = [sort.value, key.isoformat() if isinstance(key, datetime) else key, str(listing.id)]
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: OwnSort) -> tuple[Any, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        sort_value, key, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if sort_value != sort.value:
+            raise ValueError("cursor from another sort")
+        if _OWN_SORTS[sort][0] == "created_at":
+            key = datetime.fromisoformat(key)
+        elif not isinstance(key, int):
+            raise ValueError("bad key")
+        return key, uuid.UUID(last_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise DomainError(
+            ErrorCode.VALIDATION_ERROR, "invalid cursor (it belongs to this sort's previous page)",
+            {"cursor": cursor[:100]},
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------- popularity
+
+
+async def add_views(session: AsyncSession, counts: dict[uuid.UUID, int]) -> int:
+    """Add batched view counts with one statement, queueing those listings for search sync.
+
+    The version (ETag) is not bumped: a view is not an edit, and a seller's If-Match must not fail
+    because someone looked. Search sync re-reads the row, so the new popularity reaches the index.
+    Ids are sorted so concurrent flushes from several API processes lock rows in the same order.
+    """
+    if not counts:
+        return 0
+    ids = sorted(counts)
+    result = await session.execute(
+        text(
+            """
+            WITH v AS (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:counts AS bigint[])) AS v(id, n)),
+            bumped AS (
+                UPDATE listings l SET view_count = l.view_count + v.n FROM v
+                WHERE l.id = v.id RETURNING l.id, l.version
+            )
+            INSERT INTO search_outbox (listing_id, listing_version)
+            SELECT id, version FROM bumped ORDER BY id
+            """
+        ),
+        {"ids": ids, "counts": [counts[i] for i in ids]},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -72,6 +72,10 @@ class PaymentKind(enum.StrEnum):
     REFUND = "refund"
     TRANSFER = "transfer"
     TRANSFER_REVERSAL = "transfer_reversal"
+    # Not calls we make: the card network takes the money (chargeback) or gives it back (dispute won).
+    # Recorded like our calls so reconciliation can match the provider's dispute balance transactions.
+    CHARGEBACK = "chargeback"
+    CHARGEBACK_REVERSAL = "chargeback_reversal"
 
 
 class PaymentOutcome(enum.StrEnum):
@@ -256,6 +260,7 @@ class LedgerAccount(enum.StrEnum):
     PLATFORM_FEES = "platform_fees"  # the marketplace's revenue
     SELLER_PAYABLE = "seller_payable"  # released to a seller, not yet transferred
     SELLER_PAYOUTS = "seller_payouts"  # transferred to the seller's connected account
+    CHARGEBACKS = "chargebacks"  # withdrawn from the platform by the card network (a buyer's chargeback)
 
 
 class LedgerEntry(Base):
@@ -275,3 +280,52 @@ class LedgerEntry(Base):
     amount: Mapped[int] = mapped_column(BigInteger)  # signed minor units
     currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReconciliationRun(Base):
+    """One reconciliation window (our payments and ledger vs the provider); re-running it overwrites it."""
+
+    __tablename__ = "reconciliation_runs"
+
+    # e.g. "20261124T000000Z-20261125T000000Z": also the workflow id suffix, so a window runs as one workflow.
+    window_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    runs: Mapped[int] = mapped_column(Integer, default=1)
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    missing_ours: Mapped[int] = mapped_column(Integer, default=0)
+    missing_provider: Mapped[int] = mapped_column(Integer, default=0)
+    amount_mismatch: Mapped[int] = mapped_column(Integer, default=0)
+    status_mismatch: Mapped[int] = mapped_column(Integer, default=0)
+    first_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReconciliationItem(Base):
+    """One discrepancy of a window: the current set for the window (rows that no longer differ are removed)."""
+
+    __tablename__ = "reconciliation_items"
+    __table_args__ = (
+        UniqueConstraint(
+            "window_id", "object_type", "object_id", "category", name="uq_reconciliation_item"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    window_id: Mapped[str] = mapped_column(
+        ForeignKey("reconciliation_runs.window_id", ondelete="CASCADE"), index=True
+    )
+    # missing_ours | missing_provider | amount_mismatch | status_mismatch
+    category: Mapped[str] = mapped_column(String(32))
+    # payment_intent | refund | transfer | transfer_reversal | dispute | balance_transaction | ledger
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(255))  # the provider's id, or our idempotency key
+    order_id: Mapped[uuid.UUID | None] = mapped_column()
+    ours_amount: Mapped[int | None] = mapped_column(BigInteger)
+    provider_amount: Mapped[int | None] = mapped_column(BigInteger)
+    ours_status: Mapped[str | None] = mapped_column(String(32))
+    provider_status: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

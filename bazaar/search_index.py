@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from bazaar.meili import Meili, MeiliError
 from bazaar.models import Listing, ListingStatus
+from bazaar.money import CURRENCY_EXPONENTS
 
-# Bump when INDEX_SETTINGS change, so operators can see which settings an index carries.
-INDEX_SETTINGS_VERSION = 1
+log = logging.getLogger("search_index")
+
+# Bump when INDEX_SETTINGS change (and say why in the commit), so a settings change is a reviewed event.
+# 2: price_bucket facet, filterable/sortable lists for the search API, smaller displayed documents.
+INDEX_SETTINGS_VERSION = 2
 INDEX_SETTINGS: dict[str, Any] = {
+    # Order matters: a match in the title outranks one in the category names, then the description.
     "searchableAttributes": ["title", "category_names", "description", "city"],
     "filterableAttributes": [
         "categories",
         "condition",
         "price_amount",
+        "price_bucket",
         "currency",
         "seller_id",
         "city",
@@ -37,6 +45,27 @@ INDEX_SETTINGS: dict[str, Any] = {
     "faceting": {"maxValuesPerFacet": 100},
     "pagination": {"maxTotalHits": 10_000},
 }
+MAX_TOTAL_HITS = INDEX_SETTINGS["pagination"]["maxTotalHits"]
+
+# Price facet buckets, in major units of the listing's own currency: (label, lower bound inclusive).
+# Buckets only make sense within one currency; the search API facets whatever currency filter is set.
+PRICE_BUCKETS: list[tuple[str, int]] = [
+    ("0-10", 0),
+    ("10-50", 10),
+    ("50-100", 50),
+    ("100-500", 100),
+    ("500-1000", 500),
+    ("1000+", 1000),
+]
+
+
+def price_bucket(amount: int, currency: str) -> str:
+    major = amount / 10 ** CURRENCY_EXPONENTS.get(currency, 2)
+    label = PRICE_BUCKETS[0][0]
+    for name, lower in PRICE_BUCKETS:
+        if major >= lower:
+            label = name
+    return label
 
 
 def is_public(listing: Listing) -> bool:
@@ -53,6 +82,7 @@ def listing_document(
         "description": listing.description,
         "price_amount": listing.price_amount,
         "currency": listing.currency,
+        "price_bucket": price_bucket(listing.price_amount, listing.currency),
         "category": listing.category_slug,
         "categories": [slug for slug, _ in category_path],
         "category_names": [name for _, name in category_path],
@@ -62,7 +92,8 @@ def listing_document(
         "seller_id": str(listing.seller_id),
         "seller_rating": seller_rating,
         "popularity": listing.view_count + 10 * listing.order_count,
-        "published_at": int(listing.published_at.timestamp()) if listing.published_at else 0,
+        # Milliseconds: listings published within the same second still sort newest-first.
+        "published_at": int(listing.published_at.timestamp() * 1000) if listing.published_at else 0,
         "image_url": listing.image_urls[0] if listing.image_urls else None,
         "quantity": listing.quantity,
         "version": listing.version,
@@ -70,3 +101,35 @@ def listing_document(
     if listing.lat is not None and listing.lng is not None:
         doc["_geo"] = {"lat": listing.lat, "lng": listing.lng}
     return doc
+
+
+# Settings Meilisearch stores as sets (it answers them sorted); the others keep our order, which matters.
+_UNORDERED = {"filterableAttributes", "sortableAttributes"}
+
+
+def _contains(actual: Any, wanted: Any, key: str = "") -> bool:
+    """Whether Meilisearch's (normalised, fuller) settings already carry every wanted value."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(_contains(actual.get(k), v, k) for k, v in wanted.items())
+    if key in _UNORDERED and isinstance(actual, list) and isinstance(wanted, list):
+        return sorted(map(str, actual)) == sorted(map(str, wanted))
+    return bool(actual == wanted)
+
+
+async def apply_index_settings(meili: Meili, index: str) -> bool:
+    """Create the index if needed and apply INDEX_SETTINGS; no task at all when they are already there.
+
+    Returns whether anything changed. Safe to run at every start and from several processes.
+    """
+    if await meili.get_index(index) is None:
+        try:
+            await meili.run_task("POST", "/indexes", json={"uid": index, "primaryKey": "id"})
+        except MeiliError as exc:
+            if exc.code != "index_already_exists":  # another process won the race: fine
+                raise
+    current = await meili.request("GET", f"/indexes/{index}/settings")
+    if _contains(current, INDEX_SETTINGS):
+        return False
+    log.info("applying index settings v%d to %s", INDEX_SETTINGS_VERSION, index)
+    await meili.run_task("PATCH", f"/indexes/{index}/settings", json=INDEX_SETTINGS, max_wait=600)
+    return True

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     meili_master_key: SecretStr | None = None
     meili_search_key: SecretStr | None = None
     meili_index: str = "listings"
+    # The API answers from PostgreSQL when a search takes longer than this or Meilisearch is down...
+    meili_search_timeout_seconds: float = Field(default=2.0, gt=0)
+    # ...and tries Meilisearch again after this many seconds (circuit breaker).
+    search_breaker_retry_seconds: float = Field(default=2.0, gt=0)
 
     # Stripe (the official SDK; the embedded default is the local sandbox).
     stripe_api_base: str = "http://127.0.0.1:12111"
@@ -65,6 +69,12 @@ class Settings(BaseSettings):
     review_window_seconds: int = Field(default=14 * 24 * 3600, gt=0)
     dispute_escalation_seconds: int = Field(default=5 * 24 * 3600, gt=0)
     notification_max_attempts: int = Field(default=6, ge=1)
+
+    # Reconciliation with the payment provider: the worker keeps a daily Temporal Schedule (cron, UTC).
+    reconciliation_cron: str = "30 2 * * *"
+
+    # Worker: Prometheus endpoint (host:port) for its Temporal metrics, e.g. reconciliation discrepancies.
+    worker_metrics_bind_address: str | None = None
 
     # Auth.
     jwt_secret: SecretStr | None = None
@@ -88,6 +98,12 @@ class Settings(BaseSettings):
     # Search sync.
     search_sync_batch_size: int = 500
     search_sync_poll_seconds: float = 0.2
+    search_sync_max_backoff_seconds: float = Field(default=5.0, gt=0)
+
+    # Hot-listing cache of the API (listing detail reads) and batched view counting.
+    listing_cache_ttl_seconds: float = Field(default=30.0, ge=0)
+    listing_cache_max_entries: int = Field(default=10_000, ge=0)
+    popularity_flush_seconds: float = Field(default=5.0, gt=0)
 
     def require(self, name: str) -> str:
         """The value of a secret that this process cannot run without, or a clear error."""

@@ -11,10 +11,26 @@
     fulfilled -> disputed   buyer opens a dispute within the window: escrow frozen
     disputed  -> completed  support resolves `release` (or `partial_refund`: refund part, release the rest)
     disputed  -> refunded   support resolves `refund`
+    completed -> completed  support retries a failed payout (`retry_transfer`, only when transfer_failed)
+
+Chargebacks come from the provider (webhook -> Signal `chargeback`), not from an actor:
+
+    paid|confirmed|fulfilled|completed|disputed -> disputed (reason chargeback, PaymentState chargeback)
+        the network has taken the money; a completed order is first clawed back into escrow
+        (payout reversed, release undone), so every chargeback is booked against escrow
+    disputed (chargeback) -> the state before it   dispute won: the money is back (a completed order is
+                                                    released and paid out again)
+    disputed (chargeback) -> refunded              dispute lost (reason chargeback_lost)
+
+A chargeback can come months after completion, when the order's workflow has ended: the webhook then starts
+a new run of the same workflow id with `reopen=True` (signal-with-start), which loads the order's state from
+the database, never charges, and handles the chargeback like above. A completed order whose payout the
+provider refused (PaymentState transfer_failed) keeps its workflow open until support retries the payout.
 
 Actor actions are Updates with validators: the caller gets the new state, or a rejection saying whether the
 action is not allowed now (InvalidTransition) or not for this actor (Forbidden). Every money call carries an
-idempotency key built here from the order and the operation (`<order>:<operation>:<n>`).
+idempotency key built here from the order and the operation (`<order>:<operation>:<n>`), never from the
+attempt, so a retried activity replays at the provider instead of moving money twice.
 """
 
 from __future__ import annotations
@@ -28,13 +44,16 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.orders import OrderActivities, OrderStateChange, ReserveStockInput
+    from activities.orders import OrderActivities, OrderSnapshot, OrderStateChange, ReserveStockInput
     from activities.payments import (
+        ChargebackMovement,
         ChargeRequest,
         PaymentActivities,
         RefundRequest,
         ReleaseRequest,
+        ReleaseReversalRequest,
         TransferRequest,
+        TransferReversalRequest,
     )
     from bazaar.money import platform_fee
 
@@ -56,7 +75,11 @@ MONEY_RETRY = RetryPolicy(
     non_retryable_error_types=["PaymentRejected"],
 )
 PLACEMENT_WAIT = timedelta(seconds=10)
+# Patch (2026-11-25): a completed order whose payout failed waits for support's retry instead of ending.
+PAYOUT_RETRY_PATCH = "wait-for-payout-retry"
 TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
+# States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
+CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
 
 # action -> {state it is allowed in: parties who may do it there}
 RULES: dict[str, dict[str, frozenset[str]]] = {
@@ -71,6 +94,7 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "confirm_receipt": {"fulfilled": frozenset({"buyer"})},
     "open_dispute": {"fulfilled": frozenset({"buyer"})},
     "resolve_dispute": {"disputed": frozenset({"support"})},
+    "retry_transfer": {"completed": frozenset({"support"})},
 }
 
 
@@ -91,6 +115,8 @@ class PlaceOrder:
     dispute_window_seconds: int = 7 * 24 * 3600
     fee_bps: int = 1000
     fee_fixed: int = 30
+    # A new run for an order whose workflow has ended (a late chargeback): load the state, never charge.
+    reopen: bool = False
 
 
 @dataclass
@@ -108,6 +134,28 @@ class ActionRequest:
     tracking: dict[str, str] | None = None  # fulfil: carrier, tracking number, url
     resolution: str | None = None  # resolve_dispute: release | refund | partial_refund
     refund_amount: int | None = None  # partial_refund, minor units
+
+
+@dataclass
+class PaymentReport:
+    """What the provider's webhook said about a PaymentIntent of this order (payment_intent.*)."""
+
+    event_id: str
+    payment_intent_id: str
+    status: str  # succeeded | failed
+    amount: int
+    currency: str
+
+
+@dataclass
+class ChargebackNotice:
+    """A provider dispute on this order's charge (charge.dispute.*): the card network's side of a dispute."""
+
+    dispute_id: str
+    status: str  # the provider's dispute status: needs_response, under_review, ..., won, lost
+    amount: int
+    currency: str
+    reason: str | None = None
 
 
 @dataclass
@@ -130,6 +178,13 @@ class OrderView:
     platform_fee: int = 0
     tracking: dict[str, str] | None = None
     allowed_actions: list[str] = field(default_factory=list)
+    dispute_source: str | None = None  # buyer | chargeback
+    chargeback_id: str | None = None  # the provider's dispute id
+    chargeback_status: str | None = None  # withdrawn | won | lost
+    chargeback_amount: int = 0
+    # Our PaymentIntent's status as the provider's webhooks report it (succeeded | failed).
+    provider_payment_status: str | None = None
+    unexpected_payment_intents: list[str] = field(default_factory=list)  # succeeded at the provider, not ours
 
 
 @workflow.defn
@@ -139,12 +194,40 @@ class OrderWorkflow:
         self._req: PlaceOrder | None = None
         self._seq = 0
         self._refunds = 0
+        self._releases = 0
+        self._transfers = 0
+        self._reversals = 0
+        # What the latest release put where, until undone: (gross out of escrow, platform fee).
+        self._released: tuple[int, int] | None = None
+        # The payout that went to the seller and was not reversed: (provider transfer id, amount).
+        self._payout: tuple[str, int] | None = None
+        # The order as it was before a chargeback (status, reason, payment state): a won dispute restores it.
+        self._before_chargeback: tuple[str, str | None, str] | None = None
+        self._clawed_back_fee: int | None = None  # the fee given back for a chargeback; charged again if won
         self._payment_settled = False
-        self._lock = asyncio.Lock()  # one transition at a time (updates and timers)
+        self._provider_reports: dict[str, str] = {}
+        self._lock = asyncio.Lock()  # one transition at a time (updates, signals and timers)
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
         self._req = req
+        if req.reopen:
+            await self._restore()
+        elif not await self._place(req):
+            return self.view
+        while True:
+            await self._run_until_terminal(req)
+            if self.view.payment_state == "transfer_failed" and workflow.patched(PAYOUT_RETRY_PATCH):
+                # The seller is owed money: stay open for `retry_transfer` (older workflows ended here).
+                await workflow.wait_condition(lambda: self.view.payment_state != "transfer_failed")
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self.view.status in TERMINAL:  # else a chargeback arrived while ending: carry on
+                break
+        return self.view
+
+    async def _place(self, req: PlaceOrder) -> bool:
+        """Reserve the stock and charge; False if the order was rejected (nothing charged)."""
         view = OrderView(
             order_id=req.order_id,
             status="pending",
@@ -169,7 +252,7 @@ class OrderWorkflow:
         if not reservation.ok:
             self._view = replace(view, status="rejected", reason=reservation.reason)
             self._payment_settled = True
-            return self._view
+            return False
         self._seq = 1  # reserve_stock wrote state 1 (pending) with the order row
         self._view = replace(
             view,
@@ -179,20 +262,61 @@ class OrderWorkflow:
             currency=reservation.currency,
         )
         self._publish_search_attributes()
-        workflow.upsert_memo(
-            {
-                "listing_title": reservation.listing_title,
-                "amount": reservation.amount,
-                "currency": reservation.currency,
-                "quantity": req.quantity,
-            }
-        )
+        self._upsert_memo()
 
         async with self._lock:
             await self._charge()
         self._payment_settled = True
+        self._apply_provider_reports()
+        return True
 
-        # Timers: the seller must accept in time; the buyer may dispute only within the window.
+    async def _restore(self) -> None:
+        """A reopened order: its state, counters and money positions as the database has them."""
+        req = self._req
+        assert req is not None
+        snap: OrderSnapshot = await workflow.execute_activity_method(
+            OrderActivities.load_order,
+            req.order_id,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._seq = snap.seq
+        self._refunds, self._releases, self._transfers, self._reversals = (
+            snap.refunds,
+            snap.releases,
+            snap.transfers,
+            snap.reversals,
+        )
+        self._released = (snap.released_gross, snap.released_fee) if snap.released else None
+        self._payout = (snap.payout_transfer_id, snap.payout_amount) if snap.payout_transfer_id else None
+        self._view = OrderView(
+            order_id=snap.order_id,
+            status=snap.status,
+            reason=snap.reason,
+            buyer_id=snap.buyer_id,
+            listing_id=snap.listing_id,
+            quantity=snap.quantity,
+            seller_id=snap.seller_id,
+            listing_title=snap.listing_title,
+            amount=snap.amount,
+            currency=snap.currency,
+            payment_state=snap.payment_state,
+            payment_intent_id=snap.payment_intent_id,
+            refunded_amount=snap.refunded_amount,
+            platform_fee=snap.released_fee if snap.released else 0,
+            tracking=snap.tracking,
+            chargeback_id=snap.chargeback_id,
+            chargeback_status=snap.chargeback_status,
+            chargeback_amount=snap.chargeback_amount,
+            dispute_source="chargeback" if snap.chargeback_id else None,
+        )
+        self._view = replace(self.view, allowed_actions=self._allowed_actions(snap.status))
+        self._publish_search_attributes()
+        self._upsert_memo()
+        self._payment_settled = True
+
+    async def _run_until_terminal(self, req: PlaceOrder) -> None:
+        """Timers: the seller must accept in time; the buyer may dispute only within the window."""
         while self.view.status not in TERMINAL:
             status = self.view.status
             deadline = {"paid": req.acceptance_timeout_seconds, "fulfilled": req.dispute_window_seconds}.get(
@@ -205,12 +329,15 @@ class OrderWorkflow:
                 )
             except TimeoutError:
                 async with self._lock:
-                    if self.view.status == "paid":
-                        await self._cancel_with_refund("acceptance_timeout", "system", None)
-                    elif self.view.status == "fulfilled":
-                        await self._complete("dispute_window_passed", "system", None)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.view
+                    try:
+                        if self.view.status == "paid":
+                            await self._cancel_with_refund("acceptance_timeout", "system", None)
+                        elif self.view.status == "fulfilled":
+                            await self._complete("dispute_window_passed", "system", None)
+                    except ActivityError:
+                        # The provider refused (e.g. a chargeback is open on the charge, so no refund):
+                        # the chargeback signal moves the order on; the deadline starts over meanwhile.
+                        workflow.logger.warning("deadline action refused by the provider", exc_info=True)
 
     @property
     def view(self) -> OrderView:
@@ -279,6 +406,7 @@ class OrderWorkflow:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
             party = self._authorize("open_dispute", req.actor)
+            self._view = replace(self.view, dispute_source="buyer")
             await self._transition(
                 "disputed", req.reason or "buyer_dispute", "frozen", party, req.actor, "order.disputed"
             )
@@ -289,7 +417,7 @@ class OrderWorkflow:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
             party = self._authorize("resolve_dispute", req.actor)
-            remaining = self.view.amount - self.view.refunded_amount
+            remaining = self._escrow_held()
             if req.resolution == "release":
                 await self._complete("dispute_released", party, req.actor)
             elif req.resolution == "refund":
@@ -309,6 +437,18 @@ class OrderWorkflow:
                 raise ApplicationError(
                     "resolution must be release, refund or partial_refund", type="InvalidRequest"
                 )
+        return self.view
+
+    @workflow.update
+    async def retry_transfer(self, req: ActionRequest) -> OrderView:
+        """Support/operators: pay out again after the provider refused the seller's transfer."""
+        async with self._lock:
+            party = self._authorize("retry_transfer", req.actor)
+            assert self._released is not None
+            gross, fee = self._released
+            state = await self._pay_out(gross - fee)
+            action = "order.payout_retried" if state == "released" else "order.payout_retry_failed"
+            await self._transition("completed", self.view.reason, state, party, req.actor, action)
         return self.view
 
     @accept.validator
@@ -343,6 +483,40 @@ class OrderWorkflow:
                 "resolution must be release, refund or partial_refund", type="InvalidRequest"
             )
 
+    @retry_transfer.validator
+    def _validate_retry_transfer(self, req: ActionRequest) -> None:
+        self._authorize("retry_transfer", req.actor)
+
+    # ---- provider events (Signals: fire-and-forget, sent by the webhook endpoint) ---------------------
+    @workflow.signal
+    def payment_reported(self, report: PaymentReport) -> None:
+        """Record what the provider says about a PaymentIntent. Never charges: the charge activity (one
+        idempotency key per order) is the only way money is taken; a report only confirms or flags."""
+        self._provider_reports[report.payment_intent_id] = report.status
+        if self._payment_settled:
+            self._apply_provider_reports()
+
+    @workflow.signal
+    async def chargeback(self, notice: ChargebackNotice) -> None:
+        """The card network disputes the charge: take the order into `disputed` (reason chargeback) and
+        freeze its money; its decision (won/lost) arrives as a later notice for the same dispute."""
+        await workflow.wait_condition(lambda: self._payment_settled)
+        async with self._lock:
+            if self._view is None:
+                return
+            if self.view.chargeback_id is None:
+                if self.view.status not in CHARGEABLE_BACK:
+                    workflow.logger.warning(
+                        "chargeback %s on a %s order ignored", notice.dispute_id, self.view.status
+                    )
+                    return
+                await self._open_chargeback(notice)
+            elif notice.dispute_id != self.view.chargeback_id:
+                workflow.logger.warning("second dispute %s ignored", notice.dispute_id)
+                return
+            if notice.status in ("won", "lost") and self.view.chargeback_status == "withdrawn":
+                await self._close_chargeback(notice)
+
     # ---- rules ---------------------------------------------------------------------------------------
     def _parties(self, actor: Actor) -> set[str]:
         parties = set()
@@ -363,17 +537,34 @@ class OrderWorkflow:
         if not parties & frozenset().union(*rules.values()):
             raise ApplicationError(f"you may not {action} this order", self._view, type="Forbidden")
         allowed_now = rules.get(self._view.status)
-        if allowed_now is None:
+        blocked = self._blocked(action)
+        if allowed_now is None or blocked:
             raise ApplicationError(
-                f"cannot {action} an order that is {self._view.status}", self._view, type="InvalidTransition"
+                blocked or f"cannot {action} an order that is {self._view.status}",
+                self._view,
+                type="InvalidTransition",
             )
         acting = sorted(parties & allowed_now)
         if not acting:
             raise ApplicationError(f"you may not {action} this order now", self._view, type="Forbidden")
         return acting[0]
 
+    def _blocked(self, action: str) -> str | None:
+        """Why an action the status allows cannot happen because of where the money is."""
+        payment_state = self.view.payment_state
+        if action == "resolve_dispute" and payment_state == "chargeback":
+            return "the card network is deciding this chargeback; wait for its decision"
+        if action == "retry_transfer" and payment_state != "transfer_failed":
+            return "only a failed payout can be retried"
+        return None
+
     def _allowed_actions(self, status: str) -> list[str]:
-        return sorted(a for a, states in RULES.items() if status in states)
+        return sorted(a for a, states in RULES.items() if status in states and not self._blocked(a))
+
+    def _escrow_held(self) -> int:
+        """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
+        taken = self.view.chargeback_amount if self.view.chargeback_status in ("withdrawn", "lost") else 0
+        return self.view.amount - self.view.refunded_amount - taken
 
     # ---- steps ----------------------------------------------------------------------------------------
     async def _charge(self) -> None:
@@ -392,14 +583,29 @@ class OrderWorkflow:
             start_to_close_timeout=MONEY_TIMEOUT,
             retry_policy=MONEY_RETRY,
         )
+        self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
         if charge.succeeded:
-            self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
             await self._transition("paid", None, "held_in_escrow", "system", None, "order.paid")
         else:
             await self._release_stock()
             await self._transition(
                 "cancelled", "payment_failed", "failed", "system", None, "order.payment_failed"
             )
+
+    def _apply_provider_reports(self) -> None:
+        """Compare the provider's reports with the charge we made (after our charge has an outcome)."""
+        ours = self.view.payment_intent_id if self._view is not None else None
+        for intent, status in self._provider_reports.items():
+            if intent == ours:
+                self._view = replace(self.view, provider_payment_status=status)
+            elif status == "succeeded" and self._view is not None:
+                if intent not in self.view.unexpected_payment_intents:
+                    # Money taken that this order did not ask for: never charge or refund on a guess;
+                    # it shows in the order state and in reconciliation for an operator.
+                    workflow.logger.warning("unexpected PaymentIntent %s for this order", intent)
+                    self._view = replace(
+                        self.view, unexpected_payment_intents=[*self.view.unexpected_payment_intents, intent]
+                    )
 
     async def _refund(self, amount: int, reason: str) -> None:
         assert self.view.payment_intent_id is not None
@@ -432,14 +638,16 @@ class OrderWorkflow:
         await self._release_stock()
         await self._transition("cancelled", reason, "refunded", party, actor, "order.cancelled")
 
-    async def _complete(self, reason: str, party: str, actor: Actor | None) -> None:
+    async def _complete(self, reason: str, party: str, actor: Actor | None, fee: int | None = None) -> None:
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
         req = self._req
         assert req is not None
-        gross = self.view.amount - self.view.refunded_amount
-        fee = platform_fee(gross, req.fee_bps, req.fee_fixed)
+        gross = self._escrow_held()
+        if fee is None:
+            fee = platform_fee(gross, req.fee_bps, req.fee_fixed)
         self._view = replace(self.view, platform_fee=fee)
         order_id = self.view.order_id
+        self._releases += 1
         await workflow.execute_activity_method(
             PaymentActivities.release_escrow,
             ReleaseRequest(
@@ -447,30 +655,140 @@ class OrderWorkflow:
                 gross=gross,
                 fee=fee,
                 currency=self.view.currency,
-                txn=f"{order_id}:release:1",
+                txn=f"{order_id}:release:{self._releases}",
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
-        payment_state = "released"
-        if gross - fee > 0:
+        self._released = (gross, fee)
+        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else "released"
+        await self._transition("completed", reason, payment_state, party, actor, "order.completed")
+
+    async def _pay_out(self, amount: int) -> str:
+        """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
+        order_id = self.view.order_id
+        self._transfers += 1
+        try:
+            result = await workflow.execute_activity_method(
+                PaymentActivities.transfer,
+                TransferRequest(
+                    order_id=order_id,
+                    amount=amount,
+                    currency=self.view.currency,
+                    transfer_group=order_workflow_id(order_id),
+                    idempotency_key=f"{order_id}:transfer:{self._transfers}",
+                ),
+                start_to_close_timeout=MONEY_TIMEOUT,
+                retry_policy=MONEY_RETRY,
+            )
+        except ActivityError:
+            # Completed for both sides; the payout needs an operator (PaymentState="transfer_failed",
+            # then the `retry_transfer` update: docs/operations.md).
+            return "transfer_failed"
+        self._payout = (result.transfer_id, amount)
+        return "released"
+
+    async def _open_chargeback(self, notice: ChargebackNotice) -> None:
+        """The network has withdrawn the money: book it against escrow and freeze the order."""
+        self._before_chargeback = (self.view.status, self.view.reason, self.view.payment_state)
+        if self.view.status == "completed":
+            await self._claw_back()
+        await self._book_chargeback(notice, reinstated=False)
+        self._view = replace(
+            self.view,
+            dispute_source="chargeback",
+            chargeback_id=notice.dispute_id,
+            chargeback_status="withdrawn",
+            chargeback_amount=notice.amount,
+        )
+        await self._transition("disputed", "chargeback", "chargeback", "system", None, "order.chargeback")
+
+    async def _claw_back(self) -> None:
+        """Completed order: bring the seller's payout and the fee back into escrow, so the chargeback is
+        booked like any other (the platform does not keep a fee on a charged-back order)."""
+        if self._payout is not None:
+            transfer_id, amount = self._payout
+            self._reversals += 1
             try:
                 await workflow.execute_activity_method(
-                    PaymentActivities.transfer,
-                    TransferRequest(
-                        order_id=order_id,
-                        amount=gross - fee,
+                    PaymentActivities.reverse_transfer,
+                    TransferReversalRequest(
+                        order_id=self.view.order_id,
+                        transfer_id=transfer_id,
+                        amount=amount,
                         currency=self.view.currency,
-                        transfer_group=order_workflow_id(order_id),
-                        idempotency_key=f"{order_id}:transfer:1",
+                        idempotency_key=f"{self.view.order_id}:transfer_reversal:{self._reversals}",
+                        reason="chargeback",
                     ),
                     start_to_close_timeout=MONEY_TIMEOUT,
                     retry_policy=MONEY_RETRY,
                 )
             except ActivityError:
-                # Completed for both sides; the payout needs an operator (PaymentState="transfer_failed").
-                payment_state = "transfer_failed"
-        await self._transition("completed", reason, payment_state, party, actor, "order.completed")
+                # The seller's account would not give it back: the release stands (the seller keeps the
+                # payout) and the chargeback overdraws this order's escrow: the platform's loss, which
+                # an operator recovers from the seller (docs/operations.md).
+                workflow.logger.error("transfer reversal refused; chargeback booked as a platform loss")
+                return
+            self._payout = None
+        assert self._released is not None
+        gross, fee = self._released
+        await workflow.execute_activity_method(
+            PaymentActivities.reverse_release,
+            ReleaseReversalRequest(
+                order_id=self.view.order_id,
+                fee=fee,
+                seller_share=gross - fee,
+                currency=self.view.currency,
+                txn=f"{self.view.order_id}:release_reversal:{self._releases}",
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._released = None
+        self._clawed_back_fee = fee
+        self._view = replace(self.view, platform_fee=0)
+
+    async def _close_chargeback(self, notice: ChargebackNotice) -> None:
+        """The network decided. Won: the money is back and the order resumes where it was. Lost: the buyer
+        keeps it; the order is refunded (anything the dispute did not cover stays frozen for support)."""
+        assert self._before_chargeback is not None
+        status, reason, payment_state = self._before_chargeback
+        if notice.status == "won":
+            await self._book_chargeback(notice, reinstated=True)
+            self._view = replace(self.view, chargeback_status="won")
+            if status == "completed" and self._released is None:
+                # Released again on the terms of the first release (a reopened run has no order terms).
+                await self._complete("chargeback_won", "system", None, fee=self._clawed_back_fee)
+            else:
+                await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
+            return
+        self._view = replace(self.view, chargeback_status="lost")
+        if self._escrow_held() > 0:
+            await self._transition(
+                "disputed", "chargeback_lost", "frozen", "system", None, "order.chargeback_lost"
+            )
+            return
+        if status in ("paid", "confirmed"):  # never shipped: the stock can be sold again
+            await self._release_stock()
+        await self._transition(
+            "refunded", "chargeback_lost", "charged_back", "system", None, "order.chargeback_lost"
+        )
+
+    async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
+        operation = "chargeback_reversal" if reinstated else "chargeback"
+        await workflow.execute_activity_method(
+            PaymentActivities.record_chargeback,
+            ChargebackMovement(
+                order_id=self.view.order_id,
+                dispute_id=notice.dispute_id,
+                amount=self.view.chargeback_amount if reinstated else notice.amount,
+                currency=self.view.currency,
+                reinstated=reinstated,
+                key=f"{self.view.order_id}:{operation}:{notice.dispute_id}",
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
 
     async def _transition(
         self,
@@ -482,13 +800,8 @@ class OrderWorkflow:
         action: str,
     ) -> None:
         self._seq += 1
-        self._view = replace(
-            self.view,
-            status=status,
-            reason=reason,
-            payment_state=payment_state,
-            allowed_actions=self._allowed_actions(status),
-        )
+        self._view = replace(self.view, status=status, reason=reason, payment_state=payment_state)
+        self._view = replace(self.view, allowed_actions=self._allowed_actions(status))
         self._publish_search_attributes()
         await workflow.execute_activity_method(
             OrderActivities.record_order_state,
@@ -505,6 +818,16 @@ class OrderWorkflow:
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
+        )
+
+    def _upsert_memo(self) -> None:
+        workflow.upsert_memo(
+            {
+                "listing_title": self.view.listing_title,
+                "amount": self.view.amount,
+                "currency": self.view.currency,
+                "quantity": self.view.quantity,
+            }
         )
 
     def _publish_search_attributes(self) -> None:

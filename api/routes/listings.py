@@ -1,28 +1,55 @@
-"""Listings: sellers create and manage them; everyone reads active ones. ETag/If-Match on writes."""
+"""Listings: sellers create and manage them; everyone reads active ones. ETag/If-Match on writes.
+
+Public detail reads of active listings go through the process's hot-listing cache and count a view;
+the seller (and support) always read the database, so their ETag is never stale.
+"""
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import select, tuple_
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from api.deps import MaybeCaller, Seller, Session
-from api.schemas import ListingIn, ListingOut, ListingPage, ListingPatch
+from api.listing_runtime import ListingCache
+from api.schemas import (
+    CategoriesOut,
+    CategoryNode,
+    ListingDeleteOut,
+    ListingIn,
+    ListingOut,
+    ListingPage,
+    ListingPatch,
+)
 from bazaar import listings
+from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Listing, ListingStatus
+from bazaar.models import Listing, ListingStatus, Role
+from bazaar.popularity import ViewCounter
 
 router = APIRouter(prefix="/v1", tags=["listings"])
-IfMatch = Annotated[str | None, Header(description='ETag from a previous read, e.g. "3"')]
+IfMatch = Annotated[str | None, Header(description='ETag from a previous read, e.g. "3"; a stale one gets 412')]
+IfNoneMatch = Annotated[str | None, Header(description="ETag you hold; 304 when unchanged")]
+
+
+async def _cache(request: Request) -> ListingCache:
+    cache: ListingCache = request.app.state.listing_cache
+    return cache
+
+
+async def _views(request: Request) -> ViewCounter:
+    views: ViewCounter = request.app.state.views
+    return views
+
+
+Cache = Annotated[ListingCache, Depends(_cache)]
+Views = Annotated[ViewCounter, Depends(_views)]
 
 
 def parse_if_match(value: str | None, required: bool = False) -> int | None:
-    if value is None:
-        if required:
+    if value is None or value.strip() == "*":
+        if required and value is None:
             raise DomainError(ErrorCode.PRECONDITION_REQUIRED, "send If-Match with the listing's ETag")
         return None
     try:
@@ -31,9 +58,21 @@ def parse_if_match(value: str | None, required: bool = False) -> int | None:
         raise DomainError(ErrorCode.PRECONDITION_FAILED, "If-Match is not an ETag of this API") from exc
 
 
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
 def with_etag(response: Response, listing: Listing) -> ListingOut:
-    response.headers["ETag"] = f'"{listing.version}"'
+    response.headers["ETag"] = etag(listing.version)
     return ListingOut.of(listing)
+
+
+@router.get("/categories", response_model=CategoriesOut, tags=["categories"])
+async def categories(session: Session, response: Response) -> CategoriesOut:
+    """The managed category taxonomy as a tree (public). Searching a category includes its children."""
+    tree = await listings.taxonomy(session)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return CategoriesOut(categories=[CategoryNode.model_validate(node) for node in tree.tree()])
 
 
 @router.post("/listings", status_code=201, response_model=ListingOut)
@@ -43,11 +82,40 @@ async def create_listing(body: ListingIn, seller: Seller, session: Session, resp
     return with_etag(response, listing)
 
 
-@router.get("/listings/{listing_id}", response_model=ListingOut)
+def _public_reader(viewer: Principal | None, seller_id: uuid.UUID) -> bool:
+    """Readers served from the cache: anyone but the listing's seller and support."""
+    return viewer is None or (viewer.user_id != seller_id and not viewer.has(Role.SUPPORT))
+
+
+@router.get(
+    "/listings/{listing_id}",
+    response_model=ListingOut,
+    responses={304: {"description": "If-None-Match matched"}, 404: {"description": "not visible to you"}},
+)
 async def get_listing(
-    listing_id: uuid.UUID, viewer: MaybeCaller, session: Session, response: Response
-) -> ListingOut:
-    return with_etag(response, await listings.get_visible(session, listing_id, viewer))
+    listing_id: uuid.UUID,
+    viewer: MaybeCaller,
+    session: Session,
+    cache: Cache,
+    views: Views,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> ListingOut | Response:
+    cached = cache.get(listing_id)
+    if cached is not None and _public_reader(viewer, cached.seller_id):
+        out = cached
+    else:
+        token = cache.token()
+        listing = await listings.get_visible(session, listing_id, viewer)
+        out = ListingOut.of(listing)
+        if listing.status == ListingStatus.ACTIVE:
+            cache.put(listing_id, out, token)
+    if out.status == ListingStatus.ACTIVE and _public_reader(viewer, out.seller_id):
+        views.add(listing_id)
+    if if_none_match is not None and if_none_match.strip().removeprefix("W/") == etag(out.version):
+        return Response(status_code=304, headers={"ETag": etag(out.version)})
+    response.headers["ETag"] = etag(out.version)
+    return out
 
 
 @router.patch("/listings/{listing_id}", response_model=ListingOut)
@@ -56,10 +124,12 @@ async def update_listing(
     body: ListingPatch,
     seller: Seller,
     session: Session,
+    cache: Cache,
     response: Response,
     if_match: IfMatch = None,
 ) -> ListingOut:
     listing = await listings.update(session, listing_id, seller, parse_if_match(if_match), body.columns())
+    cache.invalidate([listing_id])  # this process at once; every process again on commit (NOTIFY)
     await session.flush()
     await session.refresh(listing)
     return with_etag(response, listing)
@@ -67,9 +137,15 @@ async def update_listing(
 
 @router.post("/listings/{listing_id}/publish", response_model=ListingOut)
 async def publish_listing(
-    listing_id: uuid.UUID, seller: Seller, session: Session, response: Response, if_match: IfMatch = None
+    listing_id: uuid.UUID,
+    seller: Seller,
+    session: Session,
+    cache: Cache,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> ListingOut:
     listing = await listings.publish(session, listing_id, seller, parse_if_match(if_match))
+    cache.invalidate([listing_id])
     await session.flush()
     await session.refresh(listing)
     return with_etag(response, listing)
@@ -77,12 +153,37 @@ async def publish_listing(
 
 @router.post("/listings/{listing_id}/archive", response_model=ListingOut)
 async def archive_listing(
-    listing_id: uuid.UUID, seller: Seller, session: Session, response: Response, if_match: IfMatch = None
+    listing_id: uuid.UUID,
+    seller: Seller,
+    session: Session,
+    cache: Cache,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> ListingOut:
     listing = await listings.archive(session, listing_id, seller, parse_if_match(if_match))
+    cache.invalidate([listing_id])
     await session.flush()
     await session.refresh(listing)
     return with_etag(response, listing)
+
+
+@router.delete("/listings/{listing_id}", response_model=ListingDeleteOut)
+async def delete_listing(
+    listing_id: uuid.UUID,
+    seller: Seller,
+    session: Session,
+    cache: Cache,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ListingDeleteOut:
+    """Removes a listing that never had orders; one with orders is archived instead (order history)."""
+    kept = await listings.delete(session, listing_id, seller, parse_if_match(if_match))
+    cache.invalidate([listing_id])
+    await session.flush()
+    if kept is None:
+        return ListingDeleteOut(result="deleted")
+    await session.refresh(kept)
+    return ListingDeleteOut(result="archived", listing=with_etag(response, kept))
 
 
 @router.get("/me/listings", response_model=ListingPage)
@@ -90,31 +191,10 @@ async def my_listings(
     seller: Seller,
     session: Session,
     status: Annotated[ListingStatus | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    sort: listings.OwnSort = listings.OwnSort.NEWEST,
+    limit: Annotated[int, Query(ge=1, le=listings.MAX_PAGE_SIZE)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
 ) -> ListingPage:
-    """Newest first, keyset-paginated (stable under inserts)."""
-    stmt = select(Listing).where(Listing.seller_id == seller.user_id)
-    if status is not None:
-        stmt = stmt.where(Listing.status == status)
-    if cursor:
-        created, last_id = _decode_cursor(cursor)
-        stmt = stmt.where(tuple_(Listing.created_at, Listing.id) < tuple_(created, last_id))
-    rows = (
-        await session.scalars(stmt.order_by(Listing.created_at.desc(), Listing.id.desc()).limit(limit + 1))
-    ).all()
-    items = rows[:limit]
-    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+    """The seller's own listings in every status, keyset-paginated (stable under inserts)."""
+    items, next_cursor = await listings.list_own(session, seller, status, sort, limit, cursor)
     return ListingPage(items=[ListingOut.of(item) for item in items], next_cursor=next_cursor)
-
-
-def _encode_cursor(listing: Listing) -> str:
-    return base64.urlsafe_b64encode(f"{listing.created_at.isoformat()}|{listing.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(last_id)
-    except ValueError as exc:
-        raise DomainError(ErrorCode.VALIDATION_ERROR, "invalid cursor", {"cursor": cursor}) from exc

@@ -40,8 +40,6 @@ _REJECTIONS = {
 }
 # How the workflow's update rejections map to API errors (anything else: 409 with the current state).
 _UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
-# How the workflow's update rejections map to API errors (anything else: 409 with the current state).
-_UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
@@ -234,6 +232,17 @@ async def resolve_dispute(
         ActionRequest(
             _actor(support), reason=body.note, resolution=body.resolution, refund_amount=body.refund_amount
         ),
+    )
+
+
+@router.post("/{order_id}/retry-transfer", response_model=OrderOut)
+async def retry_transfer(
+    order_id: uuid.UUID, support: Support, session: Session, temporal: Temporal
+) -> OrderOut:
+    """Support pays a completed order's seller again after the provider refused the transfer
+    (PaymentState `transfer_failed`, e.g. the connected account was restricted and is fixed now)."""
+    return await _act(
+        temporal, session, order_id, support, OrderWorkflow.retry_transfer, ActionRequest(_actor(support))
     )
 
 

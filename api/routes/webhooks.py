@@ -1,24 +1,49 @@
-"""Stripe webhooks: verify the signature on the raw body, and remember each event id once."""
+"""Stripe webhooks: verify the signature on the raw body, process each event id once, feed the order workflow.
+
+A webhook never creates an order and never calls the provider: it finds the existing order (PaymentIntent
+`metadata.order_id` or `transfer_group` `order-<id>`; a dispute through our record of its PaymentIntent) and
+signals that order's workflow, the same workflow the API's actions go to. The workflow decides what the
+event means (a payment report is only recorded and compared; a chargeback freezes the order), and handles a
+repeated signal as a no-op, so at-least-once delivery is safe. A chargeback on a completed order, whose
+workflow has usually ended, reopens it: signal-with-start of a new run of the same workflow id that loads
+the order from the database (it never charges).
+
+The event id is stored in the same transaction as the signal is sent: if Temporal cannot be reached we
+answer 503 and roll back, and the provider delivers the event again later.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+import uuid
+from typing import Annotated, Any
 
 import stripe
 from fastapi import APIRouter, Header, Request
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Session
+from api.deps import Session, Temporal
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import StripeEvent
+from bazaar.models import Order, OrderStatus, Payment, PaymentKind, StripeEvent
 from bazaar.settings import get_settings
+from workflows.order import ChargebackNotice, OrderWorkflow, PaymentReport, PlaceOrder, order_workflow_id
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+log = logging.getLogger("api.webhooks")
+
+PAYMENT_EVENTS = {"payment_intent.succeeded": "succeeded", "payment_intent.payment_failed": "failed"}
+DISPUTE_PREFIX = "charge.dispute."
 
 
 @router.post("/stripe")
 async def stripe_webhook(
-    request: Request, session: Session, stripe_signature: Annotated[str | None, Header()] = None
+    request: Request,
+    session: Session,
+    temporal: Temporal,
+    stripe_signature: Annotated[str | None, Header()] = None,
 ) -> dict[str, object]:
     """Who may call: whoever holds the webhook secret (the signature is the authentication)."""
     payload = await request.body()
@@ -28,10 +53,102 @@ async def stripe_webhook(
         )
     except (ValueError, stripe.SignatureVerificationError) as exc:
         raise DomainError(ErrorCode.INVALID_SIGNATURE, "invalid Stripe-Signature") from exc
+    body = event.to_dict()
     inserted = await session.execute(
         insert(StripeEvent)
-        .values(id=event.id, type=event.type, payload=event.to_dict())
+        .values(id=event.id, type=event.type, payload=body)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(StripeEvent.id)
     )
-    return {"received": True, "duplicate": inserted.first() is None}
+    if inserted.first() is None:
+        return {"received": True, "duplicate": True}
+    obj: dict[str, Any] = body.get("data", {}).get("object", {})
+    if event.type in PAYMENT_EVENTS:
+        order = await _order_of_intent(session, obj)
+        signal: Any = OrderWorkflow.payment_reported
+        argument: Any = PaymentReport(
+            event_id=event.id,
+            payment_intent_id=str(obj.get("id")),
+            status=PAYMENT_EVENTS[event.type],
+            amount=int(obj.get("amount") or 0),
+            currency=str(obj.get("currency") or "").upper(),
+        )
+    elif event.type.startswith(DISPUTE_PREFIX):
+        order = await _order_of_dispute(session, obj)
+        argument = ChargebackNotice(
+            dispute_id=str(obj.get("id")),
+            status=str(obj.get("status")),
+            amount=int(obj.get("amount") or 0),
+            currency=str(obj.get("currency") or "").upper(),
+            reason=obj.get("reason"),
+        )
+        signal = OrderWorkflow.chargeback
+    else:
+        return {"received": True, "duplicate": False, "handled": False}
+    if order is None:
+        # Not one of our orders (or not known yet): the event stays stored, reconciliation reports it.
+        log.warning("webhook %s %s: no matching order", event.id, event.type)
+        return {"received": True, "duplicate": False, "handled": False}
+    try:
+        if isinstance(argument, ChargebackNotice) and order.status == OrderStatus.COMPLETED:
+            await _reopen_with_chargeback(temporal, order, argument)
+        else:
+            await temporal.get_workflow_handle(order.workflow_id).signal(signal, argument)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+        # The order's workflow has ended (e.g. a cancelled order): nothing left to tell it.
+        log.warning("webhook %s %s: order %s is closed", event.id, event.type, order.id)
+        return {"received": True, "duplicate": False, "handled": False, "order_id": str(order.id)}
+    return {"received": True, "duplicate": False, "handled": True, "order_id": str(order.id)}
+
+
+async def _reopen_with_chargeback(temporal: Temporal, order: Order, notice: ChargebackNotice) -> None:
+    """Signal the order's workflow, starting a reopened run if it has ended (signal-with-start is atomic: a
+    running workflow just gets the signal, so concurrent deliveries never start two runs; a late repeat
+    starts a run that finds the dispute already booked and ends)."""
+    await temporal.start_workflow(
+        OrderWorkflow.run,
+        PlaceOrder(
+            order_id=str(order.id),
+            buyer_id=str(order.buyer_id),
+            listing_id=str(order.listing_id),
+            quantity=order.quantity,
+            payment_method="",
+            idempotency_key=order.idempotency_key,
+            reopen=True,
+        ),
+        id=order.workflow_id,
+        task_queue=get_settings().temporal_task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal="chargeback",
+        start_signal_args=[notice],
+    )
+
+
+async def _order_of_intent(session: Session, intent: dict[str, Any]) -> Order | None:
+    metadata = intent.get("metadata") or {}
+    candidate = metadata.get("order_id")
+    group = str(intent.get("transfer_group") or "")
+    if candidate is None and group.startswith("order-"):
+        candidate = group.removeprefix("order-")
+    try:
+        order_id = uuid.UUID(str(candidate))
+    except ValueError:
+        return None
+    order = await session.get(Order, order_id)
+    # Both must agree: metadata alone is free text anyone with the key can set on any PaymentIntent.
+    if order is None or (group and group != order_workflow_id(str(order.id))):
+        return None
+    return order
+
+
+async def _order_of_dispute(session: Session, dispute: dict[str, Any]) -> Order | None:
+    """A dispute names the PaymentIntent; our charge record of it names the order."""
+    intent = dispute.get("payment_intent")
+    if not intent:
+        return None
+    order_id = await session.scalar(
+        select(Payment.order_id).where(Payment.kind == PaymentKind.CHARGE, Payment.provider_id == str(intent))
+    )
+    return None if order_id is None else await session.get(Order, order_id)

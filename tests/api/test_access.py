@@ -24,6 +24,7 @@ PUBLIC = {
     ("POST", "/v1/auth/register"),
     ("POST", "/v1/auth/token"),
     ("GET", "/v1/listings/{listing_id}"),  # active listings are public; others 404 (test_listings)
+    ("GET", "/v1/categories"),  # the category taxonomy
     ("GET", "/v1/search/listings"),
     ("POST", "/v1/webhooks/stripe"),  # authenticated by the Stripe-Signature instead
 }
@@ -32,6 +33,7 @@ SELLER_ONLY = {
     ("PATCH", "/v1/listings/{listing_id}"),
     ("POST", "/v1/listings/{listing_id}/publish"),
     ("POST", "/v1/listings/{listing_id}/archive"),
+    ("DELETE", "/v1/listings/{listing_id}"),
     ("GET", "/v1/me/listings"),
     ("POST", "/v1/payout-account"),
     ("GET", "/v1/payout-account"),

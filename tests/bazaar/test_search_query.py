@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 
-from bazaar.search import ListingQuery, SortOrder, build_filter, build_sort, quote
+from bazaar.errors import DomainError
+from bazaar.hot_cache import HotCache
+from bazaar.listings import OwnSort, Taxonomy, _decode_cursor, _encode_cursor
+from bazaar.models import Listing
+from bazaar.search import (
+    MARK_END,
+    MARK_START,
+    CircuitBreaker,
+    ListingQuery,
+    SortOrder,
+    build_filter,
+    build_request,
+    build_sort,
+    distance_m,
+    quote,
+    render_highlight,
+    ts_query_text,
+)
+from bazaar.search_index import INDEX_SETTINGS, _contains, price_bucket
 
 HOSTILE = [
     'x" OR seller_id = "B',
@@ -61,3 +83,142 @@ def test_sorts() -> None:
     assert build_sort(ListingQuery(sort=SortOrder.RELEVANCE)) == []
     assert build_sort(ListingQuery(sort=SortOrder.PRICE_ASC)) == ["price_amount:asc"]
     assert build_sort(ListingQuery(sort=SortOrder.DISTANCE, lat=1.5, lng=2.0)) == ["_geoPoint(1.5, 2.0):asc"]
+
+
+def test_request_shape() -> None:
+    body = build_request(ListingQuery(q="bike", facets=True, page=2, per_page=10))
+    assert body["facets"] == ["categories", "condition", "price_bucket"]
+    assert (body["page"], body["hitsPerPage"]) == (2, 10)
+    assert body["highlightPreTag"] == MARK_START
+    assert "description" not in body["attributesToRetrieve"]  # only the cropped snippet travels
+    assert "facets" not in build_request(ListingQuery())
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_postgres_text_query_keeps_only_words(value: str) -> None:
+    built = ts_query_text(value)
+    if built is None:
+        return
+    for term in built.split(" & "):
+        assert re.fullmatch(r"'\w+':\*", term), term
+
+
+def test_postgres_text_query_terms() -> None:
+    assert ts_query_text("Road BIKE, 56cm!") == "'road':* & 'bike':* & '56cm':*"
+    assert ts_query_text("  ()!&|  ") is None
+    assert (ts_query_text("a b c d e f g h i j") or "").count("&") == 7  # at most 8 terms
+
+
+def test_highlight_is_html_safe() -> None:
+    marked = f"{MARK_START}<b>{MARK_END} & \"x\" <script>"
+    assert render_highlight(marked) == '<em>&lt;b&gt;</em> &amp; "x" &lt;script&gt;'
+
+
+def test_distance() -> None:
+    assert distance_m(52.52, 13.405, 52.52, 13.405) == 0
+    assert 500_000 < distance_m(52.52, 13.405, 48.1351, 11.582) < 510_000  # Berlin - Munich
+    assert distance_m(0, 179.9, 0, -179.9) < 23_000  # across the antimeridian
+
+
+def test_price_buckets() -> None:
+    assert price_bucket(999, "EUR") == "0-10"
+    assert price_bucket(1_000, "EUR") == "10-50"
+    assert price_bucket(49_999, "EUR") == "100-500"
+    assert price_bucket(100_000, "EUR") == "1000+"
+    assert price_bucket(999, "JPY") == "500-1000"  # JPY has no minor unit
+
+
+def test_circuit_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("bazaar.search.time.monotonic", lambda: now[0])
+    breaker = CircuitBreaker(retry_seconds=2.0)
+    assert breaker.allow() and not breaker.is_open
+    breaker.failure()
+    assert breaker.is_open and not breaker.allow()
+    now[0] += 2.0
+    assert breaker.allow()  # one probe...
+    assert not breaker.allow()  # ...the others keep using the fallback
+    breaker.failure()
+    now[0] += 1.0
+    assert not breaker.allow()
+    now[0] += 1.0
+    assert breaker.allow()
+    breaker.success()
+    assert not breaker.is_open and breaker.allow() and breaker.allow()
+    # A probe that never reports back (cancelled request) does not wedge it.
+    breaker.failure()
+    now[0] += 2.0
+    assert breaker.allow()
+    now[0] += 2.0
+    assert breaker.allow()
+
+
+def test_hot_cache_refuses_a_read_that_raced_an_invalidation() -> None:
+    cache: HotCache[str, int] = HotCache(max_entries=10, ttl_seconds=60)
+    assert cache.get("a") is None and not cache.put("a", 1, cache.token())  # disabled until the feed is up
+    cache.set_enabled(True)
+    token = cache.token()  # a read begins...
+    cache.invalidate(["a"])  # ...the row changes and the change is announced...
+    assert not cache.put("a", 1, token)  # ...so the old row must not be cached
+    assert cache.put("b", 2, token)  # other keys are unaffected
+    token = cache.token()
+    assert cache.put("a", 3, token) and cache.get("a") == 3
+    cache.invalidate(["a"])
+    assert cache.get("a") is None
+    assert (cache.hits, cache.misses) == (1, 1)  # lookups while disabled are not counted
+
+
+def test_hot_cache_ttl_lru_and_forgetting(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr("bazaar.hot_cache.time.monotonic", lambda: now[0])
+    cache: HotCache[int, int] = HotCache(max_entries=2, ttl_seconds=5, remember_invalidations=2)
+    cache.set_enabled(True)
+    for key in (1, 2, 3):
+        cache.put(key, key, cache.token())
+    assert cache.get(1) is None and cache.get(3) == 3  # least recently used went first
+    now[0] = 6.0
+    assert cache.get(3) is None  # expired
+    token = cache.token()
+    cache.invalidate([10, 11, 12])  # more than it remembers: 10 is forgotten...
+    assert not cache.put(10, 1, token)  # ...so a racing put for it is refused, to be safe
+    assert cache.put(99, 1, cache.token())
+    cache.set_enabled(False)
+    assert cache.get(99) is None and len(cache) == 0
+
+
+def test_taxonomy() -> None:
+    tree = Taxonomy(
+        parents={"sports": None, "bikes": "sports", "ebikes": "bikes", "home": None},
+        names={"sports": "Sports", "bikes": "Bikes", "ebikes": "E-bikes", "home": "Home"},
+    )
+    assert tree.path("ebikes") == [("sports", "Sports"), ("bikes", "Bikes"), ("ebikes", "E-bikes")]
+    assert sorted(tree.descendants("sports")) == ["bikes", "ebikes", "sports"]
+    assert tree.descendants("home") == ["home"]
+    assert [n["slug"] for n in tree.tree()] == ["home", "sports"]
+    assert tree.tree()[1]["children"][0]["children"][0]["slug"] == "ebikes"
+    assert "bikes" in tree and "cars" not in tree
+
+
+def test_settings_comparison_ignores_what_meilisearch_normalises() -> None:
+    current = {
+        **INDEX_SETTINGS,
+        "sortableAttributes": sorted(INDEX_SETTINGS["sortableAttributes"]),
+        "typoTolerance": {**INDEX_SETTINGS["typoTolerance"], "disableOnWords": []},
+        "stopWords": [],
+    }
+    assert _contains(current, INDEX_SETTINGS)
+    assert not _contains({**current, "rankingRules": list(reversed(INDEX_SETTINGS["rankingRules"]))},
+                         INDEX_SETTINGS)
+
+
+def test_own_listing_cursors_round_trip_and_reject_tampering() -> None:
+    listing = Listing(id=uuid.uuid4(), price_amount=1234, created_at=datetime(2026, 1, 2, 3, 4, 5, 678, UTC))
+    for sort in OwnSort:
+        key, last_id = _decode_cursor(_encode_cursor(listing, sort), sort)
+        assert last_id == listing.id
+        assert key in (listing.price_amount, listing.created_at)
+    with pytest.raises(DomainError):
+        _decode_cursor(_encode_cursor(listing, OwnSort.PRICE_ASC), OwnSort.NEWEST)
+    for junk in ("", "!!!", "W10", "WyJuZXdlc3QiLCAiYSIsICJiIl0"):
+        with pytest.raises(DomainError):
+            _decode_cursor(junk, OwnSort.NEWEST)

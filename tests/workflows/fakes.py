@@ -7,16 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.orders import OrderStateChange, ReserveStockInput, ReserveStockResult
+from activities.orders import OrderSnapshot, OrderStateChange, ReserveStockInput, ReserveStockResult
 from activities.payments import (
+    ChargebackMovement,
     ChargeRequest,
     ChargeResult,
     RefundRequest,
     RefundResult,
     ReleaseRequest,
+    ReleaseReversalRequest,
     TransferRequest,
     TransferResult,
+    TransferReversalRequest,
+    TransferReversalResult,
 )
 
 
@@ -26,12 +31,58 @@ class FakeWorld:
 
     stock: int = 1
     decline: bool = False
+    reject_transfers: int = 0  # how many transfers the "provider" refuses (PaymentRejected)
+    reject_reversals: bool = False
     charges: list[ChargeRequest] = field(default_factory=list)
     states: list[OrderStateChange] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     refunds: list[RefundRequest] = field(default_factory=list)
     escrow_releases: list[ReleaseRequest] = field(default_factory=list)
     transfers: list[TransferRequest] = field(default_factory=list)
+    reversals: list[TransferReversalRequest] = field(default_factory=list)
+    release_reversals: list[ReleaseReversalRequest] = field(default_factory=list)
+    chargebacks: list[ChargebackMovement] = field(default_factory=list)
+    payouts: list[tuple[str, int]] = field(default_factory=list)  # transfers the "provider" accepted
+    reversed_payouts: int = 0
+    loads: int = 0
+
+    def snapshot(self, order_id: str) -> OrderSnapshot:
+        """What the database would hold after what these activities saw (for a reopened run)."""
+        self.loads += 1
+        last = self.states[-1]
+        release = self.escrow_releases[-1] if self.escrow_releases else None
+        payout = self.payouts[-1] if len(self.payouts) > self.reversed_payouts else None
+        chargeback = next((c for c in reversed(self.chargebacks) if not c.reinstated), None)
+        won = any(c.reinstated for c in self.chargebacks)
+        return OrderSnapshot(
+            order_id=order_id,
+            buyer_id="buyer-1",
+            seller_id="seller-1",
+            listing_id="listing-1",
+            listing_title="Road bike",
+            quantity=1,
+            amount=45_000,
+            currency="EUR",
+            status=last.status,
+            reason=last.reason,
+            payment_state=last.payment_state,
+            tracking=last.tracking,
+            seq=last.seq,
+            payment_intent_id="pi_fake",
+            refunded_amount=sum(r.amount for r in self.refunds),
+            refunds=len(self.refunds),
+            releases=len(self.escrow_releases),
+            transfers=len(self.transfers),
+            reversals=len(self.reversals),
+            released=len(self.release_reversals) < len(self.escrow_releases),
+            released_gross=release.gross if release else 0,
+            released_fee=release.fee if release else 0,
+            payout_transfer_id=payout[0] if payout else None,
+            payout_amount=payout[1] if payout else 0,
+            chargeback_id=chargeback.dispute_id if chargeback else None,
+            chargeback_status=None if chargeback is None else "won" if won else "lost",
+            chargeback_amount=chargeback.amount if chargeback else 0,
+        )
 
     def activities(self) -> list[Callable[..., Any]]:
         world = self
@@ -78,6 +129,42 @@ class FakeWorld:
         @activity.defn(name="transfer")
         async def transfer(req: TransferRequest) -> TransferResult:
             world.transfers.append(req)
-            return TransferResult(transfer_id="tr_fake", destination="acct_fake")
+            if world.reject_transfers > 0:
+                world.reject_transfers -= 1
+                raise ApplicationError("No such destination", type="PaymentRejected", non_retryable=True)
+            world.payouts.append((f"tr_fake_{len(world.transfers)}", req.amount))
+            return TransferResult(transfer_id=f"tr_fake_{len(world.transfers)}", destination="acct_fake")
 
-        return [reserve_stock, release_stock, record_order_state, charge, refund, release_escrow, transfer]
+        @activity.defn(name="reverse_transfer")
+        async def reverse_transfer(req: TransferReversalRequest) -> TransferReversalResult:
+            world.reversals.append(req)
+            if world.reject_reversals:
+                raise ApplicationError("insufficient funds", type="PaymentRejected", non_retryable=True)
+            world.reversed_payouts += 1
+            return TransferReversalResult(reversal_id=f"trr_{len(world.reversals)}", amount=req.amount)
+
+        @activity.defn(name="reverse_release")
+        async def reverse_release(req: ReleaseReversalRequest) -> None:
+            world.release_reversals.append(req)
+
+        @activity.defn(name="record_chargeback")
+        async def record_chargeback(req: ChargebackMovement) -> None:
+            world.chargebacks.append(req)
+
+        @activity.defn(name="load_order")
+        async def load_order(order_id: str) -> OrderSnapshot:
+            return world.snapshot(order_id)
+
+        return [
+            load_order,
+            reserve_stock,
+            release_stock,
+            record_order_state,
+            charge,
+            refund,
+            release_escrow,
+            transfer,
+            reverse_transfer,
+            reverse_release,
+            record_chargeback,
+        ]

@@ -10,9 +10,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -30,6 +31,8 @@ Action = UpdateMethodMultiParam[[OrderWorkflow, ActionRequest], OrderView]
 class Order:
     handle: WorkflowHandle[OrderWorkflow, OrderView]
     id: str
+    queue: str = ""
+    client: Client | None = None  # to start a reopened run of the same order
 
     async def act(self, update: Action, request: ActionRequest) -> OrderView:
         return await self.handle.execute_update(update, request)
@@ -46,7 +49,7 @@ class Order:
 
 
 @asynccontextmanager
-async def placed(env: WorkflowEnvironment, world: FakeWorld, **terms: int) -> AsyncIterator[Order]:
+async def placed(env: WorkflowEnvironment, world: FakeWorld, **terms: Any) -> AsyncIterator[Order]:
     queue = f"test-{uuid.uuid4()}"
     order_id = str(uuid.uuid4())
     async with Worker(env.client, task_queue=queue, workflows=[OrderWorkflow], activities=world.activities()):
@@ -65,7 +68,7 @@ async def placed(env: WorkflowEnvironment, world: FakeWorld, **terms: int) -> As
             task_queue=queue,
         )
         await handle.execute_update(OrderWorkflow.placement)
-        yield Order(handle, order_id)
+        yield Order(handle, order_id, queue, env.client)
 
 
 async def run_to_end(env: WorkflowEnvironment, world: FakeWorld) -> tuple[OrderView, WorkflowHistory]:

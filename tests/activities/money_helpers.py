@@ -1,0 +1,193 @@
+"""Helpers for money tests on the real stack: the provider's records (sandbox), faults, the ledger (SQL)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from stripe_sandbox.webhooks import sign
+from tests.api.helpers import PASSWORD, Actor, published_listing, register, seller_with_payout
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+AMOUNT = 45_000  # the default test listing's price (EUR cents)
+FEE = 4_530  # 10 % + 0.30
+
+
+def provider(stack: Any, method: str, path: str, **kwargs: Any) -> Any:
+    """Call the provider (the sandbox's Stripe API) as the platform."""
+    response = httpx.request(
+        method,
+        f"{stack.stripe_api_base}{path}",
+        headers={"Authorization": f"Bearer {stack.stripe_secret_key}"},
+        timeout=30,
+        **kwargs,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def provider_list(stack: Any, path: str, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = provider(stack, "GET", path, params={"limit": 100, **params})["data"]
+    return items
+
+
+def payment_intents_for(stack: Any, order_id: str) -> list[dict[str, Any]]:
+    return [
+        pi for pi in provider_list(stack, "/v1/payment_intents") if pi["metadata"].get("order_id") == order_id
+    ]
+
+
+def transfers_for(stack: Any, order_id: str) -> list[dict[str, Any]]:
+    return provider_list(stack, "/v1/transfers", transfer_group=f"order-{order_id}")
+
+
+def refunds_for(stack: Any, payment_intent: str) -> list[dict[str, Any]]:
+    return provider_list(stack, "/v1/refunds", payment_intent=payment_intent)
+
+
+def add_fault(stack: Any, mode: str, path_prefix: str, method: str = "POST", count: int = 1) -> None:
+    """The next `count` matching calls fail at the provider: `drop_response` commits, then loses the reply."""
+    response = httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/faults",
+        json={"mode": mode, "path_prefix": path_prefix, "method": method, "count": count},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+def pending_faults(stack: Any) -> list[dict[str, Any]]:
+    faults: list[dict[str, Any]] = httpx.get(f"{stack.stripe_api_base}/_sandbox/faults", timeout=10).json()[
+        "faults"
+    ]
+    return faults
+
+
+def clear_faults(stack: Any) -> None:
+    httpx.delete(f"{stack.stripe_api_base}/_sandbox/faults", timeout=10).raise_for_status()
+
+
+def sql(stack: Any, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    url = stack.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def ledger_sums(stack: Any, order_ids: Iterable[str]) -> dict[str, int]:
+    """Per order: the sum of all its ledger entries (double entry: must be 0)."""
+    ids = [uuid.UUID(o) for o in order_ids]
+    rows = sql(
+        stack,
+        "SELECT order_id, sum(amount) FROM ledger_entries WHERE order_id = ANY(%s) GROUP BY order_id",
+        ids,
+    )
+    return {str(order_id): int(total) for order_id, total in rows}
+
+
+def ledger_accounts(stack: Any, order_id: str) -> dict[str, int]:
+    rows = sql(
+        stack,
+        "SELECT account::text, sum(amount) FROM ledger_entries WHERE order_id = %s GROUP BY account",
+        uuid.UUID(order_id),
+    )
+    return {account: int(total) for account, total in rows if total}
+
+
+def assert_balanced(stack: Any, *order_ids: str) -> None:
+    sums = ledger_sums(stack, order_ids)
+    assert set(sums) == set(order_ids), f"orders without ledger entries: {set(order_ids) - set(sums)}"
+    assert all(total == 0 for total in sums.values()), sums
+
+
+def place(
+    http: httpx.Client, buyer: Actor, listing_id: str, key: str | None = None, pm: str = "pm_card_visa"
+) -> httpx.Response:
+    return http.post(
+        "/v1/orders",
+        json={"listing_id": listing_id, "payment_method": pm},
+        headers={**buyer.headers, "Idempotency-Key": key or str(uuid.uuid4())},
+    )
+
+
+def paid_order(http: httpx.Client, **listing: Any) -> tuple[Actor, Actor, dict[str, Any]]:
+    """A seller with a payout account, a buyer, and the buyer's paid order for the seller's new listing."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, **listing)
+    buyer = register(http, ["buyer"], "Buyer")
+    placed = place(http, buyer, item["id"])
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["status"] == "paid", placed.text
+    return seller, buyer, dict(placed.json())
+
+
+def act(http: httpx.Client, order_id: str, action: str, actor: Actor, body: Any = None) -> dict[str, Any]:
+    response = http.post(f"/v1/orders/{order_id}/{action}", headers=actor.headers, json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def refused(http: httpx.Client, order_id: str, action: str, actor: Actor, body: Any = None) -> httpx.Response:
+    response = http.post(f"/v1/orders/{order_id}/{action}", headers=actor.headers, json=body)
+    assert response.status_code in (403, 409, 422), response.text
+    return response
+
+
+def support_user(http: httpx.Client, stack: Any) -> Actor:
+    """A support account the way operators make one: the CLI grants the role, then a fresh token."""
+    staff = register(http, ["buyer"], "Support")
+    subprocess.run(
+        [sys.executable, "-m", "bazaar.cli", "grant-role", staff.email, "support"],
+        check=True,
+        env=stack.child_env(),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    token = http.post("/v1/auth/token", data={"username": staff.email, "password": PASSWORD})
+    assert token.status_code == 200, token.text
+    return Actor(staff.user_id, staff.email, {"Authorization": f"Bearer {token.json()['access_token']}"})
+
+
+def post_event(
+    http: httpx.Client, stack: Any, event_type: str, obj: dict[str, Any], event_id: str
+) -> httpx.Response:
+    """Deliver a webhook event signed with the stack's webhook secret, as the provider does."""
+    payload = json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+    )
+    return http.post(
+        "/v1/webhooks/stripe",
+        content=payload.encode(),
+        headers={
+            "Stripe-Signature": sign(payload, stack.stripe_webhook_secret),
+            "Content-Type": "application/json",
+        },
+    )
+
+
+def order_until(
+    http: httpx.Client, order_id: str, actor: Actor, status: str, timeout: float = 15
+) -> dict[str, Any]:
+    """Poll GET /v1/orders/{id} until it has `status` (provider events arrive asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = http.get(f"/v1/orders/{order_id}", headers=actor.headers).json()
+        if seen["status"] == status or time.monotonic() > deadline:
+            assert seen["status"] == status, seen
+            return dict(seen)
+        time.sleep(0.1)

@@ -1,0 +1,179 @@
+"""The order lifecycle over HTTP on the real stack: every state, refusals with the current state, money at
+the provider and in the ledger (each order's entries sum to zero)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.activities.money_helpers import (
+    AMOUNT,
+    FEE,
+    act,
+    assert_balanced,
+    ledger_accounts,
+    paid_order,
+    payment_intents_for,
+    refunds_for,
+    refused,
+    support_user,
+    transfers_for,
+)
+from tests.api.helpers import register
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def http(stack: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+def balance(http: httpx.Client, seller: Any) -> dict[str, Any]:
+    response = http.get("/v1/payout-account/balance", headers=seller.headers)
+    assert response.status_code == 200, response.text
+    [eur] = response.json()["balances"]
+    return dict(eur)
+
+
+def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    assert order["allowed_actions"] == ["accept", "cancel", "decline"]
+    assert balance(http, seller) == {"currency": "EUR", "held": AMOUNT, "available": 0, "paid_out": 0}
+    assert act(http, oid, "accept", seller)["status"] == "confirmed"
+    shipped = act(http, oid, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD0142"})
+    assert (shipped["status"], shipped["tracking"]) == (
+        "fulfilled",
+        {"carrier": "DHL", "tracking_number": "JD0142"},
+    )
+    done = act(http, oid, "confirm-receipt", buyer)
+    assert (done["status"], done["status_reason"], done["payment_state"]) == (
+        "completed",
+        "buyer_confirmed",
+        "released",
+    )
+
+    assert balance(http, seller) == {"currency": "EUR", "held": 0, "available": 0, "paid_out": AMOUNT - FEE}
+    [transfer] = transfers_for(stack, oid)
+    assert transfer["amount"] == AMOUNT - FEE
+    assert (
+        transfer["destination"]
+        == http.get("/v1/payout-account", headers=seller.headers).json()["provider_account_id"]
+    )
+    assert len(payment_intents_for(stack, oid)) == 1
+    assert ledger_accounts(stack, oid) == {
+        "buyer_payments": -AMOUNT,
+        "platform_fees": FEE,
+        "seller_payouts": AMOUNT - FEE,
+    }
+    assert_balanced(stack, oid)
+    timeline = http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()["timeline"]
+    assert [e["action"] for e in timeline] == [
+        "order.placed",
+        "order.paid",
+        "order.accepted",
+        "order.fulfilled",
+        "order.completed",
+    ]
+
+
+def test_refusals_say_why_and_show_the_current_state(http: httpx.Client) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    early = refused(http, oid, "fulfil", seller)
+    assert early.status_code == 409
+    assert early.json()["error"]["code"] == "invalid_transition"
+    assert early.json()["error"]["details"]["order"]["status"] == "paid"
+    for action, actor in (("accept", buyer), ("confirm-receipt", seller), ("decline", buyer)):
+        wrong = refused(http, oid, action, actor)
+        assert wrong.status_code == 403, (action, wrong.text)
+        assert wrong.json()["error"]["code"] == "forbidden"
+        assert wrong.json()["error"]["details"]["order"]["status"] == "paid"
+    outsider = register(http, ["buyer", "seller"], "Outsider")
+    assert refused(http, oid, "cancel", outsider).status_code == 403
+    act(http, oid, "accept", seller)
+    again = refused(http, oid, "accept", seller)
+    assert (again.status_code, again.json()["error"]["details"]["order"]["status"]) == (409, "confirmed")
+    late = refused(http, oid, "cancel", buyer)  # after acceptance only the seller (or support) cancels
+    assert late.status_code == 403
+    assert refused(http, oid, "dispute", buyer, {"reason": "too early"}).status_code == 409
+    assert (
+        http.post(
+            f"/v1/orders/{oid}/resolve", headers=buyer.headers, json={"resolution": "refund"}
+        ).status_code
+        == 403
+    )
+
+
+def test_cancel_after_payment_refunds_at_the_provider(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    cancelled = act(http, oid, "cancel", buyer, {"reason": "changed my mind"})
+    assert (cancelled["status"], cancelled["status_reason"], cancelled["payment_state"]) == (
+        "cancelled",
+        "buyer_cancelled",
+        "refunded",
+    )
+    assert cancelled["refunded"] == {"amount": AMOUNT, "currency": "EUR"}
+    [intent] = payment_intents_for(stack, oid)
+    [refund] = refunds_for(stack, intent["id"])
+    assert (refund["amount"], refund["status"], refund["metadata"]["order_id"]) == (AMOUNT, "succeeded", oid)
+    assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == 1  # stock is back
+    assert balance(http, seller)["held"] == 0
+    final = refused(http, oid, "accept", seller)  # the workflow may still be ending: either way 409
+    assert final.json()["error"]["details"]["order"]["status"] == "cancelled"
+    assert_balanced(stack, oid)
+
+
+def test_dispute_resolved_by_support_with_a_partial_refund(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    act(http, oid, "accept", seller)
+    act(http, oid, "fulfil", seller)
+    disputed = act(http, oid, "dispute", buyer, {"reason": "arrived scratched"})
+    assert (disputed["status"], disputed["payment_state"]) == ("disputed", "frozen")
+    assert refused(http, oid, "confirm-receipt", buyer).status_code == 409
+
+    staff = support_user(http, stack)
+    too_much = http.post(
+        f"/v1/orders/{oid}/resolve",
+        headers=staff.headers,
+        json={"resolution": "partial_refund", "refund_amount": AMOUNT},
+    )
+    assert too_much.status_code == 422, too_much.text
+    resolved = act(http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000})
+    assert (resolved["status"], resolved["status_reason"]) == ("completed", "dispute_partially_refunded")
+    assert resolved["refunded"] == {"amount": 10_000, "currency": "EUR"}
+
+    # The remainder minus the fee (on the remainder) goes to the seller.
+    remainder = AMOUNT - 10_000
+    fee = (remainder * 1000 + 5_000) // 10_000 + 30
+    assert balance(http, seller) == {
+        "currency": "EUR",
+        "held": 0,
+        "available": 0,
+        "paid_out": remainder - fee,
+    }
+    [intent] = payment_intents_for(stack, oid)
+    assert [r["amount"] for r in refunds_for(stack, intent["id"])] == [10_000]
+    assert [t["amount"] for t in transfers_for(stack, oid)] == [remainder - fee]
+    assert_balanced(stack, oid)
+
+
+def test_dispute_refunded_in_full_by_support(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    act(http, oid, "accept", seller)
+    act(http, oid, "fulfil", seller)
+    act(http, oid, "dispute", buyer, {"reason": "never arrived"})
+    staff = support_user(http, stack)
+    refunded = act(http, oid, "resolve", staff, {"resolution": "refund", "note": "carrier lost it"})
+    assert (refunded["status"], refunded["payment_state"]) == ("refunded", "refunded")
+    assert transfers_for(stack, oid) == []
+    assert balance(http, seller) == {"currency": "EUR", "held": 0, "available": 0, "paid_out": 0}
+    assert_balanced(stack, oid)

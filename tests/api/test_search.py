@@ -1,0 +1,284 @@
+"""Search over HTTP against the real stack (real Meilisearch): filters, sorts, geo radius, facets,
+pagination, validation, and a hostile input corpus that must neither break nor widen a search."""
+
+from __future__ import annotations
+
+import random
+import string
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.listing_runtime import listing_runtime
+from api.schemas import SearchOut
+from bazaar.meili import Meili
+from bazaar.search import ListingQuery, distance_m, search_meili
+from bazaar.settings import Settings
+from tests.api.helpers import Actor, published_listing, seller_with_payout, wait_until
+
+pytestmark = pytest.mark.integration
+
+HOSTILE = [
+    'x" OR seller_id = "B',
+    '" OR 1=1 OR "',
+    "\\",
+    '\\"',
+    "\\\\\" OR \\\"",
+    "a AND b",
+    "NOT active",
+    "(bikes) OR (1 = 1)",
+    "categories = bikes OR categories EXISTS",
+    "_geoRadius(0, 0, 100000000)",
+    "électronique - 日本語 🚲 \u2013 \u0000",
+    '"',
+    "' OR ''='",
+    "%27%20OR%201%3D1",
+    "*",
+    "\u202e\u200b",
+    "x" * 150,
+]
+BERLIN = (52.52, 13.405)
+POTSDAM = (52.3906, 13.0645)
+HAMBURG = (53.5511, 9.9937)
+MUNICH = (48.1351, 11.582)
+
+
+def marker() -> str:
+    """A word no other listing has (letters only, so the tokenizer keeps it whole)."""
+    return "".join(random.choices(string.ascii_lowercase, k=12))
+
+
+@pytest.fixture(scope="module")
+def http(stack: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+def location(point: tuple[float, float], city: str) -> dict[str, Any]:
+    return {"lat": point[0], "lng": point[1], "city": city, "country": "DE"}
+
+
+def search(http: httpx.Client, **params: Any) -> dict[str, Any]:
+    response = http.get("/v1/search/listings", params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Search-Backend"] == "meilisearch"
+    SearchOut.model_validate(response.json())  # the hand-serialised body keeps the documented shape
+    return dict(response.json())
+
+
+@pytest.fixture(scope="module")
+def corpus(http: httpx.Client) -> dict[str, Any]:
+    """Five listings of one seller and one of another, all carrying the same marker word."""
+    word = marker()
+    seller = seller_with_payout(http)
+    other = seller_with_payout(http)
+
+    def make(who: Actor, name: str, category: str, condition: str, amount: int, currency: str,
+             point: tuple[float, float], city: str) -> str:
+        listing = published_listing(
+            http, who, title=f"{word} {name}", category=category, condition=condition,
+            price={"amount": amount, "currency": currency}, location=location(point, city),
+            description=f"A {name} in {city}, {word} quality.",
+        )
+        return str(listing["id"])
+
+    ids = {
+        "bike_berlin": make(seller, "city bike", "bikes", "good", 10_000, "EUR", BERLIN, "Berlin"),
+        "tent_potsdam": make(seller, "tent", "camping", "new", 2_500, "EUR", POTSDAM, "Potsdam"),
+        "phone_hamburg": make(seller, "phone", "phones", "fair", 70_000, "EUR", HAMBURG, "Hamburg"),
+        "bike_munich": make(seller, "kids bike", "bikes", "like_new", 500, "EUR", MUNICH, "Munich"),
+        "bike_usd": make(seller, "road bike", "bikes", "good", 12_000, "USD", BERLIN, "Berlin"),
+        "other_seller": make(other, "lamp", "furniture", "good", 4_000, "EUR", BERLIN, "Berlin"),
+    }
+    wait_until(lambda: search(http, q=word, per_page=50)["total"] == len(ids), timeout=15, interval=0.1)
+    return {"word": word, "ids": ids, "seller": seller, "other": other}
+
+
+def ids_of(result: dict[str, Any]) -> list[str]:
+    return [hit["id"] for hit in result["hits"]]
+
+
+def test_text_filters_and_sorts(http: httpx.Client, corpus: dict[str, Any]) -> None:
+    word, ids, seller = corpus["word"], corpus["ids"], corpus["seller"]
+    mine = {k: v for k, v in ids.items() if k != "other_seller"}
+    everything = search(http, q=word, per_page=50)
+    assert set(ids_of(everything)) == set(ids.values())
+    assert all(f"<em>{word}</em>" in hit["highlight"]["title"] for hit in everything["hits"])
+    assert isinstance(everything["processing_time_ms"], int)
+
+    # Category includes its sub-categories; several categories are an OR.
+    assert set(ids_of(search(http, q=word, category="sports"))) == {
+        ids["bike_berlin"], ids["tent_potsdam"], ids["bike_munich"], ids["bike_usd"]}
+    assert set(ids_of(search(http, q=word, category=["camping", "phones"]))) == {
+        ids["tent_potsdam"], ids["phone_hamburg"]}
+    assert set(ids_of(search(http, q=word, condition=["good"], seller_id=seller.user_id))) == {
+        ids["bike_berlin"], ids["bike_usd"]}
+    priced = search(http, q=word, min_price=2_000, max_price=20_000, currency="EUR")
+    assert set(ids_of(priced)) == {ids["bike_berlin"], ids["tent_potsdam"], ids["other_seller"]}
+    assert set(ids_of(search(http, q=word, seller_id=seller.user_id, per_page=50))) == set(mine.values())
+
+    eur = [ids["bike_munich"], ids["tent_potsdam"], ids["other_seller"], ids["bike_berlin"], ids["phone_hamburg"]]
+    assert ids_of(search(http, q=word, currency="EUR", sort="price_asc")) == eur
+    assert ids_of(search(http, q=word, currency="EUR", sort="price_desc")) == list(reversed(eur))
+    assert ids_of(search(http, q=word, sort="newest")) == list(reversed(ids.values()))
+
+    # Pagination: pages are disjoint and add up to the total.
+    pages = [search(http, q=word, sort="newest", per_page=4, page=p) for p in (1, 2)]
+    assert [len(p["hits"]) for p in pages] == [4, 2]
+    assert ids_of(pages[0]) + ids_of(pages[1]) == ids_of(search(http, q=word, sort="newest"))
+    assert pages[1]["total"] == 6
+
+
+def test_geo_radius_and_distance(http: httpx.Client, corpus: dict[str, Any]) -> None:
+    word, ids = corpus["word"], corpus["ids"]
+    near = {"q": word, "lat": BERLIN[0], "lng": BERLIN[1]}
+    potsdam_m = distance_m(*BERLIN, *POTSDAM)
+    assert 25_000 < potsdam_m < 30_000
+    berlin = {ids["bike_berlin"], ids["bike_usd"], ids["other_seller"]}
+    assert set(ids_of(search(http, **near, radius_km=10))) == berlin
+    assert set(ids_of(search(http, **near, radius_km=potsdam_m / 1000 + 2))) == berlin | {ids["tent_potsdam"]}
+    assert set(ids_of(search(http, **near, radius_km=potsdam_m / 1000 - 2))) == berlin
+    assert len(search(http, **near, radius_km=1_000)["hits"]) == 6
+
+    by_distance = search(http, **near, sort="distance", per_page=10)
+    distances = [hit["distance_m"] for hit in by_distance["hits"]]
+    assert distances == sorted(distances)
+    assert ids_of(by_distance)[3:] == [ids["tent_potsdam"], ids["phone_hamburg"], ids["bike_munich"]]
+    hit = {h["id"]: h for h in by_distance["hits"]}
+    assert hit[ids["bike_berlin"]]["distance_m"] == 0
+    assert abs(hit[ids["tent_potsdam"]]["distance_m"] - potsdam_m) <= 1
+    assert 250_000 < hit[ids["phone_hamburg"]]["distance_m"] < 260_000
+    # Without a point there is no distance.
+    assert all(h["distance_m"] is None for h in search(http, q=word)["hits"])
+
+
+def test_facets(http: httpx.Client, corpus: dict[str, Any]) -> None:
+    word = corpus["word"]
+    result = search(http, q=word, facets="true")
+    facets = result["facets"]
+    assert facets["category"] == {"sports": 4, "bikes": 3, "camping": 1, "electronics": 1, "phones": 1,
+                                  "home": 1, "furniture": 1}
+    assert facets["condition"] == {"good": 3, "new": 1, "fair": 1, "like_new": 1}
+    # Price buckets are per currency: restrict to one to get meaningful ranges, in bucket order.
+    eur = search(http, q=word, facets="true", currency="EUR")["facets"]["price"]
+    assert list(eur.items()) == [("0-10", 1), ("10-50", 2), ("100-500", 1), ("500-1000", 1)]
+    # Facets follow the other filters.
+    bikes = search(http, q=word, facets="true", category="bikes")["facets"]
+    assert bikes["condition"] == {"good": 2, "like_new": 1}
+    assert search(http, q=word)["facets"] is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"lat": 52.5},
+        {"lng": 13.4},
+        {"radius_km": 5},
+        {"radius_km": 5, "lat": 52.5},
+        {"sort": "distance"},
+        {"lat": 91, "lng": 0},
+        {"lat": 0, "lng": 181},
+        {"radius_km": 0, "lat": 0, "lng": 0},
+        {"min_price": 10},
+        {"min_price": 500, "max_price": 100, "currency": "EUR"},
+        {"min_price": -1, "currency": "EUR"},
+        {"currency": "eur"},
+        {"currency": "XXX"},
+        {"page": 101, "per_page": 100},
+        {"page": 0},
+        {"per_page": 101},
+        {"category": "spaceships"},
+        {"category": ["bikes"] * 11},
+        {"condition": "mint"},
+        {"sort": "cheapest"},
+        {"seller_id": "not-a-uuid"},
+        {"q": "x" * 201},
+    ],
+)
+def test_invalid_parameters_get_422(http: httpx.Client, params: dict[str, Any]) -> None:
+    response = http.get("/v1/search/listings", params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] in ("validation_error", "unknown_category")
+
+
+def test_hostile_input_through_the_api(http: httpx.Client, corpus: dict[str, Any]) -> None:
+    """Every parameter, every hostile value: a clean 200 or 422, and a seller filter never widens."""
+    word, seller, ids = corpus["word"], corpus["seller"], corpus["ids"]
+    mine = {v for k, v in ids.items() if k != "other_seller"}
+    for value in HOSTILE:
+        scoped = http.get("/v1/search/listings", params={"q": f"{word} {value}", "seller_id": seller.user_id})
+        assert scoped.status_code == 200, (value, scoped.text)
+        assert set(ids_of(scoped.json())) <= mine, value
+        plain = http.get("/v1/search/listings", params={"q": value})
+        assert plain.status_code == 200, (value, plain.text)
+        for name in ("category", "condition", "currency", "seller_id", "sort", "lat", "min_price", "page"):
+            response = http.get("/v1/search/listings", params={"q": word, name: value})
+            assert response.status_code == 422, (name, value, response.status_code, response.text)
+
+
+def test_hostile_filters_against_real_meilisearch(stack: Any, corpus: dict[str, Any]) -> None:
+    """Below the API's validation: hostile strings in every string filter, straight into the real index.
+    Meilisearch must accept each filter (escaping holds) and match the literal string, i.e. nothing."""
+    import asyncio
+
+    word, seller, other = corpus["word"], corpus["seller"], corpus["other"]
+
+    async def run() -> None:
+        meili = Meili(stack.meili_url, stack.meili_search_key)
+        try:
+            for value in [*HOSTILE, f'{seller.user_id}" OR seller_id = "{other.user_id}']:
+                for query in (
+                    ListingQuery(q=word, seller_id=value),
+                    ListingQuery(q=word, categories=[value]),
+                    ListingQuery(q=word, conditions=[value, "good"], seller_id=seller.user_id),
+                    ListingQuery(q=word, currency=value),
+                ):
+                    result = await search_meili(meili, "listings", query)
+                    assert {h.seller_id for h in result.hits} <= {seller.user_id}, (value, query)
+                    if query.seller_id == value or query.categories or query.currency:
+                        assert result.hits == [], (value, query)
+            # And the escaping still matches real values exactly.
+            exact = await search_meili(meili, "listings", ListingQuery(q=word, seller_id=seller.user_id))
+            assert len(exact.hits) == 5
+        finally:
+            await meili.aclose()
+
+    asyncio.run(run())
+
+
+def test_hostile_listing_text_is_found_and_escaped(http: httpx.Client) -> None:
+    word = marker()
+    seller = seller_with_payout(http)
+    title = f'{word} <script>alert("x")</script> \\ "quoted" 日本語'
+    listing = published_listing(http, seller, title=title, description='<img src=x onerror="1"> & more')
+    result = wait_until(lambda: search(http, q=word)["hits"], timeout=15)
+    assert result[0]["id"] == listing["id"]
+    assert result[0]["title"] == title  # the data itself is returned as is (JSON)...
+    snippet = result[0]["highlight"]["title"]
+    assert "<script>" not in snippet and "&lt;script&gt;" in snippet  # ...snippets are safe to render
+    assert f"<em>{word}</em>" in snippet
+    assert "<img" not in result[0]["highlight"]["description"]
+
+
+def test_api_holds_only_the_search_key(stack: Any) -> None:
+    """The API's Meilisearch client authenticates with the search-only key, which cannot write."""
+    import asyncio
+
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in stack.env.items()})
+    assert settings.meili_search_key is not None and settings.meili_master_key is not None
+
+    async def run() -> None:
+        app = FastAPI()
+        async with listing_runtime(app, settings):
+            sent = app.state.meili.http.headers["Authorization"]
+        assert sent == f"Bearer {stack.meili_search_key}"
+        assert stack.meili_search_key != stack.meili_master_key
+
+    asyncio.run(run())
+    write = httpx.post(f"{stack.meili_url}/indexes/listings/documents", json=[{"id": str(uuid.uuid4())}],
+                       headers={"Authorization": f"Bearer {stack.meili_search_key}"})
+    assert write.status_code == 403

@@ -1,0 +1,201 @@
+"""Stripe webhooks on the real stack: signature, each event once, payment reports reconciled against the order
+(never a second order or charge), and chargebacks from the sandbox's disputes moving orders and money."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from tests.activities.money_helpers import (
+    AMOUNT,
+    FEE,
+    act,
+    add_fault,
+    assert_balanced,
+    clear_faults,
+    ledger_accounts,
+    order_until,
+    paid_order,
+    payment_intents_for,
+    pending_faults,
+    place,
+    post_event,
+    provider,
+    provider_list,
+    sql,
+    transfers_for,
+)
+from tests.api.helpers import published_listing, register, seller_with_payout
+from workflows.order import OrderView, OrderWorkflow, order_workflow_id
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def http(stack: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+async def order_state(stack: Any, order_id: str) -> OrderView:
+    client = await Client.connect(stack.temporal_address)
+    view = await client.get_workflow_handle(order_workflow_id(order_id)).query(OrderWorkflow.state)
+    assert view is not None
+    return view
+
+
+async def state_when(stack: Any, order_id: str, check: Any) -> OrderView:
+    for _ in range(200):
+        view = await order_state(stack, order_id)
+        if check(view):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order state never matched: {view}")
+
+
+def test_signature_and_each_event_once(http: httpx.Client, stack: Any) -> None:
+    forged = http.post(
+        "/v1/webhooks/stripe",
+        content=b'{"id": "evt_forged", "type": "charge.dispute.created"}',
+        headers={"Stripe-Signature": "t=1,v1=00"},
+    )
+    assert (forged.status_code, forged.json()["error"]["code"]) == (400, "invalid_signature")
+    event_id = f"evt_{uuid.uuid4().hex}"
+    first = post_event(http, stack, "customer.created", {"id": "cus_1", "object": "customer"}, event_id)
+    again = post_event(http, stack, "customer.created", {"id": "cus_1", "object": "customer"}, event_id)
+    assert first.json() == {"received": True, "duplicate": False, "handled": False}
+    assert again.json() == {"received": True, "duplicate": True}
+    assert sql(stack, "SELECT count(*) FROM stripe_events WHERE id = %s", event_id) == [(1,)]
+
+
+async def test_payment_reports_never_make_a_second_order_or_charge(http: httpx.Client, stack: Any) -> None:
+    seller = await asyncio.to_thread(seller_with_payout, http)
+    item = await asyncio.to_thread(published_listing, http, seller, quantity=3)
+    buyer = await asyncio.to_thread(register, http, ["buyer"], "Buyer")
+    key = str(uuid.uuid4())
+    placed = await asyncio.to_thread(place, http, buyer, item["id"], key)
+    assert placed.status_code == 201, placed.text
+    oid = placed.json()["id"]
+    # The sandbox delivered payment_intent.succeeded by itself: the workflow recorded it against its charge.
+    view = await state_when(stack, oid, lambda v: v.provider_payment_status == "succeeded")
+    [intent] = await asyncio.to_thread(payment_intents_for, stack, oid)
+    assert view.payment_intent_id == intent["id"]
+
+    # The client retries its request while the provider redelivers the event: one order, one charge.
+    retried, redelivered = await asyncio.gather(
+        asyncio.to_thread(place, http, buyer, item["id"], key),
+        asyncio.to_thread(
+            post_event, http, stack, "payment_intent.succeeded", intent, f"evt_{uuid.uuid4().hex}"
+        ),
+    )
+    assert (retried.status_code, retried.json()["id"]) == (200, oid)
+    assert redelivered.json() == {"received": True, "duplicate": False, "handled": True, "order_id": oid}
+    mine = (await asyncio.to_thread(http.get, "/v1/orders", headers=buyer.headers)).json()["items"]
+    assert [o["id"] for o in mine] == [oid]
+    assert len(await asyncio.to_thread(payment_intents_for, stack, oid)) == 1
+    assert (await asyncio.to_thread(http.get, f"/v1/listings/{item['id']}")).json()["quantity"] == 2
+
+    # A PaymentIntent for this order that is not the order's charge is flagged, never acted on.
+    stranger = {**intent, "id": f"pi_{uuid.uuid4().hex[:24]}"}
+    await asyncio.to_thread(
+        post_event, http, stack, "payment_intent.succeeded", stranger, f"evt_{uuid.uuid4().hex}"
+    )
+    view = await state_when(stack, oid, lambda v: v.unexpected_payment_intents)
+    assert (view.status, view.unexpected_payment_intents) == ("paid", [stranger["id"]])
+    assert await asyncio.to_thread(provider_list, stack, "/v1/refunds", payment_intent=intent["id"]) == []
+    assert len(await asyncio.to_thread(payment_intents_for, stack, oid)) == 1
+
+    # Events for orders we do not have are stored and ignored.
+    unknown = {
+        **intent,
+        "id": "pi_unknown",
+        "metadata": {"order_id": str(uuid.uuid4())},
+        "transfer_group": None,
+    }
+    ignored = await asyncio.to_thread(
+        post_event, http, stack, "payment_intent.succeeded", unknown, f"evt_{uuid.uuid4().hex}"
+    )
+    assert ignored.json() == {"received": True, "duplicate": False, "handled": False}
+    await asyncio.to_thread(assert_balanced, stack, oid)
+
+
+def test_chargeback_on_a_paid_order_then_lost(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    [intent] = payment_intents_for(stack, oid)
+    dispute = httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes", json={"payment_intent": intent["id"]}, timeout=10
+    ).json()
+    disputed = order_until(http, oid, buyer, "disputed")
+    assert (disputed["status_reason"], disputed["payment_state"]) == ("chargeback", "chargeback")
+    assert disputed["allowed_actions"] == []
+    assert [e["action"] for e in disputed["timeline"]][-1] == "order.chargeback"
+    # Nobody can take the frozen money meanwhile (the provider would refuse a refund on a disputed charge).
+    assert http.post(f"/v1/orders/{oid}/cancel", headers=buyer.headers).status_code == 409
+    assert ledger_accounts(stack, oid) == {"buyer_payments": -AMOUNT, "chargebacks": AMOUNT}
+
+    httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes/{dispute['id']}/close",
+        json={"status": "lost"},
+        timeout=10,
+    )
+    refunded = order_until(http, oid, buyer, "refunded")
+    assert (refunded["status_reason"], refunded["payment_state"]) == ("chargeback_lost", "charged_back")
+    assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == 1  # never shipped
+    rows = sql(
+        stack,
+        "SELECT kind::text, amount, provider_id FROM payments WHERE order_id = %s AND kind = 'chargeback'",
+        uuid.UUID(oid),
+    )
+    assert rows == [("chargeback", AMOUNT, dispute["id"])]
+    assert_balanced(stack, oid)
+    assert seller.user_id == refunded["seller_id"]
+
+
+def test_chargeback_after_completion_reverses_the_payout_and_won_pays_again(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    act(http, oid, "accept", seller)
+    act(http, oid, "fulfil", seller)
+    act(http, oid, "confirm-receipt", buyer)
+    [transfer] = transfers_for(stack, oid)
+    [intent] = payment_intents_for(stack, oid)
+    # The reversal's reply is lost after the provider committed it: it must still happen exactly once.
+    add_fault(stack, "drop_response", f"/v1/transfers/{transfer['id']}/reversals")
+    try:
+        dispute = httpx.post(
+            f"{stack.stripe_api_base}/_sandbox/disputes", json={"payment_intent": intent["id"]}, timeout=10
+        ).json()
+        disputed = order_until(http, oid, buyer, "disputed")
+        assert pending_faults(stack) == []
+    finally:
+        clear_faults(stack)
+    assert (disputed["status_reason"], disputed["payment_state"]) == ("chargeback", "chargeback")
+    reversals = provider(stack, "GET", f"/v1/transfers/{transfer['id']}/reversals")["data"]
+    assert [r["amount"] for r in reversals] == [AMOUNT - FEE]
+    balance = http.get("/v1/payout-account/balance", headers=seller.headers).json()["balances"][0]
+    assert (balance["paid_out"], balance["available"]) == (0, 0)
+    assert ledger_accounts(stack, oid) == {"buyer_payments": -AMOUNT, "chargebacks": AMOUNT}
+
+    httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes/{dispute['id']}/close", json={"status": "won"}, timeout=10
+    )
+    completed = order_until(http, oid, buyer, "completed")
+    assert (completed["status_reason"], completed["payment_state"]) == ("chargeback_won", "released")
+    assert [t["amount"] for t in transfers_for(stack, oid)] == [AMOUNT - FEE, AMOUNT - FEE]  # paid out again
+    balance = http.get("/v1/payout-account/balance", headers=seller.headers).json()["balances"][0]
+    assert balance["paid_out"] == AMOUNT - FEE
+    assert ledger_accounts(stack, oid) == {
+        "buyer_payments": -AMOUNT,
+        "platform_fees": FEE,
+        "seller_payouts": AMOUNT - FEE,
+    }
+    assert_balanced(stack, oid)

@@ -1,0 +1,319 @@
+"""Provider events (Signals from the webhook endpoint) and the payout retry, on the order workflow.
+
+Chargebacks: an order with money in escrow (or paid out: clawed back first) goes to `disputed` with reason
+`chargeback`; the network's decision restores it (won) or refunds it (lost). A completed order's workflow has
+ended: the chargeback reopens it (signal-with-start of a run with `reopen=True`, as the webhook does).
+Payment reports never charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.testing import WorkflowEnvironment
+
+from tests.workflows.fakes import FakeWorld
+from tests.workflows.test_order_workflow import AMOUNT, BUYER, FEE, SELLER, SUPPORT, Order, placed
+from workflows.order import (
+    PAYMENT_STATE,
+    ActionRequest,
+    ChargebackNotice,
+    OrderView,
+    OrderWorkflow,
+    PaymentReport,
+    PlaceOrder,
+)
+
+NET = AMOUNT - FEE
+
+
+def notice(status: str = "needs_response", dispute: str = "dp_1", amount: int = AMOUNT) -> ChargebackNotice:
+    return ChargebackNotice(dispute_id=dispute, status=status, amount=amount, currency="EUR")
+
+
+async def state_when(order: Order, check: Callable[[OrderView], bool]) -> OrderView:
+    """Poll the `state` query until `check` holds (signals are fire-and-forget), for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        view = await order.handle.query(OrderWorkflow.state)  # None while a reopened run loads
+        if (view is not None and check(view)) or time.monotonic() > deadline:
+            assert view is not None and check(view), view
+            return view
+        await asyncio.sleep(0.05)
+
+
+async def completed(order: Order) -> None:
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+
+
+async def reopened(client: Client, order: Order, chargeback: ChargebackNotice) -> Order:
+    """What the webhook does for a chargeback on a completed order: signal-with-start a reopened run."""
+    handle: WorkflowHandle[OrderWorkflow, OrderView] = await client.start_workflow(
+        OrderWorkflow.run,
+        PlaceOrder(
+            order_id=order.id,
+            buyer_id=BUYER.user_id,
+            listing_id="listing-1",
+            quantity=1,
+            payment_method="",
+            idempotency_key="client-key",
+            reopen=True,
+        ),
+        id=f"order-{order.id}",
+        task_queue=order.queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal="chargeback",
+        start_signal_args=[chargeback],
+    )
+    return Order(handle, order.id, order.queue, client)
+
+
+async def test_chargeback_on_a_paid_order_freezes_it_and_lost_refunds(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld()
+    async with placed(workflow_env, world) as order:
+        await order.handle.signal(OrderWorkflow.chargeback, notice())
+        await order.handle.signal(OrderWorkflow.chargeback, notice())  # redelivered: no second booking
+        view = await state_when(order, lambda v: v.status == "disputed")
+        assert (view.reason, view.payment_state, view.dispute_source) == (
+            "chargeback",
+            "chargeback",
+            "chargeback",
+        )
+        assert (view.chargeback_id, view.chargeback_status, view.chargeback_amount) == (
+            "dp_1",
+            "withdrawn",
+            AMOUNT,
+        )
+        assert view.allowed_actions == []  # support waits for the network's decision
+        assert (
+            await order.refused(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
+            == "InvalidTransition"
+        )
+        assert await order.refused(OrderWorkflow.cancel, ActionRequest(BUYER)) == "InvalidTransition"
+        described = await order.handle.describe()
+        assert described.typed_search_attributes.get(PAYMENT_STATE) == "chargeback"
+
+        await order.handle.signal(OrderWorkflow.chargeback, notice("lost"))
+        final = await order.result()
+    assert (final.status, final.reason, final.payment_state) == (
+        "refunded",
+        "chargeback_lost",
+        "charged_back",
+    )
+    assert [(c.amount, c.reinstated, c.key) for c in world.chargebacks] == [
+        (AMOUNT, False, f"{order.id}:chargeback:dp_1")
+    ]
+    assert world.refunds == []  # the network already gave the buyer the money back
+    assert world.released == [order.id]  # never shipped: the stock can be sold again
+    assert [s.action for s in world.states][-2:] == ["order.chargeback", "order.chargeback_lost"]
+
+
+async def test_chargeback_won_resumes_where_the_order_was(workflow_env: WorkflowEnvironment) -> None:
+    world = FakeWorld()
+    async with placed(workflow_env, world, dispute_window_seconds=3600) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER, tracking={"carrier": "DHL"}))
+        await order.handle.signal(OrderWorkflow.chargeback, notice())
+        await state_when(order, lambda v: v.status == "disputed")
+        await order.handle.signal(OrderWorkflow.chargeback, notice("won"))
+        view = await state_when(order, lambda v: v.status == "fulfilled")
+        assert (view.payment_state, view.chargeback_status) == ("held_in_escrow", "won")
+        done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert (done.status, done.payment_state) == ("completed", "released")
+    assert [(c.reinstated, c.key) for c in world.chargebacks] == [
+        (False, f"{order.id}:chargeback:dp_1"),
+        (True, f"{order.id}:chargeback_reversal:dp_1"),
+    ]
+    assert [t.amount for t in world.transfers] == [NET]
+
+
+async def test_chargeback_after_completion_reopens_claws_back_and_won_pays_out_again(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld()
+    async with placed(workflow_env, world) as order:
+        await completed(order)
+        first = await order.result()  # the workflow ends with the order
+        assert (first.status, first.payment_state) == ("completed", "released")
+        again = await reopened(workflow_env.client, order, notice())
+        view = await state_when(again, lambda v: v.status == "disputed")
+        assert (view.reason, view.payment_state, view.platform_fee) == ("chargeback", "chargeback", 0)
+        assert [(r.transfer_id, r.amount, r.idempotency_key) for r in world.reversals] == [
+            ("tr_fake_1", NET, f"{order.id}:transfer_reversal:1")
+        ]
+        assert [(r.fee, r.seller_share, r.txn) for r in world.release_reversals] == [
+            (FEE, NET, f"{order.id}:release_reversal:1")
+        ]
+        await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
+        final = await again.result()
+        assert (final.status, final.reason, final.payment_state, final.platform_fee) == (
+            "completed",
+            "chargeback_won",
+            "released",
+            FEE,
+        )
+        # The network's decision delivered once more (e.g. funds_reinstated, then closed): nothing happens.
+        late = await (await reopened(workflow_env.client, order, notice("won"))).result()
+        assert (late.status, late.chargeback_status) == ("completed", "won")
+    assert world.charges and len(world.charges) == 1  # a reopened run never charges
+    assert [(r.gross, r.fee, r.txn) for r in world.escrow_releases] == [
+        (AMOUNT, FEE, f"{order.id}:release:1"),
+        (AMOUNT, FEE, f"{order.id}:release:2"),
+    ]
+    assert [(t.amount, t.idempotency_key) for t in world.transfers] == [
+        (NET, f"{order.id}:transfer:1"),
+        (NET, f"{order.id}:transfer:2"),
+    ]
+    assert [c.key for c in world.chargebacks] == [
+        f"{order.id}:chargeback:dp_1",
+        f"{order.id}:chargeback_reversal:dp_1",
+    ]
+    assert [s.seq for s in world.states][-3:] == [5, 6, 7]  # the timeline continues where it ended
+
+
+async def test_chargeback_after_completion_lost_when_the_seller_cannot_pay_back(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld(reject_reversals=True)
+    async with placed(workflow_env, world) as order:
+        await completed(order)
+        await order.result()
+        again = await reopened(workflow_env.client, order, notice())
+        await state_when(again, lambda v: v.status == "disputed")
+        await again.handle.signal(OrderWorkflow.chargeback, notice("lost"))
+        final = await again.result()
+    # The release stands (the seller keeps the payout); the chargeback is booked: the platform's loss.
+    assert (final.status, final.reason) == ("refunded", "chargeback_lost")
+    assert world.release_reversals == []
+    assert [c.amount for c in world.chargebacks] == [AMOUNT]
+    assert world.released == []  # shipped goods
+
+
+async def test_a_chargeback_reopening_a_cancelled_order_does_nothing(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld()
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
+        await order.result()
+        final = await (await reopened(workflow_env.client, order, notice())).result()
+    assert (final.status, final.payment_state) == ("cancelled", "refunded")
+    assert world.chargebacks == []
+
+
+async def test_payment_reports_are_recorded_and_never_charge(workflow_env: WorkflowEnvironment) -> None:
+    world = FakeWorld()
+    async with placed(workflow_env, world) as order:
+        ours = PaymentReport("evt_1", "pi_fake", "succeeded", AMOUNT, "EUR")
+        stranger = PaymentReport("evt_2", "pi_elsewhere", "succeeded", AMOUNT, "EUR")
+        for report in (ours, ours, stranger):
+            await order.handle.signal(OrderWorkflow.payment_reported, report)
+        view = await state_when(order, lambda v: bool(v.unexpected_payment_intents))
+        assert (view.status, view.provider_payment_status) == ("paid", "succeeded")
+        assert view.unexpected_payment_intents == ["pi_elsewhere"]
+    assert len(world.charges) == 1
+    assert world.refunds == []
+
+
+async def test_failed_payout_keeps_the_order_open_until_support_retries(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld(reject_transfers=1)
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert (done.status, done.payment_state, done.allowed_actions) == (
+            "completed",
+            "transfer_failed",
+            ["retry_transfer"],
+        )
+        assert await order.refused(OrderWorkflow.retry_transfer, ActionRequest(SELLER)) == "Forbidden"
+        retried = await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
+        assert (retried.status, retried.payment_state, retried.allowed_actions) == (
+            "completed",
+            "released",
+            [],
+        )
+        final = await order.result()  # paid out: now the workflow ends
+    assert final.payment_state == "released"
+    assert [(t.amount, t.idempotency_key) for t in world.transfers] == [
+        (NET, f"{order.id}:transfer:1"),
+        (NET, f"{order.id}:transfer:2"),
+    ]
+    assert len(world.escrow_releases) == 1
+
+
+# ---- scenarios recorded as replay histories (tests/workflows/record_histories.py) ----------------------
+
+
+async def drive_dispute(order: Order) -> Order:
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="not as described"))
+    await order.act(
+        OrderWorkflow.resolve_dispute,
+        ActionRequest(SUPPORT, resolution="partial_refund", refund_amount=10_000),
+    )
+    return order
+
+
+async def drive_cancellation(order: Order) -> Order:
+    await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
+    return order
+
+
+async def drive_chargeback(order: Order) -> Order:
+    await order.handle.signal(OrderWorkflow.chargeback, notice())
+    await state_when(order, lambda v: v.status == "disputed")
+    await order.handle.signal(OrderWorkflow.chargeback, notice("lost"))
+    return order
+
+
+async def drive_chargeback_after_completion(order: Order) -> Order:
+    """Completed and ended, then reopened by a chargeback that the seller wins: the reopened run is recorded."""
+    await completed(order)
+    await order.result()
+    assert order.client is not None
+    again = await reopened(order.client, order, notice())
+    await state_when(again, lambda v: v.status == "disputed")
+    await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
+    return again
+
+
+async def drive_payout_retry(order: Order) -> Order:
+    await completed(order)
+    await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
+    return order
+
+
+Driver = Callable[[Order], Awaitable[Order]]  # returns the run whose history is recorded
+# name -> (world, order terms, driver, expected final status)
+RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, int], Driver, str]] = {
+    "order_dispute_partial_refund": (FakeWorld, {"dispute_window_seconds": 3600}, drive_dispute, "completed"),
+    "order_cancelled_by_buyer": (FakeWorld, {}, drive_cancellation, "cancelled"),
+    "order_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
+    "order_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
+    "order_payout_retried": (lambda: FakeWorld(reject_transfers=1), {}, drive_payout_retry, "completed"),
+}
+
+
+async def record(env: WorkflowEnvironment, name: str) -> tuple[OrderView, WorkflowHistory]:
+    make_world, terms, drive, _ = RECORDED[name]
+    async with placed(env, make_world(), **terms) as order:
+        run = await drive(order)
+        return await run.result(), await run.handle.fetch_history()
+
+
+async def test_recorded_scenarios_end_as_expected(workflow_env: WorkflowEnvironment) -> None:
+    """The scenarios behind the stored histories still run to the end they were recorded with."""
+    results = await asyncio.gather(*(record(workflow_env, name) for name in RECORDED))
+    assert [view.status for view, _ in results] == [expected for *_, expected in RECORDED.values()]

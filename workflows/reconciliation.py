@@ -1,0 +1,67 @@
+"""Reconciliation workflows: one per time window (id `reconciliation-<window>`), and the daily scheduled one.
+
+`ReconciliationWorkflow` reconciles one window; running the same window again (CLI or schedule) uses the same
+workflow id and overwrites the stored result, so it is idempotent. `DailyReconciliationWorkflow` is what the
+Temporal Schedule `bazaar-reconciliation-daily` starts: it reconciles the previous UTC day as a child.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.reconciliation import (
+        ReconcileWindow,
+        ReconciliationActivities,
+        ReconciliationSummary,
+        reconciliation_workflow_id,
+    )
+
+SCHEDULE_ID = "bazaar-reconciliation-daily"
+# Set by Temporal on every scheduled run: the time it was due (catch-up runs start later than that).
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+# Listing a busy day at the provider takes a while; the activity heartbeats after listing.
+RECONCILE_TIMEOUT = timedelta(minutes=30)
+RECONCILE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5))
+
+
+def previous_day(now: datetime) -> ReconcileWindow:
+    """The UTC day before `now`: [yesterday 00:00, today 00:00)."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return ReconcileWindow(since=(today - timedelta(days=1)).isoformat(), until=today.isoformat())
+
+
+@workflow.defn
+class ReconciliationWorkflow:
+    @workflow.run
+    async def run(self, window: ReconcileWindow) -> ReconciliationSummary:
+        return await workflow.execute_activity_method(
+            ReconciliationActivities.reconcile,
+            window,
+            start_to_close_timeout=RECONCILE_TIMEOUT,
+            heartbeat_timeout=RECONCILE_TIMEOUT / 2,
+            retry_policy=RECONCILE_RETRY,
+        )
+
+
+@workflow.defn
+class DailyReconciliationWorkflow:
+    @workflow.run
+    async def run(self) -> ReconciliationSummary | None:
+        due = workflow.info().typed_search_attributes.get(SCHEDULED_START) or workflow.now()
+        window = previous_day(due)
+        try:
+            return await workflow.execute_child_workflow(
+                ReconciliationWorkflow.run,
+                window,
+                id=reconciliation_workflow_id(window),
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            # Someone is reconciling this very window right now (CLI): that run stores the result.
+            workflow.logger.info("window %s is already being reconciled", window)
+            return None
