@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from typing import TYPE_CHECKING
 
 from bazaar.models import Role
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         from dataclasses import asdict
 
         summary = asyncio.run(_reconcile(args.since, args.until))
-        print(json.dumps(asdict(summary), indent=2))
+        print(json.dumps(asdict(summary), indent=2), flush=True)
+        # The Temporal core runtime can abort during interpreter finalization (SIGABRT, see STACK.md);
+        # everything is done and flushed, so leave without finalizing.
+        os._exit(0)
     elif args.command == "reindex":
         from search_sync.reindex import reindex
 
