@@ -8,6 +8,7 @@ SDK's own retries are off: Temporal retries transient errors; declines and inval
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -219,12 +220,13 @@ class PaymentActivities:
     @activity.defn
     async def refund(self, req: RefundRequest) -> RefundResult:
         """Give money back to the buyer from escrow (never more than was captured: the provider checks too)."""
-        stored = await _stored_outcome(req.idempotency_key)
-        if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
-            return RefundResult(stored.provider_id, stored.amount)
-        await _record_attempt(req.order_id, PaymentKind.REFUND, req.idempotency_key, req.amount, req.currency)
-        try:
-            refund = await self.client.v1.refunds.create_async(
+        provider_id = await _move_money(
+            req.order_id,
+            PaymentKind.REFUND,
+            req.idempotency_key,
+            req.amount,
+            req.currency,
+            lambda: self.client.v1.refunds.create_async(
                 params={
                     "payment_intent": req.payment_intent_id,
                     "amount": req.amount,
@@ -232,46 +234,28 @@ class PaymentActivities:
                     "metadata": {"order_id": req.order_id, "reason": req.reason},
                 },
                 options={"idempotency_key": req.idempotency_key},
-            )
-        except _REJECTIONS as exc:
-            await _reject(req.idempotency_key, exc)
-        await _record_outcome(
-            req.idempotency_key,
-            PaymentOutcome.SUCCEEDED,
-            refund.id,
-            None,
-            None,
-            refund.to_dict(),
-            movement={LedgerAccount.ESCROW: -req.amount, LedgerAccount.REFUNDS: req.amount},
+            ),
+            {LedgerAccount.ESCROW: -req.amount, LedgerAccount.REFUNDS: req.amount},
         )
-        return RefundResult(refund.id, req.amount)
+        return RefundResult(provider_id, req.amount)
 
     @activity.defn
     async def release_escrow(self, req: ReleaseRequest) -> None:
         """Completed order: escrow becomes the seller's (minus the fee). No provider call."""
-        async with transaction() as session:
-            order = await ledger.order_seller(session, uuid.UUID(req.order_id))
-            await ledger.post(
-                session,
-                req.txn,
-                order.id,
-                order.seller_id,
-                req.currency,
-                {
-                    LedgerAccount.ESCROW: -req.gross,
-                    LedgerAccount.PLATFORM_FEES: req.fee,
-                    LedgerAccount.SELLER_PAYABLE: req.gross - req.fee,
-                },
-            )
+        await _post_for_order(
+            req.order_id,
+            req.txn,
+            req.currency,
+            {
+                LedgerAccount.ESCROW: -req.gross,
+                LedgerAccount.PLATFORM_FEES: req.fee,
+                LedgerAccount.SELLER_PAYABLE: req.gross - req.fee,
+            },
+        )
 
     @activity.defn
     async def transfer(self, req: TransferRequest) -> TransferResult:
         """Pay the seller's connected account from the platform balance (separate charges and transfers)."""
-        stored = await _stored_outcome(req.idempotency_key)
-        if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
-            return TransferResult(
-                stored.provider_id, str((stored.provider_response or {}).get("destination"))
-            )
         async with transaction() as session:
             order = await ledger.order_seller(session, uuid.UUID(req.order_id))
             account = await session.scalar(
@@ -279,78 +263,58 @@ class PaymentActivities:
             )
         if account is None:
             raise ApplicationError("seller has no payout account", type="PaymentRejected", non_retryable=True)
-        await _record_attempt(
-            req.order_id, PaymentKind.TRANSFER, req.idempotency_key, req.amount, req.currency
-        )
-        try:
-            transfer = await self.client.v1.transfers.create_async(
+        destination = account.provider_account_id
+        provider_id = await _move_money(
+            req.order_id,
+            PaymentKind.TRANSFER,
+            req.idempotency_key,
+            req.amount,
+            req.currency,
+            lambda: self.client.v1.transfers.create_async(
                 params={
                     "amount": req.amount,
                     "currency": req.currency.lower(),
-                    "destination": account.provider_account_id,
+                    "destination": destination,
                     "transfer_group": req.transfer_group,
                     "metadata": {"order_id": req.order_id},
                 },
                 options={"idempotency_key": req.idempotency_key},
-            )
-        except _REJECTIONS as exc:
-            await _reject(req.idempotency_key, exc)
-        await _record_outcome(
-            req.idempotency_key,
-            PaymentOutcome.SUCCEEDED,
-            transfer.id,
-            None,
-            None,
-            transfer.to_dict(),
-            movement={LedgerAccount.SELLER_PAYABLE: -req.amount, LedgerAccount.SELLER_PAYOUTS: req.amount},
+            ),
+            {LedgerAccount.SELLER_PAYABLE: -req.amount, LedgerAccount.SELLER_PAYOUTS: req.amount},
         )
-        return TransferResult(transfer.id, account.provider_account_id)
+        return TransferResult(provider_id, destination)
 
     @activity.defn
     async def reverse_transfer(self, req: TransferReversalRequest) -> TransferReversalResult:
         """The inverse of `transfer`: the seller's share comes back to the platform (chargeback after payout)."""
-        stored = await _stored_outcome(req.idempotency_key)
-        if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
-            return TransferReversalResult(stored.provider_id, stored.amount)
-        await _record_attempt(
-            req.order_id, PaymentKind.TRANSFER_REVERSAL, req.idempotency_key, req.amount, req.currency
-        )
-        try:
-            reversal = await self.client.v1.transfers.reversals.create_async(
+        provider_id = await _move_money(
+            req.order_id,
+            PaymentKind.TRANSFER_REVERSAL,
+            req.idempotency_key,
+            req.amount,
+            req.currency,
+            lambda: self.client.v1.transfers.reversals.create_async(
                 req.transfer_id,
                 params={"amount": req.amount, "metadata": {"order_id": req.order_id, "reason": req.reason}},
                 options={"idempotency_key": req.idempotency_key},
-            )
-        except _REJECTIONS as exc:
-            await _reject(req.idempotency_key, exc)
-        await _record_outcome(
-            req.idempotency_key,
-            PaymentOutcome.SUCCEEDED,
-            reversal.id,
-            None,
-            None,
-            reversal.to_dict(),
-            movement={LedgerAccount.SELLER_PAYOUTS: -req.amount, LedgerAccount.SELLER_PAYABLE: req.amount},
+            ),
+            {LedgerAccount.SELLER_PAYOUTS: -req.amount, LedgerAccount.SELLER_PAYABLE: req.amount},
         )
-        return TransferReversalResult(reversal.id, req.amount)
+        return TransferReversalResult(provider_id, req.amount)
 
     @activity.defn
     async def reverse_release(self, req: ReleaseReversalRequest) -> None:
         """The inverse of `release_escrow` (ledger only): what was released is held in escrow again."""
-        async with transaction() as session:
-            order = await ledger.order_seller(session, uuid.UUID(req.order_id))
-            await ledger.post(
-                session,
-                req.txn,
-                order.id,
-                order.seller_id,
-                req.currency,
-                {
-                    LedgerAccount.ESCROW: req.fee + req.seller_share,
-                    LedgerAccount.PLATFORM_FEES: -req.fee,
-                    LedgerAccount.SELLER_PAYABLE: -req.seller_share,
-                },
-            )
+        await _post_for_order(
+            req.order_id,
+            req.txn,
+            req.currency,
+            {
+                LedgerAccount.ESCROW: req.fee + req.seller_share,
+                LedgerAccount.PLATFORM_FEES: -req.fee,
+                LedgerAccount.SELLER_PAYABLE: -req.seller_share,
+            },
+        )
 
     @activity.defn
     async def record_chargeback(self, req: ChargebackMovement) -> None:
@@ -416,6 +380,39 @@ class PaymentActivities:
                 .on_conflict_do_nothing(index_elements=["user_id"])
             )
         return PayoutAccountResult(account.id, req.country, req.default_currency)
+
+
+async def _move_money(
+    order_id: str,
+    kind: PaymentKind,
+    key: str,
+    amount: int,
+    currency: str,
+    call: Callable[[], Awaitable[stripe.StripeObject]],
+    movement: dict[LedgerAccount, int],
+) -> str:
+    """One provider money call, at most once per idempotency key: a stored success is returned as is;
+    otherwise record the attempt, call, and store the outcome with its ledger movement.
+    Returns the provider's id."""
+    stored = await _stored_outcome(key)
+    if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
+        return stored.provider_id
+    await _record_attempt(order_id, kind, key, amount, currency)
+    try:
+        result = await call()
+    except _REJECTIONS as exc:
+        await _reject(key, exc)
+    response = result.to_dict()
+    provider_id = str(response["id"])
+    await _record_outcome(key, PaymentOutcome.SUCCEEDED, provider_id, None, None, response, movement=movement)
+    return provider_id
+
+
+async def _post_for_order(order_id: str, txn: str, currency: str, movement: dict[LedgerAccount, int]) -> None:
+    """A ledger-only movement on an order, attributed to its seller."""
+    async with transaction() as session:
+        order = await ledger.order_seller(session, uuid.UUID(order_id))
+        await ledger.post(session, txn, order.id, order.seller_id, currency, movement)
 
 
 async def _stored_outcome(idempotency_key: str) -> Payment | None:

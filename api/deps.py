@@ -50,12 +50,12 @@ def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Princi
     return check
 
 
-def temporal(request: Request) -> Client:
+async def temporal(request: Request) -> Client:
     client: Client = request.app.state.temporal
     return client
 
 
-def meili(request: Request) -> Meili:
+async def meili(request: Request) -> Meili:
     client: Meili = request.app.state.meili
     return client
 

@@ -10,6 +10,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from bazaar.errors import DomainError, ErrorCode
 
@@ -21,6 +23,19 @@ _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
     503: ErrorCode.SERVICE_UNAVAILABLE,
 }
+
+
+# How a workflow Update's rejection (an ApplicationError type) maps to an API error; anything else is 409.
+_UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
+
+
+def update_rejection(exc: WorkflowUpdateFailedError, details: dict[str, Any] | None = None) -> DomainError:
+    """The API error for a rejected workflow Update: 403, 422, or 409 for a move not allowed now."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        code = _UPDATE_REJECTIONS.get(cause.type or "", ErrorCode.INVALID_TRANSITION)
+        return DomainError(code, cause.message, details)
+    return DomainError(ErrorCode.INVALID_TRANSITION, "action not allowed now", details)
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

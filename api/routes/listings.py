@@ -129,7 +129,13 @@ async def update_listing(
     if_match: IfMatch = None,
 ) -> ListingOut:
     listing = await listings.update(session, listing_id, seller, parse_if_match(if_match), body.columns())
-    cache.invalidate([listing_id])  # this process at once; every process again on commit (NOTIFY)
+    return await _written(session, cache, response, listing)
+
+
+async def _written(session: Session, cache: Cache, response: Response, listing: Listing) -> ListingOut:
+    """After a seller's write: drop the cached copy (this process at once; every process again on commit,
+    through NOTIFY) and answer with the stored row and its new ETag."""
+    cache.invalidate([listing.id])
     await session.flush()
     await session.refresh(listing)
     return with_etag(response, listing)
@@ -145,10 +151,7 @@ async def publish_listing(
     if_match: IfMatch = None,
 ) -> ListingOut:
     listing = await listings.publish(session, listing_id, seller, parse_if_match(if_match))
-    cache.invalidate([listing_id])
-    await session.flush()
-    await session.refresh(listing)
-    return with_etag(response, listing)
+    return await _written(session, cache, response, listing)
 
 
 @router.post("/listings/{listing_id}/archive", response_model=ListingOut)
@@ -161,10 +164,7 @@ async def archive_listing(
     if_match: IfMatch = None,
 ) -> ListingOut:
     listing = await listings.archive(session, listing_id, seller, parse_if_match(if_match))
-    cache.invalidate([listing_id])
-    await session.flush()
-    await session.refresh(listing)
-    return with_etag(response, listing)
+    return await _written(session, cache, response, listing)
 
 
 @router.delete("/listings/{listing_id}", response_model=ListingDeleteOut)

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Buyer, Caller, Session, Support, Temporal
+from api.errors import update_rejection
 from api.schemas import (
     ActionIn,
     FulfilIn,
@@ -38,8 +39,6 @@ _REJECTIONS = {
     "own_listing": (ErrorCode.OWN_LISTING, "you cannot buy your own listing"),
     "listing_not_available": (ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale"),
 }
-# How the workflow's update rejections map to API errors (anything else: 409 with the current state).
-_UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
@@ -268,11 +267,7 @@ async def _act(
     try:
         view: OrderView = await handle.execute_update(update, request, result_type=OrderView)
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        kind = cause.type if isinstance(cause, ApplicationError) else None
-        message = cause.message if isinstance(cause, ApplicationError) else "action not allowed now"
-        code = _UPDATE_REJECTIONS.get(kind or "", ErrorCode.INVALID_TRANSITION)
-        raise DomainError(code, message, {"order": await _current(session, order_id)}) from exc
+        raise update_rejection(exc, {"order": await _current(session, order_id)}) from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended: its state is final
             raise DomainError(
