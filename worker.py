@@ -22,15 +22,45 @@ from temporalio.client import (
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.disputes import DisputeActivities
+from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, default_payment_activities, make_stripe_client
 from activities.reconciliation import ReconciliationActivities
+from activities.trust import TrustActivities
 from bazaar.settings import Settings
+from workflows.dispute import DisputeWorkflow
+from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
 from workflows.payout_account import PayoutAccountWorkflow
 from workflows.reconciliation import SCHEDULE_ID, DailyReconciliationWorkflow, ReconciliationWorkflow
+from workflows.reviews import ReviewWorkflow
 
-WORKFLOWS = [OrderWorkflow, PayoutAccountWorkflow, ReconciliationWorkflow, DailyReconciliationWorkflow]
+WORKFLOWS = [
+    OrderWorkflow,
+    PayoutAccountWorkflow,
+    ReconciliationWorkflow,
+    DailyReconciliationWorkflow,
+    NotificationWorkflow,
+    ReviewWorkflow,
+    DisputeWorkflow,
+]
+
+
+def trust_activities(notifications: NotificationActivities) -> list[Callable[..., Any]]:
+    """Reviews, reputation, disputes and notifications."""
+    trust, disputes = TrustActivities(), DisputeActivities()
+    return [
+        trust.open_review_window,
+        trust.reveal_reviews,
+        trust.record_order_outcome,
+        disputes.open_dispute_case,
+        disputes.append_dispute_thread,
+        disputes.set_dispute_status,
+        notifications.prepare_notifications,
+        notifications.deliver_notification,
+        notifications.dead_letter_notification,
+    ]
 
 
 def activities_for(
@@ -104,11 +134,14 @@ async def main() -> None:
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities_for(
-            OrderActivities(),
-            default_payment_activities(),
-            ReconciliationActivities(make_stripe_client(settings)),
-        ),
+        activities=[
+            *activities_for(
+                OrderActivities(),
+                default_payment_activities(),
+                ReconciliationActivities(make_stripe_client(settings)),
+            ),
+            *trust_activities(NotificationActivities(settings)),
+        ],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

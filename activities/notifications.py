@@ -22,7 +22,7 @@ from temporalio import activity
 from bazaar import notifications
 from bazaar.db import transaction
 from bazaar.models import User
-from bazaar.settings import Settings, get_settings
+from bazaar.settings import Settings
 from bazaar.trust_models import DeadLetter, Notification, NotificationChannel
 
 
@@ -55,6 +55,7 @@ class NotificationActivities:
                 [uuid.UUID(r) for r in req.recipient_ids],
                 req.recipient_roles,
                 req.data,
+                self.settings.public_base_url,
             )
 
     @activity.defn
@@ -117,7 +118,3 @@ class NotificationActivities:
                 smtp.starttls()
                 smtp.login(settings.smtp_user, settings.require("smtp_password"))
             smtp.send_message(message)
-
-
-def default_notification_activities() -> NotificationActivities:
-    return NotificationActivities(get_settings())

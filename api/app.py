@@ -9,7 +9,18 @@ from fastapi import FastAPI
 
 from api import errors
 from api.listing_runtime import listing_runtime
-from api.routes import auth, health, listings, orders, payouts, search, webhooks
+from api.routes import (
+    auth,
+    disputes,
+    health,
+    listings,
+    notifications,
+    orders,
+    payouts,
+    search,
+    trust,
+    webhooks,
+)
 from bazaar.db import get_engine
 from bazaar.settings import get_settings
 from bazaar.temporal import connect
@@ -29,11 +40,14 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="Bazaar",
         version="0.1.0",
-        description="Two-sided marketplace: listings, search, durable orders with escrowed payments.",
+        description=(
+            "Two-sided marketplace: listings, search, durable orders with escrowed payments, reviews, "
+            "reputation, disputes and notifications."
+        ),
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, auth, payouts, listings, search, orders, webhooks):
+    for module in (health, auth, payouts, listings, search, orders, disputes, trust, notifications, webhooks):
         app.include_router(module.router)
     return app
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.models import Listing, Order, Payment
+from bazaar.trust_models import DeadLetter, Notification
 from search_sync.sync import outbox_backlog
 
 REGISTRY = CollectorRegistry()
@@ -28,6 +29,17 @@ OUTBOX_ROWS = Gauge(
 OUTBOX_AGE = Gauge(
     "bazaar_search_outbox_oldest_age_seconds", "Age of the oldest unsynced listing change", registry=REGISTRY
 )
+NOTIFICATIONS = Gauge(
+    "bazaar_notifications",
+    "Notification deliveries by channel and status (sent, pending, dead = failed after the last attempt)",
+    ["channel", "status"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Gauge(
+    "bazaar_notification_dead_letters",
+    "Dead-lettered notifications still unsent (list and replay: /v1/support/dead-letters)",
+    registry=REGISTRY,
+)
 SEARCH_LATENCY = Histogram(
     "bazaar_search_latency_seconds",
     "Search endpoint latency",
@@ -37,7 +49,9 @@ SEARCH_LATENCY = Histogram(
 )
 
 SEARCH_REQUESTS = Counter(
-    "bazaar_search_requests", "Searches answered, by backend (postgres = degraded mode)", ["backend"],
+    "bazaar_search_requests",
+    "Searches answered, by backend (postgres = degraded mode)",
+    ["backend"],
     registry=REGISTRY,
 )
 # Fed by search_sync's NOTIFY after each batch: outbox row written -> Meilisearch task succeeded.
@@ -66,12 +80,16 @@ class _LiveStateCollector(Collector):
             requests.add_metric(["miss"], self.cache.misses)
             yield requests
             yield GaugeMetricFamily(
-                "bazaar_listing_cache_hit_ratio", "Hot-listing cache hits / lookups", value=self.cache.hit_ratio
+                "bazaar_listing_cache_hit_ratio",
+                "Hot-listing cache hits / lookups",
+                value=self.cache.hit_ratio,
             )
             yield GaugeMetricFamily("bazaar_listing_cache_entries", "Listings cached", value=len(self.cache))
         if self.views is not None:
             yield CounterMetricFamily(
-                "bazaar_listing_views_flushed", "Listing views written to popularity", value=self.views.flushed
+                "bazaar_listing_views_flushed",
+                "Listing views written to popularity",
+                value=self.views.flushed,
             )
         if self.breaker is not None:
             yield GaugeMetricFamily(
@@ -92,7 +110,7 @@ def observe_synced(payload: str) -> None:
 
 
 async def render(session: AsyncSession) -> bytes:
-    for gauge in (LISTINGS, ORDERS, PAYMENTS):
+    for gauge in (LISTINGS, ORDERS, PAYMENTS, NOTIFICATIONS):
         gauge.clear()
     for status, count in (
         await session.execute(select(Listing.status, func.count()).group_by(Listing.status))
@@ -107,6 +125,20 @@ async def render(session: AsyncSession) -> bytes:
     )
     for kind, outcome, count in payments.all():
         PAYMENTS.labels(kind.value, outcome.value).set(count)
+    deliveries = await session.execute(
+        select(Notification.channel, Notification.status, func.count()).group_by(
+            Notification.channel, Notification.status
+        )
+    )
+    for channel, delivery_status, count in deliveries.all():
+        NOTIFICATIONS.labels(channel.value, delivery_status).set(count)
+    unsent = await session.scalar(
+        select(func.count())
+        .select_from(DeadLetter)
+        .join(Notification, Notification.id == DeadLetter.notification_id)
+        .where(Notification.status != "sent")
+    )
+    DEAD_LETTERS.set(unsent or 0)
     rows, age = await outbox_backlog(session)
     OUTBOX_ROWS.set(rows)
     OUTBOX_AGE.set(age)

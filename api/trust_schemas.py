@@ -132,6 +132,16 @@ class DeadLetterOut(BaseModel):
         )
 
 
+class DisputeIn(BaseModel):
+    """A buyer opens a dispute on a fulfilled order."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason_code: Literal["not_received", "not_as_described", "damaged", "counterfeit", "other"]
+    message: str = Field(
+        min_length=1, max_length=2000, description="what went wrong, for the seller and support"
+    )
+
+
 class DisputeMessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     body: str = Field(min_length=1, max_length=5000)

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         "reconcile", help="reconcile payments with the provider over a window (default: yesterday, UTC)"
     )
     reconcile_cmd.add_argument("--since", default=None, help="ISO 8601 start, inclusive (e.g. 2026-11-24)")
-    reconcile_cmd.add_argument("--until", default=None, help="ISO 8601 end, exclusive (default: since + 1 day)")
+    reconcile_cmd.add_argument(
+        "--until", default=None, help="ISO 8601 end, exclusive (default: since + 1 day)"
+    )
     reindex_cmd = commands.add_parser(
         "reindex", help="rebuild the search index from a snapshot and swap it in (no search downtime)"
     )

@@ -56,8 +56,9 @@ class FastPath:
     here (searches, task reads) are safe to repeat.
     """
 
-    def __init__(self, url: str, headers: dict[str, str], timeout: float, connect_timeout: float,
-                 max_idle: int = 64) -> None:
+    def __init__(
+        self, url: str, headers: dict[str, str], timeout: float, connect_timeout: float, max_idle: int = 64
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http":
             raise ValueError("FastPath speaks plain http only; use httpx for https")
@@ -97,7 +98,9 @@ class FastPath:
         except TimeoutError as exc:
             if conn is not None:
                 conn.close()
-            raise MeiliUnavailable(f"meilisearch {method} {target}: no answer within {self.timeout}s") from exc
+            raise MeiliUnavailable(
+                f"meilisearch {method} {target}: no answer within {self.timeout}s"
+            ) from exc
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -108,10 +111,13 @@ class FastPath:
             conn.close()
         return status, payload
 
-    async def _exchange(self, conn: _Connection, method: str, target: str, body: bytes) -> tuple[int, bytes, bool]:
+    async def _exchange(
+        self, conn: _Connection, method: str, target: str, body: bytes
+    ) -> tuple[int, bytes, bool]:
         conn.writer.write(
             f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self._head}"
-            f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
+            f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
+            + body
         )
         await conn.writer.drain()
         head = await conn.reader.readuntil(b"\r\n\r\n")
@@ -233,7 +239,9 @@ class Meili:
         for uid in sorted(task_uids):
             await self.wait_task(uid, max_wait)
 
-    async def run_task(self, method: str, path: str, json: Any = None, max_wait: float = 60.0) -> dict[str, Any]:
+    async def run_task(
+        self, method: str, path: str, json: Any = None, max_wait: float = 60.0
+    ) -> dict[str, Any]:
         return await self.wait_task(await self.enqueue(method, path, json=json), max_wait)
 
 

@@ -307,9 +307,7 @@ class ReconciliationItem(Base):
 
     __tablename__ = "reconciliation_items"
     __table_args__ = (
-        UniqueConstraint(
-            "window_id", "object_type", "object_id", "category", name="uq_reconciliation_item"
-        ),
+        UniqueConstraint("window_id", "object_type", "object_id", "category", name="uq_reconciliation_item"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -42,3 +42,11 @@ def platform_fee(amount: int, fee_bps: int, fee_fixed: int) -> int:
     """Fee in minor units: percentage (basis points, rounded half up) plus a fixed part, capped at amount."""
     percent_part = (amount * fee_bps + 5_000) // 10_000
     return min(amount, percent_part + fee_fixed)
+
+
+def format_money(amount: int, currency: str) -> str:
+    """For people (mail, inbox): "450.00 EUR", "1200 JPY". Exact: integer arithmetic, no floats."""
+    exponent = CURRENCY_EXPONENTS.get(currency, 2)
+    sign = "-" if amount < 0 else ""
+    whole, minor = divmod(abs(amount), 10**exponent)
+    return f"{sign}{whole}.{minor:0{exponent}d} {currency}" if exponent else f"{sign}{whole} {currency}"

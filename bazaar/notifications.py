@@ -91,8 +91,10 @@ async def prepare(
     recipient_ids: list[uuid.UUID],
     recipient_roles: list[str],
     data: dict[str, str],
+    base_url: str,
 ) -> list[int]:
     """Create the (event, recipient, channel) rows that preferences allow; return those not yet sent."""
+    data = await _with_links_and_names(session, data, base_url)
     recipients = set(recipient_ids)
     if recipient_roles:
         staff = await session.scalars(
@@ -137,6 +139,17 @@ async def prepare(
         .order_by(Notification.id)
     )
     return list(pending.all())
+
+
+async def _with_links_and_names(session: AsyncSession, data: dict[str, str], base_url: str) -> dict[str, str]:
+    """What templates show that the event itself does not carry: the order's URL and the buyer's name."""
+    data = dict(data)
+    if "order_id" in data:
+        data.setdefault("order_url", f"{base_url}/v1/orders/{data['order_id']}")
+    if "buyer_id" in data and "buyer_name" not in data:
+        name = await session.scalar(select(User.display_name).where(User.id == uuid.UUID(data["buyer_id"])))
+        data["buyer_name"] = name or "A buyer"
+    return data
 
 
 async def inbox(

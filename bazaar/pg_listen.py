@@ -25,7 +25,11 @@ def libpq_url(database_url: str) -> str:
 async def connect(database_url: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
     """An autocommit connection with TCP keepalives, so a silently dead peer is noticed within ~25 s."""
     return await psycopg.AsyncConnection.connect(
-        libpq_url(database_url), autocommit=True, keepalives_idle=10, keepalives_interval=5, keepalives_count=3
+        libpq_url(database_url),
+        autocommit=True,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
     )
 
 

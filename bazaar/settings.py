@@ -9,6 +9,7 @@ Secrets have no defaults: `devstack` generates dev secrets under `.data/`; produ
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypedDict
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,12 +106,38 @@ class Settings(BaseSettings):
     listing_cache_max_entries: int = Field(default=10_000, ge=0)
     popularity_flush_seconds: float = Field(default=5.0, gt=0)
 
+    def order_terms(self) -> OrderTerms:
+        """What an order freezes when it is placed (fields of workflows.order.PlaceOrder)."""
+        return OrderTerms(
+            acceptance_timeout_seconds=self.order_acceptance_timeout_seconds,
+            acceptance_reminder_seconds=self.order_acceptance_reminder_seconds,
+            dispute_window_seconds=self.order_dispute_window_seconds,
+            fee_bps=self.platform_fee_bps,
+            fee_fixed=self.platform_fee_fixed,
+            review_window_seconds=self.review_window_seconds,
+            dispute_escalation_seconds=self.dispute_escalation_seconds,
+            notification_max_attempts=self.notification_max_attempts,
+        )
+
     def require(self, name: str) -> str:
         """The value of a secret that this process cannot run without, or a clear error."""
         value = getattr(self, name)
         if value is None:
             raise RuntimeError(f"{name.upper()} is not set (see .env.example)")
         return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+class OrderTerms(TypedDict):
+    """What an order freezes when it is placed (fields of workflows.order.PlaceOrder)."""
+
+    acceptance_timeout_seconds: int
+    acceptance_reminder_seconds: int
+    dispute_window_seconds: int
+    fee_bps: int
+    fee_fixed: int
+    review_window_seconds: int
+    dispute_escalation_seconds: int
+    notification_max_attempts: int
 
 
 @lru_cache

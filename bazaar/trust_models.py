@@ -83,8 +83,9 @@ class Reputation(Base):
     orders_completed: Mapped[int] = mapped_column(Integer, default=0)
     orders_cancelled: Mapped[int] = mapped_column(Integer, default=0)
     orders_disputed: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
 
 class TrustFlag(Base):
@@ -133,7 +134,9 @@ class DisputeMessage(Base):
     dispute_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("disputes.id"), index=True)
     author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     author_role: Mapped[str] = mapped_column(String(16))  # buyer | seller | support | system
-    kind: Mapped[str] = mapped_column(String(24))  # message | evidence | info_request | resolution | escalation
+    kind: Mapped[str] = mapped_column(
+        String(24)
+    )  # message | evidence | info_request | resolution | escalation
     body: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dedupe_key: Mapped[str | None] = mapped_column(String(255))
@@ -188,8 +191,10 @@ class NotificationPreference(Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    channel: Mapped[NotificationChannel] = mapped_column(_enum(NotificationChannel, "notification_channel"),
-                                                         primary_key=True)
+    channel: Mapped[NotificationChannel] = mapped_column(
+        _enum(NotificationChannel, "notification_channel"), primary_key=True
+    )
     enabled: Mapped[bool] = mapped_column(default=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

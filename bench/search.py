@@ -62,14 +62,30 @@ from search_sync.sync import SYNCED_CHANNEL  # noqa: E402
 SHAPES = ["text", "text_category_price_sort", "geo_radius", "text_facets"]
 TARGETS = ["api", "raw", "pg"]
 PARENTS = {
-    "phones": "electronics", "computers": "electronics", "audio": "electronics", "cameras": "electronics",
-    "furniture": "home", "kitchen": "home", "garden": "home", "clothing": "fashion", "shoes": "fashion",
-    "accessories": "fashion", "bikes": "sports", "camping": "sports", "fitness": "sports",
-    "books": "books-media", "music": "books-media", "games": "books-media", "toys": "kids", "baby": "kids",
+    "phones": "electronics",
+    "computers": "electronics",
+    "audio": "electronics",
+    "cameras": "electronics",
+    "furniture": "home",
+    "kitchen": "home",
+    "garden": "home",
+    "clothing": "fashion",
+    "shoes": "fashion",
+    "accessories": "fashion",
+    "bikes": "sports",
+    "camping": "sports",
+    "fitness": "sports",
+    "books": "books-media",
+    "music": "books-media",
+    "games": "books-media",
+    "toys": "kids",
+    "baby": "kids",
 }
-FILLER = ("great condition works perfectly original box receipt included smoke free home collection only "
-          "shipping possible price negotiable barely used some scratches fully functional cleaned tested "
-          "comes with manual spare parts rarely used moving sale quick sale gift unwanted upgrade").split()
+FILLER = (
+    "great condition works perfectly original box receipt included smoke free home collection only "
+    "shipping possible price negotiable barely used some scratches fully functional cleaned tested "
+    "comes with manual spare parts rarely used moving sale quick sale gift unwanted upgrade"
+).split()
 
 
 def log(message: str) -> None:
@@ -96,15 +112,38 @@ def generate(count: int, sellers: list[uuid.UUID], rng: random.Random) -> list[t
         low, high = template.price_range
         price = max(100, int(math.exp(rng.uniform(math.log(low), math.log(high)))))
         currency = rng.choices(["EUR", "GBP", "USD"], weights=[90, 5, 5])[0]
-        description = (f"{item} in {condition.replace('_', ' ')} condition, {adjective}. "
-                       + " ".join(rng.choices(FILLER, k=rng.randint(8, 30))) + f". Pick-up in {city}.")
+        description = (
+            f"{item} in {condition.replace('_', ' ')} condition, {adjective}. "
+            + " ".join(rng.choices(FILLER, k=rng.randint(8, 30)))
+            + f". Pick-up in {city}."
+        )
         published = now - timedelta(seconds=rng.randint(0, 90 * 86400))
-        rows.append((
-            uuid.uuid4(), rng.choice(sellers), f"{item}, {adjective}", description, price, currency,
-            template.category, condition, rng.randint(1, 3), lat + rng.uniform(-0.15, 0.15),
-            lng + rng.uniform(-0.15, 0.15), city, country, "active", 1, int(rng.paretovariate(1.5)) - 1,
-            rng.choice([0, 0, 0, 1, 2]), published, published, published, [], Jsonb({}),
-        ))
+        rows.append(
+            (
+                uuid.uuid4(),
+                rng.choice(sellers),
+                f"{item}, {adjective}",
+                description,
+                price,
+                currency,
+                template.category,
+                condition,
+                rng.randint(1, 3),
+                lat + rng.uniform(-0.15, 0.15),
+                lng + rng.uniform(-0.15, 0.15),
+                city,
+                country,
+                "active",
+                1,
+                int(rng.paretovariate(1.5)) - 1,
+                rng.choice([0, 0, 0, 1, 2]),
+                published,
+                published,
+                published,
+                [],
+                Jsonb({}),
+            )
+        )
     return rows
 
 
@@ -118,15 +157,41 @@ def bulk_load(database_url: str, listings: int, seller_count: int) -> tuple[list
             "COPY users (id, email, password_hash, display_name, roles, is_active) FROM STDIN"
         ) as copy:
             for n, seller in enumerate(sellers):
-                copy.write_row((seller, f"bench-seller-{n}@example.com", "x", f"Bench seller {n}",
-                                ["seller"], True))
-        columns = ("id, seller_id, title, description, price_amount, currency, category_slug, condition, "
-                   "quantity, lat, lng, city, country, status, version, view_count, order_count, "
-                   "published_at, created_at, updated_at, image_urls, attributes")
+                copy.write_row(
+                    (seller, f"bench-seller-{n}@example.com", "x", f"Bench seller {n}", ["seller"], True)
+                )
+        columns = (
+            "id, seller_id, title, description, price_amount, currency, category_slug, condition, "
+            "quantity, lat, lng, city, country, status, version, view_count, order_count, "
+            "published_at, created_at, updated_at, image_urls, attributes"
+        )
         with conn.cursor().copy(f"COPY listings ({columns}) FROM STDIN") as copy:
-            copy.set_types(["uuid", "uuid", "text", "text", "int8", "text", "text", "text", "int4", "float8",
-                            "float8", "text", "text", "text", "int4", "int8", "int8", "timestamptz",
-                            "timestamptz", "timestamptz", "text[]", "jsonb"])
+            copy.set_types(
+                [
+                    "uuid",
+                    "uuid",
+                    "text",
+                    "text",
+                    "int8",
+                    "text",
+                    "text",
+                    "text",
+                    "int4",
+                    "float8",
+                    "float8",
+                    "text",
+                    "text",
+                    "text",
+                    "int4",
+                    "int8",
+                    "int8",
+                    "timestamptz",
+                    "timestamptz",
+                    "timestamptz",
+                    "text[]",
+                    "jsonb",
+                ]
+            )
             for start in range(0, listings, 10_000):
                 for row in generate(min(10_000, listings - start), sellers, rng):
                     copy.write_row(row)
@@ -152,8 +217,10 @@ class Http1:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        head = (f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept-Encoding: identity\r\n"
-                f"{headers}Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept-Encoding: identity\r\n"
+            f"{headers}Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         raw = await self.reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
@@ -199,12 +266,18 @@ def make_queries(shape: str, rng: random.Random, count: int = 200) -> list[Listi
             case "text_category_price_sort":
                 category = rng.choice(sorted(set(PARENTS.values())))
                 low = rng.choice([500, 1_000, 2_000, 5_000])
-                q = ListingQuery(q=rng.choice(words), categories=[category], min_price=low,
-                                 max_price=low * rng.choice([5, 10, 20]), currency="EUR",
-                                 sort=rng.choice([SortOrder.PRICE_ASC, SortOrder.NEWEST]))
+                q = ListingQuery(
+                    q=rng.choice(words),
+                    categories=[category],
+                    min_price=low,
+                    max_price=low * rng.choice([5, 10, 20]),
+                    currency="EUR",
+                    sort=rng.choice([SortOrder.PRICE_ASC, SortOrder.NEWEST]),
+                )
             case "geo_radius":
-                q = ListingQuery(lat=city[2], lng=city[3], radius_km=rng.choice([5.0, 10.0, 25.0]),
-                                 sort=SortOrder.DISTANCE)
+                q = ListingQuery(
+                    lat=city[2], lng=city[3], radius_km=rng.choice([5.0, 10.0, 25.0]), sort=SortOrder.DISTANCE
+                )
             case "text_facets":
                 q = ListingQuery(q=rng.choice(words), facets=True)
             case _:
@@ -238,8 +311,14 @@ class Stats:
         def pct(p: float) -> float:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else float("nan")
 
-        out = {"n": len(lat), "errors": self.errors, "p50_ms": pct(0.50), "p95_ms": pct(0.95),
-               "p99_ms": pct(0.99), "rps": round(len(lat) / self.seconds, 1) if self.seconds else 0.0}
+        out = {
+            "n": len(lat),
+            "errors": self.errors,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "rps": round(len(lat) / self.seconds, 1) if self.seconds else 0.0,
+        }
         if self.backend_ms:
             out["backend_p50_ms"] = round(statistics.median(self.backend_ms), 3)
         return out
@@ -316,9 +395,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
     s = sorted(values)
     if not s:
         return {"n": 0}
-    return {"n": len(s), "p50_ms": round(s[len(s) // 2] * 1000, 1),
-            "p99_ms": round(s[min(len(s) - 1, int(0.99 * len(s)))] * 1000, 1),
-            "max_ms": round(s[-1] * 1000, 1)}
+    return {
+        "n": len(s),
+        "p50_ms": round(s[len(s) // 2] * 1000, 1),
+        "p99_ms": round(s[min(len(s) - 1, int(0.99 * len(s)))] * 1000, 1),
+        "max_ms": round(s[-1] * 1000, 1),
+    }
 
 
 async def raw_task_latency(meili_url: str, master_key: str, index: str, ids: list[str]) -> dict[str, Any]:
@@ -329,7 +411,9 @@ async def raw_task_latency(meili_url: str, master_key: str, index: str, ids: lis
         for n, doc_id in enumerate(ids):
             started = time.perf_counter()
             task = await meili.wait_task(
-                await meili.enqueue("PUT", f"/indexes/{index}/documents", json=[{"id": doc_id, "popularity": n}])
+                await meili.enqueue(
+                    "PUT", f"/indexes/{index}/documents", json=[{"id": doc_id, "popularity": n}]
+                )
             )
             client_side.append(time.perf_counter() - started)
             enqueued = datetime.fromisoformat(task["enqueuedAt"].replace("Z", "+00:00")[:26] + "+00:00")
@@ -362,8 +446,9 @@ async def change_to_searchable(
     async def probe(listing_id: str, version: int, since: float) -> None:
         deadline = since + 30
         while time.perf_counter() < deadline:
-            doc = await meili.request("GET", f"/indexes/{index}/documents/{listing_id}",
-                                      params={"fields": "version"})
+            doc = await meili.request(
+                "GET", f"/indexes/{index}/documents/{listing_id}", params={"fields": "version"}
+            )
             if doc["version"] >= version:
                 latencies.append(time.perf_counter() - since)
                 return
@@ -375,8 +460,11 @@ async def change_to_searchable(
             await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
             body = json.dumps({"price": {"amount": amount + n, "currency": currency}}).encode()
             status, _, payload = await api.request(
-                "PATCH", f"/v1/listings/{listing_id}", body,
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
+                "PATCH",
+                f"/v1/listings/{listing_id}",
+                body,
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n",
+            )
             done = time.perf_counter()
             if status == 200:
                 probes.append(asyncio.create_task(probe(listing_id, json.loads(payload)["version"], done)))
@@ -389,8 +477,12 @@ async def change_to_searchable(
         await listener.close()
         await api.close()
         await meili.aclose()
-    return {"writes": len(writes), "rate_per_s": rate, "api_response_to_searchable": percentiles(latencies),
-            "sync_measured_outbox_to_task_succeeded": percentiles(synced)}
+    return {
+        "writes": len(writes),
+        "rate_per_s": rate,
+        "api_response_to_searchable": percentiles(latencies),
+        "sync_measured_outbox_to_task_succeeded": percentiles(synced),
+    }
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -415,10 +507,16 @@ async def measure_search(stack: Stack, pg_api_url: str, args: argparse.Namespace
             for concurrency in args.concurrency:
                 stats = await load(calls[target], urls[target], concurrency, args.duration, args.warmup)
                 results[shape][target][f"c{concurrency}"] = summary = stats.summary()
-                log(f"  {shape:26} {target:4} c={concurrency:<3} p50 {summary['p50_ms']:8.2f} ms  "
+                log(
+                    f"  {shape:26} {target:4} c={concurrency:<3} p50 {summary['p50_ms']:8.2f} ms  "
                     f"p95 {summary['p95_ms']:8.2f}  p99 {summary['p99_ms']:8.2f}  {summary['rps']:8.1f} req/s  "
                     f"errors {summary['errors']}"
-                    + (f"  (backend p50 {summary['backend_p50_ms']:.2f} ms)" if "backend_p50_ms" in summary else ""))
+                    + (
+                        f"  (backend p50 {summary['backend_p50_ms']:.2f} ms)"
+                        if "backend_p50_ms" in summary
+                        else ""
+                    )
+                )
     return results
 
 
@@ -447,17 +545,22 @@ def seller_writes(stack: Stack, count: int) -> list[tuple[str, str, str, int]]:
     writes = []
     for listing_id, seller_id, currency, amount in rows:
         if seller_id not in tokens:
-            tokens[seller_id] = jwt.encode({"sub": str(seller_id), "roles": ["seller"], "exp": exp},
-                                           stack.jwt_secret, algorithm="HS256")
+            tokens[seller_id] = jwt.encode(
+                {"sub": str(seller_id), "roles": ["seller"], "exp": exp}, stack.jwt_secret, algorithm="HS256"
+            )
         writes.append((str(listing_id), tokens[seller_id], currency, amount))
     return writes
 
 
 async def bench(stack: Stack, pg_api_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    report: dict[str, Any] = {"listings": args.listings, "cpus": os.cpu_count(),
-                              "load_average_at_start": os.getloadavg()[0],
-                              "duration_s": args.duration, "warmup_s": args.warmup,
-                              "meili_max_indexing_memory": os.environ.get("MEILI_MAX_INDEXING_MEMORY", "default")}
+    report: dict[str, Any] = {
+        "listings": args.listings,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg()[0],
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "meili_max_indexing_memory": os.environ.get("MEILI_MAX_INDEXING_MEMORY", "default"),
+    }
     log(f"loading {args.listings} listings into PostgreSQL (COPY) ...")
     _, load_seconds = bulk_load(stack.database_url, args.listings, args.sellers)
     report["postgres_copy_seconds"] = round(load_seconds, 2)
@@ -465,19 +568,26 @@ async def bench(stack: Stack, pg_api_url: str, args: argparse.Namespace) -> dict
 
     log("building the index (bazaar reindex: snapshot, new index, swap) ...")
     rep = await reindex(get_settings(), progress=sys.stderr.isatty())
-    report["indexing"] = {"documents": rep.documents, "seconds": round(rep.indexing_seconds, 2),
-                          "docs_per_second": round(rep.docs_per_second), "swap_done_after_s": round(rep.seconds, 2)}
+    report["indexing"] = {
+        "documents": rep.documents,
+        "seconds": round(rep.indexing_seconds, 2),
+        "docs_per_second": round(rep.docs_per_second),
+        "swap_done_after_s": round(rep.seconds, 2),
+    }
     log(f"  {rep.documents} documents in {rep.indexing_seconds:.1f}s = {rep.docs_per_second:.0f} docs/s")
 
-    log("search latency and throughput (api = our API on Meilisearch, raw = Meilisearch directly, "
-        "pg = our API on the PostgreSQL fallback) ...")
+    log(
+        "search latency and throughput (api = our API on Meilisearch, raw = Meilisearch directly, "
+        "pg = our API on the PostgreSQL fallback) ..."
+    )
     report["search"] = await measure_search(stack, pg_api_url, args)
     report["ratios"] = ratios(report["search"], args.concurrency)
 
     log("raw single-document Meilisearch task latency ...")
     sample_ids = [w[0] for w in seller_writes(stack, args.raw_tasks)]
-    report["raw_task_latency"] = await raw_task_latency(stack.meili_url, stack.meili_master_key, "listings",
-                                                        sample_ids)
+    report["raw_task_latency"] = await raw_task_latency(
+        stack.meili_url, stack.meili_master_key, "listings", sample_ids
+    )
     log(f"  {report['raw_task_latency']}")
     # Two steady rates: one slower than a Meilisearch batch (each change gets its own batch: our pipeline's
     # own cost) and one faster (changes queue behind the batch in flight and share the next one).
@@ -486,7 +596,8 @@ async def bench(stack: Stack, pg_api_url: str, args: argparse.Namespace) -> dict
         log(f"change-to-searchable under {rate}/s listing edits through the API ...")
         seconds = max(args.write_seconds, 40 / rate)  # at least 40 samples
         report["freshness"][f"{rate:g}_per_s"] = result = await change_to_searchable(
-            stack, "listings", seller_writes(stack, int(rate * seconds)), rate)
+            stack, "listings", seller_writes(stack, int(rate * seconds)), rate
+        )
         log(f"  {result}")
 
     raw_p99 = report["raw_task_latency"]["client"]["p99_ms"]
@@ -494,7 +605,8 @@ async def bench(stack: Stack, pg_api_url: str, args: argparse.Namespace) -> dict
         "api_p50_le_2x_raw_c1": {s: r["api_over_raw_p50_c1"] <= 2.0 for s, r in report["ratios"].items()},
         "api_rps_ge_0_6x_raw_c8": {s: r["api_over_raw_rps_c8"] >= 0.6 for s, r in report["ratios"].items()},
         "freshness_p99_le_1_5x_raw_task_p99": {
-            rate: r["api_response_to_searchable"]["p99_ms"] <= 1.5 * raw_p99 for rate, r in report["freshness"].items()
+            rate: r["api_response_to_searchable"]["p99_ms"] <= 1.5 * raw_p99
+            for rate, r in report["freshness"].items()
         },
         "freshness_p99_over_raw_task_p99": {
             rate: round(r["api_response_to_searchable"]["p99_ms"] / raw_p99, 2)
@@ -514,8 +626,11 @@ def main() -> None:
     parser.add_argument("--raw-tasks", type=int, default=100)
     parser.add_argument("--write-rate", type=float, nargs="+", default=[1.0, 20.0], help="listing edits/s")
     parser.add_argument("--write-seconds", type=float, default=15.0)
-    parser.add_argument("--meili-indexing-memory", default="512Mb",
-                        help="MEILI_MAX_INDEXING_MEMORY for the embedded Meilisearch ('default': unset)")
+    parser.add_argument(
+        "--meili-indexing-memory",
+        default="512Mb",
+        help="MEILI_MAX_INDEXING_MEMORY for the embedded Meilisearch ('default': unset)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args()
 
@@ -534,7 +649,11 @@ def main() -> None:
         get_settings.cache_clear()
         # A second API whose Meilisearch is a closed port: every search takes the PostgreSQL fallback.
         dead_meili, pg_port = services.free_ports(2)
-        pg_env = {**stack.child_env(), "MEILI_URL": f"http://127.0.0.1:{dead_meili}", "API_PORT": str(pg_port)}
+        pg_env = {
+            **stack.child_env(),
+            "MEILI_URL": f"http://127.0.0.1:{dead_meili}",
+            "API_PORT": str(pg_port),
+        }
         pg_api = services.start_api(stack.supervisor, pg_env, pg_port)
         report = asyncio.run(bench(stack, pg_api.url, args))
     finally:

@@ -34,8 +34,11 @@ def _busy_ports(stack: Stack) -> list[str]:
     """Dev ports of services we would start that something already listens on."""
     p = stack.ports
     wanted = {
-        "postgres": [p.postgres], "temporal": [p.temporal, p.temporal_ui], "meilisearch": [p.meili],
-        "stripe": [p.stripe], "smtp": [p.smtp],
+        "postgres": [p.postgres],
+        "temporal": [p.temporal, p.temporal_ui],
+        "meilisearch": [p.meili],
+        "stripe": [p.stripe],
+        "smtp": [p.smtp],
     }
     ports = [port for name in stack.embedded for port in wanted[name]] + [p.api]
     return [str(port) for port in ports if services.port_in_use(port)]
@@ -82,31 +85,47 @@ def _banner(stack: Stack) -> str:
 def run() -> int:
     settings = Settings()
     data_dir = Path(settings.data_dir)
-    stack = Stack(data_dir if data_dir.is_absolute() else ROOT / data_dir, Ports.dev(settings),
-                  persistent=True, settings=settings, echo=True)
+    stack = Stack(
+        data_dir if data_dir.is_absolute() else ROOT / data_dir,
+        Ports.dev(settings),
+        persistent=True,
+        settings=settings,
+        echo=True,
+    )
     busy = _busy_ports(stack)
     if busy:
-        print(f"[devstack] port(s) {', '.join(busy)} already in use: is another `make run` running?",
-              file=sys.stderr)
+        print(
+            f"[devstack] port(s) {', '.join(busy)} already in use: is another `make run` running?",
+            file=sys.stderr,
+        )
         return 1
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`&`)
     code = 0
     reason = ""
     try:
-        print(f"[devstack] starting {', '.join(stack.embedded) or 'no embedded services'} "
-              f"(data in {stack.data_dir})", flush=True)
+        print(
+            f"[devstack] starting {', '.join(stack.embedded) or 'no embedded services'} "
+            f"(data in {stack.data_dir})",
+            flush=True,
+        )
         stack.start()
         try:
             stack.load_demo_data()
         except ServiceError as exc:  # the stack is still useful without demo data: say so, keep going
-            print(f"\n[devstack] {exc}\n[devstack] continuing without demo data; it is retried at the next run",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\n[devstack] {exc}\n[devstack] continuing without demo data; it is retried at the next run",
+                file=sys.stderr,
+                flush=True,
+            )
         print(_banner(stack), flush=True)
         died = stack.watch()
-        print(f"\n[devstack] {died.name} exited unexpectedly with code {died.returncode}; stopping the stack."
-              f"\n  last output:\n{died.tail()}\n  full log: {stack.log_dir / (died.name + '.log')}",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n[devstack] {died.name} exited unexpectedly with code {died.returncode}; stopping the stack."
+            f"\n  last output:\n{died.tail()}\n  full log: {stack.log_dir / (died.name + '.log')}",
+            file=sys.stderr,
+            flush=True,
+        )
         code = 1
         reason = f" because {died.name} died (exit code {died.returncode})"
     except KeyboardInterrupt:

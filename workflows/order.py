@@ -37,13 +37,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.notifications import PrepareNotifications
     from activities.orders import OrderActivities, OrderSnapshot, OrderStateChange, ReserveStockInput
     from activities.payments import (
         ChargebackMovement,
@@ -55,7 +58,12 @@ with workflow.unsafe.imports_passed_through():
         TransferRequest,
         TransferReversalRequest,
     )
-    from bazaar.money import platform_fee
+    from activities.trust import OrderOutcome, ReviewWindowRequest, TrustActivities
+    from bazaar.money import format_money, platform_fee
+
+from workflows.dispute import DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
+from workflows.notification import NotificationWorkflow, NotifyRequest, notify_workflow_id
+from workflows.reviews import ReviewRound, ReviewWorkflow, reviews_workflow_id
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 BUYER_ID = SearchAttributeKey.for_keyword("BuyerId")
@@ -77,6 +85,11 @@ MONEY_RETRY = RetryPolicy(
 PLACEMENT_WAIT = timedelta(seconds=10)
 # Patch (2026-11-25): a completed order whose payout failed waits for support's retry instead of ending.
 PAYOUT_RETRY_PATCH = "wait-for-payout-retry"
+# Patch (2026-11-26): notifications, the acceptance reminder, review rounds, dispute cases and reputation
+# counters as children and activities of the order. Orders started before it run on without them.
+TRUST_PATCH = "trust-and-notifications"
+# Cancellations that count against the seller's reputation (not the buyer's change of mind).
+SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "acceptance_timeout"})
 TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
 # States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
 CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
@@ -98,6 +111,10 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
 }
 
 
+def _minutes(moment: datetime) -> str:
+    return moment.isoformat(timespec="minutes")
+
+
 def order_workflow_id(order_id: str) -> str:
     return f"order-{order_id}"
 
@@ -115,6 +132,10 @@ class PlaceOrder:
     dispute_window_seconds: int = 7 * 24 * 3600
     fee_bps: int = 1000
     fee_fixed: int = 30
+    acceptance_reminder_seconds: int = 12 * 3600  # before the acceptance deadline
+    review_window_seconds: int = 14 * 24 * 3600
+    dispute_escalation_seconds: int = 5 * 24 * 3600
+    notification_max_attempts: int = 6
     # A new run for an order whose workflow has ended (a late chargeback): load the state, never charge.
     reopen: bool = False
 
@@ -130,7 +151,8 @@ class Actor:
 @dataclass
 class ActionRequest:
     actor: Actor
-    reason: str | None = None  # free text for cancel/dispute
+    reason: str | None = None  # free text for cancel; the reason code for a dispute
+    message: str | None = None  # open_dispute: the buyer's account of what went wrong
     tracking: dict[str, str] | None = None  # fulfil: carrier, tracking number, url
     resolution: str | None = None  # resolve_dispute: release | refund | partial_refund
     refund_amount: int | None = None  # partial_refund, minor units
@@ -207,10 +229,14 @@ class OrderWorkflow:
         self._payment_settled = False
         self._provider_reports: dict[str, str] = {}
         self._lock = asyncio.Lock()  # one transition at a time (updates, signals and timers)
+        self._trust = False  # TRUST_PATCH applies to this run
+        self._reminded = False
+        self._dispute_message = ""
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
         self._req = req
+        self._trust = workflow.patched(TRUST_PATCH)
         if req.reopen:
             await self._restore()
         elif not await self._place(req):
@@ -322,6 +348,24 @@ class OrderWorkflow:
             deadline = {"paid": req.acceptance_timeout_seconds, "fulfilled": req.dispute_window_seconds}.get(
                 status
             )
+            if status == "paid" and self._trust and not self._reminded:
+                self._reminded = True
+                before = deadline - req.acceptance_reminder_seconds if deadline else 0
+                if before > 0:
+                    try:
+                        await workflow.wait_condition(
+                            lambda: self.view.status != "paid", timeout=timedelta(seconds=before)
+                        )
+                        continue
+                    except TimeoutError:
+                        deadline_at = workflow.now() + timedelta(seconds=req.acceptance_reminder_seconds)
+                        await self._notify(
+                            "acceptance_deadline_approaching",
+                            "reminder",
+                            ["seller"],
+                            {"deadline": _minutes(deadline_at)},
+                        )
+                        deadline = req.acceptance_reminder_seconds
             try:
                 await workflow.wait_condition(
                     lambda current=status: self.view.status != current,  # type: ignore[misc]
@@ -407,6 +451,7 @@ class OrderWorkflow:
         async with self._lock:
             party = self._authorize("open_dispute", req.actor)
             self._view = replace(self.view, dispute_source="buyer")
+            self._dispute_message = req.message or ""
             await self._transition(
                 "disputed", req.reason or "buyer_dispute", "frozen", party, req.actor, "order.disputed"
             )
@@ -437,6 +482,7 @@ class OrderWorkflow:
                 raise ApplicationError(
                     "resolution must be release, refund or partial_refund", type="InvalidRequest"
                 )
+            await self._close_dispute_case(Resolution(req.resolution, req.refund_amount))
         return self.view
 
     @workflow.update
@@ -761,6 +807,7 @@ class OrderWorkflow:
                 await self._complete("chargeback_won", "system", None, fee=self._clawed_back_fee)
             else:
                 await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
+            await self._close_dispute_case(Resolution("release"))
             return
         self._view = replace(self.view, chargeback_status="lost")
         if self._escrow_held() > 0:
@@ -773,6 +820,7 @@ class OrderWorkflow:
         await self._transition(
             "refunded", "chargeback_lost", "charged_back", "system", None, "order.chargeback_lost"
         )
+        await self._close_dispute_case(Resolution("refund", notice.amount))
 
     async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
         operation = "chargeback_reversal" if reinstated else "chargeback"
@@ -819,6 +867,143 @@ class OrderWorkflow:
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
+        await self._tell_others(action)
+
+    # ---- trust and notifications (TRUST_PATCH) ---------------------------------------------------------
+    async def _tell_others(self, action: str) -> None:
+        """What a transition means beyond the order: notifications, the review round, the dispute case and
+        the seller's outcome counters. Children outlive the order (ABANDON) and deliver on their own
+        retries, so a slow or dead mail server never holds up or fails the order."""
+        if not self._trust:
+            return
+        view = self.view
+        if action == "order.paid":
+            deadline = workflow.now() + timedelta(seconds=self._terms.acceptance_timeout_seconds)
+            await self._notify("order_paid", "paid", ["seller"], {"deadline": _minutes(deadline)})
+        elif action == "order.accepted":
+            await self._notify("order_accepted", "accepted", ["buyer"])
+        elif action == "order.fulfilled":
+            tracking = ", ".join(f"{k}: {v}" for k, v in sorted((view.tracking or {}).items()))
+            await self._notify("order_shipped", "shipped", ["buyer"], {"tracking": tracking or "none given"})
+        elif action == "order.cancelled":
+            if view.reason == "seller_declined":
+                await self._notify("order_declined", "cancelled", ["buyer"])
+            else:
+                reason = (view.reason or "cancelled").replace("_", " ")
+                await self._notify("order_cancelled", "cancelled", ["buyer", "seller"], {"reason": reason})
+            if view.reason in SELLER_CANCELLATIONS:
+                await self._record_outcome("cancelled")
+        elif action == "order.completed":
+            gross, fee = self._released or (0, 0)
+            payout = format_money(gross - fee, view.currency)
+            await self._notify("order_completed", "completed", ["seller"], {"payout": payout})
+            await self._record_outcome("completed")
+            # The window opens before the update answers, so both sides can review right away; the
+            # review round (invitations, blind reveal, closing timer) runs on as a child.
+            await workflow.execute_activity_method(
+                TrustActivities.open_review_window,
+                ReviewWindowRequest(view.order_id, self._terms.review_window_seconds),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            )
+            await self._start_child(
+                ReviewWorkflow.run,
+                ReviewRound(
+                    view.order_id,
+                    view.buyer_id,
+                    view.seller_id,
+                    view.listing_title,
+                    self._terms.review_window_seconds,
+                    self._terms.notification_max_attempts,
+                ),
+                reviews_workflow_id(view.order_id),
+                once=True,
+            )
+        elif action in ("order.disputed", "order.chargeback"):
+            await self._record_outcome("disputed")
+            by_buyer = action == "order.disputed"
+            await self._start_child(
+                DisputeWorkflow.run,
+                DisputeCase(
+                    order_id=view.order_id,
+                    buyer_id=view.buyer_id,
+                    seller_id=view.seller_id,
+                    listing_title=view.listing_title,
+                    source="buyer" if by_buyer else "chargeback",
+                    reason_code=(view.reason or "other") if by_buyer else "chargeback",
+                    message=self._dispute_message if by_buyer else "",
+                    provider_dispute_id=None if by_buyer else view.chargeback_id,
+                    escalate_after_seconds=self._terms.dispute_escalation_seconds,
+                    notification_max_attempts=self._terms.notification_max_attempts,
+                ),
+                dispute_workflow_id(view.order_id),
+                # A chargeback after a closed buyer dispute reopens the case.
+                once=False,
+            )
+
+    @property
+    def _terms(self) -> PlaceOrder:
+        assert self._req is not None
+        return self._req
+
+    async def _notify(
+        self, event_type: str, key: str, parties: list[str], data: dict[str, str] | None = None
+    ) -> None:
+        view = self.view
+        event_key = f"order:{view.order_id}:{key}"
+        event = PrepareNotifications(
+            event_key=event_key,
+            event_type=event_type,
+            recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],
+            data={
+                "order_id": view.order_id,
+                "buyer_id": view.buyer_id,
+                "listing_title": view.listing_title,
+                "amount": format_money(view.amount, view.currency),
+                **(data or {}),
+            },
+        )
+        await self._start_child(
+            NotificationWorkflow.run,
+            NotifyRequest(event=event, max_attempts=self._terms.notification_max_attempts),
+            notify_workflow_id(event_key),
+            once=True,
+        )
+
+    async def _start_child(self, run: Any, arg: Any, child_id: str, *, once: bool) -> None:
+        """Start a child that outlives the order; `once`: never again under this id (an event notifies
+        once), else only while no run of it is open."""
+        try:
+            await workflow.start_child_workflow(
+                run,
+                arg,
+                id=child_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                ),
+            )
+        except FailureError:  # WorkflowAlreadyStartedError: it ran (or runs) already
+            workflow.logger.info("child %s already started", child_id)
+
+    async def _record_outcome(self, outcome: str) -> None:
+        await workflow.execute_activity_method(
+            TrustActivities.record_order_outcome,
+            OrderOutcome(self.view.order_id, outcome),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+
+    async def _close_dispute_case(self, resolution: Resolution) -> None:
+        if not self._trust:
+            return
+        case = workflow.get_external_workflow_handle_for(
+            DisputeWorkflow.run, dispute_workflow_id(self.view.order_id)
+        )
+        try:
+            await case.signal(DisputeWorkflow.resolved, resolution)
+        except FailureError:  # no open case (e.g. the order was disputed before cases existed)
+            workflow.logger.warning("no open dispute case for order %s", self.view.order_id)
 
     def _upsert_memo(self) -> None:
         workflow.upsert_memo(

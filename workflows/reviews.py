@@ -28,6 +28,7 @@ class ReviewRound:
     seller_id: str
     listing_title: str
     window_seconds: int = 14 * 24 * 3600
+    notification_max_attempts: int = 6
 
 
 def reviews_workflow_id(order_id: str) -> str:
@@ -60,7 +61,8 @@ class ReviewWorkflow:
                         "deadline": closes_at,
                         "order_id": req.order_id,
                     },
-                )
+                ),
+                max_attempts=req.notification_max_attempts,
             ),
             id=notify_workflow_id(event_key),
             parent_close_policy=ParentClosePolicy.ABANDON,

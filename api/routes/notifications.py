@@ -62,7 +62,8 @@ async def set_preference(body: PreferenceIn, caller: Caller, session: Session) -
     return await notifications.preferences(session, caller.user_id)
 
 
-@router.api_route("/notifications/unsubscribe", methods=["GET", "POST"], response_model=dict[str, str])
+@router.post("/notifications/unsubscribe", response_model=dict[str, str])
+@router.get("/notifications/unsubscribe", response_model=dict[str, str], operation_id="unsubscribe_link")
 async def unsubscribe(token: Annotated[str, Query(max_length=500)], session: Session) -> dict[str, str]:
     """One click from an email (RFC 8058 POST or a plain GET); the signed token says who and what."""
     user_id, event_type, channel = notifications.read_unsubscribe_token(

@@ -24,6 +24,7 @@ from api.schemas import (
     ResolveIn,
     TimelineEvent,
 )
+from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Listing, ListingStatus, Order, Role
@@ -59,7 +60,6 @@ async def place_order(
         await _check_purchasable(session, body, buyer)
     await session.commit()  # end the read transaction before waiting on the workflow
 
-    settings = get_settings()
     request = PlaceOrder(
         order_id=str(order_id),
         buyer_id=str(buyer.user_id),
@@ -67,10 +67,7 @@ async def place_order(
         quantity=body.quantity,
         payment_method=body.payment_method,
         idempotency_key=idempotency_key,
-        acceptance_timeout_seconds=settings.order_acceptance_timeout_seconds,
-        dispute_window_seconds=settings.order_dispute_window_seconds,
-        fee_bps=settings.platform_fee_bps,
-        fee_fixed=settings.platform_fee_fixed,
+        **get_settings().order_terms(),
     )
     view = await _start_or_join(temporal, request)
     if view.listing_id != request.listing_id or view.quantity != request.quantity:
@@ -204,16 +201,17 @@ async def confirm_receipt(
 
 @router.post("/{order_id}/dispute", response_model=OrderOut)
 async def open_dispute(
-    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: ActionIn
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: DisputeIn
 ) -> OrderOut:
-    """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen."""
+    """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen and a dispute
+    case opens for support (its thread: `GET /v1/orders/{id}/dispute`)."""
     return await _act(
         temporal,
         session,
         order_id,
         caller,
         OrderWorkflow.open_dispute,
-        ActionRequest(_actor(caller), reason=body.reason),
+        ActionRequest(_actor(caller), reason=body.reason_code, message=body.message),
     )
 
 

@@ -117,6 +117,7 @@ async def _reopen_with_chargeback(temporal: Temporal, order: Order, notice: Char
             payment_method="",
             idempotency_key=order.idempotency_key,
             reopen=True,
+            **get_settings().order_terms(),
         ),
         id=order.workflow_id,
         task_queue=get_settings().temporal_task_queue,

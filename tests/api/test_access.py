@@ -27,6 +27,11 @@ PUBLIC = {
     ("GET", "/v1/categories"),  # the category taxonomy
     ("GET", "/v1/search/listings"),
     ("POST", "/v1/webhooks/stripe"),  # authenticated by the Stripe-Signature instead
+    ("GET", "/v1/users/{user_id}/profile"),  # display name and reputation, like a shop front
+    ("GET", "/v1/users/{user_id}/reviews"),  # revealed, visible reviews only
+    # One-click unsubscribe from a mail client: authenticated by the signed token in the link.
+    ("GET", "/v1/notifications/unsubscribe"),
+    ("POST", "/v1/notifications/unsubscribe"),
 }
 SELLER_ONLY = {
     ("POST", "/v1/listings"),
@@ -39,7 +44,14 @@ SELLER_ONLY = {
     ("GET", "/v1/payout-account"),
     ("GET", "/v1/payout-account/balance"),
 }
-SUPPORT_ONLY = {("POST", "/v1/orders/{order_id}/resolve")}
+SUPPORT_ONLY = {
+    ("POST", "/v1/orders/{order_id}/resolve"),
+    ("POST", "/v1/orders/{order_id}/dispute/info-requests"),
+    ("POST", "/v1/support/reviews/{review_id}/hide"),
+    ("GET", "/v1/support/trust-flags"),
+    ("GET", "/v1/support/dead-letters"),
+    ("POST", "/v1/support/dead-letters/{dead_letter_id}/replay"),
+}
 BUYER_ONLY = {("POST", "/v1/orders")}
 
 
@@ -51,7 +63,9 @@ def all_endpoints() -> list[tuple[str, str]]:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{listing_id}", str(uuid.uuid4())).replace("{order_id}", str(uuid.uuid4()))
+    for name in ("listing_id", "order_id", "user_id", "review_id"):
+        path = path.replace(f"{{{name}}}", str(uuid.uuid4()))
+    return path.replace("{dead_letter_id}", "1").replace("{notification_id}", "1")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from bazaar.db import get_engine, get_sessionmaker
@@ -41,7 +42,7 @@ from tests.activities.money_helpers import (
     transfers_for,
 )
 from tests.api.helpers import Actor, published_listing, register, seller_with_payout
-from worker import activities_for
+from worker import WORKFLOWS, activities_for, trust_activities
 from workflows.order import OrderView, OrderWorkflow, PlaceOrder, order_workflow_id
 
 pytestmark = [
@@ -139,8 +140,11 @@ async def worker(client: Client, queue: str) -> AsyncIterator[Worker]:
     running = Worker(
         client,
         task_queue=queue,
-        workflows=[OrderWorkflow],
-        activities=activities_for(OrderActivities(), payments),
+        workflows=WORKFLOWS,
+        activities=[
+            *activities_for(OrderActivities(), payments),
+            *trust_activities(NotificationActivities(get_settings())),
+        ],
     )
     task = asyncio.create_task(running.run())
     try:

@@ -101,7 +101,10 @@ def test_refusals_say_why_and_show_the_current_state(http: httpx.Client) -> None
     assert (again.status_code, again.json()["error"]["details"]["order"]["status"]) == (409, "confirmed")
     late = refused(http, oid, "cancel", buyer)  # after acceptance only the seller (or support) cancels
     assert late.status_code == 403
-    assert refused(http, oid, "dispute", buyer, {"reason": "too early"}).status_code == 409
+    assert (
+        refused(http, oid, "dispute", buyer, {"reason_code": "other", "message": "too early"}).status_code
+        == 409
+    )
     assert (
         http.post(
             f"/v1/orders/{oid}/resolve", headers=buyer.headers, json={"resolution": "refund"}
@@ -135,7 +138,7 @@ def test_dispute_resolved_by_support_with_a_partial_refund(http: httpx.Client, s
     oid = order["id"]
     act(http, oid, "accept", seller)
     act(http, oid, "fulfil", seller)
-    disputed = act(http, oid, "dispute", buyer, {"reason": "arrived scratched"})
+    disputed = act(http, oid, "dispute", buyer, {"reason_code": "damaged", "message": "arrived scratched"})
     assert (disputed["status"], disputed["payment_state"]) == ("disputed", "frozen")
     assert refused(http, oid, "confirm-receipt", buyer).status_code == 409
 
@@ -170,7 +173,7 @@ def test_dispute_refunded_in_full_by_support(http: httpx.Client, stack: Any) -> 
     oid = order["id"]
     act(http, oid, "accept", seller)
     act(http, oid, "fulfil", seller)
-    act(http, oid, "dispute", buyer, {"reason": "never arrived"})
+    act(http, oid, "dispute", buyer, {"reason_code": "not_received", "message": "never arrived"})
     staff = support_user(http, stack)
     refunded = act(http, oid, "resolve", staff, {"resolution": "refund", "note": "carrier lost it"})
     assert (refunded["status"], refunded["payment_state"]) == ("refunded", "refunded")

@@ -34,7 +34,11 @@ def test_upgrade_matches_models_and_downgrade_round_trips(infra: Any) -> None:
         assert diff == [], f"models and migrations disagree: {diff}"
         command.downgrade(config, "base")
         with engine.connect() as conn:
-            tables = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+            tables = (
+                conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+                .scalars()
+                .all()
+            )
         assert set(tables) <= {"alembic_version"}
         command.upgrade(config, "head")
         engine.dispose()

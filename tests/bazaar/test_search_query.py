@@ -110,7 +110,7 @@ def test_postgres_text_query_terms() -> None:
 
 
 def test_highlight_is_html_safe() -> None:
-    marked = f"{MARK_START}<b>{MARK_END} & \"x\" <script>"
+    marked = f'{MARK_START}<b>{MARK_END} & "x" <script>'
     assert render_highlight(marked) == '<em>&lt;b&gt;</em> &amp; "x" &lt;script&gt;'
 
 
@@ -207,8 +207,9 @@ def test_settings_comparison_ignores_what_meilisearch_normalises() -> None:
         "stopWords": [],
     }
     assert _contains(current, INDEX_SETTINGS)
-    assert not _contains({**current, "rankingRules": list(reversed(INDEX_SETTINGS["rankingRules"]))},
-                         INDEX_SETTINGS)
+    assert not _contains(
+        {**current, "rankingRules": list(reversed(INDEX_SETTINGS["rankingRules"]))}, INDEX_SETTINGS
+    )
 
 
 def test_own_listing_cursors_round_trip_and_reject_tampering() -> None:

@@ -60,7 +60,9 @@ def temporal(sup: Supervisor) -> services.TemporalService:
 @pytest.fixture(scope="module")
 def meili(sup: Supervisor, workdir: Path) -> services.MeiliService:
     [port] = services.free_ports(1)
-    return services.start_meilisearch(sup, workdir / "meili", port, master_key=DevSecrets.generate().meili_master_key)
+    return services.start_meilisearch(
+        sup, workdir / "meili", port, master_key=DevSecrets.generate().meili_master_key
+    )
 
 
 def _libpq(url: str) -> str:
@@ -112,18 +114,26 @@ def test_search_attributes_constant() -> None:
     assert services.SEARCH_ATTRIBUTES["OrderStatus"] == "Keyword"
     assert services.SEARCH_ATTRIBUTES["OrderAmount"] == "Int"
     assert set(services.SEARCH_ATTRIBUTES) == {
-        "OrderStatus", "BuyerId", "SellerId", "ListingId", "OrderAmount", "PaymentState"}
+        "OrderStatus",
+        "BuyerId",
+        "SellerId",
+        "ListingId",
+        "OrderAmount",
+        "PaymentState",
+    }
 
 
 def test_meilisearch_health_and_key_scopes(meili: services.MeiliService) -> None:
     assert httpx.get(f"{meili.url}/health").json() == {"status": "available"}
     assert meili.search_key != meili.master_key
     new_index = {"uid": "listings_scope_test", "primaryKey": "id"}
-    as_search = httpx.post(f"{meili.url}/indexes", json=new_index,
-                           headers={"Authorization": f"Bearer {meili.search_key}"})
+    as_search = httpx.post(
+        f"{meili.url}/indexes", json=new_index, headers={"Authorization": f"Bearer {meili.search_key}"}
+    )
     assert as_search.status_code == 403
-    as_master = httpx.post(f"{meili.url}/indexes", json=new_index,
-                           headers={"Authorization": f"Bearer {meili.master_key}"})
+    as_master = httpx.post(
+        f"{meili.url}/indexes", json=new_index, headers={"Authorization": f"Bearer {meili.master_key}"}
+    )
     assert as_master.status_code == 202
     # The search key can search (the index exists once the task ran) and is idempotent to re-create.
     assert services.ensure_search_key(meili.url, meili.master_key) == meili.search_key
@@ -147,7 +157,10 @@ def test_external_vars_mean_external_services() -> None:
     assert external_services(set()) == frozenset()
     assert external_services({"database_url", "smtp_host", "jwt_secret"}) == {"postgres", "smtp"}
     assert external_services({"temporal_address", "meili_url", "stripe_api_base"}) == {
-        "temporal", "meilisearch", "stripe"}
+        "temporal",
+        "meilisearch",
+        "stripe",
+    }
 
 
 def test_explicit_setting_suppresses_the_embedded_service(
@@ -156,7 +169,9 @@ def test_explicit_setting_suppresses_the_embedded_service(
     for var in ("DATABASE_URL", "TEMPORAL_ADDRESS", "MEILI_URL", "STRIPE_API_BASE", "SMTP_HOST"):
         monkeypatch.delenv(var, raising=False)
     # Nothing set explicitly (defaults only): everything is embedded.
-    assert Stack(tmp_path, Ports.free(), persistent=False, settings=Settings(_env_file=None)).embedded == INFRA
+    assert (
+        Stack(tmp_path, Ports.free(), persistent=False, settings=Settings(_env_file=None)).embedded == INFRA
+    )
     # Set to the embedded default (a copied .env.example): still the embedded service.
     same = Settings(_env_file=None, database_url="postgresql+psycopg://bazaar@127.0.0.1:54329/bazaar")
     assert "database_url" in same.model_fields_set
@@ -168,7 +183,10 @@ def test_explicit_setting_suppresses_the_embedded_service(
     assert stack.env["DATABASE_URL"] == "postgresql+psycopg://app@db.example:5432/app"
     assert stack.env["SMTP_HOST"] == "mail.example"
     # Other explicit settings (not service addresses) change nothing.
-    assert external_services(Settings(_env_file=None, smtp_port=2525).model_fields_set) == {"postgres", "smtp"}
+    assert external_services(Settings(_env_file=None, smtp_port=2525).model_fields_set) == {
+        "postgres",
+        "smtp",
+    }
 
 
 def test_dev_secrets_are_created_once_and_private(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +12,8 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
+from activities.notifications import DeadLetterRequest, PrepareNotifications
 from activities.orders import OrderSnapshot, OrderStateChange, ReserveStockInput, ReserveStockResult
 from activities.payments import (
     ChargebackMovement,
@@ -23,6 +28,7 @@ from activities.payments import (
     TransferReversalRequest,
     TransferReversalResult,
 )
+from activities.trust import OrderOutcome, ReviewWindowRequest
 
 
 @dataclass
@@ -45,6 +51,28 @@ class FakeWorld:
     payouts: list[tuple[str, int]] = field(default_factory=list)  # transfers the "provider" accepted
     reversed_payouts: int = 0
     loads: int = 0
+    # Trust and notifications: what the order's children and activities did.
+    mail_down: bool = False  # every delivery fails (after a short wait, like a refused SMTP connection)
+    events: list[PrepareNotifications] = field(default_factory=list)
+    deliveries: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (event type, recipient)
+    delivered: list[int] = field(default_factory=list)
+    dead: dict[int, float] = field(default_factory=dict)  # id -> when it was dead-lettered (monotonic)
+    outcomes: list[OrderOutcome] = field(default_factory=list)
+    review_windows: list[ReviewWindowRequest] = field(default_factory=list)
+    dispute_cases: list[OpenDispute] = field(default_factory=list)
+    dispute_thread: list[ThreadEntry] = field(default_factory=list)
+    dispute_statuses: list[DisputeStatusChange] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def notified(self, event_type: str) -> list[PrepareNotifications]:
+        return [e for e in self.events if e.event_type == event_type]
+
+    async def eventually(self, check: Callable[[], bool], seconds: float = 15) -> None:
+        """Children run on their own: poll until `check` holds."""
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, "timed out waiting for the order's children"
+            await asyncio.sleep(0.05)
 
     def snapshot(self, order_id: str) -> OrderSnapshot:
         """What the database would hold after what these activities saw (for a reopened run)."""
@@ -155,7 +183,65 @@ class FakeWorld:
         async def load_order(order_id: str) -> OrderSnapshot:
             return world.snapshot(order_id)
 
+        @activity.defn(name="prepare_notifications")
+        async def prepare_notifications(req: PrepareNotifications) -> list[int]:
+            if any(e.event_key == req.event_key for e in world.events):
+                return []  # the real activity returns only rows not yet sent
+            world.events.append(req)
+            ids = []
+            for recipient in [*req.recipient_ids, *req.recipient_roles]:
+                ids.append(next(world._ids))
+                world.deliveries[ids[-1]] = (req.event_type, recipient)
+            return ids
+
+        @activity.defn(name="deliver_notification")
+        async def deliver_notification(notification_id: int) -> str:
+            if world.mail_down:
+                await asyncio.sleep(0.2)
+                raise ConnectionRefusedError("SMTP server is down")
+            world.delivered.append(notification_id)
+            return "sent"
+
+        @activity.defn(name="dead_letter_notification")
+        async def dead_letter_notification(req: DeadLetterRequest) -> None:
+            world.dead[req.notification_id] = time.monotonic()
+
+        @activity.defn(name="record_order_outcome")
+        async def record_order_outcome(req: OrderOutcome) -> None:
+            world.outcomes.append(req)
+
+        @activity.defn(name="open_review_window")
+        async def open_review_window(req: ReviewWindowRequest) -> str:
+            world.review_windows.append(req)
+            return "2026-12-10T12:00+00:00"
+
+        @activity.defn(name="reveal_reviews")
+        async def reveal_reviews(order_id: str) -> int:
+            return 0
+
+        @activity.defn(name="open_dispute_case")
+        async def open_dispute_case(req: OpenDispute) -> str:
+            world.dispute_cases.append(req)
+            return "case-1"
+
+        @activity.defn(name="append_dispute_thread")
+        async def append_dispute_thread(entry: ThreadEntry) -> None:
+            world.dispute_thread.append(entry)
+
+        @activity.defn(name="set_dispute_status")
+        async def set_dispute_status(change: DisputeStatusChange) -> None:
+            world.dispute_statuses.append(change)
+
         return [
+            prepare_notifications,
+            deliver_notification,
+            dead_letter_notification,
+            record_order_outcome,
+            open_review_window,
+            reveal_reviews,
+            open_dispute_case,
+            append_dispute_thread,
+            set_dispute_status,
             load_order,
             reserve_stock,
             release_stock,

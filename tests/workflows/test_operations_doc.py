@@ -24,6 +24,7 @@ from tests.activities.money_helpers import (
     support_user,
     transfers_for,
 )
+from tests.api.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -111,4 +112,34 @@ def test_support_repairs_a_failed_payout_with_the_cli(http: httpx.Client, stack:
         "order.payout_retried",
         operator.user_id,
     )
+    assert_balanced(stack, oid)
+
+
+def test_support_works_a_dispute_with_the_cli(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    act(http, oid, "accept", seller)
+    act(http, oid, "fulfil", seller)
+    act(http, oid, "dispute", buyer, {"reason_code": "damaged", "message": "the frame is bent"})
+    operator = support_user(http, stack)
+    wait_until(lambda: http.get(f"/v1/orders/{oid}/dispute", headers=buyer.headers).status_code == 200)
+
+    out = run_example(stack, "dispute", ORDER_ID=oid, OPERATOR_ID=operator.user_id)
+    assert f"dispute-{oid}" in out  # the list
+    assert '"status": "open"' in out  # the query
+    assert '"status": "awaiting_info"' in out and '"seller"' in out  # request_info's answer
+    assert '"status": "completed"' in out and '"refunded_amount": 10000' in out  # the order's answer
+
+    def case() -> dict[str, Any]:
+        return dict(http.get(f"/v1/orders/{oid}/dispute", headers=seller.headers).json())
+
+    closed = wait_until(lambda: case() if case()["status"] == "resolved" else None)
+    assert closed["resolution"] == "partial_refund"
+    kinds = [m["kind"] for m in closed["thread"]]
+    assert kinds[0] == "opened" and "info_request" in kinds and "message" in kinds
+    assert any(m["author_role"] == "support" and "partial refund" in m["body"] for m in closed["thread"])
+    refunds = sql(
+        stack, "SELECT amount FROM payments WHERE order_id = %s AND kind = 'refund'", uuid.UUID(oid)
+    )
+    assert refunds == [(10_000,)]
     assert_balanced(stack, oid)

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from temporalio.workflow import UpdateMethodMultiParam
 
 from tests.workflows.fakes import FakeWorld
+from worker import WORKFLOWS
 from workflows.order import ORDER_STATUS, ActionRequest, Actor, OrderView, OrderWorkflow, PlaceOrder
 
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
@@ -52,7 +53,8 @@ class Order:
 async def placed(env: WorkflowEnvironment, world: FakeWorld, **terms: Any) -> AsyncIterator[Order]:
     queue = f"test-{uuid.uuid4()}"
     order_id = str(uuid.uuid4())
-    async with Worker(env.client, task_queue=queue, workflows=[OrderWorkflow], activities=world.activities()):
+    # Every workflow type: the order starts notification, review and dispute children on its queue.
+    async with Worker(env.client, task_queue=queue, workflows=WORKFLOWS, activities=world.activities()):
         handle = await env.client.start_workflow(
             OrderWorkflow.run,
             PlaceOrder(

@@ -295,6 +295,23 @@ async def drive_payout_retry(order: Order) -> Order:
     return order
 
 
+async def drive_to_completion(order: Order) -> Order:
+    await completed(order)
+    return order
+
+
+async def drive_dispute_refunded(order: Order) -> Order:
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
+    await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
+    return order
+
+
+async def drive_nothing(order: Order) -> Order:
+    return order  # the deadlines act
+
+
 Driver = Callable[[Order], Awaitable[Order]]  # returns the run whose history is recorded
 # name -> (world, order terms, driver, expected final status)
 RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, int], Driver, str]] = {
@@ -303,6 +320,16 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, int], Driver, str]]
     "order_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
     "order_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
     "order_payout_retried": (lambda: FakeWorld(reject_transfers=1), {}, drive_payout_retry, "completed"),
+    # Recorded with the trust-and-notifications patch: children, reminder, dispute case, outcomes.
+    "trust_order_completed": (FakeWorld, {}, drive_to_completion, "completed"),
+    "trust_dispute_refunded": (FakeWorld, {"dispute_window_seconds": 3600}, drive_dispute_refunded, "refunded"),
+    "trust_reminded_then_timed_out": (
+        FakeWorld,
+        {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},
+        drive_nothing,
+        "cancelled",
+    ),
+    "trust_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
 }
 
 

@@ -25,6 +25,11 @@ def test_histories_exist() -> None:
         "order_reopened_by_chargeback_won",
         "order_payout_retried",
         "order_transfer_failed_before_retry",  # recorded by the code before the payout-retry patch
+        # Recorded after the trust-and-notifications patch (the ones above predate it).
+        "trust_order_completed",
+        "trust_dispute_refunded",
+        "trust_reminded_then_timed_out",
+        "trust_chargeback_lost",
     }
 
 
