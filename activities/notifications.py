@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import make_msgid
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -105,7 +104,7 @@ class NotificationActivities:
         message["From"] = self.settings.smtp_from
         message["To"] = recipient.email
         message["Subject"] = note.subject
-        message["Message-ID"] = make_msgid(idstring=f"n{note.id}", domain="bazaar.local")
+        message["Message-ID"] = f"<notification-{note.id}@bazaar.local>"  # the same on every retry
         message["List-Unsubscribe"] = f"<{unsubscribe}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message.set_content(f"{note.body}\n--\nStop these emails: {unsubscribe}\n")

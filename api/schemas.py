@@ -17,10 +17,17 @@ from pydantic import (
     model_validator,
 )
 
+from bazaar.listings import SellerRating
 from bazaar.models import Listing
 from bazaar.money import Money
+from bazaar.reputation import PRIOR_MEAN
 
 Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
+SELLER_RATING = (
+    "the seller's rating, 1-5: the Bayesian average of their revealed reviews, or the prior "
+    f"({PRIOR_MEAN}) while they have none; search ranks by it"
+)
+SELLER_RATING_COUNT = "revealed ratings behind seller_rating (0: not rated yet)"
 
 
 class RegisterIn(BaseModel):
@@ -150,9 +157,11 @@ class ListingOut(BaseModel):
     published_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    seller_rating: float = Field(description=SELLER_RATING)
+    seller_rating_count: int = Field(description=SELLER_RATING_COUNT)
 
     @classmethod
-    def of(cls, listing: Listing) -> ListingOut:
+    def of(cls, listing: Listing, rating: SellerRating) -> ListingOut:
         location = None
         if listing.lat is not None and listing.lng is not None and listing.city and listing.country:
             location = Location(lat=listing.lat, lng=listing.lng, city=listing.city, country=listing.country)
@@ -173,6 +182,8 @@ class ListingOut(BaseModel):
             published_at=listing.published_at,
             created_at=listing.created_at,
             updated_at=listing.updated_at,
+            seller_rating=rating.score,
+            seller_rating_count=rating.rating_count,
         )
 
 
@@ -210,6 +221,8 @@ class SearchHit(BaseModel):
     image_url: str | None
     highlight: dict[str, str] = Field(description="HTML-escaped snippets; matches wrapped in <em>")
     distance_m: int | None = Field(default=None, description="metres from lat/lng, when they were given")
+    seller_rating: float = Field(description=SELLER_RATING)
+    seller_rating_count: int = Field(description=SELLER_RATING_COUNT)
 
 
 class SearchOut(BaseModel):

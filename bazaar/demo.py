@@ -25,6 +25,13 @@ DEMO_CREDENTIALS = [(email, DEMO_PASSWORD, "seller") for email, _ in DEMO_SELLER
     (email, DEMO_PASSWORD, "buyer") for email, _ in DEMO_BUYERS
 ]
 LISTING_COUNT = 1200
+# Completed demo orders per seller: the buyers' ratings of them (so reputations and `sort=rating` differ).
+DEMO_RATINGS = {
+    "anna@demo.bazaar": [5, 5, 5, 4],
+    "ben@demo.bazaar": [4, 3, 4],
+    "chloe@demo.bazaar": [5],
+    "dario@demo.bazaar": [2, 3],
+}
 
 CITIES = [
     ("Berlin", "DE", 52.520, 13.405),
@@ -226,8 +233,9 @@ def load(api_url: str, count: int = LISTING_COUNT, seed: int = 7) -> None:
     # Demo data, not security: a fixed seed gives the same catalogue each time.
     rng = random.Random(seed)  # noqa: S311
     with httpx.Client(base_url=api_url, timeout=30) as http:
-        for email, name in DEMO_BUYERS:
-            _login(http, email, name, ["buyer"])
+        buyers = [
+            {"Authorization": f"Bearer {_login(http, email, name, ['buyer'])}"} for email, name in DEMO_BUYERS
+        ]
         tokens = []
         for email, name in DEMO_SELLERS:
             token = _login(http, email, name, ["seller", "buyer"])
@@ -236,6 +244,7 @@ def load(api_url: str, count: int = LISTING_COUNT, seed: int = 7) -> None:
                 "/v1/payout-account", json={"country": "DE", "default_currency": "EUR"}, headers=auth
             ).raise_for_status()
             tokens.append(auth)
+        published: dict[int, list[str]] = {}
         for i in tqdm(range(count), desc="demo listings", unit="listing", file=sys.stdout):
             auth = tokens[i % len(tokens)]
             created = http.post("/v1/listings", json=_listing(rng), headers=auth)
@@ -243,3 +252,44 @@ def load(api_url: str, count: int = LISTING_COUNT, seed: int = 7) -> None:
             listing_id = created.json()["id"]
             if rng.random() < 0.95:  # a few stay drafts, as in real life
                 http.post(f"/v1/listings/{listing_id}/publish", headers=auth).raise_for_status()
+                published.setdefault(i % len(tokens), []).append(listing_id)
+        for seller_index, (email, _) in enumerate(DEMO_SELLERS):
+            sold = zip(DEMO_RATINGS.get(email, []), published.get(seller_index, []), strict=False)
+            for n, (rating, listing_id) in enumerate(sold):
+                _completed_order(http, buyers[n % len(buyers)], tokens[seller_index], listing_id, rating)
+
+
+def _completed_order(
+    http: httpx.Client, buyer: dict[str, str], seller: dict[str, str], listing_id: str, rating: int
+) -> None:
+    """A whole order through the API, then both reviews (revealed at once, so the reputations count them).
+    Safe to run again: the same Idempotency-Key finds the same order, and steps already done answer 409."""
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": listing_id, "payment_method": "pm_card_visa"},
+        headers={**buyer, "Idempotency-Key": f"demo-{listing_id}"},
+    )
+    if placed.status_code == 409:  # sold out meanwhile: nothing to show for this one
+        return
+    placed.raise_for_status()
+    order = f"/v1/orders/{placed.json()['id']}"
+    steps = [
+        (f"{order}/accept", seller, None),
+        (f"{order}/fulfil", seller, {"carrier": "DHL"}),
+        (f"{order}/confirm-receipt", buyer, None),
+        (f"{order}/reviews", buyer, {"rating": rating, "text": _REVIEW_TEXT[rating]}),
+        (f"{order}/reviews", seller, {"rating": 5, "text": "Paid at once, friendly messages."}),
+    ]
+    for path, who, body in steps:
+        response = http.post(path, json=body, headers=who)
+        if response.status_code != 409:  # 409: done in an earlier run
+            response.raise_for_status()
+
+
+_REVIEW_TEXT = {
+    1: "Not as described.",
+    2: "Took long to ship and had scratches.",
+    3: "Okay, slower than promised.",
+    4: "Good item, well packed.",
+    5: "Exactly as described, fast shipping!",
+}

@@ -13,11 +13,12 @@ import enum
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, event, select, text, tuple_
+from sqlalchemy import ColumnElement, Float, case, event, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,8 @@ from bazaar.models import (
     Role,
     SearchOutbox,
 )
+from bazaar.reputation import PRIOR_MEAN
+from bazaar.trust_models import Reputation
 
 # Allowed lifecycle moves a seller may request; `sold` is reached through stock, not by hand.
 _SELLER_TRANSITIONS: dict[str, set[ListingStatus]] = {
@@ -64,7 +67,10 @@ def _notify_changed_listings(session: Session) -> None:
     for start in range(0, len(ids), _NOTIFY_IDS_PER_MESSAGE):
         session.execute(
             text("SELECT pg_notify(:channel, :ids)"),
-            {"channel": LISTING_CHANGED_CHANNEL, "ids": ",".join(ids[start : start + _NOTIFY_IDS_PER_MESSAGE])},
+            {
+                "channel": LISTING_CHANGED_CHANNEL,
+                "ids": ",".join(ids[start : start + _NOTIFY_IDS_PER_MESSAGE]),
+            },
         )
 
 
@@ -169,10 +175,30 @@ async def create(session: AsyncSession, seller: Principal, fields: dict[str, Any
 
 async def get_visible(session: AsyncSession, listing_id: uuid.UUID, viewer: Principal | None) -> Listing:
     """Active listings are public; others exist only for their seller and support (404 for the rest)."""
-    listing = await session.get(Listing, listing_id)
+    return _visible(await session.get(Listing, listing_id), viewer)
+
+
+def _visible(listing: Listing | None, viewer: Principal | None) -> Listing:
     if listing is None or (listing.status != ListingStatus.ACTIVE and not may_manage(listing, viewer)):
         raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     return listing
+
+
+async def get_visible_rated(
+    session: AsyncSession, listing_id: uuid.UUID, viewer: Principal | None
+) -> tuple[Listing, SellerRating]:
+    """`get_visible` plus the seller's rating, in one statement (an outer join on the reputation's key)."""
+    row = (
+        await session.execute(
+            select(Listing, *rating_sql())
+            .outerjoin(Reputation, Reputation.user_id == Listing.seller_id)
+            .where(Listing.id == listing_id)
+        )
+    ).first()
+    if row is None:
+        return _visible(None, viewer), NO_RATINGS  # raises not found
+    listing, score, count = row
+    return _visible(listing, viewer), SellerRating(float(score), int(count))
 
 
 async def get_own(
@@ -292,6 +318,54 @@ def _audit(actor: Principal, listing: Listing, action: str, data: dict[str, Any]
     )
 
 
+# ------------------------------------------------------------------------------------- seller rating
+
+
+class SellerRating(NamedTuple):
+    """The seller rating every listing ranks by and shows (search documents, the PostgreSQL fallback and
+    listing responses use this one rule, so all of them agree): the stored Bayesian score once the seller
+    has ratings, else the prior (`bazaar.reputation.PRIOR_MEAN`), whether or not a reputation row exists."""
+
+    score: float
+    rating_count: int
+
+
+NO_RATINGS = SellerRating(PRIOR_MEAN, 0)
+
+
+def rating_sql() -> tuple[ColumnElement[float], ColumnElement[int]]:
+    """SellerRating's (score, count) in SQL, over `reputations` outer-joined on the seller (no row: NULLs)."""
+    rated = Reputation.rating_count > 0
+    score = case((rated, Reputation.score), else_=literal(PRIOR_MEAN, Float))
+    count = case((rated, Reputation.rating_count), else_=0)
+    return score, count
+
+
+async def seller_ratings(
+    session: AsyncSession, seller_ids: Iterable[uuid.UUID] | None
+) -> dict[uuid.UUID, SellerRating]:
+    """The rating of each given seller that has ratings (None: of every such seller), in one query.
+
+    Sellers left out have none: look them up with `.get(seller_id, NO_RATINGS)`.
+    """
+    stmt = select(Reputation.user_id, Reputation.score, Reputation.rating_count).where(
+        Reputation.rating_count > 0
+    )
+    if seller_ids is not None:
+        wanted = list(set(seller_ids))
+        if not wanted:
+            return {}
+        stmt = stmt.where(Reputation.user_id.in_(wanted))
+    return {
+        user_id: SellerRating(float(score), int(count))
+        for user_id, score, count in (await session.execute(stmt)).all()
+    }
+
+
+async def seller_rating(session: AsyncSession, seller_id: uuid.UUID) -> SellerRating:
+    return (await seller_ratings(session, [seller_id])).get(seller_id, NO_RATINGS)
+
+
 # -------------------------------------------------------------------------------------- my listings
 
 
@@ -358,7 +432,8 @@ def _decode_cursor(cursor: str, sort: OwnSort) -> tuple[Any, uuid.UUID]:
         return key, uuid.UUID(last_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise DomainError(
-            ErrorCode.VALIDATION_ERROR, "invalid cursor (it belongs to this sort's previous page)",
+            ErrorCode.VALIDATION_ERROR,
+            "invalid cursor (it belongs to this sort's previous page)",
             {"cursor": cursor[:100]},
         ) from exc
 

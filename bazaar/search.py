@@ -32,11 +32,12 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bazaar import listings
-from bazaar.listings import Taxonomy
+from bazaar.listings import NO_RATINGS, Taxonomy
 from bazaar.meili import Meili, MeiliError, MeiliUnavailable
 from bazaar.models import Listing, ListingStatus
 from bazaar.money import CURRENCY_EXPONENTS
 from bazaar.search_index import MAX_TOTAL_HITS, PRICE_BUCKETS
+from bazaar.trust_models import Reputation
 
 log = logging.getLogger("search")
 
@@ -56,8 +57,19 @@ FACET_ATTRIBUTES = ["categories", "condition", "price_bucket"]
 FACET_NAMES = {"category": "categories", "condition": "condition", "price": "price_bucket"}
 # Returned fields of a hit; everything else in the document stays in Meilisearch.
 HIT_ATTRIBUTES = [
-    "id", "title", "price_amount", "currency", "category", "condition", "city", "country", "seller_id",
-    "image_url", "_geo",
+    "id",
+    "title",
+    "price_amount",
+    "currency",
+    "category",
+    "condition",
+    "city",
+    "country",
+    "seller_id",
+    "image_url",
+    "_geo",
+    "seller_rating",
+    "seller_rating_count",
 ]
 # Highlight markers no listing text contains; turned into <em> after HTML-escaping the text itself.
 MARK_START, MARK_END = "\ue000", "\ue001"
@@ -100,6 +112,8 @@ class Hit:
     image_url: str | None
     highlight: dict[str, str]
     distance_m: int | None
+    seller_rating: float  # bazaar.listings.SellerRating: what the listing ranks by (the prior if unrated)
+    seller_rating_count: int
 
 
 @dataclass
@@ -198,6 +212,7 @@ def _meili_hit(doc: dict[str, Any], query: ListingQuery) -> Hit:
     distance = None
     if query.lat is not None and query.lng is not None and geo:
         distance = distance_m(query.lat, query.lng, float(geo["lat"]), float(geo["lng"]))
+    rating_count = int(doc.get("seller_rating_count") or 0)
     return Hit(
         id=doc["id"],
         title=doc["title"],
@@ -209,14 +224,21 @@ def _meili_hit(doc: dict[str, Any], query: ListingQuery) -> Hit:
         country=doc.get("country"),
         seller_id=doc["seller_id"],
         image_url=doc.get("image_url"),
-        highlight={k: render_highlight(str(formatted[k])) for k in ("title", "description") if formatted.get(k)},
+        highlight={
+            k: render_highlight(str(formatted[k])) for k in ("title", "description") if formatted.get(k)
+        },
         distance_m=distance,
+        # A document written before ratings were indexed has no count: it shows (and ranks as) unrated.
+        seller_rating=float(doc["seller_rating"]) if rating_count else NO_RATINGS.score,
+        seller_rating_count=rating_count,
     )
 
 
 def _meili_facets(distribution: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     facets = {name: dict(distribution.get(attribute, {})) for name, attribute in FACET_NAMES.items()}
-    facets["price"] = {label: facets["price"][label] for label, _ in PRICE_BUCKETS if label in facets["price"]}
+    facets["price"] = {
+        label: facets["price"][label] for label, _ in PRICE_BUCKETS if label in facets["price"]
+    }
     return facets
 
 
@@ -237,6 +259,9 @@ async def search_meili(meili: Meili, index: str, query: ListingQuery) -> SearchR
 # ------------------------------------------------------------------------------------ PostgreSQL query
 
 _L = Listing.__table__.c
+# Listings with their seller's reputation: a LEFT JOIN on its primary key never adds rows, and PostgreSQL
+# removes it from the plan when a query uses no column of it (so the other sorts keep their plans).
+_RATED = Listing.__table__.outerjoin(Reputation.__table__, Reputation.user_id == Listing.seller_id)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MAX_TERMS = 8
 
@@ -311,7 +336,11 @@ def _bounding_box(lat: float, lng: float, radius_m: float) -> list[ColumnElement
 
 
 def _pg_order(query: ListingQuery, tsq: Any) -> list[ColumnElement[Any]]:
+    """ORDER BY of the page query (over _RATED). The seller's rating is the same value as the documents'
+    `seller_rating` (bazaar.listings.SellerRating), so both backends rank sellers alike."""
     newest = _L.published_at.desc().nulls_last()
+    rating = listings.rating_sql()[0]
+    rank = func.ts_rank_cd(_L.search_vector, tsq) if tsq is not None else None
     match query.sort:
         case SortOrder.NEWEST:
             keys = [newest]
@@ -323,9 +352,11 @@ def _pg_order(query: ListingQuery, tsq: Any) -> list[ColumnElement[Any]]:
             keys = [(_L.view_count + 10 * _L.order_count).desc()]
         case SortOrder.DISTANCE if query.lat is not None and query.lng is not None:
             keys = [_distance_sql(query.lat, query.lng).asc().nulls_last()]
-        case _:  # relevance; rating too: seller ratings are not stored yet (see search_sync.seller_ratings)
-            keys = [func.ts_rank_cd(_L.search_vector, tsq).desc()] if tsq is not None else []
-            keys.append(newest)
+        case SortOrder.RATING:
+            keys = [rating.desc(), *([rank.desc()] if rank is not None else []), newest]
+        case _:  # relevance: text rank, ties broken by the seller's rating (Meilisearch: seller_rating:desc)
+            # Without text, newest first as before: the (status, published_at) index serves it.
+            keys = [rank.desc(), rating.desc(), newest] if rank is not None else [newest]
     return [*keys, _L.id.asc()]
 
 
@@ -347,6 +378,7 @@ async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxo
         (
             await session.scalars(
                 select(_L.id)
+                .select_from(_RATED)
                 .where(and_(*conds))
                 .order_by(*_pg_order(query, tsq))
                 .limit(query.per_page)
@@ -354,17 +386,34 @@ async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxo
             )
         ).all()
     )
-    # 2. What to show for those rows only (ts_headline is costly).
-    columns: list[Any] = [_L.id, _L.title, _L.description, _L.price_amount, _L.currency, _L.category_slug,
-                          _L.condition, _L.city, _L.country, _L.seller_id, _L.image_urls, _L.lat, _L.lng]
+    # 2. What to show for those rows only (ts_headline is costly), with the seller's rating.
+    rating_score, rating_count = listings.rating_sql()
+    columns: list[Any] = [
+        _L.id,
+        _L.title,
+        _L.description,
+        _L.price_amount,
+        _L.currency,
+        _L.category_slug,
+        _L.condition,
+        _L.city,
+        _L.country,
+        _L.seller_id,
+        _L.image_urls,
+        _L.lat,
+        _L.lng,
+        rating_score.label("seller_rating"),
+        rating_count.label("seller_rating_count"),
+    ]
     if tsq is not None:
         columns += [
             func.ts_headline(_SIMPLE, _L.title, tsq, _HEADLINE_TITLE).label("title_hl"),
             func.ts_headline(_SIMPLE, _L.description, tsq, _HEADLINE_DESCRIPTION).label("description_hl"),
         ]
-    rows = {r.id: r for r in (await session.execute(select(*columns).where(_L.id.in_(page_ids)))).all()} if (
-        page_ids
-    ) else {}
+    rows: dict[uuid.UUID, Any] = {}
+    if page_ids:
+        shown = select(*columns).select_from(_RATED).where(_L.id.in_(page_ids))
+        rows = {r.id: r for r in (await session.execute(shown)).all()}
     # Totals are exact up to the same cap as Meilisearch's (maxTotalHits).
     total = await session.scalar(
         select(func.count()).select_from(select(_L.id).where(and_(*conds)).limit(MAX_TOTAL_HITS).subquery())
@@ -383,7 +432,10 @@ async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxo
 
 def _pg_hit(row: Any, query: ListingQuery, highlighted: bool) -> Hit:
     if highlighted:
-        highlight = {"title": render_highlight(row.title_hl), "description": render_highlight(row.description_hl)}
+        highlight = {
+            "title": render_highlight(row.title_hl),
+            "description": render_highlight(row.description_hl),
+        }
     else:
         words = row.description.split()
         crop = " ".join(words[:30]) + ("\u2026" if len(words) > 30 else "")
@@ -406,6 +458,8 @@ def _pg_hit(row: Any, query: ListingQuery, highlighted: bool) -> Hit:
         image_url=row.image_urls[0] if row.image_urls else None,
         highlight=highlight,
         distance_m=distance,
+        seller_rating=float(row.seller_rating),
+        seller_rating_count=int(row.seller_rating_count),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bazaar.listings import SellerRating
 from bazaar.meili import Meili, MeiliError
 from bazaar.models import Listing, ListingStatus
 from bazaar.money import CURRENCY_EXPONENTS
@@ -73,9 +74,13 @@ def is_public(listing: Listing) -> bool:
 
 
 def listing_document(
-    listing: Listing, category_path: list[tuple[str, str]], seller_rating: float
+    listing: Listing, category_path: list[tuple[str, str]], seller_rating: SellerRating
 ) -> dict[str, Any]:
-    """The search document; `category_path` is (slug, name) from the root to the listing's category."""
+    """The search document; `category_path` is (slug, name) from the root to the listing's category.
+
+    `seller_rating` is the seller's (bazaar.listings.SellerRating: the prior until they have ratings); it is
+    a ranking rule and a sort, and shown with each hit. A rating change queues the seller's listings.
+    """
     doc: dict[str, Any] = {
         "id": str(listing.id),
         "title": listing.title,
@@ -90,7 +95,8 @@ def listing_document(
         "city": listing.city,
         "country": listing.country,
         "seller_id": str(listing.seller_id),
-        "seller_rating": seller_rating,
+        "seller_rating": seller_rating.score,
+        "seller_rating_count": seller_rating.rating_count,
         "popularity": listing.view_count + 10 * listing.order_count,
         # Milliseconds: listings published within the same second still sort newest-first.
         "published_at": int(listing.published_at.timestamp() * 1000) if listing.published_at else 0,

@@ -224,8 +224,17 @@ def start_postgres(
     pgdata = (data_dir / "pg").resolve()
     _prepare_pgdata(pgdata, user)
     if not (pgdata / "PG_VERSION").exists():
-        initdb = [str(bindir / "initdb"), "-D", str(pgdata), "-U", PG_SUPERUSER, "--auth=trust",
-                  "--encoding=UTF8", "--no-locale", "--no-instructions"]
+        initdb = [
+            str(bindir / "initdb"),
+            "-D",
+            str(pgdata),
+            "-U",
+            PG_SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-instructions",
+        ]
         if user is not None:
             initdb = ["runuser", "-u", user, "--", *initdb]
         done = subprocess.run(initdb, capture_output=True, text=True, check=False, cwd=pgdata)
@@ -234,15 +243,27 @@ def start_postgres(
     # Unix sockets live in the cluster directory; their path is limited to 107 bytes, beyond that
     # we go TCP-only (everything we run connects over 127.0.0.1 anyway).
     sockets = str(pgdata) if len(f"{pgdata}/.s.PGSQL.{port}") < 100 else ""
-    argv = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", sockets,
-            "-c", f"listen_addresses={LOOPBACK}", "-c", "logging_collector=off"]
+    argv = [
+        str(bindir / "postgres"),
+        "-D",
+        str(pgdata),
+        "-p",
+        str(port),
+        "-k",
+        sockets,
+        "-c",
+        f"listen_addresses={LOOPBACK}",
+        "-c",
+        "logging_collector=off",
+    ]
     if not durable:  # throwaway test clusters: trade crash safety for speed
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     proc = sup.spawn("postgres", argv, user=user, cwd=pgdata, stop_signal=signal.SIGINT)
 
     def ready() -> bool:
-        with psycopg.connect(host=LOOPBACK, port=port, user=PG_SUPERUSER, dbname="postgres",
-                             connect_timeout=2):
+        with psycopg.connect(
+            host=LOOPBACK, port=port, user=PG_SUPERUSER, dbname="postgres", connect_timeout=2
+        ):
             return True
 
     wait_until("postgres", ready, timeout=timeout, proc=proc)
@@ -253,13 +274,17 @@ def start_postgres(
 
 def _ensure_role_and_db(port: int) -> None:
     """Idempotently create the app's login role (may create test databases) and its database."""
-    with psycopg.connect(host=LOOPBACK, port=port, user=PG_SUPERUSER, dbname="postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        host=LOOPBACK, port=port, user=PG_SUPERUSER, dbname="postgres", autocommit=True
+    ) as conn:
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)).fetchone() is None:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(DB_USER)))
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(DB_NAME), sql.Identifier(DB_USER)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(DB_NAME), sql.Identifier(DB_USER)
+                )
+            )
 
 
 # -------------------------------------------------------------------------------------------- Temporal
@@ -286,8 +311,19 @@ def start_temporal(
     `ui_port=None` runs headless (tests). Ready when `temporal operator cluster health` says SERVING.
     """
     cli = temporal_bin()
-    argv = [cli, "server", "start-dev", "--ip", LOOPBACK, "--port", str(port),
-            "--namespace", namespace, "--log-level", "warn"]
+    argv = [
+        cli,
+        "server",
+        "start-dev",
+        "--ip",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--namespace",
+        namespace,
+        "--log-level",
+        "warn",
+    ]
     if ui_port is None:
         argv.append("--headless")
     else:
@@ -295,16 +331,27 @@ def start_temporal(
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         # WAL + synchronous=normal: ~19 vs ~12 workflows/s on 2 cores (docs in STACK.md).
-        argv += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal",
-                 "--sqlite-pragma", "synchronous=normal"]
+        argv += [
+            "--db-filename",
+            str(db_file),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+        ]
     for key, kind in SEARCH_ATTRIBUTES.items():
         argv += ["--search-attribute", f"{key}={kind}"]
     proc = sup.spawn("temporal", argv)
     address = f"{LOOPBACK}:{port}"
 
     def ready() -> bool:
-        out = subprocess.run([cli, "operator", "cluster", "health", "--address", address],
-                             capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            [cli, "operator", "cluster", "health", "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         return out.returncode == 0 and "SERVING" in out.stdout
 
     wait_until("temporal", ready, timeout=timeout, proc=proc, interval=0.2)
@@ -337,19 +384,28 @@ def ensure_search_key(url: str, master_key: str, index_pattern: str = "listings*
     with httpx.Client(base_url=url, headers=headers, timeout=10.0) as client:
         got = client.get(f"/keys/{MEILI_SEARCH_KEY_UID}")
         if got.status_code == 404:
-            got = client.post("/keys", json={
-                "uid": MEILI_SEARCH_KEY_UID,
-                "name": "bazaar-api-search",
-                "description": "Search-only key used by the API (never the master key)",
-                "actions": ["search"],
-                "indexes": [index_pattern],
-                "expiresAt": None,
-            })
+            got = client.post(
+                "/keys",
+                json={
+                    "uid": MEILI_SEARCH_KEY_UID,
+                    "name": "bazaar-api-search",
+                    "description": "Search-only key used by the API (never the master key)",
+                    "actions": ["search"],
+                    "indexes": [index_pattern],
+                    "expiresAt": None,
+                },
+            )
         if got.status_code not in (200, 201):
             raise ServiceError(f"Meilisearch: cannot create the search key: {got.status_code} {got.text}")
         key = got.json()["key"]
         assert isinstance(key, str)
         return key
+
+
+# Meilisearch sizes its indexing arena from RAM by default (2/3 of it); allocating that per batch made
+# single-document tasks take 0.7-2 s instead of 5-15 ms on a 24 GB machine (docs/benchmarks.md). A
+# MEILI_MAX_INDEXING_MEMORY set in the environment wins over this default.
+MEILI_MAX_INDEXING_MEMORY = "512Mb"
 
 
 def start_meilisearch(
@@ -364,10 +420,27 @@ def start_meilisearch(
     """Meilisearch with its database, dumps and snapshots under `data_dir`; ready on GET /health."""
     binary = meili_bin()
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "--db-path", str(data_dir / "meili"), "--http-addr", f"{LOOPBACK}:{port}",
-            "--master-key", master_key, "--no-analytics", "--env", "development", "--log-level", "WARN",
-            "--dump-dir", str(data_dir / "meili-dumps"), "--snapshot-dir", str(data_dir / "meili-snapshots")]
-    proc = sup.spawn("meilisearch", argv, cwd=data_dir)
+    argv = [
+        binary,
+        "--db-path",
+        str(data_dir / "meili"),
+        "--http-addr",
+        f"{LOOPBACK}:{port}",
+        "--master-key",
+        master_key,
+        "--no-analytics",
+        "--env",
+        "development",
+        "--log-level",
+        "WARN",
+        "--dump-dir",
+        str(data_dir / "meili-dumps"),
+        "--snapshot-dir",
+        str(data_dir / "meili-snapshots"),
+    ]
+    env = dict(os.environ)
+    env.setdefault("MEILI_MAX_INDEXING_MEMORY", MEILI_MAX_INDEXING_MEMORY)  # read by Meilisearch itself
+    proc = sup.spawn("meilisearch", argv, env=env, cwd=data_dir)
     url = f"http://{LOOPBACK}:{port}"
     wait_until("meilisearch", lambda: _http_ok(f"{url}/health"), timeout=timeout, proc=proc)
     search_key = ensure_search_key(url, master_key, index_pattern)
@@ -398,8 +471,19 @@ def start_stripe_sandbox(
 ) -> StripeSandboxService:
     """The project's local Stripe-compatible server; ready on GET /_sandbox/health."""
     _require_module("stripe_sandbox.__main__", "stripe sandbox")
-    argv = [sys.executable, "-m", "stripe_sandbox", "--host", LOOPBACK, "--port", str(port),
-            "--webhook-url", webhook_url, "--webhook-secret", webhook_secret]
+    argv = [
+        sys.executable,
+        "-m",
+        "stripe_sandbox",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--webhook-url",
+        webhook_url,
+        "--webhook-secret",
+        webhook_secret,
+    ]
     if state_file is not None:
         argv += ["--state-file", str(state_file)]
     proc = sup.spawn("stripe", argv, env=env, cwd=ROOT)
@@ -414,8 +498,17 @@ def start_stripe_sandbox(
 def start_smtp_sink(sup: Supervisor, port: int, *, mail_dir: Path, timeout: float = 30.0) -> SmtpService:
     """`devstack.mailsink`: accepts any mail and writes it to `mail_dir` as .eml files humans can open."""
     mail_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "devstack.mailsink", "--host", LOOPBACK, "--port", str(port),
-            "--dir", str(mail_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "devstack.mailsink",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--dir",
+        str(mail_dir),
+    ]
     proc = sup.spawn("smtp", argv, cwd=ROOT)
 
     def ready() -> bool:
@@ -464,8 +557,14 @@ def load_demo_data(
     if marker.exists():
         return False
     _require_module("bazaar.cli", "demo data")
-    run_task(sup, "demo-data", [sys.executable, "-m", "bazaar.cli", "demo-data"], env=env,
-             timeout=timeout, passthrough=passthrough)
+    run_task(
+        sup,
+        "demo-data",
+        [sys.executable, "-m", "bazaar.cli", "demo-data"],
+        env=env,
+        timeout=timeout,
+        passthrough=passthrough,
+    )
     marker.write_text("demo data loaded; delete this file to load it again\n")
     return True
 

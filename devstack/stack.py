@@ -142,8 +142,11 @@ class Stack:
         self.external = external_services(explicit_fields(self.settings))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if secrets is None:
-            secrets = (DevSecrets.load_or_create(self.data_dir / SECRETS_FILE) if persistent
-                       else DevSecrets.generate())
+            secrets = (
+                DevSecrets.load_or_create(self.data_dir / SECRETS_FILE)
+                if persistent
+                else DevSecrets.generate()
+            )
         self.secrets = secrets
         self.supervisor = Supervisor(log_dir=self.data_dir / "logs", echo=echo)
         self.postgres: services.PostgresService | None = None
@@ -171,8 +174,9 @@ class Stack:
     @property
     def embedded(self) -> tuple[str, ...]:
         """The infra services this stack starts itself (the rest are the user's existing servers)."""
-        return tuple(name for name in INFRA
-                     if name not in self.external and (self.only is None or name in self.only))
+        return tuple(
+            name for name in INFRA if name not in self.external and (self.only is None or name in self.only)
+        )
 
     def start(self, *, demo_data: bool = False) -> None:
         """Infra, migrations, worker + search sync + API, and (optionally, once) demo data."""
@@ -215,18 +219,22 @@ class Stack:
         def add(starter: Callable[[], services.Service]) -> Callable[[], None]:
             return lambda: self.apps.append(starter())
 
-        self._parallel([
-            add(lambda: services.start_worker(sup, env)),
-            add(lambda: services.start_search_sync(sup, env)),
-            add(self._start_api),
-        ], on_failure=lambda: sup.stop(sup.spawned_since(mark)))
+        self._parallel(
+            [
+                add(lambda: services.start_worker(sup, env)),
+                add(lambda: services.start_search_sync(sup, env)),
+                add(self._start_api),
+            ],
+            on_failure=lambda: sup.stop(sup.spawned_since(mark)),
+        )
         if demo_data:
             self.load_demo_data()
 
     def load_demo_data(self) -> bool:
         """Demo data through the running API, once per data dir (marker file); True when it ran now."""
-        return services.load_demo_data(self.supervisor, self.child_env(), self.data_dir,
-                                       passthrough=self.supervisor.echo)
+        return services.load_demo_data(
+            self.supervisor, self.child_env(), self.data_dir, passthrough=self.supervisor.echo
+        )
 
     def _start_api(self) -> services.HttpService:
         self.api = services.start_api(self.supervisor, self.child_env(), self.ports.api)
@@ -269,7 +277,8 @@ class Stack:
 
     def _start_postgres(self) -> None:
         self.postgres = services.start_postgres(
-            self.supervisor, self.data_dir, self.ports.postgres, durable=self.persistent)
+            self.supervisor, self.data_dir, self.ports.postgres, durable=self.persistent
+        )
 
     def _start_temporal(self) -> None:
         self.temporal = services.start_temporal(
@@ -308,7 +317,8 @@ class Stack:
             raise ServiceError("MEILI_URL is set but MEILI_MASTER_KEY is not (search sync needs it)")
         if _secret(self.settings, "meili_search_key") is None:
             self._external_search_key = services.ensure_search_key(
-                self.settings.meili_url, master, f"{self.settings.meili_index}*")
+                self.settings.meili_url, master, f"{self.settings.meili_index}*"
+            )
 
     # ------------------------------------------------------------------------- resolved addresses
 

@@ -3,8 +3,10 @@
 1. A fresh index `<index>__reindex` gets the current settings.
 2. One REPEATABLE READ snapshot of all listings is streamed into it; every row's xmin is remembered
    (PostgreSQL gives each new row version a new xmin, whatever changed: edits, stock, views).
-3. Catch-up: rows whose xmin changed since (or that appeared or vanished) are re-read and re-applied.
-   The live syncer keeps the live index fresh meanwhile, consuming the outbox as usual.
+3. Catch-up: rows whose xmin changed since (or that appeared or vanished) are re-read and re-applied, and
+   so are the listings of every seller whose rating changed since (a rating change writes outbox rows but
+   leaves the listing rows alone). The live syncer keeps the live index fresh meanwhile, consuming the
+   outbox as usual.
 4. Under the sync lock (which pauses the live syncer between two batches), a last catch-up, then
    Meilisearch's swap-indexes exchanges the two atomically; the old data, now under the temporary
    name, is deleted. Outbox rows written during the swap stay in the outbox and go to the new index.
@@ -22,13 +24,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from tqdm import tqdm
 
-from bazaar.listings import taxonomy
+from bazaar.listings import NO_RATINGS, SellerRating, seller_ratings, taxonomy
 from bazaar.meili import Meili
 from bazaar.models import Listing, ListingStatus
 from bazaar.pg_listen import connect
 from bazaar.search_index import apply_index_settings, listing_document
 from bazaar.settings import Settings
-from search_sync.sync import SYNC_LOCK_ID, XMIN, advisory_lock, apply_documents, documents_for, seller_ratings
+from search_sync.sync import SYNC_LOCK_ID, XMIN, advisory_lock, apply_documents, documents_for
 
 log = logging.getLogger("reindex")
 REINDEX_LOCK_ID = 0x5EA2C5  # one reindex at a time
@@ -59,7 +61,9 @@ async def reindex(settings: Settings, *, progress: bool = True) -> ReindexReport
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     try:
         async with await connect(settings.database_url) as lock_conn:
-            got = await (await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (REINDEX_LOCK_ID,))).fetchone()
+            got = await (
+                await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (REINDEX_LOCK_ID,))
+            ).fetchone()
             if not got or not got[0]:
                 raise ReindexBusy("another reindex is running")
             return await _reindex(meili, sessionmaker, lock_conn, settings.meili_index, progress)
@@ -82,37 +86,42 @@ async def _reindex(
     await apply_index_settings(meili, live)  # swap needs both to exist
     await apply_index_settings(meili, fresh)
 
-    seen, documents = await _load_snapshot(meili, sessionmaker, fresh, progress)
+    seen, ratings, documents = await _load_snapshot(meili, sessionmaker, fresh, progress)
     indexing_seconds = time.monotonic() - started
     caught_up = 0
     for _ in range(_CATCH_UP_ROUNDS):  # converge while the live syncer runs, so the locked step is short
-        changed = await _catch_up(meili, sessionmaker, fresh, seen)
+        changed = await _catch_up(meili, sessionmaker, fresh, seen, ratings)
         caught_up += changed
         if changed < 100:
             break
     async with advisory_lock(lock_conn, SYNC_LOCK_ID):
-        caught_up += await _catch_up(meili, sessionmaker, fresh, seen)
+        caught_up += await _catch_up(meili, sessionmaker, fresh, seen, ratings)
         await meili.run_task("POST", "/swap-indexes", json=[{"indexes": [live, fresh]}])
     await meili.run_task("DELETE", f"/indexes/{fresh}")  # the previous generation
     report = ReindexReport(live, documents, caught_up, time.monotonic() - started, indexing_seconds)
     log.info(
         "reindexed %s: %d documents (%.0f/s), %d caught up, swapped after %.1fs",
-        live, documents, report.docs_per_second, caught_up, report.seconds,
+        live,
+        documents,
+        report.docs_per_second,
+        caught_up,
+        report.seconds,
     )
     return report
 
 
 async def _load_snapshot(
     meili: Meili, sessionmaker: async_sessionmaker[AsyncSession], index: str, progress: bool
-) -> tuple[dict[uuid.UUID, int], int]:
-    """Stream one consistent snapshot into `index`; returns every row's xmin and the documents sent."""
+) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, SellerRating], int]:
+    """Stream one consistent snapshot into `index`; returns every row's xmin, the seller ratings used and
+    the number of documents sent."""
     seen: dict[uuid.UUID, int] = {}
     tasks: list[int] = []
     sent = 0
     async with sessionmaker() as session:
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         tree = await taxonomy(session)
-        ratings = await seller_ratings(session, set())
+        ratings = await seller_ratings(session, None)  # every seller with ratings (a few bytes each)
         total = await session.scalar(
             select(func.count()).select_from(Listing).where(Listing.status == ListingStatus.ACTIVE)
         )
@@ -123,8 +132,11 @@ async def _load_snapshot(
             seen[listing.id] = int(xmin)
             if listing.status != ListingStatus.ACTIVE:
                 continue
-            batch.append(listing_document(listing, tree.path(listing.category_slug),
-                                          ratings.get(listing.seller_id, 0.0)))
+            batch.append(
+                listing_document(
+                    listing, tree.path(listing.category_slug), ratings.get(listing.seller_id, NO_RATINGS)
+                )
+            )
             if len(batch) >= DOCS_PER_REQUEST:
                 tasks.append(await _send(meili, index, batch))
                 sent += len(batch)
@@ -139,7 +151,7 @@ async def _load_snapshot(
         done = await meili.wait_task(uid, max_wait=3600)
         bar.update(int(done.get("details", {}).get("indexedDocuments") or 0))
     bar.close()
-    return seen, sent
+    return seen, ratings, sent
 
 
 async def _send(meili: Meili, index: str, docs: list[dict[str, Any]]) -> int:
@@ -147,13 +159,28 @@ async def _send(meili: Meili, index: str, docs: list[dict[str, Any]]) -> int:
 
 
 async def _catch_up(
-    meili: Meili, sessionmaker: async_sessionmaker[AsyncSession], index: str, seen: dict[uuid.UUID, int]
+    meili: Meili,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    index: str,
+    seen: dict[uuid.UUID, int],
+    ratings: dict[uuid.UUID, SellerRating],
 ) -> int:
-    """Re-apply every listing whose row changed, appeared or vanished since it was last read."""
+    """Re-apply every listing whose row changed, appeared or vanished since it was last read, and every
+    listing of a seller whose rating differs from `ratings` (which then become the ratings read now)."""
     async with sessionmaker() as session:
-        now = {row.id: int(row.xmin) for row in (await session.execute(select(Listing.id, XMIN))).all()}
-        changed = [i for i, xmin in now.items() if seen.get(i) != xmin]
+        current = await seller_ratings(session, None)
+        moved = {
+            seller
+            for seller in current.keys() | ratings.keys()
+            if current.get(seller, NO_RATINGS) != ratings.get(seller, NO_RATINGS)
+        }
+        rows = (await session.execute(select(Listing.id, Listing.seller_id, XMIN))).all()
+        now = {row.id: int(row.xmin) for row in rows}
+        changed = [row.id for row in rows if seen.get(row.id) != int(row.xmin) or row.seller_id in moved]
         vanished = [i for i in seen if i not in now]
+        # documents_for below reads the ratings again, so what it applies is never older than `current`.
+        ratings.clear()
+        ratings.update(current)
         if not changed and not vanished:
             return 0
         upserts, deletes, xmins = await documents_for(session, changed) if changed else ([], [], {})

@@ -28,7 +28,7 @@ from sqlalchemy import BigInteger, Label, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from bazaar.listings import taxonomy
+from bazaar.listings import NO_RATINGS, seller_ratings, taxonomy
 from bazaar.meili import Meili, MeiliError
 from bazaar.models import Listing, SearchOutbox
 from bazaar.pg_listen import connect
@@ -45,33 +45,29 @@ _SAMPLES_PER_MESSAGE = 800  # ~7 bytes each: stays under the 8000-byte NOTIFY pa
 XMIN: Label[int] = literal_column("listings.xmin::text::bigint", BigInteger).label("xmin")
 
 
-async def seller_ratings(session: AsyncSession, seller_ids: set[uuid.UUID]) -> dict[uuid.UUID, float]:
-    """Seller rating per seller for ranking. No ratings are stored yet: everyone ranks equal (0.0).
-
-    When seller reputations land, read them here; whatever changes a rating must then also write outbox
-    rows for that seller's listings (and touch the rows, so a running reindex notices).
-    """
-    return {}
-
-
 async def documents_for(
     session: AsyncSession, listing_ids: list[uuid.UUID]
 ) -> tuple[list[dict[str, Any]], list[str], dict[uuid.UUID, int]]:
-    """Current documents to upsert, ids to delete, and each found row's xmin, for these listings."""
+    """Current documents to upsert, ids to delete, and each found row's xmin, for these listings.
+
+    Seller ratings are read here too: a rating change queues the seller's listings in the same transaction
+    (bazaar.reputation.reindex_seller_listings), so a batch that saw those outbox rows sees the new rating.
+    """
     tree = await taxonomy(session)
     rows = (await session.execute(select(Listing, XMIN).where(Listing.id.in_(listing_ids)))).all()
     found = {listing.id: listing for listing, _ in rows}
-    ratings = await seller_ratings(session, {x.seller_id for x in found.values()})
+    public = [x for x in found.values() if is_public(x)]
+    ratings = await seller_ratings(session, {x.seller_id for x in public})
     upserts = [
-        listing_document(x, tree.path(x.category_slug), ratings.get(x.seller_id, 0.0))
-        for x in found.values()
-        if is_public(x)
+        listing_document(x, tree.path(x.category_slug), ratings.get(x.seller_id, NO_RATINGS)) for x in public
     ]
     deletes = [str(i) for i in listing_ids if i not in found or not is_public(found[i])]
     return upserts, deletes, {listing.id: int(xmin) for listing, xmin in rows}
 
 
-async def apply_documents(meili: Meili, index: str, upserts: list[dict[str, Any]], deletes: list[str]) -> None:
+async def apply_documents(
+    meili: Meili, index: str, upserts: list[dict[str, Any]], deletes: list[str]
+) -> None:
     """Enqueue both writes, then wait for both (Meilisearch may batch them into one)."""
     tasks = []
     if upserts:
@@ -104,24 +100,31 @@ class OutboxSync:
                 return 0
             row_ids = [r.id for r in rows]
             # Read after the outbox rows: the state read is at least as new as every change in the batch.
-            upserts, deletes, _ = await documents_for(session, list(dict.fromkeys(r.listing_id for r in rows)))
+            upserts, deletes, _ = await documents_for(
+                session, list(dict.fromkeys(r.listing_id for r in rows))
+            )
             await session.rollback()  # release the snapshot while Meilisearch works
         await apply_documents(self.meili, self.index, upserts, deletes)
         async with self.sessionmaker() as session, session.begin():
             latencies = (
-                await session.execute(
-                    text(
-                        "WITH gone AS (DELETE FROM search_outbox WHERE id = ANY(:ids) RETURNING created_at) "
-                        "SELECT round(1000 * extract(epoch FROM clock_timestamp() - created_at)) FROM gone"
-                    ),
-                    {"ids": row_ids},
+                (
+                    await session.execute(
+                        text(
+                            "WITH gone AS (DELETE FROM search_outbox WHERE id = ANY(:ids) RETURNING created_at) "
+                            "SELECT round(1000 * extract(epoch FROM clock_timestamp() - created_at)) FROM gone"
+                        ),
+                        {"ids": row_ids},
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             samples = [int(ms) for ms in latencies]
             for start in range(0, len(samples), _SAMPLES_PER_MESSAGE):
                 payload = json.dumps({"ms": samples[start : start + _SAMPLES_PER_MESSAGE]})
                 await session.execute(
-                    text("SELECT pg_notify(:channel, :payload)"), {"channel": SYNCED_CHANNEL, "payload": payload}
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": SYNCED_CHANNEL, "payload": payload},
                 )
         return len(row_ids)
 

@@ -1,7 +1,9 @@
 """Listings: sellers create and manage them; everyone reads active ones. ETag/If-Match on writes.
 
 Public detail reads of active listings go through the process's hot-listing cache and count a view;
-the seller (and support) always read the database, so their ETag is never stale.
+the seller (and support) always read the database, so their ETag is never stale. Every listing comes with
+its seller's rating; a cached copy's rating may be up to the cache TTL old (a rating change does not
+invalidate listings, unlike a listing write).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from bazaar.models import Listing, ListingStatus, Role
 from bazaar.popularity import ViewCounter
 
 router = APIRouter(prefix="/v1", tags=["listings"])
-IfMatch = Annotated[str | None, Header(description='ETag from a previous read, e.g. "3"; a stale one gets 412')]
+IfMatch = Annotated[
+    str | None, Header(description='ETag from a previous read, e.g. "3"; a stale one gets 412')
+]
 IfNoneMatch = Annotated[str | None, Header(description="ETag you hold; 304 when unchanged")]
 
 
@@ -62,9 +66,9 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def with_etag(response: Response, listing: Listing) -> ListingOut:
+async def with_etag(session: Session, response: Response, listing: Listing) -> ListingOut:
     response.headers["ETag"] = etag(listing.version)
-    return ListingOut.of(listing)
+    return ListingOut.of(listing, await listings.seller_rating(session, listing.seller_id))
 
 
 @router.get("/categories", response_model=CategoriesOut, tags=["categories"])
@@ -79,7 +83,7 @@ async def categories(session: Session, response: Response) -> CategoriesOut:
 async def create_listing(body: ListingIn, seller: Seller, session: Session, response: Response) -> ListingOut:
     listing = await listings.create(session, seller, body.columns())
     await session.refresh(listing)
-    return with_etag(response, listing)
+    return await with_etag(session, response, listing)
 
 
 def _public_reader(viewer: Principal | None, seller_id: uuid.UUID) -> bool:
@@ -106,8 +110,8 @@ async def get_listing(
         out = cached
     else:
         token = cache.token()
-        listing = await listings.get_visible(session, listing_id, viewer)
-        out = ListingOut.of(listing)
+        listing, rating = await listings.get_visible_rated(session, listing_id, viewer)
+        out = ListingOut.of(listing, rating)
         if listing.status == ListingStatus.ACTIVE:
             cache.put(listing_id, out, token)
     if out.status == ListingStatus.ACTIVE and _public_reader(viewer, out.seller_id):
@@ -138,7 +142,7 @@ async def _written(session: Session, cache: Cache, response: Response, listing: 
     cache.invalidate([listing.id])
     await session.flush()
     await session.refresh(listing)
-    return with_etag(response, listing)
+    return await with_etag(session, response, listing)
 
 
 @router.post("/listings/{listing_id}/publish", response_model=ListingOut)
@@ -183,7 +187,7 @@ async def delete_listing(
     if kept is None:
         return ListingDeleteOut(result="deleted")
     await session.refresh(kept)
-    return ListingDeleteOut(result="archived", listing=with_etag(response, kept))
+    return ListingDeleteOut(result="archived", listing=await with_etag(session, response, kept))
 
 
 @router.get("/me/listings", response_model=ListingPage)
@@ -193,8 +197,11 @@ async def my_listings(
     status: Annotated[ListingStatus | None, Query()] = None,
     sort: listings.OwnSort = listings.OwnSort.NEWEST,
     limit: Annotated[int, Query(ge=1, le=listings.MAX_PAGE_SIZE)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="next_cursor of the previous page")
+    ] = None,
 ) -> ListingPage:
     """The seller's own listings in every status, keyset-paginated (stable under inserts)."""
     items, next_cursor = await listings.list_own(session, seller, status, sort, limit, cursor)
-    return ListingPage(items=[ListingOut.of(item) for item in items], next_cursor=next_cursor)
+    rating = await listings.seller_rating(session, seller.user_id)  # one seller: one lookup for the page
+    return ListingPage(items=[ListingOut.of(item, rating) for item in items], next_cursor=next_cursor)

@@ -15,7 +15,7 @@ from api.trust_schemas import DeadLetterOut, InboxOut, NotificationOut, Preferen
 from bazaar import notifications
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
-from bazaar.trust_models import DeadLetter, Notification
+from bazaar.trust_models import DeadLetter, Notification, NotificationChannel
 from workflows.notification import NotificationWorkflow, NotifyRequest
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
@@ -39,11 +39,13 @@ async def inbox(
 
 @router.post("/notifications/{notification_id}/read", response_model=dict[str, int])
 async def mark_read(notification_id: int, caller: Caller, session: Session) -> dict[str, int]:
-    if await notifications.mark_read(session, caller.user_id, notification_id) == 0:
+    """Idempotent: marking an already-read item answers `{"marked": 0}`."""
+    marked = await notifications.mark_read(session, caller.user_id, notification_id)
+    if marked == 0:
         note = await session.get(Notification, notification_id)
-        if note is None or note.recipient_id != caller.user_id:
-            raise DomainError(ErrorCode.NOT_FOUND, "notification not found")
-    return {"marked": 1}
+        if note is None or note.recipient_id != caller.user_id or note.channel != NotificationChannel.INBOX:
+            raise DomainError(ErrorCode.NOT_FOUND, "notification not found in your inbox")
+    return {"marked": marked}
 
 
 @router.post("/notifications/read-all", response_model=dict[str, int])

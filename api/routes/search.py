@@ -31,7 +31,9 @@ CategorySlug = Annotated[str, Query(min_length=1, max_length=64)]
 @router.get(
     "/listings",
     response_model=SearchOut,
-    responses={200: {"headers": {"X-Search-Backend": {"description": "meilisearch, or postgres (degraded)"}}}},
+    responses={
+        200: {"headers": {"X-Search-Backend": {"description": "meilisearch, or postgres (degraded)"}}}
+    },
 )
 async def search(
     service: Search,
@@ -60,7 +62,9 @@ async def search(
     if (min_price is not None or max_price is not None) and currency is None:
         raise DomainError(ErrorCode.VALIDATION_ERROR, "min_price and max_price need a currency")
     if currency is not None and currency not in CURRENCY_EXPONENTS:
-        raise DomainError(ErrorCode.VALIDATION_ERROR, f"unsupported currency {currency}", {"currency": currency})
+        raise DomainError(
+            ErrorCode.VALIDATION_ERROR, f"unsupported currency {currency}", {"currency": currency}
+        )
     if min_price is not None and max_price is not None and min_price > max_price:
         raise DomainError(ErrorCode.VALIDATION_ERROR, "min_price is above max_price")
     if page * per_page > MAX_TOTAL_HITS:
@@ -72,7 +76,9 @@ async def search(
     tree = await service.taxonomy()
     unknown = [c for c in category if c not in tree]
     if unknown:
-        raise DomainError(ErrorCode.UNKNOWN_CATEGORY, f"unknown category {unknown[0]!r}", {"category": unknown})
+        raise DomainError(
+            ErrorCode.UNKNOWN_CATEGORY, f"unknown category {unknown[0]!r}", {"category": unknown}
+        )
     query = ListingQuery(
         q=q,
         categories=list(dict.fromkeys(category)),
@@ -109,6 +115,8 @@ async def search(
                 "image_url": h.image_url,
                 "highlight": h.highlight,
                 "distance_m": h.distance_m,
+                "seller_rating": h.seller_rating,
+                "seller_rating_count": h.seller_rating_count,
             }
             for h in result.hits
         ],

@@ -22,6 +22,7 @@ from tests.api.helpers import (
     seller_with_payout,
     wait_until,
 )
+from tests.search_sync.private import rate_seller
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,11 @@ def support(http: httpx.Client, stack: Any) -> Actor:
     user = register(http, ["buyer"], "Support Agent")
     done = subprocess.run(
         [sys.executable, "-m", "bazaar.cli", "grant-role", user.email, "support"],
-        env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     token = http.post("/v1/auth/token", data={"username": user.email, "password": PASSWORD}).json()
@@ -63,8 +68,12 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     assert draft["status"] == "draft"
 
     def visibility() -> tuple[int, int, int, int]:
-        return (status_for(http, lid, seller), status_for(http, lid, other), status_for(http, lid, None),
-                status_for(http, lid, support))
+        return (
+            status_for(http, lid, seller),
+            status_for(http, lid, other),
+            status_for(http, lid, None),
+            status_for(http, lid, support),
+        )
 
     assert visibility() == (200, 404, 404, 200)
     # Publishing needs a payout account.
@@ -97,11 +106,19 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     assert http.post(f"/v1/listings/{lid}/publish", headers=seller.headers).json()["status"] == "active"
 
     # Nobody else may change it: 403 while it is public, 404 while it is not.
-    assert http.patch(f"/v1/listings/{lid}", json={"title": "Hijacked"}, headers=other.headers).status_code == 403
+    assert (
+        http.patch(f"/v1/listings/{lid}", json={"title": "Hijacked"}, headers=other.headers).status_code
+        == 403
+    )
     http.post(f"/v1/listings/{lid}/archive", headers=seller.headers)
-    for method, path in (("PATCH", f"/v1/listings/{lid}"), ("POST", f"/v1/listings/{lid}/publish"),
-                         ("DELETE", f"/v1/listings/{lid}")):
-        assert http.request(method, path, json={"title": "Hijacked"}, headers=other.headers).status_code == 404
+    for method, path in (
+        ("PATCH", f"/v1/listings/{lid}"),
+        ("POST", f"/v1/listings/{lid}/publish"),
+        ("DELETE", f"/v1/listings/{lid}"),
+    ):
+        assert (
+            http.request(method, path, json={"title": "Hijacked"}, headers=other.headers).status_code == 404
+        )
     assert http.get(f"/v1/listings/{uuid.uuid4()}").status_code == 404
 
 
@@ -112,13 +129,19 @@ def test_etag_and_if_match(http: httpx.Client) -> None:
     read = http.get(f"/v1/listings/{lid}", headers=seller.headers)
     tag = read.headers["ETag"]
     assert tag == '"1"'
-    assert http.get(f"/v1/listings/{lid}", headers={**seller.headers, "If-None-Match": tag}).status_code == 304
+    assert (
+        http.get(f"/v1/listings/{lid}", headers={**seller.headers, "If-None-Match": tag}).status_code == 304
+    )
 
-    first = http.patch(f"/v1/listings/{lid}", json={"title": "First edit"}, headers={**seller.headers, "If-Match": tag})
+    first = http.patch(
+        f"/v1/listings/{lid}", json={"title": "First edit"}, headers={**seller.headers, "If-Match": tag}
+    )
     assert first.status_code == 200
     assert first.headers["ETag"] == '"2"'
     # A second writer still holding the old ETag loses, and is told the current version.
-    stale = http.patch(f"/v1/listings/{lid}", json={"title": "Lost edit"}, headers={**seller.headers, "If-Match": tag})
+    stale = http.patch(
+        f"/v1/listings/{lid}", json={"title": "Lost edit"}, headers={**seller.headers, "If-Match": tag}
+    )
     assert stale.status_code == 412
     assert stale.json()["error"]["code"] == "precondition_failed"
     assert stale.json()["error"]["details"]["current_version"] == 2
@@ -126,11 +149,17 @@ def test_etag_and_if_match(http: httpx.Client) -> None:
         r = http.post(f"/v1/listings/{lid}/{action}", headers={**seller.headers, "If-Match": tag})
         assert r.status_code == 412, (action, r.text)
     assert http.delete(f"/v1/listings/{lid}", headers={**seller.headers, "If-Match": tag}).status_code == 412
-    weak = http.patch(f"/v1/listings/{lid}", json={"description": "x"}, headers={**seller.headers, "If-Match": 'W/"2"'})
+    weak = http.patch(
+        f"/v1/listings/{lid}", json={"description": "x"}, headers={**seller.headers, "If-Match": 'W/"2"'}
+    )
     assert weak.status_code == 200
-    anything = http.patch(f"/v1/listings/{lid}", json={"description": "y"}, headers={**seller.headers, "If-Match": "*"})
+    anything = http.patch(
+        f"/v1/listings/{lid}", json={"description": "y"}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert anything.status_code == 200
-    garbage = http.patch(f"/v1/listings/{lid}", json={"description": "z"}, headers={**seller.headers, "If-Match": "abc"})
+    garbage = http.patch(
+        f"/v1/listings/{lid}", json={"description": "z"}, headers={**seller.headers, "If-Match": "abc"}
+    )
     assert garbage.status_code == 412
     assert http.get(f"/v1/listings/{lid}", headers=seller.headers).json()["title"] == "First edit"
 
@@ -143,7 +172,10 @@ def test_etag_and_if_match(http: httpx.Client) -> None:
         ({"price": {"amount": 100, "currency": "XXX"}}, ("body", "price", "currency")),
         ({"location": {"lat": 91, "lng": 0, "city": "X", "country": "DE"}}, ("body", "location", "lat")),
         ({"location": {"lat": 0, "lng": -181, "city": "X", "country": "DE"}}, ("body", "location", "lng")),
-        ({"location": {"lat": 0, "lng": 0, "city": "X", "country": "Germany"}}, ("body", "location", "country")),
+        (
+            {"location": {"lat": 0, "lng": 0, "city": "X", "country": "Germany"}},
+            ("body", "location", "country"),
+        ),
         ({"title": "x" * 141}, ("body", "title")),
         ({"title": "  a "}, ("body", "title")),
         ({"description": "x" * 5001}, ("body", "description")),
@@ -184,14 +216,17 @@ def test_unknown_category_and_null_patch_fields(http: httpx.Client) -> None:
     listing = create(http, seller)
     null_title = http.patch(f"/v1/listings/{listing['id']}", json={"title": None}, headers=seller.headers)
     assert null_title.status_code == 422
-    bad_category = http.patch(f"/v1/listings/{listing['id']}", json={"category": "nope"}, headers=seller.headers)
+    bad_category = http.patch(
+        f"/v1/listings/{listing['id']}", json={"category": "nope"}, headers=seller.headers
+    )
     assert bad_category.json()["error"]["code"] == "unknown_category"
     # `location: null` is the one allowed null: it removes the location.
     cleared = http.patch(f"/v1/listings/{listing['id']}", json={"location": None}, headers=seller.headers)
     assert cleared.status_code == 200
     assert cleared.json()["location"] is None
-    attrs = http.patch(f"/v1/listings/{listing['id']}", json={"attributes": {" size ": " 56 cm "}},
-                       headers=seller.headers)
+    attrs = http.patch(
+        f"/v1/listings/{listing['id']}", json={"attributes": {" size ": " 56 cm "}}, headers=seller.headers
+    )
     assert attrs.json()["attributes"] == {"size": "56 cm"}
 
 
@@ -206,8 +241,11 @@ def test_delete_removes_or_archives(http: httpx.Client) -> None:
 
     ordered = published_listing(http, seller, quantity=5)
     buyer = register(http, ["buyer"], "Buyer")
-    placed = http.post("/v1/orders", json={"listing_id": ordered["id"], "payment_method": "pm_card_visa"},
-                       headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())})
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": ordered["id"], "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert placed.status_code == 201, placed.text
     kept = http.delete(f"/v1/listings/{ordered['id']}", headers=seller.headers)
     assert kept.status_code == 200
@@ -230,8 +268,11 @@ def test_my_listings_filter_sort_paginate(http: httpx.Client) -> None:
         items: list[dict[str, Any]] = []
         cursor = None
         while True:
-            page = http.get("/v1/me/listings", params={**params, **({"cursor": cursor} if cursor else {})},
-                            headers=seller.headers)
+            page = http.get(
+                "/v1/me/listings",
+                params={**params, **({"cursor": cursor} if cursor else {})},
+                headers=seller.headers,
+            )
             assert page.status_code == 200, page.text
             items += page.json()["items"]
             cursor = page.json()["next_cursor"]
@@ -242,7 +283,9 @@ def test_my_listings_filter_sort_paginate(http: httpx.Client) -> None:
     assert [x["id"] for x in newest] == [x["id"] for x in reversed(made)]
     assert [x["id"] for x in all_pages(limit=2, sort="oldest")] == [x["id"] for x in made]
     assert [x["price"]["amount"] for x in all_pages(limit=3, sort="price_asc")] == sorted(prices)
-    assert [x["price"]["amount"] for x in all_pages(limit=1, sort="price_desc")] == sorted(prices, reverse=True)
+    assert [x["price"]["amount"] for x in all_pages(limit=1, sort="price_desc")] == sorted(
+        prices, reverse=True
+    )
     assert {x["id"] for x in all_pages(status="active")} == {made[0]["id"], made[1]["id"]}
     assert {x["id"] for x in all_pages(status="draft", limit=100)} == {x["id"] for x in made[2:]}
     # Another seller sees none of them.
@@ -250,11 +293,16 @@ def test_my_listings_filter_sort_paginate(http: httpx.Client) -> None:
     assert http.get("/v1/me/listings", headers=other.headers).json() == {"items": [], "next_cursor": None}
     # Hard cap and bad cursors.
     assert http.get("/v1/me/listings", params={"limit": 101}, headers=seller.headers).status_code == 422
-    first = http.get("/v1/me/listings", params={"limit": 1, "sort": "price_asc"}, headers=seller.headers).json()
-    wrong_sort = http.get("/v1/me/listings", params={"cursor": first["next_cursor"], "sort": "newest"},
-                          headers=seller.headers)
+    first = http.get(
+        "/v1/me/listings", params={"limit": 1, "sort": "price_asc"}, headers=seller.headers
+    ).json()
+    wrong_sort = http.get(
+        "/v1/me/listings", params={"cursor": first["next_cursor"], "sort": "newest"}, headers=seller.headers
+    )
     assert wrong_sort.status_code == 422
-    assert http.get("/v1/me/listings", params={"cursor": "garbage!"}, headers=seller.headers).status_code == 422
+    assert (
+        http.get("/v1/me/listings", params={"cursor": "garbage!"}, headers=seller.headers).status_code == 422
+    )
 
 
 def test_categories_tree_is_public(http: httpx.Client) -> None:
@@ -297,13 +345,46 @@ def test_hot_cache_serves_public_reads_and_is_invalidated(http: httpx.Client) ->
 
     # A write by another process (the worker reserving stock for an order) reaches the cache via NOTIFY.
     buyer = register(http, ["buyer"], "Buyer")
-    placed = http.post("/v1/orders", json={"listing_id": lid, "payment_method": "pm_card_visa", "quantity": 2},
-                       headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())})
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": lid, "payment_method": "pm_card_visa", "quantity": 2},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert placed.status_code == 201, placed.text
     wait_until(lambda: http.get(f"/v1/listings/{lid}").json()["quantity"] == 1, timeout=5, interval=0.02)
 
     # Sold out by an order: the cached public copy must not keep it visible.
-    placed = http.post("/v1/orders", json={"listing_id": lid, "payment_method": "pm_card_visa"},
-                       headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())})
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": lid, "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert placed.status_code == 201, placed.text
     wait_until(lambda: http.get(f"/v1/listings/{lid}").status_code == 404, timeout=5, interval=0.02)
+
+
+def _rating(listing: dict[str, Any]) -> tuple[float, int]:
+    return listing["seller_rating"], listing["seller_rating_count"]
+
+
+def test_listings_show_the_sellers_rating(http: httpx.Client, stack: Any) -> None:
+    seller = seller_with_payout(http)
+    created = create(http, seller)
+    lid = created["id"]
+    assert _rating(created) == (4.0, 0)  # not rated yet: the prior, as search ranks it
+    published = http.post(f"/v1/listings/{lid}/publish", headers=seller.headers)
+    assert published.status_code == 200 and _rating(published.json()) == (4.0, 0)
+
+    rate_seller(stack.database_url, lid, [5, 4])  # two revealed reviews: (4 * 5 + 9) / 7
+    rated = (4.1429, 2)
+    for _ in range(2):  # the first public read fills the hot cache, the second is served from it
+        assert _rating(http.get(f"/v1/listings/{lid}").json()) == rated
+    assert _rating(http.get(f"/v1/listings/{lid}", headers=seller.headers).json()) == rated
+    assert [
+        _rating(item) for item in http.get("/v1/me/listings", headers=seller.headers).json()["items"]
+    ] == [rated]
+    edited = http.patch(f"/v1/listings/{lid}", json={"title": "Rated lamp"}, headers=seller.headers)
+    assert edited.status_code == 200 and _rating(edited.json()) == rated
+    # Another seller's listing is not affected.
+    other = published_listing(http, seller_with_payout(http))
+    assert _rating(http.get(f"/v1/listings/{other['id']}").json()) == (4.0, 0)

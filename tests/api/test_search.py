@@ -19,6 +19,7 @@ from bazaar.meili import Meili
 from bazaar.search import ListingQuery, distance_m, search_meili
 from bazaar.settings import Settings
 from tests.api.helpers import Actor, published_listing, seller_with_payout, wait_until
+from tests.search_sync.private import rate_seller
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ HOSTILE = [
     '" OR 1=1 OR "',
     "\\",
     '\\"',
-    "\\\\\" OR \\\"",
+    '\\\\" OR \\"',
     "a AND b",
     "NOT active",
     "(bikes) OR (1 = 1)",
@@ -77,11 +78,24 @@ def corpus(http: httpx.Client) -> dict[str, Any]:
     seller = seller_with_payout(http)
     other = seller_with_payout(http)
 
-    def make(who: Actor, name: str, category: str, condition: str, amount: int, currency: str,
-             point: tuple[float, float], city: str) -> str:
+    def make(
+        who: Actor,
+        name: str,
+        category: str,
+        condition: str,
+        amount: int,
+        currency: str,
+        point: tuple[float, float],
+        city: str,
+    ) -> str:
         listing = published_listing(
-            http, who, title=f"{word} {name}", category=category, condition=condition,
-            price={"amount": amount, "currency": currency}, location=location(point, city),
+            http,
+            who,
+            title=f"{word} {name}",
+            category=category,
+            condition=condition,
+            price={"amount": amount, "currency": currency},
+            location=location(point, city),
             description=f"A {name} in {city}, {word} quality.",
         )
         return str(listing["id"])
@@ -112,16 +126,30 @@ def test_text_filters_and_sorts(http: httpx.Client, corpus: dict[str, Any]) -> N
 
     # Category includes its sub-categories; several categories are an OR.
     assert set(ids_of(search(http, q=word, category="sports"))) == {
-        ids["bike_berlin"], ids["tent_potsdam"], ids["bike_munich"], ids["bike_usd"]}
+        ids["bike_berlin"],
+        ids["tent_potsdam"],
+        ids["bike_munich"],
+        ids["bike_usd"],
+    }
     assert set(ids_of(search(http, q=word, category=["camping", "phones"]))) == {
-        ids["tent_potsdam"], ids["phone_hamburg"]}
+        ids["tent_potsdam"],
+        ids["phone_hamburg"],
+    }
     assert set(ids_of(search(http, q=word, condition=["good"], seller_id=seller.user_id))) == {
-        ids["bike_berlin"], ids["bike_usd"]}
+        ids["bike_berlin"],
+        ids["bike_usd"],
+    }
     priced = search(http, q=word, min_price=2_000, max_price=20_000, currency="EUR")
     assert set(ids_of(priced)) == {ids["bike_berlin"], ids["tent_potsdam"], ids["other_seller"]}
     assert set(ids_of(search(http, q=word, seller_id=seller.user_id, per_page=50))) == set(mine.values())
 
-    eur = [ids["bike_munich"], ids["tent_potsdam"], ids["other_seller"], ids["bike_berlin"], ids["phone_hamburg"]]
+    eur = [
+        ids["bike_munich"],
+        ids["tent_potsdam"],
+        ids["other_seller"],
+        ids["bike_berlin"],
+        ids["phone_hamburg"],
+    ]
     assert ids_of(search(http, q=word, currency="EUR", sort="price_asc")) == eur
     assert ids_of(search(http, q=word, currency="EUR", sort="price_desc")) == list(reversed(eur))
     assert ids_of(search(http, q=word, sort="newest")) == list(reversed(ids.values()))
@@ -160,8 +188,15 @@ def test_facets(http: httpx.Client, corpus: dict[str, Any]) -> None:
     word = corpus["word"]
     result = search(http, q=word, facets="true")
     facets = result["facets"]
-    assert facets["category"] == {"sports": 4, "bikes": 3, "camping": 1, "electronics": 1, "phones": 1,
-                                  "home": 1, "furniture": 1}
+    assert facets["category"] == {
+        "sports": 4,
+        "bikes": 3,
+        "camping": 1,
+        "electronics": 1,
+        "phones": 1,
+        "home": 1,
+        "furniture": 1,
+    }
     assert facets["condition"] == {"good": 3, "new": 1, "fair": 1, "like_new": 1}
     # Price buckets are per currency: restrict to one to get meaningful ranges, in bucket order.
     eur = search(http, q=word, facets="true", currency="EUR")["facets"]["price"]
@@ -170,6 +205,31 @@ def test_facets(http: httpx.Client, corpus: dict[str, Any]) -> None:
     bikes = search(http, q=word, facets="true", category="bikes")["facets"]
     assert bikes["condition"] == {"good": 2, "like_new": 1}
     assert search(http, q=word)["facets"] is None
+
+
+def test_seller_rating_ranks_and_is_shown(http: httpx.Client, stack: Any) -> None:
+    """Equally relevant listings of three sellers: revealed reviews reorder them (relevance breaks the tie by
+    the seller's rating; sort=rating sorts by it), and every hit shows the rating it ranked by."""
+    word = marker()
+    made = {}
+    for name in ("unrated", "top", "low"):  # neither oldest- nor newest-first is the rating order
+        listing = published_listing(
+            http, seller_with_payout(http), title=f"{word} reading lamp", description="Brass, works well."
+        )
+        made[name] = str(listing["id"])
+
+    def ranked(**params: Any) -> list[tuple[str, float, int]]:
+        hits = search(http, q=word, **params)["hits"]
+        return [(h["id"], h["seller_rating"], h["seller_rating_count"]) for h in hits]
+
+    wait_until(lambda: len(ranked()) == 3, timeout=15)
+    assert {(score, count) for _, score, count in ranked()} == {(4.0, 0)}  # nobody rated yet: the prior
+
+    rate_seller(stack.database_url, made["top"], [5, 5, 4])  # (4 * 5 + 14) / 8
+    rate_seller(stack.database_url, made["low"], [2, 1])  # (4 * 5 + 3) / 7
+    expected = [(made["top"], 4.25, 3), (made["unrated"], 4.0, 0), (made["low"], 3.2857, 2)]
+    for sort in ("rating", "relevance"):
+        wait_until(lambda sort=sort: ranked(sort=sort) == expected, timeout=15)
 
 
 @pytest.mark.parametrize(
@@ -279,6 +339,9 @@ def test_api_holds_only_the_search_key(stack: Any) -> None:
         assert stack.meili_search_key != stack.meili_master_key
 
     asyncio.run(run())
-    write = httpx.post(f"{stack.meili_url}/indexes/listings/documents", json=[{"id": str(uuid.uuid4())}],
-                       headers={"Authorization": f"Bearer {stack.meili_search_key}"})
+    write = httpx.post(
+        f"{stack.meili_url}/indexes/listings/documents",
+        json=[{"id": str(uuid.uuid4())}],
+        headers={"Authorization": f"Bearer {stack.meili_search_key}"},
+    )
     assert write.status_code == 403

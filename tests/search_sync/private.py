@@ -27,18 +27,17 @@ from psycopg import sql
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from bazaar import reviews
 from bazaar.auth import Principal
-from bazaar.models import Listing, PayoutAccount, SearchOutbox, User
+from bazaar.models import Listing, Order, OrderStatus, PayoutAccount, SearchOutbox, User
 from bazaar.pg_listen import libpq_url
+from bazaar.trust_models import Review, ReviewDirection, ReviewWindow
 from devstack import services
 from devstack.process import ManagedProcess, Supervisor, wait_until
 from devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "private-master-key-0123456789abcdef"
-# Meilisearch sizes its indexing arena from RAM by default (2/3 of it); allocating that per batch made single
-# document tasks take 0.7-2 s on a 24 GB test VM instead of ~10 ms. A small arena keeps the tests fast.
-MEILI_ENV = {"MEILI_MAX_INDEXING_MEMORY": "512Mb"}
 
 
 @dataclass
@@ -81,18 +80,10 @@ class PrivateSearch:
     # ------------------------------------------------------------------------------------ Meilisearch
 
     def start_meili(self) -> None:
-        saved = {k: os.environ.get(k) for k in MEILI_ENV}
-        os.environ.update(MEILI_ENV)  # start_meilisearch passes our environment on
-        try:
-            self.meili = services.start_meilisearch(
-                self.sup, self.base, self.meili_port, master_key=MASTER_KEY, index_pattern=f"{self.index}*"
-            )
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        # devstack caps Meilisearch's indexing memory (services.MEILI_MAX_INDEXING_MEMORY): tasks stay fast.
+        self.meili = services.start_meilisearch(
+            self.sup, self.base, self.meili_port, master_key=MASTER_KEY, index_pattern=f"{self.index}*"
+        )
 
     def kill_meili(self) -> None:
         """An outage: SIGKILL, no clean shutdown (its data stays on disk for the restart)."""
@@ -115,7 +106,9 @@ class PrivateSearch:
 
     def start_sync(self) -> ManagedProcess:
         assert self.sync is None or not self.sync.alive()
-        self.sync = self.sup.spawn("search-sync", [sys.executable, "-m", "search_sync"], env=self.env(), cwd=ROOT)
+        self.sync = self.sup.spawn(
+            "search-sync", [sys.executable, "-m", "search_sync"], env=self.env(), cwd=ROOT
+        )
         return self.sync
 
     def kill_sync(self) -> None:
@@ -134,11 +127,24 @@ class PrivateSearch:
             POPULARITY_FLUSH_SECONDS="0.3",
         )
         env.pop("MEILI_MASTER_KEY")  # the API must work with the search-only key alone
-        argv = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", services.LOOPBACK,
-                "--port", str(self.api_port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:app",
+            "--host",
+            services.LOOPBACK,
+            "--port",
+            str(self.api_port),
+        ]
         self.api = self.sup.spawn("api", argv, env=env, cwd=ROOT)
-        wait_until("private api", lambda: httpx.get(f"{self.api_url}/healthz").status_code == 200,
-                   timeout=60, proc=self.api, interval=0.1)
+        wait_until(
+            "private api",
+            lambda: httpx.get(f"{self.api_url}/healthz").status_code == 200,
+            timeout=60,
+            proc=self.api,
+            interval=0.1,
+        )
 
     # ---------------------------------------------------------------------------------------- database
 
@@ -171,12 +177,22 @@ class PrivateSearch:
     async def seller(self) -> Principal:
         """A seller with a payout account, written directly (no provider round trip in this database)."""
         async with self.session() as s:
-            user = User(email=f"s-{uuid.uuid4().hex[:12]}@example.com", password_hash="x", display_name="S",
-                        roles=["seller"])
+            user = User(
+                email=f"s-{uuid.uuid4().hex[:12]}@example.com",
+                password_hash="x",
+                display_name="S",
+                roles=["seller"],
+            )
             s.add(user)
             await s.flush()
-            s.add(PayoutAccount(user_id=user.id, provider_account_id=f"acct_{uuid.uuid4().hex[:16]}",
-                                country="DE", default_currency="EUR"))
+            s.add(
+                PayoutAccount(
+                    user_id=user.id,
+                    provider_account_id=f"acct_{uuid.uuid4().hex[:16]}",
+                    country="DE",
+                    default_currency="EUR",
+                )
+            )
             return Principal(user_id=user.id, roles=frozenset({"seller"}))
 
     def documents(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -184,8 +200,10 @@ class PrivateSearch:
         with self.master() as client:
             found: dict[str, dict[str, Any]] = {}
             for start in range(0, len(ids), 1000):
-                r = client.post(f"/indexes/{self.index}/documents/fetch",
-                                json={"ids": ids[start:start + 1000], "limit": 1000})
+                r = client.post(
+                    f"/indexes/{self.index}/documents/fetch",
+                    json={"ids": ids[start : start + 1000], "limit": 1000},
+                )
                 r.raise_for_status()
                 found.update({d["id"]: d for d in r.json()["results"]})
             return found
@@ -203,7 +221,9 @@ class PrivateSearch:
             else:
                 assert doc is not None, f"active listing {listing_id} is missing from the index"
                 assert (doc["version"], doc["price_amount"], doc["popularity"]) == (
-                    row.version, row.price_amount, row.view_count + 10 * row.order_count
+                    row.version,
+                    row.price_amount,
+                    row.view_count + 10 * row.order_count,
                 ), f"{listing_id}: index has v{doc['version']}, database v{row.version}"
 
 
@@ -235,11 +255,23 @@ def create_private(infra: Stack, base: Path, sup: Supervisor) -> PrivateSearch:
     database_url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
     meili_port, api_port = services.free_ports(2)
     priv = PrivateSearch(
-        infra=infra, base=base, sup=sup, database_url=database_url,
-        index=f"listings_priv_{uuid.uuid4().hex[:6]}", meili_port=meili_port, api_port=api_port,
+        infra=infra,
+        base=base,
+        sup=sup,
+        database_url=database_url,
+        index=f"listings_priv_{uuid.uuid4().hex[:6]}",
+        meili_port=meili_port,
+        api_port=api_port,
     )
-    migrate = subprocess.run([sys.executable, "-m", "bazaar.cli", "migrate"], env=priv.env(), cwd=ROOT,
-                             capture_output=True, text=True, timeout=120, check=False)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "bazaar.cli", "migrate"],
+        env=priv.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     priv.start_meili()
     priv.start_sync()
@@ -249,3 +281,67 @@ def create_private(infra: Stack, base: Path, sup: Supervisor) -> PrivateSearch:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+async def reveal_reviews(session: AsyncSession, listing_id: uuid.UUID, stars: list[int]) -> None:
+    """Rate the listing's seller: per rating a completed order from a new buyer, with a buyer-to-seller review,
+    revealed by the review round's own step (bazaar.reviews.reveal, which counts it through
+    reputation.apply_review). In the caller's transaction, so the reputation and the outbox rows for the
+    seller's listings commit together."""
+    listing = await session.get(Listing, listing_id)
+    assert listing is not None
+    for rating in stars:
+        buyer = User(
+            email=f"b-{uuid.uuid4().hex[:12]}@example.com",
+            password_hash="x",
+            display_name="B",
+            roles=["buyer"],
+        )
+        session.add(buyer)
+        await session.flush()
+        order_id = uuid.uuid4()
+        session.add(
+            Order(
+                id=order_id,
+                buyer_id=buyer.id,
+                seller_id=listing.seller_id,
+                listing_id=listing.id,
+                listing_title=listing.title,
+                quantity=1,
+                unit_amount=listing.price_amount,
+                amount=listing.price_amount,
+                currency=listing.currency,
+                status=OrderStatus.COMPLETED,
+                idempotency_key=f"rating-test-{order_id}",
+                workflow_id=f"order-{order_id}",
+            )
+        )
+        await session.flush()
+        session.add(
+            ReviewWindow(order_id=order_id, buyer_id=buyer.id, seller_id=listing.seller_id, closes_at=now())
+        )
+        session.add(
+            Review(
+                order_id=order_id,
+                author_id=buyer.id,
+                subject_id=listing.seller_id,
+                direction=ReviewDirection.BUYER_TO_SELLER,
+                rating=rating,
+            )
+        )
+        await session.flush()
+        assert [r.rating for r in await reviews.reveal(session, order_id)] == [rating]
+
+
+def rate_seller(database_url: str, listing_id: str, stars: list[int]) -> None:
+    """reveal_reviews in a transaction of its own, for synchronous tests (e.g. over HTTP on the shared stack)."""
+
+    async def run() -> None:
+        engine = create_async_engine(database_url, pool_size=1)
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+                await reveal_reviews(session, uuid.UUID(listing_id), stars)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

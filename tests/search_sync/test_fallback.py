@@ -20,7 +20,12 @@ from tests.search_sync.private import PrivateSearch, listing_fields
 pytestmark = pytest.mark.integration
 
 BERLIN = (52.52, 13.405)
-PLACES = [(52.52, 13.405, "Berlin"), (52.39, 13.06, "Potsdam"), (53.55, 9.99, "Hamburg"), (48.14, 11.58, "Munich")]
+PLACES = [
+    (52.52, 13.405, "Berlin"),
+    (52.39, 13.06, "Potsdam"),
+    (53.55, 9.99, "Hamburg"),
+    (48.14, 11.58, "Munich"),
+]
 CATEGORIES = ["bikes", "camping", "phones", "furniture", "books"]
 CONDITIONS = ["new", "good", "fair"]
 
@@ -38,7 +43,9 @@ def backend(private: PrivateSearch) -> str:
 
 def degraded_gauge(private: PrivateSearch) -> float:
     text = httpx.get(f"{private.api_url}/metrics").text
-    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("bazaar_search_degraded "))
+    return next(
+        float(line.split()[1]) for line in text.splitlines() if line.startswith("bazaar_search_degraded ")
+    )
 
 
 def comparable(body: dict[str, Any], ordered: bool) -> tuple[Any, ...]:
@@ -54,11 +61,20 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
     for n in range(16):
         lat, lng, city = PLACES[n % len(PLACES)]
         async with private.session() as s:
-            x = await listings.create(s, other if n == 15 else seller, listing_fields(
-                title=f"{word} item {n}", description=f"number {n} of the {word} series",
-                price_amount=1_000 + 997 * n, category_slug=CATEGORIES[n % 5], condition=CONDITIONS[n % 3],
-                lat=lat + n * 0.0013, lng=lng, city=city,  # distinct distances: no ties across pages currency="EUR" if n % 7 else "USD",
-            ))
+            x = await listings.create(
+                s,
+                other if n == 15 else seller,
+                listing_fields(
+                    title=f"{word} item {n}",
+                    description=f"number {n} of the {word} series",
+                    price_amount=1_000 + 997 * n,
+                    category_slug=CATEGORIES[n % 5],
+                    condition=CONDITIONS[n % 3],
+                    lat=lat + n * 0.0013,
+                    lng=lng,
+                    city=city,  # distinct distances: no ties across pages currency="EUR" if n % 7 else "USD",
+                ),
+            )
             await listings.publish(s, x.id, other if n == 15 else seller, None)
             ids.append(x.id)
     await private.wait_drained()
@@ -70,8 +86,18 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
         ({"q": word, "category": ["phones", "home"], "sort": "newest"}, True),
         ({"q": word, "lat": BERLIN[0], "lng": BERLIN[1], "radius_km": 40, "sort": "distance"}, True),
         ({"q": word, "lat": BERLIN[0], "lng": BERLIN[1], "sort": "distance", "per_page": 5, "page": 2}, True),
-        ({"q": word, "condition": "good", "min_price": 2_000, "max_price": 12_000, "currency": "EUR",
-          "sort": "price_asc", "facets": "true"}, True),
+        (
+            {
+                "q": word,
+                "condition": "good",
+                "min_price": 2_000,
+                "max_price": 12_000,
+                "currency": "EUR",
+                "sort": "price_asc",
+                "facets": "true",
+            },
+            True,
+        ),
         ({"q": word, "seller_id": str(other.user_id)}, True),
         ({"q": word[:-2], "facets": "true", "currency": "EUR", "sort": "price_asc"}, True),  # prefix search
         ({"q": word, "facets": "true"}, False),
@@ -138,6 +164,9 @@ async def test_views_are_batched_into_popularity(private: PrivateSearch) -> None
     await api.aclose()
     assert "bazaar_listing_views_flushed_total 7.0" in metrics
     assert "bazaar_search_change_to_searchable_seconds_count" in metrics
-    count = next(float(line.split()[1]) for line in metrics.splitlines()
-                 if line.startswith("bazaar_search_change_to_searchable_seconds_count"))
+    count = next(
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("bazaar_search_change_to_searchable_seconds_count")
+    )
     assert count > 0  # fed by search_sync through NOTIFY

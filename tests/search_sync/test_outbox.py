@@ -32,8 +32,9 @@ async def published(private: PrivateSearch, seller: Principal, count: int, **fie
     return [x.id for x in made]
 
 
-async def churn(private: PrivateSearch, seller: Principal, ids: list[uuid.UUID], changes: int,
-                rng: random.Random) -> list[uuid.UUID]:
+async def churn(
+    private: PrivateSearch, seller: Principal, ids: list[uuid.UUID], changes: int, rng: random.Random
+) -> list[uuid.UUID]:
     """Many small committed changes of every kind; returns the ids of listings it created."""
     created: list[uuid.UUID] = []
     for n in range(changes):
@@ -121,8 +122,11 @@ async def test_meilisearch_outage_loses_no_update(private: PrivateSearch) -> Non
     assert backlog > 0
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{private.api_url}/metrics")).text
-    age = next(float(line.split()[1]) for line in metrics.splitlines()
-               if line.startswith("bazaar_search_outbox_oldest_age_seconds "))
+    age = next(
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("bazaar_search_outbox_oldest_age_seconds ")
+    )
     assert age >= 0.9  # the freshness gauge shows the stall
     private.start_meili()
     await private.wait_drained(within=30)

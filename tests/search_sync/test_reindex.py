@@ -33,14 +33,24 @@ class Searcher(threading.Thread):
         if self.via_api:
             client = httpx.Client(base_url=self.private.api_url, timeout=10)
         else:
-            client = httpx.Client(base_url=self.private.meili_url, timeout=10,
-                                  headers={"Authorization": f"Bearer {self.private.search_key}"})
+            client = httpx.Client(
+                base_url=self.private.meili_url,
+                timeout=10,
+                headers={"Authorization": f"Bearer {self.private.search_key}"},
+            )
         with client:
             while not self.stop.is_set():
                 try:
                     if self.via_api:
-                        r = client.get("/v1/search/listings", params={"q": self.word, "category": "sports",
-                                                                     "sort": "price_asc", "facets": "true"})
+                        r = client.get(
+                            "/v1/search/listings",
+                            params={
+                                "q": self.word,
+                                "category": "sports",
+                                "sort": "price_asc",
+                                "facets": "true",
+                            },
+                        )
                         ok = r.status_code == 200 and r.headers["X-Search-Backend"] == "meilisearch"
                         total = r.json()["total"] if ok else -1
                     else:
@@ -60,8 +70,10 @@ async def test_reindex_while_searching_and_writing(private: PrivateSearch) -> No
     ids: list[uuid.UUID] = []
     for start in range(0, LISTINGS, 500):
         async with private.session() as s:
-            made = [await listings.create(s, seller, listing_fields(title=f"{word} {n}", price_amount=100 + n))
-                    for n in range(start, start + 500)]
+            made = [
+                await listings.create(s, seller, listing_fields(title=f"{word} {n}", price_amount=100 + n))
+                for n in range(start, start + 500)
+            ]
             for x in made:
                 await listings.publish(s, x.id, seller, None)
             ids += [x.id for x in made]
@@ -72,8 +84,13 @@ async def test_reindex_while_searching_and_writing(private: PrivateSearch) -> No
     searchers.append(Searcher(private, word, minimum, via_api=False))
     for searcher in searchers:
         searcher.start()
-    settings = Settings(_env_file=None, database_url=private.database_url, meili_url=private.meili_url,
-                        meili_master_key=MASTER_KEY, meili_index=private.index)
+    settings = Settings(
+        _env_file=None,
+        database_url=private.database_url,
+        meili_url=private.meili_url,
+        meili_master_key=MASTER_KEY,
+        meili_index=private.index,
+    )
     writer = asyncio.create_task(churn(private, seller, ids, 200, random.Random(3)))
     report = await reindex(settings, progress=False)
     created = await writer
@@ -94,9 +111,15 @@ async def test_reindex_while_searching_and_writing(private: PrivateSearch) -> No
 
 
 async def test_one_reindex_at_a_time(private: PrivateSearch) -> None:
-    settings = Settings(_env_file=None, database_url=private.database_url, meili_url=private.meili_url,
-                        meili_master_key=MASTER_KEY, meili_index=private.index)
-    results = await asyncio.gather(reindex(settings, progress=False), reindex(settings, progress=False),
-                                   return_exceptions=True)
+    settings = Settings(
+        _env_file=None,
+        database_url=private.database_url,
+        meili_url=private.meili_url,
+        meili_master_key=MASTER_KEY,
+        meili_index=private.index,
+    )
+    results = await asyncio.gather(
+        reindex(settings, progress=False), reindex(settings, progress=False), return_exceptions=True
+    )
     assert sum(isinstance(r, ReindexBusy) for r in results) == 1, results
     assert sum(not isinstance(r, BaseException) for r in results) == 1, results

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tests.workflows.fakes import FakeWorld
@@ -149,7 +150,9 @@ async def test_a_buyer_dispute_opens_a_case_that_resolving_closes(workflow_env: 
             OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="the frame is bent")
         )
         await world.eventually(lambda: bool(world.dispute_cases))
-        case = workflow_env.client.get_workflow_handle_for(DisputeWorkflow.run, dispute_workflow_id(order.id))
+        case: WorkflowHandle[DisputeWorkflow, DisputeState] = workflow_env.client.get_workflow_handle(
+            dispute_workflow_id(order.id), result_type=DisputeState
+        )
         assert (await case.query(DisputeWorkflow.status)).status == "open"
         await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
         closed: DisputeState = await case.result()
@@ -176,7 +179,9 @@ async def test_a_chargeback_becomes_a_dispute_case_closed_by_the_networks_decisi
         await state_when(order, lambda v: v.status == "disputed")
         await world.eventually(lambda: bool(world.dispute_cases))
         await order.handle.signal(OrderWorkflow.chargeback, notice("lost"))
-        case = workflow_env.client.get_workflow_handle_for(DisputeWorkflow.run, dispute_workflow_id(order.id))
+        case: WorkflowHandle[DisputeWorkflow, DisputeState] = workflow_env.client.get_workflow_handle(
+            dispute_workflow_id(order.id), result_type=DisputeState
+        )
         closed = await case.result()
     [opened] = world.dispute_cases
     assert (opened.source, opened.reason_code, opened.provider_dispute_id, opened.author_id) == (

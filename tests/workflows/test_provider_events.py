@@ -322,7 +322,12 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, int], Driver, str]]
     "order_payout_retried": (lambda: FakeWorld(reject_transfers=1), {}, drive_payout_retry, "completed"),
     # Recorded with the trust-and-notifications patch: children, reminder, dispute case, outcomes.
     "trust_order_completed": (FakeWorld, {}, drive_to_completion, "completed"),
-    "trust_dispute_refunded": (FakeWorld, {"dispute_window_seconds": 3600}, drive_dispute_refunded, "refunded"),
+    "trust_dispute_refunded": (
+        FakeWorld,
+        {"dispute_window_seconds": 3600},
+        drive_dispute_refunded,
+        "refunded",
+    ),
     "trust_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},
