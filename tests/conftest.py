@@ -7,6 +7,7 @@ services. Everything binds free loopback ports in a fresh temp dir (never the de
 - `infra`: PostgreSQL + Temporal + Meilisearch + Stripe sandbox + SMTP sink, no app processes (for
   tests that run workers in-process: give them their own task queue, since `stack` shares this infra).
 - `stack`: `infra` plus migrations, worker, search sync and API (no demo data).
+- `http`: an httpx client of the stack's API, per test module.
 
 Both yield a `devstack.stack.Stack`: `api_url`, `database_url`, `temporal_address`, `meili_url`,
 `meili_master_key`, `meili_search_key`, `stripe_api_base`, `stripe_secret_key`,
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+import httpx
 import pytest
 
 from bazaar.settings import Settings, get_settings
@@ -74,3 +76,10 @@ def stack(infra: Stack) -> Iterator[Stack]:
         yield infra
     finally:
         infra.stop_apps()
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of the test stack's API (one per test module)."""
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -15,7 +13,7 @@ import httpx
 import psycopg
 
 from stripe_sandbox.webhooks import sign
-from tests.api.helpers import PASSWORD, Actor, published_listing, register, seller_with_payout
+from tests.api.helpers import Actor, published_listing, register, seller_with_payout
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 AMOUNT = 45_000  # the default test listing's price (EUR cents)
@@ -139,22 +137,6 @@ def refused(http: httpx.Client, order_id: str, action: str, actor: Actor, body: 
     response = http.post(f"/v1/orders/{order_id}/{action}", headers=actor.headers, json=body)
     assert response.status_code in (403, 409, 422), response.text
     return response
-
-
-def support_user(http: httpx.Client, stack: Any) -> Actor:
-    """A support account the way operators make one: the CLI grants the role, then a fresh token."""
-    staff = register(http, ["buyer"], "Support")
-    subprocess.run(
-        [sys.executable, "-m", "bazaar.cli", "grant-role", staff.email, "support"],
-        check=True,
-        env=stack.child_env(),
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
-    token = http.post("/v1/auth/token", data={"username": staff.email, "password": PASSWORD})
-    assert token.status_code == 200, token.text
-    return Actor(staff.user_id, staff.email, {"Authorization": f"Bearer {token.json()['access_token']}"})
 
 
 def post_event(

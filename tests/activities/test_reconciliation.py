@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -129,12 +128,6 @@ def test_windows_and_ids() -> None:
 
 
 # ---- on the stack -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 def reconcile_cli(stack: Any, since: datetime, until: datetime) -> dict[str, Any]:

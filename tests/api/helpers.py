@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,3 +75,19 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> 
         value = predicate()
     assert value, f"condition not met within {timeout}s"
     return value
+
+
+def support_user(http: httpx.Client, stack: Any) -> Actor:
+    """A support account the way operators make one: the CLI grants the role, then a fresh token."""
+    staff = register(http, ["buyer"], "Support")
+    subprocess.run(
+        [sys.executable, "-m", "bazaar.cli", "grant-role", staff.email, "support"],
+        check=True,
+        env=stack.child_env(),
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        capture_output=True,
+        timeout=60,
+    )
+    token = http.post("/v1/auth/token", data={"username": staff.email, "password": PASSWORD})
+    assert token.status_code == 200, token.text
+    return Actor(staff.user_id, staff.email, {"Authorization": f"Bearer {token.json()['access_token']}"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -66,12 +65,6 @@ def concrete(path: str) -> str:
     for name in ("listing_id", "order_id", "user_id", "review_id"):
         path = path.replace(f"{{{name}}}", str(uuid.uuid4()))
     return path.replace("{dead_letter_id}", "1").replace("{notification_id}", "1")
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 def test_every_endpoint_is_classified() -> None:

@@ -3,23 +3,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.api.helpers import (
-    PASSWORD,
     Actor,
     listing_body,
     published_listing,
     register,
     seller_with_payout,
+    support_user,
     wait_until,
 )
 from tests.search_sync.private import rate_seller
@@ -28,25 +24,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def support(http: httpx.Client, stack: Any) -> Actor:
-    user = register(http, ["buyer"], "Support Agent")
-    done = subprocess.run(
-        [sys.executable, "-m", "bazaar.cli", "grant-role", user.email, "support"],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    token = http.post("/v1/auth/token", data={"username": user.email, "password": PASSWORD}).json()
-    return Actor(user.user_id, user.email, {"Authorization": f"Bearer {token['access_token']}"})
+    return support_user(http, stack)
 
 
 def create(http: httpx.Client, seller: Actor, **overrides: Any) -> dict[str, Any]:

@@ -52,12 +52,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
-
-
 @pytest.fixture(autouse=True)
 def no_faults_left(stack: Any) -> Iterator[None]:
     yield

@@ -3,7 +3,6 @@ the provider and in the ledger (each order's entries sum to zero)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,18 +18,11 @@ from tests.activities.money_helpers import (
     payment_intents_for,
     refunds_for,
     refused,
-    support_user,
     transfers_for,
 )
-from tests.api.helpers import register
+from tests.api.helpers import register, support_user
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 def balance(http: httpx.Client, seller: Any) -> dict[str, Any]:

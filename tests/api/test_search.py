@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import string
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -51,12 +50,6 @@ MUNICH = (48.1351, 11.582)
 def marker() -> str:
     """A word no other listing has (letters only, so the tokenizer keeps it whole)."""
     return "".join(random.choices(string.ascii_lowercase, k=12))
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 def location(point: tuple[float, float], city: str) -> dict[str, Any]:

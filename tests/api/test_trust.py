@@ -14,7 +14,6 @@ import email.policy
 import re
 import socket
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -26,18 +25,12 @@ from bazaar.db import get_engine, get_sessionmaker
 from bazaar.notifications import EVENT_TYPES
 from bazaar.reputation import bayesian_score
 from bazaar.settings import get_settings
-from tests.activities.money_helpers import act, paid_order, sql, support_user
-from tests.api.helpers import Actor, register, wait_until
+from tests.activities.money_helpers import act, paid_order, sql
+from tests.api.helpers import Actor, register, support_user, wait_until
 
 pytestmark = pytest.mark.integration
 
 WAIT = 20.0  # seconds for anything a Temporal child workflow does
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -35,12 +34,6 @@ from tests.api.helpers import published_listing, register, seller_with_payout
 from workflows.order import OrderView, OrderWorkflow, order_workflow_id
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 async def order_state(stack: Any, order_id: str) -> OrderView:

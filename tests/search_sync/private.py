@@ -31,6 +31,7 @@ from bazaar import reviews
 from bazaar.auth import Principal
 from bazaar.models import Listing, Order, OrderStatus, PayoutAccount, SearchOutbox, User
 from bazaar.pg_listen import libpq_url
+from bazaar.settings import Settings
 from bazaar.trust_models import Review, ReviewDirection, ReviewWindow
 from devstack import services
 from devstack.process import ManagedProcess, Supervisor, wait_until
@@ -57,6 +58,16 @@ class PrivateSearch:
     @property
     def meili_url(self) -> str:
         return f"http://{services.LOOPBACK}:{self.meili_port}"
+
+    def settings(self) -> Settings:
+        """Settings of this private search (its database, Meilisearch and index), for in-process commands."""
+        return Settings(
+            _env_file=None,
+            database_url=self.database_url,
+            meili_url=self.meili_url,
+            meili_master_key=MASTER_KEY,
+            meili_index=self.index,
+        )
 
     @property
     def api_url(self) -> str:

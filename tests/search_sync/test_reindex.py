@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from bazaar import listings
-from bazaar.settings import Settings
 from search_sync.reindex import ReindexBusy, reindex
-from tests.search_sync.private import MASTER_KEY, PrivateSearch, listing_fields
+from tests.search_sync.private import PrivateSearch, listing_fields
 from tests.search_sync.test_outbox import churn
 
 pytestmark = pytest.mark.integration
@@ -84,13 +83,7 @@ async def test_reindex_while_searching_and_writing(private: PrivateSearch) -> No
     searchers.append(Searcher(private, word, minimum, via_api=False))
     for searcher in searchers:
         searcher.start()
-    settings = Settings(
-        _env_file=None,
-        database_url=private.database_url,
-        meili_url=private.meili_url,
-        meili_master_key=MASTER_KEY,
-        meili_index=private.index,
-    )
+    settings = private.settings()
     writer = asyncio.create_task(churn(private, seller, ids, 200, random.Random(3)))
     report = await reindex(settings, progress=False)
     created = await writer
@@ -111,13 +104,7 @@ async def test_reindex_while_searching_and_writing(private: PrivateSearch) -> No
 
 
 async def test_one_reindex_at_a_time(private: PrivateSearch) -> None:
-    settings = Settings(
-        _env_file=None,
-        database_url=private.database_url,
-        meili_url=private.meili_url,
-        meili_master_key=MASTER_KEY,
-        meili_index=private.index,
-    )
+    settings = private.settings()
     results = await asyncio.gather(
         reindex(settings, progress=False), reindex(settings, progress=False), return_exceptions=True
     )

@@ -59,6 +59,8 @@ class FakeWorld:
     dead: dict[int, float] = field(default_factory=dict)  # id -> when it was dead-lettered (monotonic)
     outcomes: list[OrderOutcome] = field(default_factory=list)
     review_windows: list[ReviewWindowRequest] = field(default_factory=list)
+    reviews_written: int = 2  # what reveal_reviews finds to reveal
+    revealed: list[str] = field(default_factory=list)  # orders whose reviews were revealed
     dispute_cases: list[OpenDispute] = field(default_factory=list)
     dispute_thread: list[ThreadEntry] = field(default_factory=list)
     dispute_statuses: list[DisputeStatusChange] = field(default_factory=list)
@@ -217,7 +219,8 @@ class FakeWorld:
 
         @activity.defn(name="reveal_reviews")
         async def reveal_reviews(order_id: str) -> int:
-            return 0
+            world.revealed.append(order_id)
+            return world.reviews_written
 
         @activity.defn(name="open_dispute_case")
         async def open_dispute_case(req: OpenDispute) -> str:

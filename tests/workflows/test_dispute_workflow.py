@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
-from activities.notifications import DeadLetterRequest, PrepareNotifications
+from tests.workflows.fakes import FakeWorld
 from workflows.dispute import (
     DisputeCase,
     DisputeMessageIn,
@@ -30,47 +27,9 @@ from workflows.dispute import (
 from workflows.notification import NotificationWorkflow
 
 
-@dataclass
-class FakeDesk:
-    thread: list[ThreadEntry] = field(default_factory=list)
-    statuses: list[str] = field(default_factory=list)
-    notified: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
-
-    def activities(self) -> list[Callable[..., Any]]:
-        desk = self
-
-        @activity.defn(name="open_dispute_case")
-        async def open_case(req: OpenDispute) -> str:
-            desk.statuses.append("open")
-            return "dispute-1"
-
-        @activity.defn(name="append_dispute_thread")
-        async def append(entry: ThreadEntry) -> None:
-            desk.thread.append(entry)
-
-        @activity.defn(name="set_dispute_status")
-        async def set_status(change: DisputeStatusChange) -> None:
-            desk.statuses.append(change.status)
-
-        @activity.defn(name="prepare_notifications")
-        async def prepare(req: PrepareNotifications) -> list[int]:
-            desk.notified.append((req.event_type, tuple(req.recipient_ids), tuple(req.recipient_roles)))
-            return []
-
-        @activity.defn(name="deliver_notification")
-        async def deliver(notification_id: int) -> str:
-            return "sent"
-
-        @activity.defn(name="dead_letter_notification")
-        async def dead_letter(req: DeadLetterRequest) -> None:
-            return None
-
-        return [open_case, append, set_status, prepare, deliver, dead_letter]
-
-
 @asynccontextmanager
 async def dispute(
-    env: WorkflowEnvironment, desk: FakeDesk
+    env: WorkflowEnvironment, world: FakeWorld
 ) -> AsyncIterator[WorkflowHandle[Any, DisputeState]]:
     queue = f"test-{uuid.uuid4()}"
     order = str(uuid.uuid4())
@@ -78,7 +37,7 @@ async def dispute(
         env.client,
         task_queue=queue,
         workflows=[DisputeWorkflow, NotificationWorkflow],
-        activities=desk.activities(),
+        activities=world.activities(),
     ):
         yield await env.client.start_workflow(
             DisputeWorkflow.run,
@@ -97,8 +56,8 @@ async def dispute(
 
 
 async def test_unresolved_dispute_escalates_after_five_days(time_skipping_env: WorkflowEnvironment) -> None:
-    desk = FakeDesk()
-    async with dispute(time_skipping_env, desk) as handle:
+    world = FakeWorld()
+    async with dispute(time_skipping_env, world) as handle:
         await time_skipping_env.sleep(timedelta(days=4, hours=23))
         assert (await handle.query(DisputeWorkflow.status)).status == "open"
         await time_skipping_env.sleep(timedelta(hours=2))
@@ -106,21 +65,22 @@ async def test_unresolved_dispute_escalates_after_five_days(time_skipping_env: W
         await handle.signal(DisputeWorkflow.resolved, Resolution("refund"))
         state = await handle.result()
         for _ in range(100):  # the resolution's notification is a child that runs on after the case ends
-            if len(desk.notified) == 3:
+            if len(world.events) == 3:
                 break
             await asyncio.sleep(0.05)
     assert (state.status, state.resolution) == ("resolved", "refund")
-    assert desk.statuses == ["open", "escalated", "resolved"]
-    assert [e.kind for e in desk.thread] == ["escalation"]
-    events = [n[0] for n in desk.notified]
-    assert events == ["dispute_opened", "dispute_escalated", "dispute_resolved"]
-    assert desk.notified[1][1:] == ((), ("support",))  # escalation goes to support only
+    assert len(world.dispute_cases) == 1
+    assert [s.status for s in world.dispute_statuses] == ["escalated", "resolved"]
+    assert [e.kind for e in world.dispute_thread] == ["escalation"]
+    assert [e.event_type for e in world.events] == ["dispute_opened", "dispute_escalated", "dispute_resolved"]
+    escalation = world.events[1]
+    assert (escalation.recipient_ids, escalation.recipient_roles) == ([], ["support"])  # support only
 
 
 async def test_information_request_answered_and_unanswered(workflow_env: WorkflowEnvironment) -> None:
     """On the dev server: the time-skipping test server never answers an accepted Update (seen: RPC timeout)."""
-    desk = FakeDesk()
-    async with dispute(workflow_env, desk) as handle:
+    world = FakeWorld()
+    async with dispute(workflow_env, world) as handle:
         asked = await handle.execute_update(
             DisputeWorkflow.request_info, InfoRequest("staff-1", "seller", "Photos of the packaging?", 86_400)
         )
@@ -140,19 +100,19 @@ async def test_information_request_answered_and_unanswered(workflow_env: Workflo
         assert state.waiting_for == []
         await handle.signal(DisputeWorkflow.resolved, Resolution("partial_refund", 10_000))
         await handle.result()
-    kinds = [(e.author_role, e.kind) for e in desk.thread]
+    kinds = [(e.author_role, e.kind) for e in world.dispute_thread]
     assert kinds == [
         ("support", "info_request"),
         ("seller", "evidence"),
         ("support", "info_request"),
         ("system", "no_response"),
     ]
-    assert len({e.dedupe_key for e in desk.thread}) == len(desk.thread)
+    assert len({e.dedupe_key for e in world.dispute_thread}) == len(world.dispute_thread)
 
 
 async def test_bad_input_and_late_messages_are_refused(time_skipping_env: WorkflowEnvironment) -> None:
-    desk = FakeDesk()
-    async with dispute(time_skipping_env, desk) as handle:
+    world = FakeWorld()
+    async with dispute(time_skipping_env, world) as handle:
         for bad in (DisputeMessageIn("x", "stranger", "hi"), DisputeMessageIn("buyer-1", "buyer", "  ")):
             with pytest.raises(WorkflowUpdateFailedError) as failure:
                 await handle.execute_update(DisputeWorkflow.add_message, bad)
@@ -160,4 +120,4 @@ async def test_bad_input_and_late_messages_are_refused(time_skipping_env: Workfl
             assert failure.value.cause.type == "InvalidRequest"
         await handle.signal(DisputeWorkflow.resolved, Resolution("release"))
         await handle.result()
-    assert desk.thread == []
+    assert world.dispute_thread == []

@@ -7,24 +7,14 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.activities.money_helpers import (
-    AMOUNT,
-    FEE,
-    act,
-    assert_balanced,
-    paid_order,
-    sql,
-    support_user,
-    transfers_for,
-)
-from tests.api.helpers import wait_until
+from tests.activities.money_helpers import AMOUNT, FEE, act, assert_balanced, paid_order, sql, transfers_for
+from tests.api.helpers import support_user, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +41,6 @@ def run_example(stack: Any, name: str, **variables: str) -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-@pytest.fixture(scope="module")
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
 
 
 def test_support_accepts_for_the_seller_with_the_cli(http: httpx.Client, stack: Any) -> None:
