@@ -33,9 +33,12 @@ async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's time-skipping test server: a 14-day timer fires in milliseconds (no custom attributes)."""
+    """Temporal's time-skipping test server: a 14-day timer fires in milliseconds (no custom attributes).
+
+    One per test module: after the dispute tests, a server shared with the review tests stopped skipping
+    time for them (their 14-day wait then hung), so modules do not share one."""
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"),
     ) as env:

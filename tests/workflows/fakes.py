@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
@@ -257,3 +258,13 @@ class FakeWorld:
             reverse_release,
             record_chargeback,
         ]
+
+
+async def children_finished(client: Client, parent: WorkflowHandle[Any, Any]) -> None:
+    """Wait for every child the parent started. Call before a test's worker stops: a child's activity left
+    scheduled on a queue nobody polls keeps the time-skipping server from ever skipping time again."""
+    history = await parent.fetch_history()
+    for event in history.events:
+        if event.HasField("child_workflow_execution_started_event_attributes"):
+            child = event.child_workflow_execution_started_event_attributes.workflow_execution
+            await client.get_workflow_handle(child.workflow_id, run_id=child.run_id).result()

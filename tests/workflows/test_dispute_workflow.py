@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.workflows.fakes import FakeWorld
+from tests.workflows.fakes import FakeWorld, children_finished
 from workflows.dispute import (
     DisputeCase,
     DisputeMessageIn,
@@ -39,7 +39,7 @@ async def dispute(
         workflows=[DisputeWorkflow, NotificationWorkflow],
         activities=world.activities(),
     ):
-        yield await env.client.start_workflow(
+        handle = await env.client.start_workflow(
             DisputeWorkflow.run,
             DisputeCase(
                 order,
@@ -53,6 +53,8 @@ async def dispute(
             id=f"dispute-{order}",
             task_queue=queue,
         )
+        yield handle
+        await children_finished(env.client, handle)
 
 
 async def test_unresolved_dispute_escalates_after_five_days(time_skipping_env: WorkflowEnvironment) -> None:

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.workflows.fakes import FakeWorld
+from tests.workflows.fakes import FakeWorld, children_finished
 from workflows.notification import NotificationWorkflow
 from workflows.reviews import ReviewRound, ReviewWorkflow
 
@@ -36,6 +36,7 @@ async def review_round(
             task_queue=queue,
         )
         yield order, handle
+        await children_finished(env.client, handle)
 
 
 async def test_revealed_as_soon_as_both_sides_reviewed(workflow_env: WorkflowEnvironment) -> None:
