@@ -167,8 +167,9 @@ class DisputeThreadEntryOut(BaseModel):
 class DisputeOut(BaseModel):
     id: uuid.UUID
     order_id: uuid.UUID
-    source: str
+    source: str  # buyer | chargeback
     reason_code: str
+    provider_dispute_id: str | None  # the card network's dispute (chargebacks)
     status: str
     resolution: str | None
     refund_amount: int | None
@@ -183,6 +184,7 @@ class DisputeOut(BaseModel):
             order_id=dispute.order_id,
             source=dispute.source,
             reason_code=dispute.reason_code,
+            provider_dispute_id=dispute.provider_dispute_id,
             status=dispute.status.value,
             resolution=dispute.resolution,
             refund_amount=dispute.refund_amount,

@@ -39,8 +39,14 @@ async def open_case(
         )
         .on_conflict_do_nothing(index_elements=["order_id"])
     )
-    dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id))
+    dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id).with_for_update())
     assert dispute is not None
+    if dispute.status == DisputeStatus.RESOLVED and dispute.provider_dispute_id != provider_dispute_id:
+        # A new case on an order whose earlier one was resolved (a chargeback after a buyer dispute): the
+        # order has one dispute record, reopened for it; the thread keeps the earlier case above it.
+        dispute.source, dispute.reason_code, dispute.status = source, reason_code, DisputeStatus.OPEN
+        dispute.provider_dispute_id = provider_dispute_id
+        dispute.resolution = dispute.refund_amount = dispute.resolved_at = None
     await add_message(
         session,
         dispute.id,
@@ -49,9 +55,14 @@ async def open_case(
         "opened",
         message or reason_code,
         {"reason_code": reason_code, "source": source},
-        dedupe_key=f"dispute:{order_id}:opened",
+        dedupe_key=f"dispute:{order_id}:{case_key(provider_dispute_id)}:opened",
     )
     return dispute
+
+
+def case_key(provider_dispute_id: str | None) -> str:
+    """Which case of an order: the buyer's, or the card network's dispute id (a chargeback)."""
+    return provider_dispute_id or "buyer"
 
 
 async def add_message(

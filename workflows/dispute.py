@@ -19,6 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
     from activities.notifications import PrepareNotifications
+    from bazaar.disputes import case_key
     from workflows.notification import NotificationWorkflow, NotifyRequest, notify_workflow_id
 
 DB_TIMEOUT = timedelta(seconds=30)
@@ -37,6 +38,11 @@ class DisputeCase:
     provider_dispute_id: str | None = None
     escalate_after_seconds: int = 5 * 24 * 3600
     notification_max_attempts: int = 6
+
+    @property
+    def key(self) -> str:
+        """Prefix of this case's thread and notification keys (an order can have a later chargeback case)."""
+        return f"dispute:{self.order_id}:{case_key(self.provider_dispute_id)}"
 
 
 @dataclass
@@ -241,7 +247,7 @@ class DisputeWorkflow:
                 role,
                 kind,
                 body,
-                f"dispute:{self._case.order_id}:{key}",
+                f"{self._case.key}:{key}",
                 data or {},
             ),
             start_to_close_timeout=DB_TIMEOUT,
@@ -271,7 +277,7 @@ class DisputeWorkflow:
         """Fire and forget: a child that outlives this workflow, so mail never holds up the dispute."""
         case = self._case
         assert case is not None
-        event_key = f"dispute:{case.order_id}:{key}"
+        event_key = f"{case.key}:{key}"
         await workflow.start_child_workflow(
             NotificationWorkflow.run,
             NotifyRequest(

@@ -30,7 +30,7 @@ from tests.activities.money_helpers import (
     sql,
     transfers_for,
 )
-from tests.api.helpers import published_listing, register, seller_with_payout
+from tests.api.helpers import Actor, published_listing, register, seller_with_payout, support_user, wait_until
 from workflows.order import OrderView, OrderWorkflow, order_workflow_id
 
 pytestmark = pytest.mark.integration
@@ -132,6 +132,14 @@ def test_chargeback_on_a_paid_order_then_lost(http: httpx.Client, stack: Any) ->
     # Nobody can take the frozen money meanwhile (the provider would refuse a refund on a disputed charge).
     assert http.post(f"/v1/orders/{oid}/cancel", headers=buyer.headers).status_code == 409
     assert ledger_accounts(stack, oid) == {"buyer_payments": -AMOUNT, "chargebacks": AMOUNT}
+    # The chargeback is a dispute record on the order too, that both sides can read.
+    case = wait_until(lambda: case_of(http, oid, seller))
+    assert (case["source"], case["reason_code"], case["provider_dispute_id"], case["status"]) == (
+        "chargeback",
+        "chargeback",
+        dispute["id"],
+        "open",
+    )
 
     httpx.post(
         f"{stack.stripe_api_base}/_sandbox/disputes/{dispute['id']}/close",
@@ -139,6 +147,8 @@ def test_chargeback_on_a_paid_order_then_lost(http: httpx.Client, stack: Any) ->
         timeout=10,
     )
     refunded = order_until(http, oid, buyer, "refunded")
+    closed = wait_until(lambda: case_of(http, oid, buyer, status="resolved"))
+    assert closed["resolution"] == "refund"
     assert (refunded["status_reason"], refunded["payment_state"]) == ("chargeback_lost", "charged_back")
     assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == 1  # never shipped
     rows = sql(
@@ -192,3 +202,39 @@ def test_chargeback_after_completion_reverses_the_payout_and_won_pays_again(
         "seller_payouts": AMOUNT - FEE,
     }
     assert_balanced(stack, oid)
+
+
+def case_of(
+    http: httpx.Client, order_id: str, who: Actor, status: str | None = None
+) -> dict[str, Any] | None:
+    """The order's dispute record as `who` sees it, once it exists (and has `status`)."""
+    seen = http.get(f"/v1/orders/{order_id}/dispute", headers=who.headers)
+    if seen.status_code == 404 or (status and seen.json()["status"] != status):
+        return None
+    assert seen.status_code == 200, seen.text
+    return dict(seen.json())
+
+
+def test_a_chargeback_after_a_resolved_buyer_dispute_reopens_the_case(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    act(http, oid, "accept", seller)
+    act(http, oid, "fulfil", seller)
+    act(http, oid, "dispute", buyer, {"reason_code": "not_as_described", "message": "wrong colour"})
+    wait_until(lambda: case_of(http, oid, buyer))
+    act(http, oid, "resolve", support_user(http, stack), {"resolution": "release"})
+    wait_until(lambda: case_of(http, oid, buyer, status="resolved"))
+    # Months later the buyer's bank disputes the charge: the same record opens again for the new case.
+    [intent] = payment_intents_for(stack, oid)
+    dispute = httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes", json={"payment_intent": intent["id"]}, timeout=10
+    ).json()
+    order_until(http, oid, buyer, "disputed")
+    case = wait_until(lambda: case_of(http, oid, seller, status="open"))
+    assert (case["source"], case["provider_dispute_id"], case["resolution"]) == (
+        "chargeback",
+        dispute["id"],
+        None,
+    )
+    opened = [(m["kind"], m["data"].get("source")) for m in case["thread"] if m["kind"] == "opened"]
+    assert opened == [("opened", "buyer"), ("opened", "chargeback")]  # the earlier case stays above it
