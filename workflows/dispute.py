@@ -14,13 +14,13 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
     from activities.notifications import PrepareNotifications
     from bazaar.disputes import case_key
-    from workflows.notification import NotificationWorkflow, NotifyRequest, notify_workflow_id
+    from bazaar.money import format_money
+    from workflows.notification import notify_in_background
 
 DB_TIMEOUT = timedelta(seconds=30)
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
@@ -68,6 +68,16 @@ class Resolution:
 
 
 @dataclass
+class ChargebackJoined:
+    """The card network disputes the charge while this (buyer's) case is open: the order froze the money
+    for the network's decision; the case records it and goes on."""
+
+    provider_dispute_id: str
+    amount: int
+    currency: str
+
+
+@dataclass
 class DisputeState:
     status: str = "open"  # open | awaiting_info | escalated | resolved
     messages: int = 0
@@ -92,6 +102,7 @@ class DisputeWorkflow:
         self._deadlines: dict[str, float] = {}
         self._answered: set[str] = set()
         self._changed = False  # an update arrived: recompute the next deadline
+        self._chargebacks: list[ChargebackJoined] = []  # joined, not yet written to the thread
 
     @workflow.run
     async def run(self, case: DisputeCase) -> DisputeState:
@@ -124,7 +135,9 @@ class DisputeWorkflow:
             except TimeoutError:
                 pass
             self._changed = False
+            await self._record_chargebacks()
             await self._handle_deadlines(escalate_at)
+        await self._record_chargebacks()
         await self._set_status("resolved", self._resolution)
         await self._notify("dispute_resolved", "resolved", {"resolution": self._resolution.resolution})
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -221,11 +234,29 @@ class DisputeWorkflow:
     def resolved(self, resolution: Resolution) -> None:
         self._resolution = self._resolution or resolution
 
+    @workflow.signal
+    def chargeback_joined(self, notice: ChargebackJoined) -> None:
+        self._chargebacks.append(notice)
+        self._changed = True
+
     @workflow.query
     def status(self) -> DisputeState:
         return self._state
 
     # ---- steps -------------------------------------------------------------------------------------------
+    async def _record_chargebacks(self) -> None:
+        while self._chargebacks:
+            notice = self._chargebacks.pop(0)
+            key = f"chargeback-{notice.provider_dispute_id}"
+            body = (
+                f"The buyer's bank opened a chargeback ({notice.provider_dispute_id}, "
+                f"{format_money(notice.amount, notice.currency)}); the card network decides that money."
+            )
+            await self._append(
+                "system", None, "chargeback", body, key, {"provider_dispute_id": notice.provider_dispute_id}
+            )
+            await self._notify("dispute_updated", key, {"message": body})
+
     def _opened_at(self) -> str:
         return workflow.info().start_time.isoformat(timespec="minutes")
 
@@ -278,18 +309,13 @@ class DisputeWorkflow:
         case = self._case
         assert case is not None
         event_key = f"{case.key}:{key}"
-        await workflow.start_child_workflow(
-            NotificationWorkflow.run,
-            NotifyRequest(
-                event=PrepareNotifications(
-                    event_key=event_key,
-                    event_type=event_type,
-                    recipient_ids=[] if support_only else [case.buyer_id, case.seller_id],
-                    recipient_roles=["support"],
-                    data={"listing_title": case.listing_title, "order_id": case.order_id, **data},
-                ),
-                max_attempts=case.notification_max_attempts,
+        await notify_in_background(
+            PrepareNotifications(
+                event_key=event_key,
+                event_type=event_type,
+                recipient_ids=[] if support_only else [case.buyer_id, case.seller_id],
+                recipient_roles=["support"],
+                data={"listing_title": case.listing_title, "order_id": case.order_id, **data},
             ),
-            id=notify_workflow_id(event_key),
-            parent_close_policy=ParentClosePolicy.ABANDON,
+            case.notification_max_attempts,
         )

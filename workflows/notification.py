@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import DeadLetterRequest, NotificationActivities, PrepareNotifications
@@ -29,6 +30,22 @@ class NotifyRequest:
 
 def notify_workflow_id(event_key: str) -> str:
     return f"notify-{event_key}"
+
+
+async def notify_in_background(event: PrepareNotifications, max_attempts: int) -> None:
+    """From another workflow: start the event's delivery as a child that outlives its parent (ABANDON) and is
+    never started twice for one event (REJECT_DUPLICATE); the parent only waits for the start, never for
+    the mail server."""
+    try:
+        await workflow.start_child_workflow(
+            NotificationWorkflow.run,
+            NotifyRequest(event=event, max_attempts=max_attempts),
+            id=notify_workflow_id(event.event_key),
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        workflow.logger.info("notification %s already started", event.event_key)
 
 
 @workflow.defn

@@ -42,7 +42,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -61,8 +61,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.trust import OrderOutcome, ReviewWindowRequest, TrustActivities
     from bazaar.money import format_money, platform_fee
 
-from workflows.dispute import DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
-from workflows.notification import NotificationWorkflow, NotifyRequest, notify_workflow_id
+from workflows.dispute import ChargebackJoined, DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
+from workflows.notification import notify_in_background
 from workflows.reviews import ReviewRound, ReviewWorkflow, reviews_workflow_id
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
@@ -81,6 +81,10 @@ MONEY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["PaymentRejected"],
+)
+# Trust bookkeeping (reputation counters, the review window): a few minutes of retries, then skipped.
+TRUST_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10), maximum_attempts=30
 )
 PLACEMENT_WAIT = timedelta(seconds=10)
 # Patch (2026-11-25): a completed order whose payout failed waits for support's retry instead of ending.
@@ -350,7 +354,7 @@ class OrderWorkflow:
             )
             if status == "paid" and self._trust and not self._reminded:
                 self._reminded = True
-                before = deadline - req.acceptance_reminder_seconds if deadline else 0
+                before = deadline - req.acceptance_reminder_seconds if deadline is not None else 0
                 if before > 0:
                     try:
                         await workflow.wait_condition(
@@ -807,7 +811,8 @@ class OrderWorkflow:
                 await self._complete("chargeback_won", "system", None, fee=self._clawed_back_fee)
             else:
                 await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
-            await self._close_dispute_case(Resolution("release"))
+            if status != "disputed":  # else the buyer's case it joined goes on, for support to resolve
+                await self._close_dispute_case(Resolution("release"))
             return
         self._view = replace(self.view, chargeback_status="lost")
         if self._escrow_held() > 0:
@@ -893,18 +898,25 @@ class OrderWorkflow:
                 await self._notify("order_cancelled", "cancelled", ["buyer", "seller"], {"reason": reason})
             if view.reason in SELLER_CANCELLATIONS:
                 await self._record_outcome("cancelled")
+        elif action == "order.completed" and view.reason == "chargeback_won":
+            # Completed again after a won chargeback: the payout went out again; reviews and the
+            # completion count happened the first time.
+            await self._notify(
+                "order_completed", "completed-again", ["seller"], {"payout": self._payout_text()}
+            )
         elif action == "order.completed":
-            gross, fee = self._released or (0, 0)
-            payout = format_money(gross - fee, view.currency)
-            await self._notify("order_completed", "completed", ["seller"], {"payout": payout})
+            if view.payment_state == "transfer_failed":
+                await self._notify("payout_delayed", "completed", ["seller"], {"payout": self._payout_text()})
+            else:
+                await self._notify(
+                    "order_completed", "completed", ["seller"], {"payout": self._payout_text()}
+                )
             await self._record_outcome("completed")
             # The window opens before the update answers, so both sides can review right away; the
             # review round (invitations, blind reveal, closing timer) runs on as a child.
-            await workflow.execute_activity_method(
+            await self._trust_step(
                 TrustActivities.open_review_window,
                 ReviewWindowRequest(view.order_id, self._terms.review_window_seconds),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
             )
             await self._start_child(
                 ReviewWorkflow.run,
@@ -918,6 +930,19 @@ class OrderWorkflow:
                 ),
                 reviews_workflow_id(view.order_id),
                 once=True,
+            )
+        elif action == "order.payout_retried":
+            key = f"payout-retried-{self._transfers}"
+            await self._notify("order_completed", key, ["seller"], {"payout": self._payout_text()})
+        elif (
+            action == "order.chargeback"
+            and self._before_chargeback
+            and self._before_chargeback[0] == "disputed"
+        ):
+            # The buyer's case is open: the chargeback joins it rather than opening a second one.
+            await self._signal_dispute_case(
+                DisputeWorkflow.chargeback_joined,
+                ChargebackJoined(view.chargeback_id or "", view.chargeback_amount, view.currency),
             )
         elif action in ("order.disputed", "order.chargeback"):
             await self._record_outcome("disputed")
@@ -963,12 +988,7 @@ class OrderWorkflow:
                 **(data or {}),
             },
         )
-        await self._start_child(
-            NotificationWorkflow.run,
-            NotifyRequest(event=event, max_attempts=self._terms.notification_max_attempts),
-            notify_workflow_id(event_key),
-            once=True,
-        )
+        await notify_in_background(event, self._terms.notification_max_attempts)
 
     async def _start_child(self, run: Any, arg: Any, child_id: str, *, once: bool) -> None:
         """Start a child that outlives the order; `once`: never again under this id (an event notifies
@@ -983,25 +1003,40 @@ class OrderWorkflow:
                     WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE
                 ),
             )
-        except FailureError:  # WorkflowAlreadyStartedError: it ran (or runs) already
+        except WorkflowAlreadyStartedError:  # it ran (or runs) already
             workflow.logger.info("child %s already started", child_id)
 
+    def _payout_text(self) -> str:
+        gross, fee = self._released or (0, 0)
+        return format_money(gross - fee, self.view.currency)
+
     async def _record_outcome(self, outcome: str) -> None:
-        await workflow.execute_activity_method(
-            TrustActivities.record_order_outcome,
-            OrderOutcome(self.view.order_id, outcome),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        await self._trust_step(
+            TrustActivities.record_order_outcome, OrderOutcome(self.view.order_id, outcome)
         )
 
+    async def _trust_step(self, activity: Any, arg: Any) -> None:
+        """A trust bookkeeping activity: retried for a few minutes, then logged and skipped, so a broken
+        trust table can never wedge an order (the money and the order's own state come first)."""
+        try:
+            await workflow.execute_activity_method(
+                activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=TRUST_RETRY
+            )
+        except ActivityError:
+            workflow.logger.error(
+                "trust step %s failed for order %s", activity, self.view.order_id, exc_info=True
+            )
+
     async def _close_dispute_case(self, resolution: Resolution) -> None:
-        if not self._trust:
-            return
+        if self._trust:
+            await self._signal_dispute_case(DisputeWorkflow.resolved, resolution)
+
+    async def _signal_dispute_case(self, signal: Any, arg: Any) -> None:
         case = workflow.get_external_workflow_handle_for(
             DisputeWorkflow.run, dispute_workflow_id(self.view.order_id)
         )
         try:
-            await case.signal(DisputeWorkflow.resolved, resolution)
+            await case.signal(signal, arg)
         except FailureError:  # no open case (e.g. the order was disputed before cases existed)
             workflow.logger.warning("no open dispute case for order %s", self.view.order_id)
 

@@ -11,12 +11,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import PrepareNotifications
     from activities.trust import ReviewWindowRequest, TrustActivities
-    from workflows.notification import NotificationWorkflow, NotifyRequest, notify_workflow_id
+    from workflows.notification import notify_in_background
 
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
@@ -49,23 +48,14 @@ class ReviewWorkflow:
             retry_policy=DB_RETRY,
         )
         event_key = f"order:{req.order_id}:review_invitation"
-        await workflow.start_child_workflow(
-            NotificationWorkflow.run,
-            NotifyRequest(
-                event=PrepareNotifications(
-                    event_key=event_key,
-                    event_type="review_invitation",
-                    recipient_ids=[req.buyer_id, req.seller_id],
-                    data={
-                        "listing_title": req.listing_title,
-                        "deadline": closes_at,
-                        "order_id": req.order_id,
-                    },
-                ),
-                max_attempts=req.notification_max_attempts,
+        await notify_in_background(
+            PrepareNotifications(
+                event_key=event_key,
+                event_type="review_invitation",
+                recipient_ids=[req.buyer_id, req.seller_id],
+                data={"listing_title": req.listing_title, "deadline": closes_at, "order_id": req.order_id},
             ),
-            id=notify_workflow_id(event_key),
-            parent_close_policy=ParentClosePolicy.ABANDON,
+            req.notification_max_attempts,
         )
         try:
             await workflow.wait_condition(

@@ -191,3 +191,51 @@ async def test_a_chargeback_becomes_a_dispute_case_closed_by_the_networks_decisi
         None,
     )
     assert (closed.status, closed.resolution) == ("resolved", "refund")
+
+
+async def test_a_chargeback_on_an_open_buyer_case_joins_it(workflow_env: WorkflowEnvironment) -> None:
+    world = FakeWorld()
+    async with placed(workflow_env, world, dispute_window_seconds=3600) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
+        await world.eventually(lambda: bool(world.dispute_cases))
+        await order.handle.signal(OrderWorkflow.chargeback, notice())
+        await state_when(order, lambda v: v.payment_state == "chargeback")
+        await world.eventually(lambda: any(e.kind == "chargeback" for e in world.dispute_thread))
+        case: WorkflowHandle[DisputeWorkflow, DisputeState] = workflow_env.client.get_workflow_handle(
+            dispute_workflow_id(order.id), result_type=DisputeState
+        )
+        # The network sides with the seller: the money is back in escrow, and the buyer's case goes on.
+        await order.handle.signal(OrderWorkflow.chargeback, notice("won"))
+        back = await state_when(order, lambda v: v.chargeback_status == "won")
+        assert (back.status, back.reason, back.payment_state) == ("disputed", "damaged", "frozen")
+        assert (await case.query(DisputeWorkflow.status)).status == "open"
+        await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
+        closed = await case.result()
+    assert len(world.dispute_cases) == 1  # one case, the buyer's
+    [joined] = [e for e in world.dispute_thread if e.kind == "chargeback"]
+    assert joined.data == {"provider_dispute_id": "dp_1"} and "450.00 EUR" in joined.body
+    assert (closed.status, closed.resolution) == ("resolved", "refund")
+    assert [r.amount for r in world.refunds] == [AMOUNT]
+
+
+async def test_a_refused_payout_tells_the_seller_and_the_retry_tells_them_again(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld(reject_transfers=1)
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert done.payment_state == "transfer_failed"
+        await world.eventually(lambda: bool(world.notified("payout_delayed")))
+        assert world.notified("order_completed") == []
+        await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
+        await world.eventually(lambda: bool(world.notified("order_completed")))
+        await order.result()
+    [delayed] = world.notified("payout_delayed")
+    [paid] = world.notified("order_completed")
+    assert delayed.recipient_ids == paid.recipient_ids == [SELLER.user_id]
+    assert paid.event_key == f"order:{order.id}:payout-retried-2"
+    assert paid.data["payout"] == delayed.data["payout"] == "404.70 EUR"

@@ -30,6 +30,10 @@ def test_histories_exist() -> None:
         "trust_dispute_refunded",
         "trust_reminded_then_timed_out",
         "trust_chargeback_lost",
+        # The order's children.
+        "dispute_case_worked_and_refunded",
+        "review_round_both_reviewed",
+        "notification_order_paid",
     }
 
 
