@@ -36,6 +36,7 @@ attempt, so a retried activity replays at the provider instead of moving money t
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -369,7 +370,8 @@ class OrderWorkflow:
                             ["seller"],
                             {"deadline": _minutes(deadline_at)},
                         )
-                        deadline = req.acceptance_reminder_seconds
+                        # Measured from the deadline itself: starting the reminder took a moment.
+                        deadline = max(1, math.ceil((deadline_at - workflow.now()).total_seconds()))
             try:
                 await workflow.wait_condition(
                     lambda current=status: self.view.status != current,  # type: ignore[misc]
