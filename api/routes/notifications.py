@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -19,6 +22,7 @@ from bazaar.trust_models import DeadLetter, Notification, NotificationChannel
 from workflows.notification import NotificationWorkflow, NotifyRequest
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
+UnsubscribeToken = Annotated[str, Query(max_length=500, description="from the link in the email")]
 
 
 @router.get("/notifications", response_model=InboxOut)
@@ -65,14 +69,29 @@ async def set_preference(body: PreferenceIn, caller: Caller, session: Session) -
 
 
 @router.post("/notifications/unsubscribe", response_model=dict[str, str])
-@router.get("/notifications/unsubscribe", response_model=dict[str, str], operation_id="unsubscribe_link")
-async def unsubscribe(token: Annotated[str, Query(max_length=500)], session: Session) -> dict[str, str]:
-    """One click from an email (RFC 8058 POST or a plain GET); the signed token says who and what."""
-    user_id, event_type, channel = notifications.read_unsubscribe_token(
-        get_settings().require("jwt_secret"), token
-    )
+async def unsubscribe(token: UnsubscribeToken, session: Session) -> dict[str, str]:
+    """One click (RFC 8058: mail clients POST the List-Unsubscribe URL); the signed token says who and what."""
+    user_id, event_type, channel = _read(token)
     await notifications.set_preference(session, user_id, event_type, channel, False)
     return {"status": "unsubscribed", "event_type": event_type, "channel": channel.value}
+
+
+@router.get("/notifications/unsubscribe", response_class=HTMLResponse, operation_id="unsubscribe_page")
+async def unsubscribe_page(token: UnsubscribeToken) -> HTMLResponse:
+    """The link in the mail body: a page with one button that POSTs the same URL. A GET changes nothing,
+    because mail scanners and link previews fetch every link in a message."""
+    _, event_type, channel = _read(token)
+    what = html.escape(f"{event_type.replace('_', ' ')} ({channel.value})")
+    action = html.escape(f"?token={token}", quote=True)
+    return HTMLResponse(
+        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
+        f"<p>Stop sending you these notifications: {what}?</p>"
+        f'<form method=post action="{action}"><button type=submit>Unsubscribe</button></form>'
+    )
+
+
+def _read(token: str) -> tuple[uuid.UUID, str, NotificationChannel]:
+    return notifications.read_unsubscribe_token(get_settings().require("jwt_secret"), token)
 
 
 @router.get("/support/dead-letters", response_model=list[DeadLetterOut])

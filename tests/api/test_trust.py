@@ -421,8 +421,13 @@ def test_inbox_preferences_email_and_one_click_unsubscribe(http: httpx.Client, s
     assert inbox(http, seller)["unread_count"] == 0
     assert inbox(http, seller, unread="true")["items"] == []
 
-    # One click: the link from the email turns that email off for the seller (and nothing else).
-    clicked = http.get(link.removeprefix(stack.public_base_url))
+    # Opening the link (what a mail scanner's prefetch does too) only shows the button: nothing changes yet.
+    opened = http.get(link.removeprefix(stack.public_base_url))
+    assert opened.status_code == 200 and opened.headers["content-type"].startswith("text/html"), opened.text
+    assert "order paid (email)" in opened.text and '<form method=post action="?token=' in opened.text
+    assert http.get("/v1/notifications/preferences", headers=seller.headers).json()["order_paid"]["email"]
+    # One click (the button, or the mail client's RFC 8058 POST): that email is off for the seller, only it.
+    clicked = http.post(link.removeprefix(stack.public_base_url))
     assert clicked.status_code == 200, clicked.text
     assert clicked.json() == {"status": "unsubscribed", "event_type": "order_paid", "channel": "email"}
     prefs = http.get("/v1/notifications/preferences", headers=seller.headers).json()
@@ -438,8 +443,9 @@ def test_inbox_preferences_email_and_one_click_unsubscribe(http: httpx.Client, s
         f"{forged_payload}.{signature}",  # someone else's user id under the seller's signature
         "not-a-token",
     ):
-        refused = http.get("/v1/notifications/unsubscribe", params={"token": tampered})
-        assert (refused.status_code, error_code(refused)) == (400, "invalid_signature"), tampered
+        for method in ("GET", "POST"):
+            refused = http.request(method, "/v1/notifications/unsubscribe", params={"token": tampered})
+            assert (refused.status_code, error_code(refused)) == (400, "invalid_signature"), tampered
     assert http.get("/v1/notifications/preferences", headers=buyer.headers).json()["order_paid"]["email"]
 
 
