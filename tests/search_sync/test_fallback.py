@@ -72,7 +72,8 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
                     condition=CONDITIONS[n % 3],
                     lat=lat + n * 0.0013,
                     lng=lng,
-                    city=city,  # distinct distances: no ties across pages currency="EUR" if n % 7 else "USD",
+                    city=city,  # distinct distances: no ties across pages
+                    currency="EUR" if n % 7 else "USD",  # the currency filter has something to drop
                 ),
             )
             await listings.publish(s, x.id, other if n == 15 else seller, None)
