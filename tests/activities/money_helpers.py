@@ -133,6 +133,14 @@ def act(http: httpx.Client, order_id: str, action: str, actor: Actor, body: Any 
     return dict(response.json())
 
 
+def fulfilled_order(http: httpx.Client, **listing: Any) -> tuple[Actor, Actor, dict[str, Any]]:
+    """Like `paid_order`, then accepted and shipped by the seller (the order is `fulfilled`)."""
+    seller, buyer, order = paid_order(http, **listing)
+    act(http, order["id"], "accept", seller)
+    act(http, order["id"], "fulfil", seller)
+    return seller, buyer, order
+
+
 def refused(http: httpx.Client, order_id: str, action: str, actor: Actor, body: Any = None) -> httpx.Response:
     response = http.post(f"/v1/orders/{order_id}/{action}", headers=actor.headers, json=body)
     assert response.status_code in (403, 409, 422), response.text

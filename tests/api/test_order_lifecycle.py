@@ -13,6 +13,7 @@ from tests.activities.money_helpers import (
     FEE,
     act,
     assert_balanced,
+    fulfilled_order,
     ledger_accounts,
     paid_order,
     payment_intents_for,
@@ -126,10 +127,8 @@ def test_cancel_after_payment_refunds_at_the_provider(http: httpx.Client, stack:
 
 
 def test_dispute_resolved_by_support_with_a_partial_refund(http: httpx.Client, stack: Any) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     disputed = act(http, oid, "dispute", buyer, {"reason_code": "damaged", "message": "arrived scratched"})
     assert (disputed["status"], disputed["payment_state"]) == ("disputed", "frozen")
     assert refused(http, oid, "confirm-receipt", buyer).status_code == 409
@@ -161,10 +160,8 @@ def test_dispute_resolved_by_support_with_a_partial_refund(http: httpx.Client, s
 
 
 def test_dispute_refunded_in_full_by_support(http: httpx.Client, stack: Any) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     act(http, oid, "dispute", buyer, {"reason_code": "not_received", "message": "never arrived"})
     staff = support_user(http, stack)
     refunded = act(http, oid, "resolve", staff, {"resolution": "refund", "note": "carrier lost it"})

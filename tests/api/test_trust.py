@@ -25,7 +25,7 @@ from bazaar.db import get_engine, get_sessionmaker
 from bazaar.notifications import EVENT_TYPES
 from bazaar.reputation import bayesian_score
 from bazaar.settings import get_settings
-from tests.activities.money_helpers import act, paid_order, sql
+from tests.activities.money_helpers import act, fulfilled_order, paid_order, sql
 from tests.api.helpers import Actor, register, support_user, wait_until
 
 pytestmark = pytest.mark.integration
@@ -252,10 +252,8 @@ def test_blind_reviews_reveal_when_both_sides_wrote_and_feed_reputation(
 
 
 def test_dispute_thread_info_request_and_resolution(http: httpx.Client, stack: Any, staff: Actor) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     opening = f"arrived scratched {uuid.uuid4().hex[:8]}"
     disputed = act(http, oid, "dispute", buyer, {"reason_code": "damaged", "message": opening})
     assert disputed["status"] == "disputed"

@@ -18,6 +18,7 @@ from tests.activities.money_helpers import (
     add_fault,
     assert_balanced,
     clear_faults,
+    fulfilled_order,
     ledger_accounts,
     order_until,
     paid_order,
@@ -164,10 +165,8 @@ def test_chargeback_on_a_paid_order_then_lost(http: httpx.Client, stack: Any) ->
 def test_chargeback_after_completion_reverses_the_payout_and_won_pays_again(
     http: httpx.Client, stack: Any
 ) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     act(http, oid, "confirm-receipt", buyer)
     [transfer] = transfers_for(stack, oid)
     [intent] = payment_intents_for(stack, oid)
@@ -216,10 +215,8 @@ def case_of(
 
 
 def test_a_chargeback_after_a_resolved_buyer_dispute_reopens_the_case(http: httpx.Client, stack: Any) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     act(http, oid, "dispute", buyer, {"reason_code": "not_as_described", "message": "wrong colour"})
     wait_until(lambda: case_of(http, oid, buyer))
     act(http, oid, "resolve", support_user(http, stack), {"resolution": "release"})

@@ -13,7 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.activities.money_helpers import AMOUNT, FEE, act, assert_balanced, paid_order, sql, transfers_for
+from tests.activities.money_helpers import (
+    AMOUNT,
+    FEE,
+    act,
+    assert_balanced,
+    fulfilled_order,
+    paid_order,
+    sql,
+    transfers_for,
+)
 from tests.api.helpers import support_user, wait_until
 
 pytestmark = pytest.mark.integration
@@ -58,10 +67,8 @@ def test_support_accepts_for_the_seller_with_the_cli(http: httpx.Client, stack: 
 
 
 def test_support_repairs_a_failed_payout_with_the_cli(http: httpx.Client, stack: Any) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     # The seller's connected account becomes unusable: the provider refuses the transfer for good.
     [(account,)] = sql(
         stack, "SELECT provider_account_id FROM payout_accounts WHERE user_id = %s", uuid.UUID(seller.user_id)
@@ -100,10 +107,8 @@ def test_support_repairs_a_failed_payout_with_the_cli(http: httpx.Client, stack:
 
 
 def test_support_works_a_dispute_with_the_cli(http: httpx.Client, stack: Any) -> None:
-    seller, buyer, order = paid_order(http)
+    seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "accept", seller)
-    act(http, oid, "fulfil", seller)
     act(http, oid, "dispute", buyer, {"reason_code": "damaged", "message": "the frame is bent"})
     operator = support_user(http, stack)
     wait_until(lambda: http.get(f"/v1/orders/{oid}/dispute", headers=buyer.headers).status_code == 200)
