@@ -164,7 +164,7 @@ class DisputeThreadEntryOut(BaseModel):
     data: dict[str, Any]
 
 
-class DisputeOut(BaseModel):
+class DisputeSummaryOut(BaseModel):
     id: uuid.UUID
     order_id: uuid.UUID
     source: str  # buyer | chargeback
@@ -175,21 +175,34 @@ class DisputeOut(BaseModel):
     refund_amount: int | None
     opened_at: datetime
     resolved_at: datetime | None
+
+    @classmethod
+    def of_case(cls, dispute: Dispute) -> DisputeSummaryOut:
+        return cls(**_case_fields(dispute))
+
+
+def _case_fields(dispute: Dispute) -> dict[str, Any]:
+    return {
+        "id": dispute.id,
+        "order_id": dispute.order_id,
+        "source": dispute.source,
+        "reason_code": dispute.reason_code,
+        "provider_dispute_id": dispute.provider_dispute_id,
+        "status": dispute.status.value,
+        "resolution": dispute.resolution,
+        "refund_amount": dispute.refund_amount,
+        "opened_at": dispute.created_at,
+        "resolved_at": dispute.resolved_at,
+    }
+
+
+class DisputeOut(DisputeSummaryOut):
     thread: list[DisputeThreadEntryOut]
 
     @classmethod
     def of(cls, dispute: Dispute, thread: list[DisputeMessage]) -> DisputeOut:
         return cls(
-            id=dispute.id,
-            order_id=dispute.order_id,
-            source=dispute.source,
-            reason_code=dispute.reason_code,
-            provider_dispute_id=dispute.provider_dispute_id,
-            status=dispute.status.value,
-            resolution=dispute.resolution,
-            refund_amount=dispute.refund_amount,
-            opened_at=dispute.created_at,
-            resolved_at=dispute.resolved_at,
+            **_case_fields(dispute),
             thread=[
                 DisputeThreadEntryOut(
                     at=m.created_at,

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,3 +132,15 @@ async def visible_case(
     if viewer.user_id not in (order.buyer_id, order.seller_id) and not viewer.has(Role.SUPPORT):
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this dispute")
     return await case_for_order(session, order_id)
+
+
+async def queue(session: AsyncSession, statuses: list[DisputeStatus], limit: int) -> list[Dispute]:
+    """Support's work queue: escalated cases first, then the oldest first."""
+    escalated_first = case((Dispute.status == DisputeStatus.ESCALATED, 0), else_=1)
+    rows = await session.scalars(
+        select(Dispute)
+        .where(Dispute.status.in_(statuses))
+        .order_by(escalated_first, Dispute.created_at, Dispute.id)
+        .limit(limit)
+    )
+    return list(rows.all())

@@ -10,11 +10,19 @@ from sqlalchemy import select
 from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
-from api.trust_schemas import HideReviewIn, ProfileOut, ReputationOut, ReviewIn, ReviewOut, TrustFlagOut
-from bazaar import reputation, reviews
+from api.trust_schemas import (
+    DisputeSummaryOut,
+    HideReviewIn,
+    ProfileOut,
+    ReputationOut,
+    ReviewIn,
+    ReviewOut,
+    TrustFlagOut,
+)
+from bazaar import disputes, reputation, reviews
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import User
-from bazaar.trust_models import Reputation, TrustFlag
+from bazaar.trust_models import DisputeStatus, Reputation, TrustFlag
 from workflows.reviews import ReviewWorkflow, reviews_workflow_id
 
 router = APIRouter(prefix="/v1", tags=["trust"])
@@ -71,6 +79,21 @@ async def hide_review(
 ) -> ReviewOut:
     """Support hides an abusive review (audited)."""
     return ReviewOut.of(await reviews.hide(session, review_id, staff, body.reason))
+
+
+@router.get("/support/disputes", response_model=list[DisputeSummaryOut])
+async def dispute_queue(
+    staff: Support,
+    session: Session,
+    status: Annotated[
+        list[DisputeStatus] | None, Query(description="default: every unresolved status")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[DisputeSummaryOut]:
+    """Support's queue of dispute cases: escalated first, then the oldest first (thread: the order's
+    `GET /v1/orders/{id}/dispute`)."""
+    wanted = status or [s for s in DisputeStatus if s != DisputeStatus.RESOLVED]
+    return [DisputeSummaryOut.of_case(d) for d in await disputes.queue(session, wanted, limit)]
 
 
 @router.get("/support/trust-flags", response_model=list[TrustFlagOut])

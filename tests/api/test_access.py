@@ -48,6 +48,7 @@ SUPPORT_ONLY = {
     ("POST", "/v1/orders/{order_id}/dispute/info-requests"),
     ("POST", "/v1/support/reviews/{review_id}/hide"),
     ("GET", "/v1/support/trust-flags"),
+    ("GET", "/v1/support/disputes"),
     ("GET", "/v1/support/dead-letters"),
     ("POST", "/v1/support/dead-letters/{dead_letter_id}/replay"),
 }

@@ -277,6 +277,15 @@ def test_dispute_thread_info_request_and_resolution(http: httpx.Client, stack: A
         assert seen.status_code == 200, seen.text
         assert [m["body"] for m in seen.json()["thread"]] == [opening]
 
+    # Support finds it in the queue of unresolved cases (the buyer cannot see the queue).
+    queue = http.get("/v1/support/disputes", headers=staff.headers, params={"limit": 200})
+    assert queue.status_code == 200, queue.text
+    assert oid in [c["order_id"] for c in queue.json()]
+    assert {c["status"] for c in queue.json()} <= {"open", "awaiting_info", "escalated"}
+    resolved_only = http.get("/v1/support/disputes", headers=staff.headers, params={"status": "resolved"})
+    assert oid not in [c["order_id"] for c in resolved_only.json()]
+    assert http.get("/v1/support/disputes", headers=buyer.headers).status_code == 403
+
     outsider = register(http, ["buyer", "seller"], "Outsider")
     peek = dispute(http, oid, outsider)
     assert (peek.status_code, error_code(peek)) == (403, "forbidden")
