@@ -256,14 +256,19 @@ def load(api_url: str, count: int = LISTING_COUNT, seed: int = 7) -> None:
         for seller_index, (email, _) in enumerate(DEMO_SELLERS):
             sold = zip(DEMO_RATINGS.get(email, []), published.get(seller_index, []), strict=False)
             for n, (rating, listing_id) in enumerate(sold):
-                _completed_order(http, buyers[n % len(buyers)], tokens[seller_index], listing_id, rating)
+                _demo_order(http, buyers[n % len(buyers)], tokens[seller_index], listing_id, rating)
+        # One open dispute, so support has a case in its queue (GET /v1/support/disputes).
+        unsold = published.get(1, [])[len(DEMO_RATINGS.get(DEMO_SELLERS[1][0], [])) :]
+        if unsold:
+            _demo_order(http, buyers[-1], tokens[1], unsold[0], rating=None)
 
 
-def _completed_order(
-    http: httpx.Client, buyer: dict[str, str], seller: dict[str, str], listing_id: str, rating: int
+def _demo_order(
+    http: httpx.Client, buyer: dict[str, str], seller: dict[str, str], listing_id: str, rating: int | None
 ) -> None:
-    """A whole order through the API, then both reviews (revealed at once, so the reputations count them).
-    Safe to run again: the same Idempotency-Key finds the same order, and steps already done answer 409."""
+    """A whole order through the API, then both reviews (revealed at once, so the reputations count them);
+    with no rating, the buyer disputes the shipped order instead. Safe to run again: the same
+    Idempotency-Key finds the same order, and steps already done answer 409."""
     placed = http.post(
         "/v1/orders",
         json={"listing_id": listing_id, "payment_method": "pm_card_visa"},
@@ -273,13 +278,22 @@ def _completed_order(
         return
     placed.raise_for_status()
     order = f"/v1/orders/{placed.json()['id']}"
-    steps = [
+    steps: list[tuple[str, dict[str, str], dict[str, object] | None]] = [
         (f"{order}/accept", seller, None),
         (f"{order}/fulfil", seller, {"carrier": "DHL"}),
-        (f"{order}/confirm-receipt", buyer, None),
-        (f"{order}/reviews", buyer, {"rating": rating, "text": _REVIEW_TEXT[rating]}),
-        (f"{order}/reviews", seller, {"rating": 5, "text": "Paid at once, friendly messages."}),
     ]
+    if rating is None:
+        dispute: dict[str, object] = {
+            "reason_code": "not_as_described",
+            "message": "The colour is not the one in the photos.",
+        }
+        steps.append((f"{order}/dispute", buyer, dispute))
+    else:
+        steps += [
+            (f"{order}/confirm-receipt", buyer, None),
+            (f"{order}/reviews", buyer, {"rating": rating, "text": _REVIEW_TEXT[rating]}),
+            (f"{order}/reviews", seller, {"rating": 5, "text": "Paid at once, friendly messages."}),
+        ]
     for path, who, body in steps:
         response = http.post(path, json=body, headers=who)
         if response.status_code != 409:  # 409: done in an earlier run

@@ -9,7 +9,7 @@ import pytest
 
 from bazaar import demo
 from bazaar.reputation import bayesian_score
-from tests.api.helpers import wait_until
+from tests.api.helpers import support_user, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,3 +30,19 @@ def test_demo_sellers_end_with_the_reputations_their_ratings_give(stack: Any) ->
             rep = wait_until(reputation, timeout=20)
             assert rep["score"] == pytest.approx(bayesian_score(sum(ratings), len(ratings)))
             assert (rep["orders_completed"], rep["completion_rate"]) == (len(ratings), 1.0)
+        # And one open dispute in support's queue, on an order of Ben's (other tests' cases may be there too).
+        staff = support_user(http, stack)
+        token = http.post(
+            "/v1/auth/token", data={"username": "ben@demo.bazaar", "password": demo.DEMO_PASSWORD}
+        )
+        ben = http.get(
+            "/v1/users/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"}
+        ).json()
+
+        def bens_open_cases() -> list[dict[str, Any]]:
+            queue = http.get("/v1/support/disputes", headers=staff.headers, params={"limit": 200}).json()
+            orders = [http.get(f"/v1/orders/{c['order_id']}", headers=staff.headers).json() for c in queue]
+            return [c for c, o in zip(queue, orders, strict=True) if o["seller_id"] == ben["id"]]
+
+        [case] = wait_until(bens_open_cases, timeout=20)
+        assert (case["source"], case["reason_code"], case["status"]) == ("buyer", "not_as_described", "open")
