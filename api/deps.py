@@ -1,4 +1,5 @@
-"""Request dependencies: database session, the caller, role checks, shared clients."""
+"""Request dependencies: database session, the caller, role checks, and the app's shared clients and
+in-process services (set up by the lifespan on `app.state`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from api.listing_runtime import ListingCache
 from bazaar.auth import Principal, decode_token
 from bazaar.db import get_sessionmaker
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.meili import Meili
 from bazaar.models import Role
+from bazaar.popularity import ViewCounter
+from bazaar.search import SearchService
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
@@ -60,6 +64,21 @@ async def meili(request: Request) -> Meili:
     return client
 
 
+async def search_service(request: Request) -> SearchService:
+    service: SearchService = request.app.state.search
+    return service
+
+
+async def listing_cache(request: Request) -> ListingCache:
+    cache: ListingCache = request.app.state.listing_cache
+    return cache
+
+
+async def view_counter(request: Request) -> ViewCounter:
+    views: ViewCounter = request.app.state.views
+    return views
+
+
 # scope="function": commit before the response is sent, so a client never reads its own write as missing
 # and a failed commit becomes this request's error.
 Session = Annotated[AsyncSession, Depends(session, scope="function")]
@@ -70,3 +89,6 @@ Buyer = Annotated[Principal, Depends(require_role(Role.BUYER))]
 Support = Annotated[Principal, Depends(require_role(Role.SUPPORT))]
 Temporal = Annotated[Client, Depends(temporal)]
 MeiliClient = Annotated[Meili, Depends(meili)]
+Search = Annotated[SearchService, Depends(search_service)]
+Cache = Annotated[ListingCache, Depends(listing_cache)]
+Views = Annotated[ViewCounter, Depends(view_counter)]

@@ -11,10 +11,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import MaybeCaller, Seller, Session
-from api.listing_runtime import ListingCache
+from api.deps import Cache, MaybeCaller, Seller, Session, Views
 from api.schemas import (
     CategoriesOut,
     CategoryNode,
@@ -28,27 +27,12 @@ from bazaar import listings
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Listing, ListingStatus, Role
-from bazaar.popularity import ViewCounter
 
 router = APIRouter(prefix="/v1", tags=["listings"])
 IfMatch = Annotated[
     str | None, Header(description='ETag from a previous read, e.g. "3"; a stale one gets 412')
 ]
 IfNoneMatch = Annotated[str | None, Header(description="ETag you hold; 304 when unchanged")]
-
-
-async def _cache(request: Request) -> ListingCache:
-    cache: ListingCache = request.app.state.listing_cache
-    return cache
-
-
-async def _views(request: Request) -> ViewCounter:
-    views: ViewCounter = request.app.state.views
-    return views
-
-
-Cache = Annotated[ListingCache, Depends(_cache)]
-Views = Annotated[ViewCounter, Depends(_views)]
 
 
 def parse_if_match(value: str | None, required: bool = False) -> int | None:

@@ -7,24 +7,19 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
+from api.deps import Search
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
 from api.schemas import Condition, SearchOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.money import CURRENCY_EXPONENTS
-from bazaar.search import ListingQuery, SearchService, SortOrder
+from bazaar.search import ListingQuery, SortOrder
 from bazaar.search_index import MAX_TOTAL_HITS
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
-async def _service(request: Request) -> SearchService:
-    service: SearchService = request.app.state.search
-    return service
-
-
-Search = Annotated[SearchService, Depends(_service)]
 CategorySlug = Annotated[str, Query(min_length=1, max_length=64)]
 
 
