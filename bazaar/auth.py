@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Role, User
+from bazaar.models import AuditEvent, Order, Role, User
 from bazaar.settings import get_settings
 
 _hasher = PasswordHasher()
@@ -109,3 +109,12 @@ async def grant_role(session: AsyncSession, email: str, role: Role) -> User:
         )
     )
     return user
+
+
+def order_party(order: Order, caller: Principal) -> str | None:
+    """The caller's side of an order: buyer, seller, support (staff may see every order), or None."""
+    if caller.user_id == order.buyer_id:
+        return "buyer"
+    if caller.user_id == order.seller_id:
+        return "seller"
+    return "support" if caller.has(Role.SUPPORT) else None

@@ -10,9 +10,9 @@ from sqlalchemy import case, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.auth import Principal
+from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Order, Role
+from bazaar.models import Order
 from bazaar.trust_models import Dispute, DisputeMessage, DisputeStatus
 
 REASON_CODES = ("not_received", "not_as_described", "damaged", "counterfeit", "other", "chargeback")
@@ -55,14 +55,15 @@ async def open_case(
         "opened",
         message or reason_code,
         {"reason_code": reason_code, "source": source},
-        dedupe_key=f"dispute:{order_id}:{case_key(provider_dispute_id)}:opened",
+        dedupe_key=f"{case_prefix(order_id, provider_dispute_id)}:opened",
     )
     return dispute
 
 
-def case_key(provider_dispute_id: str | None) -> str:
-    """Which case of an order: the buyer's, or the card network's dispute id (a chargeback)."""
-    return provider_dispute_id or "buyer"
+def case_prefix(order_id: uuid.UUID | str, provider_dispute_id: str | None) -> str:
+    """Prefix of one case's thread and notification keys: an order has the buyer's case, and may have a
+    later one per card-network dispute (a chargeback)."""
+    return f"dispute:{order_id}:{provider_dispute_id or 'buyer'}"
 
 
 async def add_message(
@@ -129,7 +130,7 @@ async def visible_case(
     order = await session.get(Order, order_id)
     if order is None:
         raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-    if viewer.user_id not in (order.buyer_id, order.seller_id) and not viewer.has(Role.SUPPORT):
+    if order_party(order, viewer) is None:
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this dispute")
     return await case_for_order(session, order_id)
 

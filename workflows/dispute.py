@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
     from activities.notifications import PrepareNotifications
-    from bazaar.disputes import case_key
+    from bazaar.disputes import case_prefix
     from bazaar.money import format_money
     from workflows.notification import notify_in_background
 
@@ -42,7 +42,7 @@ class DisputeCase:
     @property
     def key(self) -> str:
         """Prefix of this case's thread and notification keys (an order can have a later chargeback case)."""
-        return f"dispute:{self.order_id}:{case_key(self.provider_dispute_id)}"
+        return case_prefix(self.order_id, self.provider_dispute_id)
 
 
 @dataclass

@@ -9,15 +9,15 @@ import uuid
 
 from fastapi import APIRouter
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
+from api.errors import update_rejection
 from api.trust_schemas import DisputeMessageBody, DisputeOut, InfoRequestBody
 from bazaar import disputes
-from bazaar.auth import Principal
+from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Order, Role
+from bazaar.models import Order
 from workflows.dispute import DisputeMessageIn, DisputeWorkflow, InfoRequest, dispute_workflow_id
 
 router = APIRouter(prefix="/v1/orders/{order_id}/dispute", tags=["disputes"])
@@ -64,13 +64,12 @@ async def _role_in(session: Session, order_id: uuid.UUID, caller: Principal) -> 
     order = await session.get(Order, order_id)
     if order is None:
         raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-    if caller.user_id == order.buyer_id:
-        return "buyer"
-    if caller.user_id == order.seller_id:
-        return "seller"
-    if caller.has(Role.SUPPORT):
-        return "support"
-    raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can write in this dispute")
+    party = order_party(order, caller)
+    if party is None:
+        raise DomainError(
+            ErrorCode.FORBIDDEN, "only the buyer, the seller and support can write in this dispute"
+        )
+    return party
 
 
 async def _update(temporal: Temporal, order_id: uuid.UUID, update: object, arg: object) -> None:
@@ -78,11 +77,6 @@ async def _update(temporal: Temporal, order_id: uuid.UUID, update: object, arg: 
     try:
         await handle.execute_update(update, arg)  # type: ignore[call-overload]
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        message = cause.message if isinstance(cause, ApplicationError) else "not allowed now"
-        invalid = isinstance(cause, ApplicationError) and cause.type == "InvalidRequest"
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR if invalid else ErrorCode.INVALID_TRANSITION, message
-        ) from exc
+        raise update_rejection(exc) from exc
     except RPCError as exc:
         raise DomainError(ErrorCode.INVALID_TRANSITION, "this order has no open dispute") from exc

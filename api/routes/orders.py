@@ -25,7 +25,7 @@ from api.schemas import (
     TimelineEvent,
 )
 from api.trust_schemas import DisputeIn
-from bazaar.auth import Principal
+from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Listing, ListingStatus, Order, Role
 from bazaar.money import Money
@@ -319,7 +319,7 @@ async def _start_or_join(temporal: Temporal, request: PlaceOrder) -> OrderView:
 
 
 def _check_party(order: Order, caller: Principal) -> None:
-    if caller.user_id not in (order.buyer_id, order.seller_id) and not caller.has(Role.SUPPORT):
+    if order_party(order, caller) is None:
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
 
 
