@@ -25,10 +25,11 @@ from temporalio.worker import Worker
 from activities.disputes import DisputeActivities
 from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
-from activities.payments import PaymentActivities, default_payment_activities, make_stripe_client
+from activities.payments import PaymentActivities, make_stripe_client
 from activities.reconciliation import ReconciliationActivities
 from activities.trust import TrustActivities
 from bazaar.settings import Settings
+from bazaar.temporal import connect
 from workflows.dispute import DisputeWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
@@ -126,9 +127,8 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
-    client = await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime_for(settings)
-    )
+    client = await connect(settings, runtime_for(settings))
+    stripe_client = make_stripe_client(settings)  # one connection pool for payments and reconciliation
     await ensure_reconciliation_schedule(client, settings)
     worker = Worker(
         client,
@@ -137,8 +137,8 @@ async def main() -> None:
         activities=[
             *activities_for(
                 OrderActivities(),
-                default_payment_activities(),
-                ReconciliationActivities(make_stripe_client(settings)),
+                PaymentActivities(stripe_client),
+                ReconciliationActivities(stripe_client),
             ),
             *trust_activities(NotificationActivities(settings)),
         ],

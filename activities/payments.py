@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from bazaar import ledger
 from bazaar.db import transaction
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
-from bazaar.settings import Settings, get_settings
+from bazaar.settings import Settings
 
 # The provider said no: the same request will never succeed, so it is final (recorded, not retried).
 _REJECTIONS = (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError)
@@ -483,7 +483,3 @@ def _charge_result(payment: Payment) -> ChargeResult:
 
 def _body(exc: stripe.StripeError) -> dict[str, Any] | None:
     return exc.json_body if isinstance(exc.json_body, dict) else None
-
-
-def default_payment_activities() -> PaymentActivities:
-    return PaymentActivities(make_stripe_client(get_settings()))

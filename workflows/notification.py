@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from workflows.children import start_detached
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import DeadLetterRequest, NotificationActivities, PrepareNotifications
@@ -33,19 +34,14 @@ def notify_workflow_id(event_key: str) -> str:
 
 
 async def notify_in_background(event: PrepareNotifications, max_attempts: int) -> None:
-    """From another workflow: start the event's delivery as a child that outlives its parent (ABANDON) and is
-    never started twice for one event (REJECT_DUPLICATE); the parent only waits for the start, never for
-    the mail server."""
-    try:
-        await workflow.start_child_workflow(
-            NotificationWorkflow.run,
-            NotifyRequest(event=event, max_attempts=max_attempts),
-            id=notify_workflow_id(event.event_key),
-            parent_close_policy=ParentClosePolicy.ABANDON,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        workflow.logger.info("notification %s already started", event.event_key)
+    """From another workflow: deliver the event's notifications in a child of their own, started once per
+    event; the parent never waits for the mail server."""
+    await start_detached(
+        NotificationWorkflow.run,
+        NotifyRequest(event=event, max_attempts=max_attempts),
+        notify_workflow_id(event.event_key),
+        once=True,
+    )
 
 
 @workflow.defn

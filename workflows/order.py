@@ -42,9 +42,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import PrepareNotifications
@@ -62,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.trust import OrderOutcome, ReviewWindowRequest, TrustActivities
     from bazaar.money import format_money, platform_fee
 
+from workflows.children import start_detached
 from workflows.dispute import ChargebackJoined, DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
 from workflows.notification import notify_in_background
 from workflows.reviews import ReviewRound, ReviewWorkflow, reviews_workflow_id
@@ -303,8 +303,7 @@ class OrderWorkflow:
 
     async def _restore(self) -> None:
         """A reopened order: its state, counters and money positions as the database has them."""
-        req = self._req
-        assert req is not None
+        req = self._terms
         snap: OrderSnapshot = await workflow.execute_activity_method(
             OrderActivities.load_order,
             req.order_id,
@@ -554,8 +553,6 @@ class OrderWorkflow:
         freeze its money; its decision (won/lost) arrives as a later notice for the same dispute."""
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            if self._view is None:
-                return
             if self.view.chargeback_id is None:
                 if self.view.status not in CHARGEABLE_BACK:
                     workflow.logger.warning(
@@ -620,8 +617,7 @@ class OrderWorkflow:
 
     # ---- steps ----------------------------------------------------------------------------------------
     async def _charge(self) -> None:
-        req = self._req
-        assert req is not None
+        req = self._terms
         charge = await workflow.execute_activity_method(
             PaymentActivities.charge,
             ChargeRequest(
@@ -646,11 +642,11 @@ class OrderWorkflow:
 
     def _apply_provider_reports(self) -> None:
         """Compare the provider's reports with the charge we made (after our charge has an outcome)."""
-        ours = self.view.payment_intent_id if self._view is not None else None
+        ours = self.view.payment_intent_id
         for intent, status in self._provider_reports.items():
             if intent == ours:
                 self._view = replace(self.view, provider_payment_status=status)
-            elif status == "succeeded" and self._view is not None:
+            elif status == "succeeded":
                 if intent not in self.view.unexpected_payment_intents:
                     # Money taken that this order did not ask for: never charge or refund on a guess;
                     # it shows in the order state and in reconciliation for an operator.
@@ -692,8 +688,7 @@ class OrderWorkflow:
 
     async def _complete(self, reason: str, party: str, actor: Actor | None, fee: int | None = None) -> None:
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
-        req = self._req
-        assert req is not None
+        req = self._terms
         gross = self._escrow_held()
         if fee is None:
             fee = platform_fee(gross, req.fee_bps, req.fee_fixed)
@@ -920,7 +915,7 @@ class OrderWorkflow:
                 TrustActivities.open_review_window,
                 ReviewWindowRequest(view.order_id, self._terms.review_window_seconds),
             )
-            await self._start_child(
+            await start_detached(
                 ReviewWorkflow.run,
                 ReviewRound(
                     view.order_id,
@@ -949,7 +944,7 @@ class OrderWorkflow:
         elif action in ("order.disputed", "order.chargeback"):
             await self._record_outcome("disputed")
             by_buyer = action == "order.disputed"
-            await self._start_child(
+            await start_detached(
                 DisputeWorkflow.run,
                 DisputeCase(
                     order_id=view.order_id,
@@ -991,22 +986,6 @@ class OrderWorkflow:
             },
         )
         await notify_in_background(event, self._terms.notification_max_attempts)
-
-    async def _start_child(self, run: Any, arg: Any, child_id: str, *, once: bool) -> None:
-        """Start a child that outlives the order; `once`: never again under this id (an event notifies
-        once), else only while no run of it is open."""
-        try:
-            await workflow.start_child_workflow(
-                run,
-                arg,
-                id=child_id,
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                ),
-            )
-        except WorkflowAlreadyStartedError:  # it ran (or runs) already
-            workflow.logger.info("child %s already started", child_id)
 
     def _payout_text(self) -> str:
         gross, fee = self._released or (0, 0)

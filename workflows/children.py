@@ -1,0 +1,27 @@
+"""Children a workflow starts and does not wait for: notifications, review rounds, dispute cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+
+async def start_detached(run: Any, arg: Any, child_id: str, *, once: bool) -> None:
+    """Start a child that outlives its parent (ABANDON); the parent waits only for the start. `once`: never
+    again under this id (e.g. one delivery per event), else only while no run of it is open."""
+    try:
+        await workflow.start_child_workflow(
+            run,
+            arg,
+            id=child_id,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
+            if once
+            else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:  # it ran (or runs) already
+        workflow.logger.info("child %s already started", child_id)
