@@ -173,12 +173,8 @@ async def create(session: AsyncSession, seller: Principal, fields: dict[str, Any
     return listing
 
 
-async def get_visible(session: AsyncSession, listing_id: uuid.UUID, viewer: Principal | None) -> Listing:
-    """Active listings are public; others exist only for their seller and support (404 for the rest)."""
-    return _visible(await session.get(Listing, listing_id), viewer)
-
-
 def _visible(listing: Listing | None, viewer: Principal | None) -> Listing:
+    """Active listings are public; others exist only for their seller and support (404 for the rest)."""
     if listing is None or (listing.status != ListingStatus.ACTIVE and not may_manage(listing, viewer)):
         raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     return listing
@@ -187,7 +183,8 @@ def _visible(listing: Listing | None, viewer: Principal | None) -> Listing:
 async def get_visible_rated(
     session: AsyncSession, listing_id: uuid.UUID, viewer: Principal | None
 ) -> tuple[Listing, SellerRating]:
-    """`get_visible` plus the seller's rating, in one statement (an outer join on the reputation's key)."""
+    """A listing the viewer may see (`_visible`) and its seller's rating, in one statement (an outer join on
+    the reputation's key)."""
     row = (
         await session.execute(
             select(Listing, *rating_sql())
@@ -205,9 +202,7 @@ async def get_own(
     session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: int | None, lock: bool = True
 ) -> Listing:
     stmt = select(Listing).where(Listing.id == listing_id)
-    listing = await session.scalar(stmt.with_for_update() if lock else stmt)
-    if listing is None or (listing.status != ListingStatus.ACTIVE and not may_manage(listing, seller)):
-        raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
+    listing = _visible(await session.scalar(stmt.with_for_update() if lock else stmt), seller)
     if listing.seller_id != seller.user_id:
         raise DomainError(ErrorCode.FORBIDDEN, "only the listing's seller can change it")
     if if_match is not None and if_match != listing.version:

@@ -26,9 +26,6 @@ class ViewCounter:
     def add(self, listing_id: uuid.UUID, views: int = 1) -> None:
         self._counts[listing_id] = self._counts.get(listing_id, 0) + views
 
-    def pending(self) -> int:
-        return sum(self._counts.values())
-
     async def flush(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
         """Write the counts so far; on error they go back into the counter."""
         counts, self._counts = self._counts, {}

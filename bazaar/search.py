@@ -93,10 +93,6 @@ class ListingQuery:
     per_page: int = 20
     facets: bool = False
 
-    @property
-    def has_point(self) -> bool:
-        return self.lat is not None and self.lng is not None
-
 
 @dataclass
 class Hit:

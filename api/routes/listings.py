@@ -166,12 +166,11 @@ async def delete_listing(
 ) -> ListingDeleteOut:
     """Removes a listing that never had orders; one with orders is archived instead (order history)."""
     kept = await listings.delete(session, listing_id, seller, parse_if_match(if_match))
-    cache.invalidate([listing_id])
-    await session.flush()
     if kept is None:
+        cache.invalidate([listing_id])
+        await session.flush()
         return ListingDeleteOut(result="deleted")
-    await session.refresh(kept)
-    return ListingDeleteOut(result="archived", listing=await with_etag(session, response, kept))
+    return ListingDeleteOut(result="archived", listing=await _written(session, cache, response, kept))
 
 
 @router.get("/me/listings", response_model=ListingPage)
