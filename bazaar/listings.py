@@ -92,6 +92,16 @@ class Taxonomy:
     def __contains__(self, slug: object) -> bool:
         return slug in self.parents
 
+    def require(self, slugs: list[str]) -> None:
+        """Refuse unknown category slugs (422 unknown_category naming the unknown one, or all of them)."""
+        unknown = [s for s in slugs if s not in self.parents]
+        if unknown:
+            raise DomainError(
+                ErrorCode.UNKNOWN_CATEGORY,
+                f"unknown category {unknown[0]!r}; see GET /v1/categories",
+                {"category": unknown[0] if len(unknown) == 1 else unknown},
+            )
+
     def path(self, slug: str) -> list[tuple[str, str]]:
         """(slug, name) from the root down to `slug`."""
         path: list[tuple[str, str]] = []
@@ -146,13 +156,7 @@ async def taxonomy(session: AsyncSession) -> Taxonomy:
 
 async def check_categories(session: AsyncSession, slugs: list[str]) -> Taxonomy:
     tree = await taxonomy(session)
-    unknown = [s for s in slugs if s not in tree]
-    if unknown:
-        raise DomainError(
-            ErrorCode.UNKNOWN_CATEGORY,
-            f"unknown category {unknown[0]!r}; see GET /v1/categories",
-            {"category": unknown[0] if len(unknown) == 1 else unknown},
-        )
+    tree.require(slugs)
     return tree
 
 

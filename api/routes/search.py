@@ -68,12 +68,8 @@ async def search(
             f"results beyond the first {MAX_TOTAL_HITS} are not served; refine the search",
             {"max_page": MAX_TOTAL_HITS // per_page},
         )
-    tree = await service.taxonomy()
-    unknown = [c for c in category if c not in tree]
-    if unknown:
-        raise DomainError(
-            ErrorCode.UNKNOWN_CATEGORY, f"unknown category {unknown[0]!r}", {"category": unknown}
-        )
+    if category:  # most searches name none: no taxonomy lookup for them
+        (await service.taxonomy()).require(category)
     query = ListingQuery(
         q=q,
         categories=list(dict.fromkeys(category)),
