@@ -27,6 +27,16 @@ from bazaar.settings import Settings
 _REJECTIONS = (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError)
 
 
+def order_id_of(obj: dict[str, Any]) -> str | None:
+    """The order a provider object belongs to: our `metadata.order_id`, else its transfer group (which
+    the order workflow sets to its id, `order-<order id>`)."""
+    order_id = (obj.get("metadata") or {}).get("order_id")
+    group = str(obj.get("transfer_group") or "")
+    if not order_id and group.startswith("order-"):
+        order_id = group.removeprefix("order-")
+    return str(order_id) if order_id else None
+
+
 def make_stripe_client(settings: Settings) -> stripe.StripeClient:
     return stripe.StripeClient(
         settings.require("stripe_secret_key"),

@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
+from activities.payments import order_id_of
 from bazaar.db import transaction
 from bazaar.models import (
     LedgerAccount,
@@ -330,11 +331,11 @@ class ReconciliationActivities:
         async for re in _all(
             await v1.refunds.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
         ):
-            _add(provider, ProviderRecord("refund", re["id"], re["amount"], re["status"], _order(re)))
+            _add(provider, ProviderRecord("refund", re["id"], re["amount"], re["status"], order_id_of(re)))
         async for tr in _all(
             await v1.transfers.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
         ):
-            _add(provider, ProviderRecord("transfer", tr["id"], tr["amount"], "paid", _order(tr)))
+            _add(provider, ProviderRecord("transfer", tr["id"], tr["amount"], "paid", order_id_of(tr)))
         async for dp in _all(
             await v1.disputes.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
         ):
@@ -409,10 +410,10 @@ class ReconciliationActivities:
                 return _intent_record(await v1.payment_intents.retrieve_async(provider_id))
             if object_type == "refund":
                 re = (await v1.refunds.retrieve_async(provider_id)).to_dict()
-                return ProviderRecord("refund", re["id"], re["amount"], re["status"], _order(re))
+                return ProviderRecord("refund", re["id"], re["amount"], re["status"], order_id_of(re))
             if object_type == "transfer":
                 tr = (await v1.transfers.retrieve_async(provider_id)).to_dict()
-                return ProviderRecord("transfer", tr["id"], tr["amount"], "paid", _order(tr))
+                return ProviderRecord("transfer", tr["id"], tr["amount"], "paid", order_id_of(tr))
             if object_type == "dispute":
                 dp = (await v1.disputes.retrieve_async(provider_id)).to_dict()
                 return ProviderRecord("dispute", dp["id"], dp["amount"], dp["status"])
@@ -436,19 +437,9 @@ def _add(records: dict[tuple[str, str], ProviderRecord], record: ProviderRecord)
     records[(record.object_type, record.id)] = record
 
 
-def _order(obj: dict[str, Any]) -> str | None:
-    metadata = obj.get("metadata") or {}
-    order_id = metadata.get("order_id")
-    return str(order_id) if order_id else None
-
-
 def _intent_record(pi: Any) -> ProviderRecord:
     data = pi if isinstance(pi, dict) else pi.to_dict()
-    order_id = _order(data)
-    group = data.get("transfer_group") or ""
-    if order_id is None and group.startswith("order-"):
-        order_id = group.removeprefix("order-")
-    return ProviderRecord("payment_intent", data["id"], data["amount"], data["status"], order_id)
+    return ProviderRecord("payment_intent", data["id"], data["amount"], data["status"], order_id_of(data))
 
 
 async def _our_payments(since: datetime, until: datetime, provider_ids: list[str]) -> list[OurPayment]:

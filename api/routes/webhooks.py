@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.payments import order_id_of
 from api.deps import Session, Temporal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, StripeEvent
@@ -128,17 +129,13 @@ async def _reopen_with_chargeback(temporal: Temporal, order: Order, notice: Char
 
 
 async def _order_of_intent(session: Session, intent: dict[str, Any]) -> Order | None:
-    metadata = intent.get("metadata") or {}
-    candidate = metadata.get("order_id")
-    group = str(intent.get("transfer_group") or "")
-    if candidate is None and group.startswith("order-"):
-        candidate = group.removeprefix("order-")
     try:
-        order_id = uuid.UUID(str(candidate))
+        order_id = uuid.UUID(str(order_id_of(intent)))
     except ValueError:
         return None
     order = await session.get(Order, order_id)
     # Both must agree: metadata alone is free text anyone with the key can set on any PaymentIntent.
+    group = str(intent.get("transfer_group") or "")
     if order is None or (group and group != order_workflow_id(str(order.id))):
         return None
     return order
