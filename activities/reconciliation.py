@@ -324,22 +324,11 @@ class ReconciliationActivities:
         charge_intents: dict[str, str] = {}
         v1 = self.client.v1
 
-        async for pi in _all(
-            await v1.payment_intents.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-        ):
-            _add(provider, _intent_record(pi))
-        async for re in _all(
-            await v1.refunds.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-        ):
-            _add(provider, ProviderRecord("refund", re["id"], re["amount"], re["status"], order_id_of(re)))
-        async for tr in _all(
-            await v1.transfers.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-        ):
-            _add(provider, ProviderRecord("transfer", tr["id"], tr["amount"], "paid", order_id_of(tr)))
-        async for dp in _all(
-            await v1.disputes.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-        ):
-            _add(provider, ProviderRecord("dispute", dp["id"], dp["amount"], dp["status"]))
+        for object_type, resource in self._compared_resources().items():
+            async for obj in _all(
+                await resource.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
+            ):
+                _add(provider, _record(object_type, obj))
         async for ch in _all(
             await v1.charges.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
         ):
@@ -403,20 +392,24 @@ class ReconciliationActivities:
         )
         return summary
 
+    def _compared_resources(self) -> dict[str, Any]:
+        """The provider's object lists we compare with our payments, by our object type."""
+        v1 = self.client.v1
+        return {
+            "payment_intent": v1.payment_intents,
+            "refund": v1.refunds,
+            "transfer": v1.transfers,
+            "dispute": v1.disputes,
+        }
+
     async def _retrieve(self, object_type: str, provider_id: str) -> ProviderRecord | None:
         v1 = self.client.v1
         try:
-            if object_type == "payment_intent":
-                return _intent_record(await v1.payment_intents.retrieve_async(provider_id))
-            if object_type == "refund":
-                re = (await v1.refunds.retrieve_async(provider_id)).to_dict()
-                return ProviderRecord("refund", re["id"], re["amount"], re["status"], order_id_of(re))
-            if object_type == "transfer":
-                tr = (await v1.transfers.retrieve_async(provider_id)).to_dict()
-                return ProviderRecord("transfer", tr["id"], tr["amount"], "paid", order_id_of(tr))
-            if object_type == "dispute":
-                dp = (await v1.disputes.retrieve_async(provider_id)).to_dict()
-                return ProviderRecord("dispute", dp["id"], dp["amount"], dp["status"])
+            resources = self._compared_resources()
+            if object_type in resources:
+                return _record(
+                    object_type, (await resources[object_type].retrieve_async(provider_id)).to_dict()
+                )
             if object_type == "transfer_reversal":
                 page = await v1.balance_transactions.list_async(params={"source": provider_id, "limit": 1})
                 for bt in page.data:
@@ -437,9 +430,11 @@ def _add(records: dict[tuple[str, str], ProviderRecord], record: ProviderRecord)
     records[(record.object_type, record.id)] = record
 
 
-def _intent_record(pi: Any) -> ProviderRecord:
-    data = pi if isinstance(pi, dict) else pi.to_dict()
-    return ProviderRecord("payment_intent", data["id"], data["amount"], data["status"], order_id_of(data))
+def _record(object_type: str, data: dict[str, Any]) -> ProviderRecord:
+    """A provider object reduced to what we compare (a transfer that exists has been paid)."""
+    status = "paid" if object_type == "transfer" else data["status"]
+    order_id = None if object_type == "dispute" else order_id_of(data)
+    return ProviderRecord(object_type, data["id"], data["amount"], status, order_id)
 
 
 async def _our_payments(since: datetime, until: datetime, provider_ids: list[str]) -> list[OurPayment]:
