@@ -339,8 +339,8 @@ class OrderWorkflow:
             chargeback_status=snap.chargeback_status,
             chargeback_amount=snap.chargeback_amount,
             dispute_source="chargeback" if snap.chargeback_id else None,
+            allowed_actions=self._allowed_actions(snap.status, snap.payment_state),
         )
-        self._view = replace(self.view, allowed_actions=self._allowed_actions(snap.status))
         self._publish_search_attributes()
         self._upsert_memo()
         self._payment_settled = True
@@ -586,7 +586,7 @@ class OrderWorkflow:
         if not parties & frozenset().union(*rules.values()):
             raise ApplicationError(f"you may not {action} this order", self._view, type="Forbidden")
         allowed_now = rules.get(self._view.status)
-        blocked = self._blocked(action)
+        blocked = self._blocked(action, self._view.payment_state)
         if allowed_now is None or blocked:
             raise ApplicationError(
                 blocked or f"cannot {action} an order that is {self._view.status}",
@@ -598,17 +598,20 @@ class OrderWorkflow:
             raise ApplicationError(f"you may not {action} this order now", self._view, type="Forbidden")
         return acting[0]
 
-    def _blocked(self, action: str) -> str | None:
+    @staticmethod
+    def _blocked(action: str, payment_state: str) -> str | None:
         """Why an action the status allows cannot happen because of where the money is."""
-        payment_state = self.view.payment_state
         if action == "resolve_dispute" and payment_state == "chargeback":
             return "the card network is deciding this chargeback; wait for its decision"
         if action == "retry_transfer" and payment_state != "transfer_failed":
             return "only a failed payout can be retried"
         return None
 
-    def _allowed_actions(self, status: str) -> list[str]:
-        return sorted(a for a, states in RULES.items() if status in states and not self._blocked(a))
+    @classmethod
+    def _allowed_actions(cls, status: str, payment_state: str) -> list[str]:
+        return sorted(
+            a for a, states in RULES.items() if status in states and not cls._blocked(a, payment_state)
+        )
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
@@ -850,8 +853,13 @@ class OrderWorkflow:
         action: str,
     ) -> None:
         self._seq += 1
-        self._view = replace(self.view, status=status, reason=reason, payment_state=payment_state)
-        self._view = replace(self.view, allowed_actions=self._allowed_actions(status))
+        self._view = replace(
+            self.view,
+            status=status,
+            reason=reason,
+            payment_state=payment_state,
+            allowed_actions=self._allowed_actions(status, payment_state),
+        )
         self._publish_search_attributes()
         await workflow.execute_activity_method(
             OrderActivities.record_order_state,
