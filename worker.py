@@ -14,6 +14,7 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
@@ -23,7 +24,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.disputes import DisputeActivities
-from activities.notifications import NotificationActivities
+from activities.notifications import NotificationActivities, NotificationSender
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from activities.reconciliation import ReconciliationActivities
@@ -31,19 +32,22 @@ from activities.trust import TrustActivities
 from bazaar.settings import Settings
 from bazaar.temporal import connect
 from workflows.dispute import DisputeWorkflow
+from workflows.legacy_order import LegacyOrderWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
 from workflows.payout_account import PayoutAccountWorkflow
 from workflows.reconciliation import SCHEDULE_ID, DailyReconciliationWorkflow, ReconciliationWorkflow
-from workflows.reviews import ReviewWorkflow
+from workflows.reviews import REVEAL_SCHEDULE_ID, RevealDueReviewsWorkflow, ReviewWorkflow
 
 WORKFLOWS = [
     OrderWorkflow,
+    LegacyOrderWorkflow,  # orders started before the lean order path (type `OrderWorkflow`)
     PayoutAccountWorkflow,
     ReconciliationWorkflow,
     DailyReconciliationWorkflow,
     NotificationWorkflow,
     ReviewWorkflow,
+    RevealDueReviewsWorkflow,
     DisputeWorkflow,
 ]
 
@@ -54,6 +58,7 @@ def trust_activities(notifications: NotificationActivities) -> list[Callable[...
     return [
         trust.open_review_window,
         trust.reveal_reviews,
+        trust.reveal_due_reviews,
         trust.record_order_outcome,
         disputes.open_dispute_case,
         disputes.append_dispute_thread,
@@ -73,6 +78,8 @@ def activities_for(
         orders.reserve_stock,
         orders.release_stock,
         orders.record_order_state,
+        orders.save_transition,
+        orders.report_attention,
         orders.load_order,
         payments.charge,
         payments.refund,
@@ -101,15 +108,32 @@ def reconciliation_schedule(settings: Settings) -> Schedule:
     )
 
 
-async def ensure_reconciliation_schedule(client: Client, settings: Settings) -> None:
-    """Create the daily schedule, or bring an existing one in line with the settings (every worker start;
+def review_sweep_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            RevealDueReviewsWorkflow.run, id="reveal-due-reviews", task_queue=settings.temporal_task_queue
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.review_sweep_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """Create the schedules, or bring existing ones in line with the settings (every worker start;
     idempotent, so any number of workers may race on it)."""
-    schedule = reconciliation_schedule(settings)
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-        logging.info("created schedule %s (%s)", SCHEDULE_ID, settings.reconciliation_cron)
-    except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
+    for schedule_id, schedule in (
+        (SCHEDULE_ID, reconciliation_schedule(settings)),
+        (REVEAL_SCHEDULE_ID, review_sweep_schedule(settings)),
+    ):
+        try:
+            await client.create_schedule(schedule_id, schedule)
+            logging.info("created schedule %s", schedule_id)
+        except ScheduleAlreadyRunningError:
+            await client.get_schedule_handle(schedule_id).update(
+                lambda _, wanted=schedule: ScheduleUpdate(schedule=wanted)  # type: ignore[misc]
+            )
 
 
 def runtime_for(settings: Settings) -> Runtime | None:
@@ -129,14 +153,14 @@ async def main() -> None:
     settings = get_settings()
     client = await connect(settings, runtime_for(settings))
     stripe_client = make_stripe_client(settings)  # one connection pool for payments and reconciliation
-    await ensure_reconciliation_schedule(client, settings)
+    await ensure_schedules(client, settings)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         activities=[
             *activities_for(
-                OrderActivities(),
+                OrderActivities(settings),
                 PaymentActivities(stripe_client),
                 ReconciliationActivities(stripe_client),
             ),
@@ -147,9 +171,17 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        logging.info("worker polling task queue %s", settings.temporal_task_queue)
-        await stop.wait()
+    # The notification outbox's sender runs next to the worker; if it ever ends, the process stops with it
+    # (so a supervisor restarts both) rather than run on without delivering mail.
+    sender = asyncio.create_task(NotificationSender(settings).run(stop), name="notification-sender")
+    sender.add_done_callback(lambda _: stop.set())
+    try:
+        async with worker:
+            logging.info("worker polling task queue %s", settings.temporal_task_queue)
+            await stop.wait()
+    finally:
+        stop.set()
+        await sender
 
 
 if __name__ == "__main__":

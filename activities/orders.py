@@ -1,17 +1,28 @@
-"""Order side effects on our database: stock reservation and release, the order projection and timeline."""
+"""Order side effects on our database: stock reservation and release, the order projection and timeline.
+
+The order workflow runs these as local activities (they are short database transactions: no task
+dispatch, no extra workflow task). `save_transition` is one transaction per transition: the projection,
+the timeline event, the stock going back, the notifications both sides get (an outbox drained by the
+notification sender) and the trust bookkeeping, so nothing a transition implies is half done.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
-from bazaar import listings
-from bazaar.db import transaction
+from activities.database import activity_transaction
+from activities.notifications import PrepareNotifications
+from bazaar import listings, notifications, reputation, reviews
 from bazaar.models import (
     AuditEvent,
     LedgerAccount,
@@ -24,6 +35,10 @@ from bazaar.models import (
     PaymentKind,
     PaymentOutcome,
 )
+from bazaar.money import chargeable_problem
+from bazaar.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +49,7 @@ class ReserveStockInput:
     quantity: int
     idempotency_key: str
     workflow_id: str
+    payment_method: str = ""  # kept on the order, so a retried request can be compared with it
 
 
 @dataclass
@@ -60,6 +76,26 @@ class OrderStateChange:
     actor_role: str
     action: str
     tracking: dict[str, str] | None = None
+
+
+@dataclass
+class OrderTransition(OrderStateChange):
+    """One transition of the order and everything it implies, written in one transaction."""
+
+    release_stock: bool = False  # the order's stock goes back to its listing (once)
+    notices: list[PrepareNotifications] = field(default_factory=list)
+    outcome: str | None = None  # the seller's reputation counter: completed | cancelled | disputed
+    review_closes_at: datetime | None = None  # completion: the review window opens until then
+
+
+@dataclass
+class AttentionReport:
+    """A step of the order keeps failing past its bound: tell support (once per occurrence)."""
+
+    order_id: str
+    step: str
+    error: str
+    occurrence: int
 
 
 @dataclass
@@ -99,11 +135,14 @@ class OrderSnapshot:
 class OrderActivities:
     """Database work for the order workflow. Each activity is idempotent: Temporal may run it again."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
     @activity.defn
     async def reserve_stock(self, req: ReserveStockInput) -> ReserveStockResult:
         """Create the order row and take the stock in one transaction (row lock: no oversell)."""
         order_id = uuid.UUID(req.order_id)
-        async with transaction() as session:
+        async with activity_transaction() as session:
             existing = await session.get(Order, order_id)
             if existing is not None:  # a retry after the commit: report the same reservation
                 return _reserved(existing)
@@ -116,6 +155,9 @@ class OrderActivities:
                 return ReserveStockResult(ok=False, reason="own_listing")
             if listing.status == ListingStatus.SOLD or listing.quantity < req.quantity:
                 return ReserveStockResult(ok=False, reason="sold_out")
+            if chargeable_problem(listing.price_amount * req.quantity, listing.currency) is not None:
+                # The provider would refuse the charge: take no stock (the API checks this first).
+                return ReserveStockResult(ok=False, reason="amount_not_chargeable")
             listing.quantity -= req.quantity
             listing.order_count += 1
             if listing.quantity == 0:
@@ -134,6 +176,7 @@ class OrderActivities:
                 status=OrderStatus.PENDING,
                 payment_state="none",
                 idempotency_key=req.idempotency_key,
+                payment_method=req.payment_method or None,
                 workflow_id=req.workflow_id,
                 stock_reserved=True,
                 state_seq=1,
@@ -156,61 +199,73 @@ class OrderActivities:
     @activity.defn
     async def release_stock(self, order_id: str) -> bool:
         """Give the order's stock back to its listing, once (a sold listing becomes active again)."""
-        async with transaction() as session:
-            order = await session.scalar(
-                select(Order).where(Order.id == uuid.UUID(order_id)).with_for_update()
-            )
-            if order is None or not order.stock_reserved:
-                return False
-            listing = await session.scalar(
-                select(Listing).where(Listing.id == order.listing_id).with_for_update()
-            )
-            assert listing is not None
-            listing.quantity += order.quantity
-            if listing.status == ListingStatus.SOLD:
-                listing.status = ListingStatus.ACTIVE
-            listings.record_change(session, listing)
-            order.stock_reserved = False
-            return True
+        async with activity_transaction() as session:
+            return await _release_stock(session, uuid.UUID(order_id))
 
     @activity.defn
     async def record_order_state(self, change: OrderStateChange) -> None:
-        """Project the workflow's state into `orders` and append the timeline event (never backwards)."""
-        async with transaction() as session:
-            await session.execute(
-                update(Order)
-                .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
-                .values(
-                    status=OrderStatus(change.status),
-                    status_reason=change.reason,
-                    payment_state=change.payment_state,
-                    state_seq=change.seq,
-                    tracking=change.tracking,
+        """Project the workflow's state into `orders` and append the timeline event (never backwards).
+        Used by orders started before `save_transition` existed (workflows.legacy_order)."""
+        async with activity_transaction() as session:
+            await _project(session, change)
+
+    @activity.defn
+    async def save_transition(self, change: OrderTransition) -> bool:
+        """The transition and what it implies, in one transaction; False if it was saved before (a retry
+        after a lost answer writes nothing twice)."""
+        async with activity_transaction() as session:
+            if not await _project(session, change):
+                return False
+            order_id = uuid.UUID(change.order_id)
+            if change.release_stock:
+                await _release_stock(session, order_id)
+            for notice in change.notices:
+                await notifications.prepare(
+                    session,
+                    notice.event_key,
+                    notice.event_type,
+                    [uuid.UUID(r) for r in notice.recipient_ids],
+                    notice.recipient_roles,
+                    notice.data,
+                    self.settings.public_base_url,
                 )
-            )
+            if change.outcome or change.review_closes_at:
+                await _trust_bookkeeping(session, order_id, change)
+            return True
+
+    @activity.defn
+    async def report_attention(self, report: AttentionReport) -> None:
+        """Support hears of a stuck order: a timeline event and a notification to every support user."""
+        async with activity_transaction() as session:
+            key = f"order:{report.order_id}:attention:{report.occurrence}"
             await session.execute(
                 insert(AuditEvent)
                 .values(
-                    actor_id=uuid.UUID(change.actor_id) if change.actor_id else None,
-                    actor_role=change.actor_role,
+                    actor_id=None,
+                    actor_role="system",
                     subject_type="order",
-                    subject_id=change.order_id,
-                    action=change.action,
-                    data={
-                        "status": change.status,
-                        "reason": change.reason,
-                        "payment_state": change.payment_state,
-                    },
-                    dedupe_key=f"order:{change.order_id}:state:{change.seq}",
+                    subject_id=report.order_id,
+                    action="order.needs_attention",
+                    data={"step": report.step, "error": report.error[:500]},
+                    dedupe_key=key,
                 )
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            )
+            await notifications.prepare(
+                session,
+                key,
+                "order_needs_attention",
+                [],
+                ["support"],
+                {"order_id": report.order_id, "step": report.step, "error": report.error[:500]},
+                self.settings.public_base_url,
             )
 
     @activity.defn
     async def load_order(self, order_id: str) -> OrderSnapshot:
         """Rebuild an ended order's workflow state from its row, its payments and its ledger movements."""
         oid = uuid.UUID(order_id)
-        async with transaction() as session:
+        async with activity_transaction() as session:
             order = await session.get(Order, oid)
             if order is None:
                 raise LookupError(f"order {order_id} not found")
@@ -263,6 +318,65 @@ class OrderActivities:
             chargeback_status=_chargeback_status(chargeback is not None, bool(reinstated), order.status),
             chargeback_amount=chargeback.amount if chargeback else 0,
         )
+
+
+async def _project(session: AsyncSession, change: OrderStateChange) -> bool:
+    """The workflow's state into `orders`, and its timeline event; False if this step was applied before."""
+    updated = await session.execute(
+        update(Order)
+        .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
+        .values(
+            status=OrderStatus(change.status),
+            status_reason=change.reason,
+            payment_state=change.payment_state,
+            state_seq=change.seq,
+            tracking=change.tracking,
+        )
+        .returning(Order.id)
+    )
+    await session.execute(
+        insert(AuditEvent)
+        .values(
+            actor_id=uuid.UUID(change.actor_id) if change.actor_id else None,
+            actor_role=change.actor_role,
+            subject_type="order",
+            subject_id=change.order_id,
+            action=change.action,
+            data={"status": change.status, "reason": change.reason, "payment_state": change.payment_state},
+            dedupe_key=f"order:{change.order_id}:state:{change.seq}",
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    return updated.first() is not None
+
+
+async def _release_stock(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    order = await session.scalar(select(Order).where(Order.id == order_id).with_for_update())
+    if order is None or not order.stock_reserved:
+        return False
+    listing = await session.scalar(select(Listing).where(Listing.id == order.listing_id).with_for_update())
+    assert listing is not None
+    listing.quantity += order.quantity
+    if listing.status == ListingStatus.SOLD:
+        listing.status = ListingStatus.ACTIVE
+    listings.record_change(session, listing)
+    order.stock_reserved = False
+    return True
+
+
+async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change: OrderTransition) -> None:
+    """Reputation counters and the review window, in a savepoint: if the trust tables refuse, the order's
+    own transition still commits (the money and the order's state come first) and the failure is logged."""
+    try:
+        async with session.begin_nested():
+            order = await session.get(Order, order_id)
+            assert order is not None
+            if change.outcome:
+                await reputation.apply_order_outcome(session, order.id, order.seller_id, change.outcome)
+            if change.review_closes_at:
+                await reviews.open_window(session, order.id, closes_at=change.review_closes_at)
+    except SQLAlchemyError:
+        log.exception("trust bookkeeping failed for order %s (%s)", order_id, change.action)
 
 
 def _chargeback_status(charged_back: bool, reinstated: bool, status: OrderStatus) -> str | None:

@@ -184,7 +184,8 @@ class PaymentActivities:
                     "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
                     "confirm": True,
                     "transfer_group": req.transfer_group,
-                    "metadata": {"order_id": req.order_id},
+                    # charge_key: the webhook recognises our own charge even before we stored its outcome.
+                    "metadata": {"order_id": req.order_id, "charge_key": req.idempotency_key},
                 },
                 options={"idempotency_key": req.idempotency_key},
             )

@@ -36,6 +36,12 @@ class TrustActivities:
             return window.closes_at.isoformat(timespec="minutes")
 
     @activity.defn
+    async def reveal_due_reviews(self) -> int:
+        """Reveal every review window that closed unrevealed (the scheduled sweep); how many windows."""
+        async with transaction() as session:
+            return await reviews.reveal_due(session)
+
+    @activity.defn
     async def reveal_reviews(self, order_id: str) -> int:
         async with transaction() as session:
             return len(await reviews.reveal(session, uuid.UUID(order_id)))

@@ -49,6 +49,7 @@ def create_app() -> FastAPI:
     errors.install(app)
     for module in (health, auth, payouts, listings, search, orders, disputes, trust, notifications, webhooks):
         app.include_router(module.router)
+    app.include_router(orders.support_router)
     return app
 
 

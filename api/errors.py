@@ -1,21 +1,37 @@
-"""Map every error to one machine-readable body: {"error": {"code", "message", "details"}}."""
+"""Map every error to one machine-readable body: {"error": {"code", "message", "details"}}.
+
+Bad input is a 422 naming the field; PostgreSQL or Temporal out of reach is a 503 with Retry-After; anything
+else is a 500 that still leaves the client's keep-alive connection usable (`InternalErrorMiddleware`).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from bazaar.errors import DomainError, ErrorCode
 
 log = logging.getLogger("api")
+
+# How long a client should wait before retrying a 503 (seconds): long enough for a pool to reconnect or a
+# failover to finish, short enough that a blip costs little.
+RETRY_AFTER_SECONDS = 5
+# Temporal answers these when it cannot be reached or did not answer in time; other statuses are bugs or
+# answers about the workflow, handled where they are expected.
+_TEMPORAL_UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
 
 _HTTP_CODES = {
     401: ErrorCode.NOT_AUTHENTICATED,
@@ -26,7 +42,13 @@ _HTTP_CODES = {
 
 
 # How a workflow Update's rejection (an ApplicationError type) maps to an API error; anything else is 409.
-_UPDATE_REJECTIONS = {"Forbidden": ErrorCode.FORBIDDEN, "InvalidRequest": ErrorCode.VALIDATION_ERROR}
+_UPDATE_REJECTIONS = {
+    "Forbidden": ErrorCode.FORBIDDEN,
+    "InvalidRequest": ErrorCode.VALIDATION_ERROR,
+    "NeedsAttention": ErrorCode.ORDER_NEEDS_ATTENTION,
+    "PaymentRejected": ErrorCode.PAYMENT_REJECTED,
+    "IdempotencyKeyReused": ErrorCode.IDEMPOTENCY_KEY_REUSED,
+}
 
 
 def update_rejection(exc: WorkflowUpdateFailedError, details: dict[str, Any] | None = None) -> DomainError:
@@ -42,10 +64,81 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def unavailable(message: str) -> JSONResponse:
+    return JSONResponse(
+        error_body(ErrorCode.SERVICE_UNAVAILABLE, message),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether a database error means "cannot be reached or cannot serve now, retry" rather than a bug:
+    refused or lost connections, pool timeouts, and PostgreSQL's operational errors (shutdown, too many
+    connections, statement timeout, deadlock). Data and programming errors are bugs: a 500."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _where(loc: Sequence[Any]) -> str:
+    """A validation error's location for people: "title", "price.amount", "query parameter q"."""
+    if not loc:
+        return "request"
+    source, *path = (str(part) for part in loc)
+    name = ".".join(path)
+    if source == "body":
+        return name or "body"
+    return f"{source} parameter {name}" if name else source
+
+
+def _internal_error() -> JSONResponse:
+    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+
+
+class InternalErrorMiddleware:
+    """Turns an exception that escaped every handler into the 500 JSON body, as an ordinary response.
+
+    Installed inside Starlette's ServerErrorMiddleware, which would send its 500 and then re-raise: uvicorn
+    then drops the keep-alive connection without `Connection: close`, and a client reusing it reads a
+    connection reset. Here the exception ends with the response, so the connection stays usable. Once a
+    response has started there is no status left to send: that exception goes on up (and the connection is
+    closed, which is right for a half-sent body).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            await _internal_error()(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(InternalErrorMiddleware)
+
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
         )
@@ -55,23 +148,46 @@ def install(app: FastAPI) -> None:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
         ]
+        # The message names the (first) field, so a person reading only the message knows what to fix.
+        message = "request is invalid"
+        if errors:
+            message = f"{_where(errors[0]['loc'])}: {errors[0]['msg']}"
+            if len(errors) > 1:
+                message += f" (and {len(errors) - 1} more)"
         return JSONResponse(
-            jsonable_encoder(
-                error_body(ErrorCode.VALIDATION_ERROR, "request is invalid", {"errors": errors})
-            ),
+            jsonable_encoder(error_body(ErrorCode.VALIDATION_ERROR, message, {"errors": errors})),
             status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 503:
+            headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
         return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None
         )
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    @app.exception_handler(psycopg.Error)
+    async def database_error(_: Request, exc: Exception) -> JSONResponse:
+        if not database_unreachable(exc):
+            raise exc  # a bug, not an outage: InternalErrorMiddleware answers 500 and logs it
+        log.warning("database unavailable: %s", exc)
+        return unavailable("the database is unavailable, retry shortly")
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(_: Request, exc: RPCError) -> JSONResponse:
+        if exc.status not in _TEMPORAL_UNREACHABLE:
+            raise exc
+        log.warning("temporal unavailable: %s", exc)
+        return unavailable("the workflow service is unavailable, retry shortly")
+
+    @app.exception_handler(ConnectionError)
+    async def connection_error(_: Request, exc: ConnectionError) -> JSONResponse:
+        # A dependency refused or dropped a raw connection (drivers normally wrap these; this catches the
+        # ones that escape unwrapped).
+        log.warning("dependency unavailable: %s", exc)
+        return unavailable("a service is unavailable, retry shortly")

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.models import Listing, Order, Payment
+from bazaar.notifications import PENDING
 from bazaar.trust_models import DeadLetter, Notification
 from search_sync.sync import outbox_backlog
 
@@ -38,6 +39,11 @@ NOTIFICATIONS = Gauge(
 DEAD_LETTERS = Gauge(
     "bazaar_notification_dead_letters",
     "Dead-lettered notifications still unsent (list and replay: /v1/support/dead-letters)",
+    registry=REGISTRY,
+)
+NOTIFICATION_OVERDUE = Gauge(
+    "bazaar_notification_outbox_overdue_seconds",
+    "How long the longest-waiting due notification has been waiting for a sender (0: none due)",
     registry=REGISTRY,
 )
 SEARCH_LATENCY = Histogram(
@@ -139,6 +145,12 @@ async def render(session: AsyncSession) -> bytes:
         .where(Notification.status != "sent")
     )
     DEAD_LETTERS.set(unsent or 0)
+    overdue = await session.scalar(
+        select(
+            func.coalesce(func.extract("epoch", func.now() - func.min(Notification.next_attempt_at)), 0)
+        ).where(PENDING, Notification.next_attempt_at <= func.now())
+    )
+    NOTIFICATION_OVERDUE.set(float(overdue or 0))
     rows, age = await outbox_backlog(session)
     OUTBOX_ROWS.set(rows)
     OUTBOX_AGE.set(age)

@@ -1,4 +1,10 @@
-"""Request and response models at the HTTP edge (pydantic v2)."""
+"""Request and response models at the HTTP edge (pydantic v2).
+
+Every string a request carries is typed with `bazaar.text`: names, titles, codes and other labels are a single
+line; prose (descriptions, reasons, notes, messages) is multi-line. Money in a request is a `Price` (what the
+provider can charge); responses use `Money`, which accepts whatever is stored. Response models hold no input
+rules, so stored data always serialises.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,20 @@ from pydantic import (
     EmailStr,
     Field,
     HttpUrl,
-    StringConstraints,
     UrlConstraints,
     model_validator,
 )
 
 from bazaar.listings import SellerRating
 from bazaar.models import Listing
-from bazaar.money import Money
+from bazaar.money import MAX_CHARGE, Currency, Money, Price
 from bazaar.reputation import PRIOR_MEAN
+from bazaar.text import multi_line, refuse_control_characters, single_line
 
 Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
+# PostgreSQL's bigint: the bound of any integer that may reach a query (beyond it, the database errs).
+INT64_MAX = 2**63 - 1
+CountryCode = Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False)]
 SELLER_RATING = (
     "the seller's rating, 1-5: the Bayesian average of their revealed reviews, or the prior "
     f"({PRIOR_MEAN}) while they have none; search ranks by it"
@@ -31,10 +40,23 @@ SELLER_RATING_COUNT = "revealed ratings behind seller_rating (0: not rated yet)"
 
 
 class RegisterIn(BaseModel):
-    email: EmailStr
-    password: str = Field(min_length=10, max_length=128)
-    display_name: str = Field(min_length=1, max_length=80)
+    email: Annotated[EmailStr, refuse_control_characters()]
+    password: Annotated[str, single_line(min_length=10, max_length=128, strip=False)]
+    display_name: Annotated[str, single_line(min_length=1, max_length=80)]
     roles: list[Literal["buyer", "seller"]] = Field(default=["buyer"], min_length=1)
+
+
+class TokenForm(BaseModel):
+    """The OAuth2 password-grant form (RFC 6749 4.3), the fields of FastAPI's OAuth2PasswordRequestForm."""
+
+    grant_type: Literal["password"] | None = None
+    username: Annotated[str, single_line(max_length=320)] = Field(description="the account's email")
+    # No control-character rule: a password is compared, never stored or shown, and an account registered
+    # before registration refused them must still log in. Registration's length bound keeps hashing cheap.
+    password: str = Field(max_length=128)
+    scope: Annotated[str, single_line(max_length=500)] = ""
+    client_id: Annotated[str, single_line(max_length=200)] | None = None
+    client_secret: Annotated[str, single_line(max_length=200, strip=False)] | None = None
 
 
 class UserOut(BaseModel):
@@ -53,8 +75,8 @@ class TokenOut(BaseModel):
 
 
 class PayoutAccountIn(BaseModel):
-    country: str = Field(min_length=2, max_length=2, pattern="^[A-Z]{2}$")
-    default_currency: str = Field(default="EUR", pattern="^[A-Z]{3}$")
+    country: CountryCode
+    default_currency: Currency = "EUR"
 
 
 class PayoutAccountOut(BaseModel):
@@ -63,27 +85,39 @@ class PayoutAccountOut(BaseModel):
     default_currency: str
 
 
-class Location(BaseModel):
+class LocationOut(BaseModel):
+    lat: float
+    lng: float
+    city: str
+    country: str
+
+
+class Location(LocationOut):
+    model_config = ConfigDict(extra="forbid")
     lat: float = Field(ge=-90, le=90)
     lng: float = Field(ge=-180, le=180)
-    city: str = Field(min_length=1, max_length=80)
-    country: str = Field(pattern="^[A-Z]{2}$")
+    city: Annotated[str, single_line(min_length=1, max_length=80)]
+    country: CountryCode
 
 
 # Sane sizes for free-form fields: big enough for real listings, small enough to index and render.
-AttributeKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
-AttributeValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=140)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
-ImageUrl = Annotated[HttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
-CategorySlug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+AttributeKey = Annotated[str, single_line(min_length=1, max_length=40)]
+AttributeValue = Annotated[str, single_line(max_length=200)]
+# Single line: a title goes into email Subject headers.
+Title = Annotated[str, single_line(min_length=3, max_length=140)]
+Description = Annotated[str, multi_line(max_length=5000)]
+# The check runs on the raw string: URL parsing would silently drop tabs and line breaks (WHATWG).
+ImageUrl = Annotated[
+    HttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"]), refuse_control_characters()
+]
+CategorySlug = Annotated[str, single_line(1, 64, pattern=r"^[a-z0-9][a-z0-9-]*$", strip=False)]
 
 
 class ListingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Title
     description: Description = ""
-    price: Money
+    price: Price
     category: CategorySlug = Field(description="a slug from GET /v1/categories")
     condition: Condition = "good"
     quantity: int = Field(default=1, ge=1, le=10_000)
@@ -101,7 +135,7 @@ class ListingPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Title | None = None
     description: Description | None = None
-    price: Money | None = None
+    price: Price | None = None
     category: CategorySlug | None = None
     condition: Condition | None = None
     quantity: int | None = Field(default=None, ge=0, le=10_000, description="0 marks an active listing sold")
@@ -150,7 +184,7 @@ class ListingOut(BaseModel):
     condition: str
     quantity: int
     image_urls: list[str]
-    location: Location | None
+    location: LocationOut | None
     attributes: dict[str, str]
     status: str
     version: int
@@ -164,7 +198,9 @@ class ListingOut(BaseModel):
     def of(cls, listing: Listing, rating: SellerRating) -> ListingOut:
         location = None
         if listing.lat is not None and listing.lng is not None and listing.city and listing.country:
-            location = Location(lat=listing.lat, lng=listing.lng, city=listing.city, country=listing.country)
+            location = LocationOut(
+                lat=listing.lat, lng=listing.lng, city=listing.city, country=listing.country
+            )
         return cls(
             id=listing.id,
             seller_id=listing.seller_id,
@@ -243,26 +279,28 @@ class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
     quantity: int = Field(default=1, ge=1, le=100)
-    payment_method: str = Field(min_length=3, max_length=64, pattern=r"^pm_[A-Za-z0-9_]+$")
+    payment_method: Annotated[str, single_line(3, 64, pattern=r"^pm_[A-Za-z0-9_]+$", strip=False)]
 
 
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Annotated[str, multi_line(max_length=500)] | None = None
 
 
 class FulfilIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    carrier: str | None = Field(default=None, max_length=60)
-    tracking_number: str | None = Field(default=None, max_length=100)
-    tracking_url: HttpUrl | None = None
+    carrier: Annotated[str, single_line(max_length=60)] | None = None
+    tracking_number: Annotated[str, single_line(max_length=100)] | None = None
+    tracking_url: Annotated[HttpUrl, refuse_control_characters()] | None = None
 
 
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     resolution: Literal["release", "refund", "partial_refund"]
-    refund_amount: int | None = Field(default=None, gt=0, description="minor units, for partial_refund")
-    note: str | None = Field(default=None, max_length=2000)
+    refund_amount: int | None = Field(
+        default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund"
+    )
+    note: Annotated[str, multi_line(max_length=2000)] | None = None
 
 
 class OrderOut(BaseModel):
@@ -280,6 +318,9 @@ class OrderOut(BaseModel):
     tracking: dict[str, str] | None = None
     refunded: Money | None = None
     allowed_actions: list[str] = []
+    needs_attention: str | None = Field(
+        default=None, description="why support is looking at this order (a step keeps failing), if it is"
+    )
 
 
 class TimelineEvent(BaseModel):
@@ -297,6 +338,22 @@ class OrderDetailOut(OrderOut):
 class OrderPage(BaseModel):
     items: list[OrderOut]
     next_cursor: str | None
+
+
+class StuckOrderOut(BaseModel):
+    """An order that needs a person (support's `GET /v1/support/stuck-orders`), from Temporal's visibility."""
+
+    order_id: str
+    workflow_id: str
+    status: str
+    payment_state: str
+    attention: str | None
+    started_at: datetime | None
+    temporal_ui: str
+
+
+class StuckOrderPage(BaseModel):
+    items: list[StuckOrderOut]
 
 
 class BalanceOut(BaseModel):

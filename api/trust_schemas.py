@@ -1,20 +1,24 @@
-"""Request and response models for reviews, reputation, notifications and support tools."""
+"""Request and response models for reviews, reputation, notifications and support tools.
+
+Request strings follow api/schemas.py's rule: labels are a single line, prose is multi-line (bazaar.text).
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bazaar.text import multi_line, single_line
 from bazaar.trust_models import DeadLetter, Dispute, DisputeMessage, Notification, NotificationChannel, Review
 
 
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rating: int = Field(ge=1, le=5)
-    text: str = Field(default="", max_length=2000)
+    text: Annotated[str, multi_line(max_length=2000)] = ""
 
 
 class ReviewOut(BaseModel):
@@ -47,7 +51,7 @@ class ReviewOut(BaseModel):
 
 class HideReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=200)
+    reason: Annotated[str, multi_line(min_length=3, max_length=200)]
 
 
 class ReputationOut(BaseModel):
@@ -105,7 +109,7 @@ class InboxOut(BaseModel):
 
 class PreferenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    event_type: str = Field(max_length=64)
+    event_type: Annotated[str, single_line(max_length=64)]
     channel: NotificationChannel
     enabled: bool
 
@@ -137,21 +141,21 @@ class DisputeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason_code: Literal["not_received", "not_as_described", "damaged", "counterfeit", "other"]
-    message: str = Field(
-        min_length=1, max_length=2000, description="what went wrong, for the seller and support"
+    message: Annotated[str, multi_line(min_length=1, max_length=2000)] = Field(
+        description="what went wrong, for the seller and support"
     )
 
 
 class DisputeMessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    body: str = Field(min_length=1, max_length=5000)
+    body: Annotated[str, multi_line(min_length=1, max_length=5000)]
     kind: Literal["message", "evidence"] = "message"
 
 
 class InfoRequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     party: Literal["buyer", "seller"]
-    question: str = Field(min_length=3, max_length=2000)
+    question: Annotated[str, multi_line(min_length=3, max_length=2000)]
     deadline_hours: int = Field(default=48, ge=1, le=24 * 14)
 
 

@@ -30,6 +30,9 @@ class ErrorCode(enum.StrEnum):
     INVALID_SIGNATURE = "invalid_signature"
     REVIEW_NOT_ALLOWED = "review_not_allowed"
     REVIEW_EXISTS = "review_exists"
+    AMOUNT_NOT_CHARGEABLE = "amount_not_chargeable"
+    ORDER_NEEDS_ATTENTION = "order_needs_attention"
+    PAYMENT_REJECTED = "payment_rejected"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -56,6 +59,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_SIGNATURE: 400,
     ErrorCode.REVIEW_NOT_ALLOWED: 409,
     ErrorCode.REVIEW_EXISTS: 409,
+    ErrorCode.AMOUNT_NOT_CHARGEABLE: 422,
+    ErrorCode.ORDER_NEEDS_ATTENTION: 409,
+    ErrorCode.PAYMENT_REJECTED: 409,
 }
 
 

@@ -8,7 +8,6 @@ seller (and support). The version is the ETag: a write with a stale If-Match get
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import json
 import time
@@ -16,8 +15,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter
 from sqlalchemy import ColumnElement, Float, case, event, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -418,18 +418,23 @@ def _encode_cursor(listing: Listing, sort: OwnSort) -> str:
     return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
 
 
+# A cursor is client input: its JSON is validated strictly (the exact shape _encode_cursor writes, keys that
+# fit their column), so a crafted one is a 422, never a database error.
+_TIME_CURSOR = TypeAdapter(tuple[str, AwareDatetime, uuid.UUID], config=ConfigDict(strict=True))
+_PRICE_CURSOR = TypeAdapter(
+    tuple[str, Annotated[int, Field(ge=0, le=2**63 - 1)], uuid.UUID], config=ConfigDict(strict=True)
+)
+
+
 def _decode_cursor(cursor: str, sort: OwnSort) -> tuple[Any, uuid.UUID]:
+    adapter = _TIME_CURSOR if _OWN_SORTS[sort][0] == "created_at" else _PRICE_CURSOR
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        sort_value, key, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode("ascii"))
+        sort_value, key, last_id = adapter.validate_json(raw)
         if sort_value != sort.value:
             raise ValueError("cursor from another sort")
-        if _OWN_SORTS[sort][0] == "created_at":
-            key = datetime.fromisoformat(key)
-        elif not isinstance(key, int):
-            raise ValueError("bad key")
-        return key, uuid.UUID(last_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        return key, last_id
+    except ValueError as exc:  # so are binascii.Error, UnicodeError and pydantic's ValidationError
         raise DomainError(
             ErrorCode.VALIDATION_ERROR,
             "invalid cursor (it belongs to this sort's previous page)",

@@ -189,6 +189,8 @@ class Order(Timestamped, Base):
     # True while this order holds stock; cleared exactly once when the stock goes back.
     stock_reserved: Mapped[bool] = mapped_column(default=True)
     idempotency_key: Mapped[str] = mapped_column(String(255))
+    # What the order was placed with (null on orders from before it was kept): a retried request must match.
+    payment_method: Mapped[str | None] = mapped_column(String(64))
     workflow_id: Mapped[str] = mapped_column(String(128), unique=True)
     tracking: Mapped[dict[str, Any] | None] = mapped_column()
     # Last workflow event applied, so a replayed projection write never moves the row backwards.

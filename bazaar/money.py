@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Currencies we accept, with their minor-unit exponent (ISO 4217). Extend deliberately.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -21,13 +23,76 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 }
 
 
+# What the payment provider can charge, in minor units: Stripe's documented minimum charge amount per
+# currency (https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts) and its maximum of
+# eight digits. A price or order total outside this range would only fail at the provider, after the order
+# was placed; it is refused at the edge instead. stripe_sandbox/engine.py enforces the same table.
+MIN_CHARGE: dict[str, int] = {
+    "USD": 50,
+    "EUR": 50,
+    "GBP": 30,
+    "CHF": 50,
+    "SEK": 300,
+    "NOK": 300,
+    "DKK": 250,
+    "PLN": 200,
+    "CZK": 1500,
+    "CAD": 50,
+    "AUD": 50,
+    "JPY": 50,
+}
+MAX_CHARGE = 99_999_999
+
+# The same codes as CURRENCY_EXPONENTS, as a type: query parameters and request fields get an enum (and
+# OpenAPI lists it); tests/bazaar/test_money.py keeps the two in step.
+Currency = Literal["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD", "JPY"]
+
+
+def chargeable_problem(amount: int, currency: str, what: str = "amount") -> str | None:
+    """None if the provider can charge `amount` minor units of `currency`, else why not, for people
+    (`what` names the amount: "price", "order total", ...)."""
+    if currency not in CURRENCY_EXPONENTS:
+        return f"unsupported currency {currency!r}; one of {sorted(CURRENCY_EXPONENTS)}"
+    minimum = MIN_CHARGE[currency]
+    if amount < minimum:
+        return (
+            f"{what} {format_money(amount, currency)} is below the minimum charge of "
+            f"{format_money(minimum, currency)}"
+        )
+    if amount > MAX_CHARGE:
+        return (
+            f"{what} {format_money(amount, currency)} is above the maximum charge of "
+            f"{format_money(MAX_CHARGE, currency)}"
+        )
+    return None
+
+
 class Money(BaseModel):
-    """An amount in minor units (cents for EUR) of one currency."""
+    """An amount in minor units (cents for EUR) of one currency, as the API answers it.
+
+    Responses only: no upper bound and no currency check, so stored data (an order total, a refund) always
+    serialises; a request validates `Price` instead.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    amount: int = Field(gt=0, le=100_000_000_00, description="Minor units, e.g. 1999 = 19.99 EUR")
+    amount: int = Field(ge=0, description="Minor units, e.g. 1999 = 19.99 EUR")
+    currency: str = Field(description="ISO 4217 code, e.g. EUR")
+
+
+class Price(BaseModel):
+    """A price in a request: minor units of a supported currency that the payment provider can charge."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # currency first: the amount's check needs it (pydantic validates fields in order)
     currency: str = Field(min_length=3, max_length=3, description="ISO 4217 code, e.g. EUR")
+    amount: int = Field(
+        gt=0,
+        le=MAX_CHARGE,
+        description="Minor units, e.g. 1999 = 19.99 EUR; at least the currency's minimum charge "
+        "(e.g. 50 for EUR), at most 99,999,999",
+    )
 
     @field_validator("currency")
     @classmethod
@@ -36,6 +101,14 @@ class Money(BaseModel):
         if code not in CURRENCY_EXPONENTS:
             raise ValueError(f"unsupported currency {value!r}; one of {sorted(CURRENCY_EXPONENTS)}")
         return code
+
+    @field_validator("amount")
+    @classmethod
+    def chargeable(cls, value: int, info: ValidationInfo) -> int:
+        currency = info.data.get("currency")
+        if currency is not None and (problem := chargeable_problem(value, currency, "price")):
+            raise ValueError(problem)
+        return value
 
 
 def platform_fee(amount: int, fee_bps: int, fee_fixed: int) -> int:

@@ -1,4 +1,9 @@
-"""Notifications: the event catalogue, templates, preferences, unsubscribe tokens and the inbox."""
+"""Notifications: the event catalogue, templates, preferences, unsubscribe tokens, the inbox and the outbox.
+
+The `notifications` table is also a transactional outbox: `prepare` writes an event's rows in the caller's
+transaction (inbox rows already delivered, email rows pending and due), and the NotificationSender of each
+worker (activities.notifications) drains the pending ones, woken by a NOTIFY on `OUTBOX_CHANNEL`.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,17 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role, User
-from bazaar.trust_models import Notification, NotificationChannel, NotificationPreference
+from bazaar.trust_models import DeadLetter, Notification, NotificationChannel, NotificationPreference
 
+OUTBOX_CHANNEL = "notification_outbox"  # NOTIFY: pending rows are due (a sender claims them)
+# Inline, not a bind parameter, so a prepared (generic) plan still uses the partial index ix_notifications_due.
+PENDING = Notification.status == literal_column("'pending'")
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "notifications"
 EVENT_TYPES = frozenset(p.stem for p in TEMPLATES.glob("*.txt"))
 
@@ -93,7 +101,10 @@ async def prepare(
     data: dict[str, str],
     base_url: str,
 ) -> list[int]:
-    """Create the (event, recipient, channel) rows that preferences allow; return those not yet sent."""
+    """Create the (event, recipient, channel) rows that preferences allow, once per triple, in the caller's
+    transaction: inbox rows are delivered by being stored (`sent`), email rows are pending and due now, and
+    the senders are woken on commit. Returns the event's rows still pending (what the legacy
+    NotificationWorkflow delivers itself)."""
     data = await _with_links_and_names(session, data, base_url)
     recipients = set(recipient_ids)
     if recipient_roles:
@@ -119,6 +130,7 @@ async def prepare(
         for channel in NotificationChannel:
             if (user.id, channel) in opted_out:
                 continue
+            stored = channel == NotificationChannel.INBOX
             await session.execute(
                 insert(Notification)
                 .values(
@@ -129,16 +141,53 @@ async def prepare(
                     subject=subject,
                     body=body,
                     data=data,
-                    status="pending",
+                    status="sent" if stored else "pending",
+                    sent_at=func.now() if stored else None,
+                    next_attempt_at=func.now(),
                 )
                 .on_conflict_do_nothing(constraint="uq_notification_delivery")
             )
-    pending = await session.scalars(
-        select(Notification.id)
-        .where(Notification.event_key == event_key, Notification.status != "sent")
-        .order_by(Notification.id)
+    pending = list(
+        (
+            await session.scalars(
+                select(Notification.id)
+                .where(Notification.event_key == event_key, Notification.status == "pending")
+                .order_by(Notification.id)
+            )
+        ).all()
     )
-    return list(pending.all())
+    if pending:
+        await wake_sender(session)
+    return pending
+
+
+async def wake_sender(session: AsyncSession) -> None:
+    """Tell the senders that rows are due. PostgreSQL delivers a NOTIFY on commit only, so a sender never
+    looks for rows that are not visible yet (and a rolled-back transaction wakes nobody)."""
+    await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+
+
+async def replay(session: AsyncSession, dead_letter_id: int) -> tuple[int, str]:
+    """Put a dead-lettered notification back in the outbox (pending, attempts reset, due now) and mark the
+    dead letter replayed, in the caller's transaction. Returns the notification id and its status now:
+    `pending` (a sender delivers it), or `sent` if it was delivered meanwhile (never sent twice)."""
+    dead = await session.get(DeadLetter, dead_letter_id)
+    if dead is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "dead letter not found")
+    requeued = await session.scalar(
+        update(Notification)
+        .where(Notification.id == dead.notification_id, Notification.status == "dead")
+        .values(status="pending", attempts=0, next_attempt_at=func.now(), last_error=None)
+        .returning(Notification.status)
+        .execution_options(synchronize_session=False)
+    )
+    dead.replayed_at = dead.replayed_at or datetime.now(UTC)
+    if requeued is not None:
+        await wake_sender(session)
+        return dead.notification_id, requeued
+    # A repeated click (already pending again) or a row delivered meanwhile: nothing to put back.
+    status = await session.scalar(select(Notification.status).where(Notification.id == dead.notification_id))
+    return dead.notification_id, status or "missing"
 
 
 async def _with_links_and_names(session: AsyncSession, data: dict[str, str], base_url: str) -> dict[str, str]:

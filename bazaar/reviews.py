@@ -17,17 +17,27 @@ from bazaar.models import AuditEvent, Order, Role
 from bazaar.trust_models import Review, ReviewDirection, ReviewWindow
 
 
-async def open_window(session: AsyncSession, order_id: uuid.UUID, window: timedelta) -> ReviewWindow:
+async def open_window(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    window: timedelta | None = None,
+    *,
+    closes_at: datetime | None = None,
+) -> ReviewWindow:
+    """Open the order's review window (once) for `window` from now, or until `closes_at`."""
     order = await session.get(Order, order_id)
     if order is None:
         raise LookupError(f"order {order_id} not found")
+    if closes_at is None:
+        assert window is not None
+        closes_at = datetime.now(UTC) + window
     await session.execute(
         insert(ReviewWindow)
         .values(
             order_id=order.id,
             buyer_id=order.buyer_id,
             seller_id=order.seller_id,
-            closes_at=datetime.now(UTC) + window,
+            closes_at=closes_at,
         )
         .on_conflict_do_nothing(index_elements=["order_id"])
     )
@@ -48,7 +58,10 @@ async def submit(
         direction, subject = ReviewDirection.SELLER_TO_BUYER, order.buyer_id
     else:
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer and the seller of an order can review it")
-    window = await session.get(ReviewWindow, order_id)
+    # Locked: of two reviews written at once, the second sees the first and reveals both.
+    window = await session.scalar(
+        select(ReviewWindow).where(ReviewWindow.order_id == order_id).with_for_update()
+    )
     if window is None:
         raise DomainError(
             ErrorCode.REVIEW_NOT_ALLOWED,
@@ -71,6 +84,8 @@ async def submit(
     except IntegrityError as exc:
         raise DomainError(ErrorCode.REVIEW_EXISTS, "you have already reviewed this order") from exc
     await reputation.flag_suspicious(session, review)
+    if await both_submitted(session, order_id):
+        await reveal(session, order_id)  # blind until both sides have written, then at once
     return review
 
 
@@ -89,6 +104,21 @@ async def reveal(session: AsyncSession, order_id: uuid.UUID) -> list[Review]:
             review.revealed_at = now
         await reputation.apply_review(session, review)
     return list(reviews)
+
+
+async def reveal_due(session: AsyncSession, now: datetime | None = None, limit: int = 500) -> int:
+    """Reveal the reviews of every window that has closed unrevealed (the periodic sweep); how many windows."""
+    due = (
+        await session.scalars(
+            select(ReviewWindow.order_id)
+            .where(ReviewWindow.revealed_at.is_(None), ReviewWindow.closes_at <= (now or datetime.now(UTC)))
+            .order_by(ReviewWindow.closes_at)
+            .limit(limit)
+        )
+    ).all()
+    for order_id in due:
+        await reveal(session, order_id)
+    return len(due)
 
 
 async def both_submitted(session: AsyncSession, order_id: uuid.UUID) -> bool:

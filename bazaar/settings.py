@@ -68,8 +68,19 @@ class Settings(BaseSettings):
     order_dispute_window_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     order_acceptance_reminder_seconds: int = Field(default=12 * 3600, gt=0)  # before the acceptance deadline
     review_window_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    # How often closed review windows are revealed (a Temporal Schedule): the most a reveal can be late.
+    review_sweep_seconds: int = Field(default=300, gt=0)
     dispute_escalation_seconds: int = Field(default=5 * 24 * 3600, gt=0)
     notification_max_attempts: int = Field(default=6, ge=1)
+    # Failure bounds of an order (docs/failure-rules.md): how long a database step or a provider call may
+    # keep failing transiently before the order is flagged for support, and how often it then retries.
+    order_step_timeout_seconds: int = Field(default=60, gt=0)
+    order_provider_timeout_seconds: int = Field(default=600, gt=0)
+    order_attention_retry_seconds: int = Field(default=600, gt=0)
+    # How long the API waits for an order's workflow before answering 202 with the order as it is.
+    order_wait_seconds: float = Field(default=8.0, gt=0)
+    # Delay before a failed notification's first retry; each next one doubles (capped at an hour).
+    notification_first_retry_seconds: float = Field(default=1.0, gt=0)
 
     # Reconciliation with the payment provider: the worker keeps a daily Temporal Schedule (cron, UTC).
     reconciliation_cron: str = "30 2 * * *"
@@ -117,6 +128,9 @@ class Settings(BaseSettings):
             review_window_seconds=self.review_window_seconds,
             dispute_escalation_seconds=self.dispute_escalation_seconds,
             notification_max_attempts=self.notification_max_attempts,
+            step_timeout_seconds=self.order_step_timeout_seconds,
+            provider_timeout_seconds=self.order_provider_timeout_seconds,
+            attention_retry_seconds=self.order_attention_retry_seconds,
         )
 
     def require(self, name: str) -> str:
@@ -136,6 +150,9 @@ class OrderTerms(TypedDict):
     fee_bps: int
     fee_fixed: int
     review_window_seconds: int
+    step_timeout_seconds: int
+    provider_timeout_seconds: int
+    attention_retry_seconds: int
     dispute_escalation_seconds: int
     notification_max_attempts: int
 

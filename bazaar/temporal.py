@@ -7,6 +7,19 @@ from temporalio.runtime import Runtime
 
 from bazaar.settings import Settings
 
+# Custom search attributes of the order workflows (name -> Temporal type): the one list that devstack
+# registers on every embedded server, deploy/temporal/register-search-attributes.sh registers in production
+# (a test compares the two), and workflows.order_types turns into typed keys.
+ORDER_SEARCH_ATTRIBUTES: dict[str, str] = {
+    "OrderStatus": "Keyword",
+    "BuyerId": "Keyword",
+    "SellerId": "Keyword",
+    "ListingId": "Keyword",
+    "OrderAmount": "Int",
+    "PaymentState": "Keyword",
+    "NeedsAttention": "Bool",
+}
+
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """`runtime`: e.g. the worker's, exporting SDK metrics to Prometheus."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -149,12 +150,18 @@ class NotificationChannel(enum.StrEnum):
 
 
 class Notification(Base):
-    """One (event, recipient, channel) delivery: the unique key makes each one happen at most once."""
+    """One (event, recipient, channel) delivery: the unique key makes each one happen at most once.
+
+    Also the notification outbox: a `pending` row is due at `next_attempt_at`; a sender claims it with
+    SELECT ... FOR UPDATE SKIP LOCKED and sends while holding that row lock (activities.notifications).
+    """
 
     __tablename__ = "notifications"
     __table_args__ = (
         UniqueConstraint("event_key", "recipient_id", "channel", name="uq_notification_delivery"),
         Index("ix_notifications_inbox", "recipient_id", "channel", "read_at"),
+        # The claim query's index: partial on the status, so it holds only the few rows still to deliver.
+        Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -167,6 +174,8 @@ class Notification(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)  # of the last failed attempt, for operators
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,20 +24,14 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
 from devstack.process import ManagedProcess, ServiceError, Supervisor, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
 # Custom search attributes of the order workflows: registered on every embedded Temporal server.
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "OrderStatus": "Keyword",
-    "BuyerId": "Keyword",
-    "SellerId": "Keyword",
-    "ListingId": "Keyword",
-    "OrderAmount": "Int",
-    "PaymentState": "Keyword",
-}
+SEARCH_ATTRIBUTES = ORDER_SEARCH_ATTRIBUTES
 
 # Fixed uid of the API's search-only Meilisearch key: creating it again is a no-op, and its value is
 # derived by Meilisearch from (uid, master key), so it is stable for a given master key.

@@ -20,8 +20,23 @@ JSON = dict[str, Any]
 
 DEFAULT_API_VERSION = "2025-01-27.acacia"
 
-# Stripe's minimum charge amounts (minor units) for common currencies.
-MIN_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50, "jpy": 50}
+# Stripe's minimum charge amounts (minor units), from
+# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts (bazaar.money.MIN_CHARGE is the
+# same table: the API refuses up front what the provider would refuse).
+MIN_CHARGE = {
+    "usd": 50,
+    "eur": 50,
+    "gbp": 30,
+    "chf": 50,
+    "sek": 300,
+    "nok": 300,
+    "dkk": 250,
+    "pln": 200,
+    "czk": 1500,
+    "cad": 50,
+    "aud": 50,
+    "jpy": 50,
+}
 
 
 @dataclass(frozen=True)

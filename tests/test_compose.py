@@ -20,6 +20,7 @@ import yaml
 from pydantic import SecretStr
 
 from bazaar.settings import Settings
+from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -43,14 +44,7 @@ INFRA_IMAGES = {
     "meilisearch": ("getmeili/meilisearch", "v1.21"),
 }
 EXPECTED_SERVICES = set(APP_SERVICES) | set(INFRA_IMAGES)
-SEARCH_ATTRIBUTES = {
-    "OrderStatus": "Keyword",
-    "BuyerId": "Keyword",
-    "SellerId": "Keyword",
-    "ListingId": "Keyword",
-    "OrderAmount": "Int",
-    "PaymentState": "Keyword",
-}
+SEARCH_ATTRIBUTES = ORDER_SEARCH_ATTRIBUTES
 SETTINGS_ENV_NAMES = {name.upper() for name in Settings.model_fields}
 SECRET_SETTINGS = {
     name.upper() for name, field in Settings.model_fields.items() if "SecretStr" in repr(field.annotation)

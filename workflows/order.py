@@ -1,12 +1,14 @@
-"""The order: one durable workflow per order (id `order-<order id>`), read top to bottom like the state table.
+"""The order: one durable workflow per order (id `order-<order id>`, type `Order`), read top to bottom like
+the state table.
 
-    (new)     -> pending    buyer places it; stock reserved atomically (activity)
+    (new)     -> pending    buyer places it (update-with-start); stock reserved atomically
     pending   -> paid       charge succeeded: funds held on the platform balance (escrow)
-    pending   -> cancelled  charge declined (reason payment_failed); stock goes back
+    pending   -> cancelled  charge declined (payment_failed) or refused by the provider (payment_rejected):
+                            the stock goes back
     paid      -> confirmed  seller accepts
     paid      -> cancelled  seller declines / buyer cancels / acceptance deadline passes: full refund
     confirmed -> fulfilled  seller ships (optional tracking)
-    confirmed -> cancelled  seller cancels: full refund
+    confirmed -> cancelled  seller or support cancels: full refund
     fulfilled -> completed  buyer confirms receipt, or the dispute window passes: escrow released
     fulfilled -> disputed   buyer opens a dispute within the window: escrow frozen
     disputed  -> completed  support resolves `release` (or `partial_refund`: refund part, release the rest)
@@ -16,38 +18,54 @@
 Chargebacks come from the provider (webhook -> Signal `chargeback`), not from an actor:
 
     paid|confirmed|fulfilled|completed|disputed -> disputed (reason chargeback, PaymentState chargeback)
-        the network has taken the money; a completed order is first clawed back into escrow
-        (payout reversed, release undone), so every chargeback is booked against escrow
-    disputed (chargeback) -> the state before it   dispute won: the money is back (a completed order is
-                                                    released and paid out again)
+    disputed (chargeback) -> the state before it   dispute won (a completed order is paid out again)
     disputed (chargeback) -> refunded              dispute lost (reason chargeback_lost)
 
-A chargeback can come months after completion, when the order's workflow has ended: the webhook then starts
-a new run of the same workflow id with `reopen=True` (signal-with-start), which loads the order's state from
-the database, never charges, and handles the chargeback like above. A completed order whose payout the
-provider refused (PaymentState transfer_failed) keeps its workflow open until support retries the payout.
+A chargeback after the workflow ended starts a new run of the same id with `reopen=True` (signal-with-start),
+which loads the order from the database and never charges.
 
-Actor actions are Updates with validators: the caller gets the new state, or a rejection saying whether the
-action is not allowed now (InvalidTransition) or not for this actor (Forbidden). Every money call carries an
-idempotency key built here from the order and the operation (`<order>:<operation>:<n>`), never from the
-attempt, so a retried activity replays at the provider instead of moving money twice.
+Failure rule (docs/failure-rules.md): no order fails, or waits forever, holding stock, money or a lock.
+Every step's errors are classified. Permanent ones (a refused charge, data the database refuses) take the
+compensation path: the stock goes back and the order is cancelled with a reason, or the Update is refused
+with nothing changed. Transient ones are retried within a bound (`step_timeout_seconds` for database steps,
+`provider_timeout_seconds` for provider calls); past it the order *needs attention*: the search attribute
+`NeedsAttention`, the memo, the view and support's queue show it, support is notified, the step is retried
+every `attention_retry_seconds` and at once on support's `retry`, and actor actions are refused with
+`NeedsAttention` instead of waiting.
+
+The critical path is lean: database steps are local activities (no task dispatch), a transition and all it
+implies (projection, timeline, stock, notifications, reputation, review window) is one transaction, and
+child workflows (dispute cases) start after the Update has answered. Every money call carries an
+idempotency key `<order>:<operation>:<n>` built here, never from the attempt.
+
+`workflows/legacy_order.py` keeps the previous version of this workflow (type `OrderWorkflow`) for orders
+started before it, unchanged (docs/workflow-versioning.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import PrepareNotifications
-    from activities.orders import OrderActivities, OrderSnapshot, OrderStateChange, ReserveStockInput
+    from activities.database import DATA_ERROR
+    from activities.orders import (
+        AttentionReport,
+        OrderActivities,
+        OrderSnapshot,
+        OrderTransition,
+        ReserveStockInput,
+        ReserveStockResult,
+    )
     from activities.payments import (
         ChargebackMovement,
         ChargeRequest,
@@ -58,167 +76,70 @@ with workflow.unsafe.imports_passed_through():
         TransferRequest,
         TransferReversalRequest,
     )
-    from activities.trust import OrderOutcome, ReviewWindowRequest, TrustActivities
-    from bazaar.money import format_money, platform_fee
+    from bazaar.money import platform_fee
+    from workflows import order_rules as rules
+    from workflows.order_notices import Effects, effects_of, notice
+    from workflows.order_types import (
+        BUYER_ID,
+        LISTING_ID,
+        NEEDS_ATTENTION,
+        ORDER_AMOUNT,
+        ORDER_STATUS,
+        PAYMENT_STATE,
+        SELLER_ID,
+        TERMINAL,
+        ActionRequest,
+        Actor,
+        ChargebackNotice,
+        OrderView,
+        PaymentReport,
+        Placement,
+        PlaceOrder,
+        order_workflow_id,
+    )
 
 from workflows.children import start_detached
 from workflows.dispute import ChargebackJoined, DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
-from workflows.notification import notify_in_background
-from workflows.reviews import ReviewRound, ReviewWorkflow, reviews_workflow_id
 
-ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
-BUYER_ID = SearchAttributeKey.for_keyword("BuyerId")
-SELLER_ID = SearchAttributeKey.for_keyword("SellerId")
-LISTING_ID = SearchAttributeKey.for_keyword("ListingId")
-ORDER_AMOUNT = SearchAttributeKey.for_int("OrderAmount")
-PAYMENT_STATE = SearchAttributeKey.for_keyword("PaymentState")
+T = TypeVar("T")
 
-# Database activities: short, retried until they succeed (the database comes back).
-DB_TIMEOUT = timedelta(seconds=30)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-# Provider calls: bounded by the SDK timeout; transient errors retried, declines are results not errors.
-MONEY_TIMEOUT = timedelta(seconds=30)
+# Database steps: short transactions, retried quickly; data the database refuses is final.
+DB_ATTEMPT = timedelta(seconds=10)
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=100),
+    maximum_interval=timedelta(seconds=5),
+    non_retryable_error_types=[DATA_ERROR],
+)
+# Provider calls: bounded by the SDK timeout; transient errors retried, refusals are final.
+MONEY_ATTEMPT = timedelta(seconds=30)
 MONEY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["PaymentRejected"],
 )
-# Trust bookkeeping (reputation counters, the review window): a few minutes of retries, then skipped.
-TRUST_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10), maximum_attempts=30
-)
-PLACEMENT_WAIT = timedelta(seconds=10)
-# Patch (2026-11-25): a completed order whose payout failed waits for support's retry instead of ending.
-PAYOUT_RETRY_PATCH = "wait-for-payout-retry"
-# Patch (2026-11-26): notifications, the acceptance reminder, review rounds, dispute cases and reputation
-# counters as children and activities of the order. Orders started before it run on without them.
-TRUST_PATCH = "trust-and-notifications"
-# Cancellations that count against the seller's reputation (not the buyer's change of mind).
-SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "acceptance_timeout"})
-TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
 # States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
 CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
 
-# action -> {state it is allowed in: parties who may do it there}
-RULES: dict[str, dict[str, frozenset[str]]] = {
-    "accept": {"paid": frozenset({"seller"})},
-    "decline": {"paid": frozenset({"seller"})},
-    "cancel": {
-        "pending": frozenset({"buyer"}),  # waits for the charge, then cancels (with a refund if it succeeded)
-        "paid": frozenset({"buyer", "support"}),
-        "confirmed": frozenset({"seller", "support"}),
-    },
-    "fulfil": {"confirmed": frozenset({"seller"})},
-    "confirm_receipt": {"fulfilled": frozenset({"buyer"})},
-    "open_dispute": {"fulfilled": frozenset({"buyer"})},
-    "resolve_dispute": {"disputed": frozenset({"support"})},
-    "retry_transfer": {"completed": frozenset({"support"})},
-}
+
+def _is_permanent(error: ActivityError) -> bool:
+    cause = error.cause
+    return isinstance(cause, ApplicationError) and cause.non_retryable
 
 
-def _minutes(moment: datetime) -> str:
-    return moment.isoformat(timespec="minutes")
+def _failure_text(error: ActivityError) -> str:
+    """The most telling message in the failure chain (the activity's own error, or the timeout)."""
+    cause: BaseException = error.cause or error
+    while not str(cause) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return (str(cause) or type(cause).__name__)[:300]
 
 
-def order_workflow_id(order_id: str) -> str:
-    return f"order-{order_id}"
-
-
-@dataclass
-class PlaceOrder:
-    order_id: str
-    buyer_id: str
-    listing_id: str
-    quantity: int
-    payment_method: str
-    idempotency_key: str
-    # Terms frozen at order time (settings may change while the order runs).
-    acceptance_timeout_seconds: int = 48 * 3600
-    dispute_window_seconds: int = 7 * 24 * 3600
-    fee_bps: int = 1000
-    fee_fixed: int = 30
-    acceptance_reminder_seconds: int = 12 * 3600  # before the acceptance deadline
-    review_window_seconds: int = 14 * 24 * 3600
-    dispute_escalation_seconds: int = 5 * 24 * 3600
-    notification_max_attempts: int = 6
-    # A new run for an order whose workflow has ended (a late chargeback): load the state, never charge.
-    reopen: bool = False
-
-
-@dataclass
-class Actor:
-    """Who asks: the authenticated user (the API vouches for it) and whether they are support staff."""
-
-    user_id: str
-    is_support: bool = False
-
-
-@dataclass
-class ActionRequest:
-    actor: Actor
-    reason: str | None = None  # free text for cancel; the reason code for a dispute
-    message: str | None = None  # open_dispute: the buyer's account of what went wrong
-    tracking: dict[str, str] | None = None  # fulfil: carrier, tracking number, url
-    resolution: str | None = None  # resolve_dispute: release | refund | partial_refund
-    refund_amount: int | None = None  # partial_refund, minor units
-
-
-@dataclass
-class PaymentReport:
-    """What the provider's webhook said about a PaymentIntent of this order (payment_intent.*)."""
-
-    event_id: str
-    payment_intent_id: str
-    status: str  # succeeded | failed
-    amount: int
-    currency: str
-
-
-@dataclass
-class ChargebackNotice:
-    """A provider dispute on this order's charge (charge.dispute.*): the card network's side of a dispute."""
-
-    dispute_id: str
-    status: str  # the provider's dispute status: needs_response, under_review, ..., won, lost
-    amount: int
-    currency: str
-    reason: str | None = None
-
-
-@dataclass
-class OrderView:
-    """What buyer, seller and operators see of an order."""
-
-    order_id: str
-    status: str  # pending|paid|confirmed|fulfilled|completed|disputed|refunded|cancelled, or rejected
-    reason: str | None
-    buyer_id: str
-    listing_id: str
-    quantity: int
-    seller_id: str = ""
-    listing_title: str = ""
-    amount: int = 0
-    currency: str = ""
-    payment_state: str = "none"
-    payment_intent_id: str | None = None
-    refunded_amount: int = 0
-    platform_fee: int = 0
-    tracking: dict[str, str] | None = None
-    allowed_actions: list[str] = field(default_factory=list)
-    dispute_source: str | None = None  # buyer | chargeback
-    chargeback_id: str | None = None  # the provider's dispute id
-    chargeback_status: str | None = None  # withdrawn | won | lost
-    chargeback_amount: int = 0
-    # Our PaymentIntent's status as the provider's webhooks report it (succeeded | failed).
-    provider_payment_status: str | None = None
-    unexpected_payment_intents: list[str] = field(default_factory=list)  # succeeded at the provider, not ours
-
-
-@workflow.defn
+@workflow.defn(name="Order")
 class OrderWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, req: PlaceOrder) -> None:
+        self._req = req
         self._view: OrderView | None = None
-        self._req: PlaceOrder | None = None
         self._seq = 0
         self._refunds = 0
         self._releases = 0
@@ -234,67 +155,83 @@ class OrderWorkflow:
         self._payment_settled = False
         self._provider_reports: dict[str, str] = {}
         self._lock = asyncio.Lock()  # one transition at a time (updates, signals and timers)
-        self._trust = False  # TRUST_PATCH applies to this run
         self._reminded = False
         self._dispute_message = ""
+        self._attention_count = 0  # how many times a step went past its bound
+        self._retry_requested = False
+        self._background: list[asyncio.Task[None]] = []
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
-        self._req = req
-        self._trust = workflow.patched(TRUST_PATCH)
         if req.reopen:
             await self._restore()
-        elif not await self._place(req):
+        elif not await self._place():
             return self.view
         while True:
-            await self._run_until_terminal(req)
-            if self.view.payment_state == "transfer_failed" and workflow.patched(PAYOUT_RETRY_PATCH):
-                # The seller is owed money: stay open for `retry_transfer` (older workflows ended here).
+            await self._run_until_terminal()
+            if self.view.payment_state == "transfer_failed":
+                # The seller is owed money: stay open for support's `retry_transfer`.
                 await workflow.wait_condition(lambda: self.view.payment_state != "transfer_failed")
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._background_finished()
             if self.view.status in TERMINAL:  # else a chargeback arrived while ending: carry on
                 break
         return self.view
 
-    async def _place(self, req: PlaceOrder) -> bool:
-        """Reserve the stock and charge; False if the order was rejected (nothing charged)."""
-        view = OrderView(
+    @property
+    def view(self) -> OrderView:
+        assert self._view is not None
+        return self._view
+
+    @property
+    def _terms(self) -> PlaceOrder:
+        return self._req
+
+    # ---- placement -------------------------------------------------------------------------------------
+    async def _place(self) -> bool:
+        """Reserve the stock and charge; False if the order was rejected (nothing taken)."""
+        req = self._req
+        self._view = OrderView(
             order_id=req.order_id,
             status="pending",
             reason=None,
             buyer_id=req.buyer_id,
             listing_id=req.listing_id,
             quantity=req.quantity,
+            allowed_actions=["cancel"],
         )
-        reservation = await workflow.execute_activity_method(
-            OrderActivities.reserve_stock,
-            ReserveStockInput(
-                order_id=req.order_id,
-                buyer_id=req.buyer_id,
-                listing_id=req.listing_id,
-                quantity=req.quantity,
-                idempotency_key=req.idempotency_key,
-                workflow_id=workflow.info().workflow_id,
-            ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
+        try:
+            reservation = await self._db_step(
+                "reserve_stock",
+                OrderActivities.reserve_stock,
+                ReserveStockInput(
+                    order_id=req.order_id,
+                    buyer_id=req.buyer_id,
+                    listing_id=req.listing_id,
+                    quantity=req.quantity,
+                    idempotency_key=req.idempotency_key,
+                    workflow_id=workflow.info().workflow_id,
+                    payment_method=req.payment_method,
+                ),
+                forever=False,
+            )
+        except ActivityError as refused:  # the database refused the order's data: nothing was taken
+            workflow.logger.error("reservation refused: %s", _failure_text(refused))
+            reservation = ReserveStockResult(ok=False, reason="invalid_request")
         if not reservation.ok:
-            self._view = replace(view, status="rejected", reason=reservation.reason)
+            self._view = replace(self.view, status="rejected", reason=reservation.reason, allowed_actions=[])
             self._payment_settled = True
+            self._publish()
             return False
         self._seq = 1  # reserve_stock wrote state 1 (pending) with the order row
         self._view = replace(
-            view,
+            self.view,
             seller_id=reservation.seller_id,
             listing_title=reservation.listing_title,
             amount=reservation.amount,
             currency=reservation.currency,
         )
-        self._publish_search_attributes()
-        self._upsert_memo()
-
         async with self._lock:
             await self._charge()
         self._payment_settled = True
@@ -303,23 +240,15 @@ class OrderWorkflow:
 
     async def _restore(self) -> None:
         """A reopened order: its state, counters and money positions as the database has them."""
-        req = self._terms
-        snap: OrderSnapshot = await workflow.execute_activity_method(
-            OrderActivities.load_order,
-            req.order_id,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        snap: OrderSnapshot = await self._db_step(
+            "load_order", OrderActivities.load_order, self._req.order_id
         )
         self._seq = snap.seq
-        self._refunds, self._releases, self._transfers, self._reversals = (
-            snap.refunds,
-            snap.releases,
-            snap.transfers,
-            snap.reversals,
-        )
+        self._refunds, self._releases = snap.refunds, snap.releases
+        self._transfers, self._reversals = snap.transfers, snap.reversals
         self._released = (snap.released_gross, snap.released_fee) if snap.released else None
         self._payout = (snap.payout_transfer_id, snap.payout_amount) if snap.payout_transfer_id else None
-        self._view = OrderView(
+        view = OrderView(
             order_id=snap.order_id,
             status=snap.status,
             reason=snap.reason,
@@ -339,42 +268,31 @@ class OrderWorkflow:
             chargeback_status=snap.chargeback_status,
             chargeback_amount=snap.chargeback_amount,
             dispute_source="chargeback" if snap.chargeback_id else None,
-            allowed_actions=self._allowed_actions(snap.status, snap.payment_state),
         )
-        self._publish_search_attributes()
-        self._upsert_memo()
+        self._view = replace(view, allowed_actions=rules.allowed_actions(view))
+        self._publish()
         self._payment_settled = True
 
-    async def _run_until_terminal(self, req: PlaceOrder) -> None:
+    async def _run_until_terminal(self) -> None:
         """Timers: the seller must accept in time; the buyer may dispute only within the window."""
+        terms = self._terms
         while self.view.status not in TERMINAL:
             status = self.view.status
-            deadline = {"paid": req.acceptance_timeout_seconds, "fulfilled": req.dispute_window_seconds}.get(
-                status
-            )
-            if status == "paid" and self._trust and not self._reminded:
+            deadline = {"paid": terms.acceptance_timeout_seconds, "fulfilled": terms.dispute_window_seconds}
+            seconds = deadline.get(status)
+            if status == "paid" and not self._reminded and seconds is not None:
                 self._reminded = True
-                before = deadline - req.acceptance_reminder_seconds if deadline is not None else 0
+                before = seconds - terms.acceptance_reminder_seconds
                 if before > 0:
-                    try:
-                        await workflow.wait_condition(
-                            lambda: self.view.status != "paid", timeout=timedelta(seconds=before)
-                        )
-                        continue
-                    except TimeoutError:
-                        deadline_at = workflow.now() + timedelta(seconds=req.acceptance_reminder_seconds)
-                        await self._notify(
-                            "acceptance_deadline_approaching",
-                            "reminder",
-                            ["seller"],
-                            {"deadline": _minutes(deadline_at)},
-                        )
-                        # Measured from the deadline itself: starting the reminder took a moment.
-                        deadline = max(1, math.ceil((deadline_at - workflow.now()).total_seconds()))
+                    accept_by = await self._remind_seller(before)
+                    if accept_by is None:
+                        continue  # the seller acted (or the order moved) before the reminder
+                    # Measured from the deadline itself: saving the reminder took a moment.
+                    seconds = max(1, math.ceil((accept_by - workflow.now()).total_seconds()))
             try:
                 await workflow.wait_condition(
                     lambda current=status: self.view.status != current,  # type: ignore[misc]
-                    timeout=timedelta(seconds=deadline) if deadline else None,
+                    timeout=timedelta(seconds=seconds) if seconds else None,
                 )
             except TimeoutError:
                 async with self._lock:
@@ -383,15 +301,34 @@ class OrderWorkflow:
                             await self._cancel_with_refund("acceptance_timeout", "system", None)
                         elif self.view.status == "fulfilled":
                             await self._complete("dispute_window_passed", "system", None)
-                    except ActivityError:
+                    except ApplicationError:
                         # The provider refused (e.g. a chargeback is open on the charge, so no refund):
                         # the chargeback signal moves the order on; the deadline starts over meanwhile.
                         workflow.logger.warning("deadline action refused by the provider", exc_info=True)
 
-    @property
-    def view(self) -> OrderView:
-        assert self._view is not None
-        return self._view
+    async def _remind_seller(self, after_seconds: int) -> datetime | None:
+        """Wait until the reminder is due and send it; the acceptance deadline, or None if the order moved
+        on before that."""
+        try:
+            await workflow.wait_condition(
+                lambda: self.view.status != "paid", timeout=timedelta(seconds=after_seconds)
+            )
+            return None
+        except TimeoutError:
+            pass
+        accept_by = workflow.now() + timedelta(seconds=self._terms.acceptance_reminder_seconds)
+        reminder = notice(
+            self.view,
+            "reminder",
+            "acceptance_deadline_approaching",
+            ["seller"],
+            {"deadline": accept_by.isoformat(timespec="minutes")},
+        )
+        async with self._lock:
+            if self.view.status != "paid":
+                return None
+            await self._save(self.view, "system", None, "order.reminded", Effects([reminder]))
+        return accept_by
 
     # ---- reads -------------------------------------------------------------------------------------
     @workflow.query
@@ -399,17 +336,28 @@ class OrderWorkflow:
         return self._view
 
     @workflow.update
-    async def placement(self) -> OrderView | None:
-        """Answer the create-order request: wait (briefly) until the charge has an outcome."""
-        await workflow.wait_condition(lambda: self._payment_settled, timeout=PLACEMENT_WAIT)
+    async def placement(self, request: Placement | None = None) -> OrderView | None:
+        """Answer the create-order request once the charge has an outcome (the API bounds its wait and
+        answers 202 with the pending order when the charge is slow)."""
+        await workflow.wait_condition(lambda: self._payment_settled)
         return self._view
+
+    @placement.validator
+    def _validate_placement(self, request: Placement | None = None) -> None:
+        req = self._req
+        if request is not None and (request.listing_id, request.quantity, request.payment_method) != (
+            req.listing_id,
+            req.quantity,
+            req.payment_method,
+        ):
+            raise ApplicationError(
+                "this Idempotency-Key was used for a different order", self._view, type="IdempotencyKeyReused"
+            )
 
     # ---- actor actions (Updates) ---------------------------------------------------------------------
     @workflow.update
     async def accept(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("accept", req.actor)
+        async with self._acting("accept", req) as party:
             await self._transition(
                 "confirmed", None, self.view.payment_state, party, req.actor, "order.accepted"
             )
@@ -417,56 +365,51 @@ class OrderWorkflow:
 
     @workflow.update
     async def decline(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("decline", req.actor)
+        async with self._acting("decline", req) as party:
             await self._cancel_with_refund("seller_declined", party, req.actor)
         return self.view
 
     @workflow.update
     async def cancel(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("cancel", req.actor)
+        async with self._acting("cancel", req) as party:
             await self._cancel_with_refund(f"{party}_cancelled", party, req.actor)
         return self.view
 
     @workflow.update
     async def fulfil(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("fulfil", req.actor)
-            self._view = replace(self.view, tracking=req.tracking)
+        async with self._acting("fulfil", req) as party:
+            shipped = replace(self.view, tracking=req.tracking)
             await self._transition(
-                "fulfilled", None, self.view.payment_state, party, req.actor, "order.fulfilled"
+                "fulfilled", None, shipped.payment_state, party, req.actor, "order.fulfilled", base=shipped
             )
         return self.view
 
     @workflow.update
     async def confirm_receipt(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("confirm_receipt", req.actor)
+        async with self._acting("confirm_receipt", req) as party:
             await self._complete("buyer_confirmed", party, req.actor)
         return self.view
 
     @workflow.update
     async def open_dispute(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("open_dispute", req.actor)
-            self._view = replace(self.view, dispute_source="buyer")
-            self._dispute_message = req.message or ""
+        async with self._acting("open_dispute", req) as party:
+            disputed = replace(self.view, dispute_source="buyer")
             await self._transition(
-                "disputed", req.reason or "buyer_dispute", "frozen", party, req.actor, "order.disputed"
+                "disputed",
+                req.reason or "buyer_dispute",
+                "frozen",
+                party,
+                req.actor,
+                "order.disputed",
+                base=disputed,
             )
+            self._dispute_message = req.message or ""
+            self._open_dispute_case(by_buyer=True)
         return self.view
 
     @workflow.update
     async def resolve_dispute(self, req: ActionRequest) -> OrderView:
-        await workflow.wait_condition(lambda: self._payment_settled)
-        async with self._lock:
-            party = self._authorize("resolve_dispute", req.actor)
+        async with self._acting("resolve_dispute", req) as party:
             remaining = self._escrow_held()
             if req.resolution == "release":
                 await self._complete("dispute_released", party, req.actor)
@@ -476,25 +419,22 @@ class OrderWorkflow:
                 await self._transition(
                     "refunded", "dispute_refunded", "refunded", party, req.actor, "order.refunded"
                 )
-            elif req.resolution == "partial_refund":
+            else:
                 if req.refund_amount is None or not 0 < req.refund_amount < remaining:
                     raise ApplicationError(
                         f"partial refund must be between 1 and {remaining - 1}", type="InvalidRequest"
                     )
                 await self._refund(req.refund_amount, "dispute_partial_refund")
                 await self._complete("dispute_partially_refunded", party, req.actor)
-            else:
-                raise ApplicationError(
-                    "resolution must be release, refund or partial_refund", type="InvalidRequest"
-                )
-            await self._close_dispute_case(Resolution(req.resolution, req.refund_amount))
+            self._signal_dispute_case(
+                DisputeWorkflow.resolved, Resolution(str(req.resolution), req.refund_amount)
+            )
         return self.view
 
     @workflow.update
     async def retry_transfer(self, req: ActionRequest) -> OrderView:
         """Support/operators: pay out again after the provider refused the seller's transfer."""
-        async with self._lock:
-            party = self._authorize("retry_transfer", req.actor)
+        async with self._acting("retry_transfer", req) as party:
             assert self._released is not None
             gross, fee = self._released
             state = await self._pay_out(gross - fee)
@@ -502,41 +442,71 @@ class OrderWorkflow:
             await self._transition("completed", self.view.reason, state, party, req.actor, action)
         return self.view
 
+    @workflow.update
+    async def retry(self, req: ActionRequest) -> OrderView:
+        """Support: run the step this order is stuck on again now (it also retries on its own)."""
+        rules.authorize("retry", req.actor, self._view)
+        occurrence = self._attention_count
+        self._retry_requested = True
+        await workflow.wait_condition(
+            lambda: self.view.attention is None or self._attention_count > occurrence
+        )
+        return self.view
+
+    @asynccontextmanager
+    async def _acting(self, action: str, req: ActionRequest) -> AsyncIterator[str]:
+        """Wait for the charge's outcome, take the order's lock, and check the rules again (the state may
+        have moved since the validator ran): yields the acting party."""
+        await workflow.wait_condition(lambda: self._payment_settled)
+        async with self._lock:
+            yield rules.authorize(action, req.actor, self._view)
+
     @accept.validator
     def _validate_accept(self, req: ActionRequest) -> None:
-        self._authorize("accept", req.actor)
+        rules.authorize("accept", req.actor, self._view)
 
     @decline.validator
     def _validate_decline(self, req: ActionRequest) -> None:
-        self._authorize("decline", req.actor)
+        rules.authorize("decline", req.actor, self._view)
+        rules.check_request("decline", {"reason": req.reason})
 
     @cancel.validator
     def _validate_cancel(self, req: ActionRequest) -> None:
-        self._authorize("cancel", req.actor)
+        rules.authorize("cancel", req.actor, self._view)
+        rules.check_request("cancel", {"reason": req.reason})
 
     @fulfil.validator
     def _validate_fulfil(self, req: ActionRequest) -> None:
-        self._authorize("fulfil", req.actor)
+        rules.authorize("fulfil", req.actor, self._view)
+        tracking = req.tracking or {}
+        unknown = set(tracking) - rules.TRACKING_FIELDS
+        if unknown:
+            raise ApplicationError(
+                f"fulfil: unknown tracking fields {sorted(unknown)}", type="InvalidRequest"
+            )
+        rules.check_request("fulfil", dict(tracking))
 
     @confirm_receipt.validator
     def _validate_confirm_receipt(self, req: ActionRequest) -> None:
-        self._authorize("confirm_receipt", req.actor)
+        rules.authorize("confirm_receipt", req.actor, self._view)
 
     @open_dispute.validator
     def _validate_open_dispute(self, req: ActionRequest) -> None:
-        self._authorize("open_dispute", req.actor)
+        rules.authorize("open_dispute", req.actor, self._view)
+        rules.check_request("open_dispute", {"reason": req.reason, "message": req.message})
 
     @resolve_dispute.validator
     def _validate_resolve_dispute(self, req: ActionRequest) -> None:
-        self._authorize("resolve_dispute", req.actor)
-        if req.resolution not in ("release", "refund", "partial_refund"):
-            raise ApplicationError(
-                "resolution must be release, refund or partial_refund", type="InvalidRequest"
-            )
+        rules.authorize("resolve_dispute", req.actor, self._view)
+        rules.check_resolution(req.resolution)
 
     @retry_transfer.validator
     def _validate_retry_transfer(self, req: ActionRequest) -> None:
-        self._authorize("retry_transfer", req.actor)
+        rules.authorize("retry_transfer", req.actor, self._view)
+
+    @retry.validator
+    def _validate_retry(self, req: ActionRequest) -> None:
+        rules.authorize("retry", req.actor, self._view)
 
     # ---- provider events (Signals: fire-and-forget, sent by the webhook endpoint) ---------------------
     @workflow.signal
@@ -566,81 +536,48 @@ class OrderWorkflow:
             if notice.status in ("won", "lost") and self.view.chargeback_status == "withdrawn":
                 await self._close_chargeback(notice)
 
-    # ---- rules ---------------------------------------------------------------------------------------
-    def _parties(self, actor: Actor) -> set[str]:
-        parties = set()
-        if self._view is not None and actor.user_id == self._view.buyer_id:
-            parties.add("buyer")
-        if self._view is not None and actor.user_id == self._view.seller_id:
-            parties.add("seller")
-        if actor.is_support:
-            parties.add("support")
-        return parties
-
-    def _authorize(self, action: str, actor: Actor) -> str:
-        """The party acting, or a rejection: Forbidden (wrong actor) before InvalidTransition (wrong state)."""
-        parties = self._parties(actor)
-        if self._view is None:
-            raise ApplicationError("the order is still being placed", type="InvalidTransition")
-        rules = RULES[action]
-        if not parties & frozenset().union(*rules.values()):
-            raise ApplicationError(f"you may not {action} this order", self._view, type="Forbidden")
-        allowed_now = rules.get(self._view.status)
-        blocked = self._blocked(action, self._view.payment_state)
-        if allowed_now is None or blocked:
-            raise ApplicationError(
-                blocked or f"cannot {action} an order that is {self._view.status}",
-                self._view,
-                type="InvalidTransition",
-            )
-        acting = sorted(parties & allowed_now)
-        if not acting:
-            raise ApplicationError(f"you may not {action} this order now", self._view, type="Forbidden")
-        return acting[0]
-
-    @staticmethod
-    def _blocked(action: str, payment_state: str) -> str | None:
-        """Why an action the status allows cannot happen because of where the money is."""
-        if action == "resolve_dispute" and payment_state == "chargeback":
-            return "the card network is deciding this chargeback; wait for its decision"
-        if action == "retry_transfer" and payment_state != "transfer_failed":
-            return "only a failed payout can be retried"
-        return None
-
-    @classmethod
-    def _allowed_actions(cls, status: str, payment_state: str) -> list[str]:
-        return sorted(
-            a for a, states in RULES.items() if status in states and not cls._blocked(a, payment_state)
-        )
-
-    def _escrow_held(self) -> int:
-        """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
-        taken = self.view.chargeback_amount if self.view.chargeback_status in ("withdrawn", "lost") else 0
-        return self.view.amount - self.view.refunded_amount - taken
-
     # ---- steps ----------------------------------------------------------------------------------------
     async def _charge(self) -> None:
-        req = self._terms
-        charge = await workflow.execute_activity_method(
-            PaymentActivities.charge,
-            ChargeRequest(
-                order_id=req.order_id,
-                amount=self.view.amount,
-                currency=self.view.currency,
-                payment_method=req.payment_method,
-                idempotency_key=f"{req.order_id}:charge:1",
-                transfer_group=order_workflow_id(req.order_id),
-            ),
-            start_to_close_timeout=MONEY_TIMEOUT,
-            retry_policy=MONEY_RETRY,
-        )
+        req = self._req
+        try:
+            charge = await self._provider_step(
+                "charge",
+                PaymentActivities.charge,
+                ChargeRequest(
+                    order_id=req.order_id,
+                    amount=self.view.amount,
+                    currency=self.view.currency,
+                    payment_method=req.payment_method,
+                    idempotency_key=f"{req.order_id}:charge:1",
+                    transfer_group=order_workflow_id(req.order_id),
+                ),
+            )
+        except ActivityError as refused:
+            # The provider refused the request itself (unknown payment method, an amount it cannot
+            # charge): nothing was taken; the stock goes back.
+            workflow.logger.warning("charge refused: %s", _failure_text(refused))
+            await self._transition(
+                "cancelled",
+                "payment_rejected",
+                "failed",
+                "system",
+                None,
+                "order.payment_rejected",
+                release_stock=True,
+            )
+            return
         self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
         if charge.succeeded:
             await self._transition("paid", None, "held_in_escrow", "system", None, "order.paid")
         else:
-            await self._release_stock()
             await self._transition(
-                "cancelled", "payment_failed", "failed", "system", None, "order.payment_failed"
+                "cancelled",
+                "payment_failed",
+                "failed",
+                "system",
+                None,
+                "order.payment_failed",
+                release_stock=True,
             )
 
     def _apply_provider_reports(self) -> None:
@@ -649,66 +586,59 @@ class OrderWorkflow:
         for intent, status in self._provider_reports.items():
             if intent == ours:
                 self._view = replace(self.view, provider_payment_status=status)
-            elif status == "succeeded":
-                if intent not in self.view.unexpected_payment_intents:
-                    # Money taken that this order did not ask for: never charge or refund on a guess;
-                    # it shows in the order state and in reconciliation for an operator.
-                    workflow.logger.warning("unexpected PaymentIntent %s for this order", intent)
-                    self._view = replace(
-                        self.view, unexpected_payment_intents=[*self.view.unexpected_payment_intents, intent]
-                    )
+            elif status == "succeeded" and intent not in self.view.unexpected_payment_intents:
+                # Money taken that this order did not ask for: never charge or refund on a guess; it shows
+                # in the order state and in reconciliation for an operator.
+                workflow.logger.warning("unexpected PaymentIntent %s for this order", intent)
+                self._view = replace(
+                    self.view, unexpected_payment_intents=[*self.view.unexpected_payment_intents, intent]
+                )
 
     async def _refund(self, amount: int, reason: str) -> None:
+        """Give `amount` back to the buyer; a refusal is raised as `PaymentRejected` (nothing changed)."""
         assert self.view.payment_intent_id is not None
         self._refunds += 1
-        await workflow.execute_activity_method(
-            PaymentActivities.refund,
-            RefundRequest(
-                order_id=self.view.order_id,
-                payment_intent_id=self.view.payment_intent_id,
-                amount=amount,
-                currency=self.view.currency,
-                idempotency_key=f"{self.view.order_id}:refund:{self._refunds}",
-                reason=reason,
-            ),
-            start_to_close_timeout=MONEY_TIMEOUT,
-            retry_policy=MONEY_RETRY,
-        )
+        try:
+            await self._provider_step(
+                "refund",
+                PaymentActivities.refund,
+                RefundRequest(
+                    order_id=self.view.order_id,
+                    payment_intent_id=self.view.payment_intent_id,
+                    amount=amount,
+                    currency=self.view.currency,
+                    idempotency_key=f"{self.view.order_id}:refund:{self._refunds}",
+                    reason=reason,
+                ),
+            )
+        except ActivityError as refused:
+            raise ApplicationError(
+                f"the payment provider refused the refund: {_failure_text(refused)}",
+                self.view,
+                type="PaymentRejected",
+            ) from None
         self._view = replace(self.view, refunded_amount=self.view.refunded_amount + amount)
 
-    async def _release_stock(self) -> None:
-        await workflow.execute_activity_method(
-            OrderActivities.release_stock,
-            self.view.order_id,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
-
     async def _cancel_with_refund(self, reason: str, party: str, actor: Actor | None) -> None:
-        await self._refund(self.view.amount - self.view.refunded_amount, reason)
-        await self._release_stock()
-        await self._transition("cancelled", reason, "refunded", party, actor, "order.cancelled")
+        if self.view.payment_state == "held_in_escrow":
+            await self._refund(self.view.amount - self.view.refunded_amount, reason)
+        await self._transition(
+            "cancelled", reason, "refunded", party, actor, "order.cancelled", release_stock=True
+        )
 
     async def _complete(self, reason: str, party: str, actor: Actor | None, fee: int | None = None) -> None:
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
-        req = self._terms
         gross = self._escrow_held()
         if fee is None:
-            fee = platform_fee(gross, req.fee_bps, req.fee_fixed)
+            fee = platform_fee(gross, self._terms.fee_bps, self._terms.fee_fixed)
         self._view = replace(self.view, platform_fee=fee)
         order_id = self.view.order_id
         self._releases += 1
-        await workflow.execute_activity_method(
+        await self._db_step(
+            "release_escrow",
             PaymentActivities.release_escrow,
-            ReleaseRequest(
-                order_id=order_id,
-                gross=gross,
-                fee=fee,
-                currency=self.view.currency,
-                txn=f"{order_id}:release:{self._releases}",
-            ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+            ReleaseRequest(order_id, gross, fee, self.view.currency, f"{order_id}:release:{self._releases}"),
+            forever=True,
         )
         self._released = (gross, fee)
         payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else "released"
@@ -728,30 +658,46 @@ class OrderWorkflow:
                     transfer_group=order_workflow_id(order_id),
                     idempotency_key=f"{order_id}:transfer:{self._transfers}",
                 ),
-                start_to_close_timeout=MONEY_TIMEOUT,
+                start_to_close_timeout=MONEY_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
                 retry_policy=MONEY_RETRY,
             )
         except ActivityError:
-            # Completed for both sides; the payout needs an operator (PaymentState="transfer_failed",
-            # then the `retry_transfer` update: docs/operations.md).
+            # Completed for both sides; the payout needs support (PaymentState transfer_failed, then the
+            # `retry_transfer` Update: docs/operations.md). The order stays open until then.
+            workflow.logger.error("payout refused or failing; waiting for support", exc_info=True)
             return "transfer_failed"
         self._payout = (result.transfer_id, amount)
         return "released"
 
+    def _escrow_held(self) -> int:
+        """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
+        taken = self.view.chargeback_amount if self.view.chargeback_status in ("withdrawn", "lost") else 0
+        return self.view.amount - self.view.refunded_amount - taken
+
+    # ---- chargebacks --------------------------------------------------------------------------------
     async def _open_chargeback(self, notice: ChargebackNotice) -> None:
         """The network has withdrawn the money: book it against escrow and freeze the order."""
         self._before_chargeback = (self.view.status, self.view.reason, self.view.payment_state)
         if self.view.status == "completed":
             await self._claw_back()
         await self._book_chargeback(notice, reinstated=False)
-        self._view = replace(
+        charged_back = replace(
             self.view,
             dispute_source="chargeback",
             chargeback_id=notice.dispute_id,
             chargeback_status="withdrawn",
             chargeback_amount=notice.amount,
         )
-        await self._transition("disputed", "chargeback", "chargeback", "system", None, "order.chargeback")
+        await self._transition(
+            "disputed", "chargeback", "chargeback", "system", None, "order.chargeback", base=charged_back
+        )
+        if self._before_chargeback[0] == "disputed":
+            # The buyer's case is open: the chargeback joins it rather than opening a second one.
+            joined = ChargebackJoined(notice.dispute_id, notice.amount, self.view.currency)
+            self._signal_dispute_case(DisputeWorkflow.chargeback_joined, joined)
+        else:
+            self._open_dispute_case(by_buyer=False)
 
     async def _claw_back(self) -> None:
         """Completed order: bring the seller's payout and the fee back into escrow, so the chargeback is
@@ -760,7 +706,8 @@ class OrderWorkflow:
             transfer_id, amount = self._payout
             self._reversals += 1
             try:
-                await workflow.execute_activity_method(
+                await self._provider_step(
+                    "reverse_transfer",
                     PaymentActivities.reverse_transfer,
                     TransferReversalRequest(
                         order_id=self.view.order_id,
@@ -770,29 +717,26 @@ class OrderWorkflow:
                         idempotency_key=f"{self.view.order_id}:transfer_reversal:{self._reversals}",
                         reason="chargeback",
                     ),
-                    start_to_close_timeout=MONEY_TIMEOUT,
-                    retry_policy=MONEY_RETRY,
                 )
             except ActivityError:
-                # The seller's account would not give it back: the release stands (the seller keeps the
-                # payout) and the chargeback overdraws this order's escrow: the platform's loss, which
-                # an operator recovers from the seller (docs/operations.md).
+                # The seller's account would not give it back: the release stands and the chargeback
+                # overdraws this order's escrow, the platform's loss (docs/operations.md).
                 workflow.logger.error("transfer reversal refused; chargeback booked as a platform loss")
                 return
             self._payout = None
         assert self._released is not None
         gross, fee = self._released
-        await workflow.execute_activity_method(
+        await self._db_step(
+            "reverse_release",
             PaymentActivities.reverse_release,
             ReleaseReversalRequest(
-                order_id=self.view.order_id,
-                fee=fee,
-                seller_share=gross - fee,
-                currency=self.view.currency,
-                txn=f"{self.view.order_id}:release_reversal:{self._releases}",
+                self.view.order_id,
+                fee,
+                gross - fee,
+                self.view.currency,
+                f"{self.view.order_id}:release_reversal:{self._releases}",
             ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+            forever=True,
         )
         self._released = None
         self._clawed_back_fee = fee
@@ -812,7 +756,7 @@ class OrderWorkflow:
             else:
                 await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
             if status != "disputed":  # else the buyer's case it joined goes on, for support to resolve
-                await self._close_dispute_case(Resolution("release"))
+                self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("release"))
             return
         self._view = replace(self.view, chargeback_status="lost")
         if self._escrow_held() > 0:
@@ -820,16 +764,21 @@ class OrderWorkflow:
                 "disputed", "chargeback_lost", "frozen", "system", None, "order.chargeback_lost"
             )
             return
-        if status in ("paid", "confirmed"):  # never shipped: the stock can be sold again
-            await self._release_stock()
         await self._transition(
-            "refunded", "chargeback_lost", "charged_back", "system", None, "order.chargeback_lost"
+            "refunded",
+            "chargeback_lost",
+            "charged_back",
+            "system",
+            None,
+            "order.chargeback_lost",
+            release_stock=status in ("paid", "confirmed"),  # never shipped: the stock can be sold again
         )
-        await self._close_dispute_case(Resolution("refund", notice.amount))
+        self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("refund", notice.amount))
 
     async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
         operation = "chargeback_reversal" if reinstated else "chargeback"
-        await workflow.execute_activity_method(
+        await self._db_step(
+            "record_chargeback",
             PaymentActivities.record_chargeback,
             ChargebackMovement(
                 order_id=self.view.order_id,
@@ -839,189 +788,198 @@ class OrderWorkflow:
                 reinstated=reinstated,
                 key=f"{self.view.order_id}:{operation}:{notice.dispute_id}",
             ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+            forever=True,
         )
 
+    # ---- transitions ------------------------------------------------------------------------------------
     async def _transition(
         self,
         status: str,
         reason: str | None,
         payment_state: str,
-        actor_role: str,
+        party: str,
         actor: Actor | None,
         action: str,
+        *,
+        base: OrderView | None = None,
+        release_stock: bool = False,
     ) -> None:
-        self._seq += 1
-        self._view = replace(
-            self.view,
-            status=status,
-            reason=reason,
-            payment_state=payment_state,
-            allowed_actions=self._allowed_actions(status, payment_state),
+        """Move to `status`, saved with everything the move implies; the view changes only once saved.
+        A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved."""
+        view = replace(base or self.view, status=status, reason=reason, payment_state=payment_state)
+        view = replace(view, allowed_actions=rules.allowed_actions(view))
+        now = workflow.now()
+        effects = effects_of(
+            action,
+            view,
+            payout=(self._released[0] - self._released[1]) if self._released else 0,
+            transfers=self._transfers,
+            accept_by=now + timedelta(seconds=self._terms.acceptance_timeout_seconds),
+            reviews_close_at=now + timedelta(seconds=self._terms.review_window_seconds),
         )
-        self._publish_search_attributes()
-        await workflow.execute_activity_method(
-            OrderActivities.record_order_state,
-            OrderStateChange(
-                order_id=self.view.order_id,
-                seq=self._seq,
-                status=status,
-                reason=reason,
-                payment_state=payment_state,
-                actor_id=actor.user_id if actor else None,
-                actor_role=actor_role,
-                action=action,
-                tracking=self.view.tracking,
-            ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        reversible = action in ("order.accepted", "order.fulfilled", "order.disputed")
+        await self._save(
+            view, party, actor, action, effects, release_stock=release_stock, reversible=reversible
         )
-        await self._tell_others(action)
+        self._view = view
+        self._publish()
 
-    # ---- trust and notifications (TRUST_PATCH) ---------------------------------------------------------
-    async def _tell_others(self, action: str) -> None:
-        """What a transition means beyond the order: notifications, the review round, the dispute case and
-        the seller's outcome counters. Children outlive the order (ABANDON) and deliver on their own
-        retries, so a slow or dead mail server never holds up or fails the order."""
-        if not self._trust:
-            return
-        view = self.view
-        if action == "order.paid":
-            deadline = workflow.now() + timedelta(seconds=self._terms.acceptance_timeout_seconds)
-            await self._notify("order_paid", "paid", ["seller"], {"deadline": _minutes(deadline)})
-        elif action == "order.accepted":
-            await self._notify("order_accepted", "accepted", ["buyer"])
-        elif action == "order.fulfilled":
-            tracking = ", ".join(f"{k}: {v}" for k, v in sorted((view.tracking or {}).items()))
-            await self._notify("order_shipped", "shipped", ["buyer"], {"tracking": tracking or "none given"})
-        elif action == "order.cancelled":
-            if view.reason == "seller_declined":
-                await self._notify("order_declined", "cancelled", ["buyer"])
-            else:
-                reason = (view.reason or "cancelled").replace("_", " ")
-                await self._notify("order_cancelled", "cancelled", ["buyer", "seller"], {"reason": reason})
-            if view.reason in SELLER_CANCELLATIONS:
-                await self._record_outcome("cancelled")
-        elif action == "order.completed" and view.reason == "chargeback_won":
-            # Completed again after a won chargeback: the payout went out again; reviews and the
-            # completion count happened the first time.
-            await self._notify(
-                "order_completed", "completed-again", ["seller"], {"payout": self._payout_text()}
-            )
-        elif action == "order.completed":
-            if view.payment_state == "transfer_failed":
-                await self._notify("payout_delayed", "completed", ["seller"], {"payout": self._payout_text()})
-            else:
-                await self._notify(
-                    "order_completed", "completed", ["seller"], {"payout": self._payout_text()}
-                )
-            await self._record_outcome("completed")
-            # The window opens before the update answers, so both sides can review right away; the
-            # review round (invitations, blind reveal, closing timer) runs on as a child.
-            await self._trust_step(
-                TrustActivities.open_review_window,
-                ReviewWindowRequest(view.order_id, self._terms.review_window_seconds),
-            )
-            await start_detached(
-                ReviewWorkflow.run,
-                ReviewRound(
-                    view.order_id,
-                    view.buyer_id,
-                    view.seller_id,
-                    view.listing_title,
-                    self._terms.review_window_seconds,
-                    self._terms.notification_max_attempts,
-                ),
-                reviews_workflow_id(view.order_id),
-                once=True,
-            )
-        elif action == "order.payout_retried":
-            key = f"payout-retried-{self._transfers}"
-            await self._notify("order_completed", key, ["seller"], {"payout": self._payout_text()})
-        elif (
-            action == "order.chargeback"
-            and self._before_chargeback
-            and self._before_chargeback[0] == "disputed"
-        ):
-            # The buyer's case is open: the chargeback joins it rather than opening a second one.
-            await self._signal_dispute_case(
-                DisputeWorkflow.chargeback_joined,
-                ChargebackJoined(view.chargeback_id or "", view.chargeback_amount, view.currency),
-            )
-        elif action in ("order.disputed", "order.chargeback"):
-            await self._record_outcome("disputed")
-            by_buyer = action == "order.disputed"
-            await start_detached(
-                DisputeWorkflow.run,
-                DisputeCase(
-                    order_id=view.order_id,
-                    buyer_id=view.buyer_id,
-                    seller_id=view.seller_id,
-                    listing_title=view.listing_title,
-                    source="buyer" if by_buyer else "chargeback",
-                    reason_code=(view.reason or "other") if by_buyer else "chargeback",
-                    message=self._dispute_message if by_buyer else "",
-                    provider_dispute_id=None if by_buyer else view.chargeback_id,
-                    escalate_after_seconds=self._terms.dispute_escalation_seconds,
-                    notification_max_attempts=self._terms.notification_max_attempts,
-                ),
-                dispute_workflow_id(view.order_id),
-                # A chargeback after a closed buyer dispute reopens the case.
-                once=False,
-            )
-
-    @property
-    def _terms(self) -> PlaceOrder:
-        assert self._req is not None
-        return self._req
-
-    async def _notify(
-        self, event_type: str, key: str, parties: list[str], data: dict[str, str] | None = None
+    async def _save(
+        self,
+        view: OrderView,
+        party: str,
+        actor: Actor | None,
+        action: str,
+        effects: Effects,
+        *,
+        release_stock: bool = False,
+        reversible: bool = False,
     ) -> None:
-        view = self.view
-        event_key = f"order:{view.order_id}:{key}"
-        event = PrepareNotifications(
-            event_key=event_key,
-            event_type=event_type,
-            recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],
-            data={
-                "order_id": view.order_id,
-                "buyer_id": view.buyer_id,
-                "listing_title": view.listing_title,
-                "amount": format_money(view.amount, view.currency),
-                **(data or {}),
-            },
+        seq = self._seq + 1
+        transition = OrderTransition(
+            order_id=view.order_id,
+            seq=seq,
+            status=view.status,
+            reason=view.reason,
+            payment_state=view.payment_state,
+            actor_id=actor.user_id if actor else None,
+            actor_role=party,
+            action=action,
+            tracking=view.tracking,
+            release_stock=release_stock,
+            notices=effects.notices,
+            outcome=effects.outcome,
+            review_closes_at=workflow.now() + timedelta(seconds=self._terms.review_window_seconds)
+            if effects.opens_reviews
+            else None,
         )
-        await notify_in_background(event, self._terms.notification_max_attempts)
-
-    def _payout_text(self) -> str:
-        gross, fee = self._released or (0, 0)
-        return format_money(gross - fee, self.view.currency)
-
-    async def _record_outcome(self, outcome: str) -> None:
-        await self._trust_step(
-            TrustActivities.record_order_outcome, OrderOutcome(self.view.order_id, outcome)
-        )
-
-    async def _trust_step(self, activity: Any, arg: Any) -> None:
-        """A trust bookkeeping activity: retried for a few minutes, then logged and skipped, so a broken
-        trust table can never wedge an order (the money and the order's own state come first)."""
         try:
-            await workflow.execute_activity_method(
-                activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=TRUST_RETRY
+            await self._db_step(
+                "save_transition", OrderActivities.save_transition, transition, forever=not reversible
             )
-        except ActivityError:
-            workflow.logger.error(
-                "trust step %s failed for order %s", activity, self.view.order_id, exc_info=True
+        except ActivityError as refused:
+            raise ApplicationError(
+                f"{action} could not be saved: {_failure_text(refused)}", type="InvalidRequest"
+            ) from None
+        self._seq = seq
+
+    # ---- running steps within the failure rule ---------------------------------------------------------
+    async def _db_step(
+        self, name: str, activity: Callable[..., Awaitable[T]], arg: Any, *, forever: bool = True
+    ) -> T:
+        """A database step as a local activity. `forever`: even a permanent failure only flags the order
+        (the step must happen: money already moved); else a permanent failure is raised to the caller."""
+        return await self._attempt(
+            name,
+            lambda: workflow.execute_local_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=DB_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
+                retry_policy=DB_RETRY,
+            ),
+            permanent_raises=not forever,
+        )
+
+    async def _provider_step(self, name: str, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
+        """A provider call; a refusal (non-retryable) is raised to the caller, which compensates."""
+        return await self._attempt(
+            name,
+            lambda: workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=MONEY_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
+                retry_policy=MONEY_RETRY,
+            ),
+            permanent_raises=True,
+        )
+
+    async def _attempt(self, name: str, call: Callable[[], Awaitable[T]], *, permanent_raises: bool) -> T:
+        while True:
+            try:
+                result = await call()
+            except ActivityError as failure:
+                if permanent_raises and _is_permanent(failure):
+                    raise
+                await self._needs_attention(name, failure)
+                continue
+            if self._view is not None and self.view.attention is not None:
+                self._set_attention(None)
+            return result
+
+    async def _needs_attention(self, step: str, failure: ActivityError) -> None:
+        """Flag the order for support, then wait for support's `retry` or the next automatic retry."""
+        error = _failure_text(failure)
+        workflow.logger.error("order step %s keeps failing: %s", step, error)
+        self._attention_count += 1
+        if self._view is not None:
+            first = self.view.attention is None
+            self._set_attention(f"{step}: {error}")
+            if first:
+                report = AttentionReport(self._req.order_id, step, error, self._attention_count)
+                self._in_background(self._report_attention(report))
+        try:
+            await workflow.wait_condition(
+                lambda: self._retry_requested, timeout=timedelta(seconds=self._terms.attention_retry_seconds)
             )
+        except TimeoutError:
+            pass
+        self._retry_requested = False
 
-    async def _close_dispute_case(self, resolution: Resolution) -> None:
-        if self._trust:
-            await self._signal_dispute_case(DisputeWorkflow.resolved, resolution)
+    def _set_attention(self, attention: str | None) -> None:
+        view = replace(self.view, attention=attention)
+        self._view = replace(view, allowed_actions=rules.allowed_actions(view))
+        workflow.upsert_memo({"attention": attention})
+        self._publish()
 
-    async def _signal_dispute_case(self, signal: Any, arg: Any) -> None:
-        case = workflow.get_external_workflow_handle_for(
+    async def _report_attention(self, report: AttentionReport) -> None:
+        try:
+            await workflow.execute_local_activity_method(
+                OrderActivities.report_attention,
+                report,
+                start_to_close_timeout=DB_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
+                retry_policy=DB_RETRY,
+            )
+        except ActivityError:  # the database is what fails: the search attribute still shows it
+            workflow.logger.error("could not tell support about order %s", report.order_id)
+
+    # ---- what outlives the Update: dispute cases ----------------------------------------------------------
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work the Update does not wait for (its commands go out with the Update's answer); the run waits
+        for it before the workflow ends."""
+        self._background.append(asyncio.create_task(work))
+
+    async def _background_finished(self) -> None:
+        while self._background:
+            await self._background.pop(0)
+
+    def _open_dispute_case(self, *, by_buyer: bool) -> None:
+        view = self.view
+        case = DisputeCase(
+            order_id=view.order_id,
+            buyer_id=view.buyer_id,
+            seller_id=view.seller_id,
+            listing_title=view.listing_title,
+            source="buyer" if by_buyer else "chargeback",
+            reason_code=(view.reason or "other") if by_buyer else "chargeback",
+            message=self._dispute_message if by_buyer else "",
+            provider_dispute_id=None if by_buyer else view.chargeback_id,
+            escalate_after_seconds=self._terms.dispute_escalation_seconds,
+            notification_max_attempts=self._terms.notification_max_attempts,
+        )
+        # A chargeback after a closed buyer dispute reopens the case (once=False).
+        self._in_background(
+            start_detached(DisputeWorkflow.run, case, dispute_workflow_id(view.order_id), once=False)
+        )
+
+    def _signal_dispute_case(self, signal: Any, arg: Any) -> None:
+        self._in_background(self._signal_case(signal, arg))
+
+    async def _signal_case(self, signal: Any, arg: Any) -> None:
+        await self._background_finished_except_current()
+        case: workflow.ExternalWorkflowHandle[DisputeWorkflow] = workflow.get_external_workflow_handle_for(
             DisputeWorkflow.run, dispute_workflow_id(self.view.order_id)
         )
         try:
@@ -1029,17 +987,16 @@ class OrderWorkflow:
         except FailureError:  # no open case (e.g. the order was disputed before cases existed)
             workflow.logger.warning("no open dispute case for order %s", self.view.order_id)
 
-    def _upsert_memo(self) -> None:
-        workflow.upsert_memo(
-            {
-                "listing_title": self.view.listing_title,
-                "amount": self.view.amount,
-                "currency": self.view.currency,
-                "quantity": self.view.quantity,
-            }
-        )
+    async def _background_finished_except_current(self) -> None:
+        """Let earlier background work (the case's start) finish before signalling the case."""
+        current = asyncio.current_task()
+        for task in list(self._background):
+            if task is current:
+                break
+            await task
 
-    def _publish_search_attributes(self) -> None:
+    def _publish(self) -> None:
+        """Search attributes for operators (Temporal UI, `temporal workflow list --query`)."""
         view = self.view
         workflow.upsert_search_attributes(
             [
@@ -1049,5 +1006,6 @@ class OrderWorkflow:
                 LISTING_ID.value_set(view.listing_id),
                 ORDER_AMOUNT.value_set(view.amount),
                 PAYMENT_STATE.value_set(view.payment_state),
+                NEEDS_ATTENTION.value_set(view.attention is not None),
             ]
         )

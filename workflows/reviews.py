@@ -1,7 +1,12 @@
-"""The review round of a completed order (id `reviews-<order id>`): invite both sides, reveal blind reviews.
+"""Revealing blind reviews.
 
-Reviews stay hidden until both sides have reviewed or the window closes (a durable timer); then they are
-revealed and counted into the reputations, once.
+Reviews stay hidden until both sides have reviewed or the window closes; then they are revealed and counted
+into the reputations, once. A completed order opens its window and sends the invitations in its completion
+transaction; the second review reveals both at once (`bazaar.reviews.submit`); windows that close with a
+side missing are revealed by `RevealDueReviewsWorkflow`, which a Temporal Schedule runs every few minutes.
+
+`ReviewWorkflow` (id `reviews-<order id>`, a durable timer per order) is how orders completed before the
+lean order path ran their review round; it stays registered until those rounds have ended.
 """
 
 from __future__ import annotations
@@ -32,6 +37,23 @@ class ReviewRound:
 
 def reviews_workflow_id(order_id: str) -> str:
     return f"reviews-{order_id}"
+
+
+REVEAL_SCHEDULE_ID = "bazaar-reveal-due-reviews"
+
+
+@workflow.defn
+class RevealDueReviewsWorkflow:
+    """One sweep: reveal the reviews of every window that has closed (started by the Schedule)."""
+
+    @workflow.run
+    async def run(self) -> int:
+        revealed: int = await workflow.execute_activity_method(
+            TrustActivities.reveal_due_reviews,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10),
+        )
+        return revealed
 
 
 @workflow.defn

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form
 
 from api.deps import Caller, Session
-from api.schemas import RegisterIn, TokenOut, UserOut
+from api.schemas import RegisterIn, TokenForm, TokenOut, UserOut
 from bazaar import auth
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role, User
@@ -24,7 +23,8 @@ async def register(body: RegisterIn, session: Session) -> User:
 
 
 @router.post("/auth/token", response_model=TokenOut)
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: Session) -> TokenOut:
+async def token(form: Annotated[TokenForm, Form()], session: Session) -> TokenOut:
+    """OAuth2 password flow: `username` (the email) and `password` as a form."""
     user = await auth.authenticate(session, form.username, form.password)
     access_token, ttl = auth.issue_token(user)
     return TokenOut(access_token=access_token, expires_in=ttl)

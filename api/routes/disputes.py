@@ -9,7 +9,7 @@ import uuid
 
 from fastapi import APIRouter
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection
@@ -79,4 +79,6 @@ async def _update(temporal: Temporal, order_id: uuid.UUID, update: object, arg: 
     except WorkflowUpdateFailedError as exc:
         raise update_rejection(exc) from exc
     except RPCError as exc:
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            raise  # Temporal unreachable: a 503 (api.errors), not "no open dispute"
         raise DomainError(ErrorCode.INVALID_TRANSITION, "this order has no open dispute") from exc

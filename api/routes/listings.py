@@ -27,6 +27,7 @@ from bazaar import listings
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Listing, ListingStatus, Role
+from bazaar.text import single_line
 
 router = APIRouter(prefix="/v1", tags=["listings"])
 IfMatch = Annotated[
@@ -181,7 +182,8 @@ async def my_listings(
     sort: listings.OwnSort = listings.OwnSort.NEWEST,
     limit: Annotated[int, Query(ge=1, le=listings.MAX_PAGE_SIZE)] = 20,
     cursor: Annotated[
-        str | None, Query(max_length=500, description="next_cursor of the previous page")
+        Annotated[str, single_line(max_length=500)] | None,
+        Query(description="next_cursor of the previous page"),
     ] = None,
 ) -> ListingPage:
     """The seller's own listings in every status, keyset-paginated (stable under inserts)."""

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import html
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.deps import Caller, Session, Support, Temporal
+from api.deps import Caller, Session, Support
 from api.trust_schemas import DeadLetterOut, InboxOut, NotificationOut, PreferenceIn
 from bazaar import notifications
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
 from bazaar.trust_models import DeadLetter, Notification, NotificationChannel
-from workflows.notification import NotificationWorkflow, NotifyRequest
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 UnsubscribeToken = Annotated[str, Query(max_length=500, description="from the link in the email")]
+# Ids are BIGINT: a larger number is a 422, never a database overflow (500).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+RowId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
 
 
 @router.get("/notifications", response_model=InboxOut)
@@ -31,7 +30,7 @@ async def inbox(
     session: Session,
     unread: bool = False,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    before: int | None = None,
+    before: Annotated[int | None, Query(ge=INT64_MIN, le=INT64_MAX)] = None,
 ) -> InboxOut:
     items, unread_count = await notifications.inbox(session, caller.user_id, unread, limit, before)
     return InboxOut(
@@ -42,7 +41,7 @@ async def inbox(
 
 
 @router.post("/notifications/{notification_id}/read", response_model=dict[str, int])
-async def mark_read(notification_id: int, caller: Caller, session: Session) -> dict[str, int]:
+async def mark_read(notification_id: RowId, caller: Caller, session: Session) -> dict[str, int]:
     """Idempotent: marking an already-read item answers `{"marked": 0}`."""
     marked = await notifications.mark_read(session, caller.user_id, notification_id)
     if marked == 0:
@@ -102,7 +101,7 @@ async def dead_letters(
         await session.execute(
             select(DeadLetter, Notification)
             .join(Notification, Notification.id == DeadLetter.notification_id)
-            .where(DeadLetter.replayed_at.is_(None))
+            .where(DeadLetter.replayed_at.is_(None), Notification.status != "sent")
             .order_by(DeadLetter.id.desc())
             .limit(limit)
         )
@@ -111,23 +110,9 @@ async def dead_letters(
 
 
 @router.post("/support/dead-letters/{dead_letter_id}/replay", status_code=202, response_model=dict[str, str])
-async def replay_dead_letter(
-    dead_letter_id: int, staff: Support, session: Session, temporal: Temporal
-) -> dict[str, str]:
-    """Send a dead-lettered notification again (through the same workflow, with fresh retries)."""
-    dead = await session.get(DeadLetter, dead_letter_id)
-    if dead is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "dead letter not found")
-    workflow_id = f"notify-replay-{dead.id}-{int(dead.failed_at.timestamp())}"
-    try:
-        await temporal.start_workflow(
-            NotificationWorkflow.run,
-            NotifyRequest(notification_ids=[dead.notification_id]),
-            id=workflow_id,
-            task_queue=get_settings().temporal_task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        pass  # a repeated click: that replay is already under way
-    dead.replayed_at = dead.replayed_at or datetime.now(UTC)
-    return {"workflow_id": workflow_id}
+async def replay_dead_letter(dead_letter_id: RowId, staff: Support, session: Session) -> dict[str, str]:
+    """Send a dead-lettered notification again: it goes back to the outbox (pending, fresh attempts, due now)
+    and a worker's sender delivers it. Answers at once with `{"notification_id", "status"}`: `pending`
+    (queued; a repeated click changes nothing), or `sent` if it was delivered meanwhile."""
+    notification_id, status = await notifications.replay(session, dead_letter_id)
+    return {"notification_id": str(notification_id), "status": status}

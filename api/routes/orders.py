@@ -1,13 +1,25 @@
-"""Orders: a buyer places one (idempotent on the Idempotency-Key header); buyer and seller read it."""
+"""Orders: a buyer places one (idempotent on the Idempotency-Key header); buyer, seller and support move it
+forward with Updates of its workflow and read it from its projection.
+
+Every wait on the workflow is bounded (`ORDER_WAIT_SECONDS`): when the charge or a step is slow, the answer is
+202 with the order as it stands (poll `Location`), never a hanging request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -22,28 +34,66 @@ from api.schemas import (
     OrderOut,
     OrderPage,
     ResolveIn,
+    StuckOrderOut,
+    StuckOrderPage,
     TimelineEvent,
 )
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Listing, ListingStatus, Order, Role
-from bazaar.money import Money
+from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, Role
+from bazaar.money import Money, chargeable_problem
 from bazaar.settings import get_settings
-from workflows.order import ActionRequest, Actor, OrderView, OrderWorkflow, PlaceOrder, order_workflow_id
+from workflows.order import OrderWorkflow
+from workflows.order_types import (
+    ORDER_STATUS,
+    PAYMENT_STATE,
+    ActionRequest,
+    Actor,
+    OrderView,
+    Placement,
+    PlaceOrder,
+    initial_search_attributes,
+    order_workflow_id,
+)
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
+support_router = APIRouter(prefix="/v1/support", tags=["support"])
+# Our bounded wait ran out (asyncio.wait_for cancels the SDK's poll, which reports it as its own error).
+STILL_RUNNING = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
 # Order ids derive from (buyer, Idempotency-Key): a retried request lands on the same order and workflow.
 ORDER_ID_NAMESPACE = uuid.UUID("6f1c3c52-8f0e-4f5e-9a55-0b7a3e1d2c4b")
 _REJECTIONS = {
     "sold_out": (ErrorCode.SOLD_OUT, "the listing is sold out"),
     "own_listing": (ErrorCode.OWN_LISTING, "you cannot buy your own listing"),
     "listing_not_available": (ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale"),
+    "amount_not_chargeable": (
+        ErrorCode.AMOUNT_NOT_CHARGEABLE,
+        "the payment provider cannot charge this total",
+    ),
+    "invalid_request": (ErrorCode.VALIDATION_ERROR, "the order could not be stored"),
 }
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+ActionKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="optional: a retried action with the same key joins the first one instead of acting twice",
+    ),
+]
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "the workflow is still working on it: the order as it stands; poll Location"}
+}
+STUCK_QUERY = "(NeedsAttention = true OR PaymentState = 'transfer_failed') AND ExecutionStatus = 'Running'"
 
 
-@router.post("", status_code=201, response_model=OrderOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderOut,
+    responses={200: {"description": "a replay of the same request: the order as it stands"}, **ACCEPTED},
+)
 async def place_order(
     body: OrderIn,
     buyer: Buyer,
@@ -52,12 +102,22 @@ async def place_order(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
+    """Buy a listing: the stock is reserved and the buyer charged into escrow. 201 paid (or cancelled when
+    the card was declined), 200 for a replay of the same request, 202 while the charge is still running."""
     if not idempotency_key:
         raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)")
     order_id = uuid.uuid5(ORDER_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+    placement = Placement(str(body.listing_id), body.quantity, body.payment_method)
+    response.headers["Location"] = f"/v1/orders/{order_id}"
     existing = await session.get(Order, order_id)
-    if existing is None:
-        await _check_purchasable(session, body, buyer)
+    listing = None
+    if existing is not None:
+        _check_same_request(existing, placement)
+        if existing.status != OrderStatus.PENDING:
+            response.status_code = 200
+            return _from_row(existing)
+    else:
+        listing = await _check_purchasable(session, body, buyer)
     await session.commit()  # end the read transaction before waiting on the workflow
 
     request = PlaceOrder(
@@ -69,13 +129,10 @@ async def place_order(
         idempotency_key=idempotency_key,
         **get_settings().order_terms(),
     )
-    view = await _start_or_join(temporal, request)
-    if view.listing_id != request.listing_id or view.quantity != request.quantity:
-        raise DomainError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            "this Idempotency-Key was used for a different order",
-            {"order_id": view.order_id},
-        )
+    view = await _start_or_join(temporal, request, placement, listing)
+    if view is None or view.status == "pending":
+        response.status_code = 202
+        return _from_view(view) if view is not None else await _pending(session, order_id, request, listing)
     if view.status == "rejected":
         code, message = _REJECTIONS.get(
             view.reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected")
@@ -83,7 +140,6 @@ async def place_order(
         raise DomainError(code, message)
     if existing is not None:
         response.status_code = 200
-    response.headers["Location"] = f"/v1/orders/{order_id}"
     return _from_view(view)
 
 
@@ -91,12 +147,14 @@ async def place_order(
 async def list_orders(
     caller: Caller,
     session: Session,
-    role: Annotated[Literal["buyer", "seller"], Query(description="orders I bought or I sold")] = "buyer",
-    status: str | None = None,
+    role: Annotated[Role, Query(description="orders I bought (buyer) or I sold (seller)")] = Role.BUYER,
+    status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
 ) -> OrderPage:
-    column = Order.buyer_id if role == "buyer" else Order.seller_id
+    if role not in (Role.BUYER, Role.SELLER):
+        raise DomainError(ErrorCode.VALIDATION_ERROR, "role must be buyer or seller")
+    column = Order.buyer_id if role == Role.BUYER else Order.seller_id
     stmt = select(Order).where(column == caller.user_id)
     if status:
         stmt = stmt.where(Order.status == status)
@@ -114,10 +172,16 @@ async def list_orders(
 
 
 @router.get("/{order_id}", response_model=OrderDetailOut)
-async def get_order(order_id: uuid.UUID, caller: Caller, session: Session) -> OrderDetailOut:
+async def get_order(
+    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal
+) -> OrderDetailOut:
     order = await session.get(Order, order_id)
     if order is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+        # Accepted (202) but not stored yet: the workflow knows it.
+        view = await _query(temporal, order_workflow_id(str(order_id)))
+        if view is None or not (caller.user_id == uuid.UUID(view.buyer_id) or caller.has(Role.SUPPORT)):
+            raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+        return OrderDetailOut(**_from_view(view).model_dump(), timeline=[])
     _check_party(order, caller)
     events = (
         await session.scalars(
@@ -133,114 +197,178 @@ async def get_order(order_id: uuid.UUID, caller: Caller, session: Session) -> Or
     return OrderDetailOut(**_from_row(order).model_dump(), timeline=timeline)
 
 
-@router.post("/{order_id}/accept", response_model=OrderOut)
-async def accept(order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal) -> OrderOut:
+@router.post("/{order_id}/accept", response_model=OrderOut, responses=ACCEPTED)
+async def accept(
+    order_id: uuid.UUID,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    key: ActionKey = None,
+) -> OrderOut:
     """Seller accepts a paid order."""
-    return await _act(
-        temporal, session, order_id, caller, OrderWorkflow.accept, ActionRequest(_actor(caller))
-    )
+    request = ActionRequest(_actor(caller))
+    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.accept, request, key)
 
 
-@router.post("/{order_id}/decline", response_model=OrderOut)
+@router.post("/{order_id}/decline", response_model=OrderOut, responses=ACCEPTED)
 async def decline(
-    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: ActionIn | None = None
+    order_id: uuid.UUID,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    body: ActionIn | None = None,
+    key: ActionKey = None,
 ) -> OrderOut:
     """Seller declines a paid order: the buyer is refunded in full and the stock goes back."""
-    reason = body.reason if body else None
-    return await _act(
-        temporal,
-        session,
-        order_id,
-        caller,
-        OrderWorkflow.decline,
-        ActionRequest(_actor(caller), reason=reason),
-    )
+    request = ActionRequest(_actor(caller), reason=body.reason if body else None)
+    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.decline, request, key)
 
 
-@router.post("/{order_id}/cancel", response_model=OrderOut)
+@router.post("/{order_id}/cancel", response_model=OrderOut, responses=ACCEPTED)
 async def cancel(
-    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: ActionIn | None = None
+    order_id: uuid.UUID,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    body: ActionIn | None = None,
+    key: ActionKey = None,
 ) -> OrderOut:
-    """Buyer (before acceptance), seller (after acceptance) or support cancels: full refund."""
-    reason = body.reason if body else None
-    return await _act(
-        temporal,
-        session,
-        order_id,
-        caller,
-        OrderWorkflow.cancel,
-        ActionRequest(_actor(caller), reason=reason),
-    )
+    """Buyer (before acceptance), seller (after acceptance) or support cancels: full refund. A pending order
+    is cancelled once its charge has an outcome (202 until then)."""
+    request = ActionRequest(_actor(caller), reason=body.reason if body else None)
+    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.cancel, request, key)
 
 
-@router.post("/{order_id}/fulfil", response_model=OrderOut)
+@router.post("/{order_id}/fulfil", response_model=OrderOut, responses=ACCEPTED)
 async def fulfil(
-    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: FulfilIn | None = None
+    order_id: uuid.UUID,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    body: FulfilIn | None = None,
+    key: ActionKey = None,
 ) -> OrderOut:
     """Seller marks the order shipped/fulfilled, optionally with tracking."""
     tracking = {k: str(v) for k, v in (body.model_dump(exclude_none=True) if body else {}).items()} or None
-    return await _act(
-        temporal,
-        session,
-        order_id,
-        caller,
-        OrderWorkflow.fulfil,
-        ActionRequest(_actor(caller), tracking=tracking),
-    )
+    request = ActionRequest(_actor(caller), tracking=tracking)
+    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.fulfil, request, key)
 
 
-@router.post("/{order_id}/confirm-receipt", response_model=OrderOut)
+@router.post("/{order_id}/confirm-receipt", response_model=OrderOut, responses=ACCEPTED)
 async def confirm_receipt(
-    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal
+    order_id: uuid.UUID,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    key: ActionKey = None,
 ) -> OrderOut:
     """Buyer confirms receipt: the order completes and escrow is released to the seller."""
+    request = ActionRequest(_actor(caller))
     return await _act(
-        temporal, session, order_id, caller, OrderWorkflow.confirm_receipt, ActionRequest(_actor(caller))
+        temporal, session, response, order_id, caller, OrderWorkflow.confirm_receipt, request, key
     )
 
 
-@router.post("/{order_id}/dispute", response_model=OrderOut)
+@router.post("/{order_id}/dispute", response_model=OrderOut, responses=ACCEPTED)
 async def open_dispute(
-    order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, body: DisputeIn
+    order_id: uuid.UUID,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    body: DisputeIn,
+    key: ActionKey = None,
 ) -> OrderOut:
     """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen and a dispute
     case opens for support (its thread: `GET /v1/orders/{id}/dispute`)."""
-    return await _act(
-        temporal,
-        session,
-        order_id,
-        caller,
-        OrderWorkflow.open_dispute,
-        ActionRequest(_actor(caller), reason=body.reason_code, message=body.message),
-    )
+    request = ActionRequest(_actor(caller), reason=body.reason_code, message=body.message)
+    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.open_dispute, request, key)
 
 
-@router.post("/{order_id}/resolve", response_model=OrderOut)
+@router.post("/{order_id}/resolve", response_model=OrderOut, responses=ACCEPTED)
 async def resolve_dispute(
-    order_id: uuid.UUID, support: Support, session: Session, temporal: Temporal, body: ResolveIn
+    order_id: uuid.UUID,
+    support: Support,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    body: ResolveIn,
+    key: ActionKey = None,
 ) -> OrderOut:
     """Support resolves a dispute: release to the seller, refund the buyer, or refund part and release the rest."""
+    request = ActionRequest(
+        _actor(support), reason=body.note, resolution=body.resolution, refund_amount=body.refund_amount
+    )
     return await _act(
-        temporal,
-        session,
-        order_id,
-        support,
-        OrderWorkflow.resolve_dispute,
-        ActionRequest(
-            _actor(support), reason=body.note, resolution=body.resolution, refund_amount=body.refund_amount
-        ),
+        temporal, session, response, order_id, support, OrderWorkflow.resolve_dispute, request, key
     )
 
 
-@router.post("/{order_id}/retry-transfer", response_model=OrderOut)
+@router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACCEPTED)
 async def retry_transfer(
-    order_id: uuid.UUID, support: Support, session: Session, temporal: Temporal
+    order_id: uuid.UUID,
+    support: Support,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    key: ActionKey = None,
 ) -> OrderOut:
     """Support pays a completed order's seller again after the provider refused the transfer
     (PaymentState `transfer_failed`, e.g. the connected account was restricted and is fixed now)."""
+    request = ActionRequest(_actor(support))
     return await _act(
-        temporal, session, order_id, support, OrderWorkflow.retry_transfer, ActionRequest(_actor(support))
+        temporal, session, response, order_id, support, OrderWorkflow.retry_transfer, request, key
     )
+
+
+@router.post("/{order_id}/retry", response_model=OrderOut, responses=ACCEPTED)
+async def retry(
+    order_id: uuid.UUID,
+    support: Support,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    key: ActionKey = None,
+) -> OrderOut:
+    """Support re-runs the step an order is stuck on (see `GET /v1/support/stuck-orders`) now, instead of
+    waiting for its next automatic retry. 409 when no step of the order is failing."""
+    request = ActionRequest(_actor(support))
+    return await _act(temporal, session, response, order_id, support, OrderWorkflow.retry, request, key)
+
+
+@support_router.get("/stuck-orders", response_model=StuckOrderPage)
+async def stuck_orders(
+    support: Support, temporal: Temporal, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> StuckOrderPage:
+    """Orders that need a person: a step failing past its bound (`NeedsAttention`) or a refused payout
+    (`transfer_failed`). Read from Temporal's visibility, so it works while PostgreSQL is down."""
+    items: list[StuckOrderOut] = []
+    try:
+        async for execution in temporal.list_workflows(STUCK_QUERY, limit=limit):
+            memo = await execution.memo()
+            attributes = execution.typed_search_attributes
+            payment_state = attributes.get(PAYMENT_STATE) or "none"
+            items.append(
+                StuckOrderOut(
+                    order_id=execution.id.removeprefix("order-"),
+                    workflow_id=execution.id,
+                    status=attributes.get(ORDER_STATUS) or "pending",
+                    payment_state=payment_state,
+                    attention=memo.get("attention")
+                    or ("payout refused: retry-transfer" if payment_state == "transfer_failed" else None),
+                    started_at=execution.start_time,
+                    temporal_ui=f"{get_settings().temporal_ui_url}/namespaces/"
+                    f"{get_settings().temporal_namespace}/workflows/{execution.id}",
+                )
+            )
+    except RPCError as exc:
+        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+    return StuckOrderPage(items=items)
 
 
 def _actor(caller: Principal) -> Actor:
@@ -250,22 +378,34 @@ def _actor(caller: Principal) -> Actor:
 async def _act(
     temporal: Temporal,
     session: Session,
+    response: Response,
     order_id: uuid.UUID,
     caller: Principal,
     update: Any,
     request: ActionRequest,
+    key: str | None,
 ) -> OrderOut:
-    """Run one actor action as a workflow Update; map its rejection to 403/409/422 with the current state."""
+    """Run one actor action as a workflow Update: 200 with the new state; 403/409/422 with the current
+    state when the workflow refuses it; 202 with the current state when it is accepted but still running."""
     order = await session.get(Order, order_id)
     if order is None:
         raise DomainError(ErrorCode.NOT_FOUND, "order not found")
     _check_party(order, caller)
     await session.commit()  # do not hold a transaction while the workflow works
     handle = temporal.get_workflow_handle(order.workflow_id)
+    wait = get_settings().order_wait_seconds
+    update_id = f"{update.__name__}:{caller.user_id}:{key}" if key else None
     try:
-        view: OrderView = await handle.execute_update(update, request, result_type=OrderView)
+        started = await asyncio.wait_for(
+            handle.start_update(update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id),
+            wait,
+        )
+        view: OrderView = await asyncio.wait_for(started.result(), wait)
     except WorkflowUpdateFailedError as exc:
         raise update_rejection(exc, {"order": await _current(session, order_id)}) from exc
+    except STILL_RUNNING:
+        response.status_code = 202
+        return _from_row(await _fresh(session, order_id))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended: its state is final
             raise DomainError(
@@ -277,15 +417,33 @@ async def _act(
     return _from_view(view)
 
 
-async def _current(session: Session, order_id: uuid.UUID) -> dict[str, Any]:
+async def _fresh(session: Session, order_id: uuid.UUID) -> Order:
     session.expire_all()
     order = await session.get(Order, order_id)
     assert order is not None
-    return _from_row(order).model_dump(mode="json")
+    return order
 
 
-async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) -> None:
-    """Fast, friendly refusals; the workflow's reservation re-checks under a row lock."""
+async def _current(session: Session, order_id: uuid.UUID) -> dict[str, Any]:
+    return _from_row(await _fresh(session, order_id)).model_dump(mode="json")
+
+
+def _check_same_request(order: Order, placement: Placement) -> None:
+    """A retried create-order request must ask for what the first asked for (the whole request)."""
+    same = (str(order.listing_id), order.quantity) == (placement.listing_id, placement.quantity) and (
+        order.payment_method is None or order.payment_method == placement.payment_method
+    )
+    if not same:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was used for a different order",
+            {"order_id": str(order.id)},
+        )
+
+
+async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) -> Listing:
+    """Fast, friendly refusals before any stock is taken; the workflow's reservation re-checks under a
+    row lock."""
     listing = await session.get(Listing, body.listing_id)
     if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
         raise DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale")
@@ -293,29 +451,97 @@ async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) 
         raise DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
     if listing.status == ListingStatus.SOLD or listing.quantity < body.quantity:
         raise DomainError(ErrorCode.SOLD_OUT, "the listing is sold out", {"available": listing.quantity})
+    problem = chargeable_problem(listing.price_amount * body.quantity, listing.currency)
+    if problem is not None:
+        raise DomainError(ErrorCode.AMOUNT_NOT_CHARGEABLE, problem)
+    return listing
 
 
-async def _start_or_join(temporal: Temporal, request: PlaceOrder) -> OrderView:
+async def _start_or_join(
+    temporal: Client, request: PlaceOrder, placement: Placement, listing: Listing | None
+) -> OrderView | None:
+    """Start the order's workflow and wait (bounded) for the charge's outcome in one round trip
+    (update-with-start); a retry joins the running workflow. None: still working after the wait."""
     workflow_id = order_workflow_id(request.order_id)
-    try:
-        handle = await temporal.start_workflow(
-            OrderWorkflow.run,
+    start = WithStartWorkflowOperation(
+        OrderWorkflow.run,
+        request,
+        id=workflow_id,
+        task_queue=get_settings().temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=initial_search_attributes(
             request,
-            id=workflow_id,
-            task_queue=get_settings().temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            seller_id=str(listing.seller_id) if listing else "",
+            amount=listing.price_amount * request.quantity if listing else 0,
+        ),
+    )
+    try:
+        view: OrderView | None = await asyncio.wait_for(
+            temporal.execute_update_with_start_workflow(
+                OrderWorkflow.placement, placement, start_workflow_operation=start, id="placement"
+            ),
+            get_settings().order_wait_seconds,
         )
-        view = await handle.execute_update(OrderWorkflow.placement)
-    except (WorkflowAlreadyStartedError, WorkflowUpdateFailedError, RPCError):
-        # The workflow has already finished: its result is the order's answer.
-        try:
-            view = await temporal.get_workflow_handle(workflow_id, result_type=OrderView).result()
-        except RPCError as exc:
+        return view
+    except STILL_RUNNING:
+        return None
+    except WorkflowUpdateFailedError as exc:
+        raise update_rejection(exc) from exc
+    except (WorkflowAlreadyStartedError, RPCError) as exc:
+        if isinstance(exc, RPCError) and exc.status in (
+            RPCStatusCode.UNAVAILABLE,
+            RPCStatusCode.DEADLINE_EXCEEDED,
+        ):
             raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
-    if view is None:
-        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "the order is still being placed, retry shortly")
-    return view
+    # The workflow has already finished (e.g. a rejected order, which stores nothing): its result answers.
+    try:
+        result: OrderView = await asyncio.wait_for(
+            temporal.get_workflow_handle(workflow_id, result_type=OrderView).result(),
+            get_settings().order_wait_seconds,
+        )
+        return result
+    except TimeoutError:
+        return None
+    except RPCError as exc:
+        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+
+
+async def _query(temporal: Client, workflow_id: str) -> OrderView | None:
+    try:
+        view: OrderView | None = await asyncio.wait_for(
+            temporal.get_workflow_handle(workflow_id).query(OrderWorkflow.state),
+            get_settings().order_wait_seconds,
+        )
+        return view
+    except (RPCError, TimeoutError):
+        return None
+
+
+async def _pending(
+    session: Session, order_id: uuid.UUID, request: PlaceOrder, listing: Listing | None
+) -> OrderOut:
+    """The order while its workflow is still placing it: the stored row, or what the request asked for."""
+    session.expire_all()
+    order = await session.get(Order, order_id)
+    if order is not None:
+        return _from_row(order)
+    return OrderOut(
+        id=order_id,
+        status="pending",
+        status_reason=None,
+        buyer_id=uuid.UUID(request.buyer_id),
+        seller_id=listing.seller_id if listing else None,
+        listing_id=uuid.UUID(request.listing_id),
+        listing_title=listing.title if listing else "",
+        quantity=request.quantity,
+        total=Money(amount=listing.price_amount * request.quantity, currency=listing.currency)
+        if listing
+        else None,
+        payment_state="none",
+        workflow_id=order_workflow_id(str(order_id)),
+        allowed_actions=["cancel"],
+    )
 
 
 def _check_party(order: Order, caller: Principal) -> None:
@@ -339,6 +565,7 @@ def _from_view(view: OrderView) -> OrderOut:
         tracking=view.tracking,
         refunded=Money(amount=view.refunded_amount, currency=view.currency) if view.refunded_amount else None,
         allowed_actions=view.allowed_actions,
+        needs_attention=view.attention,
     )
 
 

@@ -11,16 +11,18 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import Search
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
-from api.schemas import Condition, SearchOut
+from api.schemas import INT64_MAX, Condition, SearchOut
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.money import CURRENCY_EXPONENTS
+from bazaar.money import Currency
 from bazaar.search import ListingQuery, SortOrder
 from bazaar.search_index import MAX_TOTAL_HITS
+from bazaar.text import single_line
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
-CategorySlug = Annotated[str, Query(min_length=1, max_length=64)]
+CategorySlug = Annotated[str, single_line(min_length=1, max_length=64, strip=False)]
+Price = Annotated[int | None, Query(ge=0, le=INT64_MAX, description="minor units of `currency`")]
 
 
 @router.get(
@@ -32,14 +34,14 @@ CategorySlug = Annotated[str, Query(min_length=1, max_length=64)]
 )
 async def search(
     service: Search,
-    q: Annotated[str, Query(max_length=200)] = "",
+    q: Annotated[Annotated[str, single_line(max_length=200)], Query()] = "",
     category: Annotated[
         list[CategorySlug], Query(max_length=10, description="slug; includes sub-categories; several = any")
     ] = [],  # noqa: B006
     condition: Annotated[list[Condition], Query(max_length=5)] = [],  # noqa: B006
-    min_price: Annotated[int | None, Query(ge=0, description="minor units of `currency`")] = None,
-    max_price: Annotated[int | None, Query(ge=0, description="minor units of `currency`")] = None,
-    currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="ISO 4217")] = None,
+    min_price: Price = None,
+    max_price: Price = None,
+    currency: Annotated[Currency | None, Query(description="ISO 4217")] = None,
     seller_id: uuid.UUID | None = None,
     lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
     lng: Annotated[float | None, Query(ge=-180, le=180)] = None,
@@ -56,10 +58,6 @@ async def search(
         raise DomainError(ErrorCode.VALIDATION_ERROR, "sort=distance needs lat and lng")
     if (min_price is not None or max_price is not None) and currency is None:
         raise DomainError(ErrorCode.VALIDATION_ERROR, "min_price and max_price need a currency")
-    if currency is not None and currency not in CURRENCY_EXPONENTS:
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR, f"unsupported currency {currency}", {"currency": currency}
-        )
     if min_price is not None and max_price is not None and min_price > max_price:
         raise DomainError(ErrorCode.VALIDATION_ERROR, "min_price is above max_price")
     if page * per_page > MAX_TOTAL_HITS:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import stripe
 from fastapi import APIRouter, Header, Request
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -28,9 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.payments import order_id_of
 from api.deps import Session, Temporal
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Order, OrderStatus, Payment, PaymentKind, StripeEvent
+from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
 from bazaar.settings import get_settings
-from workflows.order import ChargebackNotice, OrderWorkflow, PaymentReport, PlaceOrder, order_workflow_id
+from workflows.order import OrderWorkflow
+from workflows.order_types import ChargebackNotice, PaymentReport, PlaceOrder, order_workflow_id
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger("api.webhooks")
@@ -66,6 +67,9 @@ async def stripe_webhook(
     obj: dict[str, Any] = body.get("data", {}).get("object", {})
     if event.type in PAYMENT_EVENTS:
         order = await _order_of_intent(session, obj)
+        if order is not None and await _charge_recorded(session, order, obj, PAYMENT_EVENTS[event.type]):
+            # Our charge activity stored this outcome already: the workflow knows; no signal, no task.
+            return {"received": True, "duplicate": False, "handled": True, "order_id": str(order.id)}
         signal: Any = OrderWorkflow.payment_reported
         argument: Any = PaymentReport(
             event_id=event.id,
@@ -139,6 +143,25 @@ async def _order_of_intent(session: Session, intent: dict[str, Any]) -> Order | 
     if order is None or (group and group != order_workflow_id(str(order.id))):
         return None
     return order
+
+
+async def _charge_recorded(session: Session, order: Order, intent: dict[str, Any], status: str) -> bool:
+    """Whether this PaymentIntent is our own charge of this order and its outcome is, or will be, stored by the
+    charge activity (it names its idempotency key in `metadata.charge_key`, so this holds even while the call
+    is still in flight). Only a PaymentIntent we did not make, or an outcome that contradicts ours, needs the
+    workflow's attention."""
+    charge_key = (intent.get("metadata") or {}).get("charge_key")
+    ours = await session.scalar(
+        select(Payment).where(
+            Payment.order_id == order.id,
+            Payment.kind == PaymentKind.CHARGE,
+            or_(Payment.provider_id == str(intent.get("id")), Payment.idempotency_key == str(charge_key)),
+        )
+    )
+    if ours is None or (ours.provider_id is not None and ours.provider_id != str(intent.get("id"))):
+        return False  # not ours, or a second PaymentIntent carrying our key: the workflow flags it
+    reported = PaymentOutcome.SUCCEEDED if status == "succeeded" else PaymentOutcome.FAILED
+    return ours.outcome in (PaymentOutcome.PENDING, reported)
 
 
 async def _order_of_dispute(session: Session, dispute: dict[str, Any]) -> Order | None:

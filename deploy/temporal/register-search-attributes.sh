@@ -1,13 +1,13 @@
 #!/bin/sh
 # One-shot job (temporalio/admin-tools): registers Bazaar's custom search attributes in TEMPORAL_NAMESPACE.
 # Idempotent: an attribute that already exists is left alone, so the job can run on every `docker compose up`.
-# The list here must match the attributes the workflows upsert (see workflows/) and the dev server's flags.
+# The list here must match bazaar/temporal.py ORDER_SEARCH_ATTRIBUTES (tests/test_compose.py checks it).
 set -eu
 
 : "${TEMPORAL_ADDRESS:?TEMPORAL_ADDRESS must be set}"
 : "${TEMPORAL_NAMESPACE:=default}"
 
-ATTRIBUTES="OrderStatus=Keyword BuyerId=Keyword SellerId=Keyword ListingId=Keyword OrderAmount=Int PaymentState=Keyword"
+ATTRIBUTES="OrderStatus=Keyword BuyerId=Keyword SellerId=Keyword ListingId=Keyword OrderAmount=Int PaymentState=Keyword NeedsAttention=Bool"
 
 tries=0
 until temporal operator namespace describe --address "$TEMPORAL_ADDRESS" --namespace "$TEMPORAL_NAMESPACE" >/dev/null 2>&1; do

@@ -43,7 +43,8 @@ from tests.activities.money_helpers import (
 )
 from tests.api.helpers import Actor, published_listing, register, seller_with_payout
 from worker import WORKFLOWS, activities_for, trust_activities
-from workflows.order import OrderView, OrderWorkflow, PlaceOrder, order_workflow_id
+from workflows.order import OrderWorkflow
+from workflows.order_types import OrderView, PlaceOrder, order_workflow_id
 
 pytestmark = [
     pytest.mark.integration,
@@ -136,7 +137,7 @@ async def worker(client: Client, queue: str) -> AsyncIterator[Worker]:
         task_queue=queue,
         workflows=WORKFLOWS,
         activities=[
-            *activities_for(OrderActivities(), payments),
+            *activities_for(OrderActivities(get_settings()), payments),
             *trust_activities(NotificationActivities(get_settings())),
         ],
     )

@@ -92,8 +92,12 @@ def test_refusals_say_why_and_show_the_current_state(http: httpx.Client) -> None
     act(http, oid, "accept", seller)
     again = refused(http, oid, "accept", seller)
     assert (again.status_code, again.json()["error"]["details"]["order"]["status"]) == (409, "confirmed")
-    late = refused(http, oid, "cancel", buyer)  # after acceptance only the seller (or support) cancels
-    assert late.status_code == 403
+    # After acceptance only the seller (or support) cancels: the buyer's cancel lost the race, so it is a
+    # conflict with the order as it now stands, not a permission problem.
+    late = refused(http, oid, "cancel", buyer)
+    assert late.status_code == 409
+    assert late.json()["error"]["code"] == "invalid_transition"
+    assert late.json()["error"]["details"]["order"]["status"] == "confirmed"
     assert (
         refused(http, oid, "dispute", buyer, {"reason_code": "other", "message": "too early"}).status_code
         == 409

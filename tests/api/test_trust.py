@@ -1,8 +1,8 @@
 """Trust over HTTP on the real stack: blind reviews and reputation, disputes, notifications (inbox, email with
 one-click unsubscribe, preferences) and dead letters replayed through the real worker and SMTP sink.
 
-Notifications are delivered by Temporal child workflows off the order's critical path, so every check on an
-inbox, a mailbox or a revealed review polls (`wait_until`).
+Notifications are delivered off the order's critical path (emails by the worker's outbox sender), so every check
+on an inbox, a mailbox or a revealed review polls (`wait_until`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from activities.notifications import DeadLetterRequest, NotificationActivities, PrepareNotifications
-from bazaar.db import get_engine, get_sessionmaker
+from activities.notifications import Delivery
+from bazaar import notifications
+from bazaar.db import get_engine, get_sessionmaker, transaction
 from bazaar.notifications import EVENT_TYPES
 from bazaar.reputation import bayesian_score
 from bazaar.settings import get_settings
+from bazaar.trust_models import Notification
 from tests.activities.money_helpers import act, fulfilled_order, paid_order, sql
 from tests.api.helpers import Actor, register, support_user, wait_until
 
@@ -466,31 +469,34 @@ def _closed_port() -> int:
 
 
 async def _fail_and_dead_letter(recipient: Actor, event_key: str) -> int:
-    """In this process, with the stack's database but a closed SMTP port: prepare, fail, dead-letter."""
+    """In this process, with the stack's database but a closed SMTP port: prepare, and fail the only allowed
+    attempt, in one transaction (so the stack's own sender never sees the email pending)."""
     get_settings.cache_clear()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
     try:
-        broken = NotificationActivities(get_settings().model_copy(update={"smtp_port": _closed_port()}))
-        ids = await broken.prepare_notifications(
-            PrepareNotifications(
-                event_key=event_key,
-                event_type="order_shipped",
-                recipient_ids=[recipient.user_id],
-                data={"listing_title": "Dead letter lamp", "tracking": "none given"},
-            )
+        settings = get_settings()
+        broken = Delivery(
+            settings.model_copy(update={"smtp_port": _closed_port(), "notification_max_attempts": 1})
         )
-        assert len(ids) == 2  # inbox and email
-        email_id, inbox_id = None, None
-        for notification_id in ids:
-            try:
-                assert await broken.deliver_notification(notification_id) == "sent"
-                inbox_id = notification_id
-            except OSError as exc:  # connection refused: the mail server is down
-                email_id = notification_id
-                await broken.dead_letter_notification(DeadLetterRequest(notification_id, repr(exc)))
-        assert email_id is not None and inbox_id is not None
-        return email_id
+        async with transaction() as session:
+            ids = await notifications.prepare(
+                session,
+                event_key,
+                "order_shipped",
+                [uuid.UUID(recipient.user_id)],
+                [],
+                {"listing_title": "Dead letter lamp", "tracking": "none given"},
+                settings.public_base_url,
+            )
+            assert len(ids) == 1  # the email; the inbox row is stored delivered
+            note = await session.scalar(
+                select(Notification).where(Notification.id == ids[0]).with_for_update()
+            )
+            assert note is not None
+            outcome = await broken.attempt(session, note)  # connection refused: the mail server is down
+            assert outcome.status == "dead", outcome
+        return ids[0]
     finally:
         await get_engine().dispose()
         get_engine.cache_clear()
@@ -527,9 +533,10 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
     assert (missing.status_code, error_code(missing)) == (404, "not_found")
     replay = http.post(f"/v1/support/dead-letters/{dead['id']}/replay", headers=staff.headers)
     assert replay.status_code == 202, replay.text
-    assert replay.json()["workflow_id"].startswith(f"notify-replay-{dead['id']}-")
+    # Back in the outbox at once (no workflow): pending again, with fresh attempts, for the worker's sender.
+    assert replay.json() == {"notification_id": str(email_id), "status": "pending"}
 
-    # The stack's worker delivers it through the working SMTP sink.
+    # The stack worker's sender delivers it through the working SMTP sink.
     delivered = mail(stack, user.email, '"Dead letter lamp" is on its way')
     assert delivered["List-Unsubscribe"]
     # Stable per delivery, so a copy resent after a lost SMTP acknowledgement folds into the first.
@@ -538,8 +545,26 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
     assert [
         d for d in http.get("/v1/support/dead-letters", headers=staff.headers).json() if d["id"] == dead["id"]
     ] == []
+    # A second click sends nothing again.
+    again = http.post(f"/v1/support/dead-letters/{dead['id']}/replay", headers=staff.headers)
+    assert (again.status_code, again.json()) == (202, {"notification_id": str(email_id), "status": "sent"})
+    assert len(mails_to(stack, user.email)) == 1
 
     after = metrics(http)
     assert after["bazaar_notification_dead_letters"] == 0.0
     assert after['bazaar_notifications{channel="email",status="sent"}'] >= 1.0
     assert after.get('bazaar_notifications{channel="email",status="dead"}', 0.0) == 0.0
+    assert after["bazaar_notification_outbox_overdue_seconds"] >= 0.0  # the sender-stalled alert's gauge
+
+
+def test_ids_past_int64_are_invalid_not_server_errors(http: httpx.Client, staff: Actor) -> None:
+    too_big = 2**63
+    for method, path, params in (
+        ("POST", f"/v1/notifications/{too_big}/read", {}),
+        ("GET", "/v1/notifications", {"before": too_big}),
+        ("POST", f"/v1/support/dead-letters/{too_big}/replay", {}),
+    ):
+        response = http.request(method, path, params=params, headers=staff.headers)
+        assert response.status_code == 422, (path, response.text)
+    largest = http.post(f"/v1/support/dead-letters/{too_big - 1}/replay", headers=staff.headers)
+    assert (largest.status_code, error_code(largest)) == (404, "not_found")

@@ -32,7 +32,8 @@ from tests.activities.money_helpers import (
     transfers_for,
 )
 from tests.api.helpers import Actor, published_listing, register, seller_with_payout, support_user, wait_until
-from workflows.order import OrderView, OrderWorkflow, order_workflow_id
+from workflows.order import OrderWorkflow
+from workflows.order_types import OrderView, order_workflow_id
 
 pytestmark = pytest.mark.integration
 
@@ -76,9 +77,17 @@ async def test_payment_reports_never_make_a_second_order_or_charge(http: httpx.C
     placed = await asyncio.to_thread(place, http, buyer, item["id"], key)
     assert placed.status_code == 201, placed.text
     oid = placed.json()["id"]
-    # The sandbox delivered payment_intent.succeeded by itself: the workflow recorded it against its charge.
-    view = await state_when(stack, oid, lambda v: v.provider_payment_status == "succeeded")
+    # The sandbox delivered payment_intent.succeeded by itself. Our charge activity had stored that outcome,
+    # so the webhook is recorded and handled without waking the workflow: no signal, no workflow task.
     [intent] = await asyncio.to_thread(payment_intents_for, stack, oid)
+    delivered = "SELECT count(*) FROM stripe_events WHERE type = %s AND payload->'data'->'object'->>'id' = %s"
+    await asyncio.to_thread(
+        wait_until, lambda: sql(stack, delivered, "payment_intent.succeeded", intent["id"]) == [(1,)]
+    )
+    client = await Client.connect(stack.temporal_address)
+    history = await client.get_workflow_handle(order_workflow_id(oid)).fetch_history()
+    assert not [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    view = await order_state(stack, oid)
     assert view.payment_intent_id == intent["id"]
 
     # The client retries its request while the provider redelivers the event: one order, one charge.

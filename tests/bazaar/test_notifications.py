@@ -1,12 +1,31 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import psycopg
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bazaar.errors import DomainError
-from bazaar.notifications import EVENT_TYPES, read_unsubscribe_token, render, unsubscribe_token
-from bazaar.trust_models import NotificationChannel
+from bazaar.notifications import (
+    EVENT_TYPES,
+    OUTBOX_CHANNEL,
+    prepare,
+    read_unsubscribe_token,
+    render,
+    set_preference,
+    unsubscribe_token,
+)
+from bazaar.pg_listen import libpq_url
+from bazaar.trust_models import Notification, NotificationChannel
+from tests.activities import test_notification_sender as outbox
+from tests.activities.test_notification_sender import make_users
+
+# The sender tests' fixtures: a migrated database of this module's own, and sessions on it.
+outbox_url = outbox.outbox_url
+db = outbox.db
 
 FULL = {
     k: f"<{k}>"
@@ -23,6 +42,9 @@ FULL = {
         "message",
         "resolution",
         "opened_at",
+        "order_id",
+        "step",
+        "error",
     )
 }
 
@@ -67,3 +89,73 @@ def test_unsubscribe_token_round_trip_and_tamper() -> None:
         read_unsubscribe_token("s3cret", f"{forged}.{signature}")
     with pytest.raises(DomainError):
         read_unsubscribe_token("s3cret", "garbage")
+
+
+# ---- the outbox: what `prepare` writes, in the caller's transaction (real PostgreSQL) -------------------
+
+
+async def _woken(conn: psycopg.AsyncConnection[Any], seconds: float) -> list[str]:
+    """The channels of the NOTIFYs `conn` receives within `seconds`."""
+    return [n.channel async for n in conn.notifies(timeout=seconds)]
+
+
+@pytest.mark.integration
+async def test_prepare_stores_inbox_rows_delivered_and_queues_email_waking_the_senders(
+    db: async_sessionmaker[AsyncSession], outbox_url: str
+) -> None:
+    seller, buyer = await make_users(db, 2, "Prepared")
+    async with db() as session, session.begin():  # the buyer wants no email about shipments
+        await set_preference(session, buyer.id, "order_shipped", NotificationChannel.EMAIL, False)
+    key = f"test:prepare:{uuid.uuid4()}"
+
+    async def prepare_event(session: AsyncSession) -> list[int]:
+        return await prepare(
+            session, key, "order_shipped", [seller.id, buyer.id], [], {"listing_title": "Lamp"}, "http://x"
+        )
+
+    async with await psycopg.AsyncConnection.connect(libpq_url(outbox_url), autocommit=True) as listener:
+        await listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        async with db() as session, session.begin():
+            pending = await prepare_event(session)
+            assert await _woken(listener, 0.3) == []  # not before the rows are committed
+        assert await _woken(listener, 5.0) == [OUTBOX_CHANNEL]
+
+        async with db() as session:
+            found = {
+                (n.recipient_id, n.channel): n
+                for n in await session.scalars(select(Notification).where(Notification.event_key == key))
+            }
+            due = set(
+                await session.scalars(
+                    select(Notification.id).where(
+                        Notification.event_key == key, Notification.next_attempt_at <= func.now()
+                    )
+                )
+            )
+        assert set(found) == {
+            (seller.id, NotificationChannel.INBOX),
+            (seller.id, NotificationChannel.EMAIL),
+            (buyer.id, NotificationChannel.INBOX),
+        }
+        for (_, channel), note in found.items():
+            if channel == NotificationChannel.INBOX:  # an inbox delivery is the stored row
+                assert (note.status, note.attempts) == ("sent", 0) and note.sent_at is not None
+            else:
+                assert (note.status, note.attempts, note.sent_at) == ("pending", 0, None)
+                assert note.id in due
+        assert pending == [found[seller.id, NotificationChannel.EMAIL].id]
+
+        # The same event again (a retried activity): no second row of any kind, the same answer.
+        async with db() as session, session.begin():
+            assert await prepare_event(session) == pending
+            count = await session.scalar(
+                select(func.count()).select_from(Notification).where(Notification.event_key == key)
+            )
+        assert count == 3
+        await _woken(listener, 1.0)  # that commit's wake-up
+
+        # A transaction that rolls back wakes nobody.
+        async with db() as session:
+            await prepare(session, f"{key}:rolled-back", "order_shipped", [seller.id], [], {}, "http://x")
+            await session.rollback()
+        assert await _woken(listener, 0.5) == []

@@ -120,6 +120,7 @@ def test_search_attributes_constant() -> None:
         "ListingId",
         "OrderAmount",
         "PaymentState",
+        "NeedsAttention",
     }
 
 

@@ -1,0 +1,104 @@
+"""Text from people: every string the API accepts is free of control characters (Unicode category Cc).
+
+Control characters are never content: a NUL cannot be stored in PostgreSQL text, a CR/LF in a listing title
+ends up in email Subject headers, and the rest confuse terminals, logs and search. Two shapes:
+
+- single line (names, titles, identifiers, short labels): no Cc at all, so no CR, LF or TAB either;
+- multi line (descriptions, messages, review text, notes): `\\n`, `\\r\\n` and `\\t` stay, the rest is refused.
+
+At the HTTP edge use the pydantic metadata, e.g. `Annotated[str, single_line(min_length=3, max_length=140)]`
+(an invalid value is a 422 naming the field). Inside a Temporal workflow, where no pydantic model validates,
+call `control_character_problem` (pure and deterministic).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import annotated_types
+from pydantic import BeforeValidator, StringConstraints
+from pydantic_core import PydanticCustomError
+
+# Category Cc is exactly C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F); fixed since Unicode 1.1,
+# so a character class is the same test as unicodedata.category() == "Cc", and faster on long text.
+_SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Multi line keeps TAB, LF and CR only as part of CRLF (a lone CR is an old Mac line break or an injection).
+_MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+
+
+def control_character_problem(value: str, multiline: bool) -> str | None:
+    """None if `value` may be stored, else a message for people naming the first offending character."""
+    found = (_MULTI_LINE_FORBIDDEN if multiline else _SINGLE_LINE_FORBIDDEN).search(value)
+    if found is None:
+        return None
+    index = found.start()
+    what = "control characters other than line breaks and tabs are" if multiline else "control characters are"
+    shape = "" if multiline else " (a single line: no line breaks or tabs)"
+    return f"{what} not allowed{shape}; found U+{ord(value[index]):04X} at index {index}"
+
+
+def _checker(multiline: bool) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        # Before the str validation (and its whitespace stripping), so nothing is silently dropped;
+        # non-strings go on to the str validator, which refuses them with its own message.
+        if isinstance(value, str) and (problem := control_character_problem(value, multiline)):
+            raise PydanticCustomError("control_character", problem)
+        return value
+
+    return BeforeValidator(check)
+
+
+_CHECK_SINGLE_LINE = _checker(multiline=False)
+_CHECK_MULTI_LINE = _checker(multiline=True)
+
+
+def refuse_control_characters(multiline: bool = False) -> BeforeValidator:
+    """The check alone, for types parsed from a string that are not plain `str` (URLs, emails):
+    `Annotated[HttpUrl, refuse_control_characters()]`. It sees the raw input, before any parsing."""
+    return _CHECK_MULTI_LINE if multiline else _CHECK_SINGLE_LINE
+
+
+@dataclass(frozen=True)
+class _Text(annotated_types.GroupedMetadata):
+    """Pydantic metadata for `Annotated[str, ...]`: the length/pattern constraints plus the Cc check."""
+
+    multiline: bool
+    min_length: int | None
+    max_length: int | None
+    pattern: str | None
+    strip: bool
+
+    def __iter__(self) -> Iterator[object]:
+        # Constraints first, then the check: pydantic wraps in order, so the check runs before them.
+        yield from StringConstraints(
+            strip_whitespace=self.strip or None,
+            min_length=self.min_length,
+            max_length=self.max_length,
+            pattern=self.pattern,
+        )
+        yield _CHECK_MULTI_LINE if self.multiline else _CHECK_SINGLE_LINE
+
+
+def single_line(
+    min_length: int | None = None,
+    max_length: int | None = None,
+    *,
+    pattern: str | None = None,
+    strip: bool = True,
+) -> _Text:
+    """One line of text: no control characters at all. Leading/trailing whitespace is stripped before the
+    length check unless `strip=False` (passwords)."""
+    return _Text(False, min_length, max_length, pattern, strip)
+
+
+def multi_line(min_length: int | None = None, max_length: int | None = None, *, strip: bool = True) -> _Text:
+    """Long text: line breaks (LF, CRLF) and tabs kept, every other control character refused."""
+    return _Text(True, min_length, max_length, None, strip)
+
+
+# For a field with no length rule of its own (give every request field one, though).
+SingleLine = Annotated[str, single_line()]
+MultiLine = Annotated[str, multi_line()]

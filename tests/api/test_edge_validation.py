@@ -1,0 +1,446 @@
+"""The HTTP edge on the real stack: bad input is a 422 naming the field (never a 500, never silently
+altered), an unreachable PostgreSQL or Temporal is a 503 with Retry-After, and an unexpected error is a 500
+JSON body that leaves the client's keep-alive connection usable."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import deps
+from api.app import create_app
+from bazaar.money import MAX_CHARGE
+from devstack import services
+from devstack.process import Supervisor
+from tests.activities.money_helpers import act, paid_order, sql
+from tests.api.helpers import Actor, listing_body, register, seller_with_payout, support_user
+
+pytestmark = pytest.mark.integration
+
+TOO_BIG = str(2**63)  # one past PostgreSQL's bigint
+WAY_TOO_BIG = str(2**64 + 12345)
+
+
+def assert_422(response: httpx.Response, loc: list[Any], words: str = "") -> dict[str, Any]:
+    """A 422 validation_error whose errors include `loc`, and whose message names the field."""
+    assert response.status_code == 422, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == "validation_error", error
+    assert loc in [e["loc"] for e in error["details"]["errors"]], error
+    assert str(loc[-1] if loc[-1] != "[key]" else loc[-2]) in error["message"] or len(loc) == 1, error
+    assert words in error["message"] or any(words in e["msg"] for e in error["details"]["errors"]), error
+    return error
+
+
+@pytest.fixture(scope="module")
+def seller(http: httpx.Client) -> Actor:
+    return seller_with_payout(http)
+
+
+@pytest.fixture(scope="module")
+def buyer(http: httpx.Client) -> Actor:
+    return register(http, ["buyer"], "Buyer")
+
+
+# ---------------------------------------------------------------------------------- control characters
+
+
+CONTROL = "control characters"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc"),
+    [
+        ({"title": "Road bike\x00"}, ["body", "title"]),
+        ({"title": "Road bike\r\nBcc: everyone@example.com"}, ["body", "title"]),
+        ({"title": "Road\nbike"}, ["body", "title"]),
+        ({"title": "Road\tbike"}, ["body", "title"]),
+        ({"title": "\x1b[2JRoad bike"}, ["body", "title"]),
+        ({"title": "Road bike\x85"}, ["body", "title"]),
+        ({"title": "\x1fRoad bike"}, ["body", "title"]),  # str.strip() would have eaten it silently
+        ({"description": "Fine frame\x00"}, ["body", "description"]),
+        ({"description": "Bell\x07 included"}, ["body", "description"]),
+        ({"description": "Old Mac\rline break"}, ["body", "description"]),
+        ({"attributes": {"colour": "red\x00"}}, ["body", "attributes", "colour"]),
+        ({"attributes": {"colour": "red\r\nblue"}}, ["body", "attributes", "colour"]),
+        ({"attributes": {"col\nour": "red"}}, ["body", "attributes", "col\nour", "[key]"]),
+        (
+            {"location": {"lat": 52.5, "lng": 13.4, "city": "Ber\x00lin", "country": "DE"}},
+            ["body", "location", "city"],
+        ),
+        ({"image_urls": ["https://example.com/a\tb.jpg"]}, ["body", "image_urls", 0]),
+        ({"category": "bikes\x00"}, ["body", "category"]),
+    ],
+)
+def test_control_characters_in_a_listing_are_422(
+    http: httpx.Client, seller: Actor, overrides: dict[str, Any], loc: list[Any]
+) -> None:
+    created = http.post("/v1/listings", json=listing_body(**overrides), headers=seller.headers)
+    assert_422(created, loc, CONTROL)
+    listing = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
+    patched = http.patch(f"/v1/listings/{listing['id']}", json=overrides, headers=seller.headers)
+    assert_422(patched, loc, CONTROL)
+
+
+def test_a_description_keeps_its_line_breaks_and_tabs(http: httpx.Client, seller: Actor) -> None:
+    description = "Carbon frame, 56 cm.\r\nServiced in May.\n\n\tNew chain\n\tNew tyres"
+    created = http.post(
+        "/v1/listings",
+        json=listing_body(description=description, title="Bike, «日本語» 🚲"),
+        headers=seller.headers,
+    )
+    assert created.status_code == 201, created.text
+    again = http.get(f"/v1/listings/{created.json()['id']}", headers=seller.headers).json()
+    assert again["description"] == description  # nothing lost or rewritten
+    assert again["title"] == "Bike, «日本語» 🚲"
+
+
+@pytest.mark.parametrize("q", ["bike\x00", "bike\r\nx", "bike\ttyre", "\x7f", "bike\x9b"])
+def test_control_characters_in_search_are_422(http: httpx.Client, q: str) -> None:
+    assert_422(http.get("/v1/search/listings", params={"q": q}), ["query", "q"], CONTROL)
+    assert_422(http.get("/v1/search/listings", params={"category": f"bi{q}"}), ["query", "category", 0])
+
+
+def test_control_characters_in_accounts_are_422(http: httpx.Client) -> None:
+    for name in ("Bob\x00", "Bob\r\nSmith", "\x1b]0;pwned\x07"):
+        response = http.post(
+            "/v1/auth/register",
+            json={
+                "email": f"ctl-{uuid.uuid4().hex[:8]}@example.com",
+                "password": "correct-horse-battery",
+                "display_name": name,
+            },
+        )
+        assert_422(response, ["body", "display_name"], CONTROL)
+    # A NUL in the login form used to reach PostgreSQL (which refuses NUL in text): a 500.
+    login = http.post("/v1/auth/token", data={"username": "a\x00@example.com", "password": "whatever-pass"})
+    assert_422(login, ["body", "username"], CONTROL)
+    login = http.post("/v1/auth/token", data={"username": "nobody@example.com", "password": "x" * 129})
+    assert_422(login, ["body", "password"])
+
+
+def test_control_characters_in_order_bodies_are_422_before_the_order_is_read(
+    http: httpx.Client, buyer: Actor
+) -> None:
+    """Body validation runs before the handler: no order needs to exist to see the 422."""
+    order = uuid.uuid4()
+    cases: list[tuple[str, dict[str, Any], list[Any]]] = [
+        ("dispute", {"reason_code": "other", "message": "It broke\x00"}, ["body", "message"]),
+        ("dispute/messages", {"body": "see attached\x1b[0m"}, ["body", "body"]),
+        ("reviews", {"rating": 5, "text": "great\x00"}, ["body", "text"]),
+        ("cancel", {"reason": "changed my mind\x00"}, ["body", "reason"]),
+        ("decline", {"reason": "\x08"}, ["body", "reason"]),
+        ("fulfil", {"carrier": "DHL\r\n"}, ["body", "carrier"]),
+        ("fulfil", {"tracking_url": "https://track.example/\n1"}, ["body", "tracking_url"]),
+    ]
+    for action, body, loc in cases:
+        assert_422(http.post(f"/v1/orders/{order}/{action}", json=body, headers=buyer.headers), loc, CONTROL)
+    # Line breaks are fine in prose: this one gets past validation (and then finds no such order).
+    ok = http.post(
+        f"/v1/orders/{order}/dispute",
+        json={"reason_code": "other", "message": "Line one\nLine two"},
+        headers=buyer.headers,
+    )
+    assert ok.status_code == 404, ok.text
+
+
+def test_a_tracking_number_with_a_nul_never_reaches_the_workflow(http: httpx.Client, stack: Any) -> None:
+    seller, buyer, order = paid_order(http)
+    act(http, order["id"], "accept", seller)
+    refused = http.post(
+        f"/v1/orders/{order['id']}/fulfil",
+        json={"carrier": "DHL", "tracking_number": "X\u0000Y"},
+        headers=seller.headers,
+    )
+    assert_422(refused, ["body", "tracking_number"], CONTROL)
+    still = http.get(f"/v1/orders/{order['id']}", headers=seller.headers).json()
+    assert still["status"] == "confirmed" and not still["tracking"]
+    assert "fulfilled" not in [e["action"] for e in still["timeline"]]
+    shipped = act(http, order["id"], "fulfil", seller, {"carrier": "DHL", "tracking_number": " JD0146 "})
+    assert shipped["status"] == "fulfilled"
+    assert shipped["tracking"]["tracking_number"] == "JD0146"
+
+    # A stored total above any input bound (an import, an old row) must still be readable: responses have
+    # no upper bound on money (this used to make GET /v1/orders answer 500).
+    sql(stack, "UPDATE orders SET amount = %s WHERE id = %s", 10**13, uuid.UUID(order["id"]))
+    listed = http.get("/v1/orders", params={"role": "seller"}, headers=seller.headers)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"][0]["total"] == {"amount": 10**13, "currency": "EUR"}
+    assert http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).status_code == 200
+
+
+def test_support_bodies_are_validated(http: httpx.Client, stack: Any) -> None:
+    staff = support_user(http, stack)
+    order = uuid.uuid4()
+    resolve = http.post(
+        f"/v1/orders/{order}/resolve",
+        json={"resolution": "partial_refund", "refund_amount": int(TOO_BIG)},
+        headers=staff.headers,
+    )
+    assert_422(resolve, ["body", "refund_amount"])
+    resolve = http.post(
+        f"/v1/orders/{order}/resolve", json={"resolution": "refund", "note": "ok\x00"}, headers=staff.headers
+    )
+    assert_422(resolve, ["body", "note"], CONTROL)
+    info = http.post(
+        f"/v1/orders/{order}/dispute/info-requests",
+        json={"party": "buyer", "question": "Photos?\x00"},
+        headers=staff.headers,
+    )
+    assert_422(info, ["body", "question"], CONTROL)
+    hide = http.post(f"/v1/support/reviews/{order}/hide", json={"reason": "abuse\x00"}, headers=staff.headers)
+    assert_422(hide, ["body", "reason"], CONTROL)
+
+
+# ------------------------------------------------------------------------------------------------ money
+
+
+@pytest.mark.parametrize(
+    ("price", "words"),
+    [
+        ({"amount": 1, "currency": "EUR"}, "below the minimum charge of 0.50 EUR"),
+        ({"amount": 49, "currency": "USD"}, "below the minimum charge of 0.50 USD"),
+        ({"amount": 299, "currency": "SEK"}, "below the minimum charge of 3.00 SEK"),
+        ({"amount": 49, "currency": "JPY"}, "below the minimum charge of 50 JPY"),
+        ({"amount": MAX_CHARGE + 1, "currency": "EUR"}, "99999999"),
+        ({"amount": int(TOO_BIG), "currency": "EUR"}, "99999999"),
+        ({"amount": int(WAY_TOO_BIG), "currency": "EUR"}, ""),
+    ],
+)
+def test_a_price_the_provider_cannot_charge_is_422(
+    http: httpx.Client, seller: Actor, price: dict[str, Any], words: str
+) -> None:
+    assert_422(
+        http.post("/v1/listings", json=listing_body(price=price), headers=seller.headers),
+        ["body", "price", "amount"],
+        words,
+    )
+    listing = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
+    patched = http.patch(f"/v1/listings/{listing['id']}", json={"price": price}, headers=seller.headers)
+    assert_422(patched, ["body", "price", "amount"], words)
+
+
+def test_the_chargeable_bounds_themselves_are_accepted(http: httpx.Client, seller: Actor) -> None:
+    for price in (
+        {"amount": 50, "currency": "EUR"},
+        {"amount": 300, "currency": "SEK"},
+        {"amount": MAX_CHARGE, "currency": "EUR"},
+    ):
+        created = http.post("/v1/listings", json=listing_body(price=price), headers=seller.headers)
+        assert created.status_code == 201, created.text
+        assert created.json()["price"] == price
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(*parts: Any) -> str:
+    return _b64(json.dumps(list(parts)).encode())
+
+
+CRAFTED_CURSORS = [
+    "!!!not-base64!!!",
+    "é",
+    _b64(b"not json at all"),
+    _b64(b"\xff\xfe\x00"),
+    _b64(b"{}"),
+    _b64(b"5"),
+    _b64(b"null"),
+    _b64(b'{"a": 1, "b": 2, "c": 3}'),  # three keys unpack like a 3-list
+    _cursor("newest", 5, str(uuid.uuid4())),
+    _cursor("newest", "2026-01-01T00:00:00", str(uuid.uuid4())),  # no time zone
+    _cursor("newest", "not a date", str(uuid.uuid4())),
+    _cursor("newest", "2026-01-01T00:00:00+00:00", 5),  # id of the wrong type (was a 500)
+    _cursor("newest", "2026-01-01T00:00:00+00:00", str(uuid.uuid4()) + "\x00"),
+    _cursor("price_asc", "2026-01-01T00:00:00+00:00", str(uuid.uuid4())),  # another sort's cursor
+    _cursor("newest", "2026-01-01T00:00:00+00:00", str(uuid.uuid4()), "extra"),
+    _b64(b"[" * 300),
+]
+CRAFTED_PRICE_CURSORS = [
+    _cursor("price_asc", 10**30, str(uuid.uuid4())),  # past bigint
+    _cursor("price_asc", 2**63, str(uuid.uuid4())),
+    _cursor("price_asc", -1, str(uuid.uuid4())),
+    _cursor("price_asc", True, str(uuid.uuid4())),
+    _cursor("price_asc", 5.5, str(uuid.uuid4())),
+    _cursor("price_asc", "5", str(uuid.uuid4())),
+    _b64(b'["price_asc", 1e999, "00000000-0000-0000-0000-000000000000"]'),
+    _b64(b'["price_asc", NaN, "00000000-0000-0000-0000-000000000000"]'),
+]
+
+
+def test_crafted_cursors_are_422(http: httpx.Client, seller: Actor) -> None:
+    for sort, cursors in (("newest", CRAFTED_CURSORS), ("price_asc", CRAFTED_PRICE_CURSORS)):
+        for cursor in cursors:
+            response = http.get(
+                "/v1/me/listings", params={"sort": sort, "cursor": cursor}, headers=seller.headers
+            )
+            assert response.status_code == 422, (sort, cursor, response.text)
+            assert response.json()["error"]["code"] == "validation_error", response.text
+    nul = http.get("/v1/me/listings", params={"cursor": "abc\x00"}, headers=seller.headers)
+    assert_422(nul, ["query", "cursor"], CONTROL)
+    # A genuine cursor of the same sort still pages.
+    for _ in range(2):
+        http.post("/v1/listings", json=listing_body(), headers=seller.headers)
+    first = http.get("/v1/me/listings", params={"sort": "price_asc", "limit": 1}, headers=seller.headers)
+    cursor = first.json()["next_cursor"]
+    assert cursor
+    second = http.get(
+        "/v1/me/listings", params={"sort": "price_asc", "limit": 1, "cursor": cursor}, headers=seller.headers
+    )
+    assert second.status_code == 200, second.text
+
+
+def test_integers_past_int64_are_422(http: httpx.Client, stack: Any, seller: Actor) -> None:
+    staff = support_user(http, stack)
+    anyone = str(uuid.uuid4())
+    cases: list[tuple[str, dict[str, Any], dict[str, str], list[Any]]] = [
+        ("/v1/me/listings", {"limit": TOO_BIG}, seller.headers, ["query", "limit"]),
+        ("/v1/search/listings", {"page": TOO_BIG}, {}, ["query", "page"]),
+        ("/v1/search/listings", {"per_page": WAY_TOO_BIG}, {}, ["query", "per_page"]),
+        ("/v1/search/listings", {"min_price": TOO_BIG, "currency": "EUR"}, {}, ["query", "min_price"]),
+        ("/v1/search/listings", {"max_price": WAY_TOO_BIG, "currency": "EUR"}, {}, ["query", "max_price"]),
+        ("/v1/search/listings", {"lat": "1e400", "lng": "0"}, {}, ["query", "lat"]),
+        ("/v1/search/listings", {"radius_km": "nan", "lat": 0, "lng": 0}, {}, ["query", "radius_km"]),
+        (f"/v1/users/{anyone}/reviews", {"limit": TOO_BIG}, {}, ["query", "limit"]),
+        ("/v1/payout-account/balance", {"limit": WAY_TOO_BIG}, seller.headers, ["query", "limit"]),
+        ("/v1/support/disputes", {"limit": TOO_BIG}, staff.headers, ["query", "limit"]),
+        ("/v1/support/disputes", {"status": "nope"}, staff.headers, ["query", "status", 0]),
+        ("/v1/support/trust-flags", {"limit": TOO_BIG}, staff.headers, ["query", "limit"]),
+        ("/v1/me/listings", {"sort": "cheapest"}, seller.headers, ["query", "sort"]),
+        ("/v1/me/listings", {"status": "deleted"}, seller.headers, ["query", "status"]),
+        ("/v1/search/listings", {"currency": "XXX"}, {}, ["query", "currency"]),
+    ]
+    for path, params, headers, loc in cases:
+        assert_422(http.get(path, params=params, headers=headers), loc)
+    # The largest bound that is allowed reaches the search backends without overflowing anything.
+    widest = http.get("/v1/search/listings", params={"max_price": str(2**63 - 1), "currency": "EUR"})
+    assert widest.status_code == 200, widest.text
+    bad_path = http.get(f"/v1/listings/{TOO_BIG}")
+    assert_422(bad_path, ["path", "listing_id"])
+
+
+# -------------------------------------------------------------------------------------- a second API
+
+
+class InProcessApi:
+    """The real app (create_app) under uvicorn in a thread on a free port, with dependency overrides; no
+    lifespan, so it opens no connections of its own."""
+
+    def __init__(self, overrides: dict[Any, Any]) -> None:
+        self.app = create_app()
+        self.app.dependency_overrides.update(overrides)
+        [self.port] = services.free_ports(1)
+        config = uvicorn.Config(
+            self.app, host=services.LOOPBACK, port=self.port, lifespan="off", log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="in-process-api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{services.LOOPBACK}:{self.port}"
+
+    def __enter__(self) -> InProcessApi:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "in-process API did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def _local_port(response: httpx.Response) -> int:
+    """The client-side port the response came in on: the same port means the same TCP connection."""
+    stream = response.extensions["network_stream"]
+    return int(stream.get_extra_info("client_addr")[1])
+
+
+def test_a_500_keeps_the_keep_alive_connection_usable(stack: Any) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug somewhere below the route")
+
+    with (
+        InProcessApi({deps.principal: broken}) as api,
+        httpx.Client(base_url=api.url, timeout=10, limits=httpx.Limits(max_connections=1)) as client,
+    ):
+        for _ in range(3):  # several 500s in a row on one connection, each followed by a normal request
+            failed = client.get("/v1/users/me")
+            assert failed.status_code == 500, failed.text
+            assert failed.json() == {
+                "error": {"code": "internal_error", "message": "internal error", "details": {}}
+            }
+            assert failed.headers.get("connection", "").lower() != "close"
+            ok = client.get("/healthz")
+            assert ok.status_code == 200, ok.text
+            assert _local_port(ok) == _local_port(failed)  # the very same connection answered
+
+
+def test_temporal_unreachable_is_503(http: httpx.Client) -> None:
+    def unreachable() -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+    def timed_out() -> None:
+        raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+
+    seller = register(http, ["seller"], "Seller").headers  # the in-process app shares the JWT secret
+    for failure in (unreachable, timed_out):
+        with InProcessApi({deps.temporal: failure}) as api, httpx.Client(base_url=api.url, timeout=10) as c:
+            response = c.post("/v1/payout-account", json={"country": "DE"}, headers=seller)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+            assert response.headers["Retry-After"] == "5"
+
+
+@pytest.fixture(scope="module")
+def api_without_database(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second API process whose DATABASE_URL points at a closed port (everything else is the stack's)."""
+    dead_db, port = services.free_ports(2)
+    env = {
+        **stack.child_env(),
+        "DATABASE_URL": f"postgresql+psycopg://bazaar@{services.LOOPBACK}:{dead_db}/bazaar",
+        "API_PORT": str(port),
+    }
+    supervisor = Supervisor(log_dir=Path(tmp_path_factory.mktemp("api-without-database")))
+    try:
+        yield services.start_api(supervisor, env, port).url
+    finally:
+        supervisor.stop_all()
+
+
+def test_database_down_is_503_with_retry_after(http: httpx.Client, api_without_database: str) -> None:
+    buyer = register(http, ["buyer"], "Buyer")  # on the healthy API
+    with httpx.Client(base_url=api_without_database, timeout=30) as down:
+        requests: list[tuple[str, str, dict[str, Any]]] = [
+            ("GET", f"/v1/listings/{uuid.uuid4()}", {}),
+            ("GET", "/v1/orders", {"headers": buyer.headers}),
+            ("GET", "/v1/users/me", {"headers": buyer.headers}),
+            ("POST", "/v1/auth/token", {"data": {"username": buyer.email, "password": "whatever-pass"}}),
+            ("GET", "/v1/categories", {}),
+        ]
+        for method, path, kwargs in requests:
+            response = down.request(method, path, **kwargs)
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["error"]["code"] == "service_unavailable", response.text
+            assert response.headers["Retry-After"] == "5"
+        assert down.get("/healthz").status_code == 200  # the process itself is fine: liveness holds
+        ready = down.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["postgres"] is False

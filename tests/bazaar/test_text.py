@@ -1,0 +1,126 @@
+"""The shared text types: no control characters (Unicode Cc) in anything people send us."""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from typing import Annotated
+
+import pytest
+from pydantic import BaseModel, HttpUrl, TypeAdapter, ValidationError
+
+from bazaar.text import (
+    MultiLine,
+    SingleLine,
+    control_character_problem,
+    multi_line,
+    refuse_control_characters,
+    single_line,
+)
+
+CC = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cc"]
+
+
+def test_the_forbidden_set_is_exactly_unicode_category_cc() -> None:
+    assert len(CC) == 65  # C0, DEL, C1
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        is_cc = unicodedata.category(char) == "Cc"
+        assert (control_character_problem(f"a{char}b", multiline=False) is not None) == is_cc, hex(code)
+        allowed_in_text = char in "\t\n"
+        assert (control_character_problem(f"a{char}b", multiline=True) is not None) == (
+            is_cc and not allowed_in_text
+        ), hex(code)
+
+
+@pytest.mark.parametrize(
+    ("value", "single", "multi"),
+    [
+        ("plain text, ünïcödé, 日本語 🚲", True, True),
+        ("\u202e\u200b zero-width and bidi are format (Cf), not control", True, True),
+        ("line\nbreak", False, True),
+        ("windows\r\nbreak", False, True),
+        ("tab\there", False, True),
+        ("lone\rCR", False, False),
+        ("CR at the end\r", False, False),
+        ("NUL\x00", False, False),
+        ("\x1b[31mred", False, False),
+        ("DEL\x7f", False, False),
+        ("C1 NEL\x85", False, False),
+        ("C1\x9f", False, False),
+        ("\x0b vertical tab", False, False),
+        ("\x0c form feed", False, False),
+    ],
+)
+def test_single_and_multi_line(value: str, single: bool, multi: bool) -> None:
+    assert (control_character_problem(value, multiline=False) is None) == single
+    assert (control_character_problem(value, multiline=True) is None) == multi
+
+
+def test_the_problem_names_the_character_and_where() -> None:
+    problem = control_character_problem("ab\x00c", multiline=False)
+    assert problem is not None
+    assert "control characters are not allowed" in problem and "U+0000 at index 2" in problem
+    multi = control_character_problem("x\n\x07", multiline=True)
+    assert multi is not None and "U+0007 at index 2" in multi and "not allowed" in multi
+
+
+class Form(BaseModel):
+    title: Annotated[str, single_line(min_length=3, max_length=10)]
+    body: Annotated[str, multi_line(max_length=30)] = ""
+    secret: Annotated[str, single_line(max_length=10, strip=False)] = ""
+    code: Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False)] = "DE"
+    tags: dict[Annotated[str, single_line(1, 5)], Annotated[str, single_line(max_length=5)]] = {}
+    url: Annotated[HttpUrl, refuse_control_characters()] | None = None
+
+
+def errors(**fields: object) -> list[tuple[tuple[str | int, ...], str]]:
+    with pytest.raises(ValidationError) as caught:
+        Form.model_validate({"title": "Title", **fields})
+    return [(tuple(e["loc"]), e["type"]) for e in caught.value.errors()]
+
+
+def test_pydantic_types_refuse_control_characters_with_their_own_error() -> None:
+    assert errors(title="Bike\r\nBcc: x") == [(("title",), "control_character")]
+    assert errors(body="ok\x00") == [(("body",), "control_character")]
+    assert errors(secret="pass\tword") == [(("secret",), "control_character")]
+    assert errors(code="D\x00") == [(("code",), "control_character")]
+    assert errors(tags={"k\x00": "v"}) == [(("tags", "k\x00", "[key]"), "control_character")]
+    assert errors(tags={"k": "v\n"}) == [(("tags", "k"), "control_character")]
+    # URL parsing would drop the tab silently (WHATWG): the check sees the raw string first.
+    assert errors(url="https://exa\tmple.com/") == [(("url",), "control_character")]
+    with pytest.raises(ValidationError) as caught:
+        Form.model_validate({"title": "a\x00b"})
+    assert "control characters are not allowed" in str(caught.value)
+
+
+def test_lengths_patterns_and_stripping_still_apply() -> None:
+    form = Form.model_validate(
+        {
+            "title": "  Bike  ",
+            "body": "line one\r\nline two\n\tend\n",
+            "secret": " s p ",
+            "tags": {" a ": " b "},
+        }
+    )
+    assert form.title == "Bike"  # stripped, then measured
+    assert form.body == "line one\r\nline two\n\tend"  # inner line breaks and tabs kept
+    assert form.secret == " s p "  # strip=False keeps it exact
+    assert form.tags == {"a": "b"}
+    assert errors(title="  a  ") == [(("title",), "string_too_short")]
+    assert errors(title="x" * 11) == [(("title",), "string_too_long")]
+    assert errors(body="x" * 31) == [(("body",), "string_too_long")]
+    assert errors(code="de") == [(("code",), "string_pattern_mismatch")]
+    assert errors(title=5) == [(("title",), "string_type")]
+    # A leading control character that str.strip() would eat (U+001F is whitespace to Python) is refused,
+    # not silently dropped.
+    assert errors(title="\x1fBike") == [(("title",), "control_character")]
+
+
+def test_aliases_and_json_schema() -> None:
+    assert TypeAdapter(SingleLine).validate_python(" x ") == "x"
+    assert TypeAdapter(MultiLine).validate_python("a\nb") == "a\nb"
+    with pytest.raises(ValidationError):
+        TypeAdapter(SingleLine).validate_python("a\nb")
+    schema = Form.model_json_schema()["properties"]
+    assert schema["title"] == {"maxLength": 10, "minLength": 3, "title": "Title", "type": "string"}

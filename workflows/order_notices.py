@@ -1,0 +1,102 @@
+"""What an order's transition tells people: the notifications written with the transition (an outbox the
+notification sender drains, off the order's critical path) and the seller's reputation counter.
+
+Pure: the order workflow calls it with its view and gets data back; nothing here issues a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.notifications import PrepareNotifications
+    from bazaar.money import format_money
+    from workflows.order_types import OrderView
+
+# Cancellations that count against the seller's reputation (not the buyer's change of mind).
+SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "acceptance_timeout"})
+
+
+@dataclass
+class Effects:
+    """What a transition implies beyond the order's own state."""
+
+    notices: list[PrepareNotifications] = field(default_factory=list)
+    outcome: str | None = None  # completed | cancelled | disputed
+    opens_reviews: bool = False
+
+
+def minutes(moment: datetime) -> str:
+    return moment.isoformat(timespec="minutes")
+
+
+def notice(
+    view: OrderView, key: str, event_type: str, parties: list[str], data: dict[str, str] | None = None
+) -> PrepareNotifications:
+    """One business event of this order (`order:<id>:<key>`, notified once) for some of its parties."""
+    return PrepareNotifications(
+        event_key=f"order:{view.order_id}:{key}",
+        event_type=event_type,
+        recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],
+        data={
+            "order_id": view.order_id,
+            "buyer_id": view.buyer_id,
+            "listing_title": view.listing_title,
+            "amount": format_money(view.amount, view.currency),
+            **(data or {}),
+        },
+    )
+
+
+def effects_of(
+    action: str,
+    view: OrderView,
+    *,
+    payout: int,
+    transfers: int,
+    accept_by: datetime,
+    reviews_close_at: datetime,
+) -> Effects:
+    """The notifications and counters of `action` (an `order.*` timeline action) leading to `view`."""
+    payout_text = {"payout": format_money(payout, view.currency)}
+    if action == "order.paid":
+        return Effects([notice(view, "paid", "order_paid", ["seller"], {"deadline": minutes(accept_by)})])
+    if action == "order.accepted":
+        return Effects([notice(view, "accepted", "order_accepted", ["buyer"])])
+    if action == "order.fulfilled":
+        tracking = ", ".join(f"{k}: {v}" for k, v in sorted((view.tracking or {}).items()))
+        return Effects(
+            [notice(view, "shipped", "order_shipped", ["buyer"], {"tracking": tracking or "none given"})]
+        )
+    if action == "order.cancelled":
+        outcome = "cancelled" if view.reason in SELLER_CANCELLATIONS else None
+        if view.reason == "seller_declined":
+            return Effects([notice(view, "cancelled", "order_declined", ["buyer"])], outcome)
+        reason = (view.reason or "cancelled").replace("_", " ")
+        cancelled = notice(view, "cancelled", "order_cancelled", ["buyer", "seller"], {"reason": reason})
+        return Effects([cancelled], outcome)
+    if action == "order.completed" and view.reason == "chargeback_won":
+        # Completed again after a won chargeback: reviews and the completion count happened the first time.
+        return Effects([notice(view, "completed-again", "order_completed", ["seller"], payout_text)])
+    if action == "order.completed":
+        event_type = "payout_delayed" if view.payment_state == "transfer_failed" else "order_completed"
+        invitation = notice(
+            view,
+            "review_invitation",
+            "review_invitation",
+            ["buyer", "seller"],
+            {"deadline": minutes(reviews_close_at)},
+        )
+        return Effects(
+            [notice(view, "completed", event_type, ["seller"], payout_text), invitation], "completed", True
+        )
+    if action == "order.payout_retried":
+        return Effects(
+            [notice(view, f"payout-retried-{transfers}", "order_completed", ["seller"], payout_text)]
+        )
+    if action in ("order.disputed", "order.chargeback"):
+        return Effects(outcome="disputed")
+    return Effects()

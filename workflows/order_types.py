@@ -1,0 +1,160 @@
+"""What crosses the order workflow's boundary: its input, its Update/Signal payloads, the view it answers
+with, its id and its search attributes. The API, the webhook endpoint and both order workflow versions
+(`workflows.order` and the frozen `workflows.legacy_order`) share these, so fields are only ever added,
+with defaults (a running workflow must still decode what it was started with)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
+
+ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
+BUYER_ID = SearchAttributeKey.for_keyword("BuyerId")
+SELLER_ID = SearchAttributeKey.for_keyword("SellerId")
+LISTING_ID = SearchAttributeKey.for_keyword("ListingId")
+ORDER_AMOUNT = SearchAttributeKey.for_int("OrderAmount")
+PAYMENT_STATE = SearchAttributeKey.for_keyword("PaymentState")
+NEEDS_ATTENTION = SearchAttributeKey.for_bool("NeedsAttention")
+SEARCH_ATTRIBUTE_KEYS: list[SearchAttributeKey[Any]] = [
+    ORDER_STATUS,
+    BUYER_ID,
+    SELLER_ID,
+    LISTING_ID,
+    ORDER_AMOUNT,
+    PAYMENT_STATE,
+    NEEDS_ATTENTION,
+]
+assert {k.name for k in SEARCH_ATTRIBUTE_KEYS} == set(ORDER_SEARCH_ATTRIBUTES)
+
+TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
+
+
+def order_workflow_id(order_id: str) -> str:
+    return f"order-{order_id}"
+
+
+@dataclass
+class PlaceOrder:
+    order_id: str
+    buyer_id: str
+    listing_id: str
+    quantity: int
+    payment_method: str
+    idempotency_key: str
+    # Terms frozen at order time (settings may change while the order runs).
+    acceptance_timeout_seconds: int = 48 * 3600
+    dispute_window_seconds: int = 7 * 24 * 3600
+    fee_bps: int = 1000
+    fee_fixed: int = 30
+    acceptance_reminder_seconds: int = 12 * 3600  # before the acceptance deadline
+    review_window_seconds: int = 14 * 24 * 3600
+    dispute_escalation_seconds: int = 5 * 24 * 3600
+    notification_max_attempts: int = 6
+    # A new run for an order whose workflow has ended (a late chargeback): load the state, never charge.
+    reopen: bool = False
+    # Failure bounds: how long a database step / a provider call may keep failing transiently before the
+    # order is flagged for support (it keeps retrying every `attention_retry_seconds`, and on support's
+    # `retry`).
+    step_timeout_seconds: int = 60
+    provider_timeout_seconds: int = 600
+    attention_retry_seconds: int = 600
+
+
+@dataclass
+class Placement:
+    """The create-order request, sent with the workflow's start (update-with-start): a retry with the same
+    Idempotency-Key must ask for the same thing, or it is refused."""
+
+    listing_id: str = ""
+    quantity: int = 0
+    payment_method: str = ""
+
+
+@dataclass
+class Actor:
+    """Who asks: the authenticated user (the API vouches for it) and whether they are support staff."""
+
+    user_id: str
+    is_support: bool = False
+
+
+@dataclass
+class ActionRequest:
+    actor: Actor
+    reason: str | None = None  # free text for cancel; the reason code for a dispute
+    message: str | None = None  # open_dispute: the buyer's account of what went wrong
+    tracking: dict[str, str] | None = None  # fulfil: carrier, tracking number, url
+    resolution: str | None = None  # resolve_dispute: release | refund | partial_refund
+    refund_amount: int | None = None  # partial_refund, minor units
+
+
+@dataclass
+class PaymentReport:
+    """What the provider's webhook said about a PaymentIntent of this order (payment_intent.*)."""
+
+    event_id: str
+    payment_intent_id: str
+    status: str  # succeeded | failed
+    amount: int
+    currency: str
+
+
+@dataclass
+class ChargebackNotice:
+    """A provider dispute on this order's charge (charge.dispute.*): the card network's side of a dispute."""
+
+    dispute_id: str
+    status: str  # the provider's dispute status: needs_response, under_review, ..., won, lost
+    amount: int
+    currency: str
+    reason: str | None = None
+
+
+@dataclass
+class OrderView:
+    """What buyer, seller and operators see of an order."""
+
+    order_id: str
+    status: str  # pending|paid|confirmed|fulfilled|completed|disputed|refunded|cancelled, or rejected
+    reason: str | None
+    buyer_id: str
+    listing_id: str
+    quantity: int
+    seller_id: str = ""
+    listing_title: str = ""
+    amount: int = 0
+    currency: str = ""
+    payment_state: str = "none"
+    payment_intent_id: str | None = None
+    refunded_amount: int = 0
+    platform_fee: int = 0
+    tracking: dict[str, str] | None = None
+    allowed_actions: list[str] = field(default_factory=list)
+    dispute_source: str | None = None  # buyer | chargeback
+    chargeback_id: str | None = None  # the provider's dispute id
+    chargeback_status: str | None = None  # withdrawn | won | lost
+    chargeback_amount: int = 0
+    # Our PaymentIntent's status as the provider's webhooks report it (succeeded | failed).
+    provider_payment_status: str | None = None
+    unexpected_payment_intents: list[str] = field(default_factory=list)  # succeeded at the provider, not ours
+    # Set while a step keeps failing past its bound: which step and why; support can `retry` it.
+    attention: str | None = None
+
+
+def initial_search_attributes(req: PlaceOrder, seller_id: str = "", amount: int = 0) -> TypedSearchAttributes:
+    """The attributes an order is started with, so operators can find it before its first transition."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(ORDER_STATUS, "pending"),
+            SearchAttributePair(BUYER_ID, req.buyer_id),
+            SearchAttributePair(SELLER_ID, seller_id),
+            SearchAttributePair(LISTING_ID, req.listing_id),
+            SearchAttributePair(ORDER_AMOUNT, amount),
+            SearchAttributePair(PAYMENT_STATE, "none"),
+            SearchAttributePair(NEEDS_ATTENTION, False),
+        ]
+    )
