@@ -165,7 +165,7 @@ class Delivery:
 
     def email(self, note: Notification, recipient: User) -> EmailMessage:
         token = notifications.unsubscribe_token(
-            self.settings.require("jwt_secret"), recipient.id, note.event_type, NotificationChannel.EMAIL
+            self.settings.link_secret(), recipient.id, note.event_type, NotificationChannel.EMAIL
         )
         unsubscribe = f"{self.settings.public_base_url}/v1/notifications/unsubscribe?token={token}"
         message = EmailMessage()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -12,11 +13,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bazaar.models import Listing, Order, Payment
 from bazaar.notifications import PENDING
 from bazaar.trust_models import DeadLetter, Notification
 from search_sync.sync import outbox_backlog
+from workflows.order_types import STUCK_ORDERS_QUERY
 
 REGISTRY = CollectorRegistry()
 LISTINGS = Gauge("bazaar_listings", "Listings by status", ["status"], registry=REGISTRY)
@@ -44,6 +48,12 @@ DEAD_LETTERS = Gauge(
 NOTIFICATION_OVERDUE = Gauge(
     "bazaar_notification_outbox_overdue_seconds",
     "How long the longest-waiting due notification has been waiting for a sender (0: none due)",
+    registry=REGISTRY,
+)
+ORDERS_NEEDING_ATTENTION = Gauge(
+    "bazaar_orders_needing_attention",
+    "Running orders a person must look at: a step failing past its bound, or a refused payout "
+    "(support's queue: /v1/support/stuck-orders; counted in Temporal's visibility)",
     registry=REGISTRY,
 )
 SEARCH_LATENCY = Histogram(
@@ -115,7 +125,7 @@ def observe_synced(payload: str) -> None:
         CHANGE_TO_SEARCHABLE.observe(float(ms) / 1000)
 
 
-async def render(session: AsyncSession) -> bytes:
+async def render(session: AsyncSession, temporal: Client) -> bytes:
     for gauge in (LISTINGS, ORDERS, PAYMENTS, NOTIFICATIONS):
         gauge.clear()
     for status, count in (
@@ -154,4 +164,9 @@ async def render(session: AsyncSession) -> bytes:
     rows, age = await outbox_backlog(session)
     OUTBOX_ROWS.set(rows)
     OUTBOX_AGE.set(age)
+    try:
+        stuck = await temporal.count_workflows(STUCK_ORDERS_QUERY, rpc_timeout=timedelta(seconds=2))
+        ORDERS_NEEDING_ATTENTION.set(stuck.count)
+    except RPCError:
+        ORDERS_NEEDING_ATTENTION.set(float("nan"))  # unknown while Temporal cannot be asked
     return generate_latest(REGISTRY)

@@ -1,4 +1,5 @@
-"""`python -m bazaar.cli` / `bazaar`: operator commands (migrate, grant a role, demo data, reconcile)."""
+"""`python -m bazaar.cli` / `bazaar`: operator commands (migrate, grant a role, demo data, reconcile, reindex,
+stuck orders)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def main(argv: list[str] | None = None) -> None:
         "reindex", help="rebuild the search index from a snapshot and swap it in (no search downtime)"
     )
     reindex_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    orders_cmd = commands.add_parser("orders", help="support's tools for orders that need attention")
+    order_actions = orders_cmd.add_subparsers(dest="order_command", required=True)
+    order_actions.add_parser(
+        "stuck", help="list orders a person must look at (as GET /v1/support/stuck-orders)"
+    )
+    for name, text in (
+        ("retry", "re-run the step the order is stuck on, now"),
+        ("cancel", "cancel the order with a full refund (a pending order: once its charge has an outcome)"),
+    ):
+        action = order_actions.add_parser(name, help=text)
+        action.add_argument("order_id")
+        action.add_argument("--as", dest="staff_email", required=True, help="the acting support user's email")
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
@@ -70,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
             f"index {report.index}: {report.documents} documents ({report.docs_per_second:.0f}/s), "
             f"{report.caught_up} changes caught up, swapped in after {report.seconds:.1f}s"
         )
+    elif args.command == "orders":
+        order_id, staff = getattr(args, "order_id", None), getattr(args, "staff_email", None)
+        print(asyncio.run(_order_command(args.order_command, order_id, staff)), flush=True)
+        os._exit(0)  # see `reconcile`: leave without finalizing the Temporal runtime
 
 
 async def _grant(email: str, role: Role) -> None:
@@ -114,6 +131,55 @@ async def _reconcile(since: str | None, until: str | None) -> ReconciliationSumm
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
+
+
+async def _order_command(command: str, order_id: str | None, staff_email: str | None) -> str:
+    """`orders stuck` lists what support's queue lists; `orders retry|cancel` run the order's Update as the
+    named support user (the same rules and audit trail as the API)."""
+    import json
+    from dataclasses import asdict
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from bazaar.db import get_engine, transaction
+    from bazaar.models import User
+    from bazaar.temporal import connect
+    from workflows.order import OrderWorkflow
+    from workflows.order_types import (
+        ORDER_STATUS,
+        PAYMENT_STATE,
+        STUCK_ORDERS_QUERY,
+        ActionRequest,
+        Actor,
+        order_workflow_id,
+    )
+
+    client = await connect(get_settings())
+    if command == "stuck":
+        rows = []
+        async for execution in client.list_workflows(STUCK_ORDERS_QUERY):
+            attributes = execution.typed_search_attributes
+            rows.append(
+                {
+                    "workflow_id": execution.id,
+                    "status": attributes.get(ORDER_STATUS),
+                    "payment_state": attributes.get(PAYMENT_STATE),
+                    "attention": (await execution.memo()).get("attention"),
+                }
+            )
+        return json.dumps(rows, indent=2)
+    async with transaction() as session:
+        staff = await session.scalar(select(User).where(User.email == staff_email))
+    await get_engine().dispose()
+    if staff is None or Role.SUPPORT.value not in staff.roles:
+        raise SystemExit(f"{staff_email} is not a support user")
+    update = OrderWorkflow.retry if command == "retry" else OrderWorkflow.cancel
+    handle = client.get_workflow_handle(order_workflow_id(str(order_id)))
+    view = await handle.execute_update(
+        update, ActionRequest(Actor(str(staff.id), is_support=True)), rpc_timeout=timedelta(seconds=30)
+    )
+    return json.dumps(asdict(view), indent=2)
 
 
 if __name__ == "__main__":

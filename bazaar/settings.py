@@ -90,6 +90,9 @@ class Settings(BaseSettings):
 
     # Auth.
     jwt_secret: SecretStr | None = None
+    # Signs the unsubscribe links in emails (the worker signs, the API checks); unset: the JWT secret, so a
+    # single-process setup needs one secret, while production gives the worker this one and never the JWT's.
+    unsubscribe_secret: SecretStr | None = None
     access_token_ttl_seconds: int = 3600
 
     # Email (a local SMTP sink in the dev stack).
@@ -132,6 +135,10 @@ class Settings(BaseSettings):
             provider_timeout_seconds=self.order_provider_timeout_seconds,
             attention_retry_seconds=self.order_attention_retry_seconds,
         )
+
+    def link_secret(self) -> str:
+        """The key of the signed links in emails (unsubscribe)."""
+        return self.require("unsubscribe_secret" if self.unsubscribe_secret else "jwt_secret")
 
     def require(self, name: str) -> str:
         """The value of a secret that this process cannot run without, or a clear error."""

@@ -419,6 +419,7 @@ def test_each_process_gets_the_secrets_it_needs_and_no_more(compose: dict[str, A
     holders = {name: {s for s, names in env.items() if name in names} for name in SECRET_SETTINGS}
     assert holders["MEILI_MASTER_KEY"] == {"search-sync"}
     assert holders["STRIPE_SECRET_KEY"] == {"worker"}
+    assert holders["UNSUBSCRIBE_SECRET"] == {"api", "worker"}  # the worker signs links, the API checks them
     for api_only in ("JWT_SECRET", "STRIPE_WEBHOOK_SECRET", "MEILI_SEARCH_KEY", "METRICS_TOKEN"):
         assert holders[api_only] == {"api"}, api_only
     assert not (env["migrate"] & SECRET_SETTINGS), "migrate needs only the database"

@@ -30,6 +30,10 @@ SEARCH_ATTRIBUTE_KEYS: list[SearchAttributeKey[Any]] = [
 ]
 assert {k.name for k in SEARCH_ATTRIBUTE_KEYS} == set(ORDER_SEARCH_ATTRIBUTES)
 
+# Orders a person must look at: a step failing past its bound, or a payout the provider refused.
+STUCK_ORDERS_QUERY = (
+    "(NeedsAttention = true OR PaymentState = 'transfer_failed') AND ExecutionStatus = 'Running'"
+)
 TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
 
 

@@ -48,7 +48,7 @@ async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JS
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics_endpoint(session: Session, request: Request) -> Response:
+async def metrics_endpoint(session: Session, temporal: Temporal, request: Request) -> Response:
     """Who may call: Prometheus with METRICS_TOKEN, or (when no token is configured) loopback clients only."""
     token = get_settings().metrics_token
     if token is not None:
@@ -58,4 +58,4 @@ async def metrics_endpoint(session: Session, request: Request) -> Response:
             raise DomainError(ErrorCode.NOT_AUTHENTICATED, "metrics need the METRICS_TOKEN bearer token")
     elif request.client is None or request.client.host not in ("127.0.0.1", "::1"):
         raise DomainError(ErrorCode.FORBIDDEN, "metrics are served to loopback clients only")
-    return Response(await metrics.render(session), media_type=CONTENT_TYPE_LATEST)
+    return Response(await metrics.render(session, temporal), media_type=CONTENT_TYPE_LATEST)

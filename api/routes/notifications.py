@@ -90,7 +90,7 @@ async def unsubscribe_page(token: UnsubscribeToken) -> HTMLResponse:
 
 
 def _read(token: str) -> tuple[uuid.UUID, str, NotificationChannel]:
-    return notifications.read_unsubscribe_token(get_settings().require("jwt_secret"), token)
+    return notifications.read_unsubscribe_token(get_settings().link_secret(), token)
 
 
 @router.get("/support/dead-letters", response_model=list[DeadLetterOut])

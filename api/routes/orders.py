@@ -48,6 +48,7 @@ from workflows.order import OrderWorkflow
 from workflows.order_types import (
     ORDER_STATUS,
     PAYMENT_STATE,
+    STUCK_ORDERS_QUERY,
     ActionRequest,
     Actor,
     OrderView,
@@ -85,7 +86,6 @@ ActionKey = Annotated[
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"description": "the workflow is still working on it: the order as it stands; poll Location"}
 }
-STUCK_QUERY = "(NeedsAttention = true OR PaymentState = 'transfer_failed') AND ExecutionStatus = 'Running'"
 
 
 @router.post(
@@ -349,7 +349,7 @@ async def stuck_orders(
     (`transfer_failed`). Read from Temporal's visibility, so it works while PostgreSQL is down."""
     items: list[StuckOrderOut] = []
     try:
-        async for execution in temporal.list_workflows(STUCK_QUERY, limit=limit):
+        async for execution in temporal.list_workflows(STUCK_ORDERS_QUERY, limit=limit):
             memo = await execution.memo()
             attributes = execution.typed_search_attributes
             payment_state = attributes.get(PAYMENT_STATE) or "none"
@@ -475,6 +475,15 @@ async def _start_or_join(
             seller_id=str(listing.seller_id) if listing else "",
             amount=listing.price_amount * request.quantity if listing else 0,
         ),
+        # For operators (UI list, `temporal workflow describe`); set at start, so it costs no event.
+        memo={
+            "listing_title": listing.title,
+            "amount": listing.price_amount * request.quantity,
+            "currency": listing.currency,
+            "quantity": request.quantity,
+        }
+        if listing
+        else None,
     )
     try:
         view: OrderView | None = await asyncio.wait_for(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
+from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.payments import PayoutAccountRequest, PayoutAccountResult
@@ -26,18 +27,25 @@ async def create_payout_account(
 ) -> PayoutAccountOut:
     user = await session.get(User, seller.user_id)
     assert user is not None
-    result: PayoutAccountResult = await temporal.execute_workflow(
-        PayoutAccountWorkflow.run,
-        PayoutAccountRequest(
-            user_id=str(user.id),
-            email=user.email,
-            country=body.country,
-            default_currency=body.default_currency,
-        ),
-        id=f"payout-account-{user.id}",
-        task_queue=get_settings().temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
+    try:
+        result: PayoutAccountResult = await temporal.execute_workflow(
+            PayoutAccountWorkflow.run,
+            PayoutAccountRequest(
+                user_id=str(user.id),
+                email=user.email,
+                country=body.country,
+                default_currency=body.default_currency,
+            ),
+            id=f"payout-account-{user.id}",
+            task_queue=get_settings().temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+    except WorkflowFailureError as exc:
+        # The provider kept failing (the workflow's attempts are bounded): nothing was created twice
+        # (idempotent on the user), so the seller can simply try again.
+        raise DomainError(
+            ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not create the account; retry shortly"
+        ) from exc
     return PayoutAccountOut(
         provider_account_id=result.provider_account_id,
         country=result.country,

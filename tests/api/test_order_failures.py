@@ -12,6 +12,8 @@ visible side: a stuck order in support's queue, retried by support.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -232,7 +234,18 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
         # Support was told (a notification to every support user).
         told = "SELECT count(*) FROM notifications WHERE event_type = 'order_needs_attention' AND recipient_id = %s"
         await asyncio.to_thread(wait_until, lambda: sql(stack, told, staff.user_id)[0][0] >= 1)
-        # Nothing to retry on an order that is fine; a buyer may not retry.
+        # Operators see the same queue from the CLI.
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bazaar.cli", "orders", "stuck"],
+            env=stack.child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert order_workflow_id(order_id) in listed.stdout and '"charge:' in listed.stdout
+        # A buyer may not retry.
         assert (
             await asyncio.to_thread(http.post, f"/v1/orders/{order_id}/retry", headers=buyer.headers)
         ).status_code == 403
