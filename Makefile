@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv/bin/python
 
-.PHONY: run test bootstrap lint bench
+.PHONY: run test test-long bootstrap lint bench bench-orders
 
 bootstrap:
 	$(PY) devstack/bootstrap.py
@@ -13,8 +13,15 @@ run: bootstrap
 test: bootstrap
 	$(VENV) -m devstack test
 
+# Nightly-style: the order workflow's property test with Hypothesis profile `long` (tests/conftest.py).
+test-long: bootstrap
+	$(VENV) -m pytest tests/workflows/test_order_properties.py --hypothesis-profile=long
+
 lint: bootstrap
 	$(VENV) -m ruff check . && $(VENV) -m mypy .
 
 bench: bootstrap
 	$(VENV) bench/search.py
+
+bench-orders: bootstrap
+	$(VENV) bench/orders.py
