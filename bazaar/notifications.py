@@ -16,9 +16,11 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role, User
@@ -100,53 +102,79 @@ async def prepare(
     recipient_roles: list[str],
     data: dict[str, str],
     base_url: str,
+    *,
+    report_pending: bool = True,
 ) -> list[int]:
     """Create the (event, recipient, channel) rows that preferences allow, once per triple, in the caller's
     transaction: inbox rows are delivered by being stored (`sent`), email rows are pending and due now, and
     the senders are woken on commit. Returns the event's rows still pending (what the legacy
-    NotificationWorkflow delivers itself)."""
-    data = await _with_links_and_names(session, data, base_url)
-    recipients = set(recipient_ids)
+    NotificationWorkflow delivers itself), unless `report_pending` is False (an order's transition, which
+    only writes). Three statements whatever the number of recipients: this runs on an order's critical path."""
+    data = _with_links(data, base_url)
+    buyer_id = uuid.UUID(data["buyer_id"]) if "buyer_id" in data and "buyer_name" not in data else None
+    wanted = set(recipient_ids)
+    who: ColumnElement[bool] = User.id.in_(wanted | ({buyer_id} if buyer_id else set()))
     if recipient_roles:
-        staff = await session.scalars(
-            select(User.id).where(User.roles.overlap([Role(r).value for r in recipient_roles]))
-        )
-        recipients.update(staff.all())
-    users = (await session.scalars(select(User).where(User.id.in_(recipients)))).all()
-    opted_out = {
-        (p.user_id, p.channel)
-        for p in (
-            await session.scalars(
-                select(NotificationPreference).where(
-                    NotificationPreference.user_id.in_(recipients),
-                    NotificationPreference.event_type == event_type,
-                    NotificationPreference.enabled.is_(False),
-                )
+        who = or_(who, User.roles.overlap([Role(r).value for r in recipient_roles]))
+    opted_out = aliased(NotificationPreference)
+    rows = (
+        await session.execute(
+            select(User.id, User.display_name, User.roles, opted_out.channel)
+            .outerjoin(
+                opted_out,
+                and_(
+                    opted_out.user_id == User.id,
+                    opted_out.event_type == event_type,
+                    opted_out.enabled.is_(False),
+                ),
             )
-        ).all()
+            .where(who)
+        )
+    ).all()
+    names = {user_id: name for user_id, name, _, _ in rows}
+    if buyer_id is not None:
+        data["buyer_name"] = names.get(buyer_id) or "A buyer"
+    staff_roles = {Role(r).value for r in recipient_roles}
+    recipients = {
+        user_id for user_id, _, roles, _ in rows if user_id in wanted or staff_roles & set(roles or [])
     }
-    for user in users:
-        subject, body = render(event_type, {**data, "recipient_name": user.display_name})
+    silenced = {(user_id, channel) for user_id, _, _, channel in rows if channel is not None}
+    values = []
+    for user_id in sorted(recipients):
+        subject, body = render(event_type, {**data, "recipient_name": names[user_id]})
         for channel in NotificationChannel:
-            if (user.id, channel) in opted_out:
+            if (user_id, channel) in silenced:
                 continue
             stored = channel == NotificationChannel.INBOX
-            await session.execute(
-                insert(Notification)
-                .values(
-                    event_key=event_key,
-                    event_type=event_type,
-                    recipient_id=user.id,
-                    channel=channel,
-                    subject=subject,
-                    body=body,
-                    data=data,
-                    status="sent" if stored else "pending",
-                    sent_at=func.now() if stored else None,
-                    next_attempt_at=func.now(),
-                )
-                .on_conflict_do_nothing(constraint="uq_notification_delivery")
+            values.append(
+                {
+                    "event_key": event_key,
+                    "event_type": event_type,
+                    "recipient_id": user_id,
+                    "channel": channel,
+                    "subject": subject,
+                    "body": body,
+                    "data": data,
+                    "status": "sent" if stored else "pending",
+                    "sent_at": func.now() if stored else None,
+                    "next_attempt_at": func.now(),
+                }
             )
+    inserted: list[tuple[int, str]] = []
+    if values:
+        inserted = [
+            (row.id, row.status)
+            for row in await session.execute(
+                insert(Notification)
+                .values(values)
+                .on_conflict_do_nothing(constraint="uq_notification_delivery")
+                .returning(Notification.id, Notification.status)
+            )
+        ]
+    if not report_pending:
+        if any(status == "pending" for _, status in inserted):
+            await wake_sender(session)
+        return []
     pending = list(
         (
             await session.scalars(
@@ -190,14 +218,11 @@ async def replay(session: AsyncSession, dead_letter_id: int) -> tuple[int, str]:
     return dead.notification_id, status or "missing"
 
 
-async def _with_links_and_names(session: AsyncSession, data: dict[str, str], base_url: str) -> dict[str, str]:
-    """What templates show that the event itself does not carry: the order's URL and the buyer's name."""
+def _with_links(data: dict[str, str], base_url: str) -> dict[str, str]:
+    """The order's URL, which templates show and the event itself does not carry."""
     data = dict(data)
     if "order_id" in data:
         data.setdefault("order_url", f"{base_url}/v1/orders/{data['order_id']}")
-    if "buyer_id" in data and "buyer_name" not in data:
-        name = await session.scalar(select(User.display_name).where(User.id == uuid.UUID(data["buyer_id"])))
-        data["buyer_name"] = name or "A buyer"
     return data
 
 

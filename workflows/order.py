@@ -117,6 +117,9 @@ MONEY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["PaymentRejected"],
 )
+# A provider call on an Update's path first runs locally, for at most this long (a couple of attempts); a
+# slower or failing provider then gets a normal activity (retried by the server, visible as pending).
+LOCAL_MONEY_BUDGET = timedelta(seconds=15)
 # States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
 CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
 
@@ -610,6 +613,7 @@ class OrderWorkflow:
                     idempotency_key=f"{self.view.order_id}:refund:{self._refunds}",
                     reason=reason,
                 ),
+                local_first=True,
             )
         except ActivityError as refused:
             raise ApplicationError(
@@ -648,20 +652,26 @@ class OrderWorkflow:
         """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
         order_id = self.view.order_id
         self._transfers += 1
+        transfer = TransferRequest(
+            order_id=order_id,
+            amount=amount,
+            currency=self.view.currency,
+            transfer_group=order_workflow_id(order_id),
+            idempotency_key=f"{order_id}:transfer:{self._transfers}",
+        )
         try:
-            result = await workflow.execute_activity_method(
-                PaymentActivities.transfer,
-                TransferRequest(
-                    order_id=order_id,
-                    amount=amount,
-                    currency=self.view.currency,
-                    transfer_group=order_workflow_id(order_id),
-                    idempotency_key=f"{order_id}:transfer:{self._transfers}",
-                ),
-                start_to_close_timeout=MONEY_ATTEMPT,
-                schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
-                retry_policy=MONEY_RETRY,
-            )
+            try:
+                result = await self._local_first(PaymentActivities.transfer, transfer)
+            except ActivityError as failure:
+                if _is_permanent(failure):
+                    raise
+                result = await workflow.execute_activity_method(
+                    PaymentActivities.transfer,
+                    transfer,
+                    start_to_close_timeout=MONEY_ATTEMPT,
+                    schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
+                    retry_policy=MONEY_RETRY,
+                )
         except ActivityError:
             # Completed for both sides; the payout needs support (PaymentState transfer_failed, then the
             # `retry_transfer` Update: docs/operations.md). The order stays open until then.
@@ -717,6 +727,7 @@ class OrderWorkflow:
                         idempotency_key=f"{self.view.order_id}:transfer_reversal:{self._reversals}",
                         reason="chargeback",
                     ),
+                    local_first=True,
                 )
             except ActivityError:
                 # The seller's account would not give it back: the release stands and the chargeback
@@ -881,8 +892,19 @@ class OrderWorkflow:
             permanent_raises=not forever,
         )
 
-    async def _provider_step(self, name: str, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
-        """A provider call; a refusal (non-retryable) is raised to the caller, which compensates."""
+    async def _provider_step(
+        self, name: str, activity: Callable[..., Awaitable[T]], arg: Any, *, local_first: bool = False
+    ) -> T:
+        """A provider call; a refusal (non-retryable) is raised to the caller, which compensates.
+        `local_first`: try it as a local activity for a few seconds first (no task dispatch: this is the
+        critical path of an Update someone waits for), then, if the provider is slow or failing, as a normal
+        activity that the server retries and operators see pending."""
+        if local_first:
+            try:
+                return await self._local_first(activity, arg)
+            except ActivityError as failure:
+                if _is_permanent(failure):
+                    raise
         return await self._attempt(
             name,
             lambda: workflow.execute_activity_method(
@@ -893,6 +915,17 @@ class OrderWorkflow:
                 retry_policy=MONEY_RETRY,
             ),
             permanent_raises=True,
+        )
+
+    async def _local_first(self, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
+        return await workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=MONEY_ATTEMPT,
+            schedule_to_close_timeout=min(
+                LOCAL_MONEY_BUDGET, timedelta(seconds=self._terms.provider_timeout_seconds)
+            ),
+            retry_policy=MONEY_RETRY,
         )
 
     async def _attempt(self, name: str, call: Callable[[], Awaitable[T]], *, permanent_raises: bool) -> T:

@@ -386,13 +386,9 @@ async def _act(
     key: str | None,
 ) -> OrderOut:
     """Run one actor action as a workflow Update: 200 with the new state; 403/409/422 with the current
-    state when the workflow refuses it; 202 with the current state when it is accepted but still running."""
-    order = await session.get(Order, order_id)
-    if order is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-    _check_party(order, caller)
-    await session.commit()  # do not hold a transaction while the workflow works
-    handle = temporal.get_workflow_handle(order.workflow_id)
+    state when the workflow refuses it; 202 with the current state when it is accepted but still running.
+    The workflow checks who may act (its validators), so the happy path reads nothing from the database."""
+    handle = temporal.get_workflow_handle(order_workflow_id(str(order_id)))
     wait = get_settings().order_wait_seconds
     update_id = f"{update.__name__}:{caller.user_id}:{key}" if key else None
     try:
@@ -402,30 +398,32 @@ async def _act(
         )
         view: OrderView = await asyncio.wait_for(started.result(), wait)
     except WorkflowUpdateFailedError as exc:
-        raise update_rejection(exc, {"order": await _current(session, order_id)}) from exc
+        order = await _visible_order(session, order_id, caller)
+        raise update_rejection(exc, {"order": _from_row(order).model_dump(mode="json")}) from exc
     except STILL_RUNNING:
         response.status_code = 202
-        return _from_row(await _fresh(session, order_id))
+        return _from_row(await _visible_order(session, order_id, caller))
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended: its state is final
-            raise DomainError(
-                ErrorCode.INVALID_TRANSITION,
-                f"the order is {order.status.value}",
-                {"order": await _current(session, order_id)},
-            ) from exc
-        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+        # No such order, or its workflow has ended: its state is final.
+        order = await _visible_order(session, order_id, caller)
+        raise DomainError(
+            ErrorCode.INVALID_TRANSITION,
+            f"the order is {order.status.value}",
+            {"order": _from_row(order).model_dump(mode="json")},
+        ) from exc
     return _from_view(view)
 
 
-async def _fresh(session: Session, order_id: uuid.UUID) -> Order:
+async def _visible_order(session: Session, order_id: uuid.UUID, caller: Principal) -> Order:
+    """The stored order as the caller may see it: 404 if there is none, 403 if it is not theirs."""
     session.expire_all()
     order = await session.get(Order, order_id)
-    assert order is not None
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    _check_party(order, caller)
     return order
-
-
-async def _current(session: Session, order_id: uuid.UUID) -> dict[str, Any]:
-    return _from_row(await _fresh(session, order_id)).model_dump(mode="json")
 
 
 def _check_same_request(order: Order, placement: Placement) -> None:
