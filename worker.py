@@ -167,6 +167,7 @@ async def main() -> None:
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         workflow_runner=WORKFLOW_RUNNER,
+        max_cached_workflows=settings.worker_cached_workflows,
         activities=[
             *activities_for(
                 OrderActivities(settings),

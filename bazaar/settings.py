@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Reconciliation with the payment provider: the worker keeps a daily Temporal Schedule (cron, UTC).
     reconciliation_cron: str = "30 2 * * *"
 
+    # Worker: how many workflows it keeps in memory between their tasks (Temporal's sticky cache). Open orders
+    # mostly wait for days; one evicted is replayed from its short history (a few ms) on its next task.
+    worker_cached_workflows: int = Field(default=100, ge=1)
     # Worker: Prometheus endpoint (host:port) for its Temporal metrics, e.g. reconciliation discrepancies.
     worker_metrics_bind_address: str | None = None
 
