@@ -228,6 +228,9 @@ def _due() -> Select[Notification]:
     )
 
 
+WAKE_DELAY_SECONDS = 0.05
+
+
 class NotificationSender:
     """Drains the notification outbox: `concurrency` loops, each claiming and delivering one due row at a
     time in its own transaction. Woken by NOTIFY on `bazaar.notifications.OUTBOX_CHANNEL`, and polls every
@@ -251,11 +254,24 @@ class NotificationSender:
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._wakeup = asyncio.Event()
+        self._pending_wake: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         """Wake every idle loop (each waits on the event it saw before it last looked for rows)."""
         self._wakeup.set()
         self._wakeup = asyncio.Event()
+
+    def wake_soon(self) -> None:
+        """A NOTIFY: wake the loops a moment later, once for a burst of NOTIFYs. Mail is not urgent to the
+        millisecond, and the transaction that sent it usually belongs to an order's transition whose
+        workflow task is still finishing in this process: the sender's work should not compete with it."""
+        if self._pending_wake is None:
+
+            def fire() -> None:
+                self._pending_wake = None
+                self.wake()
+
+            self._pending_wake = asyncio.get_running_loop().call_later(WAKE_DELAY_SECONDS, fire)
 
     async def deliver_next(self) -> Outcome | None:
         """Claim one due row and deliver it while holding its lock; None when no row is due."""
@@ -274,7 +290,7 @@ class NotificationSender:
         listener = asyncio.create_task(
             listen_forever(
                 self.settings.database_url,
-                {notifications.OUTBOX_CHANNEL: lambda _: self.wake()},
+                {notifications.OUTBOX_CHANNEL: lambda _: self.wake_soon()},
                 on_state=lambda up: self.wake() if up else None,
             )
         )
@@ -285,6 +301,8 @@ class NotificationSender:
             # Sends under way finish (bounded by the send timeout) rather than leave a half-sent row.
             await asyncio.wait(loops, timeout=self.delivery.send_timeout_seconds + SMTP_TIMEOUT_SECONDS + 5)
         finally:
+            if self._pending_wake is not None:
+                self._pending_wake.cancel()
             for task in (listener, *loops):
                 task.cancel()
             await asyncio.gather(listener, *loops, return_exceptions=True)
