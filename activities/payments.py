@@ -18,8 +18,8 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.database import activity_transaction
 from bazaar import ledger
-from bazaar.db import transaction
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.settings import Settings
 
@@ -171,10 +171,11 @@ class PaymentActivities:
     @activity.defn
     async def charge(self, req: ChargeRequest) -> ChargeResult:
         """Charge the buyer onto the platform balance (the escrow), automatic capture."""
-        stored = await _stored_outcome(req.idempotency_key)
-        if stored is not None and stored.outcome != PaymentOutcome.PENDING:
+        stored = await _begin_attempt(
+            req.order_id, PaymentKind.CHARGE, req.idempotency_key, req.amount, req.currency
+        )
+        if stored.outcome != PaymentOutcome.PENDING:
             return _charge_result(stored)
-        await _record_attempt(req.order_id, PaymentKind.CHARGE, req.idempotency_key, req.amount, req.currency)
         try:
             intent = await self.client.v1.payment_intents.create_async(
                 params={
@@ -267,7 +268,7 @@ class PaymentActivities:
     @activity.defn
     async def transfer(self, req: TransferRequest) -> TransferResult:
         """Pay the seller's connected account from the platform balance (separate charges and transfers)."""
-        async with transaction() as session:
+        async with activity_transaction() as session:
             order = await ledger.order_seller(session, uuid.UUID(req.order_id))
             account = await session.scalar(
                 select(PayoutAccount).where(PayoutAccount.user_id == order.seller_id)
@@ -331,7 +332,7 @@ class PaymentActivities:
     async def record_chargeback(self, req: ChargebackMovement) -> None:
         """Book what the card network did (no provider call: it already happened) with its ledger movement."""
         sign = -1 if req.reinstated else 1
-        async with transaction() as session:
+        async with activity_transaction() as session:
             order = await ledger.order_seller(session, uuid.UUID(req.order_id))
             await session.execute(
                 insert(Payment)
@@ -359,7 +360,7 @@ class PaymentActivities:
     @activity.defn
     async def create_payout_account(self, req: PayoutAccountRequest) -> PayoutAccountResult:
         """Create the seller's connected account once (idempotent on the user) and store it."""
-        async with transaction() as session:
+        async with activity_transaction() as session:
             existing = await session.scalar(
                 select(PayoutAccount).where(PayoutAccount.user_id == uuid.UUID(req.user_id))
             )
@@ -378,7 +379,7 @@ class PaymentActivities:
             },
             options={"idempotency_key": f"payout-account:{req.user_id}"},
         )
-        async with transaction() as session:
+        async with activity_transaction() as session:
             await session.execute(
                 insert(PayoutAccount)
                 .values(
@@ -405,10 +406,9 @@ async def _move_money(
     """One provider money call, at most once per idempotency key: a stored success is returned as is;
     otherwise record the attempt, call, and store the outcome with its ledger movement.
     Returns the provider's id."""
-    stored = await _stored_outcome(key)
-    if stored is not None and stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
+    stored = await _begin_attempt(order_id, kind, key, amount, currency)
+    if stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
         return stored.provider_id
-    await _record_attempt(order_id, kind, key, amount, currency)
     try:
         result = await call()
     except _REJECTIONS as exc:
@@ -421,18 +421,15 @@ async def _move_money(
 
 async def _post_for_order(order_id: str, txn: str, currency: str, movement: dict[LedgerAccount, int]) -> None:
     """A ledger-only movement on an order, attributed to its seller."""
-    async with transaction() as session:
+    async with activity_transaction() as session:
         order = await ledger.order_seller(session, uuid.UUID(order_id))
         await ledger.post(session, txn, order.id, order.seller_id, currency, movement)
 
 
-async def _stored_outcome(idempotency_key: str) -> Payment | None:
-    async with transaction() as session:
-        return await session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
-
-
-async def _record_attempt(order_id: str, kind: PaymentKind, key: str, amount: int, currency: str) -> None:
-    async with transaction() as session:
+async def _begin_attempt(order_id: str, kind: PaymentKind, key: str, amount: int, currency: str) -> Payment:
+    """The payment row of this idempotency key: recorded as pending if it is new, else as stored (a retry
+    finds the outcome of an earlier attempt). One transaction: this is on the critical path of orders."""
+    async with activity_transaction() as session:
         await session.execute(
             insert(Payment)
             .values(
@@ -446,6 +443,9 @@ async def _record_attempt(order_id: str, kind: PaymentKind, key: str, amount: in
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
         )
+        payment = await session.scalar(select(Payment).where(Payment.idempotency_key == key))
+        assert payment is not None
+        return payment
 
 
 async def _record_outcome(
@@ -458,7 +458,7 @@ async def _record_outcome(
     movement: dict[LedgerAccount, int] | None = None,
 ) -> None:
     """Store the provider's answer and, for a success, its ledger movement: one transaction."""
-    async with transaction() as session:
+    async with activity_transaction() as session:
         payment = await session.scalar(
             select(Payment).where(Payment.idempotency_key == key).with_for_update()
         )
