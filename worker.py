@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.disputes import DisputeActivities
-from activities.notifications import NotificationActivities, NotificationSender
+from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from activities.reconciliation import ReconciliationActivities
@@ -181,17 +181,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # The notification outbox's sender runs next to the worker; if it ever ends, the process stops with it
-    # (so a supervisor restarts both) rather than run on without delivering mail.
-    sender = asyncio.create_task(NotificationSender(settings).run(stop), name="notification-sender")
-    sender.add_done_callback(lambda _: stop.set())
-    try:
-        async with worker:
-            logging.info("worker polling task queue %s", settings.temporal_task_queue)
-            await stop.wait()
-    finally:
-        stop.set()
-        await sender
+    async with worker:
+        logging.info("worker polling task queue %s", settings.temporal_task_queue)
+        await stop.wait()
 
 
 if __name__ == "__main__":

@@ -571,6 +571,12 @@ def start_worker(sup: Supervisor, env: Mapping[str, str]) -> Service:
     return Service(name="worker", proc=sup.spawn("worker", [sys.executable, str(script)], env=env, cwd=ROOT))
 
 
+def start_sender(sup: Supervisor, env: Mapping[str, str]) -> Service:
+    """The notification sender (`python sender.py`): drains the notification outbox into mail."""
+    proc = sup.spawn("sender", [sys.executable, str(ROOT / "sender.py")], env=env, cwd=ROOT)
+    return Service(name="sender", proc=proc)
+
+
 def start_search_sync(sup: Supervisor, env: Mapping[str, str]) -> Service:
     """The PostgreSQL -> Meilisearch sync loop (`python -m search_sync`)."""
     _require_module("search_sync.__main__", "search sync")

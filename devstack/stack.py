@@ -202,7 +202,8 @@ class Stack:
         self._infra_started = True
 
     def start_apps(self, *, demo_data: bool = False) -> None:
-        """Migrations (to completion), then worker, search sync and API; then demo data if asked."""
+        """Migrations (to completion), then worker, notification sender, search sync and API; then demo data
+        if asked."""
         if not self._infra_started:
             self.start_infra()
         if self.apps:
@@ -222,6 +223,7 @@ class Stack:
         self._parallel(
             [
                 add(lambda: services.start_worker(sup, env)),
+                add(lambda: services.start_sender(sup, env)),
                 add(lambda: services.start_search_sync(sup, env)),
                 add(self._start_api),
             ],

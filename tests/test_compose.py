@@ -33,9 +33,10 @@ APP_SERVICES = {
     "migrate": ["python", "-m", "bazaar.cli", "migrate"],
     "api": ["python", "-m", "uvicorn", "api.app:app"],
     "worker": ["python", "worker.py"],
+    "sender": ["python", "sender.py"],
     "search-sync": ["python", "-m", "search_sync"],
 }
-LONG_RUNNING_APP_SERVICES = ("api", "worker", "search-sync")
+LONG_RUNNING_APP_SERVICES = ("api", "worker", "sender", "search-sync")
 INFRA_IMAGES = {
     "postgres": ("postgres", "16"),
     "temporal": ("temporalio/auto-setup", None),
@@ -419,7 +420,8 @@ def test_each_process_gets_the_secrets_it_needs_and_no_more(compose: dict[str, A
     holders = {name: {s for s, names in env.items() if name in names} for name in SECRET_SETTINGS}
     assert holders["MEILI_MASTER_KEY"] == {"search-sync"}
     assert holders["STRIPE_SECRET_KEY"] == {"worker"}
-    assert holders["UNSUBSCRIBE_SECRET"] == {"api", "worker"}  # the worker signs links, the API checks them
+    # The sender signs unsubscribe links (the worker too, for legacy notification workflows); the API checks them.
+    assert holders["UNSUBSCRIBE_SECRET"] == {"api", "worker", "sender"}
     for api_only in ("JWT_SECRET", "STRIPE_WEBHOOK_SECRET", "MEILI_SEARCH_KEY", "METRICS_TOKEN"):
         assert holders[api_only] == {"api"}, api_only
     assert not (env["migrate"] & SECRET_SETTINGS), "migrate needs only the database"

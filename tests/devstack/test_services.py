@@ -255,5 +255,5 @@ def _apps_exist() -> bool:
 @pytest.mark.skipif(not _apps_exist(), reason="the app processes are not all written yet")
 def test_stack_fixture_serves_the_api(stack: Stack) -> None:
     assert httpx.get(f"{stack.api_url}/healthz").status_code == 200
-    assert {app.name for app in stack.apps} == {"worker", "search-sync", "api"}
+    assert {app.name for app in stack.apps} == {"worker", "sender", "search-sync", "api"}
     assert all(app.proc.alive() for app in stack.apps)
