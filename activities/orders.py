@@ -219,16 +219,17 @@ class OrderActivities:
             order_id = uuid.UUID(change.order_id)
             if change.release_stock:
                 await _release_stock(session, order_id)
-            for notice in change.notices:
-                await notifications.prepare(
-                    session,
-                    notice.event_key,
-                    notice.event_type,
-                    [uuid.UUID(r) for r in notice.recipient_ids],
-                    notice.recipient_roles,
-                    notice.data,
-                    self.settings.public_base_url,
+            events = [
+                notifications.Event(
+                    n.event_key,
+                    n.event_type,
+                    [uuid.UUID(r) for r in n.recipient_ids],
+                    n.recipient_roles,
+                    n.data,
                 )
+                for n in change.notices
+            ]
+            await notifications.write(session, events, self.settings.public_base_url)
             if change.outcome or change.review_closes_at:
                 await _trust_bookkeeping(session, order_id, change)
             return True
@@ -251,15 +252,14 @@ class OrderActivities:
                 )
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
             )
-            await notifications.prepare(
-                session,
+            attention = notifications.Event(
                 key,
                 "order_needs_attention",
                 [],
                 ["support"],
                 {"order_id": report.order_id, "step": report.step, "error": report.error[:500]},
-                self.settings.public_base_url,
             )
+            await notifications.write(session, [attention], self.settings.public_base_url)
 
     @activity.defn
     async def load_order(self, order_id: str) -> OrderSnapshot:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -94,6 +95,95 @@ async def preferences(session: AsyncSession, user_id: uuid.UUID) -> dict[str, di
     }
 
 
+@dataclass(frozen=True)
+class Event:
+    """One business event to notify: its key (once per key, recipient and channel), template and data."""
+
+    key: str
+    type: str
+    recipient_ids: list[uuid.UUID]
+    recipient_roles: list[str] = field(default_factory=list)  # e.g. ["support"]: every user with the role
+    data: dict[str, str] = field(default_factory=dict)
+
+
+async def write(session: AsyncSession, events: list[Event], base_url: str) -> int:
+    """Create the (event, recipient, channel) rows that preferences allow, once per triple, in the caller's
+    transaction: inbox rows are delivered by being stored (`sent`), email rows are pending and due now, and
+    the senders are woken on commit. Three statements whatever the number of events and recipients (an order's
+    transition runs this on its critical path). Returns how many rows were new."""
+    if not events:
+        return 0
+    for event in events:
+        if event.type not in EVENT_TYPES:
+            raise ValueError(f"unknown notification event {event.type!r}")
+    named = {
+        uuid.UUID(e.data["buyer_id"]) for e in events if "buyer_id" in e.data and "buyer_name" not in e.data
+    }
+    wanted = {r for e in events for r in e.recipient_ids}
+    roles = sorted({Role(r).value for e in events for r in e.recipient_roles})
+    who: ColumnElement[bool] = User.id.in_(wanted | named)
+    if roles:
+        who = or_(who, User.roles.overlap(roles))
+    opted_out = aliased(NotificationPreference)
+    rows = (
+        await session.execute(
+            select(User.id, User.display_name, User.roles, opted_out.event_type, opted_out.channel)
+            .outerjoin(
+                opted_out,
+                and_(
+                    opted_out.user_id == User.id,
+                    opted_out.event_type.in_({e.type for e in events}),
+                    opted_out.enabled.is_(False),
+                ),
+            )
+            .where(who)
+        )
+    ).all()
+    names = {user_id: name for user_id, name, _, _, _ in rows}
+    user_roles = {user_id: set(found or []) for user_id, _, found, _, _ in rows}
+    silenced = {(user_id, event_type, channel) for user_id, _, _, event_type, channel in rows if channel}
+    values = []
+    for event in events:
+        data = _with_links(event.data, base_url)
+        if "buyer_id" in data and "buyer_name" not in data:
+            data["buyer_name"] = names.get(uuid.UUID(data["buyer_id"])) or "A buyer"
+        staff = {Role(r).value for r in event.recipient_roles}
+        recipients = {u for u in names if u in event.recipient_ids or staff & user_roles[u]}
+        for user_id in sorted(recipients):
+            subject, body = render(event.type, {**data, "recipient_name": names[user_id]})
+            for channel in NotificationChannel:
+                if (user_id, event.type, channel) in silenced:
+                    continue
+                stored = channel == NotificationChannel.INBOX
+                values.append(
+                    {
+                        "event_key": event.key,
+                        "event_type": event.type,
+                        "recipient_id": user_id,
+                        "channel": channel,
+                        "subject": subject,
+                        "body": body,
+                        "data": data,
+                        "status": "sent" if stored else "pending",
+                        "sent_at": func.now() if stored else None,
+                        "next_attempt_at": func.now(),
+                    }
+                )
+    if not values:
+        return 0
+    inserted = (
+        await session.execute(
+            insert(Notification)
+            .values(values)
+            .on_conflict_do_nothing(constraint="uq_notification_delivery")
+            .returning(Notification.status)
+        )
+    ).all()
+    if any(status == "pending" for (status,) in inserted):
+        await wake_sender(session)
+    return len(inserted)
+
+
 async def prepare(
     session: AsyncSession,
     event_key: str,
@@ -102,91 +192,16 @@ async def prepare(
     recipient_roles: list[str],
     data: dict[str, str],
     base_url: str,
-    *,
-    report_pending: bool = True,
 ) -> list[int]:
-    """Create the (event, recipient, channel) rows that preferences allow, once per triple, in the caller's
-    transaction: inbox rows are delivered by being stored (`sent`), email rows are pending and due now, and
-    the senders are woken on commit. Returns the event's rows still pending (what the legacy
-    NotificationWorkflow delivers itself), unless `report_pending` is False (an order's transition, which
-    only writes). Three statements whatever the number of recipients: this runs on an order's critical path."""
-    data = _with_links(data, base_url)
-    buyer_id = uuid.UUID(data["buyer_id"]) if "buyer_id" in data and "buyer_name" not in data else None
-    wanted = set(recipient_ids)
-    who: ColumnElement[bool] = User.id.in_(wanted | ({buyer_id} if buyer_id else set()))
-    if recipient_roles:
-        who = or_(who, User.roles.overlap([Role(r).value for r in recipient_roles]))
-    opted_out = aliased(NotificationPreference)
-    rows = (
-        await session.execute(
-            select(User.id, User.display_name, User.roles, opted_out.channel)
-            .outerjoin(
-                opted_out,
-                and_(
-                    opted_out.user_id == User.id,
-                    opted_out.event_type == event_type,
-                    opted_out.enabled.is_(False),
-                ),
-            )
-            .where(who)
-        )
-    ).all()
-    names = {user_id: name for user_id, name, _, _ in rows}
-    if buyer_id is not None:
-        data["buyer_name"] = names.get(buyer_id) or "A buyer"
-    staff_roles = {Role(r).value for r in recipient_roles}
-    recipients = {
-        user_id for user_id, _, roles, _ in rows if user_id in wanted or staff_roles & set(roles or [])
-    }
-    silenced = {(user_id, channel) for user_id, _, _, channel in rows if channel is not None}
-    values = []
-    for user_id in sorted(recipients):
-        subject, body = render(event_type, {**data, "recipient_name": names[user_id]})
-        for channel in NotificationChannel:
-            if (user_id, channel) in silenced:
-                continue
-            stored = channel == NotificationChannel.INBOX
-            values.append(
-                {
-                    "event_key": event_key,
-                    "event_type": event_type,
-                    "recipient_id": user_id,
-                    "channel": channel,
-                    "subject": subject,
-                    "body": body,
-                    "data": data,
-                    "status": "sent" if stored else "pending",
-                    "sent_at": func.now() if stored else None,
-                    "next_attempt_at": func.now(),
-                }
-            )
-    inserted: list[tuple[int, str]] = []
-    if values:
-        inserted = [
-            (row.id, row.status)
-            for row in await session.execute(
-                insert(Notification)
-                .values(values)
-                .on_conflict_do_nothing(constraint="uq_notification_delivery")
-                .returning(Notification.id, Notification.status)
-            )
-        ]
-    if not report_pending:
-        if any(status == "pending" for _, status in inserted):
-            await wake_sender(session)
-        return []
-    pending = list(
-        (
-            await session.scalars(
-                select(Notification.id)
-                .where(Notification.event_key == event_key, Notification.status == "pending")
-                .order_by(Notification.id)
-            )
-        ).all()
+    """One event's rows (see `write`); returns the event's rows still pending, what the legacy
+    NotificationWorkflow delivers itself (it may run again after a commit, so it reads them back)."""
+    await write(session, [Event(event_key, event_type, recipient_ids, recipient_roles, data)], base_url)
+    pending = await session.scalars(
+        select(Notification.id)
+        .where(Notification.event_key == event_key, Notification.status == "pending")
+        .order_by(Notification.id)
     )
-    if pending:
-        await wake_sender(session)
-    return pending
+    return list(pending.all())
 
 
 async def wake_sender(session: AsyncSession) -> None:
