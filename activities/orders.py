@@ -22,7 +22,7 @@ from temporalio import activity
 
 from activities.database import activity_transaction
 from activities.notifications import PrepareNotifications
-from bazaar import listings, notifications, reputation, reviews
+from bazaar import ledger, listings, notifications, reputation, reviews
 from bazaar.models import (
     AuditEvent,
     LedgerAccount,
@@ -79,10 +79,20 @@ class OrderStateChange:
 
 
 @dataclass
+class LedgerPosting:
+    """A ledger-only movement of the order (e.g. escrow released to the seller and the fee), idempotent on
+    `txn`; accounts by their `LedgerAccount` value, amounts in the order's currency, summing to zero."""
+
+    txn: str
+    entries: dict[str, int]
+
+
+@dataclass
 class OrderTransition(OrderStateChange):
     """One transition of the order and everything it implies, written in one transaction."""
 
     release_stock: bool = False  # the order's stock goes back to its listing (once)
+    ledger: list[LedgerPosting] = field(default_factory=list)
     notices: list[PrepareNotifications] = field(default_factory=list)
     outcome: str | None = None  # the seller's reputation counter: completed | cancelled | disputed
     review_closes_at: datetime | None = None  # completion: the review window opens until then
@@ -214,9 +224,14 @@ class OrderActivities:
         """The transition and what it implies, in one transaction; False if it was saved before (a retry
         after a lost answer writes nothing twice)."""
         async with activity_transaction() as session:
-            if not await _project(session, change):
+            moved = await _project(session, change)
+            if moved is None:
                 return False
             order_id = uuid.UUID(change.order_id)
+            seller_id, currency = moved
+            for posting in change.ledger:
+                entries = {LedgerAccount(account): amount for account, amount in posting.entries.items()}
+                await ledger.post(session, posting.txn, order_id, seller_id, currency, entries)
             if change.release_stock:
                 await _release_stock(session, order_id)
             events = [
@@ -320,8 +335,9 @@ class OrderActivities:
         )
 
 
-async def _project(session: AsyncSession, change: OrderStateChange) -> bool:
-    """The workflow's state into `orders`, and its timeline event; False if this step was applied before."""
+async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uuid.UUID, str] | None:
+    """The workflow's state into `orders`, and its timeline event: the order's seller and currency, or None
+    if this step was applied before."""
     updated = await session.execute(
         update(Order)
         .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
@@ -332,7 +348,7 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> bool:
             state_seq=change.seq,
             tracking=change.tracking,
         )
-        .returning(Order.id)
+        .returning(Order.seller_id, Order.currency)
     )
     await session.execute(
         insert(AuditEvent)
@@ -347,7 +363,8 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> bool:
         )
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
-    return updated.first() is not None
+    row = updated.first()
+    return None if row is None else (row.seller_id, row.currency)
 
 
 async def _release_stock(session: AsyncSession, order_id: uuid.UUID) -> bool:

@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.database import DATA_ERROR
     from activities.orders import (
         AttentionReport,
+        LedgerPosting,
         OrderActivities,
         OrderSnapshot,
         OrderTransition,
@@ -71,7 +72,6 @@ with workflow.unsafe.imports_passed_through():
         ChargeRequest,
         PaymentActivities,
         RefundRequest,
-        ReleaseRequest,
         ReleaseReversalRequest,
         TransferRequest,
         TransferReversalRequest,
@@ -117,6 +117,8 @@ MONEY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["PaymentRejected"],
 )
+# Ledger accounts (bazaar.models.LedgerAccount values) of the release booked with a completion.
+ESCROW, PLATFORM_FEES, SELLER_PAYABLE = "escrow", "platform_fees", "seller_payable"
 # A provider call on an Update's path first runs locally, for at most this long (a couple of attempts); a
 # slower or failing provider then gets a normal activity (retried by the server, visible as pending).
 LOCAL_MONEY_BUDGET = timedelta(seconds=15)
@@ -636,17 +638,17 @@ class OrderWorkflow:
         if fee is None:
             fee = platform_fee(gross, self._terms.fee_bps, self._terms.fee_fixed)
         self._view = replace(self.view, platform_fee=fee)
-        order_id = self.view.order_id
         self._releases += 1
-        await self._db_step(
-            "release_escrow",
-            PaymentActivities.release_escrow,
-            ReleaseRequest(order_id, gross, fee, self.view.currency, f"{order_id}:release:{self._releases}"),
-            forever=True,
+        # Booked with the completion itself (one transaction): escrow to the fee and the seller's payable.
+        release = LedgerPosting(
+            f"{self.view.order_id}:release:{self._releases}",
+            {ESCROW: -gross, PLATFORM_FEES: fee, SELLER_PAYABLE: gross - fee},
         )
         self._released = (gross, fee)
         payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else "released"
-        await self._transition("completed", reason, payment_state, party, actor, "order.completed")
+        await self._transition(
+            "completed", reason, payment_state, party, actor, "order.completed", ledger=[release]
+        )
 
     async def _pay_out(self, amount: int) -> str:
         """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
@@ -814,6 +816,7 @@ class OrderWorkflow:
         *,
         base: OrderView | None = None,
         release_stock: bool = False,
+        ledger: list[LedgerPosting] | None = None,
     ) -> None:
         """Move to `status`, saved with everything the move implies; the view changes only once saved.
         A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved."""
@@ -830,7 +833,14 @@ class OrderWorkflow:
         )
         reversible = action in ("order.accepted", "order.fulfilled", "order.disputed")
         await self._save(
-            view, party, actor, action, effects, release_stock=release_stock, reversible=reversible
+            view,
+            party,
+            actor,
+            action,
+            effects,
+            release_stock=release_stock,
+            ledger=ledger,
+            reversible=reversible,
         )
         self._view = view
         self._publish()
@@ -844,6 +854,7 @@ class OrderWorkflow:
         effects: Effects,
         *,
         release_stock: bool = False,
+        ledger: list[LedgerPosting] | None = None,
         reversible: bool = False,
     ) -> None:
         seq = self._seq + 1
@@ -858,6 +869,7 @@ class OrderWorkflow:
             action=action,
             tracking=view.tracking,
             release_stock=release_stock,
+            ledger=ledger or [],
             notices=effects.notices,
             outcome=effects.outcome,
             review_closes_at=workflow.now() + timedelta(seconds=self._terms.review_window_seconds)
