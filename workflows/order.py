@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.database import DATA_ERROR
@@ -117,6 +118,10 @@ MONEY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["PaymentRejected"],
 )
+# A local activity waits for a retry inside its workflow task only up to this backoff; longer ones become timers.
+# Kept short because sdk-core drops a local activity's schedule-to-close bound when it fires during an
+# in-task backoff (seen with temporalio 1.35): a step failing fast would otherwise retry forever, unflagged.
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 # Ledger accounts (bazaar.models.LedgerAccount values) of the release booked with a completion.
 ESCROW, PLATFORM_FEES, SELLER_PAYABLE = "escrow", "platform_fees", "seller_payable"
 # A provider call on an Update's path first runs locally, for at most this long (a couple of attempts); a
@@ -126,14 +131,23 @@ LOCAL_MONEY_BUDGET = timedelta(seconds=15)
 CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
 
 
-def _is_permanent(error: ActivityError) -> bool:
-    cause = error.cause
-    return isinstance(cause, ApplicationError) and cause.non_retryable
+# How a step fails: a normal activity raises ActivityError (its cause says why); a local activity raises the
+# failure itself (an ApplicationError, or a TimeoutError past its schedule-to-close bound).
+StepFailed = (ActivityError, ApplicationError, TemporalTimeoutError)
 
 
-def _failure_text(error: ActivityError) -> str:
+def _reason(error: BaseException) -> BaseException:
+    return (error.cause or error) if isinstance(error, ActivityError) else error
+
+
+def _is_permanent(error: BaseException) -> bool:
+    reason = _reason(error)
+    return isinstance(reason, ApplicationError) and reason.non_retryable
+
+
+def _failure_text(error: BaseException) -> str:
     """The most telling message in the failure chain (the activity's own error, or the timeout)."""
-    cause: BaseException = error.cause or error
+    cause = _reason(error)
     while not str(cause) and cause.__cause__ is not None:
         cause = cause.__cause__
     return (str(cause) or type(cause).__name__)[:300]
@@ -221,7 +235,7 @@ class OrderWorkflow:
                 ),
                 forever=False,
             )
-        except ActivityError as refused:  # the database refused the order's data: nothing was taken
+        except StepFailed as refused:  # the database refused the order's data: nothing was taken
             workflow.logger.error("reservation refused: %s", _failure_text(refused))
             reservation = ReserveStockResult(ok=False, reason="invalid_request")
         if not reservation.ok:
@@ -557,7 +571,7 @@ class OrderWorkflow:
                     transfer_group=order_workflow_id(req.order_id),
                 ),
             )
-        except ActivityError as refused:
+        except StepFailed as refused:
             # The provider refused the request itself (unknown payment method, an amount it cannot
             # charge): nothing was taken; the stock goes back.
             workflow.logger.warning("charge refused: %s", _failure_text(refused))
@@ -617,7 +631,7 @@ class OrderWorkflow:
                 ),
                 local_first=True,
             )
-        except ActivityError as refused:
+        except StepFailed as refused:
             raise ApplicationError(
                 f"the payment provider refused the refund: {_failure_text(refused)}",
                 self.view,
@@ -664,7 +678,7 @@ class OrderWorkflow:
         try:
             try:
                 result = await self._local_first(PaymentActivities.transfer, transfer)
-            except ActivityError as failure:
+            except StepFailed as failure:
                 if _is_permanent(failure):
                     raise
                 result = await workflow.execute_activity_method(
@@ -674,7 +688,7 @@ class OrderWorkflow:
                     schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
                     retry_policy=MONEY_RETRY,
                 )
-        except ActivityError:
+        except StepFailed:
             # Completed for both sides; the payout needs support (PaymentState transfer_failed, then the
             # `retry_transfer` Update: docs/operations.md). The order stays open until then.
             workflow.logger.error("payout refused or failing; waiting for support", exc_info=True)
@@ -731,7 +745,7 @@ class OrderWorkflow:
                     ),
                     local_first=True,
                 )
-            except ActivityError:
+            except StepFailed:
                 # The seller's account would not give it back: the release stands and the chargeback
                 # overdraws this order's escrow, the platform's loss (docs/operations.md).
                 workflow.logger.error("transfer reversal refused; chargeback booked as a platform loss")
@@ -880,7 +894,7 @@ class OrderWorkflow:
             await self._db_step(
                 "save_transition", OrderActivities.save_transition, transition, forever=not reversible
             )
-        except ActivityError as refused:
+        except StepFailed as refused:
             raise ApplicationError(
                 f"{action} could not be saved: {_failure_text(refused)}", type="InvalidRequest"
             ) from None
@@ -900,6 +914,7 @@ class OrderWorkflow:
                 start_to_close_timeout=DB_ATTEMPT,
                 schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
                 retry_policy=DB_RETRY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
             ),
             permanent_raises=not forever,
         )
@@ -914,7 +929,7 @@ class OrderWorkflow:
         if local_first:
             try:
                 return await self._local_first(activity, arg)
-            except ActivityError as failure:
+            except StepFailed as failure:
                 if _is_permanent(failure):
                     raise
         return await self._attempt(
@@ -938,14 +953,17 @@ class OrderWorkflow:
                 LOCAL_MONEY_BUDGET, timedelta(seconds=self._terms.provider_timeout_seconds)
             ),
             retry_policy=MONEY_RETRY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )
 
     async def _attempt(self, name: str, call: Callable[[], Awaitable[T]], *, permanent_raises: bool) -> T:
         while True:
             try:
                 result = await call()
-            except ActivityError as failure:
+            except StepFailed as failure:
                 if permanent_raises and _is_permanent(failure):
+                    if self._view is not None and self.view.attention is not None:
+                        self._set_attention(None)  # final: the caller compensates; nothing to retry
                     raise
                 await self._needs_attention(name, failure)
                 continue
@@ -953,7 +971,7 @@ class OrderWorkflow:
                 self._set_attention(None)
             return result
 
-    async def _needs_attention(self, step: str, failure: ActivityError) -> None:
+    async def _needs_attention(self, step: str, failure: BaseException) -> None:
         """Flag the order for support, then wait for support's `retry` or the next automatic retry."""
         error = _failure_text(failure)
         workflow.logger.error("order step %s keeps failing: %s", step, error)
@@ -986,8 +1004,9 @@ class OrderWorkflow:
                 start_to_close_timeout=DB_ATTEMPT,
                 schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
                 retry_policy=DB_RETRY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
             )
-        except ActivityError:  # the database is what fails: the search attribute still shows it
+        except StepFailed:  # the database is what fails: the search attribute still shows it
             workflow.logger.error("could not tell support about order %s", report.order_id)
 
     # ---- what outlives the Update: dispute cases ----------------------------------------------------------

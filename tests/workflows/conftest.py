@@ -10,16 +10,10 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from tests.binaries import venv_binary
-from workflows.order import BUYER_ID, LISTING_ID, ORDER_AMOUNT, ORDER_STATUS, PAYMENT_STATE, SELLER_ID
+from workflows.order_types import SEARCH_ATTRIBUTE_KEYS
 
-SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [
-    ORDER_STATUS,
-    BUYER_ID,
-    SELLER_ID,
-    LISTING_ID,
-    ORDER_AMOUNT,
-    PAYMENT_STATE,
-]
+# Every order search attribute, NeedsAttention included (the lean order upserts it on each transition).
+SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = list(SEARCH_ATTRIBUTE_KEYS)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,9 @@
-"""Fake activities for workflow tests: same names and payloads as the real ones, no I/O."""
+"""Fake activities for workflow tests: same names and payloads as the real ones, no I/O.
+
+One FakeWorld serves both order workflow versions: the lean `Order` (local database steps, one
+`save_transition` per transition, `report_attention`) and the frozen `OrderWorkflow` (`record_order_state`,
+`release_stock`, notification and review children), so tests of either read the same world.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,25 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from activities.database import DATA_ERROR
 from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
 from activities.notifications import DeadLetterRequest, PrepareNotifications
-from activities.orders import OrderSnapshot, OrderStateChange, ReserveStockInput, ReserveStockResult
+from activities.orders import (
+    AttentionReport,
+    LedgerPosting,
+    OrderSnapshot,
+    OrderStateChange,
+    OrderTransition,
+    ReserveStockInput,
+    ReserveStockResult,
+)
 from activities.payments import (
     ChargebackMovement,
     ChargeRequest,
@@ -33,18 +48,51 @@ from activities.trust import OrderOutcome, ReviewWindowRequest
 
 
 @dataclass
+class Fault:
+    """A step that fails: `times` more calls (None: until cleared) with a plain exception (transient), after
+    `seconds` (0: at once, like a refused connection; more: like a connection attempt that times out), or,
+    with `data_error`, with the non-retryable `DataError` the real activities raise for data the database
+    refuses."""
+
+    times: int | None = None
+    data_error: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class ReviewWindow:
+    """A review window opened for an order: by the lean order's completion (`closes_at`) or by the legacy
+    review round's `open_review_window` (`window_seconds`)."""
+
+    order_id: str
+    window_seconds: int | None = None
+    closes_at: datetime | None = None
+
+
+@dataclass
 class FakeWorld:
     """What the fake activities saw and will answer."""
 
     stock: int = 1
     decline: bool = False
+    reject_charge: bool = False  # the "provider" refuses the charge request itself (PaymentRejected)
+    reject_refunds: int = 0  # how many refunds the "provider" refuses (PaymentRejected)
     reject_transfers: int = 0  # how many transfers the "provider" refuses (PaymentRejected)
     reject_reversals: bool = False
-    charges: list[ChargeRequest] = field(default_factory=list)
-    states: list[OrderStateChange] = field(default_factory=list)
+    # Failing steps by activity name, or `save_transition:<action>` for one transition only.
+    faults: dict[str, Fault] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)  # same keys: seconds a step takes
+    failures: list[str] = field(default_factory=list)  # every fault raised, by key
+    reservations: list[ReserveStockInput] = field(default_factory=list)
+    reserved: dict[str, int] = field(default_factory=dict)  # order -> quantity still held
+    charges: list[ChargeRequest] = field(default_factory=list)  # charge requests the provider accepted
+    rejected_charges: list[ChargeRequest] = field(default_factory=list)
+    states: list[OrderStateChange] = field(default_factory=list)  # OrderTransition for the lean order
     released: list[str] = field(default_factory=list)
-    refunds: list[RefundRequest] = field(default_factory=list)
-    escrow_releases: list[ReleaseRequest] = field(default_factory=list)
+    refunds: list[RefundRequest] = field(default_factory=list)  # refunds the provider made
+    rejected_refunds: list[RefundRequest] = field(default_factory=list)
+    escrow_releases: list[ReleaseRequest] = field(default_factory=list)  # however booked (see `_post`)
+    postings: list[LedgerPosting] = field(default_factory=list)  # booked with a transition
     transfers: list[TransferRequest] = field(default_factory=list)
     reversals: list[TransferReversalRequest] = field(default_factory=list)
     release_reversals: list[ReleaseReversalRequest] = field(default_factory=list)
@@ -52,14 +100,15 @@ class FakeWorld:
     payouts: list[tuple[str, int]] = field(default_factory=list)  # transfers the "provider" accepted
     reversed_payouts: int = 0
     loads: int = 0
-    # Trust and notifications: what the order's children and activities did.
+    attention_reports: list[AttentionReport] = field(default_factory=list)
+    # Trust and notifications: what the order's transitions, children and activities did.
     mail_down: bool = False  # every delivery fails (after a short wait, like a refused SMTP connection)
     events: list[PrepareNotifications] = field(default_factory=list)
     deliveries: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (event type, recipient)
     delivered: list[int] = field(default_factory=list)
     dead: dict[int, float] = field(default_factory=dict)  # id -> when it was dead-lettered (monotonic)
     outcomes: list[OrderOutcome] = field(default_factory=list)
-    review_windows: list[ReviewWindowRequest] = field(default_factory=list)
+    review_windows: list[ReviewWindow] = field(default_factory=list)
     reviews_written: int = 2  # what reveal_reviews finds to reveal
     revealed: list[str] = field(default_factory=list)  # orders whose reviews were revealed
     dispute_cases: list[OpenDispute] = field(default_factory=list)
@@ -67,8 +116,51 @@ class FakeWorld:
     dispute_statuses: list[DisputeStatusChange] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    # ---- knobs -------------------------------------------------------------------------------------------
+    def fail(self, step: str, times: int | None = None, seconds: float = 0.0) -> None:
+        """`step` fails transiently `times` more times (None: until `clear`), each attempt after `seconds`."""
+        self.faults[step] = Fault(times=times, seconds=seconds)
+
+    def refuse(self, step: str) -> None:
+        """`step` fails with a non-retryable DataError until `clear`."""
+        self.faults[step] = Fault(data_error=True)
+
+    def clear(self, step: str | None = None) -> None:
+        if step is None:
+            self.faults.clear()
+        else:
+            self.faults.pop(step, None)
+
+    async def _step(self, name: str, detail: str | None = None) -> None:
+        """Run a step's fault and delay, if any (`detail`: the transition's action)."""
+        keys = [f"{name}:{detail}", name] if detail else [name]
+        for key in keys:
+            if key in self.delays:
+                await asyncio.sleep(self.delays[key])
+        for key in keys:
+            fault = self.faults.get(key)
+            if fault is None:
+                continue
+            self.failures.append(key)
+            if fault.seconds:
+                await asyncio.sleep(fault.seconds)
+            if fault.data_error:
+                raise ApplicationError(
+                    f"the database refused the data: {key}", type=DATA_ERROR, non_retryable=True
+                )
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self.faults[key]
+            raise ConnectionError(f"connection refused ({key})")
+
+    # ---- reading the world ---------------------------------------------------------------------------
     def notified(self, event_type: str) -> list[PrepareNotifications]:
         return [e for e in self.events if e.event_type == event_type]
+
+    def transitions(self) -> list[OrderTransition]:
+        """What the lean order's `save_transition` saved, in order."""
+        return [s for s in self.states if isinstance(s, OrderTransition)]
 
     async def eventually(self, check: Callable[[], bool], seconds: float = 15) -> None:
         """Children run on their own: poll until `check` holds."""
@@ -115,34 +207,92 @@ class FakeWorld:
             chargeback_amount=chargeback.amount if chargeback else 0,
         )
 
+    def _post(self, order_id: str, posting: LedgerPosting) -> None:
+        """A ledger movement booked with a transition (once per txn); a release of escrow is also read as
+        the `release_escrow` it replaces, so tests see releases however the workflow books them."""
+        if any(p.txn == posting.txn for p in self.postings):
+            return
+        self.postings.append(posting)
+        if ":release:" in posting.txn:
+            gross, fee = -posting.entries["escrow"], posting.entries.get("platform_fees", 0)
+            self.escrow_releases.append(ReleaseRequest(order_id, gross, fee, "EUR", posting.txn))
+
+    def _release(self, order_id: str) -> None:
+        """The order's stock back to the listing, once (like the real `stock_reserved` flag)."""
+        self.released.append(order_id)
+        self.stock += self.reserved.pop(order_id, 0)
+
+    def _prepare(self, event: PrepareNotifications) -> list[int]:
+        """An event's notification rows, once per event key (like the real outbox)."""
+        if any(e.event_key == event.event_key for e in self.events):
+            return []
+        self.events.append(event)
+        ids = []
+        for recipient in [*event.recipient_ids, *event.recipient_roles]:
+            ids.append(next(self._ids))
+            self.deliveries[ids[-1]] = (event.event_type, recipient)
+        return ids
+
     def activities(self) -> list[Callable[..., Any]]:
         world = self
 
+        # ---- orders (the lean order runs these as local activities) --------------------------------
         @activity.defn(name="reserve_stock")
         async def reserve_stock(req: ReserveStockInput) -> ReserveStockResult:
+            await world._step("reserve_stock")
+            world.reservations.append(req)
+            if req.order_id in world.reserved:  # a retry after the commit: the same reservation
+                return world._reservation(req.quantity)
             if world.stock < req.quantity:
                 return ReserveStockResult(ok=False, reason="sold_out")
             world.stock -= req.quantity
-            return ReserveStockResult(
-                ok=True,
-                seller_id="seller-1",
-                listing_title="Road bike",
-                unit_amount=45_000,
-                amount=45_000 * req.quantity,
-                currency="EUR",
-            )
+            world.reserved[req.order_id] = req.quantity
+            return world._reservation(req.quantity)
 
+        @activity.defn(name="save_transition")
+        async def save_transition(change: OrderTransition) -> bool:
+            await world._step("save_transition", change.action)
+            if any(s.order_id == change.order_id and s.seq >= change.seq for s in world.states):
+                return False  # saved before: nothing twice
+            world.states.append(change)
+            for posting in change.ledger:
+                world._post(change.order_id, posting)
+            if change.release_stock:
+                world._release(change.order_id)
+            for notice in change.notices:
+                world._prepare(notice)
+            if change.outcome:
+                world.outcomes.append(OrderOutcome(change.order_id, change.outcome))
+            if change.review_closes_at:
+                world.review_windows.append(ReviewWindow(change.order_id, closes_at=change.review_closes_at))
+            return True
+
+        @activity.defn(name="report_attention")
+        async def report_attention(report: AttentionReport) -> None:
+            world.attention_reports.append(report)
+
+        @activity.defn(name="load_order")
+        async def load_order(order_id: str) -> OrderSnapshot:
+            await world._step("load_order")
+            return world.snapshot(order_id)
+
+        # ---- orders, legacy workflow --------------------------------------------------------------
         @activity.defn(name="release_stock")
         async def release_stock(order_id: str) -> bool:
-            world.released.append(order_id)
+            world._release(order_id)
             return True
 
         @activity.defn(name="record_order_state")
         async def record_order_state(change: OrderStateChange) -> None:
             world.states.append(change)
 
+        # ---- payments -----------------------------------------------------------------------------
         @activity.defn(name="charge")
         async def charge(req: ChargeRequest) -> ChargeResult:
+            await world._step("charge")
+            if world.reject_charge:
+                world.rejected_charges.append(req)
+                raise ApplicationError("No such PaymentMethod", type="PaymentRejected", non_retryable=True)
             world.charges.append(req)
             if world.decline:
                 return ChargeResult(succeeded=False, failure_code="card_declined")
@@ -150,11 +300,17 @@ class FakeWorld:
 
         @activity.defn(name="refund")
         async def refund(req: RefundRequest) -> RefundResult:
+            await world._step("refund")
+            if world.reject_refunds > 0:
+                world.reject_refunds -= 1
+                world.rejected_refunds.append(req)
+                raise ApplicationError("charge_disputed", type="PaymentRejected", non_retryable=True)
             world.refunds.append(req)
             return RefundResult(refund_id=f"re_{len(world.refunds)}", amount=req.amount)
 
         @activity.defn(name="release_escrow")
         async def release_escrow(req: ReleaseRequest) -> None:
+            await world._step("release_escrow")
             world.escrow_releases.append(req)
 
         @activity.defn(name="transfer")
@@ -176,26 +332,18 @@ class FakeWorld:
 
         @activity.defn(name="reverse_release")
         async def reverse_release(req: ReleaseReversalRequest) -> None:
+            await world._step("reverse_release")
             world.release_reversals.append(req)
 
         @activity.defn(name="record_chargeback")
         async def record_chargeback(req: ChargebackMovement) -> None:
+            await world._step("record_chargeback")
             world.chargebacks.append(req)
 
-        @activity.defn(name="load_order")
-        async def load_order(order_id: str) -> OrderSnapshot:
-            return world.snapshot(order_id)
-
+        # ---- notifications, trust and disputes ------------------------------------------------------
         @activity.defn(name="prepare_notifications")
         async def prepare_notifications(req: PrepareNotifications) -> list[int]:
-            if any(e.event_key == req.event_key for e in world.events):
-                return []  # the real activity returns only rows not yet sent
-            world.events.append(req)
-            ids = []
-            for recipient in [*req.recipient_ids, *req.recipient_roles]:
-                ids.append(next(world._ids))
-                world.deliveries[ids[-1]] = (req.event_type, recipient)
-            return ids
+            return world._prepare(req)  # the real activity returns only rows not yet sent
 
         @activity.defn(name="deliver_notification")
         async def deliver_notification(notification_id: int) -> str:
@@ -215,13 +363,25 @@ class FakeWorld:
 
         @activity.defn(name="open_review_window")
         async def open_review_window(req: ReviewWindowRequest) -> str:
-            world.review_windows.append(req)
+            world.review_windows.append(ReviewWindow(req.order_id, window_seconds=req.window_seconds))
             return "2026-12-10T12:00+00:00"
 
         @activity.defn(name="reveal_reviews")
         async def reveal_reviews(order_id: str) -> int:
             world.revealed.append(order_id)
             return world.reviews_written
+
+        @activity.defn(name="reveal_due_reviews")
+        async def reveal_due_reviews() -> int:
+            """Reveal every window opened with a closing time that has passed, once."""
+            now = datetime.now(UTC)
+            due = [
+                w.order_id
+                for w in world.review_windows
+                if w.closes_at is not None and w.closes_at <= now and w.order_id not in world.revealed
+            ]
+            world.revealed.extend(due)
+            return len(due)
 
         @activity.defn(name="open_dispute_case")
         async def open_dispute_case(req: OpenDispute) -> str:
@@ -243,11 +403,14 @@ class FakeWorld:
             record_order_outcome,
             open_review_window,
             reveal_reviews,
+            reveal_due_reviews,
             open_dispute_case,
             append_dispute_thread,
             set_dispute_status,
             load_order,
             reserve_stock,
+            save_transition,
+            report_attention,
             release_stock,
             record_order_state,
             charge,
@@ -259,6 +422,29 @@ class FakeWorld:
             record_chargeback,
         ]
 
+    def _reservation(self, quantity: int) -> ReserveStockResult:
+        return ReserveStockResult(
+            ok=True,
+            seller_id="seller-1",
+            listing_title="Road bike",
+            unit_amount=45_000,
+            amount=45_000 * quantity,
+            currency="EUR",
+        )
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    defn = activity._Definition.from_callable(fn)
+    assert defn is not None and defn.name is not None
+    return defn.name
+
+
+def review_closes_in(window: ReviewWindow, seconds: int) -> bool:
+    """The window closes `seconds` from about now (the completion just happened)."""
+    assert window.closes_at is not None
+    expected = datetime.now(UTC) + timedelta(seconds=seconds)
+    return abs((window.closes_at - expected).total_seconds()) < 60
+
 
 async def children_finished(client: Client, parent: WorkflowHandle[Any, Any]) -> None:
     """Wait for every child the parent started. Call before a test's worker stops: a child's activity left
@@ -268,3 +454,13 @@ async def children_finished(client: Client, parent: WorkflowHandle[Any, Any]) ->
         if event.HasField("child_workflow_execution_started_event_attributes"):
             child = event.child_workflow_execution_started_event_attributes.workflow_execution
             await client.get_workflow_handle(child.workflow_id, run_id=child.run_id).result()
+
+
+async def child_workflow_types(parent: WorkflowHandle[Any, Any]) -> list[str]:
+    """The workflow types of the children the parent started, in order."""
+    history = await parent.fetch_history()
+    return [
+        event.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
+        for event in history.events
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]

@@ -1,104 +1,106 @@
 """Record workflow histories for the replay tests: `python -m tests.workflows.record_histories [--all]`.
 
-Run it when a deliberate, patched change to a workflow adds new paths; never to "fix" a failing replay
-(that failure is the signal that running workflows would break; see docs/workflow-versioning.md).
-By default it records only scenarios that have no history yet: the stored ones were made by older code
-and are the proof that workflows started by that code still replay. `--all` re-records everything (only
-before a first release, or after the old versions' workflows have all closed).
-`order_transfer_failed_before_retry.json` is not made here: it was recorded once with the workflow code
-before the payout-retry patch (see docs/workflow-versioning.md) and must never be re-recorded.
+Run it when a deliberate change to a workflow adds new paths; never to "fix" a failing replay (that failure is
+the signal that running workflows would break; see docs/workflow-versioning.md). It records only scenarios
+that have no history yet: the stored ones are the proof that workflows started by that code still replay.
+
+What is recorded here:
+- `lean_*`: the order workflow (type `Order`, `workflows/order.py`), one history per scenario of
+  `tests/workflows/test_provider_events.py` (`RECORDED`, whose test also checks each still ends as recorded);
+- `reveal_due_reviews_sweep`: one run of the review sweep;
+- `dispute_case_chargeback_joined`: a buyer's dispute case that a chargeback joins (started by the lean order).
+
+What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
+(`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
+the previous order workflow, which now runs as `LegacyOrderWorkflow` (type `OrderWorkflow`) for the orders it
+started; nothing starts it any more, so there is nothing to record them from.
+`order_transfer_failed_before_retry.json` was recorded once by the code before the payout-retry patch.
+
+`--all` re-records the scenarios listed here (only before the lean order's first release, or when every
+workflow started by the code that recorded them has closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from tests.binaries import venv_binary
 from tests.workflows.conftest import SEARCH_ATTRIBUTES
 from tests.workflows.fakes import FakeWorld
-from tests.workflows.test_order_workflow import BUYER, SELLER, SUPPORT, placed, run_to_end
-from tests.workflows.test_provider_events import RECORDED, record
-from workflows.dispute import DisputeMessageIn, DisputeWorkflow, InfoRequest, dispute_workflow_id
-from workflows.notification import notify_workflow_id
-from workflows.order import ActionRequest, OrderWorkflow
-from workflows.reviews import ReviewWorkflow, reviews_workflow_id
+from tests.workflows.test_order_workflow import BUYER, SELLER, SUPPORT, placed
+from tests.workflows.test_provider_events import RECORDED, notice, record
+from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
+from workflows.order import OrderWorkflow
+from workflows.order_types import ActionRequest
+from workflows.reviews import RevealDueReviewsWorkflow
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
-SCENARIOS = {
-    "order_completed": FakeWorld(stock=1),
-    "order_payment_failed": FakeWorld(decline=True),
-    "order_sold_out": FakeWorld(stock=0),
-}
 
 
-CHILDREN = ("dispute_case_worked_and_refunded", "review_round_both_reviewed", "notification_order_paid")
-
-
-async def record_children(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
-    """Histories of the child workflows an order starts (each replayed like the orders' own)."""
-    world = FakeWorld(stock=2)
-    client = env.client
-    async with placed(env, world, dispute_window_seconds=3600) as disputed:
-        await disputed.act(OrderWorkflow.accept, ActionRequest(SELLER))
-        await disputed.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-        await disputed.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
-        case = client.get_workflow_handle(dispute_workflow_id(disputed.id))
-        await case.execute_update(
-            DisputeWorkflow.request_info, InfoRequest(SUPPORT.user_id, "seller", "Shipping receipt?", 86_400)
+async def record_sweep(env: WorkflowEnvironment) -> WorkflowHistory:
+    queue = f"record-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[RevealDueReviewsWorkflow],
+        activities=FakeWorld().activities(),
+    ):
+        handle = await env.client.start_workflow(
+            RevealDueReviewsWorkflow.run, id="reveal-due-reviews", task_queue=queue
         )
-        await case.execute_update(
-            DisputeWorkflow.add_message, DisputeMessageIn(SELLER.user_id, "seller", "Attached", "evidence")
+        await handle.result()
+        return await handle.fetch_history()
+
+
+async def record_joined_case(env: WorkflowEnvironment) -> WorkflowHistory:
+    """A buyer's dispute; a chargeback joins its case; the network sides with the seller; support refunds."""
+    world = FakeWorld()
+    async with placed(env, world, dispute_window_seconds=3600) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
+        await world.eventually(lambda: bool(world.dispute_cases))
+        await order.handle.signal(OrderWorkflow.chargeback, notice())
+        await world.eventually(lambda: any(e.kind == "chargeback" for e in world.dispute_thread))
+        await order.handle.signal(OrderWorkflow.chargeback, notice("won"))
+        await order.state_when(lambda v: v.chargeback_status == "won")
+        await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
+        case: WorkflowHandle[DisputeWorkflow, DisputeState] = env.client.get_workflow_handle(
+            dispute_workflow_id(order.id), result_type=DisputeState
         )
-        await disputed.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
         await case.result()
-        paid = client.get_workflow_handle(notify_workflow_id(f"order:{disputed.id}:paid"))
-        await paid.result()
-    async with placed(env, world) as reviewed:
-        await reviewed.act(OrderWorkflow.accept, ActionRequest(SELLER))
-        await reviewed.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-        await reviewed.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-        round_ = client.get_workflow_handle(reviews_workflow_id(reviewed.id))
-        await round_.signal(ReviewWorkflow.review_submitted, BUYER.user_id)
-        await round_.signal(ReviewWorkflow.review_submitted, SELLER.user_id)
-        await round_.result()
-        return {
-            "dispute_case_worked_and_refunded": await case.fetch_history(),
-            "review_round_both_reviewed": await round_.fetch_history(),
-            "notification_order_paid": await paid.fetch_history(),
-        }
+        await order.result()
+        return await case.fetch_history()
 
 
 async def main(everything: bool) -> None:
     def wanted(name: str) -> bool:
         return everything or not (HISTORIES / f"{name}.json").exists()
 
+    def write(name: str, history: WorkflowHistory) -> None:
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name}")
+
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=venv_binary("temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--headless"],
     ) as env:
-        for name, world in SCENARIOS.items():
-            if wanted(name):
-                _, history = await run_to_end(env, world)
-                (HISTORIES / f"{name}.json").write_text(history.to_json())
-                print(f"recorded {name}")
-        # The order's children: a dispute case worked and resolved, a review round, one notification.
-        if any(wanted(name) for name in CHILDREN):
-            for name, history in (await record_children(env)).items():
-                if wanted(name):
-                    (HISTORIES / f"{name}.json").write_text(history.to_json())
-                    print(f"recorded {name}")
-        # Dispute, cancellation, chargeback and payout-retry paths (tests/workflows/test_provider_events.py).
         for name in RECORDED:
             if wanted(name):
                 _, history = await record(env, name)
-                (HISTORIES / f"{name}.json").write_text(history.to_json())
-                print(f"recorded {name}")
+                write(name, history)
+        if wanted("reveal_due_reviews_sweep"):
+            write("reveal_due_reviews_sweep", await record_sweep(env))
+        if wanted("dispute_case_chargeback_joined"):
+            write("dispute_case_chargeback_joined", await record_joined_case(env))
 
 
 if __name__ == "__main__":

@@ -1,35 +1,50 @@
-"""What an order tells others: notifications, the acceptance reminder, the review round, the dispute case and
-the seller's outcome counters. All of it runs in children and activities that never hold up the order."""
+"""What an order tells others: notifications, the acceptance reminder, the review window, the dispute case
+and the seller's outcome counters.
+
+The lean order (`Order`) writes a transition's notifications (an outbox the notification sender drains),
+its reputation outcome and, on completion, the review window with both invitations in the transition's own
+`save_transition`: they are there when the Update answers, and the order starts no notification or review
+children. Dispute cases are still `DisputeWorkflow` children, started after the Update has answered.
+"""
 
 from __future__ import annotations
-
-import time
 
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from tests.workflows.fakes import FakeWorld
-from tests.workflows.test_order_workflow import AMOUNT, BUYER, FEE, SELLER, SUPPORT, placed
-from tests.workflows.test_provider_events import notice, state_when
+from tests.workflows.fakes import FakeWorld, child_workflow_types, review_closes_in
+from tests.workflows.test_order_workflow import (
+    AMOUNT,
+    BUYER,
+    FEE,
+    SELLER,
+    SUPPORT,
+    placed,
+)
+from tests.workflows.test_provider_events import notice
 from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
-from workflows.order import ActionRequest, OrderWorkflow
+from workflows.order import OrderWorkflow
+from workflows.order_types import ActionRequest
 
 
 def who(world: FakeWorld) -> list[tuple[str, list[str]]]:
     return [(e.event_type, e.recipient_ids) for e in world.events]
 
 
-async def test_each_step_notifies_the_other_side_and_completion_opens_the_review_round(
+async def test_each_step_notifies_the_other_side_and_completion_opens_the_review_window(
     workflow_env: WorkflowEnvironment,
 ) -> None:
     world = FakeWorld()
     async with placed(workflow_env, world, review_window_seconds=3600) as order:
-        await world.eventually(lambda: len(world.events) == 1)
+        assert len(world.events) == 1  # written with the `paid` transition, before the placement answered
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER, tracking={"carrier": "DHL"}))
         await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-        await world.eventually(lambda: len(world.events) == 5 and len(world.delivered) == 6)
+        # No waiting: everything the completion implies was saved before its Update answered.
+        assert len(world.events) == 5
+        assert len(world.review_windows) == 1
         await order.result()
+        assert await child_workflow_types(order.handle) == []
     seller, buyer = SELLER.user_id, BUYER.user_id
     assert who(world) == [
         ("order_paid", [seller]),
@@ -38,10 +53,18 @@ async def test_each_step_notifies_the_other_side_and_completion_opens_the_review
         ("order_completed", [seller]),
         ("review_invitation", [buyer, seller]),
     ]
-    assert [e.event_key for e in world.events[:4]] == [
-        f"order:{order.id}:{step}" for step in ("paid", "accepted", "shipped", "completed")
+    assert [e.event_key for e in world.events] == [
+        f"order:{order.id}:{step}"
+        for step in ("paid", "accepted", "shipped", "completed", "review_invitation")
     ]
-    paid, _, shipped, done, _ = world.events
+    # Each notice is part of its transition's save (one transaction).
+    assert [(t.action, [n.event_type for n in t.notices]) for t in world.transitions()] == [
+        ("order.paid", ["order_paid"]),
+        ("order.accepted", ["order_accepted"]),
+        ("order.fulfilled", ["order_shipped"]),
+        ("order.completed", ["order_completed", "review_invitation"]),
+    ]
+    paid, _, shipped, done, invitation = world.events
     assert (paid.data["amount"], paid.data["listing_title"], paid.data["buyer_id"]) == (
         "450.00 EUR",
         "Road bike",
@@ -51,37 +74,30 @@ async def test_each_step_notifies_the_other_side_and_completion_opens_the_review
     assert shipped.data["tracking"] == "carrier: DHL"
     assert done.data["payout"] == f"{(AMOUNT - FEE) // 100}.{(AMOUNT - FEE) % 100:02d} EUR"
     assert [(o.order_id, o.outcome) for o in world.outcomes] == [(order.id, "completed")]
-    # Opened by the order (before its update answers), then again by the review round: idempotent.
-    assert {(w.order_id, w.window_seconds) for w in world.review_windows} == {(order.id, 3600)}
-    assert world.dead == {}
+    # The completion opened the review window (for the review window's length) and invited both sides.
+    [window] = world.review_windows
+    assert window.order_id == order.id and review_closes_in(window, 3600)
+    assert window.closes_at is not None
+    assert invitation.data["deadline"] == window.closes_at.isoformat(timespec="minutes")
+    assert (invitation.data["order_id"], invitation.data["listing_title"]) == (order.id, "Road bike")
+    [completion] = [t for t in world.transitions() if t.action == "order.completed"]
+    assert (completion.outcome, completion.review_closes_at) == ("completed", window.closes_at)
+    assert world.revealed == []  # revealed by the second review or the sweep (test_review_workflow.py)
 
 
-async def test_a_dead_mail_server_neither_delays_the_order_nor_loses_the_notification(
-    workflow_env: WorkflowEnvironment,
-) -> None:
+async def test_the_order_never_waits_for_mail(workflow_env: WorkflowEnvironment) -> None:
+    """No notification activity is even registered: the order goes from placement to completion anyway
+    (its notifications are rows the notification sender delivers, tests/activities/test_notification_sender.py)."""
     world = FakeWorld(mail_down=True)
-    async with placed(workflow_env, world, notification_max_attempts=3) as order:
+    mail = {"prepare_notifications", "deliver_notification", "dead_letter_notification"}
+    async with placed(workflow_env, world, without_activities=mail) as order:
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-        completed_at = time.monotonic()
         assert done.status == "completed"
-        # Each delivery takes 3 failing attempts (1 s + 2 s backoff) before it is dead-lettered: the whole
-        # order went through before the first of them gave up.
-        await world.eventually(lambda: len(world.dead) == len(world.deliveries) == 6, seconds=30)
-        assert min(world.dead.values()) > completed_at
-        assert world.delivered == []
-        # Mail is back: replaying the dead letters (what `POST /v1/support/dead-letters/replay` starts)
-        # delivers each of them once.
-        world.mail_down = False
-        replay = await workflow_env.client.execute_workflow(
-            "NotificationWorkflow",
-            {"notification_ids": sorted(world.dead)},
-            id=f"notify-replay-{order.id}",
-            task_queue=order.queue,
-        )
-    assert set(replay.values()) == {"sent"}
-    assert sorted(world.delivered) == sorted(world.dead)
+        await order.result()
+    assert len(world.events) == 5  # all written to the outbox, for the sender
+    assert len(world.deliveries) == 6 and world.delivered == [] and world.dead == {}
 
 
 async def test_the_seller_is_reminded_before_the_acceptance_deadline(
@@ -92,13 +108,18 @@ async def test_the_seller_is_reminded_before_the_acceptance_deadline(
         workflow_env, world, acceptance_timeout_seconds=3, acceptance_reminder_seconds=2
     ) as order:
         await world.eventually(lambda: bool(world.notified("acceptance_deadline_approaching")))
-        state = await order.handle.query(OrderWorkflow.state)
-        assert state is not None and state.status == "paid"  # reminded, not yet cancelled
+        assert (await order.state()).status == "paid"  # reminded, not yet cancelled
         view = await order.result()
-        await world.eventually(lambda: bool(world.notified("order_cancelled")))
     assert (view.status, view.reason) == ("cancelled", "acceptance_timeout")
     [reminder] = world.notified("acceptance_deadline_approaching")
-    assert reminder.recipient_ids == [SELLER.user_id]
+    assert (reminder.recipient_ids, reminder.event_key) == ([SELLER.user_id], f"order:{order.id}:reminder")
+    assert "deadline" in reminder.data
+    # The reminder is a save_transition of its own, which keeps the order's status.
+    assert [(t.seq, t.status, t.action) for t in world.transitions()] == [
+        (2, "paid", "order.paid"),
+        (3, "paid", "order.reminded"),
+        (4, "cancelled", "order.cancelled"),
+    ]
     [cancelled] = world.notified("order_cancelled")
     assert cancelled.recipient_ids == [BUYER.user_id, SELLER.user_id]
     assert cancelled.data["reason"] == "acceptance timeout"
@@ -113,9 +134,9 @@ async def test_an_order_accepted_in_time_gets_no_reminder(workflow_env: Workflow
     ) as order:
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await workflow_env.sleep(2)  # past both the reminder and the deadline
-        state = await order.handle.query(OrderWorkflow.state)
-        assert state is not None and state.status == "confirmed"
+        assert (await order.state()).status == "confirmed"
     assert world.notified("acceptance_deadline_approaching") == []
+    assert [t.action for t in world.transitions()] == ["order.paid", "order.accepted"]
 
 
 async def test_decline_notifies_the_buyer_and_counts_against_the_seller(
@@ -124,8 +145,8 @@ async def test_decline_notifies_the_buyer_and_counts_against_the_seller(
     world = FakeWorld()
     async with placed(workflow_env, world) as order:
         await order.act(OrderWorkflow.decline, ActionRequest(SELLER))
-        await world.eventually(lambda: bool(world.notified("order_declined")))
-    assert world.notified("order_declined")[0].recipient_ids == [BUYER.user_id]
+    [declined] = world.notified("order_declined")
+    assert (declined.recipient_ids, declined.event_key) == ([BUYER.user_id], f"order:{order.id}:cancelled")
     assert world.notified("order_cancelled") == []
     assert [o.outcome for o in world.outcomes] == ["cancelled"]
 
@@ -136,9 +157,18 @@ async def test_a_buyer_cancelling_does_not_count_against_the_seller(
     world = FakeWorld()
     async with placed(workflow_env, world) as order:
         await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
-        await world.eventually(lambda: bool(world.notified("order_cancelled")))
-    assert world.notified("order_cancelled")[0].recipient_ids == [BUYER.user_id, SELLER.user_id]
+    [cancelled] = world.notified("order_cancelled")
+    assert cancelled.recipient_ids == [BUYER.user_id, SELLER.user_id]
+    assert cancelled.data["reason"] == "buyer cancelled"
     assert world.outcomes == []
+
+
+async def test_a_refused_charge_tells_nobody(workflow_env: WorkflowEnvironment) -> None:
+    """Nothing was taken and the seller never heard of the order: no notification, no reputation."""
+    world = FakeWorld(reject_charge=True)
+    async with placed(workflow_env, world) as order:
+        await order.result()
+    assert world.events == [] and world.outcomes == []
 
 
 async def test_a_buyer_dispute_opens_a_case_that_resolving_closes(workflow_env: WorkflowEnvironment) -> None:
@@ -146,9 +176,10 @@ async def test_a_buyer_dispute_opens_a_case_that_resolving_closes(workflow_env: 
     async with placed(workflow_env, world, dispute_window_seconds=3600) as order:
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-        await order.act(
+        disputed = await order.act(
             OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="the frame is bent")
         )
+        assert disputed.status == "disputed"  # answered before the case's start was awaited
         await world.eventually(lambda: bool(world.dispute_cases))
         case: WorkflowHandle[DisputeWorkflow, DisputeState] = workflow_env.client.get_workflow_handle(
             dispute_workflow_id(order.id), result_type=DisputeState
@@ -157,6 +188,8 @@ async def test_a_buyer_dispute_opens_a_case_that_resolving_closes(workflow_env: 
         await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
         closed: DisputeState = await case.result()
         await world.eventually(lambda: bool(world.notified("dispute_resolved")))
+        await order.result()
+        assert await child_workflow_types(order.handle) == ["DisputeWorkflow"]
     [opened] = world.dispute_cases
     assert (opened.source, opened.reason_code, opened.message, opened.author_id) == (
         "buyer",
@@ -176,7 +209,7 @@ async def test_a_chargeback_becomes_a_dispute_case_closed_by_the_networks_decisi
     world = FakeWorld()
     async with placed(workflow_env, world) as order:
         await order.handle.signal(OrderWorkflow.chargeback, notice())
-        await state_when(order, lambda v: v.status == "disputed")
+        await order.state_when(lambda v: v.status == "disputed")
         await world.eventually(lambda: bool(world.dispute_cases))
         await order.handle.signal(OrderWorkflow.chargeback, notice("lost"))
         case: WorkflowHandle[DisputeWorkflow, DisputeState] = workflow_env.client.get_workflow_handle(
@@ -191,6 +224,7 @@ async def test_a_chargeback_becomes_a_dispute_case_closed_by_the_networks_decisi
         None,
     )
     assert (closed.status, closed.resolution) == ("resolved", "refund")
+    assert [o.outcome for o in world.outcomes] == ["disputed"]
 
 
 async def test_a_chargeback_on_an_open_buyer_case_joins_it(workflow_env: WorkflowEnvironment) -> None:
@@ -201,14 +235,14 @@ async def test_a_chargeback_on_an_open_buyer_case_joins_it(workflow_env: Workflo
         await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
         await world.eventually(lambda: bool(world.dispute_cases))
         await order.handle.signal(OrderWorkflow.chargeback, notice())
-        await state_when(order, lambda v: v.payment_state == "chargeback")
+        await order.state_when(lambda v: v.payment_state == "chargeback")
         await world.eventually(lambda: any(e.kind == "chargeback" for e in world.dispute_thread))
         case: WorkflowHandle[DisputeWorkflow, DisputeState] = workflow_env.client.get_workflow_handle(
             dispute_workflow_id(order.id), result_type=DisputeState
         )
         # The network sides with the seller: the money is back in escrow, and the buyer's case goes on.
         await order.handle.signal(OrderWorkflow.chargeback, notice("won"))
-        back = await state_when(order, lambda v: v.chargeback_status == "won")
+        back = await order.state_when(lambda v: v.chargeback_status == "won")
         assert (back.status, back.reason, back.payment_state) == ("disputed", "damaged", "frozen")
         assert (await case.query(DisputeWorkflow.status)).status == "open"
         await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
@@ -218,6 +252,8 @@ async def test_a_chargeback_on_an_open_buyer_case_joins_it(workflow_env: Workflo
     assert joined.data == {"provider_dispute_id": "dp_1"} and "450.00 EUR" in joined.body
     assert (closed.status, closed.resolution) == ("resolved", "refund")
     assert [r.amount for r in world.refunds] == [AMOUNT]
+    # The seller's dispute count is per order (the real counter counts an outcome once per order).
+    assert {o.outcome for o in world.outcomes} == {"disputed"}
 
 
 async def test_a_refused_payout_tells_the_seller_and_the_retry_tells_them_again(
@@ -229,13 +265,15 @@ async def test_a_refused_payout_tells_the_seller_and_the_retry_tells_them_again(
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
         assert done.payment_state == "transfer_failed"
-        await world.eventually(lambda: bool(world.notified("payout_delayed")))
         assert world.notified("order_completed") == []
+        assert len(world.notified("payout_delayed")) == 1
         await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
-        await world.eventually(lambda: bool(world.notified("order_completed")))
         await order.result()
     [delayed] = world.notified("payout_delayed")
     [paid] = world.notified("order_completed")
     assert delayed.recipient_ids == paid.recipient_ids == [SELLER.user_id]
     assert paid.event_key == f"order:{order.id}:payout-retried-2"
     assert paid.data["payout"] == delayed.data["payout"] == "404.70 EUR"
+    # The review window opened once, with the completion (not again with the payout).
+    assert len(world.review_windows) == 1
+    assert [o.outcome for o in world.outcomes] == ["completed"]

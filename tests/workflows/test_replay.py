@@ -34,7 +34,42 @@ def test_histories_exist() -> None:
         "dispute_case_worked_and_refunded",
         "review_round_both_reviewed",
         "notification_order_paid",
+        # All of the above were recorded by the previous order workflow (type `OrderWorkflow`, replayed by
+        # `LegacyOrderWorkflow`). Recorded by the lean order (type `Order`), and its new children and sweep:
+        "lean_attention_then_retry",
+        "lean_cancelled_by_buyer",
+        "lean_chargeback_lost",
+        "lean_dispute_partial_refund",
+        "lean_dispute_refunded",
+        "lean_fulfil_refused_then_shipped",
+        "lean_order_completed",
+        "lean_payment_failed",
+        "lean_payment_rejected",
+        "lean_payout_retried",
+        "lean_refund_refused_then_declined",
+        "lean_reminded_then_timed_out",
+        "lean_reopened_by_chargeback_won",
+        "lean_sold_out",
+        "dispute_case_chargeback_joined",
+        "reveal_due_reviews_sweep",
     }
+
+
+def workflow_type(path: Path) -> str:
+    first = WorkflowHistory.from_json(path.stem, SOURCES[path.stem]).events[0]
+    return first.workflow_execution_started_event_attributes.workflow_type.name
+
+
+def test_histories_replay_against_the_version_that_recorded_them() -> None:
+    """Orders started before the lean order path are `OrderWorkflow` (now LegacyOrderWorkflow); new ones
+    are `Order`. Both types stay registered while histories of either may be running."""
+    types = {p.stem: workflow_type(p) for p in HISTORIES}
+    assert {n for n, t in types.items() if t == "OrderWorkflow"} == {
+        n for n in types if n.startswith(("order_", "trust_"))
+    }
+    assert {n for n, t in types.items() if t == "Order"} == {n for n in types if n.startswith("lean_")}
+    registered = {getattr(w, "__temporal_workflow_definition").name for w in WORKFLOWS}
+    assert set(types.values()) <= registered
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -1,4 +1,6 @@
-"""The blind review round: revealed when both sides have reviewed, or when the window closes."""
+"""Revealing blind reviews: the scheduled sweep (`RevealDueReviewsWorkflow`) for windows the lean order
+opened with its completion, and the legacy review round (`ReviewWorkflow`, one per order completed before
+the lean order path): revealed when both sides have reviewed, or when the window closes."""
 
 from __future__ import annotations
 
@@ -6,15 +8,57 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.workflows.fakes import FakeWorld, children_finished
+from tests.workflows.fakes import FakeWorld, ReviewWindow, children_finished
+from tests.workflows.test_order_workflow import BUYER, SELLER, placed
 from workflows.notification import NotificationWorkflow
-from workflows.reviews import ReviewRound, ReviewWorkflow
+from workflows.order import OrderWorkflow
+from workflows.order_types import ActionRequest
+from workflows.reviews import RevealDueReviewsWorkflow, ReviewRound, ReviewWorkflow
+
+
+async def sweep(env: WorkflowEnvironment, world: FakeWorld) -> int:
+    """One run of the sweep, as the Schedule starts it."""
+    queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=[RevealDueReviewsWorkflow], activities=world.activities()
+    ):
+        revealed: int = await env.client.execute_workflow(
+            RevealDueReviewsWorkflow.run, id=f"reveal-due-reviews-{uuid.uuid4()}", task_queue=queue
+        )
+        return revealed
+
+
+async def test_the_sweep_reveals_the_windows_that_closed(workflow_env: WorkflowEnvironment) -> None:
+    world = FakeWorld()
+    now = datetime.now(UTC)
+    world.review_windows += [
+        ReviewWindow("closed", closes_at=now - timedelta(minutes=1)),
+        ReviewWindow("open", closes_at=now + timedelta(days=14)),
+    ]
+    assert await sweep(workflow_env, world) == 1
+    assert world.revealed == ["closed"]
+    assert await sweep(workflow_env, world) == 0  # once
+
+
+async def test_a_completed_orders_reviews_are_revealed_by_the_sweep_when_its_window_closes(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """The lean order opens the window in its completion and starts no review round: the sweep reveals."""
+    world = FakeWorld()
+    async with placed(workflow_env, world, review_window_seconds=1) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert await sweep(workflow_env, world) == 0  # still open
+        await asyncio.sleep(1.5)
+        assert await sweep(workflow_env, world) == 1
+    assert world.revealed == [order.id]
 
 
 @asynccontextmanager

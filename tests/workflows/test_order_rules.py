@@ -1,0 +1,267 @@
+"""The order's pure rules (`workflows.order_rules`), without a Temporal server: who may do what in which
+state (every action x state x party), the race rule, attention blocking, `allowed_actions`, and the checks
+of request text. The expectations are written out here, not derived from `RULES`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import product
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from workflows import order_rules as rules
+from workflows.order_types import Actor, OrderView
+
+BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
+ACTORS = {"buyer": BUYER, "seller": SELLER, "support": SUPPORT, "stranger": STRANGER}
+STATES = (
+    "pending",
+    "paid",
+    "confirmed",
+    "fulfilled",
+    "completed",
+    "disputed",
+    "refunded",
+    "cancelled",
+    "rejected",
+)
+# The payment state an order typically has in each status.
+PAYMENT = {
+    "pending": "none",
+    "paid": "held_in_escrow",
+    "confirmed": "held_in_escrow",
+    "fulfilled": "held_in_escrow",
+    "completed": "released",
+    "disputed": "frozen",
+    "refunded": "refunded",
+    "cancelled": "refunded",
+    "rejected": "none",
+}
+# action -> {state where it is allowed: the parties who may do it there}
+ALLOWED: dict[str, dict[str, set[str]]] = {
+    "accept": {"paid": {"seller"}},
+    "decline": {"paid": {"seller"}},
+    "cancel": {
+        "pending": {"buyer", "support"},
+        "paid": {"buyer", "support"},
+        "confirmed": {"seller", "support"},
+    },
+    "fulfil": {"confirmed": {"seller"}},
+    "confirm_receipt": {"fulfilled": {"buyer"}},
+    "open_dispute": {"fulfilled": {"buyer"}},
+    "resolve_dispute": {"disputed": {"support"}},
+    "retry_transfer": {"completed": {"support"}},
+    "retry": {s: {"support"} for s in ("pending", "paid", "confirmed", "fulfilled", "completed", "disputed")},
+}
+
+
+def view(status: str, **changes: object) -> OrderView:
+    base = OrderView(
+        order_id="order-1",
+        status=status,
+        reason=None,
+        buyer_id=BUYER.user_id,
+        listing_id="listing-1",
+        quantity=1,
+        seller_id=SELLER.user_id,
+        amount=45_000,
+        currency="EUR",
+        payment_state=PAYMENT[status],
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def ready_for(action: str, status: str) -> OrderView:
+    """An order in `status` meeting the action's other preconditions (a failed payout to retry, a stuck
+    step to retry)."""
+    if action == "retry_transfer":
+        return view(status, payment_state="transfer_failed")
+    if action == "retry":
+        return view(status, attention="save_transition: database unavailable")
+    return view(status)
+
+
+def refusal(action: str, actor: Actor, order: OrderView | None) -> str:
+    with pytest.raises(ApplicationError) as refused:
+        rules.authorize(action, actor, order)
+    return str(refused.value.type)
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "party"),
+    list(product(ALLOWED, STATES, ACTORS)),
+    ids=lambda v: str(v),
+)
+def test_every_action_in_every_state_for_every_party(action: str, status: str, party: str) -> None:
+    order = ready_for(action, status)
+    actor = ACTORS[party]
+    ever = set().union(*ALLOWED[action].values())
+    if party not in ever:
+        assert refusal(action, actor, order) == "Forbidden"
+    elif party in ALLOWED[action].get(status, set()):
+        assert rules.authorize(action, actor, order) == party
+    else:
+        assert refusal(action, actor, order) == "InvalidTransition"
+
+
+def test_forbidden_comes_before_the_state() -> None:
+    """Someone who may never do it hears so, whatever the state (no information about the order)."""
+    assert refusal("accept", BUYER, view("cancelled")) == "Forbidden"
+    assert refusal("cancel", STRANGER, view("paid", attention="charge: timeout")) == "Forbidden"
+    assert refusal("retry", SELLER, view("paid", attention="charge: timeout")) == "Forbidden"
+
+
+def test_an_order_still_being_placed_refuses_everything() -> None:
+    for action in ALLOWED:
+        assert refusal(action, SUPPORT, None) == "InvalidTransition", action
+
+
+def test_the_buyers_cancel_after_the_seller_accepted_lost_a_race() -> None:
+    """Not Forbidden (403): the buyer may cancel, just not any more (409)."""
+    assert refusal("cancel", BUYER, view("confirmed")) == "InvalidTransition"
+    assert refusal("cancel", BUYER, view("fulfilled")) == "InvalidTransition"
+    # And the other way round: the seller's accept after the buyer cancelled.
+    assert refusal("accept", SELLER, view("cancelled")) == "InvalidTransition"
+    assert refusal("decline", SELLER, view("confirmed")) == "InvalidTransition"
+
+
+def test_someone_in_two_roles_acts_in_the_first_role_the_state_allows() -> None:
+    buyer_and_staff = Actor(BUYER.user_id, is_support=True)
+    seller_and_staff = Actor(SELLER.user_id, is_support=True)
+    assert rules.authorize("cancel", buyer_and_staff, view("paid")) == "buyer"
+    assert rules.authorize("cancel", seller_and_staff, view("confirmed")) == "seller"
+    assert rules.authorize("resolve_dispute", buyer_and_staff, view("disputed")) == "support"
+
+
+def test_no_seller_until_the_reservation_named_one() -> None:
+    placing = view("pending", seller_id="")
+    assert rules.parties(Actor(""), placing) == set()
+    assert rules.parties(SELLER, placing) == set()
+    assert rules.parties(BUYER, placing) == {"buyer"}
+    assert rules.parties(SUPPORT, None) == {"support"}
+
+
+@pytest.mark.parametrize("status", ["pending", "paid", "confirmed", "fulfilled", "completed", "disputed"])
+def test_a_stuck_step_blocks_every_action_but_retry_and_cancel(status: str) -> None:
+    stuck = view(status, attention="save_transition: database unavailable")
+    for action, states in ALLOWED.items():
+        for party in set().union(*states.values()):
+            actor = ACTORS[party]
+            if action == "retry":
+                assert rules.authorize(action, actor, stuck) == "support"
+            elif action == "cancel":
+                # A cancel may still come (it waits for the step): refused only by the state, as usual.
+                if party in states.get(status, set()):
+                    assert rules.authorize(action, actor, stuck) == party
+                else:
+                    assert refusal(action, actor, stuck) == "InvalidTransition"
+            else:
+                assert refusal(action, actor, stuck) == "NeedsAttention", (action, party)
+
+
+def test_nothing_to_retry_without_a_stuck_step() -> None:
+    assert refusal("retry", SUPPORT, view("paid")) == "InvalidTransition"
+
+
+def test_money_conditions() -> None:
+    # The card network decides a chargeback: support waits for it.
+    assert refusal("resolve_dispute", SUPPORT, view("disputed", payment_state="chargeback")) == (
+        "InvalidTransition"
+    )
+    assert rules.authorize("resolve_dispute", SUPPORT, view("disputed", payment_state="frozen")) == "support"
+    # Only a failed payout can be retried.
+    assert refusal("retry_transfer", SUPPORT, view("completed")) == "InvalidTransition"
+    assert rules.authorize("retry_transfer", SUPPORT, view("completed", payment_state="transfer_failed")) == (
+        "support"
+    )
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        (view("pending"), ["cancel"]),
+        (view("paid"), ["accept", "cancel", "decline"]),
+        (view("confirmed"), ["cancel", "fulfil"]),
+        (view("fulfilled"), ["confirm_receipt", "open_dispute"]),
+        (view("completed"), []),
+        (view("completed", payment_state="transfer_failed"), ["retry_transfer"]),
+        (view("disputed"), ["resolve_dispute"]),
+        (view("disputed", payment_state="chargeback"), []),
+        (view("refunded"), []),
+        (view("cancelled"), []),
+        (view("rejected"), []),
+        (view("pending", attention="charge: timeout"), ["cancel", "retry"]),
+        (view("paid", attention="refund: timeout"), ["cancel", "retry"]),
+        (view("fulfilled", attention="release_escrow: timeout"), ["retry"]),
+        (view("completed", payment_state="transfer_failed", attention="save_transition: x"), ["retry"]),
+        (view("disputed", attention="record_chargeback: x"), ["retry"]),
+    ],
+    ids=lambda v: (
+        f"{v.status}-{v.payment_state}-{'stuck' if v.attention else 'ok'}" if isinstance(v, OrderView) else ""
+    ),
+)
+def test_allowed_actions(order: OrderView, expected: list[str]) -> None:
+    assert rules.allowed_actions(order) == expected
+
+
+def test_allowed_actions_agree_with_authorize() -> None:
+    """What the view offers is exactly what authorize lets some party do (here one person in every role)."""
+    everyone = Actor("everyone", is_support=True)
+    for status, payment, attention in product(
+        STATES, ("none", "held_in_escrow", "frozen", "chargeback", "released", "transfer_failed"), (None, "x")
+    ):
+        order = view(
+            status, buyer_id="everyone", seller_id="everyone", payment_state=payment, attention=attention
+        )
+        possible = []
+        for action in ALLOWED:
+            try:
+                rules.authorize(action, everyone, order)
+            except ApplicationError:
+                continue
+            possible.append(action)
+        assert rules.allowed_actions(order) == sorted(possible), (status, payment, attention)
+
+
+@pytest.mark.parametrize(
+    ("text", "multiline"),
+    [
+        ("DHL\x00", False),
+        ("line\nbreak", False),
+        ("tab\there", False),
+        ("carriage\rreturn", False),
+        ("del\x7f", False),
+        ("c1\x85", False),
+        ("nul\x00", True),
+        ("escape\x1b[31m", True),
+        ("lone\rcarriage return", True),
+        ("bell\x07", True),
+    ],
+)
+def test_control_characters_are_refused(text: str, multiline: bool) -> None:
+    name = "message" if multiline else "reason"
+    with pytest.raises(ApplicationError) as refused:
+        rules.check_request("open_dispute", {name: text})
+    assert refused.value.type == "InvalidRequest"
+    assert refused.value.message.startswith(f"open_dispute: {name} ")
+    assert "U+" in refused.value.message
+
+
+def test_what_text_may_contain() -> None:
+    rules.check_request("open_dispute", {"reason": "not as described", "message": "bent\r\nframe\tcracked\n"})
+    rules.check_request("fulfil", {"carrier": "DHL Express", "tracking_number": "JJD0001 ü €"})
+    rules.check_request("cancel", {"reason": None})
+    rules.check_request("cancel", {"reason": "x" * rules.TEXT_LIMIT})
+    with pytest.raises(ApplicationError, match="longer than 5000 characters") as refused:
+        rules.check_request("cancel", {"reason": "x" * (rules.TEXT_LIMIT + 1)})
+    assert refused.value.type == "InvalidRequest"
+
+
+def test_resolutions() -> None:
+    for resolution in ("release", "refund", "partial_refund"):
+        rules.check_resolution(resolution)
+    for bad in (None, "split", "", "Refund"):
+        with pytest.raises(ApplicationError) as refused:
+            rules.check_resolution(bad)
+        assert refused.value.type == "InvalidRequest"
