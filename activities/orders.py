@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -286,6 +286,13 @@ class OrderActivities:
                 raise LookupError(f"order {order_id} not found")
             payments = (await session.scalars(select(Payment).where(Payment.order_id == oid))).all()
             entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.order_id == oid))).all()
+            lost = await session.scalar(
+                select(AuditEvent.id).where(
+                    AuditEvent.subject_type == "order",
+                    AuditEvent.subject_id == order_id,
+                    AuditEvent.action == "order.chargeback_lost",
+                )
+            )
 
         def done(kind: PaymentKind) -> list[Payment]:
             rows = [p for p in payments if p.kind == kind and p.outcome == PaymentOutcome.SUCCEEDED]
@@ -330,15 +337,15 @@ class OrderActivities:
             payout_transfer_id=payout.provider_id if payout else None,
             payout_amount=payout.amount if payout else 0,
             chargeback_id=chargeback.provider_id if chargeback else None,
-            chargeback_status=_chargeback_status(chargeback is not None, bool(reinstated), order.status),
+            chargeback_status=_chargeback_status(chargeback is not None, bool(reinstated), lost is not None),
             chargeback_amount=chargeback.amount if chargeback else 0,
         )
 
 
 async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uuid.UUID, str] | None:
-    """The workflow's state into `orders`, and its timeline event: the order's seller and currency, or None
-    if this step was applied before."""
-    updated = await session.execute(
+    """The workflow's state into `orders`, and its timeline event, in one statement (an order's critical
+    path): the order's seller and currency, or None if this step was applied before."""
+    moved = (
         update(Order)
         .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
         .values(
@@ -349,21 +356,27 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
             tracking=change.tracking,
         )
         .returning(Order.seller_id, Order.currency)
+        .cte("moved")
     )
-    await session.execute(
+    event = {
+        "actor_id": literal(uuid.UUID(change.actor_id) if change.actor_id else None, AuditEvent.actor_id.type),
+        "actor_role": literal(change.actor_role),
+        "subject_type": literal("order"),
+        "subject_id": literal(change.order_id),
+        "action": literal(change.action),
+        "data": literal(
+            {"status": change.status, "reason": change.reason, "payment_state": change.payment_state},
+            AuditEvent.data.type,
+        ),
+        "dedupe_key": literal(f"order:{change.order_id}:state:{change.seq}"),
+    }
+    timeline = (
         insert(AuditEvent)
-        .values(
-            actor_id=uuid.UUID(change.actor_id) if change.actor_id else None,
-            actor_role=change.actor_role,
-            subject_type="order",
-            subject_id=change.order_id,
-            action=change.action,
-            data={"status": change.status, "reason": change.reason, "payment_state": change.payment_state},
-            dedupe_key=f"order:{change.order_id}:state:{change.seq}",
-        )
+        .from_select(list(event), select(*event.values()).select_from(moved))
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .cte("timeline")
     )
-    row = updated.first()
+    row = (await session.execute(select(moved.c.seller_id, moved.c.currency).add_cte(timeline))).first()
     return None if row is None else (row.seller_id, row.currency)
 
 
@@ -396,12 +409,14 @@ async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change:
         log.exception("trust bookkeeping failed for order %s (%s)", order_id, change.action)
 
 
-def _chargeback_status(charged_back: bool, reinstated: bool, status: OrderStatus) -> str | None:
+def _chargeback_status(charged_back: bool, reinstated: bool, lost: bool) -> str | None:
+    """The card network's decision as the timeline recorded it (a lost one may have left money frozen, which
+    support released or refunded later: the order's own status no longer says)."""
     if not charged_back:
         return None
     if reinstated:
         return "won"
-    return "lost" if status == OrderStatus.REFUNDED else "withdrawn"
+    return "lost" if lost else "withdrawn"
 
 
 def _key_number(key: str) -> int:

@@ -176,6 +176,7 @@ class OrderWorkflow:
         self._lock = asyncio.Lock()  # one transition at a time (updates, signals and timers)
         self._reminded = False
         self._dispute_message = ""
+        self._shipped = False  # the seller shipped: the stock is the buyer's, whatever happens to the money
         self._attention_count = 0  # how many times a step went past its bound
         self._retry_requested = False
         self._background: list[asyncio.Task[None]] = []
@@ -266,6 +267,7 @@ class OrderWorkflow:
         self._refunds, self._releases = snap.refunds, snap.releases
         self._transfers, self._reversals = snap.transfers, snap.reversals
         self._released = (snap.released_gross, snap.released_fee) if snap.released else None
+        self._shipped = snap.status in ("fulfilled", "completed") or snap.tracking is not None
         self._payout = (snap.payout_transfer_id, snap.payout_amount) if snap.payout_transfer_id else None
         view = OrderView(
             order_id=snap.order_id,
@@ -401,6 +403,7 @@ class OrderWorkflow:
             await self._transition(
                 "fulfilled", None, shipped.payment_state, party, req.actor, "order.fulfilled", base=shipped
             )
+            self._shipped = True
         return self.view
 
     @workflow.update
@@ -429,14 +432,22 @@ class OrderWorkflow:
     @workflow.update
     async def resolve_dispute(self, req: ActionRequest) -> OrderView:
         async with self._acting("resolve_dispute", req) as party:
+            self._check_resolution(req)
             remaining = self._escrow_held()
             if req.resolution == "release":
                 await self._complete("dispute_released", party, req.actor)
             elif req.resolution == "refund":
-                # The item was shipped, so the stock does not come back automatically.
+                # A shipped item stays with the buyer (the stock does not come back); an unshipped one goes
+                # back on sale.
                 await self._refund(remaining, "dispute_refund")
                 await self._transition(
-                    "refunded", "dispute_refunded", "refunded", party, req.actor, "order.refunded"
+                    "refunded",
+                    "dispute_refunded",
+                    "refunded",
+                    party,
+                    req.actor,
+                    "order.refunded",
+                    release_stock=not self._shipped,
                 )
             else:
                 if req.refund_amount is None or not 0 < req.refund_amount < remaining:
@@ -518,6 +529,16 @@ class OrderWorkflow:
     def _validate_resolve_dispute(self, req: ActionRequest) -> None:
         rules.authorize("resolve_dispute", req.actor, self._view)
         rules.check_resolution(req.resolution)
+        self._check_resolution(req)
+
+    def _check_resolution(self, req: ActionRequest) -> None:
+        """Paying the seller (all or part) needs an item that was shipped."""
+        if req.resolution != "refund" and not self._shipped:
+            raise ApplicationError(
+                "the order was never shipped: only a refund resolves it (its stock goes back on sale)",
+                self._view,
+                type="InvalidRequest",
+            )
 
     @retry_transfer.validator
     def _validate_retry_transfer(self, req: ActionRequest) -> None:
@@ -553,6 +574,11 @@ class OrderWorkflow:
                 workflow.logger.warning("second dispute %s ignored", notice.dispute_id)
                 return
             if notice.status in ("won", "lost") and self.view.chargeback_status == "withdrawn":
+                if self._before_chargeback is None:
+                    # A reopened run that never saw this chargeback open: its decision was applied by the
+                    # run that did (a redelivered event); nothing to undo or book twice.
+                    workflow.logger.warning("decision on chargeback %s already applied", notice.dispute_id)
+                    return
                 await self._close_chargeback(notice)
 
     # ---- steps ----------------------------------------------------------------------------------------
@@ -676,22 +702,16 @@ class OrderWorkflow:
             idempotency_key=f"{order_id}:transfer:{self._transfers}",
         )
         try:
-            try:
-                result = await self._local_first(PaymentActivities.transfer, transfer)
-            except StepFailed as failure:
-                if _is_permanent(failure):
-                    raise
-                result = await workflow.execute_activity_method(
-                    PaymentActivities.transfer,
-                    transfer,
-                    start_to_close_timeout=MONEY_ATTEMPT,
-                    schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
-                    retry_policy=MONEY_RETRY,
-                )
+            # A provider that is slow or down is retried under this same key (past the bound the order
+            # needs attention): its outcome may be unknown, so a new key could pay the seller twice.
+            result = await self._provider_step(
+                "transfer", PaymentActivities.transfer, transfer, local_first=True
+            )
         except StepFailed:
-            # Completed for both sides; the payout needs support (PaymentState transfer_failed, then the
-            # `retry_transfer` Update: docs/operations.md). The order stays open until then.
-            workflow.logger.error("payout refused or failing; waiting for support", exc_info=True)
+            # Refused for good (no usable connected account, balance): completed for both sides; the
+            # payout needs support (PaymentState transfer_failed, then `retry_transfer` with a new key,
+            # which is safe because the refused attempt moved nothing). The order stays open until then.
+            workflow.logger.error("payout refused; waiting for support", exc_info=True)
             return "transfer_failed"
         self._payout = (result.transfer_id, amount)
         return "released"
@@ -798,7 +818,7 @@ class OrderWorkflow:
             "system",
             None,
             "order.chargeback_lost",
-            release_stock=status in ("paid", "confirmed"),  # never shipped: the stock can be sold again
+            release_stock=not self._shipped,  # never shipped: the stock can be sold again
         )
         self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("refund", notice.amount))
 
