@@ -37,17 +37,20 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from bazaar.settings import Settings, get_settings
 from devstack.stack import Ports, Stack
 
-# Hypothesis profiles. `default` bounds the stateful order test for `make test` (and replaces Hypothesis's
-# own `ci` profile under CI); `long` is the nightly-style run (`make test-long`, or
-# `pytest --hypothesis-profile=long`). Steps run real workflows, so no per-example deadline. Failing
-# examples are kept under .pytest_cache (ignored by git) and replayed first on the next run.
+# Hypothesis profiles. `default` bounds the stateful order test for `make test`; `long` is the nightly-style
+# run (`make test-long`, or `pytest --hypothesis-profile=long`). Steps run real workflows, so no per-example
+# deadline. Under CI (Hypothesis detects `CI=true`) both build on Hypothesis's `ci` profile, so they are also
+# derandomized (the same examples every run) and print a reproduction blob. Failing examples are kept under
+# .pytest_cache (ignored by git) and replayed first on the next run.
 settings.register_profile(
     "default",
     max_examples=15,
     stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
-    database=DirectoryBasedExampleDatabase(str(Path(__file__).parent.parent / ".pytest_cache" / "hypothesis")),
+    database=DirectoryBasedExampleDatabase(
+        str(Path(__file__).parent.parent / ".pytest_cache" / "hypothesis")
+    ),
 )
 settings.register_profile("long", settings.get_profile("default"), max_examples=300, stateful_step_count=40)
 settings.load_profile("default")  # the plugin loads `--hypothesis-profile` after this, when given
