@@ -376,7 +376,8 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .cte("timeline")
     )
-    row = (await session.execute(select(moved.c.seller_id, moved.c.currency).add_cte(timeline))).first()
+    connection = await session.connection()  # a Core statement: no ORM bookkeeping on the critical path
+    row = (await connection.execute(select(moved.c.seller_id, moved.c.currency).add_cte(timeline))).first()
     return None if row is None else (row.seller_id, row.currency)
 
 

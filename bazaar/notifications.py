@@ -125,8 +125,10 @@ async def write(session: AsyncSession, events: list[Event], base_url: str) -> in
     if roles:
         who = or_(who, User.roles.overlap(roles))
     opted_out = aliased(NotificationPreference)
+    # Core statements on the session's connection: no ORM bookkeeping on an order's critical path.
+    connection = await session.connection()
     rows = (
-        await session.execute(
+        await connection.execute(
             select(User.id, User.display_name, User.roles, opted_out.event_type, opted_out.channel)
             .outerjoin(
                 opted_out,
@@ -172,7 +174,7 @@ async def write(session: AsyncSession, events: list[Event], base_url: str) -> in
     if not values:
         return 0
     inserted = (
-        await session.execute(
+        await connection.execute(
             insert(Notification)
             .values(values)
             .on_conflict_do_nothing(constraint="uq_notification_delivery")
