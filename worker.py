@@ -150,7 +150,9 @@ def runtime_for(settings: Settings) -> Runtime | None:
 # against non-deterministic calls): re-importing the workflow modules per run cost most of the worker's memory
 # per open order and CPU per new order. Safe because our workflow modules do nothing at import but define
 # (docs/workflow-versioning.md, "Determinism").
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+)
 
 
 async def main() -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from bazaar import disputes
 from bazaar.db import transaction
-from bazaar.trust_models import DisputeStatus
+from bazaar.trust import disputes
+from bazaar.trust.models import DisputeStatus
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Notification side effects: the outbox sender, one way to build and send an email, and the legacy activities.
 
-`bazaar.notifications.prepare` writes an event's rows in the transaction of whatever caused it (inbox rows
+`bazaar.trust.notifications.prepare` writes an event's rows in the transaction of whatever caused it (inbox rows
 already delivered, email rows pending). The `NotificationSender` (one per worker process, any number of
 processes) drains the pending rows: it claims a due row with SELECT ... FOR UPDATE SKIP LOCKED and sends it
 while holding that row lock, then records the outcome in the same transaction. So:
@@ -28,7 +28,7 @@ import smtplib
 import socket
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -37,26 +37,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from temporalio import activity
 
-from bazaar import notifications
 from bazaar.db import transaction
 from bazaar.models import User
 from bazaar.pg_listen import listen_forever
 from bazaar.settings import Settings
-from bazaar.trust_models import DeadLetter, Notification, NotificationChannel
+from bazaar.trust import notifications
+from bazaar.trust.models import DeadLetter, Notification, NotificationChannel
+from bazaar.trust.notifications import NotificationEvent
 
 log = logging.getLogger("notifications")
 RETRY_CAP = timedelta(hours=1)  # the longest wait between two attempts of one row
 SMTP_TIMEOUT_SECONDS = 10.0  # each socket operation of a send
 SEND_TIMEOUT_SECONDS = 30.0  # a whole send: past this the connection is cut (a server that drips replies)
-
-
-@dataclass
-class PrepareNotifications:
-    event_key: str  # unique per business event, e.g. "order:<id>:paid"
-    event_type: str
-    recipient_ids: list[str] = field(default_factory=list)
-    recipient_roles: list[str] = field(default_factory=list)  # e.g. ["support"]
-    data: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,7 +225,7 @@ WAKE_DELAY_SECONDS = 0.05
 
 class NotificationSender:
     """Drains the notification outbox: `concurrency` loops, each claiming and delivering one due row at a
-    time in its own transaction. Woken by NOTIFY on `bazaar.notifications.OUTBOX_CHANNEL`, and polls every
+    time in its own transaction. Woken by NOTIFY on `bazaar.trust.notifications.OUTBOX_CHANNEL`, and polls every
     `poll_seconds` for retries that fall due and for wake-ups missed while the LISTEN connection was down."""
 
     def __init__(
@@ -342,7 +334,7 @@ class NotificationActivities:
         self.delivery = Delivery(settings)
 
     @activity.defn
-    async def prepare_notifications(self, req: PrepareNotifications) -> list[int]:
+    async def prepare_notifications(self, req: NotificationEvent) -> list[int]:
         async with transaction() as session:
             return await notifications.prepare(
                 session,

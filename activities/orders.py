@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.database import activity_transaction
-from activities.notifications import PrepareNotifications
-from bazaar import ledger, listings, notifications, reputation, reviews
+from bazaar.listings import lifecycle as listings
 from bazaar.models import (
     AuditEvent,
     LedgerAccount,
@@ -35,8 +34,11 @@ from bazaar.models import (
     PaymentKind,
     PaymentOutcome,
 )
-from bazaar.money import chargeable_problem
+from bazaar.payments import ledger
+from bazaar.payments.money import chargeable_problem
 from bazaar.settings import Settings
+from bazaar.trust import notifications, reputation, reviews
+from bazaar.trust.notifications import NotificationEvent
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class OrderTransition(OrderStateChange):
 
     release_stock: bool = False  # the order's stock goes back to its listing (once)
     ledger: list[LedgerPosting] = field(default_factory=list)
-    notices: list[PrepareNotifications] = field(default_factory=list)
+    notices: list[NotificationEvent] = field(default_factory=list)
     outcome: str | None = None  # the seller's reputation counter: completed | cancelled | disputed
     review_closes_at: datetime | None = None  # completion: the review window opens until then
 
@@ -234,17 +236,7 @@ class OrderActivities:
                 await ledger.post(session, posting.txn, order_id, seller_id, currency, entries)
             if change.release_stock:
                 await _release_stock(session, order_id)
-            events = [
-                notifications.Event(
-                    n.event_key,
-                    n.event_type,
-                    [uuid.UUID(r) for r in n.recipient_ids],
-                    n.recipient_roles,
-                    n.data,
-                )
-                for n in change.notices
-            ]
-            await notifications.write(session, events, self.settings.public_base_url)
+            await notifications.write(session, change.notices, self.settings.public_base_url)
             if change.outcome or change.review_closes_at:
                 await _trust_bookkeeping(session, order_id, change)
             return True
@@ -267,7 +259,7 @@ class OrderActivities:
                 )
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
             )
-            attention = notifications.Event(
+            attention = notifications.NotificationEvent(
                 key,
                 "order_needs_attention",
                 [],
@@ -359,7 +351,9 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
         .cte("moved")
     )
     event = {
-        "actor_id": literal(uuid.UUID(change.actor_id) if change.actor_id else None, AuditEvent.actor_id.type),
+        "actor_id": literal(
+            uuid.UUID(change.actor_id) if change.actor_id else None, AuditEvent.actor_id.type
+        ),
         "actor_role": literal(change.actor_role),
         "subject_type": literal("order"),
         "subject_id": literal(change.order_id),

@@ -19,8 +19,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.database import activity_transaction
-from bazaar import ledger
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
+from bazaar.payments import ledger
 from bazaar.settings import Settings
 
 # The provider said no: the same request will never succeed, so it is final (recorded, not retried).

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from temporalio import activity
 
-from bazaar import reputation, reviews
 from bazaar.db import transaction
 from bazaar.models import Order
+from bazaar.trust import reputation, reviews
 
 
 @dataclass

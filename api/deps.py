@@ -15,10 +15,10 @@ from api.listing_runtime import ListingCache
 from bazaar.auth import Principal, decode_token
 from bazaar.db import get_sessionmaker
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.meili import Meili
+from bazaar.listings.popularity import ViewCounter
 from bazaar.models import Role
-from bazaar.popularity import ViewCounter
-from bazaar.search import SearchService
+from bazaar.search.meili import Meili
+from bazaar.search.query import SearchService
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 

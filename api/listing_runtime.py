@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from api import metrics
 from api.schemas import ListingOut
 from bazaar.db import get_sessionmaker
-from bazaar.hot_cache import HotCache
-from bazaar.listings import LISTING_CHANGED_CHANNEL
-from bazaar.meili import Meili
+from bazaar.listings.cache import HotCache
+from bazaar.listings.lifecycle import LISTING_CHANGED_CHANNEL
+from bazaar.listings.popularity import ViewCounter, flush_forever
 from bazaar.pg_listen import listen_forever
-from bazaar.popularity import ViewCounter, flush_forever
-from bazaar.search import CircuitBreaker, SearchService
+from bazaar.search.meili import Meili
+from bazaar.search.query import CircuitBreaker, SearchService
 from bazaar.settings import Settings
 from search_sync.sync import SYNCED_CHANNEL
 

@@ -17,10 +17,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from bazaar.models import Listing, Order, Payment
-from bazaar.notifications import PENDING
-from bazaar.trust_models import DeadLetter, Notification
+from bazaar.orders.types import STUCK_ORDERS_QUERY
+from bazaar.trust.models import DeadLetter, Notification
+from bazaar.trust.notifications import PENDING
 from search_sync.sync import outbox_backlog
-from workflows.order_types import STUCK_ORDERS_QUERY
 
 REGISTRY = CollectorRegistry()
 LISTINGS = Gauge("bazaar_listings", "Listings by status", ["status"], registry=REGISTRY)

@@ -22,11 +22,11 @@ from pydantic import (
     model_validator,
 )
 
-from bazaar.listings import SellerRating
+from bazaar.listings.lifecycle import SellerRating
 from bazaar.models import Listing
-from bazaar.money import MAX_CHARGE, Currency, Money, Price
-from bazaar.reputation import PRIOR_MEAN
+from bazaar.payments.money import MAX_CHARGE, Currency, Money, Price
 from bazaar.text import multi_line, refuse_control_characters, single_line
+from bazaar.trust.reputation import PRIOR_MEAN
 
 Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
 # PostgreSQL's bigint: the bound of any integer that may reach a query (beyond it, the database errs).

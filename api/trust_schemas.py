@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bazaar.text import multi_line, single_line
-from bazaar.trust_models import DeadLetter, Dispute, DisputeMessage, Notification, NotificationChannel, Review
+from bazaar.trust.models import DeadLetter, Dispute, DisputeMessage, Notification, NotificationChannel, Review
 
 
 class ReviewIn(BaseModel):

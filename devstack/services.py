@@ -324,7 +324,7 @@ def start_temporal(
         argv += ["--ui-port", str(ui_port)]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
-        # WAL + synchronous=normal: ~19 vs ~12 workflows/s on 2 cores (docs in STACK.md).
+        # WAL + synchronous=normal: ~19 vs ~12 workflows/s on 2 cores (measured when the dev stack was set up).
         argv += [
             "--db-filename",
             str(db_file),
@@ -534,8 +534,8 @@ def run_task(
 
 
 def run_migrations(sup: Supervisor, env: Mapping[str, str], *, timeout: float = 300.0) -> None:
-    _require_module("bazaar.cli", "migrations")
-    run_task(sup, "migrate", [sys.executable, "-m", "bazaar.cli", "migrate"], env=env, timeout=timeout)
+    _require_module("cli", "migrations")
+    run_task(sup, "migrate", [sys.executable, "-m", "cli", "migrate"], env=env, timeout=timeout)
 
 
 def load_demo_data(
@@ -550,11 +550,11 @@ def load_demo_data(
     marker = data_dir / DEMO_DATA_MARKER
     if marker.exists():
         return False
-    _require_module("bazaar.cli", "demo data")
+    _require_module("cli", "demo data")
     run_task(
         sup,
         "demo-data",
-        [sys.executable, "-m", "bazaar.cli", "demo-data"],
+        [sys.executable, "-m", "cli", "demo-data"],
         env=env,
         timeout=timeout,
         passthrough=passthrough,

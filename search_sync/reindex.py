@@ -24,11 +24,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from tqdm import tqdm
 
-from bazaar.listings import NO_RATINGS, SellerRating, seller_ratings, taxonomy
-from bazaar.meili import Meili
+from bazaar.listings.lifecycle import NO_RATINGS, SellerRating, seller_ratings, taxonomy
 from bazaar.models import Listing, ListingStatus
 from bazaar.pg_listen import connect
-from bazaar.search_index import apply_index_settings, listing_document
+from bazaar.search.index import apply_index_settings, listing_document
+from bazaar.search.meili import Meili
 from bazaar.settings import Settings
 from search_sync.sync import SYNC_LOCK_ID, XMIN, advisory_lock, apply_documents, documents_for
 

@@ -28,11 +28,11 @@ from sqlalchemy import BigInteger, Label, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from bazaar.listings import NO_RATINGS, seller_ratings, taxonomy
-from bazaar.meili import Meili, MeiliError
+from bazaar.listings.lifecycle import NO_RATINGS, seller_ratings, taxonomy
 from bazaar.models import Listing, SearchOutbox
 from bazaar.pg_listen import connect
-from bazaar.search_index import apply_index_settings, is_public, listing_document
+from bazaar.search.index import apply_index_settings, is_public, listing_document
+from bazaar.search.meili import Meili, MeiliError
 from bazaar.settings import Settings
 
 log = logging.getLogger("search_sync")
@@ -51,7 +51,7 @@ async def documents_for(
     """Current documents to upsert, ids to delete, and each found row's xmin, for these listings.
 
     Seller ratings are read here too: a rating change queues the seller's listings in the same transaction
-    (bazaar.reputation.reindex_seller_listings), so a batch that saw those outbox rows sees the new rating.
+    (bazaar.trust.reputation.reindex_seller_listings), so a batch that saw those outbox rows sees the new rating.
     """
     tree = await taxonomy(session)
     rows = (await session.execute(select(Listing, XMIN).where(Listing.id.in_(listing_ids)))).all()

@@ -21,7 +21,7 @@ JSON = dict[str, Any]
 DEFAULT_API_VERSION = "2025-01-27.acacia"
 
 # Stripe's minimum charge amounts (minor units), from
-# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts (bazaar.money.MIN_CHARGE is the
+# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts (bazaar.payments.money.MIN_CHARGE is the
 # same table: the API refuses up front what the provider would refuse).
 MIN_CHARGE = {
     "usd": 50,

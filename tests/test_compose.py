@@ -30,7 +30,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 PRODUCTION_DOC = ROOT / "docs" / "production.md"
 
 APP_SERVICES = {
-    "migrate": ["python", "-m", "bazaar.cli", "migrate"],
+    "migrate": ["python", "-m", "cli", "migrate"],
     "api": ["python", "-m", "uvicorn", "api.app:app"],
     "worker": ["python", "worker.py"],
     "sender": ["python", "sender.py"],

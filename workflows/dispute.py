@@ -17,9 +17,9 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
-    from activities.notifications import PrepareNotifications
-    from bazaar.disputes import case_prefix
-    from bazaar.money import format_money
+    from bazaar.payments.money import format_money
+    from bazaar.trust.disputes import case_prefix
+    from bazaar.trust.notifications import NotificationEvent
     from workflows.notification import notify_in_background
 
 DB_TIMEOUT = timedelta(seconds=30)
@@ -310,7 +310,7 @@ class DisputeWorkflow:
         assert case is not None
         event_key = f"{case.key}:{key}"
         await notify_in_background(
-            PrepareNotifications(
+            NotificationEvent(
                 event_key=event_key,
                 event_type=event_type,
                 recipient_ids=[] if support_only else [case.buyer_id, case.seller_id],

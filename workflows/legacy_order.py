@@ -52,7 +52,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import PrepareNotifications
     from activities.orders import OrderActivities, OrderSnapshot, OrderStateChange, ReserveStockInput
     from activities.payments import (
         ChargebackMovement,
@@ -65,9 +64,8 @@ with workflow.unsafe.imports_passed_through():
         TransferReversalRequest,
     )
     from activities.trust import OrderOutcome, ReviewWindowRequest, TrustActivities
-    from bazaar.money import format_money, platform_fee
-    from workflows import order_rules as rules
-    from workflows.order_types import (
+    from bazaar.orders import rules
+    from bazaar.orders.types import (
         BUYER_ID,
         LISTING_ID,
         ORDER_AMOUNT,
@@ -83,6 +81,8 @@ with workflow.unsafe.imports_passed_through():
         PlaceOrder,
         order_workflow_id,
     )
+    from bazaar.payments.money import format_money, platform_fee
+    from bazaar.trust.notifications import NotificationEvent
 
 from workflows.children import start_detached
 from workflows.dispute import ChargebackJoined, DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
@@ -846,7 +846,7 @@ class LegacyOrderWorkflow:
     ) -> None:
         view = self.view
         event_key = f"order:{view.order_id}:{key}"
-        event = PrepareNotifications(
+        event = NotificationEvent(
             event_key=event_key,
             event_type=event_type,
             recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],

@@ -18,12 +18,13 @@ from temporalio.exceptions import ActivityError
 from workflows.children import start_detached
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import DeadLetterRequest, NotificationActivities, PrepareNotifications
+    from activities.notifications import DeadLetterRequest, NotificationActivities
+    from bazaar.trust.notifications import NotificationEvent
 
 
 @dataclass
 class NotifyRequest:
-    event: PrepareNotifications | None = None  # a new event, or
+    event: NotificationEvent | None = None  # a new event, or
     notification_ids: list[int] = field(default_factory=list)  # deliveries to replay
     max_attempts: int = 6
     first_retry_seconds: float = 1.0
@@ -33,7 +34,7 @@ def notify_workflow_id(event_key: str) -> str:
     return f"notify-{event_key}"
 
 
-async def notify_in_background(event: PrepareNotifications, max_attempts: int) -> None:
+async def notify_in_background(event: NotificationEvent, max_attempts: int) -> None:
     """From another workflow: deliver the event's notifications in a child of their own, started once per
     event; the parent never waits for the mail server."""
     await start_detached(

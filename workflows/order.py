@@ -77,10 +77,9 @@ with workflow.unsafe.imports_passed_through():
         TransferRequest,
         TransferReversalRequest,
     )
-    from bazaar.money import platform_fee
-    from workflows import order_rules as rules
-    from workflows.order_notices import Effects, effects_of, notice
-    from workflows.order_types import (
+    from bazaar.orders import rules
+    from bazaar.orders.notices import Effects, effects_of, notice
+    from bazaar.orders.types import (
         BUYER_ID,
         LISTING_ID,
         NEEDS_ATTENTION,
@@ -98,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
         PlaceOrder,
         order_workflow_id,
     )
+    from bazaar.payments.money import platform_fee
 
 from workflows.children import start_detached
 from workflows.dispute import ChargebackJoined, DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id

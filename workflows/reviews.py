@@ -2,7 +2,7 @@
 
 Reviews stay hidden until both sides have reviewed or the window closes; then they are revealed and counted
 into the reputations, once. A completed order opens its window and sends the invitations in its completion
-transaction; the second review reveals both at once (`bazaar.reviews.submit`); windows that close with a
+transaction; the second review reveals both at once (`bazaar.trust.reviews.submit`); windows that close with a
 side missing are revealed by `RevealDueReviewsWorkflow`, which a Temporal Schedule runs every few minutes.
 
 `ReviewWorkflow` (id `reviews-<order id>`, a durable timer per order) is how orders completed before the
@@ -18,8 +18,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import PrepareNotifications
     from activities.trust import ReviewWindowRequest, TrustActivities
+    from bazaar.trust.notifications import NotificationEvent
     from workflows.notification import notify_in_background
 
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
@@ -71,7 +71,7 @@ class ReviewWorkflow:
         )
         event_key = f"order:{req.order_id}:review_invitation"
         await notify_in_background(
-            PrepareNotifications(
+            NotificationEvent(
                 event_key=event_key,
                 event_type="review_invitation",
                 recipient_ids=[req.buyer_id, req.seller_id],

@@ -14,10 +14,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection
 from api.trust_schemas import DisputeMessageBody, DisputeOut, InfoRequestBody
-from bazaar import disputes
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order
+from bazaar.trust import disputes
 from workflows.dispute import DisputeMessageIn, DisputeWorkflow, InfoRequest, dispute_workflow_id
 
 router = APIRouter(prefix="/v1/orders/{order_id}/dispute", tags=["disputes"])

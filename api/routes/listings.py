@@ -23,9 +23,9 @@ from api.schemas import (
     ListingPage,
     ListingPatch,
 )
-from bazaar import listings
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing, ListingStatus, Role
 from bazaar.text import single_line
 

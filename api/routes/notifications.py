@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from api.deps import Caller, Session, Support
 from api.trust_schemas import DeadLetterOut, InboxOut, NotificationOut, PreferenceIn
-from bazaar import notifications
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
-from bazaar.trust_models import DeadLetter, Notification, NotificationChannel
+from bazaar.trust import notifications
+from bazaar.trust.models import DeadLetter, Notification, NotificationChannel
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 UnsubscribeToken = Annotated[str, Query(max_length=500, description="from the link in the email")]

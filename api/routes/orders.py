@@ -42,10 +42,7 @@ from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, Role
-from bazaar.money import Money, chargeable_problem
-from bazaar.settings import get_settings
-from workflows.order import OrderWorkflow
-from workflows.order_types import (
+from bazaar.orders.types import (
     ORDER_STATUS,
     PAYMENT_STATE,
     STUCK_ORDERS_QUERY,
@@ -57,6 +54,9 @@ from workflows.order_types import (
     initial_search_attributes,
     order_workflow_id,
 )
+from bazaar.payments.money import Money, chargeable_problem
+from bazaar.settings import get_settings
+from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 support_router = APIRouter(prefix="/v1/support", tags=["support"])

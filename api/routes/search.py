@@ -13,9 +13,9 @@ from api.deps import Search
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
 from api.schemas import INT64_MAX, Condition, SearchOut
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.money import Currency
-from bazaar.search import ListingQuery, SortOrder
-from bazaar.search_index import MAX_TOTAL_HITS
+from bazaar.payments.money import Currency
+from bazaar.search.index import MAX_TOTAL_HITS
+from bazaar.search.query import ListingQuery, SortOrder
 from bazaar.text import single_line
 
 router = APIRouter(prefix="/v1/search", tags=["search"])

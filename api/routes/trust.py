@@ -19,10 +19,10 @@ from api.trust_schemas import (
     ReviewOut,
     TrustFlagOut,
 )
-from bazaar import disputes, reputation, reviews
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import User
-from bazaar.trust_models import DisputeStatus, Reputation, TrustFlag
+from bazaar.trust import disputes, reputation, reviews
+from bazaar.trust.models import DisputeStatus, Reputation, TrustFlag
 from workflows.reviews import ReviewWorkflow, reviews_workflow_id
 
 router = APIRouter(prefix="/v1", tags=["trust"])

@@ -29,9 +29,9 @@ from activities.payments import order_id_of
 from api.deps import Session, Temporal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
+from bazaar.orders.types import ChargebackNotice, PaymentReport, PlaceOrder, order_workflow_id
 from bazaar.settings import get_settings
 from workflows.order import OrderWorkflow
-from workflows.order_types import ChargebackNotice, PaymentReport, PlaceOrder, order_workflow_id
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger("api.webhooks")

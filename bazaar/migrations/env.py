@@ -3,9 +3,9 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from bazaar import trust_models  # noqa: F401 - registers the trust tables on Base.metadata
 from bazaar.models import Base
 from bazaar.settings import get_settings
+from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables on Base.metadata
 
 target_metadata = Base.metadata
 

@@ -29,13 +29,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from activities.notifications import Delivery, NotificationActivities, NotificationSender
-from bazaar import notifications
 from bazaar.db import get_engine, get_sessionmaker
 from bazaar.errors import DomainError
 from bazaar.migrate import upgrade
 from bazaar.models import User
 from bazaar.settings import Settings, get_settings
-from bazaar.trust_models import DeadLetter, Notification
+from bazaar.trust import notifications
+from bazaar.trust.models import DeadLetter, Notification
 from devstack.stack import Stack
 
 pytestmark = pytest.mark.integration

@@ -135,7 +135,7 @@ def reconcile_cli(stack: Any, since: datetime, until: datetime) -> dict[str, Any
         [
             sys.executable,
             "-m",
-            "bazaar.cli",
+            "cli",
             "reconcile",
             "--since",
             since.isoformat(),

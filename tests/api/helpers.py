@@ -81,7 +81,7 @@ def support_user(http: httpx.Client, stack: Any) -> Actor:
     """A support account the way operators make one: the CLI grants the role, then a fresh token."""
     staff = register(http, ["buyer"], "Support")
     subprocess.run(
-        [sys.executable, "-m", "bazaar.cli", "grant-role", staff.email, "support"],
+        [sys.executable, "-m", "cli", "grant-role", staff.email, "support"],
         check=True,
         env=stack.child_env(),
         cwd=Path(__file__).resolve().parent.parent.parent,

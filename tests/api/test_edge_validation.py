@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import deps
 from api.app import create_app
-from bazaar.money import MAX_CHARGE
+from bazaar.payments.money import MAX_CHARGE
 from devstack import services
 from devstack.process import Supervisor
 from tests.activities.money_helpers import act, paid_order, sql

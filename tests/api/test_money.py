@@ -26,6 +26,7 @@ from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from bazaar.db import get_engine, get_sessionmaker
+from bazaar.orders.types import OrderView, PlaceOrder, order_workflow_id
 from bazaar.settings import get_settings
 from tests.activities.money_helpers import (
     AMOUNT,
@@ -44,7 +45,6 @@ from tests.activities.money_helpers import (
 from tests.api.helpers import Actor, published_listing, register, seller_with_payout, wait_until
 from worker import WORKFLOWS, activities_for, trust_activities
 from workflows.order import OrderWorkflow
-from workflows.order_types import OrderView, PlaceOrder, order_workflow_id
 
 pytestmark = [
     pytest.mark.integration,
@@ -247,9 +247,11 @@ async def test_worker_dies_during_a_payout_or_refund_moves_the_money_once(
         assert answered.status_code in (200, 202), answered.text
         done = await asyncio.to_thread(
             wait_until,
-            lambda: (r := http.get(f"/v1/orders/{order_id}", headers=buyer.headers).json())["status"]
-            == expected[0]
-            and r,
+            lambda: (
+                (r := http.get(f"/v1/orders/{order_id}", headers=buyer.headers).json())["status"]
+                == expected[0]
+                and r
+            ),
             60,
             0.5,
         )

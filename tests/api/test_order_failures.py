@@ -23,6 +23,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from bazaar.orders.types import NEEDS_ATTENTION, PlaceOrder, order_workflow_id
 from tests.activities.money_helpers import (
     act,
     add_fault,
@@ -41,7 +42,6 @@ from tests.api.helpers import (
     wait_until,
 )
 from workflows.order import OrderWorkflow
-from workflows.order_types import NEEDS_ATTENTION, PlaceOrder, order_workflow_id
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,7 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
         # Operators see the same queue from the CLI.
         listed = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "bazaar.cli", "orders", "stuck"],
+            [sys.executable, "-m", "cli", "orders", "stuck"],
             env=stack.child_env(),
             capture_output=True,
             text=True,

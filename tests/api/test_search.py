@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from api.listing_runtime import listing_runtime
 from api.schemas import SearchOut
-from bazaar.meili import Meili
-from bazaar.search import ListingQuery, distance_m, search_meili
+from bazaar.search.meili import Meili
+from bazaar.search.query import ListingQuery, distance_m, search_meili
 from bazaar.settings import Settings
 from bazaar.text import control_character_problem
 from tests.api.helpers import Actor, published_listing, seller_with_payout, wait_until

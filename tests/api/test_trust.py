@@ -22,12 +22,12 @@ import pytest
 from sqlalchemy import select
 
 from activities.notifications import Delivery
-from bazaar import notifications
 from bazaar.db import get_engine, get_sessionmaker, transaction
-from bazaar.notifications import EVENT_TYPES
-from bazaar.reputation import bayesian_score
 from bazaar.settings import get_settings
-from bazaar.trust_models import Notification
+from bazaar.trust import notifications
+from bazaar.trust.models import Notification
+from bazaar.trust.notifications import EVENT_TYPES
+from bazaar.trust.reputation import bayesian_score
 from tests.activities.money_helpers import act, fulfilled_order, paid_order, sql
 from tests.api.helpers import Actor, register, support_user, wait_until
 

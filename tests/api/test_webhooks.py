@@ -11,6 +11,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from bazaar.orders.types import OrderView, order_workflow_id
 from tests.activities.money_helpers import (
     AMOUNT,
     FEE,
@@ -33,7 +34,6 @@ from tests.activities.money_helpers import (
 )
 from tests.api.helpers import Actor, published_listing, register, seller_with_payout, support_user, wait_until
 from workflows.order import OrderWorkflow
-from workflows.order_types import OrderView, order_workflow_id
 
 pytestmark = pytest.mark.integration
 

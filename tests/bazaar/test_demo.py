@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bazaar import demo
-from bazaar.reputation import bayesian_score
+from bazaar.trust.reputation import bayesian_score
+from devstack import demo
 from tests.api.helpers import support_user, wait_until
 
 pytestmark = pytest.mark.integration

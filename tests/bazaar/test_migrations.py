@@ -12,9 +12,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bazaar import trust_models  # noqa: F401 - registers the trust tables
 from bazaar.migrate import alembic_config
 from bazaar.models import Base
+from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables
 
 pytestmark = pytest.mark.integration
 

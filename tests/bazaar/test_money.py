@@ -5,7 +5,7 @@ from typing import Any, get_args
 import pytest
 from pydantic import ValidationError
 
-from bazaar.money import (
+from bazaar.payments.money import (
     CURRENCY_EXPONENTS,
     MAX_CHARGE,
     MIN_CHARGE,

@@ -9,7 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bazaar.errors import DomainError
-from bazaar.notifications import (
+from bazaar.pg_listen import libpq_url
+from bazaar.trust.models import Notification, NotificationChannel
+from bazaar.trust.notifications import (
     EVENT_TYPES,
     OUTBOX_CHANNEL,
     prepare,
@@ -18,8 +20,6 @@ from bazaar.notifications import (
     set_preference,
     unsubscribe_token,
 )
-from bazaar.pg_listen import libpq_url
-from bazaar.trust_models import Notification, NotificationChannel
 from tests.activities import test_notification_sender as outbox
 from tests.activities.test_notification_sender import make_users
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bazaar.reputation import PRIOR_MEAN, PRIOR_WEIGHT, bayesian_score, rates
-from bazaar.trust_models import Reputation
+from bazaar.trust.models import Reputation
+from bazaar.trust.reputation import PRIOR_MEAN, PRIOR_WEIGHT, bayesian_score, rates
 
 
 def test_no_ratings_is_the_prior() -> None:

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from bazaar.errors import DomainError
-from bazaar.hot_cache import HotCache
-from bazaar.listings import OwnSort, Taxonomy, _decode_cursor, _encode_cursor
+from bazaar.listings.cache import HotCache
+from bazaar.listings.lifecycle import OwnSort, Taxonomy, _decode_cursor, _encode_cursor
 from bazaar.models import Listing
-from bazaar.search import (
+from bazaar.search.index import INDEX_SETTINGS, _contains, price_bucket
+from bazaar.search.query import (
     MARK_END,
     MARK_START,
     CircuitBreaker,
@@ -26,7 +27,6 @@ from bazaar.search import (
     render_highlight,
     ts_query_text,
 )
-from bazaar.search_index import INDEX_SETTINGS, _contains, price_bucket
 
 HOSTILE = [
     'x" OR seller_id = "B',
@@ -130,7 +130,7 @@ def test_price_buckets() -> None:
 
 def test_circuit_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("bazaar.search.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("bazaar.search.query.time.monotonic", lambda: now[0])
     breaker = CircuitBreaker(retry_seconds=2.0)
     assert breaker.allow() and not breaker.is_open
     breaker.failure()
@@ -170,7 +170,7 @@ def test_hot_cache_refuses_a_read_that_raced_an_invalidation() -> None:
 
 def test_hot_cache_ttl_lru_and_forgetting(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
-    monkeypatch.setattr("bazaar.hot_cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("bazaar.listings.cache.time.monotonic", lambda: now[0])
     cache: HotCache[int, int] = HotCache(max_entries=2, ttl_seconds=5, remember_invalidations=2)
     cache.set_enabled(True)
     for key in (1, 2, 3):

@@ -248,7 +248,7 @@ def _apps_exist() -> bool:
     import importlib.util
 
     root = Path(__file__).resolve().parents[2]
-    modules = ("bazaar.cli", "api.app", "search_sync.__main__")
+    modules = ("cli", "api.app", "search_sync.__main__")
     return (root / "worker.py").exists() and all(importlib.util.find_spec(m) for m in modules)
 
 

@@ -27,12 +27,12 @@ from psycopg import sql
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from bazaar import reviews
 from bazaar.auth import Principal
 from bazaar.models import Listing, Order, OrderStatus, PayoutAccount, SearchOutbox, User
 from bazaar.pg_listen import libpq_url
 from bazaar.settings import Settings
-from bazaar.trust_models import Review, ReviewDirection, ReviewWindow
+from bazaar.trust import reviews
+from bazaar.trust.models import Review, ReviewDirection, ReviewWindow
 from devstack import services
 from devstack.process import ManagedProcess, Supervisor, wait_until
 from devstack.stack import Stack
@@ -275,7 +275,7 @@ def create_private(infra: Stack, base: Path, sup: Supervisor) -> PrivateSearch:
         api_port=api_port,
     )
     migrate = subprocess.run(
-        [sys.executable, "-m", "bazaar.cli", "migrate"],
+        [sys.executable, "-m", "cli", "migrate"],
         env=priv.env(),
         cwd=ROOT,
         capture_output=True,
@@ -296,7 +296,7 @@ def now() -> datetime:
 
 async def reveal_reviews(session: AsyncSession, listing_id: uuid.UUID, stars: list[int]) -> None:
     """Rate the listing's seller: per rating a completed order from a new buyer, with a buyer-to-seller review,
-    revealed by the review round's own step (bazaar.reviews.reveal, which counts it through
+    revealed by the review round's own step (bazaar.trust.reviews.reveal, which counts it through
     reputation.apply_review). In the caller's transaction, so the reputation and the outbox rows for the
     seller's listings commit together."""
     listing = await session.get(Listing, listing_id)

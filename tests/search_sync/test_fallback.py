@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from api.schemas import SearchOut
-from bazaar import listings
+from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing
 from tests.search_sync.private import PrivateSearch, listing_fields
 

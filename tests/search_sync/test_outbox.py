@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bazaar import listings
 from bazaar.auth import Principal
 from bazaar.errors import DomainError
-from bazaar.meili import Meili
-from bazaar.search_index import INDEX_SETTINGS, apply_index_settings
+from bazaar.listings import lifecycle as listings
+from bazaar.search.index import INDEX_SETTINGS, apply_index_settings
+from bazaar.search.meili import Meili
 from tests.search_sync.private import MASTER_KEY, PrivateSearch, listing_fields
 
 pytestmark = pytest.mark.integration

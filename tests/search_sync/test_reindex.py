@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from bazaar import listings
+from bazaar.listings import lifecycle as listings
 from search_sync.reindex import ReindexBusy, reindex
 from tests.search_sync.private import PrivateSearch, listing_fields
 from tests.search_sync.test_outbox import churn

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from bazaar import listings
-from bazaar.meili import Meili
+from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing
-from bazaar.reputation import PRIOR_MEAN, bayesian_score
-from bazaar.search_index import apply_index_settings
-from bazaar.trust_models import Reputation
+from bazaar.search.index import apply_index_settings
+from bazaar.search.meili import Meili
+from bazaar.trust.models import Reputation
+from bazaar.trust.reputation import PRIOR_MEAN, bayesian_score
 from search_sync.reindex import _catch_up, _load_snapshot
 from search_sync.sync import XMIN
 from tests.search_sync.private import MASTER_KEY, PrivateSearch, listing_fields, reveal_reviews

@@ -9,8 +9,8 @@ import pytest
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from bazaar.orders.types import SEARCH_ATTRIBUTE_KEYS
 from tests.binaries import venv_binary
-from workflows.order_types import SEARCH_ATTRIBUTE_KEYS
 
 # Every order search attribute, NeedsAttention included (the lean order upserts it on each transition).
 SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = list(SEARCH_ATTRIBUTE_KEYS)

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.database import DATA_ERROR
 from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
-from activities.notifications import DeadLetterRequest, PrepareNotifications
+from activities.notifications import DeadLetterRequest
 from activities.orders import (
     AttentionReport,
     LedgerPosting,
@@ -45,6 +45,7 @@ from activities.payments import (
     TransferReversalResult,
 )
 from activities.trust import OrderOutcome, ReviewWindowRequest
+from bazaar.trust.notifications import NotificationEvent
 
 
 @dataclass
@@ -103,7 +104,7 @@ class FakeWorld:
     attention_reports: list[AttentionReport] = field(default_factory=list)
     # Trust and notifications: what the order's transitions, children and activities did.
     mail_down: bool = False  # every delivery fails (after a short wait, like a refused SMTP connection)
-    events: list[PrepareNotifications] = field(default_factory=list)
+    events: list[NotificationEvent] = field(default_factory=list)
     deliveries: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (event type, recipient)
     delivered: list[int] = field(default_factory=list)
     dead: dict[int, float] = field(default_factory=dict)  # id -> when it was dead-lettered (monotonic)
@@ -155,7 +156,7 @@ class FakeWorld:
             raise ConnectionError(f"connection refused ({key})")
 
     # ---- reading the world ---------------------------------------------------------------------------
-    def notified(self, event_type: str) -> list[PrepareNotifications]:
+    def notified(self, event_type: str) -> list[NotificationEvent]:
         return [e for e in self.events if e.event_type == event_type]
 
     def transitions(self) -> list[OrderTransition]:
@@ -222,7 +223,7 @@ class FakeWorld:
         self.released.append(order_id)
         self.stock += self.reserved.pop(order_id, 0)
 
-    def _prepare(self, event: PrepareNotifications) -> list[int]:
+    def _prepare(self, event: NotificationEvent) -> list[int]:
         """An event's notification rows, once per event key (like the real outbox)."""
         if any(e.event_key == event.event_key for e in self.events):
             return []
@@ -342,7 +343,7 @@ class FakeWorld:
 
         # ---- notifications, trust and disputes ------------------------------------------------------
         @activity.defn(name="prepare_notifications")
-        async def prepare_notifications(req: PrepareNotifications) -> list[int]:
+        async def prepare_notifications(req: NotificationEvent) -> list[int]:
             return world._prepare(req)  # the real activity returns only rows not yet sent
 
         @activity.defn(name="deliver_notification")

@@ -42,7 +42,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
-from activities.notifications import DeadLetterRequest, PrepareNotifications
+from activities.notifications import DeadLetterRequest
 from activities.orders import (
     AttentionReport,
     OrderSnapshot,
@@ -65,6 +65,7 @@ from activities.payments import (
     TransferReversalResult,
 )
 from activities.trust import OrderOutcome, ReviewWindowRequest
+from bazaar.trust.notifications import NotificationEvent
 
 SELLER_ID = "seller-1"
 UNIT_PRICE = 45_000
@@ -266,7 +267,7 @@ class World:
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids)}"
 
-    # ---- the ledger (bazaar.ledger.post) -------------------------------------------------------------
+    # ---- the ledger (bazaar.payments.ledger.post) -------------------------------------------------------------
     def post(self, txn: str, order_id: str, movement: dict[str, int]) -> None:
         if sum(movement.values()) != 0:
             raise ValueError(f"unbalanced ledger movement {txn}: {movement}")
@@ -781,7 +782,7 @@ class Router:
             await call("set_dispute_status", change.order_id, lambda w: w.case_statuses.append(change))
 
         @activity.defn(name="prepare_notifications")
-        async def prepare_notifications(req: PrepareNotifications) -> list[int]:
+        async def prepare_notifications(req: NotificationEvent) -> list[int]:
             return []  # the outbox is written by save_transition; nothing to deliver here
 
         @activity.defn(name="deliver_notification")

@@ -31,6 +31,7 @@ from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from bazaar.orders.types import ActionRequest
 from tests.binaries import venv_binary
 from tests.workflows.conftest import SEARCH_ATTRIBUTES
 from tests.workflows.fakes import FakeWorld
@@ -38,7 +39,6 @@ from tests.workflows.test_order_workflow import BUYER, SELLER, SUPPORT, placed
 from tests.workflows.test_provider_events import RECORDED, notice, record
 from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
 from workflows.order import OrderWorkflow
-from workflows.order_types import ActionRequest
 from workflows.reviews import RevealDueReviewsWorkflow
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"

@@ -11,7 +11,8 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.notifications import DeadLetterRequest, PrepareNotifications
+from activities.notifications import DeadLetterRequest
+from bazaar.trust.notifications import NotificationEvent
 from workflows.notification import NotificationWorkflow, NotifyRequest
 
 
@@ -25,7 +26,7 @@ class FakeMail:
         mail = self
 
         @activity.defn(name="prepare_notifications")
-        async def prepare(req: PrepareNotifications) -> list[int]:
+        async def prepare(req: NotificationEvent) -> list[int]:
             return [1, 2] if req.recipient_ids else []
 
         @activity.defn(name="deliver_notification")
@@ -53,7 +54,7 @@ async def run(env: WorkflowEnvironment, mail: FakeMail, request: NotifyRequest) 
         return {int(k): v for k, v in result.items()}
 
 
-EVENT = PrepareNotifications(event_key="order:1:paid", event_type="order_paid", recipient_ids=["u1"])
+EVENT = NotificationEvent(event_key="order:1:paid", event_type="order_paid", recipient_ids=["u1"])
 
 
 async def test_delivers_every_prepared_notification(workflow_env: WorkflowEnvironment) -> None:

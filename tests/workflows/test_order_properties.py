@@ -67,6 +67,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from bazaar.orders.types import (
+    NEEDS_ATTENTION,
+    ORDER_STATUS,
+    PAYMENT_STATE,
+    TERMINAL,
+    ActionRequest,
+    Actor,
+    ChargebackNotice,
+    OrderView,
+    PaymentReport,
+    Placement,
+    PlaceOrder,
+    initial_search_attributes,
+    order_workflow_id,
+)
 from tests.workflows.order_model import (
     BUYER_PAYMENTS,
     CHARGEBACKS,
@@ -83,21 +98,6 @@ from tests.workflows.order_model import (
 from worker import WORKFLOWS
 from workflows.dispute import dispute_workflow_id
 from workflows.order import OrderWorkflow
-from workflows.order_types import (
-    NEEDS_ATTENTION,
-    ORDER_STATUS,
-    PAYMENT_STATE,
-    TERMINAL,
-    ActionRequest,
-    Actor,
-    ChargebackNotice,
-    OrderView,
-    PaymentReport,
-    Placement,
-    PlaceOrder,
-    initial_search_attributes,
-    order_workflow_id,
-)
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The order's pure rules (`workflows.order_rules`), without a Temporal server: who may do what in which
+"""The order's pure rules (`bazaar.orders.rules`), without a Temporal server: who may do what in which
 state (every action x state x party), the race rule, attention blocking, `allowed_actions`, and the checks
 of request text. The expectations are written out here, not derived from `RULES`."""
 
@@ -10,8 +10,8 @@ from itertools import product
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from workflows import order_rules as rules
-from workflows.order_types import Actor, OrderView
+from bazaar.orders import rules
+from bazaar.orders.types import Actor, OrderView
 
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
 ACTORS = {"buyer": BUYER, "seller": SELLER, "support": SUPPORT, "stranger": STRANGER}

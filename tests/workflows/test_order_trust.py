@@ -12,6 +12,7 @@ from __future__ import annotations
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from bazaar.orders.types import ActionRequest
 from tests.workflows.fakes import FakeWorld, child_workflow_types, review_closes_in
 from tests.workflows.test_order_workflow import (
     AMOUNT,
@@ -24,7 +25,6 @@ from tests.workflows.test_order_workflow import (
 from tests.workflows.test_provider_events import notice
 from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
 from workflows.order import OrderWorkflow
-from workflows.order_types import ActionRequest
 
 
 def who(world: FakeWorld) -> list[tuple[str, list[str]]]:

@@ -32,10 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.workflow import UpdateMethodMultiParam
 
-from tests.workflows.fakes import FakeWorld, activity_name, child_workflow_types
-from worker import WORKFLOWS
-from workflows.order import OrderWorkflow
-from workflows.order_types import (
+from bazaar.orders.types import (
     NEEDS_ATTENTION,
     ORDER_STATUS,
     ActionRequest,
@@ -46,6 +43,9 @@ from workflows.order_types import (
     initial_search_attributes,
     order_workflow_id,
 )
+from tests.workflows.fakes import FakeWorld, activity_name, child_workflow_types
+from worker import WORKFLOWS
+from workflows.order import OrderWorkflow
 
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
 AMOUNT, FEE = 45_000, 4_530  # 10 % + 0.30 EUR

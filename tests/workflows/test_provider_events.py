@@ -18,6 +18,15 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowU
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
+from bazaar.orders.types import (
+    PAYMENT_STATE,
+    ActionRequest,
+    ChargebackNotice,
+    OrderView,
+    PaymentReport,
+    PlaceOrder,
+    order_workflow_id,
+)
 from tests.workflows.fakes import FakeWorld
 from tests.workflows.test_order_workflow import (
     AMOUNT,
@@ -31,15 +40,6 @@ from tests.workflows.test_order_workflow import (
     unplaced,
 )
 from workflows.order import OrderWorkflow
-from workflows.order_types import (
-    PAYMENT_STATE,
-    ActionRequest,
-    ChargebackNotice,
-    OrderView,
-    PaymentReport,
-    PlaceOrder,
-    order_workflow_id,
-)
 
 NET = AMOUNT - FEE
 

@@ -14,11 +14,11 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from bazaar.orders.types import ActionRequest
 from tests.workflows.fakes import FakeWorld, ReviewWindow, children_finished
 from tests.workflows.test_order_workflow import BUYER, SELLER, placed
 from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
-from workflows.order_types import ActionRequest
 from workflows.reviews import RevealDueReviewsWorkflow, ReviewRound, ReviewWorkflow
 
 

@@ -1,7 +1,7 @@
 """Listing views, counted in memory and flushed in batches: one UPDATE per interval, not one write per view.
 
 Orders already count in the same transaction that reserves stock (activities); views are far more frequent,
-so each API process sums them and `flush_views` writes the sums with outbox rows (bazaar.listings.add_views).
+so each API process sums them and `flush_views` writes the sums with outbox rows (bazaar.listings.lifecycle.add_views).
 A failed flush keeps its counts for the next one; a crash loses at most one interval of views.
 """
 
@@ -13,7 +13,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bazaar import listings
+from bazaar.listings import lifecycle as listings
 
 log = logging.getLogger("popularity")
 

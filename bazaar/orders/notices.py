@@ -12,9 +12,9 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import PrepareNotifications
-    from bazaar.money import format_money
-    from workflows.order_types import OrderView
+    from bazaar.orders.types import OrderView
+    from bazaar.payments.money import format_money
+    from bazaar.trust.notifications import NotificationEvent
 
 # Cancellations that count against the seller's reputation (not the buyer's change of mind).
 SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "acceptance_timeout"})
@@ -24,7 +24,7 @@ SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "accept
 class Effects:
     """What a transition implies beyond the order's own state."""
 
-    notices: list[PrepareNotifications] = field(default_factory=list)
+    notices: list[NotificationEvent] = field(default_factory=list)
     outcome: str | None = None  # completed | cancelled | disputed
     opens_reviews: bool = False
 
@@ -35,9 +35,9 @@ def minutes(moment: datetime) -> str:
 
 def notice(
     view: OrderView, key: str, event_type: str, parties: list[str], data: dict[str, str] | None = None
-) -> PrepareNotifications:
+) -> NotificationEvent:
     """One business event of this order (`order:<id>:<key>`, notified once) for some of its parties."""
-    return PrepareNotifications(
+    return NotificationEvent(
         event_key=f"order:{view.order_id}:{key}",
         event_type=event_type,
         recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],

@@ -31,13 +31,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bazaar import listings
-from bazaar.listings import NO_RATINGS, Taxonomy
-from bazaar.meili import Meili, MeiliError, MeiliUnavailable
+from bazaar.listings import lifecycle as listings
+from bazaar.listings.lifecycle import NO_RATINGS, Taxonomy
 from bazaar.models import Listing, ListingStatus
-from bazaar.money import CURRENCY_EXPONENTS
-from bazaar.search_index import MAX_TOTAL_HITS, PRICE_BUCKETS
-from bazaar.trust_models import Reputation
+from bazaar.payments.money import CURRENCY_EXPONENTS
+from bazaar.search.index import MAX_TOTAL_HITS, PRICE_BUCKETS
+from bazaar.search.meili import Meili, MeiliError, MeiliUnavailable
+from bazaar.trust.models import Reputation
 
 log = logging.getLogger("search")
 
@@ -108,7 +108,9 @@ class Hit:
     image_url: str | None
     highlight: dict[str, str]
     distance_m: int | None
-    seller_rating: float  # bazaar.listings.SellerRating: what the listing ranks by (the prior if unrated)
+    seller_rating: (
+        float  # bazaar.listings.lifecycle.SellerRating: what the listing ranks by (the prior if unrated)
+    )
     seller_rating_count: int
 
 
@@ -333,7 +335,7 @@ def _bounding_box(lat: float, lng: float, radius_m: float) -> list[ColumnElement
 
 def _pg_order(query: ListingQuery, tsq: Any) -> list[ColumnElement[Any]]:
     """ORDER BY of the page query (over _RATED). The seller's rating is the same value as the documents'
-    `seller_rating` (bazaar.listings.SellerRating), so both backends rank sellers alike."""
+    `seller_rating` (bazaar.listings.lifecycle.SellerRating), so both backends rank sellers alike."""
     newest = _L.published_at.desc().nulls_last()
     rating = listings.rating_sql()[0]
     rank = func.ts_rank_cd(_L.search_vector, tsq) if tsq is not None else None

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.models import AuditEvent, Listing, ListingStatus, SearchOutbox, User
-from bazaar.trust_models import Reputation, Review, TrustFlag
+from bazaar.trust.models import Reputation, Review, TrustFlag
 
 # Prior: a newcomer counts as PRIOR_WEIGHT ratings of PRIOR_MEAN, so one 5-star review does not beat a long
 # record of 4.8s, and one 1-star review does not sink a newcomer.

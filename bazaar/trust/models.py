@@ -79,7 +79,7 @@ class Reputation(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
     rating_count: Mapped[int] = mapped_column(Integer, default=0)
     rating_sum: Mapped[int] = mapped_column(Integer, default=0)
-    # Bayesian average of the ratings received (prior: see bazaar.reputation), 1.0-5.0.
+    # Bayesian average of the ratings received (prior: see bazaar.trust.reputation), 1.0-5.0.
     score: Mapped[float] = mapped_column(Float, default=0.0)
     orders_completed: Mapped[int] = mapped_column(Integer, default=0)
     orders_cancelled: Mapped[int] = mapped_column(Integer, default=0)

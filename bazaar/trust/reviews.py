@@ -10,11 +10,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar import reputation
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Order, Role
-from bazaar.trust_models import Review, ReviewDirection, ReviewWindow
+from bazaar.trust import reputation
+from bazaar.trust.models import Review, ReviewDirection, ReviewWindow
 
 
 async def open_window(

@@ -1,4 +1,4 @@
-"""`python -m bazaar.cli` / `bazaar`: operator commands (migrate, grant a role, demo data, reconcile, reindex,
+"""`python -m cli` / `bazaar`: operator commands (migrate, grant a role, demo data, reconcile, reindex,
 stuck orders)."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_grant(args.email, Role(args.role)))
         print(f"{args.email} now has the {args.role} role (it applies to tokens issued from now on)")
     elif args.command == "demo-data":
-        from bazaar import demo
+        from devstack import demo
 
         demo.load(
             args.api_url or get_settings().public_base_url, **({"count": args.count} if args.count else {})
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
 
         summary = asyncio.run(_reconcile(args.since, args.until))
         print(json.dumps(asdict(summary), indent=2), flush=True)
-        # The Temporal core runtime can abort during interpreter finalization (SIGABRT, see STACK.md);
+        # The Temporal core runtime can abort during interpreter finalization (SIGABRT at interpreter exit when a worker or client was not shut down);
         # everything is done and flushed, so leave without finalizing.
         os._exit(0)
     elif args.command == "reindex":
@@ -144,9 +144,7 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
 
     from bazaar.db import get_engine, transaction
     from bazaar.models import User
-    from bazaar.temporal import connect
-    from workflows.order import OrderWorkflow
-    from workflows.order_types import (
+    from bazaar.orders.types import (
         ORDER_STATUS,
         PAYMENT_STATE,
         STUCK_ORDERS_QUERY,
@@ -154,6 +152,8 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
         Actor,
         order_workflow_id,
     )
+    from bazaar.temporal import connect
+    from workflows.order import OrderWorkflow
 
     client = await connect(get_settings())
     if command == "stuck":

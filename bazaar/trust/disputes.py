@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order
-from bazaar.trust_models import Dispute, DisputeMessage, DisputeStatus
+from bazaar.trust.models import Dispute, DisputeMessage, DisputeStatus
 
 REASON_CODES = ("not_received", "not_as_described", "damaged", "counterfeit", "other", "chargeback")
 

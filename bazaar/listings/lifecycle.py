@@ -34,8 +34,8 @@ from bazaar.models import (
     Role,
     SearchOutbox,
 )
-from bazaar.reputation import PRIOR_MEAN
-from bazaar.trust_models import Reputation
+from bazaar.trust.models import Reputation
+from bazaar.trust.reputation import PRIOR_MEAN
 
 # Allowed lifecycle moves a seller may request; `sold` is reached through stock, not by hand.
 _SELLER_TRANSITIONS: dict[str, set[ListingStatus]] = {
@@ -323,7 +323,7 @@ def _audit(actor: Principal, listing: Listing, action: str, data: dict[str, Any]
 class SellerRating(NamedTuple):
     """The seller rating every listing ranks by and shows (search documents, the PostgreSQL fallback and
     listing responses use this one rule, so all of them agree): the stored Bayesian score once the seller
-    has ratings, else the prior (`bazaar.reputation.PRIOR_MEAN`), whether or not a reputation row exists."""
+    has ratings, else the prior (`bazaar.trust.reputation.PRIOR_MEAN`), whether or not a reputation row exists."""
 
     score: float
     rating_count: int

@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role, User
-from bazaar.trust_models import DeadLetter, Notification, NotificationChannel, NotificationPreference
+from bazaar.trust.models import DeadLetter, Notification, NotificationChannel, NotificationPreference
 
 OUTBOX_CHANNEL = "notification_outbox"  # NOTIFY: pending rows are due (a sender claims them)
 # Inline, not a bind parameter, so a prepared (generic) plan still uses the partial index ix_notifications_due.
@@ -95,18 +95,20 @@ async def preferences(session: AsyncSession, user_id: uuid.UUID) -> dict[str, di
     }
 
 
-@dataclass(frozen=True)
-class Event:
-    """One business event to notify: its key (once per key, recipient and channel), template and data."""
+@dataclass
+class NotificationEvent:
+    """One business event to notify, also the payload workflows hand to activities: its key (each key is
+    notified once per recipient and channel), its template, who gets it (users, and every user of a role) and
+    the template's data."""
 
-    key: str
-    type: str
-    recipient_ids: list[uuid.UUID]
-    recipient_roles: list[str] = field(default_factory=list)  # e.g. ["support"]: every user with the role
+    event_key: str  # unique per business event, e.g. "order:<id>:paid"
+    event_type: str
+    recipient_ids: list[str] = field(default_factory=list)
+    recipient_roles: list[str] = field(default_factory=list)  # e.g. ["support"]
     data: dict[str, str] = field(default_factory=dict)
 
 
-async def write(session: AsyncSession, events: list[Event], base_url: str) -> int:
+async def write(session: AsyncSession, events: list[NotificationEvent], base_url: str) -> int:
     """Create the (event, recipient, channel) rows that preferences allow, once per triple, in the caller's
     transaction: inbox rows are delivered by being stored (`sent`), email rows are pending and due now, and
     the senders are woken on commit. Three statements whatever the number of events and recipients (an order's
@@ -114,12 +116,12 @@ async def write(session: AsyncSession, events: list[Event], base_url: str) -> in
     if not events:
         return 0
     for event in events:
-        if event.type not in EVENT_TYPES:
-            raise ValueError(f"unknown notification event {event.type!r}")
+        if event.event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown notification event {event.event_type!r}")
     named = {
         uuid.UUID(e.data["buyer_id"]) for e in events if "buyer_id" in e.data and "buyer_name" not in e.data
     }
-    wanted = {r for e in events for r in e.recipient_ids}
+    wanted = {uuid.UUID(r) for e in events for r in e.recipient_ids}
     roles = sorted({Role(r).value for e in events for r in e.recipient_roles})
     who: ColumnElement[bool] = User.id.in_(wanted | named)
     if roles:
@@ -134,7 +136,7 @@ async def write(session: AsyncSession, events: list[Event], base_url: str) -> in
                 opted_out,
                 and_(
                     opted_out.user_id == User.id,
-                    opted_out.event_type.in_({e.type for e in events}),
+                    opted_out.event_type.in_({e.event_type for e in events}),
                     opted_out.enabled.is_(False),
                 ),
             )
@@ -150,17 +152,18 @@ async def write(session: AsyncSession, events: list[Event], base_url: str) -> in
         if "buyer_id" in data and "buyer_name" not in data:
             data["buyer_name"] = names.get(uuid.UUID(data["buyer_id"])) or "A buyer"
         staff = {Role(r).value for r in event.recipient_roles}
-        recipients = {u for u in names if u in event.recipient_ids or staff & user_roles[u]}
+        ids = {uuid.UUID(r) for r in event.recipient_ids}
+        recipients = {u for u in names if u in ids or staff & user_roles[u]}
         for user_id in sorted(recipients):
-            subject, body = render(event.type, {**data, "recipient_name": names[user_id]})
+            subject, body = render(event.event_type, {**data, "recipient_name": names[user_id]})
             for channel in NotificationChannel:
-                if (user_id, event.type, channel) in silenced:
+                if (user_id, event.event_type, channel) in silenced:
                     continue
                 stored = channel == NotificationChannel.INBOX
                 values.append(
                     {
-                        "event_key": event.key,
-                        "event_type": event.type,
+                        "event_key": event.event_key,
+                        "event_type": event.event_type,
                         "recipient_id": user_id,
                         "channel": channel,
                         "subject": subject,
@@ -197,7 +200,8 @@ async def prepare(
 ) -> list[int]:
     """One event's rows (see `write`); returns the event's rows still pending, what the legacy
     NotificationWorkflow delivers itself (it may run again after a commit, so it reads them back)."""
-    await write(session, [Event(event_key, event_type, recipient_ids, recipient_roles, data)], base_url)
+    event = NotificationEvent(event_key, event_type, [str(r) for r in recipient_ids], recipient_roles, data)
+    await write(session, [event], base_url)
     pending = await session.scalars(
         select(Notification.id)
         .where(Notification.event_key == event_key, Notification.status == "pending")

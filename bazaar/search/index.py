@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bazaar.listings import SellerRating
-from bazaar.meili import Meili, MeiliError
+from bazaar.listings.lifecycle import SellerRating
 from bazaar.models import Listing, ListingStatus
-from bazaar.money import CURRENCY_EXPONENTS
+from bazaar.payments.money import CURRENCY_EXPONENTS
+from bazaar.search.meili import Meili, MeiliError
 
 log = logging.getLogger("search_index")
 
@@ -78,7 +78,7 @@ def listing_document(
 ) -> dict[str, Any]:
     """The search document; `category_path` is (slug, name) from the root to the listing's category.
 
-    `seller_rating` is the seller's (bazaar.listings.SellerRating: the prior until they have ratings); it is
+    `seller_rating` is the seller's (bazaar.listings.lifecycle.SellerRating: the prior until they have ratings); it is
     a ranking rule and a sort, and shown with each hit. A rating change queues the seller's listings.
     """
     doc: dict[str, Any] = {

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from temporalio.exceptions import ApplicationError
 
+from bazaar.orders.types import Actor, OrderView
 from bazaar.text import control_character_problem
-from workflows.order_types import Actor, OrderView
 
 _ALL_STATES = ("pending", "paid", "confirmed", "fulfilled", "completed", "disputed")
 

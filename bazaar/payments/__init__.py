@@ -1,0 +1,1 @@
+"""Money: integer minor units and currencies, fees, and the double-entry ledger."""

@@ -1,0 +1,1 @@
+"""Trust: reviews, reputation, disputes and notifications (with their models and mail templates)."""
