@@ -144,15 +144,8 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
 
     from bazaar.db import get_engine, transaction
     from bazaar.models import User
-    from bazaar.orders.types import (
-        ORDER_STATUS,
-        PAYMENT_STATE,
-        STUCK_ORDERS_QUERY,
-        ActionRequest,
-        Actor,
-        order_workflow_id,
-    )
-    from bazaar.temporal import connect
+    from bazaar.orders.types import ORDER_STATUS, PAYMENT_STATE, STUCK_ORDERS_QUERY, ActionRequest, Actor
+    from bazaar.temporal import connect, order_workflow_id
     from workflows.order import OrderWorkflow
 
     client = await connect(get_settings())

@@ -9,7 +9,6 @@ notification sender) and the trust bookkeeping, so nothing a transition implies 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +34,7 @@ from bazaar.models import (
     PaymentOutcome,
 )
 from bazaar.payments import ledger
+from bazaar.payments.keys import MoneyOperation, key_number, key_prefix, money_key
 from bazaar.payments.money import chargeable_problem
 from bazaar.settings import Settings
 from bazaar.trust import notifications, reputation, reviews
@@ -288,19 +288,20 @@ class OrderActivities:
 
         def done(kind: PaymentKind) -> list[Payment]:
             rows = [p for p in payments if p.kind == kind and p.outcome == PaymentOutcome.SUCCEEDED]
-            return sorted(rows, key=lambda p: _key_number(p.idempotency_key))
+            return sorted(rows, key=lambda p: key_number(p.idempotency_key))
 
-        def highest(operation: str, keys: list[str]) -> int:
-            return max((_key_number(k) for k in keys if k.startswith(f"{order_id}:{operation}:")), default=0)
+        def highest(operation: MoneyOperation, keys: list[str]) -> int:
+            prefix = key_prefix(order_id, operation)
+            return max((key_number(k) for k in keys if k.startswith(prefix)), default=0)
 
         payment_keys = [p.idempotency_key for p in payments]
         txns = sorted({e.txn for e in entries})
         charges = done(PaymentKind.CHARGE)
         transfers, reversals = done(PaymentKind.TRANSFER), done(PaymentKind.TRANSFER_REVERSAL)
         chargebacks, reinstated = done(PaymentKind.CHARGEBACK), done(PaymentKind.CHARGEBACK_REVERSAL)
-        releases = highest("release", txns)
-        release = [e for e in entries if e.txn == f"{order_id}:release:{releases}"]
-        released = releases > 0 and f"{order_id}:release_reversal:{releases}" not in txns
+        releases = highest(MoneyOperation.RELEASE, txns)
+        release = [e for e in entries if e.txn == money_key(order_id, MoneyOperation.RELEASE, releases)]
+        released = releases > 0 and money_key(order_id, MoneyOperation.RELEASE_REVERSAL, releases) not in txns
         payout = transfers[-1] if len(transfers) > len(reversals) else None
         chargeback = chargebacks[-1] if chargebacks else None
         return OrderSnapshot(
@@ -319,10 +320,10 @@ class OrderActivities:
             seq=order.state_seq,
             payment_intent_id=charges[-1].provider_id if charges else None,
             refunded_amount=sum(p.amount for p in done(PaymentKind.REFUND)),
-            refunds=highest("refund", payment_keys),
+            refunds=highest(MoneyOperation.REFUND, payment_keys),
             releases=releases,
-            transfers=highest("transfer", payment_keys),
-            reversals=highest("transfer_reversal", payment_keys),
+            transfers=highest(MoneyOperation.TRANSFER, payment_keys),
+            reversals=highest(MoneyOperation.TRANSFER_REVERSAL, payment_keys),
             released=released,
             released_gross=-sum(e.amount for e in release if e.account == LedgerAccount.ESCROW),
             released_fee=sum(e.amount for e in release if e.account == LedgerAccount.PLATFORM_FEES),
@@ -412,12 +413,6 @@ def _chargeback_status(charged_back: bool, reinstated: bool, lost: bool) -> str 
     if reinstated:
         return "won"
     return "lost" if lost else "withdrawn"
-
-
-def _key_number(key: str) -> int:
-    """The <n> of an idempotency key `<order>:<operation>:<n>` (0 if it has none)."""
-    match = re.search(r":(\d+)$", key)
-    return int(match.group(1)) if match else 0
 
 
 def _reserved(order: Order) -> ReserveStockResult:

@@ -21,20 +21,11 @@ from temporalio.exceptions import ApplicationError
 from activities.database import activity_transaction
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.payments import ledger
+from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
 from bazaar.settings import Settings
 
 # The provider said no: the same request will never succeed, so it is final (recorded, not retried).
 _REJECTIONS = (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.AuthenticationError)
-
-
-def order_id_of(obj: dict[str, Any]) -> str | None:
-    """The order a provider object belongs to: our `metadata.order_id`, else its transfer group (which
-    the order workflow sets to its id, `order-<order id>`)."""
-    order_id = (obj.get("metadata") or {}).get("order_id")
-    group = str(obj.get("transfer_group") or "")
-    if not order_id and group.startswith("order-"):
-        order_id = group.removeprefix("order-")
-    return str(order_id) if order_id else None
 
 
 def make_stripe_client(settings: Settings) -> stripe.StripeClient:
@@ -145,21 +136,6 @@ class ChargebackMovement:
     currency: str
     reinstated: bool
     key: str
-
-
-@dataclass
-class PayoutAccountRequest:
-    user_id: str
-    email: str
-    country: str
-    default_currency: str
-
-
-@dataclass
-class PayoutAccountResult:
-    provider_account_id: str
-    country: str
-    default_currency: str
 
 
 class PaymentActivities:

@@ -29,7 +29,6 @@ from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 
-from activities.payments import order_id_of
 from bazaar.db import transaction
 from bazaar.models import (
     LedgerAccount,
@@ -40,6 +39,7 @@ from bazaar.models import (
     ReconciliationItem,
     ReconciliationRun,
 )
+from bazaar.payments.provider import order_id_of
 
 CATEGORIES = ("missing_ours", "missing_provider", "amount_mismatch", "status_mismatch")
 SUMMARY_LIMIT = 200  # discrepancies returned to the workflow (all of them are stored)

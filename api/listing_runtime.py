@@ -20,9 +20,9 @@ from bazaar.listings.lifecycle import LISTING_CHANGED_CHANNEL
 from bazaar.listings.popularity import ViewCounter, flush_forever
 from bazaar.pg_listen import listen_forever
 from bazaar.search.meili import Meili
+from bazaar.search.outbox import SYNCED_CHANNEL
 from bazaar.search.query import CircuitBreaker, SearchService
 from bazaar.settings import Settings
-from search_sync.sync import SYNCED_CHANNEL
 
 ListingCache = HotCache[uuid.UUID, ListingOut]
 

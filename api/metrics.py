@@ -18,9 +18,9 @@ from temporalio.service import RPCError
 
 from bazaar.models import Listing, Order, Payment
 from bazaar.orders.types import STUCK_ORDERS_QUERY
+from bazaar.search.outbox import outbox_backlog
 from bazaar.trust.models import DeadLetter, Notification
 from bazaar.trust.notifications import PENDING
-from search_sync.sync import outbox_backlog
 
 REGISTRY = CollectorRegistry()
 LISTINGS = Gauge("bazaar_listings", "Listings by status", ["status"], registry=REGISTRY)

@@ -7,62 +7,43 @@ from typing import Any
 
 
 class ErrorCode(enum.StrEnum):
-    VALIDATION_ERROR = "validation_error"
-    NOT_AUTHENTICATED = "not_authenticated"
-    INVALID_CREDENTIALS = "invalid_credentials"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"
-    EMAIL_TAKEN = "email_taken"
-    UNKNOWN_CATEGORY = "unknown_category"
-    PAYOUT_ACCOUNT_REQUIRED = "payout_account_required"
-    PAYOUT_ACCOUNT_EXISTS = "payout_account_exists"
-    INVALID_TRANSITION = "invalid_transition"
-    PRECONDITION_FAILED = "precondition_failed"
-    PRECONDITION_REQUIRED = "precondition_required"
-    LISTING_NOT_AVAILABLE = "listing_not_available"
-    SOLD_OUT = "sold_out"
-    OWN_LISTING = "own_listing"
-    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
-    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
-    CURRENCY_MISMATCH = "currency_mismatch"
-    SERVICE_UNAVAILABLE = "service_unavailable"
-    RATE_LIMITED = "rate_limited"
-    INVALID_SIGNATURE = "invalid_signature"
-    REVIEW_NOT_ALLOWED = "review_not_allowed"
-    REVIEW_EXISTS = "review_exists"
-    AMOUNT_NOT_CHARGEABLE = "amount_not_chargeable"
-    ORDER_NEEDS_ATTENTION = "order_needs_attention"
-    PAYMENT_REJECTED = "payment_rejected"
+    """A machine-readable error code and the HTTP status it is answered with (`code.status`)."""
 
+    status: int
 
-_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.VALIDATION_ERROR: 422,
-    ErrorCode.NOT_AUTHENTICATED: 401,
-    ErrorCode.INVALID_CREDENTIALS: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.EMAIL_TAKEN: 409,
-    ErrorCode.UNKNOWN_CATEGORY: 422,
-    ErrorCode.PAYOUT_ACCOUNT_REQUIRED: 409,
-    ErrorCode.PAYOUT_ACCOUNT_EXISTS: 409,
-    ErrorCode.INVALID_TRANSITION: 409,
-    ErrorCode.PRECONDITION_FAILED: 412,
-    ErrorCode.PRECONDITION_REQUIRED: 428,
-    ErrorCode.LISTING_NOT_AVAILABLE: 409,
-    ErrorCode.SOLD_OUT: 409,
-    ErrorCode.OWN_LISTING: 422,
-    ErrorCode.IDEMPOTENCY_KEY_REQUIRED: 400,
-    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
-    ErrorCode.CURRENCY_MISMATCH: 422,
-    ErrorCode.SERVICE_UNAVAILABLE: 503,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.INVALID_SIGNATURE: 400,
-    ErrorCode.REVIEW_NOT_ALLOWED: 409,
-    ErrorCode.REVIEW_EXISTS: 409,
-    ErrorCode.AMOUNT_NOT_CHARGEABLE: 422,
-    ErrorCode.ORDER_NEEDS_ATTENTION: 409,
-    ErrorCode.PAYMENT_REJECTED: 409,
-}
+    def __new__(cls, value: str, status: int) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        return member
+
+    VALIDATION_ERROR = "validation_error", 422
+    NOT_AUTHENTICATED = "not_authenticated", 401
+    INVALID_CREDENTIALS = "invalid_credentials", 401
+    FORBIDDEN = "forbidden", 403
+    NOT_FOUND = "not_found", 404
+    EMAIL_TAKEN = "email_taken", 409
+    UNKNOWN_CATEGORY = "unknown_category", 422
+    PAYOUT_ACCOUNT_REQUIRED = "payout_account_required", 409
+    PAYOUT_ACCOUNT_EXISTS = "payout_account_exists", 409
+    INVALID_TRANSITION = "invalid_transition", 409
+    PRECONDITION_FAILED = "precondition_failed", 412
+    PRECONDITION_REQUIRED = "precondition_required", 428
+    LISTING_NOT_AVAILABLE = "listing_not_available", 409
+    SOLD_OUT = "sold_out", 409
+    OWN_LISTING = "own_listing", 422
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required", 400
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", 422
+    CURRENCY_MISMATCH = "currency_mismatch", 422
+    SERVICE_UNAVAILABLE = "service_unavailable", 503
+    RATE_LIMITED = "rate_limited", 429
+    INVALID_SIGNATURE = "invalid_signature", 400
+    REVIEW_NOT_ALLOWED = "review_not_allowed", 409
+    REVIEW_EXISTS = "review_exists", 409
+    AMOUNT_NOT_CHARGEABLE = "amount_not_chargeable", 422
+    ORDER_NEEDS_ATTENTION = "order_needs_attention", 409
+    PAYMENT_REJECTED = "payment_rejected", 409
+
 
 
 class DomainError(Exception):
@@ -76,4 +57,4 @@ class DomainError(Exception):
 
     @property
     def status(self) -> int:
-        return _STATUS[self.code]
+        return self.code.status

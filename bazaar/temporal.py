@@ -1,4 +1,5 @@
-"""The Temporal client, configured once for API, worker and CLI."""
+"""Bazaar in Temporal: the client (configured once for API, worker and CLI) and the names Bazaar gives
+things there: workflow ids and search attributes. Every place that builds or reads one uses these."""
 
 from __future__ import annotations
 
@@ -19,6 +20,36 @@ ORDER_SEARCH_ATTRIBUTES: dict[str, str] = {
     "PaymentState": "Keyword",
     "NeedsAttention": "Bool",
 }
+
+
+ORDER_WORKFLOW_PREFIX = "order-"
+
+
+def order_workflow_id(order_id: str) -> str:
+    """The order's workflow, also the `transfer_group` of its money at the provider."""
+    return f"{ORDER_WORKFLOW_PREFIX}{order_id}"
+
+
+def order_id_from_workflow_id(workflow_id: str) -> str:
+    return workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
+
+
+def dispute_workflow_id(order_id: str) -> str:
+    return f"dispute-{order_id}"
+
+
+def reviews_workflow_id(order_id: str) -> str:
+    """The review round of an order completed before the lean order path (legacy)."""
+    return f"reviews-{order_id}"
+
+
+def notify_workflow_id(event_key: str) -> str:
+    """A notification workflow (legacy: events before the outbox)."""
+    return f"notify-{event_key}"
+
+
+def payout_account_workflow_id(user_id: str) -> str:
+    return f"payout-account-{user_id}"
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:

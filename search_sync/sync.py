@@ -33,12 +33,12 @@ from bazaar.models import Listing, SearchOutbox
 from bazaar.pg_listen import connect
 from bazaar.search.index import apply_index_settings, is_public, listing_document
 from bazaar.search.meili import Meili, MeiliError
+from bazaar.search.outbox import SYNCED_CHANNEL
 from bazaar.settings import Settings
 
 log = logging.getLogger("search_sync")
 SYNC_LOCK_ID = 0x5EA2C4  # advisory lock key: held by whoever writes outbox changes to the index
 OUTBOX_CHANNEL = "search_outbox"  # NOTIFY sent by a trigger on every outbox insert (migration 0001)
-SYNCED_CHANNEL = "search_synced"  # NOTIFY with {"ms": [latency, ...]} after each batch
 _SAMPLES_PER_MESSAGE = 800  # ~7 bytes each: stays under the 8000-byte NOTIFY payload limit
 
 # Row version marker: PostgreSQL gives every new row version a new xmin, whatever changed in it.
@@ -216,15 +216,3 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-async def outbox_backlog(session: AsyncSession) -> tuple[int, float]:
-    """Rows waiting and the age in seconds of the oldest one (index freshness)."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM search_outbox"
-            )
-        )
-    ).one()
-    return int(row[0]), float(row[1])

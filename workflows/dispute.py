@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+
+from workflows.retries import DB_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
     from bazaar.payments.money import format_money
+    from bazaar.temporal import dispute_workflow_id as dispute_workflow_id
     from bazaar.trust.disputes import case_prefix
     from bazaar.trust.notifications import NotificationEvent
     from workflows.notification import notify_in_background
 
 DB_TIMEOUT = timedelta(seconds=30)
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
 
 @dataclass
@@ -83,10 +84,6 @@ class DisputeState:
     messages: int = 0
     waiting_for: list[str] = field(default_factory=list)
     resolution: str | None = None
-
-
-def dispute_workflow_id(order_id: str) -> str:
-    return f"dispute-{order_id}"
 
 
 @workflow.defn

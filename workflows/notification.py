@@ -19,6 +19,7 @@ from workflows.children import start_detached
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import DeadLetterRequest, NotificationActivities
+    from bazaar.temporal import notify_workflow_id as notify_workflow_id
     from bazaar.trust.notifications import NotificationEvent
 
 
@@ -28,10 +29,6 @@ class NotifyRequest:
     notification_ids: list[int] = field(default_factory=list)  # deliveries to replay
     max_attempts: int = 6
     first_retry_seconds: float = 1.0
-
-
-def notify_workflow_id(event_key: str) -> str:
-    return f"notify-{event_key}"
 
 
 async def notify_in_background(event: NotificationEvent, max_attempts: int) -> None:

@@ -8,7 +8,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.payments import PaymentActivities, PayoutAccountRequest, PayoutAccountResult
+    from activities.payments import PaymentActivities
+    from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
 
 
 @workflow.defn

@@ -17,12 +17,13 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from workflows.retries import DB_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from activities.trust import ReviewWindowRequest, TrustActivities
+    from bazaar.temporal import reviews_workflow_id as reviews_workflow_id
     from bazaar.trust.notifications import NotificationEvent
     from workflows.notification import notify_in_background
-
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
 
 @dataclass
@@ -33,10 +34,6 @@ class ReviewRound:
     listing_title: str
     window_seconds: int = 14 * 24 * 3600
     notification_max_attempts: int = 6
-
-
-def reviews_workflow_id(order_id: str) -> str:
-    return f"reviews-{order_id}"
 
 
 REVEAL_SCHEDULE_ID = "bazaar-reveal-due-reviews"

@@ -52,10 +52,10 @@ from bazaar.orders.types import (
     Placement,
     PlaceOrder,
     initial_search_attributes,
-    order_workflow_id,
 )
 from bazaar.payments.money import Money, chargeable_problem
 from bazaar.settings import get_settings
+from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])

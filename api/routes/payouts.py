@@ -9,12 +9,12 @@ from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities.payments import PayoutAccountRequest, PayoutAccountResult
 from api.deps import Seller, Session, Temporal
 from api.schemas import BalanceOut, LedgerLineOut, PayoutAccountIn, PayoutAccountOut, SellerBalanceOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import PayoutAccount, User
 from bazaar.payments import ledger
+from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
 from bazaar.settings import get_settings
 from workflows.payout_account import PayoutAccountWorkflow
 

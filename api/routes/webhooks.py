@@ -25,12 +25,13 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.payments import order_id_of
 from api.deps import Session, Temporal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
-from bazaar.orders.types import ChargebackNotice, PaymentReport, PlaceOrder, order_workflow_id
+from bazaar.orders.types import ChargebackNotice, PaymentReport, PlaceOrder
+from bazaar.payments.provider import order_id_of
 from bazaar.settings import get_settings
+from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])

@@ -37,10 +37,6 @@ STUCK_ORDERS_QUERY = (
 TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
 
 
-def order_workflow_id(order_id: str) -> str:
-    return f"order-{order_id}"
-
-
 @dataclass
 class PlaceOrder:
     order_id: str

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from activities import payments
 from bazaar.models import PaymentOutcome
 from bazaar.settings import Settings
-from workflows.order import MONEY_RETRY
+from workflows.retries import MONEY_RETRY
 
 
 def test_the_sdk_never_retries_by_itself() -> None:

@@ -1,0 +1,34 @@
+"""What Bazaar's objects look like at the payment provider: how a provider object names its order, and the
+payloads of a seller's payout (connected) account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bazaar.temporal import ORDER_WORKFLOW_PREFIX
+
+
+def order_id_of(obj: dict[str, Any]) -> str | None:
+    """The order a provider object belongs to: our `metadata.order_id`, else its transfer group (which
+    the order workflow sets to its workflow id, `order-<order id>`)."""
+    order_id = (obj.get("metadata") or {}).get("order_id")
+    group = str(obj.get("transfer_group") or "")
+    if not order_id and group.startswith(ORDER_WORKFLOW_PREFIX):
+        order_id = group.removeprefix(ORDER_WORKFLOW_PREFIX)
+    return str(order_id) if order_id else None
+
+
+@dataclass
+class PayoutAccountRequest:
+    user_id: str
+    email: str
+    country: str
+    default_currency: str
+
+
+@dataclass
+class PayoutAccountResult:
+    provider_account_id: str
+    country: str
+    default_currency: str

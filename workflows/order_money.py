@@ -1,0 +1,301 @@
+"""The order's money: the charge, refunds, the release of escrow and the payout, and chargebacks. Every call
+carries an idempotency key built from the order and the operation (`bazaar.payments.keys`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.orders import (
+        LedgerPosting,
+    )
+    from activities.payments import (
+        ChargebackMovement,
+        ChargeRequest,
+        PaymentActivities,
+        RefundRequest,
+        ReleaseReversalRequest,
+        TransferRequest,
+        TransferReversalRequest,
+    )
+    from bazaar.orders.types import (
+        Actor,
+        ChargebackNotice,
+    )
+    from bazaar.payments.keys import MoneyOperation, money_key
+    from bazaar.payments.money import platform_fee
+    from bazaar.temporal import order_workflow_id
+
+from workflows.dispute import ChargebackJoined, DisputeWorkflow, Resolution
+from workflows.order_steps import OrderSteps, StepFailed, _failure_text
+
+# Ledger accounts (bazaar.models.LedgerAccount values) of the release booked with a completion.
+ESCROW, PLATFORM_FEES, SELLER_PAYABLE = "escrow", "platform_fees", "seller_payable"
+# States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
+CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
+
+
+class OrderMoney(OrderSteps):
+    """Steps that move money (or book it), on top of the step runner."""
+
+    # ---- steps ----------------------------------------------------------------------------------------
+    async def _charge(self) -> None:
+        req = self._req
+        try:
+            charge = await self._provider_step(
+                "charge",
+                PaymentActivities.charge,
+                ChargeRequest(
+                    order_id=req.order_id,
+                    amount=self.view.amount,
+                    currency=self.view.currency,
+                    payment_method=req.payment_method,
+                    idempotency_key=money_key(req.order_id, MoneyOperation.CHARGE, 1),
+                    transfer_group=order_workflow_id(req.order_id),
+                ),
+            )
+        except StepFailed as refused:
+            # The provider refused the request itself (unknown payment method, an amount it cannot
+            # charge): nothing was taken; the stock goes back.
+            workflow.logger.warning("charge refused: %s", _failure_text(refused))
+            await self._transition(
+                "cancelled",
+                "payment_rejected",
+                "failed",
+                "system",
+                None,
+                "order.payment_rejected",
+                release_stock=True,
+            )
+            return
+        self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
+        if charge.succeeded:
+            await self._transition("paid", None, "held_in_escrow", "system", None, "order.paid")
+        else:
+            await self._transition(
+                "cancelled",
+                "payment_failed",
+                "failed",
+                "system",
+                None,
+                "order.payment_failed",
+                release_stock=True,
+            )
+
+    def _apply_provider_reports(self) -> None:
+        """Compare the provider's reports with the charge we made (after our charge has an outcome)."""
+        ours = self.view.payment_intent_id
+        for intent, status in self._provider_reports.items():
+            if intent == ours:
+                self._view = replace(self.view, provider_payment_status=status)
+            elif status == "succeeded" and intent not in self.view.unexpected_payment_intents:
+                # Money taken that this order did not ask for: never charge or refund on a guess; it shows
+                # in the order state and in reconciliation for an operator.
+                workflow.logger.warning("unexpected PaymentIntent %s for this order", intent)
+                self._view = replace(
+                    self.view, unexpected_payment_intents=[*self.view.unexpected_payment_intents, intent]
+                )
+
+    async def _refund(self, amount: int, reason: str) -> None:
+        """Give `amount` back to the buyer; a refusal is raised as `PaymentRejected` (nothing changed)."""
+        assert self.view.payment_intent_id is not None
+        self._refunds += 1
+        try:
+            await self._provider_step(
+                "refund",
+                PaymentActivities.refund,
+                RefundRequest(
+                    order_id=self.view.order_id,
+                    payment_intent_id=self.view.payment_intent_id,
+                    amount=amount,
+                    currency=self.view.currency,
+                    idempotency_key=money_key(self.view.order_id, MoneyOperation.REFUND, self._refunds),
+                    reason=reason,
+                ),
+                local_first=True,
+            )
+        except StepFailed as refused:
+            raise ApplicationError(
+                f"the payment provider refused the refund: {_failure_text(refused)}",
+                self.view,
+                type="PaymentRejected",
+            ) from None
+        self._view = replace(self.view, refunded_amount=self.view.refunded_amount + amount)
+
+    async def _cancel_with_refund(self, reason: str, party: str, actor: Actor | None) -> None:
+        if self.view.payment_state == "held_in_escrow":
+            await self._refund(self.view.amount - self.view.refunded_amount, reason)
+        await self._transition(
+            "cancelled", reason, "refunded", party, actor, "order.cancelled", release_stock=True
+        )
+
+    async def _complete(self, reason: str, party: str, actor: Actor | None, fee: int | None = None) -> None:
+        """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
+        gross = self._escrow_held()
+        if fee is None:
+            fee = platform_fee(gross, self._terms.fee_bps, self._terms.fee_fixed)
+        self._view = replace(self.view, platform_fee=fee)
+        self._releases += 1
+        # Booked with the completion itself (one transaction): escrow to the fee and the seller's payable.
+        release = LedgerPosting(
+            money_key(self.view.order_id, MoneyOperation.RELEASE, self._releases),
+            {ESCROW: -gross, PLATFORM_FEES: fee, SELLER_PAYABLE: gross - fee},
+        )
+        self._released = (gross, fee)
+        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else "released"
+        await self._transition(
+            "completed", reason, payment_state, party, actor, "order.completed", ledger=[release]
+        )
+
+    async def _pay_out(self, amount: int) -> str:
+        """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
+        order_id = self.view.order_id
+        self._transfers += 1
+        transfer = TransferRequest(
+            order_id=order_id,
+            amount=amount,
+            currency=self.view.currency,
+            transfer_group=order_workflow_id(order_id),
+            idempotency_key=money_key(order_id, MoneyOperation.TRANSFER, self._transfers),
+        )
+        try:
+            # A provider that is slow or down is retried under this same key (past the bound the order
+            # needs attention): its outcome may be unknown, so a new key could pay the seller twice.
+            result = await self._provider_step(
+                "transfer", PaymentActivities.transfer, transfer, local_first=True
+            )
+        except StepFailed:
+            # Refused for good (no usable connected account, balance): completed for both sides; the
+            # payout needs support (PaymentState transfer_failed, then `retry_transfer` with a new key,
+            # which is safe because the refused attempt moved nothing). The order stays open until then.
+            workflow.logger.error("payout refused; waiting for support", exc_info=True)
+            return "transfer_failed"
+        self._payout = (result.transfer_id, amount)
+        return "released"
+
+    def _escrow_held(self) -> int:
+        """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
+        taken = self.view.chargeback_amount if self.view.chargeback_status in ("withdrawn", "lost") else 0
+        return self.view.amount - self.view.refunded_amount - taken
+
+    # ---- chargebacks --------------------------------------------------------------------------------
+    async def _open_chargeback(self, notice: ChargebackNotice) -> None:
+        """The network has withdrawn the money: book it against escrow and freeze the order."""
+        self._before_chargeback = (self.view.status, self.view.reason, self.view.payment_state)
+        if self.view.status == "completed":
+            await self._claw_back()
+        await self._book_chargeback(notice, reinstated=False)
+        charged_back = replace(
+            self.view,
+            dispute_source="chargeback",
+            chargeback_id=notice.dispute_id,
+            chargeback_status="withdrawn",
+            chargeback_amount=notice.amount,
+        )
+        await self._transition(
+            "disputed", "chargeback", "chargeback", "system", None, "order.chargeback", base=charged_back
+        )
+        if self._before_chargeback[0] == "disputed":
+            # The buyer's case is open: the chargeback joins it rather than opening a second one.
+            joined = ChargebackJoined(notice.dispute_id, notice.amount, self.view.currency)
+            self._signal_dispute_case(DisputeWorkflow.chargeback_joined, joined)
+        else:
+            self._open_dispute_case(by_buyer=False)
+
+    async def _claw_back(self) -> None:
+        """Completed order: bring the seller's payout and the fee back into escrow, so the chargeback is
+        booked like any other (the platform does not keep a fee on a charged-back order)."""
+        if self._payout is not None:
+            transfer_id, amount = self._payout
+            self._reversals += 1
+            try:
+                await self._provider_step(
+                    "reverse_transfer",
+                    PaymentActivities.reverse_transfer,
+                    TransferReversalRequest(
+                        order_id=self.view.order_id,
+                        transfer_id=transfer_id,
+                        amount=amount,
+                        currency=self.view.currency,
+                        idempotency_key=money_key(
+                            self.view.order_id, MoneyOperation.TRANSFER_REVERSAL, self._reversals
+                        ),
+                        reason="chargeback",
+                    ),
+                    local_first=True,
+                )
+            except StepFailed:
+                # The seller's account would not give it back: the release stands and the chargeback
+                # overdraws this order's escrow, the platform's loss (docs/operations.md).
+                workflow.logger.error("transfer reversal refused; chargeback booked as a platform loss")
+                return
+            self._payout = None
+        assert self._released is not None
+        gross, fee = self._released
+        await self._db_step(
+            "reverse_release",
+            PaymentActivities.reverse_release,
+            ReleaseReversalRequest(
+                self.view.order_id,
+                fee,
+                gross - fee,
+                self.view.currency,
+                money_key(self.view.order_id, MoneyOperation.RELEASE_REVERSAL, self._releases),
+            ),
+            forever=True,
+        )
+        self._released = None
+        self._clawed_back_fee = fee
+        self._view = replace(self.view, platform_fee=0)
+
+    async def _close_chargeback(self, notice: ChargebackNotice) -> None:
+        """The network decided. Won: the money is back and the order resumes where it was. Lost: the buyer
+        keeps it; the order is refunded (anything the dispute did not cover stays frozen for support)."""
+        assert self._before_chargeback is not None
+        status, reason, payment_state = self._before_chargeback
+        if notice.status == "won":
+            await self._book_chargeback(notice, reinstated=True)
+            self._view = replace(self.view, chargeback_status="won")
+            if status == "completed" and self._released is None:
+                # Released again on the terms of the first release (a reopened run has no order terms).
+                await self._complete("chargeback_won", "system", None, fee=self._clawed_back_fee)
+            else:
+                await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
+            if status != "disputed":  # else the buyer's case it joined goes on, for support to resolve
+                self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("release"))
+            return
+        self._view = replace(self.view, chargeback_status="lost")
+        if self._escrow_held() > 0:
+            await self._transition(
+                "disputed", "chargeback_lost", "frozen", "system", None, "order.chargeback_lost"
+            )
+            return
+        await self._transition(
+            "refunded",
+            "chargeback_lost",
+            "charged_back",
+            "system",
+            None,
+            "order.chargeback_lost",
+            release_stock=not self._shipped,  # never shipped: the stock can be sold again
+        )
+        self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("refund", notice.amount))
+
+    async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
+        operation = MoneyOperation.CHARGEBACK_REVERSAL if reinstated else MoneyOperation.CHARGEBACK
+        await self._db_step(
+            "record_chargeback",
+            PaymentActivities.record_chargeback,
+            ChargebackMovement(
+                order_id=self.view.order_id,
+                dispute_id=notice.dispute_id,
+                amount=self.view.chargeback_amount if reinstated else notice.amount,
+                currency=self.view.currency,
+                reinstated=reinstated,
+                key=money_key(self.view.order_id, operation, notice.dispute_id),
+            ),
+            forever=True,
+        )

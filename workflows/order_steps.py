@@ -1,0 +1,368 @@
+"""The order's state and how it takes a step: the failure rule (docs/failure-rules.md).
+
+A step is a local activity (database) or an activity (provider). Permanent failures are raised to the caller,
+which compensates; transient ones are retried within a bound, past which the order *needs attention* (view,
+search attribute, memo, support notified) and is retried every so often or at once on support's `retry`. A
+transition is saved in one transaction with all it implies (`save_transition`); what outlives the Update
+(dispute cases) runs in the background and the run waits for it before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.orders import (
+        AttentionReport,
+        LedgerPosting,
+        OrderActivities,
+        OrderTransition,
+    )
+    from bazaar.orders import rules
+    from bazaar.orders.notices import Effects, effects_of
+    from bazaar.orders.types import (
+        BUYER_ID,
+        LISTING_ID,
+        NEEDS_ATTENTION,
+        ORDER_AMOUNT,
+        ORDER_STATUS,
+        PAYMENT_STATE,
+        SELLER_ID,
+        Actor,
+        OrderView,
+        PlaceOrder,
+    )
+
+from workflows.children import start_detached
+from workflows.dispute import DisputeCase, DisputeWorkflow, dispute_workflow_id
+from workflows.retries import (
+    DB_ATTEMPT,
+    DB_STEP_RETRY,
+    LOCAL_MONEY_BUDGET,
+    LOCAL_RETRY_THRESHOLD,
+    MONEY_ATTEMPT,
+    MONEY_RETRY,
+)
+
+T = TypeVar("T")
+
+
+# How a step fails: a normal activity raises ActivityError (its cause says why); a local activity raises the
+# failure itself (an ApplicationError, or a TimeoutError past its schedule-to-close bound).
+StepFailed = (ActivityError, ApplicationError, TemporalTimeoutError)
+
+
+def _reason(error: BaseException) -> BaseException:
+    return (error.cause or error) if isinstance(error, ActivityError) else error
+
+
+def _is_permanent(error: BaseException) -> bool:
+    reason = _reason(error)
+    return isinstance(reason, ApplicationError) and reason.non_retryable
+
+
+def _failure_text(error: BaseException) -> str:
+    """The most telling message in the failure chain (the activity's own error, or the timeout)."""
+    cause = _reason(error)
+    while not str(cause) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return (str(cause) or type(cause).__name__)[:300]
+
+
+@workflow.defn(name="Order")
+class OrderSteps:
+    """State of an order run (set by `OrderWorkflow.__init__`) and its step runner."""
+
+    _req: PlaceOrder
+    _view: OrderView | None
+    _seq: int  # the order's transitions so far (the projection never moves backwards)
+    _refunds: int
+    _releases: int
+    _transfers: int
+    _reversals: int
+    _released: tuple[int, int] | None  # what the latest release put where: (gross out of escrow, fee)
+    _payout: tuple[str, int] | None  # the seller's payout not reversed: (provider transfer id, amount)
+    _before_chargeback: tuple[str, str | None, str] | None  # (status, reason, payment state)
+    _clawed_back_fee: int | None
+    _payment_settled: bool
+    _provider_reports: dict[str, str]
+    _lock: asyncio.Lock
+    _reminded: bool
+    _dispute_message: str
+    _shipped: bool
+    _attention_count: int
+    _retry_requested: bool
+    _background: list[asyncio.Task[None]]
+
+    @property
+    def view(self) -> OrderView:
+        assert self._view is not None
+        return self._view
+
+    @property
+    def _terms(self) -> PlaceOrder:
+        return self._req
+
+    # ---- transitions ------------------------------------------------------------------------------------
+    async def _transition(
+        self,
+        status: str,
+        reason: str | None,
+        payment_state: str,
+        party: str,
+        actor: Actor | None,
+        action: str,
+        *,
+        base: OrderView | None = None,
+        release_stock: bool = False,
+        ledger: list[LedgerPosting] | None = None,
+    ) -> None:
+        """Move to `status`, saved with everything the move implies; the view changes only once saved.
+        A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved."""
+        view = replace(base or self.view, status=status, reason=reason, payment_state=payment_state)
+        view = replace(view, allowed_actions=rules.allowed_actions(view))
+        now = workflow.now()
+        effects = effects_of(
+            action,
+            view,
+            payout=(self._released[0] - self._released[1]) if self._released else 0,
+            transfers=self._transfers,
+            accept_by=now + timedelta(seconds=self._terms.acceptance_timeout_seconds),
+            reviews_close_at=now + timedelta(seconds=self._terms.review_window_seconds),
+        )
+        reversible = action in ("order.accepted", "order.fulfilled", "order.disputed")
+        await self._save(
+            view,
+            party,
+            actor,
+            action,
+            effects,
+            release_stock=release_stock,
+            ledger=ledger,
+            reversible=reversible,
+        )
+        self._view = view
+        self._publish()
+
+    async def _save(
+        self,
+        view: OrderView,
+        party: str,
+        actor: Actor | None,
+        action: str,
+        effects: Effects,
+        *,
+        release_stock: bool = False,
+        ledger: list[LedgerPosting] | None = None,
+        reversible: bool = False,
+    ) -> None:
+        seq = self._seq + 1
+        transition = OrderTransition(
+            order_id=view.order_id,
+            seq=seq,
+            status=view.status,
+            reason=view.reason,
+            payment_state=view.payment_state,
+            actor_id=actor.user_id if actor else None,
+            actor_role=party,
+            action=action,
+            tracking=view.tracking,
+            release_stock=release_stock,
+            ledger=ledger or [],
+            notices=effects.notices,
+            outcome=effects.outcome,
+            review_closes_at=workflow.now() + timedelta(seconds=self._terms.review_window_seconds)
+            if effects.opens_reviews
+            else None,
+        )
+        try:
+            await self._db_step(
+                "save_transition", OrderActivities.save_transition, transition, forever=not reversible
+            )
+        except StepFailed as refused:
+            raise ApplicationError(
+                f"{action} could not be saved: {_failure_text(refused)}", type="InvalidRequest"
+            ) from None
+        self._seq = seq
+
+    # ---- running steps within the failure rule ---------------------------------------------------------
+    async def _db_step(
+        self, name: str, activity: Callable[..., Awaitable[T]], arg: Any, *, forever: bool = True
+    ) -> T:
+        """A database step as a local activity. `forever`: even a permanent failure only flags the order
+        (the step must happen: money already moved); else a permanent failure is raised to the caller."""
+        return await self._attempt(
+            name,
+            lambda: workflow.execute_local_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=DB_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
+                retry_policy=DB_STEP_RETRY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            ),
+            permanent_raises=not forever,
+        )
+
+    async def _provider_step(
+        self, name: str, activity: Callable[..., Awaitable[T]], arg: Any, *, local_first: bool = False
+    ) -> T:
+        """A provider call; a refusal (non-retryable) is raised to the caller, which compensates.
+        `local_first`: try it as a local activity for a few seconds first (no task dispatch: this is the
+        critical path of an Update someone waits for), then, if the provider is slow or failing, as a normal
+        activity that the server retries and operators see pending."""
+        if local_first:
+            try:
+                return await self._local_first(activity, arg)
+            except StepFailed as failure:
+                if _is_permanent(failure):
+                    raise
+        return await self._attempt(
+            name,
+            lambda: workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=MONEY_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
+                retry_policy=MONEY_RETRY,
+            ),
+            permanent_raises=True,
+        )
+
+    async def _local_first(self, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
+        return await workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=MONEY_ATTEMPT,
+            schedule_to_close_timeout=min(
+                LOCAL_MONEY_BUDGET, timedelta(seconds=self._terms.provider_timeout_seconds)
+            ),
+            retry_policy=MONEY_RETRY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+        )
+
+    async def _attempt(self, name: str, call: Callable[[], Awaitable[T]], *, permanent_raises: bool) -> T:
+        while True:
+            try:
+                result = await call()
+            except StepFailed as failure:
+                if permanent_raises and _is_permanent(failure):
+                    if self._view is not None and self.view.attention is not None:
+                        self._set_attention(None)  # final: the caller compensates; nothing to retry
+                    raise
+                await self._needs_attention(name, failure)
+                continue
+            if self._view is not None and self.view.attention is not None:
+                self._set_attention(None)
+            return result
+
+    async def _needs_attention(self, step: str, failure: BaseException) -> None:
+        """Flag the order for support, then wait for support's `retry` or the next automatic retry."""
+        error = _failure_text(failure)
+        workflow.logger.error("order step %s keeps failing: %s", step, error)
+        self._attention_count += 1
+        if self._view is not None:
+            first = self.view.attention is None
+            self._set_attention(f"{step}: {error}")
+            if first:
+                report = AttentionReport(self._req.order_id, step, error, self._attention_count)
+                self._in_background(self._report_attention(report))
+        try:
+            await workflow.wait_condition(
+                lambda: self._retry_requested, timeout=timedelta(seconds=self._terms.attention_retry_seconds)
+            )
+        except TimeoutError:
+            pass
+        self._retry_requested = False
+
+    def _set_attention(self, attention: str | None) -> None:
+        view = replace(self.view, attention=attention)
+        self._view = replace(view, allowed_actions=rules.allowed_actions(view))
+        workflow.upsert_memo({"attention": attention})
+        self._publish()
+
+    async def _report_attention(self, report: AttentionReport) -> None:
+        try:
+            await workflow.execute_local_activity_method(
+                OrderActivities.report_attention,
+                report,
+                start_to_close_timeout=DB_ATTEMPT,
+                schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
+                retry_policy=DB_STEP_RETRY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            )
+        except StepFailed:  # the database is what fails: the search attribute still shows it
+            workflow.logger.error("could not tell support about order %s", report.order_id)
+
+    # ---- what outlives the Update: dispute cases ----------------------------------------------------------
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work the Update does not wait for (its commands go out with the Update's answer); the run waits
+        for it before the workflow ends."""
+        self._background.append(asyncio.create_task(work))
+
+    async def _background_finished(self) -> None:
+        while self._background:
+            await self._background.pop(0)
+
+    def _open_dispute_case(self, *, by_buyer: bool) -> None:
+        view = self.view
+        case = DisputeCase(
+            order_id=view.order_id,
+            buyer_id=view.buyer_id,
+            seller_id=view.seller_id,
+            listing_title=view.listing_title,
+            source="buyer" if by_buyer else "chargeback",
+            reason_code=(view.reason or "other") if by_buyer else "chargeback",
+            message=self._dispute_message if by_buyer else "",
+            provider_dispute_id=None if by_buyer else view.chargeback_id,
+            escalate_after_seconds=self._terms.dispute_escalation_seconds,
+            notification_max_attempts=self._terms.notification_max_attempts,
+        )
+        # A chargeback after a closed buyer dispute reopens the case (once=False).
+        self._in_background(
+            start_detached(DisputeWorkflow.run, case, dispute_workflow_id(view.order_id), once=False)
+        )
+
+    def _signal_dispute_case(self, signal: Any, arg: Any) -> None:
+        self._in_background(self._signal_case(signal, arg))
+
+    async def _signal_case(self, signal: Any, arg: Any) -> None:
+        await self._background_finished_except_current()
+        case: workflow.ExternalWorkflowHandle[DisputeWorkflow] = workflow.get_external_workflow_handle_for(
+            DisputeWorkflow.run, dispute_workflow_id(self.view.order_id)
+        )
+        try:
+            await case.signal(signal, arg)
+        except FailureError:  # no open case (e.g. the order was disputed before cases existed)
+            workflow.logger.warning("no open dispute case for order %s", self.view.order_id)
+
+    async def _background_finished_except_current(self) -> None:
+        """Let earlier background work (the case's start) finish before signalling the case."""
+        current = asyncio.current_task()
+        for task in list(self._background):
+            if task is current:
+                break
+            await task
+
+    def _publish(self) -> None:
+        """Search attributes for operators (Temporal UI, `temporal workflow list --query`)."""
+        view = self.view
+        workflow.upsert_search_attributes(
+            [
+                ORDER_STATUS.value_set(view.status),
+                BUYER_ID.value_set(view.buyer_id),
+                SELLER_ID.value_set(view.seller_id),
+                LISTING_ID.value_set(view.listing_id),
+                ORDER_AMOUNT.value_set(view.amount),
+                PAYMENT_STATE.value_set(view.payment_state),
+                NEEDS_ATTENTION.value_set(view.attention is not None),
+            ]
+        )

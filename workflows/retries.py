@@ -1,0 +1,37 @@
+"""Retry policies and timeouts of the workflows' steps: one home, so a workflow's failure rule reads the same
+everywhere (docs/failure-rules.md)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.database import DATA_ERROR
+
+# Database steps of the order: short transactions, retried quickly; data the database refuses is final.
+DB_ATTEMPT = timedelta(seconds=10)
+DB_STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=100),
+    maximum_interval=timedelta(seconds=5),
+    non_retryable_error_types=[DATA_ERROR],
+)
+# Database steps of the order's children (dispute cases, legacy review rounds) and of the legacy order:
+# retried until the database answers.
+DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+# Provider calls: bounded by the SDK timeout; transient errors retried, refusals are final.
+MONEY_ATTEMPT = timedelta(seconds=30)
+MONEY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["PaymentRejected"],
+)
+# A local activity waits for a retry inside its workflow task only up to this backoff; longer ones become timers.
+# Kept short because sdk-core drops a local activity's schedule-to-close bound when it fires during an
+# in-task backoff (seen with temporalio 1.35): a step failing fast would otherwise retry forever, unflagged.
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
+# A provider call on an Update's path first runs locally, for at most this long (a couple of attempts); a
+# slower or failing provider then gets a normal activity (retried by the server, visible as pending).
+LOCAL_MONEY_BUDGET = timedelta(seconds=15)
