@@ -16,8 +16,9 @@ What it does, in order:
    change-to-searchable latency under a steady stream of listing edits through the API.
 The last line printed is one JSON object with every figure and ratio.
 
-The load generator is a minimal HTTP/1.1 keep-alive client on asyncio (one connection per worker), so
-that on a 2-core machine the client's own overhead stays small next to the servers it measures.
+The load generator is a minimal HTTP/1.1 keep-alive client on asyncio (bench/http1.py, one connection per
+worker), so that on a 2-core machine the client's own overhead stays small next to the servers it measures.
+The listings and the queries are made in bench/search_data.py.
 """
 
 from __future__ import annotations
@@ -26,258 +27,40 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import jwt  # noqa: E402
 import psycopg  # noqa: E402
-from psycopg.types.json import Jsonb  # noqa: E402
+from http1 import Http1  # noqa: E402
+from processes import log, start_stack, temp_stack  # noqa: E402
+from search_data import SHAPES, api_target, bulk_load, make_queries  # noqa: E402
 
 from bazaar.pg_listen import libpq_url  # noqa: E402
 from bazaar.search.meili import Meili  # noqa: E402
-from bazaar.search.query import ListingQuery, SortOrder, build_request  # noqa: E402
+from bazaar.search.outbox import SYNCED_CHANNEL  # noqa: E402
+from bazaar.search.query import build_request  # noqa: E402
 from bazaar.settings import Settings, get_settings  # noqa: E402
 from devstack import services  # noqa: E402
-from devstack.demo import CITIES, CONDITIONS, TEMPLATES  # noqa: E402
-from devstack.stack import Ports, Stack  # noqa: E402
+from devstack.stack import Stack  # noqa: E402
 from search_sync.reindex import reindex  # noqa: E402
-from search_sync.sync import SYNCED_CHANNEL  # noqa: E402
 
-SHAPES = ["text", "text_category_price_sort", "geo_radius", "text_facets"]
 TARGETS = ["api", "raw", "pg"]
-# Top-level categories of the managed taxonomy (migration 0001): a category filter includes sub-categories.
-ROOT_CATEGORIES = ["books-media", "electronics", "fashion", "home", "kids", "sports"]
-FILLER = (
-    "great condition works perfectly original box receipt included smoke free home collection only "
-    "shipping possible price negotiable barely used some scratches fully functional cleaned tested "
-    "comes with manual spare parts rarely used moving sale quick sale gift unwanted upgrade"
-).split()
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-def query_words() -> list[str]:
-    """Words buyers type: item words from the listing templates (3+ letters)."""
-    words = {w.strip(",.").lower() for t in TEMPLATES for item in t.items for w in item.split()}
-    return sorted(w for w in words if len(w) >= 3 and w.isalpha())
-
-
-def generate(count: int, sellers: list[uuid.UUID], rng: random.Random) -> list[tuple[Any, ...]]:
-    now = datetime.now(UTC)
-    rows: list[tuple[Any, ...]] = []
-    for _ in range(count):
-        template = rng.choice(TEMPLATES)
-        item, adjective = rng.choice(template.items), rng.choice(template.adjectives)
-        city, country, lat, lng = rng.choice(CITIES)
-        condition = rng.choice(CONDITIONS)
-        low, high = template.price_range
-        price = max(100, int(math.exp(rng.uniform(math.log(low), math.log(high)))))
-        currency = rng.choices(["EUR", "GBP", "USD"], weights=[90, 5, 5])[0]
-        description = (
-            f"{item} in {condition.replace('_', ' ')} condition, {adjective}. "
-            + " ".join(rng.choices(FILLER, k=rng.randint(8, 30)))
-            + f". Pick-up in {city}."
-        )
-        published = now - timedelta(seconds=rng.randint(0, 90 * 86400))
-        rows.append(
-            (
-                uuid.uuid4(),
-                rng.choice(sellers),
-                f"{item}, {adjective}",
-                description,
-                price,
-                currency,
-                template.category,
-                condition,
-                rng.randint(1, 3),
-                lat + rng.uniform(-0.15, 0.15),
-                lng + rng.uniform(-0.15, 0.15),
-                city,
-                country,
-                "active",
-                1,
-                int(rng.paretovariate(1.5)) - 1,
-                rng.choice([0, 0, 0, 1, 2]),
-                published,
-                published,
-                published,
-                [],
-                Jsonb({}),
-            )
-        )
-    return rows
-
-
-def bulk_load(database_url: str, listings: int, seller_count: int) -> tuple[list[uuid.UUID], float]:
-    """COPY sellers and listings straight into PostgreSQL (no outbox: the reindex builds the index)."""
-    rng = random.Random(42)
-    sellers = [uuid.uuid4() for _ in range(seller_count)]
-    started = time.perf_counter()
-    with psycopg.connect(libpq_url(database_url)) as conn:
-        with conn.cursor().copy(
-            "COPY users (id, email, password_hash, display_name, roles, is_active) FROM STDIN"
-        ) as copy:
-            for n, seller in enumerate(sellers):
-                copy.write_row(
-                    (seller, f"bench-seller-{n}@example.com", "x", f"Bench seller {n}", ["seller"], True)
-                )
-        columns = (
-            "id, seller_id, title, description, price_amount, currency, category_slug, condition, "
-            "quantity, lat, lng, city, country, status, version, view_count, order_count, "
-            "published_at, created_at, updated_at, image_urls, attributes"
-        )
-        with conn.cursor().copy(f"COPY listings ({columns}) FROM STDIN") as copy:
-            copy.set_types(
-                [
-                    "uuid",
-                    "uuid",
-                    "text",
-                    "text",
-                    "int8",
-                    "text",
-                    "text",
-                    "text",
-                    "int4",
-                    "float8",
-                    "float8",
-                    "text",
-                    "text",
-                    "text",
-                    "int4",
-                    "int8",
-                    "int8",
-                    "timestamptz",
-                    "timestamptz",
-                    "timestamptz",
-                    "text[]",
-                    "jsonb",
-                ]
-            )
-            for start in range(0, listings, 10_000):
-                for row in generate(min(10_000, listings - start), sellers, rng):
-                    copy.write_row(row)
-        conn.execute("ANALYZE listings")
-    return sellers, time.perf_counter() - started
-
-
-# ----------------------------------------------------------------------------------- HTTP client
-
-
-class Http1:
-    """One keep-alive HTTP/1.1 connection; just enough protocol for our API and Meilisearch."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(
-        self, method: str, target: str, body: bytes = b"", headers: str = ""
-    ) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept-Encoding: identity\r\n"
-            f"{headers}Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        fields = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, value = line.split(":", 1)
-                fields[name.strip().lower()] = value.strip()
-        if "content-length" in fields:
-            payload = await self.reader.readexactly(int(fields["content-length"]))
-        elif fields.get("transfer-encoding") == "chunked":
-            chunks = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-                chunks.append(await self.reader.readexactly(size + 2))
-                if size == 0:
-                    break
-            payload = b"".join(c[:-2] for c in chunks)
-        else:
-            payload = b""
-        return status, fields, payload
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-            self.writer = None
-
-
-# --------------------------------------------------------------------------------------- queries
-
-
-def make_queries(shape: str, rng: random.Random, count: int = 200) -> list[ListingQuery]:
-    words = query_words()
-    queries = []
-    for _ in range(count):
-        city = rng.choice(CITIES)
-        match shape:
-            case "text":
-                q = ListingQuery(q=rng.choice(words))
-            case "text_category_price_sort":
-                category = rng.choice(ROOT_CATEGORIES)
-                low = rng.choice([500, 1_000, 2_000, 5_000])
-                q = ListingQuery(
-                    q=rng.choice(words),
-                    categories=[category],
-                    min_price=low,
-                    max_price=low * rng.choice([5, 10, 20]),
-                    currency="EUR",
-                    sort=rng.choice([SortOrder.PRICE_ASC, SortOrder.NEWEST]),
-                )
-            case "geo_radius":
-                q = ListingQuery(
-                    lat=city[2], lng=city[3], radius_km=rng.choice([5.0, 10.0, 25.0]), sort=SortOrder.DISTANCE
-                )
-            case "text_facets":
-                q = ListingQuery(q=rng.choice(words), facets=True)
-            case _:
-                raise ValueError(shape)
-        queries.append(q)
-    return queries
-
-
-def api_target(q: ListingQuery) -> str:
-    params: dict[str, Any] = {"q": q.q, "sort": q.sort.value}
-    if q.categories:
-        params["category"] = q.categories
-    for name in ("min_price", "max_price", "currency", "lat", "lng", "radius_km"):
-        if getattr(q, name) is not None:
-            params[name] = getattr(q, name)
-    if q.facets:
-        params["facets"] = "true"
-    return "/v1/search/listings?" + urlencode(params, doseq=True)
+# ------------------------------------------------------------------------------------------ load
 
 
 @dataclass
@@ -361,7 +144,7 @@ def api_call(targets: list[str], expect_backend: str) -> Call:
 
 
 def raw_call(index: str, key: str, bodies: list[bytes]) -> Call:
-    auth = f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     async def call(conn: Http1, n: int) -> tuple[bool, float | None]:
         status, _, _ = await conn.request("POST", f"/indexes/{index}/search", bodies[n % len(bodies)], auth)
@@ -445,7 +228,7 @@ async def change_to_searchable(
                 "PATCH",
                 f"/v1/listings/{listing_id}",
                 body,
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n",
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             )
             done = time.perf_counter()
             if status == 200:
@@ -617,17 +400,9 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["MEILI_MAX_INDEXING_MEMORY"] = args.meili_indexing_memory  # read by meilisearch itself
-    # uvicorn's per-request access log is pumped through this process (devstack's log capture): it would
-    # compete with the load generator for the GIL, so the APIs under test do not write one.
-    os.environ.setdefault("UVICORN_ACCESS_LOG", "false")
-    base = Path(tempfile.mkdtemp(prefix="bazaar-bench-"))
-    base.chmod(0o755)  # the `postgres` OS user must traverse it when we run as root
-    stack = Stack(base, Ports.free(), persistent=False, settings=Settings(_env_file=None))
-    try:
-        log(f"starting services in {base} ...")
-        stack.start()
-        os.environ.update(stack.env)
-        get_settings.cache_clear()
+    with temp_stack("bazaar-bench-", keep=args.keep, settings=Settings(_env_file=None)) as stack:
+        log(f"starting services in {stack.data_dir} ...")
+        start_stack(stack)
         # A second API whose Meilisearch is a closed port: every search takes the PostgreSQL fallback.
         dead_meili, pg_port = services.free_ports(2)
         pg_env = {
@@ -637,10 +412,6 @@ def main() -> None:
         }
         pg_api = services.start_api(stack.supervisor, pg_env, pg_port)
         report = asyncio.run(bench(stack, pg_api.url, args))
-    finally:
-        stack.stop()
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
     report["load_average_at_end"] = os.getloadavg()[0]
     print(json.dumps(report, sort_keys=True), flush=True)
 

@@ -7,10 +7,8 @@ directories and secrets, so tests and the dev stack share this code without shar
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -25,6 +23,8 @@ import psycopg
 from psycopg import sql
 
 from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
+from devstack.pgcluster import PG_SUPERUSER, cluster_dir, initdb, server_user
+from devstack.pgcluster import find_pg_bindir as find_pg_bindir
 from devstack.process import ManagedProcess, ServiceError, Supervisor, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,6 @@ MEILI_SEARCH_KEY_UID = "6a0c5b57-3c1e-4f57-9b8e-5a5e0b1d2c01"
 
 DB_NAME = "bazaar"
 DB_USER = "bazaar"
-PG_SUPERUSER = "postgres"
 DEMO_DATA_MARKER = "demo-data.done"
 
 
@@ -126,70 +125,7 @@ def _http_ok(url: str, headers: Mapping[str, str] | None = None) -> bool:
     return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
 
 
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
 # ------------------------------------------------------------------------------------------ PostgreSQL
-
-
-def find_pg_bindir() -> Path | None:
-    """Server binaries: $PG_BINDIR, `pg_config --bindir`, newest /usr/lib/postgresql/*/bin, or PATH."""
-    candidates: list[Path] = []
-    if env := os.environ.get("PG_BINDIR"):
-        candidates.append(Path(env))
-    if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-
-    def version(path: str) -> float:
-        try:
-            return float(Path(path).parent.name)
-        except ValueError:
-            return 0.0
-
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)]
-    if on_path := shutil.which("postgres"):
-        candidates.append(Path(on_path).parent)
-    for bindir in candidates:
-        if (bindir / "initdb").exists() and (bindir / "postgres").exists():
-            return bindir
-    return None
-
-
-def _pg_user() -> str | None:
-    """As root, the OS user that runs initdb and the server (initdb refuses root); else ourselves."""
-    if not _is_root():
-        return None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise ServiceError(
-            "running as root but there is no `postgres` OS user to run PostgreSQL as "
-            "(install Debian's `postgresql` package, or set DATABASE_URL to an existing server)"
-        ) from exc
-    return "postgres"
-
-
-def _prepare_pgdata(pgdata: Path, user: str | None) -> None:
-    """Create the cluster directory, owned by the server's user, and check that user can reach it."""
-    pgdata.mkdir(parents=True, exist_ok=True)
-    if user is None:
-        pgdata.chmod(0o700)
-        return
-    pw = pwd.getpwnam(user)
-    if pgdata.stat().st_uid != pw.pw_uid:
-        for path in [pgdata, *pgdata.rglob("*")]:
-            os.lchown(path, pw.pw_uid, pw.pw_gid)
-    pgdata.chmod(0o700)
-    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(pgdata)], check=False, cwd="/")
-    if probe.returncode != 0:
-        raise ServiceError(
-            f"the `{user}` OS user cannot reach {pgdata}: a parent directory is not traversable by others "
-            "(e.g. it is under /root or a 0700 temp dir). Put the data dir elsewhere (DATA_DIR=...) "
-            "or `chmod o+x` its parents."
-        )
 
 
 def start_postgres(
@@ -198,9 +134,13 @@ def start_postgres(
     port: int,
     *,
     durable: bool = True,
+    relocate: bool = False,
     timeout: float = 60.0,
 ) -> PostgresService:
     """Private cluster in `data_dir/pg`: initdb once, run `postgres` in the foreground, create role+db.
+
+    `relocate` (persistent data dirs): as root, when the `postgres` OS user cannot reach `data_dir`, the
+    cluster lives under /var/lib/bazaar and `data_dir/pg` is a symlink to it (devstack.pgcluster).
 
     The server runs in the foreground (not `pg_ctl start`) so it is our child: stopping it is a
     SIGINT ("fast" shutdown) to its process group. As root it runs as `postgres` via setuid in the
@@ -214,26 +154,9 @@ def start_postgres(
             "/usr/lib/postgresql/*/bin, PATH). Install Debian's `postgresql` package, or set "
             "DATABASE_URL to an existing server."
         )
-    user = _pg_user()
-    pgdata = (data_dir / "pg").resolve()
-    _prepare_pgdata(pgdata, user)
-    if not (pgdata / "PG_VERSION").exists():
-        initdb = [
-            str(bindir / "initdb"),
-            "-D",
-            str(pgdata),
-            "-U",
-            PG_SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-instructions",
-        ]
-        if user is not None:
-            initdb = ["runuser", "-u", user, "--", *initdb]
-        done = subprocess.run(initdb, capture_output=True, text=True, check=False, cwd=pgdata)
-        if done.returncode != 0:
-            raise ServiceError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    user = server_user()
+    pgdata = cluster_dir(data_dir, user, relocate=relocate)
+    initdb(bindir, pgdata, user)
     # Unix sockets live in the cluster directory; their path is limited to 107 bytes, beyond that
     # we go TCP-only (everything we run connects over 127.0.0.1 anyway).
     sockets = str(pgdata) if len(f"{pgdata}/.s.PGSQL.{port}") < 100 else ""

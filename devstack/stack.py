@@ -279,7 +279,11 @@ class Stack:
 
     def _start_postgres(self) -> None:
         self.postgres = services.start_postgres(
-            self.supervisor, self.data_dir, self.ports.postgres, durable=self.persistent
+            self.supervisor,
+            self.data_dir,
+            self.ports.postgres,
+            durable=self.persistent,
+            relocate=self.persistent,
         )
 
     def _start_temporal(self) -> None:

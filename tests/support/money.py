@@ -13,7 +13,7 @@ import httpx
 import psycopg
 
 from stripe_sandbox.webhooks import sign
-from tests.api.helpers import Actor, published_listing, register, seller_with_payout
+from tests.support.http import Actor, published_listing, register, seller_with_payout
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 AMOUNT = 45_000  # the default test listing's price (EUR cents)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import psycopg
 from psycopg import sql
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from api.schemas import SearchOut
 from bazaar.auth import Principal
+from bazaar.errors import DomainError
+from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing, Order, OrderStatus, PayoutAccount, SearchOutbox, User
 from bazaar.pg_listen import libpq_url
 from bazaar.settings import Settings
@@ -356,3 +361,48 @@ def rate_seller(database_url: str, listing_id: str, stars: list[int]) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+# ---- shared by the private stack's tests ------------------------------------------------------------
+
+
+async def churn(
+    private: PrivateSearch, seller: Principal, ids: list[uuid.UUID], changes: int, rng: random.Random
+) -> list[uuid.UUID]:
+    """Many small committed changes of every kind; returns the ids of listings it created."""
+    created: list[uuid.UUID] = []
+    for n in range(changes):
+        target = rng.choice(ids)
+        try:
+            async with private.session() as s:
+                roll = rng.random()
+                if roll < 0.7:
+                    await listings.update(s, target, seller, None, {"price_amount": rng.randint(100, 99_999)})
+                elif roll < 0.8:
+                    await listings.archive(s, target, seller, None)
+                elif roll < 0.9:
+                    await listings.publish(s, target, seller, None)
+                elif roll < 0.95:
+                    await listings.update(s, target, seller, None, {"quantity": rng.choice([0, 1, 2])})
+                else:
+                    new = await listings.create(s, seller, listing_fields(price_amount=n + 1))
+                    created.append(new.id)
+        except DomainError:
+            pass  # e.g. publishing an active listing or editing an archived one: not a change
+    return created
+
+
+def get(private: PrivateSearch, **params: Any) -> httpx.Response:
+    response = httpx.get(f"{private.api_url}/v1/search/listings", params=params, timeout=10)
+    assert response.status_code == 200, response.text
+    SearchOut.model_validate(response.json())  # both backends answer in the documented shape
+    return response
+
+
+def backend(private: PrivateSearch) -> str:
+    return get(private, q="anything").headers["X-Search-Backend"]
+
+
+def token_for(private: PrivateSearch, user_id: uuid.UUID) -> dict[str, str]:
+    claims = {"sub": str(user_id), "roles": ["seller"], "exp": int(time.time()) + 600}
+    return {"Authorization": f"Bearer {jwt.encode(claims, private.infra.jwt_secret, algorithm='HS256')}"}

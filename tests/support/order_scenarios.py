@@ -1,0 +1,170 @@
+"""The order scenarios recorded as replay histories (`lean_*`, tests/histories/): `RECORDED`, each with its
+world, the order's terms, the driver and the status it ends in. tests/workflows/record_histories.py records
+them; tests/workflows/test_provider_events.py checks that each still ends as recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from bazaar.orders.types import ActionRequest, OrderView
+from tests.support.orders import (
+    BUYER,
+    PLACEMENT,
+    SELLER,
+    SUPPORT,
+    Order,
+    completed,
+    notice,
+    placed,
+    reopened,
+    state_when,
+    unplaced,
+)
+from tests.support.workflow_fakes import FakeWorld
+from workflows.order import OrderWorkflow
+
+
+async def drive_dispute(order: Order) -> Order:
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="not as described"))
+    await order.act(
+        OrderWorkflow.resolve_dispute,
+        ActionRequest(SUPPORT, resolution="partial_refund", refund_amount=10_000),
+    )
+    return order
+
+
+async def drive_cancellation(order: Order) -> Order:
+    await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
+    return order
+
+
+async def drive_chargeback(order: Order) -> Order:
+    await order.handle.signal(OrderWorkflow.chargeback, notice())
+    await state_when(order, lambda v: v.status == "disputed")
+    await order.handle.signal(OrderWorkflow.chargeback, notice("lost"))
+    return order
+
+
+async def drive_chargeback_after_completion(order: Order) -> Order:
+    """Completed and ended, then reopened by a chargeback that the seller wins: the reopened run is recorded."""
+    await completed(order)
+    await order.result()
+    assert order.client is not None
+    again = await reopened(order.client, order, notice())
+    await state_when(again, lambda v: v.status == "disputed")
+    await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
+    return again
+
+
+async def drive_payout_retry(order: Order) -> Order:
+    await completed(order)
+    await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
+    return order
+
+
+async def drive_to_completion(order: Order) -> Order:
+    await completed(order)
+    return order
+
+
+async def drive_dispute_refunded(order: Order) -> Order:
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
+    await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
+    return order
+
+
+async def drive_nothing(order: Order) -> Order:
+    return order  # the deadlines act
+
+
+async def drive_attention_then_retry(order: Order) -> Order:
+    """Started while the provider is down: the charge fails past its bound and the order is flagged; support
+    retries once the provider is back; then the order completes."""
+    await order.state_when(lambda v: v.attention is not None)
+    order.world.clear()
+    await order.act(OrderWorkflow.retry, ActionRequest(SUPPORT))
+    await order.handle.execute_update(OrderWorkflow.placement, PLACEMENT)
+    await completed(order)
+    return order
+
+
+async def drive_refund_refused_then_declined(order: Order) -> Order:
+    order.world.reject_refunds = 1
+    await order.refused(OrderWorkflow.decline, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.decline, ActionRequest(SELLER))
+    return order
+
+
+async def drive_fulfil_refused_then_shipped(order: Order) -> Order:
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    order.world.refuse("save_transition:order.fulfilled")
+    with pytest.raises(WorkflowUpdateFailedError):
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    order.world.clear()
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+    return order
+
+
+def provider_down() -> FakeWorld:
+    world = FakeWorld()
+    world.fail("charge")
+    return world
+
+
+Driver = Callable[[Order], Awaitable[Order]]  # returns the run whose history is recorded
+# name -> (world, order terms, driver, expected final status). Histories of the lean order (type `Order`);
+# the `order_*` and `trust_*` histories were recorded by the previous workflow (now `LegacyOrderWorkflow`)
+# and are never recorded again. Scenarios in UNPLACED start without waiting for the placement.
+RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]] = {
+    "lean_attention_then_retry": (
+        provider_down,
+        {"provider_timeout_seconds": 1, "attention_retry_seconds": 3600},
+        drive_attention_then_retry,
+        "completed",
+    ),
+    "lean_order_completed": (FakeWorld, {}, drive_to_completion, "completed"),
+    "lean_payment_failed": (lambda: FakeWorld(decline=True), {}, drive_nothing, "cancelled"),
+    "lean_payment_rejected": (lambda: FakeWorld(reject_charge=True), {}, drive_nothing, "cancelled"),
+    "lean_sold_out": (lambda: FakeWorld(stock=0), {}, drive_nothing, "rejected"),
+    "lean_cancelled_by_buyer": (FakeWorld, {}, drive_cancellation, "cancelled"),
+    "lean_refund_refused_then_declined": (FakeWorld, {}, drive_refund_refused_then_declined, "cancelled"),
+    "lean_fulfil_refused_then_shipped": (FakeWorld, {}, drive_fulfil_refused_then_shipped, "completed"),
+    "lean_dispute_partial_refund": (FakeWorld, {"dispute_window_seconds": 3600}, drive_dispute, "completed"),
+    "lean_dispute_refunded": (
+        FakeWorld,
+        {"dispute_window_seconds": 3600},
+        drive_dispute_refunded,
+        "refunded",
+    ),
+    "lean_payout_retried": (lambda: FakeWorld(reject_transfers=1), {}, drive_payout_retry, "completed"),
+    "lean_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
+    "lean_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
+    "lean_reminded_then_timed_out": (
+        FakeWorld,
+        {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},
+        drive_nothing,
+        "cancelled",
+    ),
+}
+
+
+UNPLACED = frozenset({"lean_attention_then_retry"})
+
+
+async def record(env: WorkflowEnvironment, name: str) -> tuple[OrderView, WorkflowHistory]:
+    make_world, terms, drive, _ = RECORDED[name]
+    start = unplaced if name in UNPLACED else placed
+    async with start(env, make_world(), **terms) as order:
+        run = await drive(order)
+        return await run.result(), await run.handle.fetch_history()
