@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from temporalio import activity
 
 from bazaar.db import transaction
+from bazaar.orders.types import Party
 from bazaar.trust import disputes
-from bazaar.trust.models import DisputeStatus
+from bazaar.trust.models import DisputeMessageKind, DisputeResolution, DisputeSource, DisputeStatus
 
 
 @dataclass
 class OpenDispute:
     order_id: str
-    source: str  # buyer | chargeback
+    source: DisputeSource
     reason_code: str
     message: str
     author_id: str | None
@@ -26,8 +27,8 @@ class OpenDispute:
 class ThreadEntry:
     order_id: str
     author_id: str | None
-    author_role: str  # buyer | seller | support | system
-    kind: str  # message | evidence | info_request | no_response | escalation | resolution
+    author_role: Party
+    kind: DisputeMessageKind
     body: str
     dedupe_key: str
     data: dict[str, str] = field(default_factory=dict)
@@ -36,8 +37,8 @@ class ThreadEntry:
 @dataclass
 class DisputeStatusChange:
     order_id: str
-    status: str
-    resolution: str | None = None
+    status: DisputeStatus
+    resolution: DisputeResolution | None = None
     refund_amount: int | None = None
 
 
@@ -77,7 +78,7 @@ class DisputeActivities:
             await disputes.set_status(
                 session,
                 uuid.UUID(change.order_id),
-                DisputeStatus(change.status),
+                change.status,
                 change.resolution,
                 change.refund_amount,
             )

@@ -32,7 +32,9 @@ from bazaar.models import (
     Payment,
     PaymentKind,
     PaymentOutcome,
+    PaymentState,
 )
+from bazaar.orders.types import ChargebackStatus, OrderEvent, Party
 from bazaar.payments import ledger
 from bazaar.payments.keys import MoneyOperation, key_number, key_prefix, money_key
 from bazaar.payments.money import chargeable_problem
@@ -71,12 +73,12 @@ class ReserveStockResult:
 class OrderStateChange:
     order_id: str
     seq: int
-    status: str
+    status: OrderStatus
     reason: str | None
-    payment_state: str
+    payment_state: PaymentState
     actor_id: str | None
-    actor_role: str
-    action: str
+    actor_role: Party
+    action: OrderEvent
     tracking: dict[str, str] | None = None
 
 
@@ -122,9 +124,9 @@ class OrderSnapshot:
     quantity: int
     amount: int
     currency: str
-    status: str
+    status: OrderStatus
     reason: str | None
-    payment_state: str
+    payment_state: PaymentState
     tracking: dict[str, str] | None
     seq: int
     payment_intent_id: str | None
@@ -140,7 +142,7 @@ class OrderSnapshot:
     payout_transfer_id: str | None  # the seller's payout that was not reversed, if any
     payout_amount: int
     chargeback_id: str | None
-    chargeback_status: str | None  # withdrawn | won | lost
+    chargeback_status: ChargebackStatus | None
     chargeback_amount: int
 
 
@@ -186,7 +188,7 @@ class OrderActivities:
                 amount=listing.price_amount * req.quantity,
                 currency=listing.currency,
                 status=OrderStatus.PENDING,
-                payment_state="none",
+                payment_state=PaymentState.NONE,
                 idempotency_key=req.idempotency_key,
                 payment_method=req.payment_method or None,
                 workflow_id=req.workflow_id,
@@ -197,11 +199,11 @@ class OrderActivities:
             session.add(
                 AuditEvent(
                     actor_id=order.buyer_id,
-                    actor_role="buyer",
+                    actor_role=Party.BUYER,
                     subject_type="order",
                     subject_id=req.order_id,
-                    action="order.placed",
-                    data={"status": "pending", "quantity": req.quantity},
+                    action=OrderEvent.PLACED,
+                    data={"status": OrderStatus.PENDING, "quantity": req.quantity},
                     dedupe_key=f"order:{req.order_id}:state:1",
                 )
             )
@@ -250,10 +252,10 @@ class OrderActivities:
                 insert(AuditEvent)
                 .values(
                     actor_id=None,
-                    actor_role="system",
+                    actor_role=Party.SYSTEM,
                     subject_type="order",
                     subject_id=report.order_id,
-                    action="order.needs_attention",
+                    action=OrderEvent.NEEDS_ATTENTION,
                     data={"step": report.step, "error": report.error[:500]},
                     dedupe_key=key,
                 )
@@ -282,7 +284,7 @@ class OrderActivities:
                 select(AuditEvent.id).where(
                     AuditEvent.subject_type == "order",
                     AuditEvent.subject_id == order_id,
-                    AuditEvent.action == "order.chargeback_lost",
+                    AuditEvent.action == OrderEvent.CHARGEBACK_LOST,
                 )
             )
 
@@ -313,7 +315,7 @@ class OrderActivities:
             quantity=order.quantity,
             amount=order.amount,
             currency=order.currency,
-            status=order.status.value,
+            status=order.status,
             reason=order.status_reason,
             payment_state=order.payment_state,
             tracking=order.tracking,
@@ -342,7 +344,7 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
         update(Order)
         .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
         .values(
-            status=OrderStatus(change.status),
+            status=change.status,
             status_reason=change.reason,
             payment_state=change.payment_state,
             state_seq=change.seq,
@@ -355,10 +357,10 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
         "actor_id": literal(
             uuid.UUID(change.actor_id) if change.actor_id else None, AuditEvent.actor_id.type
         ),
-        "actor_role": literal(change.actor_role),
+        "actor_role": literal(change.actor_role, AuditEvent.actor_role.type),
         "subject_type": literal("order"),
         "subject_id": literal(change.order_id),
-        "action": literal(change.action),
+        "action": literal(change.action, AuditEvent.action.type),
         "data": literal(
             {"status": change.status, "reason": change.reason, "payment_state": change.payment_state},
             AuditEvent.data.type,
@@ -405,14 +407,14 @@ async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change:
         log.exception("trust bookkeeping failed for order %s (%s)", order_id, change.action)
 
 
-def _chargeback_status(charged_back: bool, reinstated: bool, lost: bool) -> str | None:
+def _chargeback_status(charged_back: bool, reinstated: bool, lost: bool) -> ChargebackStatus | None:
     """The card network's decision as the timeline recorded it (a lost one may have left money frozen, which
     support released or refunded later: the order's own status no longer says)."""
     if not charged_back:
         return None
     if reinstated:
-        return "won"
-    return "lost" if lost else "withdrawn"
+        return ChargebackStatus.WON
+    return ChargebackStatus.LOST if lost else ChargebackStatus.WITHDRAWN
 
 
 def _reserved(order: Order) -> ReserveStockResult:

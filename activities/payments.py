@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.database import activity_transaction
+from bazaar.errors import Rejection
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.payments import ledger
 from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
@@ -250,7 +251,9 @@ class PaymentActivities:
                 select(PayoutAccount).where(PayoutAccount.user_id == order.seller_id)
             )
         if account is None:
-            raise ApplicationError("seller has no payout account", type="PaymentRejected", non_retryable=True)
+            raise ApplicationError(
+                "seller has no payout account", type=Rejection.PAYMENT_REJECTED, non_retryable=True
+            )
         destination = account.provider_account_id
         provider_id = await _move_money(
             req.order_id,
@@ -456,7 +459,7 @@ async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:
         # died mid-call) is still running at the provider. Retrying later gets its stored result.
         raise ApplicationError(str(exc), type="IdempotencyKeyInUse") from exc
     await _record_outcome(key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc))
-    raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+    raise ApplicationError(str(exc), type=Rejection.PAYMENT_REJECTED, non_retryable=True) from exc
 
 
 def _charge_result(payment: Payment) -> ChargeResult:

@@ -22,7 +22,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, Rejection
 
 log = logging.getLogger("api")
 
@@ -41,13 +41,14 @@ _HTTP_CODES = {
 }
 
 
-# How a workflow Update's rejection (an ApplicationError type) maps to an API error; anything else is 409.
-_UPDATE_REJECTIONS = {
-    "Forbidden": ErrorCode.FORBIDDEN,
-    "InvalidRequest": ErrorCode.VALIDATION_ERROR,
-    "NeedsAttention": ErrorCode.ORDER_NEEDS_ATTENTION,
-    "PaymentRejected": ErrorCode.PAYMENT_REJECTED,
-    "IdempotencyKeyReused": ErrorCode.IDEMPOTENCY_KEY_REUSED,
+# How a workflow Update's rejection (the ApplicationError's type) maps to an API error; anything else is 409.
+_UPDATE_REJECTIONS: dict[Rejection, ErrorCode] = {
+    Rejection.FORBIDDEN: ErrorCode.FORBIDDEN,
+    Rejection.INVALID_TRANSITION: ErrorCode.INVALID_TRANSITION,
+    Rejection.INVALID_REQUEST: ErrorCode.VALIDATION_ERROR,
+    Rejection.NEEDS_ATTENTION: ErrorCode.ORDER_NEEDS_ATTENTION,
+    Rejection.PAYMENT_REJECTED: ErrorCode.PAYMENT_REJECTED,
+    Rejection.IDEMPOTENCY_KEY_REUSED: ErrorCode.IDEMPOTENCY_KEY_REUSED,
 }
 
 
@@ -55,9 +56,17 @@ def update_rejection(exc: WorkflowUpdateFailedError, details: dict[str, Any] | N
     """The API error for a rejected workflow Update: 403, 422, or 409 for a move not allowed now."""
     cause = exc.cause
     if isinstance(cause, ApplicationError):
-        code = _UPDATE_REJECTIONS.get(cause.type or "", ErrorCode.INVALID_TRANSITION)
+        rejection = _rejection(cause.type)
+        code = _UPDATE_REJECTIONS[rejection] if rejection else ErrorCode.INVALID_TRANSITION
         return DomainError(code, cause.message, details)
     return DomainError(ErrorCode.INVALID_TRANSITION, "action not allowed now", details)
+
+
+def _rejection(error_type: str | None) -> Rejection | None:
+    try:
+        return Rejection(error_type or "")
+    except ValueError:  # not a rejection of ours (e.g. a failure converting the Update's payload)
+        return None
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -23,12 +23,22 @@ from pydantic import (
 )
 
 from bazaar.listings.lifecycle import SellerRating
-from bazaar.models import Listing
+from bazaar.models import (
+    AuditEvent,
+    LedgerAccount,
+    Listing,
+    ListingCondition,
+    ListingStatus,
+    OrderStatus,
+    PaymentState,
+    Role,
+)
+from bazaar.orders.types import OrderAction, OrderEvent, Party
 from bazaar.payments.money import MAX_CHARGE, Currency, Money, Price
 from bazaar.text import multi_line, refuse_control_characters, single_line
+from bazaar.trust.models import DisputeResolution
 from bazaar.trust.reputation import PRIOR_MEAN
 
-Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
 # PostgreSQL's bigint: the bound of any integer that may reach a query (beyond it, the database errs).
 INT64_MAX = 2**63 - 1
 CountryCode = Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False)]
@@ -64,7 +74,7 @@ class UserOut(BaseModel):
     id: uuid.UUID
     email: str
     display_name: str
-    roles: list[str]
+    roles: list[Role]
     created_at: datetime
 
 
@@ -119,7 +129,7 @@ class ListingIn(BaseModel):
     description: Description = ""
     price: Price
     category: CategorySlug = Field(description="a slug from GET /v1/categories")
-    condition: Condition = "good"
+    condition: ListingCondition = ListingCondition.GOOD
     quantity: int = Field(default=1, ge=1, le=10_000)
     image_urls: list[ImageUrl] = Field(default=[], max_length=12)
     location: Location | None = None
@@ -137,7 +147,7 @@ class ListingPatch(BaseModel):
     description: Description | None = None
     price: Price | None = None
     category: CategorySlug | None = None
-    condition: Condition | None = None
+    condition: ListingCondition | None = None
     quantity: int | None = Field(default=None, ge=0, le=10_000, description="0 marks an active listing sold")
     image_urls: list[ImageUrl] | None = Field(default=None, max_length=12)
     location: Location | None = None
@@ -162,6 +172,8 @@ def _columns(data: dict[str, Any]) -> dict[str, Any]:
             out["price_amount"], out["currency"] = value["amount"], value["currency"]
         elif key == "category" and value is not None:
             out["category_slug"] = value
+        elif key == "condition" and value is not None:
+            out["condition"] = ListingCondition(value).value  # the column is plain text
         elif key == "image_urls" and value is not None:
             out["image_urls"] = [str(u) for u in value]
         elif key == "location":
@@ -181,12 +193,12 @@ class ListingOut(BaseModel):
     description: str
     price: Money
     category: str
-    condition: str
+    condition: ListingCondition
     quantity: int
     image_urls: list[str]
     location: LocationOut | None
     attributes: dict[str, str]
-    status: str
+    status: ListingStatus
     version: int
     published_at: datetime | None
     created_at: datetime
@@ -208,12 +220,12 @@ class ListingOut(BaseModel):
             description=listing.description,
             price=Money(amount=listing.price_amount, currency=listing.currency),
             category=listing.category_slug,
-            condition=listing.condition,
+            condition=ListingCondition(listing.condition),
             quantity=listing.quantity,
             image_urls=listing.image_urls,
             location=location,
             attributes=listing.attributes,
-            status=listing.status.value,
+            status=listing.status,
             version=listing.version,
             published_at=listing.published_at,
             created_at=listing.created_at,
@@ -250,7 +262,7 @@ class SearchHit(BaseModel):
     title: str
     price: Money
     category: str
-    condition: str
+    condition: ListingCondition
     city: str | None
     country: str | None
     seller_id: uuid.UUID
@@ -296,7 +308,7 @@ class FulfilIn(BaseModel):
 
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    resolution: Literal["release", "refund", "partial_refund"]
+    resolution: DisputeResolution
     refund_amount: int | None = Field(
         default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund"
     )
@@ -305,7 +317,9 @@ class ResolveIn(BaseModel):
 
 class OrderOut(BaseModel):
     id: uuid.UUID
-    status: str
+    status: OrderStatus = Field(
+        description="`rejected` only in the answer to a placement that was refused (nothing is stored)"
+    )
     status_reason: str | None
     buyer_id: uuid.UUID
     seller_id: uuid.UUID | None
@@ -313,11 +327,11 @@ class OrderOut(BaseModel):
     listing_title: str
     quantity: int
     total: Money | None
-    payment_state: str
+    payment_state: PaymentState
     workflow_id: str
     tracking: dict[str, str] | None = None
     refunded: Money | None = None
-    allowed_actions: list[str] = []
+    allowed_actions: list[OrderAction] = []
     needs_attention: str | None = Field(
         default=None, description="why support is looking at this order (a step keeps failing), if it is"
     )
@@ -325,10 +339,21 @@ class OrderOut(BaseModel):
 
 class TimelineEvent(BaseModel):
     at: datetime
-    action: str
-    actor_role: str
+    action: OrderEvent
+    actor_role: Party
     actor_id: uuid.UUID | None
     data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> TimelineEvent:
+        """An order's audit event (its columns are plain text)."""
+        return cls(
+            at=event.at,
+            action=OrderEvent(event.action),
+            actor_role=Party(event.actor_role),
+            actor_id=event.actor_id,
+            data=event.data,
+        )
 
 
 class OrderDetailOut(OrderOut):
@@ -345,8 +370,8 @@ class StuckOrderOut(BaseModel):
 
     order_id: str
     workflow_id: str
-    status: str
-    payment_state: str
+    status: OrderStatus
+    payment_state: PaymentState
     attention: str | None
     started_at: datetime | None
     temporal_ui: str
@@ -366,7 +391,7 @@ class BalanceOut(BaseModel):
 class LedgerLineOut(BaseModel):
     at: datetime
     order_id: uuid.UUID
-    account: str
+    account: LedgerAccount
     signed_amount: int
     currency: str
 

@@ -9,10 +9,31 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from bazaar.models import Role
+from bazaar.orders.types import Party
 from bazaar.text import multi_line, single_line
-from bazaar.trust.models import DeadLetter, Dispute, DisputeMessage, Notification, NotificationChannel, Review
+from bazaar.trust.models import (
+    DeadLetter,
+    Dispute,
+    DisputeMessage,
+    DisputeMessageKind,
+    DisputeResolution,
+    DisputeSource,
+    DisputeStatus,
+    Notification,
+    NotificationChannel,
+    Review,
+    ReviewDirection,
+    TrustFlagKind,
+)
+from bazaar.trust.notifications import EVENT_TYPES
+
+# A notification's event type: one of the templates (bazaar/trust/templates/notifications). Listed in the
+# schema only: a request with another one is refused by the domain (with the list), and stored rows keep theirs.
+_EVENT_TYPES: list[JsonValue] = [*sorted(EVENT_TYPES)]
+EVENT_TYPE = Field(json_schema_extra={"enum": _EVENT_TYPES})
 
 
 class ReviewIn(BaseModel):
@@ -26,7 +47,7 @@ class ReviewOut(BaseModel):
     order_id: uuid.UUID
     author_id: uuid.UUID
     subject_id: uuid.UUID
-    direction: str
+    direction: ReviewDirection
     rating: int
     text: str
     created_at: datetime
@@ -40,7 +61,7 @@ class ReviewOut(BaseModel):
             order_id=review.order_id,
             author_id=review.author_id,
             subject_id=review.subject_id,
-            direction=review.direction.value,
+            direction=review.direction,
             rating=review.rating,
             text=review.text,
             created_at=review.created_at,
@@ -67,13 +88,13 @@ class ProfileOut(BaseModel):
     id: uuid.UUID
     display_name: str
     member_since: datetime
-    roles: list[str]
+    roles: list[Role]
     reputation: ReputationOut
 
 
 class TrustFlagOut(BaseModel):
     id: int
-    kind: str
+    kind: TrustFlagKind
     subject_id: uuid.UUID
     details: dict[str, Any]
     created_at: datetime
@@ -81,7 +102,7 @@ class TrustFlagOut(BaseModel):
 
 class NotificationOut(BaseModel):
     id: int
-    event_type: str
+    event_type: str = EVENT_TYPE
     subject: str
     body: str
     data: dict[str, str]
@@ -109,7 +130,7 @@ class InboxOut(BaseModel):
 
 class PreferenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    event_type: Annotated[str, single_line(max_length=64)]
+    event_type: Annotated[str, single_line(max_length=64)] = EVENT_TYPE
     channel: NotificationChannel
     enabled: bool
 
@@ -117,8 +138,8 @@ class PreferenceIn(BaseModel):
 class DeadLetterOut(BaseModel):
     id: int
     notification_id: int
-    event_type: str
-    channel: str
+    event_type: str = EVENT_TYPE
+    channel: NotificationChannel
     recipient_id: uuid.UUID
     error: str
     failed_at: datetime
@@ -129,7 +150,7 @@ class DeadLetterOut(BaseModel):
             id=dead.id,
             notification_id=note.id,
             event_type=note.event_type,
-            channel=note.channel.value,
+            channel=note.channel,
             recipient_id=note.recipient_id,
             error=dead.error,
             failed_at=dead.failed_at,
@@ -161,9 +182,9 @@ class InfoRequestBody(BaseModel):
 
 class DisputeThreadEntryOut(BaseModel):
     at: datetime
-    author_role: str
+    author_role: Party
     author_id: uuid.UUID | None
-    kind: str
+    kind: DisputeMessageKind
     body: str
     data: dict[str, Any]
 
@@ -171,11 +192,14 @@ class DisputeThreadEntryOut(BaseModel):
 class DisputeSummaryOut(BaseModel):
     id: uuid.UUID
     order_id: uuid.UUID
-    source: str  # buyer | chargeback
-    reason_code: str
+    source: DisputeSource
+    reason_code: str = Field(
+        description="the buyer's reason (see DisputeIn), or `chargeback`; cases opened by earlier versions "
+        "may hold other codes"
+    )
     provider_dispute_id: str | None  # the card network's dispute (chargebacks)
-    status: str
-    resolution: str | None
+    status: DisputeStatus
+    resolution: DisputeResolution | None
     refund_amount: int | None
     opened_at: datetime
     resolved_at: datetime | None
@@ -192,7 +216,7 @@ def _case_fields(dispute: Dispute) -> dict[str, Any]:
         "source": dispute.source,
         "reason_code": dispute.reason_code,
         "provider_dispute_id": dispute.provider_dispute_id,
-        "status": dispute.status.value,
+        "status": dispute.status,
         "resolution": dispute.resolution,
         "refund_amount": dispute.refund_amount,
         "opened_at": dispute.created_at,
@@ -210,7 +234,7 @@ class DisputeOut(DisputeSummaryOut):
             thread=[
                 DisputeThreadEntryOut(
                     at=m.created_at,
-                    author_role=m.author_role,
+                    author_role=Party(m.author_role),
                     author_id=m.author_id,
                     kind=m.kind,
                     body=m.body,

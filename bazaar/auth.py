@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Order, Role, User
+from bazaar.orders.types import Party
 from bazaar.settings import get_settings
 
 _hasher = PasswordHasher()
@@ -111,10 +112,10 @@ async def grant_role(session: AsyncSession, email: str, role: Role) -> User:
     return user
 
 
-def order_party(order: Order, caller: Principal) -> str | None:
+def order_party(order: Order, caller: Principal) -> Party | None:
     """The caller's side of an order: buyer, seller, support (staff may see every order), or None."""
     if caller.user_id == order.buyer_id:
-        return "buyer"
+        return Party.BUYER
     if caller.user_id == order.seller_id:
-        return "seller"
-    return "support" if caller.has(Role.SUPPORT) else None
+        return Party.SELLER
+    return Party.SUPPORT if caller.has(Role.SUPPORT) else None

@@ -1,4 +1,5 @@
-"""The one error type of the domain: a machine-readable code, a human message, an HTTP status."""
+"""The one error type of the domain: a machine-readable code, a human message, an HTTP status; and why a
+workflow refuses an Update (`Rejection`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ class ErrorCode(enum.StrEnum):
     ORDER_NEEDS_ATTENTION = "order_needs_attention", 409
     PAYMENT_REJECTED = "payment_rejected", 409
 
+
+class Rejection(enum.StrEnum):
+    """Why a workflow refused an Update: the `type` of the ApplicationError it raises (the API answers it
+    with an `ErrorCode`, api/errors.py; anything else is a 409)."""
+
+    FORBIDDEN = "Forbidden"  # this actor may never do this to this order
+    INVALID_TRANSITION = "InvalidTransition"  # not in the current state (e.g. lost a race)
+    INVALID_REQUEST = "InvalidRequest"  # the request itself is wrong (422)
+    NEEDS_ATTENTION = "NeedsAttention"  # a step keeps failing and support is on it
+    PAYMENT_REJECTED = "PaymentRejected"  # the provider refused the money movement; nothing changed
+    IDEMPOTENCY_KEY_REUSED = "IdempotencyKeyReused"  # the key was used for a different order
 
 
 class DomainError(Exception):

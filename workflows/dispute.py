@@ -18,13 +18,20 @@ from workflows.retries import DB_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
+    from bazaar.errors import Rejection
+    from bazaar.orders.types import Party
     from bazaar.payments.money import format_money
     from bazaar.temporal import dispute_workflow_id as dispute_workflow_id
     from bazaar.trust.disputes import case_prefix
+    from bazaar.trust.models import DisputeMessageKind, DisputeResolution, DisputeSource, DisputeStatus
     from bazaar.trust.notifications import NotificationEvent
     from workflows.notification import notify_in_background
 
 DB_TIMEOUT = timedelta(seconds=30)
+# Who may write in a case's thread, and whom support may ask; what a party may post.
+AUTHORS = frozenset({Party.BUYER, Party.SELLER, Party.SUPPORT})
+ASKED = frozenset({Party.BUYER, Party.SELLER})
+POSTED = frozenset({DisputeMessageKind.MESSAGE, DisputeMessageKind.EVIDENCE})
 
 
 @dataclass
@@ -33,7 +40,7 @@ class DisputeCase:
     buyer_id: str
     seller_id: str
     listing_title: str
-    source: str  # buyer | chargeback
+    source: DisputeSource
     reason_code: str
     message: str = ""
     provider_dispute_id: str | None = None
@@ -48,23 +55,26 @@ class DisputeCase:
 
 @dataclass
 class DisputeMessageIn:
+    """A message for the thread. Its role and kind are strings as the caller sent them: the validator checks
+    them (one of `AUTHORS`, the API vouches for it; one of `POSTED`), so a bad one is an InvalidRequest."""
+
     author_id: str
-    author_role: str  # buyer | seller | support (the API vouches for it)
+    author_role: str
     body: str
-    kind: str = "message"  # message | evidence
+    kind: str = DisputeMessageKind.MESSAGE
 
 
 @dataclass
 class InfoRequest:
     staff_id: str
-    party: str  # buyer | seller
+    party: str  # one of `ASKED`, checked by the validator
     question: str
     deadline_seconds: int
 
 
 @dataclass
 class Resolution:
-    resolution: str  # release | refund | partial_refund
+    resolution: DisputeResolution
     refund_amount: int | None = None
 
 
@@ -80,10 +90,10 @@ class ChargebackJoined:
 
 @dataclass
 class DisputeState:
-    status: str = "open"  # open | awaiting_info | escalated | resolved
+    status: DisputeStatus = DisputeStatus.OPEN
     messages: int = 0
-    waiting_for: list[str] = field(default_factory=list)
-    resolution: str | None = None
+    waiting_for: list[Party] = field(default_factory=list)
+    resolution: DisputeResolution | None = None
 
 
 @workflow.defn
@@ -96,8 +106,8 @@ class DisputeWorkflow:
         self._state = DisputeState()
         self._resolution: Resolution | None = None
         # party -> workflow time (seconds) by which they must answer
-        self._deadlines: dict[str, float] = {}
-        self._answered: set[str] = set()
+        self._deadlines: dict[Party, float] = {}
+        self._answered: set[Party] = set()
         self._changed = False  # an update arrived: recompute the next deadline
         self._chargebacks: list[ChargebackJoined] = []  # joined, not yet written to the thread
 
@@ -110,7 +120,7 @@ class DisputeWorkflow:
                 case.source,
                 case.reason_code,
                 case.message,
-                case.buyer_id if case.source == "buyer" else None,
+                case.buyer_id if case.source == DisputeSource.BUYER else None,
                 case.provider_dispute_id,
             ),
             start_to_close_timeout=DB_TIMEOUT,
@@ -121,7 +131,7 @@ class DisputeWorkflow:
         escalate_at = workflow.time() + case.escalate_after_seconds
         while self._resolution is None:
             now = workflow.time()
-            due = [escalate_at] if self._state.status != "escalated" else []
+            due = [escalate_at] if self._state.status != DisputeStatus.ESCALATED else []
             due += [t for p, t in self._deadlines.items() if p not in self._answered]
             timeout = max(0.0, min(due) - now) if due else None
             try:
@@ -135,18 +145,22 @@ class DisputeWorkflow:
             await self._record_chargebacks()
             await self._handle_deadlines(escalate_at)
         await self._record_chargebacks()
-        await self._set_status("resolved", self._resolution)
+        await self._set_status(DisputeStatus.RESOLVED, self._resolution)
         await self._notify("dispute_resolved", "resolved", {"resolution": self._resolution.resolution})
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
     async def _handle_deadlines(self, escalate_at: float) -> None:
         now = workflow.time()
-        if self._state.status != "escalated" and self._resolution is None and now >= escalate_at:
+        if self._state.status != DisputeStatus.ESCALATED and self._resolution is None and now >= escalate_at:
             await self._append(
-                "system", None, "escalation", "unresolved past the escalation deadline", "escalated"
+                Party.SYSTEM,
+                None,
+                DisputeMessageKind.ESCALATION,
+                "unresolved past the escalation deadline",
+                "escalated",
             )
-            await self._set_status("escalated")
+            await self._set_status(DisputeStatus.ESCALATED)
             await self._notify(
                 "dispute_escalated", "escalated", {"opened_at": self._opened_at()}, support_only=True
             )
@@ -155,9 +169,9 @@ class DisputeWorkflow:
                 self._answered.add(party)  # handled: the deadline passed without an answer
                 self._state.waiting_for = [p for p in self._state.waiting_for if p != party]
                 await self._append(
-                    "system",
+                    Party.SYSTEM,
                     None,
-                    "no_response",
+                    DisputeMessageKind.NO_RESPONSE,
                     f"no answer from the {party} in time",
                     f"no-response-{party}-{int(deadline)}",
                 )
@@ -174,12 +188,16 @@ class DisputeWorkflow:
         await workflow.wait_condition(lambda: self._opened)  # the thread exists once the case is opened
         self._state.messages += 1
         key = f"message-{self._state.messages}"
-        await self._append(message.author_role, message.author_id, message.kind, message.body, key)
-        if message.author_role in self._deadlines and message.author_role not in self._answered:
-            self._answered.add(message.author_role)
-            self._state.waiting_for = [p for p in self._state.waiting_for if p != message.author_role]
-            if not self._state.waiting_for and self._state.status == "awaiting_info":
-                await self._set_status("open")
+        author, kind = (
+            Party(message.author_role),
+            DisputeMessageKind(message.kind),
+        )  # checked by the validator
+        await self._append(author, message.author_id, kind, message.body, key)
+        if author in self._deadlines and author not in self._answered:
+            self._answered.add(author)
+            self._state.waiting_for = [p for p in self._state.waiting_for if p != author]
+            if not self._state.waiting_for and self._state.status == DisputeStatus.AWAITING_INFO:
+                await self._set_status(DisputeStatus.OPEN)
         await self._notify(
             "dispute_updated", key, {"message": f"new {message.kind} from the {message.author_role}"}
         )
@@ -189,29 +207,32 @@ class DisputeWorkflow:
     @add_message.validator
     def _validate_message(self, message: DisputeMessageIn) -> None:
         if self._resolution is not None:
-            raise ApplicationError("the dispute is resolved", type="InvalidTransition")
-        if message.author_role not in ("buyer", "seller", "support") or not message.body.strip():
+            raise ApplicationError("the dispute is resolved", type=Rejection.INVALID_TRANSITION)
+        if message.author_role not in AUTHORS or not message.body.strip():
             raise ApplicationError(
-                "a message needs a body and a buyer, seller or support author", type="InvalidRequest"
+                "a message needs a body and a buyer, seller or support author", type=Rejection.INVALID_REQUEST
             )
+        if message.kind not in POSTED:
+            raise ApplicationError("a message is a message or evidence", type=Rejection.INVALID_REQUEST)
 
     @workflow.update
     async def request_info(self, request: InfoRequest) -> DisputeState:
         await workflow.wait_condition(lambda: self._opened)
         self._state.messages += 1
         key = f"info-request-{self._state.messages}"
-        self._deadlines[request.party] = workflow.time() + request.deadline_seconds
-        self._answered.discard(request.party)
-        self._state.waiting_for = sorted({*self._state.waiting_for, request.party})
+        party = Party(request.party)  # checked by the validator
+        self._deadlines[party] = workflow.time() + request.deadline_seconds
+        self._answered.discard(party)
+        self._state.waiting_for = sorted({*self._state.waiting_for, party})
         await self._append(
-            "support",
+            Party.SUPPORT,
             request.staff_id,
-            "info_request",
+            DisputeMessageKind.INFO_REQUEST,
             request.question,
             key,
             {"party": request.party, "deadline_seconds": str(request.deadline_seconds)},
         )
-        await self._set_status("awaiting_info")
+        await self._set_status(DisputeStatus.AWAITING_INFO)
         await self._notify(
             "dispute_updated", key, {"message": f"support asks the {request.party}: {request.question}"}
         )
@@ -221,10 +242,10 @@ class DisputeWorkflow:
     @request_info.validator
     def _validate_info(self, request: InfoRequest) -> None:
         if self._resolution is not None:
-            raise ApplicationError("the dispute is resolved", type="InvalidTransition")
-        if request.party not in ("buyer", "seller") or request.deadline_seconds <= 0:
+            raise ApplicationError("the dispute is resolved", type=Rejection.INVALID_TRANSITION)
+        if request.party not in ASKED or request.deadline_seconds <= 0:
             raise ApplicationError(
-                "ask the buyer or the seller, with a positive deadline", type="InvalidRequest"
+                "ask the buyer or the seller, with a positive deadline", type=Rejection.INVALID_REQUEST
             )
 
     @workflow.signal
@@ -250,7 +271,12 @@ class DisputeWorkflow:
                 f"{format_money(notice.amount, notice.currency)}); the card network decides that money."
             )
             await self._append(
-                "system", None, "chargeback", body, key, {"provider_dispute_id": notice.provider_dispute_id}
+                Party.SYSTEM,
+                None,
+                DisputeMessageKind.CHARGEBACK,
+                body,
+                key,
+                {"provider_dispute_id": notice.provider_dispute_id},
             )
             await self._notify("dispute_updated", key, {"message": body})
 
@@ -259,9 +285,9 @@ class DisputeWorkflow:
 
     async def _append(
         self,
-        role: str,
+        role: Party,
         author_id: str | None,
-        kind: str,
+        kind: DisputeMessageKind,
         body: str,
         key: str,
         data: dict[str, str] | None = None,
@@ -282,7 +308,7 @@ class DisputeWorkflow:
             retry_policy=DB_RETRY,
         )
 
-    async def _set_status(self, status: str, resolution: Resolution | None = None) -> None:
+    async def _set_status(self, status: DisputeStatus, resolution: Resolution | None = None) -> None:
         assert self._case is not None
         self._state.status = status
         if resolution is not None:

@@ -51,16 +51,23 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities, OrderSnapshot, ReserveStockInput
+    from bazaar.errors import Rejection
+    from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.types import (
         TERMINAL,
         ActionRequest,
         Actor,
         ChargebackNotice,
+        ChargebackStatus,
+        OrderAction,
+        OrderEvent,
         OrderView,
+        Party,
         PaymentReport,
         PlaceOrder,
     )
+    from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import Resolution
 from workflows.legacy_order_steps import (
@@ -90,7 +97,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
         # The payout that went to the seller and was not reversed: (provider transfer id, amount).
         self._payout: tuple[str, int] | None = None
         # The order as it was before a chargeback (status, reason, payment state): a won dispute restores it.
-        self._before_chargeback: tuple[str, str | None, str] | None = None
+        self._before_chargeback: tuple[OrderStatus, str | None, PaymentState] | None = None
         self._clawed_back_fee: int | None = None  # the fee given back for a chargeback; charged again if won
         self._payment_settled = False
         self._provider_reports: dict[str, str] = {}
@@ -109,9 +116,11 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
             return self.view
         while True:
             await self._run_until_terminal(req)
-            if self.view.payment_state == "transfer_failed" and workflow.patched(PAYOUT_RETRY_PATCH):
+            if self.view.payment_state == PaymentState.TRANSFER_FAILED and workflow.patched(
+                PAYOUT_RETRY_PATCH
+            ):
                 # The seller is owed money: stay open for `retry_transfer` (older workflows ended here).
-                await workflow.wait_condition(lambda: self.view.payment_state != "transfer_failed")
+                await workflow.wait_condition(lambda: self.view.payment_state != PaymentState.TRANSFER_FAILED)
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             if self.view.status in TERMINAL:  # else a chargeback arrived while ending: carry on
@@ -122,7 +131,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
         """Reserve the stock and charge; False if the order was rejected (nothing charged)."""
         view = OrderView(
             order_id=req.order_id,
-            status="pending",
+            status=OrderStatus.PENDING,
             reason=None,
             buyer_id=req.buyer_id,
             listing_id=req.listing_id,
@@ -142,7 +151,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
             retry_policy=DB_RETRY,
         )
         if not reservation.ok:
-            self._view = replace(view, status="rejected", reason=reservation.reason)
+            self._view = replace(view, status=OrderStatus.REJECTED, reason=reservation.reason)
             self._payment_settled = True
             return False
         self._seq = 1  # reserve_stock wrote state 1 (pending) with the order row
@@ -199,7 +208,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
             chargeback_id=snap.chargeback_id,
             chargeback_status=snap.chargeback_status,
             chargeback_amount=snap.chargeback_amount,
-            dispute_source="chargeback" if snap.chargeback_id else None,
+            dispute_source=DisputeSource.CHARGEBACK if snap.chargeback_id else None,
         )
         self._view = replace(self.view, allowed_actions=rules.allowed_actions(self.view))
         self._publish_search_attributes()
@@ -210,16 +219,17 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
         """Timers: the seller must accept in time; the buyer may dispute only within the window."""
         while self.view.status not in TERMINAL:
             status = self.view.status
-            deadline = {"paid": req.acceptance_timeout_seconds, "fulfilled": req.dispute_window_seconds}.get(
-                status
-            )
-            if status == "paid" and self._trust and not self._reminded:
+            deadline = {
+                OrderStatus.PAID: req.acceptance_timeout_seconds,
+                OrderStatus.FULFILLED: req.dispute_window_seconds,
+            }.get(status)
+            if status == OrderStatus.PAID and self._trust and not self._reminded:
                 self._reminded = True
                 before = deadline - req.acceptance_reminder_seconds if deadline is not None else 0
                 if before > 0:
                     try:
                         await workflow.wait_condition(
-                            lambda: self.view.status != "paid", timeout=timedelta(seconds=before)
+                            lambda: self.view.status != OrderStatus.PAID, timeout=timedelta(seconds=before)
                         )
                         continue
                     except TimeoutError:
@@ -227,7 +237,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
                         await self._notify(
                             "acceptance_deadline_approaching",
                             "reminder",
-                            ["seller"],
+                            [Party.SELLER],
                             {"deadline": _minutes(deadline_at)},
                         )
                         # Measured from the deadline itself: starting the reminder took a moment.
@@ -240,10 +250,10 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
             except TimeoutError:
                 async with self._lock:
                     try:
-                        if self.view.status == "paid":
-                            await self._cancel_with_refund("acceptance_timeout", "system", None)
-                        elif self.view.status == "fulfilled":
-                            await self._complete("dispute_window_passed", "system", None)
+                        if self.view.status == OrderStatus.PAID:
+                            await self._cancel_with_refund("acceptance_timeout", Party.SYSTEM, None)
+                        elif self.view.status == OrderStatus.FULFILLED:
+                            await self._complete("dispute_window_passed", Party.SYSTEM, None)
                     except ActivityError:
                         # The provider refused (e.g. a chargeback is open on the charge, so no refund):
                         # the chargeback signal moves the order on; the deadline starts over meanwhile.
@@ -265,9 +275,9 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def accept(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("accept", req.actor)
+            party = self._authorize(OrderAction.ACCEPT, req.actor)
             await self._transition(
-                "confirmed", None, self.view.payment_state, party, req.actor, "order.accepted"
+                OrderStatus.CONFIRMED, None, self.view.payment_state, party, req.actor, OrderEvent.ACCEPTED
             )
         return self.view
 
@@ -275,7 +285,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def decline(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("decline", req.actor)
+            party = self._authorize(OrderAction.DECLINE, req.actor)
             await self._cancel_with_refund("seller_declined", party, req.actor)
         return self.view
 
@@ -283,7 +293,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def cancel(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("cancel", req.actor)
+            party = self._authorize(OrderAction.CANCEL, req.actor)
             await self._cancel_with_refund(f"{party}_cancelled", party, req.actor)
         return self.view
 
@@ -291,10 +301,10 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def fulfil(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("fulfil", req.actor)
+            party = self._authorize(OrderAction.FULFIL, req.actor)
             self._view = replace(self.view, tracking=req.tracking)
             await self._transition(
-                "fulfilled", None, self.view.payment_state, party, req.actor, "order.fulfilled"
+                OrderStatus.FULFILLED, None, self.view.payment_state, party, req.actor, OrderEvent.FULFILLED
             )
         return self.view
 
@@ -302,7 +312,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def confirm_receipt(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("confirm_receipt", req.actor)
+            party = self._authorize(OrderAction.CONFIRM_RECEIPT, req.actor)
             await self._complete("buyer_confirmed", party, req.actor)
         return self.view
 
@@ -310,11 +320,16 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def open_dispute(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("open_dispute", req.actor)
-            self._view = replace(self.view, dispute_source="buyer")
+            party = self._authorize(OrderAction.OPEN_DISPUTE, req.actor)
+            self._view = replace(self.view, dispute_source=DisputeSource.BUYER)
             self._dispute_message = req.message or ""
             await self._transition(
-                "disputed", req.reason or "buyer_dispute", "frozen", party, req.actor, "order.disputed"
+                OrderStatus.DISPUTED,
+                req.reason or "buyer_dispute",
+                PaymentState.FROZEN,
+                party,
+                req.actor,
+                OrderEvent.DISPUTED,
             )
         return self.view
 
@@ -322,77 +337,92 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def resolve_dispute(self, req: ActionRequest) -> OrderView:
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            party = self._authorize("resolve_dispute", req.actor)
+            party = self._authorize(OrderAction.RESOLVE_DISPUTE, req.actor)
             remaining = self._escrow_held()
-            if req.resolution == "release":
+            if req.resolution == DisputeResolution.RELEASE:
                 await self._complete("dispute_released", party, req.actor)
-            elif req.resolution == "refund":
+            elif req.resolution == DisputeResolution.REFUND:
                 # The item was shipped, so the stock does not come back automatically.
                 await self._refund(remaining, "dispute_refund")
                 await self._transition(
-                    "refunded", "dispute_refunded", "refunded", party, req.actor, "order.refunded"
+                    OrderStatus.REFUNDED,
+                    "dispute_refunded",
+                    PaymentState.REFUNDED,
+                    party,
+                    req.actor,
+                    OrderEvent.REFUNDED,
                 )
-            elif req.resolution == "partial_refund":
+            elif req.resolution == DisputeResolution.PARTIAL_REFUND:
                 if req.refund_amount is None or not 0 < req.refund_amount < remaining:
                     raise ApplicationError(
-                        f"partial refund must be between 1 and {remaining - 1}", type="InvalidRequest"
+                        f"partial refund must be between 1 and {remaining - 1}",
+                        type=Rejection.INVALID_REQUEST,
                     )
                 await self._refund(req.refund_amount, "dispute_partial_refund")
                 await self._complete("dispute_partially_refunded", party, req.actor)
             else:
                 raise ApplicationError(
-                    "resolution must be release, refund or partial_refund", type="InvalidRequest"
+                    "resolution must be release, refund or partial_refund", type=Rejection.INVALID_REQUEST
                 )
-            await self._close_dispute_case(Resolution(req.resolution, req.refund_amount))
+            # One of the three (else raised above): the signal carries the same string as ever.
+            await self._close_dispute_case(Resolution(req.resolution, req.refund_amount))  # type: ignore[arg-type]
         return self.view
 
     @workflow.update
     async def retry_transfer(self, req: ActionRequest) -> OrderView:
         """Support/operators: pay out again after the provider refused the seller's transfer."""
         async with self._lock:
-            party = self._authorize("retry_transfer", req.actor)
+            party = self._authorize(OrderAction.RETRY_TRANSFER, req.actor)
             assert self._released is not None
             gross, fee = self._released
             state = await self._pay_out(gross - fee)
-            action = "order.payout_retried" if state == "released" else "order.payout_retry_failed"
-            await self._transition("completed", self.view.reason, state, party, req.actor, action)
+            action = (
+                OrderEvent.PAYOUT_RETRIED
+                if state == PaymentState.RELEASED
+                else OrderEvent.PAYOUT_RETRY_FAILED
+            )
+            await self._transition(OrderStatus.COMPLETED, self.view.reason, state, party, req.actor, action)
         return self.view
 
     @accept.validator
     def _validate_accept(self, req: ActionRequest) -> None:
-        self._authorize("accept", req.actor)
+        self._authorize(OrderAction.ACCEPT, req.actor)
 
     @decline.validator
     def _validate_decline(self, req: ActionRequest) -> None:
-        self._authorize("decline", req.actor)
+        self._authorize(OrderAction.DECLINE, req.actor)
 
     @cancel.validator
     def _validate_cancel(self, req: ActionRequest) -> None:
-        self._authorize("cancel", req.actor)
+        self._authorize(OrderAction.CANCEL, req.actor)
 
     @fulfil.validator
     def _validate_fulfil(self, req: ActionRequest) -> None:
-        self._authorize("fulfil", req.actor)
+        self._authorize(OrderAction.FULFIL, req.actor)
 
     @confirm_receipt.validator
     def _validate_confirm_receipt(self, req: ActionRequest) -> None:
-        self._authorize("confirm_receipt", req.actor)
+        self._authorize(OrderAction.CONFIRM_RECEIPT, req.actor)
 
     @open_dispute.validator
     def _validate_open_dispute(self, req: ActionRequest) -> None:
-        self._authorize("open_dispute", req.actor)
+        self._authorize(OrderAction.OPEN_DISPUTE, req.actor)
 
     @resolve_dispute.validator
     def _validate_resolve_dispute(self, req: ActionRequest) -> None:
-        self._authorize("resolve_dispute", req.actor)
-        if req.resolution not in ("release", "refund", "partial_refund"):
+        self._authorize(OrderAction.RESOLVE_DISPUTE, req.actor)
+        if req.resolution not in (
+            DisputeResolution.RELEASE,
+            DisputeResolution.REFUND,
+            DisputeResolution.PARTIAL_REFUND,
+        ):
             raise ApplicationError(
-                "resolution must be release, refund or partial_refund", type="InvalidRequest"
+                "resolution must be release, refund or partial_refund", type=Rejection.INVALID_REQUEST
             )
 
     @retry_transfer.validator
     def _validate_retry_transfer(self, req: ActionRequest) -> None:
-        self._authorize("retry_transfer", req.actor)
+        self._authorize(OrderAction.RETRY_TRANSFER, req.actor)
 
     # ---- provider events (Signals: fire-and-forget, sent by the webhook endpoint) ---------------------
     @workflow.signal
@@ -419,9 +449,9 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
             elif notice.dispute_id != self.view.chargeback_id:
                 workflow.logger.warning("second dispute %s ignored", notice.dispute_id)
                 return
-            if notice.status in ("won", "lost") and self.view.chargeback_status == "withdrawn":
+            if notice.status in ("won", "lost") and self.view.chargeback_status == ChargebackStatus.WITHDRAWN:
                 await self._close_chargeback(notice)
 
     # ---- rules (shared with the new version: they issue no commands) ----------------------------------
-    def _authorize(self, action: str, actor: Actor) -> str:
+    def _authorize(self, action: OrderAction, actor: Actor) -> Party:
         return rules.authorize(action, actor, self._view)

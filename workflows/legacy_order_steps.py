@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         TransferReversalRequest,
     )
     from activities.trust import OrderOutcome, ReviewWindowRequest, TrustActivities
+    from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.types import (
         BUYER_ID,
@@ -35,12 +36,17 @@ with workflow.unsafe.imports_passed_through():
         SELLER_ID,
         Actor,
         ChargebackNotice,
+        ChargebackStatus,
+        OrderAction,
+        OrderEvent,
         OrderView,
+        Party,
         PlaceOrder,
     )
     from bazaar.payments.keys import MoneyOperation, money_key
     from bazaar.payments.money import format_money, platform_fee
     from bazaar.temporal import order_workflow_id
+    from bazaar.trust.models import DisputeResolution, DisputeSource
     from bazaar.trust.notifications import NotificationEvent
 
 from workflows.children import start_detached
@@ -66,7 +72,15 @@ TRUST_PATCH = "trust-and-notifications"
 # Cancellations that count against the seller's reputation (not the buyer's change of mind).
 SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "acceptance_timeout"})
 # States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
-CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
+CHARGEABLE_BACK = frozenset(
+    {
+        OrderStatus.PAID,
+        OrderStatus.CONFIRMED,
+        OrderStatus.FULFILLED,
+        OrderStatus.COMPLETED,
+        OrderStatus.DISPUTED,
+    }
+)
 
 
 def _minutes(moment: datetime) -> str:
@@ -85,7 +99,7 @@ class LegacyOrderSteps:
     _reversals: int
     _released: tuple[int, int] | None
     _payout: tuple[str, int] | None
-    _before_chargeback: tuple[str, str | None, str] | None
+    _before_chargeback: tuple[OrderStatus, str | None, PaymentState] | None
     _clawed_back_fee: int | None
     _payment_settled: bool
     _provider_reports: dict[str, str]
@@ -101,7 +115,11 @@ class LegacyOrderSteps:
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
-        taken = self.view.chargeback_amount if self.view.chargeback_status in ("withdrawn", "lost") else 0
+        taken = (
+            self.view.chargeback_amount
+            if self.view.chargeback_status in (ChargebackStatus.WITHDRAWN, ChargebackStatus.LOST)
+            else 0
+        )
         return self.view.amount - self.view.refunded_amount - taken
 
     # ---- steps ----------------------------------------------------------------------------------------
@@ -122,11 +140,18 @@ class LegacyOrderSteps:
         )
         self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
         if charge.succeeded:
-            await self._transition("paid", None, "held_in_escrow", "system", None, "order.paid")
+            await self._transition(
+                OrderStatus.PAID, None, PaymentState.HELD_IN_ESCROW, Party.SYSTEM, None, OrderEvent.PAID
+            )
         else:
             await self._release_stock()
             await self._transition(
-                "cancelled", "payment_failed", "failed", "system", None, "order.payment_failed"
+                OrderStatus.CANCELLED,
+                "payment_failed",
+                PaymentState.FAILED,
+                Party.SYSTEM,
+                None,
+                OrderEvent.PAYMENT_FAILED,
             )
 
     def _apply_provider_reports(self) -> None:
@@ -170,12 +195,14 @@ class LegacyOrderSteps:
             retry_policy=DB_RETRY,
         )
 
-    async def _cancel_with_refund(self, reason: str, party: str, actor: Actor | None) -> None:
+    async def _cancel_with_refund(self, reason: str, party: Party, actor: Actor | None) -> None:
         await self._refund(self.view.amount - self.view.refunded_amount, reason)
         await self._release_stock()
-        await self._transition("cancelled", reason, "refunded", party, actor, "order.cancelled")
+        await self._transition(
+            OrderStatus.CANCELLED, reason, PaymentState.REFUNDED, party, actor, OrderEvent.CANCELLED
+        )
 
-    async def _complete(self, reason: str, party: str, actor: Actor | None, fee: int | None = None) -> None:
+    async def _complete(self, reason: str, party: Party, actor: Actor | None, fee: int | None = None) -> None:
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
         req = self._terms
         gross = self._escrow_held()
@@ -197,10 +224,12 @@ class LegacyOrderSteps:
             retry_policy=DB_RETRY,
         )
         self._released = (gross, fee)
-        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else "released"
-        await self._transition("completed", reason, payment_state, party, actor, "order.completed")
+        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else PaymentState.RELEASED
+        await self._transition(
+            OrderStatus.COMPLETED, reason, payment_state, party, actor, OrderEvent.COMPLETED
+        )
 
-    async def _pay_out(self, amount: int) -> str:
+    async def _pay_out(self, amount: int) -> PaymentState:
         """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
         order_id = self.view.order_id
         self._transfers += 1
@@ -220,24 +249,31 @@ class LegacyOrderSteps:
         except ActivityError:
             # Completed for both sides; the payout needs an operator (PaymentState="transfer_failed",
             # then the `retry_transfer` update: docs/operations.md).
-            return "transfer_failed"
+            return PaymentState.TRANSFER_FAILED
         self._payout = (result.transfer_id, amount)
-        return "released"
+        return PaymentState.RELEASED
 
     async def _open_chargeback(self, notice: ChargebackNotice) -> None:
         """The network has withdrawn the money: book it against escrow and freeze the order."""
         self._before_chargeback = (self.view.status, self.view.reason, self.view.payment_state)
-        if self.view.status == "completed":
+        if self.view.status == OrderStatus.COMPLETED:
             await self._claw_back()
         await self._book_chargeback(notice, reinstated=False)
         self._view = replace(
             self.view,
-            dispute_source="chargeback",
+            dispute_source=DisputeSource.CHARGEBACK,
             chargeback_id=notice.dispute_id,
-            chargeback_status="withdrawn",
+            chargeback_status=ChargebackStatus.WITHDRAWN,
             chargeback_amount=notice.amount,
         )
-        await self._transition("disputed", "chargeback", "chargeback", "system", None, "order.chargeback")
+        await self._transition(
+            OrderStatus.DISPUTED,
+            "chargeback",
+            PaymentState.CHARGEBACK,
+            Party.SYSTEM,
+            None,
+            OrderEvent.CHARGEBACK,
+        )
 
     async def _claw_back(self) -> None:
         """Completed order: bring the seller's payout and the fee back into escrow, so the chargeback is
@@ -293,27 +329,41 @@ class LegacyOrderSteps:
         status, reason, payment_state = self._before_chargeback
         if notice.status == "won":
             await self._book_chargeback(notice, reinstated=True)
-            self._view = replace(self.view, chargeback_status="won")
-            if status == "completed" and self._released is None:
+            self._view = replace(self.view, chargeback_status=ChargebackStatus.WON)
+            if status == OrderStatus.COMPLETED and self._released is None:
                 # Released again on the terms of the first release (a reopened run has no order terms).
-                await self._complete("chargeback_won", "system", None, fee=self._clawed_back_fee)
+                await self._complete("chargeback_won", Party.SYSTEM, None, fee=self._clawed_back_fee)
             else:
-                await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
-            if status != "disputed":  # else the buyer's case it joined goes on, for support to resolve
-                await self._close_dispute_case(Resolution("release"))
+                await self._transition(
+                    status, reason, payment_state, Party.SYSTEM, None, OrderEvent.CHARGEBACK_WON
+                )
+            if (
+                status != OrderStatus.DISPUTED
+            ):  # else the buyer's case it joined goes on, for support to resolve
+                await self._close_dispute_case(Resolution(DisputeResolution.RELEASE))
             return
-        self._view = replace(self.view, chargeback_status="lost")
+        self._view = replace(self.view, chargeback_status=ChargebackStatus.LOST)
         if self._escrow_held() > 0:
             await self._transition(
-                "disputed", "chargeback_lost", "frozen", "system", None, "order.chargeback_lost"
+                OrderStatus.DISPUTED,
+                "chargeback_lost",
+                PaymentState.FROZEN,
+                Party.SYSTEM,
+                None,
+                OrderEvent.CHARGEBACK_LOST,
             )
             return
-        if status in ("paid", "confirmed"):  # never shipped: the stock can be sold again
+        if status in (OrderStatus.PAID, OrderStatus.CONFIRMED):  # never shipped: the stock can be sold again
             await self._release_stock()
         await self._transition(
-            "refunded", "chargeback_lost", "charged_back", "system", None, "order.chargeback_lost"
+            OrderStatus.REFUNDED,
+            "chargeback_lost",
+            PaymentState.CHARGED_BACK,
+            Party.SYSTEM,
+            None,
+            OrderEvent.CHARGEBACK_LOST,
         )
-        await self._close_dispute_case(Resolution("refund", notice.amount))
+        await self._close_dispute_case(Resolution(DisputeResolution.REFUND, notice.amount))
 
     async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
         operation = MoneyOperation.CHARGEBACK_REVERSAL if reinstated else MoneyOperation.CHARGEBACK
@@ -333,12 +383,12 @@ class LegacyOrderSteps:
 
     async def _transition(
         self,
-        status: str,
+        status: OrderStatus,
         reason: str | None,
-        payment_state: str,
-        actor_role: str,
+        payment_state: PaymentState,
+        actor_role: Party,
         actor: Actor | None,
-        action: str,
+        action: OrderEvent,
     ) -> None:
         self._seq += 1
         self._view = replace(
@@ -368,41 +418,47 @@ class LegacyOrderSteps:
         await self._tell_others(action)
 
     # ---- trust and notifications (TRUST_PATCH) ---------------------------------------------------------
-    async def _tell_others(self, action: str) -> None:
+    async def _tell_others(self, action: OrderEvent) -> None:
         """What a transition means beyond the order: notifications, the review round, the dispute case and
         the seller's outcome counters. Children outlive the order (ABANDON) and deliver on their own
         retries, so a slow or dead mail server never holds up or fails the order."""
         if not self._trust:
             return
         view = self.view
-        if action == "order.paid":
+        if action == OrderEvent.PAID:
             deadline = workflow.now() + timedelta(seconds=self._terms.acceptance_timeout_seconds)
-            await self._notify("order_paid", "paid", ["seller"], {"deadline": _minutes(deadline)})
-        elif action == "order.accepted":
-            await self._notify("order_accepted", "accepted", ["buyer"])
-        elif action == "order.fulfilled":
+            await self._notify("order_paid", "paid", [Party.SELLER], {"deadline": _minutes(deadline)})
+        elif action == OrderEvent.ACCEPTED:
+            await self._notify("order_accepted", "accepted", [Party.BUYER])
+        elif action == OrderEvent.FULFILLED:
             tracking = ", ".join(f"{k}: {v}" for k, v in sorted((view.tracking or {}).items()))
-            await self._notify("order_shipped", "shipped", ["buyer"], {"tracking": tracking or "none given"})
-        elif action == "order.cancelled":
+            await self._notify(
+                "order_shipped", "shipped", [Party.BUYER], {"tracking": tracking or "none given"}
+            )
+        elif action == OrderEvent.CANCELLED:
             if view.reason == "seller_declined":
-                await self._notify("order_declined", "cancelled", ["buyer"])
+                await self._notify("order_declined", "cancelled", [Party.BUYER])
             else:
                 reason = (view.reason or "cancelled").replace("_", " ")
-                await self._notify("order_cancelled", "cancelled", ["buyer", "seller"], {"reason": reason})
+                await self._notify(
+                    "order_cancelled", "cancelled", [Party.BUYER, Party.SELLER], {"reason": reason}
+                )
             if view.reason in SELLER_CANCELLATIONS:
                 await self._record_outcome("cancelled")
-        elif action == "order.completed" and view.reason == "chargeback_won":
+        elif action == OrderEvent.COMPLETED and view.reason == "chargeback_won":
             # Completed again after a won chargeback: the payout went out again; reviews and the
             # completion count happened the first time.
             await self._notify(
-                "order_completed", "completed-again", ["seller"], {"payout": self._payout_text()}
+                "order_completed", "completed-again", [Party.SELLER], {"payout": self._payout_text()}
             )
-        elif action == "order.completed":
-            if view.payment_state == "transfer_failed":
-                await self._notify("payout_delayed", "completed", ["seller"], {"payout": self._payout_text()})
+        elif action == OrderEvent.COMPLETED:
+            if view.payment_state == PaymentState.TRANSFER_FAILED:
+                await self._notify(
+                    "payout_delayed", "completed", [Party.SELLER], {"payout": self._payout_text()}
+                )
             else:
                 await self._notify(
-                    "order_completed", "completed", ["seller"], {"payout": self._payout_text()}
+                    "order_completed", "completed", [Party.SELLER], {"payout": self._payout_text()}
                 )
             await self._record_outcome("completed")
             # The window opens before the update answers, so both sides can review right away; the
@@ -424,22 +480,22 @@ class LegacyOrderSteps:
                 reviews_workflow_id(view.order_id),
                 once=True,
             )
-        elif action == "order.payout_retried":
+        elif action == OrderEvent.PAYOUT_RETRIED:
             key = f"payout-retried-{self._transfers}"
-            await self._notify("order_completed", key, ["seller"], {"payout": self._payout_text()})
+            await self._notify("order_completed", key, [Party.SELLER], {"payout": self._payout_text()})
         elif (
-            action == "order.chargeback"
+            action == OrderEvent.CHARGEBACK
             and self._before_chargeback
-            and self._before_chargeback[0] == "disputed"
+            and self._before_chargeback[0] == OrderStatus.DISPUTED
         ):
             # The buyer's case is open: the chargeback joins it rather than opening a second one.
             await self._signal_dispute_case(
                 DisputeWorkflow.chargeback_joined,
                 ChargebackJoined(view.chargeback_id or "", view.chargeback_amount, view.currency),
             )
-        elif action in ("order.disputed", "order.chargeback"):
+        elif action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
             await self._record_outcome("disputed")
-            by_buyer = action == "order.disputed"
+            by_buyer = action == OrderEvent.DISPUTED
             await start_detached(
                 DisputeWorkflow.run,
                 DisputeCase(
@@ -447,7 +503,7 @@ class LegacyOrderSteps:
                     buyer_id=view.buyer_id,
                     seller_id=view.seller_id,
                     listing_title=view.listing_title,
-                    source="buyer" if by_buyer else "chargeback",
+                    source=DisputeSource.BUYER if by_buyer else DisputeSource.CHARGEBACK,
                     reason_code=(view.reason or "other") if by_buyer else "chargeback",
                     message=self._dispute_message if by_buyer else "",
                     provider_dispute_id=None if by_buyer else view.chargeback_id,
@@ -472,7 +528,7 @@ class LegacyOrderSteps:
         event = NotificationEvent(
             event_key=event_key,
             event_type=event_type,
-            recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],
+            recipient_ids=[view.buyer_id if p == Party.BUYER else view.seller_id for p in parties],
             data={
                 "order_id": view.order_id,
                 "buyer_id": view.buyer_id,
@@ -540,5 +596,5 @@ class LegacyOrderSteps:
             ]
         )
 
-    def _allowed_actions(self, status: str, payment_state: str) -> list[str]:
+    def _allowed_actions(self, status: OrderStatus, payment_state: PaymentState) -> list[OrderAction]:
         return rules.allowed_actions(replace(self.view, status=status, payment_state=payment_state))

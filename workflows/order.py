@@ -61,17 +61,24 @@ with workflow.unsafe.imports_passed_through():
         ReserveStockInput,
         ReserveStockResult,
     )
+    from bazaar.errors import Rejection
+    from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.notices import Effects, notice
     from bazaar.orders.types import (
         TERMINAL,
         ActionRequest,
         ChargebackNotice,
+        ChargebackStatus,
+        OrderAction,
+        OrderEvent,
         OrderView,
+        Party,
         PaymentReport,
         Placement,
         PlaceOrder,
     )
+    from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import DisputeWorkflow, Resolution
 from workflows.order_money import CHARGEABLE_BACK, OrderMoney
@@ -94,7 +101,7 @@ class OrderWorkflow(OrderMoney):
         # The payout that went to the seller and was not reversed: (provider transfer id, amount).
         self._payout: tuple[str, int] | None = None
         # The order as it was before a chargeback (status, reason, payment state): a won dispute restores it.
-        self._before_chargeback: tuple[str, str | None, str] | None = None
+        self._before_chargeback: tuple[OrderStatus, str | None, PaymentState] | None = None
         self._clawed_back_fee: int | None = None  # the fee given back for a chargeback; charged again if won
         self._payment_settled = False
         self._provider_reports: dict[str, str] = {}
@@ -114,9 +121,9 @@ class OrderWorkflow(OrderMoney):
             return self.view
         while True:
             await self._run_until_terminal()
-            if self.view.payment_state == "transfer_failed":
+            if self.view.payment_state == PaymentState.TRANSFER_FAILED:
                 # The seller is owed money: stay open for support's `retry_transfer`.
-                await workflow.wait_condition(lambda: self.view.payment_state != "transfer_failed")
+                await workflow.wait_condition(lambda: self.view.payment_state != PaymentState.TRANSFER_FAILED)
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self._background_finished()
@@ -130,12 +137,12 @@ class OrderWorkflow(OrderMoney):
         req = self._req
         self._view = OrderView(
             order_id=req.order_id,
-            status="pending",
+            status=OrderStatus.PENDING,
             reason=None,
             buyer_id=req.buyer_id,
             listing_id=req.listing_id,
             quantity=req.quantity,
-            allowed_actions=["cancel"],
+            allowed_actions=[OrderAction.CANCEL],
         )
         try:
             reservation = await self._db_step(
@@ -156,7 +163,9 @@ class OrderWorkflow(OrderMoney):
             workflow.logger.error("reservation refused: %s", _failure_text(refused))
             reservation = ReserveStockResult(ok=False, reason="invalid_request")
         if not reservation.ok:
-            self._view = replace(self.view, status="rejected", reason=reservation.reason, allowed_actions=[])
+            self._view = replace(
+                self.view, status=OrderStatus.REJECTED, reason=reservation.reason, allowed_actions=[]
+            )
             self._payment_settled = True
             self._publish()
             return False
@@ -183,7 +192,9 @@ class OrderWorkflow(OrderMoney):
         self._refunds, self._releases = snap.refunds, snap.releases
         self._transfers, self._reversals = snap.transfers, snap.reversals
         self._released = (snap.released_gross, snap.released_fee) if snap.released else None
-        self._shipped = snap.status in ("fulfilled", "completed") or snap.tracking is not None
+        self._shipped = (
+            snap.status in (OrderStatus.FULFILLED, OrderStatus.COMPLETED) or snap.tracking is not None
+        )
         self._payout = (snap.payout_transfer_id, snap.payout_amount) if snap.payout_transfer_id else None
         view = OrderView(
             order_id=snap.order_id,
@@ -204,7 +215,7 @@ class OrderWorkflow(OrderMoney):
             chargeback_id=snap.chargeback_id,
             chargeback_status=snap.chargeback_status,
             chargeback_amount=snap.chargeback_amount,
-            dispute_source="chargeback" if snap.chargeback_id else None,
+            dispute_source=DisputeSource.CHARGEBACK if snap.chargeback_id else None,
         )
         self._view = replace(view, allowed_actions=rules.allowed_actions(view))
         self._publish()
@@ -215,9 +226,12 @@ class OrderWorkflow(OrderMoney):
         terms = self._terms
         while self.view.status not in TERMINAL:
             status = self.view.status
-            deadline = {"paid": terms.acceptance_timeout_seconds, "fulfilled": terms.dispute_window_seconds}
+            deadline = {
+                OrderStatus.PAID: terms.acceptance_timeout_seconds,
+                OrderStatus.FULFILLED: terms.dispute_window_seconds,
+            }
             seconds = deadline.get(status)
-            if status == "paid" and not self._reminded and seconds is not None:
+            if status == OrderStatus.PAID and not self._reminded and seconds is not None:
                 self._reminded = True
                 before = seconds - terms.acceptance_reminder_seconds
                 if before > 0:
@@ -234,10 +248,10 @@ class OrderWorkflow(OrderMoney):
             except TimeoutError:
                 async with self._lock:
                     try:
-                        if self.view.status == "paid":
-                            await self._cancel_with_refund("acceptance_timeout", "system", None)
-                        elif self.view.status == "fulfilled":
-                            await self._complete("dispute_window_passed", "system", None)
+                        if self.view.status == OrderStatus.PAID:
+                            await self._cancel_with_refund("acceptance_timeout", Party.SYSTEM, None)
+                        elif self.view.status == OrderStatus.FULFILLED:
+                            await self._complete("dispute_window_passed", Party.SYSTEM, None)
                     except ApplicationError:
                         # The provider refused (e.g. a chargeback is open on the charge, so no refund):
                         # the chargeback signal moves the order on; the deadline starts over meanwhile.
@@ -248,7 +262,7 @@ class OrderWorkflow(OrderMoney):
         on before that."""
         try:
             await workflow.wait_condition(
-                lambda: self.view.status != "paid", timeout=timedelta(seconds=after_seconds)
+                lambda: self.view.status != OrderStatus.PAID, timeout=timedelta(seconds=after_seconds)
             )
             return None
         except TimeoutError:
@@ -258,13 +272,13 @@ class OrderWorkflow(OrderMoney):
             self.view,
             "reminder",
             "acceptance_deadline_approaching",
-            ["seller"],
+            [Party.SELLER],
             {"deadline": accept_by.isoformat(timespec="minutes")},
         )
         async with self._lock:
-            if self.view.status != "paid":
+            if self.view.status != OrderStatus.PAID:
                 return None
-            await self._save(self.view, "system", None, "order.reminded", Effects([reminder]))
+            await self._save(self.view, Party.SYSTEM, None, OrderEvent.REMINDED, Effects([reminder]))
         return accept_by
 
     # ---- reads -------------------------------------------------------------------------------------
@@ -288,57 +302,65 @@ class OrderWorkflow(OrderMoney):
             req.payment_method,
         ):
             raise ApplicationError(
-                "this Idempotency-Key was used for a different order", self._view, type="IdempotencyKeyReused"
+                "this Idempotency-Key was used for a different order",
+                self._view,
+                type=Rejection.IDEMPOTENCY_KEY_REUSED,
             )
 
     # ---- actor actions (Updates) ---------------------------------------------------------------------
     @workflow.update
     async def accept(self, req: ActionRequest) -> OrderView:
-        async with self._acting("accept", req) as party:
+        async with self._acting(OrderAction.ACCEPT, req) as party:
             await self._transition(
-                "confirmed", None, self.view.payment_state, party, req.actor, "order.accepted"
+                OrderStatus.CONFIRMED, None, self.view.payment_state, party, req.actor, OrderEvent.ACCEPTED
             )
         return self.view
 
     @workflow.update
     async def decline(self, req: ActionRequest) -> OrderView:
-        async with self._acting("decline", req) as party:
+        async with self._acting(OrderAction.DECLINE, req) as party:
             await self._cancel_with_refund("seller_declined", party, req.actor)
         return self.view
 
     @workflow.update
     async def cancel(self, req: ActionRequest) -> OrderView:
-        async with self._acting("cancel", req) as party:
+        async with self._acting(OrderAction.CANCEL, req) as party:
             await self._cancel_with_refund(f"{party}_cancelled", party, req.actor)
         return self.view
 
     @workflow.update
     async def fulfil(self, req: ActionRequest) -> OrderView:
-        async with self._acting("fulfil", req) as party:
+        async with self._acting(OrderAction.FULFIL, req) as party:
             shipped = replace(self.view, tracking=req.tracking)
             await self._transition(
-                "fulfilled", None, shipped.payment_state, party, req.actor, "order.fulfilled", base=shipped
+                OrderStatus.FULFILLED,
+                None,
+                shipped.payment_state,
+                party,
+                req.actor,
+                OrderEvent.FULFILLED,
+                base=shipped,
             )
             self._shipped = True
         return self.view
 
     @workflow.update
     async def confirm_receipt(self, req: ActionRequest) -> OrderView:
-        async with self._acting("confirm_receipt", req) as party:
+        async with self._acting(OrderAction.CONFIRM_RECEIPT, req) as party:
             await self._complete("buyer_confirmed", party, req.actor)
         return self.view
 
     @workflow.update
     async def open_dispute(self, req: ActionRequest) -> OrderView:
-        async with self._acting("open_dispute", req) as party:
-            disputed = replace(self.view, dispute_source="buyer")
+        async with self._acting(OrderAction.OPEN_DISPUTE, req) as party:
+            disputed = replace(self.view, dispute_source=DisputeSource.BUYER)
             await self._transition(
-                "disputed",
+                OrderStatus.DISPUTED,
                 req.reason or "buyer_dispute",
-                "frozen",
+                PaymentState.FROZEN,
                 party,
                 req.actor,
-                "order.disputed",
+                OrderEvent.DISPUTED,
                 base=disputed,
             )
             self._dispute_message = req.message or ""
@@ -347,51 +369,55 @@ class OrderWorkflow(OrderMoney):
 
     @workflow.update
     async def resolve_dispute(self, req: ActionRequest) -> OrderView:
-        async with self._acting("resolve_dispute", req) as party:
+        async with self._acting(OrderAction.RESOLVE_DISPUTE, req) as party:
             self._check_resolution(req)
+            resolution = DisputeResolution(str(req.resolution))  # checked by the validator
             remaining = self._escrow_held()
-            if req.resolution == "release":
+            if resolution == DisputeResolution.RELEASE:
                 await self._complete("dispute_released", party, req.actor)
-            elif req.resolution == "refund":
+            elif resolution == DisputeResolution.REFUND:
                 # A shipped item stays with the buyer (the stock does not come back); an unshipped one goes
                 # back on sale.
                 await self._refund(remaining, "dispute_refund")
                 await self._transition(
-                    "refunded",
+                    OrderStatus.REFUNDED,
                     "dispute_refunded",
-                    "refunded",
+                    PaymentState.REFUNDED,
                     party,
                     req.actor,
-                    "order.refunded",
+                    OrderEvent.REFUNDED,
                     release_stock=not self._shipped,
                 )
             else:
                 if req.refund_amount is None or not 0 < req.refund_amount < remaining:
                     raise ApplicationError(
-                        f"partial refund must be between 1 and {remaining - 1}", type="InvalidRequest"
+                        f"partial refund must be between 1 and {remaining - 1}",
+                        type=Rejection.INVALID_REQUEST,
                     )
                 await self._refund(req.refund_amount, "dispute_partial_refund")
                 await self._complete("dispute_partially_refunded", party, req.actor)
-            self._signal_dispute_case(
-                DisputeWorkflow.resolved, Resolution(str(req.resolution), req.refund_amount)
-            )
+            self._signal_dispute_case(DisputeWorkflow.resolved, Resolution(resolution, req.refund_amount))
         return self.view
 
     @workflow.update
     async def retry_transfer(self, req: ActionRequest) -> OrderView:
         """Support/operators: pay out again after the provider refused the seller's transfer."""
-        async with self._acting("retry_transfer", req) as party:
+        async with self._acting(OrderAction.RETRY_TRANSFER, req) as party:
             assert self._released is not None
             gross, fee = self._released
             state = await self._pay_out(gross - fee)
-            action = "order.payout_retried" if state == "released" else "order.payout_retry_failed"
-            await self._transition("completed", self.view.reason, state, party, req.actor, action)
+            action = (
+                OrderEvent.PAYOUT_RETRIED
+                if state == PaymentState.RELEASED
+                else OrderEvent.PAYOUT_RETRY_FAILED
+            )
+            await self._transition(OrderStatus.COMPLETED, self.view.reason, state, party, req.actor, action)
         return self.view
 
     @workflow.update
     async def retry(self, req: ActionRequest) -> OrderView:
         """Support: run the step this order is stuck on again now (it also retries on its own)."""
-        rules.authorize("retry", req.actor, self._view)
+        rules.authorize(OrderAction.RETRY, req.actor, self._view)
         occurrence = self._attention_count
         self._retry_requested = True
         await workflow.wait_condition(
@@ -400,7 +426,7 @@ class OrderWorkflow(OrderMoney):
         return self.view
 
     @asynccontextmanager
-    async def _acting(self, action: str, req: ActionRequest) -> AsyncIterator[str]:
+    async def _acting(self, action: OrderAction, req: ActionRequest) -> AsyncIterator[Party]:
         """Wait for the charge's outcome, take the order's lock, and check the rules again (the state may
         have moved since the validator ran): yields the acting party."""
         await workflow.wait_condition(lambda: self._payment_settled)
@@ -409,60 +435,60 @@ class OrderWorkflow(OrderMoney):
 
     @accept.validator
     def _validate_accept(self, req: ActionRequest) -> None:
-        rules.authorize("accept", req.actor, self._view)
+        rules.authorize(OrderAction.ACCEPT, req.actor, self._view)
 
     @decline.validator
     def _validate_decline(self, req: ActionRequest) -> None:
-        rules.authorize("decline", req.actor, self._view)
-        rules.check_request("decline", {"reason": req.reason})
+        rules.authorize(OrderAction.DECLINE, req.actor, self._view)
+        rules.check_request(OrderAction.DECLINE, {"reason": req.reason})
 
     @cancel.validator
     def _validate_cancel(self, req: ActionRequest) -> None:
-        rules.authorize("cancel", req.actor, self._view)
-        rules.check_request("cancel", {"reason": req.reason})
+        rules.authorize(OrderAction.CANCEL, req.actor, self._view)
+        rules.check_request(OrderAction.CANCEL, {"reason": req.reason})
 
     @fulfil.validator
     def _validate_fulfil(self, req: ActionRequest) -> None:
-        rules.authorize("fulfil", req.actor, self._view)
+        rules.authorize(OrderAction.FULFIL, req.actor, self._view)
         tracking = req.tracking or {}
         unknown = set(tracking) - rules.TRACKING_FIELDS
         if unknown:
             raise ApplicationError(
-                f"fulfil: unknown tracking fields {sorted(unknown)}", type="InvalidRequest"
+                f"fulfil: unknown tracking fields {sorted(unknown)}", type=Rejection.INVALID_REQUEST
             )
-        rules.check_request("fulfil", dict(tracking))
+        rules.check_request(OrderAction.FULFIL, dict(tracking))
 
     @confirm_receipt.validator
     def _validate_confirm_receipt(self, req: ActionRequest) -> None:
-        rules.authorize("confirm_receipt", req.actor, self._view)
+        rules.authorize(OrderAction.CONFIRM_RECEIPT, req.actor, self._view)
 
     @open_dispute.validator
     def _validate_open_dispute(self, req: ActionRequest) -> None:
-        rules.authorize("open_dispute", req.actor, self._view)
-        rules.check_request("open_dispute", {"reason": req.reason, "message": req.message})
+        rules.authorize(OrderAction.OPEN_DISPUTE, req.actor, self._view)
+        rules.check_request(OrderAction.OPEN_DISPUTE, {"reason": req.reason, "message": req.message})
 
     @resolve_dispute.validator
     def _validate_resolve_dispute(self, req: ActionRequest) -> None:
-        rules.authorize("resolve_dispute", req.actor, self._view)
+        rules.authorize(OrderAction.RESOLVE_DISPUTE, req.actor, self._view)
         rules.check_resolution(req.resolution)
         self._check_resolution(req)
 
     def _check_resolution(self, req: ActionRequest) -> None:
         """Paying the seller (all or part) needs an item that was shipped."""
-        if req.resolution != "refund" and not self._shipped:
+        if req.resolution != DisputeResolution.REFUND and not self._shipped:
             raise ApplicationError(
                 "the order was never shipped: only a refund resolves it (its stock goes back on sale)",
                 self._view,
-                type="InvalidRequest",
+                type=Rejection.INVALID_REQUEST,
             )
 
     @retry_transfer.validator
     def _validate_retry_transfer(self, req: ActionRequest) -> None:
-        rules.authorize("retry_transfer", req.actor, self._view)
+        rules.authorize(OrderAction.RETRY_TRANSFER, req.actor, self._view)
 
     @retry.validator
     def _validate_retry(self, req: ActionRequest) -> None:
-        rules.authorize("retry", req.actor, self._view)
+        rules.authorize(OrderAction.RETRY, req.actor, self._view)
 
     # ---- provider events (Signals: fire-and-forget, sent by the webhook endpoint) ---------------------
     @workflow.signal
@@ -489,7 +515,9 @@ class OrderWorkflow(OrderMoney):
             elif notice.dispute_id != self.view.chargeback_id:
                 workflow.logger.warning("second dispute %s ignored", notice.dispute_id)
                 return
-            if notice.status in ("won", "lost") and self.view.chargeback_status == "withdrawn":
+            # The provider's decision (its dispute status) on a chargeback still open here.
+            decided = notice.status in ("won", "lost")
+            if decided and self.view.chargeback_status == ChargebackStatus.WITHDRAWN:
                 if self._before_chargeback is None:
                     # A reopened run that never saw this chargeback open: its decision was applied by the
                     # run that did (a redelivered event); nothing to undo or book twice.

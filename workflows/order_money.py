@@ -21,21 +21,33 @@ with workflow.unsafe.imports_passed_through():
         TransferRequest,
         TransferReversalRequest,
     )
+    from bazaar.errors import Rejection
+    from bazaar.models import LedgerAccount, OrderStatus, PaymentState
     from bazaar.orders.types import (
         Actor,
         ChargebackNotice,
+        ChargebackStatus,
+        OrderEvent,
+        Party,
     )
     from bazaar.payments.keys import MoneyOperation, money_key
     from bazaar.payments.money import platform_fee
     from bazaar.temporal import order_workflow_id
+    from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import ChargebackJoined, DisputeWorkflow, Resolution
 from workflows.order_steps import OrderSteps, StepFailed, _failure_text
 
-# Ledger accounts (bazaar.models.LedgerAccount values) of the release booked with a completion.
-ESCROW, PLATFORM_FEES, SELLER_PAYABLE = "escrow", "platform_fees", "seller_payable"
 # States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
-CHARGEABLE_BACK = frozenset({"paid", "confirmed", "fulfilled", "completed", "disputed"})
+CHARGEABLE_BACK = frozenset(
+    {
+        OrderStatus.PAID,
+        OrderStatus.CONFIRMED,
+        OrderStatus.FULFILLED,
+        OrderStatus.COMPLETED,
+        OrderStatus.DISPUTED,
+    }
+)
 
 
 class OrderMoney(OrderSteps):
@@ -62,26 +74,28 @@ class OrderMoney(OrderSteps):
             # charge): nothing was taken; the stock goes back.
             workflow.logger.warning("charge refused: %s", _failure_text(refused))
             await self._transition(
-                "cancelled",
+                OrderStatus.CANCELLED,
                 "payment_rejected",
-                "failed",
-                "system",
+                PaymentState.FAILED,
+                Party.SYSTEM,
                 None,
-                "order.payment_rejected",
+                OrderEvent.PAYMENT_REJECTED,
                 release_stock=True,
             )
             return
         self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
         if charge.succeeded:
-            await self._transition("paid", None, "held_in_escrow", "system", None, "order.paid")
+            await self._transition(
+                OrderStatus.PAID, None, PaymentState.HELD_IN_ESCROW, Party.SYSTEM, None, OrderEvent.PAID
+            )
         else:
             await self._transition(
-                "cancelled",
+                OrderStatus.CANCELLED,
                 "payment_failed",
-                "failed",
-                "system",
+                PaymentState.FAILED,
+                Party.SYSTEM,
                 None,
-                "order.payment_failed",
+                OrderEvent.PAYMENT_FAILED,
                 release_stock=True,
             )
 
@@ -121,18 +135,24 @@ class OrderMoney(OrderSteps):
             raise ApplicationError(
                 f"the payment provider refused the refund: {_failure_text(refused)}",
                 self.view,
-                type="PaymentRejected",
+                type=Rejection.PAYMENT_REJECTED,
             ) from None
         self._view = replace(self.view, refunded_amount=self.view.refunded_amount + amount)
 
-    async def _cancel_with_refund(self, reason: str, party: str, actor: Actor | None) -> None:
-        if self.view.payment_state == "held_in_escrow":
+    async def _cancel_with_refund(self, reason: str, party: Party, actor: Actor | None) -> None:
+        if self.view.payment_state == PaymentState.HELD_IN_ESCROW:
             await self._refund(self.view.amount - self.view.refunded_amount, reason)
         await self._transition(
-            "cancelled", reason, "refunded", party, actor, "order.cancelled", release_stock=True
+            OrderStatus.CANCELLED,
+            reason,
+            PaymentState.REFUNDED,
+            party,
+            actor,
+            OrderEvent.CANCELLED,
+            release_stock=True,
         )
 
-    async def _complete(self, reason: str, party: str, actor: Actor | None, fee: int | None = None) -> None:
+    async def _complete(self, reason: str, party: Party, actor: Actor | None, fee: int | None = None) -> None:
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
         gross = self._escrow_held()
         if fee is None:
@@ -142,15 +162,19 @@ class OrderMoney(OrderSteps):
         # Booked with the completion itself (one transaction): escrow to the fee and the seller's payable.
         release = LedgerPosting(
             money_key(self.view.order_id, MoneyOperation.RELEASE, self._releases),
-            {ESCROW: -gross, PLATFORM_FEES: fee, SELLER_PAYABLE: gross - fee},
+            {
+                LedgerAccount.ESCROW: -gross,
+                LedgerAccount.PLATFORM_FEES: fee,
+                LedgerAccount.SELLER_PAYABLE: gross - fee,
+            },
         )
         self._released = (gross, fee)
-        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else "released"
+        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else PaymentState.RELEASED
         await self._transition(
-            "completed", reason, payment_state, party, actor, "order.completed", ledger=[release]
+            OrderStatus.COMPLETED, reason, payment_state, party, actor, OrderEvent.COMPLETED, ledger=[release]
         )
 
-    async def _pay_out(self, amount: int) -> str:
+    async def _pay_out(self, amount: int) -> PaymentState:
         """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
         order_id = self.view.order_id
         self._transfers += 1
@@ -172,33 +196,40 @@ class OrderMoney(OrderSteps):
             # payout needs support (PaymentState transfer_failed, then `retry_transfer` with a new key,
             # which is safe because the refused attempt moved nothing). The order stays open until then.
             workflow.logger.error("payout refused; waiting for support", exc_info=True)
-            return "transfer_failed"
+            return PaymentState.TRANSFER_FAILED
         self._payout = (result.transfer_id, amount)
-        return "released"
+        return PaymentState.RELEASED
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
-        taken = self.view.chargeback_amount if self.view.chargeback_status in ("withdrawn", "lost") else 0
+        taken_back = (ChargebackStatus.WITHDRAWN, ChargebackStatus.LOST)
+        taken = self.view.chargeback_amount if self.view.chargeback_status in taken_back else 0
         return self.view.amount - self.view.refunded_amount - taken
 
     # ---- chargebacks --------------------------------------------------------------------------------
     async def _open_chargeback(self, notice: ChargebackNotice) -> None:
         """The network has withdrawn the money: book it against escrow and freeze the order."""
         self._before_chargeback = (self.view.status, self.view.reason, self.view.payment_state)
-        if self.view.status == "completed":
+        if self.view.status == OrderStatus.COMPLETED:
             await self._claw_back()
         await self._book_chargeback(notice, reinstated=False)
         charged_back = replace(
             self.view,
-            dispute_source="chargeback",
+            dispute_source=DisputeSource.CHARGEBACK,
             chargeback_id=notice.dispute_id,
-            chargeback_status="withdrawn",
+            chargeback_status=ChargebackStatus.WITHDRAWN,
             chargeback_amount=notice.amount,
         )
         await self._transition(
-            "disputed", "chargeback", "chargeback", "system", None, "order.chargeback", base=charged_back
+            OrderStatus.DISPUTED,
+            "chargeback",
+            PaymentState.CHARGEBACK,
+            Party.SYSTEM,
+            None,
+            OrderEvent.CHARGEBACK,
+            base=charged_back,
         )
-        if self._before_chargeback[0] == "disputed":
+        if self._before_chargeback[0] == OrderStatus.DISPUTED:
             # The buyer's case is open: the chargeback joins it rather than opening a second one.
             joined = ChargebackJoined(notice.dispute_id, notice.amount, self.view.currency)
             self._signal_dispute_case(DisputeWorkflow.chargeback_joined, joined)
@@ -256,33 +287,42 @@ class OrderMoney(OrderSteps):
         keeps it; the order is refunded (anything the dispute did not cover stays frozen for support)."""
         assert self._before_chargeback is not None
         status, reason, payment_state = self._before_chargeback
-        if notice.status == "won":
+        if notice.status == "won":  # the provider's dispute status (ChargebackNotice)
             await self._book_chargeback(notice, reinstated=True)
-            self._view = replace(self.view, chargeback_status="won")
-            if status == "completed" and self._released is None:
+            self._view = replace(self.view, chargeback_status=ChargebackStatus.WON)
+            if status == OrderStatus.COMPLETED and self._released is None:
                 # Released again on the terms of the first release (a reopened run has no order terms).
-                await self._complete("chargeback_won", "system", None, fee=self._clawed_back_fee)
+                await self._complete("chargeback_won", Party.SYSTEM, None, fee=self._clawed_back_fee)
             else:
-                await self._transition(status, reason, payment_state, "system", None, "order.chargeback_won")
-            if status != "disputed":  # else the buyer's case it joined goes on, for support to resolve
-                self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("release"))
+                await self._transition(
+                    status, reason, payment_state, Party.SYSTEM, None, OrderEvent.CHARGEBACK_WON
+                )
+            if status != OrderStatus.DISPUTED:  # else the buyer's case it joined goes on, for support
+                self._signal_dispute_case(DisputeWorkflow.resolved, Resolution(DisputeResolution.RELEASE))
             return
-        self._view = replace(self.view, chargeback_status="lost")
+        self._view = replace(self.view, chargeback_status=ChargebackStatus.LOST)
         if self._escrow_held() > 0:
             await self._transition(
-                "disputed", "chargeback_lost", "frozen", "system", None, "order.chargeback_lost"
+                OrderStatus.DISPUTED,
+                "chargeback_lost",
+                PaymentState.FROZEN,
+                Party.SYSTEM,
+                None,
+                OrderEvent.CHARGEBACK_LOST,
             )
             return
         await self._transition(
-            "refunded",
+            OrderStatus.REFUNDED,
             "chargeback_lost",
-            "charged_back",
-            "system",
+            PaymentState.CHARGED_BACK,
+            Party.SYSTEM,
             None,
-            "order.chargeback_lost",
+            OrderEvent.CHARGEBACK_LOST,
             release_stock=not self._shipped,  # never shipped: the stock can be sold again
         )
-        self._signal_dispute_case(DisputeWorkflow.resolved, Resolution("refund", notice.amount))
+        self._signal_dispute_case(
+            DisputeWorkflow.resolved, Resolution(DisputeResolution.REFUND, notice.amount)
+        )
 
     async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
         operation = MoneyOperation.CHARGEBACK_REVERSAL if reinstated else MoneyOperation.CHARGEBACK

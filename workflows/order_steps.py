@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
         OrderActivities,
         OrderTransition,
     )
+    from bazaar.errors import Rejection
+    from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.notices import Effects, effects_of
     from bazaar.orders.types import (
@@ -37,9 +39,12 @@ with workflow.unsafe.imports_passed_through():
         PAYMENT_STATE,
         SELLER_ID,
         Actor,
+        OrderEvent,
         OrderView,
+        Party,
         PlaceOrder,
     )
+    from bazaar.trust.models import DisputeSource
 
 from workflows.children import start_detached
 from workflows.dispute import DisputeCase, DisputeWorkflow, dispute_workflow_id
@@ -77,7 +82,6 @@ def _failure_text(error: BaseException) -> str:
     return (str(cause) or type(cause).__name__)[:300]
 
 
-@workflow.defn(name="Order")
 class OrderSteps:
     """State of an order run (set by `OrderWorkflow.__init__`) and its step runner."""
 
@@ -90,7 +94,7 @@ class OrderSteps:
     _reversals: int
     _released: tuple[int, int] | None  # what the latest release put where: (gross out of escrow, fee)
     _payout: tuple[str, int] | None  # the seller's payout not reversed: (provider transfer id, amount)
-    _before_chargeback: tuple[str, str | None, str] | None  # (status, reason, payment state)
+    _before_chargeback: tuple[OrderStatus, str | None, PaymentState] | None  # (status, reason, payment state)
     _clawed_back_fee: int | None
     _payment_settled: bool
     _provider_reports: dict[str, str]
@@ -114,12 +118,12 @@ class OrderSteps:
     # ---- transitions ------------------------------------------------------------------------------------
     async def _transition(
         self,
-        status: str,
+        status: OrderStatus,
         reason: str | None,
-        payment_state: str,
-        party: str,
+        payment_state: PaymentState,
+        party: Party,
         actor: Actor | None,
-        action: str,
+        action: OrderEvent,
         *,
         base: OrderView | None = None,
         release_stock: bool = False,
@@ -138,7 +142,7 @@ class OrderSteps:
             accept_by=now + timedelta(seconds=self._terms.acceptance_timeout_seconds),
             reviews_close_at=now + timedelta(seconds=self._terms.review_window_seconds),
         )
-        reversible = action in ("order.accepted", "order.fulfilled", "order.disputed")
+        reversible = action in (OrderEvent.ACCEPTED, OrderEvent.FULFILLED, OrderEvent.DISPUTED)
         await self._save(
             view,
             party,
@@ -155,9 +159,9 @@ class OrderSteps:
     async def _save(
         self,
         view: OrderView,
-        party: str,
+        party: Party,
         actor: Actor | None,
-        action: str,
+        action: OrderEvent,
         effects: Effects,
         *,
         release_stock: bool = False,
@@ -189,7 +193,7 @@ class OrderSteps:
             )
         except StepFailed as refused:
             raise ApplicationError(
-                f"{action} could not be saved: {_failure_text(refused)}", type="InvalidRequest"
+                f"{action} could not be saved: {_failure_text(refused)}", type=Rejection.INVALID_REQUEST
             ) from None
         self._seq = seq
 
@@ -319,7 +323,7 @@ class OrderSteps:
             buyer_id=view.buyer_id,
             seller_id=view.seller_id,
             listing_title=view.listing_title,
-            source="buyer" if by_buyer else "chargeback",
+            source=DisputeSource.BUYER if by_buyer else DisputeSource.CHARGEBACK,
             reason_code=(view.reason or "other") if by_buyer else "chargeback",
             message=self._dispute_message if by_buyer else "",
             provider_dispute_id=None if by_buyer else view.chargeback_id,

@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.database import DATA_ERROR
+    from bazaar.errors import Rejection
 
 # Database steps of the order: short transactions, retried quickly; data the database refuses is final.
 DB_ATTEMPT = timedelta(seconds=10)
@@ -26,7 +27,7 @@ MONEY_ATTEMPT = timedelta(seconds=30)
 MONEY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["PaymentRejected"],
+    non_retryable_error_types=[Rejection.PAYMENT_REJECTED],
 )
 # A local activity waits for a retry inside its workflow task only up to this backoff; longer ones become timers.
 # Kept short because sdk-core drops a local activity's schedule-to-close bound when it fires during an

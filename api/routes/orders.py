@@ -41,13 +41,14 @@ from api.schemas import (
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, Role
+from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, PaymentState, Role
 from bazaar.orders.types import (
     ORDER_STATUS,
     PAYMENT_STATE,
     STUCK_ORDERS_QUERY,
     ActionRequest,
     Actor,
+    OrderAction,
     OrderView,
     Placement,
     PlaceOrder,
@@ -130,10 +131,10 @@ async def place_order(
         **get_settings().order_terms(),
     )
     view = await _start_or_join(temporal, request, placement, listing)
-    if view is None or view.status == "pending":
+    if view is None or view.status == OrderStatus.PENDING:
         response.status_code = 202
         return _from_view(view) if view is not None else await _pending(session, order_id, request, listing)
-    if view.status == "rejected":
+    if view.status == OrderStatus.REJECTED:
         code, message = _REJECTIONS.get(
             view.reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected")
         )
@@ -154,6 +155,8 @@ async def list_orders(
 ) -> OrderPage:
     if role not in (Role.BUYER, Role.SELLER):
         raise DomainError(ErrorCode.VALIDATION_ERROR, "role must be buyer or seller")
+    if status == OrderStatus.REJECTED:  # a refused placement is never stored
+        return OrderPage(items=[], next_cursor=None)
     column = Order.buyer_id if role == Role.BUYER else Order.seller_id
     stmt = select(Order).where(column == caller.user_id)
     if status:
@@ -190,11 +193,7 @@ async def get_order(
             .order_by(AuditEvent.id)
         )
     ).all()
-    timeline = [
-        TimelineEvent(at=e.at, action=e.action, actor_role=e.actor_role, actor_id=e.actor_id, data=e.data)
-        for e in events
-    ]
-    return OrderDetailOut(**_from_row(order).model_dump(), timeline=timeline)
+    return OrderDetailOut(**_from_row(order).model_dump(), timeline=[TimelineEvent.of(e) for e in events])
 
 
 @router.post("/{order_id}/accept", response_model=OrderOut, responses=ACCEPTED)
@@ -352,15 +351,16 @@ async def stuck_orders(
         async for execution in temporal.list_workflows(STUCK_ORDERS_QUERY, limit=limit):
             memo = await execution.memo()
             attributes = execution.typed_search_attributes
-            payment_state = attributes.get(PAYMENT_STATE) or "none"
+            payment_state = PaymentState(attributes.get(PAYMENT_STATE) or PaymentState.NONE)
+            refused = payment_state == PaymentState.TRANSFER_FAILED
             items.append(
                 StuckOrderOut(
                     order_id=execution.id.removeprefix("order-"),
                     workflow_id=execution.id,
-                    status=attributes.get(ORDER_STATUS) or "pending",
+                    status=OrderStatus(attributes.get(ORDER_STATUS) or OrderStatus.PENDING),
                     payment_state=payment_state,
                     attention=memo.get("attention")
-                    or ("payout refused: retry-transfer" if payment_state == "transfer_failed" else None),
+                    or ("payout refused: retry-transfer" if refused else None),
                     started_at=execution.start_time,
                     temporal_ui=f"{get_settings().temporal_ui_url}/namespaces/"
                     f"{get_settings().temporal_namespace}/workflows/{execution.id}",
@@ -535,7 +535,7 @@ async def _pending(
         return _from_row(order)
     return OrderOut(
         id=order_id,
-        status="pending",
+        status=OrderStatus.PENDING,
         status_reason=None,
         buyer_id=uuid.UUID(request.buyer_id),
         seller_id=listing.seller_id if listing else None,
@@ -545,9 +545,9 @@ async def _pending(
         total=Money(amount=listing.price_amount * request.quantity, currency=listing.currency)
         if listing
         else None,
-        payment_state="none",
+        payment_state=PaymentState.NONE,
         workflow_id=order_workflow_id(str(order_id)),
-        allowed_actions=["cancel"],
+        allowed_actions=[OrderAction.CANCEL],
     )
 
 
@@ -579,7 +579,7 @@ def _from_view(view: OrderView) -> OrderOut:
 def _from_row(order: Order) -> OrderOut:
     return OrderOut(
         id=order.id,
-        status=order.status.value,
+        status=order.status,
         status_reason=order.status_reason,
         buyer_id=order.buyer_id,
         seller_id=order.seller_id,

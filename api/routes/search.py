@@ -11,8 +11,9 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import Search
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
-from api.schemas import INT64_MAX, Condition, SearchOut
+from api.schemas import INT64_MAX, SearchOut
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import ListingCondition
 from bazaar.payments.money import Currency
 from bazaar.search.index import MAX_TOTAL_HITS
 from bazaar.search.query import ListingQuery, SortOrder
@@ -38,7 +39,7 @@ async def search(
     category: Annotated[
         list[CategorySlug], Query(max_length=10, description="slug; includes sub-categories; several = any")
     ] = [],  # noqa: B006
-    condition: Annotated[list[Condition], Query(max_length=5)] = [],  # noqa: B006
+    condition: Annotated[list[ListingCondition], Query(max_length=5)] = [],  # noqa: B006
     min_price: Price = None,
     max_price: Price = None,
     currency: Annotated[Currency | None, Query(description="ISO 4217")] = None,
@@ -71,7 +72,7 @@ async def search(
     query = ListingQuery(
         q=q,
         categories=list(dict.fromkeys(category)),
-        conditions=list(dict.fromkeys(condition)),
+        conditions=list(dict.fromkeys(c.value for c in condition)),
         min_price=min_price,
         max_price=max_price,
         currency=currency,

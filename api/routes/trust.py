@@ -20,7 +20,7 @@ from api.trust_schemas import (
     TrustFlagOut,
 )
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import User
+from bazaar.models import Role, User
 from bazaar.trust import disputes, reputation, reviews
 from bazaar.trust.models import DisputeStatus, Reputation, TrustFlag
 from workflows.reviews import ReviewWorkflow, reviews_workflow_id
@@ -60,7 +60,7 @@ async def profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
         id=user.id,
         display_name=user.display_name,
         member_since=user.created_at,
-        roles=[r for r in user.roles if r in ("buyer", "seller")],
+        roles=[Role(r) for r in user.roles if r in (Role.BUYER, Role.SELLER)],
         reputation=reputation_out(await session.get(Reputation, user_id)),
     )
 

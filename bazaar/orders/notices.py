@@ -12,7 +12,8 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from bazaar.orders.types import OrderView
+    from bazaar.models import PaymentState
+    from bazaar.orders.types import OrderEvent, OrderView, Party
     from bazaar.payments.money import format_money
     from bazaar.trust.notifications import NotificationEvent
 
@@ -34,13 +35,13 @@ def minutes(moment: datetime) -> str:
 
 
 def notice(
-    view: OrderView, key: str, event_type: str, parties: list[str], data: dict[str, str] | None = None
+    view: OrderView, key: str, event_type: str, parties: list[Party], data: dict[str, str] | None = None
 ) -> NotificationEvent:
-    """One business event of this order (`order:<id>:<key>`, notified once) for some of its parties."""
+    """One business event of this order (`order:<id>:<key>`, notified once) for its buyer and/or seller."""
     return NotificationEvent(
         event_key=f"order:{view.order_id}:{key}",
         event_type=event_type,
-        recipient_ids=[view.buyer_id if p == "buyer" else view.seller_id for p in parties],
+        recipient_ids=[view.buyer_id if p == Party.BUYER else view.seller_id for p in parties],
         data={
             "order_id": view.order_id,
             "buyer_id": view.buyer_id,
@@ -52,7 +53,7 @@ def notice(
 
 
 def effects_of(
-    action: str,
+    action: OrderEvent,
     view: OrderView,
     *,
     payout: int,
@@ -60,43 +61,44 @@ def effects_of(
     accept_by: datetime,
     reviews_close_at: datetime,
 ) -> Effects:
-    """The notifications and counters of `action` (an `order.*` timeline action) leading to `view`."""
+    """The notifications and counters of `action` (a timeline event) leading to `view`."""
     payout_text = {"payout": format_money(payout, view.currency)}
-    if action == "order.paid":
-        return Effects([notice(view, "paid", "order_paid", ["seller"], {"deadline": minutes(accept_by)})])
-    if action == "order.accepted":
-        return Effects([notice(view, "accepted", "order_accepted", ["buyer"])])
-    if action == "order.fulfilled":
+    buyer, seller = [Party.BUYER], [Party.SELLER]
+    if action == OrderEvent.PAID:
+        return Effects([notice(view, "paid", "order_paid", seller, {"deadline": minutes(accept_by)})])
+    if action == OrderEvent.ACCEPTED:
+        return Effects([notice(view, "accepted", "order_accepted", buyer)])
+    if action == OrderEvent.FULFILLED:
         tracking = ", ".join(f"{k}: {v}" for k, v in sorted((view.tracking or {}).items()))
         return Effects(
-            [notice(view, "shipped", "order_shipped", ["buyer"], {"tracking": tracking or "none given"})]
+            [notice(view, "shipped", "order_shipped", buyer, {"tracking": tracking or "none given"})]
         )
-    if action == "order.cancelled":
+    if action == OrderEvent.CANCELLED:
         outcome = "cancelled" if view.reason in SELLER_CANCELLATIONS else None
         if view.reason == "seller_declined":
-            return Effects([notice(view, "cancelled", "order_declined", ["buyer"])], outcome)
+            return Effects([notice(view, "cancelled", "order_declined", buyer)], outcome)
         reason = (view.reason or "cancelled").replace("_", " ")
-        cancelled = notice(view, "cancelled", "order_cancelled", ["buyer", "seller"], {"reason": reason})
+        cancelled = notice(view, "cancelled", "order_cancelled", buyer + seller, {"reason": reason})
         return Effects([cancelled], outcome)
-    if action == "order.completed" and view.reason == "chargeback_won":
+    if action == OrderEvent.COMPLETED and view.reason == "chargeback_won":
         # Completed again after a won chargeback: reviews and the completion count happened the first time.
-        return Effects([notice(view, "completed-again", "order_completed", ["seller"], payout_text)])
-    if action == "order.completed":
-        event_type = "payout_delayed" if view.payment_state == "transfer_failed" else "order_completed"
+        return Effects([notice(view, "completed-again", "order_completed", seller, payout_text)])
+    if action == OrderEvent.COMPLETED:
+        event_type = (
+            "payout_delayed" if view.payment_state == PaymentState.TRANSFER_FAILED else "order_completed"
+        )
         invitation = notice(
             view,
             "review_invitation",
             "review_invitation",
-            ["buyer", "seller"],
+            buyer + seller,
             {"deadline": minutes(reviews_close_at)},
         )
         return Effects(
-            [notice(view, "completed", event_type, ["seller"], payout_text), invitation], "completed", True
+            [notice(view, "completed", event_type, seller, payout_text), invitation], "completed", True
         )
-    if action == "order.payout_retried":
-        return Effects(
-            [notice(view, f"payout-retried-{transfers}", "order_completed", ["seller"], payout_text)]
-        )
-    if action in ("order.disputed", "order.chargeback"):
+    if action == OrderEvent.PAYOUT_RETRIED:
+        return Effects([notice(view, f"payout-retried-{transfers}", "order_completed", seller, payout_text)])
+    if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
         return Effects(outcome="disputed")
     return Effects()

@@ -5,12 +5,19 @@ with defaults (a running workflow must still decode what it was started with).""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
+from bazaar.models import OrderStatus, PaymentState
 from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
+from bazaar.trust.models import DisputeSource
+
+# The order's states live with its table (`bazaar.models`: OrderStatus, PaymentState, both also search
+# attributes); the other values that cross the workflow's boundary live here. All are StrEnums: a member
+# equals its string, so the payloads and the stored histories hold the same values as before.
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 BUYER_ID = SearchAttributeKey.for_keyword("BuyerId")
@@ -31,10 +38,64 @@ SEARCH_ATTRIBUTE_KEYS: list[SearchAttributeKey[Any]] = [
 assert {k.name for k in SEARCH_ATTRIBUTE_KEYS} == set(ORDER_SEARCH_ATTRIBUTES)
 
 # Orders a person must look at: a step failing past its bound, or a payout the provider refused.
-STUCK_ORDERS_QUERY = (
-    "(NeedsAttention = true OR PaymentState = 'transfer_failed') AND ExecutionStatus = 'Running'"
+STUCK_ORDERS_QUERY = f"(NeedsAttention = true OR PaymentState = '{PaymentState.TRANSFER_FAILED}') AND ExecutionStatus = 'Running'"
+TERMINAL = frozenset(
+    {OrderStatus.COMPLETED, OrderStatus.REFUNDED, OrderStatus.CANCELLED, OrderStatus.REJECTED}
 )
-TERMINAL = frozenset({"completed", "refunded", "cancelled", "rejected"})
+
+
+class Party(enum.StrEnum):
+    """Who acts on an order (the timeline's and the dispute thread's `actor_role`/`author_role`)."""
+
+    BUYER = "buyer"
+    SELLER = "seller"
+    SUPPORT = "support"
+    SYSTEM = "system"  # the workflow itself: a deadline, the provider's answer, the card network
+
+
+class OrderAction(enum.StrEnum):
+    """What an actor can ask of an order: the workflow's Updates (`OrderView.allowed_actions`)."""
+
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    CANCEL = "cancel"
+    FULFIL = "fulfil"
+    CONFIRM_RECEIPT = "confirm_receipt"
+    OPEN_DISPUTE = "open_dispute"
+    RESOLVE_DISPUTE = "resolve_dispute"
+    RETRY_TRANSFER = "retry_transfer"
+    RETRY = "retry"
+
+
+class OrderEvent(enum.StrEnum):
+    """An entry of the order's timeline (`audit_events.action` of subject `order`)."""
+
+    PLACED = "order.placed"
+    PAYMENT_STARTED = "order.payment_started"  # written by earlier versions only
+    PAID = "order.paid"
+    PAYMENT_FAILED = "order.payment_failed"
+    PAYMENT_REJECTED = "order.payment_rejected"
+    REMINDED = "order.reminded"
+    ACCEPTED = "order.accepted"
+    FULFILLED = "order.fulfilled"
+    COMPLETED = "order.completed"
+    CANCELLED = "order.cancelled"
+    DISPUTED = "order.disputed"
+    REFUNDED = "order.refunded"
+    PAYOUT_RETRIED = "order.payout_retried"
+    PAYOUT_RETRY_FAILED = "order.payout_retry_failed"
+    CHARGEBACK = "order.chargeback"
+    CHARGEBACK_WON = "order.chargeback_won"
+    CHARGEBACK_LOST = "order.chargeback_lost"
+    NEEDS_ATTENTION = "order.needs_attention"
+
+
+class ChargebackStatus(enum.StrEnum):
+    """Where the card network's dispute of the order's charge stands."""
+
+    WITHDRAWN = "withdrawn"  # the network took the money while it decides
+    WON = "won"  # decided for the seller: the money is back
+    LOST = "lost"  # decided for the buyer
 
 
 @dataclass
@@ -119,7 +180,7 @@ class OrderView:
     """What buyer, seller and operators see of an order."""
 
     order_id: str
-    status: str  # pending|paid|confirmed|fulfilled|completed|disputed|refunded|cancelled, or rejected
+    status: OrderStatus  # `rejected` only here: a refused placement stores nothing
     reason: str | None
     buyer_id: str
     listing_id: str
@@ -128,15 +189,15 @@ class OrderView:
     listing_title: str = ""
     amount: int = 0
     currency: str = ""
-    payment_state: str = "none"
+    payment_state: PaymentState = PaymentState.NONE
     payment_intent_id: str | None = None
     refunded_amount: int = 0
     platform_fee: int = 0
     tracking: dict[str, str] | None = None
-    allowed_actions: list[str] = field(default_factory=list)
-    dispute_source: str | None = None  # buyer | chargeback
+    allowed_actions: list[OrderAction] = field(default_factory=list)
+    dispute_source: DisputeSource | None = None
     chargeback_id: str | None = None  # the provider's dispute id
-    chargeback_status: str | None = None  # withdrawn | won | lost
+    chargeback_status: ChargebackStatus | None = None
     chargeback_amount: int = 0
     # Our PaymentIntent's status as the provider's webhooks report it (succeeded | failed).
     provider_payment_status: str | None = None
@@ -149,12 +210,12 @@ def initial_search_attributes(req: PlaceOrder, seller_id: str = "", amount: int 
     """The attributes an order is started with, so operators can find it before its first transition."""
     return TypedSearchAttributes(
         [
-            SearchAttributePair(ORDER_STATUS, "pending"),
+            SearchAttributePair(ORDER_STATUS, OrderStatus.PENDING),
             SearchAttributePair(BUYER_ID, req.buyer_id),
             SearchAttributePair(SELLER_ID, seller_id),
             SearchAttributePair(LISTING_ID, req.listing_id),
             SearchAttributePair(ORDER_AMOUNT, amount),
-            SearchAttributePair(PAYMENT_STATE, "none"),
+            SearchAttributePair(PAYMENT_STATE, PaymentState.NONE),
             SearchAttributePair(NEEDS_ATTENTION, False),
         ]
     )

@@ -86,7 +86,13 @@ class Price(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # currency first: the amount's check needs it (pydantic validates fields in order)
-    currency: str = Field(min_length=3, max_length=3, description="ISO 4217 code, e.g. EUR")
+    # The schema lists the codes (as `Currency`); the check below also takes them in lower case.
+    currency: str = Field(
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 code, e.g. EUR",
+        json_schema_extra={"enum": list(CURRENCY_EXPONENTS)},
+    )
     amount: int = Field(
         gt=0,
         le=MAX_CHARGE,

@@ -13,7 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order
-from bazaar.trust.models import Dispute, DisputeMessage, DisputeStatus
+from bazaar.orders.types import Party
+from bazaar.trust.models import (
+    Dispute,
+    DisputeMessage,
+    DisputeMessageKind,
+    DisputeResolution,
+    DisputeSource,
+    DisputeStatus,
+)
 
 REASON_CODES = ("not_received", "not_as_described", "damaged", "counterfeit", "other", "chargeback")
 
@@ -21,7 +29,7 @@ REASON_CODES = ("not_received", "not_as_described", "damaged", "counterfeit", "o
 async def open_case(
     session: AsyncSession,
     order_id: uuid.UUID,
-    source: str,
+    source: DisputeSource,
     reason_code: str,
     message: str,
     author_id: uuid.UUID | None,
@@ -51,8 +59,8 @@ async def open_case(
         session,
         dispute.id,
         author_id,
-        "system" if author_id is None else source,
-        "opened",
+        Party.SYSTEM if author_id is None else Party.BUYER,  # only the buyer opens a case themselves
+        DisputeMessageKind.OPENED,
         message or reason_code,
         {"reason_code": reason_code, "source": source},
         dedupe_key=f"{case_prefix(order_id, provider_dispute_id)}:opened",
@@ -70,8 +78,8 @@ async def add_message(
     session: AsyncSession,
     dispute_id: uuid.UUID,
     author_id: uuid.UUID | None,
-    author_role: str,
-    kind: str,
+    author_role: Party,
+    kind: DisputeMessageKind,
     body: str,
     data: dict[str, Any] | None = None,
     dedupe_key: str | None = None,
@@ -96,7 +104,7 @@ async def set_status(
     session: AsyncSession,
     order_id: uuid.UUID,
     status: DisputeStatus,
-    resolution: str | None = None,
+    resolution: DisputeResolution | None = None,
     refund_amount: int | None = None,
 ) -> Dispute:
     dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id).with_for_update())

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bazaar.models import Base, Timestamped, _enum
+from bazaar.models import Base, Timestamped, _enum, _text_enum
 
 
 class ReviewDirection(enum.StrEnum):
@@ -89,6 +89,11 @@ class Reputation(Base):
     )
 
 
+class TrustFlagKind(enum.StrEnum):
+    REPEATED_PAIR = "repeated_pair"  # the same author reviewed the same subject again and again
+    NEW_ACCOUNT_BURST = "new_account_burst"  # a burst of five-star reviews from new accounts
+
+
 class TrustFlag(Base):
     """A suspicious pattern for support to look at (never silently dropped)."""
 
@@ -96,7 +101,7 @@ class TrustFlag(Base):
     __table_args__ = (UniqueConstraint("kind", "subject_id", "evidence_key", name="uq_trust_flag"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[TrustFlagKind] = mapped_column(_text_enum(TrustFlagKind, 64))
     subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     evidence_key: Mapped[str] = mapped_column(String(255))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -111,15 +116,42 @@ class DisputeStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class DisputeSource(enum.StrEnum):
+    """Who disputes an order: its buyer, or the buyer's bank (a chargeback)."""
+
+    BUYER = "buyer"
+    CHARGEBACK = "chargeback"
+
+
+class DisputeResolution(enum.StrEnum):
+    """How support (or the card network's decision) settles a dispute's money."""
+
+    RELEASE = "release"  # escrow to the seller
+    REFUND = "refund"  # all of it back to the buyer
+    PARTIAL_REFUND = "partial_refund"  # part back to the buyer, the rest to the seller
+
+
+class DisputeMessageKind(enum.StrEnum):
+    """An entry of a dispute's thread."""
+
+    OPENED = "opened"
+    MESSAGE = "message"
+    EVIDENCE = "evidence"
+    INFO_REQUEST = "info_request"  # support asks the buyer or the seller, with a deadline
+    NO_RESPONSE = "no_response"  # that deadline passed without an answer
+    ESCALATION = "escalation"  # unresolved past the escalation deadline
+    CHARGEBACK = "chargeback"  # the card network joined the case
+
+
 class Dispute(Timestamped, Base):
     __tablename__ = "disputes"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), unique=True)
-    source: Mapped[str] = mapped_column(String(16))  # buyer | chargeback
+    source: Mapped[DisputeSource] = mapped_column(_text_enum(DisputeSource, 16))
     reason_code: Mapped[str] = mapped_column(String(32))
     status: Mapped[DisputeStatus] = mapped_column(_enum(DisputeStatus, "dispute_status"))
-    resolution: Mapped[str | None] = mapped_column(String(32))
+    resolution: Mapped[DisputeResolution | None] = mapped_column(_text_enum(DisputeResolution, 32))
     refund_amount: Mapped[int | None] = mapped_column(BigInteger)
     provider_dispute_id: Mapped[str | None] = mapped_column(String(64))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -134,10 +166,8 @@ class DisputeMessage(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     dispute_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("disputes.id"), index=True)
     author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
-    author_role: Mapped[str] = mapped_column(String(16))  # buyer | seller | support | system
-    kind: Mapped[str] = mapped_column(
-        String(24)
-    )  # message | evidence | info_request | resolution | escalation
+    author_role: Mapped[str] = mapped_column(String(16))  # a bazaar.orders.types.Party
+    kind: Mapped[DisputeMessageKind] = mapped_column(_text_enum(DisputeMessageKind, 24))
     body: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dedupe_key: Mapped[str | None] = mapped_column(String(255))

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.models import AuditEvent, Listing, ListingStatus, SearchOutbox, User
-from bazaar.trust.models import Reputation, Review, TrustFlag
+from bazaar.trust.models import Reputation, Review, TrustFlag, TrustFlagKind
 
 # Prior: a newcomer counts as PRIOR_WEIGHT ratings of PRIOR_MEAN, so one 5-star review does not beat a long
 # record of 4.8s, and one 1-star review does not sink a newcomer.
@@ -109,10 +109,10 @@ async def reindex_seller_listings(session: AsyncSession, seller_id: uuid.UUID) -
     )
 
 
-async def flag_suspicious(session: AsyncSession, review: Review) -> list[str]:
+async def flag_suspicious(session: AsyncSession, review: Review) -> list[TrustFlagKind]:
     """Flag patterns for support (never drop the review): repeated pairs and bursts from new accounts."""
     now = datetime.now(UTC)
-    flags: list[str] = []
+    flags: list[TrustFlagKind] = []
     pair_count = await session.scalar(
         select(func.count())
         .select_from(Review)
@@ -126,7 +126,7 @@ async def flag_suspicious(session: AsyncSession, review: Review) -> list[str]:
         flags.append(
             await _flag(
                 session,
-                "repeated_pair",
+                TrustFlagKind.REPEATED_PAIR,
                 review.subject_id,
                 f"pair:{review.author_id}",
                 {"author_id": str(review.author_id), "reviews": int(pair_count or 0)},
@@ -149,7 +149,7 @@ async def flag_suspicious(session: AsyncSession, review: Review) -> list[str]:
             flags.append(
                 await _flag(
                     session,
-                    "new_account_burst",
+                    TrustFlagKind.NEW_ACCOUNT_BURST,
                     review.subject_id,
                     f"burst:{day}",
                     {"five_star_reviews_from_new_accounts": int(burst or 0)},
@@ -159,8 +159,12 @@ async def flag_suspicious(session: AsyncSession, review: Review) -> list[str]:
 
 
 async def _flag(
-    session: AsyncSession, kind: str, subject_id: uuid.UUID, evidence_key: str, details: dict[str, object]
-) -> str:
+    session: AsyncSession,
+    kind: TrustFlagKind,
+    subject_id: uuid.UUID,
+    evidence_key: str,
+    details: dict[str, object],
+) -> TrustFlagKind:
     await session.execute(
         insert(TrustFlag)
         .values(kind=kind, subject_id=subject_id, evidence_key=evidence_key, details=details)
