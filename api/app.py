@@ -15,6 +15,7 @@ from api.routes import (
     health,
     listings,
     notifications,
+    order_actions,
     orders,
     payouts,
     search,
@@ -47,7 +48,19 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, auth, payouts, listings, search, orders, disputes, trust, notifications, webhooks):
+    for module in (
+        health,
+        auth,
+        payouts,
+        listings,
+        search,
+        orders,
+        order_actions,
+        disputes,
+        trust,
+        notifications,
+        webhooks,
+    ):
         app.include_router(module.router)
     app.include_router(orders.support_router)
     return app

@@ -31,7 +31,19 @@ log = logging.getLogger("api")
 RETRY_AFTER_SECONDS = 5
 # Temporal answers these when it cannot be reached or did not answer in time; other statuses are bugs or
 # answers about the workflow, handled where they are expected.
-_TEMPORAL_UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+# How Temporal's answers reach HTTP, the same way on every route: a rejected Update is the workflow's own
+# rejection (`update_rejection`: 403/409/422 by its type); a workflow that is not there or has ended
+# (`workflow_gone`) is answered by the route from the stored state; Temporal out of reach, or too busy to take
+# another Update for a workflow, is 503 with Retry-After (the `RPCError` handler below); anything else is a bug.
+_TEMPORAL_UNREACHABLE = frozenset(
+    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+)
+
+
+def workflow_gone(exc: RPCError) -> bool:
+    """The workflow is not there, or has ended: its state is final (the caller answers from the database)."""
+    return exc.status == RPCStatusCode.NOT_FOUND
+
 
 _HTTP_CODES = {
     401: ErrorCode.NOT_AUTHENTICATED,

@@ -29,12 +29,14 @@ from bazaar.models import (
     Listing,
     ListingCondition,
     ListingStatus,
+    Order,
     OrderStatus,
     PaymentState,
     Role,
 )
-from bazaar.orders.types import OrderAction, OrderEvent, Party
+from bazaar.orders.types import OrderAction, OrderEvent, OrderView, Party
 from bazaar.payments.money import MAX_CHARGE, Currency, Money, Price
+from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
 from bazaar.trust.models import DisputeResolution
 from bazaar.trust.reputation import PRIOR_MEAN
@@ -335,6 +337,47 @@ class OrderOut(BaseModel):
     needs_attention: str | None = Field(
         default=None, description="why support is looking at this order (a step keeps failing), if it is"
     )
+
+    @classmethod
+    def of_view(cls, view: OrderView) -> OrderOut:
+        """The order as its workflow answered an Update."""
+        return cls(
+            id=uuid.UUID(view.order_id),
+            status=view.status,
+            status_reason=view.reason,
+            buyer_id=uuid.UUID(view.buyer_id),
+            seller_id=uuid.UUID(view.seller_id) if view.seller_id else None,
+            listing_id=uuid.UUID(view.listing_id),
+            listing_title=view.listing_title,
+            quantity=view.quantity,
+            total=Money(amount=view.amount, currency=view.currency) if view.amount else None,
+            payment_state=view.payment_state,
+            workflow_id=order_workflow_id(view.order_id),
+            tracking=view.tracking,
+            refunded=Money(amount=view.refunded_amount, currency=view.currency)
+            if view.refunded_amount
+            else None,
+            allowed_actions=view.allowed_actions,
+            needs_attention=view.attention,
+        )
+
+    @classmethod
+    def of_row(cls, order: Order) -> OrderOut:
+        """The order as its projection stores it."""
+        return cls(
+            id=order.id,
+            status=order.status,
+            status_reason=order.status_reason,
+            buyer_id=order.buyer_id,
+            seller_id=order.seller_id,
+            listing_id=order.listing_id,
+            listing_title=order.listing_title,
+            quantity=order.quantity,
+            total=Money(amount=order.amount, currency=order.currency),
+            payment_state=order.payment_state,
+            workflow_id=order.workflow_id,
+            tracking=order.tracking,
+        )
 
 
 class TimelineEvent(BaseModel):

@@ -312,7 +312,12 @@ class OrderWorkflow(OrderMoney):
     async def accept(self, req: ActionRequest) -> OrderView:
         async with self._acting(OrderAction.ACCEPT, req) as party:
             await self._transition(
-                OrderStatus.CONFIRMED, None, self.view.payment_state, party, req.actor, OrderEvent.ACCEPTED
+                OrderStatus.CONFIRMED,
+                reason=None,
+                payment_state=self.view.payment_state,
+                party=party,
+                actor=req.actor,
+                action=OrderEvent.ACCEPTED,
             )
         return self.view
 
@@ -334,11 +339,11 @@ class OrderWorkflow(OrderMoney):
             shipped = replace(self.view, tracking=req.tracking)
             await self._transition(
                 OrderStatus.FULFILLED,
-                None,
-                shipped.payment_state,
-                party,
-                req.actor,
-                OrderEvent.FULFILLED,
+                reason=None,
+                payment_state=shipped.payment_state,
+                party=party,
+                actor=req.actor,
+                action=OrderEvent.FULFILLED,
                 base=shipped,
             )
             self._shipped = True
@@ -356,11 +361,11 @@ class OrderWorkflow(OrderMoney):
             disputed = replace(self.view, dispute_source=DisputeSource.BUYER)
             await self._transition(
                 OrderStatus.DISPUTED,
-                req.reason or "buyer_dispute",
-                PaymentState.FROZEN,
-                party,
-                req.actor,
-                OrderEvent.DISPUTED,
+                reason=req.reason or "buyer_dispute",
+                payment_state=PaymentState.FROZEN,
+                party=party,
+                actor=req.actor,
+                action=OrderEvent.DISPUTED,
                 base=disputed,
             )
             self._dispute_message = req.message or ""
@@ -381,11 +386,11 @@ class OrderWorkflow(OrderMoney):
                 await self._refund(remaining, "dispute_refund")
                 await self._transition(
                     OrderStatus.REFUNDED,
-                    "dispute_refunded",
-                    PaymentState.REFUNDED,
-                    party,
-                    req.actor,
-                    OrderEvent.REFUNDED,
+                    reason="dispute_refunded",
+                    payment_state=PaymentState.REFUNDED,
+                    party=party,
+                    actor=req.actor,
+                    action=OrderEvent.REFUNDED,
                     release_stock=not self._shipped,
                 )
             else:
@@ -411,7 +416,14 @@ class OrderWorkflow(OrderMoney):
                 if state == PaymentState.RELEASED
                 else OrderEvent.PAYOUT_RETRY_FAILED
             )
-            await self._transition(OrderStatus.COMPLETED, self.view.reason, state, party, req.actor, action)
+            await self._transition(
+                OrderStatus.COMPLETED,
+                reason=self.view.reason,
+                payment_state=state,
+                party=party,
+                actor=req.actor,
+                action=action,
+            )
         return self.view
 
     @workflow.update

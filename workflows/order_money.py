@@ -75,27 +75,32 @@ class OrderMoney(OrderSteps):
             workflow.logger.warning("charge refused: %s", _failure_text(refused))
             await self._transition(
                 OrderStatus.CANCELLED,
-                "payment_rejected",
-                PaymentState.FAILED,
-                Party.SYSTEM,
-                None,
-                OrderEvent.PAYMENT_REJECTED,
+                reason="payment_rejected",
+                payment_state=PaymentState.FAILED,
+                party=Party.SYSTEM,
+                actor=None,
+                action=OrderEvent.PAYMENT_REJECTED,
                 release_stock=True,
             )
             return
         self._view = replace(self.view, payment_intent_id=charge.payment_intent_id)
         if charge.succeeded:
             await self._transition(
-                OrderStatus.PAID, None, PaymentState.HELD_IN_ESCROW, Party.SYSTEM, None, OrderEvent.PAID
+                OrderStatus.PAID,
+                reason=None,
+                payment_state=PaymentState.HELD_IN_ESCROW,
+                party=Party.SYSTEM,
+                actor=None,
+                action=OrderEvent.PAID,
             )
         else:
             await self._transition(
                 OrderStatus.CANCELLED,
-                "payment_failed",
-                PaymentState.FAILED,
-                Party.SYSTEM,
-                None,
-                OrderEvent.PAYMENT_FAILED,
+                reason="payment_failed",
+                payment_state=PaymentState.FAILED,
+                party=Party.SYSTEM,
+                actor=None,
+                action=OrderEvent.PAYMENT_FAILED,
                 release_stock=True,
             )
 
@@ -144,11 +149,11 @@ class OrderMoney(OrderSteps):
             await self._refund(self.view.amount - self.view.refunded_amount, reason)
         await self._transition(
             OrderStatus.CANCELLED,
-            reason,
-            PaymentState.REFUNDED,
-            party,
-            actor,
-            OrderEvent.CANCELLED,
+            reason=reason,
+            payment_state=PaymentState.REFUNDED,
+            party=party,
+            actor=actor,
+            action=OrderEvent.CANCELLED,
             release_stock=True,
         )
 
@@ -171,7 +176,13 @@ class OrderMoney(OrderSteps):
         self._released = (gross, fee)
         payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else PaymentState.RELEASED
         await self._transition(
-            OrderStatus.COMPLETED, reason, payment_state, party, actor, OrderEvent.COMPLETED, ledger=[release]
+            OrderStatus.COMPLETED,
+            reason=reason,
+            payment_state=payment_state,
+            party=party,
+            actor=actor,
+            action=OrderEvent.COMPLETED,
+            ledger=[release],
         )
 
     async def _pay_out(self, amount: int) -> PaymentState:
@@ -222,11 +233,11 @@ class OrderMoney(OrderSteps):
         )
         await self._transition(
             OrderStatus.DISPUTED,
-            "chargeback",
-            PaymentState.CHARGEBACK,
-            Party.SYSTEM,
-            None,
-            OrderEvent.CHARGEBACK,
+            reason="chargeback",
+            payment_state=PaymentState.CHARGEBACK,
+            party=Party.SYSTEM,
+            actor=None,
+            action=OrderEvent.CHARGEBACK,
             base=charged_back,
         )
         if self._before_chargeback[0] == OrderStatus.DISPUTED:
@@ -295,7 +306,12 @@ class OrderMoney(OrderSteps):
                 await self._complete("chargeback_won", Party.SYSTEM, None, fee=self._clawed_back_fee)
             else:
                 await self._transition(
-                    status, reason, payment_state, Party.SYSTEM, None, OrderEvent.CHARGEBACK_WON
+                    status,
+                    reason=reason,
+                    payment_state=payment_state,
+                    party=Party.SYSTEM,
+                    actor=None,
+                    action=OrderEvent.CHARGEBACK_WON,
                 )
             if status != OrderStatus.DISPUTED:  # else the buyer's case it joined goes on, for support
                 self._signal_dispute_case(DisputeWorkflow.resolved, Resolution(DisputeResolution.RELEASE))
@@ -304,21 +320,21 @@ class OrderMoney(OrderSteps):
         if self._escrow_held() > 0:
             await self._transition(
                 OrderStatus.DISPUTED,
-                "chargeback_lost",
-                PaymentState.FROZEN,
-                Party.SYSTEM,
-                None,
-                OrderEvent.CHARGEBACK_LOST,
+                reason="chargeback_lost",
+                payment_state=PaymentState.FROZEN,
+                party=Party.SYSTEM,
+                actor=None,
+                action=OrderEvent.CHARGEBACK_LOST,
             )
             return
         await self._transition(
             OrderStatus.REFUNDED,
-            "chargeback_lost",
-            PaymentState.CHARGED_BACK,
-            Party.SYSTEM,
-            None,
-            OrderEvent.CHARGEBACK_LOST,
-            release_stock=not self._shipped,  # never shipped: the stock can be sold again
+            reason="chargeback_lost",
+            payment_state=PaymentState.CHARGED_BACK,
+            party=Party.SYSTEM,
+            actor=None,
+            action=OrderEvent.CHARGEBACK_LOST,
+            release_stock=not self._shipped,
         )
         self._signal_dispute_case(
             DisputeWorkflow.resolved, Resolution(DisputeResolution.REFUND, notice.amount)

@@ -119,12 +119,12 @@ class OrderSteps:
     async def _transition(
         self,
         status: OrderStatus,
+        *,
         reason: str | None,
         payment_state: PaymentState,
         party: Party,
         actor: Actor | None,
         action: OrderEvent,
-        *,
         base: OrderView | None = None,
         release_stock: bool = False,
         ledger: list[LedgerPosting] | None = None,

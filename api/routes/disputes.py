@@ -9,10 +9,10 @@ import uuid
 
 from fastapi import APIRouter
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
-from api.errors import update_rejection
+from api.errors import update_rejection, workflow_gone
 from api.trust_schemas import DisputeMessageBody, DisputeOut, InfoRequestBody
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
@@ -79,6 +79,6 @@ async def _update(temporal: Temporal, order_id: uuid.UUID, update: object, arg: 
     except WorkflowUpdateFailedError as exc:
         raise update_rejection(exc) from exc
     except RPCError as exc:
-        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-            raise  # Temporal unreachable: a 503 (api.errors), not "no open dispute"
+        if not workflow_gone(exc):
+            raise  # e.g. Temporal unreachable: a 503 (api.errors), not "no open dispute"
         raise DomainError(ErrorCode.INVALID_TRANSITION, "this order has no open dispute") from exc

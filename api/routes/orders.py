@@ -1,5 +1,5 @@
-"""Orders: a buyer places one (idempotent on the Idempotency-Key header); buyer, seller and support move it
-forward with Updates of its workflow and read it from its projection.
+"""Orders: a buyer places one (idempotent on the Idempotency-Key header); buyer, seller and support read it
+from its projection (its actions: `api/routes/order_actions.py`); support sees the orders that need a person.
 
 Every wait on the workflow is bounded (`ORDER_WAIT_SECONDS`): when the charge or a step is slow, the answer is
 202 with the order as it stands (poll `Location`), never a hanging request.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
@@ -17,28 +17,23 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.deps import Buyer, Caller, Session, Support, Temporal
 from api.errors import update_rejection
+from api.routes.order_actions import ACCEPTED, STILL_RUNNING
 from api.schemas import (
-    ActionIn,
-    FulfilIn,
     OrderDetailOut,
     OrderIn,
     OrderOut,
     OrderPage,
-    ResolveIn,
     StuckOrderOut,
     StuckOrderPage,
     TimelineEvent,
 )
-from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, PaymentState, Role
@@ -46,8 +41,6 @@ from bazaar.orders.types import (
     ORDER_STATUS,
     PAYMENT_STATE,
     STUCK_ORDERS_QUERY,
-    ActionRequest,
-    Actor,
     OrderAction,
     OrderView,
     Placement,
@@ -61,8 +54,6 @@ from workflows.order import OrderWorkflow
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 support_router = APIRouter(prefix="/v1/support", tags=["support"])
-# Our bounded wait ran out (asyncio.wait_for cancels the SDK's poll, which reports it as its own error).
-STILL_RUNNING = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
 # Order ids derive from (buyer, Idempotency-Key): a retried request lands on the same order and workflow.
 ORDER_ID_NAMESPACE = uuid.UUID("6f1c3c52-8f0e-4f5e-9a55-0b7a3e1d2c4b")
 _REJECTIONS = {
@@ -76,17 +67,6 @@ _REJECTIONS = {
     "invalid_request": (ErrorCode.VALIDATION_ERROR, "the order could not be stored"),
 }
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
-ActionKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="optional: a retried action with the same key joins the first one instead of acting twice",
-    ),
-]
-ACCEPTED: dict[int | str, dict[str, Any]] = {
-    202: {"description": "the workflow is still working on it: the order as it stands; poll Location"}
-}
 
 
 @router.post(
@@ -116,7 +96,7 @@ async def place_order(
         _check_same_request(existing, placement)
         if existing.status != OrderStatus.PENDING:
             response.status_code = 200
-            return _from_row(existing)
+            return OrderOut.of_row(existing)
     else:
         listing = await _check_purchasable(session, body, buyer)
     await session.commit()  # end the read transaction before waiting on the workflow
@@ -133,7 +113,11 @@ async def place_order(
     view = await _start_or_join(temporal, request, placement, listing)
     if view is None or view.status == OrderStatus.PENDING:
         response.status_code = 202
-        return _from_view(view) if view is not None else await _pending(session, order_id, request, listing)
+        return (
+            OrderOut.of_view(view)
+            if view is not None
+            else await _pending(session, order_id, request, listing)
+        )
     if view.status == OrderStatus.REJECTED:
         code, message = _REJECTIONS.get(
             view.reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected")
@@ -141,7 +125,7 @@ async def place_order(
         raise DomainError(code, message)
     if existing is not None:
         response.status_code = 200
-    return _from_view(view)
+    return OrderOut.of_view(view)
 
 
 @router.get("", response_model=OrderPage)
@@ -170,7 +154,8 @@ async def list_orders(
     ).all()
     items = rows[:limit]
     return OrderPage(
-        items=[_from_row(o) for o in items], next_cursor=str(items[-1].id) if len(rows) > limit else None
+        items=[OrderOut.of_row(o) for o in items],
+        next_cursor=str(items[-1].id) if len(rows) > limit else None,
     )
 
 
@@ -184,8 +169,9 @@ async def get_order(
         view = await _query(temporal, order_workflow_id(str(order_id)))
         if view is None or not (caller.user_id == uuid.UUID(view.buyer_id) or caller.has(Role.SUPPORT)):
             raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-        return OrderDetailOut(**_from_view(view).model_dump(), timeline=[])
-    _check_party(order, caller)
+        return OrderDetailOut(**OrderOut.of_view(view).model_dump(), timeline=[])
+    if order_party(order, caller) is None:
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
     events = (
         await session.scalars(
             select(AuditEvent)
@@ -193,151 +179,9 @@ async def get_order(
             .order_by(AuditEvent.id)
         )
     ).all()
-    return OrderDetailOut(**_from_row(order).model_dump(), timeline=[TimelineEvent.of(e) for e in events])
-
-
-@router.post("/{order_id}/accept", response_model=OrderOut, responses=ACCEPTED)
-async def accept(
-    order_id: uuid.UUID,
-    caller: Caller,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Seller accepts a paid order."""
-    request = ActionRequest(_actor(caller))
-    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.accept, request, key)
-
-
-@router.post("/{order_id}/decline", response_model=OrderOut, responses=ACCEPTED)
-async def decline(
-    order_id: uuid.UUID,
-    caller: Caller,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    body: ActionIn | None = None,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Seller declines a paid order: the buyer is refunded in full and the stock goes back."""
-    request = ActionRequest(_actor(caller), reason=body.reason if body else None)
-    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.decline, request, key)
-
-
-@router.post("/{order_id}/cancel", response_model=OrderOut, responses=ACCEPTED)
-async def cancel(
-    order_id: uuid.UUID,
-    caller: Caller,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    body: ActionIn | None = None,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Buyer (before acceptance), seller (after acceptance) or support cancels: full refund. A pending order
-    is cancelled once its charge has an outcome (202 until then)."""
-    request = ActionRequest(_actor(caller), reason=body.reason if body else None)
-    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.cancel, request, key)
-
-
-@router.post("/{order_id}/fulfil", response_model=OrderOut, responses=ACCEPTED)
-async def fulfil(
-    order_id: uuid.UUID,
-    caller: Caller,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    body: FulfilIn | None = None,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Seller marks the order shipped/fulfilled, optionally with tracking."""
-    tracking = {k: str(v) for k, v in (body.model_dump(exclude_none=True) if body else {}).items()} or None
-    request = ActionRequest(_actor(caller), tracking=tracking)
-    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.fulfil, request, key)
-
-
-@router.post("/{order_id}/confirm-receipt", response_model=OrderOut, responses=ACCEPTED)
-async def confirm_receipt(
-    order_id: uuid.UUID,
-    caller: Caller,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Buyer confirms receipt: the order completes and escrow is released to the seller."""
-    request = ActionRequest(_actor(caller))
-    return await _act(
-        temporal, session, response, order_id, caller, OrderWorkflow.confirm_receipt, request, key
+    return OrderDetailOut(
+        **OrderOut.of_row(order).model_dump(), timeline=[TimelineEvent.of(e) for e in events]
     )
-
-
-@router.post("/{order_id}/dispute", response_model=OrderOut, responses=ACCEPTED)
-async def open_dispute(
-    order_id: uuid.UUID,
-    caller: Caller,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    body: DisputeIn,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen and a dispute
-    case opens for support (its thread: `GET /v1/orders/{id}/dispute`)."""
-    request = ActionRequest(_actor(caller), reason=body.reason_code, message=body.message)
-    return await _act(temporal, session, response, order_id, caller, OrderWorkflow.open_dispute, request, key)
-
-
-@router.post("/{order_id}/resolve", response_model=OrderOut, responses=ACCEPTED)
-async def resolve_dispute(
-    order_id: uuid.UUID,
-    support: Support,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    body: ResolveIn,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Support resolves a dispute: release to the seller, refund the buyer, or refund part and release the rest."""
-    request = ActionRequest(
-        _actor(support), reason=body.note, resolution=body.resolution, refund_amount=body.refund_amount
-    )
-    return await _act(
-        temporal, session, response, order_id, support, OrderWorkflow.resolve_dispute, request, key
-    )
-
-
-@router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACCEPTED)
-async def retry_transfer(
-    order_id: uuid.UUID,
-    support: Support,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Support pays a completed order's seller again after the provider refused the transfer
-    (PaymentState `transfer_failed`, e.g. the connected account was restricted and is fixed now)."""
-    request = ActionRequest(_actor(support))
-    return await _act(
-        temporal, session, response, order_id, support, OrderWorkflow.retry_transfer, request, key
-    )
-
-
-@router.post("/{order_id}/retry", response_model=OrderOut, responses=ACCEPTED)
-async def retry(
-    order_id: uuid.UUID,
-    support: Support,
-    session: Session,
-    temporal: Temporal,
-    response: Response,
-    key: ActionKey = None,
-) -> OrderOut:
-    """Support re-runs the step an order is stuck on (see `GET /v1/support/stuck-orders`) now, instead of
-    waiting for its next automatic retry. 409 when no step of the order is failing."""
-    request = ActionRequest(_actor(support))
-    return await _act(temporal, session, response, order_id, support, OrderWorkflow.retry, request, key)
 
 
 @support_router.get("/stuck-orders", response_model=StuckOrderPage)
@@ -347,83 +191,24 @@ async def stuck_orders(
     """Orders that need a person: a step failing past its bound (`NeedsAttention`) or a refused payout
     (`transfer_failed`). Read from Temporal's visibility, so it works while PostgreSQL is down."""
     items: list[StuckOrderOut] = []
-    try:
-        async for execution in temporal.list_workflows(STUCK_ORDERS_QUERY, limit=limit):
-            memo = await execution.memo()
-            attributes = execution.typed_search_attributes
-            payment_state = PaymentState(attributes.get(PAYMENT_STATE) or PaymentState.NONE)
-            refused = payment_state == PaymentState.TRANSFER_FAILED
-            items.append(
-                StuckOrderOut(
-                    order_id=execution.id.removeprefix("order-"),
-                    workflow_id=execution.id,
-                    status=OrderStatus(attributes.get(ORDER_STATUS) or OrderStatus.PENDING),
-                    payment_state=payment_state,
-                    attention=memo.get("attention")
-                    or ("payout refused: retry-transfer" if refused else None),
-                    started_at=execution.start_time,
-                    temporal_ui=f"{get_settings().temporal_ui_url}/namespaces/"
-                    f"{get_settings().temporal_namespace}/workflows/{execution.id}",
-                )
+    async for execution in temporal.list_workflows(STUCK_ORDERS_QUERY, limit=limit):
+        memo = await execution.memo()
+        attributes = execution.typed_search_attributes
+        payment_state = PaymentState(attributes.get(PAYMENT_STATE) or PaymentState.NONE)
+        refused = payment_state == PaymentState.TRANSFER_FAILED
+        items.append(
+            StuckOrderOut(
+                order_id=execution.id.removeprefix("order-"),
+                workflow_id=execution.id,
+                status=OrderStatus(attributes.get(ORDER_STATUS) or OrderStatus.PENDING),
+                payment_state=payment_state,
+                attention=memo.get("attention") or ("payout refused: retry-transfer" if refused else None),
+                started_at=execution.start_time,
+                temporal_ui=f"{get_settings().temporal_ui_url}/namespaces/"
+                f"{get_settings().temporal_namespace}/workflows/{execution.id}",
             )
-    except RPCError as exc:
-        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
-    return StuckOrderPage(items=items)
-
-
-def _actor(caller: Principal) -> Actor:
-    return Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
-
-
-async def _act(
-    temporal: Temporal,
-    session: Session,
-    response: Response,
-    order_id: uuid.UUID,
-    caller: Principal,
-    update: Any,
-    request: ActionRequest,
-    key: str | None,
-) -> OrderOut:
-    """Run one actor action as a workflow Update: 200 with the new state; 403/409/422 with the current
-    state when the workflow refuses it; 202 with the current state when it is accepted but still running.
-    The workflow checks who may act (its validators), so the happy path reads nothing from the database."""
-    handle = temporal.get_workflow_handle(order_workflow_id(str(order_id)))
-    wait = get_settings().order_wait_seconds
-    update_id = f"{update.__name__}:{caller.user_id}:{key}" if key else None
-    try:
-        started = await asyncio.wait_for(
-            handle.start_update(update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id),
-            wait,
         )
-        view: OrderView = await asyncio.wait_for(started.result(), wait)
-    except WorkflowUpdateFailedError as exc:
-        order = await _visible_order(session, order_id, caller)
-        raise update_rejection(exc, {"order": _from_row(order).model_dump(mode="json")}) from exc
-    except STILL_RUNNING:
-        response.status_code = 202
-        return _from_row(await _visible_order(session, order_id, caller))
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
-        # No such order, or its workflow has ended: its state is final.
-        order = await _visible_order(session, order_id, caller)
-        raise DomainError(
-            ErrorCode.INVALID_TRANSITION,
-            f"the order is {order.status.value}",
-            {"order": _from_row(order).model_dump(mode="json")},
-        ) from exc
-    return _from_view(view)
-
-
-async def _visible_order(session: Session, order_id: uuid.UUID, caller: Principal) -> Order:
-    """The stored order as the caller may see it: 404 if there is none, 403 if it is not theirs."""
-    session.expire_all()
-    order = await session.get(Order, order_id)
-    if order is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-    _check_party(order, caller)
-    return order
+    return StuckOrderPage(items=items)
 
 
 def _check_same_request(order: Order, placement: Placement) -> None:
@@ -495,12 +280,8 @@ async def _start_or_join(
         return None
     except WorkflowUpdateFailedError as exc:
         raise update_rejection(exc) from exc
-    except (WorkflowAlreadyStartedError, RPCError) as exc:
-        if isinstance(exc, RPCError) and exc.status in (
-            RPCStatusCode.UNAVAILABLE,
-            RPCStatusCode.DEADLINE_EXCEEDED,
-        ):
-            raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+    except WorkflowAlreadyStartedError:
+        pass  # REJECT_DUPLICATE: the workflow has ended
     # The workflow has already finished (e.g. a rejected order, which stores nothing): its result answers.
     try:
         result: OrderView = await asyncio.wait_for(
@@ -510,8 +291,6 @@ async def _start_or_join(
         return result
     except TimeoutError:
         return None
-    except RPCError as exc:
-        raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
 
 
 async def _query(temporal: Client, workflow_id: str) -> OrderView | None:
@@ -532,7 +311,7 @@ async def _pending(
     session.expire_all()
     order = await session.get(Order, order_id)
     if order is not None:
-        return _from_row(order)
+        return OrderOut.of_row(order)
     return OrderOut(
         id=order_id,
         status=OrderStatus.PENDING,
@@ -548,46 +327,4 @@ async def _pending(
         payment_state=PaymentState.NONE,
         workflow_id=order_workflow_id(str(order_id)),
         allowed_actions=[OrderAction.CANCEL],
-    )
-
-
-def _check_party(order: Order, caller: Principal) -> None:
-    if order_party(order, caller) is None:
-        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
-
-
-def _from_view(view: OrderView) -> OrderOut:
-    return OrderOut(
-        id=uuid.UUID(view.order_id),
-        status=view.status,
-        status_reason=view.reason,
-        buyer_id=uuid.UUID(view.buyer_id),
-        seller_id=uuid.UUID(view.seller_id) if view.seller_id else None,
-        listing_id=uuid.UUID(view.listing_id),
-        listing_title=view.listing_title,
-        quantity=view.quantity,
-        total=Money(amount=view.amount, currency=view.currency) if view.amount else None,
-        payment_state=view.payment_state,
-        workflow_id=order_workflow_id(view.order_id),
-        tracking=view.tracking,
-        refunded=Money(amount=view.refunded_amount, currency=view.currency) if view.refunded_amount else None,
-        allowed_actions=view.allowed_actions,
-        needs_attention=view.attention,
-    )
-
-
-def _from_row(order: Order) -> OrderOut:
-    return OrderOut(
-        id=order.id,
-        status=order.status,
-        status_reason=order.status_reason,
-        buyer_id=order.buyer_id,
-        seller_id=order.seller_id,
-        listing_id=order.listing_id,
-        listing_title=order.listing_title,
-        quantity=order.quantity,
-        total=Money(amount=order.amount, currency=order.currency),
-        payment_state=order.payment_state,
-        workflow_id=order.workflow_id,
-        tracking=order.tracking,
     )

@@ -23,9 +23,10 @@ from fastapi import APIRouter, Header, Request
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.deps import Session, Temporal
+from api.errors import workflow_gone
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
 from bazaar.orders.types import ChargebackNotice, PaymentReport, PlaceOrder
@@ -101,8 +102,8 @@ async def stripe_webhook(
         else:
             await temporal.get_workflow_handle(order.workflow_id).signal(signal, argument)
     except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise DomainError(ErrorCode.SERVICE_UNAVAILABLE, "orders are unavailable, retry shortly") from exc
+        if not workflow_gone(exc):
+            raise  # Temporal unreachable: 503 (api.errors); the provider delivers the event again
         # The order's workflow has ended (e.g. a cancelled order): nothing left to tell it.
         log.warning("webhook %s %s: order %s is closed", event.id, event.type, order.id)
         return {"received": True, "duplicate": False, "handled": False, "order_id": str(order.id)}

@@ -23,8 +23,6 @@ from bazaar.trust.models import (
     DisputeStatus,
 )
 
-REASON_CODES = ("not_received", "not_as_described", "damaged", "counterfeit", "other", "chargeback")
-
 
 async def open_case(
     session: AsyncSession,

@@ -1,0 +1,178 @@
+"""Order actions: buyer, seller and support move an order forward, each action one Update of its workflow.
+
+The workflow checks who may act (its validators, `bazaar.orders.rules`), so the happy path reads nothing from
+the database. Every wait is bounded (`ORDER_WAIT_SECONDS`): an action still running after it answers 202 with
+the order as it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Response
+from temporalio.client import (
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.service import RPCError
+
+from api.deps import Caller, Session, Support, Temporal
+from api.errors import update_rejection, workflow_gone
+from api.schemas import ActionIn, FulfilIn, OrderOut, ResolveIn
+from api.trust_schemas import DisputeIn
+from bazaar.auth import Principal, order_party
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import Order, Role
+from bazaar.orders.types import ActionRequest, Actor, OrderView
+from bazaar.settings import get_settings
+from bazaar.temporal import order_workflow_id
+from workflows.order import OrderWorkflow
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+# Our bounded wait ran out (asyncio.wait_for cancels the SDK's poll, which reports it as its own error).
+STILL_RUNNING = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "the workflow is still working on it: the order as it stands; poll Location"}
+}
+ActionKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="optional: a retried action with the same key joins the first one instead of acting twice",
+    ),
+]
+
+
+def actor_of(caller: Principal) -> Actor:
+    return Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
+
+
+async def visible_order(session: Session, order_id: uuid.UUID, caller: Principal) -> Order:
+    """The stored order as the caller may see it: 404 if there is none, 403 if it is not theirs."""
+    session.expire_all()
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
+    if order_party(order, caller) is None:
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
+    return order
+
+
+class Action:
+    """One actor action on the order of the path, as a workflow Update: 200 with the new state; 403/409/422
+    with the current state when the workflow refuses it; 202 with the current state when it is accepted but
+    still running."""
+
+    def __init__(
+        self,
+        order_id: uuid.UUID,
+        caller: Caller,
+        session: Session,
+        temporal: Temporal,
+        response: Response,
+        key: ActionKey = None,
+    ) -> None:
+        self.order_id, self.caller, self.session = order_id, caller, session
+        self.temporal, self.response, self.key = temporal, response, key
+
+    async def __call__(self, update: Any, **fields: Any) -> OrderOut:
+        request = ActionRequest(actor_of(self.caller), **fields)
+        handle = self.temporal.get_workflow_handle(order_workflow_id(str(self.order_id)))
+        wait = get_settings().order_wait_seconds
+        update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}" if self.key else None
+        try:
+            started = await asyncio.wait_for(
+                handle.start_update(
+                    update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
+                ),
+                wait,
+            )
+            view: OrderView = await asyncio.wait_for(started.result(), wait)
+        except WorkflowUpdateFailedError as exc:
+            order = await visible_order(self.session, self.order_id, self.caller)
+            raise update_rejection(exc, {"order": OrderOut.of_row(order).model_dump(mode="json")}) from exc
+        except STILL_RUNNING:
+            self.response.status_code = 202
+            return OrderOut.of_row(await visible_order(self.session, self.order_id, self.caller))
+        except RPCError as exc:
+            if not workflow_gone(exc):
+                raise
+            # No such order, or its workflow has ended: its state is final.
+            order = await visible_order(self.session, self.order_id, self.caller)
+            raise DomainError(
+                ErrorCode.INVALID_TRANSITION,
+                f"the order is {order.status.value}",
+                {"order": OrderOut.of_row(order).model_dump(mode="json")},
+            ) from exc
+        return OrderOut.of_view(view)
+
+
+Act = Annotated[Action, Depends()]
+
+
+@router.post("/{order_id}/accept", response_model=OrderOut, responses=ACCEPTED)
+async def accept(act: Act) -> OrderOut:
+    """Seller accepts a paid order."""
+    return await act(OrderWorkflow.accept)
+
+
+@router.post("/{order_id}/decline", response_model=OrderOut, responses=ACCEPTED)
+async def decline(act: Act, body: ActionIn | None = None) -> OrderOut:
+    """Seller declines a paid order: the buyer is refunded in full and the stock goes back."""
+    return await act(OrderWorkflow.decline, reason=body.reason if body else None)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut, responses=ACCEPTED)
+async def cancel(act: Act, body: ActionIn | None = None) -> OrderOut:
+    """Buyer (before acceptance), seller (after acceptance) or support cancels: full refund. A pending order
+    is cancelled once its charge has an outcome (202 until then)."""
+    return await act(OrderWorkflow.cancel, reason=body.reason if body else None)
+
+
+@router.post("/{order_id}/fulfil", response_model=OrderOut, responses=ACCEPTED)
+async def fulfil(act: Act, body: FulfilIn | None = None) -> OrderOut:
+    """Seller marks the order shipped/fulfilled, optionally with tracking."""
+    tracking = {k: str(v) for k, v in (body.model_dump(exclude_none=True) if body else {}).items()} or None
+    return await act(OrderWorkflow.fulfil, tracking=tracking)
+
+
+@router.post("/{order_id}/confirm-receipt", response_model=OrderOut, responses=ACCEPTED)
+async def confirm_receipt(act: Act) -> OrderOut:
+    """Buyer confirms receipt: the order completes and escrow is released to the seller."""
+    return await act(OrderWorkflow.confirm_receipt)
+
+
+@router.post("/{order_id}/dispute", response_model=OrderOut, responses=ACCEPTED)
+async def open_dispute(act: Act, body: DisputeIn) -> OrderOut:
+    """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen and a dispute
+    case opens for support (its thread: `GET /v1/orders/{id}/dispute`)."""
+    return await act(OrderWorkflow.open_dispute, reason=body.reason_code, message=body.message)
+
+
+@router.post("/{order_id}/resolve", response_model=OrderOut, responses=ACCEPTED)
+async def resolve_dispute(act: Act, _: Support, body: ResolveIn) -> OrderOut:
+    """Support resolves a dispute: release to the seller, refund the buyer, or refund part and release the rest."""
+    return await act(
+        OrderWorkflow.resolve_dispute,
+        reason=body.note,
+        resolution=body.resolution,
+        refund_amount=body.refund_amount,
+    )
+
+
+@router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACCEPTED)
+async def retry_transfer(act: Act, _: Support) -> OrderOut:
+    """Support pays a completed order's seller again after the provider refused the transfer
+    (PaymentState `transfer_failed`, e.g. the connected account was restricted and is fixed now)."""
+    return await act(OrderWorkflow.retry_transfer)
+
+
+@router.post("/{order_id}/retry", response_model=OrderOut, responses=ACCEPTED)
+async def retry(act: Act, _: Support) -> OrderOut:
+    """Support re-runs the step an order is stuck on (see `GET /v1/support/stuck-orders`) now, instead of
+    waiting for its next automatic retry. 409 when no step of the order is failing."""
+    return await act(OrderWorkflow.retry)
