@@ -8,6 +8,8 @@ services. Everything binds free loopback ports in a fresh temp dir (never the de
   tests that run workers in-process: give them their own task queue, since `stack` shares this infra).
 - `stack`: `infra` plus migrations, worker, search sync and API (no demo data).
 - `http`: an httpx client of the stack's API, per test module.
+- `outbox_url`, `db`: a migrated database of the test module's own on `infra`'s PostgreSQL (so no other
+  notification sender, like the stack's worker, drains its rows), and async sessions on it.
 
 Both yield a `devstack.stack.Stack`: `api_url`, `database_url`, `temporal_address`, `meili_url`,
 `meili_master_key`, `meili_search_key`, `stripe_api_base`, `stripe_secret_key`,
@@ -25,7 +27,8 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -33,9 +36,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from bazaar.migrate import upgrade
 from bazaar.settings import Settings, get_settings
 from devstack.stack import Ports, Stack
+from tests.support.outbox import Sessions
 
 # Hypothesis profiles. `default` bounds the stateful order test for `make test`; `long` is the nightly-style
 # run (`make test-long`, or `pytest --hypothesis-profile=long`). Steps run real workflows, so no per-example
@@ -103,3 +111,31 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
     """A client of the test stack's API (one per test module)."""
     with httpx.Client(base_url=stack.api_url, timeout=30) as client:
         yield client
+
+
+# ---- the notification outbox's own database (tests/activities/test_notification_sender.py and
+# tests/bazaar/trust/test_notifications.py) ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def outbox_url(infra: Stack) -> Iterator[str]:
+    """A migrated database of this module's own on the test PostgreSQL."""
+    name = f"outbox_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(infra.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(infra.database_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+async def db(outbox_url: str) -> AsyncIterator[Sessions]:
+    engine = create_async_engine(outbox_url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()

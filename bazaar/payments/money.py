@@ -44,7 +44,7 @@ MIN_CHARGE: dict[str, int] = {
 MAX_CHARGE = 99_999_999
 
 # The same codes as CURRENCY_EXPONENTS, as a type: query parameters and request fields get an enum (and
-# OpenAPI lists it); tests/bazaar/test_money.py keeps the two in step.
+# OpenAPI lists it); tests/bazaar/payments/test_money.py keeps the two in step.
 Currency = Literal["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD", "JPY"]
 
 

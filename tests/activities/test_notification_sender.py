@@ -18,78 +18,36 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import select
 
 from activities.notifications import Delivery, NotificationActivities, NotificationSender
 from bazaar.db import get_engine, get_sessionmaker
 from bazaar.errors import DomainError
-from bazaar.migrate import upgrade
 from bazaar.models import User
 from bazaar.settings import Settings, get_settings
 from bazaar.trust import notifications
 from bazaar.trust.models import DeadLetter, Notification
 from devstack.stack import Stack
+from tests.support.outbox import Sessions, make_users
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-Sessions = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
 
 
-# ---- fixtures and helpers (tests/bazaar/test_notifications.py uses them too) -----------------------------
-
-
-@pytest.fixture(scope="module")
-def outbox_url(infra: Stack) -> Iterator[str]:
-    """A migrated database of this module's own on the test PostgreSQL."""
-    name = f"outbox_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(infra.database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(infra.database_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(scope="module")
-async def db(outbox_url: str) -> AsyncIterator[Sessions]:
-    engine = create_async_engine(outbox_url)
-    yield async_sessionmaker(engine, expire_on_commit=False)
-    await engine.dispose()
+# ---- helpers (the `outbox_url` and `db` fixtures are in tests/conftest.py) ---------------------------------
 
 
 def settings_for(url: str, **changes: Any) -> Settings:
     """The test stack's settings (from the environment, not `.env`) on this database."""
     return Settings(_env_file=None).model_copy(update={"database_url": url, **changes})
-
-
-async def make_users(db: Sessions, count: int, name: str = "Outbox") -> list[User]:
-    made = [
-        User(
-            email=f"{name.lower()}-{uuid.uuid4().hex[:10]}@example.com",
-            password_hash="-",
-            display_name=name,
-            roles=["buyer"],
-        )
-        for _ in range(count)
-    ]
-    async with db() as session, session.begin():
-        session.add_all(made)
-    return made
 
 
 async def shipped(db: Sessions, recipients: list[User], title: str) -> list[int]:

@@ -32,8 +32,8 @@ from activities.reconciliation import (
 from bazaar.db import get_engine, get_sessionmaker
 from bazaar.models import PaymentKind, PaymentOutcome
 from bazaar.settings import get_settings
-from tests.activities.money_helpers import AMOUNT, ROOT, paid_order, payment_intents_for, provider, sql
-from tests.binaries import venv_binary
+from tests.support.binaries import venv_binary
+from tests.support.money import AMOUNT, ROOT, paid_order, payment_intents_for, provider, sql
 from workflows.reconciliation import SCHEDULE_ID, ReconciliationWorkflow, previous_day
 
 S, F = PaymentOutcome.SUCCEEDED, PaymentOutcome.FAILED

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from api.app import app
-from tests.api.helpers import listing_body, published_listing, register, seller_with_payout
+from tests.support.http import listing_body, published_listing, register, seller_with_payout
 
 pytestmark = pytest.mark.integration
 

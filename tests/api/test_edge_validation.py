@@ -23,8 +23,8 @@ from api.app import create_app
 from bazaar.payments.money import MAX_CHARGE
 from devstack import services
 from devstack.process import Supervisor
-from tests.activities.money_helpers import act, paid_order, sql
-from tests.api.helpers import Actor, listing_body, register, seller_with_payout, support_user
+from tests.support.http import Actor, listing_body, register, seller_with_payout, support_user
+from tests.support.money import act, paid_order, sql
 
 pytestmark = pytest.mark.integration
 

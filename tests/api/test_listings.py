@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import (
+from tests.support.http import (
     Actor,
     listing_body,
     published_listing,
@@ -18,7 +18,7 @@ from tests.api.helpers import (
     support_user,
     wait_until,
 )
-from tests.search_sync.private import rate_seller
+from tests.support.search import rate_seller
 
 pytestmark = pytest.mark.integration
 

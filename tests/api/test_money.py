@@ -26,9 +26,11 @@ from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from bazaar.db import get_engine, get_sessionmaker
-from bazaar.orders.types import OrderView, PlaceOrder, order_workflow_id
+from bazaar.orders.types import OrderView, PlaceOrder
 from bazaar.settings import get_settings
-from tests.activities.money_helpers import (
+from bazaar.temporal import order_workflow_id
+from tests.support.http import Actor, published_listing, register, seller_with_payout, wait_until
+from tests.support.money import (
     AMOUNT,
     FEE,
     act,
@@ -42,7 +44,6 @@ from tests.activities.money_helpers import (
     sql,
     transfers_for,
 )
-from tests.api.helpers import Actor, published_listing, register, seller_with_payout, wait_until
 from worker import WORKFLOWS, activities_for, trust_activities
 from workflows.order import OrderWorkflow
 

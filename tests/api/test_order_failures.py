@@ -23,8 +23,17 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from bazaar.orders.types import NEEDS_ATTENTION, PlaceOrder, order_workflow_id
-from tests.activities.money_helpers import (
+from bazaar.orders.types import NEEDS_ATTENTION, PlaceOrder
+from bazaar.temporal import order_workflow_id
+from tests.support.http import (
+    listing_body,
+    published_listing,
+    register,
+    seller_with_payout,
+    support_user,
+    wait_until,
+)
+from tests.support.money import (
     act,
     add_fault,
     clear_faults,
@@ -32,14 +41,6 @@ from tests.activities.money_helpers import (
     payment_intents_for,
     place,
     sql,
-)
-from tests.api.helpers import (
-    listing_body,
-    published_listing,
-    register,
-    seller_with_payout,
-    support_user,
-    wait_until,
 )
 from workflows.order import OrderWorkflow
 

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.activities.money_helpers import (
+from tests.support.http import register, support_user
+from tests.support.money import (
     AMOUNT,
     FEE,
     act,
@@ -21,7 +22,6 @@ from tests.activities.money_helpers import (
     refused,
     transfers_for,
 )
-from tests.api.helpers import register, support_user
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import Actor, published_listing, register, seller_with_payout, wait_until
-from tests.binaries import venv_binary
+from tests.support.binaries import venv_binary
+from tests.support.http import Actor, published_listing, register, seller_with_payout, wait_until
 
 pytestmark = pytest.mark.integration
 

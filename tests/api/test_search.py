@@ -18,8 +18,8 @@ from bazaar.search.meili import Meili
 from bazaar.search.query import ListingQuery, distance_m, search_meili
 from bazaar.settings import Settings
 from bazaar.text import control_character_problem
-from tests.api.helpers import Actor, published_listing, seller_with_payout, wait_until
-from tests.search_sync.private import rate_seller
+from tests.support.http import Actor, published_listing, seller_with_payout, wait_until
+from tests.support.search import rate_seller
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from bazaar.trust import notifications
 from bazaar.trust.models import Notification
 from bazaar.trust.notifications import EVENT_TYPES
 from bazaar.trust.reputation import bayesian_score
-from tests.activities.money_helpers import act, fulfilled_order, paid_order, sql
-from tests.api.helpers import Actor, register, support_user, wait_until
+from tests.support.http import Actor, register, support_user, wait_until
+from tests.support.money import act, fulfilled_order, paid_order, sql
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,17 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from bazaar.orders.types import OrderView, order_workflow_id
-from tests.activities.money_helpers import (
+from bazaar.orders.types import OrderView
+from bazaar.temporal import order_workflow_id
+from tests.support.http import (
+    Actor,
+    published_listing,
+    register,
+    seller_with_payout,
+    support_user,
+    wait_until,
+)
+from tests.support.money import (
     AMOUNT,
     FEE,
     act,
@@ -32,7 +41,6 @@ from tests.activities.money_helpers import (
     sql,
     transfers_for,
 )
-from tests.api.helpers import Actor, published_listing, register, seller_with_payout, support_user, wait_until
 from workflows.order import OrderWorkflow
 
 pytestmark = pytest.mark.integration

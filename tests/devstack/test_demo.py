@@ -9,7 +9,7 @@ import pytest
 
 from bazaar.trust.reputation import bayesian_score
 from devstack import demo
-from tests.api.helpers import support_user, wait_until
+from tests.support.http import support_user, wait_until
 
 pytestmark = pytest.mark.integration
 

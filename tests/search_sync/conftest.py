@@ -1,4 +1,4 @@
-"""The private search stack (tests/search_sync/private.py), shared by this directory's tests."""
+"""The private search stack (tests/support/search.py), shared by this directory's tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from devstack.process import Supervisor
 from devstack.stack import Stack
-from tests.search_sync.private import PrivateSearch, create_private
+from tests.support.search import PrivateSearch, create_private
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,11 @@ import uuid
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
-from api.schemas import SearchOut
 from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing
-from tests.search_sync.private import PrivateSearch, listing_fields
+from tests.support.search import PrivateSearch, backend, get, listing_fields, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +26,6 @@ PLACES = [
 ]
 CATEGORIES = ["bikes", "camping", "phones", "furniture", "books"]
 CONDITIONS = ["new", "good", "fair"]
-
-
-def get(private: PrivateSearch, **params: Any) -> httpx.Response:
-    response = httpx.get(f"{private.api_url}/v1/search/listings", params=params, timeout=10)
-    assert response.status_code == 200, response.text
-    SearchOut.model_validate(response.json())  # both backends answer in the documented shape
-    return response
-
-
-def backend(private: PrivateSearch) -> str:
-    return get(private, q="anything").headers["X-Search-Backend"]
 
 
 def degraded_gauge(private: PrivateSearch) -> float:
@@ -129,11 +116,6 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
         await asyncio.sleep(0.1)
     assert degraded_gauge(private) == 0.0
     assert get(private, **queries[0][0]).json()["hits"] == before[0]["hits"]
-
-
-def token_for(private: PrivateSearch, user_id: uuid.UUID) -> dict[str, str]:
-    claims = {"sub": str(user_id), "roles": ["seller"], "exp": int(time.time()) + 600}
-    return {"Authorization": f"Bearer {jwt.encode(claims, private.infra.jwt_secret, algorithm='HS256')}"}
 
 
 async def test_views_are_batched_into_popularity(private: PrivateSearch) -> None:

@@ -14,11 +14,10 @@ import httpx
 import pytest
 
 from bazaar.auth import Principal
-from bazaar.errors import DomainError
 from bazaar.listings import lifecycle as listings
 from bazaar.search.index import INDEX_SETTINGS, apply_index_settings
 from bazaar.search.meili import Meili
-from tests.search_sync.private import MASTER_KEY, PrivateSearch, listing_fields
+from tests.support.search import MASTER_KEY, PrivateSearch, churn, listing_fields
 
 pytestmark = pytest.mark.integration
 
@@ -30,32 +29,6 @@ async def published(private: PrivateSearch, seller: Principal, count: int, **fie
         for listing in made:
             await listings.publish(s, listing.id, seller, None)
     return [x.id for x in made]
-
-
-async def churn(
-    private: PrivateSearch, seller: Principal, ids: list[uuid.UUID], changes: int, rng: random.Random
-) -> list[uuid.UUID]:
-    """Many small committed changes of every kind; returns the ids of listings it created."""
-    created: list[uuid.UUID] = []
-    for n in range(changes):
-        target = rng.choice(ids)
-        try:
-            async with private.session() as s:
-                roll = rng.random()
-                if roll < 0.7:
-                    await listings.update(s, target, seller, None, {"price_amount": rng.randint(100, 99_999)})
-                elif roll < 0.8:
-                    await listings.archive(s, target, seller, None)
-                elif roll < 0.9:
-                    await listings.publish(s, target, seller, None)
-                elif roll < 0.95:
-                    await listings.update(s, target, seller, None, {"quantity": rng.choice([0, 1, 2])})
-                else:
-                    new = await listings.create(s, seller, listing_fields(price_amount=n + 1))
-                    created.append(new.id)
-        except DomainError:
-            pass  # e.g. publishing an active listing or editing an archived one: not a change
-    return created
 
 
 class VersionWatcher(threading.Thread):

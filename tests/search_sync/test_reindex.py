@@ -13,8 +13,7 @@ import pytest
 
 from bazaar.listings import lifecycle as listings
 from search_sync.reindex import ReindexBusy, reindex
-from tests.search_sync.private import PrivateSearch, listing_fields
-from tests.search_sync.test_outbox import churn
+from tests.support.search import PrivateSearch, churn, listing_fields
 
 pytestmark = pytest.mark.integration
 LISTINGS = 1_500

@@ -22,8 +22,15 @@ from bazaar.trust.models import Reputation
 from bazaar.trust.reputation import PRIOR_MEAN, bayesian_score
 from search_sync.reindex import _catch_up, _load_snapshot
 from search_sync.sync import XMIN
-from tests.search_sync.private import MASTER_KEY, PrivateSearch, listing_fields, reveal_reviews
-from tests.search_sync.test_fallback import backend, get, token_for
+from tests.support.search import (
+    MASTER_KEY,
+    PrivateSearch,
+    backend,
+    get,
+    listing_fields,
+    reveal_reviews,
+    token_for,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import stripe
 
-from tests.stripe_sandbox.conftest import SandboxProcess, headers_of
+from tests.support.sandbox import SandboxProcess, headers_of
 
 PARAMS = {"amount": 1500, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
 

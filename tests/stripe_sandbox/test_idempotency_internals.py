@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from stripe_sandbox.app import create_app
 from stripe_sandbox.state import IDEMPOTENCY_TTL_SECONDS, Store
-from tests.stripe_sandbox.conftest import API_KEY, SandboxProcess
+from tests.support.sandbox import API_KEY, SandboxProcess
 
 
 def test_concurrent_requests_with_one_key_have_one_effect(sbx: SandboxProcess) -> None:

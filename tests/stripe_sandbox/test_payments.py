@@ -6,7 +6,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.stripe_sandbox.conftest import SandboxProcess, headers_of
+from tests.support.sandbox import SandboxProcess, headers_of
 
 
 def _usd_available(client: stripe.StripeClient) -> int:

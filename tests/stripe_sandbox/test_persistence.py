@@ -7,7 +7,7 @@ from pathlib import Path
 
 import stripe
 
-from tests.stripe_sandbox.conftest import SandboxProcess, headers_of
+from tests.support.sandbox import SandboxProcess, headers_of
 
 
 def test_state_survives_restart(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stripe_sandbox.conftest import API_KEY, SandboxProcess
+from tests.support.sandbox import API_KEY, SandboxProcess
 
 # Fields Bazaar reads; each must exist with the fixture's value type wherever the fixture has it.
 READ_FIELDS = (

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import stripe
 
-from tests.stripe_sandbox.conftest import SandboxProcess, free_port
+from tests.support.sandbox import SandboxProcess, free_port
 
 SECRET = "whsec_test_sandbox_secret"
 

@@ -55,6 +55,8 @@ from activities.payments import (
     TransferReversalRequest,
     TransferReversalResult,
 )
+from bazaar.models import OrderStatus, PaymentState
+from bazaar.orders.types import ChargebackStatus
 from tests.support.order_world import (
     BUYER_PAYMENTS,
     CHARGEBACKS,
@@ -190,11 +192,17 @@ class World(WorldState):
         released = releases > 0 and f"{order_id}:release_reversal:{releases}" not in txns
         payout = transfers[-1] if len(transfers) > len(reversals) else None
         chargeback = chargebacks[-1] if chargebacks else None
-        status = None
+        status: ChargebackStatus | None = None
         if chargeback is not None:
             # As the timeline recorded the network's decision (`order.chargeback_lost`).
             lost = any(action == "order.chargeback_lost" for *_, action in order.history.values())
-            status = "won" if reinstated else "lost" if lost else "withdrawn"
+            status = (
+                ChargebackStatus.WON
+                if reinstated
+                else ChargebackStatus.LOST
+                if lost
+                else ChargebackStatus.WITHDRAWN
+            )
         return OrderSnapshot(
             order_id=order_id,
             buyer_id=order.buyer_id,
@@ -204,9 +212,9 @@ class World(WorldState):
             quantity=order.quantity,
             amount=order.amount,
             currency=order.currency,
-            status=order.status,
+            status=OrderStatus(order.status),
             reason=order.reason,
-            payment_state=order.payment_state,
+            payment_state=PaymentState(order.payment_state),
             tracking=order.tracking,
             seq=order.seq,
             payment_intent_id=charges[-1].provider_id if charges else None,

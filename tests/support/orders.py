@@ -50,16 +50,6 @@ from workflows.order import OrderWorkflow
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
 AMOUNT, FEE = 45_000, 4_530  # 10 % + 0.30 EUR
 PLACEMENT = Placement("listing-1", 1, "pm_card_visa")
-DATABASE_STEPS = frozenset(
-    {
-        "reserve_stock",
-        "save_transition",
-        "release_escrow",
-        "reverse_release",
-        "record_chargeback",
-        "load_order",
-    }
-)
 Action = UpdateMethodMultiParam[[OrderWorkflow, ActionRequest], OrderView]
 
 

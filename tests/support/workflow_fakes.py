@@ -45,6 +45,7 @@ from activities.payments import (
     TransferReversalResult,
 )
 from activities.trust import OrderOutcome, ReviewWindowRequest
+from bazaar.orders.types import ChargebackStatus
 from bazaar.trust.notifications import NotificationEvent
 
 
@@ -204,7 +205,9 @@ class FakeWorld:
             payout_transfer_id=payout[0] if payout else None,
             payout_amount=payout[1] if payout else 0,
             chargeback_id=chargeback.dispute_id if chargeback else None,
-            chargeback_status=None if chargeback is None else "won" if won else "lost",
+            chargeback_status=(
+                None if chargeback is None else ChargebackStatus.WON if won else ChargebackStatus.LOST
+            ),
             chargeback_amount=chargeback.amount if chargeback else 0,
         )
 

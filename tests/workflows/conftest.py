@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from bazaar.orders.types import SEARCH_ATTRIBUTE_KEYS
-from tests.binaries import venv_binary
-
-# Every order search attribute, NeedsAttention included (the lean order upserts it on each transition).
-SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = list(SEARCH_ATTRIBUTE_KEYS)
+from tests.support.binaries import venv_binary
+from tests.support.temporal import SEARCH_ATTRIBUTES
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ that have no history yet: the stored ones are the proof that workflows started b
 
 What is recorded here:
 - `lean_*`: the order workflow (type `Order`, `workflows/order.py`), one history per scenario of
-  `tests/workflows/test_provider_events.py` (`RECORDED`, whose test also checks each still ends as recorded);
+  `tests/support/order_scenarios.py` (`RECORDED`; tests/workflows/test_provider_events.py checks each still
+  ends as recorded);
 - `reveal_due_reviews_sweep`: one run of the review sweep;
 - `dispute_case_chargeback_joined`: a buyer's dispute case that a chargeback joins (started by the lean order).
 
@@ -32,11 +33,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bazaar.orders.types import ActionRequest
-from tests.binaries import venv_binary
-from tests.workflows.conftest import SEARCH_ATTRIBUTES
-from tests.workflows.fakes import FakeWorld
-from tests.workflows.test_order_workflow import BUYER, SELLER, SUPPORT, placed
-from tests.workflows.test_provider_events import RECORDED, notice, record
+from tests.support.binaries import venv_binary
+from tests.support.order_scenarios import RECORDED, record
+from tests.support.orders import BUYER, SELLER, SUPPORT, notice, placed
+from tests.support.temporal import SEARCH_ATTRIBUTES
+from tests.support.workflow_fakes import FakeWorld
 from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
 from workflows.order import OrderWorkflow
 from workflows.reviews import RevealDueReviewsWorkflow

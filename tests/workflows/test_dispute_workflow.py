@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.workflows.fakes import FakeWorld, children_finished
+from bazaar.trust.models import DisputeResolution, DisputeSource
+from tests.support.workflow_fakes import FakeWorld, children_finished
 from workflows.dispute import (
     DisputeCase,
     DisputeMessageIn,
@@ -46,7 +47,7 @@ async def dispute(
                 "buyer-1",
                 "seller-1",
                 "Road bike",
-                source="buyer",
+                source=DisputeSource.BUYER,
                 reason_code="not_as_described",
                 message="the frame is cracked",
             ),
@@ -64,7 +65,7 @@ async def test_unresolved_dispute_escalates_after_five_days(time_skipping_env: W
         assert (await handle.query(DisputeWorkflow.status)).status == "open"
         await time_skipping_env.sleep(timedelta(hours=2))
         assert (await handle.query(DisputeWorkflow.status)).status == "escalated"
-        await handle.signal(DisputeWorkflow.resolved, Resolution("refund"))
+        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.REFUND))
         state = await handle.result()
         for _ in range(100):  # the resolution's notification is a child that runs on after the case ends
             if len(world.events) == 3:
@@ -100,7 +101,7 @@ async def test_information_request_answered_and_unanswered(workflow_env: Workflo
                 break
             await asyncio.sleep(0.1)
         assert state.waiting_for == []
-        await handle.signal(DisputeWorkflow.resolved, Resolution("partial_refund", 10_000))
+        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.PARTIAL_REFUND, 10_000))
         await handle.result()
     kinds = [(e.author_role, e.kind) for e in world.dispute_thread]
     assert kinds == [
@@ -120,6 +121,6 @@ async def test_bad_input_and_late_messages_are_refused(time_skipping_env: Workfl
                 await handle.execute_update(DisputeWorkflow.add_message, bad)
             assert isinstance(failure.value.cause, ApplicationError)
             assert failure.value.cause.type == "InvalidRequest"
-        await handle.signal(DisputeWorkflow.resolved, Resolution("release"))
+        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.RELEASE))
         await handle.result()
     assert world.dispute_thread == []

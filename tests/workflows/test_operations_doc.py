@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.activities.money_helpers import (
+from tests.support.http import support_user, wait_until
+from tests.support.money import (
     AMOUNT,
     FEE,
     act,
@@ -23,7 +24,6 @@ from tests.activities.money_helpers import (
     sql,
     transfers_for,
 )
-from tests.api.helpers import support_user, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -13,16 +13,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from bazaar.orders.types import ActionRequest
-from tests.workflows.fakes import FakeWorld, child_workflow_types, review_closes_in
-from tests.workflows.test_order_workflow import (
-    AMOUNT,
-    BUYER,
-    FEE,
-    SELLER,
-    SUPPORT,
-    placed,
-)
-from tests.workflows.test_provider_events import notice
+from tests.support.orders import AMOUNT, BUYER, FEE, SELLER, SUPPORT, notice, placed
+from tests.support.workflow_fakes import FakeWorld, child_workflow_types, review_closes_in
 from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
 from workflows.order import OrderWorkflow
 

@@ -9,82 +9,27 @@ Payment reports never charge.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
-from bazaar.orders.types import (
-    PAYMENT_STATE,
-    ActionRequest,
-    ChargebackNotice,
-    OrderView,
-    PaymentReport,
-    PlaceOrder,
-    order_workflow_id,
-)
-from tests.workflows.fakes import FakeWorld
-from tests.workflows.test_order_workflow import (
+from bazaar.orders.types import PAYMENT_STATE, ActionRequest, PaymentReport
+from tests.support.order_scenarios import RECORDED, record
+from tests.support.orders import (
     AMOUNT,
     BUYER,
     FEE,
-    PLACEMENT,
     SELLER,
     SUPPORT,
-    Order,
+    completed,
+    notice,
     placed,
-    unplaced,
+    reopened,
+    state_when,
 )
+from tests.support.workflow_fakes import FakeWorld
 from workflows.order import OrderWorkflow
 
 NET = AMOUNT - FEE
-
-
-def notice(status: str = "needs_response", dispute: str = "dp_1", amount: int = AMOUNT) -> ChargebackNotice:
-    return ChargebackNotice(dispute_id=dispute, status=status, amount=amount, currency="EUR")
-
-
-async def state_when(order: Order, check: Callable[[OrderView], bool]) -> OrderView:
-    """Poll the `state` query until `check` holds (signals are fire-and-forget), for up to 10 s."""
-    deadline = time.monotonic() + 10
-    while True:
-        view = await order.handle.query(OrderWorkflow.state)  # None while a reopened run loads
-        if (view is not None and check(view)) or time.monotonic() > deadline:
-            assert view is not None and check(view), view
-            return view
-        await asyncio.sleep(0.05)
-
-
-async def completed(order: Order) -> None:
-    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-
-
-async def reopened(client: Client, order: Order, chargeback: ChargebackNotice) -> Order:
-    """What the webhook does for a chargeback on a completed order: signal-with-start a reopened run."""
-    handle: WorkflowHandle[OrderWorkflow, OrderView] = await client.start_workflow(
-        OrderWorkflow.run,
-        PlaceOrder(
-            order_id=order.id,
-            buyer_id=BUYER.user_id,
-            listing_id="listing-1",
-            quantity=1,
-            payment_method="",
-            idempotency_key="client-key",
-            reopen=True,
-        ),
-        id=order_workflow_id(order.id),
-        task_queue=order.queue,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        start_signal="chargeback",
-        start_signal_args=[chargeback],
-    )
-    return Order(handle, order.id, order.queue, client, order.world)
 
 
 async def test_chargeback_on_a_paid_order_freezes_it_and_lost_refunds(
@@ -268,149 +213,6 @@ async def test_failed_payout_keeps_the_order_open_until_support_retries(
         (NET, f"{order.id}:transfer:2"),
     ]
     assert len(world.escrow_releases) == 1
-
-
-# ---- scenarios recorded as replay histories (tests/workflows/record_histories.py) ----------------------
-
-
-async def drive_dispute(order: Order) -> Order:
-    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="not as described"))
-    await order.act(
-        OrderWorkflow.resolve_dispute,
-        ActionRequest(SUPPORT, resolution="partial_refund", refund_amount=10_000),
-    )
-    return order
-
-
-async def drive_cancellation(order: Order) -> Order:
-    await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
-    return order
-
-
-async def drive_chargeback(order: Order) -> Order:
-    await order.handle.signal(OrderWorkflow.chargeback, notice())
-    await state_when(order, lambda v: v.status == "disputed")
-    await order.handle.signal(OrderWorkflow.chargeback, notice("lost"))
-    return order
-
-
-async def drive_chargeback_after_completion(order: Order) -> Order:
-    """Completed and ended, then reopened by a chargeback that the seller wins: the reopened run is recorded."""
-    await completed(order)
-    await order.result()
-    assert order.client is not None
-    again = await reopened(order.client, order, notice())
-    await state_when(again, lambda v: v.status == "disputed")
-    await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
-    return again
-
-
-async def drive_payout_retry(order: Order) -> Order:
-    await completed(order)
-    await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
-    return order
-
-
-async def drive_to_completion(order: Order) -> Order:
-    await completed(order)
-    return order
-
-
-async def drive_dispute_refunded(order: Order) -> Order:
-    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
-    await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
-    return order
-
-
-async def drive_nothing(order: Order) -> Order:
-    return order  # the deadlines act
-
-
-async def drive_attention_then_retry(order: Order) -> Order:
-    """Started while the provider is down: the charge fails past its bound and the order is flagged; support
-    retries once the provider is back; then the order completes."""
-    await order.state_when(lambda v: v.attention is not None)
-    order.world.clear()
-    await order.act(OrderWorkflow.retry, ActionRequest(SUPPORT))
-    await order.handle.execute_update(OrderWorkflow.placement, PLACEMENT)
-    await completed(order)
-    return order
-
-
-async def drive_refund_refused_then_declined(order: Order) -> Order:
-    order.world.reject_refunds = 1
-    await order.refused(OrderWorkflow.decline, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.decline, ActionRequest(SELLER))
-    return order
-
-
-async def drive_fulfil_refused_then_shipped(order: Order) -> Order:
-    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
-    order.world.refuse("save_transition:order.fulfilled")
-    with pytest.raises(WorkflowUpdateFailedError):
-        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-    order.world.clear()
-    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-    await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-    return order
-
-
-def provider_down() -> FakeWorld:
-    world = FakeWorld()
-    world.fail("charge")
-    return world
-
-
-Driver = Callable[[Order], Awaitable[Order]]  # returns the run whose history is recorded
-# name -> (world, order terms, driver, expected final status). Histories of the lean order (type `Order`);
-# the `order_*` and `trust_*` histories were recorded by the previous workflow (now `LegacyOrderWorkflow`)
-# and are never recorded again. Scenarios in UNPLACED start without waiting for the placement.
-RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]] = {
-    "lean_attention_then_retry": (
-        provider_down,
-        {"provider_timeout_seconds": 1, "attention_retry_seconds": 3600},
-        drive_attention_then_retry,
-        "completed",
-    ),
-    "lean_order_completed": (FakeWorld, {}, drive_to_completion, "completed"),
-    "lean_payment_failed": (lambda: FakeWorld(decline=True), {}, drive_nothing, "cancelled"),
-    "lean_payment_rejected": (lambda: FakeWorld(reject_charge=True), {}, drive_nothing, "cancelled"),
-    "lean_sold_out": (lambda: FakeWorld(stock=0), {}, drive_nothing, "rejected"),
-    "lean_cancelled_by_buyer": (FakeWorld, {}, drive_cancellation, "cancelled"),
-    "lean_refund_refused_then_declined": (FakeWorld, {}, drive_refund_refused_then_declined, "cancelled"),
-    "lean_fulfil_refused_then_shipped": (FakeWorld, {}, drive_fulfil_refused_then_shipped, "completed"),
-    "lean_dispute_partial_refund": (FakeWorld, {"dispute_window_seconds": 3600}, drive_dispute, "completed"),
-    "lean_dispute_refunded": (
-        FakeWorld,
-        {"dispute_window_seconds": 3600},
-        drive_dispute_refunded,
-        "refunded",
-    ),
-    "lean_payout_retried": (lambda: FakeWorld(reject_transfers=1), {}, drive_payout_retry, "completed"),
-    "lean_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
-    "lean_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
-    "lean_reminded_then_timed_out": (
-        FakeWorld,
-        {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},
-        drive_nothing,
-        "cancelled",
-    ),
-}
-
-
-UNPLACED = frozenset({"lean_attention_then_retry"})
-
-
-async def record(env: WorkflowEnvironment, name: str) -> tuple[OrderView, WorkflowHistory]:
-    make_world, terms, drive, _ = RECORDED[name]
-    start = unplaced if name in UNPLACED else placed
-    async with start(env, make_world(), **terms) as order:
-        run = await drive(order)
-        return await run.result(), await run.handle.fetch_history()
 
 
 async def test_recorded_scenarios_end_as_expected(workflow_env: WorkflowEnvironment) -> None:

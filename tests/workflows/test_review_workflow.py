@@ -15,8 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bazaar.orders.types import ActionRequest
-from tests.workflows.fakes import FakeWorld, ReviewWindow, children_finished
-from tests.workflows.test_order_workflow import BUYER, SELLER, placed
+from tests.support.orders import BUYER, SELLER, placed
+from tests.support.workflow_fakes import FakeWorld, ReviewWindow, children_finished
 from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reviews import RevealDueReviewsWorkflow, ReviewRound, ReviewWorkflow

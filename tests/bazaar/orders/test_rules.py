@@ -10,8 +10,9 @@ from itertools import product
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from bazaar.models import OrderStatus, PaymentState
 from bazaar.orders import rules
-from bazaar.orders.types import Actor, OrderView
+from bazaar.orders.types import Actor, OrderAction, OrderView
 
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
 ACTORS = {"buyer": BUYER, "seller": SELLER, "support": SUPPORT, "stranger": STRANGER}
@@ -59,7 +60,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
 def view(status: str, **changes: object) -> OrderView:
     base = OrderView(
         order_id="order-1",
-        status=status,
+        status=OrderStatus(status),
         reason=None,
         buyer_id=BUYER.user_id,
         listing_id="listing-1",
@@ -67,7 +68,7 @@ def view(status: str, **changes: object) -> OrderView:
         seller_id=SELLER.user_id,
         amount=45_000,
         currency="EUR",
-        payment_state=PAYMENT[status],
+        payment_state=PaymentState(PAYMENT[status]),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -84,7 +85,7 @@ def ready_for(action: str, status: str) -> OrderView:
 
 def refusal(action: str, actor: Actor, order: OrderView | None) -> str:
     with pytest.raises(ApplicationError) as refused:
-        rules.authorize(action, actor, order)
+        rules.authorize(OrderAction(action), actor, order)
     return str(refused.value.type)
 
 
@@ -100,7 +101,7 @@ def test_every_action_in_every_state_for_every_party(action: str, status: str, p
     if party not in ever:
         assert refusal(action, actor, order) == "Forbidden"
     elif party in ALLOWED[action].get(status, set()):
-        assert rules.authorize(action, actor, order) == party
+        assert rules.authorize(OrderAction(action), actor, order) == party
     else:
         assert refusal(action, actor, order) == "InvalidTransition"
 
@@ -129,9 +130,9 @@ def test_the_buyers_cancel_after_the_seller_accepted_lost_a_race() -> None:
 def test_someone_in_two_roles_acts_in_the_first_role_the_state_allows() -> None:
     buyer_and_staff = Actor(BUYER.user_id, is_support=True)
     seller_and_staff = Actor(SELLER.user_id, is_support=True)
-    assert rules.authorize("cancel", buyer_and_staff, view("paid")) == "buyer"
-    assert rules.authorize("cancel", seller_and_staff, view("confirmed")) == "seller"
-    assert rules.authorize("resolve_dispute", buyer_and_staff, view("disputed")) == "support"
+    assert rules.authorize(OrderAction.CANCEL, buyer_and_staff, view("paid")) == "buyer"
+    assert rules.authorize(OrderAction.CANCEL, seller_and_staff, view("confirmed")) == "seller"
+    assert rules.authorize(OrderAction.RESOLVE_DISPUTE, buyer_and_staff, view("disputed")) == "support"
 
 
 def test_no_seller_until_the_reservation_named_one() -> None:
@@ -149,11 +150,11 @@ def test_a_stuck_step_blocks_every_action_but_retry_and_cancel(status: str) -> N
         for party in set().union(*states.values()):
             actor = ACTORS[party]
             if action == "retry":
-                assert rules.authorize(action, actor, stuck) == "support"
+                assert rules.authorize(OrderAction(action), actor, stuck) == "support"
             elif action == "cancel":
                 # A cancel may still come (it waits for the step): refused only by the state, as usual.
                 if party in states.get(status, set()):
-                    assert rules.authorize(action, actor, stuck) == party
+                    assert rules.authorize(OrderAction(action), actor, stuck) == party
                 else:
                     assert refusal(action, actor, stuck) == "InvalidTransition"
             else:
@@ -169,11 +170,17 @@ def test_money_conditions() -> None:
     assert refusal("resolve_dispute", SUPPORT, view("disputed", payment_state="chargeback")) == (
         "InvalidTransition"
     )
-    assert rules.authorize("resolve_dispute", SUPPORT, view("disputed", payment_state="frozen")) == "support"
+    assert (
+        rules.authorize(OrderAction.RESOLVE_DISPUTE, SUPPORT, view("disputed", payment_state="frozen"))
+        == "support"
+    )
     # Only a failed payout can be retried.
     assert refusal("retry_transfer", SUPPORT, view("completed")) == "InvalidTransition"
-    assert rules.authorize("retry_transfer", SUPPORT, view("completed", payment_state="transfer_failed")) == (
-        "support"
+    assert (
+        rules.authorize(
+            OrderAction.RETRY_TRANSFER, SUPPORT, view("completed", payment_state="transfer_failed")
+        )
+        == "support"
     )
 
 
@@ -217,7 +224,7 @@ def test_allowed_actions_agree_with_authorize() -> None:
         possible = []
         for action in ALLOWED:
             try:
-                rules.authorize(action, everyone, order)
+                rules.authorize(OrderAction(action), everyone, order)
             except ApplicationError:
                 continue
             possible.append(action)
@@ -242,19 +249,21 @@ def test_allowed_actions_agree_with_authorize() -> None:
 def test_control_characters_are_refused(text: str, multiline: bool) -> None:
     name = "message" if multiline else "reason"
     with pytest.raises(ApplicationError) as refused:
-        rules.check_request("open_dispute", {name: text})
+        rules.check_request(OrderAction.OPEN_DISPUTE, {name: text})
     assert refused.value.type == "InvalidRequest"
     assert refused.value.message.startswith(f"open_dispute: {name} ")
     assert "U+" in refused.value.message
 
 
 def test_what_text_may_contain() -> None:
-    rules.check_request("open_dispute", {"reason": "not as described", "message": "bent\r\nframe\tcracked\n"})
-    rules.check_request("fulfil", {"carrier": "DHL Express", "tracking_number": "JJD0001 ü €"})
-    rules.check_request("cancel", {"reason": None})
-    rules.check_request("cancel", {"reason": "x" * rules.TEXT_LIMIT})
+    rules.check_request(
+        OrderAction.OPEN_DISPUTE, {"reason": "not as described", "message": "bent\r\nframe\tcracked\n"}
+    )
+    rules.check_request(OrderAction.FULFIL, {"carrier": "DHL Express", "tracking_number": "JJD0001 ü €"})
+    rules.check_request(OrderAction.CANCEL, {"reason": None})
+    rules.check_request(OrderAction.CANCEL, {"reason": "x" * rules.TEXT_LIMIT})
     with pytest.raises(ApplicationError, match="longer than 5000 characters") as refused:
-        rules.check_request("cancel", {"reason": "x" * (rules.TEXT_LIMIT + 1)})
+        rules.check_request(OrderAction.CANCEL, {"reason": "x" * (rules.TEXT_LIMIT + 1)})
     assert refused.value.type == "InvalidRequest"
 
 

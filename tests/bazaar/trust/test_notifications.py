@@ -20,12 +20,10 @@ from bazaar.trust.notifications import (
     set_preference,
     unsubscribe_token,
 )
-from tests.activities import test_notification_sender as outbox
-from tests.activities.test_notification_sender import make_users
+from tests.support.outbox import make_users
 
-# The sender tests' fixtures: a migrated database of this module's own, and sessions on it.
-outbox_url = outbox.outbox_url
-db = outbox.db
+# The `outbox_url` and `db` fixtures (tests/conftest.py): a migrated database of this module's own, and
+# sessions on it.
 
 FULL = {
     k: f"<{k}>"
