@@ -100,8 +100,10 @@ PICK = st.integers(0, 59)  # which of the eligible orders (and which of its next
 
 
 def any_open(machine: OrderMachine) -> bool:
-    """Some order's workflow has not ended (actions on ended ones are tried, but rarely pay)."""
-    return any(o.final is None for o in machine.placed.values())
+    """Some order exists to act on. Only what the steps themselves decided counts here, never whether a
+    workflow has ended yet: that depends on timing, and a precondition that varies between two runs of the
+    same example makes Hypothesis fail the test as flaky. (A step on an ended order is refused, and checked.)"""
+    return bool(machine.placed)
 
 
 class OrderMachine(RuleBasedStateMachine, OrderChecks):
