@@ -1,5 +1,5 @@
-"""`python -m cli` / `bazaar`: operator commands (migrate, grant a role, demo data, reconcile, reindex,
-stuck orders)."""
+"""`python -m cli` / `bazaar`: operator commands (migrate, grant or revoke a role, deactivate a user, demo data,
+reconcile, reindex, stuck orders)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bazaar")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply database migrations")
-    grant = commands.add_parser("grant-role", help="give a user the support or admin role")
-    grant.add_argument("email")
-    grant.add_argument(
-        "role", choices=[Role.SUPPORT.value, Role.ADMIN.value, Role.SELLER.value, Role.BUYER.value]
-    )
+    for name, text in (
+        ("grant-role", "give a user a role (e.g. support); the user's sessions end: log in again"),
+        ("revoke-role", "take a role from a user; the user's sessions end at once"),
+    ):
+        role_cmd = commands.add_parser(name, help=text)
+        role_cmd.add_argument("email")
+        role_cmd.add_argument(
+            "role", choices=[Role.SUPPORT.value, Role.ADMIN.value, Role.SELLER.value, Role.BUYER.value]
+        )
+    for name, text in (
+        ("deactivate-user", "refuse a user's logins and end their sessions at once"),
+        ("activate-user", "let a deactivated user log in again"),
+    ):
+        commands.add_parser(name, help=text).add_argument("email")
     demo_cmd = commands.add_parser("demo-data", help="load demo users and listings through the API")
     demo_cmd.add_argument("--api-url", default=None)
     demo_cmd.add_argument("--count", type=int, default=None)
@@ -57,9 +66,15 @@ def main(argv: list[str] | None = None) -> None:
 
         upgrade(get_settings().database_url)
         print("database is at the latest migration")
-    elif args.command == "grant-role":
-        asyncio.run(_grant(args.email, Role(args.role)))
-        print(f"{args.email} now has the {args.role} role (it applies to tokens issued from now on)")
+    elif args.command in ("grant-role", "revoke-role"):
+        granted = args.command == "grant-role"
+        asyncio.run(_account(args.email, role=Role(args.role), grant=granted))
+        change = "now has" if granted else "no longer has"
+        print(f"{args.email} {change} the {args.role} role (their sessions ended: they log in again)")
+    elif args.command in ("deactivate-user", "activate-user"):
+        active = args.command == "activate-user"
+        asyncio.run(_account(args.email, active=active))
+        print(f"{args.email} is {'active' if active else 'deactivated: their sessions ended'}")
     elif args.command == "demo-data":
         from devstack import demo
 
@@ -89,12 +104,18 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(0)  # see `reconcile`: leave without finalizing the Temporal runtime
 
 
-async def _grant(email: str, role: Role) -> None:
+async def _account(
+    email: str, *, role: Role | None = None, grant: bool = True, active: bool | None = None
+) -> None:
+    """Change a role or the active flag; either bumps the user's token version (bazaar.auth)."""
     from bazaar import auth
     from bazaar.db import get_engine, transaction
 
     async with transaction() as session:
-        await auth.grant_role(session, email, role)
+        if role is not None:
+            await (auth.grant_role if grant else auth.revoke_role)(session, email, role)
+        if active is not None:
+            await auth.set_active(session, email, active)
     await get_engine().dispose()
 
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi, ratelimits, security
 from api.listing_runtime import listing_runtime
 from api.routes import (
     auth,
@@ -32,9 +32,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     settings.require("jwt_secret")  # fail at start, not at the first login
     app.state.temporal = await connect(settings)
-    async with listing_runtime(app, settings):  # search (search-only key), hot cache, view counts
+    # search (search-only key), hot cache, view counts; request limits (shared counters in PostgreSQL)
+    async with listing_runtime(app, settings), ratelimits.runtime(app):
         yield
     await get_engine().dispose()
+
+
+# One tag per resource, in the order a client's docs should list them.
+TAGS = [
+    {"name": "auth", "description": "Accounts and access tokens (OAuth2 password flow)"},
+    {"name": "users", "description": "Public profiles: reputation and reviews"},
+    {"name": "payouts", "description": "A seller's payout account and balance"},
+    {"name": "categories", "description": "The category taxonomy"},
+    {
+        "name": "listings",
+        "description": "Listings: sellers write them (ETag/If-Match), everyone reads active ones",
+    },
+    {"name": "search", "description": "Full-text, faceted and geo search of active listings"},
+    {"name": "orders", "description": "Orders and their actions: each one a durable workflow"},
+    {"name": "disputes", "description": "A disputed order's case: the thread and support's questions"},
+    {"name": "reviews", "description": "Reviews of a completed order, both ways"},
+    {"name": "notifications", "description": "The inbox, preferences and one-click unsubscribe"},
+    {"name": "support", "description": "Support staff's queues and tools"},
+    {"name": "webhooks", "description": "Events from the payment provider"},
+    {"name": "health", "description": "Liveness, readiness and metrics"},
+]
 
 
 def create_app() -> FastAPI:
@@ -43,11 +65,17 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description=(
             "Two-sided marketplace: listings, search, durable orders with escrowed payments, reviews, "
-            "reputation, disputes and notifications."
+            "reputation, disputes and notifications. The conventions (errors, idempotency, ETags, "
+            "pagination, rate limits, 202 and Location, versioning) are in docs/api.md."
         ),
         lifespan=lifespan,
+        openapi_tags=TAGS,
+        generate_unique_id_function=openapi.operation_id,
     )
     errors.install(app)
+    ratelimits.install(app)  # 429 with Retry-After
+    security.install(app)  # security headers (+ RateLimit headers) on every response, errors included
+    openapi.install(app)
     for module in (
         health,
         auth,
@@ -62,7 +90,9 @@ def create_app() -> FastAPI:
         webhooks,
     ):
         app.include_router(module.router)
+    app.include_router(listings.categories_router)
     app.include_router(orders.support_router)
+    app.include_router(notifications.support_router)
     return app
 
 

@@ -3,6 +3,9 @@ in-process services (set up by the lifespan on `app.state`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -12,13 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from api.listing_runtime import ListingCache
-from bazaar.auth import Principal, decode_token
+from api.security import client_address
+from bazaar.auth import Principal, decode_token, principal_for
 from bazaar.db import get_sessionmaker
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.listings.popularity import ViewCounter
 from bazaar.models import Role
+from bazaar.ratelimit import Limiter
 from bazaar.search.meili import Meili
 from bazaar.search.query import SearchService
+from bazaar.settings import get_settings
+
+log = logging.getLogger("api")
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
@@ -35,14 +43,22 @@ async def session() -> AsyncIterator[AsyncSession]:
             raise
 
 
-async def optional_principal(token: Annotated[str | None, Depends(oauth2)]) -> Principal | None:
-    return decode_token(token) if token else None
+async def optional_principal(
+    token: Annotated[str | None, Depends(oauth2)],
+    db: Annotated[AsyncSession, Depends(session, scope="function")],
+) -> Principal | None:
+    return await principal_for(db, decode_token(token)) if token else None
 
 
-async def principal(token: Annotated[str | None, Depends(oauth2)]) -> Principal:
+async def principal(
+    token: Annotated[str | None, Depends(oauth2)],
+    db: Annotated[AsyncSession, Depends(session, scope="function")],
+) -> Principal:
+    """The caller of a valid access token whose session is live (checked in the database on every request, so
+    logout, password resets, deactivation and role changes apply at once)."""
     if not token:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "missing bearer token")
-    return decode_token(token)
+    return await principal_for(db, decode_token(token))
 
 
 def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
@@ -52,6 +68,29 @@ def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Princi
         return caller
 
     return check
+
+
+def _verified(caller: Principal) -> Principal:
+    """With REQUIRE_VERIFIED_EMAIL on, placing orders and publishing listings need a verified email (everything
+    else an unverified account may do)."""
+    if get_settings().require_verified_email and not caller.email_verified:
+        raise DomainError(
+            ErrorCode.FORBIDDEN,
+            "verify your email address first (POST /v1/auth/verify-email/resend mails a new link)",
+            {"reason": "email_not_verified"},
+        )
+    return caller
+
+
+_seller, _buyer = require_role(Role.SELLER), require_role(Role.BUYER)
+
+
+async def verified_seller(caller: Annotated[Principal, Depends(_seller)]) -> Principal:
+    return _verified(caller)
+
+
+async def verified_buyer(caller: Annotated[Principal, Depends(_buyer)]) -> Principal:
+    return _verified(caller)
 
 
 async def temporal(request: Request) -> Client:
@@ -74,9 +113,41 @@ async def listing_cache(request: Request) -> ListingCache:
     return cache
 
 
-async def view_counter(request: Request) -> ViewCounter:
+async def limiter(request: Request) -> Limiter:
+    limits: Limiter = request.app.state.limiter
+    return limits
+
+
+class AddressViews:
+    """The view counter as a listing read sees it: a view counts at most `RATE_LIMIT_VIEW_COUNT` times per client
+    address and listing (views rank search, so reloading must not inflate them). The check runs after the
+    response, off its path; a view whose check fails is not counted."""
+
+    _pending: set[asyncio.Task[None]] = set()
+
+    def __init__(self, counter: ViewCounter, limits: Limiter, address: str) -> None:
+        self.counter, self.limits, self.address = counter, limits, address
+
+    def add(self, listing_id: uuid.UUID) -> None:
+        task = asyncio.get_running_loop().create_task(self._count(listing_id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _count(self, listing_id: uuid.UUID) -> None:
+        try:
+            verdict = await self.limits.hit(
+                "view-count", get_settings().rate_limit_view_count, self.address, listing_id
+            )
+        except Exception:
+            log.warning("view not counted: the view limit could not be checked", exc_info=True)
+            return
+        if verdict.allowed:
+            self.counter.add(listing_id)
+
+
+async def view_counter(request: Request) -> AddressViews:
     views: ViewCounter = request.app.state.views
-    return views
+    return AddressViews(views, request.app.state.limiter, client_address(request))
 
 
 # scope="function": commit before the response is sent, so a client never reads its own write as missing
@@ -84,11 +155,14 @@ async def view_counter(request: Request) -> ViewCounter:
 Session = Annotated[AsyncSession, Depends(session, scope="function")]
 Caller = Annotated[Principal, Depends(principal)]
 MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
-Seller = Annotated[Principal, Depends(require_role(Role.SELLER))]
-Buyer = Annotated[Principal, Depends(require_role(Role.BUYER))]
+Seller = Annotated[Principal, Depends(_seller)]
+Buyer = Annotated[Principal, Depends(_buyer)]
+VerifiedSeller = Annotated[Principal, Depends(verified_seller)]
+VerifiedBuyer = Annotated[Principal, Depends(verified_buyer)]
 Support = Annotated[Principal, Depends(require_role(Role.SUPPORT))]
 Temporal = Annotated[Client, Depends(temporal)]
 MeiliClient = Annotated[Meili, Depends(meili)]
 Search = Annotated[SearchService, Depends(search_service)]
 Cache = Annotated[ListingCache, Depends(listing_cache)]
-Views = Annotated[ViewCounter, Depends(view_counter)]
+Views = Annotated[AddressViews, Depends(view_counter)]
+Limits = Annotated[Limiter, Depends(limiter)]

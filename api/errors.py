@@ -1,7 +1,10 @@
-"""Map every error to one machine-readable body: {"error": {"code", "message", "details"}}.
+"""Map every error to one machine-readable body: {"error": {"code", "message", "details"}} (`ErrorOut`, the
+schema of every error response in the OpenAPI document; docs/api.md).
 
-Bad input is a 422 naming the field; PostgreSQL or Temporal out of reach is a 503 with Retry-After; anything
-else is a 500 that still leaves the client's keep-alive connection usable (`InternalErrorMiddleware`).
+Bad input is a 422 naming the field; a missing header a route requires for its own reasons has its own code
+(`REQUIRED_HEADERS`: 400 `idempotency_key_required`, 428 `precondition_required`); PostgreSQL or Temporal out
+of reach is a 503 with Retry-After; anything else is a 500 that still leaves the client's keep-alive connection
+usable (`InternalErrorMiddleware`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,6 +83,111 @@ def _rejection(error_type: str | None) -> Rejection | None:
         return Rejection(error_type or "")
     except ValueError:  # not a rejection of ours (e.g. a failure converting the Update's payload)
         return None
+
+
+class FieldError(BaseModel):
+    """One problem with the request: where it is, what is wrong, and its kind."""
+
+    loc: list[str | int] = Field(
+        description='the source ("body", "query", "path", "header"), then the path to the field',
+        examples=[["body", "price", "amount"]],
+    )
+    msg: str = Field(examples=["Input should be greater than 0"])
+    type: str = Field(
+        description="the kind of problem, e.g. missing, string_too_long", examples=["greater_than"]
+    )
+
+
+class ErrorInfo(BaseModel):
+    code: ErrorCode = Field(
+        description="what went wrong, for programs: each code is answered with one HTTP status (docs/api.md)"
+    )
+    message: str = Field(description="what went wrong, for people (names the field for bad input)")
+    details: dict[str, Any] = Field(
+        description="facts for programs, by code (e.g. `current_version` with 412, the `order` with a 409 "
+        "on an order); `{}` when there are none"
+    )
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "sold_out",
+                        "message": "the listing is sold out",
+                        "details": {"available": 0},
+                    }
+                }
+            ]
+        }
+    )
+    error: ErrorInfo
+
+
+class ValidationDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    errors: list[FieldError] = Field(
+        default=[], description="every problem with the request's fields (absent for a refusal by the domain)"
+    )
+
+
+class ValidationErrorInfo(ErrorInfo):
+    # Narrows `details` for the schema of a 422; a ValidationDetails is a dict-shaped object on the wire.
+    details: ValidationDetails  # type: ignore[assignment]
+
+
+class ValidationErrorOut(BaseModel):
+    """The body of a 422: `ErrorOut` whose details list the fields in error."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "validation_error",
+                        "message": "price.amount: Input should be greater than 0",
+                        "details": {
+                            "errors": [
+                                {
+                                    "loc": ["body", "price", "amount"],
+                                    "msg": "Input should be greater than 0",
+                                    "type": "greater_than",
+                                }
+                            ]
+                        },
+                    }
+                }
+            ]
+        }
+    )
+    error: ValidationErrorInfo
+
+
+# Headers a route requires for its own reasons (declared required, so the document says so): sent without
+# them, and with nothing else wrong, a request gets their own code rather than a 422.
+REQUIRED_HEADERS: dict[str, tuple[ErrorCode, str]] = {
+    "idempotency-key": (ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)"),
+    "if-match": (
+        ErrorCode.PRECONDITION_REQUIRED,
+        "send If-Match with the ETag of your last read (or * to overwrite whatever is there)",
+    ),
+}
+
+
+def _missing_required_header(errors: list[dict[str, Any]]) -> DomainError | None:
+    """The error for a request whose only problems are required headers of `REQUIRED_HEADERS` left out."""
+    names = [
+        str(e["loc"][1]).lower()
+        for e in errors
+        if e["type"] == "missing" and len(e["loc"]) == 2 and e["loc"][0] == "header"
+    ]
+    if not errors or len(names) != len(errors) or not all(name in REQUIRED_HEADERS for name in names):
+        return None
+    return DomainError(*REQUIRED_HEADERS[names[0]])
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -165,10 +274,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
         ]
+        if (missing := _missing_required_header(errors)) is not None:
+            return await domain_error(request, missing)
         # The message names the (first) field, so a person reading only the message knows what to fix.
         message = "request is invalid"
         if errors:
@@ -182,6 +293,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body that could not be parsed (e.g. a broken form): bad input
+            return JSONResponse(
+                error_body(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"body: {exc.detail}",
+                    {"errors": [{"loc": ["body"], "msg": str(exc.detail), "type": "body_invalid"}]},
+                ),
+                status_code=ErrorCode.VALIDATION_ERROR.status,
+            )
+        # Statuses outside the API's contract (405 for a method no operation has) keep a code of their own.
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 503:

@@ -51,7 +51,21 @@ SELLER_RATING = (
 SELLER_RATING_COUNT = "revealed ratings behind seller_rating (0: not rated yet)"
 
 
+def example(*values: dict[str, Any], forbid: bool = True) -> ConfigDict:
+    """A request model's config: examples for the document (and its clients), and no unknown fields."""
+    return ConfigDict(extra="forbid" if forbid else "ignore", json_schema_extra={"examples": [*values]})
+
+
 class RegisterIn(BaseModel):
+    model_config = example(
+        {
+            "email": "sam@example.com",
+            "password": "sam-password-1",
+            "display_name": "Sam",
+            "roles": ["seller"],
+        },
+        forbid=False,
+    )
     email: Annotated[EmailStr, refuse_control_characters()]
     password: Annotated[str, single_line(min_length=10, max_length=128, strip=False)]
     display_name: Annotated[str, single_line(min_length=1, max_length=80)]
@@ -61,6 +75,13 @@ class RegisterIn(BaseModel):
 class TokenForm(BaseModel):
     """The OAuth2 password-grant form (RFC 6749 4.3), the fields of FastAPI's OAuth2PasswordRequestForm."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"grant_type": "password", "username": "sam@example.com", "password": "sam-password-1"}
+            ]
+        }
+    )
     grant_type: Literal["password"] | None = None
     username: Annotated[str, single_line(max_length=320)] = Field(description="the account's email")
     # No control-character rule: a password is compared, never stored or shown, and an account registered
@@ -87,6 +108,7 @@ class TokenOut(BaseModel):
 
 
 class PayoutAccountIn(BaseModel):
+    model_config = example({"country": "DE", "default_currency": "EUR"}, forbid=False)
     country: CountryCode
     default_currency: Currency = "EUR"
 
@@ -126,7 +148,19 @@ CategorySlug = Annotated[str, single_line(1, 64, pattern=r"^[a-z0-9][a-z0-9-]*$"
 
 
 class ListingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = example(
+        {
+            "title": "Carbon road bike, 56 cm",
+            "description": "Serviced in May.\nNew chain and tyres.",
+            "price": {"amount": 45000, "currency": "EUR"},
+            "category": "bikes",
+            "condition": "good",
+            "quantity": 1,
+            "image_urls": ["https://images.example.com/bike-1.jpg"],
+            "location": {"lat": 52.52, "lng": 13.405, "city": "Berlin", "country": "DE"},
+            "attributes": {"frame_size": "56 cm"},
+        }
+    )
     title: Title
     description: Description = ""
     price: Price
@@ -144,7 +178,11 @@ class ListingIn(BaseModel):
 class ListingPatch(BaseModel):
     """Only the fields sent change; `location: null` removes the location."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = example(
+        {"title": "Carbon road bike, 56 cm, new tyres", "price": {"amount": 42000, "currency": "EUR"}},
+        {"quantity": 0},
+        {"location": None},
+    )
     title: Title | None = None
     description: Description | None = None
     price: Price | None = None
@@ -290,26 +328,91 @@ class SearchOut(BaseModel):
 
 
 class OrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = example(
+        {
+            "listing_id": "0b9d1c0e-5a51-4f0e-8d8a-3c2f4a6b7e10",
+            "quantity": 1,
+            "payment_method": "pm_card_visa",
+        }
+    )
     listing_id: uuid.UUID
     quantity: int = Field(default=1, ge=1, le=100)
     payment_method: Annotated[str, single_line(3, 64, pattern=r"^pm_[A-Za-z0-9_]+$", strip=False)]
 
 
+class StripeObject(BaseModel):
+    """The event's object (a PaymentIntent, a dispute, ...): what the webhook reads of it is typed, the rest
+    is kept as it came."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class StripeEventData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    object: StripeObject
+
+
+class StripeEventIn(BaseModel):
+    """A payment provider event (Stripe's event object), as the webhook reads it."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "evt_1PqRsT2eZvKYlo2C",
+                    "object": "event",
+                    "type": "payment_intent.succeeded",
+                    "created": 1767225600,
+                    "data": {"object": {"id": "pi_3PqRsT", "object": "payment_intent", "amount": 45000}},
+                }
+            ]
+        },
+    )
+    id: Annotated[str, single_line(1, 64, strip=False)]
+    type: Annotated[str, single_line(1, 64, strip=False)]
+    data: StripeEventData
+
+
+class WebhookOut(BaseModel):
+    received: Literal[True] = True
+    duplicate: bool = Field(default=False, description="this event id was received before: nothing was done")
+    handled: bool | None = Field(
+        default=None, description="whether the event was passed to its order (absent for a duplicate)"
+    )
+    order_id: uuid.UUID | None = Field(default=None, description="the order the event is about, when known")
+
+
 class ActionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Optional with the actions that take it: sent without a body, the action has no reason."""
+
+    model_config = example({"reason": "Sold elsewhere, sorry"}, {})
     reason: Annotated[str, multi_line(max_length=500)] | None = None
 
 
 class FulfilIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Optional: sent without a body, the order is marked shipped without tracking."""
+
+    model_config = example(
+        {
+            "carrier": "DHL",
+            "tracking_number": "JD014600003SE",
+            "tracking_url": "https://www.dhl.com/track?id=JD014600003SE",
+        },
+        {},
+    )
     carrier: Annotated[str, single_line(max_length=60)] | None = None
     tracking_number: Annotated[str, single_line(max_length=100)] | None = None
     tracking_url: Annotated[HttpUrl, refuse_control_characters()] | None = None
 
 
 class ResolveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = example(
+        {"resolution": "partial_refund", "refund_amount": 1500, "note": "Scratched frame: 15.00 EUR back"},
+        {"resolution": "release"},
+    )
     resolution: DisputeResolution
     refund_amount: int | None = Field(
         default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund"

@@ -37,7 +37,9 @@ EVENT_TYPE = Field(json_schema_extra={"enum": _EVENT_TYPES})
 
 
 class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"rating": 5, "text": "Exactly as described"}]}
+    )
     rating: int = Field(ge=1, le=5)
     text: Annotated[str, multi_line(max_length=2000)] = ""
 
@@ -71,7 +73,9 @@ class ReviewOut(BaseModel):
 
 
 class HideReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "Insults the seller"}]}
+    )
     reason: Annotated[str, multi_line(min_length=3, max_length=200)]
 
 
@@ -129,10 +133,32 @@ class InboxOut(BaseModel):
 
 
 class PreferenceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"event_type": "order_paid", "channel": "email", "enabled": False}]},
+    )
     event_type: Annotated[str, single_line(max_length=64)] = EVENT_TYPE
     channel: NotificationChannel
     enabled: bool
+
+
+class MarkedOut(BaseModel):
+    marked: int = Field(description="how many notifications this marked read (0: they already were)")
+
+
+class UnsubscribedOut(BaseModel):
+    status: Literal["unsubscribed"] = "unsubscribed"
+    event_type: str = EVENT_TYPE
+    channel: NotificationChannel
+
+
+class ReplayOut(BaseModel):
+    notification_id: str
+    status: str = Field(
+        description="pending: queued again (a repeated replay changes nothing); sent: it was delivered "
+        "meanwhile; dead, missing: nothing was put back",
+        examples=["pending"],
+    )
 
 
 class DeadLetterOut(BaseModel):
@@ -160,7 +186,12 @@ class DeadLetterOut(BaseModel):
 class DisputeIn(BaseModel):
     """A buyer opens a dispute on a fulfilled order."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"reason_code": "not_as_described", "message": "The frame is 52 cm, not 56 cm"}]
+        },
+    )
     reason_code: Literal["not_received", "not_as_described", "damaged", "counterfeit", "other"]
     message: Annotated[str, multi_line(min_length=1, max_length=2000)] = Field(
         description="what went wrong, for the seller and support"
@@ -168,13 +199,23 @@ class DisputeIn(BaseModel):
 
 
 class DisputeMessageBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"body": "Photos of the frame attached", "kind": "evidence"}]},
+    )
     body: Annotated[str, multi_line(min_length=1, max_length=5000)]
     kind: Literal["message", "evidence"] = "message"
 
 
 class InfoRequestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"party": "seller", "question": "Please send the shipping receipt", "deadline_hours": 48}
+            ]
+        },
+    )
     party: Literal["buyer", "seller"]
     question: Annotated[str, multi_line(min_length=3, max_length=2000)]
     deadline_hours: int = Field(default=48, ge=1, le=24 * 14)

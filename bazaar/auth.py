@@ -1,4 +1,12 @@
-"""Accounts and credentials: argon2 password hashes, expiring signed access tokens, roles."""
+"""Credentials and who is calling: argon2 password hashes, short signed access tokens checked against the
+database on every request, roles, and the token version that ends every session of a user at once.
+
+An access token (JWT, `ACCESS_TOKEN_TTL_SECONDS`) names its user (`sub`), its login session (`sid`) and the
+user's token version when it was issued (`ver`). `principal_for` reads the user and the session on each request:
+a token is refused once its session was ended (logout, a reused refresh token) or the user's version moved on
+(password change or reset, deactivation, a role granted or removed). Roles come from the database, never from the
+token. Sessions and refresh tokens: bazaar.accounts.sessions.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,11 @@ from dataclasses import dataclass
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Order, Role, User
+from bazaar.models import AuditEvent, AuthSession, Order, Role, User
 from bazaar.orders.types import Party
 from bazaar.settings import get_settings
 
@@ -26,89 +33,156 @@ TOKEN_ALGORITHM = "HS256"  # noqa: S105 - an algorithm name, not a secret
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: decoded from a valid access token."""
+    """Who is calling: a valid access token whose session and user were checked in the database."""
 
     user_id: uuid.UUID
     roles: frozenset[str]
+    session_id: uuid.UUID | None = None
+    email_verified: bool = True
 
     def has(self, role: Role) -> bool:
         return role.value in self.roles or Role.ADMIN.value in self.roles
 
 
-async def register(
-    session: AsyncSession, email: str, password: str, display_name: str, roles: list[Role]
-) -> User:
-    user = User(
-        email=email.lower(),
-        password_hash=_hasher.hash(password),
-        display_name=display_name,
-        roles=sorted({r.value for r in roles}),
-    )
-    session.add(user)
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a well-signed, unexpired access token says (not yet checked against the database)."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    version: int
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def password_matches(password_hash: str | None, password: str) -> bool:
+    """Whether `password` is the one hashed; with no hash, a dummy is checked so the time is the same."""
     try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise DomainError(ErrorCode.EMAIL_TAKEN, "an account with this email already exists") from exc
-    session.add(
-        AuditEvent(
-            actor_id=user.id,
-            actor_role="user",
-            subject_type="user",
-            subject_id=str(user.id),
-            action="user.registered",
-            data={"roles": user.roles},
-        )
-    )
-    return user
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, InvalidHashError):
+        return False
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User:
-    user = await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerifyMismatchError, InvalidHashError):
-        user = None
-    if user is None or not user.is_active:
+    user = await user_by_email(session, email)
+    if (
+        not password_matches(user.password_hash if user else None, password)
+        or user is None
+        or not user.is_active
+    ):
         raise DomainError(ErrorCode.INVALID_CREDENTIALS, "incorrect email or password")
     return user
 
 
-def issue_token(user: User) -> tuple[str, int]:
+def issue_token(user: User, session_id: uuid.UUID) -> tuple[str, int]:
+    """An access token of `user`'s login session `session_id`, and its lifetime in seconds."""
     settings = get_settings()
     ttl = settings.access_token_ttl_seconds
     now = int(time.time())
-    claims = {"sub": str(user.id), "roles": list(user.roles), "iat": now, "exp": now + ttl}
+    claims = {
+        "sub": str(user.id),
+        "sid": str(session_id),
+        "ver": user.token_version,
+        "roles": list(user.roles),  # informational: each request reads the roles from the database
+        "iat": now,
+        "exp": now + ttl,
+    }
     return jwt.encode(claims, settings.require("jwt_secret"), algorithm=TOKEN_ALGORITHM), ttl
 
 
-def decode_token(token: str) -> Principal:
+def decode_token(token: str) -> AccessClaims:
+    """The claims of a well-signed, unexpired access token (`principal_for` then checks them)."""
     try:
         claims = jwt.decode(
             token,
             get_settings().require("jwt_secret"),
             algorithms=[TOKEN_ALGORITHM],
-            options={"require": ["exp", "sub"]},
+            options={"require": ["exp", "sub", "sid", "ver"]},
         )
-        return Principal(user_id=uuid.UUID(claims["sub"]), roles=frozenset(claims.get("roles", [])))
-    except (jwt.PyJWTError, ValueError, KeyError) as exc:
+        return AccessClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), int(claims["ver"]))
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "invalid or expired access token") from exc
 
 
-async def grant_role(session: AsyncSession, email: str, role: Role) -> User:
-    user = await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+async def principal_for(session: AsyncSession, claims: AccessClaims) -> Principal:
+    """The caller of a decoded token, if its session is live and its user active at the same token version."""
+    row = (
+        await session.execute(
+            select(
+                User.roles, User.is_active, User.token_version, User.email_verified_at, AuthSession.revoked_at
+            )
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+    ).one_or_none()
+    if row is None or not row.is_active or row.token_version != claims.version or row.revoked_at is not None:
+        raise DomainError(ErrorCode.NOT_AUTHENTICATED, "this access token was revoked: log in again")
+    return Principal(
+        user_id=claims.user_id,
+        roles=frozenset(row.roles),
+        session_id=claims.session_id,
+        email_verified=row.email_verified_at is not None,
+    )
+
+
+async def end_all_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Bump the user's token version: every access token and session issued before is refused from now on."""
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(token_version=User.token_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _user_or_404(session: AsyncSession, email: str) -> User:
+    user = await user_by_email(session, email)
     if user is None:
         raise DomainError(ErrorCode.NOT_FOUND, f"no user with email {email}")
-    user.roles = sorted({*user.roles, role.value})
-    session.add(
-        AuditEvent(
-            actor_id=None,
-            actor_role="cli",
-            subject_type="user",
-            subject_id=str(user.id),
-            action="user.role_granted",
-            data={"role": role.value},
-        )
+    return user
+
+
+def _audit(user: User, action: str, data: dict[str, str]) -> AuditEvent:
+    return AuditEvent(
+        actor_id=None,
+        actor_role="cli",
+        subject_type="user",
+        subject_id=str(user.id),
+        action=action,
+        data=data,
     )
+
+
+async def grant_role(session: AsyncSession, email: str, role: Role) -> User:
+    """Give `email` the role; the user's sessions end (their next login carries it, as every token now)."""
+    user = await _user_or_404(session, email)
+    user.roles = sorted({*user.roles, role.value})
+    user.token_version += 1
+    session.add(_audit(user, "user.role_granted", {"role": role.value}))
+    return user
+
+
+async def revoke_role(session: AsyncSession, email: str, role: Role) -> User:
+    """Take the role from `email`; the user's sessions end at once."""
+    user = await _user_or_404(session, email)
+    user.roles = sorted(set(user.roles) - {role.value})
+    user.token_version += 1
+    session.add(_audit(user, "user.role_revoked", {"role": role.value}))
+    return user
+
+
+async def set_active(session: AsyncSession, email: str, active: bool) -> User:
+    """Deactivate (or reactivate) an account; deactivation ends its sessions at once and refuses logins."""
+    user = await _user_or_404(session, email)
+    user.is_active = active
+    user.token_version += 1
+    session.add(_audit(user, "user.activated" if active else "user.deactivated", {}))
     return user
 
 

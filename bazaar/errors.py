@@ -39,6 +39,7 @@ class ErrorCode(enum.StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable", 503
     RATE_LIMITED = "rate_limited", 429
     INVALID_SIGNATURE = "invalid_signature", 400
+    INVALID_EVENT = "invalid_event", 400  # a signed webhook event we cannot read (no id, no data object)
     REVIEW_NOT_ALLOWED = "review_not_allowed", 409
     REVIEW_EXISTS = "review_exists", 409
     AMOUNT_NOT_CHARGEABLE = "amount_not_chargeable", 422

@@ -127,6 +127,69 @@ class User(Timestamped, Base):
     display_name: Mapped[str] = mapped_column(String(80))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Bumped by a password change or reset, deactivation and role changes: every access token and session
+    # issued before is refused from the next request on (bazaar.auth).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuthSession(Base):
+    """One login: its access tokens carry its id (`sid`), its refresh tokens are one rotation family. Ended by
+    logout, by a reused refresh token, or by the user's token version moving on."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_user", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_version: Mapped[int] = mapped_column(Integer)  # the user's, when the session began
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # of its newest refresh token
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))  # logout | refresh_reuse
+
+
+class RefreshToken(Base):
+    """A refresh token, stored as the SHA-256 of its value; spent (`used_at`) when rotated. Spent ones are kept
+    until they expire so that a reuse is recognised (and ends the session)."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (Index("ix_refresh_tokens_session", "session_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("auth_sessions.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccountToken(Base):
+    """A single-use token mailed to an account (verify the email, reset the password), stored as the SHA-256 of
+    its value: it expires, and is spent by its first use."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (Index("ix_account_tokens_user", "user_id", "purpose"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(16))  # verify_email | password_reset
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateLimitCounter(Base):
+    """A fixed-window request counter of the rate limits (bazaar.ratelimit), shared by every API replica.
+    UNLOGGED: no WAL for a counter that may be lost in a crash (the limits then start afresh)."""
+
+    __tablename__ = "rate_limit_counters"
+    __table_args__ = (Index("ix_rate_limit_counters_expires", "expires_at"), {"prefixes": ["UNLOGGED"]})
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class PayoutAccount(Timestamped, Base):

@@ -11,7 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TypedDict
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Variables whose explicit presence means "use this existing service, start nothing embedded for it".
@@ -96,7 +97,47 @@ class Settings(BaseSettings):
     # Signs the unsubscribe links in emails (the worker signs, the API checks); unset: the JWT secret, so a
     # single-process setup needs one secret, while production gives the worker this one and never the JWT's.
     unsubscribe_secret: SecretStr | None = None
-    access_token_ttl_seconds: int = 3600
+    # Access tokens are short: logout, a password reset, deactivation and role changes end them at once anyway
+    # (each request checks the session and the user's token version), this bounds what a stolen one is worth.
+    access_token_ttl_seconds: int = Field(default=900, gt=0)
+    # Refresh tokens (POST /v1/auth/refresh): rotated on every use; a reused one ends its whole session.
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    email_verification_ttl_seconds: int = Field(default=48 * 3600, gt=0)
+    password_reset_ttl_seconds: int = Field(default=3600, gt=0)
+    # On: an account whose email is not verified may not place orders or publish listings (it may log in,
+    # browse, set up a payout account and write drafts). Off in dev and tests; production compose turns it on.
+    require_verified_email: bool = False
+    # The lowest zxcvbn score (0-4) a new password must reach (common and breached-list passwords score 0-2).
+    password_min_score: int = Field(default=3, ge=0, le=4)
+
+    # Request limits (`limits` notation, tiers separated by ";"), counted in PostgreSQL so every API replica
+    # shares them; over a limit the API answers 429 `rate_limited` with Retry-After and RateLimit headers.
+    # POST /v1/auth/token and /v1/auth/refresh per client address (every attempt counts).
+    rate_limit_login_address: str = "30/minute;300/hour"
+    # Failed logins per account: each tier exhausted locks the account's logins (even with the right password)
+    # until that tier's window ends, so a lockout grows from a minute to an hour to a day.
+    rate_limit_login_account: str = "5/minute;10/hour;30/day"
+    # POST /v1/auth/register per client address.
+    rate_limit_register_address: str = "20/hour"
+    # Password reset (request and confirm) and email verification (confirm and resend) per client address.
+    rate_limit_account_links_address: str = "20/hour"
+    # Account emails (verification, password reset, "someone tried to register") to one account; beyond it the
+    # request is answered the same but no mail is sent (no mail bombing through the API).
+    rate_limit_account_mail: str = "5/hour"
+    # POST /v1/orders per buyer.
+    rate_limit_orders_buyer: str = "30/minute;300/day"
+    # GET /v1/search/listings per client address without a token, and per user with one.
+    rate_limit_search_anonymous: str = "60/minute"
+    rate_limit_search_user: str = "300/minute"
+    # GET /v1/listings/{id} per client address.
+    rate_limit_listing_reads: str = "120/minute"
+    # Views of one listing counted per client address (views rank search); more reads are served, not counted.
+    rate_limit_view_count: str = "1/hour"
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (read by uvicorn itself): the client address
+    # of the per-address limits, and whether a request came over TLS (HSTS). Comma-separated, "*" for any.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Strict-Transport-Security max-age on responses to requests that came over TLS (0: no HSTS header).
+    hsts_max_age_seconds: int = Field(default=365 * 24 * 3600, ge=0)
 
     # Email (a local SMTP sink in the dev stack).
     smtp_host: str = "127.0.0.1"
@@ -122,6 +163,23 @@ class Settings(BaseSettings):
     listing_cache_ttl_seconds: float = Field(default=30.0, ge=0)
     listing_cache_max_entries: int = Field(default=10_000, ge=0)
     popularity_flush_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator(
+        "rate_limit_login_address",
+        "rate_limit_login_account",
+        "rate_limit_register_address",
+        "rate_limit_account_links_address",
+        "rate_limit_account_mail",
+        "rate_limit_orders_buyer",
+        "rate_limit_search_anonymous",
+        "rate_limit_search_user",
+        "rate_limit_listing_reads",
+        "rate_limit_view_count",
+    )
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        parse_many(value)  # a typo fails at start, not at the first request
+        return value
 
     def order_terms(self) -> OrderTerms:
         """What an order freezes when it is placed (fields of workflows.order.PlaceOrder)."""

@@ -101,7 +101,10 @@ async def register(http: httpx.AsyncClient, role: str, n: int, run: str) -> Part
     created.raise_for_status()
     token = await http.post("/v1/auth/token", data={"username": email, "password": PASSWORD})
     token.raise_for_status()
-    return Party(created.json()["id"], token.json()["access_token"])
+    access = token.json()["access_token"]
+    me = await http.get("/v1/users/me", headers={"Authorization": f"Bearer {access}"})  # 202 names no account
+    me.raise_for_status()
+    return Party(me.json()["id"], access)
 
 
 async def build_world(api_url: str, sellers: int, listings_per_seller: int, buyers: int) -> World:

@@ -228,7 +228,7 @@ async def change_to_searchable(
                 "PATCH",
                 f"/v1/listings/{listing_id}",
                 body,
-                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "If-Match": "*"},
             )
             done = time.perf_counter()
             if status == 200:
@@ -305,15 +305,28 @@ def seller_writes(stack: Stack, count: int) -> list[tuple[str, str, str, int]]:
         rows = conn.execute(
             "SELECT id, seller_id, currency, price_amount FROM listings ORDER BY random() LIMIT %s", (count,)
         ).fetchall()
-    exp = int(time.time()) + 3600
-    tokens: dict[Any, str] = {}
-    writes = []
-    for listing_id, seller_id, currency, amount in rows:
-        if seller_id not in tokens:
-            tokens[seller_id] = jwt.encode(
-                {"sub": str(seller_id), "roles": ["seller"], "exp": exp}, stack.jwt_secret, algorithm="HS256"
-            )
-        writes.append((str(listing_id), tokens[seller_id], currency, amount))
+        exp = int(time.time()) + 3600
+        tokens: dict[Any, str] = {}
+        writes = []
+        for listing_id, seller_id, currency, amount in rows:
+            if seller_id not in tokens:
+                # An access token names a live login session (bazaar.auth): one per bench seller.
+                login = conn.execute(
+                    "INSERT INTO auth_sessions (id, user_id, token_version, expires_at)"
+                    " SELECT gen_random_uuid(), id, token_version, now() + interval '1 hour' FROM users"
+                    " WHERE id = %s RETURNING id",
+                    (seller_id,),
+                ).fetchone()
+                assert login is not None
+                claims = {
+                    "sub": str(seller_id),
+                    "sid": str(login[0]),
+                    "ver": 0,
+                    "roles": ["seller"],
+                    "exp": exp,
+                }
+                tokens[seller_id] = jwt.encode(claims, stack.jwt_secret, algorithm="HS256")
+            writes.append((str(listing_id), tokens[seller_id], currency, amount))
     return writes
 
 

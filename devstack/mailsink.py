@@ -28,7 +28,10 @@ class EmlWriter:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content: bytes = envelope.original_content or b""
-        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
+        # Names sort in arrival order (nanoseconds within the second), so readers can tell first from second.
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now // 1_000_000_000))
+        name = f"{stamp}-{now % 1_000_000_000:09d}-{uuid.uuid4().hex[:8]}.eml"
         tmp = self.directory / f".{name}.tmp"
         tmp.write_bytes(content)
         os.replace(tmp, self.directory / name)

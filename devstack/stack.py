@@ -26,6 +26,42 @@ from devstack.process import ManagedProcess, ServiceError, Supervisor
 INFRA = ("postgres", "temporal", "meilisearch", "stripe", "smtp")
 SECRETS_FILE = "dev-secrets.json"
 
+# Every secret setting (its environment name), and the ones each app process gets: only those it uses, as the
+# production compose file gives them (tests/test_compose_environment.py). The other settings go to every process.
+SECRET_VARS = frozenset(
+    name.upper() for name, field in Settings.model_fields.items() if "SecretStr" in repr(field.annotation)
+)
+PROCESS_SECRETS: dict[str, frozenset[str]] = {
+    # verifies access tokens, unsubscribe links and Stripe webhooks; searches with the search-only key
+    "api": frozenset(
+        {"JWT_SECRET", "UNSUBSCRIBE_SECRET", "STRIPE_WEBHOOK_SECRET", "MEILI_SEARCH_KEY", "METRICS_TOKEN"}
+    ),
+    # calls Stripe; mails and signs unsubscribe links for notification workflows started before the outbox
+    "worker": frozenset({"STRIPE_SECRET_KEY", "UNSUBSCRIBE_SECRET", "SMTP_PASSWORD"}),
+    "sender": frozenset({"UNSUBSCRIBE_SECRET", "SMTP_PASSWORD"}),  # mails the outbox, signs unsubscribe links
+    "search-sync": frozenset({"MEILI_MASTER_KEY"}),  # writes the index
+    "migrate": frozenset(),  # the database only
+    "demo-data": frozenset(),  # a client of the API like any other
+}
+# A throwaway stack (tests, benchmarks) drives its API from one client address, as many users and buyers at a
+# pace no person reaches: its processes get these per-address and per-buyer limits unless the environment sets
+# them (`child_env`).
+# The account lockout (RATE_LIMIT_LOGIN_ACCOUNT) keeps its real value: tests do not trip it by accident.
+RELAXED_LIMITS = {
+    name: "1000000/minute"
+    for name in (
+        "RATE_LIMIT_LOGIN_ADDRESS",
+        "RATE_LIMIT_REGISTER_ADDRESS",
+        "RATE_LIMIT_ACCOUNT_LINKS_ADDRESS",
+        "RATE_LIMIT_ACCOUNT_MAIL",
+        "RATE_LIMIT_ORDERS_BUYER",
+        "RATE_LIMIT_SEARCH_ANONYMOUS",
+        "RATE_LIMIT_SEARCH_USER",
+        "RATE_LIMIT_LISTING_READS",
+        "RATE_LIMIT_VIEW_COUNT",  # tests count many views from one address
+    )
+}
+
 
 def external_services(explicit_fields: Iterable[str]) -> frozenset[str]:
     """Which services the user pointed at existing servers, from the explicitly set settings fields."""
@@ -85,11 +121,13 @@ class DevSecrets:
     meili_master_key: str
     stripe_secret_key: str
     stripe_webhook_secret: str
+    unsubscribe_secret: str  # its own, so the worker and the sender never get the JWT secret
 
     @classmethod
     def generate(cls) -> DevSecrets:
         return cls(
             jwt_secret=secrets.token_urlsafe(48),
+            unsubscribe_secret=secrets.token_urlsafe(48),
             meili_master_key=secrets.token_hex(24),
             stripe_secret_key=f"sk_test_{secrets.token_hex(24)}",
             stripe_webhook_secret=f"whsec_{secrets.token_hex(24)}",
@@ -208,11 +246,10 @@ class Stack:
             self.start_infra()
         if self.apps:
             return
-        env = self.child_env()
         sup = self.supervisor
         mark = sup.mark()
         try:
-            services.run_migrations(sup, env)
+            services.run_migrations(sup, self.process_env("migrate"))
         except BaseException:
             sup.stop(sup.spawned_since(mark))
             raise
@@ -222,9 +259,9 @@ class Stack:
 
         self._parallel(
             [
-                add(lambda: services.start_worker(sup, env)),
-                add(lambda: services.start_sender(sup, env)),
-                add(lambda: services.start_search_sync(sup, env)),
+                add(lambda: services.start_worker(sup, self.process_env("worker"))),
+                add(lambda: services.start_sender(sup, self.process_env("sender"))),
+                add(lambda: services.start_search_sync(sup, self.process_env("search-sync"))),
                 add(self._start_api),
             ],
             on_failure=lambda: sup.stop(sup.spawned_since(mark)),
@@ -235,11 +272,11 @@ class Stack:
     def load_demo_data(self) -> bool:
         """Demo data through the running API, once per data dir (marker file); True when it ran now."""
         return services.load_demo_data(
-            self.supervisor, self.child_env(), self.data_dir, passthrough=self.supervisor.echo
+            self.supervisor, self.process_env("demo-data"), self.data_dir, passthrough=self.supervisor.echo
         )
 
     def _start_api(self) -> services.HttpService:
-        self.api = services.start_api(self.supervisor, self.child_env(), self.ports.api)
+        self.api = services.start_api(self.supervisor, self.process_env("api"), self.ports.api)
         return self.api
 
     def stop_apps(self) -> None:
@@ -423,6 +460,8 @@ class Stack:
             "STRIPE_SECRET_KEY": self.stripe_secret_key,
             "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
             "JWT_SECRET": self.jwt_secret,
+            "UNSUBSCRIBE_SECRET": _secret(self.settings, "unsubscribe_secret")
+            or self.secrets.unsubscribe_secret,
             "SMTP_HOST": self.smtp_host,
             "SMTP_PORT": str(self.smtp_port),
             "API_HOST": services.LOOPBACK,
@@ -432,5 +471,19 @@ class Stack:
         return {k: v for k, v in values.items() if v is not None}
 
     def child_env(self) -> dict[str, str]:
-        """Our environment plus the resolved settings (which win over `.env`) for a child process."""
-        return {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        """Our environment plus the resolved settings (which win over `.env`), every secret included: for
+        operators' commands and tests. App processes get `process_env` instead. A throwaway stack's relaxed
+        limits (`RELAXED_LIMITS`) are in it too, for the APIs tests and benchmarks start beside the stack's."""
+        relaxed = {} if self.persistent else {k: v for k, v in RELAXED_LIMITS.items() if k not in os.environ}
+        return {**os.environ, **relaxed, **self.env, "PYTHONUNBUFFERED": "1"}
+
+    def process_env(self, process: str) -> dict[str, str]:
+        """The environment of the app process `process` (a key of `PROCESS_SECRETS`): every setting, but of
+        the secrets only its own, whether they come from the resolved settings or from our environment."""
+        own = PROCESS_SECRETS[process]
+        env = {
+            name: value
+            for name, value in self.child_env().items()
+            if name.upper() not in SECRET_VARS or name.upper() in own
+        }
+        return env

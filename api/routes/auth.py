@@ -1,38 +1,230 @@
-"""Accounts: register, OAuth2 password-flow token, who am I."""
+"""Accounts: registration, OAuth2 password-flow login, refresh and logout, email verification, password reset
+and change, who am I. README.md ("Accounts") says what each answers and why."""
 
 from __future__ import annotations
 
+import html
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Query, Response
+from fastapi.responses import HTMLResponse
 
+from api.account_schemas import (
+    Accepted,
+    AccountOut,
+    LogoutIn,
+    MailedToken,
+    PasswordChangeIn,
+    PasswordResetConfirmIn,
+    PasswordResetIn,
+    RefreshIn,
+    TokenIn,
+    TokenPairOut,
+)
 from api.deps import Caller, Session
-from api.schemas import RegisterIn, TokenForm, TokenOut, UserOut
+from api.ratelimits import (
+    AccountLinksLimit,
+    AccountLockout,
+    LoginLimits,
+    MailBudget,
+    RefreshLimit,
+    RegisterLimit,
+)
+from api.schemas import RegisterIn, TokenForm
 from bazaar import auth
+from bazaar.accounts import registration, sessions
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role, User
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
+REGISTERED = (
+    "registration received: if the address can be registered, the account exists now and a message to "
+    "confirm the address is on its way; log in with POST /v1/auth/token"
+)
+RESET_REQUESTED = "if an account has this address, a message with a link to reset its password is on its way"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1: token responses
 
-@router.post("/auth/register", status_code=201, response_model=UserOut)
-async def register(body: RegisterIn, session: Session) -> User:
-    return await auth.register(
-        session, body.email, body.password, body.display_name, [Role(r) for r in body.roles]
+
+def _pair(tokens: sessions.Tokens, response: Response) -> TokenPairOut:
+    response.headers.update(NO_STORE)
+    return TokenPairOut(
+        access_token=tokens.access_token,
+        expires_in=tokens.expires_in,
+        refresh_token=tokens.refresh_token,
+        refresh_expires_in=tokens.refresh_expires_in,
     )
 
 
-@router.post("/auth/token", response_model=TokenOut)
-async def token(form: Annotated[TokenForm, Form()], session: Session) -> TokenOut:
-    """OAuth2 password flow: `username` (the email) and `password` as a form."""
-    user = await auth.authenticate(session, form.username, form.password)
-    access_token, ttl = auth.issue_token(user)
-    return TokenOut(access_token=access_token, expires_in=ttl)
+@router.post("/auth/register", status_code=202, response_model=Accepted)
+async def register(body: RegisterIn, session: Session, _: RegisterLimit, may_mail: MailBudget) -> Accepted:
+    """Create an account. The answer is the same for an address that has an account already (whose owner is
+    told by mail instead), so it reveals no account. The password must pass the policy (422 otherwise)."""
+    await registration.register(
+        session, body.email, body.password, body.display_name, [Role(r) for r in body.roles], may_mail
+    )
+    return Accepted(message=REGISTERED)
 
 
-@router.get("/users/me", response_model=UserOut)
-async def me(caller: Caller, session: Session) -> User:
-    user = await session.get(User, caller.user_id)
+@router.post("/auth/token", response_model=TokenPairOut)
+async def token(
+    form: Annotated[TokenForm, Form()], session: Session, guard: LoginLimits, response: Response
+) -> TokenPairOut:
+    """OAuth2 password flow: `username` (the email) and `password` as a form. Failed logins lock the account
+    for a while (429 with Retry-After, even with the right password), longer as they go on."""
+    await guard.check(form.username)
+    try:
+        user = await auth.authenticate(session, form.username, form.password)
+    except DomainError:
+        await guard.failed(form.username)
+        raise
+    await guard.succeeded(form.username)
+    return _pair(await sessions.start(session, user), response)
+
+
+@router.post("/auth/refresh", response_model=TokenPairOut)
+async def refresh(body: RefreshIn, session: Session, _: RefreshLimit, response: Response) -> TokenPairOut:
+    """The next token pair of a session. Each refresh token works once: presenting a used one again ends its
+    session (someone copied it), and both pairs stop working."""
+    try:
+        tokens = await sessions.rotate(session, body.refresh_token)
+    except sessions.RefreshTokenReused:
+        await session.commit()  # the session's end must stick although the answer is an error
+        raise
+    return _pair(tokens, response)
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(caller: Caller, session: Session, body: LogoutIn | None = None) -> None:
+    """End this session (its access and refresh tokens stop working at once), or every session of the account."""
+    if body is not None and body.everywhere:
+        await auth.end_all_sessions(session, caller.user_id)
+    elif caller.session_id is not None:
+        await sessions.end(session, caller.session_id)
+
+
+@router.post("/auth/verify-email", status_code=204)
+async def verify_email(body: TokenIn, session: Session, _: AccountLinksLimit) -> None:
+    """Confirm the account's email address with the token mailed to it (single use; 422 when unknown, expired or
+    used)."""
+    await registration.verify_email(session, body.token)
+
+
+@router.post("/auth/verify-email/resend", status_code=202, response_model=Accepted)
+async def resend_verification(
+    caller: Caller, session: Session, _: AccountLinksLimit, may_mail: MailBudget
+) -> Accepted:
+    user = await _me(session, caller.user_id)
+    if user.email_verified_at is not None:
+        return Accepted(message="the email address is verified already")
+    await registration.send_verification(session, user, may_mail)
+    return Accepted(message="a new confirmation message is on its way")
+
+
+@router.post("/auth/password-reset", status_code=202, response_model=Accepted)
+async def request_password_reset(
+    body: PasswordResetIn, session: Session, _: AccountLinksLimit, may_mail: MailBudget
+) -> Accepted:
+    """Mail a reset link to the address if it has an account; the answer is the same either way."""
+    await registration.request_password_reset(session, body.email, may_mail)
+    return Accepted(message=RESET_REQUESTED)
+
+
+@router.post("/auth/password-reset/confirm", status_code=204)
+async def confirm_password_reset(
+    body: PasswordResetConfirmIn, session: Session, _: AccountLinksLimit
+) -> None:
+    """Set a new password with the mailed token (single use): every session of the account ends."""
+    await registration.reset_password(session, body.token, body.password)
+
+
+@router.post("/auth/password", response_model=TokenPairOut)
+async def change_password(
+    body: PasswordChangeIn, caller: Caller, session: Session, guard: AccountLockout, response: Response
+) -> TokenPairOut:
+    """Change the password (the current one must match): every session ends, and this answer is a new one's
+    tokens. Wrong current passwords count toward the account's login lockout."""
+    user = await _me(session, caller.user_id)
+    await guard.check(user.email)
+    if not auth.password_matches(user.password_hash, body.current_password):
+        await guard.failed(user.email)
+        raise DomainError(
+            ErrorCode.VALIDATION_ERROR,
+            "current_password: incorrect",
+            {
+                "errors": [
+                    {"loc": ["body", "current_password"], "msg": "incorrect", "type": "invalid_password"}
+                ]
+            },
+        )
+    tokens = await registration.change_password(session, user.id, body.current_password, body.new_password)
+    return _pair(tokens, response)
+
+
+@router.get("/users/me", response_model=AccountOut)
+async def me(caller: Caller, session: Session) -> AccountOut:
+    user = await _me(session, caller.user_id)
+    return AccountOut(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        roles=[Role(r) for r in user.roles],
+        created_at=user.created_at,
+        email_verified=user.email_verified_at is not None,
+    )
+
+
+async def _me(session: Session, user_id: object) -> User:
+    user = await session.get(User, user_id)
     if user is None or not user.is_active:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "account no longer exists")
     return user
+
+
+# ---- the pages the mailed links open: a GET changes nothing (mail scanners fetch every link); the page's
+# button sends the POST above.
+
+TokenQuery = Annotated[MailedToken, Query(description="from the link in the email")]
+
+
+def _page(title: str, intro: str, action: str, token: str, with_password: bool) -> HTMLResponse:
+    password = (
+        "<p><label>New password <input id=password type=password minlength=10 maxlength=128 required "
+        "autocomplete=new-password></label></p>"
+        if with_password
+        else ""
+    )
+    script = (
+        "document.getElementById('f').onsubmit=async e=>{e.preventDefault();"
+        f"const body={{token:{json.dumps(token)}}};"
+        "const p=document.getElementById('password');if(p)body.password=p.value;"
+        f"const r=await fetch({json.dumps(action)},{{method:'POST',headers:{{'Content-Type':'application/json'}},"
+        "body:JSON.stringify(body)});const out=document.getElementById('out');"
+        "out.textContent=r.ok?'Done.':((await r.json()).error||{}).message||('Error '+r.status);};"
+    ).replace("<", "\\u003c")
+    return HTMLResponse(
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
+        f"<form id=f>{password}<button type=submit>{html.escape(title)}</button></form><p id=out></p>"
+        f"<script>{script}</script>",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/auth/verify-email", response_class=HTMLResponse, operation_id="verify_email_page")
+async def verify_email_page(token: TokenQuery) -> HTMLResponse:
+    return _page(
+        "Confirm email address", "Confirm that this address is yours.", "/v1/auth/verify-email", token, False
+    )
+
+
+@router.get("/auth/password-reset/confirm", response_class=HTMLResponse, operation_id="password_reset_page")
+async def password_reset_page(token: TokenQuery) -> HTMLResponse:
+    return _page(
+        "Reset password",
+        "Choose a new password (at least 10 characters, hard to guess). You will be logged out everywhere.",
+        "/v1/auth/password-reset/confirm",
+        token,
+        True,
+    )

@@ -13,6 +13,7 @@ from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
+from api.openapi import errors
 from api.trust_schemas import DisputeMessageBody, DisputeOut, InfoRequestBody
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
@@ -23,14 +24,18 @@ from workflows.dispute import DisputeMessageIn, DisputeWorkflow, InfoRequest, di
 router = APIRouter(prefix="/v1/orders/{order_id}/dispute", tags=["disputes"])
 
 
-@router.get("", response_model=DisputeOut)
+@router.get("", response_model=DisputeOut, responses=errors(ErrorCode.FORBIDDEN))
 async def get_dispute(order_id: uuid.UUID, caller: Caller, session: Session) -> DisputeOut:
     dispute, thread = await disputes.visible_case(session, order_id, caller)
     return DisputeOut.of(dispute, thread)
 
 
-@router.post("/messages", response_model=DisputeOut)
-async def add_message(
+@router.post(
+    "/messages",
+    response_model=DisputeOut,
+    responses=errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION),
+)
+async def add_dispute_message(
     order_id: uuid.UUID, body: DisputeMessageBody, caller: Caller, session: Session, temporal: Temporal
 ) -> DisputeOut:
     """A message or evidence from the buyer, the seller or support."""
@@ -45,8 +50,8 @@ async def add_message(
     return DisputeOut.of(dispute, thread)
 
 
-@router.post("/info-requests", response_model=DisputeOut)
-async def request_info(
+@router.post("/info-requests", response_model=DisputeOut, responses=errors(ErrorCode.INVALID_TRANSITION))
+async def request_dispute_info(
     order_id: uuid.UUID, body: InfoRequestBody, staff: Support, session: Session, temporal: Temporal
 ) -> DisputeOut:
     """Support asks the buyer or the seller for information, with a deadline."""

@@ -5,27 +5,48 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from api import metrics
 from api.deps import MeiliClient, Session, Temporal
+from api.openapi import errors
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency is down"}})
+class ReadyChecks(BaseModel):
+    postgres: bool
+    temporal: bool
+    meilisearch: bool
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: ReadyChecks
+
+
+@router.get("/healthz", response_model=HealthOut)
+async def healthz() -> HealthOut:
+    return HealthOut()
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "a dependency is down (`checks` says which)"}},
+)
 async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JSONResponse:
     async def postgres() -> bool:
         await session.execute(text("SELECT 1"))
@@ -35,7 +56,7 @@ async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JS
         await temporal.service_client.check_health(timeout=timedelta(seconds=2))
         return True
 
-    checks: dict[str, Any] = {}
+    checks: dict[str, bool] = {}
     for name, probe in (("postgres", postgres), ("temporal", temporal_ok), ("meilisearch", meili.healthy)):
         try:
             checks[name] = bool(await asyncio.wait_for(probe(), timeout=3))
@@ -47,8 +68,18 @@ async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JS
     )
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics_endpoint(session: Session, temporal: Temporal, request: Request) -> Response:
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        },
+        **errors(ErrorCode.NOT_AUTHENTICATED, ErrorCode.FORBIDDEN),
+    },
+)
+async def get_metrics(session: Session, temporal: Temporal, request: Request) -> Response:
     """Who may call: Prometheus with METRICS_TOKEN, or (when no token is configured) loopback clients only."""
     token = get_settings().metrics_token
     if token is not None:

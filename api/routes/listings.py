@@ -1,4 +1,6 @@
-"""Listings: sellers create and manage them; everyone reads active ones. ETag/If-Match on writes.
+"""Listings: sellers create and manage them; everyone reads active ones. ETag/If-Match on writes: an edit
+(PATCH) must send If-Match (428 without it, 412 when stale); publish, archive and delete take it when given
+(they are moves between states, refused with 409 when the state is wrong).
 
 Public detail reads of active listings go through the process's hot-listing cache and count a view;
 the seller (and support) always read the database, so their ETag is never stale. Every listing comes with
@@ -9,11 +11,13 @@ invalidate listings, unlike a listing write).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import Cache, MaybeCaller, Seller, Session, Views
+from api.deps import Cache, MaybeCaller, Seller, Session, VerifiedSeller, Views
+from api.openapi import ETAG, LOCATION, errors, merge
+from api.ratelimits import ListingReadLimit
 from api.schemas import (
     CategoriesOut,
     CategoryNode,
@@ -30,16 +34,29 @@ from bazaar.models import Listing, ListingStatus, Role
 from bazaar.text import single_line
 
 router = APIRouter(prefix="/v1", tags=["listings"])
+categories_router = APIRouter(prefix="/v1", tags=["categories"])
 IfMatch = Annotated[
-    str | None, Header(description='ETag from a previous read, e.g. "3"; a stale one gets 412')
+    str | None,
+    Header(description='ETag from a previous read, e.g. "3" (or * for any version); a stale one gets 412'),
+]
+# Required (428 `precondition_required` without it: api/errors.py), so a client cannot lose another's edit.
+RequiredIfMatch = Annotated[
+    str,
+    Header(
+        description='ETag from a previous read, e.g. "3"; a stale one gets 412; * overwrites whatever is there',
+        examples=['"3"'],
+    ),
 ]
 IfNoneMatch = Annotated[str | None, Header(description="ETag you hold; 304 when unchanged")]
+WRITTEN: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the listing as stored, with its new ETag", "headers": ETAG}
+}
+STALE = errors(ErrorCode.PRECONDITION_FAILED)
 
 
-def parse_if_match(value: str | None, required: bool = False) -> int | None:
+def parse_if_match(value: str | None) -> int | None:
+    """The version an If-Match names; None for none or `*` (any version)."""
     if value is None or value.strip() == "*":
-        if required and value is None:
-            raise DomainError(ErrorCode.PRECONDITION_REQUIRED, "send If-Match with the listing's ETag")
         return None
     try:
         return int(value.strip().removeprefix("W/").strip('"'))
@@ -56,18 +73,28 @@ async def with_etag(session: Session, response: Response, listing: Listing) -> L
     return ListingOut.of(listing, await listings.seller_rating(session, listing.seller_id))
 
 
-@router.get("/categories", response_model=CategoriesOut, tags=["categories"])
-async def categories(session: Session, response: Response) -> CategoriesOut:
+@categories_router.get("/categories", response_model=CategoriesOut)
+async def list_categories(session: Session, response: Response) -> CategoriesOut:
     """The managed category taxonomy as a tree (public). Searching a category includes its children."""
     tree = await listings.taxonomy(session)
     response.headers["Cache-Control"] = "public, max-age=300"
     return CategoriesOut(categories=[CategoryNode.model_validate(node) for node in tree.tree()])
 
 
-@router.post("/listings", status_code=201, response_model=ListingOut)
+@router.post(
+    "/listings",
+    status_code=201,
+    response_model=ListingOut,
+    responses=merge(
+        {201: {"description": "the draft listing", "headers": {**LOCATION, **ETAG}}},
+        errors(ErrorCode.UNKNOWN_CATEGORY),
+    ),
+)
 async def create_listing(body: ListingIn, seller: Seller, session: Session, response: Response) -> ListingOut:
+    """A draft listing (publish it to put it on sale)."""
     listing = await listings.create(session, seller, body.columns())
     await session.refresh(listing)
+    response.headers["Location"] = f"/v1/listings/{listing.id}"
     return await with_etag(session, response, listing)
 
 
@@ -79,11 +106,15 @@ def _public_reader(viewer: Principal | None, seller_id: uuid.UUID) -> bool:
 @router.get(
     "/listings/{listing_id}",
     response_model=ListingOut,
-    responses={304: {"description": "If-None-Match matched"}, 404: {"description": "not visible to you"}},
+    responses={
+        200: {"description": "the listing", "headers": ETAG},
+        304: {"description": "If-None-Match matched: the copy you hold is current", "headers": ETAG},
+    },
 )
 async def get_listing(
     listing_id: uuid.UUID,
     viewer: MaybeCaller,
+    _limit: ListingReadLimit,
     session: Session,
     cache: Cache,
     views: Views,
@@ -107,7 +138,20 @@ async def get_listing(
     return out
 
 
-@router.patch("/listings/{listing_id}", response_model=ListingOut)
+@router.patch(
+    "/listings/{listing_id}",
+    response_model=ListingOut,
+    responses=merge(
+        WRITTEN,
+        STALE,
+        errors(
+            ErrorCode.FORBIDDEN,
+            ErrorCode.INVALID_TRANSITION,
+            ErrorCode.PRECONDITION_REQUIRED,
+            ErrorCode.UNKNOWN_CATEGORY,
+        ),
+    ),
+)
 async def update_listing(
     listing_id: uuid.UUID,
     body: ListingPatch,
@@ -115,8 +159,10 @@ async def update_listing(
     session: Session,
     cache: Cache,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: RequiredIfMatch,
 ) -> ListingOut:
+    """Change the fields sent. If-Match is required: 428 without it, 412 when someone changed the listing
+    since your read (the body names `current_version`)."""
     listing = await listings.update(session, listing_id, seller, parse_if_match(if_match), body.columns())
     return await _written(session, cache, response, listing)
 
@@ -130,10 +176,18 @@ async def _written(session: Session, cache: Cache, response: Response, listing: 
     return await with_etag(session, response, listing)
 
 
-@router.post("/listings/{listing_id}/publish", response_model=ListingOut)
+@router.post(
+    "/listings/{listing_id}/publish",
+    response_model=ListingOut,
+    responses=merge(
+        WRITTEN,
+        STALE,
+        errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION, ErrorCode.PAYOUT_ACCOUNT_REQUIRED),
+    ),
+)
 async def publish_listing(
     listing_id: uuid.UUID,
-    seller: Seller,
+    seller: VerifiedSeller,
     session: Session,
     cache: Cache,
     response: Response,
@@ -143,7 +197,11 @@ async def publish_listing(
     return await _written(session, cache, response, listing)
 
 
-@router.post("/listings/{listing_id}/archive", response_model=ListingOut)
+@router.post(
+    "/listings/{listing_id}/archive",
+    response_model=ListingOut,
+    responses=merge(WRITTEN, STALE, errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION)),
+)
 async def archive_listing(
     listing_id: uuid.UUID,
     seller: Seller,
@@ -156,7 +214,15 @@ async def archive_listing(
     return await _written(session, cache, response, listing)
 
 
-@router.delete("/listings/{listing_id}", response_model=ListingDeleteOut)
+@router.delete(
+    "/listings/{listing_id}",
+    response_model=ListingDeleteOut,
+    responses=merge(
+        {200: {"description": "deleted, or archived (then with the listing and its ETag)", "headers": ETAG}},
+        STALE,
+        errors(ErrorCode.FORBIDDEN),
+    ),
+)
 async def delete_listing(
     listing_id: uuid.UUID,
     seller: Seller,
@@ -175,7 +241,7 @@ async def delete_listing(
 
 
 @router.get("/me/listings", response_model=ListingPage)
-async def my_listings(
+async def list_my_listings(
     seller: Seller,
     session: Session,
     status: Annotated[ListingStatus | None, Query()] = None,

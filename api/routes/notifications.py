@@ -11,13 +11,23 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from api.deps import Caller, Session, Support
-from api.trust_schemas import DeadLetterOut, InboxOut, NotificationOut, PreferenceIn
+from api.openapi import errors
+from api.trust_schemas import (
+    DeadLetterOut,
+    InboxOut,
+    MarkedOut,
+    NotificationOut,
+    PreferenceIn,
+    ReplayOut,
+    UnsubscribedOut,
+)
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
 from bazaar.trust import notifications
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
+support_router = APIRouter(prefix="/v1/support", tags=["support"])
 UnsubscribeToken = Annotated[str, Query(max_length=500, description="from the link in the email")]
 # Ids are BIGINT: a larger number is a 422, never a database overflow (500).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -25,7 +35,7 @@ RowId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
 
 
 @router.get("/notifications", response_model=InboxOut)
-async def inbox(
+async def list_notifications(
     caller: Caller,
     session: Session,
     unread: bool = False,
@@ -40,42 +50,48 @@ async def inbox(
     )
 
 
-@router.post("/notifications/{notification_id}/read", response_model=dict[str, int])
-async def mark_read(notification_id: RowId, caller: Caller, session: Session) -> dict[str, int]:
+@router.post("/notifications/{notification_id}/read", response_model=MarkedOut)
+async def mark_notification_read(notification_id: RowId, caller: Caller, session: Session) -> MarkedOut:
     """Idempotent: marking an already-read item answers `{"marked": 0}`."""
     marked = await notifications.mark_read(session, caller.user_id, notification_id)
     if marked == 0:
         note = await session.get(Notification, notification_id)
         if note is None or note.recipient_id != caller.user_id or note.channel != NotificationChannel.INBOX:
             raise DomainError(ErrorCode.NOT_FOUND, "notification not found in your inbox")
-    return {"marked": marked}
+    return MarkedOut(marked=marked)
 
 
-@router.post("/notifications/read-all", response_model=dict[str, int])
-async def mark_all_read(caller: Caller, session: Session) -> dict[str, int]:
-    return {"marked": await notifications.mark_read(session, caller.user_id, None)}
+@router.post("/notifications/read-all", response_model=MarkedOut)
+async def mark_all_notifications_read(caller: Caller, session: Session) -> MarkedOut:
+    return MarkedOut(marked=await notifications.mark_read(session, caller.user_id, None))
 
 
 @router.get("/notifications/preferences", response_model=dict[str, dict[str, bool]])
-async def get_preferences(caller: Caller, session: Session) -> dict[str, dict[str, bool]]:
+async def get_notification_preferences(caller: Caller, session: Session) -> dict[str, dict[str, bool]]:
+    """Per event type, per channel (inbox, email): whether it is sent."""
     return await notifications.preferences(session, caller.user_id)
 
 
 @router.put("/notifications/preferences", response_model=dict[str, dict[str, bool]])
-async def set_preference(body: PreferenceIn, caller: Caller, session: Session) -> dict[str, dict[str, bool]]:
+async def set_notification_preference(
+    body: PreferenceIn, caller: Caller, session: Session
+) -> dict[str, dict[str, bool]]:
     await notifications.set_preference(session, caller.user_id, body.event_type, body.channel, body.enabled)
     return await notifications.preferences(session, caller.user_id)
 
 
-@router.post("/notifications/unsubscribe", response_model=dict[str, str])
-async def unsubscribe(token: UnsubscribeToken, session: Session) -> dict[str, str]:
+BAD_LINK = errors(ErrorCode.INVALID_SIGNATURE)
+
+
+@router.post("/notifications/unsubscribe", response_model=UnsubscribedOut, responses=BAD_LINK)
+async def unsubscribe(token: UnsubscribeToken, session: Session) -> UnsubscribedOut:
     """One click (RFC 8058: mail clients POST the List-Unsubscribe URL); the signed token says who and what."""
     user_id, event_type, channel = _read(token)
     await notifications.set_preference(session, user_id, event_type, channel, False)
-    return {"status": "unsubscribed", "event_type": event_type, "channel": channel.value}
+    return UnsubscribedOut(event_type=event_type, channel=channel)
 
 
-@router.get("/notifications/unsubscribe", response_class=HTMLResponse, operation_id="unsubscribe_page")
+@router.get("/notifications/unsubscribe", response_class=HTMLResponse, responses=BAD_LINK)
 async def unsubscribe_page(token: UnsubscribeToken) -> HTMLResponse:
     """The link in the mail body: a page with one button that POSTs the same URL. A GET changes nothing,
     because mail scanners and link previews fetch every link in a message."""
@@ -93,8 +109,8 @@ def _read(token: str) -> tuple[uuid.UUID, str, NotificationChannel]:
     return notifications.read_unsubscribe_token(get_settings().link_secret(), token)
 
 
-@router.get("/support/dead-letters", response_model=list[DeadLetterOut])
-async def dead_letters(
+@support_router.get("/dead-letters", response_model=list[DeadLetterOut])
+async def list_dead_letters(
     staff: Support, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[DeadLetterOut]:
     rows = (
@@ -109,10 +125,10 @@ async def dead_letters(
     return [DeadLetterOut.of(d, n) for d, n in rows]
 
 
-@router.post("/support/dead-letters/{dead_letter_id}/replay", status_code=202, response_model=dict[str, str])
-async def replay_dead_letter(dead_letter_id: RowId, staff: Support, session: Session) -> dict[str, str]:
+@support_router.post("/dead-letters/{dead_letter_id}/replay", status_code=202, response_model=ReplayOut)
+async def replay_dead_letter(dead_letter_id: RowId, staff: Support, session: Session) -> ReplayOut:
     """Send a dead-lettered notification again: it goes back to the outbox (pending, fresh attempts, due now)
     and a worker's sender delivers it. Answers at once with `{"notification_id", "status"}`: `pending`
     (queued; a repeated click changes nothing), or `sent` if it was delivered meanwhile."""
     notification_id, status = await notifications.replay(session, dead_letter_id)
-    return {"notification_id": str(notification_id), "status": status}
+    return ReplayOut(notification_id=str(notification_id), status=status)

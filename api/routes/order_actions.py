@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Response
 from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
+from api.openapi import LOCATION, errors, merge
 from api.schemas import ActionIn, FulfilIn, OrderOut, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
@@ -35,8 +36,24 @@ router = APIRouter(prefix="/v1/orders", tags=["orders"])
 # Our bounded wait ran out (asyncio.wait_for cancels the SDK's poll, which reports it as its own error).
 STILL_RUNNING = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
 ACCEPTED: dict[int | str, dict[str, Any]] = {
-    202: {"description": "the workflow is still working on it: the order as it stands; poll Location"}
+    202: {
+        "model": OrderOut,
+        "description": "the workflow is still working on it: the order as it stands; poll Location",
+        "headers": LOCATION,
+    }
 }
+# What any action answers: the new state, 202 while it runs, and the workflow's refusals (403: this actor may
+# never do it; 409 with the current `order` in details: not now).
+ACTION = merge(
+    {200: {"description": "the order after the action"}},
+    ACCEPTED,
+    errors(
+        ErrorCode.FORBIDDEN,
+        ErrorCode.INVALID_TRANSITION,
+        ErrorCode.ORDER_NEEDS_ATTENTION,
+        ErrorCode.PAYMENT_REJECTED,
+    ),
+)
 ActionKey = Annotated[
     str | None,
     Header(
@@ -97,6 +114,7 @@ class Action:
             raise update_rejection(exc, {"order": OrderOut.of_row(order).model_dump(mode="json")}) from exc
         except STILL_RUNNING:
             self.response.status_code = 202
+            self.response.headers["Location"] = f"/v1/orders/{self.order_id}"
             return OrderOut.of_row(await visible_order(self.session, self.order_id, self.caller))
         except RPCError as exc:
             if not workflow_gone(exc):
@@ -112,48 +130,51 @@ class Action:
 
 
 Act = Annotated[Action, Depends()]
+# Optional bodies: sent without one, the action takes the defaults (never "a model or null" in the document).
+Reason = Annotated[ActionIn, Body(description="optional: why (shown to the other side)")]
+Tracking = Annotated[FulfilIn, Body(description="optional: how the order travels")]
 
 
-@router.post("/{order_id}/accept", response_model=OrderOut, responses=ACCEPTED)
-async def accept(act: Act) -> OrderOut:
+@router.post("/{order_id}/accept", response_model=OrderOut, responses=ACTION)
+async def accept_order(act: Act) -> OrderOut:
     """Seller accepts a paid order."""
     return await act(OrderWorkflow.accept)
 
 
-@router.post("/{order_id}/decline", response_model=OrderOut, responses=ACCEPTED)
-async def decline(act: Act, body: ActionIn | None = None) -> OrderOut:
+@router.post("/{order_id}/decline", response_model=OrderOut, responses=ACTION)
+async def decline_order(act: Act, body: Reason = ActionIn()) -> OrderOut:
     """Seller declines a paid order: the buyer is refunded in full and the stock goes back."""
-    return await act(OrderWorkflow.decline, reason=body.reason if body else None)
+    return await act(OrderWorkflow.decline, reason=body.reason)
 
 
-@router.post("/{order_id}/cancel", response_model=OrderOut, responses=ACCEPTED)
-async def cancel(act: Act, body: ActionIn | None = None) -> OrderOut:
+@router.post("/{order_id}/cancel", response_model=OrderOut, responses=ACTION)
+async def cancel_order(act: Act, body: Reason = ActionIn()) -> OrderOut:
     """Buyer (before acceptance), seller (after acceptance) or support cancels: full refund. A pending order
     is cancelled once its charge has an outcome (202 until then)."""
-    return await act(OrderWorkflow.cancel, reason=body.reason if body else None)
+    return await act(OrderWorkflow.cancel, reason=body.reason)
 
 
-@router.post("/{order_id}/fulfil", response_model=OrderOut, responses=ACCEPTED)
-async def fulfil(act: Act, body: FulfilIn | None = None) -> OrderOut:
+@router.post("/{order_id}/fulfil", response_model=OrderOut, responses=ACTION)
+async def fulfil_order(act: Act, body: Tracking = FulfilIn()) -> OrderOut:
     """Seller marks the order shipped/fulfilled, optionally with tracking."""
-    tracking = {k: str(v) for k, v in (body.model_dump(exclude_none=True) if body else {}).items()} or None
+    tracking = {k: str(v) for k, v in body.model_dump(exclude_none=True).items()} or None
     return await act(OrderWorkflow.fulfil, tracking=tracking)
 
 
-@router.post("/{order_id}/confirm-receipt", response_model=OrderOut, responses=ACCEPTED)
+@router.post("/{order_id}/confirm-receipt", response_model=OrderOut, responses=ACTION)
 async def confirm_receipt(act: Act) -> OrderOut:
     """Buyer confirms receipt: the order completes and escrow is released to the seller."""
     return await act(OrderWorkflow.confirm_receipt)
 
 
-@router.post("/{order_id}/dispute", response_model=OrderOut, responses=ACCEPTED)
+@router.post("/{order_id}/dispute", response_model=OrderOut, responses=ACTION)
 async def open_dispute(act: Act, body: DisputeIn) -> OrderOut:
     """Buyer opens a dispute on a fulfilled order within the dispute window: escrow is frozen and a dispute
     case opens for support (its thread: `GET /v1/orders/{id}/dispute`)."""
     return await act(OrderWorkflow.open_dispute, reason=body.reason_code, message=body.message)
 
 
-@router.post("/{order_id}/resolve", response_model=OrderOut, responses=ACCEPTED)
+@router.post("/{order_id}/resolve", response_model=OrderOut, responses=ACTION)
 async def resolve_dispute(act: Act, _: Support, body: ResolveIn) -> OrderOut:
     """Support resolves a dispute: release to the seller, refund the buyer, or refund part and release the rest."""
     return await act(
@@ -164,15 +185,15 @@ async def resolve_dispute(act: Act, _: Support, body: ResolveIn) -> OrderOut:
     )
 
 
-@router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACCEPTED)
+@router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)
 async def retry_transfer(act: Act, _: Support) -> OrderOut:
     """Support pays a completed order's seller again after the provider refused the transfer
     (PaymentState `transfer_failed`, e.g. the connected account was restricted and is fixed now)."""
     return await act(OrderWorkflow.retry_transfer)
 
 
-@router.post("/{order_id}/retry", response_model=OrderOut, responses=ACCEPTED)
-async def retry(act: Act, _: Support) -> OrderOut:
+@router.post("/{order_id}/retry", response_model=OrderOut, responses=ACTION)
+async def retry_order(act: Act, _: Support) -> OrderOut:
     """Support re-runs the step an order is stuck on (see `GET /v1/support/stuck-orders`) now, instead of
     waiting for its next automatic retry. 409 when no step of the order is failing."""
     return await act(OrderWorkflow.retry)

@@ -22,8 +22,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.deps import Buyer, Caller, Session, Support, Temporal
+from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection
+from api.openapi import LOCATION, errors, merge
+from api.ratelimits import OrderingBuyer
 from api.routes.order_actions import ACCEPTED, STILL_RUNNING
 from api.schemas import (
     OrderDetailOut,
@@ -66,22 +68,54 @@ _REJECTIONS = {
     ),
     "invalid_request": (ErrorCode.VALIDATION_ERROR, "the order could not be stored"),
 }
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+# Required (400 `idempotency_key_required` without it: api/errors.py): a retry must be able to find its order.
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="your id of this purchase, e.g. a UUID: a retry with the same key and request returns the "
+        "same order (200) instead of buying twice; the same key with another request is refused (422)",
+        examples=["5f0c2a9e-3b1d-4c55-9a43-2f7f1e0f8b21"],
+    ),
+]
 
 
 @router.post(
     "",
     status_code=201,
     response_model=OrderOut,
-    responses={200: {"description": "a replay of the same request: the order as it stands"}, **ACCEPTED},
+    responses=merge(
+        {
+            201: {
+                "description": "the order: paid, or cancelled when the card was declined",
+                "headers": LOCATION,
+            },
+            200: {
+                "model": OrderOut,
+                "description": "a replay of the same request (same Idempotency-Key): the order as it stands",
+                "headers": LOCATION,
+            },
+        },
+        ACCEPTED,
+        errors(
+            ErrorCode.IDEMPOTENCY_KEY_REQUIRED,
+            ErrorCode.LISTING_NOT_AVAILABLE,
+            ErrorCode.SOLD_OUT,
+            ErrorCode.INVALID_TRANSITION,
+            ErrorCode.OWN_LISTING,
+            ErrorCode.AMOUNT_NOT_CHARGEABLE,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ),
+    ),
 )
 async def place_order(
     body: OrderIn,
-    buyer: Buyer,
+    buyer: OrderingBuyer,
     session: Session,
     temporal: Temporal,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey,
 ) -> OrderOut:
     """Buy a listing: the stock is reserved and the buyer charged into escrow. 201 paid (or cancelled when
     the card was declined), 200 for a replay of the same request, 202 while the charge is still running."""
@@ -159,7 +193,7 @@ async def list_orders(
     )
 
 
-@router.get("/{order_id}", response_model=OrderDetailOut)
+@router.get("/{order_id}", response_model=OrderDetailOut, responses=errors(ErrorCode.FORBIDDEN))
 async def get_order(
     order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal
 ) -> OrderDetailOut:
@@ -185,7 +219,7 @@ async def get_order(
 
 
 @support_router.get("/stuck-orders", response_model=StuckOrderPage)
-async def stuck_orders(
+async def list_stuck_orders(
     support: Support, temporal: Temporal, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> StuckOrderPage:
     """Orders that need a person: a step failing past its bound (`NeedsAttention`) or a refused payout

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from api.deps import Seller, Session, Temporal
+from api.openapi import LOCATION, errors
 from api.schemas import BalanceOut, LedgerLineOut, PayoutAccountIn, PayoutAccountOut, SellerBalanceOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import PayoutAccount, User
@@ -21,10 +22,18 @@ from workflows.payout_account import PayoutAccountWorkflow
 router = APIRouter(prefix="/v1/payout-account", tags=["payouts"])
 
 
-@router.post("", status_code=201, response_model=PayoutAccountOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=PayoutAccountOut,
+    responses={
+        201: {"description": "the account (the same one again for a repeated call)", "headers": LOCATION}
+    },
+)
 async def create_payout_account(
-    body: PayoutAccountIn, seller: Seller, session: Session, temporal: Temporal
+    body: PayoutAccountIn, seller: Seller, session: Session, temporal: Temporal, response: Response
 ) -> PayoutAccountOut:
+    """Create the seller's payout account at the provider (idempotent: one per seller)."""
     user = await session.get(User, seller.user_id)
     assert user is not None
     try:
@@ -46,6 +55,7 @@ async def create_payout_account(
         raise DomainError(
             ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not create the account; retry shortly"
         ) from exc
+    response.headers["Location"] = router.prefix
     return PayoutAccountOut(
         provider_account_id=result.provider_account_id,
         country=result.country,
@@ -54,7 +64,7 @@ async def create_payout_account(
 
 
 @router.get("/balance", response_model=SellerBalanceOut)
-async def balance(
+async def get_payout_balance(
     seller: Seller, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> SellerBalanceOut:
     """Money per currency: held in escrow, released but not yet transferred, and paid out; newest history first."""
@@ -78,7 +88,7 @@ async def balance(
     )
 
 
-@router.get("", response_model=PayoutAccountOut)
+@router.get("", response_model=PayoutAccountOut, responses=errors(ErrorCode.NOT_FOUND))
 async def get_payout_account(seller: Seller, session: Session) -> PayoutAccountOut:
     account = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == seller.user_id))
     if account is None:

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import Search
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
+from api.openapi import errors, header, merge
+from api.ratelimits import SearchLimit
 from api.schemas import INT64_MAX, SearchOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import ListingCondition
@@ -29,12 +31,25 @@ Price = Annotated[int | None, Query(ge=0, le=INT64_MAX, description="minor units
 @router.get(
     "/listings",
     response_model=SearchOut,
-    responses={
-        200: {"headers": {"X-Search-Backend": {"description": "meilisearch, or postgres (degraded)"}}}
-    },
+    responses=merge(
+        {
+            200: {
+                "description": "one page of matching active listings",
+                "headers": {
+                    "X-Search-Backend": header(
+                        "who answered: meilisearch, or postgres (degraded mode while Meilisearch is unreachable)",
+                        {"type": "string", "enum": ["meilisearch", "postgres"]},
+                    ),
+                    "Server-Timing": header("time spent in the search backend and in the handler"),
+                },
+            }
+        },
+        errors(ErrorCode.UNKNOWN_CATEGORY),
+    ),
 )
-async def search(
+async def search_listings(
     service: Search,
+    _limit: SearchLimit,
     q: Annotated[Annotated[str, single_line(max_length=200)], Query()] = "",
     category: Annotated[
         list[CategorySlug], Query(max_length=10, description="slug; includes sub-categories; several = any")

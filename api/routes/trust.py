@@ -12,6 +12,7 @@ from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import workflow_gone
+from api.openapi import errors
 from api.trust_schemas import (
     DisputeSummaryOut,
     HideReviewIn,
@@ -27,11 +28,17 @@ from bazaar.trust import disputes, reputation, reviews
 from bazaar.trust.models import DisputeStatus, Reputation, TrustFlag
 from workflows.reviews import ReviewWorkflow, reviews_workflow_id
 
-router = APIRouter(prefix="/v1", tags=["trust"])
+router = APIRouter(prefix="/v1")  # tags per route: reviews, users, support
 log = logging.getLogger("api.trust")
 
 
-@router.post("/orders/{order_id}/reviews", status_code=201, response_model=ReviewOut)
+@router.post(
+    "/orders/{order_id}/reviews",
+    status_code=201,
+    response_model=ReviewOut,
+    tags=["reviews"],
+    responses=errors(ErrorCode.FORBIDDEN, ErrorCode.REVIEW_NOT_ALLOWED, ErrorCode.REVIEW_EXISTS),
+)
 async def review_order(
     order_id: uuid.UUID, body: ReviewIn, caller: Caller, session: Session, temporal: Temporal
 ) -> ReviewOut:
@@ -51,13 +58,18 @@ async def review_order(
     return out
 
 
-@router.get("/orders/{order_id}/reviews", response_model=list[ReviewOut])
-async def order_reviews(order_id: uuid.UUID, caller: Caller, session: Session) -> list[ReviewOut]:
+@router.get(
+    "/orders/{order_id}/reviews",
+    response_model=list[ReviewOut],
+    tags=["reviews"],
+    responses=errors(ErrorCode.FORBIDDEN),
+)
+async def list_order_reviews(order_id: uuid.UUID, caller: Caller, session: Session) -> list[ReviewOut]:
     return [ReviewOut.of(r) for r in await reviews.for_order(session, order_id, caller)]
 
 
-@router.get("/users/{user_id}/profile", response_model=ProfileOut)
-async def profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
+@router.get("/users/{user_id}/profile", response_model=ProfileOut, tags=["users"])
+async def get_user_profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
     """Public: who someone is on Bazaar and how others rated them."""
     user = await session.get(User, user_id)
     if user is None or not user.is_active:
@@ -71,15 +83,15 @@ async def profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
     )
 
 
-@router.get("/users/{user_id}/reviews", response_model=list[ReviewOut])
-async def user_reviews(
+@router.get("/users/{user_id}/reviews", response_model=list[ReviewOut], tags=["users"])
+async def list_user_reviews(
     user_id: uuid.UUID, session: Session, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> list[ReviewOut]:
     """Public: revealed, visible reviews about this user, newest first."""
     return [ReviewOut.of(r) for r in await reviews.public_for_user(session, user_id, limit)]
 
 
-@router.post("/support/reviews/{review_id}/hide", response_model=ReviewOut)
+@router.post("/support/reviews/{review_id}/hide", response_model=ReviewOut, tags=["support"])
 async def hide_review(
     review_id: uuid.UUID, body: HideReviewIn, staff: Support, session: Session
 ) -> ReviewOut:
@@ -87,8 +99,8 @@ async def hide_review(
     return ReviewOut.of(await reviews.hide(session, review_id, staff, body.reason))
 
 
-@router.get("/support/disputes", response_model=list[DisputeSummaryOut])
-async def dispute_queue(
+@router.get("/support/disputes", response_model=list[DisputeSummaryOut], tags=["support"])
+async def list_dispute_queue(
     staff: Support,
     session: Session,
     status: Annotated[
@@ -102,8 +114,8 @@ async def dispute_queue(
     return [DisputeSummaryOut.of_case(d) for d in await disputes.queue(session, wanted, limit)]
 
 
-@router.get("/support/trust-flags", response_model=list[TrustFlagOut])
-async def trust_flags(
+@router.get("/support/trust-flags", response_model=list[TrustFlagOut], tags=["support"])
+async def list_trust_flags(
     staff: Support, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[TrustFlagOut]:
     """Suspicious review patterns waiting for support."""

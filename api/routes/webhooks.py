@@ -9,17 +9,20 @@ workflow has usually ended, reopens it: signal-with-start of a new run of the sa
 the order from the database (it never charges).
 
 The event id is stored in the same transaction as the signal is sent: if Temporal cannot be reached we
-answer 503 and roll back, and the provider delivers the event again later.
+answer 503 and roll back, and the provider delivers the event again later. A signed event we cannot read (no
+id or type, `data.object` not an object, a NUL anywhere) is a 400 `invalid_event`: nothing is stored.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Annotated, Any
 
 import stripe
 from fastapi import APIRouter, Header, Request
+from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from temporalio.common import WorkflowIDReusePolicy
@@ -27,6 +30,8 @@ from temporalio.service import RPCError
 
 from api.deps import Session, Temporal
 from api.errors import workflow_gone
+from api.openapi import errors
+from api.schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
 from bazaar.orders.types import ChargebackNotice, PaymentReport, PlaceOrder
@@ -42,22 +47,37 @@ PAYMENT_EVENTS = {"payment_intent.succeeded": "succeeded", "payment_intent.payme
 DISPUTE_PREFIX = "charge.dispute."
 
 
-@router.post("/stripe")
+@router.post(
+    "/stripe",
+    response_model=WebhookOut,
+    response_model_exclude_none=True,
+    responses=errors(ErrorCode.INVALID_SIGNATURE, ErrorCode.INVALID_EVENT),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "a provider event, as signed (read as raw bytes: the signature covers them)",
+            "content": {"application/json": {"schema": StripeEventIn.model_json_schema()}},
+        }
+    },
+)
 async def stripe_webhook(
     request: Request,
     session: Session,
     temporal: Temporal,
-    stripe_signature: Annotated[str | None, Header()] = None,
-) -> dict[str, object]:
+    stripe_signature: Annotated[str | None, Header(description="t=<unix time>,v1=<HMAC-SHA256>")] = None,
+) -> WebhookOut:
     """Who may call: whoever holds the webhook secret (the signature is the authentication)."""
     payload = await request.body()
     try:
-        event = stripe.Webhook.construct_event(
-            payload, stripe_signature or "", get_settings().require("stripe_webhook_secret")
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8", "replace"),
+            stripe_signature or "",
+            get_settings().require("stripe_webhook_secret"),
+            stripe.Webhook.DEFAULT_TOLERANCE,
         )
     except (ValueError, stripe.SignatureVerificationError) as exc:
         raise DomainError(ErrorCode.INVALID_SIGNATURE, "invalid Stripe-Signature") from exc
-    body = event.to_dict()
+    event, body = _read_event(payload)
     inserted = await session.execute(
         insert(StripeEvent)
         .values(id=event.id, type=event.type, payload=body)
@@ -65,19 +85,19 @@ async def stripe_webhook(
         .returning(StripeEvent.id)
     )
     if inserted.first() is None:
-        return {"received": True, "duplicate": True}
-    obj: dict[str, Any] = body.get("data", {}).get("object", {})
+        return WebhookOut(duplicate=True)
+    obj: dict[str, Any] = body["data"]["object"]
     if event.type in PAYMENT_EVENTS:
         order = await _order_of_intent(session, obj)
         if order is not None and await _charge_recorded(session, order, obj, PAYMENT_EVENTS[event.type]):
             # Our charge activity stored this outcome already: the workflow knows; no signal, no task.
-            return {"received": True, "duplicate": False, "handled": True, "order_id": str(order.id)}
+            return WebhookOut(handled=True, order_id=order.id)
         signal: Any = OrderWorkflow.payment_reported
         argument: Any = PaymentReport(
             event_id=event.id,
             payment_intent_id=str(obj.get("id")),
             status=PAYMENT_EVENTS[event.type],
-            amount=int(obj.get("amount") or 0),
+            amount=_amount(obj),
             currency=str(obj.get("currency") or "").upper(),
         )
     elif event.type.startswith(DISPUTE_PREFIX):
@@ -85,17 +105,17 @@ async def stripe_webhook(
         argument = ChargebackNotice(
             dispute_id=str(obj.get("id")),
             status=str(obj.get("status")),
-            amount=int(obj.get("amount") or 0),
+            amount=_amount(obj),
             currency=str(obj.get("currency") or "").upper(),
-            reason=obj.get("reason"),
+            reason=str(obj["reason"]) if obj.get("reason") is not None else None,
         )
         signal = OrderWorkflow.chargeback
     else:
-        return {"received": True, "duplicate": False, "handled": False}
+        return WebhookOut(handled=False)
     if order is None:
         # Not one of our orders (or not known yet): the event stays stored, reconciliation reports it.
         log.warning("webhook %s %s: no matching order", event.id, event.type)
-        return {"received": True, "duplicate": False, "handled": False}
+        return WebhookOut(handled=False)
     try:
         if isinstance(argument, ChargebackNotice) and order.status == OrderStatus.COMPLETED:
             await _reopen_with_chargeback(temporal, order, argument)
@@ -106,8 +126,39 @@ async def stripe_webhook(
             raise  # Temporal unreachable: 503 (api.errors); the provider delivers the event again
         # The order's workflow has ended (e.g. a cancelled order): nothing left to tell it.
         log.warning("webhook %s %s: order %s is closed", event.id, event.type, order.id)
-        return {"received": True, "duplicate": False, "handled": False, "order_id": str(order.id)}
-    return {"received": True, "duplicate": False, "handled": True, "order_id": str(order.id)}
+        return WebhookOut(handled=False, order_id=order.id)
+    return WebhookOut(handled=True, order_id=order.id)
+
+
+def _read_event(payload: bytes) -> tuple[StripeEventIn, dict[str, Any]]:
+    """The signed event, checked for what we read of it and what PostgreSQL can store (JSONB takes no NUL)."""
+    try:
+        event = StripeEventIn.model_validate_json(payload)
+    except ValidationError as exc:
+        problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise DomainError(
+            ErrorCode.INVALID_EVENT, "the event needs an id, a type and a data object", {"errors": problems}
+        ) from exc
+    body: dict[str, Any] = json.loads(payload)
+    if _has_nul(body):
+        raise DomainError(ErrorCode.INVALID_EVENT, "the event contains a NUL character")
+    return event, body
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _amount(obj: dict[str, Any]) -> int:
+    """The object's amount in minor units; 0 when it has none we can read."""
+    amount = obj.get("amount")
+    return amount if isinstance(amount, int) and not isinstance(amount, bool) else 0
 
 
 async def _reopen_with_chargeback(temporal: Temporal, order: Order, notice: ChargebackNotice) -> None:

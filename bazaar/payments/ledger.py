@@ -69,7 +69,6 @@ async def seller_balances(session: AsyncSession, seller_id: uuid.UUID) -> list[S
     return [SellerBalance(currency=c, held=int(h), available=int(a), paid_out=int(p)) for c, h, a, p in rows]
 
 
-
 async def seller_history(session: AsyncSession, seller_id: uuid.UUID, limit: int) -> list[LedgerEntry]:
     accounts = (LedgerAccount.ESCROW, LedgerAccount.SELLER_PAYABLE, LedgerAccount.SELLER_PAYOUTS)
     return list(

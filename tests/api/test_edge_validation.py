@@ -89,7 +89,9 @@ def test_control_characters_in_a_listing_are_422(
     created = http.post("/v1/listings", json=listing_body(**overrides), headers=seller.headers)
     assert_422(created, loc, CONTROL)
     listing = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
-    patched = http.patch(f"/v1/listings/{listing['id']}", json=overrides, headers=seller.headers)
+    patched = http.patch(
+        f"/v1/listings/{listing['id']}", json=overrides, headers={**seller.headers, "If-Match": "*"}
+    )
     assert_422(patched, loc, CONTROL)
 
 
@@ -227,7 +229,9 @@ def test_a_price_the_provider_cannot_charge_is_422(
         words,
     )
     listing = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
-    patched = http.patch(f"/v1/listings/{listing['id']}", json={"price": price}, headers=seller.headers)
+    patched = http.patch(
+        f"/v1/listings/{listing['id']}", json={"price": price}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert_422(patched, ["body", "price", "amount"], words)
 
 

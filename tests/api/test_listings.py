@@ -67,10 +67,14 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     assert visibility() == (200, 200, 200, 200)
 
     # Stock to 0: sold, no longer public; stock back: active again.
-    sold = http.patch(f"/v1/listings/{lid}", json={"quantity": 0}, headers=seller.headers)
+    sold = http.patch(
+        f"/v1/listings/{lid}", json={"quantity": 0}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert sold.json()["status"] == "sold"
     assert visibility() == (200, 404, 404, 200)
-    back = http.patch(f"/v1/listings/{lid}", json={"quantity": 3}, headers=seller.headers)
+    back = http.patch(
+        f"/v1/listings/{lid}", json={"quantity": 3}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert back.json()["status"] == "active"
     assert visibility() == (200, 200, 200, 200)
 
@@ -78,7 +82,9 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     archived = http.post(f"/v1/listings/{lid}/archive", headers=seller.headers)
     assert archived.json()["status"] == "archived"
     assert visibility() == (200, 404, 404, 200)
-    edit = http.patch(f"/v1/listings/{lid}", json={"title": "Changed title"}, headers=seller.headers)
+    edit = http.patch(
+        f"/v1/listings/{lid}", json={"title": "Changed title"}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert edit.status_code == 409
     assert edit.json()["error"]["code"] == "invalid_transition"
     assert http.post(f"/v1/listings/{lid}/archive", headers=seller.headers).status_code == 409
@@ -86,7 +92,9 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
 
     # Nobody else may change it: 403 while it is public, 404 while it is not.
     assert (
-        http.patch(f"/v1/listings/{lid}", json={"title": "Hijacked"}, headers=other.headers).status_code
+        http.patch(
+            f"/v1/listings/{lid}", json={"title": "Hijacked"}, headers={**other.headers, "If-Match": "*"}
+        ).status_code
         == 403
     )
     http.post(f"/v1/listings/{lid}/archive", headers=seller.headers)
@@ -96,7 +104,10 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
         ("DELETE", f"/v1/listings/{lid}"),
     ):
         assert (
-            http.request(method, path, json={"title": "Hijacked"}, headers=other.headers).status_code == 404
+            http.request(
+                method, path, json={"title": "Hijacked"}, headers={**other.headers, "If-Match": "*"}
+            ).status_code
+            == 404
         )
     assert http.get(f"/v1/listings/{uuid.uuid4()}").status_code == 404
 
@@ -193,18 +204,26 @@ def test_unknown_category_and_null_patch_fields(http: httpx.Client) -> None:
     assert unknown.json()["error"]["code"] == "unknown_category"
     assert unknown.json()["error"]["details"] == {"category": "spaceships"}
     listing = create(http, seller)
-    null_title = http.patch(f"/v1/listings/{listing['id']}", json={"title": None}, headers=seller.headers)
+    null_title = http.patch(
+        f"/v1/listings/{listing['id']}", json={"title": None}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert null_title.status_code == 422
     bad_category = http.patch(
-        f"/v1/listings/{listing['id']}", json={"category": "nope"}, headers=seller.headers
+        f"/v1/listings/{listing['id']}",
+        json={"category": "nope"},
+        headers={**seller.headers, "If-Match": "*"},
     )
     assert bad_category.json()["error"]["code"] == "unknown_category"
     # `location: null` is the one allowed null: it removes the location.
-    cleared = http.patch(f"/v1/listings/{listing['id']}", json={"location": None}, headers=seller.headers)
+    cleared = http.patch(
+        f"/v1/listings/{listing['id']}", json={"location": None}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert cleared.status_code == 200
     assert cleared.json()["location"] is None
     attrs = http.patch(
-        f"/v1/listings/{listing['id']}", json={"attributes": {" size ": " 56 cm "}}, headers=seller.headers
+        f"/v1/listings/{listing['id']}",
+        json={"attributes": {" size ": " 56 cm "}},
+        headers={**seller.headers, "If-Match": "*"},
     )
     assert attrs.json()["attributes"] == {"size": "56 cm"}
 
@@ -317,7 +336,9 @@ def test_hot_cache_serves_public_reads_and_is_invalidated(http: httpx.Client) ->
     assert "bazaar_listing_cache_hit_ratio" in http.get("/metrics").text
 
     # A write through the API: the next public read already sees it.
-    edited = http.patch(f"/v1/listings/{lid}", json={"title": "Edited title"}, headers=seller.headers)
+    edited = http.patch(
+        f"/v1/listings/{lid}", json={"title": "Edited title"}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert edited.status_code == 200
     assert http.get(f"/v1/listings/{lid}").json()["title"] == "Edited title"
     assert http.get(f"/v1/listings/{lid}").headers["ETag"] == edited.headers["ETag"]
@@ -362,7 +383,9 @@ def test_listings_show_the_sellers_rating(http: httpx.Client, stack: Any) -> Non
     assert [
         _rating(item) for item in http.get("/v1/me/listings", headers=seller.headers).json()["items"]
     ] == [rated]
-    edited = http.patch(f"/v1/listings/{lid}", json={"title": "Rated lamp"}, headers=seller.headers)
+    edited = http.patch(
+        f"/v1/listings/{lid}", json={"title": "Rated lamp"}, headers={**seller.headers, "If-Match": "*"}
+    )
     assert edited.status_code == 200 and _rating(edited.json()) == rated
     # Another seller's listing is not affected.
     other = published_listing(http, seller_with_payout(http))

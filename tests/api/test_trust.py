@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email
-import email.policy
 import re
 import socket
 import uuid
@@ -28,6 +26,7 @@ from bazaar.trust import notifications
 from bazaar.trust.models import Notification
 from bazaar.trust.notifications import EVENT_TYPES
 from bazaar.trust.reputation import bayesian_score
+from tests.support.accounts import mails_to
 from tests.support.http import Actor, register, support_user, wait_until
 from tests.support.money import act, fulfilled_order, paid_order, sql
 
@@ -67,16 +66,6 @@ def inbox_item(
 
     item: dict[str, Any] = wait_until(found, timeout=timeout)
     return item
-
-
-def mails_to(stack: Any, address: str) -> list[EmailMessage]:
-    found = []
-    for path in sorted(stack.mail_dir.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        if message["To"] == address:
-            found.append(message)
-    return found
 
 
 def mail(stack: Any, address: str, subject: str, timeout: float = WAIT) -> EmailMessage:
@@ -527,7 +516,8 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
         user.user_id,
     )
     assert "ConnectionRefusedError" in dead["error"]
-    assert mails_to(stack, user.email) == []
+    shipped_subject = '"Dead letter lamp" is on its way'
+    assert mails_to(stack, user.email, shipped_subject) == []
 
     missing = http.post("/v1/support/dead-letters/999999999/replay", headers=staff.headers)
     assert (missing.status_code, error_code(missing)) == (404, "not_found")
@@ -537,7 +527,7 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
     assert replay.json() == {"notification_id": str(email_id), "status": "pending"}
 
     # The stack worker's sender delivers it through the working SMTP sink.
-    delivered = mail(stack, user.email, '"Dead letter lamp" is on its way')
+    delivered = mail(stack, user.email, shipped_subject)
     assert delivered["List-Unsubscribe"]
     # Stable per delivery, so a copy resent after a lost SMTP acknowledgement folds into the first.
     assert re.fullmatch(r"<notification-\d+@bazaar\.local>", str(delivered["Message-ID"]))
@@ -548,7 +538,7 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
     # A second click sends nothing again.
     again = http.post(f"/v1/support/dead-letters/{dead['id']}/replay", headers=staff.headers)
     assert (again.status_code, again.json()) == (202, {"notification_id": str(email_id), "status": "sent"})
-    assert len(mails_to(stack, user.email)) == 1
+    assert len(mails_to(stack, user.email, shipped_subject)) == 1
 
     after = metrics(http)
     assert after["bazaar_notification_dead_letters"] == 0.0

@@ -126,10 +126,10 @@ async def test_views_are_batched_into_popularity(private: PrivateSearch) -> None
     await private.wait_drained()
     url = f"/v1/listings/{x.id}"
     api = httpx.AsyncClient(base_url=private.api_url, timeout=10)
-    etag = (await api.get(url, headers=token_for(private, seller.user_id))).headers["ETag"]
+    etag = (await api.get(url, headers=await token_for(private, seller.user_id))).headers["ETag"]
     for _ in range(7):
         assert (await api.get(url)).status_code == 200
-    assert (await api.get(url, headers=token_for(private, seller.user_id))).status_code == 200  # no view
+    assert (await api.get(url, headers=await token_for(private, seller.user_id))).status_code == 200  # no view
     deadline = time.monotonic() + 5
     while True:
         async with private.session() as s:
@@ -142,7 +142,7 @@ async def test_views_are_batched_into_popularity(private: PrivateSearch) -> None
     await private.wait_drained()
     assert private.documents([str(x.id)])[str(x.id)]["popularity"] == 7
     # Views are not edits: the ETag a seller holds stays valid.
-    assert (await api.get(url, headers=token_for(private, seller.user_id))).headers["ETag"] == etag
+    assert (await api.get(url, headers=await token_for(private, seller.user_id))).headers["ETag"] == etag
     metrics = (await api.get("/metrics")).text
     await api.aclose()
     assert "bazaar_listing_views_flushed_total 7.0" in metrics

@@ -23,14 +23,19 @@ class Actor:
 
 
 def register(http: httpx.Client, roles: list[str], name: str = "Test User") -> Actor:
+    """A new account, logged in. Registration answers 202 without the account (it reveals no account), so
+    the id comes from GET /v1/users/me."""
     email = f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:10]}@example.com"
     created = http.post(
         "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name, "roles": roles}
     )
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     token = http.post("/v1/auth/token", data={"username": email, "password": PASSWORD})
     assert token.status_code == 200, token.text
-    return Actor(created.json()["id"], email, {"Authorization": f"Bearer {token.json()['access_token']}"})
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    me = http.get("/v1/users/me", headers=headers)
+    assert me.status_code == 200, me.text
+    return Actor(me.json()["id"], email, headers)
 
 
 def listing_body(**overrides: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from api.schemas import SearchOut
 from bazaar.auth import Principal
 from bazaar.errors import DomainError
 from bazaar.listings import lifecycle as listings
-from bazaar.models import Listing, Order, OrderStatus, PayoutAccount, SearchOutbox, User
+from bazaar.models import AuthSession, Listing, Order, OrderStatus, PayoutAccount, SearchOutbox, User
 from bazaar.pg_listen import libpq_url
 from bazaar.settings import Settings
 from bazaar.trust import reviews
@@ -80,8 +80,7 @@ class PrivateSearch:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
-            **os.environ,
-            **self.infra.env,
+            **self.infra.child_env(),  # with a throwaway stack's relaxed request limits
             "DATABASE_URL": self.database_url,
             "MEILI_URL": self.meili_url,
             "MEILI_MASTER_KEY": MASTER_KEY,
@@ -403,6 +402,21 @@ def backend(private: PrivateSearch) -> str:
     return get(private, q="anything").headers["X-Search-Backend"]
 
 
-def token_for(private: PrivateSearch, user_id: uuid.UUID) -> dict[str, str]:
-    claims = {"sub": str(user_id), "roles": ["seller"], "exp": int(time.time()) + 600}
+async def token_for(private: PrivateSearch, user_id: uuid.UUID) -> dict[str, str]:
+    """An access token of a new login session of `user_id` (a token names a live session: bazaar.auth)."""
+    async with private.session() as s:
+        user = await s.get(User, user_id)
+        assert user is not None
+        login = AuthSession(
+            user_id=user_id, token_version=user.token_version, expires_at=now() + timedelta(minutes=10)
+        )
+        s.add(login)
+        await s.flush()
+        claims = {
+            "sub": str(user_id),
+            "sid": str(login.id),
+            "ver": user.token_version,
+            "roles": list(user.roles),
+            "exp": int(time.time()) + 600,
+        }
     return {"Authorization": f"Bearer {jwt.encode(claims, private.infra.jwt_secret, algorithm='HS256')}"}

@@ -1,0 +1,65 @@
+"""Request and response models of accounts: registration's uniform answer, token pairs, email verification,
+password reset and change (registration's and the login form's models: api/schemas.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, EmailStr, Field
+
+from api.schemas import UserOut
+from bazaar.accounts.passwords import MAX_LENGTH, MIN_LENGTH
+from bazaar.text import refuse_control_characters, single_line
+
+# A mailed token: 43 URL-safe characters (256 bits); the bound keeps junk out of the hashing.
+MailedToken = Annotated[str, single_line(min_length=1, max_length=200, strip=False)]
+NewPassword = Annotated[str, single_line(min_length=MIN_LENGTH, max_length=MAX_LENGTH, strip=False)]
+
+
+class Accepted(BaseModel):
+    """The same answer whatever the address: what happened is told to the address's owner by mail."""
+
+    status: Literal["accepted"] = "accepted"
+    message: str
+
+
+class TokenPairOut(BaseModel):
+    """An access token (short; send it as `Authorization: Bearer`) and the refresh token that gets the next
+    pair (POST /v1/auth/refresh; each works once)."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int = Field(description="seconds the access token is valid")
+    refresh_token: str
+    refresh_expires_in: int = Field(description="seconds the refresh token is valid (if not used before)")
+
+
+class RefreshIn(BaseModel):
+    refresh_token: MailedToken
+
+
+class LogoutIn(BaseModel):
+    everywhere: bool = Field(default=False, description="end every session of the account, not just this one")
+
+
+class TokenIn(BaseModel):
+    token: MailedToken = Field(description="from the link in the email")
+
+
+class PasswordResetIn(BaseModel):
+    email: Annotated[EmailStr, refuse_control_characters()]
+
+
+class PasswordResetConfirmIn(BaseModel):
+    token: MailedToken = Field(description="from the link in the email")
+    password: NewPassword
+
+
+class PasswordChangeIn(BaseModel):
+    # Compared, never stored: no rule beyond the length bound every password has.
+    current_password: str = Field(max_length=MAX_LENGTH)
+    new_password: NewPassword
+
+
+class AccountOut(UserOut):
+    email_verified: bool

@@ -1,0 +1,305 @@
+"""The OpenAPI document is the contract apps generate their clients from (docs/api.md): every status an
+operation can answer is in it, each error with the one error schema (`ErrorOut`, or `ValidationErrorOut` for a
+422), with the headers that come with it, and named operations (`placeOrder`, `acceptOrder`).
+
+Two sources, so no route repeats what every route of its kind answers:
+
+- **Facts about each route**, read from its dependencies by `complete` (one post-processing step of the
+  document FastAPI builds, installed as the app's `openapi()`): a required bearer token -> 401; a role check
+  (`api.deps.require_role`) -> 403; an id in the path -> 404; parameters or a body -> 422; PostgreSQL, Temporal
+  or the search backend behind it -> 503 with Retry-After; a rate limit -> 429 with Retry-After, RateLimit and
+  RateLimit-Policy (a dependency carrying a non-empty `rate_limits` attribute, as `api.ratelimits` marks
+  them, or `openapi_rate_limited = True`, or whose module or name says "rate limit"); an optional token
+  (`api.deps.MaybeCaller`) -> the operation may be called without one (and a bad one is a 401).
+- **What only the route knows**, in its `responses=`: `errors(...)` for its own error codes (409, 412, 428,
+  400, ...), `LOCATION`/`ETAG` headers, the 202 of a workflow still working, the 200 of a replay.
+
+Error responses carry `x-error-codes`, the codes they may hold (their description lists them too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security.base import SecurityBase
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import deps
+from api.errors import ErrorOut, ValidationErrorOut
+from bazaar.errors import ErrorCode
+
+CODES = "x-error-codes"
+SCHEMAS = "#/components/schemas/"
+STRING: dict[str, Any] = {"type": "string"}
+
+
+class Route(Protocol):
+    """What this module reads of a route (an APIRoute, or FastAPI's view of one included from a router)."""
+
+    name: str
+    path_format: str
+    methods: set[str]
+    include_in_schema: bool
+    dependant: Dependant
+    body_field: Any
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operation's name in generated clients: its function's name in camelCase (`place_order` ->
+    `placeOrder`). Unique across the API (`complete` refuses a duplicate), stable as long as the function
+    keeps its name: renaming a route function renames the client method."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+# ------------------------------------------------------------------------------ what a route declares
+
+
+def header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or STRING}
+
+
+LOCATION = {
+    "Location": header(
+        "where the resource is (poll it for a 202)", {"type": "string", "format": "uri-reference"}
+    )
+}
+ETAG = {"ETag": header('the version of the resource, e.g. "3": send it as If-Match to change it')}
+RETRY_AFTER = {"Retry-After": header("seconds to wait before retrying", {"type": "integer", "minimum": 0})}
+RATE_LIMIT_HEADERS = {
+    **RETRY_AFTER,
+    "RateLimit": header(
+        'the quota left in the current window, e.g. "default";r=0;t=42 (IETF RateLimit fields)'
+    ),
+    "RateLimit-Policy": header('the quota, e.g. "default";q=10;w=60: 10 requests per 60 seconds'),
+}
+WWW_AUTHENTICATE = {"WWW-Authenticate": header("Bearer")}
+
+# What each status means, before the codes it may carry.
+_TITLES = {
+    400: "Bad request",
+    401: "Not authenticated: no, an expired or an invalid bearer token",
+    403: "Forbidden: the caller may not do this",
+    404: "Not found (or not visible to the caller)",
+    409: "Conflict with the resource's current state",
+    412: "Precondition failed: If-Match does not match the current ETag",
+    422: "Invalid request (for `validation_error`, `details.errors` names each field)",
+    428: "Precondition required: send If-Match",
+    429: "Too many requests: retry after Retry-After",
+    503: "A service behind the API is unavailable: retry after Retry-After",
+}
+_ERROR_HEADERS = {401: WWW_AUTHENTICATE, 429: RATE_LIMIT_HEADERS, 503: RETRY_AFTER}
+
+
+def errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for the error codes a route answers itself, grouped by their status."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        response = out.setdefault(
+            code.status,
+            {"model": ValidationErrorOut if code.status == 422 else ErrorOut, "description": "", CODES: []},
+        )
+        response[CODES].append(code.value)
+    return out
+
+
+def merge(*parts: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """Several `responses=` dicts as one (error codes of one status are joined)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for part in parts:
+        for status, response in part.items():
+            if status in out and CODES in out[status] and CODES in response:
+                out[status] = {**out[status], CODES: [*out[status][CODES], *response[CODES]]}
+            else:
+                out[status] = {**out.get(status, {}), **response}
+    return out
+
+
+# Error codes of routes whose modules do not declare them yet (api/routes/auth.py), by operationId: the
+# route's own `responses=errors(...)` should say it, and then this entry goes.
+UNDECLARED: dict[str, tuple[ErrorCode, ...]] = {
+    "register": (ErrorCode.EMAIL_TAKEN,),
+    "token": (ErrorCode.INVALID_CREDENTIALS,),
+}
+
+
+# ---------------------------------------------------------------------------------- facts of a route
+
+
+# Dependencies behind which PostgreSQL, Temporal or the search backend can be out of reach (503).
+_BACKENDS: frozenset[Callable[..., Any]] = frozenset(
+    {deps.session, deps.temporal, deps.search_service, deps.meili}
+)
+_RATE_LIMIT_NAME = re.compile(r"rate_?limit", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RouteFacts:
+    token: bool  # sends a bearer token (required or optional)
+    token_required: bool
+    role: bool
+    path_params: bool
+    inputs: bool
+    backend: bool
+    rate_limited: bool
+
+
+def _dependants(dependant: Dependant) -> Iterator[Dependant]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _dependants(sub)
+
+
+def _name(call: Callable[..., Any]) -> str:
+    kind = call if isinstance(call, type) else getattr(call, "__func__", call)
+    names = [getattr(kind, "__module__", ""), getattr(kind, "__qualname__", "")]
+    if not hasattr(call, "__qualname__"):  # an instance with __call__: its class tells
+        names += [type(call).__module__, type(call).__qualname__]
+    return ".".join(names)
+
+
+def _is_rate_limit(call: Callable[..., Any]) -> bool:
+    marked = getattr(call, "rate_limits", None) or getattr(call, "openapi_rate_limited", False)
+    return bool(marked) or bool(_RATE_LIMIT_NAME.search(_name(call)))
+
+
+def facts(route: Route) -> RouteFacts:
+    tree = list(_dependants(route.dependant))
+    calls = [d.call for d in tree if d.call is not None]
+    role_check = f"{deps.require_role.__qualname__}.<locals>."
+    return RouteFacts(
+        token=any(isinstance(call, SecurityBase) for call in calls),
+        token_required=deps.principal in calls,
+        role=any(getattr(call, "__qualname__", "").startswith(role_check) for call in calls),
+        path_params=any(d.path_params for d in tree),
+        inputs=route.body_field is not None
+        or any(d.path_params or d.query_params or d.header_params or d.cookie_params for d in tree),
+        backend=any(call in _BACKENDS for call in calls),
+        rate_limited=any(_is_rate_limit(call) for call in calls),
+    )
+
+
+# ------------------------------------------------------------------------------- the document itself
+
+
+def install(app: FastAPI) -> None:
+    """Serve the completed document as the app's `openapi()` (built once, like FastAPI's)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        before = app.openapi_schema
+        doc = build()
+        if doc is not before:  # freshly built by FastAPI: complete it once
+            try:
+                complete(app, doc)
+            except BaseException:
+                app.openapi_schema = None
+                raise
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def complete(app: FastAPI, doc: dict[str, Any]) -> None:
+    schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    _add_models(schemas, ErrorOut, ValidationErrorOut)
+    seen: dict[str, str] = {}
+    for context in iter_route_contexts(app.routes):
+        if not isinstance(context.original_route, APIRoute) or not context.include_in_schema:
+            continue
+        route: Route = context  # type: ignore[assignment]  # an APIRoute's context has its attributes
+        route_facts = facts(route)
+        for method in sorted(route.methods):
+            operation = doc["paths"][route.path_format][method.lower()]
+            where = f"{method} {route.path_format}"
+            if operation["operationId"] in seen:
+                raise RuntimeError(
+                    f"operationId {operation['operationId']} of {where} is also {seen[operation['operationId']]}"
+                )
+            seen[operation["operationId"]] = where
+            for status, response in errors(*UNDECLARED.get(operation["operationId"], ())).items():
+                known = operation["responses"].setdefault(str(status), {})
+                known[CODES] = [*known.get(CODES, []), *response[CODES]]
+            _complete_operation(operation, route_facts)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f'"{SCHEMAS}{unused}"' not in _text(doc):
+            schemas.pop(unused, None)
+
+
+def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
+    responses: dict[str, Any] = operation["responses"]
+    if f'"{SCHEMAS}HTTPValidationError"' in _text(responses.get("422", {})):
+        responses["422"] = {}  # FastAPI's own 422 body, which this API never sends: ours replaces it
+    if route.token and not route.token_required:
+        # The token is optional: without one the caller is anonymous (an empty requirement), with one it
+        # must be valid.
+        operation["security"] = [{}, *operation.get("security", [])]
+    generic: list[ErrorCode] = []
+    if route.token:
+        generic.append(ErrorCode.NOT_AUTHENTICATED)
+    if route.role:
+        generic.append(ErrorCode.FORBIDDEN)
+    if route.path_params:
+        generic.append(ErrorCode.NOT_FOUND)
+    if route.inputs:
+        generic.append(ErrorCode.VALIDATION_ERROR)
+    if route.rate_limited:
+        generic.append(ErrorCode.RATE_LIMITED)
+    if route.backend:
+        generic.append(ErrorCode.SERVICE_UNAVAILABLE)
+    for code in generic:
+        response = responses.setdefault(str(code.status), {})
+        if _is_own_body(response):
+            continue  # the route answers this status with a body of its own (e.g. /readyz's 503)
+        if code not in response.get(CODES, []):
+            response[CODES] = [*response.get(CODES, []), code.value]
+    for status, response in responses.items():
+        if CODES in response or (int(status) >= 400 and _is_empty(response)):
+            _error_response(int(status), response)
+        elif status in ("204", "304"):
+            response.pop("content", None)  # no body
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _error_response(status: int, response: dict[str, Any]) -> None:
+    codes: list[str] = list(dict.fromkeys(response.get(CODES) or []))
+    response[CODES] = codes
+    title = _TITLES.get(status, "Error")
+    response["description"] = f"{title}. Codes: " + ", ".join(f"`{c}`" for c in codes) if codes else title
+    model = ValidationErrorOut if status == 422 else ErrorOut
+    response["content"] = {"application/json": {"schema": {"$ref": f"{SCHEMAS}{model.__name__}"}}}
+    if status in _ERROR_HEADERS:
+        response["headers"] = {**_ERROR_HEADERS[status], **response.get("headers", {})}
+
+
+def _is_empty(response: dict[str, Any]) -> bool:
+    return all(not media.get("schema") for media in response.get("content", {}).values())
+
+
+def _is_own_body(response: dict[str, Any]) -> bool:
+    """A response the route declared with a schema other than the error bodies."""
+    refs = {f"{SCHEMAS}{model.__name__}" for model in (ErrorOut, ValidationErrorOut)}
+    return CODES not in response and any(
+        media.get("schema") and media["schema"].get("$ref") not in refs
+        for media in response.get("content", {}).values()
+    )
+
+
+def _add_models(schemas: dict[str, Any], *models: type[BaseModel]) -> None:
+    _, top = models_json_schema(
+        [(model, "serialization") for model in models], ref_template=SCHEMAS + "{model}"
+    )
+    for name, schema in top.get("$defs", {}).items():
+        schemas.setdefault(name, schema)
+
+
+def _text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc)

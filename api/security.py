@@ -1,0 +1,82 @@
+"""Security headers on every response, headers that dependencies add to whatever response follows (rate limits),
+and who the client is.
+
+Headers: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'` (never framed),
+`Referrer-Policy: no-referrer` (links in our pages carry tokens), and `Strict-Transport-Security` on requests that
+came over TLS (`HSTS_MAX_AGE_SECONDS`). Whether a request came over TLS, and its client address, are what uvicorn
+says: it believes X-Forwarded-Proto and X-Forwarded-For only from `FORWARDED_ALLOW_IPS` (a proxy in front).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bazaar.settings import get_settings
+
+# Headers a dependency wants on the response whatever the handler returns (a handler may build its own
+# Response, which ignores the injected one): scope["state"][RESPONSE_HEADERS][key] = [(name, value), ...].
+RESPONSE_HEADERS = "response_headers"
+
+_ALWAYS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+def add_response_headers(request: Request, key: str, headers: list[tuple[str, str]]) -> None:
+    """Put `headers` on this request's response (replacing what was added under `key` before)."""
+    extra = request.scope.setdefault("state", {}).setdefault(RESPONSE_HEADERS, {})
+    extra[key] = headers
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, hsts_max_age_seconds: int) -> None:
+        self.app = app
+        self.hsts = (
+            f"max-age={hsts_max_age_seconds}; includeSubDomains".encode() if hsts_max_age_seconds else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})  # shared with the app's request.state from here on
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in _ALWAYS if name not in present]
+                if self.hsts is not None and scope.get("scheme") == "https":
+                    headers.append((b"strict-transport-security", self.hsts))
+                for extra in state.get(RESPONSE_HEADERS, {}).values():
+                    headers += [(name.lower().encode(), value.encode("latin-1")) for name, value in extra]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the per-address limits count it: an IPv6 address by its /64 (what one host
+    usually gets), IPv4 as it is."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def install(app: FastAPI) -> None:
+    app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_seconds=get_settings().hsts_max_age_seconds)
