@@ -9,11 +9,12 @@ Secrets have no defaults: `devstack` generates dev secrets under `.data/`; produ
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TypedDict
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bazaar.orders.terms import DEFAULT_TERMS, OrderTerms
 
 # Variables whose explicit presence means "use this existing service, start nothing embedded for it".
 EXTERNAL_SERVICE_VARS = {
@@ -60,24 +61,24 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = 10.0
 
     # Marketplace money rules (integer minor units / basis points; never floats).
-    platform_fee_bps: int = Field(default=1000, ge=0, le=10_000)
-    platform_fee_fixed: int = Field(default=30, ge=0)
+    platform_fee_bps: int = Field(default=DEFAULT_TERMS["fee_bps"], ge=0, le=10_000)
+    platform_fee_fixed: int = Field(default=DEFAULT_TERMS["fee_fixed"], ge=0)
     default_currency: str = "EUR"
 
     # Order timers (seconds; shorten them for demos and tests).
-    order_acceptance_timeout_seconds: int = Field(default=48 * 3600, gt=0)
-    order_dispute_window_seconds: int = Field(default=7 * 24 * 3600, gt=0)
-    order_acceptance_reminder_seconds: int = Field(default=12 * 3600, gt=0)  # before the acceptance deadline
-    review_window_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    order_acceptance_timeout_seconds: int = Field(default=DEFAULT_TERMS["acceptance_timeout_seconds"], gt=0)
+    order_dispute_window_seconds: int = Field(default=DEFAULT_TERMS["dispute_window_seconds"], gt=0)
+    order_acceptance_reminder_seconds: int = Field(default=DEFAULT_TERMS["acceptance_reminder_seconds"], gt=0)
+    review_window_seconds: int = Field(default=DEFAULT_TERMS["review_window_seconds"], gt=0)
     # How often closed review windows are revealed (a Temporal Schedule): the most a reveal can be late.
     review_sweep_seconds: int = Field(default=300, gt=0)
-    dispute_escalation_seconds: int = Field(default=5 * 24 * 3600, gt=0)
-    notification_max_attempts: int = Field(default=6, ge=1)
+    dispute_escalation_seconds: int = Field(default=DEFAULT_TERMS["dispute_escalation_seconds"], gt=0)
+    notification_max_attempts: int = Field(default=DEFAULT_TERMS["notification_max_attempts"], ge=1)
     # Failure bounds of an order (docs/failure-rules.md): how long a database step or a provider call may
     # keep failing transiently before the order is flagged for support, and how often it then retries.
-    order_step_timeout_seconds: int = Field(default=60, gt=0)
-    order_provider_timeout_seconds: int = Field(default=600, gt=0)
-    order_attention_retry_seconds: int = Field(default=600, gt=0)
+    order_step_timeout_seconds: int = Field(default=DEFAULT_TERMS["step_timeout_seconds"], gt=0)
+    order_provider_timeout_seconds: int = Field(default=DEFAULT_TERMS["provider_timeout_seconds"], gt=0)
+    order_attention_retry_seconds: int = Field(default=DEFAULT_TERMS["attention_retry_seconds"], gt=0)
     # How long the API waits for an order's workflow before answering 202 with the order as it is.
     order_wait_seconds: float = Field(default=8.0, gt=0)
     # Delay before a failed notification's first retry; each next one doubles (capped at an hour).
@@ -182,7 +183,7 @@ class Settings(BaseSettings):
         return value
 
     def order_terms(self) -> OrderTerms:
-        """What an order freezes when it is placed (fields of workflows.order.PlaceOrder)."""
+        """The terms a new order freezes (bazaar.orders.terms)."""
         return OrderTerms(
             acceptance_timeout_seconds=self.order_acceptance_timeout_seconds,
             acceptance_reminder_seconds=self.order_acceptance_reminder_seconds,
@@ -207,22 +208,6 @@ class Settings(BaseSettings):
         if value is None:
             raise RuntimeError(f"{name.upper()} is not set (see .env.example)")
         return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-
-
-class OrderTerms(TypedDict):
-    """What an order freezes when it is placed (fields of workflows.order.PlaceOrder)."""
-
-    acceptance_timeout_seconds: int
-    acceptance_reminder_seconds: int
-    dispute_window_seconds: int
-    fee_bps: int
-    fee_fixed: int
-    review_window_seconds: int
-    step_timeout_seconds: int
-    provider_timeout_seconds: int
-    attention_retry_seconds: int
-    dispute_escalation_seconds: int
-    notification_max_attempts: int
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from typing import Any
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from bazaar.models import OrderStatus, PaymentState
+from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
 from bazaar.trust.models import DisputeSource
 
@@ -106,23 +107,20 @@ class PlaceOrder:
     quantity: int
     payment_method: str
     idempotency_key: str
-    # Terms frozen at order time (settings may change while the order runs).
-    acceptance_timeout_seconds: int = 48 * 3600
-    dispute_window_seconds: int = 7 * 24 * 3600
-    fee_bps: int = 1000
-    fee_fixed: int = 30
-    acceptance_reminder_seconds: int = 12 * 3600  # before the acceptance deadline
-    review_window_seconds: int = 14 * 24 * 3600
-    dispute_escalation_seconds: int = 5 * 24 * 3600
-    notification_max_attempts: int = 6
+    # Terms frozen at order time (settings may change while the order runs): bazaar.orders.terms.
+    acceptance_timeout_seconds: int = DEFAULT_TERMS["acceptance_timeout_seconds"]
+    dispute_window_seconds: int = DEFAULT_TERMS["dispute_window_seconds"]
+    fee_bps: int = DEFAULT_TERMS["fee_bps"]
+    fee_fixed: int = DEFAULT_TERMS["fee_fixed"]
+    acceptance_reminder_seconds: int = DEFAULT_TERMS["acceptance_reminder_seconds"]
+    review_window_seconds: int = DEFAULT_TERMS["review_window_seconds"]
+    dispute_escalation_seconds: int = DEFAULT_TERMS["dispute_escalation_seconds"]
+    notification_max_attempts: int = DEFAULT_TERMS["notification_max_attempts"]
     # A new run for an order whose workflow has ended (a late chargeback): load the state, never charge.
     reopen: bool = False
-    # Failure bounds: how long a database step / a provider call may keep failing transiently before the
-    # order is flagged for support (it keeps retrying every `attention_retry_seconds`, and on support's
-    # `retry`).
-    step_timeout_seconds: int = 60
-    provider_timeout_seconds: int = 600
-    attention_retry_seconds: int = 600
+    step_timeout_seconds: int = DEFAULT_TERMS["step_timeout_seconds"]
+    provider_timeout_seconds: int = DEFAULT_TERMS["provider_timeout_seconds"]
+    attention_retry_seconds: int = DEFAULT_TERMS["attention_retry_seconds"]
 
 
 @dataclass
