@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from functools import cache
 from pathlib import Path
-from string import Template
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,17 +26,10 @@ EVENT_PREFIX = "account_"  # the outbox rows' event_type: account_verify_email, 
 MayMail = Callable[[uuid.UUID], Awaitable[bool]]
 
 
-@cache
-def _template(kind: str) -> tuple[Template, Template]:
+def render(kind: str, data: dict[str, str]) -> tuple[str, str]:
     if kind not in KINDS:
         raise ValueError(f"unknown account mail {kind!r}")
-    first, _, body = (TEMPLATES / f"{kind}.txt").read_text().partition("\n")
-    return Template(first.removeprefix("Subject: ")), Template(body.strip() + "\n")
-
-
-def render(kind: str, data: dict[str, str]) -> tuple[str, str]:
-    subject, body = _template(kind)
-    return subject.safe_substitute(data), body.safe_substitute(data)
+    return notifications.render_file(TEMPLATES / f"{kind}.txt", data)
 
 
 async def send(session: AsyncSession, user: User, kind: str, data: dict[str, str]) -> None:

@@ -77,20 +77,19 @@ async def send_verification(session: AsyncSession, user: User, may_mail: MayMail
     if user.email_verified_at is not None or not await may_mail(user.id):
         return False
     ttl = get_settings().email_verification_ttl_seconds
-    token = await links.issue(session, user.id, Purpose.VERIFY_EMAIL, ttl)
-    base = get_settings().public_base_url
-    await mail.send(
-        session,
-        user,
-        "verify_email",
-        {
-            **_links(),
-            "token": token,
-            "hours": str(ttl // 3600),
-            "link": f"{base}/v1/auth/verify-email?token={token}",
-        },
+    await _mail_link(
+        session, user, Purpose.VERIFY_EMAIL, ttl, "/v1/auth/verify-email", {"hours": str(ttl // 3600)}
     )
     return True
+
+
+async def _mail_link(
+    session: AsyncSession, user: User, purpose: Purpose, ttl: int, page: str, data: dict[str, str]
+) -> None:
+    """Mail `user` a new single-use link of `purpose` to `page` (its template is named after the purpose)."""
+    token = await links.issue(session, user.id, purpose, ttl)
+    link = f"{get_settings().public_base_url}{page}?token={token}"
+    await mail.send(session, user, purpose.value, {**_links(), **data, "token": token, "link": link})
 
 
 async def verify_email(session: AsyncSession, token: str) -> User:
@@ -109,18 +108,13 @@ async def request_password_reset(session: AsyncSession, email: str, may_mail: Ma
     if user is None or not user.is_active or not await may_mail(user.id):
         return
     ttl = get_settings().password_reset_ttl_seconds
-    token = await links.issue(session, user.id, Purpose.PASSWORD_RESET, ttl)
-    base = get_settings().public_base_url
-    await mail.send(
+    await _mail_link(
         session,
         user,
-        "password_reset",
-        {
-            **_links(),
-            "token": token,
-            "minutes": str(ttl // 60),
-            "link": f"{base}/v1/auth/password-reset/confirm?token={token}",
-        },
+        Purpose.PASSWORD_RESET,
+        ttl,
+        "/v1/auth/password-reset/confirm",
+        {"minutes": str(ttl // 60)},
     )
 
 

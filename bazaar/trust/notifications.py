@@ -35,17 +35,23 @@ EVENT_TYPES = frozenset(p.stem for p in TEMPLATES.glob("*.txt"))
 
 
 @cache
-def _template(event_type: str) -> tuple[Template, Template]:
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown notification event {event_type!r}")
-    first, _, body = (TEMPLATES / f"{event_type}.txt").read_text().partition("\n")
+def _template(path: Path) -> tuple[Template, Template]:
+    first, _, body = path.read_text().partition("\n")
     return Template(first.removeprefix("Subject: ")), Template(body.strip() + "\n")
 
 
-def render(event_type: str, data: dict[str, str]) -> tuple[str, str]:
-    """Subject and body; a missing variable renders as its placeholder rather than failing a delivery."""
-    subject, body = _template(event_type)
+def render_file(path: Path, data: dict[str, str]) -> tuple[str, str]:
+    """Subject and body of the mail template at `path` (its first line is `Subject: ...`); a missing variable
+    renders as its placeholder rather than failing a delivery."""
+    subject, body = _template(path)
     return subject.safe_substitute(data), body.safe_substitute(data)
+
+
+def render(event_type: str, data: dict[str, str]) -> tuple[str, str]:
+    """Subject and body of a notification (one template per event type)."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown notification event {event_type!r}")
+    return render_file(TEMPLATES / f"{event_type}.txt", data)
 
 
 def unsubscribe_token(secret: str, user_id: uuid.UUID, event_type: str, channel: NotificationChannel) -> str:
