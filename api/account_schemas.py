@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, EmailStr, Field
 
-from api.schemas import UserOut
+from api.schemas import UserOut, example
 from bazaar.accounts.passwords import MAX_LENGTH, MIN_LENGTH
 from bazaar.text import refuse_control_characters, single_line
 
@@ -35,27 +35,38 @@ class TokenPairOut(BaseModel):
 
 
 class RefreshIn(BaseModel):
+    model_config = example({"refresh_token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq"}, forbid=False)
     refresh_token: MailedToken
 
 
 class LogoutIn(BaseModel):
+    model_config = example({"everywhere": False}, {}, forbid=False)
     everywhere: bool = Field(default=False, description="end every session of the account, not just this one")
 
 
 class TokenIn(BaseModel):
+    model_config = example({"token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq"}, forbid=False)
     token: MailedToken = Field(description="from the link in the email")
 
 
 class PasswordResetIn(BaseModel):
+    model_config = example({"email": "sam@example.com"}, forbid=False)
     email: Annotated[EmailStr, refuse_control_characters()]
 
 
 class PasswordResetConfirmIn(BaseModel):
+    model_config = example(
+        {"token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq", "password": "a-new-long-passphrase-9"},
+        forbid=False,
+    )
     token: MailedToken = Field(description="from the link in the email")
     password: NewPassword
 
 
 class PasswordChangeIn(BaseModel):
+    model_config = example(
+        {"current_password": "sam-password-1", "new_password": "a-new-long-passphrase-9"}, forbid=False
+    )
     # Compared, never stored: no rule beyond the length bound every password has.
     current_password: str = Field(max_length=MAX_LENGTH)
     new_password: NewPassword

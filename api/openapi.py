@@ -229,6 +229,7 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
                 known = operation["responses"].setdefault(str(status), {})
                 known[CODES] = [*known.get(CODES, []), *response[CODES]]
             _complete_operation(operation, route_facts)
+            _hoist_body_defs(operation, schemas)
     for unused in ("HTTPValidationError", "ValidationError"):
         if f'"{SCHEMAS}{unused}"' not in _text(doc):
             schemas.pop(unused, None)
@@ -267,6 +268,14 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         elif status in ("204", "304"):
             response.pop("content", None)  # no body
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _hoist_body_defs(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """A body schema declared by hand (`openapi_extra`, built with `ref_template=SCHEMAS + "{model}"`) keeps
+    its models in components, where its refs point: `$defs` nested in an operation are not resolvable."""
+    for media in operation.get("requestBody", {}).get("content", {}).values():
+        for name, schema in media.get("schema", {}).pop("$defs", {}).items():
+            schemas.setdefault(name, schema)
 
 
 def _error_response(status: int, response: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import html
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Response
+from fastapi import APIRouter, Body, Form, Query, Response
 from fastapi.responses import HTMLResponse
 
 from api.account_schemas import (
@@ -23,6 +23,7 @@ from api.account_schemas import (
     TokenPairOut,
 )
 from api.deps import Caller, Session
+from api.openapi import errors
 from api.ratelimits import (
     AccountLinksLimit,
     AccountLockout,
@@ -83,7 +84,8 @@ async def token(
     return _pair(await sessions.start(session, user), response)
 
 
-@router.post("/auth/refresh", response_model=TokenPairOut)
+# A refresh token that is unknown, expired, of an ended session, or spent (which ends its session) is a 401.
+@router.post("/auth/refresh", response_model=TokenPairOut, responses=errors(ErrorCode.NOT_AUTHENTICATED))
 async def refresh(body: RefreshIn, session: Session, _: RefreshLimit, response: Response) -> TokenPairOut:
     """The next token pair of a session. Each refresh token works once: presenting a used one again ends its
     session (someone copied it), and both pairs stop working."""
@@ -95,10 +97,14 @@ async def refresh(body: RefreshIn, session: Session, _: RefreshLimit, response: 
     return _pair(tokens, response)
 
 
+# Optional: no body, `{}` or `{"everywhere": true}` (docs/api.md: optional bodies are a model, never "or null").
+LogoutBody = Annotated[LogoutIn, Body(description="optional: end every session of the account")]
+
+
 @router.post("/auth/logout", status_code=204)
-async def logout(caller: Caller, session: Session, body: LogoutIn | None = None) -> None:
+async def logout(caller: Caller, session: Session, body: LogoutBody = LogoutIn()) -> None:
     """End this session (its access and refresh tokens stop working at once), or every session of the account."""
-    if body is not None and body.everywhere:
+    if body.everywhere:
         await auth.end_all_sessions(session, caller.user_id)
     elif caller.session_id is not None:
         await sessions.end(session, caller.session_id)
@@ -212,14 +218,14 @@ def _page(title: str, intro: str, action: str, token: str, with_password: bool) 
     )
 
 
-@router.get("/auth/verify-email", response_class=HTMLResponse, operation_id="verify_email_page")
+@router.get("/auth/verify-email", response_class=HTMLResponse)
 async def verify_email_page(token: TokenQuery) -> HTMLResponse:
     return _page(
         "Confirm email address", "Confirm that this address is yours.", "/v1/auth/verify-email", token, False
     )
 
 
-@router.get("/auth/password-reset/confirm", response_class=HTMLResponse, operation_id="password_reset_page")
+@router.get("/auth/password-reset/confirm", response_class=HTMLResponse)
 async def password_reset_page(token: TokenQuery) -> HTMLResponse:
     return _page(
         "Reset password",

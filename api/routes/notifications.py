@@ -23,12 +23,16 @@ from api.trust_schemas import (
 )
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
+from bazaar.text import single_line
 from bazaar.trust import notifications
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 support_router = APIRouter(prefix="/v1/support", tags=["support"])
-UnsubscribeToken = Annotated[str, Query(max_length=500, description="from the link in the email")]
+# Text like any other (a NUL or another control character is a 422 naming it, before the signature is read).
+UnsubscribeToken = Annotated[
+    str, single_line(max_length=500, strip=False), Query(description="from the link in the email")
+]
 # Ids are BIGINT: a larger number is a 422, never a database overflow (500).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 RowId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]

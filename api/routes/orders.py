@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
@@ -166,13 +166,13 @@ async def place_order(
 async def list_orders(
     caller: Caller,
     session: Session,
-    role: Annotated[Role, Query(description="orders I bought (buyer) or I sold (seller)")] = Role.BUYER,
+    role: Annotated[
+        Literal[Role.BUYER, Role.SELLER], Query(description="orders I bought (buyer) or I sold (seller)")
+    ] = Role.BUYER,
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
 ) -> OrderPage:
-    if role not in (Role.BUYER, Role.SELLER):
-        raise DomainError(ErrorCode.VALIDATION_ERROR, "role must be buyer or seller")
     if status == OrderStatus.REJECTED:  # a refused placement is never stored
         return OrderPage(items=[], next_cursor=None)
     column = Order.buyer_id if role == Role.BUYER else Order.seller_id

@@ -10,13 +10,15 @@ the order from the database (it never charges).
 
 The event id is stored in the same transaction as the signal is sent: if Temporal cannot be reached we
 answer 503 and roll back, and the provider delivers the event again later. A signed event we cannot read (no
-id or type, `data.object` not an object, a NUL anywhere) is a 400 `invalid_event`: nothing is stored.
+id or type, `data.object` not an object, a NUL or a number JSON cannot hold (NaN, Infinity, 1e999) anywhere)
+is a 400 `invalid_event`: nothing is stored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from typing import Annotated, Any
 
@@ -30,7 +32,7 @@ from temporalio.service import RPCError
 
 from api.deps import Session, Temporal
 from api.errors import workflow_gone
-from api.openapi import errors
+from api.openapi import SCHEMAS, errors
 from api.schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
@@ -56,7 +58,13 @@ DISPUTE_PREFIX = "charge.dispute."
         "requestBody": {
             "required": True,
             "description": "a provider event, as signed (read as raw bytes: the signature covers them)",
-            "content": {"application/json": {"schema": StripeEventIn.model_json_schema()}},
+            # its models go to components (api.openapi hoists `$defs`): a `#/$defs/...` ref inside the
+            # document would point at its root, where generated clients find nothing
+            "content": {
+                "application/json": {
+                    "schema": StripeEventIn.model_json_schema(ref_template=SCHEMAS + "{model}")
+                }
+            },
         }
     },
 )
@@ -131,7 +139,7 @@ async def stripe_webhook(
 
 
 def _read_event(payload: bytes) -> tuple[StripeEventIn, dict[str, Any]]:
-    """The signed event, checked for what we read of it and what PostgreSQL can store (JSONB takes no NUL)."""
+    """The signed event, checked for what we read of it and what PostgreSQL can store (`_unstorable`)."""
     try:
         event = StripeEventIn.model_validate_json(payload)
     except ValidationError as exc:
@@ -140,19 +148,23 @@ def _read_event(payload: bytes) -> tuple[StripeEventIn, dict[str, Any]]:
             ErrorCode.INVALID_EVENT, "the event needs an id, a type and a data object", {"errors": problems}
         ) from exc
     body: dict[str, Any] = json.loads(payload)
-    if _has_nul(body):
-        raise DomainError(ErrorCode.INVALID_EVENT, "the event contains a NUL character")
+    if (problem := _unstorable(body)) is not None:
+        raise DomainError(ErrorCode.INVALID_EVENT, f"the event contains {problem}")
     return event, body
 
 
-def _has_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
+    """What JSONB cannot store, anywhere in the event: a NUL in a string, or a number that is not finite (Python's
+    json reads `NaN`, `Infinity` and an overflowing `1e999` as floats PostgreSQL refuses: that was a 500)."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "a NUL character" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "a number that is not finite"
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        value = [*value.keys(), *value.values()]
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        return next((problem for v in value if (problem := _unstorable(v)) is not None), None)
+    return None
 
 
 def _amount(obj: dict[str, Any]) -> int:

@@ -129,7 +129,9 @@ async def test_views_are_batched_into_popularity(private: PrivateSearch) -> None
     etag = (await api.get(url, headers=await token_for(private, seller.user_id))).headers["ETag"]
     for _ in range(7):
         assert (await api.get(url)).status_code == 200
-    assert (await api.get(url, headers=await token_for(private, seller.user_id))).status_code == 200  # no view
+    assert (
+        await api.get(url, headers=await token_for(private, seller.user_id))
+    ).status_code == 200  # no view
     deadline = time.monotonic() + 5
     while True:
         async with private.session() as s:

@@ -148,7 +148,9 @@ async def test_reputation_ranks_listings_in_meilisearch_and_the_fallback(private
             for _ in range(2):
                 detail = (await api.get(f"/v1/listings/{listing_id}")).json()
                 assert (detail["seller_rating"], detail["seller_rating_count"]) == expected[name], name
-        own = await api.get(f"/v1/listings/{ids['top']}", headers=await token_for(private, sellers["top"].user_id))
+        own = await api.get(
+            f"/v1/listings/{ids['top']}", headers=await token_for(private, sellers["top"].user_id)
+        )
         assert (own.json()["seller_rating"], own.json()["seller_rating_count"]) == (3.25, 7)
         page = await api.get("/v1/me/listings", headers=await token_for(private, sellers["low"].user_id))
         assert sorted(
