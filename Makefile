@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv/bin/python
 
-.PHONY: run test test-long bootstrap lint bench bench-orders
+.PHONY: run test test-long bootstrap lint bench bench-orders bench-relevance
 
 bootstrap:
 	$(PY) devstack/bootstrap.py
@@ -25,3 +25,7 @@ bench: bootstrap
 
 bench-orders: bootstrap
 	$(VENV) bench/orders.py
+
+# NDCG@10 and MRR@10 of the judged searches (tests/data/relevance.json), Meilisearch and the PostgreSQL fallback.
+bench-relevance: bootstrap
+	$(VENV) bench/relevance.py

@@ -1,5 +1,5 @@
 """`python -m cli` / `bazaar`: operator commands (migrate, grant or revoke a role, deactivate a user, demo data,
-reconcile, reindex, stuck orders)."""
+reconcile and its discrepancies, reindex, stuck orders)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,27 @@ def main(argv: list[str] | None = None) -> None:
     reconcile_cmd.add_argument(
         "--until", default=None, help="ISO 8601 end, exclusive (default: since + 1 day)"
     )
+    findings = commands.add_parser(
+        "reconciliation",
+        help="reconciliation's discrepancies (as GET /v1/support/reconciliation) and their status",
+    ).add_subparsers(dest="reconciliation_command", required=True)
+    listing = findings.add_parser("list", help="list discrepancies, newest first (default: the open ones)")
+    listing.add_argument("--status", action="append", choices=["open", "acknowledged", "resolved"])
+    listing.add_argument("--category", default=None)
+    listing.add_argument("--order", dest="order_id", default=None)
+    listing.add_argument("--window", dest="window_id", default=None)
+    listing.add_argument("--limit", type=int, default=100)
+    for name, text in (
+        ("acknowledge", "someone is on it (it leaves the open gauge)"),
+        ("resolve", "settled: say how in the note"),
+        ("reopen", "open it again"),
+    ):
+        status_cmd = findings.add_parser(name, help=text)
+        status_cmd.add_argument("item_id", type=int)
+        status_cmd.add_argument("--note", required=True)
+        status_cmd.add_argument(
+            "--as", dest="staff_email", required=True, help="the acting support user's email"
+        )
     reindex_cmd = commands.add_parser(
         "reindex", help="rebuild the search index from a snapshot and swap it in (no search downtime)"
     )
@@ -90,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         # The Temporal core runtime can abort during interpreter finalization (SIGABRT at interpreter exit when a worker or client was not shut down);
         # everything is done and flushed, so leave without finalizing.
         os._exit(0)
+    elif args.command == "reconciliation":
+        print(asyncio.run(_reconciliation_command(args)), flush=True)
     elif args.command == "reindex":
         from search_sync.reindex import reindex
 
@@ -152,6 +175,52 @@ async def _reconcile(since: str | None, until: str | None) -> ReconciliationSumm
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
+
+
+async def _reconciliation_command(args: argparse.Namespace) -> str:
+    """`reconciliation list` prints what support's list shows; `acknowledge|resolve|reopen` set an item's
+    status with a note, as the named support user."""
+    import json
+    import uuid
+
+    from sqlalchemy import select
+
+    from api.reconciliation_schemas import ReconciliationItemOut
+    from bazaar.db import get_engine, transaction
+    from bazaar.models import User
+    from bazaar.payments import discrepancies
+    from bazaar.payments.discrepancies import DiscrepancyStatus
+
+    try:
+        async with transaction() as session:
+            if args.reconciliation_command == "list":
+                rows = await discrepancies.list_items(
+                    session,
+                    statuses=[DiscrepancyStatus(s) for s in args.status or ["open"]],
+                    category=args.category,
+                    order_id=uuid.UUID(args.order_id) if args.order_id else None,
+                    window_id=args.window_id,
+                    limit=args.limit,
+                )
+                return json.dumps(
+                    [ReconciliationItemOut.of(r).model_dump(mode="json") for r in rows], indent=2
+                )
+            staff = await session.scalar(select(User).where(User.email == args.staff_email))
+            if staff is None or Role.SUPPORT.value not in staff.roles:
+                raise SystemExit(f"{args.staff_email} is not a support user")
+            status = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "open"}
+            item = await discrepancies.set_status(
+                session,
+                args.item_id,
+                DiscrepancyStatus(status[args.reconciliation_command]),
+                args.note,
+                staff.id,
+            )
+            if item is None:
+                raise SystemExit(f"no reconciliation item {args.item_id}")
+            return ReconciliationItemOut.of(item).model_dump_json(indent=2)
+    finally:
+        await get_engine().dispose()
 
 
 async def _order_command(command: str, order_id: str | None, staff_email: str | None) -> str:

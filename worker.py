@@ -37,7 +37,12 @@ from workflows.legacy_order import LegacyOrderWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
 from workflows.payout_account import PayoutAccountWorkflow
-from workflows.reconciliation import SCHEDULE_ID, DailyReconciliationWorkflow, ReconciliationWorkflow
+from workflows.reconciliation import (
+    SCHEDULE_ID,
+    DailyReconciliationWorkflow,
+    OrderMoneyWorkflow,
+    ReconciliationWorkflow,
+)
 from workflows.reviews import REVEAL_SCHEDULE_ID, RevealDueReviewsWorkflow, ReviewWorkflow
 
 WORKFLOWS = [
@@ -46,6 +51,7 @@ WORKFLOWS = [
     PayoutAccountWorkflow,
     ReconciliationWorkflow,
     DailyReconciliationWorkflow,
+    OrderMoneyWorkflow,
     NotificationWorkflow,
     ReviewWorkflow,
     RevealDueReviewsWorkflow,
@@ -92,7 +98,7 @@ def activities_for(
         payments.create_payout_account,
     ]
     if reconciliation is not None:
-        found.append(reconciliation.reconcile)
+        found += [reconciliation.reconcile, reconciliation.order_money]
     return found
 
 

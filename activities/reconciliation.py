@@ -1,86 +1,72 @@
-"""Reconciliation: our payments and ledger against the provider's records, over one time window.
+"""Reconciliation: the provider's records against our payments and our double-entry ledger, over one time
+window; and an order's money statement. The comparison itself is `bazaar.payments.reconcile` (pure); here is
+the fetching and the storing.
 
-One activity does fetch, compare and store, because the provider's side of a day can exceed Temporal's
-payload limit: only the summary goes back to the workflow. The comparison itself (`compare`) is pure.
+One activity fetches, compares and stores a window, because the provider's side of a day can exceed Temporal's
+payload limit: only the summary goes back to the workflow. What a window holds:
 
-What is compared (provider objects created in the window, and our payment rows created in it):
-- PaymentIntents, refunds, transfers, transfer reversals and disputes against our `payments` rows, by the
-  provider's id (a PaymentIntent also by `metadata.order_id` while our row has no id yet): amount and status;
-- each of our successful payments against its ledger movement (`ledger_entries.txn` = its idempotency key);
-- every provider balance transaction against the payment it comes from (charge, refund, transfer, reversal,
-  dispute), so money that moved at the provider without us knowing shows up even without an object match.
+- the provider's PaymentIntents, refunds, transfers and disputes created in it, and its balance transactions
+  (each with its source object), which add the transfer reversals and dispute reinstatements, and any money
+  we cannot attribute to an object;
+- our payment rows created in it, the rows those provider objects (or the PaymentIntent of a refund or dispute,
+  or the transfer of a reversal) point at, and every ledger movement created in it with its payment row;
+- the provider objects of our rows that were created just outside the window (fetched one by one).
 
-Categories: missing_ours (the provider has it, we do not), missing_provider (we have it, the provider does
-not), amount_mismatch, status_mismatch. Each discrepancy is a log line and a metric
-(`bazaar_reconciliation_discrepancies`, by category and object type) and a row in `reconciliation_items`;
-re-running a window replaces its result (same rows, same counts: idempotent).
+Each money movement belongs to the window in which it first happened on either side, so a movement that spans
+a window edge is reported once. After storing its window, a run re-checks the earlier windows that still have
+unsettled items and ended within `RECONCILIATION_SETTLE_SECONDS` (default 24 h) before it: a webhook booked
+after midnight, or a worker that was down across the edge, clears the earlier window's item on the next run.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
-from sqlalchemy import delete, func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import any_, cast, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.types import Text
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from bazaar.db import transaction
-from bazaar.models import (
-    LedgerAccount,
-    LedgerEntry,
-    Payment,
-    PaymentKind,
-    PaymentOutcome,
-    ReconciliationItem,
-    ReconciliationRun,
-)
+from bazaar.models import LedgerEntry, Order, Payment, ReconciliationItem, StripeEvent
+from bazaar.payments import discrepancies
 from bazaar.payments.provider import order_id_of
+from bazaar.payments.reconcile import (
+    CATEGORIES,
+    OBJECT_TYPE,
+    Discrepancy,
+    Entry,
+    MoneyStatement,
+    Movement,
+    OurPayment,
+    ProviderRecord,
+    compare,
+    pair,
+)
+from bazaar.payments.statement import statement
+from bazaar.settings import get_settings
+from bazaar.temporal import ORDER_WORKFLOW_PREFIX
 
-CATEGORIES = ("missing_ours", "missing_provider", "amount_mismatch", "status_mismatch")
+__all__ = ["Discrepancy", "ReconcileWindow", "ReconciliationActivities", "ReconciliationSummary"]
+
 SUMMARY_LIMIT = 200  # discrepancies returned to the workflow (all of them are stored)
-
-# Our payment kind -> the provider object it corresponds to.
-OBJECT_TYPE = {
-    PaymentKind.CHARGE: "payment_intent",
-    PaymentKind.REFUND: "refund",
-    PaymentKind.TRANSFER: "transfer",
-    PaymentKind.TRANSFER_REVERSAL: "transfer_reversal",
-    PaymentKind.CHARGEBACK: "dispute",
-    PaymentKind.CHARGEBACK_REVERSAL: "dispute_reversal",
-}
-# Our payment kind -> the ledger account its movement must credit, and with which sign of its amount.
-LEDGER_SIDE = {
-    PaymentKind.CHARGE: (LedgerAccount.ESCROW, 1),
-    PaymentKind.REFUND: (LedgerAccount.REFUNDS, 1),
-    PaymentKind.TRANSFER: (LedgerAccount.SELLER_PAYOUTS, 1),
-    PaymentKind.TRANSFER_REVERSAL: (LedgerAccount.SELLER_PAYOUTS, -1),
-    PaymentKind.CHARGEBACK: (LedgerAccount.CHARGEBACKS, 1),
-    PaymentKind.CHARGEBACK_REVERSAL: (LedgerAccount.CHARGEBACKS, -1),
-}
+# Balance transaction types that move an order's money; platform payouts and fees are not an order's.
+MONEY_TYPES = frozenset(
+    {"charge", "payment", "refund", "payment_refund", "transfer", "transfer_refund", "adjustment"}
+)
 
 
 @dataclass
 class ReconcileWindow:
     since: str  # ISO 8601 with a time zone, inclusive
     until: str  # exclusive
-
-
-@dataclass
-class Discrepancy:
-    category: str
-    object_type: str
-    object_id: str
-    order_id: str | None = None
-    ours_amount: int | None = None
-    provider_amount: int | None = None
-    ours_status: str | None = None
-    provider_status: str | None = None
-    detail: str = ""
 
 
 @dataclass
@@ -94,45 +80,32 @@ class ReconciliationSummary:
     amount_mismatch: int
     status_mismatch: int
     discrepancies: list[Discrepancy] = field(default_factory=list)
+    currency_mismatch: int = 0
+    missing_ledger: int = 0
+    ledger_only: int = 0
+    unbalanced: int = 0
+    opened: int = 0  # items this run opened (new, or found again after reconciliation had resolved them)
+    resolved: int = 0  # items resolved by this run: its window's, and those of the windows it re-checked
+    rechecked: list[str] = field(default_factory=list)  # earlier windows re-checked (settle period)
 
 
-@dataclass(frozen=True)
-class ProviderRecord:
-    """A provider object reduced to what we compare."""
-
-    object_type: str
-    id: str
-    amount: int
-    status: str
-    order_id: str | None = None
-
-
-@dataclass(frozen=True)
-class BalanceTxn:
-    id: str
-    type: str
-    source: str
-    amount: int
-
-
-@dataclass(frozen=True)
-class OurPayment:
-    key: str
-    kind: PaymentKind
-    provider_id: str | None
-    amount: int
-    outcome: PaymentOutcome
-    order_id: str
-    in_window: bool
+@dataclass
+class OurSide:
+    payments: list[OurPayment]
+    movements: list[Movement]
+    links: dict[str, str]  # provider id of one of our rows -> its order
+    known_orders: set[str]
 
 
 def parse_window(window: ReconcileWindow) -> tuple[datetime, datetime]:
+    """The window's bounds in UTC, in whole seconds (the provider's times are whole seconds)."""
     since, until = datetime.fromisoformat(window.since), datetime.fromisoformat(window.until)
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("window bounds need a time zone (e.g. 2026-11-24T00:00:00+00:00)")
+    since, until = (t.astimezone(UTC).replace(microsecond=0) for t in (since, until))
     if until <= since:
         raise ValueError("the window must end after it starts")
-    return since.astimezone(UTC), until.astimezone(UTC)
+    return since, until
 
 
 def window_id(window: ReconcileWindow) -> str:
@@ -145,252 +118,135 @@ def reconciliation_workflow_id(window: ReconcileWindow) -> str:
     return f"reconciliation-{window_id(window)}"
 
 
-def expected_outcome(record: ProviderRecord) -> PaymentOutcome:
-    """The outcome our row must have for what the provider says happened."""
-    if record.object_type == "payment_intent":
-        if record.status == "succeeded":
-            return PaymentOutcome.SUCCEEDED
-        if record.status in ("requires_payment_method", "canceled"):
-            return PaymentOutcome.FAILED
-        return PaymentOutcome.PENDING
-    if record.object_type == "refund":
-        return {"succeeded": PaymentOutcome.SUCCEEDED, "pending": PaymentOutcome.PENDING}.get(
-            record.status, PaymentOutcome.FAILED
-        )
-    return PaymentOutcome.SUCCEEDED  # transfers, reversals and dispute withdrawals exist only once done
-
-
-def balance_source(txn: BalanceTxn, charge_intents: dict[str, str]) -> tuple[str, str] | None:
-    """Which provider object a balance transaction moves money for, as (object type, id)."""
-    prefix = txn.source.split("_", 1)[0]
-    if prefix in ("ch", "py"):
-        intent = charge_intents.get(txn.source)
-        return ("payment_intent", intent) if intent else None
-    return {
-        "re": ("refund", txn.source),
-        "tr": ("transfer", txn.source),
-        "trr": ("transfer_reversal", txn.source),
-        "dp": ("dispute" if txn.amount < 0 else "dispute_reversal", txn.source),
-    }.get(prefix)
-
-
-def compare(
-    provider: Iterable[ProviderRecord],
-    balance_txns: Iterable[BalanceTxn],
-    charge_intents: dict[str, str],
-    ours: Iterable[OurPayment],
-    ledger: dict[str, dict[str, int]],
-) -> tuple[int, list[Discrepancy]]:
-    """Matched count and discrepancies; deterministic (sorted) so a re-run stores the same result."""
-    ours = list(ours)
-    by_provider: dict[tuple[str, str], OurPayment] = {
-        (OBJECT_TYPE[p.kind], p.provider_id): p for p in ours if p.provider_id
-    }
-    unmatched_charges = {p.order_id: p for p in ours if p.kind == PaymentKind.CHARGE and not p.provider_id}
-    matched, found, seen = 0, list[Discrepancy](), set[str]()
-    for record in provider:
-        mine = by_provider.get((record.object_type, record.id))
-        if mine is None and record.object_type == "payment_intent" and record.order_id:
-            mine = unmatched_charges.pop(record.order_id, None)  # our row never learnt the id (lost reply)
-            if mine is not None:
-                by_provider[(record.object_type, record.id)] = mine
-        if mine is None:
-            found.append(
-                Discrepancy(
-                    "missing_ours",
-                    record.object_type,
-                    record.id,
-                    order_id=record.order_id,
-                    provider_amount=record.amount,
-                    provider_status=record.status,
-                    detail="at the provider, not in our payments",
-                )
-            )
-            continue
-        seen.add(mine.key)
-        ok = True
-        if mine.amount != record.amount:
-            ok = False
-            found.append(_mismatch("amount_mismatch", record, mine, "amounts differ"))
-        if mine.outcome != expected_outcome(record):
-            ok = False
-            found.append(_mismatch("status_mismatch", record, mine, "outcome differs from the provider's"))
-        matched += ok
-    for mine in ours:
-        if not mine.in_window or mine.key in seen or mine.kind == PaymentKind.CHARGEBACK_REVERSAL:
-            continue
-        if mine.outcome == PaymentOutcome.FAILED and mine.provider_id is None:
-            continue  # refused before anything existed at the provider: nothing to match
-        found.append(
-            Discrepancy(
-                "missing_provider",
-                OBJECT_TYPE[mine.kind],
-                mine.provider_id or mine.key,
-                order_id=mine.order_id,
-                ours_amount=mine.amount,
-                ours_status=mine.outcome.value,
-                detail=f"our payment {mine.key} has no provider object",
-            )
-        )
-    for mine in ours:
-        if not mine.in_window or mine.outcome != PaymentOutcome.SUCCEEDED:
-            continue
-        account, sign = LEDGER_SIDE[mine.kind]
-        booked = ledger.get(mine.key, {}).get(account.value)
-        if booked is None:
-            found.append(
-                Discrepancy(
-                    "missing_ours",
-                    "ledger",
-                    mine.key,
-                    order_id=mine.order_id,
-                    ours_amount=mine.amount,
-                    detail=f"no ledger movement on {account.value}",
-                )
-            )
-        elif booked != sign * mine.amount:
-            found.append(
-                Discrepancy(
-                    "amount_mismatch",
-                    "ledger",
-                    mine.key,
-                    order_id=mine.order_id,
-                    ours_amount=sign * mine.amount,
-                    provider_amount=booked,
-                    # provider_amount holds what the ledger booked: the ledger is the other side here.
-                    detail=f"ledger {account.value} booked {booked}, the payment says {sign * mine.amount}",
-                )
-            )
-        else:
-            matched += 1
-    for txn in balance_txns:
-        source = balance_source(txn, charge_intents)
-        mine = by_provider.get(source) if source else None
-        if mine is None:
-            found.append(
-                Discrepancy(
-                    "missing_ours",
-                    "balance_transaction",
-                    txn.id,
-                    provider_amount=txn.amount,
-                    provider_status=txn.type,
-                    detail=f"money moved at the provider for {txn.source}, unknown to us",
-                )
-            )
-        elif abs(txn.amount) != mine.amount:
-            found.append(
-                Discrepancy(
-                    "amount_mismatch",
-                    "balance_transaction",
-                    txn.id,
-                    order_id=mine.order_id,
-                    ours_amount=mine.amount,
-                    provider_amount=txn.amount,
-                    provider_status=txn.type,
-                    detail=f"balance transaction for {txn.source} differs from our payment {mine.key}",
-                )
-            )
-        else:
-            matched += 1
-    found.sort(key=lambda d: (d.category, d.object_type, d.object_id))
-    return matched, found
-
-
-def _mismatch(category: str, record: ProviderRecord, mine: OurPayment, detail: str) -> Discrepancy:
-    return Discrepancy(
-        category,
-        record.object_type,
-        record.id,
-        order_id=mine.order_id,
-        ours_amount=mine.amount,
-        provider_amount=record.amount,
-        ours_status=mine.outcome.value,
-        provider_status=record.status,
-        detail=f"{detail} (our payment {mine.key})",
-    )
-
-
 class ReconciliationActivities:
     def __init__(self, client: stripe.StripeClient) -> None:
         self.client = client
 
     @activity.defn
     async def reconcile(self, window: ReconcileWindow) -> ReconciliationSummary:
-        """Fetch both sides of the window, compare, store the result (replacing a previous run's)."""
+        """Reconcile the window and store its result; then re-check the earlier windows still unsettled."""
+        summary = await self._window(window, reconciliation_workflow_id(window))
+        since, _ = parse_window(window)
+        settle = timedelta(seconds=get_settings().reconciliation_settle_seconds)
+        async with transaction() as session:
+            earlier = [
+                (r.since, r.until, r.workflow_id)
+                for r in await discrepancies.windows_to_recheck(session, since, settle)
+                if r.window_id != summary.window_id
+            ]
+        for start, end, workflow_id in earlier:
+            again = await self._window(ReconcileWindow(start.isoformat(), end.isoformat()), workflow_id)
+            summary.rechecked.append(again.window_id)
+            summary.resolved += again.resolved
+            activity.heartbeat(f"re-checked {again.window_id}")
+        return summary
+
+    @activity.defn
+    async def order_money(self, order_id: str) -> MoneyStatement:
+        """An order's money at the provider, in our payments and in the ledger, side by side."""
+        oid = uuid.UUID(order_id)
+        async with transaction() as session:
+            order = await session.get(Order, oid)
+            if order is None:
+                raise ApplicationError(f"order {order_id} not found", type="NotFound", non_retryable=True)
+            currency = order.currency
+            rows = (await session.scalars(select(Payment).where(Payment.order_id == oid))).all()
+            payments = [_ours(p) for p in rows]
+            movements = _movements(
+                (await session.scalars(select(LedgerEntry).where(LedgerEntry.order_id == oid))).all()
+            )
+            # Provider objects reconciliation or the webhooks saw on this order, that our rows do not name.
+            items = await session.execute(
+                select(ReconciliationItem.object_type, ReconciliationItem.object_id).where(
+                    ReconciliationItem.order_id == oid
+                )
+            )
+            named = {(object_type, object_id) for object_type, object_id in items.all()}
+            obj = StripeEvent.payload["data"]["object"]
+            seen = await session.scalars(
+                select(obj["id"].astext).where(
+                    or_(
+                        obj["metadata"]["order_id"].astext == order_id,
+                        obj["transfer_group"].astext == f"{ORDER_WORKFLOW_PREFIX}{order_id}",
+                    )
+                )
+            )
+            named |= {("payment_intent", i) for i in seen.all() if i and i.startswith("pi_")}
+        records = await self._order_records(order_id, payments, named)
+        return statement(order_id, currency, pair(records.values(), payments, movements))
+
+    async def _window(self, window: ReconcileWindow, workflow_id: str) -> ReconciliationSummary:
         since, until = parse_window(window)
-        gte, lt = int(since.timestamp()), int(until.timestamp())
-        provider: dict[tuple[str, str], ProviderRecord] = {}
-        balance_txns: list[BalanceTxn] = []
-        charge_intents: dict[str, str] = {}
-        v1 = self.client.v1
-
-        for object_type, resource in self._compared_resources().items():
-            async for obj in _all(
-                await resource.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-            ):
-                _add(provider, _record(object_type, obj))
-        async for ch in _all(
-            await v1.charges.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-        ):
-            if ch.get("payment_intent"):
-                charge_intents[ch["id"]] = ch["payment_intent"]
-        async for bt in _all(
-            await v1.balance_transactions.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
-        ):
-            txn = BalanceTxn(bt["id"], bt["type"], str(bt["source"]), bt["amount"])
-            balance_txns.append(txn)
-            if txn.type == "transfer_refund":  # reversals are listed per transfer; their money is here
-                _add(provider, ProviderRecord("transfer_reversal", txn.source, txn.amount, "succeeded"))
+        provider = await self._provider_side(int(since.timestamp()), int(until.timestamp()))
         activity.heartbeat("provider listed")
-
-        ours = await _our_payments(since, until, [key[1] for key in provider])
-        # Our rows from the window whose provider object was created just outside it: fetch them one by one.
-        for mine in ours:
-            object_type = OBJECT_TYPE[mine.kind]
-            if mine.in_window and mine.provider_id and (object_type, mine.provider_id) not in provider:
-                record = await self._retrieve(object_type, mine.provider_id)
-                if record is not None:
-                    _add(provider, record)
-        for txn in balance_txns:
-            if txn.source.startswith(("ch_", "py_")) and txn.source not in charge_intents:
-                charge = (await v1.charges.retrieve_async(txn.source)).to_dict()
-                if charge.get("payment_intent"):
-                    charge_intents[txn.source] = charge["payment_intent"]
-        ledger = await _ledger_movements([p.key for p in ours if p.outcome == PaymentOutcome.SUCCEEDED])
-
+        ours = await _our_side(since, until, provider.values())
+        # Our rows of the window whose provider object was created outside it: fetch them one by one.
+        fetched = False
+        for mine in ours.payments:
+            key = (OBJECT_TYPE[mine.kind], mine.provider_id or "")
+            in_window = since.timestamp() <= mine.created < until.timestamp()
+            if in_window and mine.provider_id and key not in provider:
+                if (record := await self._retrieve(*key)) is not None:
+                    provider[key] = record
+                    fetched = True
+        if fetched:  # their links (a refund's PaymentIntent, ...) may point at rows outside the window
+            ours = await _our_side(since, until, provider.values())
         matched, found = compare(
-            sorted(provider.values(), key=lambda r: (r.object_type, r.id)),
-            sorted(balance_txns, key=lambda t: t.id),
-            charge_intents,
-            ours,
-            ledger,
+            since.timestamp(),
+            until.timestamp(),
+            provider.values(),
+            ours.payments,
+            ours.movements,
+            ours.links,
+            ours.known_orders,
         )
-        summary = _summarize(window, matched, found)
-        await _store(window, since, until, summary, found)
-        meter = activity.metric_meter()
-        counter = meter.create_counter(
-            "bazaar_reconciliation_discrepancies", "Reconciliation discrepancies found, per run", "1"
-        )
+        wid = window_id(window)
+        async with transaction() as session:
+            opened, resolved = await discrepancies.store_run(
+                session,
+                window_id=wid,
+                since=since,
+                until=until,
+                workflow_id=workflow_id,
+                matched=matched,
+                found=found,
+            )
         for item in found:
             activity.logger.warning(
                 "reconciliation discrepancy window=%s category=%s object_type=%s object_id=%s order_id=%s "
-                "ours_amount=%s provider_amount=%s ours_status=%s provider_status=%s: %s",
-                summary.window_id,
+                "ours=%s %s provider=%s %s ledger=%s %s: %s",
+                wid,
                 item.category,
                 item.object_type,
                 item.object_id,
                 item.order_id,
                 item.ours_amount,
+                item.ours_currency,
                 item.provider_amount,
-                item.ours_status,
-                item.provider_status,
+                item.provider_currency,
+                item.ledger_amount,
+                item.ledger_currency,
                 item.detail,
             )
-            counter.add(1, {"category": item.category, "object_type": item.object_type})
         activity.logger.info(
-            "reconciliation window=%s matched=%d discrepancies=%d", summary.window_id, matched, len(found)
+            "reconciliation window=%s matched=%d discrepancies=%d opened=%d resolved=%d",
+            wid,
+            matched,
+            len(found),
+            opened,
+            resolved,
         )
-        return summary
+        count = Counter(d.category for d in found)
+        return ReconciliationSummary(
+            window_id=wid,
+            since=window.since,
+            until=window.until,
+            matched=matched,
+            discrepancies=found[:SUMMARY_LIMIT],
+            opened=opened,
+            resolved=resolved,
+            **{c: count[c] for c in CATEGORIES},  # type: ignore[arg-type]  # every category is an int field
+        )
 
     def _compared_resources(self) -> dict[str, Any]:
         """The provider's object lists we compare with our payments, by our object type."""
@@ -402,22 +258,72 @@ class ReconciliationActivities:
             "dispute": v1.disputes,
         }
 
+    async def _provider_side(self, gte: int, lt: int) -> dict[tuple[str, str], ProviderRecord]:
+        records: dict[tuple[str, str], ProviderRecord] = {}
+        for object_type, resource in self._compared_resources().items():
+            page = await resource.list_async(params={"created": {"gte": gte, "lt": lt}, "limit": 100})
+            async for obj in _all(page):
+                _add(records, _record(object_type, obj))
+        balance = await self.client.v1.balance_transactions.list_async(
+            params={"created": {"gte": gte, "lt": lt}, "limit": 100, "expand": ["data.source"]}
+        )
+        async for bt in _all(balance):
+            if (record := _from_balance(bt)) is not None:
+                _add(records, record)
+        return records
+
     async def _retrieve(self, object_type: str, provider_id: str) -> ProviderRecord | None:
-        v1 = self.client.v1
         try:
             resources = self._compared_resources()
             if object_type in resources:
-                return _record(
-                    object_type, (await resources[object_type].retrieve_async(provider_id)).to_dict()
-                )
+                obj = (await resources[object_type].retrieve_async(provider_id)).to_dict()
+                return _record(object_type, obj)
             if object_type == "transfer_reversal":
-                page = await v1.balance_transactions.list_async(params={"source": provider_id, "limit": 1})
+                page = await self.client.v1.balance_transactions.list_async(
+                    params={"source": provider_id, "limit": 1, "expand": ["data.source"]}
+                )
                 for bt in page.data:
-                    return ProviderRecord("transfer_reversal", provider_id, bt["amount"], "succeeded")
+                    return _from_balance(bt.to_dict())
+            if object_type == "dispute_reversal":
+                dispute = (await self.client.v1.disputes.retrieve_async(provider_id)).to_dict()
+                return next(iter(_reinstatements(dispute)), None)
         except stripe.InvalidRequestError as exc:
             if exc.http_status != 404:
                 raise
         return None
+
+    async def _order_records(
+        self, order_id: str, payments: list[OurPayment], named: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], ProviderRecord]:
+        """Every provider object of one order: its PaymentIntents (our charges, and any a webhook or a
+        reconciliation named), their refunds and disputes, its transfers (by transfer group) and their
+        reversals, and whatever else our rows or reconciliation name."""
+        v1 = self.client.v1
+        records: dict[tuple[str, str], ProviderRecord] = {}
+        wanted = named | {(OBJECT_TYPE[p.kind], p.provider_id) for p in payments if p.provider_id}
+        intents = sorted(i for t, i in wanted if t == "payment_intent")
+        for intent in intents:
+            if (record := await self._retrieve("payment_intent", intent)) is not None:
+                _add(records, record)
+            refunds = await v1.refunds.list_async(params={"payment_intent": intent, "limit": 100})
+            async for obj in _all(refunds):
+                _add(records, _record("refund", obj))
+            disputes = await v1.disputes.list_async(params={"payment_intent": intent, "limit": 100})
+            async for obj in _all(disputes):
+                _add(records, _record("dispute", obj))
+                for record in _reinstatements(obj):
+                    _add(records, record)
+        group = f"{ORDER_WORKFLOW_PREFIX}{order_id}"
+        async for obj in _all(await v1.transfers.list_async(params={"transfer_group": group, "limit": 100})):
+            _add(records, _record("transfer", obj))
+        for object_type, provider_id in sorted(wanted):
+            if (object_type, provider_id) not in records and object_type != "balance_transaction":
+                if (record := await self._retrieve(object_type, provider_id)) is not None:
+                    _add(records, record)
+        for transfer in sorted(i for t, i in records if t == "transfer"):
+            async for obj in _all(await v1.transfers.reversals.list_async(transfer, params={"limit": 100})):
+                _add(records, _reversal(obj, obj.get("created")))
+        return records
 
 
 async def _all(page: Any) -> AsyncIterator[dict[str, Any]]:
@@ -430,129 +336,174 @@ def _add(records: dict[tuple[str, str], ProviderRecord], record: ProviderRecord)
     records[(record.object_type, record.id)] = record
 
 
+def _id(value: Any) -> str | None:
+    """An id field, whether the provider sent the id or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
+
+
 def _record(object_type: str, data: dict[str, Any]) -> ProviderRecord:
     """A provider object reduced to what we compare (a transfer that exists has been paid)."""
-    status = "paid" if object_type == "transfer" else data["status"]
-    order_id = None if object_type == "dispute" else order_id_of(data)
-    return ProviderRecord(object_type, data["id"], data["amount"], status, order_id)
-
-
-async def _our_payments(since: datetime, until: datetime, provider_ids: list[str]) -> list[OurPayment]:
-    """Our rows created in the window, plus any row the provider's window objects point at."""
-    async with transaction() as session:
-        in_window = (Payment.created_at >= since) & (Payment.created_at < until)
-        rows = (
-            await session.scalars(select(Payment).where(in_window | Payment.provider_id.in_(provider_ids)))
-        ).all()
-        return [
-            OurPayment(
-                key=p.idempotency_key,
-                kind=p.kind,
-                provider_id=p.provider_id,
-                amount=p.amount,
-                outcome=p.outcome,
-                order_id=str(p.order_id),
-                in_window=since <= p.created_at < until,
-            )
-            for p in sorted(rows, key=lambda p: p.idempotency_key)
-        ]
-
-
-async def _ledger_movements(keys: list[str]) -> dict[str, dict[str, int]]:
-    """Per movement (txn = payment idempotency key): the sum per account."""
-    movements: dict[str, dict[str, int]] = {}
-    if not keys:
-        return movements
-    async with transaction() as session:
-        rows = await session.execute(
-            select(LedgerEntry.txn, LedgerEntry.account, func.sum(LedgerEntry.amount))
-            .where(LedgerEntry.txn.in_(keys))
-            .group_by(LedgerEntry.txn, LedgerEntry.account)
-        )
-        for txn, account, amount in rows.all():
-            movements.setdefault(txn, {})[account.value] = int(amount)
-    return movements
-
-
-def _summarize(window: ReconcileWindow, matched: int, found: list[Discrepancy]) -> ReconciliationSummary:
-    counts = {c: sum(1 for d in found if d.category == c) for c in CATEGORIES}
-    return ReconciliationSummary(
-        window_id=window_id(window),
-        since=window.since,
-        until=window.until,
-        matched=matched,
-        discrepancies=found[:SUMMARY_LIMIT],
-        **counts,
+    return ProviderRecord(
+        object_type=object_type,
+        id=str(data["id"]),
+        amount=int(data["amount"]),
+        currency=str(data.get("currency") or "").upper(),
+        status="paid" if object_type == "transfer" else str(data.get("status")),
+        created=float(data.get("created") or 0),
+        order_ref=None if object_type == "dispute" else order_id_of(data),
+        payment_intent=_id(data.get("payment_intent")) if object_type in ("refund", "dispute") else None,
     )
 
 
-async def _store(
-    window: ReconcileWindow,
-    since: datetime,
-    until: datetime,
-    summary: ReconciliationSummary,
-    found: list[Discrepancy],
-) -> None:
-    """Upsert the run and its discrepancies; drop the window's rows that no longer differ. One transaction."""
-    counts = {c: getattr(summary, c) for c in CATEGORIES}
+def _reversal(data: dict[str, Any], created: Any) -> ProviderRecord:
+    return ProviderRecord(
+        object_type="transfer_reversal",
+        id=str(data["id"]),
+        amount=int(data["amount"]),
+        currency=str(data.get("currency") or "").upper(),
+        status="succeeded",
+        created=float(created or 0),
+        order_ref=order_id_of(data),
+        transfer=_id(data.get("transfer")),
+    )
+
+
+def _reinstatements(dispute: dict[str, Any]) -> list[ProviderRecord]:
+    """A dispute's money coming back (won): its positive balance transactions."""
+    return [
+        ProviderRecord(
+            object_type="dispute_reversal",
+            id=str(dispute["id"]),
+            amount=int(bt["amount"]),
+            currency=str(bt.get("currency") or dispute.get("currency") or "").upper(),
+            status=str(dispute.get("status")),
+            created=float(bt.get("created") or 0),
+            payment_intent=_id(dispute.get("payment_intent")),
+        )
+        for bt in dispute.get("balance_transactions") or []
+        if isinstance(bt, dict) and int(bt.get("amount") or 0) > 0
+    ]
+
+
+def _from_balance(bt: dict[str, Any]) -> ProviderRecord | None:
+    """The money movement a balance transaction is, when no listed object of its window stands for it."""
+    if bt.get("type") not in MONEY_TYPES:
+        return None
+    source = bt.get("source")
+    obj: dict[str, Any] = source if isinstance(source, dict) else {"id": str(source or "")}
+    prefix = str(obj.get("id")).split("_", 1)[0]
+    if prefix == "trr":
+        return _reversal({**obj, "amount": obj.get("amount", abs(bt["amount"]))}, bt.get("created"))
+    if prefix == "dp" and bt["amount"] > 0:
+        return ProviderRecord(
+            object_type="dispute_reversal",
+            id=str(obj["id"]),
+            amount=int(bt["amount"]),
+            currency=str(bt.get("currency") or "").upper(),
+            status=str(obj.get("status", "won")),
+            created=float(bt.get("created") or 0),
+            payment_intent=_id(obj.get("payment_intent")),
+        )
+    if prefix in ("ch", "py") and obj.get("payment_intent"):
+        return None  # its PaymentIntent is listed in the window it was created in
+    if prefix in ("re", "tr", "dp"):
+        return None  # listed (refunds, transfers, disputes) in the window they were created in
+    return ProviderRecord(
+        object_type="balance_transaction",
+        id=str(bt["id"]),
+        amount=int(bt["amount"]),
+        currency=str(bt.get("currency") or "").upper(),
+        status=str(bt.get("type")),
+        created=float(bt.get("created") or 0),
+    )
+
+
+def _ours(p: Payment) -> OurPayment:
+    return OurPayment(
+        key=p.idempotency_key,
+        kind=p.kind,
+        provider_id=p.provider_id,
+        amount=p.amount,
+        currency=p.currency,
+        outcome=p.outcome,
+        order_id=str(p.order_id),
+        created=p.created_at.timestamp(),
+    )
+
+
+def _movements(entries: Iterable[LedgerEntry]) -> list[Movement]:
+    grouped: dict[str, list[LedgerEntry]] = {}
+    for e in sorted(entries, key=lambda e: e.id):
+        grouped.setdefault(e.txn, []).append(e)
+    return [
+        Movement(
+            txn=txn,
+            order_id=str(rows[0].order_id),
+            entries=tuple(Entry(e.account.value, e.currency, e.amount) for e in rows),
+            created=min(e.created_at for e in rows).timestamp(),
+        )
+        for txn, rows in sorted(grouped.items())
+    ]
+
+
+async def _our_side(since: datetime, until: datetime, provider: Iterable[ProviderRecord]) -> OurSide:
+    """Our rows and movements of the window, the rows the provider's objects point at, the rows of the window's
+    movements, and which of the orders the provider's objects name are ours."""
+    provider = list(provider)
+    ids = {r.id for r in provider} | {i for r in provider for i in (r.payment_intent, r.transfer) if i}
     async with transaction() as session:
-        run = insert(ReconciliationRun).values(
-            window_id=summary.window_id,
-            since=since,
-            until=until,
-            workflow_id=reconciliation_workflow_id(window),
-            runs=1,
-            matched=summary.matched,
-            **counts,
+        window_txns = (
+            select(LedgerEntry.txn)
+            .where(LedgerEntry.created_at >= since, LedgerEntry.created_at < until)
+            .distinct()
+            .scalar_subquery()
         )
-        await session.execute(
-            run.on_conflict_do_update(
-                index_elements=["window_id"],
-                set_={
-                    "runs": ReconciliationRun.runs + 1,
-                    "matched": run.excluded.matched,
-                    "last_run_at": func.now(),
-                    **{c: run.excluded[c] for c in CATEGORIES},
-                },
-            )
-        )
-        keys = [(d.object_type, d.object_id, d.category) for d in found]
-        stale = select(ReconciliationItem.id).where(ReconciliationItem.window_id == summary.window_id)
-        if keys:
-            stale = stale.where(
-                tuple_(
-                    ReconciliationItem.object_type, ReconciliationItem.object_id, ReconciliationItem.category
-                ).not_in(keys)
-            )
-        stale_ids = (await session.scalars(stale)).all()
-        if stale_ids:
-            await session.execute(delete(ReconciliationItem).where(ReconciliationItem.id.in_(stale_ids)))
-        for item in found:
-            values = {
-                "order_id": _uuid_or_none(item.order_id),
-                "ours_amount": item.ours_amount,
-                "provider_amount": item.provider_amount,
-                "ours_status": item.ours_status,
-                "provider_status": item.provider_status,
-                "detail": item.detail,
-            }
-            row = insert(ReconciliationItem).values(
-                window_id=summary.window_id,
-                category=item.category,
-                object_type=item.object_type,
-                object_id=item.object_id,
-                **values,
-            )
-            await session.execute(
-                row.on_conflict_do_update(
-                    constraint="uq_reconciliation_item", set_={**values, "last_seen_at": func.now()}
+        in_window = (Payment.created_at >= since) & (Payment.created_at < until)
+        rows = (
+            await session.scalars(
+                select(Payment).where(
+                    in_window
+                    | (Payment.provider_id == any_(_texts(ids)))
+                    | Payment.idempotency_key.in_(window_txns)
                 )
             )
+        ).all()
+        keys = sorted({p.idempotency_key for p in rows})
+        entries = (
+            await session.scalars(
+                select(LedgerEntry).where(
+                    LedgerEntry.txn.in_(window_txns) | (LedgerEntry.txn == any_(_texts(keys)))
+                )
+            )
+        ).all()
+        candidates = {u for r in provider if r.order_ref and (u := _uuid(r.order_ref)) is not None}
+        known = (
+            (await session.scalars(select(Order.id).where(Order.id == any_(_uuids(candidates))))).all()
+            if candidates
+            else []
+        )
+    payments = [_ours(p) for p in rows]
+    return OurSide(
+        payments=payments,
+        movements=_movements(entries),
+        links={p.provider_id: p.order_id for p in payments if p.provider_id},
+        known_orders={str(o) for o in known},
+    )
 
 
-def _uuid_or_none(value: str | None) -> uuid.UUID | None:
-    """Metadata is free text at the provider: an order id that is not a UUID is kept in `detail` only."""
+def _uuid(value: str) -> uuid.UUID | None:
     try:
-        return uuid.UUID(value) if value else None
+        return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def _texts(values: Iterable[str]) -> Any:
+    """One array parameter (a day's ids can outnumber PostgreSQL's 65,535 bind parameters)."""
+    return cast(sorted(values), ARRAY(Text))
+
+
+def _uuids(values: Iterable[uuid.UUID]) -> Any:
+    return cast(sorted(values), ARRAY(UUID(as_uuid=True)))

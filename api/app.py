@@ -18,6 +18,7 @@ from api.routes import (
     order_actions,
     orders,
     payouts,
+    reconciliation,
     search,
     trust,
     webhooks,
@@ -93,6 +94,8 @@ def create_app() -> FastAPI:
     app.include_router(listings.categories_router)
     app.include_router(orders.support_router)
     app.include_router(notifications.support_router)
+    app.include_router(reconciliation.router)
+    app.include_router(reconciliation.support_router)
     return app
 
 

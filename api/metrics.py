@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 
 from bazaar.models import Listing, Order, Payment
 from bazaar.orders.types import STUCK_ORDERS_QUERY
+from bazaar.payments.discrepancies import open_counts
 from bazaar.search.outbox import outbox_backlog
 from bazaar.trust.models import DeadLetter, Notification
 from bazaar.trust.notifications import PENDING
@@ -54,6 +55,13 @@ ORDERS_NEEDING_ATTENTION = Gauge(
     "bazaar_orders_needing_attention",
     "Running orders a person must look at: a step failing past its bound, or a refused payout "
     "(support's queue: /v1/support/stuck-orders; counted in Temporal's visibility)",
+    registry=REGISTRY,
+)
+RECONCILIATION_OPEN = Gauge(
+    "bazaar_reconciliation_open_discrepancies",
+    "Open reconciliation discrepancies by category and object type (support's list: "
+    "/v1/support/reconciliation; 0 once resolved or acknowledged)",
+    ["category", "object_type"],
     registry=REGISTRY,
 )
 SEARCH_LATENCY = Histogram(
@@ -126,7 +134,7 @@ def observe_synced(payload: str) -> None:
 
 
 async def render(session: AsyncSession, temporal: Client) -> bytes:
-    for gauge in (LISTINGS, ORDERS, PAYMENTS, NOTIFICATIONS):
+    for gauge in (LISTINGS, ORDERS, PAYMENTS, NOTIFICATIONS, RECONCILIATION_OPEN):
         gauge.clear()
     for status, count in (
         await session.execute(select(Listing.status, func.count()).group_by(Listing.status))
@@ -161,6 +169,8 @@ async def render(session: AsyncSession, temporal: Client) -> bytes:
         ).where(PENDING, Notification.next_attempt_at <= func.now())
     )
     NOTIFICATION_OVERDUE.set(float(overdue or 0))
+    for category, object_type, count in await open_counts(session):
+        RECONCILIATION_OPEN.labels(category, object_type).set(count)
     rows, age = await outbox_backlog(session)
     OUTBOX_ROWS.set(rows)
     OUTBOX_AGE.set(age)

@@ -224,6 +224,14 @@ class Listing(Timestamped, Base):
         # Both from migration 0003, for the PostgreSQL search fallback.
         Index("ix_listings_search_vector", "search_vector", postgresql_using="gin"),
         Index("ix_listings_active_price", "price_amount", postgresql_where=text("status = 'active'")),
+        # From migration 0010, for the fallback's relevance (bazaar/search/words.py): typos, category words.
+        Index(
+            "ix_listings_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ),
+        Index("ix_listings_active_category", "category_slug", postgresql_where=text("status = 'active'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -399,25 +407,36 @@ class ReconciliationRun(Base):
     missing_provider: Mapped[int] = mapped_column(Integer, default=0)
     amount_mismatch: Mapped[int] = mapped_column(Integer, default=0)
     status_mismatch: Mapped[int] = mapped_column(Integer, default=0)
+    # Since migration 0009 (bazaar/payments/reconcile.py, Category).
+    currency_mismatch: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    missing_ledger: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    ledger_only: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    unbalanced: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     first_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ReconciliationItem(Base):
-    """One discrepancy of a window: the current set for the window (rows that no longer differ are removed)."""
+    """One discrepancy of a window, with its lifecycle (bazaar/payments/discrepancies.py): `open` when found,
+    `resolved` by the run that finds it matched again (`changed_by` NULL), or `acknowledged`/`resolved` by
+    support with a note."""
 
     __tablename__ = "reconciliation_items"
     __table_args__ = (
         UniqueConstraint("window_id", "object_type", "object_id", "category", name="uq_reconciliation_item"),
+        Index("ix_reconciliation_items_status", "status", "category", "object_type"),
+        Index("ix_reconciliation_items_order", "order_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     window_id: Mapped[str] = mapped_column(
         ForeignKey("reconciliation_runs.window_id", ondelete="CASCADE"), index=True
     )
-    # missing_ours | missing_provider | amount_mismatch | status_mismatch
+    # bazaar.payments.reconcile.Category: missing_ours | missing_provider | missing_ledger | ledger_only |
+    # unbalanced | currency_mismatch | amount_mismatch | status_mismatch
     category: Mapped[str] = mapped_column(String(32))
-    # payment_intent | refund | transfer | transfer_reversal | dispute | balance_transaction | ledger
+    # payment_intent | refund | transfer | transfer_reversal | dispute | dispute_reversal | balance_transaction
+    # | ledger
     object_type: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str] = mapped_column(String(255))  # the provider's id, or our idempotency key
     order_id: Mapped[uuid.UUID | None] = mapped_column()
@@ -428,3 +447,13 @@ class ReconciliationItem(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Since migration 0009: the currencies of both sides, what the ledger booked, and the lifecycle.
+    ours_currency: Mapped[str | None] = mapped_column(String(16))
+    provider_currency: Mapped[str | None] = mapped_column(String(16))
+    ledger_amount: Mapped[int | None] = mapped_column(BigInteger)
+    ledger_currency: Mapped[str | None] = mapped_column(String(16))
+    # open | acknowledged | resolved (bazaar.payments.discrepancies.ItemStatus)
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    changed_by: Mapped[uuid.UUID | None] = mapped_column()  # the support user; NULL: reconciliation itself
+    note: Mapped[str | None] = mapped_column(Text)

@@ -86,11 +86,14 @@ class Settings(BaseSettings):
 
     # Reconciliation with the payment provider: the worker keeps a daily Temporal Schedule (cron, UTC).
     reconciliation_cron: str = "30 2 * * *"
+    # After a window ends, each later run re-checks its unsettled discrepancies for this long (late webhooks,
+    # a worker down across the edge), resolving those that match by then.
+    reconciliation_settle_seconds: int = Field(default=86_400, ge=0)
 
     # Worker: how many workflows it keeps in memory between their tasks (Temporal's sticky cache). Open orders
     # mostly wait for days; one evicted is replayed from its short history (a few ms) on its next task.
     worker_cached_workflows: int = Field(default=100, ge=1)
-    # Worker: Prometheus endpoint (host:port) for its Temporal metrics, e.g. reconciliation discrepancies.
+    # Worker: Prometheus endpoint (host:port) for its Temporal SDK metrics.
     worker_metrics_bind_address: str | None = None
 
     # Auth.

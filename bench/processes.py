@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,9 +31,11 @@ def log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def temp_stack(prefix: str, *, keep: bool, settings: Settings | None = None) -> Iterator[Stack]:
+def temp_stack(
+    prefix: str, *, keep: bool, settings: Settings | None = None, only: Iterable[str] | None = None
+) -> Iterator[Stack]:
     """A devstack `Stack` (not started) on free ports in a fresh temp dir; on exit it is stopped and the
-    dir removed, unless `keep` (its logs stay there)."""
+    dir removed, unless `keep` (its logs stay there). `only`: the infra services it may start (all)."""
     from bazaar.settings import Settings
     from devstack.stack import Ports, Stack
 
@@ -43,7 +45,11 @@ def temp_stack(prefix: str, *, keep: bool, settings: Settings | None = None) -> 
     base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)  # the `postgres` OS user must traverse it when we run as root
     stack = Stack(
-        base, Ports.free(), persistent=False, settings=settings if settings else Settings(_env_file=None)
+        base,
+        Ports.free(),
+        persistent=False,
+        settings=settings if settings else Settings(_env_file=None),
+        only=only,
     )
     try:
         yield stack

@@ -1,8 +1,11 @@
-"""Reconciliation workflows: one per time window (id `reconciliation-<window>`), and the daily scheduled one.
+"""Reconciliation workflows: one per time window (id `reconciliation-<window>`), the daily scheduled one, and
+an order's money statement.
 
-`ReconciliationWorkflow` reconciles one window; running the same window again (CLI or schedule) uses the same
-workflow id and overwrites the stored result, so it is idempotent. `DailyReconciliationWorkflow` is what the
-Temporal Schedule `bazaar-reconciliation-daily` starts: it reconciles the previous UTC day as a child.
+`ReconciliationWorkflow` reconciles one window (and re-checks the earlier windows still unsettled); running the
+same window again (CLI or schedule) uses the same workflow id and updates the stored result, so it is
+idempotent. `DailyReconciliationWorkflow` is what the Temporal Schedule `bazaar-reconciliation-daily` starts: it
+reconciles the previous UTC day as a child. `OrderMoneyWorkflow` (id `money-<order id>`) reads one order's money
+at the provider for `GET /v1/orders/{id}/money` (the API holds no provider key; the worker does).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ReconciliationSummary,
         reconciliation_workflow_id,
     )
+    from bazaar.payments.reconcile import MoneyStatement
 
 SCHEDULE_ID = "bazaar-reconciliation-daily"
 # Set by Temporal on every scheduled run: the time it was due (catch-up runs start later than that).
@@ -27,6 +31,12 @@ SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Listing a busy day at the provider takes a while; the activity heartbeats after listing.
 RECONCILE_TIMEOUT = timedelta(minutes=30)
 RECONCILE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5))
+# A statement is read while someone waits (the API answers 503 after ORDER_WAIT_SECONDS): a few quick tries.
+STATEMENT_TIMEOUT = timedelta(seconds=30)
+STATEMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_attempts=3, non_retryable_error_types=["NotFound"]
+)
+MONEY_WORKFLOW_PREFIX = "money-"
 
 
 def previous_day(now: datetime) -> ReconcileWindow:
@@ -65,3 +75,15 @@ class DailyReconciliationWorkflow:
             # Someone is reconciling this very window right now (CLI): that run stores the result.
             workflow.logger.info("window %s is already being reconciled", window)
             return None
+
+
+@workflow.defn
+class OrderMoneyWorkflow:
+    @workflow.run
+    async def run(self, order_id: str) -> MoneyStatement:
+        return await workflow.execute_activity_method(
+            ReconciliationActivities.order_money,
+            order_id,
+            start_to_close_timeout=STATEMENT_TIMEOUT,
+            retry_policy=STATEMENT_RETRY,
+        )

@@ -12,12 +12,73 @@ from bazaar.search.meili import Meili, MeiliError
 
 log = logging.getLogger("search_index")
 
+# ---------------------------------------------------------------------------------- what words mean
+# One place for the search vocabulary, read by both backends: Meilisearch gets it as index settings
+# (synonyms, stopWords, typoTolerance below; applied at every sync start and by the reindex), and the
+# PostgreSQL fallback (bazaar/search/words.py) expands and drops the same words. Measured with the judged
+# searches of tests/data/relevance.json (bench/relevance.py; figures in docs/benchmarks.md).
+
+# Words that mean the same to a buyer: each one finds the others. A multi-word entry is a phrase.
+SYNONYM_GROUPS: list[tuple[str, ...]] = [
+    ("bike", "bicycle"),
+    ("e-bike", "ebike", "electric bike", "electric assist"),
+    ("sofa", "couch", "settee"),
+    ("stroller", "pram", "pushchair", "buggy"),
+    ("laptop", "notebook"),
+    ("bbq", "barbecue", "grill"),
+    ("sneakers", "trainers"),
+    ("earphones", "earbuds"),
+    ("headphones", "headset"),
+    ("espresso machine", "coffee machine", "coffee maker"),
+    ("cellphone", "cell phone", "mobile phone", "smartphone"),
+    ("ps5", "playstation 5"),
+    ("turntable", "record player"),
+    ("tv", "television"),
+    ("fridge", "refrigerator"),
+]
+# A word that also finds these (not the other way round): brands whose listings name only the product.
+ONE_WAY_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "apple": ("iphone", "ipad", "macbook", "airpods"),
+    "samsung": ("galaxy",),
+    "google": ("pixel",),
+    "phone": ("smartphone",),
+}
+# Words that ask for the cheaper ones first (bazaar/search/words.py): among equally good matches, the
+# lower price ranks first. They say nothing about what is wanted, so they are stop words as well.
+CHEAP_WORDS: list[str] = ["cheap", "cheapest", "budget", "bargain", "affordable", "inexpensive"]
+# Words that say nothing about what is wanted. Price words among them: a price phrase ("under 200 euro")
+# becomes a price filter first (bazaar/search/words.py), what is left of it is noise to the text match.
+STOP_WORDS: list[str] = [
+    *("a", "an", "and", "at", "for", "from", "in", "near", "of", "on", "or", "the", "to", "with"),
+    *CHEAP_WORDS,
+    *("under", "below", "euro", "euros", "eur"),
+]
+# Meilisearch allows one typo from 4 letters on, two from 8; the fallback looks for typos in words of 4
+# letters or more that no listing has (trigram similarity, bazaar/search/words.py).
+TYPO_MIN_WORD_SIZE = {"oneTypo": 4, "twoTypos": 8}
+
+
+def synonyms() -> dict[str, list[str]]:
+    """Meilisearch's `synonyms` setting: every entry of a group finds the rest; one-way entries added."""
+    found: dict[str, set[str]] = {}
+    for group in SYNONYM_GROUPS:
+        for word in group:
+            found.setdefault(word, set()).update(w for w in group if w != word)
+    for word, targets in ONE_WAY_SYNONYMS.items():
+        found.setdefault(word, set()).update(targets)
+    return {word: sorted(targets) for word, targets in sorted(found.items())}
+
+
 # Bump when INDEX_SETTINGS change (and say why in the commit), so a settings change is a reviewed event.
 # 2: price_bucket facet, filterable/sortable lists for the search API, smaller displayed documents.
-INDEX_SETTINGS_VERSION = 2
+# 3: relevance (tests/data/relevance.json, bench/relevance.py): synonyms, stop words, the listing's own
+#    category name searchable first.
+INDEX_SETTINGS_VERSION = 3
 INDEX_SETTINGS: dict[str, Any] = {
-    # Order matters: a match in the title outranks one in the category names, then the description.
-    "searchableAttributes": ["title", "category_names", "description", "city"],
+    # Order matters (the `attribute` rule): the listing's own category name first (a word naming the
+    # category the buyer means: "bike", "books"), then the title, the category path (parents:
+    # "electronics"), the description, the city.
+    "searchableAttributes": ["category_name", "title", "category_names", "description", "city"],
     "filterableAttributes": [
         "categories",
         "condition",
@@ -42,7 +103,9 @@ INDEX_SETTINGS: dict[str, Any] = {
         "seller_rating:desc",
     ],
     "displayedAttributes": ["*"],
-    "typoTolerance": {"enabled": True, "minWordSizeForTypos": {"oneTypo": 4, "twoTypos": 8}},
+    "synonyms": synonyms(),
+    "stopWords": STOP_WORDS,
+    "typoTolerance": {"enabled": True, "minWordSizeForTypos": TYPO_MIN_WORD_SIZE},
     "faceting": {"maxValuesPerFacet": 100},
     "pagination": {"maxTotalHits": 10_000},
 }
@@ -90,6 +153,7 @@ def listing_document(
         "price_bucket": price_bucket(listing.price_amount, listing.currency),
         "category": listing.category_slug,
         "categories": [slug for slug, _ in category_path],
+        "category_name": category_path[-1][1] if category_path else "",
         "category_names": [name for _, name in category_path],
         "condition": listing.condition,
         "city": listing.city,
@@ -110,7 +174,7 @@ def listing_document(
 
 
 # Settings Meilisearch stores as sets (it answers them sorted); the others keep our order, which matters.
-_UNORDERED = {"filterableAttributes", "sortableAttributes"}
+_UNORDERED = {"filterableAttributes", "sortableAttributes", "stopWords"}
 
 
 def _contains(actual: Any, wanted: Any, key: str = "") -> bool:

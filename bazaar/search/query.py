@@ -10,10 +10,9 @@ import enum
 import html
 import logging
 import math
-import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -28,6 +27,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,6 +35,7 @@ from bazaar.listings import lifecycle as listings
 from bazaar.listings.lifecycle import NO_RATINGS, Taxonomy
 from bazaar.models import Listing, ListingStatus
 from bazaar.payments.money import CURRENCY_EXPONENTS
+from bazaar.search import words
 from bazaar.search.index import MAX_TOTAL_HITS, PRICE_BUCKETS
 from bazaar.search.meili import Meili, MeiliError, MeiliUnavailable
 from bazaar.trust.models import Reputation
@@ -92,6 +93,27 @@ class ListingQuery:
     page: int = 1
     per_page: int = 20
     facets: bool = False
+    # From words of `q` like "under 200" (interpret): bounds in major units of each listing's own currency.
+    min_major: float | None = None
+    max_major: float | None = None
+    cheapest_first: bool = False  # from words like "cheap": relevance first, then the lower price
+
+
+def interpret(query: ListingQuery) -> ListingQuery:
+    """The query as both backends run it: a price phrase in `q` ("under 200 euro") leaves the text and
+    becomes price bounds (words.price_words), unless the request sets its own."""
+    rest, price = words.price_words(query.q)
+    if price is None:
+        return query
+    own = query.min_price is not None or query.max_price is not None
+    return replace(
+        query,
+        q=rest,
+        cheapest_first=price.cheapest_first,
+        min_major=None if own else price.min_major,
+        max_major=None if own else price.max_major,
+        currency=query.currency or (None if own else price.currency),
+    )
 
 
 @dataclass
@@ -147,11 +169,28 @@ def build_filter(query: ListingQuery) -> list[str | list[str]]:
         clauses.append(f"price_amount <= {int(query.max_price)}")
     if query.seller_id:
         clauses.append(f"seller_id = {quote(query.seller_id)}")
+    if query.min_major is not None or query.max_major is not None:
+        clauses.append(_major_price_filter(query))
     if query.lat is not None and query.lng is not None and query.radius_km is not None:
         clauses.append(
             f"_geoRadius({float(query.lat)}, {float(query.lng)}, {round(float(query.radius_km) * 1000)})"
         )
     return clauses
+
+
+def _major_price_filter(query: ListingQuery) -> str:
+    """Bounds in major units: per group of currencies with the same number of decimals, in minor units."""
+    groups: dict[int, list[str]] = {}
+    for code in [query.currency] if query.currency else list(CURRENCY_EXPONENTS):
+        groups.setdefault(CURRENCY_EXPONENTS.get(code, 2), []).append(code)
+    parts = []
+    for exponent, codes in sorted(groups.items()):
+        low, high = words.minor_bounds(words.PriceWords(query.min_major, query.max_major), exponent)
+        clause = [f"currency IN [{', '.join(quote(c) for c in codes)}]"]
+        clause += [f"price_amount >= {int(low)}"] if low is not None else []
+        clause += [f"price_amount <= {int(high)}"] if high is not None else []
+        parts.append("(" + " AND ".join(clause) + ")")
+    return " OR ".join(parts)
 
 
 def build_sort(query: ListingQuery) -> list[str]:
@@ -168,15 +207,16 @@ def build_sort(query: ListingQuery) -> list[str]:
             return ["seller_rating:desc"]
         case SortOrder.DISTANCE:
             return [f"_geoPoint({float(query.lat or 0)}, {float(query.lng or 0)}):asc"]
-        case _:
-            return []
+        case _:  # relevance; the `sort` ranking rule comes after the text rules (bazaar/search/index.py)
+            return ["price_amount:asc"] if query.cheapest_first else []
 
 
 def build_request(query: ListingQuery) -> dict[str, Any]:
+    query = interpret(query)
     body: dict[str, Any] = {
-        "q": query.q,
+        "q": words.meili_text(query.q),
         "filter": build_filter(query),
-        "sort": build_sort(query),
+        "sort": build_sort(query),  # after interpret: "cheap" sorts
         "page": query.page,
         "hitsPerPage": query.per_page,
         "attributesToRetrieve": HIT_ATTRIBUTES,
@@ -260,15 +300,6 @@ _L = Listing.__table__.c
 # Listings with their seller's reputation: a LEFT JOIN on its primary key never adds rows, and PostgreSQL
 # removes it from the plan when a query uses no column of it (so the other sorts keep their plans).
 _RATED = Listing.__table__.outerjoin(Reputation.__table__, Reputation.user_id == Listing.seller_id)
-_WORD = re.compile(r"\w+", re.UNICODE)
-_MAX_TERMS = 8
-
-
-def ts_query_text(q: str) -> str | None:
-    """A to_tsquery('simple', ...) text from user input: word characters only (no operators), each a prefix,
-    all required. It is still passed as a bound parameter; this only keeps tsquery syntax out of it."""
-    words = _WORD.findall(q.lower())[:_MAX_TERMS]
-    return " & ".join(f"'{w}':*" for w in words) if words else None
 
 
 def _distance_sql(lat: float, lng: float) -> ColumnElement[float]:
@@ -293,10 +324,12 @@ def _price_bucket_sql() -> ColumnElement[str]:
     return case(*whens, else_=PRICE_BUCKETS[0][0])
 
 
-def _pg_conditions(query: ListingQuery, tree: Taxonomy, tsq: Any) -> list[ColumnElement[bool]]:
+def _pg_conditions(
+    query: ListingQuery, tree: Taxonomy, matching: words.TextMatch | None
+) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = [_L.status == ListingStatus.ACTIVE]
-    if tsq is not None:
-        conds.append(_L.search_vector.op("@@")(tsq))
+    if matching is not None:
+        conds.append(matching.condition)
     if query.categories:
         slugs = sorted({s for c in query.categories if c in tree for s in tree.descendants(c)})
         conds.append(_L.category_slug.in_(slugs))
@@ -308,6 +341,10 @@ def _pg_conditions(query: ListingQuery, tree: Taxonomy, tsq: Any) -> list[Column
         conds.append(_L.price_amount >= int(query.min_price))
     if query.max_price is not None:
         conds.append(_L.price_amount <= int(query.max_price))
+    if query.min_major is not None:
+        conds.append(_major_units() >= query.min_major)
+    if query.max_major is not None:
+        conds.append(_major_units() <= query.max_major)
     if query.seller_id:
         try:
             conds.append(_L.seller_id == uuid.UUID(query.seller_id))
@@ -333,12 +370,14 @@ def _bounding_box(lat: float, lng: float, radius_m: float) -> list[ColumnElement
     return box
 
 
-def _pg_order(query: ListingQuery, tsq: Any) -> list[ColumnElement[Any]]:
-    """ORDER BY of the page query (over _RATED). The seller's rating is the same value as the documents'
-    `seller_rating` (bazaar.listings.lifecycle.SellerRating), so both backends rank sellers alike."""
+def _pg_order(query: ListingQuery, matching: words.TextMatch | None) -> tuple[list[ColumnElement[Any]], bool]:
+    """ORDER BY of the page query (over _RATED), and whether it sorts by the text's scores (joined then).
+    The seller's rating is the same value as the documents' `seller_rating`
+    (bazaar.listings.lifecycle.SellerRating), so both backends rank sellers alike."""
     newest = _L.published_at.desc().nulls_last()
     rating = listings.rating_sql()[0]
-    rank = func.ts_rank_cd(_L.search_vector, tsq) if tsq is not None else None
+    relevance = matching.order if matching is not None else []
+    keys: list[ColumnElement[Any]]
     match query.sort:
         case SortOrder.NEWEST:
             keys = [newest]
@@ -351,11 +390,13 @@ def _pg_order(query: ListingQuery, tsq: Any) -> list[ColumnElement[Any]]:
         case SortOrder.DISTANCE if query.lat is not None and query.lng is not None:
             keys = [_distance_sql(query.lat, query.lng).asc().nulls_last()]
         case SortOrder.RATING:
-            keys = [rating.desc(), *([rank.desc()] if rank is not None else []), newest]
-        case _:  # relevance: text rank, ties broken by the seller's rating (Meilisearch: seller_rating:desc)
+            keys = [rating.desc(), *relevance, newest]
+        case _:  # relevance (words.text_match), then (Meilisearch too) the seller's rating
             # Without text, newest first as before: the (status, published_at) index serves it.
-            keys = [rank.desc(), rating.desc(), newest] if rank is not None else [newest]
-    return [*keys, _L.id.asc()]
+            cheap = [_L.price_amount.asc()] if query.cheapest_first else []
+            keys = [*relevance, *cheap, rating.desc(), newest] if relevance or cheap else [newest]
+            return [*keys, _L.id.asc()], bool(relevance)
+    return [*keys, _L.id.asc()], query.sort == SortOrder.RATING and bool(relevance)
 
 
 _SIMPLE: ColumnElement[Any] = literal_column("'simple'::regconfig")
@@ -368,17 +409,19 @@ async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxo
     started = time.perf_counter()
     # Degraded mode must not take the database down with it: cap each statement of this transaction.
     await session.execute(text("SET LOCAL statement_timeout = '5s'"))
-    q_text = ts_query_text(query.q)
-    tsq = func.to_tsquery(_SIMPLE, q_text) if q_text else None
-    conds = _pg_conditions(query, tree, tsq)
+    query = interpret(query)
+    matching = await words.text_match(session, words.terms(query.q, tree))
+    tsq = matching.tsquery if matching is not None else None
+    conds = _pg_conditions(query, tree, matching)
+    order, scored = _pg_order(query, matching)
     # 1. The page: ids only, in order (top-N sort over the matches).
     page_ids = list(
         (
             await session.scalars(
                 select(_L.id)
-                .select_from(_RATED)
+                .select_from(_RATED.join(matching.scores, true()) if matching and scored else _RATED)
                 .where(and_(*conds))
-                .order_by(*_pg_order(query, tsq))
+                .order_by(*order)
                 .limit(query.per_page)
                 .offset((query.page - 1) * query.per_page)
             )

@@ -58,6 +58,8 @@ SUPPORT_ONLY = {
     ("GET", "/v1/support/disputes"),
     ("GET", "/v1/support/dead-letters"),
     ("POST", "/v1/support/dead-letters/{dead_letter_id}/replay"),
+    ("GET", "/v1/support/reconciliation"),
+    ("POST", "/v1/support/reconciliation/{item_id}"),
 }
 BUYER_ONLY = {("POST", "/v1/orders")}
 
@@ -72,7 +74,7 @@ def all_endpoints() -> list[tuple[str, str]]:
 def concrete(path: str) -> str:
     for name in ("listing_id", "order_id", "user_id", "review_id"):
         path = path.replace(f"{{{name}}}", str(uuid.uuid4()))
-    return path.replace("{dead_letter_id}", "1").replace("{notification_id}", "1")
+    return path.replace("{dead_letter_id}", "1").replace("{notification_id}", "1").replace("{item_id}", "1")
 
 
 def test_every_endpoint_is_classified() -> None:

@@ -1,0 +1,107 @@
+"""`GET /v1/orders/{id}/money`: an order's money at the provider, in our payments and in the ledger, side by side,
+for its buyer, its seller and support only, judged by reconciliation's own comparison (a refund made at the
+provider without us shows as the same discrepancy in both)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from activities.reconciliation import ReconcileWindow, ReconciliationSummary, reconciliation_workflow_id
+from bazaar.settings import get_settings
+from tests.support.http import register, support_user
+from tests.support.money import AMOUNT, FEE, act, fulfilled_order, payment_intents_for, provider
+from workflows.reconciliation import ReconciliationWorkflow
+
+pytestmark = pytest.mark.integration
+
+
+def next_second() -> datetime:
+    edge = int(time.time()) + 1
+    time.sleep(max(0.0, edge - time.time()) + 0.01)
+    return datetime.fromtimestamp(edge, UTC)
+
+
+def reconcile(stack: Any, since: datetime, until: datetime) -> ReconciliationSummary:
+    async def run() -> ReconciliationSummary:
+        client = await Client.connect(stack.temporal_address)
+        window = ReconcileWindow(since.isoformat(), until.isoformat())
+        return await client.execute_workflow(
+            ReconciliationWorkflow.run,
+            window,
+            id=reconciliation_workflow_id(window),
+            task_queue=get_settings().temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+
+    return asyncio.run(run())
+
+
+def lines(statement: dict[str, Any]) -> list[tuple[str, bool, int | None, int | None, int | None]]:
+    return [
+        (
+            line["kind"],
+            line["agrees"],
+            line["provider"] and line["provider"]["amount"],
+            line["payment"] and line["payment"]["amount"],
+            line["ledger"] and line["ledger"]["amount"],
+        )
+        for line in statement["lines"]
+    ]
+
+
+def test_an_orders_money_side_by_side_for_its_parties_only(http: httpx.Client, stack: Any) -> None:
+    since = next_second()
+    seller, buyer, order = fulfilled_order(http)
+    oid = order["id"]
+    act(http, oid, "confirm-receipt", buyer)
+    seen = http.get(f"/v1/orders/{oid}/money", headers=buyer.headers)
+    assert seen.status_code == 200, seen.text
+    statement = seen.json()
+    assert (statement["order_id"], statement["currency"], statement["agrees"]) == (oid, "EUR", True)
+    assert lines(statement) == [
+        ("charge", True, AMOUNT, AMOUNT, AMOUNT),
+        ("transfer", True, AMOUNT - FEE, AMOUNT - FEE, AMOUNT - FEE),
+        ("release", True, None, None, AMOUNT),
+        ("fee", True, FEE, None, FEE),
+    ]
+    assert statement["discrepancies"] == []
+    assert http.get(f"/v1/orders/{oid}/money", headers=seller.headers).json()["lines"] == statement["lines"]
+
+    # A refund made at the provider without us (no metadata): the statement and reconciliation both find it.
+    [intent] = payment_intents_for(stack, oid)
+    refund = provider(stack, "POST", "/v1/refunds", data={"payment_intent": intent["id"], "amount": "2500"})
+    until = next_second()
+    summary = reconcile(stack, since, until)
+    [item] = [d for d in summary.discrepancies if d.order_id == oid]
+    staff = support_user(http, stack)
+    drifted = http.get(f"/v1/orders/{oid}/money", headers=staff.headers).json()
+    assert drifted["agrees"] is False
+    [refund_line] = [line for line in drifted["lines"] if line["kind"] == "refund"]
+    assert (refund_line["object_id"], refund_line["agrees"], refund_line["category"]) == (
+        refund["id"],
+        False,
+        item.category,
+    )
+    assert (item.object_type, item.object_id) == ("refund", refund["id"])
+    assert refund_line["payment"] is None and refund_line["ledger"] is None
+    [fee] = [line for line in drifted["lines"] if line["kind"] == "fee"]
+    assert (fee["agrees"], fee["provider"]["amount"], fee["ledger"]["amount"]) == (False, FEE - 2500, FEE)
+    assert [(d["category"], d["object_id"]) for d in drifted["discrepancies"]] == [
+        ("missing_ours", refund["id"])
+    ]
+
+    stranger = register(http, ["buyer"], "Stranger")
+    refused = http.get(f"/v1/orders/{oid}/money", headers=stranger.headers)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+    assert http.get(f"/v1/orders/{uuid.uuid4()}/money", headers=buyer.headers).status_code == 404
+    assert http.get(f"/v1/orders/{oid}/money").status_code == 401
