@@ -27,7 +27,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
@@ -36,13 +35,11 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from bazaar.migrate import upgrade
 from bazaar.settings import Settings, get_settings
 from devstack.stack import Ports, Stack
+from tests.support.databases import migrated_database
 from tests.support.outbox import Sessions
 
 # Hypothesis profiles. `default` bounds the stateful order test for `make test`; `long` is the nightly-style
@@ -120,18 +117,8 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def outbox_url(infra: Stack) -> Iterator[str]:
     """A migrated database of this module's own on the test PostgreSQL."""
-    name = f"outbox_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(infra.database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(infra.database_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with migrated_database(infra.database_url, "outbox") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,13 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.worker import Worker
 
-from activities.notifications import NotificationActivities
-from activities.orders import OrderActivities
-from activities.payments import PaymentActivities, make_stripe_client
 from activities.reconciliation import ReconcileWindow, ReconciliationSummary, reconciliation_workflow_id
-from bazaar.db import get_engine, get_sessionmaker
 from bazaar.orders.types import PlaceOrder
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
@@ -44,7 +38,7 @@ from tests.support.http import (
     wait_until,
 )
 from tests.support.money import AMOUNT, ROOT, act, order_until, place, provider, sql
-from worker import WORKFLOWS, activities_for, trust_activities
+from tests.support.workers import order_worker, stack_client
 from workflows.order import OrderWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
 
@@ -308,33 +302,8 @@ def test_each_drift_is_reported_once_with_its_order(stack: Any, drifts: dict[str
 @pytest.fixture
 async def temporal(stack: Any) -> AsyncIterator[Client]:
     # This process runs the order's activities: its database engine and settings must be the stack's.
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-    yield await Client.connect(stack.temporal_address)
-    await get_engine().dispose()
-
-
-@asynccontextmanager
-async def order_worker(client: Client, queue: str) -> AsyncIterator[None]:
-    """A worker like worker.py's on the test's own task queue: stopping it is a worker down for this order."""
-    running = Worker(
-        client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=[
-            *activities_for(
-                OrderActivities(get_settings()), PaymentActivities(make_stripe_client(get_settings()))
-            ),
-            *trust_activities(NotificationActivities(get_settings())),
-        ],
-    )
-    task = asyncio.create_task(running.run())
-    try:
-        yield
-    finally:
-        await running.shutdown()
-        await task
+    async with stack_client(stack) as client:
+        yield client
 
 
 async def until_true(check: Any, seconds: float = 20) -> None:

@@ -14,20 +14,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities.notifications import NotificationActivities
-from activities.orders import OrderActivities
-from activities.payments import PaymentActivities, make_stripe_client
-from bazaar.db import get_engine, get_sessionmaker
 from bazaar.orders.types import OrderView, PlaceOrder
-from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from tests.support.http import Actor, published_listing, register, seller_with_payout, wait_until
 from tests.support.money import (
@@ -44,7 +37,7 @@ from tests.support.money import (
     sql,
     transfers_for,
 )
-from worker import WORKFLOWS, activities_for, trust_activities
+from tests.support.workers import order_worker, stack_client
 from workflows.order import OrderWorkflow
 
 pytestmark = [
@@ -121,34 +114,9 @@ def parties(http: httpx.Client) -> tuple[Actor, Actor, str]:
 
 @pytest.fixture
 async def temporal(stack: Any) -> AsyncIterator[Client]:
-    # This process runs activities now: its database engine and settings must be the stack's.
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-    yield await Client.connect(stack.temporal_address)
-    await get_engine().dispose()
-
-
-@asynccontextmanager
-async def worker(client: Client, queue: str) -> AsyncIterator[Worker]:
-    """An in-process worker like worker.py's, on the test's own task queue; shut down on exit."""
-    payments = PaymentActivities(make_stripe_client(get_settings()))
-    running = Worker(
-        client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=[
-            *activities_for(OrderActivities(get_settings()), payments),
-            *trust_activities(NotificationActivities(get_settings())),
-        ],
-    )
-    task = asyncio.create_task(running.run())
-    try:
-        yield running
-    finally:
-        if not running.is_shutdown:
-            await running.shutdown()
-        await task
+    # This process runs the order's activities: its database engine and settings must be the stack's.
+    async with stack_client(stack) as client:
+        yield client
 
 
 async def fault_taken(stack: Any) -> None:
@@ -194,11 +162,11 @@ async def test_worker_dies_during_the_charge_gives_one_charge(
     _, buyer, listing_id = parties
     queue = f"money-test-{uuid.uuid4()}"
     await asyncio.to_thread(add_fault, stack, "hang", "/v1/payment_intents")
-    async with worker(temporal, queue) as first:
+    async with order_worker(temporal, queue) as first:
         order_id = await start_order(temporal, queue, buyer, listing_id)
         await fault_taken(stack)
         await first.shutdown()  # mid-call: the activity is abandoned with the provider request in flight
-    async with worker(temporal, queue):
+    async with order_worker(temporal, queue):
         view = await state(temporal, order_id, "paid")
     intents = await asyncio.to_thread(payment_intents_for, stack, order_id)
     assert [pi["id"] for pi in intents] == [view.payment_intent_id]
@@ -228,13 +196,13 @@ async def test_worker_dies_during_a_payout_or_refund_moves_the_money_once(
 ) -> None:
     seller, buyer, listing_id = parties
     queue = f"money-test-{uuid.uuid4()}"
-    async with worker(temporal, queue):
+    async with order_worker(temporal, queue):
         order_id = await start_order(temporal, queue, buyer, listing_id)
         view = await state(temporal, order_id, "paid")
         for step in steps:
             await asyncio.to_thread(act, http, order_id, step, seller)
     await asyncio.to_thread(add_fault, stack, "hang", provider_path)
-    async with worker(temporal, queue) as second:
+    async with order_worker(temporal, queue) as second:
         # The buyer's request waits on the workflow (at most ORDER_WAIT_SECONDS) while its worker dies and
         # another takes over: it answers 200 if the takeover was quick enough, else 202 with the order as it
         # stood; either way the order finishes the action once, which the buyer sees by polling.
@@ -243,7 +211,7 @@ async def test_worker_dies_during_a_payout_or_refund_moves_the_money_once(
         )
         await fault_taken(stack)
         await second.shutdown()
-    async with worker(temporal, queue):
+    async with order_worker(temporal, queue):
         answered = await request
         assert answered.status_code in (200, 202), answered.text
         done = await asyncio.to_thread(

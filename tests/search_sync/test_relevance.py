@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from bazaar.migrate import upgrade
 from bazaar.search.meili import Meili
 from bazaar.settings import Settings
 from devstack.stack import Stack
+from tests.support.databases import migrated_database
 from tests.support.relevance import BACKENDS, Evaluation, evaluate, index_corpus, load_corpus, load_judged
 
 pytestmark = pytest.mark.integration
@@ -40,18 +38,8 @@ KIND_FLOOR = 0.85  # NDCG@10 of each kind of query (exact titles, typos, synonym
 @pytest.fixture(scope="module")
 def relevance_db(infra: Stack) -> Iterator[str]:
     """A migrated database of this module's own, with nothing in it."""
-    name = f"relevance_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(infra.database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(infra.database_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with migrated_database(infra.database_url, "relevance") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 async def measure(infra: Stack, database_url: str) -> Evaluation:
