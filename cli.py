@@ -1,5 +1,5 @@
 """`python -m cli` / `bazaar`: operator commands (migrate, grant or revoke a role, deactivate a user, demo data,
-reconcile and its discrepancies, reindex, stuck orders)."""
+reconcile and its discrepancies, reindex, stuck orders, show a trace)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         action = order_actions.add_parser(name, help=text)
         action.add_argument("order_id")
         action.add_argument("--as", dest="staff_email", required=True, help="the acting support user's email")
+    trace_cmd = commands.add_parser(
+        "trace",
+        help="show one trace from TRACES_DIR (the JSON-lines spans `make run` writes): a tree of spans",
+    )
+    trace_cmd.add_argument("trace_id", help="32 hex digits: a response's X-Trace-Id, a log line's trace_id=")
+    trace_cmd.add_argument("--dir", default=None, help="the traces directory (default: TRACES_DIR)")
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
@@ -121,10 +127,30 @@ def main(argv: list[str] | None = None) -> None:
             f"index {report.index}: {report.documents} documents ({report.docs_per_second:.0f}/s), "
             f"{report.caught_up} changes caught up, swapped in after {report.seconds:.1f}s"
         )
+    elif args.command == "trace":
+        print(_trace(args.trace_id, args.dir))
     elif args.command == "orders":
         order_id, staff = getattr(args, "order_id", None), getattr(args, "staff_email", None)
         print(asyncio.run(_order_command(args.order_command, order_id, staff)), flush=True)
         os._exit(0)  # see `reconcile`: leave without finalizing the Temporal runtime
+
+
+def _trace(trace_id: str, directory: str | None) -> str:
+    from pathlib import Path
+
+    from bazaar.telemetry import format_trace, read_trace
+
+    where = directory or get_settings().traces_dir
+    if not where:
+        raise SystemExit(
+            "no traces directory: set TRACES_DIR (make run writes to .data/traces) or pass --dir"
+        )
+    spans = read_trace(Path(where), trace_id)
+    if not spans:
+        raise SystemExit(
+            f"no spans of trace {trace_id} in {where} (still buffered? spans are written in batches)"
+        )
+    return format_trace(spans)
 
 
 async def _account(

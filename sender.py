@@ -9,21 +9,23 @@ Its own process, beside the worker, so mail work never competes with workflow ta
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from activities.notifications import NotificationSender
+from bazaar.telemetry import configure_logging, setup_tracing
 
 
 async def main() -> None:
     from bazaar.settings import get_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()  # a delivery's log lines carry the trace id of the request that queued it
+    settings = get_settings()
+    setup_tracing("sender", settings)  # each delivery continues the trace stored with its row
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await NotificationSender(get_settings()).run(stop)
+    await NotificationSender(settings).run(stop)
 
 
 if __name__ == "__main__":

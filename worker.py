@@ -25,12 +25,14 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.disputes import DisputeActivities
+from activities.metrics import ORDER_STATE_SECONDS, STATE_SECONDS_BUCKETS
 from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from activities.reconciliation import ReconciliationActivities
 from activities.trust import TrustActivities
 from bazaar.settings import Settings
+from bazaar.telemetry import configure_logging, instrument_http_clients, setup_tracing
 from bazaar.temporal import connect
 from workflows.dispute import DisputeWorkflow
 from workflows.legacy_order import LegacyOrderWorkflow
@@ -144,12 +146,16 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
 
 
 def runtime_for(settings: Settings) -> Runtime | None:
-    """A Temporal runtime exporting metrics to Prometheus, when an address is configured."""
+    """A Temporal runtime exporting metrics to Prometheus, when an address is configured: the SDK's (task
+    latencies and schedule-to-start in seconds, slots, polls, failures) and ours (`activities.metrics`)."""
     if not settings.worker_metrics_bind_address:
         return None
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.worker_metrics_bind_address))
+    prometheus = PrometheusConfig(
+        bind_address=settings.worker_metrics_bind_address,
+        durations_as_seconds=True,
+        histogram_bucket_overrides={ORDER_STATE_SECONDS: list(STATE_SECONDS_BUCKETS)},
     )
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
 # Workflow code is imported once and shared by every run (each run still gets the sandbox's runtime checks
@@ -164,9 +170,11 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 async def main() -> None:
     from bazaar.settings import get_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()  # log lines carry the trace id of the request that caused them
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
+    setup_tracing("worker", settings)  # workflow, activity, SQL and Stripe spans (bazaar/telemetry.py)
+    instrument_http_clients()
     client = await connect(settings, runtime_for(settings))
     stripe_client = make_stripe_client(settings)  # one connection pool for payments and reconciliation
     await ensure_schedules(client, settings)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -41,11 +43,13 @@ from bazaar.db import transaction
 from bazaar.models import User
 from bazaar.pg_listen import listen_forever
 from bazaar.settings import Settings
+from bazaar.telemetry import resumed
 from bazaar.trust import notifications
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel
 from bazaar.trust.notifications import NotificationEvent
 
 log = logging.getLogger("notifications")
+_TRACER = trace.get_tracer("bazaar.notifications")
 RETRY_CAP = timedelta(hours=1)  # the longest wait between two attempts of one row
 SMTP_TIMEOUT_SECONDS = 10.0  # each socket operation of a send
 SEND_TIMEOUT_SECONDS = 30.0  # a whole send: past this the connection is cut (a server that drips replies)
@@ -110,13 +114,28 @@ class Delivery:
         self, session: AsyncSession, note: Notification, *, dead_letter: bool = True
     ) -> Outcome:
         """`note` must be locked (FOR UPDATE) in `session`. With `dead_letter`, the last allowed failure marks
-        the row dead; without (legacy), the row stays as it was and its workflow decides."""
+        the row dead; without (legacy), the row stays as it was and its workflow decides. Traced as
+        `smtp send` under the trace of what queued the row (its `trace_context`)."""
         try:
             if note.channel == NotificationChannel.EMAIL:
                 recipient = await session.get(User, note.recipient_id)
                 if recipient is None:
                     raise LookupError(f"recipient {note.recipient_id} not found")
-                await self.send(self.email(note, recipient))
+                with (
+                    resumed(note.trace_context),
+                    _TRACER.start_as_current_span(
+                        "smtp send",
+                        kind=SpanKind.CLIENT,
+                        attributes={
+                            "server.address": self.settings.smtp_host,
+                            "server.port": self.settings.smtp_port,
+                            "bazaar.notification.id": note.id,
+                            "bazaar.notification.event_type": note.event_type,
+                            "bazaar.notification.attempt": note.attempts + 1,
+                        },
+                    ),
+                ):
+                    await self.send(self.email(note, recipient))
         except Exception as exc:  # any failure of this delivery is retried, then dead-lettered, never lost
             # PostgreSQL text holds no NUL: a server's odd reply must not make the failure unrecordable.
             error = f"{type(exc).__name__}: {exc}".replace("\x00", "")[:2000]
@@ -273,7 +292,8 @@ class NotificationSender:
                 return None
             outcome = await self.delivery.attempt(session, note)
         if outcome.error is not None:
-            log.warning("notification %s: %s (now %s)", note.id, outcome.error, outcome.status)
+            with resumed(note.trace_context):  # the line ends with the trace id of what queued the mail
+                log.warning("notification %s: %s (now %s)", note.id, outcome.error, outcome.status)
         return outcome
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -13,12 +13,14 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import literal, select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from temporalio import activity
 
+from activities import metrics
 from activities.database import activity_transaction
 from bazaar.listings import lifecycle as listings
 from bazaar.models import (
@@ -232,16 +234,16 @@ class OrderActivities:
             if moved is None:
                 return False
             order_id = uuid.UUID(change.order_id)
-            seller_id, currency = moved
             for posting in change.ledger:
                 entries = {LedgerAccount(account): amount for account, amount in posting.entries.items()}
-                await ledger.post(session, posting.txn, order_id, seller_id, currency, entries)
+                await ledger.post(session, posting.txn, order_id, moved.seller_id, moved.currency, entries)
             if change.release_stock:
                 await _release_stock(session, order_id)
             await notifications.write(session, change.notices, self.settings.public_base_url)
             if change.outcome or change.review_closes_at:
                 await _trust_bookkeeping(session, order_id, change)
-            return True
+        metrics.order_transition(moved.from_status, change.status, moved.seconds_in_state)  # once committed
+        return True
 
     @activity.defn
     async def report_attention(self, report: AttentionReport) -> None:
@@ -337,12 +339,23 @@ class OrderActivities:
         )
 
 
-async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uuid.UUID, str] | None:
+@dataclass
+class _Moved:
+    """What `_project` moved: the order's seller and currency, the state it left and how long it was in it."""
+
+    seller_id: uuid.UUID
+    currency: str
+    from_status: str
+    seconds_in_state: float
+
+
+async def _project(session: AsyncSession, change: OrderStateChange) -> _Moved | None:
     """The workflow's state into `orders`, and its timeline event, in one statement (an order's critical
-    path): the order's seller and currency, or None if this step was applied before."""
+    path); None if this step was applied before."""
+    before = aliased(Order, name="before")  # the row as it was: the state left, and since when (updated_at)
     moved = (
         update(Order)
-        .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq)
+        .where(Order.id == uuid.UUID(change.order_id), Order.state_seq < change.seq, before.id == Order.id)
         .values(
             status=change.status,
             status_reason=change.reason,
@@ -350,7 +363,12 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
             state_seq=change.seq,
             tracking=change.tracking,
         )
-        .returning(Order.seller_id, Order.currency)
+        .returning(
+            Order.seller_id,
+            Order.currency,
+            before.status.label("from_status"),
+            func.extract("epoch", func.now() - before.updated_at).label("seconds_in_state"),
+        )
         .cte("moved")
     )
     event = {
@@ -374,8 +392,10 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> tuple[uui
         .cte("timeline")
     )
     connection = await session.connection()  # a Core statement: no ORM bookkeeping on the critical path
-    row = (await connection.execute(select(moved.c.seller_id, moved.c.currency).add_cte(timeline))).first()
-    return None if row is None else (row.seller_id, row.currency)
+    row = (await connection.execute(select(*moved.c).add_cte(timeline))).first()
+    if row is None:
+        return None
+    return _Moved(row.seller_id, row.currency, str(row.from_status), float(row.seconds_in_state))
 
 
 async def _release_stock(session: AsyncSession, order_id: uuid.UUID) -> bool:

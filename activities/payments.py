@@ -8,7 +8,8 @@ SDK's own retries are off: Temporal retries transient errors; declines and inval
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -18,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.database import activity_transaction
 from bazaar.errors import Rejection
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
@@ -154,19 +156,20 @@ class PaymentActivities:
         if stored.outcome != PaymentOutcome.PENDING:
             return _charge_result(stored)
         try:
-            intent = await self.client.v1.payment_intents.create_async(
-                params={
-                    "amount": req.amount,
-                    "currency": req.currency.lower(),
-                    "payment_method": req.payment_method,
-                    "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
-                    "confirm": True,
-                    "transfer_group": req.transfer_group,
-                    # charge_key: the webhook recognises our own charge even before we stored its outcome.
-                    "metadata": {"order_id": req.order_id, "charge_key": req.idempotency_key},
-                },
-                options={"idempotency_key": req.idempotency_key},
-            )
+            with _counted(PaymentKind.CHARGE):
+                intent = await self.client.v1.payment_intents.create_async(
+                    params={
+                        "amount": req.amount,
+                        "currency": req.currency.lower(),
+                        "payment_method": req.payment_method,
+                        "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                        "confirm": True,
+                        "transfer_group": req.transfer_group,
+                        # charge_key: the webhook recognises our own charge even before we stored its outcome.
+                        "metadata": {"order_id": req.order_id, "charge_key": req.idempotency_key},
+                    },
+                    options={"idempotency_key": req.idempotency_key},
+                )
         except stripe.CardError as exc:  # a decline is an answer, not a failure to retry
             error = exc.error
             code = (error.decline_code or error.code) if error else None
@@ -189,6 +192,7 @@ class PaymentActivities:
         except _REJECTIONS as exc:
             await _reject(req.idempotency_key, exc)
         succeeded = intent.status == "succeeded"
+        metrics.payment_call(PaymentKind.CHARGE, metrics.SUCCEEDED if succeeded else metrics.DECLINED)
         await _record_outcome(
             req.idempotency_key,
             PaymentOutcome.SUCCEEDED if succeeded else PaymentOutcome.FAILED,
@@ -389,13 +393,33 @@ async def _move_money(
     if stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
         return stored.provider_id
     try:
-        result = await call()
+        with _counted(kind):
+            result = await call()
     except _REJECTIONS as exc:
         await _reject(key, exc)
+    metrics.payment_call(kind, metrics.SUCCEEDED)
     response = result.to_dict()
     provider_id = str(response["id"])
     await _record_outcome(key, PaymentOutcome.SUCCEEDED, provider_id, None, None, response, movement=movement)
     return provider_id
+
+
+@contextmanager
+def _counted(kind: PaymentKind) -> Iterator[None]:
+    """Count a provider call that raised, by what its error means (`activities.metrics`); the caller counts
+    the answers."""
+    try:
+        yield
+    except stripe.CardError:
+        metrics.payment_call(kind, metrics.DECLINED)
+        raise
+    except _REJECTIONS as exc:
+        in_progress = isinstance(exc, stripe.IdempotencyError) and exc.http_status == 409  # retried
+        metrics.payment_call(kind, metrics.ERROR if in_progress else metrics.REJECTED)
+        raise
+    except Exception:
+        metrics.payment_call(kind, metrics.ERROR)
+        raise
 
 
 async def _post_for_order(order_id: str, txn: str, currency: str, movement: dict[LedgerAccount, int]) -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, openapi, ratelimits, security
+from api import console, errors, openapi, ratelimits, search_direct, security, telemetry
 from api.listing_runtime import listing_runtime
 from api.routes import (
     auth,
@@ -25,6 +25,7 @@ from api.routes import (
 )
 from bazaar.db import get_engine
 from bazaar.settings import get_settings
+from bazaar.telemetry import flush as flush_spans
 from bazaar.temporal import connect
 
 
@@ -32,11 +33,13 @@ from bazaar.temporal import connect
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     settings.require("jwt_secret")  # fail at start, not at the first login
+    telemetry.configure_api_logging()  # log lines with the request's trace id
     app.state.temporal = await connect(settings)
     # search (search-only key), hot cache, view counts; request limits (shared counters in PostgreSQL)
     async with listing_runtime(app, settings), ratelimits.runtime(app):
         yield
     await get_engine().dispose()
+    flush_spans()  # before uvicorn re-raises the stop signal, which skips the exit handlers
 
 
 # One tag per resource, in the order a client's docs should list them.
@@ -73,9 +76,11 @@ def create_app() -> FastAPI:
         openapi_tags=TAGS,
         generate_unique_id_function=openapi.operation_id,
     )
+    search_direct.install(app)  # plain searches answered before routing (first: the innermost middleware)
     errors.install(app)
     ratelimits.install(app)  # 429 with Retry-After
     security.install(app)  # security headers (+ RateLimit headers) on every response, errors included
+    telemetry.install(app)  # traces, X-Trace-Id, request metrics (outermost: sees every response's status)
     openapi.install(app)
     for module in (
         health,
@@ -96,6 +101,7 @@ def create_app() -> FastAPI:
     app.include_router(notifications.support_router)
     app.include_router(reconciliation.router)
     app.include_router(reconciliation.support_router)
+    console.install(app)  # the support console at /console (HTML pages, not in the OpenAPI document)
     return app
 
 

@@ -23,7 +23,7 @@ from bazaar.listings.popularity import ViewCounter
 from bazaar.models import Role
 from bazaar.ratelimit import Limiter
 from bazaar.search.meili import Meili
-from bazaar.search.query import SearchService
+from bazaar.search.service import SearchService
 from bazaar.settings import get_settings
 
 log = logging.getLogger("api")

@@ -1,5 +1,5 @@
-"""Map every error to one machine-readable body: {"error": {"code", "message", "details"}} (`ErrorOut`, the
-schema of every error response in the OpenAPI document; docs/api.md).
+"""Map every error to one machine-readable body: {"error": {"code", "message", "details", "trace_id"}}
+(`ErrorOut`, the schema of every error response in the OpenAPI document; docs/api.md).
 
 Bad input is a 422 naming the field; a missing header a route requires for its own reasons has its own code
 (`REQUIRED_HEADERS`: 400 `idempotency_key_required`, 428 `precondition_required`); PostgreSQL or Temporal out
@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from bazaar.errors import DomainError, ErrorCode, Rejection
+from bazaar.telemetry import trace_id
 
 log = logging.getLogger("api")
 
@@ -106,6 +107,13 @@ class ErrorInfo(BaseModel):
     details: dict[str, Any] = Field(
         description="facts for programs, by code (e.g. `current_version` with 412, the `order` with a 409 "
         "on an order); `{}` when there are none"
+    )
+    trace_id: str | None = Field(
+        default=None,
+        description="the request's trace id (also its `X-Trace-Id` header): quote it to support, who find the "
+        "request's trace and log lines by it (docs/operations.md, Traces)",
+        pattern="^[0-9a-f]{32}$",
+        examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
     )
 
 
@@ -191,7 +199,11 @@ def _missing_required_header(errors: list[dict[str, Any]]) -> DomainError | None
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+    error = {"code": code, "message": message, "details": details or {}}
+    current = trace_id()  # inside the request's server span (api.telemetry)
+    if current is not None:
+        error["trace_id"] = current
+    return {"error": error}
 
 
 def unavailable(message: str) -> JSONResponse:

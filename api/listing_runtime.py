@@ -21,7 +21,7 @@ from bazaar.listings.popularity import ViewCounter, flush_forever
 from bazaar.pg_listen import listen_forever
 from bazaar.search.meili import Meili
 from bazaar.search.outbox import SYNCED_CHANNEL
-from bazaar.search.query import CircuitBreaker, SearchService
+from bazaar.search.service import CircuitBreaker, SearchService
 from bazaar.settings import Settings
 
 ListingCache = HotCache[uuid.UUID, ListingOut]

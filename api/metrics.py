@@ -46,6 +46,9 @@ DEAD_LETTERS = Gauge(
     "Dead-lettered notifications still unsent (list and replay: /v1/support/dead-letters)",
     registry=REGISTRY,
 )
+# Deliveries that reached an outcome, ever (counts read from the outbox; every API replica reports the same:
+# aggregate with max across instances): the notification delivery SLO's events (docs/slo.md).
+DELIVERIES = "bazaar_notification_deliveries"
 NOTIFICATION_OVERDUE = Gauge(
     "bazaar_notification_outbox_overdue_seconds",
     "How long the longest-waiting due notification has been waiting for a sender (0: none due)",
@@ -94,8 +97,18 @@ class _LiveStateCollector(Collector):
         self.cache: Any = None
         self.views: Any = None
         self.breaker: Any = None
+        self.deliveries: dict[tuple[str, str], float] = {}  # (channel, outcome) -> count, set by `render`
 
     def collect(self) -> Iterator[Metric]:
+        deliveries = CounterMetricFamily(
+            DELIVERIES,
+            "Notifications that reached an outcome, ever: sent, or dead_lettered (failed after the last attempt; "
+            "counted once, even when replayed)",
+            labels=["channel", "outcome"],
+        )
+        for (channel, outcome), count in sorted(self.deliveries.items()):
+            deliveries.add_metric([channel, outcome], count)
+        yield deliveries
         if self.cache is not None:
             requests = CounterMetricFamily(
                 "bazaar_listing_cache_requests", "Hot-listing cache lookups", labels=["result"]
@@ -154,8 +167,20 @@ async def render(session: AsyncSession, temporal: Client) -> bytes:
             Notification.channel, Notification.status
         )
     )
+    outcomes: dict[tuple[str, str], float] = {}
     for channel, delivery_status, count in deliveries.all():
         NOTIFICATIONS.labels(channel.value, delivery_status).set(count)
+        if delivery_status == "sent":
+            outcomes[(channel.value, "sent")] = count
+    buried = await session.execute(
+        select(Notification.channel, func.count())
+        .select_from(DeadLetter)
+        .join(Notification, Notification.id == DeadLetter.notification_id)
+        .group_by(Notification.channel)
+    )
+    for channel, count in buried.all():
+        outcomes[(channel.value, "dead_lettered")] = count
+    LIVE.deliveries = outcomes
     unsent = await session.scalar(
         select(func.count())
         .select_from(DeadLetter)

@@ -82,6 +82,13 @@ RATE_LIMIT_HEADERS = {
     "RateLimit-Policy": header('the quota, e.g. "default";q=10;w=60: 10 requests per 60 seconds'),
 }
 WWW_AUTHENTICATE = {"WWW-Authenticate": header("Bearer")}
+# On every response (api.telemetry); documented on the errors, where a client shows it to support.
+TRACE_ID = {
+    "X-Trace-Id": header(
+        "the request's trace id (32 hex digits), also `error.trace_id`: support finds the request by it",
+        {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    )
+}
 
 # What each status means, before the codes it may carry.
 _TITLES = {
@@ -285,8 +292,7 @@ def _error_response(status: int, response: dict[str, Any]) -> None:
     response["description"] = f"{title}. Codes: " + ", ".join(f"`{c}`" for c in codes) if codes else title
     model = ValidationErrorOut if status == 422 else ErrorOut
     response["content"] = {"application/json": {"schema": {"$ref": f"{SCHEMAS}{model.__name__}"}}}
-    if status in _ERROR_HEADERS:
-        response["headers"] = {**_ERROR_HEADERS[status], **response.get("headers", {})}
+    response["headers"] = {**_ERROR_HEADERS.get(status, {}), **TRACE_ID, **response.get("headers", {})}
 
 
 def _is_empty(response: dict[str, Any]) -> bool:

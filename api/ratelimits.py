@@ -32,7 +32,7 @@ from bazaar.accounts.mail import MayMail
 from bazaar.auth import Principal, decode_token
 from bazaar.db import get_engine, transaction
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.ratelimit import Limiter, PostgresStorage, Verdict
+from bazaar.ratelimit import Limiter, PostgresStorage, Verdict, WriteBehind
 from bazaar.settings import get_settings
 
 RATE_LIMITS_ATTRIBUTE = "rate_limits"
@@ -47,6 +47,9 @@ class RateLimitSpec:
     setting: str  # a field of bazaar.settings.Settings, in `limits` notation
     per: str  # what one counter belongs to: "client address", "account", "buyer", "user"
     description: str
+    # On the read paths (searches, listing reads): decided in the process, counts written behind
+    # (bazaar.ratelimit.WriteBehind: exact on one replica, within a lease of the limit across replicas).
+    hot: bool = False
 
     def limit(self) -> str:
         return str(getattr(get_settings(), self.setting))
@@ -71,11 +74,17 @@ ACCOUNT_LINKS = RateLimitSpec(
 )
 ORDERS = RateLimitSpec("orders", "rate_limit_orders_buyer", "buyer", "orders placed")
 SEARCH_ANONYMOUS = RateLimitSpec(
-    "search-anonymous", "rate_limit_search_anonymous", "client address", "searches without an access token"
+    "search-anonymous",
+    "rate_limit_search_anonymous",
+    "client address",
+    "searches without an access token",
+    hot=True,
 )
-SEARCH_USER = RateLimitSpec("search-user", "rate_limit_search_user", "user", "searches with an access token")
+SEARCH_USER = RateLimitSpec(
+    "search-user", "rate_limit_search_user", "user", "searches with an access token", hot=True
+)
 LISTING_READS = RateLimitSpec(
-    "listing-reads", "rate_limit_listing_reads", "client address", "listing detail reads"
+    "listing-reads", "rate_limit_listing_reads", "client address", "listing detail reads", hot=True
 )
 
 
@@ -107,7 +116,7 @@ def _report(request: Request, spec: RateLimitSpec, verdict: Verdict) -> None:
 
 async def enforce(request: Request, spec: RateLimitSpec, *who: object) -> Verdict:
     """Count this request of `who` against `spec`; raise `RateLimited` when over it."""
-    verdict = await _limiter(request).hit(spec.policy, spec.limit(), *who)
+    verdict = await _limiter(request).hit(spec.policy, spec.limit(), *who, hot=spec.hot)
     _report(request, spec, verdict)
     if not verdict.allowed:
         raise RateLimited(spec, verdict)
@@ -253,10 +262,12 @@ HOUSEKEEPING_SECONDS = 600.0
 
 @contextlib.asynccontextmanager
 async def runtime(app: FastAPI) -> AsyncIterator[None]:
-    """The limiter on `app.state`, and a background task that deletes ended windows and expired sessions and
-    tokens every `HOUSEKEEPING_SECONDS` (any replica may: each delete is idempotent)."""
+    """The limiter on `app.state`, the writer of the hot limits' counts, and a background task that deletes ended
+    windows and expired sessions and tokens every `HOUSEKEEPING_SECONDS` (any replica may: each delete is
+    idempotent)."""
     storage = PostgresStorage(get_engine())
-    app.state.limiter = Limiter(storage)
+    write_behind = WriteBehind(storage)
+    app.state.limiter = Limiter(storage, write_behind)
 
     async def housekeeping() -> None:
         while True:
@@ -268,10 +279,15 @@ async def runtime(app: FastAPI) -> AsyncIterator[None]:
             except Exception:
                 log.warning("housekeeping of limits and sessions failed; next try later", exc_info=True)
 
-    task = asyncio.create_task(housekeeping(), name="limits-housekeeping")
+    tasks = [
+        asyncio.create_task(housekeeping(), name="limits-housekeeping"),
+        asyncio.create_task(write_behind.run(), name="limits-write-behind"),
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -10,6 +10,7 @@ says: it believes X-Forwarded-Proto and X-Forwarded-For only from `FORWARDED_ALL
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,7 +66,11 @@ class SecurityHeadersMiddleware:
 def client_address(request: Request) -> str:
     """The client's address as the per-address limits count it: an IPv6 address by its /64 (what one host
     usually gets), IPv4 as it is."""
-    host = request.client.host if request.client else "unknown"
+    return _limited_address(request.client.host if request.client else "unknown")
+
+
+@lru_cache(maxsize=4096)  # on every search and listing read: parsing an address costs more than the lookup
+def _limited_address(host: str) -> str:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -9,14 +9,17 @@ from functools import lru_cache
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bazaar.settings import get_settings
+from bazaar.telemetry import instrument_engine
 
 
 @lru_cache
 def get_engine() -> AsyncEngine:
     settings = get_settings()
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url, pool_size=settings.database_pool_size, pool_pre_ping=True
     )
+    instrument_engine(engine)  # SQL statements as spans of the request or activity that runs them
+    return engine
 
 
 @lru_cache

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     # Prometheus scrapes /metrics with this bearer token; unset, only loopback clients may scrape.
     metrics_token: SecretStr | None = None
 
+    # Traces (OpenTelemetry, bazaar/telemetry.py): every process sends its spans over OTLP/HTTP to this
+    # collector (e.g. http://otel-collector:4318; the standard OTEL_EXPORTER_OTLP_* variables tune it), and/or
+    # appends them as JSON lines to `<TRACES_DIR>/<process>.jsonl` (`make run`: .data/traces; read them with
+    # `python -m cli trace <trace id>`). Neither set: spans are not recorded, but every request still gets a
+    # trace id (in its log lines, the X-Trace-Id header and error bodies) that propagates to the worker.
+    otel_exporter_otlp_endpoint: str | None = None
+    traces_dir: str | None = None
+
     # API process.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -4,6 +4,7 @@ things there: workflow ids and search attributes. Every place that builds or rea
 from __future__ import annotations
 
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import Runtime
 
 from bazaar.settings import Settings
@@ -53,7 +54,14 @@ def payout_account_workflow_id(user_id: str) -> str:
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """`runtime`: e.g. the worker's, exporting SDK metrics to Prometheus."""
+    """`runtime`: e.g. the worker's, exporting SDK metrics to Prometheus.
+
+    The tracing interceptor carries the caller's trace (an API request's) in the headers of every start,
+    Update, Signal and Query, and a worker made from this client continues it in the workflow and its
+    activities (replay-safe: workflow spans are made only outside replay). See bazaar/telemetry.py."""
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        runtime=runtime,
+        interceptors=[TracingInterceptor()],
     )

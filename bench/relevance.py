@@ -8,7 +8,8 @@ What it does, in order:
 2. Writes the demo catalogue's published listings (devstack/demo.py, what `make run` loads) into PostgreSQL
    and builds the index with the production reindex (the settings of bazaar/search/index.py).
 3. Runs every judged query, first page of 10 in relevance order, through bazaar.search.query.search_meili
-   and search_postgres (what the API calls, and what it falls back to), and scores each result list.
+   and bazaar.search.fallback.search_postgres (what the API calls, and what it falls back to), and scores
+   each result list.
 The evaluation itself is tests/support/relevance.py (shared with tests/search_sync/test_relevance.py).
 The last line printed is one JSON object with every figure.
 """

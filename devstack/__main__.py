@@ -40,7 +40,7 @@ def _busy_ports(stack: Stack) -> list[str]:
         "stripe": [p.stripe],
         "smtp": [p.smtp],
     }
-    ports = [port for name in stack.embedded for port in wanted[name]] + [p.api]
+    ports = [port for name in stack.embedded for port in wanted[name]] + [p.api, p.worker_metrics]
     return [str(port) for port in ports if services.port_in_use(port)]
 
 
@@ -71,6 +71,8 @@ def _banner(stack: Stack) -> str:
         f"  Mail (SMTP {stack.smtp_host}:{stack.smtp_port})  "
         + (str(stack.mail_dir) if stack.smtp is not None else "(external SMTP server)"),
         f"  Logs            {stack.log_dir}",
+        f"  Traces          {stack.traces_dir}  (python -m cli trace <X-Trace-Id>)",
+        f"  Worker metrics  {stack.worker_metrics_url}  (API metrics: {stack.api_url}/metrics)",
         f"  Secrets         {stack.data_dir / 'dev-secrets.json'}",
     ]
     try:

@@ -1,4 +1,6 @@
-"""Bootstrap a checkout: virtualenv with the locked dependencies, plus the pinned Meilisearch binary.
+"""Bootstrap a checkout: virtualenv with the locked dependencies, plus the pinned Meilisearch binary, and
+Debian's chromium for the support console's browser tests and Debian's promtool for the alert rules' tests
+(installed with apt-get when missing and we are root).
 
 Runs with the system Python and the standard library only (it is what creates the environment).
 Downloads are cached outside the checkout (pip's cache and ~/.cache/bazaar), so a second clone
@@ -89,9 +91,61 @@ def ensure_meilisearch() -> None:
     log(f"Meilisearch cached at {MEILI_BIN}")
 
 
+# Debian's chromium: Playwright (the `playwright` dev dependency) drives it with executable_path, so Playwright never
+# downloads a browser build of its own. tests/api/console/ fail with this hint when it is missing.
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
+
+
+def ensure_chromium() -> None:
+    if os.access(CHROMIUM, os.X_OK) or shutil.which("chromium"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        log(
+            f"chromium is missing ({CHROMIUM}) and cannot be installed here (needs root and apt-get): "
+            "the support console's browser tests will fail until `apt-get install chromium` is run"
+        )
+        return
+    log("installing Debian's chromium (apt-get) for the support console's browser tests")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run([apt, "update", "-q"], check=True, env=env)
+        subprocess.run([apt, "install", "-y", "-q", "chromium"], check=True, env=env)
+    except subprocess.CalledProcessError as exc:
+        log(f"apt-get could not install chromium ({exc}): the support console's browser tests will fail")
+
+
+# Debian's promtool (package `prometheus`; nothing of it runs): `make test` checks and unit-tests the alert rules
+# with it (tests/deploy/test_prometheus.py fails with this hint when it is missing).
+PROMTOOL = "promtool"
+
+
+def ensure_promtool() -> None:
+    if shutil.which(PROMTOOL):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        log(
+            "promtool is missing and cannot be installed here (needs root and apt-get): the Prometheus rule "
+            "tests will fail until `apt-get install prometheus` is run"
+        )
+        return
+    log("installing Debian's prometheus package (apt-get) for promtool, which checks the alert rules")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run([apt, "update", "-q"], check=True, env=env)
+        subprocess.run(
+            [apt, "install", "-y", "-q", "--no-install-recommends", "prometheus"], check=True, env=env
+        )
+    except subprocess.CalledProcessError as exc:
+        log(f"apt-get could not install prometheus ({exc}): the Prometheus rule tests will fail")
+
+
 def main() -> None:
     ensure_venv()
     ensure_meilisearch()
+    ensure_chromium()
+    ensure_promtool()
 
 
 if __name__ == "__main__":

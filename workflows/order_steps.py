@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.errors import Rejection
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
+    from bazaar.orders.details import Waiting, current_details
     from bazaar.orders.notices import Effects, effects_of
     from bazaar.orders.types import (
         BUYER_ID,
@@ -105,6 +106,7 @@ class OrderSteps:
     _attention_count: int
     _retry_requested: bool
     _background: list[asyncio.Task[None]]
+    _waiting: Waiting  # for operators: the current state's deadline, the failing step's retries
 
     @property
     def view(self) -> OrderView:
@@ -273,6 +275,8 @@ class OrderSteps:
         error = _failure_text(failure)
         workflow.logger.error("order step %s keeps failing: %s", step, error)
         self._attention_count += 1
+        next_retry = workflow.now() + timedelta(seconds=self._terms.attention_retry_seconds)
+        self._waiting = replace(self._waiting, retry=self._waiting.retry + 1, next_retry=next_retry)
         if self._view is not None:
             first = self.view.attention is None
             self._set_attention(f"{step}: {error}")
@@ -288,6 +292,8 @@ class OrderSteps:
         self._retry_requested = False
 
     def _set_attention(self, attention: str | None) -> None:
+        if attention is None:
+            self._waiting = replace(self._waiting, retry=0, next_retry=None)
         view = replace(self.view, attention=attention)
         self._view = replace(view, allowed_actions=rules.allowed_actions(view))
         workflow.upsert_memo({"attention": attention})
@@ -369,4 +375,11 @@ class OrderSteps:
                 PAYMENT_STATE.value_set(view.payment_state),
                 NEEDS_ATTENTION.value_set(view.attention is not None),
             ]
+        )
+        self._show()
+
+    def _show(self) -> None:
+        """The current details operators read in the Temporal UI (workflow metadata: no history event)."""
+        workflow.set_current_details(
+            current_details(self.view, replace(self._waiting, transfers=self._transfers))
         )

@@ -38,7 +38,8 @@ from api.schemas import (
 )
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, PaymentState, Role
+from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, PaymentState, Role, User
+from bazaar.orders import details
 from bazaar.orders.types import (
     ORDER_STATUS,
     PAYMENT_STATE,
@@ -133,6 +134,7 @@ async def place_order(
             return OrderOut.of_row(existing)
     else:
         listing = await _check_purchasable(session, body, buyer)
+    described = await _described(session, order_id, body.quantity, listing, buyer) if listing else None
     await session.commit()  # end the read transaction before waiting on the workflow
 
     request = PlaceOrder(
@@ -144,7 +146,7 @@ async def place_order(
         idempotency_key=idempotency_key,
         **get_settings().order_terms(),
     )
-    view = await _start_or_join(temporal, request, placement, listing)
+    view = await _start_or_join(temporal, request, placement, listing, described)
     if view is None or view.status == OrderStatus.PENDING:
         response.status_code = 202
         return (
@@ -274,8 +276,34 @@ async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) 
     return listing
 
 
+async def _described(
+    session: Session, order_id: uuid.UUID, quantity: int, listing: Listing, buyer: Principal
+) -> tuple[str, str]:
+    """The workflow's static summary and details for operators (Temporal UI): what, how much, who."""
+    rows = await session.execute(
+        select(User.id, User.display_name).where(User.id.in_([listing.seller_id, buyer.user_id]))
+    )
+    names = dict(rows.tuples().all())
+    return (
+        details.summary(
+            listing.price_amount * quantity,
+            listing.currency,
+            listing.title,
+            names.get(listing.seller_id, "seller"),
+            names.get(buyer.user_id, "buyer"),
+        ),
+        details.static_details(
+            str(order_id), str(listing.id), quantity, str(listing.seller_id), str(buyer.user_id)
+        ),
+    )
+
+
 async def _start_or_join(
-    temporal: Client, request: PlaceOrder, placement: Placement, listing: Listing | None
+    temporal: Client,
+    request: PlaceOrder,
+    placement: Placement,
+    listing: Listing | None,
+    described: tuple[str, str] | None = None,
 ) -> OrderView | None:
     """Start the order's workflow and wait (bounded) for the charge's outcome in one round trip
     (update-with-start); a retry joins the running workflow. None: still working after the wait."""
@@ -301,6 +329,9 @@ async def _start_or_join(
         }
         if listing
         else None,
+        # The UI's summary line and the workflow page's details (user metadata of the start, never replayed).
+        static_summary=described[0] if described else None,
+        static_details=described[1] if described else None,
     )
     try:
         view: OrderView | None = await asyncio.wait_for(

@@ -1,12 +1,17 @@
-"""Buyers search active listings: Meilisearch (search-only key), or PostgreSQL while it is unreachable."""
+"""Buyers search active listings: Meilisearch (search-only key), or PostgreSQL while it is unreachable.
+
+This route is the documented contract (the OpenAPI operation, its validation and its errors). Well-formed
+searches are answered by `api.search_direct` before routing, with the same checks (`cross_field_problem`),
+the same limit and the same rendering (`render`); anything it does not recognise as plain comes here.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Search
@@ -18,14 +23,63 @@ from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import ListingCondition
 from bazaar.payments.money import Currency
 from bazaar.search.index import MAX_TOTAL_HITS
-from bazaar.search.query import ListingQuery, SortOrder
+from bazaar.search.query import ListingQuery, SearchResult, SortOrder
 from bazaar.text import single_line
 
+PATH = "/v1/search/listings"
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
 CategorySlug = Annotated[str, single_line(min_length=1, max_length=64, strip=False)]
 Price = Annotated[int | None, Query(ge=0, le=INT64_MAX, description="minor units of `currency`")]
+# Per backend, bound once: `labels()` looks the child up under a lock on every call.
+_LATENCY = {b: SEARCH_LATENCY.labels(b) for b in ("meilisearch", "postgres")}
+_ANSWERED = {b: SEARCH_REQUESTS.labels(b) for b in ("meilisearch", "postgres")}
+
+
+def cross_field_problem(query: ListingQuery) -> DomainError | None:
+    """What the parameters cannot mean together (each one valid on its own), or None."""
+    if (query.lat is None) != (query.lng is None) or (query.radius_km is not None and query.lat is None):
+        return DomainError(ErrorCode.VALIDATION_ERROR, "lat and lng go together (and radius_km needs both)")
+    if query.sort == SortOrder.DISTANCE and query.lat is None:
+        return DomainError(ErrorCode.VALIDATION_ERROR, "sort=distance needs lat and lng")
+    if (query.min_price is not None or query.max_price is not None) and query.currency is None:
+        return DomainError(ErrorCode.VALIDATION_ERROR, "min_price and max_price need a currency")
+    if query.min_price is not None and query.max_price is not None and query.min_price > query.max_price:
+        return DomainError(ErrorCode.VALIDATION_ERROR, "min_price is above max_price")
+    if query.page * query.per_page > MAX_TOTAL_HITS:
+        return DomainError(
+            ErrorCode.VALIDATION_ERROR,
+            f"results beyond the first {MAX_TOTAL_HITS} are not served; refine the search",
+            {"max_page": MAX_TOTAL_HITS // query.per_page},
+        )
+    return None
+
+
+def render(result: SearchResult, query: ListingQuery, entered: float) -> tuple[bytes, dict[str, str]]:
+    """The 200's body (SearchOut's shape: the hits are already in it) and its own headers."""
+    body = orjson.dumps(
+        {
+            "hits": result.hits,
+            "total": result.total,
+            "page": query.page,
+            "per_page": query.per_page,
+            "facets": result.facets,
+            "processing_time_ms": result.processing_time_ms,
+            "backend": result.backend,
+        }
+    )
+    return body, {
+        "X-Search-Backend": result.backend,
+        "Server-Timing": f"{result.backend};dur={result.backend_seconds * 1000:.2f}, "
+        f"handler;dur={(time.perf_counter() - entered) * 1000:.2f}",
+    }
+
+
+def observe(result: SearchResult) -> None:
+    """Search metrics (after the response is on its way)."""
+    _LATENCY[result.backend].observe(result.backend_seconds)
+    _ANSWERED[result.backend].inc()
 
 
 @router.get(
@@ -68,22 +122,6 @@ async def search_listings(
     facets: Annotated[bool, Query(description="counts per category, condition and price bucket")] = False,
 ) -> Response:
     entered = time.perf_counter()
-    if (lat is None) != (lng is None) or (radius_km is not None and lat is None):
-        raise DomainError(ErrorCode.VALIDATION_ERROR, "lat and lng go together (and radius_km needs both)")
-    if sort == SortOrder.DISTANCE and lat is None:
-        raise DomainError(ErrorCode.VALIDATION_ERROR, "sort=distance needs lat and lng")
-    if (min_price is not None or max_price is not None) and currency is None:
-        raise DomainError(ErrorCode.VALIDATION_ERROR, "min_price and max_price need a currency")
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise DomainError(ErrorCode.VALIDATION_ERROR, "min_price is above max_price")
-    if page * per_page > MAX_TOTAL_HITS:
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
-            f"results beyond the first {MAX_TOTAL_HITS} are not served; refine the search",
-            {"max_page": MAX_TOTAL_HITS // per_page},
-        )
-    if category:  # most searches name none: no taxonomy lookup for them
-        (await service.taxonomy()).require(category)
     query = ListingQuery(
         q=q,
         categories=list(dict.fromkeys(category)),
@@ -100,44 +138,11 @@ async def search_listings(
         per_page=per_page,
         facets=facets,
     )
-    started = time.perf_counter()
+    if (problem := cross_field_problem(query)) is not None:
+        raise problem
+    if query.categories:  # most searches name none: no taxonomy lookup for them
+        (await service.taxonomy()).require(query.categories)
     result = await service.search(query)
-    SEARCH_LATENCY.labels(result.backend).observe(time.perf_counter() - started)
-    SEARCH_REQUESTS.labels(result.backend).inc()
-    # Serialised by hand in SearchOut's shape (tests validate it against the model): building and then
-    # re-validating pydantic models for every hit cost about a third of the API's own time per search.
-    body = {
-        "hits": [
-            {
-                "id": h.id,
-                "title": h.title,
-                "price": {"amount": h.price_amount, "currency": h.currency},
-                "category": h.category,
-                "condition": h.condition,
-                "city": h.city,
-                "country": h.country,
-                "seller_id": h.seller_id,
-                "image_url": h.image_url,
-                "highlight": h.highlight,
-                "distance_m": h.distance_m,
-                "seller_rating": h.seller_rating,
-                "seller_rating_count": h.seller_rating_count,
-            }
-            for h in result.hits
-        ],
-        "total": result.total,
-        "page": page,
-        "per_page": per_page,
-        "facets": result.facets,
-        "processing_time_ms": result.processing_time_ms,
-        "backend": result.backend,
-    }
-    return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-        media_type="application/json",
-        headers={
-            "X-Search-Backend": result.backend,
-            "Server-Timing": f"{result.backend};dur={result.backend_seconds * 1000:.2f}, "
-            f"handler;dur={(time.perf_counter() - entered) * 1000:.2f}",
-        },
-    )
+    body, headers = render(result, query, entered)
+    observe(result)
+    return Response(body, media_type="application/json", headers=headers)

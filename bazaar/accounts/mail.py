@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.models import User
+from bazaar.telemetry import traceparent
 from bazaar.trust import notifications
 from bazaar.trust.models import Notification, NotificationChannel
 
@@ -46,6 +47,7 @@ async def send(session: AsyncSession, user: User, kind: str, data: dict[str, str
             data={},  # never the token: rows are listed to support (dead letters)
             status="pending",
             attempts=0,
+            trace_context=traceparent(),  # the sender continues the request's trace (bazaar/telemetry.py)
         )
     )
     await session.flush()

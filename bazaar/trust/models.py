@@ -206,6 +206,9 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_error: Mapped[str | None] = mapped_column(Text)  # of the last failed attempt, for operators
+    # W3C traceparent of what queued it (an order's transition under an API request): the sender's delivery
+    # continues that trace, so the request's trace shows the mail it caused (bazaar/telemetry.py).
+    trace_context: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

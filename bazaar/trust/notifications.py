@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role, User
+from bazaar.telemetry import traceparent
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel, NotificationPreference
 
 OUTBOX_CHANNEL = "notification_outbox"  # NOTIFY: pending rows are due (a sender claims them)
@@ -152,6 +153,7 @@ async def write(session: AsyncSession, events: list[NotificationEvent], base_url
     names = {user_id: name for user_id, name, _, _, _ in rows}
     user_roles = {user_id: set(found or []) for user_id, _, found, _, _ in rows}
     silenced = {(user_id, event_type, channel) for user_id, _, _, event_type, channel in rows if channel}
+    queued_by = traceparent()  # the sender continues this trace when it delivers (bazaar/telemetry.py)
     values = []
     for event in events:
         data = _with_links(event.data, base_url)
@@ -178,6 +180,7 @@ async def write(session: AsyncSession, events: list[NotificationEvent], base_url
                         "status": "sent" if stored else "pending",
                         "sent_at": func.now() if stored else None,
                         "next_attempt_at": func.now(),
+                        "trace_context": None if stored else queued_by,
                     }
                 )
     if not values:

@@ -390,7 +390,12 @@ def test_a_500_keeps_the_keep_alive_connection_usable(stack: Any) -> None:
             failed = client.get("/v1/users/me")
             assert failed.status_code == 500, failed.text
             assert failed.json() == {
-                "error": {"code": "internal_error", "message": "internal error", "details": {}}
+                "error": {
+                    "code": "internal_error",
+                    "message": "internal error",
+                    "details": {},
+                    "trace_id": failed.headers["x-trace-id"],  # what support finds the request by
+                }
             }
             assert failed.headers.get("connection", "").lower() != "close"
             ok = client.get("/healthz")

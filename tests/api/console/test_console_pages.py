@@ -1,0 +1,186 @@
+"""The support console without a browser: its cookie session (the API's accounts and sessions), CSRF on every
+POST, the support role, and what it keeps out of the OpenAPI document. The pages and actions in a real browser:
+test_console_browser.py."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from api.console import HERE, HTMX_SHA256, HTMX_VERSION
+from tests.support.http import PASSWORD, Actor, register, support_user
+from tests.support.money import sql
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def staff(http: httpx.Client, stack: Any) -> Actor:
+    return support_user(http, stack)
+
+
+@pytest.fixture
+def browser(stack: Any) -> Iterator[httpx.Client]:
+    """A cookie-keeping client that does not follow redirects (so each answer can be checked)."""
+    with httpx.Client(base_url=stack.api_url, timeout=30, follow_redirects=False) as client:
+        yield client
+
+
+def login_form(client: httpx.Client) -> str:
+    page = client.get("/console/login")
+    assert page.status_code == 200, page.text
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match
+    return match[1]
+
+
+def log_in(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
+    token = login_form(client)
+    return client.post(
+        "/console/login", data={"email": email, "password": password, "csrf_token": token, "next": ""}
+    )
+
+
+def page_csrf(client: httpx.Client, path: str = "/console/disputes") -> str:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    match = re.search(r'"X-CSRF-Token": "([0-9a-f]{64})"', page.text)
+    assert match
+    return match[1]
+
+
+def set_cookies(response: httpx.Response) -> dict[str, str]:
+    return {v.split("=", 1)[0]: v for v in response.headers.get_list("set-cookie")}
+
+
+def test_vendored_htmx_is_the_pinned_release() -> None:
+    data = (HERE / "static" / "htmx.min.js").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == HTMX_SHA256
+    notice = (HERE / "static" / "NOTICE.md").read_text(encoding="utf-8")
+    assert f"version {HTMX_VERSION}" in notice and HTMX_SHA256 in notice
+
+
+def test_console_is_not_in_the_openapi_document(http: httpx.Client) -> None:
+    paths = http.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith("/console")]
+    assert http.get("/console/static/htmx.min.js").status_code == 200
+
+
+def test_pages_need_a_login(browser: httpx.Client) -> None:
+    for path in ("/console/disputes", "/console/stuck-orders", "/console/dead-letters", "/console/users"):
+        response = browser.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"] == f"/console/login?next={path}"
+    hx = browser.get("/console/trust-flags", headers={"HX-Request": "true"})
+    assert (hx.status_code, hx.headers["HX-Redirect"]) == (204, "/console/login?next=/console/trust-flags")
+
+
+def test_cookies_are_httponly_strict_and_secure_over_tls(browser: httpx.Client) -> None:
+    plain = set_cookies(browser.get("/console/login"))["bazaar_console_login"]
+    assert "HttpOnly" in plain and "SameSite=Strict" in plain and "Path=/console" in plain
+    assert "Secure" not in plain
+    # Behind a TLS-terminating proxy (trusted by FORWARDED_ALLOW_IPS), the cookie is Secure.
+    with httpx.Client(base_url=str(browser.base_url), timeout=30) as fresh:
+        tls = fresh.get("/console/login", headers={"X-Forwarded-Proto": "https"})
+    assert "; Secure" in set_cookies(tls)["bazaar_console_login"]
+
+
+def test_login_is_for_support_staff_with_the_forms_token(
+    browser: httpx.Client, http: httpx.Client, staff: Actor
+) -> None:
+    # No token from the login form: refused before any password is checked.
+    forged = browser.post("/console/login", data={"email": staff.email, "password": PASSWORD})
+    assert forged.status_code == 403
+    wrong = log_in(browser, staff.email, "not-the-password")
+    assert wrong.status_code == 401 and "incorrect email or password" in wrong.text
+    buyer = register(http, ["buyer"], "Console Buyer")
+    refused = log_in(browser, buyer.email)
+    assert refused.status_code == 403 and "support role" in refused.text
+    assert "bazaar_console" not in browser.cookies
+    ok = log_in(browser, staff.email)
+    assert (ok.status_code, ok.headers["location"]) == (303, "/console/disputes")
+    cookies = set_cookies(ok)
+    for name in ("bazaar_console", "bazaar_console_refresh"):
+        assert "HttpOnly" in cookies[name] and "SameSite=Strict" in cookies[name], cookies[name]
+    assert browser.get("/console/disputes").status_code == 200
+
+
+def test_every_post_needs_the_sessions_csrf_token(browser: httpx.Client, staff: Actor, stack: Any) -> None:
+    assert log_in(browser, staff.email).status_code == 303
+    token = page_csrf(browser)
+    path = "/console/dead-letters/999999999/replay"
+    assert browser.post(path).status_code == 403
+    assert browser.post(path, data={"csrf_token": "0" * 64}).status_code == 403
+    before = sql(stack, "SELECT count(*) FROM audit_events WHERE actor_id = %s", staff.user_id)[0][0]
+    done = browser.post(path, headers={"X-CSRF-Token": token})
+    assert done.status_code == 303 and "error=dead+letter+not+found" in done.headers["location"]
+    # Refused actions are audited too, with the acting support user.
+    [(action, subject, data)] = sql(
+        stack,
+        "SELECT action, subject_id, data FROM audit_events WHERE actor_id = %s ORDER BY id DESC LIMIT 1",
+        staff.user_id,
+    )
+    assert (action, subject, data["outcome"], data["code"]) == (
+        "console.dead_letter_replayed",
+        "dead_letter:999999999",
+        "refused",
+        "not_found",
+    )
+    assert (
+        sql(stack, "SELECT count(*) FROM audit_events WHERE actor_id = %s", staff.user_id)[0][0] == before + 1
+    )
+    # The token of another session is no good.
+    with httpx.Client(base_url=str(browser.base_url), timeout=30, follow_redirects=False) as other:
+        assert log_in(other, staff.email).status_code == 303
+        assert other.post(path, headers={"X-CSRF-Token": token}).status_code == 403
+
+
+def test_sessions_end_like_the_apis(browser: httpx.Client, http: httpx.Client, stack: Any) -> None:
+    staff = support_user(http, stack)
+    assert log_in(browser, staff.email).status_code == 303
+    # An expired access token is renewed with the refresh token (rotated, like POST /v1/auth/refresh).
+    refresh = browser.cookies.get("bazaar_console_refresh", path="/console")
+    browser.cookies.delete("bazaar_console", path="/console")
+    renewed = browser.get("/console/disputes")
+    assert renewed.status_code == 200
+    assert browser.cookies.get("bazaar_console_refresh", path="/console") not in (None, refresh)
+    # Taking the support role away ends the console session at once.
+    subprocess.run(
+        [sys.executable, "-m", "cli", "revoke-role", staff.email, "support"],
+        check=True,
+        env=stack.child_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert browser.get("/console/disputes").status_code == 303
+
+
+def test_logout_ends_the_session(browser: httpx.Client, staff: Actor) -> None:
+    assert log_in(browser, staff.email).status_code == 303
+    access = browser.cookies.get("bazaar_console", path="/console")
+    token = page_csrf(browser)
+    out = browser.post("/console/logout", data={"csrf_token": token})
+    assert (out.status_code, out.headers["location"]) == (303, "/console/login")
+    assert browser.get("/console/disputes").status_code == 303
+    # The same session's access token no longer works anywhere (it was the API's session).
+    assert access
+    assert browser.get("/v1/users/me", headers={"Authorization": f"Bearer {access}"}).status_code == 401
+
+
+def test_a_missing_chromium_fails_the_browser_tests_with_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support import console
+
+    monkeypatch.setattr(console, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        console.chromium()

@@ -1,0 +1,164 @@
+"""What the support console's tests (tests/api/console/) need: the browser (Debian's chromium, driven by Playwright's
+Python API, never a browser build of Playwright's own) and real data for each page, made the way users and failures
+make it: a disputed order, a dead-lettered email, a trust flag from a burst of five-star reviews, a stuck order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowHandle
+
+from activities.notifications import Delivery
+from bazaar.db import get_engine, get_sessionmaker, transaction
+from bazaar.orders.types import STUCK_ORDERS_QUERY, PlaceOrder
+from bazaar.settings import get_settings
+from bazaar.temporal import order_workflow_id
+from bazaar.trust import notifications
+from bazaar.trust.models import Notification
+from tests.support.http import Actor, published_listing, register, seller_with_payout
+from tests.support.money import act, add_fault, fulfilled_order, place
+from workflows.order import OrderWorkflow
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "console"
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+
+
+def chromium() -> str:
+    """Debian's chromium, or a failure that says how to get it (never a skip: the console must be tested)."""
+    found = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if not found:
+        pytest.fail(
+            f"the support console's browser tests need Debian's chromium at {CHROMIUM} (or CHROMIUM_BIN): "
+            "`make bootstrap` installs it as root with `apt-get update && apt-get install -y chromium`; "
+            "it could not be obtained on this machine (see the [bootstrap] lines of `make test`)",
+            pytrace=False,
+        )
+    return found
+
+
+def disputed_order(http: httpx.Client, title: str) -> tuple[Actor, Actor, dict[str, Any]]:
+    """A shipped order whose buyer opened a dispute (escrow frozen, a case for support)."""
+    seller, buyer, order = fulfilled_order(http, title=title)
+    act(
+        http,
+        order["id"],
+        "dispute",
+        buyer,
+        {"reason_code": "damaged", "message": "The frame arrived bent; photos attached."},
+    )
+    return seller, buyer, order
+
+
+def flagged_seller(http: httpx.Client) -> tuple[Actor, list[Actor]]:
+    """A seller with three five-star reviews from brand-new accounts within a day: a `new_account_burst` flag."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, title="Vintage desk lamp", quantity=3)
+    buyers = []
+    for n, text in enumerate(("Best seller ever!!!", "Amazing, 5 stars", "Perfect perfect perfect")):
+        buyer = register(http, ["buyer"], f"New Buyer {n + 1}")
+        placed = place(http, buyer, item["id"])
+        assert placed.status_code == 201, placed.text
+        order = placed.json()
+        act(http, order["id"], "accept", seller)
+        act(http, order["id"], "fulfil", seller)
+        act(http, order["id"], "confirm-receipt", buyer)
+        review = http.post(
+            f"/v1/orders/{order['id']}/reviews", headers=buyer.headers, json={"rating": 5, "text": text}
+        )
+        assert review.status_code == 201, review.text
+        buyers.append(buyer)
+    return seller, buyers
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def dead_letter(recipient: Actor, order_id: str, listing_title: str) -> int:
+    """An email whose only allowed attempt failed (the mail server refused the connection): a dead letter. Made in
+    this process on the stack's database, in one transaction, so the stack's sender never sees it pending.
+    Returns the notification id."""
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+    try:
+        settings = get_settings()
+        broken = Delivery(
+            settings.model_copy(update={"smtp_port": _closed_port(), "notification_max_attempts": 1})
+        )
+        async with transaction() as session:
+            ids = await notifications.prepare(
+                session,
+                f"order:{order_id}:shipped-again:{uuid.uuid4().hex[:8]}",
+                "order_shipped",
+                [uuid.UUID(recipient.user_id)],
+                [],
+                {"order_id": order_id, "listing_title": listing_title, "tracking": "DHL JD014600003SE"},
+                settings.public_base_url,
+            )
+            note = await session.scalar(
+                select(Notification).where(Notification.id == ids[0]).with_for_update()
+            )
+            assert note is not None
+            outcome = await broken.attempt(session, note)
+            assert outcome.status == "dead", outcome
+        return ids[0]
+    finally:
+        await get_engine().dispose()
+        get_engine.cache_clear()
+        get_sessionmaker.cache_clear()
+
+
+async def stuck_order(http: httpx.Client, stack: Any) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """An order whose charge keeps failing past its (short) bound: it needs attention. The caller clears the
+    provider's faults (tests.support.money.clear_faults) when it is done with it."""
+    seller = await asyncio.to_thread(seller_with_payout, http)
+    item = await asyncio.to_thread(published_listing, http, seller, title="Espresso machine", quantity=2)
+    buyer = await asyncio.to_thread(register, http, ["buyer"], "Stuck Buyer")
+    await asyncio.to_thread(add_fault, stack, "error", "/v1/payment_intents", "POST", 1000)
+    client = await Client.connect(stack.temporal_address)
+    order_id = str(uuid.uuid4())
+    handle = await client.start_workflow(
+        OrderWorkflow.run,
+        PlaceOrder(
+            order_id=order_id,
+            buyer_id=buyer.user_id,
+            listing_id=item["id"],
+            quantity=1,
+            payment_method="pm_card_visa",
+            idempotency_key=str(uuid.uuid4()),
+            provider_timeout_seconds=2,
+            attention_retry_seconds=3600,
+        ),
+        id=order_workflow_id(order_id),
+        task_queue=get_settings().temporal_task_queue,
+    )
+
+    async def flagged() -> bool:
+        view = await handle.query(OrderWorkflow.state)
+        return view is not None and view.attention is not None
+
+    for _ in range(100):
+        if await flagged():
+            break
+        await asyncio.sleep(0.2)
+    assert await flagged(), "the order never needed attention"
+    # Support's queue reads Temporal's visibility, which follows a moment later.
+    for _ in range(100):
+        listed = {e.id async for e in client.list_workflows(STUCK_ORDERS_QUERY)}
+        if order_workflow_id(order_id) in listed:
+            return order_id, handle
+        await asyncio.sleep(0.2)
+    raise AssertionError("the stuck order never showed in the stuck-orders query")
