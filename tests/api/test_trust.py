@@ -10,23 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import socket
 import uuid
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
-from activities.notifications import Delivery
-from bazaar.db import get_engine, get_sessionmaker, transaction
-from bazaar.settings import get_settings
-from bazaar.trust import notifications
-from bazaar.trust.models import Notification
 from bazaar.trust.notifications import EVENT_TYPES
 from bazaar.trust.reputation import bayesian_score
 from tests.support.accounts import mails_to
+from tests.support.dead_letters import dead_letter
 from tests.support.http import Actor, register, support_user, wait_until
 from tests.support.money import act, fulfilled_order, paid_order, sql
 
@@ -451,53 +445,14 @@ def test_inbox_preferences_email_and_one_click_unsubscribe(http: httpx.Client, s
 # ---- dead letters ----------------------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _fail_and_dead_letter(recipient: Actor, event_key: str) -> int:
-    """In this process, with the stack's database but a closed SMTP port: prepare, and fail the only allowed
-    attempt, in one transaction (so the stack's own sender never sees the email pending)."""
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-    try:
-        settings = get_settings()
-        broken = Delivery(
-            settings.model_copy(update={"smtp_port": _closed_port(), "notification_max_attempts": 1})
-        )
-        async with transaction() as session:
-            ids = await notifications.prepare(
-                session,
-                event_key,
-                "order_shipped",
-                [uuid.UUID(recipient.user_id)],
-                [],
-                {"listing_title": "Dead letter lamp", "tracking": "none given"},
-                settings.public_base_url,
-            )
-            assert len(ids) == 1  # the email; the inbox row is stored delivered
-            note = await session.scalar(
-                select(Notification).where(Notification.id == ids[0]).with_for_update()
-            )
-            assert note is not None
-            outcome = await broken.attempt(session, note)  # connection refused: the mail server is down
-            assert outcome.status == "dead", outcome
-        return ids[0]
-    finally:
-        await get_engine().dispose()
-        get_engine.cache_clear()
-        get_sessionmaker.cache_clear()
-
-
 def test_dead_lettered_email_is_listed_replayed_and_delivered(
     http: httpx.Client, stack: Any, staff: Actor
 ) -> None:
     user = register(http, ["buyer"], "Lamp Buyer")
     event_key = f"test:dead-letter:{uuid.uuid4()}"
-    email_id = asyncio.run(_fail_and_dead_letter(user, event_key))
+    email_id = asyncio.run(
+        dead_letter(user, event_key, {"listing_title": "Dead letter lamp", "tracking": "none given"})
+    )
     assert deliveries(stack, event_key, user) == {"inbox": "sent", "email": "dead"}
     [(attempts,)] = sql(stack, "SELECT attempts FROM notifications WHERE id = %s", email_id)
     assert attempts == 1

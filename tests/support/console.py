@@ -7,23 +7,18 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 
-from activities.notifications import Delivery
-from bazaar.db import get_engine, get_sessionmaker, transaction
 from bazaar.orders.types import STUCK_ORDERS_QUERY, PlaceOrder
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
-from bazaar.trust import notifications
-from bazaar.trust.models import Notification
+from tests.support import dead_letters
 from tests.support.http import Actor, published_listing, register, seller_with_payout
 from tests.support.money import act, add_fault, fulfilled_order, place
 from workflows.order import OrderWorkflow
@@ -80,45 +75,13 @@ def flagged_seller(http: httpx.Client) -> tuple[Actor, list[Actor]]:
     return seller, buyers
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def dead_letter(recipient: Actor, order_id: str, listing_title: str) -> int:
-    """An email whose only allowed attempt failed (the mail server refused the connection): a dead letter. Made in
-    this process on the stack's database, in one transaction, so the stack's sender never sees it pending.
-    Returns the notification id."""
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-    try:
-        settings = get_settings()
-        broken = Delivery(
-            settings.model_copy(update={"smtp_port": _closed_port(), "notification_max_attempts": 1})
-        )
-        async with transaction() as session:
-            ids = await notifications.prepare(
-                session,
-                f"order:{order_id}:shipped-again:{uuid.uuid4().hex[:8]}",
-                "order_shipped",
-                [uuid.UUID(recipient.user_id)],
-                [],
-                {"order_id": order_id, "listing_title": listing_title, "tracking": "DHL JD014600003SE"},
-                settings.public_base_url,
-            )
-            note = await session.scalar(
-                select(Notification).where(Notification.id == ids[0]).with_for_update()
-            )
-            assert note is not None
-            outcome = await broken.attempt(session, note)
-            assert outcome.status == "dead", outcome
-        return ids[0]
-    finally:
-        await get_engine().dispose()
-        get_engine.cache_clear()
-        get_sessionmaker.cache_clear()
+    """A dead-lettered "shipped" email about `order_id` to `recipient` (tests.support.dead_letters)."""
+    return await dead_letters.dead_letter(
+        recipient,
+        f"order:{order_id}:shipped-again:{uuid.uuid4().hex[:8]}",
+        {"order_id": order_id, "listing_title": listing_title, "tracking": "DHL JD014600003SE"},
+    )
 
 
 async def stuck_order(http: httpx.Client, stack: Any) -> tuple[str, WorkflowHandle[Any, Any]]:
