@@ -288,16 +288,24 @@ class WriteBehind:
         return sum(n for _, n in batch.values())
 
     async def run(self) -> None:
-        """Write behind every `interval` until cancelled (then once more)."""
+        """Write behind every `interval` until cancelled (then once more). While PostgreSQL is out of reach the
+        counts are kept (and told once, not every interval); known keys are still decided here meanwhile."""
+        failing = False
         try:
             while True:
                 await asyncio.sleep(self.interval)
                 try:
                     await self.flush()
                 except (DBAPIError, psycopg.Error, OSError):
-                    log.warning(
-                        "request counts not written yet; next try in %ss", self.interval, exc_info=True
-                    )
+                    if not failing:
+                        log.warning(
+                            "request counts not written; retrying every %ss", self.interval, exc_info=True
+                        )
+                    failing = True
+                else:
+                    if failing:
+                        log.info("request counts written again")
+                    failing = False
         finally:
             try:
                 await asyncio.shield(self.flush())

@@ -5,6 +5,7 @@ own (the `outbox_url` fixture), so no API counts in it meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -146,3 +147,45 @@ async def test_an_ended_window_is_forgotten(storage: PostgresStorage) -> None:
     assert (await limiter.hit("burst", "4/second", "198.51.100.4", hot=True)).allowed
     await behind.flush()
     assert not behind.windows or all(w.pending == 0 for w in behind.windows.values())
+
+
+class _FakeCounters:
+    """The shared table as `WriteBehind` uses it (`add_many`), in memory, with a random delay per write."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.rows: dict[str, tuple[int, float]] = {}
+
+    async def add_many(self, hits: list[tuple[str, int, int]]) -> dict[str, tuple[int, float]]:
+        await asyncio.sleep(self.rng.random() / 1000)
+        out = {}
+        for key, window, amount in hits:
+            count, ends = self.rows.get(key, (0, 0.0))
+            if ends <= time.time():
+                count, ends = 0, time.time() + window
+            self.rows[key] = out[key] = (count + amount, ends)
+        return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_replicas_never_admit_more_than_a_lease_each_over_the_limit(seed: int) -> None:
+    """Random interleavings of 1-4 processes, concurrent hits and writes behind: a window admits at least the
+    limit and at most limit + (processes - 1) x lease."""
+    rng = random.Random(seed)
+    replicas, amount = rng.randint(1, 4), rng.choice([5, 30, 60, 300])
+    counters = _FakeCounters(rng)
+    processes = [WriteBehind(counters, share=0.1, interval=3600) for _ in range(replicas)]  # type: ignore[arg-type]
+    item = tiers(f"{amount}/hour")[0]
+    admitted = 0
+
+    async def client() -> None:
+        nonlocal admitted
+        for _ in range(amount):
+            behind = rng.choice(processes)
+            if rng.random() < 0.1:
+                await behind.flush()
+            count, _ = await behind.hit(item, "key")
+            admitted += count <= amount
+
+    await asyncio.gather(*(client() for _ in range(4)))
+    assert amount <= admitted <= amount + (replicas - 1) * max(1, amount // 10)
