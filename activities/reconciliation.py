@@ -52,7 +52,7 @@ from bazaar.payments.reconcile import (
 )
 from bazaar.payments.statement import statement
 from bazaar.settings import get_settings
-from bazaar.temporal import ORDER_WORKFLOW_PREFIX
+from bazaar.temporal import order_workflow_id
 
 __all__ = ["Discrepancy", "ReconcileWindow", "ReconciliationActivities", "ReconciliationSummary"]
 
@@ -167,7 +167,7 @@ class ReconciliationActivities:
                 select(obj["id"].astext).where(
                     or_(
                         obj["metadata"]["order_id"].astext == order_id,
-                        obj["transfer_group"].astext == f"{ORDER_WORKFLOW_PREFIX}{order_id}",
+                        obj["transfer_group"].astext == order_workflow_id(order_id),
                     )
                 )
             )
@@ -313,7 +313,7 @@ class ReconciliationActivities:
                 _add(records, _record("dispute", obj))
                 for record in _reinstatements(obj):
                     _add(records, record)
-        group = f"{ORDER_WORKFLOW_PREFIX}{order_id}"
+        group = order_workflow_id(order_id)  # the transfer group of its money
         async for obj in _all(await v1.transfers.list_async(params={"transfer_group": group, "limit": 100})):
             _add(records, _record("transfer", obj))
         for object_type, provider_id in sorted(wanted):
