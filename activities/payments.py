@@ -414,8 +414,7 @@ def _counted(kind: PaymentKind) -> Iterator[None]:
         metrics.payment_call(kind, metrics.DECLINED)
         raise
     except _REJECTIONS as exc:
-        in_progress = isinstance(exc, stripe.IdempotencyError) and exc.http_status == 409  # retried
-        metrics.payment_call(kind, metrics.ERROR if in_progress else metrics.REJECTED)
+        metrics.payment_call(kind, metrics.ERROR if _in_progress(exc) else metrics.REJECTED)
         raise
     except Exception:
         metrics.payment_call(kind, metrics.ERROR)
@@ -478,12 +477,17 @@ async def _record_outcome(
 
 async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:
     """Record a final refusal and fail the activity without retries; transient conflicts are retried."""
-    if isinstance(exc, stripe.IdempotencyError) and exc.http_status == 409:
-        # "Another request with this key is in progress": our previous attempt (e.g. from a worker that
-        # died mid-call) is still running at the provider. Retrying later gets its stored result.
+    if _in_progress(exc):
         raise ApplicationError(str(exc), type="IdempotencyKeyInUse") from exc
     await _record_outcome(key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc))
     raise ApplicationError(str(exc), type=Rejection.PAYMENT_REJECTED, non_retryable=True) from exc
+
+
+def _in_progress(exc: stripe.StripeError) -> bool:
+    """The provider's "another request with this key is in progress": our previous attempt (e.g. from a worker
+    that died mid-call) is still running there. Transient, unlike the other `_REJECTIONS`: retrying later gets
+    its stored result."""
+    return isinstance(exc, stripe.IdempotencyError) and exc.http_status == 409
 
 
 def _charge_result(payment: Payment) -> ChargeResult:
