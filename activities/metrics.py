@@ -20,8 +20,6 @@ from temporalio import activity
 ORDER_TRANSITIONS = "bazaar_order_transitions"
 ORDER_STATE_SECONDS = "bazaar_order_state_seconds"
 PAYMENT_CALLS = "bazaar_payment_calls"
-# Every metric name above (the dashboards' test compares their queries with these and the SDK's).
-WORKER_METRICS = (ORDER_TRANSITIONS, ORDER_STATE_SECONDS, PAYMENT_CALLS)
 # From a quick charge to the dispute window (7 days) and past it (review windows, stuck orders).
 HOUR, DAY = 3600.0, 86400.0
 STATE_SECONDS_BUCKETS = (
