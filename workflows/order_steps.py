@@ -205,17 +205,17 @@ class OrderSteps:
     ) -> T:
         """A database step as a local activity. `forever`: even a permanent failure only flags the order
         (the step must happen: money already moved); else a permanent failure is raised to the caller."""
-        return await self._attempt(
-            name,
-            lambda: workflow.execute_local_activity_method(
-                activity,
-                arg,
-                start_to_close_timeout=DB_ATTEMPT,
-                schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
-                retry_policy=DB_STEP_RETRY,
-                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-            ),
-            permanent_raises=not forever,
+        return await self._attempt(name, lambda: self._local_db(activity, arg), permanent_raises=not forever)
+
+    def _local_db(self, activity: Callable[..., Awaitable[T]], arg: Any) -> Awaitable[T]:
+        """One run of a database step as a local activity, within the step bound (one attempt of `_db_step`)."""
+        return workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=DB_ATTEMPT,
+            schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
+            retry_policy=DB_STEP_RETRY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )
 
     async def _provider_step(
@@ -301,14 +301,7 @@ class OrderSteps:
 
     async def _report_attention(self, report: AttentionReport) -> None:
         try:
-            await workflow.execute_local_activity_method(
-                OrderActivities.report_attention,
-                report,
-                start_to_close_timeout=DB_ATTEMPT,
-                schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
-                retry_policy=DB_STEP_RETRY,
-                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-            )
+            await self._local_db(OrderActivities.report_attention, report)
         except StepFailed:  # the database is what fails: the search attribute still shows it
             workflow.logger.error("could not tell support about order %s", report.order_id)
 
