@@ -13,8 +13,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from workflows.retries import RECONCILE_RETRY, RECONCILE_TIMEOUT, STATEMENT_RETRY, STATEMENT_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from activities.reconciliation import (
@@ -28,14 +30,6 @@ with workflow.unsafe.imports_passed_through():
 SCHEDULE_ID = "bazaar-reconciliation-daily"
 # Set by Temporal on every scheduled run: the time it was due (catch-up runs start later than that).
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-# Listing a busy day at the provider takes a while; the activity heartbeats after listing.
-RECONCILE_TIMEOUT = timedelta(minutes=30)
-RECONCILE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5))
-# A statement is read while someone waits (the API answers 503 after ORDER_WAIT_SECONDS): a few quick tries.
-STATEMENT_TIMEOUT = timedelta(seconds=30)
-STATEMENT_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_attempts=3, non_retryable_error_types=["NotFound"]
-)
 MONEY_WORKFLOW_PREFIX = "money-"
 
 

@@ -36,3 +36,12 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 # A provider call on an Update's path first runs locally, for at most this long (a couple of attempts); a
 # slower or failing provider then gets a normal activity (retried by the server, visible as pending).
 LOCAL_MONEY_BUDGET = timedelta(seconds=15)
+# Reconciliation: listing a busy day at the provider takes a while (the activity heartbeats after listing).
+RECONCILE_TIMEOUT = timedelta(minutes=30)
+RECONCILE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5))
+# An order's money statement is read while someone waits (the API answers 503 after ORDER_WAIT_SECONDS): a few
+# quick tries.
+STATEMENT_TIMEOUT = timedelta(seconds=30)
+STATEMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_attempts=3, non_retryable_error_types=["NotFound"]
+)
