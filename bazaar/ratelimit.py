@@ -6,8 +6,9 @@
 otherwise it grows; two replicas hitting one key at once serialise on its row. Times are the database's clock, so
 replicas with drifting clocks still agree on the windows.
 
-Strategy: fixed window (`FixedWindowRateLimiter`). A window starts at a key's first hit and lasts the limit's
-period; it costs one row and one upsert per hit and tier. A moving window would store one entry per hit and count
+Strategy: fixed window (`FixedWindowRateLimiter`; `Limiter.hit` counts all of a limit's tiers in one upsert,
+as the strategy's `hit` would one by one). A window starts at a key's first hit and lasts the limit's period;
+it costs one row per tier and one upsert per hit. A moving window would store one entry per hit and count
 them on every check (N times the writes and rows for an N/period limit) for a precision these abuse limits do not
 need: a client can at worst get twice a limit across one window boundary, and the longer tiers ("5/minute;
 10/hour;30/day") bound the long run. Several tiers per limit are how a lockout grows (bazaar.settings).
@@ -31,7 +32,6 @@ most its lease); the hits written behind are in the shared count within `WRITE_B
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import logging
 import math
@@ -48,12 +48,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bazaar.models import RateLimitCounter
-
-# The state of the counters this task incremented last: `incr` returns only the count, and the limiter wants
-# each window's end too (for Retry-After and the RateLimit header) without another query.
-_LAST_INCR: contextvars.ContextVar[dict[str, tuple[int, float]] | None] = contextvars.ContextVar(
-    "rate_limit_last_incr", default=None
-)
 
 _COUNTER = RateLimitCounter
 log = logging.getLogger("ratelimit")
@@ -78,11 +72,7 @@ class PostgresStorage(Storage):
         return (DBAPIError, psycopg.Error)
 
     async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        count, ends_at = (await self.add_many([(key, expiry, amount)]))[key]
-        seen = _LAST_INCR.get()
-        if seen is not None:
-            seen[key] = (count, ends_at)
-        return count
+        return (await self.add_many([(key, expiry, amount)]))[key][0]
 
     async def add_many(self, hits: list[tuple[str, int, int]]) -> dict[str, tuple[int, float]]:
         """Add (key, window seconds, amount) hits in one statement (keys distinct); each key's new count and the
@@ -328,18 +318,17 @@ class Limiter:
         key = identity(*who)
         if hot and self.write_behind is not None:
             return await self._hit_hot(self.write_behind, policy, limit, key, cost)
-        token = _LAST_INCR.set({})
-        try:
-            allowed = True
-            for item in tiers(limit):
-                allowed = await self.strategy.hit(item, policy, key, cost=cost) and allowed
-            seen = _LAST_INCR.get() or {}
-        finally:
-            _LAST_INCR.reset(token)
-        now = time.time()
-        states = []
+        # Every tier in one statement; a tier listed twice shares its counter (counted twice, as tier by tier).
+        hits: dict[str, tuple[int, int]] = {}  # counter -> (window seconds, amount)
         for item in tiers(limit):
-            count, ends = seen.get(item.key_for(policy, key), (cost, now + item.get_expiry()))
+            name = item.key_for(policy, key)
+            hits[name] = (item.get_expiry(), hits.get(name, (0, 0))[1] + cost)
+        seen = await self.storage.add_many([(name, window, n) for name, (window, n) in hits.items()])
+        now = time.time()
+        allowed, states = True, []
+        for item in tiers(limit):
+            count, ends = seen[item.key_for(policy, key)]
+            allowed = allowed and count <= item.amount
             states.append(_state(item, item.amount - count, ends, now))
         return _verdict(allowed, states)
 
