@@ -5,7 +5,6 @@ it was copied, so the whole session (the rotation family) ends, for the thief an
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar import auth
+from bazaar.accounts.links import digest
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AccountToken, AuthSession, RefreshToken, User
 from bazaar.settings import get_settings
@@ -40,38 +40,26 @@ class RefreshTokenReused(DomainError):
         )
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-async def _tokens(session: AsyncSession, user: User, session_id: uuid.UUID) -> Tokens:
-    ttl = get_settings().refresh_token_ttl_seconds
-    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+def _tokens(session: AsyncSession, user: User, session_id: uuid.UUID, expires: datetime) -> Tokens:
+    """The session's next tokens; its refresh token expires at `expires`, as the session must then."""
     refresh = secrets.token_urlsafe(32)
-    session.add(RefreshToken(session_id=session_id, token_hash=_digest(refresh), expires_at=expires))
-    await session.execute(
-        update(AuthSession)
-        .where(AuthSession.id == session_id)
-        .values(expires_at=expires)
-        .execution_options(synchronize_session=False)
-    )
+    session.add(RefreshToken(session_id=session_id, token_hash=digest(refresh), expires_at=expires))
     access, access_ttl = auth.issue_token(user, session_id)
-    return Tokens(access, access_ttl, refresh, ttl, session_id)
+    return Tokens(access, access_ttl, refresh, get_settings().refresh_token_ttl_seconds, session_id)
+
+
+def _refresh_expiry() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=get_settings().refresh_token_ttl_seconds)
 
 
 async def start(session: AsyncSession, user: User) -> Tokens:
     """A new login session of `user` (authenticated by the caller) and its first tokens."""
-    session_id = uuid.uuid4()
+    session_id, expires = uuid.uuid4(), _refresh_expiry()
     session.add(
-        AuthSession(
-            id=session_id,
-            user_id=user.id,
-            token_version=user.token_version,
-            expires_at=datetime.now(UTC) + timedelta(seconds=get_settings().refresh_token_ttl_seconds),
-        )
+        AuthSession(id=session_id, user_id=user.id, token_version=user.token_version, expires_at=expires)
     )
     await session.flush()
-    return await _tokens(session, user, session_id)
+    return _tokens(session, user, session_id, expires)
 
 
 async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
@@ -82,7 +70,7 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
             select(RefreshToken, AuthSession, User)
             .join(AuthSession, AuthSession.id == RefreshToken.session_id)
             .join(User, User.id == AuthSession.user_id)
-            .where(RefreshToken.token_hash == _digest(refresh_token))
+            .where(RefreshToken.token_hash == digest(refresh_token))
             .with_for_update(of=RefreshToken)
         )
     ).one_or_none()
@@ -103,7 +91,14 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
     ):
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "this session has ended: log in again")
     token.used_at = now
-    return await _tokens(session, user, login.id)
+    expires = _refresh_expiry()
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == login.id)
+        .values(expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+    return _tokens(session, user, login.id, expires)
 
 
 async def end(session: AsyncSession, session_id: uuid.UUID, reason: str = "logout") -> None:
