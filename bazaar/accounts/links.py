@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, field_error
 from bazaar.models import AccountToken
 
 
@@ -41,12 +41,7 @@ async def issue(session: AsyncSession, user_id: uuid.UUID, purpose: Purpose, ttl
 
 
 def invalid_token(field: str = "token") -> DomainError:
-    message = "invalid, expired or already used: ask for a new link"
-    return DomainError(
-        ErrorCode.VALIDATION_ERROR,
-        f"{field}: {message}",
-        {"errors": [{"loc": ["body", field], "msg": message, "type": "invalid_token"}]},
-    )
+    return field_error(field, "invalid, expired or already used: ask for a new link", "invalid_token")
 
 
 async def redeem(session: AsyncSession, token: str, purpose: Purpose) -> uuid.UUID:

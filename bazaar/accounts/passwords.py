@@ -8,7 +8,7 @@ import re
 
 from zxcvbn import zxcvbn
 
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import field_error
 from bazaar.settings import get_settings
 
 MIN_LENGTH = 10
@@ -17,20 +17,12 @@ MAX_LENGTH = 128
 _SCORED_LENGTH = 72
 
 
-def _refuse(field: str, message: str, kind: str, **details: object) -> DomainError:
-    return DomainError(
-        ErrorCode.VALIDATION_ERROR,
-        f"{field}: {message}",
-        {"errors": [{"loc": ["body", field], "msg": message, "type": kind}], **details},
-    )
-
-
 def check_new_password(password: str, *, user_inputs: list[str], field: str = "password") -> None:
     """Refuse (422 `validation_error` naming `field`) a password too short, too long or too easy to guess."""
     if len(password) > MAX_LENGTH:
-        raise _refuse(field, f"at most {MAX_LENGTH} characters", "string_too_long")
+        raise field_error(field, f"at most {MAX_LENGTH} characters", "string_too_long")
     if len(password) < MIN_LENGTH:
-        raise _refuse(field, f"at least {MIN_LENGTH} characters", "string_too_short")
+        raise field_error(field, f"at least {MIN_LENGTH} characters", "string_too_short")
     # Each input whole, an email's local part, and their words: "ann.marie@..." counts "ann" and "marie" too.
     inputs = [
         part
@@ -44,7 +36,7 @@ def check_new_password(password: str, *, user_inputs: list[str], field: str = "p
         feedback = result.get("feedback") or {}
         warning = str(feedback.get("warning") or "").rstrip(".")
         message = "too easy to guess" + (f" ({warning})" if warning else "")
-        raise _refuse(
+        raise field_error(
             field,
             message + ": use a longer passphrase of uncommon words",
             "weak_password",

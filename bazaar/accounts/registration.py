@@ -15,7 +15,7 @@ from bazaar.accounts import links, mail, sessions
 from bazaar.accounts.links import Purpose
 from bazaar.accounts.mail import MayMail
 from bazaar.accounts.passwords import check_new_password
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.models import AuditEvent, Role, User
 from bazaar.settings import get_settings
 
@@ -142,15 +142,7 @@ async def change_password(
     if user is None or not user.is_active:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "account no longer exists")
     if not auth.password_matches(user.password_hash, current_password):
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
-            "current_password: incorrect",
-            {
-                "errors": [
-                    {"loc": ["body", "current_password"], "msg": "incorrect", "type": "invalid_password"}
-                ]
-            },
-        )
+        raise field_error("current_password", "incorrect", "invalid_password")
     check_new_password(new_password, user_inputs=[user.email, user.display_name], field="new_password")
     await _set_password(session, user, new_password)
     session.add(_audit(user.id, "user.password_changed"))
