@@ -28,6 +28,15 @@ def key_prefix(order_id: str, operation: MoneyOperation) -> str:
     return f"{order_id}:{operation.value}:"
 
 
+_KEY = re.compile(r"^(?P<order>[^:]+):(?P<operation>[a-z_]+):(?P<n>.+)$")
+
+
+def key_operation(key: str) -> str | None:
+    """The <operation> of a key (None if `key` is not one of these keys)."""
+    match = _KEY.match(key)
+    return match["operation"] if match else None
+
+
 def key_number(key: str) -> int:
     """The <n> of a key (0 if it has no number, e.g. a chargeback's, named by its dispute id)."""
     match = re.search(r":(\d+)$", key)

@@ -24,13 +24,12 @@ detail lists them all, so one drift is reported once.
 from __future__ import annotations
 
 import enum
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bazaar.models import LedgerAccount, PaymentKind, PaymentOutcome
-from bazaar.payments.keys import MoneyOperation
+from bazaar.payments.keys import MoneyOperation, key_operation
 
 
 class DiscrepancyCategory(enum.StrEnum):
@@ -75,7 +74,6 @@ PROVIDER_SIGN = {
     "dispute": -1,
     "dispute_reversal": 1,
 }
-_KEY = re.compile(r"^(?P<order>[^:]+):(?P<operation>[a-z_]+):(?P<n>.+)$")
 
 
 @dataclass(frozen=True)
@@ -146,8 +144,7 @@ class Movement:
 
     @property
     def operation(self) -> str | None:
-        match = _KEY.match(self.txn)
-        return match["operation"] if match else None
+        return key_operation(self.txn)
 
     @property
     def gross(self) -> int:

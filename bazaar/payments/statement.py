@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from bazaar.models import LedgerAccount
 from bazaar.payments.reconcile import (
+    OBJECT_TYPE,
     PROVIDER_SIGN,
     MoneyStatement,
     Side,
@@ -19,16 +20,9 @@ from bazaar.payments.reconcile import (
     ledger_amount,
 )
 
-# The provider's object type -> what the statement calls it.
-KIND = {
-    "payment_intent": "charge",
-    "refund": "refund",
-    "transfer": "transfer",
-    "transfer_reversal": "transfer_reversal",
-    "dispute": "chargeback",
-    "dispute_reversal": "chargeback_reversal",
-    "balance_transaction": "balance_transaction",
-}
+# The provider's object type -> what the statement calls it: our payment kind of that object (any other type,
+# e.g. balance_transaction, by its own name).
+KIND = {object_type: kind.value for kind, object_type in OBJECT_TYPE.items()}
 
 
 def statement(order_id: str, currency: str, units: Iterable[Unit]) -> MoneyStatement:
