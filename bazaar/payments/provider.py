@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bazaar.temporal import ORDER_WORKFLOW_PREFIX
+from bazaar.temporal import ORDER_WORKFLOW_PREFIX, order_id_from_workflow_id
 
 
 def order_id_of(obj: dict[str, Any]) -> str | None:
@@ -15,7 +15,7 @@ def order_id_of(obj: dict[str, Any]) -> str | None:
     order_id = (obj.get("metadata") or {}).get("order_id")
     group = str(obj.get("transfer_group") or "")
     if not order_id and group.startswith(ORDER_WORKFLOW_PREFIX):
-        order_id = group.removeprefix(ORDER_WORKFLOW_PREFIX)
+        order_id = order_id_from_workflow_id(group)
     return str(order_id) if order_id else None
 
 
