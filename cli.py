@@ -8,10 +8,12 @@ import asyncio
 import os
 from typing import TYPE_CHECKING
 
-from bazaar.models import Role
+from bazaar.models import Role, User
 from bazaar.settings import get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from activities.reconciliation import ReconciliationSummary
 
 
@@ -203,17 +205,24 @@ async def _reconcile(since: str | None, until: str | None) -> ReconciliationSumm
     )
 
 
+async def _support_user(session: AsyncSession, email: str | None) -> User:
+    """The acting support user of a command (`--as`); exits when `email` is not one."""
+    from sqlalchemy import select
+
+    staff = await session.scalar(select(User).where(User.email == email))
+    if staff is None or Role.SUPPORT.value not in staff.roles:
+        raise SystemExit(f"{email} is not a support user")
+    return staff
+
+
 async def _reconciliation_command(args: argparse.Namespace) -> str:
     """`reconciliation list` prints what support's list shows; `acknowledge|resolve|reopen` set an item's
     status with a note, as the named support user."""
     import json
     import uuid
 
-    from sqlalchemy import select
-
     from api.reconciliation_schemas import ReconciliationItemOut
     from bazaar.db import get_engine, transaction
-    from bazaar.models import User
     from bazaar.payments import discrepancies
     from bazaar.payments.discrepancies import DiscrepancyStatus
 
@@ -231,9 +240,7 @@ async def _reconciliation_command(args: argparse.Namespace) -> str:
                 return json.dumps(
                     [ReconciliationItemOut.of(r).model_dump(mode="json") for r in rows], indent=2
                 )
-            staff = await session.scalar(select(User).where(User.email == args.staff_email))
-            if staff is None or Role.SUPPORT.value not in staff.roles:
-                raise SystemExit(f"{args.staff_email} is not a support user")
+            staff = await _support_user(session, args.staff_email)
             status = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "open"}
             item = await discrepancies.set_status(
                 session,
@@ -256,10 +263,7 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
     from dataclasses import asdict
     from datetime import timedelta
 
-    from sqlalchemy import select
-
     from bazaar.db import get_engine, transaction
-    from bazaar.models import User
     from bazaar.orders.types import ORDER_STATUS, PAYMENT_STATE, STUCK_ORDERS_QUERY, ActionRequest, Actor
     from bazaar.temporal import connect, order_workflow_id
     from workflows.order import OrderWorkflow
@@ -278,11 +282,11 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
                 }
             )
         return json.dumps(rows, indent=2)
-    async with transaction() as session:
-        staff = await session.scalar(select(User).where(User.email == staff_email))
-    await get_engine().dispose()
-    if staff is None or Role.SUPPORT.value not in staff.roles:
-        raise SystemExit(f"{staff_email} is not a support user")
+    try:
+        async with transaction() as session:
+            staff = await _support_user(session, staff_email)
+    finally:
+        await get_engine().dispose()
     update = OrderWorkflow.retry if command == "retry" else OrderWorkflow.cancel
     handle = client.get_workflow_handle(order_workflow_id(str(order_id)))
     view = await handle.execute_update(
