@@ -8,18 +8,14 @@ Runs on a Temporal dev server, with the fake activities of tests/support/workflo
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from bazaar.orders.types import NEEDS_ATTENTION, ActionRequest
-from bazaar.temporal import order_workflow_id
-from tests.support.orders import AMOUNT, BUYER, PLACEMENT, SELLER, SUPPORT, place_order, placed, unplaced
+from tests.support.orders import AMOUNT, BUYER, PLACEMENT, SELLER, SUPPORT, placed, unplaced
 from tests.support.workflow_fakes import FakeWorld
-from worker import WORKFLOWS
 from workflows.order import OrderWorkflow
 
 # ---- refusals by the provider: compensated, never retried --------------------------------------------------
@@ -261,16 +257,8 @@ async def test_a_reservation_the_database_refuses_rejects_the_order(
     fail."""
     world = FakeWorld()
     world.refuse("reserve_stock")
-    queue = f"test-{uuid.uuid4()}"
-    order_id = str(uuid.uuid4())
-    request = place_order(order_id)
-    async with Worker(
-        workflow_env.client, task_queue=queue, workflows=WORKFLOWS, activities=world.activities()
-    ):
-        handle = await workflow_env.client.start_workflow(
-            OrderWorkflow.run, request, id=order_workflow_id(order_id), task_queue=queue
-        )
-        view = await asyncio.wait_for(handle.result(), 20)
+    async with unplaced(workflow_env, world) as order:
+        view = await asyncio.wait_for(order.result(), 20)
     assert (view.status, view.reason) == ("rejected", "invalid_request")
     assert world.charges == []
 
