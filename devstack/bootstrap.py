@@ -91,6 +91,24 @@ def ensure_meilisearch() -> None:
     log(f"Meilisearch cached at {MEILI_BIN}")
 
 
+def apt_install(package: str, *options: str, missing: str, purpose: str, otherwise: str) -> None:
+    """Install a Debian package with apt-get (root only); say what fails `otherwise` when it cannot."""
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        log(
+            f"{missing} and cannot be installed here (needs root and apt-get): "
+            f"{otherwise} until `apt-get install {package}` is run"
+        )
+        return
+    log(f"installing Debian's {purpose}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run([apt, "update", "-q"], check=True, env=env)
+        subprocess.run([apt, "install", "-y", "-q", *options, package], check=True, env=env)
+    except subprocess.CalledProcessError as exc:
+        log(f"apt-get could not install {package} ({exc}): {otherwise}")
+
+
 # Debian's chromium: Playwright (the `playwright` dev dependency) drives it with executable_path, so Playwright never
 # downloads a browser build of its own. tests/api/console/ fail with this hint when it is missing.
 CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
@@ -99,20 +117,12 @@ CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
 def ensure_chromium() -> None:
     if os.access(CHROMIUM, os.X_OK) or shutil.which("chromium"):
         return
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        log(
-            f"chromium is missing ({CHROMIUM}) and cannot be installed here (needs root and apt-get): "
-            "the support console's browser tests will fail until `apt-get install chromium` is run"
-        )
-        return
-    log("installing Debian's chromium (apt-get) for the support console's browser tests")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run([apt, "update", "-q"], check=True, env=env)
-        subprocess.run([apt, "install", "-y", "-q", "chromium"], check=True, env=env)
-    except subprocess.CalledProcessError as exc:
-        log(f"apt-get could not install chromium ({exc}): the support console's browser tests will fail")
+    apt_install(
+        "chromium",
+        missing=f"chromium is missing ({CHROMIUM})",
+        purpose="chromium (apt-get) for the support console's browser tests",
+        otherwise="the support console's browser tests will fail",
+    )
 
 
 # Debian's promtool (package `prometheus`; nothing of it runs): `make test` checks and unit-tests the alert rules
@@ -123,22 +133,13 @@ PROMTOOL = "promtool"
 def ensure_promtool() -> None:
     if shutil.which(PROMTOOL):
         return
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        log(
-            "promtool is missing and cannot be installed here (needs root and apt-get): the Prometheus rule "
-            "tests will fail until `apt-get install prometheus` is run"
-        )
-        return
-    log("installing Debian's prometheus package (apt-get) for promtool, which checks the alert rules")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run([apt, "update", "-q"], check=True, env=env)
-        subprocess.run(
-            [apt, "install", "-y", "-q", "--no-install-recommends", "prometheus"], check=True, env=env
-        )
-    except subprocess.CalledProcessError as exc:
-        log(f"apt-get could not install prometheus ({exc}): the Prometheus rule tests will fail")
+    apt_install(
+        "prometheus",
+        "--no-install-recommends",
+        missing="promtool is missing",
+        purpose="prometheus package (apt-get) for promtool, which checks the alert rules",
+        otherwise="the Prometheus rule tests will fail",
+    )
 
 
 def main() -> None:
