@@ -34,6 +34,7 @@ from api.telemetry import HTTP_DURATION
 from bazaar import db, telemetry
 from bazaar.settings import get_settings
 from bazaar.temporal import connect
+from tests.support.http import listing_body
 from worker import WORKFLOW_RUNNER, WORKFLOWS, activities_for, trust_activities
 
 pytestmark = pytest.mark.integration
@@ -149,15 +150,9 @@ async def test_one_order_request_is_one_trace_through_workflow_activities_and_pr
     assert payout.status_code == 201, payout.text
     listing = await api.post(
         "/v1/listings",
-        json={
-            "title": f"Traced road bike {uuid.uuid4().hex[:6]}",
-            "description": "Carbon frame, 56 cm",
-            "price": {"amount": 45_000, "currency": "EUR"},
-            "category": "bikes",
-            "condition": "good",
-            "quantity": 1,
-            "location": {"lat": 52.52, "lng": 13.405, "city": "Berlin", "country": "DE"},
-        },
+        json=listing_body(
+            title=f"Traced road bike {uuid.uuid4().hex[:6]}", description="Carbon frame, 56 cm"
+        ),
         headers=seller,
     )
     assert listing.status_code == 201, listing.text
