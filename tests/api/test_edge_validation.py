@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from api import deps
 from api.app import create_app
 from bazaar.payments.money import MAX_CHARGE
 from devstack import services
-from devstack.process import Supervisor
+from tests.support.accounts import second_api
 from tests.support.http import Actor, listing_body, register, seller_with_payout, support_user
 from tests.support.money import act, paid_order, sql
 
@@ -423,16 +422,9 @@ def test_temporal_unreachable_is_503(http: httpx.Client) -> None:
 def api_without_database(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second API process whose DATABASE_URL points at a closed port (everything else is the stack's)."""
     dead_db, port = services.free_ports(2)
-    env = {
-        **stack.child_env(),
-        "DATABASE_URL": f"postgresql+psycopg://bazaar@{services.LOOPBACK}:{dead_db}/bazaar",
-        "API_PORT": str(port),
-    }
-    supervisor = Supervisor(log_dir=Path(tmp_path_factory.mktemp("api-without-database")))
-    try:
-        yield services.start_api(supervisor, env, port).url
-    finally:
-        supervisor.stop_all()
+    dead = {"DATABASE_URL": f"postgresql+psycopg://bazaar@{services.LOOPBACK}:{dead_db}/bazaar"}
+    with second_api(stack, tmp_path_factory.mktemp("api-without-database"), dead, port) as url:
+        yield url
 
 
 def test_database_down_is_503_with_retry_after(http: httpx.Client, api_without_database: str) -> None:

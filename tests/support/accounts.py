@@ -77,16 +77,19 @@ def bearer(token: str) -> dict[str, str]:
 def limited_api(stack: Any, log_dir: Path, **overrides: str) -> Iterator[str]:
     """A second API process on the test stack's services with the production limits (the stack's own API runs
     with `RELAXED_LIMITS`), plus `overrides` (setting name -> value); yields its URL."""
-    [port] = services.free_ports(1)
     defaults = {name: str(Settings.model_fields[name.lower()].default) for name in RELAXED_LIMITS}
-    env = {
-        **stack.child_env(),
-        **defaults,
-        **{k.upper(): v for k, v in overrides.items()},
-        "API_PORT": str(port),
-    }
+    with second_api(stack, log_dir, {**defaults, **{k.upper(): v for k, v in overrides.items()}}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def second_api(stack: Any, log_dir: Path, env: dict[str, str], port: int | None = None) -> Iterator[str]:
+    """A second API process (on `port`, or a free one) with the test stack's environment and `env` over it;
+    yields its URL, stops it on exit."""
+    if port is None:
+        [port] = services.free_ports(1)
     supervisor = Supervisor(log_dir=log_dir)
     try:
-        yield services.start_api(supervisor, env, port).url
+        yield services.start_api(supervisor, {**stack.child_env(), **env, "API_PORT": str(port)}, port).url
     finally:
         supervisor.stop_all()
