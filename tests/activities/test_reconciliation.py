@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,8 @@ import pytest
 from activities.reconciliation import ReconcileWindow, reconciliation_workflow_id, window_id
 from bazaar.settings import get_settings
 from tests.support.binaries import venv_binary
-from tests.support.money import AMOUNT, ROOT, paid_order, payment_intents_for, provider, sql
+from tests.support.http import run_cli
+from tests.support.money import AMOUNT, paid_order, payment_intents_for, provider, sql
 from workflows.reconciliation import SCHEDULE_ID, previous_day
 
 CATEGORIES = (
@@ -50,21 +50,13 @@ def test_windows_and_ids() -> None:
 
 
 def reconcile_cli(stack: Any, since: datetime, until: datetime) -> dict[str, Any]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "reconcile",
-            "--since",
-            since.isoformat(),
-            "--until",
-            until.isoformat(),
-        ],
-        env=stack.child_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        stack,
+        "reconcile",
+        "--since",
+        since.isoformat(),
+        "--until",
+        until.isoformat(),
         timeout=120,
         check=False,
     )

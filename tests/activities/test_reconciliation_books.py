@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,24 +21,22 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from activities.reconciliation import ReconcileWindow, ReconciliationSummary, reconciliation_workflow_id
 from bazaar.orders.types import PlaceOrder
-from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from tests.support.http import (
     Actor,
     published_listing,
     register,
+    run_cli,
     seller_with_payout,
     support_user,
     wait_until,
 )
-from tests.support.money import AMOUNT, ROOT, act, order_until, place, provider, sql
+from tests.support.money import AMOUNT, act, order_until, place, provider, sql
+from tests.support.reconciliation import next_second, reconcile, reconcile_async
 from tests.support.workers import order_worker, stack_client
 from workflows.order import OrderWorkflow
-from workflows.reconciliation import ReconciliationWorkflow
 
 pytestmark = [
     pytest.mark.integration,
@@ -63,37 +59,6 @@ def shop(http: httpx.Client, stack: Any) -> Shop:
     seller = seller_with_payout(http)
     listing = published_listing(http, seller, quantity=40)
     return Shop(seller, register(http, ["buyer"], "Buyer"), str(listing["id"]), support_user(http, stack))
-
-
-def next_second() -> datetime:
-    """The next whole second, once it has come: a window edge nothing of before or after can straddle."""
-    edge = int(time.time()) + 1
-    time.sleep(max(0.0, edge - time.time()) + 0.01)
-    return datetime.fromtimestamp(edge, UTC)
-
-
-def window_of(since: datetime, until: datetime) -> ReconcileWindow:
-    return ReconcileWindow(since.isoformat(), until.isoformat())
-
-
-async def reconcile_async(client: Client, since: datetime, until: datetime) -> ReconciliationSummary:
-    """Run the window's workflow on the stack's worker, as `bazaar reconcile --since --until` does."""
-    window = window_of(since, until)
-    return await client.execute_workflow(
-        ReconciliationWorkflow.run,
-        window,
-        id=reconciliation_workflow_id(window),
-        task_queue=get_settings().temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-    )
-
-
-def reconcile(stack: Any, since: datetime, until: datetime) -> ReconciliationSummary:
-    async def run() -> ReconciliationSummary:
-        return await reconcile_async(await Client.connect(stack.temporal_address), since, until)
-
-    return asyncio.run(run())
 
 
 def items_of(stack: Any, window: str) -> set[tuple[str, str, str | None]]:
@@ -422,16 +387,7 @@ def test_the_gauge_and_the_support_list_show_the_same_items(
     reconcile(stack, datetime.fromisoformat(summary.since), datetime.fromisoformat(summary.until))
 
     def cli(*args: str) -> Any:
-        done = subprocess.run(
-            [sys.executable, "-m", "cli", "reconciliation", *args],
-            env=stack.child_env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return json.loads(done.stdout)
+        return json.loads(run_cli(stack, "reconciliation", *args).stdout)
 
     [shown] = cli("list", "--status", "acknowledged", "--order", stray)
     assert (shown["id"], shown["status"], shown["note"]) == (item["id"], "acknowledged", acked.json()["note"])

@@ -9,10 +9,7 @@ here. tests/api/test_rate_limits.py runs an API with every limit as in productio
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,12 +25,11 @@ from tests.support.accounts import (
     mails_to,
     new_email,
 )
-from tests.support.http import PASSWORD, register, support_user, wait_until
+from tests.support.http import PASSWORD, register, run_cli, support_user, wait_until
 from tests.support.money import sql
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 VERIFY_SUBJECT = "Confirm your email address"
 RESET_SUBJECT = "Reset your Bazaar password"
 ATTEMPT_SUBJECT = "Someone tried to register"
@@ -55,17 +51,6 @@ def tokens(http: httpx.Client, address: str, password: str = PASSWORD) -> dict[s
 
 def me(http: httpx.Client, access_token: str) -> httpx.Response:
     return http.get("/v1/users/me", headers=bearer(access_token))
-
-
-def cli(stack: Any, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        check=True,
-        env=stack.child_env(),
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def field_error(response: httpx.Response) -> tuple[list[Any], str]:
@@ -283,15 +268,15 @@ def test_logout_ends_this_session_or_all(http: httpx.Client) -> None:
 def test_removed_role_and_deactivation_apply_on_the_next_request(http: httpx.Client, stack: Any) -> None:
     staff = support_user(http, stack)
     assert http.get("/v1/support/disputes", headers=staff.headers).status_code == 200
-    cli(stack, "revoke-role", staff.email, "support")
+    run_cli(stack, "revoke-role", staff.email, "support")
     assert http.get("/v1/support/disputes", headers=staff.headers).status_code == 401  # its token is revoked
     again = bearer(tokens(http, staff.email)["access_token"])
     assert http.get("/v1/support/disputes", headers=again).status_code == 403  # and the role is gone
 
-    cli(stack, "deactivate-user", staff.email)
+    run_cli(stack, "deactivate-user", staff.email)
     assert http.get("/v1/users/me", headers=again).status_code == 401
     assert login(http, staff.email).status_code == 401
-    cli(stack, "activate-user", staff.email)
+    run_cli(stack, "activate-user", staff.email)
     assert login(http, staff.email).status_code == 200
 
 

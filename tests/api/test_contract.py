@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -37,15 +35,15 @@ from schemathesis.engine import events, from_schema
 from api.app import app
 from api.openapi import SCHEMAS
 from bazaar.errors import ErrorCode
-from stripe_sandbox.webhooks import sign
 from tests.support.http import (
     PASSWORD,
     Actor,
     published_listing,
     register,
+    run_cli,
     seller_with_payout,
 )
-from tests.support.money import act, place, post_event
+from tests.support.money import act, place, post_event, post_signed
 
 pytestmark = pytest.mark.integration
 
@@ -168,17 +166,6 @@ class World:
     reviews: list[str] = field(default_factory=list)
 
 
-def _grant_support(stack: Any, email: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "cli", "grant-role", email, "support"],
-        check=True,
-        env=stack.child_env(),
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 def _leaf_slugs(tree: list[dict[str, Any]]) -> Iterator[str]:
     for node in tree:
         yield node["slug"]
@@ -193,7 +180,7 @@ def world(http: httpx.Client, stack: Any) -> World:
         "/v1/payout-account", json={"country": "DE", "default_currency": "EUR"}, headers=caller.headers
     )
     assert payout.status_code == 201, payout.text
-    _grant_support(stack, caller.email)
+    run_cli(stack, "grant-role", caller.email, "support")
     login = http.post("/v1/auth/token", data={"username": caller.email, "password": PASSWORD})
     assert login.status_code == 200, login.text
     token = login.json()["access_token"]
@@ -508,26 +495,15 @@ def test_a_signed_webhook_event_the_api_cannot_read_is_400(http: httpx.Client, s
         ),
     ]
     for what, event in cases:
-        response = _signed(http, stack, json.dumps(event))
+        response = post_signed(http, stack, json.dumps(event))
         assert response.status_code == 400, (what, response.text)
         assert response.json()["error"]["code"] == "invalid_event", (what, response.text)
     # JSON that Python reads as a float PostgreSQL's JSONB refuses (was a 500 when stored).
     for number in ("NaN", "Infinity", "-Infinity", "1e999"):
         raw = f'{{"id": "evt_{uuid.uuid4().hex}", "type": "customer.created", "data": {{"object": {{"n": {number}}}}}}}'
-        response = _signed(http, stack, raw)
+        response = post_signed(http, stack, raw)
         assert response.status_code == 400, (number, response.text)
         assert response.json()["error"]["code"] == "invalid_event", (number, response.text)
     # A readable event is received.
     ok = post_event(http, stack, "customer.created", {"id": "cus_1", "object": "customer"}, "evt_c_ok")
     assert ok.status_code == 200, ok.text
-
-
-def _signed(http: httpx.Client, stack: Any, payload: str) -> httpx.Response:
-    return http.post(
-        "/v1/webhooks/stripe",
-        content=payload.encode(),
-        headers={
-            "Stripe-Signature": sign(payload, stack.stripe_webhook_secret),
-            "Content-Type": "application/json",
-        },
-    )

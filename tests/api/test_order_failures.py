@@ -12,8 +12,6 @@ visible side: a stuck order in support's queue, retried by support.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +21,13 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from bazaar.orders.types import NEEDS_ATTENTION, PlaceOrder
+from bazaar.orders.types import NEEDS_ATTENTION
 from bazaar.temporal import order_workflow_id
 from tests.support.http import (
     listing_body,
     published_listing,
     register,
+    run_cli,
     seller_with_payout,
     support_user,
     wait_until,
@@ -41,6 +40,7 @@ from tests.support.money import (
     payment_intents_for,
     place,
     sql,
+    start_stuck_charge,
 )
 from workflows.order import OrderWorkflow
 
@@ -196,25 +196,9 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
     item = await asyncio.to_thread(published_listing, http, seller, quantity=2)
     buyer = await asyncio.to_thread(register, http, ["buyer"], "Buyer")
     staff = await asyncio.to_thread(support_user, http, stack)
-    await asyncio.to_thread(add_fault, stack, "error", "/v1/payment_intents", "POST", 1000)
     client = await Client.connect(stack.temporal_address)
-    order_id = str(uuid.uuid4())
     try:
-        handle = await client.start_workflow(
-            OrderWorkflow.run,
-            PlaceOrder(
-                order_id=order_id,
-                buyer_id=buyer.user_id,
-                listing_id=item["id"],
-                quantity=1,
-                payment_method="pm_card_visa",
-                idempotency_key=str(uuid.uuid4()),
-                provider_timeout_seconds=3,
-                attention_retry_seconds=3600,
-            ),
-            id=order_workflow_id(order_id),
-            task_queue="bazaar-orders",
-        )
+        order_id, handle = await start_stuck_charge(stack, client, buyer.user_id, item["id"], 3)
         queue: list[dict[str, Any]] = await asyncio.to_thread(
             wait_until,
             lambda: [
@@ -236,15 +220,7 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
         told = "SELECT count(*) FROM notifications WHERE event_type = 'order_needs_attention' AND recipient_id = %s"
         await asyncio.to_thread(wait_until, lambda: sql(stack, told, staff.user_id)[0][0] >= 1)
         # Operators see the same queue from the CLI.
-        listed = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cli", "orders", "stuck"],
-            env=stack.child_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        listed = await asyncio.to_thread(run_cli, stack, "orders", "stuck")
         assert order_workflow_id(order_id) in listed.stdout and '"charge:' in listed.stdout
         # A buyer may not retry.
         assert (

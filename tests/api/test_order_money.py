@@ -4,46 +4,17 @@ provider without us shows as the same discrepancy in both)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from activities.reconciliation import ReconcileWindow, ReconciliationSummary, reconciliation_workflow_id
-from bazaar.settings import get_settings
 from tests.support.http import register, support_user
 from tests.support.money import AMOUNT, FEE, act, fulfilled_order, payment_intents_for, provider
-from workflows.reconciliation import ReconciliationWorkflow
+from tests.support.reconciliation import next_second, reconcile
 
 pytestmark = pytest.mark.integration
-
-
-def next_second() -> datetime:
-    edge = int(time.time()) + 1
-    time.sleep(max(0.0, edge - time.time()) + 0.01)
-    return datetime.fromtimestamp(edge, UTC)
-
-
-def reconcile(stack: Any, since: datetime, until: datetime) -> ReconciliationSummary:
-    async def run() -> ReconciliationSummary:
-        client = await Client.connect(stack.temporal_address)
-        window = ReconcileWindow(since.isoformat(), until.isoformat())
-        return await client.execute_workflow(
-            ReconciliationWorkflow.run,
-            window,
-            id=reconciliation_workflow_id(window),
-            task_queue=get_settings().temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        )
-
-    return asyncio.run(run())
 
 
 def lines(statement: dict[str, Any]) -> list[tuple[str, bool, int | None, int | None, int | None]]:

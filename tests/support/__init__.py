@@ -3,6 +3,7 @@ test module, and conftest.py files hold only fixtures.
 
 - `http`: the real API over HTTP as real users (register, tokens, listings, a support user, wait_until).
 - `money`: the provider's records in the sandbox, its faults, the ledger (SQL), orders driven over HTTP.
+- `reconciliation`: window edges and a reconciliation window run on the test stack's worker.
 - `search`: the private search stack (its own database, Meilisearch, search_sync and API) and its helpers.
 - `outbox`: users for the notification outbox tests (their database: the `outbox_url`/`db` fixtures).
 - `sandbox`: the Stripe sandbox as a subprocess, for tests/stripe_sandbox/.

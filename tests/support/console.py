@@ -15,12 +15,11 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from bazaar.orders.types import STUCK_ORDERS_QUERY, PlaceOrder
-from bazaar.settings import get_settings
+from bazaar.orders.types import STUCK_ORDERS_QUERY
 from bazaar.temporal import order_workflow_id
 from tests.support import dead_letters
 from tests.support.http import Actor, published_listing, register, seller_with_payout
-from tests.support.money import act, add_fault, fulfilled_order, place
+from tests.support.money import act, fulfilled_order, place, start_stuck_charge
 from workflows.order import OrderWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,24 +89,8 @@ async def stuck_order(http: httpx.Client, stack: Any) -> tuple[str, WorkflowHand
     seller = await asyncio.to_thread(seller_with_payout, http)
     item = await asyncio.to_thread(published_listing, http, seller, title="Espresso machine", quantity=2)
     buyer = await asyncio.to_thread(register, http, ["buyer"], "Stuck Buyer")
-    await asyncio.to_thread(add_fault, stack, "error", "/v1/payment_intents", "POST", 1000)
     client = await Client.connect(stack.temporal_address)
-    order_id = str(uuid.uuid4())
-    handle = await client.start_workflow(
-        OrderWorkflow.run,
-        PlaceOrder(
-            order_id=order_id,
-            buyer_id=buyer.user_id,
-            listing_id=item["id"],
-            quantity=1,
-            payment_method="pm_card_visa",
-            idempotency_key=str(uuid.uuid4()),
-            provider_timeout_seconds=2,
-            attention_retry_seconds=3600,
-        ),
-        id=order_workflow_id(order_id),
-        task_queue=get_settings().temporal_task_queue,
-    )
+    order_id, handle = await start_stuck_charge(stack, client, buyer.user_id, item["id"], 2)
 
     async def flagged() -> bool:
         view = await handle.query(OrderWorkflow.state)

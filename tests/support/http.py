@@ -82,17 +82,25 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> 
     return value
 
 
-def support_user(http: httpx.Client, stack: Any) -> Actor:
-    """A support account the way operators make one: the CLI grants the role, then a fresh token."""
-    staff = register(http, ["buyer"], "Support")
-    subprocess.run(
-        [sys.executable, "-m", "cli", "grant-role", staff.email, "support"],
-        check=True,
+def run_cli(
+    stack: Any, *args: str, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`python -m cli <args>` on the test stack, as operators run it; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        check=check,
         env=stack.child_env(),
         cwd=Path(__file__).resolve().parent.parent.parent,
         capture_output=True,
-        timeout=60,
+        text=True,
+        timeout=timeout,
     )
+
+
+def support_user(http: httpx.Client, stack: Any) -> Actor:
+    """A support account the way operators make one: the CLI grants the role, then a fresh token."""
+    staff = register(http, ["buyer"], "Support")
+    run_cli(stack, "grant-role", staff.email, "support")
     token = http.post("/v1/auth/token", data={"username": staff.email, "password": PASSWORD})
     assert token.status_code == 200, token.text
     return Actor(staff.user_id, staff.email, {"Authorization": f"Bearer {token.json()['access_token']}"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,9 +12,14 @@ from typing import Any
 
 import httpx
 import psycopg
+from temporalio.client import Client, WorkflowHandle
 
+from bazaar.orders.types import PlaceOrder
+from bazaar.settings import get_settings
+from bazaar.temporal import order_workflow_id
 from stripe_sandbox.webhooks import sign
 from tests.support.http import Actor, published_listing, register, seller_with_payout
+from workflows.order import OrderWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 AMOUNT = 45_000  # the default test listing's price (EUR cents)
@@ -60,6 +66,32 @@ def add_fault(stack: Any, mode: str, path_prefix: str, method: str = "POST", cou
         timeout=10,
     )
     response.raise_for_status()
+
+
+async def start_stuck_charge(
+    stack: Any, client: Client, buyer_id: str, listing_id: str, provider_timeout_seconds: int
+) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """Start an order on the stack's worker (without waiting for it, as the API does when it gives up waiting)
+    whose charge keeps failing at the provider past `provider_timeout_seconds`: it comes to need attention. The
+    caller clears the provider's faults (clear_faults) when it is done with it."""
+    await asyncio.to_thread(add_fault, stack, "error", "/v1/payment_intents", "POST", 1000)
+    order_id = str(uuid.uuid4())
+    handle = await client.start_workflow(
+        OrderWorkflow.run,
+        PlaceOrder(
+            order_id=order_id,
+            buyer_id=buyer_id,
+            listing_id=listing_id,
+            quantity=1,
+            payment_method="pm_card_visa",
+            idempotency_key=str(uuid.uuid4()),
+            provider_timeout_seconds=provider_timeout_seconds,
+            attention_retry_seconds=3600,
+        ),
+        id=order_workflow_id(order_id),
+        task_queue=get_settings().temporal_task_queue,
+    )
+    return order_id, handle
 
 
 def pending_faults(stack: Any) -> list[dict[str, Any]]:
@@ -160,6 +192,11 @@ def post_event(
             "data": {"object": obj},
         }
     )
+    return post_signed(http, stack, payload)
+
+
+def post_signed(http: httpx.Client, stack: Any, payload: str) -> httpx.Response:
+    """POST this exact payload to the webhook route, signed with the stack's webhook secret."""
     return http.post(
         "/v1/webhooks/stripe",
         content=payload.encode(),

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from api.console import HERE, HTMX_SHA256, HTMX_VERSION
-from tests.support.http import PASSWORD, Actor, register, support_user
+from tests.support.http import PASSWORD, Actor, register, run_cli, support_user
 from tests.support.money import sql
 
 pytestmark = pytest.mark.integration
@@ -153,13 +151,7 @@ def test_sessions_end_like_the_apis(browser: httpx.Client, http: httpx.Client, s
     assert renewed.status_code == 200
     assert browser.cookies.get("bazaar_console_refresh", path="/console") not in (None, refresh)
     # Taking the support role away ends the console session at once.
-    subprocess.run(
-        [sys.executable, "-m", "cli", "revoke-role", staff.email, "support"],
-        check=True,
-        env=stack.child_env(),
-        capture_output=True,
-        timeout=60,
-    )
+    run_cli(stack, "revoke-role", staff.email, "support")
     assert browser.get("/console/disputes").status_code == 303
 
 
