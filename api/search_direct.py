@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.ratelimits import search_limit
 from api.routes import search as route
+from api.schemas import INT64_MAX
 from bazaar.listings.lifecycle import cached_taxonomy
 from bazaar.models import ListingCondition
 from bazaar.payments.money import Currency
@@ -43,7 +44,6 @@ _CURRENCIES = frozenset(get_args(Currency))
 _CONDITIONS = frozenset(c.value for c in ListingCondition)
 _SORTS = {s.value: s for s in SortOrder}
 _BOOLS = {"true": True, "false": False}
-_INT64_MAX = 2**63 - 1
 _TRACER = trace.get_tracer("api.search")
 _SPAN_NAME = f"GET {route.PATH}"  # as the FastAPI instrumentation names a route's span
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
@@ -108,7 +108,7 @@ def _assign(query: ListingQuery, name: str, value: str) -> bool:
             if len(parsed) > 200 or _CONTROL.search(value) or parsed.strip() != parsed:
                 return False
         case "min_price" | "max_price":
-            parsed = _int(value, 0, _INT64_MAX)
+            parsed = _int(value, 0, INT64_MAX)
         case "currency":
             parsed = value if value in _CURRENCIES else None
         case "seller_id":

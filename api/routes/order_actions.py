@@ -68,15 +68,20 @@ def actor_of(caller: Principal) -> Actor:
     return Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
 
 
+def check_party(order: Order, caller: Principal) -> Order:
+    """The order, if the caller is its buyer, its seller or support (403 otherwise)."""
+    if order_party(order, caller) is None:
+        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
+    return order
+
+
 async def visible_order(session: Session, order_id: uuid.UUID, caller: Principal) -> Order:
     """The stored order as the caller may see it: 404 if there is none, 403 if it is not theirs."""
     session.expire_all()
     order = await session.get(Order, order_id)
     if order is None:
         raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-    if order_party(order, caller) is None:
-        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
-    return order
+    return check_party(order, caller)
 
 
 class Action:

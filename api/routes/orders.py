@@ -26,7 +26,7 @@ from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection
 from api.openapi import LOCATION, errors, merge
 from api.ratelimits import OrderingBuyer
-from api.routes.order_actions import ACCEPTED, STILL_RUNNING
+from api.routes.order_actions import ACCEPTED, STILL_RUNNING, check_party
 from api.schemas import (
     OrderDetailOut,
     OrderIn,
@@ -36,7 +36,7 @@ from api.schemas import (
     StuckOrderPage,
     TimelineEvent,
 )
-from bazaar.auth import Principal, order_party
+from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, PaymentState, Role, User
 from bazaar.orders import details
@@ -206,8 +206,7 @@ async def get_order(
         if view is None or not (caller.user_id == uuid.UUID(view.buyer_id) or caller.has(Role.SUPPORT)):
             raise DomainError(ErrorCode.NOT_FOUND, "order not found")
         return OrderDetailOut(**OrderOut.of_view(view).model_dump(), timeline=[])
-    if order_party(order, caller) is None:
-        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
+    check_party(order, caller)
     events = (
         await session.scalars(
             select(AuditEvent)

@@ -24,9 +24,9 @@ from api.reconciliation_schemas import (
     ReconciliationItemOut,
     ReconciliationPage,
 )
-from bazaar.auth import order_party
+from api.routes.order_actions import visible_order
+from api.schemas import INT64_MAX
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Order
 from bazaar.payments import discrepancies
 from bazaar.payments.discrepancies import DiscrepancyStatus
 from bazaar.payments.reconcile import DiscrepancyCategory
@@ -36,7 +36,6 @@ from workflows.reconciliation import MONEY_WORKFLOW_PREFIX, OrderMoneyWorkflow
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 support_router = APIRouter(prefix="/v1/support", tags=["support"])
-INT64_MAX = 2**63 - 1
 ItemId = Annotated[int, Path(ge=1, le=INT64_MAX)]
 
 
@@ -50,11 +49,7 @@ async def get_order_money(
     in our payments and in the ledger, side by side, each with whether they agree (the comparison
     reconciliation uses), the release movements and the fee; and reconciliation's unsettled items on the order.
     Read live from the provider by the worker: 503 with Retry-After if it does not answer in time."""
-    order = await session.get(Order, order_id)
-    if order is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-    if order_party(order, caller) is None:
-        raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
+    await visible_order(session, order_id, caller)
     unsettled = (DiscrepancyStatus.OPEN, DiscrepancyStatus.ACKNOWLEDGED)
     items = await discrepancies.list_items(session, statuses=unsettled, order_id=order_id, limit=100)
     await session.commit()  # end the read transaction before waiting on the worker
