@@ -9,8 +9,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from api.schemas import example
 from bazaar.models import ReconciliationItem
 from bazaar.payments.discrepancies import DiscrepancyStatus
 from bazaar.payments.reconcile import DiscrepancyCategory, MoneyStatement, Side, StatementLine
@@ -82,12 +83,7 @@ class ReconciliationPage(BaseModel):
 
 
 class ReconciliationItemIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"status": "acknowledged", "note": "Asked the provider who made this refund"}]
-        },
-    )
+    model_config = example({"status": "acknowledged", "note": "Asked the provider who made this refund"})
 
     status: Literal["acknowledged", "resolved", "open"] = Field(
         description="acknowledged: someone is on it (it leaves the open gauge); resolved: settled (the note "

@@ -9,8 +9,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue
 
+from api.schemas import example
 from bazaar.models import Role
 from bazaar.orders.types import Party
 from bazaar.text import multi_line, single_line
@@ -37,9 +38,7 @@ EVENT_TYPE = Field(json_schema_extra={"enum": _EVENT_TYPES})
 
 
 class ReviewIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"rating": 5, "text": "Exactly as described"}]}
-    )
+    model_config = example({"rating": 5, "text": "Exactly as described"})
     rating: int = Field(ge=1, le=5)
     text: Annotated[str, multi_line(max_length=2000)] = ""
 
@@ -73,9 +72,7 @@ class ReviewOut(BaseModel):
 
 
 class HideReviewIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"reason": "Insults the seller"}]}
-    )
+    model_config = example({"reason": "Insults the seller"})
     reason: Annotated[str, multi_line(min_length=3, max_length=200)]
 
 
@@ -133,10 +130,7 @@ class InboxOut(BaseModel):
 
 
 class PreferenceIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"event_type": "order_paid", "channel": "email", "enabled": False}]},
-    )
+    model_config = example({"event_type": "order_paid", "channel": "email", "enabled": False})
     event_type: Annotated[str, single_line(max_length=64)] = EVENT_TYPE
     channel: NotificationChannel
     enabled: bool
@@ -186,12 +180,7 @@ class DeadLetterOut(BaseModel):
 class DisputeIn(BaseModel):
     """A buyer opens a dispute on a fulfilled order."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"reason_code": "not_as_described", "message": "The frame is 52 cm, not 56 cm"}]
-        },
-    )
+    model_config = example({"reason_code": "not_as_described", "message": "The frame is 52 cm, not 56 cm"})
     reason_code: Literal["not_received", "not_as_described", "damaged", "counterfeit", "other"]
     message: Annotated[str, multi_line(min_length=1, max_length=2000)] = Field(
         description="what went wrong, for the seller and support"
@@ -199,22 +188,14 @@ class DisputeIn(BaseModel):
 
 
 class DisputeMessageBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"body": "Photos of the frame attached", "kind": "evidence"}]},
-    )
+    model_config = example({"body": "Photos of the frame attached", "kind": "evidence"})
     body: Annotated[str, multi_line(min_length=1, max_length=5000)]
     kind: Literal["message", "evidence"] = "message"
 
 
 class InfoRequestBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"party": "seller", "question": "Please send the shipping receipt", "deadline_hours": 48}
-            ]
-        },
+    model_config = example(
+        {"party": "seller", "question": "Please send the shipping receipt", "deadline_hours": 48}
     )
     party: Literal["buyer", "seller"]
     question: Annotated[str, multi_line(min_length=3, max_length=2000)]
