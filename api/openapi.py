@@ -8,8 +8,7 @@ Two sources, so no route repeats what every route of its kind answers:
   document FastAPI builds, installed as the app's `openapi()`): a required bearer token -> 401; a role check
   (`api.deps.require_role`) -> 403; an id in the path -> 404; parameters or a body -> 422; PostgreSQL, Temporal
   or the search backend behind it -> 503 with Retry-After; a rate limit -> 429 with Retry-After, RateLimit and
-  RateLimit-Policy (a dependency carrying a non-empty `rate_limits` attribute, as `api.ratelimits` marks
-  them, or `openapi_rate_limited = True`, or whose module or name says "rate limit"); an optional token
+  RateLimit-Policy (a dependency `api.ratelimits.rate_limited` marks: `route_rate_limits`); an optional token
   (`api.deps.MaybeCaller`) -> the operation may be called without one (and a bad one is a 401).
 - **What only the route knows**, in its `responses=`: `errors(...)` for its own error codes (409, 412, 428,
   400, ...), `LOCATION`/`ETAG` headers, the 202 of a workflow still working, the 200 of a replay.
@@ -20,7 +19,6 @@ Error responses carry `x-error-codes`, the codes they may hold (their descriptio
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +32,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import deps
 from api.errors import ErrorOut, ValidationErrorOut
+from api.ratelimits import route_rate_limits
 from bazaar.errors import ErrorCode
 
 CODES = "x-error-codes"
@@ -130,14 +129,6 @@ def merge(*parts: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, 
     return out
 
 
-# Error codes of routes whose modules do not declare them yet (api/routes/auth.py), by operationId: the
-# route's own `responses=errors(...)` should say it, and then this entry goes.
-UNDECLARED: dict[str, tuple[ErrorCode, ...]] = {
-    "register": (ErrorCode.EMAIL_TAKEN,),
-    "token": (ErrorCode.INVALID_CREDENTIALS,),
-}
-
-
 # ---------------------------------------------------------------------------------- facts of a route
 
 
@@ -145,7 +136,6 @@ UNDECLARED: dict[str, tuple[ErrorCode, ...]] = {
 _BACKENDS: frozenset[Callable[..., Any]] = frozenset(
     {deps.session, deps.temporal, deps.search_service, deps.meili}
 )
-_RATE_LIMIT_NAME = re.compile(r"rate_?limit", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -165,19 +155,6 @@ def _dependants(dependant: Dependant) -> Iterator[Dependant]:
         yield from _dependants(sub)
 
 
-def _name(call: Callable[..., Any]) -> str:
-    kind = call if isinstance(call, type) else getattr(call, "__func__", call)
-    names = [getattr(kind, "__module__", ""), getattr(kind, "__qualname__", "")]
-    if not hasattr(call, "__qualname__"):  # an instance with __call__: its class tells
-        names += [type(call).__module__, type(call).__qualname__]
-    return ".".join(names)
-
-
-def _is_rate_limit(call: Callable[..., Any]) -> bool:
-    marked = getattr(call, "rate_limits", None) or getattr(call, "openapi_rate_limited", False)
-    return bool(marked) or bool(_RATE_LIMIT_NAME.search(_name(call)))
-
-
 def facts(route: Route) -> RouteFacts:
     tree = list(_dependants(route.dependant))
     calls = [d.call for d in tree if d.call is not None]
@@ -190,7 +167,7 @@ def facts(route: Route) -> RouteFacts:
         inputs=route.body_field is not None
         or any(d.path_params or d.query_params or d.header_params or d.cookie_params for d in tree),
         backend=any(call in _BACKENDS for call in calls),
-        rate_limited=any(_is_rate_limit(call) for call in calls),
+        rate_limited=bool(route_rate_limits(route.dependant)),
     )
 
 
@@ -232,9 +209,6 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
                     f"operationId {operation['operationId']} of {where} is also {seen[operation['operationId']]}"
                 )
             seen[operation["operationId"]] = where
-            for status, response in errors(*UNDECLARED.get(operation["operationId"], ())).items():
-                known = operation["responses"].setdefault(str(status), {})
-                known[CODES] = [*known.get(CODES, []), *response[CODES]]
             _complete_operation(operation, route_facts)
             _hoist_body_defs(operation, schemas)
     for unused in ("HTTPValidationError", "ValidationError"):

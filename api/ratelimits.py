@@ -5,9 +5,9 @@ carries the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers): `RateL
 `q` and window `w` in seconds) and `RateLimit` (what is left, `r`, and the seconds until the window ends, `t`).
 Tiers of one limit are named `<policy>-<window>s` when there are several.
 
-Detection (for the OpenAPI document): a dependency that limits requests has the attribute `rate_limits`, a tuple
-of `RateLimitSpec`; `route_rate_limits(route)` collects them from a route's whole dependency tree. A route with
-any may answer 429 and sends the headers above.
+Detection (for the OpenAPI document, `api.openapi`): a dependency that limits requests has the attribute
+`rate_limits`, a tuple of `RateLimitSpec` (`rate_limited` marks it); `route_rate_limits(route.dependant)` collects
+them from a route's whole dependency tree. A route with any may answer 429 and sends the headers above.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import limiter, verified_buyer
 from api.errors import error_body
 from api.security import add_response_headers, client_address
 from bazaar.accounts import sessions
 from bazaar.accounts.mail import MayMail
-from bazaar.auth import Principal, decode_token
+from bazaar.auth import Principal, authenticate, decode_token
 from bazaar.db import get_engine, transaction
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import User
 from bazaar.ratelimit import Limiter, PostgresStorage, Verdict, WriteBehind
 from bazaar.settings import get_settings
 
@@ -141,8 +142,9 @@ def rate_limited(*specs: RateLimitSpec) -> Callable[[F], F]:
     return mark
 
 
-def route_rate_limits(route: APIRoute) -> list[RateLimitSpec]:
-    """Every limit a route enforces, from its whole dependency tree (in order, without repeats)."""
+def route_rate_limits(dependant: Dependant) -> list[RateLimitSpec]:
+    """Every limit a route enforces, from its whole dependency tree (`route.dependant`; in order, without
+    repeats)."""
     found: list[RateLimitSpec] = []
 
     def walk(dependant: Dependant) -> None:
@@ -152,7 +154,7 @@ def route_rate_limits(route: APIRoute) -> list[RateLimitSpec]:
         for sub in dependant.dependencies:
             walk(sub)
 
-    walk(route.dependant)
+    walk(dependant)
     return found
 
 
@@ -213,6 +215,18 @@ class LoginGuard:
 
     async def succeeded(self, email: str) -> None:
         await _limiter(self.request).clear(LOGIN_ACCOUNT.policy, LOGIN_ACCOUNT.limit(), email.lower())
+
+    async def login(self, session: AsyncSession, email: str, password: str) -> User:
+        """The account of a login (`bazaar.auth.authenticate`) with the lockout around it: `check`, then
+        `failed` on a refusal (re-raised) or `succeeded`. The API's token route and the console's login."""
+        await self.check(email)
+        try:
+            user = await authenticate(session, email, password)
+        except DomainError:
+            await self.failed(email)
+            raise
+        await self.succeeded(email)
+        return user
 
 
 @rate_limited(LOGIN_ADDRESS, LOGIN_ACCOUNT)

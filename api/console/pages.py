@@ -27,7 +27,6 @@ from api.routes.disputes import get_dispute
 from api.routes.notifications import list_dead_letters
 from api.routes.orders import list_stuck_orders
 from api.routes.trust import list_dispute_queue, list_trust_flags
-from bazaar import auth
 from bazaar.accounts import sessions
 from bazaar.errors import DomainError
 from bazaar.models import Listing, Order, User
@@ -94,16 +93,9 @@ async def login(
         )
 
     try:
-        guard = await login_guard(request)
-        await guard.check(email)
-        try:
-            user = await auth.authenticate(db, email, password)
-        except DomainError:
-            await guard.failed(email)
-            raise
+        user = await (await login_guard(request)).login(db, email, password)
     except DomainError as exc:
         return again(exc.message, exc.status)
-    await guard.succeeded(email)
     if not set(user.roles) & CONSOLE_ROLES:
         return again("this console is for support staff (the support role)", 403)
     session_cookies(request, await sessions.start(db, user))

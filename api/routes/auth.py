@@ -58,7 +58,9 @@ def _pair(tokens: sessions.Tokens, response: Response) -> TokenPairOut:
     )
 
 
-@router.post("/auth/register", status_code=202, response_model=Accepted)
+@router.post(
+    "/auth/register", status_code=202, response_model=Accepted, responses=errors(ErrorCode.EMAIL_TAKEN)
+)
 async def register(body: RegisterIn, session: Session, _: RegisterLimit, may_mail: MailBudget) -> Accepted:
     """Create an account. The answer is the same for an address that has an account already (whose owner is
     told by mail instead), so it reveals no account. The password must pass the policy (422 otherwise)."""
@@ -68,19 +70,13 @@ async def register(body: RegisterIn, session: Session, _: RegisterLimit, may_mai
     return Accepted(message=REGISTERED)
 
 
-@router.post("/auth/token", response_model=TokenPairOut)
+@router.post("/auth/token", response_model=TokenPairOut, responses=errors(ErrorCode.INVALID_CREDENTIALS))
 async def token(
     form: Annotated[TokenForm, Form()], session: Session, guard: LoginLimits, response: Response
 ) -> TokenPairOut:
     """OAuth2 password flow: `username` (the email) and `password` as a form. Failed logins lock the account
     for a while (429 with Retry-After, even with the right password), longer as they go on."""
-    await guard.check(form.username)
-    try:
-        user = await auth.authenticate(session, form.username, form.password)
-    except DomainError:
-        await guard.failed(form.username)
-        raise
-    await guard.succeeded(form.username)
+    user = await guard.login(session, form.username, form.password)
     return _pair(await sessions.start(session, user), response)
 
 
@@ -153,19 +149,21 @@ async def change_password(
     tokens. Wrong current passwords count toward the account's login lockout."""
     user = await _me(session, caller.user_id)
     await guard.check(user.email)
-    if not auth.password_matches(user.password_hash, body.current_password):
-        await guard.failed(user.email)
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
-            "current_password: incorrect",
-            {
-                "errors": [
-                    {"loc": ["body", "current_password"], "msg": "incorrect", "type": "invalid_password"}
-                ]
-            },
+    try:
+        tokens = await registration.change_password(
+            session, user.id, body.current_password, body.new_password
         )
-    tokens = await registration.change_password(session, user.id, body.current_password, body.new_password)
+    except DomainError as exc:
+        if _wrong_current_password(exc):  # (a refused new password is not counted)
+            await guard.failed(user.email)
+        raise
     return _pair(tokens, response)
+
+
+def _wrong_current_password(exc: DomainError) -> bool:
+    """Whether the domain refused the current password (its 422 names `current_password`)."""
+    errors = exc.details.get("errors") or [{}]
+    return bool(errors[0].get("loc") == ["body", "current_password"])
 
 
 @router.get("/users/me", response_model=AccountOut)
