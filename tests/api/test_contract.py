@@ -269,6 +269,8 @@ def _config(world: World) -> schemathesis.Config:
             # CI machine in front of a real stack says nothing about the API: they are off, the checks stay.
             "suppress-health-check": ["all"],
             "workers": 2,
+            # A dispute Update on a loaded CI machine can take more than schemathesis's default 10 s to answer.
+            "request-timeout": 30,
             "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
             "checks": {"enabled": False, **{check: {"enabled": True} for check in CHECKS}},
             "phases": {
