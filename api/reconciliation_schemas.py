@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from api.schemas import example
 from bazaar.models import ReconciliationItem
 from bazaar.payments.discrepancies import DiscrepancyStatus
-from bazaar.payments.reconcile import DiscrepancyCategory, MoneyStatement, Side, StatementLine
+from bazaar.payments.reconcile import DiscrepancyCategory, MoneyStatement, ObjectType, Side, StatementLine
 from bazaar.text import multi_line
 
 
@@ -26,7 +26,7 @@ class ReconciliationItemOut(BaseModel):
     id: int
     window_id: str
     category: DiscrepancyCategory
-    object_type: str = Field(
+    object_type: ObjectType = Field(
         description="payment_intent, refund, transfer, transfer_reversal, dispute, dispute_reversal, "
         "balance_transaction, or ledger (a movement without a payment row)"
     )

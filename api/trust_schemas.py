@@ -25,6 +25,7 @@ from bazaar.trust.models import (
     DisputeStatus,
     Notification,
     NotificationChannel,
+    NotificationStatus,
     Review,
     ReviewDirection,
     TrustFlagKind,
@@ -148,7 +149,7 @@ class UnsubscribedOut(BaseModel):
 
 class ReplayOut(BaseModel):
     notification_id: str
-    status: str = Field(
+    status: NotificationStatus | Literal["missing"] = Field(
         description="pending: queued again (a repeated replay changes nothing); sent: it was delivered "
         "meanwhile; dead, missing: nothing was put back",
         examples=["pending"],

@@ -45,14 +45,29 @@ class DiscrepancyCategory(enum.StrEnum):
 
 CATEGORIES = tuple(c.value for c in DiscrepancyCategory)
 
+
+class ObjectType(enum.StrEnum):
+    """What a unit of the comparison is: a provider object, a ledger movement without a payment row, or money at
+    the provider that no object explains."""
+
+    PAYMENT_INTENT = "payment_intent"
+    REFUND = "refund"
+    TRANSFER = "transfer"
+    TRANSFER_REVERSAL = "transfer_reversal"
+    DISPUTE = "dispute"
+    DISPUTE_REVERSAL = "dispute_reversal"
+    BALANCE_TRANSACTION = "balance_transaction"
+    LEDGER = "ledger"
+
+
 # Our payment kind -> the provider object it corresponds to.
-OBJECT_TYPE = {
-    PaymentKind.CHARGE: "payment_intent",
-    PaymentKind.REFUND: "refund",
-    PaymentKind.TRANSFER: "transfer",
-    PaymentKind.TRANSFER_REVERSAL: "transfer_reversal",
-    PaymentKind.CHARGEBACK: "dispute",
-    PaymentKind.CHARGEBACK_REVERSAL: "dispute_reversal",
+OBJECT_TYPE: dict[PaymentKind, str] = {
+    PaymentKind.CHARGE: ObjectType.PAYMENT_INTENT,
+    PaymentKind.REFUND: ObjectType.REFUND,
+    PaymentKind.TRANSFER: ObjectType.TRANSFER,
+    PaymentKind.TRANSFER_REVERSAL: ObjectType.TRANSFER_REVERSAL,
+    PaymentKind.CHARGEBACK: ObjectType.DISPUTE,
+    PaymentKind.CHARGEBACK_REVERSAL: ObjectType.DISPUTE_REVERSAL,
 }
 # Our payment kind -> the ledger account its movement books it on, and with which sign of its amount.
 LEDGER_SIDE = {
@@ -241,7 +256,7 @@ def pair(
             units.append(Unit(OBJECT_TYPE[mine.kind], object_id, None, mine, movement_of.get(mine.key)))
     for movement in sorted(movement_of.values(), key=lambda m: m.txn):
         if movement.txn not in claimed:
-            units.append(Unit("ledger", movement.txn, movement=movement))
+            units.append(Unit(ObjectType.LEDGER, movement.txn, movement=movement))
     return units
 
 

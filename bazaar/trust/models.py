@@ -174,6 +174,12 @@ class DisputeMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"  # due at next_attempt_at (the sender claims it)
+    SENT = "sent"
+    DEAD = "dead"  # out of attempts: a dead letter for support
+
+
 class NotificationChannel(enum.StrEnum):
     INBOX = "inbox"
     EMAIL = "email"
@@ -202,7 +208,9 @@ class Notification(Base):
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | dead
+    status: Mapped[NotificationStatus] = mapped_column(
+        _text_enum(NotificationStatus, 16), default=NotificationStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_error: Mapped[str | None] = mapped_column(Text)  # of the last failed attempt, for operators

@@ -110,6 +110,44 @@ OWN_ERROR_BODIES = {
 }
 
 
+# Properties that name a state or a kind must be enums in the document, so generated clients get the values.
+STATE_FIELD = re.compile(
+    r"(^|_)(status|state|kind|party|role|roles|action|event|resolution|source|direction|condition|channel"
+    r"|outcome|object_type)$"
+)
+# The exceptions, each with its reason.
+FREE_STATE_FIELDS = {
+    # what each side recorded, shown side by side for people to compare: the provider's own object statuses
+    ("MoneySideOut", "status"),
+    ("ReconciliationItemOut", "ours_status"),
+    ("ReconciliationItemOut", "provider_status"),
+}
+
+
+def _is_enum(schema: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    if "enum" in schema or "const" in schema:
+        return True
+    if "$ref" in schema:
+        return _is_enum(schemas[schema["$ref"].rsplit("/", 1)[-1]], schemas)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return all(_is_enum(s, schemas) or s.get("type") == "null" for s in schema[key])
+    return schema.get("type") == "array" and _is_enum(schema.get("items", {}), schemas)
+
+
+def test_every_state_field_is_an_enum() -> None:
+    schemas = app.openapi()["components"]["schemas"]
+    free = [
+        (name, field)
+        for name, schema in schemas.items()
+        for field, prop in schema.get("properties", {}).items()
+        if STATE_FIELD.search(field)
+        and (name, field) not in FREE_STATE_FIELDS
+        and not _is_enum(prop, schemas)
+    ]
+    assert not free, free
+
+
 def test_the_documents_own_rules() -> None:
     """What docs/api.md promises of the document itself, beyond valid OpenAPI."""
     doc = app.openapi()
