@@ -112,6 +112,18 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     assert http.get(f"/v1/listings/{uuid.uuid4()}").status_code == 404
 
 
+def test_an_update_without_if_match_is_428_and_changes_nothing(http: httpx.Client) -> None:
+    seller = seller_with_payout(http)
+    listing = create(http, seller)
+    refused = http.patch(
+        f"/v1/listings/{listing['id']}", json={"title": "Blind edit"}, headers=seller.headers
+    )
+    assert refused.status_code == 428, refused.text
+    assert refused.json()["error"]["code"] == "precondition_required"
+    read = http.get(f"/v1/listings/{listing['id']}", headers=seller.headers)
+    assert (read.json()["title"], read.headers["ETag"]) == (listing["title"], '"1"')
+
+
 def test_etag_and_if_match(http: httpx.Client) -> None:
     seller = seller_with_payout(http)
     listing = create(http, seller)
