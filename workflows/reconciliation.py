@@ -16,7 +16,13 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from workflows.retries import RECONCILE_RETRY, RECONCILE_TIMEOUT, STATEMENT_RETRY, STATEMENT_TIMEOUT
+from workflows.retries import (
+    RECONCILE_BOUND,
+    RECONCILE_RETRY,
+    RECONCILE_TIMEOUT,
+    STATEMENT_RETRY,
+    STATEMENT_TIMEOUT,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.reconciliation import (
@@ -47,6 +53,7 @@ class ReconciliationWorkflow:
             ReconciliationActivities.reconcile,
             window,
             start_to_close_timeout=RECONCILE_TIMEOUT,
+            schedule_to_close_timeout=RECONCILE_BOUND,
             heartbeat_timeout=RECONCILE_TIMEOUT / 2,
             retry_policy=RECONCILE_RETRY,
         )

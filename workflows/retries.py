@@ -38,7 +38,14 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 LOCAL_MONEY_BUDGET = timedelta(seconds=15)
 # Reconciliation: listing a busy day at the provider takes a while (the activity heartbeats after listing).
 RECONCILE_TIMEOUT = timedelta(minutes=30)
-RECONCILE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5))
+RECONCILE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=5),
+    non_retryable_error_types=["ValueError", "DataError"],  # a window it cannot read, a row it cannot store
+)
+# A day's run that keeps failing stops within this and fails visibly in its Schedule (docs/failure-rules.md)
+# instead of retrying until it blocks the next day's run (the Schedule skips overlapping runs).
+RECONCILE_BOUND = timedelta(hours=6)
 # An order's money statement is read while someone waits (the API answers 503 after ORDER_WAIT_SECONDS): a few
 # quick tries.
 STATEMENT_TIMEOUT = timedelta(seconds=30)
