@@ -75,6 +75,22 @@ def _is_permanent(error: BaseException) -> bool:
     return isinstance(reason, ApplicationError) and reason.non_retryable
 
 
+def _is_refusal(error: BaseException) -> bool:
+    """The provider refused the money movement itself: nothing moved, the caller compensates. Any other
+    permanent failure of a money step (our bookkeeping refusing its data) is not a refusal: the money may have
+    moved, so the order needs a person rather than a compensation (that would, e.g., pay a seller twice)."""
+    reason = _reason(error)
+    return (
+        _is_permanent(error)
+        and isinstance(reason, ApplicationError)
+        and reason.type == Rejection.PAYMENT_REJECTED
+    )
+
+
+def _never(error: BaseException) -> bool:
+    return False
+
+
 def _failure_text(error: BaseException) -> str:
     """The most telling message in the failure chain (the activity's own error, or the timeout)."""
     cause = _reason(error)
@@ -205,7 +221,9 @@ class OrderSteps:
     ) -> T:
         """A database step as a local activity. `forever`: even a permanent failure only flags the order
         (the step must happen: money already moved); else a permanent failure is raised to the caller."""
-        return await self._attempt(name, lambda: self._local_db(activity, arg), permanent_raises=not forever)
+        return await self._attempt(
+            name, lambda: self._local_db(activity, arg), final=_never if forever else _is_permanent
+        )
 
     def _local_db(self, activity: Callable[..., Awaitable[T]], arg: Any) -> Awaitable[T]:
         """One run of a database step as a local activity, within the step bound (one attempt of `_db_step`)."""
@@ -229,7 +247,7 @@ class OrderSteps:
             try:
                 return await self._local_first(activity, arg)
             except StepFailed as failure:
-                if _is_permanent(failure):
+                if _is_refusal(failure):
                     raise
         return await self._attempt(
             name,
@@ -240,7 +258,7 @@ class OrderSteps:
                 schedule_to_close_timeout=timedelta(seconds=self._terms.provider_timeout_seconds),
                 retry_policy=MONEY_RETRY,
             ),
-            permanent_raises=True,
+            final=_is_refusal,
         )
 
     async def _local_first(self, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
@@ -255,12 +273,16 @@ class OrderSteps:
             local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )
 
-    async def _attempt(self, name: str, call: Callable[[], Awaitable[T]], *, permanent_raises: bool) -> T:
+    async def _attempt(
+        self, name: str, call: Callable[[], Awaitable[T]], *, final: Callable[[BaseException], bool]
+    ) -> T:
+        """Run `call` until it succeeds; a failure `final` accepts is raised to the caller (which compensates),
+        any other one flags the order and is retried (`_needs_attention`)."""
         while True:
             try:
                 result = await call()
             except StepFailed as failure:
-                if permanent_raises and _is_permanent(failure):
+                if final(failure):
                     if self._view is not None and self.view.attention is not None:
                         self._set_attention(None)  # final: the caller compensates; nothing to retry
                     raise

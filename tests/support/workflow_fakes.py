@@ -319,6 +319,7 @@ class FakeWorld:
 
         @activity.defn(name="transfer")
         async def transfer(req: TransferRequest) -> TransferResult:
+            await world._step("transfer")
             world.transfers.append(req)
             if world.reject_transfers > 0:
                 world.reject_transfers -= 1

@@ -288,3 +288,42 @@ async def test_a_refusal_after_transient_failures_clears_the_attention(
         finally:
             retry.cancel()
     assert world.released == [order.id]
+
+
+async def test_our_bookkeeping_refusing_a_charge_is_not_a_provider_refusal(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """A money step failing for good on our side (the database refusing its data) may have moved the money: the
+    order needs a person, it is not cancelled as if the provider had refused (stock and money stay put)."""
+    world = FakeWorld()
+    world.refuse("charge")
+    async with unplaced(
+        workflow_env, world, provider_timeout_seconds=1, attention_retry_seconds=3600
+    ) as order:
+        flagged = await order.state_when(lambda v: v.attention is not None)
+        assert flagged.status == "pending"
+        assert world.states == []  # not cancelled, nothing released
+        world.clear()
+        await order.act(OrderWorkflow.retry, ActionRequest(SUPPORT))
+        placed_view = await order.handle.execute_update(OrderWorkflow.placement, PLACEMENT)
+        assert placed_view is not None
+        assert (placed_view.status, placed_view.attention) == ("paid", None)
+    assert [c.idempotency_key for c in world.charges] == [f"{order.id}:charge:1"]
+
+
+async def test_our_bookkeeping_refusing_a_payout_never_pays_twice(workflow_env: WorkflowEnvironment) -> None:
+    """The transfer may have gone out before our record of it failed: the order needs a person and the payout is
+    retried under the same key (the provider pays once), never `transfer_failed` and a new key."""
+    world = FakeWorld()
+    async with placed(workflow_env, world, provider_timeout_seconds=1, attention_retry_seconds=3600) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        world.refuse("transfer")
+        confirming = await order.start(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        flagged = await order.state_when(lambda v: v.attention is not None)
+        assert flagged.payment_state != "transfer_failed"
+        world.clear()
+        await order.act(OrderWorkflow.retry, ActionRequest(SUPPORT))
+        done = await confirming.result()
+        assert (done.status, done.attention) == ("completed", None)
+    assert {t.idempotency_key for t in world.transfers} == {f"{order.id}:transfer:1"}
