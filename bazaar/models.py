@@ -331,6 +331,8 @@ class SearchOutbox(Base):
     listing_id: Mapped[uuid.UUID] = mapped_column(index=True)
     listing_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # W3C traceparent of the change (bazaar.telemetry.traceparent): its batch continues the request's trace.
+    trace_context: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEvent(Base):

@@ -13,7 +13,9 @@ The trace of one order: the API's HTTP span -> `StartUpdateWithStartWorkflow:Ord
 `RunWorkflow:Order` / `HandleUpdate:placement` -> `StartActivity:<name>` -> `RunActivity:<name>` -> the SQL
 statements (SQLAlchemy) and the provider calls (httpx: Stripe); the emails the order's transition queued are
 sent under the same trace (`smtp send`, from the row's stored `traceparent`). A search's trace ends in its
-Meilisearch call.
+Meilisearch call; a listing change's in the batch of the search sync (`python -m search_sync`, which sets up
+tracing too) that indexed it (`search-sync batch`, from the listing outbox row's stored `traceparent`) and that
+batch's Meilisearch writes.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def setup_tracing(
     service: str, settings: Settings, processors: Iterable[SpanProcessor] = ()
 ) -> TracerProvider:
     """Install this process's tracer provider (once; later calls add exporters to it). `service` names the
-    process: `api`, `worker`, `sender` (spans carry `service.name` = `bazaar-<service>`)."""
+    process: `api`, `worker`, `sender`, `search-sync` (spans carry `service.name` = `bazaar-<service>`)."""
     provider = _STATE.provider
     if provider is None:
         resource = Resource.create({"service.name": SERVICE_PREFIX + service, "service.namespace": "bazaar"})
@@ -240,6 +242,24 @@ def traceparent() -> str | None:
 def context_of(stored: str | None) -> Context | None:
     """The trace context a stored `traceparent` names (None: start a new trace)."""
     return _PROPAGATOR.extract({"traceparent": stored}) if stored else None
+
+
+def batch_parent(stored: Iterable[str | None]) -> tuple[Context | None, list[Link]]:
+    """Where the span of work done for many stored rows goes (a search sync batch): into the trace of the first
+    row that names one, so that request's trace shows the work, with links to the traces of the others."""
+    parent: Context | None = None
+    seen: set[int] = set()
+    links: list[Link] = []
+    for ctx in filter(None, map(context_of, stored)):
+        span = trace.get_current_span(ctx).get_span_context()
+        if not span.is_valid or span.trace_id in seen:  # a malformed value, or a trace already named
+            continue
+        seen.add(span.trace_id)
+        if parent is None:
+            parent = ctx
+        else:
+            links.append(Link(span))
+    return parent, links
 
 
 @contextmanager

@@ -125,28 +125,30 @@ def ensure_chromium() -> None:
     )
 
 
-# Debian's promtool (package `prometheus`; nothing of it runs): `make test` checks and unit-tests the alert rules
-# with it (tests/deploy/test_prometheus.py fails with this hint when it is missing).
-PROMTOOL = "promtool"
+# Debian's promtool and amtool (packages `prometheus`, `prometheus-alertmanager`; only their tools are used):
+# `make test` checks and unit-tests the alert rules and checks the Alertmanager config with them
+# (tests/deploy/test_prometheus.py and test_alertmanager.py fail with this hint when one is missing).
+PROMETHEUS_TOOLS = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
 
 
-def ensure_promtool() -> None:
-    if shutil.which(PROMTOOL):
-        return
-    apt_install(
-        "prometheus",
-        "--no-install-recommends",
-        missing="promtool is missing",
-        purpose="prometheus package (apt-get) for promtool, which checks the alert rules",
-        otherwise="the Prometheus rule tests will fail",
-    )
+def ensure_prometheus_tools() -> None:
+    for tool, package in PROMETHEUS_TOOLS.items():
+        if shutil.which(tool):
+            continue
+        apt_install(
+            package,
+            "--no-install-recommends",
+            missing=f"{tool} is missing",
+            purpose=f"{package} package (apt-get) for {tool}, which checks the alerting configuration",
+            otherwise=f"the tests that run {tool} will fail",
+        )
 
 
 def main() -> None:
     ensure_venv()
     ensure_meilisearch()
     ensure_chromium()
-    ensure_promtool()
+    ensure_prometheus_tools()
 
 
 if __name__ == "__main__":

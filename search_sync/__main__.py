@@ -8,17 +8,21 @@ import logging
 import signal
 
 from bazaar.settings import get_settings
+from bazaar.telemetry import configure_logging, instrument_http_clients, setup_tracing
 from search_sync.sync import run
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()  # the other processes' log format; a line logged inside a batch ends with its trace id
+    settings = get_settings()
+    setup_tracing("search-sync", settings)  # each batch continues the trace stored with its outbox rows
+    instrument_http_clients()  # Meilisearch writes as child spans of the batch
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    task = asyncio.create_task(run(get_settings(), stop))
+    task = asyncio.create_task(run(settings, stop))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
     if task.done():

@@ -9,6 +9,9 @@ tasks in the order they were enqueued, so a task left over by a crashed syncer i
 Batches never race: each one runs under an advisory lock, held only for the batch. A reindex takes the
 same lock for its final catch-up and swap, which pauses syncing for that moment only.
 
+Tracing: each batch is a span (`search-sync batch`) in the trace of the change that queued its first row (the
+outbox row's `trace_context`), linked to the traces of the others; its SQL and Meilisearch calls are its children.
+
 Freshness: when a batch is done, the change-to-searchable latency of every row (outbox `created_at` to
 now, on the database clock) is sent as a NOTIFY on `search_synced`; API processes feed it to a histogram.
 """
@@ -24,6 +27,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import BigInteger, Label, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -35,11 +40,13 @@ from bazaar.search.index import apply_index_settings, is_public, listing_documen
 from bazaar.search.meili import Meili, MeiliError
 from bazaar.search.outbox import SYNCED_CHANNEL
 from bazaar.settings import Settings
+from bazaar.telemetry import batch_parent, instrument_engine
 
 log = logging.getLogger("search_sync")
 SYNC_LOCK_ID = 0x5EA2C4  # advisory lock key: held by whoever writes outbox changes to the index
 OUTBOX_CHANNEL = "search_outbox"  # NOTIFY sent by a trigger on every outbox insert (migration 0001)
 _SAMPLES_PER_MESSAGE = 800  # ~7 bytes each: stays under the 8000-byte NOTIFY payload limit
+_TRACER = trace.get_tracer("search_sync")
 
 # Row version marker: PostgreSQL gives every new row version a new xmin, whatever changed in it.
 XMIN: Label[int] = literal_column("listings.xmin::text::bigint", BigInteger).label("xmin")
@@ -91,24 +98,37 @@ class OutboxSync:
         async with self.sessionmaker() as session:
             rows = (
                 await session.execute(
-                    select(SearchOutbox.id, SearchOutbox.listing_id)
+                    select(SearchOutbox.id, SearchOutbox.listing_id, SearchOutbox.trace_context)
                     .order_by(SearchOutbox.id)
                     .limit(self.batch_size)
                 )
             ).all()
             if not rows:
-                return 0
-            row_ids = [r.id for r in rows]
-            # Read after the outbox rows: the state read is at least as new as every change in the batch.
-            upserts, deletes, _ = await documents_for(
-                session, list(dict.fromkeys(r.listing_id for r in rows))
-            )
-            await session.rollback()  # release the snapshot while Meilisearch works
+                return 0  # an empty poll makes no span, nor do its statements (no trace is current)
+            parent, links = batch_parent(r.trace_context for r in rows)
+            with _TRACER.start_as_current_span(
+                "search-sync batch",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=links,
+                attributes={"bazaar.search_sync.rows": len(rows)},
+            ):
+                await self._apply(session, [r.id for r in rows], [r.listing_id for r in rows])
+        return len(rows)
+
+    async def _apply(self, session: AsyncSession, row_ids: list[int], listing_ids: list[uuid.UUID]) -> None:
+        """Index the listings' current state, then clear their rows and report how long each change took."""
+        # Read after the outbox rows: the state read is at least as new as every change in the batch.
+        upserts, deletes, _ = await documents_for(session, list(dict.fromkeys(listing_ids)))
+        await session.rollback()  # release the snapshot while Meilisearch works
+        trace.get_current_span().set_attributes(
+            {"bazaar.search_sync.upserts": len(upserts), "bazaar.search_sync.deletes": len(deletes)}
+        )
         await apply_documents(self.meili, self.index, upserts, deletes)
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as clearing, clearing.begin():
             latencies = (
                 (
-                    await session.execute(
+                    await clearing.execute(
                         text(
                             "WITH gone AS (DELETE FROM search_outbox WHERE id = ANY(:ids) RETURNING created_at) "
                             "SELECT round(1000 * extract(epoch FROM clock_timestamp() - created_at)) FROM gone"
@@ -122,11 +142,10 @@ class OutboxSync:
             samples = [int(ms) for ms in latencies]
             for start in range(0, len(samples), _SAMPLES_PER_MESSAGE):
                 payload = json.dumps({"ms": samples[start : start + _SAMPLES_PER_MESSAGE]})
-                await session.execute(
+                await clearing.execute(
                     text("SELECT pg_notify(:channel, :payload)"),
                     {"channel": SYNCED_CHANNEL, "payload": payload},
                 )
-        return len(row_ids)
 
 
 @contextlib.asynccontextmanager
@@ -172,6 +191,7 @@ class Backoff:
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """The sync process: runs until `stop` is set; survives database and Meilisearch outages."""
     engine = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
+    instrument_engine(engine)  # a batch's statements as its child spans
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     meili = Meili(settings.meili_url, settings.require("meili_master_key"), timeout=30.0, connect_timeout=2.0)
     syncer = OutboxSync(meili, sessionmaker, settings.meili_index, settings.search_sync_batch_size)

@@ -133,6 +133,7 @@ async def list_dead_letters(
 async def replay_dead_letter(dead_letter_id: RowId, staff: Support, session: Session) -> ReplayOut:
     """Send a dead-lettered notification again: it goes back to the outbox (pending, fresh attempts, due now)
     and a worker's sender delivers it. Answers at once with `{"notification_id", "status"}`: `pending`
-    (queued; a repeated click changes nothing), or `sent` if it was delivered meanwhile."""
-    notification_id, status = await notifications.replay(session, dead_letter_id)
+    (queued; a repeated click changes nothing), or `sent` if it was delivered meanwhile. Audited with the support
+    user (`dead_letter.replayed`)."""
+    notification_id, status = await notifications.replay_audited(session, dead_letter_id, staff)
     return ReplayOut(notification_id=str(notification_id), status=status)

@@ -34,6 +34,7 @@ from bazaar.models import (
     Role,
     SearchOutbox,
 )
+from bazaar.telemetry import traceparent
 from bazaar.trust.models import Reputation
 from bazaar.trust.reputation import PRIOR_MEAN
 
@@ -53,7 +54,10 @@ _NOTIFY_IDS_PER_MESSAGE = 150  # 150 * 37 bytes stays well under PostgreSQL's 80
 def record_change(session: AsyncSession, listing: Listing) -> None:
     """Bump the version and queue the listing for search sync (same transaction as the change)."""
     listing.version += 1
-    session.add(SearchOutbox(listing_id=listing.id, listing_version=listing.version))
+    # The change's trace travels with the row: the search sync's batch continues it.
+    session.add(
+        SearchOutbox(listing_id=listing.id, listing_version=listing.version, trace_context=traceparent())
+    )
     _announce(session, listing.id)
 
 
@@ -286,7 +290,9 @@ async def delete(
             session.add(_audit(seller, listing, "listing.archived", {"reason": "deleted_with_orders"}))
         return listing
     # The outbox row outlives the listing: search sync finds no row and deletes the document.
-    session.add(SearchOutbox(listing_id=listing.id, listing_version=listing.version + 1))
+    session.add(
+        SearchOutbox(listing_id=listing.id, listing_version=listing.version + 1, trace_context=traceparent())
+    )
     _announce(session, listing.id)
     session.add(_audit(seller, listing, "listing.deleted"))
     await session.delete(listing)

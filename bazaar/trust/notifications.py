@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Role, User
+from bazaar.models import AuditEvent, Role, User
 from bazaar.telemetry import traceparent
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel, NotificationPreference
 
@@ -246,6 +247,23 @@ async def replay(session: AsyncSession, dead_letter_id: int) -> tuple[int, str]:
     # A repeated click (already pending again) or a row delivered meanwhile: nothing to put back.
     status = await session.scalar(select(Notification.status).where(Notification.id == dead.notification_id))
     return dead.notification_id, status or "missing"
+
+
+async def replay_audited(session: AsyncSession, dead_letter_id: int, staff: Principal) -> tuple[int, str]:
+    """Support replays a dead letter (`replay`), audited with the acting support user in the same transaction:
+    the one way the REST route and the console do it."""
+    notification_id, status = await replay(session, dead_letter_id)
+    session.add(
+        AuditEvent(
+            actor_id=staff.user_id,
+            actor_role="support",
+            subject_type="dead_letter",
+            subject_id=str(dead_letter_id),
+            action="dead_letter.replayed",
+            data={"notification_id": str(notification_id), "status": status},
+        )
+    )
+    return notification_id, status
 
 
 def _with_links(data: dict[str, str], base_url: str) -> dict[str, str]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import String, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.models import AuditEvent, Listing, ListingStatus, SearchOutbox, User
+from bazaar.telemetry import traceparent
 from bazaar.trust.models import Reputation, Review, TrustFlag, TrustFlagKind
 
 # Prior: a newcomer counts as PRIOR_WEIGHT ratings of PRIOR_MEAN, so one 5-star review does not beat a long
@@ -101,8 +102,8 @@ async def reindex_seller_listings(session: AsyncSession, seller_id: uuid.UUID) -
     """The seller's rating changed: queue their public listings for search sync in one statement."""
     await session.execute(
         insert(SearchOutbox).from_select(
-            ["listing_id", "listing_version"],
-            select(Listing.id, Listing.version).where(
+            ["listing_id", "listing_version", "trace_context"],
+            select(Listing.id, Listing.version, literal(traceparent(), String(64))).where(
                 Listing.seller_id == seller_id, Listing.status == ListingStatus.ACTIVE
             ),
         )

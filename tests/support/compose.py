@@ -45,6 +45,7 @@ INFRA_IMAGES = {
     "otel-collector": ("otel/opentelemetry-collector", None),
     "jaeger": ("jaegertracing/jaeger", None),
     "prometheus": ("prom/prometheus", "v3.5.0"),
+    "alertmanager": ("prom/alertmanager", "v0.28.1"),
     "grafana": ("grafana/grafana", None),
 }
 EXPECTED_SERVICES = set(APP_SERVICES) | set(INFRA_IMAGES)
