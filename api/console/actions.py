@@ -116,8 +116,9 @@ async def reply(
 ) -> RedirectResponse:
     async def run() -> str:
         message = DisputeMessageBody(body=body, kind="message")
-        await add_dispute_message(order_id, message, staff, db, temporal)
-        return "reply added to the thread"
+        answer = Response()
+        await add_dispute_message(order_id, message, staff, db, temporal, answer)
+        return "reply added to the thread" if answer.status_code != 202 else "reply being saved: reload shortly"
 
     back = f"{PREFIX}/disputes/{order_id}"
     return await perform(db, staff, back, "dispute_replied", f"order:{order_id}", {"body": body[:500]}, run)
@@ -139,8 +140,10 @@ async def ask_for_information(
         ask = InfoRequestBody.model_validate(
             {"party": party, "question": question, "deadline_hours": deadline_hours}
         )
-        await request_dispute_info(order_id, ask, staff, db, temporal)
-        return f"asked the {ask.party} (answer within {ask.deadline_hours} h)"
+        answer = Response()
+        await request_dispute_info(order_id, ask, staff, db, temporal, answer)
+        asked = f"asked the {ask.party} (answer within {ask.deadline_hours} h)"
+        return asked if answer.status_code != 202 else f"{asked}; being saved: reload shortly"
 
     back = f"{PREFIX}/disputes/{order_id}"
     return await perform(db, staff, back, "dispute_info_requested", f"order:{order_id}", data, run)
@@ -208,6 +211,7 @@ async def replay(request: Request, dead_letter_id: RowId, staff: Staff, db: Sess
     result: dict[str, str] = {}
 
     async def run() -> str:
+        # The REST route's handler: the replay is audited there (`dead_letter.replayed`), `perform` adds ours.
         replayed = await replay_dead_letter(dead_letter_id, staff, db)
         result["status"] = replayed.status
         return f"notification {replayed.notification_id} replayed: {replayed.status}"

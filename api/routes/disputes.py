@@ -5,23 +5,36 @@ Resolution (money) is the order's `POST /v1/orders/{id}/resolve`; this router is
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
-from fastapi import APIRouter
-from temporalio.client import WorkflowUpdateFailedError
+from fastapi import APIRouter, Response
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
-from api.openapi import errors
+from api.openapi import LOCATION, errors, merge
+from api.routes.order_actions import STILL_RUNNING, ActionKey
 from api.trust_schemas import DisputeMessageBody, DisputeOut, InfoRequestBody
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order
+from bazaar.settings import get_settings
 from bazaar.trust import disputes
 from workflows.dispute import DisputeMessageIn, DisputeWorkflow, InfoRequest, dispute_workflow_id
 
 router = APIRouter(prefix="/v1/orders/{order_id}/dispute", tags=["disputes"])
+# The case workflow is still saving the step when the API's wait (`ORDER_WAIT_SECONDS`) runs out: the case as
+# it stands; the step lands (or is refused) on its own, and a retry with the same Idempotency-Key joins it.
+STILL_SAVING: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": DisputeOut,
+        "description": "the dispute is still saving it: the case as it stands; poll Location",
+        "headers": LOCATION,
+    }
+}
 
 
 @router.get("", response_model=DisputeOut, responses=errors(ErrorCode.FORBIDDEN))
@@ -33,33 +46,53 @@ async def get_dispute(order_id: uuid.UUID, caller: Caller, session: Session) -> 
 @router.post(
     "/messages",
     response_model=DisputeOut,
-    responses=errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION),
+    responses=merge(STILL_SAVING, errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION)),
 )
 async def add_dispute_message(
-    order_id: uuid.UUID, body: DisputeMessageBody, caller: Caller, session: Session, temporal: Temporal
+    order_id: uuid.UUID,
+    body: DisputeMessageBody,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    key: ActionKey = None,
 ) -> DisputeOut:
     """A message or evidence from the buyer, the seller or support."""
     role = await _role_in(session, order_id, caller)
     await _update(
         temporal,
+        response,
         order_id,
         DisputeWorkflow.add_message,
         DisputeMessageIn(str(caller.user_id), role, body.body, body.kind),
+        f"{caller.user_id}:{key}" if key else None,
     )
     dispute, thread = await disputes.visible_case(session, order_id, caller)
     return DisputeOut.of(dispute, thread)
 
 
-@router.post("/info-requests", response_model=DisputeOut, responses=errors(ErrorCode.INVALID_TRANSITION))
+@router.post(
+    "/info-requests",
+    response_model=DisputeOut,
+    responses=merge(STILL_SAVING, errors(ErrorCode.INVALID_TRANSITION)),
+)
 async def request_dispute_info(
-    order_id: uuid.UUID, body: InfoRequestBody, staff: Support, session: Session, temporal: Temporal
+    order_id: uuid.UUID,
+    body: InfoRequestBody,
+    staff: Support,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    key: ActionKey = None,
 ) -> DisputeOut:
     """Support asks the buyer or the seller for information, with a deadline."""
     await _update(
         temporal,
+        response,
         order_id,
         DisputeWorkflow.request_info,
         InfoRequest(str(staff.user_id), body.party, body.question, body.deadline_hours * 3600),
+        f"{staff.user_id}:{key}" if key else None,
     )
     dispute, thread = await disputes.visible_case(session, order_id, staff)
     return DisputeOut.of(dispute, thread)
@@ -77,12 +110,33 @@ async def _role_in(session: Session, order_id: uuid.UUID, caller: Principal) -> 
     return party
 
 
-async def _update(temporal: Temporal, order_id: uuid.UUID, update: object, arg: object) -> None:
+async def _update(
+    temporal: Temporal,
+    response: Response,
+    order_id: uuid.UUID,
+    update: Any,
+    arg: object,
+    key: str | None,
+) -> None:
+    """Run one step of the case, waiting for it at most `ORDER_WAIT_SECONDS` (then 202, see `STILL_SAVING`)."""
     handle = temporal.get_workflow_handle(dispute_workflow_id(str(order_id)))
+    wait = get_settings().order_wait_seconds
     try:
-        await handle.execute_update(update, arg)  # type: ignore[call-overload]
+        started = await asyncio.wait_for(
+            handle.start_update(
+                update,
+                arg,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                id=f"{update.__name__}:{key}" if key else None,
+            ),
+            wait,
+        )
+        await asyncio.wait_for(started.result(), wait)
     except WorkflowUpdateFailedError as exc:
         raise update_rejection(exc) from exc
+    except STILL_RUNNING:
+        response.status_code = 202
+        response.headers["Location"] = f"/v1/orders/{order_id}/dispute"
     except RPCError as exc:
         if not workflow_gone(exc):
             raise  # e.g. Temporal unreachable: a 503 (api.errors), not "no open dispute"
