@@ -420,6 +420,12 @@ class ResolveIn(BaseModel):
     note: Annotated[str, multi_line(max_length=2000)] | None = None
 
 
+class RefundIn(BaseModel):
+    model_config = example({"amount": 1500, "reason": "Scratch on the frame, agreed with the buyer"})
+    amount: int = Field(gt=0, le=MAX_CHARGE, description="minor units of the order's currency")
+    reason: Annotated[str, multi_line(max_length=500)] | None = None
+
+
 class OrderOut(BaseModel):
     id: uuid.UUID
     status: OrderStatus = Field(

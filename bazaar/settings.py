@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     # Marketplace money rules (integer minor units / basis points; never floats).
     platform_fee_bps: int = Field(default=DEFAULT_TERMS["fee_bps"], ge=0, le=10_000)
     platform_fee_fixed: int = Field(default=DEFAULT_TERMS["fee_fixed"], ge=0)
+    platform_fee_refunded_pro_rata: bool = DEFAULT_TERMS["fee_refunded_pro_rata"]
     default_currency: str = "EUR"
 
     # Order timers (seconds; shorten them for demos and tests).
@@ -201,6 +202,7 @@ class Settings(BaseSettings):
             dispute_window_seconds=self.order_dispute_window_seconds,
             fee_bps=self.platform_fee_bps,
             fee_fixed=self.platform_fee_fixed,
+            fee_refunded_pro_rata=self.platform_fee_refunded_pro_rata,
             review_window_seconds=self.review_window_seconds,
             dispute_escalation_seconds=self.dispute_escalation_seconds,
             notification_max_attempts=self.notification_max_attempts,

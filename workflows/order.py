@@ -411,6 +411,42 @@ class OrderWorkflow(OrderMoney):
         return self.view
 
     @workflow.update
+    async def refund(self, req: ActionRequest) -> OrderView:
+        """The seller or support gives part or all of the escrowed money back to the buyer; the whole of it
+        ends the order as refunded (the stock comes back if it was not shipped)."""
+        async with self._acting(OrderAction.REFUND, req) as party:
+            amount = self._check_refund_amount(req)
+            await self._refund(amount, req.reason or f"{party}_refund")
+            whole = self._escrow_held() == 0
+            await self._transition(
+                OrderStatus.REFUNDED if whole else self.view.status,
+                reason=f"{party}_refunded" if whole else self.view.reason,
+                payment_state=PaymentState.REFUNDED if whole else self.view.payment_state,
+                party=party,
+                actor=req.actor,
+                action=OrderEvent.REFUNDED if whole else OrderEvent.PARTIALLY_REFUNDED,
+                release_stock=whole and not self._shipped,
+            )
+        return self.view
+
+    @refund.validator
+    def _validate_refund(self, req: ActionRequest) -> None:
+        rules.authorize(OrderAction.REFUND, req.actor, self._view)
+        rules.check_request(OrderAction.REFUND, {"reason": req.reason})
+        self._check_refund_amount(req)
+
+    def _check_refund_amount(self, req: ActionRequest) -> int:
+        """The amount asked for: at least one minor unit, at most what escrow still holds."""
+        held = self._escrow_held()
+        if req.refund_amount is None or not 0 < req.refund_amount <= held:
+            raise ApplicationError(
+                f"refund_amount must be between 1 and {held} (what the order still holds)",
+                self._view,
+                type=Rejection.INVALID_REQUEST,
+            )
+        return req.refund_amount
+
+    @workflow.update
     async def retry_transfer(self, req: ActionRequest) -> OrderView:
         """Support/operators: pay out again after the provider refused the seller's transfer."""
         async with self._acting(OrderAction.RETRY_TRANSFER, req) as party:

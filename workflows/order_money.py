@@ -161,7 +161,10 @@ class OrderMoney(OrderSteps):
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
         gross = self._escrow_held()
         if fee is None:
-            fee = platform_fee(gross, self._terms.fee_bps, self._terms.fee_fixed)
+            # Refunds give the fee back pro rata (it is charged on what the buyer still pays), or not (charged
+            # on the whole order, out of what is left): the order's terms say which.
+            basis = gross if self._terms.fee_refunded_pro_rata else gross + self.view.refunded_amount
+            fee = min(gross, platform_fee(basis, self._terms.fee_bps, self._terms.fee_fixed))
         self._view = replace(self.view, platform_fee=fee)
         self._releases += 1
         # Booked with the completion itself (one transaction): escrow to the fee and the seller's payable.

@@ -22,7 +22,7 @@ from temporalio.service import RPCError
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
 from api.openapi import LOCATION, errors, merge
-from api.schemas import ActionIn, FulfilIn, OrderOut, ResolveIn
+from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
@@ -188,6 +188,15 @@ async def resolve_dispute(act: Act, _: Support, body: ResolveIn) -> OrderOut:
         resolution=body.resolution,
         refund_amount=body.refund_amount,
     )
+
+
+@router.post("/{order_id}/refund", response_model=OrderOut, responses=ACTION)
+async def refund_order(act: Act, body: RefundIn) -> OrderOut:
+    """Seller or support gives part or all of the money back to the buyer while it is held in escrow (paid,
+    confirmed or fulfilled): at most what the order still holds (422 above that). A partial refund keeps the
+    order going and its release pays the seller what is left, less the fee (`PLATFORM_FEE_REFUNDED_PRO_RATA`);
+    refunding all of it ends the order as `refunded`, with the stock back if it was not shipped."""
+    return await act(OrderWorkflow.refund, refund_amount=body.amount, reason=body.reason)
 
 
 @router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)

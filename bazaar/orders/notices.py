@@ -99,6 +99,14 @@ def effects_of(
         )
     if action == OrderEvent.PAYOUT_RETRIED:
         return Effects([notice(view, f"payout-retried-{transfers}", "order_completed", seller, payout_text)])
+    if action == OrderEvent.PARTIALLY_REFUNDED or (
+        action == OrderEvent.REFUNDED and view.reason in ("seller_refunded", "support_refunded")
+    ):
+        # Keyed by the running total, so each refund is told once.
+        refunded = {"refunded": format_money(view.refunded_amount, view.currency)}
+        return Effects(
+            [notice(view, f"refunded-{view.refunded_amount}", "order_refunded", buyer + seller, refunded)]
+        )
     if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
         return Effects(outcome="disputed")
     return Effects()

@@ -44,6 +44,13 @@ RULES: dict[OrderAction, dict[OrderStatus, frozenset[Party]]] = {
     OrderAction.RETRY_TRANSFER: {OrderStatus.COMPLETED: _SUPPORT},
     # Support re-runs the step an order is stuck on (any state; only while the order needs attention).
     OrderAction.RETRY: {state: _SUPPORT for state in _ALL_STATES},
+    # Part or all of the money back to the buyer, by the seller or support, while it is held in escrow (a
+    # dispute's money is support's `resolve`).
+    OrderAction.REFUND: {
+        OrderStatus.PAID: _SELLER | _SUPPORT,
+        OrderStatus.CONFIRMED: _SELLER | _SUPPORT,
+        OrderStatus.FULFILLED: _SELLER | _SUPPORT,
+    },
 }
 # What support may still do while a step is stuck (a cancel waits for the step, then cancels).
 DURING_ATTENTION = frozenset({OrderAction.RETRY, OrderAction.CANCEL})
@@ -75,6 +82,8 @@ def blocked(action: OrderAction, view: OrderView) -> str | None:
         return "the card network is deciding this chargeback; wait for its decision"
     if action == OrderAction.RETRY_TRANSFER and view.payment_state != PaymentState.TRANSFER_FAILED:
         return "only a failed payout can be retried"
+    if action == OrderAction.REFUND and view.payment_state != PaymentState.HELD_IN_ESCROW:
+        return f"nothing can be refunded while the payment is {view.payment_state}"
     return None
 
 

@@ -19,6 +19,9 @@ class OrderTerms(TypedDict):
     dispute_window_seconds: int
     fee_bps: int  # platform fee, basis points of the total
     fee_fixed: int  # platform fee, minor units per order
+    # A refund gives back the platform fee in proportion (the fee is charged on what the buyer keeps paying),
+    # or not (the fee on the whole order stays with the platform; the seller's share bears the refund).
+    fee_refunded_pro_rata: bool
     review_window_seconds: int
     dispute_escalation_seconds: int
     notification_max_attempts: int
@@ -35,6 +38,7 @@ DEFAULT_TERMS: Final = OrderTerms(
     dispute_window_seconds=7 * 24 * 3600,
     fee_bps=1000,
     fee_fixed=30,
+    fee_refunded_pro_rata=True,
     review_window_seconds=14 * 24 * 3600,
     dispute_escalation_seconds=5 * 24 * 3600,
     notification_max_attempts=6,

@@ -66,6 +66,7 @@ class OrderAction(enum.StrEnum):
     RESOLVE_DISPUTE = "resolve_dispute"
     RETRY_TRANSFER = "retry_transfer"
     RETRY = "retry"
+    REFUND = "refund"
 
 
 class OrderEvent(enum.StrEnum):
@@ -83,6 +84,7 @@ class OrderEvent(enum.StrEnum):
     CANCELLED = "order.cancelled"
     DISPUTED = "order.disputed"
     REFUNDED = "order.refunded"
+    PARTIALLY_REFUNDED = "order.partially_refunded"
     PAYOUT_RETRIED = "order.payout_retried"
     PAYOUT_RETRY_FAILED = "order.payout_retry_failed"
     CHARGEBACK = "order.chargeback"
@@ -112,6 +114,7 @@ class PlaceOrder:
     dispute_window_seconds: int = DEFAULT_TERMS["dispute_window_seconds"]
     fee_bps: int = DEFAULT_TERMS["fee_bps"]
     fee_fixed: int = DEFAULT_TERMS["fee_fixed"]
+    fee_refunded_pro_rata: bool = DEFAULT_TERMS["fee_refunded_pro_rata"]
     acceptance_reminder_seconds: int = DEFAULT_TERMS["acceptance_reminder_seconds"]
     review_window_seconds: int = DEFAULT_TERMS["review_window_seconds"]
     dispute_escalation_seconds: int = DEFAULT_TERMS["dispute_escalation_seconds"]
@@ -148,7 +151,7 @@ class ActionRequest:
     message: str | None = None  # open_dispute: the buyer's account of what went wrong
     tracking: dict[str, str] | None = None  # fulfil: carrier, tracking number, url
     resolution: str | None = None  # resolve_dispute: release | refund | partial_refund
-    refund_amount: int | None = None  # partial_refund, minor units
+    refund_amount: int | None = None  # partial_refund and refund, minor units
 
 
 @dataclass

@@ -36,7 +36,7 @@ def balance(http: httpx.Client, seller: Any) -> dict[str, Any]:
 def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any) -> None:
     seller, buyer, order = paid_order(http)
     oid = order["id"]
-    assert order["allowed_actions"] == ["accept", "cancel", "decline"]
+    assert order["allowed_actions"] == ["accept", "cancel", "decline", "refund"]
     assert balance(http, seller) == {"currency": "EUR", "held": AMOUNT, "available": 0, "paid_out": 0}
     assert act(http, oid, "accept", seller)["status"] == "confirmed"
     shipped = act(http, oid, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD0142"})

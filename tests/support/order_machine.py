@@ -47,13 +47,13 @@ REFUSALS = frozenset(
 )
 
 # Terms: bounds short enough for faults to go past them within a step (provider calls retry 1 s, 2 s, ...).
-BOUNDS: dict[str, int] = {
+BOUNDS: dict[str, Any] = {
     "provider_timeout_seconds": 2,
     "attention_retry_seconds": 2,
     "step_timeout_seconds": 10,
     "dispute_escalation_seconds": 3600,
 }
-TERMS: dict[str, dict[str, int]] = {
+TERMS: dict[str, dict[str, Any]] = {
     "long": {"acceptance_timeout_seconds": 3600, "dispute_window_seconds": 3600},
     "short": {"acceptance_timeout_seconds": 3, "acceptance_reminder_seconds": 1, "dispute_window_seconds": 3},
 }
@@ -86,6 +86,7 @@ PARTY = {
     "resolve_dispute": "support",
     "retry_transfer": "support",
     "retry": "support",
+    "refund": "seller",
 }
 # The natural next actions in each state (`advance`), to get deep into the lifecycle in few steps.
 NEXT: dict[str, tuple[str, ...]] = {
@@ -360,6 +361,18 @@ class OrderMachine(RuleBasedStateMachine, OrderChecks):
             refund_amount=refund_amount if resolution == "partial_refund" else None,
         )
         self.update(placed, "resolve_dispute", request)
+
+    @precondition(any_open)
+    @rule(
+        pick=PICK,
+        amount=st.sampled_from([1_500, 1, UNIT_PRICE - 1, UNIT_PRICE, 2 * UNIT_PRICE, 0]),
+        who=st.sampled_from(["party", "support", "buyer"]),
+    )
+    def refund(self, pick: int, amount: int, who: str) -> None:
+        """Part or all of the escrowed money back, by the seller or support (more than is held is refused)."""
+        placed = self.live(pick)
+        request = ActionRequest(self.actor(placed, who, "refund"), reason="agreed", refund_amount=amount)
+        self.update(placed, "refund", request)
 
     @precondition(any_open)
     @rule(

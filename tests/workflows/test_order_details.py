@@ -37,7 +37,7 @@ async def test_details_follow_the_order_with_its_deadlines(workflow_env: Workflo
         deadline = datetime.strptime(match[1], "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
         expected = datetime.now(UTC) + timedelta(hours=3)
         assert abs((deadline - expected).total_seconds()) < 120, (deadline, expected)
-        assert set(actions.removeprefix("next: ").split(", ")) == {"accept", "decline", "cancel"}
+        assert set(actions.removeprefix("next: ").split(", ")) == {"accept", "decline", "cancel", "refund"}
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         confirmed = await current_details(order.handle)
         assert confirmed.startswith("waiting for the seller to ship\nnext: "), confirmed

@@ -54,6 +54,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "resolve_dispute": {"disputed": {"support"}},
     "retry_transfer": {"completed": {"support"}},
     "retry": {s: {"support"} for s in ("pending", "paid", "confirmed", "fulfilled", "completed", "disputed")},
+    "refund": {s: {"seller", "support"} for s in ("paid", "confirmed", "fulfilled")},
 }
 
 
@@ -188,9 +189,10 @@ def test_money_conditions() -> None:
     ("order", "expected"),
     [
         (view("pending"), ["cancel"]),
-        (view("paid"), ["accept", "cancel", "decline"]),
-        (view("confirmed"), ["cancel", "fulfil"]),
-        (view("fulfilled"), ["confirm_receipt", "open_dispute"]),
+        (view("paid"), ["accept", "cancel", "decline", "refund"]),
+        (view("confirmed"), ["cancel", "fulfil", "refund"]),
+        (view("fulfilled"), ["confirm_receipt", "open_dispute", "refund"]),
+        (view("fulfilled", payment_state="chargeback"), ["confirm_receipt", "open_dispute"]),
         (view("completed"), []),
         (view("completed", payment_state="transfer_failed"), ["retry_transfer"]),
         (view("disputed"), ["resolve_dispute"]),
