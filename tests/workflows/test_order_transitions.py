@@ -375,3 +375,48 @@ async def test_only_dispute_cases_are_started_as_children(workflow_env: Workflow
         await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="release"))
         await order.result()
         assert await child_workflow_types(order.handle) == ["DisputeWorkflow"]
+
+
+# ---- refunds while the money is in escrow ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pro_rata", "fee"), [(True, 4_380), (False, FEE)])
+async def test_a_partial_refund_keeps_the_order_and_the_release_charges_the_fee_by_the_terms(
+    workflow_env: WorkflowEnvironment, pro_rata: bool, fee: int
+) -> None:
+    """1,500 back: pro rata the fee is 10 % of 43,500 + 0.30 (4,380); otherwise the whole order's (4,530)."""
+    world = FakeWorld(stock=1)
+    async with placed(workflow_env, world, fee_refunded_pro_rata=pro_rata) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        refunded = await order.act(OrderWorkflow.refund, ActionRequest(SELLER, refund_amount=1_500))
+        assert (refunded.status, refunded.refunded_amount) == ("confirmed", 1_500)
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert (done.status, done.platform_fee) == ("completed", fee)
+    assert [(r.amount, r.idempotency_key) for r in world.refunds] == [(1_500, f"{order.id}:refund:1")]
+    assert [(r.gross, r.fee) for r in world.escrow_releases] == [(AMOUNT - 1_500, fee)]
+    assert [t.amount for t in world.transfers] == [AMOUNT - 1_500 - fee]
+    assert "order.partially_refunded" in [s.action for s in world.transitions()]
+
+
+async def test_refunding_all_that_is_held_ends_the_order_and_more_is_refused(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld(stock=1)
+    async with placed(workflow_env, world) as order:
+        for amount in (0, AMOUNT + 1, None):
+            asked = ActionRequest(SUPPORT, refund_amount=amount)
+            assert await refusal(order.act(OrderWorkflow.refund, asked)) == "InvalidRequest"
+        by_buyer = ActionRequest(BUYER, refund_amount=100)
+        assert await refusal(order.act(OrderWorkflow.refund, by_buyer)) == "Forbidden"
+        await order.act(OrderWorkflow.refund, ActionRequest(SUPPORT, refund_amount=10_000))
+        whole = await order.act(OrderWorkflow.refund, ActionRequest(SELLER, refund_amount=AMOUNT - 10_000))
+        assert (whole.status, whole.reason, whole.payment_state) == (
+            "refunded",
+            "seller_refunded",
+            "refunded",
+        )
+        assert (await order.result()).status == "refunded"
+    assert [r.amount for r in world.refunds] == [10_000, AMOUNT - 10_000]
+    assert world.transfers == [] and world.escrow_releases == []
+    assert world.stock == 1  # unshipped: back on sale
