@@ -23,10 +23,10 @@ class ErrorCode(enum.StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials", 401
     FORBIDDEN = "forbidden", 403
     NOT_FOUND = "not_found", 404
-    EMAIL_TAKEN = "email_taken", 409
     UNKNOWN_CATEGORY = "unknown_category", 422
     PAYOUT_ACCOUNT_REQUIRED = "payout_account_required", 409
     PAYOUT_ACCOUNT_EXISTS = "payout_account_exists", 409
+    PAYOUT_ACCOUNT_NOT_READY = "payout_account_not_ready", 409  # the provider reports it cannot take charges
     INVALID_TRANSITION = "invalid_transition", 409
     PRECONDITION_FAILED = "precondition_failed", 412
     PRECONDITION_REQUIRED = "precondition_required", 428

@@ -53,6 +53,11 @@ def payout_account_workflow_id(user_id: str) -> str:
     return f"payout-account-{user_id}"
 
 
+def money_workflow_id(order_id: str) -> str:
+    """An order's money statement, read live from the provider (`OrderMoneyWorkflow`)."""
+    return f"money-{order_id}"
+
+
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """`runtime`: e.g. the worker's, exporting SDK metrics to Prometheus.
 

@@ -36,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
 SCHEDULE_ID = "bazaar-reconciliation-daily"
 # Set by Temporal on every scheduled run: the time it was due (catch-up runs start later than that).
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-MONEY_WORKFLOW_PREFIX = "money-"
 
 
 def previous_day(now: datetime) -> ReconcileWindow:

@@ -58,9 +58,7 @@ def _pair(tokens: sessions.Tokens, response: Response) -> TokenPairOut:
     )
 
 
-@router.post(
-    "/auth/register", status_code=202, response_model=Accepted, responses=errors(ErrorCode.EMAIL_TAKEN)
-)
+@router.post("/auth/register", status_code=202, response_model=Accepted)
 async def register(body: RegisterIn, session: Session, _: RegisterLimit, may_mail: MailBudget) -> Accepted:
     """Create an account. The answer is the same for an address that has an account already (whose owner is
     told by mail instead), so it reveals no account. The password must pass the policy (422 otherwise)."""

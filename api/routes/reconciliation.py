@@ -31,8 +31,9 @@ from bazaar.payments import discrepancies
 from bazaar.payments.discrepancies import DiscrepancyStatus
 from bazaar.payments.reconcile import DiscrepancyCategory
 from bazaar.settings import get_settings
+from bazaar.temporal import money_workflow_id
 from bazaar.text import single_line
-from workflows.reconciliation import MONEY_WORKFLOW_PREFIX, OrderMoneyWorkflow
+from workflows.reconciliation import OrderMoneyWorkflow
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 support_router = APIRouter(prefix="/v1/support", tags=["support"])
@@ -57,7 +58,7 @@ async def get_order_money(
         handle = await temporal.start_workflow(
             OrderMoneyWorkflow.run,
             str(order_id),
-            id=f"{MONEY_WORKFLOW_PREFIX}{order_id}",
+            id=money_workflow_id(str(order_id)),
             task_queue=get_settings().temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
