@@ -10,9 +10,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 
-async def start_detached(run: Any, arg: Any, child_id: str, *, once: bool) -> None:
+async def start_detached(
+    run: Any, arg: Any, child_id: str, *, once: bool, summary: str | None = None
+) -> None:
     """Start a child that outlives its parent (ABANDON); the parent waits only for the start. `once`: never
-    again under this id (e.g. one delivery per event), else only while no run of it is open."""
+    again under this id (e.g. one delivery per event), else only while no run of it is open. `summary`: the
+    child's static summary for operators (user metadata on its start: not compared on replay, so adding it
+    needs no patch)."""
     try:
         await workflow.start_child_workflow(
             run,
@@ -22,6 +26,7 @@ async def start_detached(run: Any, arg: Any, child_id: str, *, once: bool) -> No
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
             if once
             else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=summary,
         )
     except WorkflowAlreadyStartedError:  # it ran (or runs) already
         workflow.logger.info("child %s already started", child_id)

@@ -3,6 +3,11 @@
 Started as an abandoned child (or on its own) with id `notify-<event key>`, so one event notifies once.
 Each delivery retries with backoff; after the last attempt it lands in the dead-letter table, from where
 operators replay it (the same workflow, given the notification ids).
+
+Legacy: new code writes notifications into the outbox with the step that causes them. Only workflows started
+before that start this one: orders on `OrderWorkflow` (workflows/legacy_order*.py), their review rounds, and
+dispute cases without `BOUNDED_PATCH` (workflows/dispute.py). It stays registered, and their histories replay
+against it, until none of those runs is left (docs/workflow-versioning.md).
 """
 
 from __future__ import annotations

@@ -350,10 +350,21 @@ class OrderSteps:
             provider_dispute_id=None if by_buyer else view.chargeback_id,
             escalate_after_seconds=self._terms.dispute_escalation_seconds,
             notification_max_attempts=self._terms.notification_max_attempts,
+            amount=view.amount,
+            currency=view.currency,
+            step_timeout_seconds=self._terms.step_timeout_seconds,
+            attention_retry_seconds=self._terms.attention_retry_seconds,
         )
-        # A chargeback after a closed buyer dispute reopens the case (once=False).
+        # A chargeback after a closed buyer dispute reopens the case (once=False). The summary is user
+        # metadata of the start, not compared on replay: orders recorded without it still replay.
         self._in_background(
-            start_detached(DisputeWorkflow.run, case, dispute_workflow_id(view.order_id), once=False)
+            start_detached(
+                DisputeWorkflow.run,
+                case,
+                dispute_workflow_id(view.order_id),
+                once=False,
+                summary=case.summary(),
+            )
         )
 
     def _signal_dispute_case(self, signal: Any, arg: Any) -> None:

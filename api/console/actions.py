@@ -118,7 +118,9 @@ async def reply(
         message = DisputeMessageBody(body=body, kind="message")
         answer = Response()
         await add_dispute_message(order_id, message, staff, db, temporal, answer)
-        return "reply added to the thread" if answer.status_code != 202 else "reply being saved: reload shortly"
+        return (
+            "reply added to the thread" if answer.status_code != 202 else "reply being saved: reload shortly"
+        )
 
     back = f"{PREFIX}/disputes/{order_id}"
     return await perform(db, staff, back, "dispute_replied", f"order:{order_id}", {"body": body[:500]}, run)

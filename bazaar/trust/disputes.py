@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order
+from bazaar.orders.details import utc
+from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.orders.types import Party
+from bazaar.payments.money import format_money
 from bazaar.trust.models import (
     Dispute,
     DisputeMessage,
@@ -23,7 +28,89 @@ from bazaar.trust.models import (
     DisputeStatus,
 )
 
+# ---- what crosses the case workflow's boundary (workflows/dispute.py): its input, Update/Signal payloads and
+# state. Running cases decode these, so fields are only ever added, with defaults. ------------------------------
+# Who may write in a case's thread, and whom support may ask; what a party may post.
+AUTHORS = frozenset({Party.BUYER, Party.SELLER, Party.SUPPORT})
+ASKED = frozenset({Party.BUYER, Party.SELLER})
+POSTED = frozenset({DisputeMessageKind.MESSAGE, DisputeMessageKind.EVIDENCE})
 
+
+@dataclass
+class DisputeCase:
+    order_id: str
+    buyer_id: str
+    seller_id: str
+    listing_title: str
+    source: DisputeSource
+    reason_code: str
+    message: str = ""
+    provider_dispute_id: str | None = None
+    escalate_after_seconds: int = 5 * 24 * 3600
+    notification_max_attempts: int = 6  # legacy cases' notification children
+    amount: int = 0  # the order's total, for operators (summary, refund text)
+    currency: str = ""
+    # The failure rule's bounds, the order's terms (docs/failure-rules.md).
+    step_timeout_seconds: int = DEFAULT_TERMS["step_timeout_seconds"]
+    attention_retry_seconds: int = DEFAULT_TERMS["attention_retry_seconds"]
+
+    @property
+    def key(self) -> str:
+        """Prefix of this case's thread and notification keys (an order can have a later chargeback case)."""
+        return case_prefix(self.order_id, self.provider_dispute_id)
+
+    def summary(self) -> str:
+        """The static summary operators see in the Temporal UI's list (set by whoever starts the case)."""
+        return case_summary(
+            self.amount, self.currency, self.listing_title, self.source, self.provider_dispute_id
+        )
+
+
+@dataclass
+class DisputeMessageIn:
+    """A message for the thread. Its role and kind are strings as the caller sent them: the validator checks
+    them (one of `AUTHORS`, the API vouches for it; one of `POSTED`), so a bad one is an InvalidRequest."""
+
+    author_id: str
+    author_role: str
+    body: str
+    kind: str = DisputeMessageKind.MESSAGE
+
+
+@dataclass
+class InfoRequest:
+    staff_id: str
+    party: str  # one of `ASKED`, checked by the validator
+    question: str
+    deadline_seconds: int
+
+
+@dataclass
+class Resolution:
+    resolution: DisputeResolution
+    refund_amount: int | None = None
+
+
+@dataclass
+class ChargebackJoined:
+    """The card network disputes the charge while this (buyer's) case is open: the order froze the money
+    for the network's decision; the case records it and goes on."""
+
+    provider_dispute_id: str
+    amount: int
+    currency: str
+
+
+@dataclass
+class DisputeState:
+    status: DisputeStatus = DisputeStatus.OPEN
+    messages: int = 0
+    waiting_for: list[Party] = field(default_factory=list)
+    resolution: DisputeResolution | None = None
+    attention: str | None = None  # "<step>: <error>" while a step keeps failing past its bound
+
+
+# ---- the record and its thread ------------------------------------------------------------------------------
 async def open_case(
     session: AsyncSession,
     order_id: uuid.UUID,
@@ -98,6 +185,14 @@ async def add_message(
     )
 
 
+async def case_id(session: AsyncSession, order_id: uuid.UUID) -> uuid.UUID:
+    """The order's dispute record (without its thread: a step of the case's workflow needs only the id)."""
+    found = await session.scalar(select(Dispute.id).where(Dispute.order_id == order_id))
+    if found is None:
+        raise LookupError(f"no dispute on order {order_id}")
+    return found
+
+
 async def set_status(
     session: AsyncSession,
     order_id: uuid.UUID,
@@ -151,3 +246,60 @@ async def queue(session: AsyncSession, statuses: list[DisputeStatus], limit: int
         .limit(limit)
     )
     return list(rows.all())
+
+
+# ---- what operators read in the Temporal UI (pure text; the workflow calls these, nothing is a command) ----
+TITLE_CHARS = 60  # the summary is one line in the UI's list
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def case_summary(
+    amount: int, currency: str, title: str, source: DisputeSource, provider_dispute_id: str | None
+) -> str:
+    """'Dispute on order 450.00 EUR: Road bike, buyer dispute' (or '..., chargeback dp_1')."""
+    price = f" {format_money(amount, currency)}" if currency else ""
+    origin = (
+        f"chargeback {provider_dispute_id or ''}".rstrip()
+        if source == DisputeSource.CHARGEBACK
+        else "buyer dispute"
+    )
+    return f"Dispute on order{price}: {_one_line(title, TITLE_CHARS)}, {origin}"
+
+
+def case_details(
+    status: DisputeStatus,
+    *,
+    opened: bool = True,
+    waiting: Mapping[str, datetime] | None = None,
+    escalates_at: datetime | None = None,
+    resolution: DisputeResolution | None = None,
+    refund: str | None = None,
+    attention: str | None = None,
+    retry: int = 0,
+    next_retry: datetime | None = None,
+) -> str:
+    """One line saying what the case waits for: 'waiting for the buyer's answer until 2026-11-28 12:00 UTC',
+    'escalated to support', 'resolved: refund'; a failing step first ('needs attention: ...')."""
+    asked = [f"the {party}'s answer until {utc(until)}" for party, until in sorted((waiting or {}).items())]
+    answers = f"waiting for {' and '.join(asked)}" if asked else ""
+    if not opened:
+        headline = "opening the case"
+    elif status == DisputeStatus.RESOLVED:
+        headline = f"resolved: {resolution or 'closed'}" + (f" ({refund} refunded)" if refund else "")
+    elif status == DisputeStatus.ESCALATED:
+        headline = "escalated to support" + (
+            f"; {answers}" if answers else ": waiting for support to resolve"
+        )
+    elif answers:
+        headline = answers
+    else:
+        escalates = f" (escalates to support at {utc(escalates_at)})" if escalates_at else ""
+        headline = f"open: waiting for support to resolve{escalates}"
+    if attention is None:
+        return headline
+    when = f", next at {utc(next_retry)}" if next_retry else ""
+    return f"needs attention: {attention} (retry {retry or 1}{when}) | {headline}"

@@ -391,15 +391,25 @@ class FakeWorld:
         @activity.defn(name="open_dispute_case")
         async def open_dispute_case(req: OpenDispute) -> str:
             world.dispute_cases.append(req)
+            for event in req.notices:  # written in the case's own transaction, like the real outbox
+                world._prepare(event)
             return "case-1"
 
         @activity.defn(name="append_dispute_thread")
         async def append_dispute_thread(entry: ThreadEntry) -> None:
             world.dispute_thread.append(entry)
+            if entry.status is not None:  # the entry moves the case too (one transaction)
+                world.dispute_statuses.append(
+                    DisputeStatusChange(entry.order_id, entry.status, notices=entry.notices)
+                )
+            for event in entry.notices:
+                world._prepare(event)
 
         @activity.defn(name="set_dispute_status")
         async def set_dispute_status(change: DisputeStatusChange) -> None:
             world.dispute_statuses.append(change)
+            for event in change.notices:
+                world._prepare(event)
 
         return [
             prepare_notifications,

@@ -10,6 +10,11 @@ What is recorded here:
   ends as recorded);
 - `reveal_due_reviews_sweep`: one run of the review sweep;
 - `dispute_case_chargeback_joined`: a buyer's dispute case that a chargeback joins (started by the lean order).
+- Recorded with the dispute case's `BOUNDED_PATCH` (bounded local database steps, notifications in the outbox):
+  `dispute_case_outbox_refunded` (a case the lean order opened with its static summary, worked and refunded) with
+  its order's history `lean_dispute_case_with_summary` (the child's start carries user metadata), and
+  `dispute_case_attention_recovered` (a case whose database refuses a message, then is down past the step bound
+  and comes back: refused Updates, the flag in the memo, support told).
 
 What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
 (`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
@@ -33,12 +38,21 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bazaar.orders.types import ActionRequest
+from bazaar.trust.models import DisputeResolution
 from tests.support.binaries import venv_binary
 from tests.support.order_scenarios import RECORDED, record
 from tests.support.orders import BUYER, SELLER, SUPPORT, notice, placed
 from tests.support.temporal import SEARCH_ATTRIBUTES
 from tests.support.workflow_fakes import FakeWorld
-from workflows.dispute import DisputeState, DisputeWorkflow, dispute_workflow_id
+from tests.workflows.test_dispute_workflow import CaseDb, a_case, cleared, message, refusal, until
+from workflows.dispute import (
+    ChargebackJoined,
+    DisputeState,
+    DisputeWorkflow,
+    InfoRequest,
+    Resolution,
+    dispute_workflow_id,
+)
 from workflows.order import OrderWorkflow
 from workflows.reviews import RevealDueReviewsWorkflow
 
@@ -81,6 +95,59 @@ async def record_joined_case(env: WorkflowEnvironment) -> WorkflowHistory:
         return await case.fetch_history()
 
 
+async def record_outbox_case(env: WorkflowEnvironment) -> tuple[WorkflowHistory, WorkflowHistory]:
+    """A buyer's dispute the lean order opens (with the case's summary); support asks the seller, who answers;
+    support refunds. Returns the case's history and the order's."""
+    world = FakeWorld()
+    async with placed(env, world, dispute_window_seconds=3600) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.open_dispute, ActionRequest(BUYER, reason="damaged", message="bent"))
+        await world.eventually(lambda: bool(world.dispute_cases))
+        case: WorkflowHandle[DisputeWorkflow, DisputeState] = env.client.get_workflow_handle(
+            dispute_workflow_id(order.id), result_type=DisputeState
+        )
+        await case.execute_update(
+            DisputeWorkflow.request_info, InfoRequest("staff-1", "seller", "Receipt?", 86_400)
+        )
+        await case.execute_update(DisputeWorkflow.add_message, message("Attached", kind="evidence"))
+        await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
+        await case.result()
+        await order.result()
+        return await case.fetch_history(), await order.handle.fetch_history()
+
+
+async def record_attention_case(env: WorkflowEnvironment) -> WorkflowHistory:
+    """A case started on its own (as an operator would): the database refuses a message (NUL byte), then is
+    down past the step bound (the Update refused, the case flagged), then back (support told, the flag
+    cleared); a chargeback joins; the case is resolved with a partial refund."""
+    db = CaseDb()
+    queue = f"record-{uuid.uuid4()}"
+    order = str(uuid.uuid4())
+    case = a_case(order, step_timeout_seconds=1, attention_retry_seconds=1)
+    async with Worker(env.client, task_queue=queue, workflows=[DisputeWorkflow], activities=db.activities()):
+        handle = await env.client.start_workflow(
+            DisputeWorkflow.run,
+            case,
+            id=dispute_workflow_id(order),
+            task_queue=queue,
+            static_summary=case.summary(),
+        )
+        await handle.execute_update(
+            DisputeWorkflow.request_info, InfoRequest("staff-1", "seller", "Receipt?", 86_400)
+        )
+        await refusal(handle.execute_update(DisputeWorkflow.add_message, message("bad \x00 byte")))
+        db.down = True
+        await refusal(handle.execute_update(DisputeWorkflow.add_message, message("lost")))
+        db.down = False
+        await until(lambda: cleared(handle))
+        await handle.execute_update(DisputeWorkflow.add_message, message("Attached", kind="evidence"))
+        await handle.signal(DisputeWorkflow.chargeback_joined, ChargebackJoined("dp_1", 45_000, "EUR"))
+        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.PARTIAL_REFUND, 10_000))
+        await handle.result()
+        return await handle.fetch_history()
+
+
 async def main(everything: bool) -> None:
     def wanted(name: str) -> bool:
         return everything or not (HISTORIES / f"{name}.json").exists()
@@ -102,6 +169,12 @@ async def main(everything: bool) -> None:
             write("reveal_due_reviews_sweep", await record_sweep(env))
         if wanted("dispute_case_chargeback_joined"):
             write("dispute_case_chargeback_joined", await record_joined_case(env))
+        if wanted("dispute_case_outbox_refunded") or wanted("lean_dispute_case_with_summary"):
+            case_history, order_history = await record_outbox_case(env)
+            write("dispute_case_outbox_refunded", case_history)
+            write("lean_dispute_case_with_summary", order_history)
+        if wanted("dispute_case_attention_recovered"):
+            write("dispute_case_attention_recovered", await record_attention_case(env))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from worker import WORKFLOWS
+from workflows.dispute import BOUNDED_PATCH
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
 SOURCES = {p.stem: p.read_text() for p in HISTORIES}
@@ -52,6 +56,11 @@ def test_histories_exist() -> None:
         "lean_sold_out",
         "dispute_case_chargeback_joined",
         "reveal_due_reviews_sweep",
+        # Recorded with the dispute case's BOUNDED_PATCH (the ones above without it), and an order that
+        # started its case with a static summary (user metadata on the child's start).
+        "dispute_case_outbox_refunded",
+        "dispute_case_attention_recovered",
+        "lean_dispute_case_with_summary",
     }
 
 
@@ -77,3 +86,66 @@ async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"replay-{path.stem}", SOURCES[path.stem])
     result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+def _events(name: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads(SOURCES[name])["events"]
+    return events
+
+
+def _patches(name: str) -> set[str]:
+    found = set()
+    for event in _events(name):
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_patch":
+            [payload] = marker["details"]["patch-data"]["payloads"]
+            found.add(json.loads(base64.b64decode(payload["data"]))["id"])
+    return found
+
+
+def _child_starts(name: str) -> int:
+    return sum(e["eventType"] == "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED" for e in _events(name))
+
+
+def test_dispute_cases_before_the_patch_keep_their_commands_and_new_ones_take_the_bounded_path() -> None:
+    """Both paths are covered: cases recorded before BOUNDED_PATCH (activities retried without bound,
+    notification children) replay on the `_legacy_*` path; cases recorded after it carry its marker, run local
+    activities and start no notification children (their notifications are in the steps' transactions)."""
+    before = ["dispute_case_worked_and_refunded", "dispute_case_chargeback_joined"]
+    after = ["dispute_case_outbox_refunded", "dispute_case_attention_recovered"]
+    for name in before:
+        assert BOUNDED_PATCH not in _patches(name) and _child_starts(name) > 0, name
+        assert any(e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" for e in _events(name)), name
+    for name in after:
+        assert BOUNDED_PATCH in _patches(name) and _child_starts(name) == 0, name
+        assert not any(e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" for e in _events(name)), name
+    # The flag went up and came down: memo upserts are commands of the new path, in its history.
+    modified = [
+        e
+        for e in _events("dispute_case_attention_recovered")
+        if "workflowPropertiesModifiedEventAttributes" in e
+    ]
+    assert len(modified) >= 2
+
+
+async def test_a_static_summary_on_the_child_start_is_not_compared_on_replay() -> None:
+    """The order now starts its dispute case with a static summary (user metadata of the start command). Orders
+    recorded without it replay against code that sets it (`lean_dispute_refunded`), and the order recorded with
+    it replays with its metadata removed too: the metadata is not part of what replay compares."""
+    [old_start] = [
+        e
+        for e in _events("lean_dispute_refunded")
+        if "startChildWorkflowExecutionInitiatedEventAttributes" in e
+    ]
+    assert "userMetadata" not in old_start
+    name = "lean_dispute_case_with_summary"
+    [start] = [e for e in _events(name) if "startChildWorkflowExecutionInitiatedEventAttributes" in e]
+    summary = json.loads(base64.b64decode(start["userMetadata"]["summary"]["data"]))
+    assert summary == "Dispute on order 450.00 EUR: Road bike, buyer dispute"
+    stripped = json.loads(SOURCES[name])
+    for event in stripped["events"]:
+        event.pop("userMetadata", None)
+    for label, text in (("with", SOURCES[name]), ("without", json.dumps(stripped))):
+        history = WorkflowHistory.from_json(f"replay-{name}-{label}-metadata", text)
+        result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None, label
