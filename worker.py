@@ -38,7 +38,7 @@ from workflows.dispute import DisputeWorkflow
 from workflows.legacy_order import LegacyOrderWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.order import OrderWorkflow
-from workflows.payout_account import PayoutAccountWorkflow
+from workflows.payout_account import OnboardingLinkWorkflow, PayoutAccountWorkflow
 from workflows.reconciliation import (
     SCHEDULE_ID,
     DailyReconciliationWorkflow,
@@ -51,6 +51,7 @@ WORKFLOWS = [
     OrderWorkflow,
     LegacyOrderWorkflow,  # orders started before the lean order path (type `OrderWorkflow`)
     PayoutAccountWorkflow,
+    OnboardingLinkWorkflow,
     ReconciliationWorkflow,
     DailyReconciliationWorkflow,
     OrderMoneyWorkflow,
@@ -98,6 +99,7 @@ def activities_for(
         payments.reverse_release,
         payments.record_chargeback,
         payments.create_payout_account,
+        payments.create_onboarding_link,
     ]
     if reconciliation is not None:
         found += [reconciliation.reconcile, reconciliation.order_money]

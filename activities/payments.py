@@ -23,8 +23,13 @@ from activities import metrics
 from activities.database import activity_transaction
 from bazaar.errors import Rejection
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
-from bazaar.payments import ledger
-from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
+from bazaar.payments import ledger, onboarding
+from bazaar.payments.provider import (
+    OnboardingLink,
+    OnboardingLinkRequest,
+    PayoutAccountRequest,
+    PayoutAccountResult,
+)
 from bazaar.settings import Settings
 
 # The provider said no: the same request will never succeed, so it is final (recorded, not retried).
@@ -362,6 +367,8 @@ class PaymentActivities:
             },
             options={"idempotency_key": f"payout-account:{req.user_id}"},
         )
+        # The account's standing as created (a new Express account can do nothing yet); its events keep it current.
+        report = onboarding.AccountReport.model_validate(account.to_dict())
         async with activity_transaction() as session:
             await session.execute(
                 insert(PayoutAccount)
@@ -371,10 +378,28 @@ class PaymentActivities:
                     provider_account_id=account.id,
                     country=req.country,
                     default_currency=req.default_currency,
+                    **onboarding.status_columns(report, account.created or 0),
                 )
                 .on_conflict_do_nothing(index_elements=["user_id"])
             )
         return PayoutAccountResult(account.id, req.country, req.default_currency)
+
+    @activity.defn
+    async def create_onboarding_link(self, req: OnboardingLinkRequest) -> OnboardingLink:
+        """A hosted onboarding URL for the seller's account (an Account Link: single use, short-lived, so a retry
+        simply makes another; no idempotency key needed)."""
+        try:
+            link = await self.client.v1.account_links.create_async(
+                params={
+                    "account": req.provider_account_id,
+                    "type": "account_onboarding",
+                    "refresh_url": req.refresh_url,
+                    "return_url": req.return_url,
+                }
+            )
+        except _REJECTIONS as exc:
+            raise ApplicationError(str(exc), type="OnboardingLinkRefused", non_retryable=True) from exc
+        return OnboardingLink(link.url, link.expires_at)
 
 
 async def _move_money(

@@ -35,7 +35,7 @@ from bazaar.models import (
     Role,
 )
 from bazaar.orders.types import OrderAction, OrderEvent, OrderView, Party
-from bazaar.payments.money import MAX_CHARGE, Currency, Money, Price
+from bazaar.payments.money import MAX_CHARGE, Money, Price
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
 from bazaar.trust.models import DisputeResolution
@@ -105,18 +105,6 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int
-
-
-class PayoutAccountIn(BaseModel):
-    model_config = example({"country": "DE", "default_currency": "EUR"}, forbid=False)
-    country: CountryCode
-    default_currency: Currency = "EUR"
-
-
-class PayoutAccountOut(BaseModel):
-    provider_account_id: str
-    country: str
-    default_currency: str
 
 
 class LocationOut(BaseModel):
@@ -380,7 +368,9 @@ class WebhookOut(BaseModel):
     received: Literal[True] = True
     duplicate: bool = Field(default=False, description="this event id was received before: nothing was done")
     handled: bool | None = Field(
-        default=None, description="whether the event was passed to its order (absent for a duplicate)"
+        default=None,
+        description="whether the event was passed to its order, or applied to its payout account (absent for a "
+        "duplicate)",
     )
     order_id: uuid.UUID | None = Field(default=None, description="the order the event is about, when known")
 

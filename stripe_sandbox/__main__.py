@@ -1,7 +1,7 @@
 """CLI entry point.
 
 ``python -m stripe_sandbox --host 127.0.0.1 --port P [--state-file F]
-[--webhook-url U] [--webhook-secret S]``
+[--webhook-url U] [--webhook-secret S] [--new-accounts onboarded|pending]``
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import uvicorn
 
 from stripe_sandbox.app import create_app
+from stripe_sandbox.engine import NEW_ACCOUNT_MODES
 
 
 def _loopback(host: str) -> bool:
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-file", default=None, help="persist state as JSON here (reloaded at start)")
     parser.add_argument("--webhook-url", default=None, help="POST every event here, signed")
     parser.add_argument("--webhook-secret", default=None, help="whsec_... signing secret for webhooks")
+    parser.add_argument(
+        "--new-accounts",
+        choices=NEW_ACCOUNT_MODES,
+        default="onboarded",
+        help="how connected accounts start: able to sell at once, or pending onboarding as on Stripe",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     if not _loopback(args.host):
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.webhook_url and not args.webhook_secret:
         parser.error("--webhook-url needs --webhook-secret")
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    app = create_app(args.state_file, args.webhook_url, args.webhook_secret)
+    app = create_app(args.state_file, args.webhook_url, args.webhook_secret, args.new_accounts)
     uvicorn.run(
         app,
         host=args.host,

@@ -20,11 +20,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from stripe_sandbox.engine import DEFAULT_API_VERSION, JSON, Context, Engine
+from stripe_sandbox.engine import DEFAULT_API_VERSION, JSON, NEW_ACCOUNT_MODES, Context, Engine
 from stripe_sandbox.errors import StripeError, invalid
 from stripe_sandbox.forms import FormError, parse_form
 from stripe_sandbox.state import Store, new_id
@@ -93,6 +93,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     _r("GET", "/v1/refunds/{id}", "retrieve_refund"),
     _r("POST", "/v1/accounts", "create_account"),
     _r("GET", "/v1/accounts/{id}", "retrieve_account"),
+    _r("POST", "/v1/account_links", "create_account_link"),
     _r("POST", "/v1/transfers", "create_transfer"),
     _r("GET", "/v1/transfers", "list_transfers"),
     _r("GET", "/v1/transfers/{id}", "retrieve_transfer"),
@@ -111,12 +112,21 @@ API_ROUTES: tuple[ApiRoute, ...] = (
 class Sandbox:
     """Mutable server state shared by all requests of one app instance."""
 
-    def __init__(self, state_file: str | None, webhook_url: str | None, webhook_secret: str | None) -> None:
+    def __init__(
+        self,
+        state_file: str | None,
+        webhook_url: str | None,
+        webhook_secret: str | None,
+        new_accounts: str = "onboarded",
+    ) -> None:
         self.store = Store(state_file)
         self.dispatcher = (
             WebhookDispatcher(webhook_url, webhook_secret or "whsec_sandbox") if webhook_url else None
         )
-        self.engine = Engine(self.store, webhooks_enabled=self.dispatcher is not None)
+        self.new_accounts = new_accounts  # what /_sandbox/reset returns to
+        self.engine = Engine(
+            self.store, webhooks_enabled=self.dispatcher is not None, new_accounts=new_accounts
+        )
         self.faults: list[Fault] = []
         self.inflight: set[str] = set()
 
@@ -273,6 +283,7 @@ def _make_api_endpoint(sb: Sandbox) -> Callable[[Request], Any]:
             request_id=request_id,
             idempotency_key=idem_key,
             api_version=request.headers.get("stripe-version", DEFAULT_API_VERSION),
+            base_url=str(request.base_url).rstrip("/"),
         )
         handler: Handler = getattr(sb.engine, route.handler)
         store_result = True
@@ -351,8 +362,27 @@ def _control_routes(sb: Sandbox) -> list[Route]:
     async def reset(request: Request) -> Response:
         sb.store.reset()
         sb.faults.clear()
+        sb.engine.new_accounts = sb.new_accounts
         sb.store.save()
         return JSONResponse({"reset": True})
+
+    async def get_settings(request: Request) -> Response:
+        return JSONResponse({"new_accounts": sb.engine.new_accounts})
+
+    async def change_settings(request: Request) -> Response:
+        """How the sandbox behaves from now on (until the next reset): ``new_accounts`` (NEW_ACCOUNT_MODES)."""
+        try:
+            body = await _json_body(request)
+            mode = body.get("new_accounts", sb.engine.new_accounts)
+            if mode not in NEW_ACCOUNT_MODES:
+                raise invalid(
+                    f"new_accounts must be one of {', '.join(NEW_ACCOUNT_MODES)}", param="new_accounts"
+                )
+        except (StripeError, json.JSONDecodeError) as exc:
+            err = exc if isinstance(exc, StripeError) else invalid("Invalid JSON body")
+            return _error_response(err, {})
+        sb.engine.new_accounts = mode
+        return JSONResponse({"new_accounts": mode})
 
     async def requests_count(request: Request) -> Response:
         counts: dict[str, int] = sb.store.data["requests"]
@@ -378,16 +408,48 @@ def _control_routes(sb: Sandbox) -> list[Route]:
         dp_id = request.path_params["dp_id"]
         return await control_op(request, lambda ctx, body: sb.engine.close_dispute(ctx, body, dp_id))
 
+    async def onboard_account(request: Request) -> Response:
+        acct_id = request.path_params["acct_id"]
+        return await control_op(request, lambda ctx, body: sb.engine.onboard_account(ctx, body, acct_id))
+
+    async def restrict_account(request: Request) -> Response:
+        acct_id = request.path_params["acct_id"]
+        return await control_op(request, lambda ctx, body: sb.engine.restrict_account(ctx, body, acct_id))
+
     return [
         Route("/_sandbox/health", health, methods=["GET"]),
         Route("/_sandbox/faults", add_fault, methods=["POST"]),
         Route("/_sandbox/faults", list_faults, methods=["GET"]),
         Route("/_sandbox/faults", clear_faults, methods=["DELETE"]),
         Route("/_sandbox/reset", reset, methods=["POST"]),
+        Route("/_sandbox/settings", get_settings, methods=["GET"]),
+        Route("/_sandbox/settings", change_settings, methods=["POST"]),
         Route("/_sandbox/requests", requests_count, methods=["GET"]),
         Route("/_sandbox/disputes", create_dispute, methods=["POST"]),
         Route("/_sandbox/disputes/{dp_id}/close", close_dispute, methods=["POST"]),
+        Route("/_sandbox/accounts/{acct_id}/onboard", onboard_account, methods=["POST"]),
+        Route("/_sandbox/accounts/{acct_id}/restrict", restrict_account, methods=["POST"]),
     ]
+
+
+def _hosted_routes(sb: Sandbox) -> list[Route]:
+    """Pages Stripe hosts for people (here: no forms, the visit itself is the outcome)."""
+
+    async def onboarding(request: Request) -> Response:
+        """An account link's URL: onboarding completes and the browser goes on to the link's return_url (or,
+        for a stale link, its refresh_url)."""
+        ctx = Context(request_id=new_id("request"))
+        try:
+            target = sb.engine.visit_account_link(
+                ctx, request.path_params["acct_id"], request.path_params["token"]
+            )
+        except StripeError as err:
+            return _error_response(err, {})
+        finally:
+            sb.commit(ctx)  # the link is used up even when nothing changed
+        return RedirectResponse(target, status_code=302)
+
+    return [Route("/setup/s/{acct_id}/{token}", onboarding, methods=["GET"])]
 
 
 class SandboxApp(Starlette):
@@ -428,10 +490,13 @@ async def _abort_connection(send: Send, start: Message) -> None:
 
 
 def create_app(
-    state_file: str | None = None, webhook_url: str | None = None, webhook_secret: str | None = None
+    state_file: str | None = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    new_accounts: str = "onboarded",
 ) -> Starlette:
     """Build the sandbox ASGI app; state persists to ``state_file`` when given."""
-    sb = Sandbox(state_file, webhook_url, webhook_secret)
+    sb = Sandbox(state_file, webhook_url, webhook_secret, new_accounts)
     api = _make_api_endpoint(sb)
 
     @contextlib.asynccontextmanager
@@ -442,6 +507,7 @@ def create_app(
 
     routes = [
         *_control_routes(sb),
+        *_hosted_routes(sb),
         Route("/v1/{rest:path}", api, methods=["GET", "POST", "DELETE"]),
     ]
     app = SandboxApp(routes=routes, lifespan=lifespan)

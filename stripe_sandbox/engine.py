@@ -85,6 +85,23 @@ PI_CANCELABLE = (
 )
 PI_CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
 
+# How a new connected account starts: `onboarded` (able to take charges and receive payouts at once, so the dev
+# and test stacks' sellers sell right away) or `pending` (as on Stripe: nothing enabled until the account
+# holder finishes the hosted onboarding of an account link, or a test calls POST /_sandbox/accounts/{id}/onboard).
+NEW_ACCOUNT_MODES = ("onboarded", "pending")
+# What a pending account still has to provide: the requirements of Stripe's example account (fixtures3.json).
+ONBOARDING_FIELDS = [
+    "business_profile.product_description",
+    "business_profile.support_phone",
+    "business_profile.url",
+    "external_account",
+    "tos_acceptance.date",
+    "tos_acceptance.ip",
+]
+# What falls past due when a test restricts an account (POST /_sandbox/accounts/{id}/restrict), by what it disables.
+RESTRICTIONS = {"charges": ["individual.verification.document"], "payouts": ["external_account"]}
+ACCOUNT_LINK_SECONDS = 300  # Stripe's account links expire after a few minutes
+
 # Parameters accepted (and mostly ignored) besides the ones the sandbox acts on, so
 # realistic SDK calls work while typos still get Stripe's ``parameter_unknown``.
 _PI_PASSTHROUGH = {
@@ -123,6 +140,7 @@ class Context:
     idempotency_key: str | None = None
     api_version: str = DEFAULT_API_VERSION
     events: list[JSON] = field(default_factory=list)
+    base_url: str = ""  # where this sandbox was reached, for the URLs it hands out (account links)
 
 
 class Params:
@@ -231,9 +249,12 @@ class Params:
 class Engine:
     """All API operations over a :class:`Store`."""
 
-    def __init__(self, store: Store, *, webhooks_enabled: bool = False) -> None:
+    def __init__(
+        self, store: Store, *, webhooks_enabled: bool = False, new_accounts: str = "onboarded"
+    ) -> None:
         self.store = store
         self.webhooks_enabled = webhooks_enabled
+        self.new_accounts = new_accounts  # one of NEW_ACCOUNT_MODES
 
     # ------------------------------------------------------------------ helpers
     def _emit(self, ctx: Context, type_: str, obj: JSON, previous: JSON | None = None) -> None:
@@ -870,7 +891,8 @@ class Engine:
 
     # ------------------------------------------------------------------ accounts
     def create_account(self, ctx: Context, raw: JSON) -> JSON:
-        """POST /v1/accounts. Sandbox accounts are onboarded instantly (requested capabilities active)."""
+        """POST /v1/accounts: onboarded at once (requested capabilities active) or pending, as set by
+        ``new_accounts`` (NEW_ACCOUNT_MODES)."""
         p = Params(
             raw,
             {
@@ -895,8 +917,9 @@ class Engine:
         caps_raw = raw.get("capabilities") or {}
         if not isinstance(caps_raw, dict):
             raise invalid("Invalid hash", param="capabilities")
+        onboarded = self.new_accounts == "onboarded"
         capabilities = {
-            name: "active"
+            name: "active" if onboarded else "inactive"
             for name, spec in caps_raw.items()
             if isinstance(spec, dict) and spec.get("requested") == "true"
         }
@@ -915,18 +938,18 @@ class Engine:
             },
             "business_type": p.string("business_type"),
             "capabilities": capabilities,
-            "charges_enabled": True,
+            "charges_enabled": onboarded,
             "controller": {"type": "application" if acct_type != "standard" else "account"},
             "country": country,
             "created": now(),
             "default_currency": p.string("default_currency") or _default_currency(country),
-            "details_submitted": True,
+            "details_submitted": onboarded,
             "email": p.string("email"),
             "external_accounts": _list_obj(f"/v1/accounts/{acct_id}/external_accounts"),
             "future_requirements": _no_requirements(),
             "metadata": p.metadata(),
-            "payouts_enabled": True,
-            "requirements": _no_requirements(),
+            "payouts_enabled": onboarded,
+            "requirements": _no_requirements() if onboarded else _onboarding_requirements(),
             "settings": {"payouts": {"schedule": {"delay_days": 2, "interval": "daily"}}},
             "tos_acceptance": {"date": None, "ip": None, "user_agent": None},
             "type": acct_type,
@@ -938,6 +961,90 @@ class Engine:
     def retrieve_account(self, ctx: Context, raw: JSON, acct_id: str) -> JSON:
         """GET /v1/accounts/{id}."""
         return self.expand(self._get("account", acct_id, "account"), Params(raw).expand())
+
+    def create_account_link(self, ctx: Context, raw: JSON) -> JSON:
+        """POST /v1/account_links: a single-use URL of the hosted onboarding (``visit_account_link``)."""
+        p = Params(raw, {"account", "type", "refresh_url", "return_url", "collect", "collection_options"})
+        acct_id = p.string("account", required=True)
+        assert acct_id is not None
+        self._get("account", acct_id, "account")
+        p.string("type", required=True, choices=("account_onboarding", "account_update"))
+        refresh_url = p.string("refresh_url", required=True)
+        return_url = p.string("return_url", required=True)
+        token = secrets.token_urlsafe(9)
+        created = now()
+        links: dict[str, JSON] = self.store.data["account_links"]
+        links[token] = {
+            "account": acct_id,
+            "expires_at": created + ACCOUNT_LINK_SECONDS,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+            "visited": False,
+        }
+        return {
+            "object": "account_link",
+            "created": created,
+            "expires_at": created + ACCOUNT_LINK_SECONDS,
+            # The shape of Stripe's hosted onboarding URLs (`.../setup/s/<account>/<token>`), on this sandbox.
+            "url": f"{ctx.base_url}/setup/s/{acct_id}/{token}",
+        }
+
+    def visit_account_link(self, ctx: Context, acct_id: str, token: str) -> str:
+        """The hosted onboarding page: the account holder provides everything at once, and is sent to the
+        link's ``return_url``; a link that expired or was visited before sends them to its ``refresh_url``
+        instead (where the platform makes a new link), as on Stripe."""
+        link: JSON | None = self.store.data["account_links"].get(token)
+        if link is None or link["account"] != acct_id:
+            raise missing("account_link", token)
+        if link["visited"] or link["expires_at"] < now():
+            return str(link["refresh_url"])
+        link["visited"] = True
+        self.onboard_account(ctx, {}, acct_id)
+        return str(link["return_url"])
+
+    def onboard_account(self, ctx: Context, body: JSON, acct_id: str) -> JSON:
+        """Sandbox control (and what the hosted onboarding does): everything is provided, so details are
+        submitted, charges and payouts enabled and nothing is due; this also lifts any restriction."""
+        account = self._get("account", acct_id, "account")
+        self._update_account(
+            ctx,
+            account,
+            capabilities=dict.fromkeys(account["capabilities"], "active"),
+            charges_enabled=True,
+            details_submitted=True,
+            payouts_enabled=True,
+            requirements=_no_requirements(),
+        )
+        return account
+
+    def restrict_account(self, ctx: Context, body: JSON, acct_id: str) -> JSON:
+        """Sandbox control: requirements fell past due (an expired document, a bounced bank account), so
+        ``disable`` ("charges" or "payouts") is disabled until they are provided (``onboard``). ``past_due``
+        names the fields (default: RESTRICTIONS)."""
+        account = self._get("account", acct_id, "account")
+        disable = body.get("disable")
+        if disable not in RESTRICTIONS:
+            raise invalid(f"disable must be one of {', '.join(RESTRICTIONS)}", param="disable")
+        fields = body.get("past_due", RESTRICTIONS[disable])
+        if not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields):
+            raise invalid("past_due must be a non-empty list of field names", param="past_due")
+        requirements = copy.deepcopy(account["requirements"])
+        for key in ("currently_due", "eventually_due", "past_due"):
+            requirements[key] = sorted({*requirements[key], *fields})
+        if disable == "charges":
+            requirements["disabled_reason"] = "requirements.past_due"
+        self._update_account(ctx, account, **{f"{disable}_enabled": False, "requirements": requirements})
+        return account
+
+    def _update_account(self, ctx: Context, account: JSON, **changes: Any) -> None:
+        """Apply changes; if anything changed, emit ``account.updated`` with the previous values."""
+        previous = {
+            key: copy.deepcopy(account[key]) for key, value in changes.items() if account[key] != value
+        }
+        if not previous:
+            return
+        account.update(changes)
+        self._emit(ctx, "account.updated", account, previous)
 
     # ----------------------------------------------------------------- transfers
     def create_transfer(self, ctx: Context, raw: JSON) -> JSON:
@@ -1345,4 +1452,14 @@ def _no_requirements() -> JSON:
         "eventually_due": [],
         "past_due": [],
         "pending_verification": [],
+    }
+
+
+def _onboarding_requirements() -> JSON:
+    """A new account's requirements while onboarding is pending (Stripe's example account)."""
+    return {
+        **_no_requirements(),
+        "currently_due": list(ONBOARDING_FIELDS),
+        "disabled_reason": "requirements.past_due",
+        "eventually_due": list(ONBOARDING_FIELDS),
     }

@@ -63,6 +63,8 @@ def empty_state() -> dict[str, Any]:
         "idempotency": {},
         # performed (non-replayed) mutating requests per path
         "requests": {},
+        # account link token -> its account, URLs, expiry and whether it was visited (links have no id)
+        "account_links": {},
     }
 
 

@@ -1,4 +1,5 @@
-"""Create a seller's payout (connected) account: one short workflow per seller, id `payout-account-<user>`."""
+"""Create a seller's payout (connected) account: one short workflow per seller, id `payout-account-<user>`; and a
+hosted onboarding link for it: one short workflow per link."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
+    from bazaar.payments.provider import (
+        OnboardingLink,
+        OnboardingLinkRequest,
+        PayoutAccountRequest,
+        PayoutAccountResult,
+    )
 
 
 @workflow.defn
@@ -21,4 +27,17 @@ class PayoutAccountWorkflow:
             req,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
+        )
+
+
+@workflow.defn
+class OnboardingLinkWorkflow:
+    @workflow.run
+    async def run(self, req: OnboardingLinkRequest) -> OnboardingLink:
+        # The seller is waiting on the API: a few quick attempts, then the API answers 503 and they retry.
+        return await workflow.execute_activity_method(
+            PaymentActivities.create_onboarding_link,
+            req,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=2), maximum_attempts=3),
         )

@@ -182,7 +182,12 @@ async def _written(session: Session, cache: Cache, response: Response, listing: 
     responses=merge(
         WRITTEN,
         STALE,
-        errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION, ErrorCode.PAYOUT_ACCOUNT_REQUIRED),
+        errors(
+            ErrorCode.FORBIDDEN,
+            ErrorCode.INVALID_TRANSITION,
+            ErrorCode.PAYOUT_ACCOUNT_REQUIRED,
+            ErrorCode.PAYOUT_ACCOUNT_NOT_READY,
+        ),
     ),
 )
 async def publish_listing(

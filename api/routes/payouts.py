@@ -1,8 +1,13 @@
-"""Seller payout accounts (connected accounts at the provider, where escrow is released to)."""
+"""Seller payout accounts (connected accounts at the provider, where escrow is released to) and their standing
+at the provider (bazaar/payments/onboarding.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
@@ -11,13 +16,17 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from api.deps import Seller, Session, Temporal
 from api.openapi import LOCATION, errors
-from api.schemas import BalanceOut, LedgerLineOut, PayoutAccountIn, PayoutAccountOut, SellerBalanceOut
+from api.payout_schemas import OnboardingLinkIn, OnboardingLinkOut, PayoutAccountIn, PayoutAccountOut
+from api.schemas import BalanceOut, LedgerLineOut, SellerBalanceOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import PayoutAccount, User
-from bazaar.payments import ledger
-from bazaar.payments.provider import PayoutAccountRequest, PayoutAccountResult
+from bazaar.payments import ledger, onboarding
+from bazaar.payments.provider import OnboardingLinkRequest, PayoutAccountRequest, PayoutAccountResult
 from bazaar.settings import get_settings
-from workflows.payout_account import PayoutAccountWorkflow
+from bazaar.temporal import payout_account_workflow_id
+from workflows.payout_account import OnboardingLinkWorkflow, PayoutAccountWorkflow
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1/payout-account", tags=["payouts"])
 
@@ -37,7 +46,7 @@ async def create_payout_account(
     user = await session.get(User, seller.user_id)
     assert user is not None
     try:
-        result: PayoutAccountResult = await temporal.execute_workflow(
+        creating = await temporal.start_workflow(
             PayoutAccountWorkflow.run,
             PayoutAccountRequest(
                 user_id=str(user.id),
@@ -45,22 +54,25 @@ async def create_payout_account(
                 country=body.country,
                 default_currency=body.default_currency,
             ),
-            id=f"payout-account-{user.id}",
+            id=payout_account_workflow_id(str(user.id)),
             task_queue=get_settings().temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-    except WorkflowFailureError as exc:
+        result: PayoutAccountResult = await _bounded(creating.result())
+    except (TimeoutError, WorkflowFailureError) as exc:
         # The provider kept failing (the workflow's attempts are bounded): nothing was created twice
         # (idempotent on the user), so the seller can simply try again.
         raise DomainError(
             ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not create the account; retry shortly"
         ) from exc
     response.headers["Location"] = router.prefix
-    return PayoutAccountOut(
-        provider_account_id=result.provider_account_id,
-        country=result.country,
-        default_currency=result.default_currency,
+    account = await session.scalar(
+        select(PayoutAccount).where(PayoutAccount.provider_account_id == result.provider_account_id)
     )
+    assert account is not None  # the workflow's activity stored it before returning
+    # The provider may report a new account before the activity stored our row of it: apply that report now.
+    await onboarding.apply_stored_report(session, account)
+    return PayoutAccountOut.of(account)
 
 
 @router.get("/balance", response_model=SellerBalanceOut)
@@ -90,11 +102,43 @@ async def get_payout_balance(
 
 @router.get("", response_model=PayoutAccountOut, responses=errors(ErrorCode.NOT_FOUND))
 async def get_payout_account(seller: Seller, session: Session) -> PayoutAccountOut:
+    """The account and its standing at the provider: what it can do and what is due (kept current by the
+    provider's `account.updated` events)."""
     account = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == seller.user_id))
     if account is None:
         raise DomainError(ErrorCode.NOT_FOUND, "no payout account yet")
-    return PayoutAccountOut(
-        provider_account_id=account.provider_account_id,
-        country=account.country,
-        default_currency=account.default_currency,
-    )
+    return PayoutAccountOut.of(account)
+
+
+@router.post(
+    "/onboarding-link", response_model=OnboardingLinkOut, responses=errors(ErrorCode.PAYOUT_ACCOUNT_REQUIRED)
+)
+async def create_onboarding_link(
+    body: OnboardingLinkIn, seller: Seller, session: Session, temporal: Temporal
+) -> OnboardingLinkOut:
+    """A link to the provider's hosted onboarding of the seller's payout account (single use, valid for minutes):
+    the seller gives the provider what it asks for there, and its reports then enable the account."""
+    account = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == seller.user_id))
+    if account is None:
+        raise DomainError(
+            ErrorCode.PAYOUT_ACCOUNT_REQUIRED, "create a payout account first (POST /v1/payout-account)"
+        )
+    try:
+        linking = await temporal.start_workflow(
+            OnboardingLinkWorkflow.run,
+            OnboardingLinkRequest(account.provider_account_id, str(body.refresh_url), str(body.return_url)),
+            id=f"onboarding-link-{seller.user_id}-{uuid.uuid4()}",
+            task_queue=get_settings().temporal_task_queue,
+        )
+        link = await _bounded(linking.result())
+    except (TimeoutError, WorkflowFailureError) as exc:
+        raise DomainError(
+            ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not make the link; retry shortly"
+        ) from exc
+    return OnboardingLinkOut(url=link.url, expires_at=datetime.fromtimestamp(link.expires_at, UTC))
+
+
+async def _bounded(result: Awaitable[T]) -> T:
+    """A provider call through the worker, waited for at most `ORDER_WAIT_SECONDS` (then 503 with Retry-After:
+    the workflow goes on, and the call is idempotent, so the seller retries)."""
+    return await asyncio.wait_for(result, get_settings().order_wait_seconds)

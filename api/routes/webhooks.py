@@ -8,6 +8,9 @@ repeated signal as a no-op, so at-least-once delivery is safe. A chargeback on a
 workflow has usually ended, reopens it: signal-with-start of a new run of the same workflow id that loads
 the order from the database (it never charges).
 
+An `account.updated` (a seller's payout account at the provider) goes to the account's stored status instead
+(bazaar/payments/onboarding.py: no workflow, a report older than the stored one changes nothing).
+
 The event id is stored in the same transaction as the signal is sent: if Temporal cannot be reached we
 answer 503 and roll back, and the provider delivers the event again later. A signed event we cannot read (no
 id or type, `data.object` not an object, a NUL or a number JSON cannot hold (NaN, Infinity, 1e999) anywhere)
@@ -37,6 +40,7 @@ from api.schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, StripeEvent
 from bazaar.orders.types import ChargebackNotice, PaymentReport, PlaceOrder
+from bazaar.payments import onboarding
 from bazaar.payments.provider import order_id_of
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
@@ -95,6 +99,11 @@ async def stripe_webhook(
     if inserted.first() is None:
         return WebhookOut(duplicate=True)
     obj: dict[str, Any] = body["data"]["object"]
+    if event.type == onboarding.ACCOUNT_UPDATED:
+        created = body.get("created")
+        if not isinstance(created, int) or isinstance(created, bool):
+            raise DomainError(ErrorCode.INVALID_EVENT, "an account.updated event needs its created time")
+        return WebhookOut(handled=await onboarding.record_report(session, obj, created))
     if event.type in PAYMENT_EVENTS:
         order = await _order_of_intent(session, obj)
         if order is not None and await _charge_recorded(session, order, obj, PAYMENT_EVENTS[event.type]):

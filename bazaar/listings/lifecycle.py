@@ -1,8 +1,8 @@
 """Listing actions: every write bumps the version and writes a search-outbox row in the same transaction.
 
-Lifecycle: draft -> active (needs a payout account) -> sold (stock 0; active again when stock returns);
-archived when the seller withdraws it. Only active listings are public; the rest 404 for anyone but their
-seller (and support). The version is the ETag: a write with a stale If-Match gets 412.
+Lifecycle: draft -> active (needs a payout account that can take charges) -> sold (stock 0; active again when
+stock returns); archived when the seller withdraws it. Only active listings are public; the rest 404 for anyone
+but their seller (and support). The version is the ETag: a write with a stale If-Match gets 412.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from bazaar.models import (
     Listing,
     ListingStatus,
     Order,
-    PayoutAccount,
     Role,
     SearchOutbox,
 )
+from bazaar.payments import onboarding
 from bazaar.telemetry import traceparent
 from bazaar.trust.models import Reputation
 from bazaar.trust.reputation import PRIOR_MEAN
@@ -252,9 +252,7 @@ async def publish(
 ) -> Listing:
     listing = await get_own(session, listing_id, seller, if_match)
     _check_transition(listing, "publish")
-    has_payout = await session.scalar(select(PayoutAccount.id).where(PayoutAccount.user_id == seller.user_id))
-    if has_payout is None:
-        raise DomainError(ErrorCode.PAYOUT_ACCOUNT_REQUIRED, "create a payout account before publishing")
+    await onboarding.require_can_sell(session, seller.user_id)
     listing.status = ListingStatus.ACTIVE if listing.quantity > 0 else ListingStatus.SOLD
     listing.published_at = listing.published_at or datetime.now(UTC)
     record_change(session, listing)

@@ -32,3 +32,18 @@ class PayoutAccountResult:
     provider_account_id: str
     country: str
     default_currency: str
+
+
+@dataclass
+class OnboardingLinkRequest:
+    provider_account_id: str
+    refresh_url: (
+        str  # where the provider sends a seller whose link expired or was used (make a new one there)
+    )
+    return_url: str  # where the provider sends the seller after onboarding (not proof of it: the events are)
+
+
+@dataclass
+class OnboardingLink:
+    url: str
+    expires_at: int  # Unix seconds: links are short-lived and work once

@@ -76,7 +76,8 @@ def _price_bucket_sql() -> ColumnElement[str]:
 def _pg_conditions(
     query: ListingQuery, tree: Taxonomy, matching: words.TextMatch | None
 ) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = [_L.status == ListingStatus.ACTIVE]
+    # Active listings of sellers who can take charges now (as bazaar/search/query.py's SELLABLE).
+    conds: list[ColumnElement[bool]] = [_L.status == ListingStatus.ACTIVE, Listing.seller_can_sell.expression]
     if matching is not None:
         conds.append(matching.condition)
     if query.categories:

@@ -73,7 +73,8 @@ def synonyms() -> dict[str, list[str]]:
 # 2: price_bucket facet, filterable/sortable lists for the search API, smaller displayed documents.
 # 3: relevance (tests/data/relevance.json, bench/relevance.py): synonyms, stop words, the listing's own
 #    category name searchable first.
-INDEX_SETTINGS_VERSION = 3
+# 4: seller_can_sell filterable (listings of a seller whose payout account cannot take charges are left out).
+INDEX_SETTINGS_VERSION = 4
 INDEX_SETTINGS: dict[str, Any] = {
     # Order matters (the `attribute` rule): the listing's own category name first (a word naming the
     # category the buyer means: "bike", "books"), then the title, the category path (parents:
@@ -86,6 +87,7 @@ INDEX_SETTINGS: dict[str, Any] = {
         "price_bucket",
         "currency",
         "seller_id",
+        "seller_can_sell",
         "city",
         "country",
         "_geo",
@@ -143,6 +145,8 @@ def listing_document(
 
     `seller_rating` is the seller's (bazaar.listings.lifecycle.SellerRating: the prior until they have ratings); it is
     a ranking rule and a sort, and shown with each hit. A rating change queues the seller's listings.
+    `seller_can_sell` (Listing.seller_can_sell) is false while the seller's payout account cannot take charges:
+    search leaves the listing out (bazaar/search/query.py); a change of it queues the seller's listings too.
     """
     doc: dict[str, Any] = {
         "id": str(listing.id),
@@ -161,6 +165,7 @@ def listing_document(
         "seller_id": str(listing.seller_id),
         "seller_rating": seller_rating.score,
         "seller_rating_count": seller_rating.rating_count,
+        "seller_can_sell": listing.seller_can_sell,
         "popularity": listing.view_count + 10 * listing.order_count,
         # Milliseconds: listings published within the same second still sort newest-first.
         "published_at": int(listing.published_at.timestamp() * 1000) if listing.published_at else 0,

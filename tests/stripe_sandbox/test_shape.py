@@ -36,6 +36,14 @@ READ_FIELDS = (
     "data",
     "url",
     "livemode",
+    "details_submitted",
+    "charges_enabled",
+    "payouts_enabled",
+    "requirements.currently_due",
+    "requirements.past_due",
+    "requirements.eventually_due",
+    "requirements.disabled_reason",
+    "expires_at",
 )
 
 
@@ -86,6 +94,8 @@ def objects(sandbox: SandboxProcess) -> dict[str, dict[str, Any]]:
         },
     )
     refund = post("/v1/refunds", {"payment_intent": pi["id"], "amount": "500"})
+    # Stripe's example account is one still onboarding: so is ours.
+    sandbox.control("POST", "/_sandbox/settings", {"new_accounts": "pending"})
     account = post(
         "/v1/accounts",
         {
@@ -93,6 +103,15 @@ def objects(sandbox: SandboxProcess) -> dict[str, dict[str, Any]]:
             "country": "US",
             "email": "a@example.com",
             "capabilities[transfers][requested]": "true",
+        },
+    )
+    link = post(
+        "/v1/account_links",
+        {
+            "account": account["id"],
+            "type": "account_onboarding",
+            "refresh_url": "https://example.com/reauth",
+            "return_url": "https://example.com/return",
         },
     )
     transfer = post(
@@ -110,6 +129,7 @@ def objects(sandbox: SandboxProcess) -> dict[str, dict[str, Any]]:
             "charge": get(f"/v1/charges/{pi['latest_charge']}"),
             "refund": refund,
             "account": account,
+            "account_link": link,
             "transfer": get(f"/v1/transfers/{transfer['id']}"),
             "transfer_reversal": reversal,
             "balance": get("/v1/balance"),
@@ -119,6 +139,7 @@ def objects(sandbox: SandboxProcess) -> dict[str, dict[str, Any]]:
             "list": events,
         }
     finally:
+        sandbox.control("POST", "/_sandbox/reset")
         http.close()
 
 
@@ -127,6 +148,7 @@ KINDS = (
     "charge",
     "refund",
     "account",
+    "account_link",
     "transfer",
     "transfer_reversal",
     "balance",
@@ -174,3 +196,12 @@ def test_list_and_nested_list_shape(objects: dict[str, Any]) -> None:
     reversals = objects["transfer"]["reversals"]
     assert reversals["object"] == "list" and reversals["data"][0]["object"] == "transfer_reversal"
     assert objects["event"]["data"]["object"]["object"] == "dispute"
+
+
+def test_requirements_follow_fixture(objects: dict[str, Any], stripe_fixtures: dict[str, Any]) -> None:
+    """A pending account's requirements are Stripe's example account's, key for key and value for value."""
+    ours, theirs = objects["account"], stripe_fixtures["account"]
+    assert ours["requirements"] == theirs["requirements"]
+    assert set(ours["future_requirements"]) == set(theirs["future_requirements"])
+    flags = ("details_submitted", "charges_enabled", "payouts_enabled")
+    assert [ours[f] for f in flags] == [theirs[f] for f in flags] == [False, False, False]

@@ -121,3 +121,13 @@ def test_failed_delivery_is_retried(hooked: SandboxProcess, receiver: Receiver) 
     # Every attempt carries a freshly computed, valid signature.
     assert all(_event_type(d) == "transfer.created" for d in attempts)
     assert pi.status == "succeeded"
+
+
+def test_account_changes_are_delivered(hooked: SandboxProcess, receiver: Receiver) -> None:
+    acct = hooked.client().v1.accounts.create(params={"type": "express", "country": "DE"})
+    hooked.control("POST", f"/_sandbox/accounts/{acct.id}/restrict", {"disable": "charges"})
+    [delivery] = receiver.wait_for(lambda d: acct.id in d.body and '"charges_enabled": false' in d.body)
+    event = stripe.Webhook.construct_event(delivery.body, delivery.signature, SECRET)
+    assert event.type == "account.updated" and event.data.object["id"] == acct.id
+    assert event.data.object["requirements"]["disabled_reason"] == "requirements.past_due"
+    assert event.data["previous_attributes"]["charges_enabled"] is True
