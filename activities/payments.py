@@ -90,6 +90,11 @@ class ReleaseRequest:
     txn: str
 
 
+# A transfer refused before any call: the seller's payouts are disabled at the provider (onboarding incomplete,
+# or the account restricted).
+PAYOUTS_DISABLED = "PayoutsDisabled"
+
+
 @dataclass
 class TransferRequest:
     order_id: str
@@ -262,6 +267,12 @@ class PaymentActivities:
         if account is None:
             raise ApplicationError(
                 "seller has no payout account", type=Rejection.PAYMENT_REJECTED, non_retryable=True
+            )
+        if account.payouts_enabled is False:
+            # Nothing is sent (so no attempt is stored): the order holds the payout until the provider reports
+            # the seller's payouts enabled again (account.updated), then pays out under a new key.
+            raise ApplicationError(
+                "the provider has disabled the seller's payouts", type=PAYOUTS_DISABLED, non_retryable=True
             )
         destination = account.provider_account_id
         provider_id = await _move_money(

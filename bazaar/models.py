@@ -100,6 +100,9 @@ class PaymentState(enum.StrEnum):
     RELEASED = "released"  # fee to the platform, the rest paid out to the seller
     REFUNDED = "refunded"  # given back to the buyer
     TRANSFER_FAILED = "transfer_failed"  # released, but the provider refused the seller's payout
+    PAYOUT_ON_HOLD = (
+        "payout_on_hold"  # released; the payout waits until the provider enables the seller's payouts
+    )
     CHARGEBACK = "chargeback"  # withdrawn by the card network while it decides
     CHARGED_BACK = "charged_back"  # the card network decided for the buyer
 

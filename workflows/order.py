@@ -114,6 +114,9 @@ class OrderWorkflow(OrderMoney):
         self._retry_requested = False
         self._background: list[asyncio.Task[None]] = []
         self._waiting = Waiting()
+        self._payouts_enabled = (
+            False  # the provider reported the seller's payouts enabled (a held payout goes)
+        )
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
@@ -123,6 +126,9 @@ class OrderWorkflow(OrderMoney):
             return self.view
         while True:
             await self._run_until_terminal()
+            if self.view.payment_state == PaymentState.PAYOUT_ON_HOLD:
+                await self._release_held_payout()
+                continue
             if self.view.payment_state == PaymentState.TRANSFER_FAILED:
                 # The seller is owed money: stay open for support's `retry_transfer`.
                 await workflow.wait_condition(lambda: self.view.payment_state != PaymentState.TRANSFER_FAILED)
@@ -545,6 +551,11 @@ class OrderWorkflow(OrderMoney):
         rules.authorize(OrderAction.RETRY, req.actor, self._view)
 
     # ---- provider events (Signals: fire-and-forget, sent by the webhook endpoint) ---------------------
+    @workflow.signal
+    def payouts_enabled(self) -> None:
+        """The provider reported the seller's payouts enabled (their account.updated webhook): a held payout goes."""
+        self._payouts_enabled = True
+
     @workflow.signal
     def payment_reported(self, report: PaymentReport) -> None:
         """Record what the provider says about a PaymentIntent. Never charges: the charge activity (one

@@ -4,6 +4,7 @@ carries an idempotency key built from the order and the operation (`bazaar.payme
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -36,8 +37,10 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import ChargebackJoined, DisputeWorkflow, Resolution
-from workflows.order_steps import OrderSteps, StepFailed, _failure_text
+from workflows.order_steps import OrderSteps, StepFailed, _failure_text, _payouts_disabled
 
+# How often a payout on hold checks the seller's account again when no `payouts_enabled` Signal came.
+PAYOUT_HOLD_RECHECK = timedelta(days=1)
 # States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
 CHARGEABLE_BACK = frozenset(
     {
@@ -205,7 +208,12 @@ class OrderMoney(OrderSteps):
             result = await self._provider_step(
                 "transfer", PaymentActivities.transfer, transfer, local_first=True
             )
-        except StepFailed:
+        except StepFailed as refused:
+            if _payouts_disabled(refused):
+                # Nothing was sent: the payout waits for the provider to enable the seller's payouts (the
+                # `payouts_enabled` Signal, or the daily re-check), then goes out under the next key.
+                workflow.logger.warning("seller's payouts disabled at the provider; payout on hold")
+                return PaymentState.PAYOUT_ON_HOLD
             # Refused for good (no usable connected account, balance): completed for both sides; the
             # payout needs support (PaymentState transfer_failed, then `retry_transfer` with a new key,
             # which is safe because the refused attempt moved nothing). The order stays open until then.
@@ -213,6 +221,36 @@ class OrderMoney(OrderSteps):
             return PaymentState.TRANSFER_FAILED
         self._payout = (result.transfer_id, amount)
         return PaymentState.RELEASED
+
+    async def _release_held_payout(self) -> None:
+        """A payout on hold: wait for the provider to enable the seller's payouts (the `payouts_enabled` Signal, or
+        the daily re-check if that webhook was missed), then pay out; still disabled, it stays on hold."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._payouts_enabled or self.view.payment_state != PaymentState.PAYOUT_ON_HOLD,
+                timeout=PAYOUT_HOLD_RECHECK,
+            )
+        except TimeoutError:
+            pass
+        self._payouts_enabled = False
+        async with self._lock:
+            if self.view.payment_state != PaymentState.PAYOUT_ON_HOLD:
+                return  # support's retry_transfer paid it meanwhile
+            assert self._released is not None
+            gross, fee = self._released
+            state = await self._pay_out(gross - fee)
+            if state == PaymentState.PAYOUT_ON_HOLD:
+                return  # nothing was sent: no transition, the history stays small
+            await self._transition(
+                OrderStatus.COMPLETED,
+                reason=self.view.reason,
+                payment_state=state,
+                party=Party.SYSTEM,
+                actor=None,
+                action=OrderEvent.PAYOUT_RETRIED
+                if state == PaymentState.RELEASED
+                else OrderEvent.PAYOUT_RETRY_FAILED,
+            )
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""

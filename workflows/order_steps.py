@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         OrderActivities,
         OrderTransition,
     )
+    from activities.payments import PAYOUTS_DISABLED
     from bazaar.errors import Rejection
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
@@ -83,8 +84,13 @@ def _is_refusal(error: BaseException) -> bool:
     return (
         _is_permanent(error)
         and isinstance(reason, ApplicationError)
-        and reason.type == Rejection.PAYMENT_REJECTED
+        and reason.type in (Rejection.PAYMENT_REJECTED, PAYOUTS_DISABLED)
     )
+
+
+def _payouts_disabled(error: BaseException) -> bool:
+    reason = _reason(error)
+    return isinstance(reason, ApplicationError) and reason.type == PAYOUTS_DISABLED
 
 
 def _never(error: BaseException) -> bool:
@@ -119,6 +125,7 @@ class OrderSteps:
     _reminded: bool
     _dispute_message: str
     _shipped: bool
+    _payouts_enabled: bool
     _attention_count: int
     _retry_requested: bool
     _background: list[asyncio.Task[None]]

@@ -93,6 +93,11 @@ def _headline(view: OrderView, waiting: Waiting) -> str:
             held = format_money(view.chargeback_amount, view.currency) if view.currency else ""
             return f"chargeback {view.chargeback_id or ''} ({held}): waiting for the card network's decision"
         return "disputed by the buyer: escrow frozen, waiting for support to resolve"
+    if status == OrderStatus.COMPLETED and view.payment_state == PaymentState.PAYOUT_ON_HOLD:
+        return (
+            "completed, payout on hold: waiting for the provider to enable the seller's payouts "
+            "(account.updated, or the daily re-check)"
+        )
     if status == OrderStatus.COMPLETED and view.payment_state == PaymentState.TRANSFER_FAILED:
         return (
             f"completed, payout refused by the provider (transfer attempt {waiting.transfers}): "

@@ -84,9 +84,10 @@ def effects_of(
         # Completed again after a won chargeback: reviews and the completion count happened the first time.
         return Effects([notice(view, "completed-again", "order_completed", seller, payout_text)])
     if action == OrderEvent.COMPLETED:
-        event_type = (
-            "payout_delayed" if view.payment_state == PaymentState.TRANSFER_FAILED else "order_completed"
-        )
+        event_type = {
+            PaymentState.TRANSFER_FAILED: "payout_delayed",
+            PaymentState.PAYOUT_ON_HOLD: "payout_on_hold",
+        }.get(view.payment_state, "order_completed")
         invitation = notice(
             view,
             "review_invitation",

@@ -80,8 +80,11 @@ def blocked(action: OrderAction, view: OrderView) -> str | None:
         return "nothing to retry: no step of this order is failing"
     if action == OrderAction.RESOLVE_DISPUTE and view.payment_state == PaymentState.CHARGEBACK:
         return "the card network is deciding this chargeback; wait for its decision"
-    if action == OrderAction.RETRY_TRANSFER and view.payment_state != PaymentState.TRANSFER_FAILED:
-        return "only a failed payout can be retried"
+    if action == OrderAction.RETRY_TRANSFER and view.payment_state not in (
+        PaymentState.TRANSFER_FAILED,
+        PaymentState.PAYOUT_ON_HOLD,
+    ):
+        return "only a failed or held payout can be retried"
     if action == OrderAction.REFUND and view.payment_state != PaymentState.HELD_IN_ESCROW:
         return f"nothing can be refunded while the payment is {view.payment_state}"
     return None

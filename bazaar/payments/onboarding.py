@@ -57,20 +57,20 @@ class AccountReport(BaseModel):
     requirements: Requirements = Field(default_factory=Requirements)
 
 
-async def record_report(session: AsyncSession, account: dict[str, Any], created: int) -> bool:
-    """Apply an `account.updated` event (its `data.object`, its `created`) to our row of the account. False when
-    nothing changed: not an account of ours (yet: `apply_stored_report`), a newer report applied already, or an
-    object that is not an account we can read."""
+async def record_report(session: AsyncSession, account: dict[str, Any], created: int) -> PayoutAccount | None:
+    """Apply an `account.updated` event (its `data.object`, its `created`) to our row of the account; the row, or
+    None when nothing changed: not an account of ours (yet: `apply_stored_report`), a newer report applied
+    already, or an object that is not an account we can read."""
     try:
         report = AccountReport.model_validate(account)
     except ValidationError:
         log.warning("account.updated: not an account object we can read (%s)", account.get("id"))
-        return False
+        return None
     await _serialize(session, report.id)
     row = await session.scalar(
         select(PayoutAccount).where(PayoutAccount.provider_account_id == report.id).with_for_update()
     )
-    return row is not None and await _apply(session, row, report, created)
+    return row if row is not None and await _apply(session, row, report, created) else None
 
 
 async def apply_stored_report(session: AsyncSession, row: PayoutAccount) -> None:

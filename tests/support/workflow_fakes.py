@@ -32,6 +32,7 @@ from activities.orders import (
     ReserveStockResult,
 )
 from activities.payments import (
+    PAYOUTS_DISABLED,
     ChargebackMovement,
     ChargeRequest,
     ChargeResult,
@@ -80,6 +81,7 @@ class FakeWorld:
     reject_charge: bool = False  # the "provider" refuses the charge request itself (PaymentRejected)
     reject_refunds: int = 0  # how many refunds the "provider" refuses (PaymentRejected)
     reject_transfers: int = 0  # how many transfers the "provider" refuses (PaymentRejected)
+    payouts_disabled: bool = False  # the seller's payouts are disabled at the provider (PayoutsDisabled)
     reject_reversals: bool = False
     # Failing steps by activity name, or `save_transition:<action>` for one transition only.
     faults: dict[str, Fault] = field(default_factory=dict)
@@ -320,6 +322,8 @@ class FakeWorld:
         @activity.defn(name="transfer")
         async def transfer(req: TransferRequest) -> TransferResult:
             await world._step("transfer")
+            if world.payouts_disabled:  # refused before any call, like the real activity
+                raise ApplicationError("payouts disabled", type=PAYOUTS_DISABLED, non_retryable=True)
             world.transfers.append(req)
             if world.reject_transfers > 0:
                 world.reject_transfers -= 1

@@ -420,3 +420,27 @@ async def test_refunding_all_that_is_held_ends_the_order_and_more_is_refused(
     assert [r.amount for r in world.refunds] == [10_000, AMOUNT - 10_000]
     assert world.transfers == [] and world.escrow_releases == []
     assert world.stock == 1  # unshipped: back on sale
+
+
+# ---- a payout on hold while the seller's payouts are disabled ---------------------------------------------
+
+
+async def test_a_payout_held_while_payouts_are_disabled_goes_out_when_signalled(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld(stock=1, payouts_disabled=True)
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert (done.status, done.payment_state) == ("completed", "payout_on_hold")
+        assert world.transfers == []  # refused before any call: nothing sent, no key spent at the provider
+        assert done.allowed_actions == ["retry_transfer"]
+        world.payouts_disabled = False
+        await order.handle.signal(OrderWorkflow.payouts_enabled)
+        final = await order.result()
+        assert (final.status, final.payment_state) == ("completed", "released")
+    assert [(t.amount, t.idempotency_key) for t in world.transfers] == [
+        (AMOUNT - FEE, f"{order.id}:transfer:2")
+    ]
+    assert [s.action for s in world.transitions()][-2:] == ["order.completed", "order.payout_retried"]

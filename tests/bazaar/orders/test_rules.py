@@ -195,6 +195,7 @@ def test_money_conditions() -> None:
         (view("fulfilled", payment_state="chargeback"), ["confirm_receipt", "open_dispute"]),
         (view("completed"), []),
         (view("completed", payment_state="transfer_failed"), ["retry_transfer"]),
+        (view("completed", payment_state="payout_on_hold"), ["retry_transfer"]),
         (view("disputed"), ["resolve_dispute"]),
         (view("disputed", payment_state="chargeback"), []),
         (view("refunded"), []),
@@ -218,7 +219,9 @@ def test_allowed_actions_agree_with_authorize() -> None:
     """What the view offers is exactly what authorize lets some party do (here one person in every role)."""
     everyone = Actor("everyone", is_support=True)
     for status, payment, attention in product(
-        STATES, ("none", "held_in_escrow", "frozen", "chargeback", "released", "transfer_failed"), (None, "x")
+        STATES,
+        ("none", "held_in_escrow", "frozen", "chargeback", "released", "transfer_failed", "payout_on_hold"),
+        (None, "x"),
     ):
         order = view(
             status, buyer_id="everyone", seller_id="everyone", payment_state=payment, attention=attention
