@@ -304,9 +304,18 @@ class OrderActivities:
         transfers, reversals = done(PaymentKind.TRANSFER), done(PaymentKind.TRANSFER_REVERSAL)
         chargebacks, reinstated = done(PaymentKind.CHARGEBACK), done(PaymentKind.CHARGEBACK_REVERSAL)
         releases = highest(MoneyOperation.RELEASE, txns)
-        release = [e for e in entries if e.txn == money_key(order_id, MoneyOperation.RELEASE, releases)]
+        # The latest release, less what refunds after it took back (`release_reversal:<n>.<refund>`).
+        taken_back = key_prefix(order_id, MoneyOperation.RELEASE_REVERSAL) + f"{releases}."
+        release = [
+            e
+            for e in entries
+            if e.txn == money_key(order_id, MoneyOperation.RELEASE, releases) or e.txn.startswith(taken_back)
+        ]
         released = releases > 0 and money_key(order_id, MoneyOperation.RELEASE_REVERSAL, releases) not in txns
-        payout = transfers[-1] if len(transfers) > len(reversals) else None
+        # What is still with the seller: earlier payouts were reversed in full (chargebacks), the latest one
+        # perhaps in part (refunds after the release).
+        outstanding = sum(t.amount for t in transfers) - sum(r.amount for r in reversals)
+        payout = transfers[-1] if transfers and outstanding > 0 else None
         chargeback = chargebacks[-1] if chargebacks else None
         return OrderSnapshot(
             order_id=order_id,
@@ -332,7 +341,7 @@ class OrderActivities:
             released_gross=-sum(e.amount for e in release if e.account == LedgerAccount.ESCROW),
             released_fee=sum(e.amount for e in release if e.account == LedgerAccount.PLATFORM_FEES),
             payout_transfer_id=payout.provider_id if payout else None,
-            payout_amount=payout.amount if payout else 0,
+            payout_amount=outstanding if payout else 0,
             chargeback_id=chargeback.provider_id if chargeback else None,
             chargeback_status=_chargeback_status(chargeback is not None, bool(reinstated), lost is not None),
             chargeback_amount=chargeback.amount if chargeback else 0,

@@ -85,6 +85,10 @@ from workflows.dispute import DisputeWorkflow, Resolution
 from workflows.order_money import CHARGEABLE_BACK, OrderMoney
 from workflows.order_steps import StepFailed, _failure_text
 
+# Patch (2026-11-26, docs/workflow-versioning.md): the run closes in a workflow task after the last Update's.
+CLOSE_APART_PATCH = "close-apart-from-updates"
+CLOSE_APART = timedelta(seconds=1)
+
 
 @workflow.defn(name="Order")
 class OrderWorkflow(OrderMoney):
@@ -135,6 +139,13 @@ class OrderWorkflow(OrderMoney):
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self._background_finished()
+            if self.view.status in TERMINAL and workflow.patched(CLOSE_APART_PATCH):
+                # Close the run in a task of its own, not the one that answers the Update that ended the order:
+                # an event landing meanwhile (the dispute case completing, a webhook's signal) makes the server
+                # refuse a task that closes the run, and the Update answered in it would fail with it.
+                await workflow.sleep(CLOSE_APART)
+                if not workflow.all_handlers_finished():
+                    continue
             if self.view.status in TERMINAL:  # else a chargeback arrived while ending: carry on
                 break
         return self.view
@@ -418,11 +429,17 @@ class OrderWorkflow(OrderMoney):
 
     @workflow.update
     async def refund(self, req: ActionRequest) -> OrderView:
-        """The seller or support gives part or all of the escrowed money back to the buyer; the whole of it
-        ends the order as refunded (the stock comes back if it was not shipped)."""
+        """The seller or support gives part or all of the escrowed money back to the buyer, or support after the
+        release (a completed order's run is reopened for it); the whole of it ends the order as refunded (the
+        stock comes back if it was not shipped)."""
         async with self._acting(OrderAction.REFUND, req) as party:
+            rules.check_request(
+                OrderAction.REFUND, {"reason": req.reason}
+            )  # again: a reopened run skips the validator
             amount = self._check_refund_amount(req)
             await self._refund(amount, req.reason or f"{party}_refund")
+            if self._released is not None:  # completed: the refund's share comes back from the release
+                await self._take_back_release(amount)
             whole = self._escrow_held() == 0
             await self._transition(
                 OrderStatus.REFUNDED if whole else self.view.status,
@@ -437,6 +454,8 @@ class OrderWorkflow(OrderMoney):
 
     @refund.validator
     def _validate_refund(self, req: ActionRequest) -> None:
+        if self._view is None and self._req.reopen:
+            return  # a reopened run still loading the order (update-with-start): the handler checks it then
         rules.authorize(OrderAction.REFUND, req.actor, self._view)
         rules.check_request(OrderAction.REFUND, {"reason": req.reason})
         self._check_refund_amount(req)

@@ -222,6 +222,58 @@ class OrderMoney(OrderSteps):
         self._payout = (result.transfer_id, amount)
         return PaymentState.RELEASED
 
+    async def _take_back_release(self, amount: int) -> None:
+        """After a refund of `amount` on a released order: take its share back from the release. The fee comes back
+        pro rata (or, by the order's terms, only what the seller's share cannot cover), the seller's share by a
+        partial reversal of their transfer. A reversal the provider refuses leaves the seller owing it (their
+        payable goes negative, the platform's receivable) rather than the refund unbooked."""
+        assert self._released is not None
+        gross, fee = self._released
+        if self._terms.fee_refunded_pro_rata:
+            fee_back = fee * amount // gross
+        else:
+            fee_back = max(0, amount - (gross - fee))
+        seller_back = amount - fee_back
+        if seller_back > 0 and self._payout is not None:
+            transfer_id, paid = self._payout
+            self._reversals += 1
+            try:
+                await self._provider_step(
+                    "reverse_transfer",
+                    PaymentActivities.reverse_transfer,
+                    TransferReversalRequest(
+                        order_id=self.view.order_id,
+                        transfer_id=transfer_id,
+                        amount=min(seller_back, paid),
+                        currency=self.view.currency,
+                        idempotency_key=money_key(
+                            self.view.order_id, MoneyOperation.TRANSFER_REVERSAL, self._reversals
+                        ),
+                        reason="refund",
+                    ),
+                    local_first=True,
+                )
+                self._payout = (transfer_id, paid - min(seller_back, paid))
+            except StepFailed:
+                workflow.logger.error("transfer reversal refused; the seller owes the refund's share")
+        await self._db_step(
+            "reverse_release",
+            PaymentActivities.reverse_release,
+            ReleaseReversalRequest(
+                self.view.order_id,
+                fee_back,
+                seller_back,
+                self.view.currency,
+                # `<release>.<refund>`: part of release n (load_order reads these back as such).
+                money_key(
+                    self.view.order_id, MoneyOperation.RELEASE_REVERSAL, f"{self._releases}.{self._refunds}"
+                ),
+            ),
+            forever=True,
+        )
+        self._released = (gross - amount, fee - fee_back)
+        self._view = replace(self.view, platform_fee=fee - fee_back)
+
     async def _release_held_payout(self) -> None:
         """A payout on hold: wait for the provider to enable the seller's payouts (the `payouts_enabled` Signal, or
         the daily re-check if that webhook was missed), then pay out; still disabled, it stays on hold."""

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
 from temporalio.client import (
+    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
@@ -26,8 +28,8 @@ from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Order, Role
-from bazaar.orders.types import ActionRequest, Actor, OrderView
+from bazaar.models import Order, OrderStatus, Role
+from bazaar.orders.types import ActionRequest, Actor, OrderView, PlaceOrder
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -101,18 +103,45 @@ class Action:
         self.order_id, self.caller, self.session = order_id, caller, session
         self.temporal, self.response, self.key = temporal, response, key
 
-    async def __call__(self, update: Any, **fields: Any) -> OrderOut:
+    async def __call__(self, update: Any, *, reopen: bool = False, **fields: Any) -> OrderOut:
+        """`reopen`: support acting on a completed order whose run has ended starts a reopened run for it (the
+        order's state loaded from the database, never a new charge) with the Update."""
         request = ActionRequest(actor_of(self.caller), **fields)
         handle = self.temporal.get_workflow_handle(order_workflow_id(str(self.order_id)))
         wait = get_settings().order_wait_seconds
         update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}" if self.key else None
         try:
-            started = await asyncio.wait_for(
-                handle.start_update(
-                    update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
-                ),
-                wait,
-            )
+            try:
+                started = await asyncio.wait_for(
+                    handle.start_update(
+                        update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
+                    ),
+                    wait,
+                )
+            except RPCError as exc:
+                order = await self.session.get(Order, self.order_id)
+                ended = order is not None and order.status == OrderStatus.COMPLETED
+                if not (reopen and workflow_gone(exc) and ended and self.caller.has(Role.SUPPORT)):
+                    raise
+                assert order is not None
+                await self.session.commit()  # nothing more to read: no transaction held while the run works
+                started = await asyncio.wait_for(
+                    self.temporal.start_update_with_start_workflow(
+                        update,
+                        request,
+                        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                        id=update_id or f"{update.__name__}:{uuid.uuid4()}",
+                        start_workflow_operation=WithStartWorkflowOperation(
+                            OrderWorkflow.run,
+                            reopened_order(order),
+                            id=order.workflow_id,
+                            task_queue=get_settings().temporal_task_queue,
+                            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                        ),
+                    ),
+                    wait,
+                )
             view: OrderView = await asyncio.wait_for(started.result(), wait)
         except WorkflowUpdateFailedError as exc:
             order = await visible_order(self.session, self.order_id, self.caller)
@@ -132,6 +161,21 @@ class Action:
                 {"order": OrderOut.of_row(order).model_dump(mode="json")},
             ) from exc
         return OrderOut.of_view(view)
+
+
+def reopened_order(order: Order) -> PlaceOrder:
+    """The start of a new run for an order whose workflow has ended (a late chargeback, support's refund after
+    the release): it loads the order's state and money positions, and never charges."""
+    return PlaceOrder(
+        order_id=str(order.id),
+        buyer_id=str(order.buyer_id),
+        listing_id=str(order.listing_id),
+        quantity=order.quantity,
+        payment_method="",
+        idempotency_key=order.idempotency_key,
+        reopen=True,
+        **get_settings().order_terms(),
+    )
 
 
 Act = Annotated[Action, Depends()]
@@ -193,10 +237,12 @@ async def resolve_dispute(act: Act, _: Support, body: ResolveIn) -> OrderOut:
 @router.post("/{order_id}/refund", response_model=OrderOut, responses=ACTION)
 async def refund_order(act: Act, body: RefundIn) -> OrderOut:
     """Seller or support gives part or all of the money back to the buyer while it is held in escrow (paid,
-    confirmed or fulfilled): at most what the order still holds (422 above that). A partial refund keeps the
-    order going and its release pays the seller what is left, less the fee (`PLATFORM_FEE_REFUNDED_PRO_RATA`);
-    refunding all of it ends the order as `refunded`, with the stock back if it was not shipped."""
-    return await act(OrderWorkflow.refund, refund_amount=body.amount, reason=body.reason)
+    confirmed or fulfilled), and support also after the release (completed): at most what the order still holds
+    (422 above that). A partial refund keeps the order going and its release pays the seller what is left, less
+    the fee (`PLATFORM_FEE_REFUNDED_PRO_RATA`); after the release, the refund's share is taken back from the
+    seller's transfer (and the fee's, pro rata). Refunding all of it ends the order as `refunded`, with the stock
+    back if it was not shipped."""
+    return await act(OrderWorkflow.refund, reopen=True, refund_amount=body.amount, reason=body.reason)
 
 
 @router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)

@@ -36,10 +36,11 @@ from temporalio.service import RPCError
 from api.deps import Session, Temporal
 from api.errors import workflow_gone
 from api.openapi import SCHEMAS, errors
+from api.routes.order_actions import reopened_order
 from api.schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, StripeEvent
-from bazaar.orders.types import PAYMENT_STATE, SELLER_ID, ChargebackNotice, PaymentReport, PlaceOrder
+from bazaar.orders.types import PAYMENT_STATE, SELLER_ID, ChargebackNotice, PaymentReport
 from bazaar.payments import onboarding
 from bazaar.payments.provider import order_id_of
 from bazaar.settings import get_settings
@@ -206,16 +207,7 @@ async def _reopen_with_chargeback(temporal: Temporal, order: Order, notice: Char
     starts a run that finds the dispute already booked and ends)."""
     await temporal.start_workflow(
         OrderWorkflow.run,
-        PlaceOrder(
-            order_id=str(order.id),
-            buyer_id=str(order.buyer_id),
-            listing_id=str(order.listing_id),
-            quantity=order.quantity,
-            payment_method="",
-            idempotency_key=order.idempotency_key,
-            reopen=True,
-            **get_settings().order_terms(),
-        ),
+        reopened_order(order),
         id=order.workflow_id,
         task_queue=get_settings().temporal_task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -44,14 +44,24 @@ RULES: dict[OrderAction, dict[OrderStatus, frozenset[Party]]] = {
     OrderAction.RETRY_TRANSFER: {OrderStatus.COMPLETED: _SUPPORT},
     # Support re-runs the step an order is stuck on (any state; only while the order needs attention).
     OrderAction.RETRY: {state: _SUPPORT for state in _ALL_STATES},
-    # Part or all of the money back to the buyer, by the seller or support, while it is held in escrow (a
-    # dispute's money is support's `resolve`).
+    # Part or all of the money back to the buyer: the seller or support while it is held in escrow, support also
+    # after the release (the seller's share is taken back). A dispute's money is support's `resolve`.
     OrderAction.REFUND: {
         OrderStatus.PAID: _SELLER | _SUPPORT,
         OrderStatus.CONFIRMED: _SELLER | _SUPPORT,
         OrderStatus.FULFILLED: _SELLER | _SUPPORT,
+        OrderStatus.COMPLETED: _SUPPORT,
     },
 }
+# Where the money may be for a refund: in escrow, or released (paid out, or the payout failed or on hold).
+REFUNDABLE = frozenset(
+    {
+        PaymentState.HELD_IN_ESCROW,
+        PaymentState.RELEASED,
+        PaymentState.TRANSFER_FAILED,
+        PaymentState.PAYOUT_ON_HOLD,
+    }
+)
 # What support may still do while a step is stuck (a cancel waits for the step, then cancels).
 DURING_ATTENTION = frozenset({OrderAction.RETRY, OrderAction.CANCEL})
 RESOLUTIONS = tuple(DisputeResolution)
@@ -85,7 +95,7 @@ def blocked(action: OrderAction, view: OrderView) -> str | None:
         PaymentState.PAYOUT_ON_HOLD,
     ):
         return "only a failed or held payout can be retried"
-    if action == OrderAction.REFUND and view.payment_state != PaymentState.HELD_IN_ESCROW:
+    if action == OrderAction.REFUND and view.payment_state not in REFUNDABLE:
         return f"nothing can be refunded while the payment is {view.payment_state}"
     return None
 

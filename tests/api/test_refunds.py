@@ -17,6 +17,7 @@ from tests.support.money import (
     ledger_accounts,
     paid_order,
     payment_intents_for,
+    provider_list,
     refunds_for,
     refused,
     transfers_for,
@@ -104,3 +105,39 @@ def test_a_refund_above_what_is_held_or_by_the_buyer_is_refused_and_moves_nothin
     current = http.get(f"/v1/orders/{order['id']}", headers=seller.headers).json()
     assert current["status"] == "paid"
     assert refunds_for(stack, intent_of(stack, order["id"])) == []
+
+
+def test_support_refunds_after_the_release_taking_the_share_back_from_the_seller(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller, buyer, order = paid_order(http)
+    staff = support_user(http, stack)
+    act(http, order["id"], "accept", seller)
+    act(http, order["id"], "fulfil", seller)
+    act(http, order["id"], "confirm-receipt", buyer)  # released: the order's run has ended
+    fee = platform_fee(PRICE, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
+    [transfer] = transfers_for(stack, order["id"])
+    assert transfer["amount"] == PRICE - fee
+    assert refused(http, order["id"], "refund", seller, {"amount": 1_000}).status_code == 409  # support only
+
+    # A reopened run refunds 10,000: the fee comes back pro rata, the rest from the seller's transfer.
+    first = act(http, order["id"], "refund", staff, {"amount": 10_000, "reason": "Returned the saddle"})
+    assert (first["status"], first["payment_state"]) == ("completed", "released")
+    fee_back = fee * 10_000 // PRICE
+    reversals = provider_list(stack, f"/v1/transfers/{transfer['id']}/reversals")
+    assert [r["amount"] for r in reversals] == [10_000 - fee_back]
+    assert ledger_accounts(stack, order["id"]).get("platform_fees") == fee - fee_back
+    assert_balanced(stack, order["id"])
+
+    # Another run (the state loaded again, part of the release already taken back) refunds the rest.
+    rest = PRICE - 10_000
+    whole = act(http, order["id"], "refund", staff, {"amount": rest})
+    assert (whole["status"], whole["payment_state"]) == ("refunded", "refunded")
+    reversed_total = sum(
+        r["amount"] for r in provider_list(stack, f"/v1/transfers/{transfer['id']}/reversals")
+    )
+    assert reversed_total == transfer["amount"]  # the seller keeps nothing
+    accounts = ledger_accounts(stack, order["id"])
+    assert accounts.get("refunds") == PRICE and "platform_fees" not in accounts, accounts
+    assert sorted(r["amount"] for r in refunds_for(stack, intent_of(stack, order["id"]))) == [10_000, rest]
+    assert_balanced(stack, order["id"])

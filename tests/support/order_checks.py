@@ -10,7 +10,7 @@ import asyncio
 import time
 from datetime import timedelta
 
-from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from bazaar.orders.types import NEEDS_ATTENTION, ORDER_STATUS, PAYMENT_STATE, TERMINAL, OrderView
@@ -98,7 +98,7 @@ class OrderChecks:
         row = w.orders.get(order.order_id)
         balance = w.balance(order.order_id)
         ledger = w.ledger_of(order.order_id)
-        ended = view.status in TERMINAL and view.payment_state != "transfer_failed"
+        ended = view.status in TERMINAL and view.payment_state not in ("transfer_failed", "payout_on_hold")
         if row is None:
             if view.status != "rejected":
                 problems.append(f"no orders row for a {view.status} order")
@@ -157,11 +157,15 @@ class OrderChecks:
         shown = (attrs.get(ORDER_STATUS), attrs.get(PAYMENT_STATE), attrs.get(NEEDS_ATTENTION))
         if shown != (view.status, view.payment_state, view.attention is not None):
             problems.append(f"search attributes {shown} != view {view.status}/{view.payment_state}")
-        ended = view.status in TERMINAL and view.payment_state != "transfer_failed"
+        ended = view.status in TERMINAL and view.payment_state not in ("transfer_failed", "payout_on_hold")
         if desc.status == WorkflowExecutionStatus.COMPLETED and not ended:
             problems.append(f"workflow ended with the order {view.status}/{view.payment_state}")
         if desc.status == WorkflowExecutionStatus.RUNNING and ended:
-            problems.append(f"workflow still running with the order {view.status}/{view.payment_state}")
+            try:  # it closes a moment after the Update that ended it (CLOSE_APART, workflows/order.py)
+                await asyncio.wait_for(order.handle.result(), timeout=10)
+                desc = await order.handle.describe()
+            except (TimeoutError, WorkflowFailureError):
+                problems.append(f"workflow still running with the order {view.status}/{view.payment_state}")
         if desc.status == WorkflowExecutionStatus.COMPLETED:
             order.final = view
         return problems

@@ -86,9 +86,9 @@ async def test_details_of_a_refused_payout_count_the_transfer_attempts(
         await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
         assert await current_details(order.handle) == (
             "completed, payout refused by the provider (transfer attempt 1): waiting for support to retry "
-            "the payout\nnext: retry_transfer"
+            "the payout\nnext: refund, retry_transfer"
         )
         await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
         assert "(transfer attempt 2)" in await current_details(order.handle)
         await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
-        assert await current_details(order.handle) == "completed: escrow released to the seller\nnext: none"
+        assert await current_details(order.handle) == "completed: escrow released to the seller\nnext: refund"

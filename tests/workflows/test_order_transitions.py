@@ -435,7 +435,7 @@ async def test_a_payout_held_while_payouts_are_disabled_goes_out_when_signalled(
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
         assert (done.status, done.payment_state) == ("completed", "payout_on_hold")
         assert world.transfers == []  # refused before any call: nothing sent, no key spent at the provider
-        assert done.allowed_actions == ["retry_transfer"]
+        assert done.allowed_actions == ["refund", "retry_transfer"]
         world.payouts_disabled = False
         await order.handle.signal(OrderWorkflow.payouts_enabled)
         final = await order.result()

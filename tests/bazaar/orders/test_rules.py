@@ -54,7 +54,10 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "resolve_dispute": {"disputed": {"support"}},
     "retry_transfer": {"completed": {"support"}},
     "retry": {s: {"support"} for s in ("pending", "paid", "confirmed", "fulfilled", "completed", "disputed")},
-    "refund": {s: {"seller", "support"} for s in ("paid", "confirmed", "fulfilled")},
+    "refund": {
+        **{s: {"seller", "support"} for s in ("paid", "confirmed", "fulfilled")},
+        "completed": {"support"},
+    },
 }
 
 
@@ -193,9 +196,10 @@ def test_money_conditions() -> None:
         (view("confirmed"), ["cancel", "fulfil", "refund"]),
         (view("fulfilled"), ["confirm_receipt", "open_dispute", "refund"]),
         (view("fulfilled", payment_state="chargeback"), ["confirm_receipt", "open_dispute"]),
-        (view("completed"), []),
-        (view("completed", payment_state="transfer_failed"), ["retry_transfer"]),
-        (view("completed", payment_state="payout_on_hold"), ["retry_transfer"]),
+        (view("completed"), ["refund"]),
+        (view("completed", payment_state="transfer_failed"), ["refund", "retry_transfer"]),
+        (view("completed", payment_state="payout_on_hold"), ["refund", "retry_transfer"]),
+        (view("completed", payment_state="charged_back"), []),
         (view("disputed"), ["resolve_dispute"]),
         (view("disputed", payment_state="chargeback"), []),
         (view("refunded"), []),

@@ -37,6 +37,7 @@ FULL = {
         "reason",
         "tracking",
         "payout",
+        "refunded",
         "message",
         "resolution",
         "opened_at",
