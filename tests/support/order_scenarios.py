@@ -75,6 +75,15 @@ async def drive_to_completion(order: Order) -> Order:
     return order
 
 
+async def drive_partial_refund(order: Order) -> Order:
+    """A seller's partial refund before the release, then completed (the run closes apart from the last Update)."""
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.refund, ActionRequest(SELLER, reason="scratched", refund_amount=1_500))
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+    await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+    return order
+
+
 async def drive_dispute_refunded(order: Order) -> Order:
     await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
     await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
@@ -150,6 +159,7 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]]
     "lean_payout_retried": (lambda: FakeWorld(reject_transfers=1), {}, drive_payout_retry, "completed"),
     "lean_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
     "lean_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
+    "lean_partial_refund_then_completed": (FakeWorld, {}, drive_partial_refund, "completed"),
     "lean_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},

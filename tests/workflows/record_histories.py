@@ -16,6 +16,9 @@ What is recorded here:
   `dispute_case_attention_recovered` (a case whose database refuses a message, then is down past the step bound
   and comes back: refused Updates, the flag in the memo, support told).
 
+- Recorded with the order's `CLOSE_APART_PATCH` (the run closes in a task apart from its last Update):
+  `lean_partial_refund_then_completed` (a seller's partial refund, then completed).
+
 What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
 (`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
 the previous order workflow, which now runs as `LegacyOrderWorkflow` (type `OrderWorkflow`) for the orders it
