@@ -460,17 +460,6 @@ class OrderWorkflow(OrderMoney):
         rules.check_request(OrderAction.REFUND, {"reason": req.reason})
         self._check_refund_amount(req)
 
-    def _check_refund_amount(self, req: ActionRequest) -> int:
-        """The amount asked for: at least one minor unit, at most what escrow still holds."""
-        held = self._escrow_held()
-        if req.refund_amount is None or not 0 < req.refund_amount <= held:
-            raise ApplicationError(
-                f"refund_amount must be between 1 and {held} (what the order still holds)",
-                self._view,
-                type=Rejection.INVALID_REQUEST,
-            )
-        return req.refund_amount
-
     @workflow.update
     async def retry_transfer(self, req: ActionRequest) -> OrderView:
         """Support/operators: pay out again after the provider refused the seller's transfer."""

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.errors import Rejection
     from bazaar.models import LedgerAccount, OrderStatus, PaymentState
     from bazaar.orders.types import (
+        ActionRequest,
         Actor,
         ChargebackNotice,
         ChargebackStatus,
@@ -303,6 +304,17 @@ class OrderMoney(OrderSteps):
                 if state == PaymentState.RELEASED
                 else OrderEvent.PAYOUT_RETRY_FAILED,
             )
+
+    def _check_refund_amount(self, req: ActionRequest) -> int:
+        """The amount asked for: at least one minor unit, at most what the order still holds (in escrow, or released)."""
+        held = self._escrow_held()
+        if req.refund_amount is None or not 0 < req.refund_amount <= held:
+            raise ApplicationError(
+                f"refund_amount must be between 1 and {held} (what the order still holds)",
+                self._view,
+                type=Rejection.INVALID_REQUEST,
+            )
+        return req.refund_amount
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
