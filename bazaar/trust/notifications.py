@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
-from sqlalchemy import and_, func, literal_column, or_, select, update
+from sqlalchemy import Boolean, and_, bindparam, case, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -116,6 +116,19 @@ class NotificationEvent:
     data: dict[str, str] = field(default_factory=dict)
 
 
+# The rows of `write` as one executemany statement, built and compiled once (a multi-row VALUES built per call
+# was compiled anew each time, on every order transition): an inbox row is delivered by being stored.
+_INSERT_ROWS = (
+    insert(Notification)
+    .values(
+        sent_at=case((bindparam("stored", type_=Boolean), func.now())),
+        next_attempt_at=func.now(),
+    )
+    .on_conflict_do_nothing(constraint="uq_notification_delivery")
+    .returning(Notification.status)
+)
+
+
 async def write(session: AsyncSession, events: list[NotificationEvent], base_url: str) -> int:
     """Create the (event, recipient, channel) rows that preferences allow, once per triple, in the caller's
     transaction: inbox rows are delivered by being stored (`sent`), email rows are pending and due now, and
@@ -179,21 +192,13 @@ async def write(session: AsyncSession, events: list[NotificationEvent], base_url
                         "body": body,
                         "data": data,
                         "status": "sent" if stored else "pending",
-                        "sent_at": func.now() if stored else None,
-                        "next_attempt_at": func.now(),
+                        "stored": stored,
                         "trace_context": None if stored else queued_by,
                     }
                 )
     if not values:
         return 0
-    inserted = (
-        await connection.execute(
-            insert(Notification)
-            .values(values)
-            .on_conflict_do_nothing(constraint="uq_notification_delivery")
-            .returning(Notification.status)
-        )
-    ).all()
+    inserted = (await connection.execute(_INSERT_ROWS, values)).all()
     if any(status == "pending" for (status,) in inserted):
         await wake_sender(session)
     return len(inserted)
