@@ -17,6 +17,9 @@ Message-ID is stable per delivery so mail clients fold such a duplicate.)
 
 The three activities serve NotificationWorkflows started before the outbox; their deliveries claim rows the
 same way, so a row both paths see is still sent once.
+
+`WebhookSender` drains the other outbox of the sender process, webhook deliveries (bazaar.integrations.delivery),
+with the same loops (`OutboxLoops`); it holds no transaction open over an endpoint's answer (that module says why).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
+import httpx
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Select, func, select, update
@@ -40,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from bazaar.db import transaction
+from bazaar.integrations import delivery as webhooks
 from bazaar.models import User
 from bazaar.pg_listen import listen_forever
 from bazaar.settings import Settings
@@ -242,10 +247,98 @@ def _due() -> Select[Notification]:
 WAKE_DELAY_SECONDS = 0.05
 
 
-class NotificationSender:
-    """Drains the notification outbox: `concurrency` loops, each claiming and delivering one due row at a
-    time in its own transaction. Woken by NOTIFY on `bazaar.trust.notifications.OUTBOX_CHANNEL`, and polls every
+class OutboxLoops:
+    """`concurrency` loops draining one outbox, each handling one row at a time (`deliver_next`, falsy when
+    nothing was due) in transactions of its own pool. Woken by NOTIFY on `channel`, and polling every
     `poll_seconds` for retries that fall due and for wake-ups missed while the LISTEN connection was down."""
+
+    channel: str
+    name: str
+
+    def __init__(
+        self, settings: Settings, *, concurrency: int, poll_seconds: float, stop_grace: float
+    ) -> None:
+        self.settings = settings
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.stop_grace = stop_grace  # how long work under way may take to finish on stop
+        # Its own small pool: a slow mail server or endpoint holds these connections, never the activities' ones.
+        self.engine: AsyncEngine = create_async_engine(
+            settings.database_url, pool_size=concurrency, max_overflow=0, pool_pre_ping=True
+        )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._wakeup = asyncio.Event()
+        self._pending_wake: asyncio.TimerHandle | None = None
+
+    async def deliver_next(self) -> object:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def wake(self) -> None:
+        """Wake every idle loop (each waits on the event it saw before it last looked for rows)."""
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    def wake_soon(self) -> None:
+        """A NOTIFY: wake the loops a moment later, once for a burst of NOTIFYs. Neither a mail nor a webhook is
+        urgent to the millisecond, and the transaction that sent it usually belongs to an order's transition
+        whose workflow task is still finishing: the sender's work should not compete with it."""
+        if self._pending_wake is None:
+
+            def fire() -> None:
+                self._pending_wake = None
+                self.wake()
+
+            self._pending_wake = asyncio.get_running_loop().call_later(WAKE_DELAY_SECONDS, fire)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; survives database (and mail server or endpoint) outages. On stop, work under way
+        finishes (each is bounded by its timeout)."""
+        listener = asyncio.create_task(
+            listen_forever(
+                self.settings.database_url,
+                {self.channel: lambda _: self.wake_soon()},
+                on_state=lambda up: self.wake() if up else None,
+            )
+        )
+        loops = [asyncio.create_task(self._loop(stop)) for _ in range(self.concurrency)]
+        log.info("%s running (%d at a time)", self.name, self.concurrency)
+        try:
+            await stop.wait()
+            # Work under way finishes (bounded by its timeout) rather than leave a half-done row.
+            await asyncio.wait(loops, timeout=self.stop_grace)
+        finally:
+            if self._pending_wake is not None:
+                self._pending_wake.cancel()
+            for task in (listener, *loops):
+                task.cancel()
+            await asyncio.gather(listener, *loops, return_exceptions=True)
+            await self.close()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            wakeup = self._wakeup  # taken before looking, so a NOTIFY sent while we look is not missed
+            try:
+                delivered = await self.deliver_next()
+            except Exception as exc:  # the database is unreachable: retry, a little later each time
+                failures += 1
+                log.warning("%s: %r", self.name, exc)
+                await _first(stop, None, min(self.poll_seconds * failures, 30.0))
+                continue
+            failures = 0
+            if not delivered:
+                await _first(stop, wakeup, self.poll_seconds)
+
+
+class NotificationSender(OutboxLoops):
+    """Drains the notification outbox: each loop claims and delivers one due row at a time in its own
+    transaction. Woken by NOTIFY on `bazaar.trust.notifications.OUTBOX_CHANNEL`."""
+
+    channel = notifications.OUTBOX_CHANNEL
+    name = "notification sender"
 
     def __init__(
         self,
@@ -255,34 +348,13 @@ class NotificationSender:
         poll_seconds: float = 2.0,
         send_timeout_seconds: float = SEND_TIMEOUT_SECONDS,
     ) -> None:
-        self.settings = settings
-        self.concurrency = concurrency
-        self.poll_seconds = poll_seconds
-        self.delivery = Delivery(settings, send_timeout_seconds)
-        # Its own small pool: a slow mail server holds these connections, never the activities' ones.
-        self.engine: AsyncEngine = create_async_engine(
-            settings.database_url, pool_size=concurrency, max_overflow=0, pool_pre_ping=True
+        super().__init__(
+            settings,
+            concurrency=concurrency,
+            poll_seconds=poll_seconds,
+            stop_grace=send_timeout_seconds + SMTP_TIMEOUT_SECONDS + 5,
         )
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._wakeup = asyncio.Event()
-        self._pending_wake: asyncio.TimerHandle | None = None
-
-    def wake(self) -> None:
-        """Wake every idle loop (each waits on the event it saw before it last looked for rows)."""
-        self._wakeup.set()
-        self._wakeup = asyncio.Event()
-
-    def wake_soon(self) -> None:
-        """A NOTIFY: wake the loops a moment later, once for a burst of NOTIFYs. Mail is not urgent to the
-        millisecond, and the transaction that sent it usually belongs to an order's transition whose
-        workflow task is still finishing in this process: the sender's work should not compete with it."""
-        if self._pending_wake is None:
-
-            def fire() -> None:
-                self._pending_wake = None
-                self.wake()
-
-            self._pending_wake = asyncio.get_running_loop().call_later(WAKE_DELAY_SECONDS, fire)
+        self.delivery = Delivery(settings, send_timeout_seconds)
 
     async def deliver_next(self) -> Outcome | None:
         """Claim one due row and deliver it while holding its lock; None when no row is due."""
@@ -296,44 +368,34 @@ class NotificationSender:
                 log.warning("notification %s: %s (now %s)", note.id, outcome.error, outcome.status)
         return outcome
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set; survives database and mail server outages. On stop, sends under way finish
-        (each is bounded by the send timeout)."""
-        listener = asyncio.create_task(
-            listen_forever(
-                self.settings.database_url,
-                {notifications.OUTBOX_CHANNEL: lambda _: self.wake_soon()},
-                on_state=lambda up: self.wake() if up else None,
-            )
-        )
-        loops = [asyncio.create_task(self._loop(stop)) for _ in range(self.concurrency)]
-        log.info("notification sender running (%d at a time)", self.concurrency)
-        try:
-            await stop.wait()
-            # Sends under way finish (bounded by the send timeout) rather than leave a half-sent row.
-            await asyncio.wait(loops, timeout=self.delivery.send_timeout_seconds + SMTP_TIMEOUT_SECONDS + 5)
-        finally:
-            if self._pending_wake is not None:
-                self._pending_wake.cancel()
-            for task in (listener, *loops):
-                task.cancel()
-            await asyncio.gather(listener, *loops, return_exceptions=True)
-            await self.engine.dispose()
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        failures = 0
-        while not stop.is_set():
-            wakeup = self._wakeup  # taken before looking, so a NOTIFY sent while we look is not missed
-            try:
-                delivered = await self.deliver_next()
-            except Exception as exc:  # the database is unreachable: retry, a little later each time
-                failures += 1
-                log.warning("notification sender: %r", exc)
-                await _first(stop, None, min(self.poll_seconds * failures, 30.0))
-                continue
-            failures = 0
-            if delivered is None:
-                await _first(stop, wakeup, self.poll_seconds)
+class WebhookSender(OutboxLoops):
+    """Delivers webhooks (bazaar.integrations.delivery): each loop fans new events out to endpoints and sends one
+    due delivery at a time. Woken by NOTIFY on `bazaar.integrations.delivery.CHANNEL` (written events, replays).
+    In the sender process beside the notification outbox: the same kind of work, the same way."""
+
+    channel = webhooks.CHANNEL
+    name = "webhook sender"
+
+    def __init__(self, settings: Settings, *, concurrency: int = 4, poll_seconds: float = 2.0) -> None:
+        super().__init__(
+            settings,
+            concurrency=concurrency,
+            poll_seconds=poll_seconds,
+            stop_grace=settings.webhook_timeout_seconds + 5,
+        )
+        # One connection pool to endpoints for all loops; redirects are not followed (a 3xx is a failure).
+        self.client = httpx.AsyncClient(follow_redirects=False, timeout=settings.webhook_timeout_seconds)
+        self.webhooks = webhooks.Webhooks(
+            settings, self.sessionmaker, self.client, on_new_deliveries=self.wake
+        )
+
+    async def deliver_next(self) -> bool:
+        return await self.webhooks.step()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await super().close()
 
 
 async def _first(stop: asyncio.Event, wakeup: asyncio.Event | None, seconds: float) -> None:

@@ -23,6 +23,7 @@ from temporalio import activity
 
 from activities import metrics
 from activities.database import activity_transaction
+from bazaar.integrations import events
 from bazaar.listings import lifecycle as listings
 from bazaar.models import (
     AuditEvent,
@@ -241,6 +242,15 @@ class OrderActivities:
             if change.release_stock:
                 await _release_stock(session, order_id)
             await notifications.write(session, change.notices, self.settings.public_base_url)
+            await events.record_order_transition(
+                session,
+                order_id,
+                change.seq,
+                change.status,
+                moved.from_status,
+                change.payment_state,
+                change.action,
+            )
             if change.outcome or change.review_closes_at:
                 await _trust_bookkeeping(session, order_id, change)
         metrics.order_transition(moved.from_status, change.status, moved.seconds_in_state)  # once committed

@@ -13,6 +13,7 @@ from api.routes import (
     auth,
     disputes,
     health,
+    integrations,
     listings,
     notifications,
     order_actions,
@@ -101,6 +102,7 @@ def create_app() -> FastAPI:
     app.include_router(notifications.support_router)
     app.include_router(reconciliation.router)
     app.include_router(reconciliation.support_router)
+    app.include_router(integrations.router)
     console.install(app)  # the support console at /console (HTML pages, not in the OpenAPI document)
     return app
 

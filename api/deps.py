@@ -19,6 +19,9 @@ from api.security import client_address
 from bazaar.auth import Principal, decode_token, principal_for
 from bazaar.db import get_sessionmaker
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.integrations import keys
+from bazaar.integrations.scope import Scope
+from bazaar.integrations.scope import for_user as scope_for_user
 from bazaar.listings.popularity import ViewCounter
 from bazaar.models import Role
 from bazaar.ratelimit import Limiter
@@ -59,6 +62,24 @@ async def principal(
     if not token:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "missing bearer token")
     return await principal_for(db, decode_token(token))
+
+
+async def integrator(
+    request: Request, db: Annotated[AsyncSession, Depends(session, scope="function")]
+) -> Scope:
+    """The caller of an integration route (`api.routes.integrations`) and its scope: an API key
+    (`Bearer bzk_...`, good for these routes only: every other route reads the token as an access token and
+    refuses a key), or a user's access token acting for their own scope (`bazaar.integrations.scope.for_user`).
+
+    The header is read here rather than through `oauth2`: both are bearer tokens, and the document declares the
+    bearer scheme on these routes as required (their `openapi_extra`), not as the optional token a route with the
+    scheme but without `principal` would be documented with (api/openapi.py)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise DomainError(ErrorCode.NOT_AUTHENTICATED, "missing bearer token (an access token or an API key)")
+    if token.startswith(keys.PREFIX):
+        return await keys.authenticate(db, token)
+    return scope_for_user(await principal_for(db, decode_token(token)))
 
 
 def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
@@ -166,3 +187,4 @@ Search = Annotated[SearchService, Depends(search_service)]
 Cache = Annotated[ListingCache, Depends(listing_cache)]
 Views = Annotated[AddressViews, Depends(view_counter)]
 Limits = Annotated[Limiter, Depends(limiter)]
+Integrator = Annotated[Scope, Depends(integrator)]

@@ -114,6 +114,20 @@ class Settings(BaseSettings):
     require_verified_email: bool = False
     # The lowest zxcvbn score (0-4) a new password must reach (common and breached-list passwords score 0-2).
     password_min_score: int = Field(default=3, ge=0, le=4)
+    # The key of the API keys' keyed hash (HMAC-SHA256, bazaar/integrations/keys.py); unset: derived from the JWT
+    # secret, so a single-process setup needs one secret. Changing it (or, unset, the JWT secret) revokes every key.
+    api_key_secret: SecretStr | None = None
+
+    # Outbound webhooks (bazaar/integrations, Standard Webhooks). Waits in seconds before each retry of a failed
+    # delivery, comma-separated: after the last one fails the endpoint is disabled and its owner notified.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000"
+    # After a secret rotation, deliveries are signed with the old secret too for this long.
+    webhook_secret_overlap_seconds: int = Field(default=86_400, ge=0)
+    # A delivery attempt is a failure past this (connecting, sending and reading the answer).
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    # On (dev, tests): an endpoint may be http://localhost or another loopback/private address. Off (production
+    # compose): https only, to a public host name or address.
+    webhook_allow_local_urls: bool = True
 
     # Request limits (`limits` notation, tiers separated by ";"), counted in PostgreSQL so every API replica
     # shares them; over a limit the API answers 429 `rate_limited` with Retry-After and RateLimit headers.
@@ -193,6 +207,30 @@ class Settings(BaseSettings):
     def _rate_limits(cls, value: str) -> str:
         parse_many(value)  # a typo fails at start, not at the first request
         return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        cls.parse_delays(value)  # a typo fails at start, not at the first failed delivery
+        return value
+
+    @staticmethod
+    def parse_delays(value: str) -> tuple[float, ...]:
+        try:
+            delays = tuple(float(part) for part in value.split(","))
+        except ValueError as exc:
+            raise ValueError(f"not a comma-separated list of seconds: {value!r}") from exc
+        if not all(0 <= d < 10**7 for d in delays):  # also refuses NaN
+            raise ValueError(f"each wait must be 0 <= seconds < 10^7: {value!r}")
+        return delays
+
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """The waits before each retry of a webhook delivery (`WEBHOOK_RETRY_SCHEDULE`)."""
+        return self.parse_delays(self.webhook_retry_schedule)
+
+    def api_key_hash_secret(self) -> str:
+        """The key of the API keys' hash (`API_KEY_SECRET`, else the JWT secret's)."""
+        return self.require("api_key_secret" if self.api_key_secret else "jwt_secret")
 
     def order_terms(self) -> OrderTerms:
         """The terms a new order freezes (bazaar.orders.terms)."""

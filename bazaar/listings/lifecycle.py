@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.integrations.events import EventType, listing_event
 from bazaar.models import (
     AuditEvent,
     Category,
@@ -51,13 +52,17 @@ _CHANGED_KEY = "bazaar.changed_listings"
 _NOTIFY_IDS_PER_MESSAGE = 150  # 150 * 37 bytes stays well under PostgreSQL's 8000-byte payload limit
 
 
-def record_change(session: AsyncSession, listing: Listing) -> None:
-    """Bump the version and queue the listing for search sync (same transaction as the change)."""
+def record_change(
+    session: AsyncSession, listing: Listing, event: EventType = EventType.LISTING_UPDATED
+) -> None:
+    """Bump the version, queue the listing for search sync and write its integrations event (same transaction
+    as the change)."""
     listing.version += 1
     # The change's trace travels with the row: the search sync's batch continues it.
     session.add(
         SearchOutbox(listing_id=listing.id, listing_version=listing.version, trace_context=traceparent())
     )
+    session.add(listing_event(listing, event))
     _announce(session, listing.id)
 
 
@@ -175,7 +180,7 @@ async def create(session: AsyncSession, seller: Principal, fields: dict[str, Any
         id=uuid.uuid4(), seller_id=seller.user_id, status=ListingStatus.DRAFT, version=0, **fields
     )
     session.add(listing)
-    record_change(session, listing)
+    record_change(session, listing, EventType.LISTING_CREATED)
     session.add(_audit(seller, listing, "listing.created"))
     await session.flush()
     return listing
@@ -255,7 +260,7 @@ async def publish(
     await onboarding.require_can_sell(session, seller.user_id)
     listing.status = ListingStatus.ACTIVE if listing.quantity > 0 else ListingStatus.SOLD
     listing.published_at = listing.published_at or datetime.now(UTC)
-    record_change(session, listing)
+    record_change(session, listing, EventType.LISTING_PUBLISHED)
     session.add(_audit(seller, listing, "listing.published"))
     return listing
 
@@ -266,7 +271,7 @@ async def archive(
     listing = await get_own(session, listing_id, seller, if_match)
     _check_transition(listing, "archive")
     listing.status = ListingStatus.ARCHIVED
-    record_change(session, listing)
+    record_change(session, listing, EventType.LISTING_ARCHIVED)
     session.add(_audit(seller, listing, "listing.archived"))
     return listing
 
@@ -284,13 +289,14 @@ async def delete(
     if had_orders is not None:
         if listing.status != ListingStatus.ARCHIVED:
             listing.status = ListingStatus.ARCHIVED
-            record_change(session, listing)
+            record_change(session, listing, EventType.LISTING_ARCHIVED)
             session.add(_audit(seller, listing, "listing.archived", {"reason": "deleted_with_orders"}))
         return listing
     # The outbox row outlives the listing: search sync finds no row and deletes the document.
     session.add(
         SearchOutbox(listing_id=listing.id, listing_version=listing.version + 1, trace_context=traceparent())
     )
+    session.add(listing_event(listing, EventType.LISTING_DELETED))
     _announce(session, listing.id)
     session.add(_audit(seller, listing, "listing.deleted"))
     await session.delete(listing)

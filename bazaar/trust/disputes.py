@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.integrations import events
 from bazaar.models import Order
 from bazaar.orders.details import utc
 from bazaar.orders.terms import DEFAULT_TERMS
@@ -150,7 +151,27 @@ async def open_case(
         {"reason_code": reason_code, "source": source},
         dedupe_key=f"{case_prefix(order_id, provider_dispute_id)}:opened",
     )
+    await events.record(
+        session,
+        events.EventType.DISPUTE_OPENED,
+        events.seller_of(order_id),
+        _dispute_data(dispute),
+        dedupe_key=f"{case_prefix(order_id, provider_dispute_id)}:opened",
+    )
     return dispute
+
+
+def _dispute_data(dispute: Dispute) -> dict[str, Any]:
+    return {
+        "object": "dispute",
+        "id": str(dispute.id),
+        "order_id": str(dispute.order_id),
+        "status": str(dispute.status),
+        "source": str(dispute.source),
+        "reason_code": dispute.reason_code,
+        "resolution": dispute.resolution and str(dispute.resolution),
+        "refund_amount": dispute.refund_amount,
+    }
 
 
 def case_prefix(order_id: uuid.UUID | str, provider_dispute_id: str | None) -> str:
@@ -209,6 +230,13 @@ async def set_status(
             dispute.resolution = resolution
             dispute.refund_amount = refund_amount
             dispute.resolved_at = datetime.now(UTC)
+            await events.record(
+                session,
+                events.EventType.DISPUTE_RESOLVED,
+                events.seller_of(order_id),
+                _dispute_data(dispute),
+                dedupe_key=f"{case_prefix(order_id, dispute.provider_dispute_id)}:resolved",
+            )
     return dispute
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.integrations import events
 from bazaar.models import AuditEvent, Order, Role
 from bazaar.trust import reputation
 from bazaar.trust.models import Review, ReviewDirection, ReviewWindow
@@ -83,6 +84,11 @@ async def submit(
         await session.flush()
     except IntegrityError as exc:
         raise DomainError(ErrorCode.REVIEW_EXISTS, "you have already reviewed this order") from exc
+    # Blind: no rating or text, and a buyer's review only in the platform's scope until it is revealed.
+    by_seller = direction == ReviewDirection.SELLER_TO_BUYER
+    await events.record(
+        session, events.EventType.REVIEW_CREATED, order.seller_id if by_seller else None, _review_data(review)
+    )
     await reputation.flag_suspicious(session, review)
     if await both_submitted(session, order_id):
         await reveal(session, order_id)  # blind until both sides have written, then at once
@@ -102,8 +108,21 @@ async def reveal(session: AsyncSession, order_id: uuid.UUID) -> list[Review]:
     for review in reviews:
         if review.revealed_at is None:
             review.revealed_at = now
+            data = {**_review_data(review), "rating": review.rating}
+            await events.record(session, events.EventType.REVIEW_REVEALED, window.seller_id, data)
         await reputation.apply_review(session, review)
     return list(reviews)
+
+
+def _review_data(review: Review) -> dict[str, str]:
+    return {
+        "object": "review",
+        "id": str(review.id),
+        "order_id": str(review.order_id),
+        "direction": str(review.direction),
+        "author_id": str(review.author_id),
+        "subject_id": str(review.subject_id),
+    }
 
 
 async def reveal_due(session: AsyncSession, now: datetime | None = None, limit: int = 500) -> int:

@@ -1,0 +1,200 @@
+"""Events for integrators: the catalogue, and the one way to write each kind, in the transaction of the change
+that causes it (so an event exists if and only if its change committed).
+
+An event is a row of `events`: its type, when, the seller it concerns (`seller_id`; NULL: the platform's only,
+e.g. a buyer's review while reviews are blind) and `data`, a compact form of its object: ids, status, amounts,
+never text a party may not see yet. The feed (`feed.py`) reads events in transaction order and the webhook
+senders fan them out to endpoints (`delivery.py`), woken by the trigger on `events` (migration 0014).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy import ScalarSelect, String, func, literal, null, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.models import Event, Listing, Order, Payment, PaymentKind, PaymentOutcome, PaymentState
+from bazaar.orders.types import OrderEvent
+
+
+class EventType(enum.StrEnum):
+    """Every event type (docs: README, "Integrations: webhooks and the events feed")."""
+
+    ORDER_PAID = "order.paid"
+    ORDER_CONFIRMED = "order.confirmed"  # the seller accepted it
+    ORDER_FULFILLED = "order.fulfilled"  # shipped
+    ORDER_COMPLETED = "order.completed"
+    ORDER_DISPUTED = "order.disputed"
+    ORDER_REFUNDED = "order.refunded"
+    ORDER_CANCELLED = "order.cancelled"
+    # The same status, something else moved: a partial refund, a chargeback, a payout retried.
+    ORDER_UPDATED = "order.updated"
+    LISTING_CREATED = "listing.created"
+    LISTING_PUBLISHED = "listing.published"
+    LISTING_UPDATED = "listing.updated"  # an edit, or its stock (sold out, back on sale)
+    LISTING_ARCHIVED = "listing.archived"
+    LISTING_DELETED = "listing.deleted"
+    REVIEW_CREATED = "review.created"  # no rating or text: reviews are blind until revealed
+    REVIEW_REVEALED = "review.revealed"
+    DISPUTE_OPENED = "dispute.opened"
+    DISPUTE_RESOLVED = "dispute.resolved"
+    PAYOUT_SENT = "payout.sent"
+    PAYOUT_FAILED = "payout.failed"  # the provider refused it: support retries it
+    PAYOUT_ON_HOLD = "payout.on_hold"  # waits until the provider enables the seller's payouts
+
+
+class EventGroup(enum.StrEnum):
+    """An endpoint may ask for every type of a group: `order.*`, ..."""
+
+    ORDER = "order.*"
+    LISTING = "listing.*"
+    REVIEW = "review.*"
+    DISPUTE = "dispute.*"
+    PAYOUT = "payout.*"
+
+
+def matches(pattern: str, event_type: str) -> bool:
+    """Whether an endpoint's `pattern` (a type or a group) selects `event_type` (the fan-out's SQL says the
+    same: delivery.py)."""
+    return pattern == event_type or pattern == f"{event_type.split('.', 1)[0]}.*"
+
+
+async def record(
+    session: AsyncSession,
+    event_type: EventType,
+    seller_id: uuid.UUID | ScalarSelect[uuid.UUID] | None,
+    data: dict[str, Any],
+    dedupe_key: str | None = None,
+) -> None:
+    """Write one event in the caller's transaction; with `dedupe_key`, once (a retried activity)."""
+    statement = insert(Event).values(type=event_type, seller_id=seller_id, data=data, dedupe_key=dedupe_key)
+    if dedupe_key is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    connection = await session.connection()  # Core: no ORM bookkeeping (an order's transition runs this)
+    await connection.execute(statement)
+
+
+def seller_of(order_id: uuid.UUID) -> ScalarSelect[uuid.UUID]:
+    """The seller of an order, inside the event's own statement (no extra round trip)."""
+    return select(Order.seller_id).where(Order.id == order_id).scalar_subquery()
+
+
+# ---------------------------------------------------------------------------------------------- listings
+
+
+def listing_event(listing: Listing, event_type: EventType) -> Event:
+    """A listing's event, to `session.add` beside its search-outbox row (bazaar.listings.lifecycle)."""
+    return Event(
+        type=event_type,
+        seller_id=listing.seller_id,
+        data={
+            "object": "listing",
+            "id": str(listing.id),
+            "status": str(listing.status),
+            "version": listing.version,
+            "title": listing.title,
+            "price": {"amount": listing.price_amount, "currency": listing.currency},
+            "quantity": listing.quantity,
+            "category": listing.category_slug,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------------ orders
+
+_PAYOUT_ACTIONS = frozenset({OrderEvent.COMPLETED, OrderEvent.PAYOUT_RETRIED, OrderEvent.PAYOUT_RETRY_FAILED})
+_PAYOUTS = {
+    PaymentState.RELEASED: EventType.PAYOUT_SENT,
+    PaymentState.TRANSFER_FAILED: EventType.PAYOUT_FAILED,
+    PaymentState.PAYOUT_ON_HOLD: EventType.PAYOUT_ON_HOLD,
+}
+_QUIET = frozenset({OrderEvent.REMINDED, OrderEvent.NEEDS_ATTENTION})  # for people, not for systems
+
+
+def order_event_types(status: str, from_status: str, payment_state: str, action: str) -> list[EventType]:
+    """The events of one order transition: `order.<status>` when the status changed (else `order.updated`), and
+    a payout's when the transition released (or retried) the seller's payout."""
+    found: list[EventType] = []
+    if status != from_status:
+        found += [t for t in EventType if t == f"order.{status}"]  # none for `pending`, written at placing
+    elif action not in _QUIET:
+        found.append(EventType.ORDER_UPDATED)
+    if action in _PAYOUT_ACTIONS and payment_state in _PAYOUTS:
+        found.append(_PAYOUTS[PaymentState(payment_state)])
+    return found
+
+
+async def record_order_transition(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    seq: int,
+    status: str,
+    from_status: str,
+    payment_state: str,
+    action: str,
+) -> None:
+    """The events of a transition the caller has just saved in `orders`, their data read from the row in the
+    event's own statement. Once per transition (`seq`), should the caller's transaction run again."""
+    connection = await session.connection()  # Core: no ORM bookkeeping on the order's critical path
+    for event_type in order_event_types(status, from_status, payment_state, action):
+        data = (
+            _payout_data(event_type) if event_type.startswith("payout.") else _order_data(from_status, action)
+        )
+        key = f"order:{order_id}:state:{seq}:{event_type}"
+        await connection.execute(
+            insert(Event)
+            .from_select(
+                ["type", "seller_id", "data", "dedupe_key"],
+                select(literal(event_type.value, String), Order.seller_id, data, literal(key, String)).where(
+                    Order.id == order_id
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        )
+
+
+def _order_data(from_status: str, action: str) -> Any:
+    return func.jsonb_build_object(
+        "object", "order",
+        "id", Order.id,
+        "status", Order.status,
+        "previous_status", literal(str(from_status), String),
+        "action", literal(str(action), String),
+        "reason", Order.status_reason,
+        "payment_state", Order.payment_state,
+        "buyer_id", Order.buyer_id,
+        "seller_id", Order.seller_id,
+        "listing_id", Order.listing_id,
+        "listing_title", Order.listing_title,
+        "quantity", Order.quantity,
+        "amount", Order.amount,
+        "currency", Order.currency,
+        "tracking", Order.tracking,
+    )  # fmt: skip
+
+
+def _payout_data(event_type: EventType) -> Any:
+    sent = (
+        select(Payment.amount)
+        .where(
+            Payment.order_id == Order.id,
+            Payment.kind == PaymentKind.TRANSFER,
+            Payment.outcome == PaymentOutcome.SUCCEEDED,
+        )
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return func.jsonb_build_object(
+        "object", "payout",
+        "order_id", Order.id,
+        "seller_id", Order.seller_id,
+        "status", literal(event_type.removeprefix("payout."), String),
+        # What was transferred (sent); what is due is the order's release, not paid out yet (failed, on hold).
+        "amount", sent if event_type == EventType.PAYOUT_SENT else null(),
+        "currency", Order.currency,
+    )  # fmt: skip
