@@ -21,9 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
+from workflows.failures import StepFailed
+from workflows.failures import cause_of as _reason
+from workflows.failures import failure_text as _failure_text
+from workflows.failures import is_permanent as _is_permanent
 from workflows.retries import DB_ATTEMPT, DB_RETRY, DB_STEP_RETRY, LOCAL_RETRY_THRESHOLD
 
 with workflow.unsafe.imports_passed_through():
@@ -49,24 +53,6 @@ DB_TIMEOUT = timedelta(seconds=30)  # legacy cases' activities
 # the bound. Decided once per run, at its start; runs without the marker keep the `_legacy_*` commands.
 BOUNDED_PATCH = "dispute-bounded-steps"
 ESCALATION = "unresolved past the escalation deadline"
-# How a local activity fails: the failure itself, an ActivityError around it, or its schedule-to-close timeout.
-StepFailed = (ActivityError, ApplicationError, TemporalTimeoutError)
-
-
-def _reason(error: BaseException) -> BaseException:
-    return (error.cause or error) if isinstance(error, ActivityError) else error
-
-
-def _is_permanent(error: BaseException) -> bool:
-    reason = _reason(error)
-    return isinstance(reason, ApplicationError) and reason.non_retryable
-
-
-def _failure_text(error: BaseException) -> str:
-    cause = _reason(error)
-    while not str(cause) and cause.__cause__ is not None:
-        cause = cause.__cause__
-    return (str(cause) or type(cause).__name__)[:300]
 
 
 def _at(seconds: float) -> datetime:

@@ -82,8 +82,8 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import DisputeWorkflow, Resolution
+from workflows.failures import StepFailed, failure_text
 from workflows.order_money import CHARGEABLE_BACK, OrderMoney
-from workflows.order_steps import StepFailed, _failure_text
 
 # Patch (2026-11-26, docs/workflow-versioning.md): the run closes in a workflow task after the last Update's.
 CLOSE_APART_PATCH = "close-apart-from-updates"
@@ -180,7 +180,7 @@ class OrderWorkflow(OrderMoney):
                 forever=False,
             )
         except StepFailed as refused:  # the database refused the order's data: nothing was taken
-            workflow.logger.error("reservation refused: %s", _failure_text(refused))
+            workflow.logger.error("reservation refused: %s", failure_text(refused))
             reservation = ReserveStockResult(ok=False, reason="invalid_request")
         if not reservation.ok:
             self._view = replace(

@@ -38,7 +38,9 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import ChargebackJoined, DisputeWorkflow, Resolution
-from workflows.order_steps import OrderSteps, StepFailed, _failure_text, _payouts_disabled
+from workflows.failures import StepFailed
+from workflows.failures import failure_text as _failure_text
+from workflows.order_steps import OrderSteps, _payouts_disabled
 
 # How often a payout on hold checks the seller's account again when no `payouts_enabled` Signal came.
 PAYOUT_HOLD_RECHECK = timedelta(days=1)
@@ -236,26 +238,7 @@ class OrderMoney(OrderSteps):
             fee_back = max(0, amount - (gross - fee))
         seller_back = amount - fee_back
         if seller_back > 0 and self._payout is not None:
-            transfer_id, paid = self._payout
-            self._reversals += 1
-            try:
-                await self._provider_step(
-                    "reverse_transfer",
-                    PaymentActivities.reverse_transfer,
-                    TransferReversalRequest(
-                        order_id=self.view.order_id,
-                        transfer_id=transfer_id,
-                        amount=min(seller_back, paid),
-                        currency=self.view.currency,
-                        idempotency_key=money_key(
-                            self.view.order_id, MoneyOperation.TRANSFER_REVERSAL, self._reversals
-                        ),
-                        reason="refund",
-                    ),
-                    local_first=True,
-                )
-                self._payout = (transfer_id, paid - min(seller_back, paid))
-            except StepFailed:
+            if not await self._reverse_payout(min(seller_back, self._payout[1]), "refund"):
                 workflow.logger.error("transfer reversal refused; the seller owes the refund's share")
         await self._db_step(
             "reverse_release",
@@ -352,29 +335,37 @@ class OrderMoney(OrderSteps):
         else:
             self._open_dispute_case(by_buyer=False)
 
+    async def _reverse_payout(self, amount: int, reason: str) -> bool:
+        """Take `amount` back from the seller's payout (a transfer reversal); False if the provider refused."""
+        assert self._payout is not None
+        transfer_id, paid = self._payout
+        self._reversals += 1
+        try:
+            await self._provider_step(
+                "reverse_transfer",
+                PaymentActivities.reverse_transfer,
+                TransferReversalRequest(
+                    order_id=self.view.order_id,
+                    transfer_id=transfer_id,
+                    amount=amount,
+                    currency=self.view.currency,
+                    idempotency_key=money_key(
+                        self.view.order_id, MoneyOperation.TRANSFER_REVERSAL, self._reversals
+                    ),
+                    reason=reason,
+                ),
+                local_first=True,
+            )
+        except StepFailed:
+            return False
+        self._payout = (transfer_id, paid - amount)
+        return True
+
     async def _claw_back(self) -> None:
         """Completed order: bring the seller's payout and the fee back into escrow, so the chargeback is
         booked like any other (the platform does not keep a fee on a charged-back order)."""
         if self._payout is not None:
-            transfer_id, amount = self._payout
-            self._reversals += 1
-            try:
-                await self._provider_step(
-                    "reverse_transfer",
-                    PaymentActivities.reverse_transfer,
-                    TransferReversalRequest(
-                        order_id=self.view.order_id,
-                        transfer_id=transfer_id,
-                        amount=amount,
-                        currency=self.view.currency,
-                        idempotency_key=money_key(
-                            self.view.order_id, MoneyOperation.TRANSFER_REVERSAL, self._reversals
-                        ),
-                        reason="chargeback",
-                    ),
-                    local_first=True,
-                )
-            except StepFailed:
+            if not await self._reverse_payout(self._payout[1], "chargeback"):
                 # The seller's account would not give it back: the release stands and the chargeback
                 # overdraws this order's escrow, the platform's loss (docs/operations.md).
                 workflow.logger.error("transfer reversal refused; chargeback booked as a platform loss")

@@ -16,8 +16,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import (
@@ -50,6 +49,10 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.children import start_detached
 from workflows.dispute import DisputeCase, DisputeWorkflow, dispute_workflow_id
+from workflows.failures import StepFailed
+from workflows.failures import cause_of as _reason
+from workflows.failures import failure_text as _failure_text
+from workflows.failures import is_permanent as _is_permanent
 from workflows.retries import (
     DB_ATTEMPT,
     DB_STEP_RETRY,
@@ -60,20 +63,6 @@ from workflows.retries import (
 )
 
 T = TypeVar("T")
-
-
-# How a step fails: a normal activity raises ActivityError (its cause says why); a local activity raises the
-# failure itself (an ApplicationError, or a TimeoutError past its schedule-to-close bound).
-StepFailed = (ActivityError, ApplicationError, TemporalTimeoutError)
-
-
-def _reason(error: BaseException) -> BaseException:
-    return (error.cause or error) if isinstance(error, ActivityError) else error
-
-
-def _is_permanent(error: BaseException) -> bool:
-    reason = _reason(error)
-    return isinstance(reason, ApplicationError) and reason.non_retryable
 
 
 def _is_refusal(error: BaseException) -> bool:
@@ -95,14 +84,6 @@ def _payouts_disabled(error: BaseException) -> bool:
 
 def _never(error: BaseException) -> bool:
     return False
-
-
-def _failure_text(error: BaseException) -> str:
-    """The most telling message in the failure chain (the activity's own error, or the timeout)."""
-    cause = _reason(error)
-    while not str(cause) and cause.__cause__ is not None:
-        cause = cause.__cause__
-    return (str(cause) or type(cause).__name__)[:300]
 
 
 class OrderSteps:
