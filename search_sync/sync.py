@@ -7,7 +7,9 @@ is lost, the next batch redoes the work (upserts and deletes are idempotent, and
 tasks in the order they were enqueued, so a task left over by a crashed syncer is followed by a newer one).
 
 Batches never race: each one runs under an advisory lock, held only for the batch. A reindex takes the
-same lock for its final catch-up and swap, which pauses syncing for that moment only.
+same lock for its final catch-up and swap, which pauses syncing for that moment only. So search-sync can run as
+several replicas for availability: they take turns batch by batch, and when one dies the database ends its
+session and releases the lock, and the others go on (tests/search_sync/test_replicas.py measures the takeover).
 
 Tracing: each batch is a span (`search-sync batch`) in the trace of the change that queued its first row (the
 outbox row's `trace_context`), linked to the traces of the others; its SQL and Meilisearch calls are its children.
