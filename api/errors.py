@@ -39,10 +39,19 @@ RETRY_AFTER_SECONDS = 5
 # How Temporal's answers reach HTTP, the same way on every route: a rejected Update is the workflow's own
 # rejection (`update_rejection`: 403/409/422 by its type); a workflow that is not there or has ended
 # (`workflow_gone`) is answered by the route from the stored state; Temporal out of reach, or too busy to take
-# another Update for a workflow, is 503 with Retry-After (the `RPCError` handler below); anything else is a bug.
+# another Update for a workflow, or an Update given up with its failed workflow task (`workflow_not_ready`: a worker
+# died in it), is 503 with Retry-After (the `RPCError` handler below); anything else is a bug.
 _TEMPORAL_UNREACHABLE = frozenset(
     {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
 )
+
+
+def workflow_not_ready(exc: RPCError) -> bool:
+    """The server gave up on an Update because the workflow task it rode in failed (a worker died in it, or the
+    task was refused): nothing was done, and the same request with the same key can be sent again."""
+    return exc.status == RPCStatusCode.FAILED_PRECONDITION and any(
+        detail.type_url.endswith("WorkflowNotReadyFailure") for detail in exc.grpc_status.details
+    )
 
 
 def workflow_gone(exc: RPCError) -> bool:
@@ -334,7 +343,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RPCError)
     async def temporal_error(_: Request, exc: RPCError) -> JSONResponse:
-        if exc.status not in _TEMPORAL_UNREACHABLE:
+        if exc.status not in _TEMPORAL_UNREACHABLE and not workflow_not_ready(exc):
             raise exc
         log.warning("temporal unavailable: %s", exc)
         return unavailable("the workflow service is unavailable, retry shortly")
