@@ -177,7 +177,7 @@ async def _reconcile(since: str | None, until: str | None) -> ReconciliationSumm
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
     from activities.reconciliation import ReconcileWindow, reconciliation_workflow_id
-    from bazaar.temporal import connect
+    from bazaar.temporal import RECONCILIATION, connect, task_queue
     from workflows.reconciliation import ReconciliationWorkflow, previous_day
 
     def moment(text: str) -> datetime:
@@ -199,7 +199,7 @@ async def _reconcile(since: str | None, until: str | None) -> ReconciliationSumm
         ReconciliationWorkflow.run,
         window,
         id=reconciliation_workflow_id(window),
-        task_queue=settings.temporal_task_queue,
+        task_queue=task_queue(RECONCILIATION, settings.temporal_task_queue),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )

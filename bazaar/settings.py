@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     worker_cached_workflows: int = Field(default=100, ge=1)
     # Worker: Prometheus endpoint (host:port) for its Temporal SDK metrics.
     worker_metrics_bind_address: str | None = None
+    # Worker: activity tasks per second the server hands out on the payments task queue (every provider call but
+    # the local-first ones, docs/architecture.md), for all its workers together. Stripe's documented limits are 100
+    # operations/s in live mode (25/s per endpoint) and 25/s in test mode: the default stays under both.
+    payment_requests_per_second: float = Field(default=25.0, gt=0)
 
     # Auth.
     jwt_secret: SecretStr | None = None

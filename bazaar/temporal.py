@@ -1,5 +1,5 @@
 """Bazaar in Temporal: the client (configured once for API, worker and CLI) and the names Bazaar gives
-things there: workflow ids and search attributes. Every place that builds or reads one uses these."""
+things there: task queues, workflow ids and search attributes. Every place that builds or reads one uses these."""
 
 from __future__ import annotations
 
@@ -21,6 +21,32 @@ ORDER_SEARCH_ATTRIBUTES: dict[str, str] = {
     "PaymentState": "Keyword",
     "NeedsAttention": "Bool",
 }
+
+
+# The bounded contexts, each with a task queue of its own (docs/architecture.md, "Task queues"): every workflow
+# runs on, and every normal activity is scheduled on, its owner's queue.
+ORDERS = "orders"
+PAYMENTS = "payments"  # every call to the payment provider
+NOTIFICATIONS = "notifications"
+TRUST = "trust"
+RECONCILIATION = "reconciliation"
+CONTEXTS: tuple[str, ...] = (ORDERS, PAYMENTS, NOTIFICATIONS, TRUST, RECONCILIATION)
+
+
+def task_queue(context: str, queue: str) -> str:
+    """The task queue of `context` in the family `queue` belongs to.
+
+    `queue` is any queue of the family: the setting `TEMPORAL_TASK_QUEUE` (the orders queue, `bazaar-orders`)
+    where a workflow is started, or `workflow.info().task_queue` inside a workflow (which must never read the
+    settings). A queue named `<stem>-<context>` belongs to the family `<stem>-orders`, `<stem>-payments`, ...;
+    any other name (a test's `test-<uuid>`) is *single-queue mode*: that one queue serves every context."""
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context {context!r} (one of {', '.join(CONTEXTS)})")
+    for member in CONTEXTS:
+        stem = queue.removesuffix(f"-{member}")
+        if stem != queue and stem:
+            return f"{stem}-{context}"
+    return queue
 
 
 ORDER_WORKFLOW_PREFIX = "order-"

@@ -486,12 +486,16 @@ def load_demo_data(
     return True
 
 
-def start_worker(sup: Supervisor, env: Mapping[str, str]) -> Service:
-    """The Temporal worker (`python worker.py`): no readiness probe; its death stops the stack."""
+def start_worker(sup: Supervisor, env: Mapping[str, str], queues: Sequence[str] = ()) -> Service:
+    """The Temporal worker (`python worker.py`): no readiness probe; its death stops the stack. It serves every
+    context's task queue (one process is simplest), or only `queues` (`worker.py --queues`; named
+    `worker-<queues>`)."""
     script = ROOT / "worker.py"
     if not script.exists():
         raise ServiceError(f"worker: {script} does not exist (yet) in this checkout")
-    return Service(name="worker", proc=sup.spawn("worker", [sys.executable, str(script)], env=env, cwd=ROOT))
+    argv = [sys.executable, str(script), *(["--queues", ",".join(queues)] if queues else [])]
+    name = "-".join(["worker", *queues])
+    return Service(name=name, proc=sup.spawn(name, argv, env=env, cwd=ROOT))
 
 
 def start_sender(sup: Supervisor, env: Mapping[str, str]) -> Service:

@@ -28,6 +28,7 @@ from workflows.failures import StepFailed
 from workflows.failures import cause_of as _reason
 from workflows.failures import failure_text as _failure_text
 from workflows.failures import is_permanent as _is_permanent
+from workflows.queues import execute_activity
 from workflows.retries import DB_ATTEMPT, DB_RETRY, DB_STEP_RETRY, LOCAL_RETRY_THRESHOLD
 
 with workflow.unsafe.imports_passed_through():
@@ -476,7 +477,7 @@ class DisputeWorkflow:
 
     # ---- cases started before BOUNDED_PATCH: their commands, frozen (docs/workflow-versioning.md) ----------
     async def _legacy_run(self, case: DisputeCase) -> DisputeState:
-        await workflow.execute_activity_method(
+        await execute_activity(
             DisputeActivities.open_dispute_case,
             self._opening(),
             start_to_close_timeout=DB_TIMEOUT,
@@ -556,7 +557,7 @@ class DisputeWorkflow:
             await self._legacy_notify(told)
 
     async def _legacy_append(self, entry: ThreadEntry) -> None:
-        await workflow.execute_activity_method(
+        await execute_activity(
             DisputeActivities.append_dispute_thread,
             entry,
             start_to_close_timeout=DB_TIMEOUT,
@@ -568,7 +569,7 @@ class DisputeWorkflow:
         if resolution is not None:
             self._state.resolution = resolution.resolution
         self._show()
-        await workflow.execute_activity_method(
+        await execute_activity(
             DisputeActivities.set_dispute_status,
             DisputeStatusChange(
                 self._case.order_id,

@@ -79,6 +79,7 @@ from workflows.legacy_order_steps import (
     LegacyOrderSteps,
     _minutes,
 )
+from workflows.queues import execute_activity
 from workflows.retries import DB_RETRY
 
 
@@ -137,7 +138,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
             listing_id=req.listing_id,
             quantity=req.quantity,
         )
-        reservation = await workflow.execute_activity_method(
+        reservation = await execute_activity(
             OrderActivities.reserve_stock,
             ReserveStockInput(
                 order_id=req.order_id,
@@ -174,7 +175,7 @@ class LegacyOrderWorkflow(LegacyOrderSteps):
     async def _restore(self) -> None:
         """A reopened order: its state, counters and money positions as the database has them."""
         req = self._terms
-        snap: OrderSnapshot = await workflow.execute_activity_method(
+        snap: OrderSnapshot = await execute_activity(
             OrderActivities.load_order,
             req.order_id,
             start_to_close_timeout=DB_TIMEOUT,

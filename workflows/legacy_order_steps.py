@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.children import start_detached
 from workflows.dispute import ChargebackJoined, DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
 from workflows.notification import notify_in_background
+from workflows.queues import execute_activity
 from workflows.retries import DB_RETRY, MONEY_RETRY
 from workflows.reviews import ReviewRound, ReviewWorkflow, reviews_workflow_id
 
@@ -125,7 +126,7 @@ class LegacyOrderSteps:
     # ---- steps ----------------------------------------------------------------------------------------
     async def _charge(self) -> None:
         req = self._terms
-        charge = await workflow.execute_activity_method(
+        charge = await execute_activity(
             PaymentActivities.charge,
             ChargeRequest(
                 order_id=req.order_id,
@@ -172,7 +173,7 @@ class LegacyOrderSteps:
     async def _refund(self, amount: int, reason: str) -> None:
         assert self.view.payment_intent_id is not None
         self._refunds += 1
-        await workflow.execute_activity_method(
+        await execute_activity(
             PaymentActivities.refund,
             RefundRequest(
                 order_id=self.view.order_id,
@@ -188,7 +189,7 @@ class LegacyOrderSteps:
         self._view = replace(self.view, refunded_amount=self.view.refunded_amount + amount)
 
     async def _release_stock(self) -> None:
-        await workflow.execute_activity_method(
+        await execute_activity(
             OrderActivities.release_stock,
             self.view.order_id,
             start_to_close_timeout=DB_TIMEOUT,
@@ -211,7 +212,7 @@ class LegacyOrderSteps:
         self._view = replace(self.view, platform_fee=fee)
         order_id = self.view.order_id
         self._releases += 1
-        await workflow.execute_activity_method(
+        await execute_activity(
             PaymentActivities.release_escrow,
             ReleaseRequest(
                 order_id=order_id,
@@ -234,7 +235,7 @@ class LegacyOrderSteps:
         order_id = self.view.order_id
         self._transfers += 1
         try:
-            result = await workflow.execute_activity_method(
+            result = await execute_activity(
                 PaymentActivities.transfer,
                 TransferRequest(
                     order_id=order_id,
@@ -282,7 +283,7 @@ class LegacyOrderSteps:
             transfer_id, amount = self._payout
             self._reversals += 1
             try:
-                await workflow.execute_activity_method(
+                await execute_activity(
                     PaymentActivities.reverse_transfer,
                     TransferReversalRequest(
                         order_id=self.view.order_id,
@@ -306,7 +307,7 @@ class LegacyOrderSteps:
             self._payout = None
         assert self._released is not None
         gross, fee = self._released
-        await workflow.execute_activity_method(
+        await execute_activity(
             PaymentActivities.reverse_release,
             ReleaseReversalRequest(
                 order_id=self.view.order_id,
@@ -367,7 +368,7 @@ class LegacyOrderSteps:
 
     async def _book_chargeback(self, notice: ChargebackNotice, reinstated: bool) -> None:
         operation = MoneyOperation.CHARGEBACK_REVERSAL if reinstated else MoneyOperation.CHARGEBACK
-        await workflow.execute_activity_method(
+        await execute_activity(
             PaymentActivities.record_chargeback,
             ChargebackMovement(
                 order_id=self.view.order_id,
@@ -399,7 +400,7 @@ class LegacyOrderSteps:
             allowed_actions=self._allowed_actions(status, payment_state),
         )
         self._publish_search_attributes()
-        await workflow.execute_activity_method(
+        await execute_activity(
             OrderActivities.record_order_state,
             OrderStateChange(
                 order_id=self.view.order_id,
@@ -552,9 +553,7 @@ class LegacyOrderSteps:
         """A trust bookkeeping activity: retried for a few minutes, then logged and skipped, so a broken
         trust table can never wedge an order (the money and the order's own state come first)."""
         try:
-            await workflow.execute_activity_method(
-                activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=TRUST_RETRY
-            )
+            await execute_activity(activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=TRUST_RETRY)
         except ActivityError:
             workflow.logger.error(
                 "trust step %s failed for order %s", activity, self.view.order_id, exc_info=True

@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows.children import start_detached
+from workflows.queues import execute_activity
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import DeadLetterRequest, NotificationActivities
@@ -53,7 +54,7 @@ class NotificationWorkflow:
     async def run(self, req: NotifyRequest) -> dict[int, str]:
         ids = list(req.notification_ids)
         if req.event is not None:
-            ids += await workflow.execute_activity_method(
+            ids += await execute_activity(
                 NotificationActivities.prepare_notifications,
                 req.event,
                 start_to_close_timeout=timedelta(seconds=30),
@@ -64,7 +65,7 @@ class NotificationWorkflow:
 
     async def _deliver(self, notification_id: int, req: NotifyRequest) -> str:
         try:
-            status: str = await workflow.execute_activity_method(
+            status: str = await execute_activity(
                 NotificationActivities.deliver_notification,
                 notification_id,
                 start_to_close_timeout=timedelta(seconds=30),
@@ -77,7 +78,7 @@ class NotificationWorkflow:
             return status
         except ActivityError as failure:
             cause = failure.cause
-            await workflow.execute_activity_method(
+            await execute_activity(
                 NotificationActivities.dead_letter_notification,
                 DeadLetterRequest(notification_id, str(cause or failure)),
                 start_to_close_timeout=timedelta(seconds=30),

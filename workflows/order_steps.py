@@ -53,6 +53,7 @@ from workflows.failures import StepFailed
 from workflows.failures import cause_of as _reason
 from workflows.failures import failure_text as _failure_text
 from workflows.failures import is_permanent as _is_permanent
+from workflows.queues import execute_activity
 from workflows.retries import (
     DB_ATTEMPT,
     DB_STEP_RETRY,
@@ -239,7 +240,7 @@ class OrderSteps:
                     raise
         return await self._attempt(
             name,
-            lambda: workflow.execute_activity_method(
+            lambda: execute_activity(
                 activity,
                 arg,
                 start_to_close_timeout=MONEY_ATTEMPT,

@@ -8,6 +8,8 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from workflows.queues import execute_activity
+
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from bazaar.payments.provider import (
@@ -22,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
 class PayoutAccountWorkflow:
     @workflow.run
     async def run(self, req: PayoutAccountRequest) -> PayoutAccountResult:
-        return await workflow.execute_activity_method(
+        return await execute_activity(
             PaymentActivities.create_payout_account,
             req,
             start_to_close_timeout=timedelta(seconds=30),
@@ -35,7 +37,7 @@ class OnboardingLinkWorkflow:
     @workflow.run
     async def run(self, req: OnboardingLinkRequest) -> OnboardingLink:
         # The seller is waiting on the API: a few quick attempts, then the API answers 503 and they retry.
-        return await workflow.execute_activity_method(
+        return await execute_activity(
             PaymentActivities.create_onboarding_link,
             req,
             start_to_close_timeout=timedelta(seconds=15),

@@ -16,6 +16,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from workflows.queues import execute_activity, queue_of
 from workflows.retries import (
     RECONCILE_BOUND,
     RECONCILE_RETRY,
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         reconciliation_workflow_id,
     )
     from bazaar.payments.reconcile import MoneyStatement
+    from bazaar.temporal import RECONCILIATION
 
 SCHEDULE_ID = "bazaar-reconciliation-daily"
 # Set by Temporal on every scheduled run: the time it was due (catch-up runs start later than that).
@@ -48,7 +50,7 @@ def previous_day(now: datetime) -> ReconcileWindow:
 class ReconciliationWorkflow:
     @workflow.run
     async def run(self, window: ReconcileWindow) -> ReconciliationSummary:
-        return await workflow.execute_activity_method(
+        return await execute_activity(
             ReconciliationActivities.reconcile,
             window,
             start_to_close_timeout=RECONCILE_TIMEOUT,
@@ -70,6 +72,7 @@ class DailyReconciliationWorkflow:
                 window,
                 id=reconciliation_workflow_id(window),
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                task_queue=queue_of(RECONCILIATION),
             )
         except WorkflowAlreadyStartedError:
             # Someone is reconciling this very window right now (CLI): that run stores the result.
@@ -81,7 +84,7 @@ class DailyReconciliationWorkflow:
 class OrderMoneyWorkflow:
     @workflow.run
     async def run(self, order_id: str) -> MoneyStatement:
-        return await workflow.execute_activity_method(
+        return await execute_activity(
             ReconciliationActivities.order_money,
             order_id,
             start_to_close_timeout=STATEMENT_TIMEOUT,

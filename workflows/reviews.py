@@ -17,6 +17,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from workflows.queues import execute_activity
 from workflows.retries import DB_RETRY
 
 with workflow.unsafe.imports_passed_through():
@@ -45,7 +46,7 @@ class RevealDueReviewsWorkflow:
 
     @workflow.run
     async def run(self) -> int:
-        revealed: int = await workflow.execute_activity_method(
+        revealed: int = await execute_activity(
             TrustActivities.reveal_due_reviews,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=10),
@@ -60,7 +61,7 @@ class ReviewWorkflow:
 
     @workflow.run
     async def run(self, req: ReviewRound) -> int:
-        closes_at = await workflow.execute_activity_method(
+        closes_at = await execute_activity(
             TrustActivities.open_review_window,
             ReviewWindowRequest(req.order_id, req.window_seconds),
             start_to_close_timeout=timedelta(seconds=30),
@@ -82,7 +83,7 @@ class ReviewWorkflow:
             )
         except TimeoutError:
             pass  # the window closed: reveal whatever was written
-        revealed: int = await workflow.execute_activity_method(
+        revealed: int = await execute_activity(
             TrustActivities.reveal_reviews,
             req.order_id,
             start_to_close_timeout=timedelta(seconds=30),

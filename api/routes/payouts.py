@@ -23,7 +23,7 @@ from bazaar.models import PayoutAccount, User
 from bazaar.payments import ledger, onboarding
 from bazaar.payments.provider import OnboardingLinkRequest, PayoutAccountRequest, PayoutAccountResult
 from bazaar.settings import get_settings
-from bazaar.temporal import payout_account_workflow_id
+from bazaar.temporal import PAYMENTS, payout_account_workflow_id, task_queue
 from workflows.payout_account import OnboardingLinkWorkflow, PayoutAccountWorkflow
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ async def create_payout_account(
                 default_currency=body.default_currency,
             ),
             id=payout_account_workflow_id(str(user.id)),
-            task_queue=get_settings().temporal_task_queue,
+            task_queue=task_queue(PAYMENTS, get_settings().temporal_task_queue),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         result: PayoutAccountResult = await _bounded(creating.result())
@@ -128,7 +128,7 @@ async def create_onboarding_link(
             OnboardingLinkWorkflow.run,
             OnboardingLinkRequest(account.provider_account_id, str(body.refresh_url), str(body.return_url)),
             id=f"onboarding-link-{seller.user_id}-{uuid.uuid4()}",
-            task_queue=get_settings().temporal_task_queue,
+            task_queue=task_queue(PAYMENTS, get_settings().temporal_task_queue),
         )
         link = await _bounded(linking.result())
     except (TimeoutError, WorkflowFailureError) as exc:

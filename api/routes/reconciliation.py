@@ -31,7 +31,7 @@ from bazaar.payments import discrepancies
 from bazaar.payments.discrepancies import DiscrepancyStatus
 from bazaar.payments.reconcile import DiscrepancyCategory
 from bazaar.settings import get_settings
-from bazaar.temporal import money_workflow_id
+from bazaar.temporal import RECONCILIATION, money_workflow_id, task_queue
 from bazaar.text import single_line
 from workflows.reconciliation import OrderMoneyWorkflow
 
@@ -59,7 +59,7 @@ async def get_order_money(
             OrderMoneyWorkflow.run,
             str(order_id),
             id=money_workflow_id(str(order_id)),
-            task_queue=get_settings().temporal_task_queue,
+            task_queue=task_queue(RECONCILIATION, get_settings().temporal_task_queue),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )

@@ -17,6 +17,7 @@ import pytest
 
 from activities.reconciliation import ReconcileWindow, reconciliation_workflow_id, window_id
 from bazaar.settings import get_settings
+from bazaar.temporal import RECONCILIATION, task_queue
 from tests.support.binaries import venv_binary
 from tests.support.http import run_cli
 from tests.support.money import AMOUNT, paid_order, payment_intents_for, provider, sql
@@ -180,7 +181,7 @@ def test_the_daily_schedule_exists_and_reconciles_yesterday(stack: Any) -> None:
 
     text = temporal("schedule", "describe", "--schedule-id", SCHEDULE_ID, "-o", "json")
     assert "DailyReconciliationWorkflow" in text
-    assert get_settings().temporal_task_queue in text
+    assert task_queue(RECONCILIATION, get_settings().temporal_task_queue) in text  # its context's queue
     assert get_settings().reconciliation_cron == "30 2 * * *"
     assert "T02:30:00Z" in text  # the next runs (the server keeps the cron as a calendar)
     # Run it now, as an operator would: the previous UTC day gets reconciled (and stored) by the stack's worker.

@@ -17,7 +17,7 @@ import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import yaml
 
 from bazaar.settings import Settings
-from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
+from bazaar.temporal import CONTEXTS, ORDER_SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -34,6 +34,9 @@ APP_SERVICES = {
     "search-sync": ["python", "-m", "search_sync"],
 }
 LONG_RUNNING_APP_SERVICES = ("api", "worker", "sender", "search-sync")
+# The Temporal workers, one service per context (`worker.py --queues <context>`); `worker` above serves every queue
+# in one process (profile `single-worker`). Their checks: tests/test_worker_queues.py.
+WORKER_SERVICES = {f"worker-{context}": ["python", "worker.py", "--queues", context] for context in CONTEXTS}
 INFRA_IMAGES = {
     "postgres": ("postgres", "16"),
     "temporal-schema": ("temporalio/admin-tools", None),
@@ -48,7 +51,7 @@ INFRA_IMAGES = {
     "alertmanager": ("prom/alertmanager", "v0.28.1"),
     "grafana": ("grafana/grafana", None),
 }
-EXPECTED_SERVICES = set(APP_SERVICES) | set(INFRA_IMAGES)
+EXPECTED_SERVICES = set(APP_SERVICES) | set(WORKER_SERVICES) | set(INFRA_IMAGES)
 SEARCH_ATTRIBUTES = ORDER_SEARCH_ATTRIBUTES
 SETTINGS_ENV_NAMES = {name.upper() for name in Settings.model_fields}
 SECRET_SETTINGS = {
