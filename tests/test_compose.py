@@ -220,9 +220,13 @@ def test_every_service_waited_on_for_health_has_a_healthcheck(compose: dict[str,
                 assert check.get("test") and not check.get("disable"), f"{dep} has no healthcheck"
 
 
-def test_api_publishes_8000_and_checks_its_health(compose: dict[str, Any]) -> None:
-    api = services_of(compose)["api"]
-    assert any(str(p).split(":")[-2:] == ["8000", "8000"] for p in api["ports"]), api["ports"]
+def test_api_replicas_behind_the_proxy_on_8000_check_their_health(compose: dict[str, Any]) -> None:
+    api, proxy = services_of(compose)["api"], services_of(compose)["proxy"]
+    assert any(str(p).split(":")[-2:] == ["8000", "8000"] for p in proxy["ports"]), proxy["ports"]
+    assert "ports" not in api and api["deploy"]["replicas"] >= 2
+    caddyfile = (ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
+    assert "dynamic a api 8000" in caddyfile and "health_uri /healthz" in caddyfile
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
     assert api["command"][-4:] == ["--host", "0.0.0.0", "--port", "8000"]
     assert environment_of(api)["API_PORT"] == "8000"
     assert "healthcheck" in api
@@ -240,7 +244,7 @@ def test_api_healthcheck_path_is_a_route_of_the_app(compose: dict[str, Any]) -> 
     assert path.group(1) in routes, f"healthcheck probes {path.group(1)}, which api.app does not serve"
 
 
-def test_only_the_api_and_the_ui_publish_ports(compose: dict[str, Any]) -> None:
+def test_only_the_proxy_and_the_uis_publish_ports(compose: dict[str, Any]) -> None:
     publishing = {name for name, service in services_of(compose).items() if service.get("ports")}
     uis = {
         "temporal-ui",
@@ -248,7 +252,7 @@ def test_only_the_api_and_the_ui_publish_ports(compose: dict[str, Any]) -> None:
         "prometheus",
         "grafana",
     }  # no login of their own, or an admin one: loopback
-    assert publishing == {"api"} | uis
+    assert publishing == {"proxy"} | uis
     for ui in uis:
         assert all(str(p).startswith("127.0.0.1:") for p in services_of(compose)[ui]["ports"]), ui
 

@@ -138,7 +138,11 @@ async def create_onboarding_link(
     return OnboardingLinkOut(url=link.url, expires_at=datetime.fromtimestamp(link.expires_at, UTC))
 
 
+# One provider call through the worker: seconds at worst. Past this the answer is 503 with Retry-After (the
+# workflow goes on, and the call is idempotent, so the seller retries); a request never hangs.
+PROVIDER_WAIT_SECONDS = 30.0
+
+
 async def _bounded(result: Awaitable[T]) -> T:
-    """A provider call through the worker, waited for at most `ORDER_WAIT_SECONDS` (then 503 with Retry-After:
-    the workflow goes on, and the call is idempotent, so the seller retries)."""
-    return await asyncio.wait_for(result, get_settings().order_wait_seconds)
+    """A provider call through the worker, waited for at most `PROVIDER_WAIT_SECONDS`."""
+    return await asyncio.wait_for(result, PROVIDER_WAIT_SECONDS)

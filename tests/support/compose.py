@@ -50,6 +50,7 @@ INFRA_IMAGES = {
     "prometheus": ("prom/prometheus", "v3.5.0"),
     "alertmanager": ("prom/alertmanager", "v0.28.1"),
     "grafana": ("grafana/grafana", None),
+    "proxy": ("caddy", "2.10.0"),  # the API's front door
 }
 EXPECTED_SERVICES = set(APP_SERVICES) | set(WORKER_SERVICES) | set(INFRA_IMAGES)
 SEARCH_ATTRIBUTES = ORDER_SEARCH_ATTRIBUTES
