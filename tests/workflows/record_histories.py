@@ -156,7 +156,9 @@ async def main(everything: bool) -> None:
         return everything or not (HISTORIES / f"{name}.json").exists()
 
     def write(name: str, history: WorkflowHistory) -> None:
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        # Failures carry stack traces with this checkout's absolute paths: kept relative (replay never reads them).
+        checkout = str(HISTORIES.parent.parent) + "/"
+        (HISTORIES / f"{name}.json").write_text(history.to_json().replace(checkout, ""))
         print(f"recorded {name}")
 
     async with await WorkflowEnvironment.start_local(
