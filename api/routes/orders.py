@@ -372,6 +372,17 @@ async def _pending(
     session: Session, order_id: uuid.UUID, request: PlaceOrder, listing: Listing | None
 ) -> OrderOut:
     """The order while its workflow is still placing it: the stored row, or what the request asked for."""
+    # What the answer needs of the listing, read before expiring it (expired, it would be lazy-loaded: an error
+    # in async code, and the 202 a client waits for would be a 500).
+    seller_id, title, total = (
+        (
+            listing.seller_id,
+            listing.title,
+            Money(amount=listing.price_amount * request.quantity, currency=listing.currency),
+        )
+        if listing
+        else (None, "", None)
+    )
     session.expire_all()
     order = await session.get(Order, order_id)
     if order is not None:
@@ -381,13 +392,11 @@ async def _pending(
         status=OrderStatus.PENDING,
         status_reason=None,
         buyer_id=uuid.UUID(request.buyer_id),
-        seller_id=listing.seller_id if listing else None,
+        seller_id=seller_id,
         listing_id=uuid.UUID(request.listing_id),
-        listing_title=listing.title if listing else "",
+        listing_title=title,
         quantity=request.quantity,
-        total=Money(amount=listing.price_amount * request.quantity, currency=listing.currency)
-        if listing
-        else None,
+        total=total,
         payment_state=PaymentState.NONE,
         workflow_id=order_workflow_id(str(order_id)),
         allowed_actions=[OrderAction.CANCEL],

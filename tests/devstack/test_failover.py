@@ -149,7 +149,12 @@ def place_and_complete(replicas: Replicas, buyer: Actor, seller: Actor, listing_
         def moved(
             action: str = action, actor: Actor = actor, after: str = after, step_key: str = step_key
         ) -> bool:
-            current = replicas.request("GET", f"/v1/orders/{order_id}", headers=actor.headers).json()
+            read = replicas.request("GET", f"/v1/orders/{order_id}", headers=actor.headers)
+            if read.status_code != 200:
+                # Placed (202) but not stored yet, while its workflow waits for a live worker: look again.
+                assert read.status_code in (404, 503), read.text
+                return False
+            current = read.json()
             if current["status"] == after:
                 return True
             if current["status"] == "pending" or current.get("needs_attention"):
