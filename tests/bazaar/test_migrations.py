@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from bazaar.migrate import alembic_config
 from bazaar.models import Base
 from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables
+from tests.support.databases import drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,5 @@ def test_upgrade_matches_models_and_downgrade_round_trips(infra: Any) -> None:
         command.upgrade(config, "head")
         engine.dispose()
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(admin, name)
         admin.dispose()
