@@ -233,7 +233,8 @@ def all_activities(settings: Settings, contexts: Collection[str]) -> list[Callab
     payments = reconciliation = None
     if {ORDERS, PAYMENTS} & set(contexts):
         stripe_client = make_stripe_client(settings)  # one connection pool for payments and reconciliation
-        payments, reconciliation = PaymentActivities(stripe_client), ReconciliationActivities(stripe_client)
+        payments = PaymentActivities(stripe_client, settings.payment_local_requests_per_second)
+        reconciliation = ReconciliationActivities(stripe_client)
     return [
         *activities_for(OrderActivities(settings), payments, reconciliation),
         *trust_activities(NotificationActivities(settings)),
@@ -241,9 +242,10 @@ def all_activities(settings: Settings, contexts: Collection[str]) -> list[Callab
 
 
 def make_workers(client: Client, settings: Settings, contexts: Collection[str]) -> list[Worker]:
-    """One `Worker` per task queue of `contexts`, all on `client`. The payments queue's obeys the provider's
-    request limit (`PAYMENT_REQUESTS_PER_SECOND`): the server hands out at most that many of its activity tasks
-    per second, whatever the number of workers (in single-queue mode: every activity of the one queue)."""
+    """One `Worker` per task queue of `contexts`, all on `client`. The payments queue's obeys its share of the
+    provider's request limit (`Settings.payment_queue_requests_per_second`): the server hands out at most that many
+    of its activity tasks per second, whatever the number of workers (in single-queue mode: every activity of the
+    one queue). The local-first calls spend their own share (`activities.payments.LocalProviderBudget`)."""
     activities = all_activities(settings, contexts)
     return [
         Worker(
@@ -253,7 +255,7 @@ def make_workers(client: Client, settings: Settings, contexts: Collection[str]) 
             activities=activities_serving(served, activities),
             workflow_runner=WORKFLOW_RUNNER,
             max_cached_workflows=settings.worker_cached_workflows,
-            max_task_queue_activities_per_second=settings.payment_requests_per_second
+            max_task_queue_activities_per_second=settings.payment_queue_requests_per_second
             if PAYMENTS in served
             else None,
         )

@@ -3,6 +3,10 @@
 Idempotency keys are built by the workflow from the order and the operation, never from the attempt, so a
 retried activity (worker crash, dropped response) replays at the provider instead of charging twice. The
 SDK's own retries are off: Temporal retries transient errors; declines and invalid requests are final.
+
+The provider's request limit: calls on the payments task queue are paced by the Temporal server (the queue's rate
+limit); the local-first ones (refund, transfer, reversal on an Update's path, run in the orders worker) spend a
+`LocalProviderBudget` first, and one it refuses is not made: the step goes to the payments queue at once.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from typing import Any, NoReturn
 import stripe
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import metrics
 from activities.database import activity_transaction
+from bazaar.db import get_engine
 from bazaar.errors import Rejection
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.payments import ledger, onboarding
@@ -30,6 +36,7 @@ from bazaar.payments.provider import (
     PayoutAccountRequest,
     PayoutAccountResult,
 )
+from bazaar.ratelimit import Limiter, PostgresStorage
 from bazaar.settings import Settings
 
 # The provider said no: the same request will never succeed, so it is final (recorded, not retried).
@@ -93,6 +100,9 @@ class ReleaseRequest:
 # A transfer refused before any call: the seller's payouts are disabled at the provider (onboarding incomplete,
 # or the account restricted).
 PAYOUTS_DISABLED = "PayoutsDisabled"
+# A local-first call found the local share of the provider's request limit spent: not a failure of the step,
+# which the workflow runs on the payments queue instead (a non-retryable local attempt is not retried locally).
+LOCAL_BUDGET_SPENT = "LocalProviderBudgetSpent"
 
 
 @dataclass
@@ -151,11 +161,31 @@ class ChargebackMovement:
     key: str
 
 
+class LocalProviderBudget:
+    """The provider requests per second that local-first calls may make (`PAYMENT_LOCAL_REQUESTS_PER_SECOND`),
+    counted in PostgreSQL with the API's request limits (bazaar.ratelimit), so all orders workers share one count.
+    0: none (every provider call goes through the payments queue)."""
+
+    def __init__(self, per_second: int, engine: AsyncEngine | None = None) -> None:
+        self.limit = f"{per_second}/second" if per_second > 0 else None
+        self._engine = engine  # where the count is kept; None: the process's database
+        self._limiter: Limiter | None = None
+
+    async def spend(self) -> bool:
+        """Take one request from this second's share; False: the share is spent, make no call."""
+        if self.limit is None:
+            return False
+        if self._limiter is None:
+            self._limiter = Limiter(PostgresStorage(self._engine or get_engine()))
+        return (await self._limiter.hit("provider", self.limit, "local-first")).allowed
+
+
 class PaymentActivities:
     """Holds the provider client; registered as bound-method activities on the worker."""
 
-    def __init__(self, client: stripe.StripeClient) -> None:
+    def __init__(self, client: stripe.StripeClient, local_requests_per_second: int) -> None:
         self.client = client
+        self.local_budget = LocalProviderBudget(local_requests_per_second)
 
     @activity.defn
     async def charge(self, req: ChargeRequest) -> ChargeResult:
@@ -239,6 +269,7 @@ class PaymentActivities:
                 options={"idempotency_key": req.idempotency_key},
             ),
             {LedgerAccount.ESCROW: -req.amount, LedgerAccount.REFUNDS: req.amount},
+            self.local_budget,
         )
         return RefundResult(provider_id, req.amount)
 
@@ -292,6 +323,7 @@ class PaymentActivities:
                 options={"idempotency_key": req.idempotency_key},
             ),
             {LedgerAccount.SELLER_PAYABLE: -req.amount, LedgerAccount.SELLER_PAYOUTS: req.amount},
+            self.local_budget,
         )
         return TransferResult(provider_id, destination)
 
@@ -310,6 +342,7 @@ class PaymentActivities:
                 options={"idempotency_key": req.idempotency_key},
             ),
             {LedgerAccount.SELLER_PAYOUTS: -req.amount, LedgerAccount.SELLER_PAYABLE: req.amount},
+            self.local_budget,
         )
         return TransferReversalResult(provider_id, req.amount)
 
@@ -421,13 +454,20 @@ async def _move_money(
     currency: str,
     call: Callable[[], Awaitable[stripe.StripeObject]],
     movement: dict[LedgerAccount, int],
+    local_budget: LocalProviderBudget,
 ) -> str:
     """One provider money call, at most once per idempotency key: a stored success is returned as is;
-    otherwise record the attempt, call, and store the outcome with its ledger movement.
-    Returns the provider's id."""
+    otherwise record the attempt, call, and store the outcome with its ledger movement. Run as a local
+    activity, the call first spends `local_budget` (module doc). Returns the provider's id."""
     stored = await _begin_attempt(order_id, kind, key, amount, currency)
     if stored.outcome == PaymentOutcome.SUCCEEDED and stored.provider_id:
         return stored.provider_id
+    if activity.info().is_local and not await local_budget.spend():
+        raise ApplicationError(
+            "the local share of the provider's request limit is spent this second",
+            type=LOCAL_BUDGET_SPENT,
+            non_retryable=True,
+        )
     try:
         with _counted(kind):
             result = await call()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bazaar.orders.terms import DEFAULT_TERMS, OrderTerms
@@ -96,10 +96,14 @@ class Settings(BaseSettings):
     worker_cached_workflows: int = Field(default=100, ge=1)
     # Worker: Prometheus endpoint (host:port) for its Temporal SDK metrics.
     worker_metrics_bind_address: str | None = None
-    # Worker: activity tasks per second the server hands out on the payments task queue (every provider call but
-    # the local-first ones, docs/architecture.md), for all its workers together. Stripe's documented limits are 100
-    # operations/s in live mode (25/s per endpoint) and 25/s in test mode: the default stays under both.
+    # Workers: provider requests per second for the whole platform (Stripe's documented limits are 100
+    # operations/s in live mode, 25/s per endpoint, and 25/s in test mode: the default stays under both), split in
+    # two (docs/architecture.md): the local-first calls on an Update's path (refund, transfer, reversal) may make
+    # `payment_local_requests_per_second` of them, counted in PostgreSQL by every orders worker together, in fixed
+    # windows that can admit twice that across a window's edge; the payments task queue gets the rest
+    # (`payment_queue_requests_per_second`), which the Temporal server enforces for all its workers together.
     payment_requests_per_second: float = Field(default=25.0, gt=0)
+    payment_local_requests_per_second: int = Field(default=3, ge=0)
 
     # Auth.
     jwt_secret: SecretStr | None = None
@@ -211,6 +215,21 @@ class Settings(BaseSettings):
     def _rate_limits(cls, value: str) -> str:
         parse_many(value)  # a typo fails at start, not at the first request
         return value
+
+    @model_validator(mode="after")
+    def _provider_budget(self) -> Settings:
+        if self.payment_queue_requests_per_second <= 0:
+            raise ValueError(
+                "PAYMENT_REQUESTS_PER_SECOND must exceed twice PAYMENT_LOCAL_REQUESTS_PER_SECOND "
+                "(the local-first calls' share, docs/architecture.md)"
+            )
+        return self
+
+    @property
+    def payment_queue_requests_per_second(self) -> float:
+        """The payments task queue's rate limit: the provider's budget less what the local-first calls can take
+        in any one second (twice their fixed-window quota)."""
+        return self.payment_requests_per_second - 2 * self.payment_local_requests_per_second
 
     @field_validator("webhook_retry_schedule")
     @classmethod

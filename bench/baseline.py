@@ -151,7 +151,7 @@ async def bare_worker_main(address: str, task_queue: str) -> None:
     settings = get_settings()
     client = await Client.connect(address, namespace=settings.temporal_namespace)
     orders = order_activities(settings)
-    payments = PaymentActivities(make_stripe_client(settings))
+    payments = PaymentActivities(make_stripe_client(settings), settings.payment_local_requests_per_second)
     worker = Worker(
         client,
         task_queue=task_queue,

@@ -312,6 +312,8 @@ def test_each_worker_gets_only_the_secrets_and_schedules_of_its_context(compose:
     assert holders("REVIEW_SWEEP_SECONDS") == {"worker", "worker-trust"}
     assert holders("RECONCILIATION_CRON") == {"worker", "worker-reconciliation"}
     assert holders("PAYMENT_REQUESTS_PER_SECOND") == {"worker", "worker-payments"}
+    # The local-first share: the orders workers spend it, the payments worker leaves it out of its queue's rate.
+    assert holders("PAYMENT_LOCAL_REQUESTS_PER_SECOND") == {"worker", "worker-orders", "worker-payments"}
     assert holders("RECONCILIATION_SETTLE_SECONDS") == {"worker", "worker-orders", "worker-payments"}
 
 

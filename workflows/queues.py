@@ -36,7 +36,8 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 # Activity classes -> owner. Every call to the payment provider is the payments context's, the reconciliation's
-# provider reads included: that queue's rate limit (PAYMENT_REQUESTS_PER_SECOND) covers them all.
+# provider reads included: that queue's rate limit covers them all but the orders worker's local-first calls, which
+# spend a share of the provider's limit of their own (docs/architecture.md).
 ACTIVITY_OWNERS: dict[str, str] = {
     cls.__name__: owner
     for cls, owner in (

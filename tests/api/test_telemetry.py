@@ -81,7 +81,10 @@ async def traced(outbox_url: str) -> AsyncIterator[Traced]:
         workflows=WORKFLOWS,
         workflow_runner=WORKFLOW_RUNNER,
         activities=[
-            *activities_for(OrderActivities(settings), PaymentActivities(stripe_client)),
+            *activities_for(
+                OrderActivities(settings),
+                PaymentActivities(stripe_client, settings.payment_local_requests_per_second),
+            ),
             *trust_activities(NotificationActivities(settings)),
         ],
     )

@@ -40,7 +40,10 @@ async def order_worker(client: Client, queue: str) -> AsyncIterator[Worker]:
         workflows=WORKFLOWS,
         activities=[
             *activities_for(
-                OrderActivities(get_settings()), PaymentActivities(make_stripe_client(get_settings()))
+                OrderActivities(get_settings()),
+                PaymentActivities(
+                    make_stripe_client(get_settings()), get_settings().payment_local_requests_per_second
+                ),
             ),
             *trust_activities(NotificationActivities(get_settings())),
         ],

@@ -32,6 +32,7 @@ from activities.orders import (
     ReserveStockResult,
 )
 from activities.payments import (
+    LOCAL_BUDGET_SPENT,
     PAYOUTS_DISABLED,
     ChargebackMovement,
     ChargeRequest,
@@ -83,6 +84,8 @@ class FakeWorld:
     reject_transfers: int = 0  # how many transfers the "provider" refuses (PaymentRejected)
     payouts_disabled: bool = False  # the seller's payouts are disabled at the provider (PayoutsDisabled)
     reject_reversals: bool = False
+    local_budget_spent: bool = False  # the local-first share of the provider's request limit is spent
+    local_spills: list[str] = field(default_factory=list)  # money calls the budget sent to the payments queue
     # Failing steps by activity name, or `save_transition:<action>` for one transition only.
     faults: dict[str, Fault] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)  # same keys: seconds a step takes
@@ -134,6 +137,12 @@ class FakeWorld:
             self.faults.clear()
         else:
             self.faults.pop(step, None)
+
+    def _spend_local(self, name: str) -> None:
+        """A local-first money call spends the local budget first, like `activities.payments._move_money`."""
+        if self.local_budget_spent and activity.info().is_local:
+            self.local_spills.append(name)
+            raise ApplicationError("local share spent", type=LOCAL_BUDGET_SPENT, non_retryable=True)
 
     async def _step(self, name: str, detail: str | None = None) -> None:
         """Run a step's fault and delay, if any (`detail`: the transition's action)."""
@@ -307,6 +316,7 @@ class FakeWorld:
         @activity.defn(name="refund")
         async def refund(req: RefundRequest) -> RefundResult:
             await world._step("refund")
+            world._spend_local("refund")
             if world.reject_refunds > 0:
                 world.reject_refunds -= 1
                 world.rejected_refunds.append(req)
@@ -324,6 +334,7 @@ class FakeWorld:
             await world._step("transfer")
             if world.payouts_disabled:  # refused before any call, like the real activity
                 raise ApplicationError("payouts disabled", type=PAYOUTS_DISABLED, non_retryable=True)
+            world._spend_local("transfer")
             world.transfers.append(req)
             if world.reject_transfers > 0:
                 world.reject_transfers -= 1
@@ -333,6 +344,7 @@ class FakeWorld:
 
         @activity.defn(name="reverse_transfer")
         async def reverse_transfer(req: TransferReversalRequest) -> TransferReversalResult:
+            world._spend_local("reverse_transfer")
             world.reversals.append(req)
             if world.reject_reversals:
                 raise ApplicationError("insufficient funds", type="PaymentRejected", non_retryable=True)

@@ -197,6 +197,23 @@ async def test_a_refund_failing_past_its_bound_needs_attention(workflow_env: Wor
     assert (declined.status, declined.payment_state) == ("cancelled", "refunded")
 
 
+async def test_money_calls_the_local_budget_refuses_go_to_the_payments_queue_at_once(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """With the local share of the provider's request limit spent, a local-first call is not made locally: the
+    step runs as a normal activity (the payments queue's rate limit applies) at once, not after the local budget's
+    15 s, and the order is not flagged."""
+    world = FakeWorld(local_budget_spent=True)
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        done = await asyncio.wait_for(order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER)), 10)
+        assert (done.status, done.payment_state, done.attention) == ("completed", "released", None)
+    assert world.local_spills == ["transfer"]
+    # The refused local attempt made no call; the queued one paid out once.
+    assert (len(world.transfers), len(world.payouts), world.attention_reports) == (1, 1, [])
+
+
 async def test_data_the_database_refuses_refuses_the_update_and_keeps_the_state(
     workflow_env: WorkflowEnvironment,
 ) -> None:
