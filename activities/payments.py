@@ -31,6 +31,7 @@ from bazaar.errors import Rejection
 from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.payments import ledger, onboarding
 from bazaar.payments.provider import (
+    ONBOARDING_LINK_REFUSED,
     OnboardingLink,
     OnboardingLinkRequest,
     PayoutAccountRequest,
@@ -442,7 +443,7 @@ class PaymentActivities:
                 }
             )
         except _REJECTIONS as exc:
-            raise ApplicationError(str(exc), type="OnboardingLinkRefused", non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=ONBOARDING_LINK_REFUSED, non_retryable=True) from exc
         return OnboardingLink(link.url, link.expires_at)
 
 

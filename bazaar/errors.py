@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     PAYOUT_ACCOUNT_REQUIRED = "payout_account_required", 409
     PAYOUT_ACCOUNT_EXISTS = "payout_account_exists", 409
     PAYOUT_ACCOUNT_NOT_READY = "payout_account_not_ready", 409  # the provider reports it cannot take charges
+    PAYOUT_ACCOUNT_REFUSED = "payout_account_refused", 409  # the provider refused a request about the account
     INVALID_TRANSITION = "invalid_transition", 409
     PRECONDITION_FAILED = "precondition_failed", 412
     PRECONDITION_REQUIRED = "precondition_required", 428

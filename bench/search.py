@@ -12,8 +12,10 @@ What it does, in order:
 3. For each query shape (text; text + category + price range + sort; geo radius; text + facets) and
    concurrency 1, 8, 32: latency percentiles and throughput through our API (Meilisearch), straight
    against Meilisearch with the same request body the API sends, and through the API's PostgreSQL fallback.
-4. Raw single-document task latency (one document per task, polled like search_sync polls), then
-   change-to-searchable latency under a steady stream of listing edits through the API.
+4. Raw single-document task latency (one document per task, polled like search_sync polls), then, at each
+   write rate, change-to-searchable latency under a steady stream of listing edits through the API, and the
+   same changes at the same rate written straight to Meilisearch (one single-document task each: what
+   Meilisearch itself does at that rate, its own batching included).
 The last line printed is one JSON object with every figure and ratio.
 
 The load generator is a minimal HTTP/1.1 keep-alive client on asyncio (bench/http1.py, one connection per
@@ -168,6 +170,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def meili_time(stamp: str) -> datetime:
+    """Meilisearch's RFC 3339 times (UTC, 'Z', 0-9 fraction digits; Python takes at most 6)."""
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
+
+
 async def raw_task_latency(meili_url: str, master_key: str, index: str, ids: list[str]) -> dict[str, Any]:
     """One small document update per task, waited for the way search_sync waits (same client code)."""
     meili = Meili(meili_url, master_key, timeout=30)
@@ -181,8 +189,7 @@ async def raw_task_latency(meili_url: str, master_key: str, index: str, ids: lis
                 )
             )
             client_side.append(time.perf_counter() - started)
-            enqueued = datetime.fromisoformat(task["enqueuedAt"].replace("Z", "+00:00")[:26] + "+00:00")
-            finished = datetime.fromisoformat(task["finishedAt"].replace("Z", "+00:00")[:26] + "+00:00")
+            enqueued, finished = meili_time(task["enqueuedAt"]), meili_time(task["finishedAt"])
             server_side.append((finished - enqueued).total_seconds())
             await asyncio.sleep(0.02)
     finally:
@@ -248,6 +255,41 @@ async def change_to_searchable(
         "api_response_to_searchable": percentiles(latencies),
         "sync_measured_outbox_to_task_succeeded": percentiles(synced),
     }
+
+
+async def raw_change_to_searchable(
+    meili_url: str, master_key: str, index: str, ids: list[str], rate: float
+) -> dict[str, Any]:
+    """The baseline of `change_to_searchable` at the same rate: one single-document task per change sent straight
+    to Meilisearch (no API, no outbox, no sync), each timed from its enqueue answer until Meilisearch serves it."""
+    meili = Meili(meili_url, master_key, timeout=10)
+    latencies: list[float] = []
+    probes: list[asyncio.Task[None]] = []
+
+    async def probe(doc_id: str, marker: int, since: float) -> None:
+        deadline = since + 30
+        while time.perf_counter() < deadline:
+            doc = await meili.request(
+                "GET", f"/indexes/{index}/documents/{doc_id}", params={"fields": "popularity"}
+            )
+            if doc.get("popularity") == marker:
+                latencies.append(time.perf_counter() - since)
+                return
+            await asyncio.sleep(0.002)
+
+    started = time.perf_counter()
+    try:
+        for n, doc_id in enumerate(ids):
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            marker = 1_000_000 + n  # what no other writer sets: this change is served when it shows
+            await meili.enqueue(
+                "PUT", f"/indexes/{index}/documents", json=[{"id": doc_id, "popularity": marker}]
+            )
+            probes.append(asyncio.create_task(probe(doc_id, marker, time.perf_counter())))
+        await asyncio.gather(*probes)
+    finally:
+        await meili.aclose()
+    return {"writes": len(ids), "rate_per_s": rate, "enqueued_to_searchable": percentiles(latencies)}
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -373,10 +415,16 @@ async def bench(stack: Stack, pg_api_url: str, args: argparse.Namespace) -> dict
     for rate in args.write_rate:
         log(f"change-to-searchable under {rate}/s listing edits through the API ...")
         seconds = max(args.write_seconds, 40 / rate)  # at least 40 samples
+        writes = seller_writes(stack, int(rate * seconds))
         report["freshness"][f"{rate:g}_per_s"] = result = await change_to_searchable(
-            stack, "listings", seller_writes(stack, int(rate * seconds)), rate
+            stack, "listings", writes, rate
         )
         log(f"  {result}")
+        log(f"the same changes at {rate}/s written straight to Meilisearch ...")
+        result["raw_same_rate"] = raw = await raw_change_to_searchable(
+            stack.meili_url, stack.meili_master_key, "listings", [w[0] for w in writes], rate
+        )
+        log(f"  {raw}")
 
     raw_p99 = report["raw_task_latency"]["client"]["p99_ms"]
     # Issue 13's bars and goals (docs/benchmarks.md, "Search speed and freshness").
@@ -395,6 +443,15 @@ async def bench(stack: Stack, pg_api_url: str, args: argparse.Namespace) -> dict
         },
         "freshness_p99_over_raw_task_p99": {
             rate: round(r["api_response_to_searchable"]["p99_ms"] / raw_p99, 2)
+            for rate, r in report["freshness"].items()
+        },
+        # The same figure over Meilisearch written to directly at the same rate (its own batching included).
+        "freshness_p99_over_raw_same_rate_p99": {
+            rate: round(
+                r["api_response_to_searchable"]["p99_ms"]
+                / r["raw_same_rate"]["enqueued_to_searchable"]["p99_ms"],
+                2,
+            )
             for rate, r in report["freshness"].items()
         },
     }

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 
 from api.deps import Seller, Session, Temporal
 from api.openapi import LOCATION, errors
@@ -21,9 +22,15 @@ from api.schemas import BalanceOut, LedgerLineOut, SellerBalanceOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import PayoutAccount, User
 from bazaar.payments import ledger, onboarding
-from bazaar.payments.provider import OnboardingLinkRequest, PayoutAccountRequest, PayoutAccountResult
+from bazaar.payments.provider import (
+    ONBOARDING_LINK_REFUSED,
+    OnboardingLinkRequest,
+    PayoutAccountRequest,
+    PayoutAccountResult,
+)
 from bazaar.settings import get_settings
 from bazaar.temporal import PAYMENTS, payout_account_workflow_id, task_queue
+from workflows.failures import cause_of
 from workflows.payout_account import OnboardingLinkWorkflow, PayoutAccountWorkflow
 
 T = TypeVar("T")
@@ -111,7 +118,9 @@ async def get_payout_account(seller: Seller, session: Session) -> PayoutAccountO
 
 
 @router.post(
-    "/onboarding-link", response_model=OnboardingLinkOut, responses=errors(ErrorCode.PAYOUT_ACCOUNT_REQUIRED)
+    "/onboarding-link",
+    response_model=OnboardingLinkOut,
+    responses=errors(ErrorCode.PAYOUT_ACCOUNT_REQUIRED, ErrorCode.PAYOUT_ACCOUNT_REFUSED),
 )
 async def create_onboarding_link(
     body: OnboardingLinkIn, seller: Seller, session: Session, temporal: Temporal
@@ -131,7 +140,17 @@ async def create_onboarding_link(
             task_queue=task_queue(PAYMENTS, get_settings().temporal_task_queue),
         )
         link = await _bounded(linking.result())
-    except (TimeoutError, WorkflowFailureError) as exc:
+    except WorkflowFailureError as exc:
+        refusal = cause_of(exc.cause)
+        if isinstance(refusal, ApplicationError) and refusal.type == ONBOARDING_LINK_REFUSED:
+            # Final (e.g. the provider no longer knows the account): retrying cannot help, support can.
+            raise DomainError(
+                ErrorCode.PAYOUT_ACCOUNT_REFUSED, f"the payment provider refused the link: {refusal.message}"
+            ) from exc
+        raise DomainError(
+            ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not make the link; retry shortly"
+        ) from exc
+    except TimeoutError as exc:
         raise DomainError(
             ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not make the link; retry shortly"
         ) from exc

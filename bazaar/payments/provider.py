@@ -34,6 +34,10 @@ class PayoutAccountResult:
     default_currency: str
 
 
+# The provider refused to make an onboarding link (an account it does not know, or cannot onboard): final.
+ONBOARDING_LINK_REFUSED = "OnboardingLinkRefused"
+
+
 @dataclass
 class OnboardingLinkRequest:
     provider_account_id: str

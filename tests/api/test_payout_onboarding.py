@@ -173,6 +173,23 @@ def test_onboarding_gates_publishing(http: httpx.Client, stack: Any) -> None:
     assert published.json()["status"] == "active"
 
 
+def test_a_link_the_provider_refuses_is_a_conflict_not_an_outage(http: httpx.Client, stack: Any) -> None:
+    """A final refusal (here: the provider no longer knows the account) answers 409 with the provider's reason;
+    503 would tell the seller to retry what can never succeed."""
+    seller = seller_with_payout(http)
+    gone = f"acct_gone{uuid.uuid4().hex[:12]}"
+    sql(stack, "UPDATE payout_accounts SET provider_account_id = %s WHERE user_id = %s", gone, seller.user_id)
+    urls = {
+        "refresh_url": "https://seller.example.com/refresh",
+        "return_url": "https://seller.example.com/done",
+    }
+    refused = http.post("/v1/payout-account/onboarding-link", json=urls, headers=seller.headers)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "payout_account_refused"
+    assert gone in error["message"]
+
+
 def _account_event(stack: Any, account_id: str, created: int, **changes: Any) -> str:
     """A signed `account.updated` payload: the provider's current account with `changes`, sent at `created`."""
     account = {**provider(stack, "GET", f"/v1/accounts/{account_id}"), **changes}
