@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     # windows that can admit twice that across a window's edge; the payments task queue gets the rest
     # (`payment_queue_requests_per_second`), which the Temporal server enforces for all its workers together.
     payment_requests_per_second: float = Field(default=25.0, gt=0)
-    payment_local_requests_per_second: int = Field(default=3, ge=0)
+    payment_local_requests_per_second: int = Field(default=5, ge=0)
 
     # Auth.
     jwt_secret: SecretStr | None = None
