@@ -11,6 +11,7 @@ from api import console, errors, openapi, ratelimits, search_direct, security, t
 from api.listing_runtime import listing_runtime
 from api.routes import (
     auth,
+    cart,
     disputes,
     health,
     integrations,
@@ -89,6 +90,7 @@ def create_app() -> FastAPI:
         payouts,
         listings,
         search,
+        cart,
         orders,
         order_actions,
         disputes,

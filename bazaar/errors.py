@@ -33,6 +33,7 @@ class ErrorCode(enum.StrEnum):
     PRECONDITION_REQUIRED = "precondition_required", 428
     LISTING_NOT_AVAILABLE = "listing_not_available", 409
     SOLD_OUT = "sold_out", 409
+    CART_FULL = "cart_full", 409
     OWN_LISTING = "own_listing", 422
     IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required", 400
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", 422

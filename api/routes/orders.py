@@ -37,8 +37,9 @@ from api.schemas import (
     TimelineEvent,
 )
 from bazaar.auth import Principal
+from bazaar.checkout import cart
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Listing, ListingStatus, Order, OrderStatus, PaymentState, Role, User
+from bazaar.models import AuditEvent, Listing, Order, OrderStatus, PaymentState, Role, User
 from bazaar.orders import details
 from bazaar.orders.types import (
     ORDER_STATUS,
@@ -50,7 +51,7 @@ from bazaar.orders.types import (
     PlaceOrder,
     initial_search_attributes,
 )
-from bazaar.payments.money import Money, chargeable_problem
+from bazaar.payments.money import Money
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -263,15 +264,10 @@ async def _check_purchasable(session: Session, body: OrderIn, buyer: Principal) 
     """Fast, friendly refusals before any stock is taken; the workflow's reservation re-checks under a
     row lock."""
     listing = await session.get(Listing, body.listing_id)
-    if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
-        raise DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale")
-    if listing.seller_id == buyer.user_id:
-        raise DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
-    if listing.status == ListingStatus.SOLD or listing.quantity < body.quantity:
-        raise DomainError(ErrorCode.SOLD_OUT, "the listing is sold out", {"available": listing.quantity})
-    problem = chargeable_problem(listing.price_amount * body.quantity, listing.currency)
-    if problem is not None:
-        raise DomainError(ErrorCode.AMOUNT_NOT_CHARGEABLE, problem)
+    refusal = cart.purchase_problem(listing, buyer.user_id, body.quantity)
+    if refusal is not None:
+        raise refusal
+    assert listing is not None
     return listing
 
 
