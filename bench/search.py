@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import operator
 import os
 import random
 import statistics
@@ -37,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,19 @@ async def raw_task_latency(meili_url: str, master_key: str, index: str, ids: lis
     return {"client": percentiles(client_side), "meili_enqueued_to_finished": percentiles(server_side)}
 
 
+async def probe(
+    meili: Meili, index: str, doc_id: str, field: str, served: Callable[[Any], bool], since: float
+) -> float | None:
+    """Seconds from `since` until Meilisearch serves the document with `served(field)` true (None: not in 30 s)."""
+    deadline = since + 30
+    while time.perf_counter() < deadline:
+        doc = await meili.request("GET", f"/indexes/{index}/documents/{doc_id}", params={"fields": field})
+        if served(doc.get(field)):
+            return time.perf_counter() - since
+        await asyncio.sleep(0.002)
+    return None
+
+
 async def change_to_searchable(
     stack: Stack, index: str, writes: list[tuple[str, str, str, int]], rate: float
 ) -> dict[str, Any]:
@@ -213,18 +228,7 @@ async def change_to_searchable(
 
     collector = asyncio.create_task(collect())
     latencies: list[float] = []
-    probes: list[asyncio.Task[None]] = []
-
-    async def probe(listing_id: str, version: int, since: float) -> None:
-        deadline = since + 30
-        while time.perf_counter() < deadline:
-            doc = await meili.request(
-                "GET", f"/indexes/{index}/documents/{listing_id}", params={"fields": "version"}
-            )
-            if doc["version"] >= version:
-                latencies.append(time.perf_counter() - since)
-                return
-            await asyncio.sleep(0.002)
+    probes: list[asyncio.Task[float | None]] = []
 
     started = time.perf_counter()
     try:
@@ -239,8 +243,10 @@ async def change_to_searchable(
             )
             done = time.perf_counter()
             if status == 200:
-                probes.append(asyncio.create_task(probe(listing_id, json.loads(payload)["version"], done)))
-        await asyncio.gather(*probes)
+                version = json.loads(payload)["version"]
+                served = probe(meili, index, listing_id, "version", partial(operator.le, version), done)
+                probes.append(asyncio.create_task(served))
+        latencies = [t for t in await asyncio.gather(*probes) if t is not None]
         await asyncio.sleep(0.5)  # last sync notifications
     finally:
         collector.cancel()
@@ -264,18 +270,7 @@ async def raw_change_to_searchable(
     to Meilisearch (no API, no outbox, no sync), each timed from its enqueue answer until Meilisearch serves it."""
     meili = Meili(meili_url, master_key, timeout=10)
     latencies: list[float] = []
-    probes: list[asyncio.Task[None]] = []
-
-    async def probe(doc_id: str, marker: int, since: float) -> None:
-        deadline = since + 30
-        while time.perf_counter() < deadline:
-            doc = await meili.request(
-                "GET", f"/indexes/{index}/documents/{doc_id}", params={"fields": "popularity"}
-            )
-            if doc.get("popularity") == marker:
-                latencies.append(time.perf_counter() - since)
-                return
-            await asyncio.sleep(0.002)
+    probes: list[asyncio.Task[float | None]] = []
 
     started = time.perf_counter()
     try:
@@ -285,8 +280,11 @@ async def raw_change_to_searchable(
             await meili.enqueue(
                 "PUT", f"/indexes/{index}/documents", json=[{"id": doc_id, "popularity": marker}]
             )
-            probes.append(asyncio.create_task(probe(doc_id, marker, time.perf_counter())))
-        await asyncio.gather(*probes)
+            served = probe(
+                meili, index, doc_id, "popularity", partial(operator.eq, marker), time.perf_counter()
+            )
+            probes.append(asyncio.create_task(served))
+        latencies = [t for t in await asyncio.gather(*probes) if t is not None]
     finally:
         await meili.aclose()
     return {"writes": len(ids), "rate_per_s": rate, "enqueued_to_searchable": percentiles(latencies)}

@@ -29,7 +29,7 @@ from workflows.failures import cause_of as _reason
 from workflows.failures import failure_text as _failure_text
 from workflows.failures import is_permanent as _is_permanent
 from workflows.queues import execute_activity
-from workflows.retries import DB_ATTEMPT, DB_RETRY, DB_STEP_RETRY, LOCAL_RETRY_THRESHOLD
+from workflows.retries import DB_RETRY, local_db_step
 
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
@@ -279,14 +279,7 @@ class DisputeWorkflow:
 
     def _local_db(self, activity: Callable[..., Awaitable[T]], arg: Any) -> Awaitable[T]:
         """One run of a database step, retried within the step bound (`step_timeout_seconds`)."""
-        return workflow.execute_local_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=DB_ATTEMPT,
-            schedule_to_close_timeout=timedelta(seconds=self._case.step_timeout_seconds),
-            retry_policy=DB_STEP_RETRY,
-            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-        )
+        return local_db_step(activity, arg, self._case.step_timeout_seconds)
 
     def _entry(
         self,

@@ -55,12 +55,11 @@ from workflows.failures import failure_text as _failure_text
 from workflows.failures import is_permanent as _is_permanent
 from workflows.queues import execute_activity
 from workflows.retries import (
-    DB_ATTEMPT,
-    DB_STEP_RETRY,
     LOCAL_MONEY_BUDGET,
     LOCAL_RETRY_THRESHOLD,
     MONEY_ATTEMPT,
     MONEY_RETRY,
+    local_db_step,
 )
 
 T = TypeVar("T")
@@ -216,14 +215,7 @@ class OrderSteps:
 
     def _local_db(self, activity: Callable[..., Awaitable[T]], arg: Any) -> Awaitable[T]:
         """One run of a database step as a local activity, within the step bound (one attempt of `_db_step`)."""
-        return workflow.execute_local_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=DB_ATTEMPT,
-            schedule_to_close_timeout=timedelta(seconds=self._terms.step_timeout_seconds),
-            retry_policy=DB_STEP_RETRY,
-            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-        )
+        return local_db_step(activity, arg, self._terms.step_timeout_seconds)
 
     async def _provider_step(
         self, name: str, activity: Callable[..., Awaitable[T]], arg: Any, *, local_first: bool = False

@@ -3,7 +3,9 @@ everywhere (docs/failure-rules.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -11,6 +13,8 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.database import DATA_ERROR
     from bazaar.errors import Rejection
+
+T = TypeVar("T")
 
 # Database steps of the order: short transactions, retried quickly; data the database refuses is final.
 DB_ATTEMPT = timedelta(seconds=10)
@@ -52,3 +56,16 @@ STATEMENT_TIMEOUT = timedelta(seconds=30)
 STATEMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_attempts=3, non_retryable_error_types=["NotFound"]
 )
+
+
+def local_db_step(activity: Callable[..., Awaitable[T]], arg: Any, step_timeout_seconds: int) -> Awaitable[T]:
+    """One run of a database step as a local activity, its attempts retried within the step's bound (the failure
+    rule's `step_timeout_seconds`): how the order and the dispute case run theirs."""
+    return workflow.execute_local_activity_method(
+        activity,
+        arg,
+        start_to_close_timeout=DB_ATTEMPT,
+        schedule_to_close_timeout=timedelta(seconds=step_timeout_seconds),
+        retry_policy=DB_STEP_RETRY,
+        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+    )
