@@ -67,6 +67,11 @@ class Inputs:
     retention_days: float
     headroom: float
     growth: float
+    provider_limit: float = 25.0
+
+
+# `PAYMENT_REQUESTS_PER_SECOND`'s default (bazaar/settings.py; a test keeps them equal): Stripe's test-mode limit.
+PROVIDER_LIMIT = 25.0
 
 
 def next_power_of_two(n: float) -> int:
@@ -152,6 +157,16 @@ def plan(i: Inputs, f: Figures) -> dict[str, Any]:
     open_per_process = open_orders / procs["orders"]
     held = min(open_per_process, f("worker_rss_measured_open_orders"))
     rss_mb = f("worker_rss_before_mb") + held * f("worker_rss_per_open_order_kb") / 1024
+
+    # Provider requests at the peak: each completed order's charge and payout (refunds and reversals come on
+    # top). Above the platform's limit (docs/architecture.md) the payments queue paces them: orders wait.
+    provider_s = orders_s * f("provider_calls_per_completed_order")
+    if provider_s > i.provider_limit:
+        warnings.append(
+            f"{provider_s:.1f} provider requests/s at the peak: above the limit of {i.provider_limit:g}/s "
+            "(PAYMENT_REQUESTS_PER_SECOND); orders would wait in the payments queue: ask the provider for more "
+            "(Stripe: 100/s in live mode) and raise the setting"
+        )
 
     # Temporal history shards: sized for the peak events/s times the growth the cluster must absorb (the shard
     # count cannot change once the cluster exists), at most `events_per_shard_per_second` each, as a power of
@@ -244,6 +259,7 @@ def plan(i: Inputs, f: Figures) -> dict[str, Any]:
             "retention_days": i.retention_days,
             "headroom": i.headroom,
             "growth": i.growth,
+            "provider_limit": i.provider_limit,
         },
         "peak": {
             "orders_per_s": round(orders_s, 3),
@@ -266,6 +282,11 @@ def plan(i: Inputs, f: Figures) -> dict[str, Any]:
         "cores_to_provision": provision,
         "processes": procs,
         "orders_worker_rss_mb": round(rss_mb, 1),
+        "provider": {
+            "requests_per_s_peak": round(provider_s, 2),
+            "limit_per_s": i.provider_limit,
+            "orders_per_s_at_the_limit": round(i.provider_limit / f("provider_calls_per_completed_order"), 1),
+        },
         "temporal": {
             "events_per_s_peak": round(events_s, 1),
             "history_shards": shards,
@@ -315,6 +336,7 @@ def table(report: dict[str, Any]) -> list[str]:
         ("orders workers", f"{c['orders']:.2f} cores", f"{pr['orders']} processes"),
         ("  RSS per orders worker", "", f"{report['orders_worker_rss_mb']} MB"),
         ("payments workers", f"{c['payments']:.2f} cores", f"{pr['payments']} processes"),
+        ("  provider requests", f"{report['provider']['requests_per_s_peak']:.1f}/s", f"limit {report['provider']['limit_per_s']:g}/s"),
         ("notifications (sender)", f"{c['notifications']:.2f} cores", f"{pr['notifications']} processes"),
         ("trust, reconciliation", "not measured", f"{pr['trust_reconciliation']} processes"),
         ("search-sync", f"{c['search_sync']:.2f} cores", "1 active + 1 standby"),
@@ -379,11 +401,20 @@ def parse(argv: list[str] | None) -> tuple[Inputs, Path]:
         "--growth", type=float, default=10.0, help="growth the history shard count must absorb (10)"
     )
     ap.add_argument(
+        "--provider-limit",
+        type=float,
+        default=PROVIDER_LIMIT,
+        help="the payment provider's requests/s for the platform, PAYMENT_REQUESTS_PER_SECOND (25: Stripe test\n"
+        "mode; live mode allows 100)",
+    )
+    ap.add_argument(
         "--figures", type=Path, default=FIGURES, help="per-unit costs (bench/capacity_figures.json)"
     )
     a = ap.parse_args(argv)
     if not 0 < a.headroom <= 1:
         ap.error("--headroom must be in (0, 1]")
+    if a.provider_limit <= 0:
+        ap.error("--provider-limit must be positive")
     if a.peak_factor < 1 or a.growth < 1:
         ap.error("--peak-factor and --growth must be at least 1")
     amounts = (
@@ -405,6 +436,7 @@ def parse(argv: list[str] | None) -> tuple[Inputs, Path]:
         retention_days=a.retention_days,
         headroom=a.headroom,
         growth=a.growth,
+        provider_limit=a.provider_limit,
     )
     return inputs, a.figures
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bazaar.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "bench" / "capacity.py"
 FIGURES = ROOT / "bench" / "capacity_figures.json"
@@ -96,6 +98,16 @@ def test_large_input_needs_more_of_everything_and_says_what_breaks() -> None:
     assert any("search-sync" in w for w in large["warnings"]), large["warnings"]
     assert any("change-to-searchable" in w for w in large["warnings"]), large["warnings"]
     assert any("connections" in w for w in large["warnings"]), large["warnings"]
+    # 5,000,000 orders/day is ~174 orders/s at the peak, two provider calls each: far over 25/s.
+    assert large["provider"]["requests_per_s_peak"] > large["provider"]["limit_per_s"] == 25
+    assert any("PAYMENT_REQUESTS_PER_SECOND" in w for w in large["warnings"]), large["warnings"]
+    _, raised = run([*LARGE, "--provider-limit", "1000"])
+    assert not any("PAYMENT_REQUESTS_PER_SECOND" in w for w in raised["warnings"]), raised["warnings"]
+
+
+def test_the_provider_limit_defaults_to_the_settings() -> None:
+    _, report = run(list(SMALL))
+    assert report["inputs"]["provider_limit"] == Settings.model_fields["payment_requests_per_second"].default
 
 
 def test_more_orders_never_need_less() -> None:
