@@ -278,7 +278,7 @@ async def _described(
     rows = await session.execute(
         select(User.id, User.display_name).where(User.id.in_([listing.seller_id, buyer.user_id]))
     )
-    names = dict(rows.tuples().all())
+    names: dict[uuid.UUID, str] = {user_id: name for user_id, name in rows}
     return (
         details.summary(
             listing.price_amount * quantity,

@@ -108,10 +108,7 @@ async def read(session: AsyncSession, buyer_id: uuid.UUID) -> Cart:
         .order_by(CartLine.added_at, CartLine.listing_id)
     )
     return Cart(
-        [
-            Line(listing, line.quantity, line.seen_amount, line.seen_currency)
-            for line, listing in rows.tuples()
-        ]
+        [Line(listing, line.quantity, line.seen_amount, line.seen_currency) for line, listing in rows]
     )
 
 
