@@ -26,8 +26,11 @@ DB_STEP_RETRY = RetryPolicy(
 # Database steps of the order's children (dispute cases, legacy review rounds) and of the legacy order:
 # retried until the database answers.
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-# Provider calls: bounded by the SDK timeout; transient errors retried, refusals are final.
-MONEY_ATTEMPT = timedelta(seconds=30)
+# Provider calls: bounded by the SDK timeout; transient errors retried, refusals are final. An attempt is the
+# SDK's timeout (STRIPE_TIMEOUT_SECONDS, 10 s) plus the attempt's own rows; it is also how long an order waits when
+# the worker running its provider call dies (the failover test: 30 s when this was 30 s). A longer SDK timeout
+# only costs a retry under the same idempotency key.
+MONEY_ATTEMPT = timedelta(seconds=15)
 MONEY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import tempfile
 import threading
 import time
@@ -55,6 +56,7 @@ class Replicas:
         self.clients = [httpx.Client(base_url=url, timeout=30) for url in self.urls]
         self.turn = 0
         self.failed_over = 0
+        self.killed_at = 0.0  # monotonic time of `kill_one_of_each`
         self.retried_after_503 = 0
         self.lock = threading.Lock()
 
@@ -83,6 +85,7 @@ class Replicas:
         for proc in (self.api.proc, self.worker.proc, self.sync.proc):
             assert proc.alive(), f"{proc.name} died before it was killed (see its log)"
             kill(proc)
+        self.killed_at = time.monotonic()
 
     def close(self) -> None:
         for client in self.clients:
@@ -195,20 +198,23 @@ def test_one_of_each_replica_killed_mid_stream_loses_nothing(
             with edits_lock:
                 edits[listing_id] = n
 
-    def one(n: int) -> tuple[str, float]:
+    def one(n: int) -> tuple[str, float, float]:
+        """An order's id, when it started and how long it took."""
         if n == KILL_AFTER:
             replicas.kill_one_of_each()
         if n % 10 == 0:
             edit_listing(n)
         seller, listing_id = listings[n % SELLERS]
-        return place_and_complete(replicas, buyers[rng.randrange(BUYERS)], seller, listing_id)
+        began = time.monotonic()
+        order_id, seconds = place_and_complete(replicas, buyers[rng.randrange(BUYERS)], seller, listing_id)
+        return order_id, began, seconds
 
     started = time.monotonic()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         done = list(pool.map(one, range(ORDERS)))
     took = time.monotonic() - started
 
-    order_ids = [order_id for order_id, _ in done]
+    order_ids = [order_id for order_id, _, _ in done]
     assert len(set(order_ids)) == ORDERS
     charges = charges_by_order(stack)
     for order_id in order_ids:
@@ -223,10 +229,18 @@ def test_one_of_each_replica_killed_mid_stream_loses_nothing(
             timeout=30,
             interval=0.3,
         )
-    slowest = max(seconds for _, seconds in done)
+    slowest = max(seconds for _, _, seconds in done)
+    # Time to recover: until the last order in flight at the kill completed. Extra latency: an order's median
+    # before the kill against after it.
+    killed = replicas.killed_at
+    in_flight = [began + seconds - killed for _, began, seconds in done if began < killed < began + seconds]
+    before = [seconds for _, began, seconds in done if began + seconds <= killed]
+    after = [seconds for _, began, seconds in done if began >= killed]
+    assert before and after, "the kill came before or after the whole stream"
     print(
         f"\nfailover: {ORDERS} orders completed in {took:.1f} s at concurrency {CONCURRENCY}; one API, worker and "
         f"search-sync SIGKILLed after {KILL_AFTER}; {replicas.failed_over} requests went to the other API, "
-        f"{replicas.retried_after_503} were retried after a 503; "
-        f"slowest order {slowest:.1f} s"
+        f"{replicas.retried_after_503} were retried after a 503; {len(in_flight)} orders in flight at the kill, "
+        f"the last completed {max(in_flight, default=0.0):.1f} s after it; order p50 {statistics.median(before):.2f} s "
+        f"before the kill, {statistics.median(after):.2f} s after; slowest order {slowest:.1f} s"
     )
