@@ -32,9 +32,16 @@ SECRET_VARS = frozenset(
     name.upper() for name, field in Settings.model_fields.items() if "SecretStr" in repr(field.annotation)
 )
 PROCESS_SECRETS: dict[str, frozenset[str]] = {
-    # verifies access tokens, unsubscribe links and Stripe webhooks; searches with the search-only key
+    # verifies access tokens, API keys, unsubscribe links and Stripe webhooks; searches with the search-only key
     "api": frozenset(
-        {"JWT_SECRET", "UNSUBSCRIBE_SECRET", "STRIPE_WEBHOOK_SECRET", "MEILI_SEARCH_KEY", "METRICS_TOKEN"}
+        {
+            "JWT_SECRET",
+            "API_KEY_SECRET",
+            "UNSUBSCRIBE_SECRET",
+            "STRIPE_WEBHOOK_SECRET",
+            "MEILI_SEARCH_KEY",
+            "METRICS_TOKEN",
+        }
     ),
     # calls Stripe; mails and signs unsubscribe links for notification workflows started before the outbox
     "worker": frozenset({"STRIPE_SECRET_KEY", "UNSUBSCRIBE_SECRET", "SMTP_PASSWORD"}),
@@ -129,12 +136,14 @@ class DevSecrets:
     stripe_secret_key: str
     stripe_webhook_secret: str
     unsubscribe_secret: str  # its own, so the worker and the sender never get the JWT secret
+    api_key_secret: str  # its own, so rotating the JWT secret (logging everyone out) keeps the API keys
 
     @classmethod
     def generate(cls) -> DevSecrets:
         return cls(
             jwt_secret=secrets.token_urlsafe(48),
             unsubscribe_secret=secrets.token_urlsafe(48),
+            api_key_secret=secrets.token_urlsafe(48),
             meili_master_key=secrets.token_hex(24),
             stripe_secret_key=f"sk_test_{secrets.token_hex(24)}",
             stripe_webhook_secret=f"whsec_{secrets.token_hex(24)}",
@@ -481,6 +490,7 @@ class Stack:
             "JWT_SECRET": self.jwt_secret,
             "UNSUBSCRIBE_SECRET": _secret(self.settings, "unsubscribe_secret")
             or self.secrets.unsubscribe_secret,
+            "API_KEY_SECRET": _secret(self.settings, "api_key_secret") or self.secrets.api_key_secret,
             "SMTP_HOST": self.smtp_host,
             "SMTP_PORT": str(self.smtp_port),
             "API_HOST": services.LOOPBACK,

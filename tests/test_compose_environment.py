@@ -137,7 +137,13 @@ def test_each_process_gets_the_secrets_it_needs_and_no_more(compose: dict[str, A
     assert holders["STRIPE_SECRET_KEY"] == {"worker"}
     # The sender signs unsubscribe links (the worker too, for legacy notification workflows); the API checks them.
     assert holders["UNSUBSCRIBE_SECRET"] == {"api", "worker", "sender"}
-    for api_only in ("JWT_SECRET", "STRIPE_WEBHOOK_SECRET", "MEILI_SEARCH_KEY", "METRICS_TOKEN"):
+    for api_only in (
+        "JWT_SECRET",
+        "API_KEY_SECRET",
+        "STRIPE_WEBHOOK_SECRET",
+        "MEILI_SEARCH_KEY",
+        "METRICS_TOKEN",
+    ):
         assert holders[api_only] == {"api"}, api_only
     assert not (env["migrate"] & SECRET_SETTINGS), "migrate needs only the database"
     for service in APP_SERVICES:

@@ -1,11 +1,12 @@
 """API keys: an app's credential, `Authorization: Bearer bzk_...`, good for the integration routes only.
 
 A key is 32 random bytes (256 bits), shown once when it is created. At rest it is an HMAC-SHA256 of the key under
-a server secret (`API_KEY_SECRET`, else derived from the JWT secret), not a slow password hash: a password hash
-is slow to make guessing a low-entropy secret expensive, and nobody can guess 256 random bits, so a fast hash
-loses nothing, and it lets every request find its key by an index lookup. The server secret adds that a copy of
-the table alone cannot even be used to check a leaked key. A key works while it is not revoked and its creator
-is active and still holds the role of its scope (seller, or support for the platform's).
+a server secret (`API_KEY_SECRET`: compose and devstack always set it; a bare setup without it uses the JWT
+secret), not a slow password hash: a password hash is slow to make guessing a low-entropy secret expensive, and
+nobody can guess 256 random bits, so a fast hash loses nothing, and it lets every request find its key by an index
+lookup. The server secret adds that a copy of the table alone cannot even be used to check a leaked key. A key
+works while it is not revoked and its creator is active and still holds the role of its scope (seller, or support
+for the platform's).
 """
 
 from __future__ import annotations
