@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from activities.database import DATA_ERROR
 from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
 from bazaar.db import get_engine, get_sessionmaker
-from bazaar.models import Listing, ListingStatus, Order, OrderStatus, PaymentState, User
+from bazaar.models import OrderStatus, PaymentState, User
 from bazaar.orders.types import Party
 from bazaar.settings import Settings, get_settings
 from bazaar.trust.models import (
@@ -33,7 +33,7 @@ from bazaar.trust.models import (
     Notification,
 )
 from bazaar.trust.notifications import NotificationEvent
-from tests.support.outbox import Sessions
+from tests.support.outbox import Sessions, stored_order
 
 pytestmark = pytest.mark.integration
 
@@ -74,39 +74,17 @@ async def an_order(db: Sessions) -> Parties:
     ]
     async with db() as session, session.begin():
         session.add_all(people)
-        await session.flush()
-        buyer, seller, _ = people
-        listing = Listing(
-            seller_id=seller.id,
-            title="Road bike",
-            price_amount=45_000,
-            currency="EUR",
-            category_slug="bikes",
-            condition="good",
-            quantity=0,
-            status=ListingStatus.SOLD,
-        )
-        session.add(listing)
-        await session.flush()
-        order_id = uuid.uuid4()
-        session.add(
-            Order(
-                id=order_id,
-                buyer_id=buyer.id,
-                seller_id=seller.id,
-                listing_id=listing.id,
-                listing_title=listing.title,
-                quantity=1,
-                unit_amount=45_000,
-                amount=45_000,
-                currency="EUR",
-                status=OrderStatus.DISPUTED,
-                payment_state=PaymentState.FROZEN,
-                idempotency_key=tag,
-                workflow_id=f"order-{order_id}",
-            )
-        )
-    return Parties(str(order_id), str(buyer.id), str(seller.id))
+    buyer, seller, _ = people
+    order = await stored_order(
+        db,
+        buyer,
+        seller,
+        title="Road bike",
+        amount=45_000,
+        status=OrderStatus.DISPUTED,
+        payment_state=PaymentState.FROZEN,
+    )
+    return Parties(str(order.id), str(buyer.id), str(seller.id))
 
 
 def news(parties: Parties, key: str, event_type: str = "dispute_updated") -> NotificationEvent:

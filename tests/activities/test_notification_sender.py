@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +34,7 @@ from bazaar.settings import Settings, get_settings
 from bazaar.trust import notifications
 from bazaar.trust.models import DeadLetter, Notification
 from devstack.stack import Stack
-from tests.support.outbox import Sessions, make_users
+from tests.support.outbox import Sessions, eventually, make_users
 
 pytestmark = pytest.mark.integration
 
@@ -68,17 +68,6 @@ async def rows(db: Sessions, ids: list[int]) -> dict[int, Notification]:
     async with db() as session:
         found = await session.scalars(select(Notification).where(Notification.id.in_(ids)))
         return {n.id: n for n in found}
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 20.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert value, f"condition not met within {within}s"
-    return value
 
 
 async def all_status(db: Sessions, ids: list[int], status: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from bazaar.models import User, WebhookDelivery, WebhookEndpoint
 from bazaar.settings import Settings
 from bazaar.trust.models import Notification
 from tests.bazaar.integrations.receiver import Receiver, receiving
-from tests.support.outbox import Sessions, make_users
+from tests.support.outbox import Sessions, eventually, make_users
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -52,17 +51,6 @@ async def sending(url: str, **changes: Any) -> AsyncIterator[WebhookSender]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 20.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert value, f"condition not met within {within}s"
-    return value
 
 
 async def seller(db: Sessions) -> User:

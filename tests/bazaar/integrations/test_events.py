@@ -3,7 +3,6 @@ from its row in the event's own statement, once per transition; a listing's; rev
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,8 +12,6 @@ from bazaar.auth import Principal
 from bazaar.integrations import events
 from bazaar.models import (
     Event,
-    Listing,
-    ListingStatus,
     Order,
     OrderStatus,
     Payment,
@@ -25,45 +22,23 @@ from bazaar.models import (
 )
 from bazaar.trust import disputes, reviews
 from bazaar.trust.models import DisputeResolution, DisputeSource, DisputeStatus
-from tests.support.outbox import Sessions, make_users
+from tests.support.outbox import Sessions, make_users, stored_order
 
 pytestmark = pytest.mark.integration
 
 
 async def an_order(db: Sessions, status: OrderStatus) -> tuple[User, User, Order]:
     seller, buyer = await make_users(db, 2, "Events")
-    order_id = uuid.uuid4()
-    async with db() as session, session.begin():
-        listing = Listing(
-            id=uuid.uuid4(),
-            seller_id=seller.id,
-            title="Lamp",
-            price_amount=2_500,
-            currency="EUR",
-            category_slug="home",
-            condition="good",
-            quantity=1,
-            status=ListingStatus.ACTIVE,
-        )
-        session.add(listing)
-        await session.flush()
-        order = Order(
-            id=order_id,
-            buyer_id=buyer.id,
-            seller_id=seller.id,
-            listing_id=listing.id,
-            listing_title="Lamp",
-            quantity=1,
-            unit_amount=2_500,
-            amount=2_500,
-            currency="EUR",
-            status=status,
-            payment_state=PaymentState.RELEASED,
-            idempotency_key=str(order_id),
-            workflow_id=f"order-{order_id}",
-            state_seq=5,
-        )
-        session.add(order)
+    order = await stored_order(
+        db,
+        buyer,
+        seller,
+        title="Lamp",
+        amount=2_500,
+        status=status,
+        payment_state=PaymentState.RELEASED,
+        state_seq=5,
+    )
     return seller, buyer, order
 
 
