@@ -144,7 +144,10 @@ async def set_line(session: AsyncSession, buyer_id: uuid.UUID, listing_id: uuid.
         .values(buyer_id=buyer_id, listing_id=listing_id, **values)
         .on_conflict_do_update(index_elements=[CartLine.buyer_id, CartLine.listing_id], set_=values)
     )
-    return await read(session, buyer_id)
+    # The cart as `read` would give it now: a changed line keeps its place, a new one comes last.
+    line = Line(listing, quantity, listing.price_amount, listing.currency)
+    lines = [line if held.listing.id == listing_id else held for held in cart.lines]
+    return Cart(lines if len(others) < len(cart.lines) else [*lines, line])
 
 
 async def remove_line(session: AsyncSession, buyer_id: uuid.UUID, listing_id: uuid.UUID) -> Cart:
