@@ -68,11 +68,18 @@ class Traced:
             proc.stop()
 
     async def spans(self, trace_id: str, wanted: str, within: float = 20.0) -> list[dict[str, Any]]:
-        """The trace's spans once one of them is named `wanted` (the exporters write every 100 ms)."""
+        """The trace's spans once one of them is named `wanted` and its parent is written too.
+
+        Each process exports on its own schedule (every 100 ms here, later on a busy machine), so the sync's batch
+        can be on disk before the API request it hangs under.
+        """
         deadline = time.monotonic() + within
         while True:
             found = read_trace(self.traces, trace_id)
-            if any(span["name"] == wanted for span in found) or time.monotonic() > deadline:
+            ids = {span["span_id"] for span in found}
+            if any(span["name"] == wanted and span["parent_id"] in ids for span in found):
+                return found
+            if time.monotonic() > deadline:
                 return found
             await asyncio.sleep(0.1)
 
