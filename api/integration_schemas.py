@@ -13,8 +13,8 @@ from api.schemas import example
 from bazaar.integrations.delivery import DeliveryStatus
 from bazaar.integrations.endpoints import url_problem
 from bazaar.integrations.events import EventGroup, EventType
+from bazaar.integrations.models import ApiKey, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from bazaar.integrations.scope import ScopeKind
-from bazaar.models import ApiKey, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from bazaar.settings import get_settings
 from bazaar.text import refuse_control_characters, single_line
 

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.integrations import endpoints
 from bazaar.integrations.feed import payload
-from bazaar.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from bazaar.integrations.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from bazaar.settings import Settings
 from bazaar.trust import notifications
 from bazaar.trust.notifications import NotificationEvent

@@ -25,8 +25,8 @@ from standardwebhooks import Webhook
 
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.integrations.events import EventGroup, EventType
+from bazaar.integrations.models import WebhookEndpoint
 from bazaar.integrations.scope import Scope
-from bazaar.models import WebhookEndpoint
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 MAX_ENDPOINTS = 50  # per scope: each one multiplies every event's deliveries

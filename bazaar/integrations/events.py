@@ -17,7 +17,8 @@ from sqlalchemy import ScalarSelect, String, func, literal, null, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.models import Event, Listing, Order, Payment, PaymentKind, PaymentOutcome, PaymentState
+from bazaar.integrations.models import Event
+from bazaar.models import Listing, Order, Payment, PaymentKind, PaymentOutcome, PaymentState
 from bazaar.orders.types import OrderEvent
 
 

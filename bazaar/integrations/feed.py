@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.integrations.models import Event
 from bazaar.integrations.scope import Scope
-from bazaar.models import Event
 
 MAX_PAGE = 500
 

@@ -21,8 +21,9 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.integrations.models import ApiKey
 from bazaar.integrations.scope import Scope
-from bazaar.models import ApiKey, Role, User
+from bazaar.models import Role, User
 from bazaar.settings import get_settings
 
 PREFIX = "bzk_"

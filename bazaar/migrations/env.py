@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from bazaar.checkout import models as checkout_models  # noqa: F401 - registers the cart table on Base.metadata
+from bazaar.integrations import models as integration_models  # noqa: F401 - registers the integrations tables
 from bazaar.models import Base
 from bazaar.settings import get_settings
 from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables on Base.metadata

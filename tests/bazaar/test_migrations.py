@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bazaar.checkout import models as checkout_models  # noqa: F401 - registers the cart table
+from bazaar.integrations import models as integration_models  # noqa: F401 - registers the integrations tables
 from bazaar.migrate import alembic_config
 from bazaar.models import Base
 from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables

@@ -18,8 +18,9 @@ from sqlalchemy import select, update
 from activities.notifications import WebhookSender
 from bazaar.integrations import delivery, endpoints, events
 from bazaar.integrations.events import EventType
+from bazaar.integrations.models import WebhookDelivery, WebhookEndpoint
 from bazaar.integrations.scope import Scope
-from bazaar.models import User, WebhookDelivery, WebhookEndpoint
+from bazaar.models import User
 from bazaar.settings import Settings
 from bazaar.trust.models import Notification
 from tests.bazaar.integrations.receiver import Receiver, receiving

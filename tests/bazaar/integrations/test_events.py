@@ -10,16 +10,8 @@ from sqlalchemy import select
 
 from bazaar.auth import Principal
 from bazaar.integrations import events
-from bazaar.models import (
-    Event,
-    Order,
-    OrderStatus,
-    Payment,
-    PaymentKind,
-    PaymentOutcome,
-    PaymentState,
-    User,
-)
+from bazaar.integrations.models import Event
+from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, User
 from bazaar.trust import disputes, reviews
 from bazaar.trust.models import DisputeResolution, DisputeSource, DisputeStatus
 from tests.support.outbox import Sessions, make_users, stored_order

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.errors import DomainError
 from bazaar.integrations import events, feed
 from bazaar.integrations.events import EventType
+from bazaar.integrations.models import Event
 from bazaar.integrations.scope import Scope
-from bazaar.models import Event
 from tests.support.outbox import Sessions
 
 pytestmark = pytest.mark.integration
