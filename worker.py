@@ -31,6 +31,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.checkout import CheckoutActivities
 from activities.disputes import DisputeActivities
 from activities.metrics import ORDER_STATE_SECONDS, STATE_SECONDS_BUCKETS
 from activities.notifications import NotificationActivities
@@ -41,6 +42,7 @@ from activities.trust import TrustActivities
 from bazaar.settings import Settings
 from bazaar.telemetry import configure_logging, instrument_http_clients, setup_tracing
 from bazaar.temporal import CONTEXTS, ORDERS, PAYMENTS, RECONCILIATION, TRUST, connect, task_queue
+from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import DisputeWorkflow
 from workflows.legacy_order import LegacyOrderWorkflow
 from workflows.notification import NotificationWorkflow
@@ -57,6 +59,7 @@ from workflows.reviews import REVEAL_SCHEDULE_ID, RevealDueReviewsWorkflow, Revi
 
 WORKFLOWS = [
     OrderWorkflow,
+    CheckoutWorkflow,
     LegacyOrderWorkflow,  # orders started before the lean order path (type `OrderWorkflow`)
     PayoutAccountWorkflow,
     OnboardingLinkWorkflow,
@@ -92,6 +95,7 @@ def activities_for(
     payments: PaymentActivities | None,
     reconciliation: ReconciliationActivities | None = None,
 ) -> list[Callable[..., Any]]:
+    checkout = CheckoutActivities()
     found: list[Callable[..., Any]] = [
         orders.reserve_stock,
         orders.release_stock,
@@ -99,6 +103,8 @@ def activities_for(
         orders.save_transition,
         orders.report_attention,
         orders.load_order,
+        checkout.reserve_checkout,
+        checkout.settle_checkout,
     ]
     if payments is not None:
         found += [

@@ -24,7 +24,7 @@ from temporalio import activity
 from activities import metrics
 from activities.database import activity_transaction
 from bazaar.integrations import events
-from bazaar.listings import lifecycle as listings
+from bazaar.listings import stock
 from bazaar.models import (
     AuditEvent,
     LedgerAccount,
@@ -32,6 +32,7 @@ from bazaar.models import (
     Listing,
     ListingStatus,
     Order,
+    OrderLine,
     OrderStatus,
     Payment,
     PaymentKind,
@@ -176,11 +177,7 @@ class OrderActivities:
             if chargeable_problem(listing.price_amount * req.quantity, listing.currency) is not None:
                 # The provider would refuse the charge: take no stock (the API checks this first).
                 return ReserveStockResult(ok=False, reason="amount_not_chargeable")
-            listing.quantity -= req.quantity
-            listing.order_count += 1
-            if listing.quantity == 0:
-                listing.status = ListingStatus.SOLD
-            listings.record_change(session, listing)
+            stock.take(session, listing, req.quantity)
             order = Order(
                 id=order_id,
                 buyer_id=uuid.UUID(req.buyer_id),
@@ -200,6 +197,16 @@ class OrderActivities:
                 state_seq=1,
             )
             session.add(order)
+            session.add(
+                OrderLine(
+                    order_id=order_id,
+                    listing_id=listing.id,
+                    position=0,
+                    listing_title=listing.title,
+                    quantity=req.quantity,
+                    unit_amount=listing.price_amount,
+                )
+            )
             session.add(
                 AuditEvent(
                     actor_id=order.buyer_id,
@@ -443,12 +450,9 @@ async def _release_stock(session: AsyncSession, order_id: uuid.UUID) -> bool:
     order = await session.scalar(select(Order).where(Order.id == order_id).with_for_update())
     if order is None or not order.stock_reserved:
         return False
-    listing = await session.scalar(select(Listing).where(Listing.id == order.listing_id).with_for_update())
-    assert listing is not None
-    listing.quantity += order.quantity
-    if listing.status == ListingStatus.SOLD:
-        listing.status = ListingStatus.ACTIVE
-    listings.record_change(session, listing)
+    # No line rows: placed by a worker of the version before lines (a rolling deploy); its one listing is its line.
+    lines = [(line.listing_id, line.quantity) for line in order.lines] or [(order.listing_id, order.quantity)]
+    await stock.give_back(session, lines)
     order.stock_reserved = False
     return True
 

@@ -28,7 +28,7 @@ from activities import metrics
 from activities.database import activity_transaction
 from bazaar.db import get_engine
 from bazaar.errors import Rejection
-from bazaar.models import LedgerAccount, Payment, PaymentKind, PaymentOutcome, PayoutAccount
+from bazaar.models import LedgerAccount, Order, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.payments import ledger, onboarding
 from bazaar.payments.provider import (
     ONBOARDING_LINK_REFUSED,
@@ -55,12 +55,15 @@ def make_stripe_client(settings: Settings) -> stripe.StripeClient:
 
 @dataclass
 class ChargeRequest:
-    order_id: str
+    order_id: str  # "" for a checkout's charge
     amount: int
     currency: str
     payment_method: str
     idempotency_key: str
     transfer_group: str
+    # A checkout's one charge for all its orders: the payment is the checkout's, its ledger movement books each
+    # order's share into that order's escrow.
+    checkout_id: str | None = None
 
 
 @dataclass
@@ -192,8 +195,9 @@ class PaymentActivities:
     async def charge(self, req: ChargeRequest) -> ChargeResult:
         """Charge the buyer onto the platform balance (the escrow), automatic capture."""
         stored = await _begin_attempt(
-            req.order_id, PaymentKind.CHARGE, req.idempotency_key, req.amount, req.currency
+            req.order_id, PaymentKind.CHARGE, req.idempotency_key, req.amount, req.currency, req.checkout_id
         )
+        owner = {"checkout_id": req.checkout_id} if req.checkout_id else {"order_id": req.order_id}
         if stored.outcome != PaymentOutcome.PENDING:
             return _charge_result(stored)
         try:
@@ -207,7 +211,7 @@ class PaymentActivities:
                         "confirm": True,
                         "transfer_group": req.transfer_group,
                         # charge_key: the webhook recognises our own charge even before we stored its outcome.
-                        "metadata": {"order_id": req.order_id, "charge_key": req.idempotency_key},
+                        "metadata": {**owner, "charge_key": req.idempotency_key},
                     },
                     options={"idempotency_key": req.idempotency_key},
                 )
@@ -505,15 +509,19 @@ async def _post_for_order(order_id: str, txn: str, currency: str, movement: dict
         await ledger.post(session, txn, order.id, order.seller_id, currency, movement)
 
 
-async def _begin_attempt(order_id: str, kind: PaymentKind, key: str, amount: int, currency: str) -> Payment:
-    """The payment row of this idempotency key: recorded as pending if it is new, else as stored (a retry
-    finds the outcome of an earlier attempt). One transaction: this is on the critical path of orders."""
+async def _begin_attempt(
+    order_id: str, kind: PaymentKind, key: str, amount: int, currency: str, checkout_id: str | None = None
+) -> Payment:
+    """The payment row of this idempotency key (an order's, or a checkout's): recorded as pending if it is new,
+    else as stored (a retry finds the outcome of an earlier attempt). One transaction: this is on the critical
+    path of orders."""
     async with activity_transaction() as session:
         await session.execute(
             insert(Payment)
             .values(
                 id=uuid.uuid4(),
-                order_id=uuid.UUID(order_id),
+                order_id=None if checkout_id else uuid.UUID(order_id),
+                checkout_id=uuid.UUID(checkout_id) if checkout_id else None,
                 kind=kind,
                 idempotency_key=key,
                 amount=amount,
@@ -547,9 +555,19 @@ async def _record_outcome(
         payment.failure_code = failure_code
         payment.failure_message = failure_message
         payment.provider_response = response
-        if movement is not None:
-            order = await ledger.order_seller(session, payment.order_id)
-            await ledger.post(session, key, order.id, order.seller_id, payment.currency, movement)
+        if movement is None:
+            return
+        if payment.checkout_id is not None:  # one charge, booked as each order's share (the same accounts)
+            orders = await session.scalars(select(Order).where(Order.checkout_id == payment.checkout_id))
+            for order in orders:
+                share = {
+                    account: order.amount * (1 if amount > 0 else -1) for account, amount in movement.items()
+                }
+                await ledger.post(session, key, order.id, order.seller_id, payment.currency, share)
+            return
+        assert payment.order_id is not None
+        order = await ledger.order_seller(session, payment.order_id)
+        await ledger.post(session, key, order.id, order.seller_id, payment.currency, movement)
 
 
 async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:

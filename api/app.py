@@ -12,6 +12,7 @@ from api.listing_runtime import listing_runtime
 from api.routes import (
     auth,
     cart,
+    checkouts,
     disputes,
     health,
     integrations,
@@ -91,6 +92,7 @@ def create_app() -> FastAPI:
         listings,
         search,
         cart,
+        checkouts,
         orders,
         order_actions,
         disputes,

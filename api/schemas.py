@@ -34,7 +34,7 @@ from bazaar.models import (
     PaymentState,
     Role,
 )
-from bazaar.orders.types import OrderAction, OrderEvent, OrderView, Party
+from bazaar.orders.types import OrderAction, OrderEvent, OrderLineView, OrderView, Party
 from bazaar.payments.money import MAX_CHARGE, Money, Price
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
@@ -416,6 +416,22 @@ class RefundIn(BaseModel):
     reason: Annotated[str, multi_line(max_length=500)] | None = None
 
 
+class OrderLineOut(BaseModel):
+    listing_id: uuid.UUID
+    title: str
+    quantity: int
+    unit_price: Money = Field(description="the listing's price when the order was placed")
+
+    @classmethod
+    def of(cls, line: OrderLineView, currency: str) -> OrderLineOut:
+        return cls(
+            listing_id=uuid.UUID(line.listing_id),
+            title=line.listing_title,
+            quantity=line.quantity,
+            unit_price=Money(amount=line.unit_amount, currency=currency),
+        )
+
+
 class OrderOut(BaseModel):
     id: uuid.UUID
     status: OrderStatus = Field(
@@ -435,6 +451,13 @@ class OrderOut(BaseModel):
     allowed_actions: list[OrderAction] = []
     needs_attention: str | None = Field(
         default=None, description="why support is looking at this order (a step keeps failing), if it is"
+    )
+    lines: list[OrderLineOut] = Field(
+        default=[],
+        description="what the order bought (`listing_id`, `listing_title` and `quantity` above are its first line)",
+    )
+    checkout_id: uuid.UUID | None = Field(
+        default=None, description="the checkout that placed this order with other sellers' orders, if one did"
     )
 
     @classmethod
@@ -458,6 +481,9 @@ class OrderOut(BaseModel):
             else None,
             allowed_actions=view.allowed_actions,
             needs_attention=view.attention,
+            lines=[OrderLineOut.of(line, view.currency) for line in view.lines]
+            or [OrderLineOut.of(_only_line(view), view.currency)],
+            checkout_id=uuid.UUID(view.checkout_id) if view.checkout_id else None,
         )
 
     @classmethod
@@ -476,7 +502,25 @@ class OrderOut(BaseModel):
             payment_state=order.payment_state,
             workflow_id=order.workflow_id,
             tracking=order.tracking,
+            lines=[OrderLineOut.of(line, order.currency) for line in _lines_of(order)],
+            checkout_id=order.checkout_id,
         )
+
+
+def _lines_of(order: Order) -> list[OrderLineView]:
+    """The order's stored lines; an order stored before lines existed bought its one listing."""
+    stored = [
+        OrderLineView(str(x.listing_id), x.listing_title, x.quantity, x.unit_amount) for x in order.lines
+    ]
+    return stored or [
+        OrderLineView(str(order.listing_id), order.listing_title, order.quantity, order.unit_amount)
+    ]
+
+
+def _only_line(view: OrderView) -> OrderLineView:
+    """A single-listing order's one line, as its workflow knows it."""
+    unit = view.amount // view.quantity if view.quantity else 0
+    return OrderLineView(view.listing_id, view.listing_title, view.quantity, unit)
 
 
 class TimelineEvent(BaseModel):

@@ -34,6 +34,11 @@ class ErrorCode(enum.StrEnum):
     LISTING_NOT_AVAILABLE = "listing_not_available", 409
     SOLD_OUT = "sold_out", 409
     CART_FULL = "cart_full", 409
+    CART_EMPTY = "cart_empty", 409
+    CART_CHANGED = (
+        "cart_changed",
+        409,
+    )  # a line sold out, left sale or changed price: `details.lines` says which
     OWN_LISTING = "own_listing", 422
     IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required", 400
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", 422

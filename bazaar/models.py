@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -330,6 +330,55 @@ class Order(Timestamped, Base):
     tracking: Mapped[dict[str, Any] | None] = mapped_column()
     # Last workflow event applied, so a replayed projection write never moves the row backwards.
     state_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # The checkout that placed it with orders of other sellers (one payment for all); null: a single order.
+    checkout_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("checkouts.id"), index=True)
+    # What was bought (the listing columns above describe the first line). Loaded with the order.
+    lines: Mapped[list[OrderLine]] = relationship(lazy="selectin", order_by="OrderLine.position")
+
+
+class OrderLine(Base):
+    """A listing an order bought: how many, at the unit price frozen when it was placed. The stock an order holds
+    is its lines'."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="order_line_quantity_positive"),)
+
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True)
+    listing_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("listings.id"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    listing_title: Mapped[str] = mapped_column(String(140))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class CheckoutStatus(enum.StrEnum):
+    PENDING = "pending"  # stock reserved for every line, the payment running
+    PAID = "paid"  # charged once: each seller's order runs on its own
+    PAYMENT_FAILED = "payment_failed"  # declined or refused by the provider: nothing taken, the stock back
+
+
+class Checkout(Timestamped, Base):
+    """One payment for a cart of listings from several sellers, and the orders (one per seller) it placed. The
+    `Checkout` workflow (workflows/checkout.py) owns it; its orders run as the usual order workflow."""
+
+    __tablename__ = "checkouts"
+    __table_args__ = (
+        UniqueConstraint("buyer_id", "idempotency_key", name="uq_checkouts_buyer_idempotency_key"),
+        CheckConstraint("amount > 0", name="checkout_amount_positive"),
+        Index("ix_checkouts_buyer", "buyer_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    buyer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    payment_method: Mapped[str] = mapped_column(String(64))
+    status: Mapped[CheckoutStatus] = mapped_column(_text_enum(CheckoutStatus, 16))
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(64))
+    workflow_id: Mapped[str] = mapped_column(String(128), unique=True)
+    orders: Mapped[list[Order]] = relationship(lazy="selectin", order_by="Order.id")
 
 
 class Payment(Timestamped, Base):
@@ -337,8 +386,12 @@ class Payment(Timestamped, Base):
 
     __tablename__ = "payments"
 
+    __table_args__ = (CheckConstraint("num_nonnulls(order_id, checkout_id) = 1", name="payment_owner"),)
+
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    # Whose money: an order's, or (a checkout's one charge for all its orders) the checkout's.
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    checkout_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("checkouts.id"), index=True)
     kind: Mapped[PaymentKind] = mapped_column(_enum(PaymentKind, "payment_kind"))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -407,7 +460,8 @@ class LedgerEntry(Base):
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        UniqueConstraint("txn", "account", name="uq_ledger_txn_account"),
+        # One entry per account and order in a movement: a checkout's charge books every order's share under one txn.
+        UniqueConstraint("txn", "account", "order_id", name="uq_ledger_txn_account_order"),
         Index("ix_ledger_seller_account", "seller_id", "account"),
     )
 

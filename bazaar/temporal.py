@@ -61,6 +61,11 @@ def order_id_from_workflow_id(workflow_id: str) -> str:
     return workflow_id.removeprefix(ORDER_WORKFLOW_PREFIX)
 
 
+def checkout_workflow_id(checkout_id: str) -> str:
+    """The checkout's workflow, also the `transfer_group` of its one charge and its orders' payouts."""
+    return f"checkout-{checkout_id}"
+
+
 def dispute_workflow_id(order_id: str) -> str:
     return f"dispute-{order_id}"
 

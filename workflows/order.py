@@ -118,9 +118,7 @@ class OrderWorkflow(OrderMoney):
         self._retry_requested = False
         self._background: list[asyncio.Task[None]] = []
         self._waiting = Waiting()
-        self._payouts_enabled = (
-            False  # the provider reported the seller's payouts enabled (a held payout goes)
-        )
+        self._payouts_enabled = False  # the provider enabled the seller's payouts: a held one goes
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
@@ -154,6 +152,9 @@ class OrderWorkflow(OrderMoney):
     async def _place(self) -> bool:
         """Reserve the stock and charge; False if the order was rejected (nothing taken)."""
         req = self._req
+        if req.checkout is not None:
+            await self._place_paid(req.checkout)  # its checkout reserved and charged
+            return True
         self._view = OrderView(
             order_id=req.order_id,
             status=OrderStatus.PENDING,

@@ -29,7 +29,9 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         ChargebackNotice,
         ChargebackStatus,
+        CheckoutShare,
         OrderEvent,
+        OrderView,
         Party,
     )
     from bazaar.payments.keys import MoneyOperation, money_key
@@ -60,6 +62,43 @@ class OrderMoney(OrderSteps):
     """Steps that move money (or book it), on top of the step runner."""
 
     # ---- steps ----------------------------------------------------------------------------------------
+    async def _place_paid(self, share: CheckoutShare) -> None:
+        """An order its checkout placed (stock reserved, the order stored as pending) and paid for: its share of
+        the checkout's charge is in its escrow already (booked with the charge), so it moves straight to paid."""
+        req = self._req
+        self._view = OrderView(
+            order_id=req.order_id,
+            status=OrderStatus.PENDING,
+            reason=None,
+            buyer_id=req.buyer_id,
+            listing_id=req.listing_id,
+            quantity=req.quantity,
+            seller_id=share.seller_id,
+            listing_title=share.listing_title,
+            amount=share.amount,
+            currency=share.currency,
+            payment_intent_id=share.payment_intent_id,
+            lines=share.lines,
+            checkout_id=share.checkout_id,
+        )
+        self._seq = 1  # the checkout's reservation wrote state 1 (pending) with the order row
+        async with self._lock:
+            await self._transition(
+                OrderStatus.PAID,
+                reason=None,
+                payment_state=PaymentState.HELD_IN_ESCROW,
+                party=Party.SYSTEM,
+                actor=None,
+                action=OrderEvent.PAID,
+            )
+        self._payment_settled = True
+
+    @property
+    def _transfer_group(self) -> str:
+        """Where the order's payouts are grouped at the provider: with the charge that paid for it."""
+        share = self._req.checkout
+        return share.transfer_group if share is not None else order_workflow_id(self._req.order_id)
+
     async def _charge(self) -> None:
         req = self._req
         try:
@@ -202,7 +241,7 @@ class OrderMoney(OrderSteps):
             order_id=order_id,
             amount=amount,
             currency=self.view.currency,
-            transfer_group=order_workflow_id(order_id),
+            transfer_group=self._transfer_group,
             idempotency_key=money_key(order_id, MoneyOperation.TRANSFER, self._transfers),
         )
         try:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.checkout import CheckoutActivities
     from activities.disputes import DisputeActivities
     from activities.notifications import NotificationActivities
     from activities.orders import OrderActivities
@@ -42,6 +43,7 @@ ACTIVITY_OWNERS: dict[str, str] = {
     cls.__name__: owner
     for cls, owner in (
         (OrderActivities, ORDERS),
+        (CheckoutActivities, ORDERS),
         (PaymentActivities, PAYMENTS),
         (ReconciliationActivities, PAYMENTS),
         (TrustActivities, TRUST),
@@ -52,6 +54,7 @@ ACTIVITY_OWNERS: dict[str, str] = {
 # Workflow classes -> owner (by class name: the workflow modules import this one).
 WORKFLOW_OWNERS: dict[str, str] = {
     "OrderWorkflow": ORDERS,
+    "CheckoutWorkflow": ORDERS,
     "LegacyOrderWorkflow": ORDERS,
     "PayoutAccountWorkflow": PAYMENTS,
     "OnboardingLinkWorkflow": PAYMENTS,

@@ -102,6 +102,31 @@ class ChargebackStatus(enum.StrEnum):
 
 
 @dataclass
+class OrderLineView:
+    """A listing an order bought, at the unit price frozen when it was placed."""
+
+    listing_id: str
+    listing_title: str
+    quantity: int
+    unit_amount: int
+
+
+@dataclass
+class CheckoutShare:
+    """An order a checkout placed and paid for (workflows/checkout.py): the order starts paid, its share of the
+    checkout's one charge already in its escrow; refunds are made on that charge, transfers in its group."""
+
+    checkout_id: str
+    payment_intent_id: str
+    transfer_group: str
+    seller_id: str
+    listing_title: str
+    amount: int
+    currency: str
+    lines: list[OrderLineView] = field(default_factory=list)
+
+
+@dataclass
 class PlaceOrder:
     order_id: str
     buyer_id: str
@@ -124,6 +149,8 @@ class PlaceOrder:
     step_timeout_seconds: int = DEFAULT_TERMS["step_timeout_seconds"]
     provider_timeout_seconds: int = DEFAULT_TERMS["provider_timeout_seconds"]
     attention_retry_seconds: int = DEFAULT_TERMS["attention_retry_seconds"]
+    # Placed and paid by a checkout with other sellers' orders: no reservation or charge of its own.
+    checkout: CheckoutShare | None = None
 
 
 @dataclass
@@ -205,6 +232,9 @@ class OrderView:
     unexpected_payment_intents: list[str] = field(default_factory=list)  # succeeded at the provider, not ours
     # Set while a step keeps failing past its bound: which step and why; support can `retry` it.
     attention: str | None = None
+    # What it bought when a checkout placed it (empty for a single-listing order: its listing is its line).
+    lines: list[OrderLineView] = field(default_factory=list)
+    checkout_id: str | None = None
 
 
 def initial_search_attributes(req: PlaceOrder, seller_id: str = "", amount: int = 0) -> TypedSearchAttributes:

@@ -37,7 +37,7 @@ async def post(
     ]
     if rows:
         await session.execute(
-            insert(LedgerEntry).values(rows).on_conflict_do_nothing(constraint="uq_ledger_txn_account")
+            insert(LedgerEntry).values(rows).on_conflict_do_nothing(constraint="uq_ledger_txn_account_order")
         )
 
 

@@ -1,0 +1,206 @@
+"""Checkouts: the buyer pays for the whole cart once (idempotent on the Idempotency-Key header) and gets one order
+per seller. The `Checkout` workflow reserves every line's stock (all or nothing), charges once and starts the
+orders; the answer waits for the payment's outcome within `ORDER_WAIT_SECONDS` (else 202 with the checkout as it
+stands: poll `Location`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import cast
+
+from fastapi import APIRouter, Response
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api.checkout_schemas import CheckoutIn, CheckoutOut
+from api.deps import Caller, Session, Temporal
+from api.errors import update_rejection
+from api.openapi import LOCATION, errors, merge
+from api.ratelimits import OrderingBuyer
+from api.routes.order_actions import STILL_RUNNING
+from api.routes.orders import IdempotencyKey
+from bazaar.checkout import cart
+from bazaar.checkout.types import CheckoutLine, CheckoutPlacement, CheckoutView, StartCheckout
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import Checkout, CheckoutStatus, Role
+from bazaar.orders.types import BUYER_ID
+from bazaar.payments.money import Money
+from bazaar.settings import get_settings
+from bazaar.temporal import checkout_workflow_id
+from workflows.checkout import CheckoutWorkflow
+
+router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
+# Checkout ids derive from (buyer, Idempotency-Key): a retried request lands on the same checkout and workflow.
+CHECKOUT_ID_NAMESPACE = uuid.UUID("3d6f0c1a-7b2e-4c8d-9f1a-5e4b3c2d1a0f")
+_REFUSALS = {
+    "lines_unavailable": (
+        ErrorCode.CART_CHANGED,
+        "some lines cannot be bought as they are: see details.lines",
+    ),
+    "currency_mismatch": (ErrorCode.CURRENCY_MISMATCH, "the cart's lines are in more than one currency"),
+    "amount_not_chargeable": (
+        ErrorCode.AMOUNT_NOT_CHARGEABLE,
+        "the payment provider cannot charge this total",
+    ),
+    "invalid_request": (ErrorCode.VALIDATION_ERROR, "the checkout could not be stored"),
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CheckoutOut,
+    responses=merge(
+        {
+            201: {"description": "paid (one order per seller), or payment_failed", "headers": LOCATION},
+            200: {
+                "model": CheckoutOut,
+                "description": "a replay of the same request (same Idempotency-Key): the checkout as it stands",
+                "headers": LOCATION,
+            },
+            202: {
+                "model": CheckoutOut,
+                "description": "the payment is still running: the checkout as it stands; poll Location",
+                "headers": LOCATION,
+            },
+        },
+        errors(
+            ErrorCode.IDEMPOTENCY_KEY_REQUIRED,
+            ErrorCode.CART_EMPTY,
+            ErrorCode.CART_CHANGED,
+            ErrorCode.CURRENCY_MISMATCH,
+            ErrorCode.AMOUNT_NOT_CHARGEABLE,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ),
+    ),
+)
+async def create_checkout(
+    body: CheckoutIn,
+    buyer: OrderingBuyer,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    idempotency_key: IdempotencyKey,
+) -> CheckoutOut:
+    """Pay for every line of the cart at once: the stock of every line is reserved (or none: 409 `cart_changed`
+    names each line that sold out, left sale or changed price), the buyer is charged once, and each seller gets an
+    order of its own lines (`orders`), which then runs like any order (accept, ship, confirm; a seller declining
+    refunds only that order). 201 paid or payment_failed, 200 for a replay, 202 while the payment runs."""
+    if not idempotency_key:
+        raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)")
+    checkout_id = uuid.uuid5(CHECKOUT_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+    response.headers["Location"] = f"/v1/checkouts/{checkout_id}"
+    existing = await session.get(Checkout, checkout_id)
+    if existing is not None:
+        if existing.payment_method != body.payment_method:
+            raise DomainError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "this Idempotency-Key was used for a different checkout",
+                {"checkout_id": str(checkout_id)},
+            )
+        response.status_code = 200
+        return CheckoutOut.of_row(existing)
+    current = await cart.read(session, buyer.user_id)
+    if not current.lines:
+        raise DomainError(
+            ErrorCode.CART_EMPTY, "the cart is empty: add lines with PUT /v1/cart/lines/{listing_id}"
+        )
+    await session.commit()  # end the read transaction before waiting on the workflow
+    request = StartCheckout(
+        checkout_id=str(checkout_id),
+        buyer_id=str(buyer.user_id),
+        payment_method=body.payment_method,
+        idempotency_key=idempotency_key,
+        lines=[
+            CheckoutLine(str(line.listing.id), line.quantity, line.seen_amount, line.seen_currency)
+            for line in current.lines
+        ],
+        terms=cast(dict[str, bool | int], dict(get_settings().order_terms())),
+    )
+    view = await _start_or_join(temporal, request, CheckoutPlacement(body.payment_method))
+    if view is not None and view.status is None:
+        code, message = _REFUSALS.get(view.reason or "", _REFUSALS["invalid_request"])
+        lines = [
+            {"listing_id": r.listing_id, "problem": r.problem, "available_quantity": r.available_quantity}
+            for r in view.refusals
+        ]
+        raise DomainError(code, message, {"lines": lines} if lines else None)
+    session.expire_all()
+    stored = await session.get(Checkout, checkout_id)
+    if stored is None:  # the workflow has not stored it yet (reserving, or the wait ran out)
+        response.status_code = 202
+        return _pending(request)
+    if view is None or stored.status == CheckoutStatus.PENDING:
+        response.status_code = 202
+    return CheckoutOut.of_row(stored)
+
+
+@router.get("/{checkout_id}", response_model=CheckoutOut, responses=errors(ErrorCode.NOT_FOUND))
+async def get_checkout(checkout_id: uuid.UUID, caller: Caller, session: Session) -> CheckoutOut:
+    """A checkout and its orders, for its buyer and support (404 for anyone else: a checkout is the buyer's)."""
+    checkout = await session.get(Checkout, checkout_id)
+    if checkout is None or not (checkout.buyer_id == caller.user_id or caller.has(Role.SUPPORT)):
+        raise DomainError(ErrorCode.NOT_FOUND, "checkout not found")
+    return CheckoutOut.of_row(checkout)
+
+
+async def _start_or_join(
+    temporal: Client, request: StartCheckout, placement: CheckoutPlacement
+) -> CheckoutView | None:
+    """Start the checkout's workflow and wait (bounded) for the payment's outcome (update-with-start); a retry
+    joins the running workflow. None: still working after the wait."""
+    workflow_id = checkout_workflow_id(request.checkout_id)
+    start = WithStartWorkflowOperation(
+        CheckoutWorkflow.run,
+        request,
+        id=workflow_id,
+        task_queue=get_settings().temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(BUYER_ID, request.buyer_id)]),
+        static_summary=f"checkout of {len(request.lines)} lines",
+    )
+    wait = get_settings().order_wait_seconds
+    try:
+        view: CheckoutView = await asyncio.wait_for(
+            temporal.execute_update_with_start_workflow(
+                CheckoutWorkflow.placement, placement, start_workflow_operation=start, id="placement"
+            ),
+            wait,
+        )
+        return view
+    except STILL_RUNNING:
+        return None
+    except WorkflowUpdateFailedError as exc:
+        raise update_rejection(exc) from exc
+    except WorkflowAlreadyStartedError:
+        pass  # REJECT_DUPLICATE: the workflow has ended (e.g. a refused checkout, which stores nothing)
+    try:
+        result: CheckoutView = await asyncio.wait_for(
+            temporal.get_workflow_handle(workflow_id, result_type=CheckoutView).result(), wait
+        )
+        return result
+    except TimeoutError:
+        return None
+
+
+def _pending(request: StartCheckout) -> CheckoutOut:
+    """The checkout before its reservation is stored: what the request asked for."""
+    total = sum(line.seen_amount * line.quantity for line in request.lines)
+    return CheckoutOut(
+        id=uuid.UUID(request.checkout_id),
+        status=CheckoutStatus.PENDING,
+        status_reason=None,
+        buyer_id=uuid.UUID(request.buyer_id),
+        total=Money(amount=total, currency=request.lines[0].seen_currency),
+        orders=[],
+        workflow_id=checkout_workflow_id(request.checkout_id),
+    )

@@ -1,0 +1,239 @@
+"""A checkout's database steps (run by `activities/checkout.py` for the `Checkout` workflow): reserve every line's
+stock and make one order per seller in one transaction (all or nothing), then either mark it paid (the buyer's
+cart loses the lines bought) or, when the payment failed, cancel its orders and give the stock back.
+
+The orders a checkout makes are ordinary orders (`orders` rows with `order_lines`) that start `pending` like any
+other; each seller's order workflow takes it from there once the checkout's one charge succeeded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.checkout.models import CartLine
+from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
+from bazaar.listings import stock
+from bazaar.models import (
+    AuditEvent,
+    Checkout,
+    CheckoutStatus,
+    Listing,
+    ListingStatus,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PaymentState,
+)
+from bazaar.orders.types import OrderEvent, OrderLineView, Party
+from bazaar.payments.money import chargeable_problem
+from bazaar.temporal import checkout_workflow_id, order_workflow_id
+
+# Each seller's order of a checkout: its id derives from the checkout and the seller (a retried step makes the same).
+ORDER_OF_CHECKOUT = uuid.UUID("0b7f5a8e-52c4-4f0f-8d3e-7d9c1e6a4b21")
+
+
+def order_id_for(checkout_id: str, seller_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(ORDER_OF_CHECKOUT, f"{checkout_id}:{seller_id}")
+
+
+def _refusal(
+    listing: Listing | None, buyer_id: uuid.UUID, line_quantity: int, seen: tuple[int, str]
+) -> str | None:
+    if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
+        return "listing_not_available"
+    if not listing.seller_can_sell:
+        return "listing_not_available"
+    if listing.seller_id == buyer_id:
+        return "own_listing"
+    if listing.status == ListingStatus.SOLD or listing.quantity < line_quantity:
+        return "sold_out"
+    if (listing.price_amount, listing.currency) != seen:
+        return "price_changed"
+    return None
+
+
+async def reserve(session: AsyncSession, req: StartCheckout) -> Reservation:
+    """Take the stock of every line and make the checkout and its orders, or nothing at all (every line that
+    cannot be bought as the buyer saw it is named). Listings are locked in id order: concurrent checkouts of the
+    same last units queue, and exactly the ones that find enough get it."""
+    checkout_id = uuid.UUID(req.checkout_id)
+    existing = await session.get(Checkout, checkout_id)
+    if existing is not None:  # a retry after the commit: the same reservation
+        return reservation_of(existing)
+    buyer_id = uuid.UUID(req.buyer_id)
+    listings = await stock.locked(session, (uuid.UUID(line.listing_id) for line in req.lines))
+    refusals: list[LineRefusal] = []
+    for line in req.lines:
+        listing = listings.get(uuid.UUID(line.listing_id))
+        problem = _refusal(listing, buyer_id, line.quantity, (line.seen_amount, line.seen_currency))
+        if problem is not None:
+            available = listing.quantity if listing and listing.status == ListingStatus.ACTIVE else 0
+            refusals.append(LineRefusal(line.listing_id, problem, available))
+    currencies = {line.seen_currency for line in req.lines}
+    if refusals or not req.lines:
+        return Reservation(ok=False, refusals=refusals, reason="lines_unavailable")
+    if len(currencies) != 1:
+        return Reservation(ok=False, reason="currency_mismatch")
+    [currency] = currencies
+    total = sum(line.seen_amount * line.quantity for line in req.lines)
+    if chargeable_problem(total, currency) is not None:
+        return Reservation(ok=False, reason="amount_not_chargeable")
+
+    session.add(
+        Checkout(
+            id=checkout_id,
+            buyer_id=buyer_id,
+            idempotency_key=req.idempotency_key,
+            payment_method=req.payment_method,
+            status=CheckoutStatus.PENDING,
+            amount=total,
+            currency=currency,
+            workflow_id=checkout_workflow_id(req.checkout_id),
+        )
+    )
+    await session.flush()  # the orders refer to it
+    by_seller: dict[uuid.UUID, list[tuple[Listing, int]]] = {}
+    for line in req.lines:
+        listing = listings[uuid.UUID(line.listing_id)]
+        by_seller.setdefault(listing.seller_id, []).append((listing, line.quantity))
+    for seller_id, bought in by_seller.items():
+        order_id = order_id_for(req.checkout_id, seller_id)
+        first, first_quantity = bought[0]
+        session.add(
+            Order(
+                id=order_id,
+                buyer_id=buyer_id,
+                seller_id=seller_id,
+                listing_id=first.id,
+                listing_title=first.title,
+                quantity=first_quantity,
+                unit_amount=first.price_amount,
+                amount=sum(listing.price_amount * quantity for listing, quantity in bought),
+                currency=currency,
+                status=OrderStatus.PENDING,
+                payment_state=PaymentState.NONE,
+                idempotency_key=f"checkout:{req.checkout_id}:{seller_id}",
+                payment_method=req.payment_method,
+                workflow_id=order_workflow_id(str(order_id)),
+                stock_reserved=True,
+                state_seq=1,
+                checkout_id=checkout_id,
+            )
+        )
+        await session.flush()
+        for position, (listing, quantity) in enumerate(bought):
+            session.add(
+                OrderLine(
+                    order_id=order_id,
+                    listing_id=listing.id,
+                    position=position,
+                    listing_title=listing.title,
+                    quantity=quantity,
+                    unit_amount=listing.price_amount,
+                )
+            )
+            stock.take(session, listing, quantity)
+        session.add(
+            AuditEvent(
+                actor_id=buyer_id,
+                actor_role=Party.BUYER,
+                subject_type="order",
+                subject_id=str(order_id),
+                action=OrderEvent.PLACED,
+                data={"status": OrderStatus.PENDING, "checkout_id": req.checkout_id},
+                dedupe_key=f"order:{order_id}:state:1",
+            )
+        )
+    await session.flush()
+    stored = await session.get(Checkout, checkout_id, populate_existing=True)
+    assert stored is not None
+    return reservation_of(stored)
+
+
+def reservation_of(checkout: Checkout) -> Reservation:
+    return Reservation(
+        ok=True,
+        amount=checkout.amount,
+        currency=checkout.currency,
+        orders=seller_orders(checkout.orders),
+    )
+
+
+def seller_orders(orders: Sequence[Order]) -> list[SellerOrder]:
+    return [
+        SellerOrder(
+            order_id=str(order.id),
+            seller_id=str(order.seller_id),
+            amount=order.amount,
+            lines=[
+                OrderLineView(str(line.listing_id), line.listing_title, line.quantity, line.unit_amount)
+                for line in order.lines
+            ],
+        )
+        for order in orders
+    ]
+
+
+async def mark_paid(session: AsyncSession, checkout_id: uuid.UUID, payment_intent_id: str) -> None:
+    """The charge succeeded: the checkout is paid and the lines bought leave the buyer's cart."""
+    checkout = await session.get(Checkout, checkout_id, with_for_update=True)
+    assert checkout is not None
+    if checkout.status == CheckoutStatus.PAID:
+        return
+    checkout.status = CheckoutStatus.PAID
+    checkout.payment_intent_id = payment_intent_id
+    bought = [line.listing_id for order in checkout.orders for line in order.lines]
+    await session.execute(
+        delete(CartLine).where(CartLine.buyer_id == checkout.buyer_id, CartLine.listing_id.in_(bought))
+    )
+
+
+async def fail(
+    session: AsyncSession, checkout_id: uuid.UUID, reason: str, payment_intent_id: str | None
+) -> None:
+    """The charge was declined or refused: nothing was taken. Its orders are cancelled with `reason` and their
+    stock goes back; the cart keeps its lines (the buyer may pay another way)."""
+    checkout = await session.get(Checkout, checkout_id, with_for_update=True)
+    assert checkout is not None
+    if checkout.status == CheckoutStatus.PAYMENT_FAILED:
+        return
+    checkout.status = CheckoutStatus.PAYMENT_FAILED
+    checkout.status_reason = reason
+    checkout.payment_intent_id = payment_intent_id
+    orders = (
+        await session.scalars(
+            select(Order).where(Order.checkout_id == checkout_id).order_by(Order.id).with_for_update()
+        )
+    ).all()
+    await stock.give_back(
+        session,
+        [
+            (line.listing_id, line.quantity)
+            for order in orders
+            if order.stock_reserved
+            for line in order.lines
+        ],
+    )
+    for order in orders:
+        order.stock_reserved = False
+        order.status = OrderStatus.CANCELLED
+        order.status_reason = reason
+        order.payment_state = PaymentState.FAILED
+        order.state_seq = 2
+        session.add(
+            AuditEvent(
+                actor_id=None,
+                actor_role=Party.SYSTEM,
+                subject_type="order",
+                subject_id=str(order.id),
+                action=OrderEvent.PAYMENT_REJECTED
+                if reason == "payment_rejected"
+                else OrderEvent.PAYMENT_FAILED,
+                data={"status": OrderStatus.CANCELLED, "reason": reason, "checkout_id": str(checkout_id)},
+                dedupe_key=f"order:{order.id}:state:2",
+            )
+        )

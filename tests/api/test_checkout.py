@@ -1,0 +1,193 @@
+"""Checkout across sellers on the real stack: one charge for the cart, one order per seller, each paid its share
+less the fee; a seller declining refunds only its part; the ledger balances per order and per checkout; the
+refusals (empty cart, a line that changed) take nothing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from bazaar.orders.terms import DEFAULT_TERMS
+from bazaar.payments.money import platform_fee
+from tests.support.http import Actor, published_listing, register, seller_with_payout
+from tests.support.money import act, assert_balanced, ledger_accounts, provider_list, refunds_for, sql
+
+pytestmark = pytest.mark.integration
+
+
+def put_line(http: httpx.Client, buyer: Actor, listing_id: str, quantity: int = 1) -> None:
+    response = http.put(f"/v1/cart/lines/{listing_id}", json={"quantity": quantity}, headers=buyer.headers)
+    assert response.status_code == 200, response.text
+
+
+def checkout(
+    http: httpx.Client, buyer: Actor, key: str | None = None, pm: str = "pm_card_visa"
+) -> httpx.Response:
+    return http.post(
+        "/v1/checkouts",
+        json={"payment_method": pm},
+        headers={**buyer.headers, "Idempotency-Key": key or str(uuid.uuid4())},
+    )
+
+
+def intents_of_checkout(stack: Any, checkout_id: str) -> list[dict[str, Any]]:
+    return [
+        pi
+        for pi in provider_list(stack, "/v1/payment_intents")
+        if pi["metadata"].get("checkout_id") == checkout_id
+    ]
+
+
+def test_a_cart_of_three_sellers_is_paid_once_and_each_seller_gets_its_share(
+    http: httpx.Client, stack: Any
+) -> None:
+    sellers = [seller_with_payout(http) for _ in range(3)]
+    prices = [45_000, 2_500, 12_000]
+    listings = [
+        published_listing(http, seller, price={"amount": price, "currency": "EUR"}, quantity=3)
+        for seller, price in zip(sellers, prices, strict=True)
+    ]
+    second_of_first = published_listing(http, sellers[0], price={"amount": 1_000, "currency": "EUR"})
+    buyer = register(http, ["buyer"], "Cart Buyer")
+    for listing in listings:
+        put_line(http, buyer, listing["id"], 2 if listing is listings[1] else 1)
+    put_line(http, buyer, second_of_first["id"])
+
+    key = str(uuid.uuid4())
+    answered = checkout(http, buyer, key)
+    assert answered.status_code == 201, answered.text
+    body = answered.json()
+    total = 45_000 + 1_000 + 2 * 2_500 + 12_000
+    assert (body["status"], body["total"]) == ("paid", {"amount": total, "currency": "EUR"})
+    assert answered.headers["Location"] == f"/v1/checkouts/{body['id']}"
+    orders = {order["seller_id"]: order for order in body["orders"]}
+    assert set(orders) == {seller.user_id for seller in sellers}
+    first = orders[sellers[0].user_id]
+    assert first["total"] == {"amount": 46_000, "currency": "EUR"}
+    assert [(line["listing_id"], line["quantity"]) for line in first["lines"]] == [
+        (listings[0]["id"], 1),
+        (second_of_first["id"], 1),
+    ]
+    assert all(order["checkout_id"] == body["id"] for order in body["orders"])
+
+    # One PaymentIntent for the whole cart; the cart is empty; the stock is taken.
+    (intent,) = intents_of_checkout(stack, body["id"])
+    assert (intent["amount"], intent["status"], intent["transfer_group"]) == (
+        total,
+        "succeeded",
+        body["workflow_id"],
+    )
+    assert http.get("/v1/cart", headers=buyer.headers).json()["lines"] == []
+    assert http.get(f"/v1/listings/{listings[1]['id']}").json()["quantity"] == 1
+
+    # A replay answers the same checkout; another payment method with the key is refused.
+    replay = checkout(http, buyer, key)
+    assert (replay.status_code, replay.json()["id"]) == (200, body["id"])
+    assert (
+        checkout(http, buyer, key, pm="pm_card_mastercard").json()["error"]["code"]
+        == "idempotency_key_reused"
+    )
+
+    # Each order runs on its own: the second seller declines (only its part is refunded), the others complete.
+    declined_seller = sellers[1]
+    declined = act(http, orders[declined_seller.user_id]["id"], "decline", declined_seller)
+    assert (declined["status"], declined["payment_state"]) == ("cancelled", "refunded")
+    assert [r["amount"] for r in refunds_for(stack, intent["id"])] == [2 * 2_500]
+    assert http.get(f"/v1/listings/{listings[1]['id']}").json()["quantity"] == 3
+    for seller in (sellers[0], sellers[2]):
+        order_id = orders[seller.user_id]["id"]
+        act(http, order_id, "accept", seller)
+        act(http, order_id, "fulfil", seller)
+        done = act(http, order_id, "confirm-receipt", buyer)
+        assert (done["status"], done["payment_state"]) == ("completed", "released")
+
+    transfers = provider_list(stack, "/v1/transfers", transfer_group=body["workflow_id"])
+    paid = {t["metadata"]["order_id"]: t["amount"] for t in transfers}
+    fee = {
+        amount: platform_fee(amount, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
+        for amount in prices
+    }
+    assert paid == {
+        orders[sellers[0].user_id]["id"]: 46_000
+        - platform_fee(46_000, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"]),
+        orders[sellers[2].user_id]["id"]: 12_000 - fee[12_000],
+    }
+
+    # The ledger: the one charge is each order's escrow; every order and the checkout sum to zero.
+    order_ids = [order["id"] for order in body["orders"]]
+    assert_balanced(stack, *order_ids)
+    charged = sql(
+        stack,
+        "SELECT order_id::text, amount FROM ledger_entries WHERE txn = %s AND account = 'escrow'",
+        f"checkout-{body['id']}:charge:1",
+    )
+    assert sorted(amount for _, amount in charged) == sorted([46_000, 5_000, 12_000])
+    assert ledger_accounts(stack, orders[declined_seller.user_id]["id"]).get("refunds") == 5_000
+    (checkout_total,) = sql(
+        stack,
+        "SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e JOIN orders o ON o.id = e.order_id "
+        "WHERE o.checkout_id = %s",
+        uuid.UUID(body["id"]),
+    )
+    assert checkout_total == (0,)
+
+    seen = http.get(f"/v1/checkouts/{body['id']}", headers=buyer.headers)
+    assert seen.status_code == 200
+    assert {o["status"] for o in seen.json()["orders"]} == {"completed", "cancelled"}
+    stranger = register(http, ["buyer"], "Stranger")
+    assert http.get(f"/v1/checkouts/{body['id']}", headers=stranger.headers).status_code == 404
+
+
+def test_a_checkout_that_cannot_be_bought_as_seen_takes_nothing(http: httpx.Client, stack: Any) -> None:
+    seller, other = seller_with_payout(http), seller_with_payout(http)
+    lamp = published_listing(http, seller, price={"amount": 2_500, "currency": "EUR"}, quantity=2)
+    chair = published_listing(http, other, price={"amount": 9_000, "currency": "EUR"})
+    buyer = register(http, ["buyer"], "Late Buyer")
+    empty = checkout(http, buyer)
+    assert (empty.status_code, empty.json()["error"]["code"]) == (409, "cart_empty")
+
+    put_line(http, buyer, lamp["id"], 2)
+    put_line(http, buyer, chair["id"])
+    changed = http.patch(
+        f"/v1/listings/{chair['id']}",
+        json={"price": {"amount": 9_500, "currency": "EUR"}},
+        headers={**other.headers, "If-Match": "*"},
+    )
+    assert changed.status_code == 200, changed.text
+    refused = checkout(http, buyer)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "cart_changed"
+    assert error["details"]["lines"] == [
+        {"listing_id": chair["id"], "problem": "price_changed", "available_quantity": 1}
+    ]
+    # Nothing was taken: the lamp's stock is whole, no payment was made, the cart is as it was.
+    assert http.get(f"/v1/listings/{lamp['id']}").json()["quantity"] == 2
+    assert len(http.get("/v1/cart", headers=buyer.headers).json()["lines"]) == 2
+
+    # Set again (accepting the new price), it goes through.
+    put_line(http, buyer, chair["id"])
+    paid = checkout(http, buyer)
+    assert (paid.status_code, paid.json()["status"]) == (201, "paid")
+    assert paid.json()["total"]["amount"] == 2 * 2_500 + 9_500
+
+
+def test_a_declined_card_cancels_every_order_and_gives_the_stock_back(http: httpx.Client, stack: Any) -> None:
+    seller, other = seller_with_payout(http), seller_with_payout(http)
+    lamp = published_listing(http, seller, quantity=1)
+    chair = published_listing(http, other, quantity=1)
+    buyer = register(http, ["buyer"], "Declined Buyer")
+    put_line(http, buyer, lamp["id"])
+    put_line(http, buyer, chair["id"])
+    declined = checkout(http, buyer, pm="pm_card_chargeDeclined")
+    assert declined.status_code == 201, declined.text
+    body = declined.json()
+    assert (body["status"], body["status_reason"]) == ("payment_failed", "payment_failed")
+    assert {(o["status"], o["status_reason"]) for o in body["orders"]} == {("cancelled", "payment_failed")}
+    for listing in (lamp, chair):
+        again = http.get(f"/v1/listings/{listing['id']}").json()
+        assert (again["status"], again["quantity"]) == ("active", 1)
+    assert len(http.get("/v1/cart", headers=buyer.headers).json()["lines"]) == 2  # kept, to pay another way
