@@ -5,6 +5,7 @@ refusals (empty cart, a line that changed) take nothing."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -191,3 +192,52 @@ def test_a_declined_card_cancels_every_order_and_gives_the_stock_back(http: http
         again = http.get(f"/v1/listings/{listing['id']}").json()
         assert (again["status"], again["quantity"]) == ("active", 1)
     assert len(http.get("/v1/cart", headers=buyer.headers).json()["lines"]) == 2  # kept, to pay another way
+
+
+def test_twenty_buyers_racing_for_the_last_units_never_oversell_and_losers_pay_nothing(
+    http: httpx.Client, stack: Any
+) -> None:
+    scarce_seller, plenty_seller = seller_with_payout(http), seller_with_payout(http)
+    scarce = published_listing(http, scarce_seller, price={"amount": 3_000, "currency": "EUR"}, quantity=3)
+    plenty = published_listing(http, plenty_seller, price={"amount": 1_000, "currency": "EUR"}, quantity=50)
+    buyers = [register(http, ["buyer"], f"Racer {n}") for n in range(20)]
+    for buyer in buyers:
+        put_line(http, buyer, plenty["id"])
+        put_line(http, buyer, scarce["id"])
+
+    def race(buyer: Actor) -> httpx.Response:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as own:
+            return checkout(own, buyer)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(race, buyers))
+    won = [a for a in answers if a.status_code == 201]
+    lost = [a for a in answers if a.status_code != 201]
+    assert len(won) == 3, [a.status_code for a in answers]
+    assert all(a.json()["status"] == "paid" for a in won)
+    for answer in lost:
+        error = answer.json()["error"]
+        assert (answer.status_code, error["code"]) == (409, "cart_changed"), answer.text
+        assert [line["problem"] for line in error["details"]["lines"]] == ["sold_out"]
+    # No oversell: the scarce listing is sold out, and the other line was taken only by the winners.
+    after = http.get(f"/v1/listings/{scarce['id']}", headers=scarce_seller.headers).json()
+    assert (after["status"], after["quantity"]) == ("sold", 0)
+    assert http.get(f"/v1/listings/{plenty['id']}").json()["quantity"] == 50 - 3
+    # The losers were never charged: exactly the winners' PaymentIntents exist, and they keep their carts.
+    winners = {a.json()["id"] for a in won}
+    charged = {
+        pi["metadata"]["checkout_id"]
+        for pi in provider_list(stack, "/v1/payment_intents")
+        if pi["metadata"].get("checkout_id")
+    }
+    buyers_checkouts = sql(
+        stack,
+        "SELECT id::text FROM checkouts WHERE buyer_id = ANY(%s)",
+        [uuid.UUID(b.user_id) for b in buyers],
+    )
+    assert {row[0] for row in buyers_checkouts} == winners
+    assert winners <= charged
+    winning_buyers = {a.json()["buyer_id"] for a in won}
+    for buyer in buyers:
+        held = [line["listing_id"] for line in http.get("/v1/cart", headers=buyer.headers).json()["lines"]]
+        assert len(held) == (0 if buyer.user_id in winning_buyers else 2), held
