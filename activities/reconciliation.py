@@ -12,6 +12,11 @@ payload limit: only the summary goes back to the workflow. What a window holds:
   or the transfer of a reversal) point at, and every ledger movement created in it with its payment row;
 - the provider objects of our rows that were created just outside the window (fetched one by one).
 
+A checkout's one charge is the checkout's payment row (no order), its PaymentIntent names the checkout
+(`metadata.checkout_id`, transfer group `checkout-<id>`), and its ledger movement books every order of the
+checkout; a discrepancy on it names no order (the detail names the checkout). Its orders' refunds and transfers
+are each order's own, named by `metadata.order_id`.
+
 Each money movement belongs to the window in which it first happened on either side, so a movement that spans
 a window edge is reported once. After storing its window, a run re-checks the earlier windows that still have
 unsettled items and ended within `RECONCILIATION_SETTLE_SECONDS` (default 24 h) before it: a webhook booked
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +40,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from bazaar.db import transaction
-from bazaar.models import LedgerEntry, Order, Payment, ReconciliationItem, StripeEvent
+from bazaar.models import Checkout, LedgerEntry, Order, Payment, ReconciliationItem, StripeEvent
 from bazaar.payments import discrepancies
 from bazaar.payments.provider import order_id_of
 from bazaar.payments.reconcile import (
@@ -50,9 +55,9 @@ from bazaar.payments.reconcile import (
     compare,
     pair,
 )
-from bazaar.payments.statement import statement
+from bazaar.payments.statement import ChargeShare, statement
 from bazaar.settings import get_settings
-from bazaar.temporal import order_workflow_id
+from bazaar.temporal import checkout_workflow_id, order_workflow_id
 
 __all__ = ["Discrepancy", "ReconcileWindow", "ReconciliationActivities", "ReconciliationSummary"]
 
@@ -95,6 +100,8 @@ class OurSide:
     movements: list[Movement]
     links: dict[str, str]  # provider id of one of our rows -> its order
     known_orders: set[str]
+    checkout_links: dict[str, str] = field(default_factory=dict)  # a checkout's PaymentIntent -> the checkout
+    known_checkouts: set[str] = field(default_factory=set)
 
 
 def parse_window(window: ReconcileWindow) -> tuple[datetime, datetime]:
@@ -150,11 +157,19 @@ class ReconciliationActivities:
             if order is None:
                 raise ApplicationError(f"order {order_id} not found", type="NotFound", non_retryable=True)
             currency = order.currency
-            rows = (await session.scalars(select(Payment).where(Payment.order_id == oid))).all()
-            payments = [_ours(p) for p in rows]
-            movements = _movements(
-                (await session.scalars(select(LedgerEntry).where(LedgerEntry.order_id == oid))).all()
+            checkout = (
+                ChargeShare(str(order.checkout_id), order.amount) if order.checkout_id is not None else None
             )
+            owned = Payment.order_id == oid
+            if order.checkout_id is not None:  # and the one charge of its checkout, which paid for it
+                owned = owned | (Payment.checkout_id == order.checkout_id)
+            rows = (await session.scalars(select(Payment).where(owned))).all()
+            payments = [_ours(p) for p in rows]
+            booked = LedgerEntry.order_id == oid
+            if order.checkout_id is not None:  # the checkout's charge whole: every order's share of it
+                shared = [p.key for p in payments if p.checkout_id is not None]
+                booked = booked | (LedgerEntry.txn == any_(_texts(shared)))
+            movements = _movements((await session.scalars(select(LedgerEntry).where(booked))).all())
             # Provider objects reconciliation or the webhooks saw on this order, that our rows do not name.
             items = await session.execute(
                 select(ReconciliationItem.object_type, ReconciliationItem.object_id).where(
@@ -163,17 +178,19 @@ class ReconciliationActivities:
             )
             named = {(object_type, object_id) for object_type, object_id in items.all()}
             obj = StripeEvent.payload["data"]["object"]
-            seen = await session.scalars(
-                select(obj["id"].astext).where(
-                    or_(
-                        obj["metadata"]["order_id"].astext == order_id,
-                        obj["transfer_group"].astext == order_workflow_id(order_id),
-                    )
-                )
-            )
+            naming = [
+                obj["metadata"]["order_id"].astext == order_id,
+                obj["transfer_group"].astext == order_workflow_id(order_id),
+            ]
+            if checkout is not None:
+                naming += [
+                    obj["metadata"]["checkout_id"].astext == checkout.checkout_id,
+                    obj["transfer_group"].astext == checkout_workflow_id(checkout.checkout_id),
+                ]
+            seen = await session.scalars(select(obj["id"].astext).where(or_(*naming)))
             named |= {("payment_intent", i) for i in seen.all() if i and i.startswith("pi_")}
-        records = await self._order_records(order_id, payments, named)
-        return statement(order_id, currency, pair(records.values(), payments, movements))
+        records = await self._order_records(order_id, payments, named, checkout)
+        return statement(order_id, currency, pair(records.values(), payments, movements), checkout)
 
     async def _window(self, window: ReconcileWindow, workflow_id: str) -> ReconciliationSummary:
         since, until = parse_window(window)
@@ -199,6 +216,8 @@ class ReconciliationActivities:
             ours.movements,
             ours.links,
             ours.known_orders,
+            ours.checkout_links,
+            ours.known_checkouts,
         )
         wid = window_id(window)
         async with transaction() as session:
@@ -293,21 +312,36 @@ class ReconciliationActivities:
         return None
 
     async def _order_records(
-        self, order_id: str, payments: list[OurPayment], named: set[tuple[str, str]]
+        self,
+        order_id: str,
+        payments: list[OurPayment],
+        named: set[tuple[str, str]],
+        checkout: ChargeShare | None = None,
     ) -> dict[tuple[str, str], ProviderRecord]:
         """Every provider object of one order: its PaymentIntents (our charges, and any a webhook or a
         reconciliation named), their refunds and disputes, its transfers (by transfer group) and their
-        reversals, and whatever else our rows or reconciliation name."""
+        reversals, and whatever else our rows or reconciliation name. An order of a checkout shares the
+        checkout's PaymentIntent and transfer group with the checkout's other orders: of their refunds and
+        transfers, only those naming this order (or named by its rows) are its own."""
         v1 = self.client.v1
         records: dict[tuple[str, str], ProviderRecord] = {}
         wanted = named | {(OBJECT_TYPE[p.kind], p.provider_id) for p in payments if p.provider_id}
+        shared = {p.provider_id for p in payments if p.checkout_id is not None and p.provider_id}
+
+        def its_own(record: ProviderRecord) -> bool:
+            return record.order_ref == order_id or (record.object_type, record.id) in wanted
+
         intents = sorted(i for t, i in wanted if t == "payment_intent")
         for intent in intents:
             if (record := await self._retrieve("payment_intent", intent)) is not None:
                 _add(records, record)
+                if checkout is not None and record.order_ref == checkout.checkout_id:
+                    shared.add(intent)
             refunds = await v1.refunds.list_async(params={"payment_intent": intent, "limit": 100})
             async for obj in _all(refunds):
-                _add(records, _record("refund", obj))
+                refund = _record("refund", obj)
+                if intent not in shared or its_own(refund):  # a shared charge: the other orders' refunds too
+                    _add(records, refund)
             disputes = await v1.disputes.list_async(params={"payment_intent": intent, "limit": 100})
             async for obj in _all(disputes):
                 _add(records, _record("dispute", obj))
@@ -316,6 +350,12 @@ class ReconciliationActivities:
         group = order_workflow_id(order_id)  # the transfer group of its money
         async for obj in _all(await v1.transfers.list_async(params={"transfer_group": group, "limit": 100})):
             _add(records, _record("transfer", obj))
+        if checkout is not None:  # its payouts are grouped with the charge that paid for it
+            group = checkout_workflow_id(checkout.checkout_id)
+            page = await v1.transfers.list_async(params={"transfer_group": group, "limit": 100})
+            async for obj in _all(page):
+                if its_own(record := _record("transfer", obj)):
+                    _add(records, record)
         for object_type, provider_id in sorted(wanted):
             if (object_type, provider_id) not in records and object_type != "balance_transaction":
                 if (record := await self._retrieve(object_type, provider_id)) is not None:
@@ -352,9 +392,22 @@ def _record(object_type: str, data: dict[str, Any]) -> ProviderRecord:
         currency=str(data.get("currency") or "").upper(),
         status="paid" if object_type == "transfer" else str(data.get("status")),
         created=float(data.get("created") or 0),
-        order_ref=None if object_type == "dispute" else order_id_of(data),
+        order_ref=None if object_type == "dispute" else _owner_ref(data),
         payment_intent=_id(data.get("payment_intent")) if object_type in ("refund", "dispute") else None,
     )
+
+
+def _owner_ref(data: dict[str, Any]) -> str | None:
+    """Whose money a provider object is: its order, else (a checkout's one charge) its checkout, by
+    `metadata.checkout_id` or a `checkout-<id>` transfer group."""
+    if (order_id := order_id_of(data)) is not None:
+        return order_id
+    checkout_id = (data.get("metadata") or {}).get("checkout_id")
+    group = str(data.get("transfer_group") or "")
+    prefix = checkout_workflow_id("")
+    if not checkout_id and group.startswith(prefix):
+        checkout_id = group.removeprefix(prefix)
+    return str(checkout_id) if checkout_id else None
 
 
 def _reversal(data: dict[str, Any], created: Any) -> ProviderRecord:
@@ -365,7 +418,7 @@ def _reversal(data: dict[str, Any], created: Any) -> ProviderRecord:
         currency=str(data.get("currency") or "").upper(),
         status="succeeded",
         created=float(created or 0),
-        order_ref=order_id_of(data),
+        order_ref=_owner_ref(data),
         transfer=_id(data.get("transfer")),
     )
 
@@ -428,8 +481,9 @@ def _ours(p: Payment) -> OurPayment:
         amount=p.amount,
         currency=p.currency,
         outcome=p.outcome,
-        order_id=str(p.order_id),
+        order_id=str(p.order_id) if p.order_id is not None else None,
         created=p.created_at.timestamp(),
+        checkout_id=str(p.checkout_id) if p.checkout_id is not None else None,
     )
 
 
@@ -440,8 +494,9 @@ def _movements(entries: Iterable[LedgerEntry]) -> list[Movement]:
     return [
         Movement(
             txn=txn,
-            order_id=str(rows[0].order_id),
-            entries=tuple(Entry(e.account.value, e.currency, e.amount) for e in rows),
+            # A checkout's charge books several orders: it is no one order's.
+            order_id=str(rows[0].order_id) if len({e.order_id for e in rows}) == 1 else None,
+            entries=tuple(Entry(e.account.value, e.currency, e.amount, str(e.order_id)) for e in rows),
             created=min(e.created_at for e in rows).timestamp(),
         )
         for txn, rows in sorted(grouped.items())
@@ -479,17 +534,23 @@ async def _our_side(since: datetime, until: datetime, provider: Iterable[Provide
             )
         ).all()
         candidates = {u for r in provider if r.order_ref and (u := _uuid(r.order_ref)) is not None}
-        known = (
-            (await session.scalars(select(Order.id).where(Order.id == any_(_uuids(candidates))))).all()
-            if candidates
-            else []
-        )
+        known: Sequence[uuid.UUID] = ()
+        checkouts: Sequence[uuid.UUID] = ()
+        if candidates:
+            known = (
+                await session.scalars(select(Order.id).where(Order.id == any_(_uuids(candidates))))
+            ).all()
+            checkouts = (
+                await session.scalars(select(Checkout.id).where(Checkout.id == any_(_uuids(candidates))))
+            ).all()
     payments = [_ours(p) for p in rows]
     return OurSide(
         payments=payments,
         movements=_movements(entries),
-        links={p.provider_id: p.order_id for p in payments if p.provider_id},
+        links={p.provider_id: p.order_id for p in payments if p.provider_id and p.order_id},
         known_orders={str(o) for o in known},
+        checkout_links={p.provider_id: p.checkout_id for p in payments if p.provider_id and p.checkout_id},
+        known_checkouts={str(c) for c in checkouts},
     )
 
 

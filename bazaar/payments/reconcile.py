@@ -5,9 +5,11 @@ pair records with `pair` and judge each pair with `judge`. Pure: no I/O.
 
 A **unit** is one money movement: a provider object (PaymentIntent, refund, transfer, transfer reversal, dispute
 withdrawal, dispute reinstatement, or a balance transaction we cannot attribute), the payment row that claims
-it (matched by the provider's id, or for a charge whose reply was lost, by its order), and that row's ledger
-movement (`ledger_entries.txn` = the row's idempotency key). A ledger movement with no payment row is a unit of
-its own. A unit agrees when:
+it (matched by the provider's id, or for a charge whose reply was lost, by its order or checkout), and that row's
+ledger movement (`ledger_entries.txn` = the row's idempotency key). A ledger movement with no payment row is a
+unit of its own. A checkout's one charge is one unit like any other: one PaymentIntent, the checkout's payment
+row, and one movement that books each of its orders' share (compared as a whole: its escrow is the charge). A
+unit agrees when:
 
 - both sides exist (a row that was refused before anything existed at the provider needs no provider object);
 - the currencies are the same on the provider, on the payment row and on every entry of the movement;
@@ -102,7 +104,9 @@ class ProviderRecord:
     currency: str  # upper case
     status: str
     created: float  # unix time: what places it in a window (a reinstatement: when the money came back)
-    order_ref: str | None = None  # `metadata.order_id`, else the order of `transfer_group`, as written
+    # Whose money, as written: `metadata.order_id`, else `metadata.checkout_id` (a checkout's one charge), else
+    # the order or the checkout of `transfer_group`.
+    order_ref: str | None = None
     payment_intent: str | None = None  # a refund's or dispute's PaymentIntent
     transfer: str | None = None  # a reversal's transfer
 
@@ -123,8 +127,14 @@ class OurPayment:
     amount: int
     currency: str
     outcome: PaymentOutcome
-    order_id: str
+    order_id: str | None  # None: a checkout's one charge for all its orders
     created: float  # unix time
+    checkout_id: str | None = None  # set on a checkout's charge (and only there)
+
+    @property
+    def owner(self) -> str:
+        """The order, or the checkout, whose money it is: what its PaymentIntent names."""
+        return self.order_id or self.checkout_id or ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class Entry:
     account: str
     currency: str
     amount: int
+    order_id: str | None = None  # None: not known (every entry counts as the statement's order's)
 
 
 @dataclass(frozen=True)
@@ -139,9 +150,14 @@ class Movement:
     """A ledger movement: the entries of one `txn`."""
 
     txn: str
-    order_id: str
+    # None: it books several orders (a checkout's charge, split into each order's escrow).
+    order_id: str | None
     entries: tuple[Entry, ...]
     created: float  # unix time of its first entry
+
+    @property
+    def order_ids(self) -> list[str]:
+        return sorted({e.order_id for e in self.entries if e.order_id})
 
     @property
     def currencies(self) -> list[str]:
@@ -235,8 +251,8 @@ def pair(
     payments = sorted(payments, key=lambda p: p.key)
     movement_of = {m.txn: m for m in movements}
     by_provider = {(OBJECT_TYPE[p.kind], p.provider_id): p for p in payments if p.provider_id}
-    # A charge whose reply was lost has no provider id yet: its PaymentIntent names the order.
-    lost_replies = {p.order_id: p for p in payments if p.kind == PaymentKind.CHARGE and not p.provider_id}
+    # A charge whose reply was lost has no provider id yet: its PaymentIntent names the order (or checkout).
+    lost_replies = {p.owner: p for p in payments if p.kind == PaymentKind.CHARGE and not p.provider_id}
     units: list[Unit] = []
     claimed: set[str] = set()
     for record in sorted(provider, key=lambda r: (r.object_type, r.id)):
@@ -352,24 +368,37 @@ def ledger_amount(unit: Unit) -> int | None:
 
 
 def order_of(
-    unit: Unit, orders_by_provider_id: Mapping[str, str], known_orders: Iterable[str]
+    unit: Unit,
+    orders_by_provider_id: Mapping[str, str],
+    known_orders: Iterable[str],
+    checkouts_by_provider_id: Mapping[str, str] | None = None,
+    known_checkouts: Iterable[str] = (),
 ) -> tuple[str | None, list[str]]:
     """The order the unit belongs to, through any link that leads to it: our payment row or ledger movement,
     the PaymentIntent of a refund or dispute, the transfer of a reversal (our rows of those), the provider's
-    `metadata.order_id` or `transfer_group`. Also the references that name no order of ours (kept for people)."""
+    `metadata.order_id` or `transfer_group`. Also the references that name no order of ours (kept for people).
+    A checkout's charge is no one order's: no order, and its checkout named in the notes."""
     if unit.payment is not None:
-        return unit.payment.order_id, []
+        if unit.payment.order_id is not None:
+            return unit.payment.order_id, []
+        return None, [f"the charge of checkout {unit.payment.checkout_id}"]
     if unit.movement is not None:
-        return unit.movement.order_id, []
+        if unit.movement.order_id is not None:
+            return unit.movement.order_id, []
+        return None, [
+            f"ledger movement {unit.movement.txn} books orders {', '.join(unit.movement.order_ids)}"
+        ]
     record = unit.provider
     if record is None:
         return None, []
-    known = set(known_orders)
+    known, checkouts = set(known_orders), checkouts_by_provider_id or {}
     notes: list[str] = []
     for link in (record.payment_intent, record.transfer):
         if link and link in orders_by_provider_id:
             return orders_by_provider_id[link], []
-        if link:
+        if link and link in checkouts:  # several orders' charge: the object's own reference may say which
+            notes.append(f"its PaymentIntent {link} is the charge of checkout {checkouts[link]}")
+        elif link:
             notes.append(
                 f"its {'PaymentIntent' if link == record.payment_intent else 'transfer'} {link} is not ours"
             )
@@ -378,7 +407,10 @@ def order_of(
         parsed = _uuid(ref)
         if parsed is not None and parsed in known:
             return parsed, []
-        notes.append(f"order reference {ref!r} names no order of ours")
+        if parsed is not None and parsed in set(known_checkouts):
+            notes.append(f"its reference names checkout {parsed}, no one order")
+        else:
+            notes.append(f"order reference {ref!r} names no order of ours")
     return None, notes
 
 
@@ -410,11 +442,13 @@ def compare(
     movements: Iterable[Movement],
     orders_by_provider_id: Mapping[str, str] | None = None,
     known_orders: Iterable[str] = (),
+    checkouts_by_provider_id: Mapping[str, str] | None = None,
+    known_checkouts: Iterable[str] = (),
 ) -> tuple[int, list[Discrepancy]]:
     """Matched count and discrepancies of the units the window [since, until) owns (by `Unit.at`); sorted, so a
     re-run stores the same result."""
-    links = orders_by_provider_id or {}
-    known = set(known_orders)
+    links, checkout_links = orders_by_provider_id or {}, checkouts_by_provider_id or {}
+    known, checkouts = set(known_orders), set(known_checkouts)
     matched, found = 0, list[Discrepancy]()
     for unit in pair(provider, payments, movements):
         if not since <= unit.at < until:
@@ -423,7 +457,7 @@ def compare(
         if verdict.agrees:
             matched += 1
             continue
-        order_id, notes = order_of(unit, links, known)
+        order_id, notes = order_of(unit, links, known, checkout_links, checkouts)
         found.append(discrepancy(unit, verdict, order_id, notes))
     found.sort(key=lambda d: (d.category, d.object_type, d.object_id))
     return matched, found

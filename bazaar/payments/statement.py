@@ -2,11 +2,16 @@
 at the provider, in our payments and in the ledger, side by side, judged by reconciliation's own comparison
 (`bazaar.payments.reconcile.judge`); and the fee, which is no provider object: what the platform keeps of the
 order's money at the provider (the sum of what its objects moved on the platform balance), less what the ledger
-still holds for the order in escrow or owes the seller, must be the ledger's fee. Pure: no I/O."""
+still holds for the order in escrow or owes the seller, must be the ledger's fee. Pure: no I/O.
+
+An order a checkout placed shares its checkout's one charge: the charge's line is the whole charge (the
+PaymentIntent, the checkout's payment row, the movement across all the checkout's orders); the fee counts only
+the order's share of it and only the order's own ledger entries."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from bazaar.models import LedgerAccount
 from bazaar.payments.reconcile import (
@@ -25,10 +30,20 @@ from bazaar.payments.reconcile import (
 KIND = {object_type: kind.value for kind, object_type in OBJECT_TYPE.items()}
 
 
-def statement(order_id: str, currency: str, units: Iterable[Unit]) -> MoneyStatement:
+@dataclass(frozen=True)
+class ChargeShare:
+    """The order's part of its checkout's one charge (the provider knows only the whole)."""
+
+    checkout_id: str
+    amount: int  # the order's amount: what the checkout's charge booked into its escrow
+
+
+def statement(
+    order_id: str, currency: str, units: Iterable[Unit], checkout: ChargeShare | None = None
+) -> MoneyStatement:
     units = list(units)
     lines = [_line(unit) for unit in units]
-    lines.append(_fee(currency, units))
+    lines.append(_fee(order_id, currency, units, checkout))
     return MoneyStatement(
         order_id=order_id, currency=currency, lines=lines, agrees=all(line.agrees for line in lines)
     )
@@ -57,9 +72,9 @@ def _line(unit: Unit) -> StatementLine:
     )
 
 
-def _fee(currency: str, units: list[Unit]) -> StatementLine:
+def _fee(order_id: str, currency: str, units: list[Unit], checkout: ChargeShare | None) -> StatementLine:
     problems: list[str] = []
-    kept = 0
+    kept, share = 0, ""
     for unit in units:
         record = unit.provider
         if record is None or record.object_type not in PROVIDER_SIGN or not record.moved_money:
@@ -69,18 +84,24 @@ def _fee(currency: str, units: list[Unit]) -> StatementLine:
                 f"{record.object_type} {record.id} is in {record.currency}, the order in {currency}"
             )
             continue
-        kept += PROVIDER_SIGN[record.object_type] * record.amount
+        if checkout is not None and _checkout_charge(unit, checkout):
+            # The provider knows the checkout's whole charge; the order's money is its share of it.
+            kept += checkout.amount
+            share = f", its share of checkout {checkout.checkout_id}'s charge {checkout.amount}"
+        else:
+            kept += PROVIDER_SIGN[record.object_type] * record.amount
     accounts: dict[str, int] = {}
     for unit in units:
         for entry in unit.movement.entries if unit.movement else ():
-            if entry.currency == currency:
+            # A checkout's charge books the other orders too: only this order's entries are its own.
+            if entry.currency == currency and entry.order_id in (None, order_id):
                 accounts[entry.account] = accounts.get(entry.account, 0) + entry.amount
     held = accounts.get(LedgerAccount.ESCROW.value, 0) + accounts.get(LedgerAccount.SELLER_PAYABLE.value, 0)
     fee = accounts.get(LedgerAccount.PLATFORM_FEES.value, 0)
     if kept - held != fee:
         problems.append(
-            f"the platform keeps {kept - held} at the provider ({kept} on its balance for the order, {held} "
-            f"of it held in escrow or owed to the seller), the ledger's fee is {fee}"
+            f"the platform keeps {kept - held} at the provider ({kept} on its balance for the order{share}, "
+            f"{held} of it held in escrow or owed to the seller), the ledger's fee is {fee}"
         )
     return StatementLine(
         kind="fee",
@@ -91,4 +112,14 @@ def _fee(currency: str, units: list[Unit]) -> StatementLine:
         agrees=not problems,
         category="amount_mismatch" if problems else None,
         problems=problems,
+    )
+
+
+def _checkout_charge(unit: Unit, checkout: ChargeShare) -> bool:
+    """Whether the unit is the checkout's charge: the PaymentIntent its payment row claims (any other
+    PaymentIntent counts whole, as a stray one of a single order does)."""
+    return (
+        unit.object_type == "payment_intent"
+        and unit.payment is not None
+        and unit.payment.checkout_id == checkout.checkout_id
     )
