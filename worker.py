@@ -38,6 +38,7 @@ from activities.notifications import NotificationActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities, make_stripe_client
 from activities.reconciliation import ReconciliationActivities
+from activities.returns import ReturnActivities
 from activities.trust import TrustActivities
 from bazaar.settings import Settings
 from bazaar.telemetry import configure_logging, instrument_http_clients, setup_tracing
@@ -55,11 +56,13 @@ from workflows.reconciliation import (
     OrderMoneyWorkflow,
     ReconciliationWorkflow,
 )
+from workflows.returns import ReturnWorkflow
 from workflows.reviews import REVEAL_SCHEDULE_ID, RevealDueReviewsWorkflow, ReviewWorkflow
 
 WORKFLOWS = [
     OrderWorkflow,
     CheckoutWorkflow,
+    ReturnWorkflow,
     LegacyOrderWorkflow,  # orders started before the lean order path (type `OrderWorkflow`)
     PayoutAccountWorkflow,
     OnboardingLinkWorkflow,
@@ -95,7 +98,7 @@ def activities_for(
     payments: PaymentActivities | None,
     reconciliation: ReconciliationActivities | None = None,
 ) -> list[Callable[..., Any]]:
-    checkout = CheckoutActivities()
+    checkout, returns = CheckoutActivities(), ReturnActivities(orders.settings)
     found: list[Callable[..., Any]] = [
         orders.reserve_stock,
         orders.release_stock,
@@ -105,6 +108,9 @@ def activities_for(
         orders.load_order,
         checkout.reserve_checkout,
         checkout.settle_checkout,
+        returns.open_return,
+        returns.save_return,
+        returns.refund_return,
     ]
     if payments is not None:
         found += [

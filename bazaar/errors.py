@@ -35,10 +35,9 @@ class ErrorCode(enum.StrEnum):
     SOLD_OUT = "sold_out", 409
     CART_FULL = "cart_full", 409
     CART_EMPTY = "cart_empty", 409
-    CART_CHANGED = (
-        "cart_changed",
-        409,
-    )  # a line sold out, left sale or changed price: `details.lines` says which
+    # A line sold out, left sale or changed price: `details.lines` says which.
+    CART_CHANGED = "cart_changed", 409
+    RETURN_NOT_ALLOWED = "return_not_allowed", 409  # not returnable now: `details.reason` says why
     OWN_LISTING = "own_listing", 422
     IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required", 400
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", 422

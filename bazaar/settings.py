@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # How often closed review windows are revealed (a Temporal Schedule): the most a reveal can be late.
     review_sweep_seconds: int = Field(default=300, gt=0)
     dispute_escalation_seconds: int = Field(default=DEFAULT_TERMS["dispute_escalation_seconds"], gt=0)
+    # Returns (bazaar/returns): how long after shipping the buyer may ask, how long the seller has to answer
+    # (then support decides), the buyer to send it back once approved (then it lapses), and the seller to confirm
+    # it arrived once sent (then the refund goes out anyway).
+    return_window_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    return_response_seconds: int = Field(default=3 * 24 * 3600, gt=0)
+    return_ship_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    return_receipt_seconds: int = Field(default=21 * 24 * 3600, gt=0)
     notification_max_attempts: int = Field(default=DEFAULT_TERMS["notification_max_attempts"], ge=1)
     # Failure bounds of an order (docs/failure-rules.md): how long a database step or a provider call may
     # keep failing transiently before the order is flagged for support, and how often it then retries.

@@ -66,6 +66,10 @@ def checkout_workflow_id(checkout_id: str) -> str:
     return f"checkout-{checkout_id}"
 
 
+def return_workflow_id(return_id: str) -> str:
+    return f"return-{return_id}"
+
+
 def dispute_workflow_id(order_id: str) -> str:
     return f"dispute-{order_id}"
 

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
     from activities.reconciliation import ReconciliationActivities
+    from activities.returns import ReturnActivities
     from activities.trust import TrustActivities
     from bazaar.temporal import (
         NOTIFICATIONS,
@@ -44,6 +45,7 @@ ACTIVITY_OWNERS: dict[str, str] = {
     for cls, owner in (
         (OrderActivities, ORDERS),
         (CheckoutActivities, ORDERS),
+        (ReturnActivities, ORDERS),
         (PaymentActivities, PAYMENTS),
         (ReconciliationActivities, PAYMENTS),
         (TrustActivities, TRUST),
@@ -55,6 +57,7 @@ ACTIVITY_OWNERS: dict[str, str] = {
 WORKFLOW_OWNERS: dict[str, str] = {
     "OrderWorkflow": ORDERS,
     "CheckoutWorkflow": ORDERS,
+    "ReturnWorkflow": ORDERS,
     "LegacyOrderWorkflow": ORDERS,
     "PayoutAccountWorkflow": PAYMENTS,
     "OnboardingLinkWorkflow": PAYMENTS,

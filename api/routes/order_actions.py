@@ -29,7 +29,8 @@ from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Role
-from bazaar.orders.types import ActionRequest, Actor, OrderView, PlaceOrder
+from bazaar.orders.reopen import reopened_order
+from bazaar.orders.types import ActionRequest, Actor, OrderView
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -161,21 +162,6 @@ class Action:
                 {"order": OrderOut.of_row(order).model_dump(mode="json")},
             ) from exc
         return OrderOut.of_view(view)
-
-
-def reopened_order(order: Order) -> PlaceOrder:
-    """The start of a new run for an order whose workflow has ended (a late chargeback, support's refund after
-    the release): it loads the order's state and money positions, and never charges."""
-    return PlaceOrder(
-        order_id=str(order.id),
-        buyer_id=str(order.buyer_id),
-        listing_id=str(order.listing_id),
-        quantity=order.quantity,
-        payment_method="",
-        idempotency_key=order.idempotency_key,
-        reopen=True,
-        **get_settings().order_terms(),
-    )
 
 
 Act = Annotated[Action, Depends()]

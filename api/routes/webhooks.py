@@ -36,10 +36,10 @@ from temporalio.service import RPCError
 from api.deps import Session, Temporal
 from api.errors import workflow_gone
 from api.openapi import SCHEMAS, errors
-from api.routes.order_actions import reopened_order
 from api.schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, StripeEvent
+from bazaar.orders.reopen import reopened_order
 from bazaar.orders.types import PAYMENT_STATE, SELLER_ID, ChargebackNotice, PaymentReport
 from bazaar.payments import onboarding
 from bazaar.payments.provider import order_id_of

@@ -6,6 +6,7 @@ from sqlalchemy import create_engine, pool
 from bazaar.checkout import models as checkout_models  # noqa: F401 - registers the cart table on Base.metadata
 from bazaar.integrations import models as integration_models  # noqa: F401 - registers the integrations tables
 from bazaar.models import Base
+from bazaar.returns import models as return_models  # noqa: F401 - registers the returns tables
 from bazaar.settings import get_settings
 from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables on Base.metadata
 

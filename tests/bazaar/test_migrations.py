@@ -16,6 +16,7 @@ from bazaar.checkout import models as checkout_models  # noqa: F401 - registers 
 from bazaar.integrations import models as integration_models  # noqa: F401 - registers the integrations tables
 from bazaar.migrate import alembic_config
 from bazaar.models import Base
+from bazaar.returns import models as return_models  # noqa: F401 - registers the returns tables
 from bazaar.trust import models as trust_models  # noqa: F401 - registers the trust tables
 from tests.support.databases import drop_database
 

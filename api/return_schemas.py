@@ -1,0 +1,122 @@
+"""Request and response models of returns (bazaar/returns, workflows/returns.py)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from api.payout_schemas import AppUrl
+from api.schemas import OrderLineOut, example
+from bazaar.payments.money import Money
+from bazaar.returns.models import Return, ReturnReason, ReturnStatus
+from bazaar.returns.types import ReturnAction
+from bazaar.temporal import return_workflow_id
+from bazaar.text import multi_line, single_line
+from workflows.returns import allowed_actions
+
+
+class ReturnLineIn(BaseModel):
+    listing_id: uuid.UUID
+    quantity: int = Field(default=1, ge=1, le=100)
+
+
+class ReturnIn(BaseModel):
+    model_config = example(
+        {
+            "lines": [{"listing_id": "0b9d1c0e-5a51-4f0e-8d8a-3c2f4a6b7e10", "quantity": 1}],
+            "reason": "damaged",
+            "message": "The frame arrived bent.",
+            "photos": ["https://photos.example.com/bent-frame.jpg"],
+        }
+    )
+    lines: list[ReturnLineIn] = Field(
+        min_length=1, max_length=50, description="which lines, and how many of each"
+    )
+    reason: ReturnReason
+    message: Annotated[str, multi_line(max_length=2000)] | None = None
+    photos: list[AppUrl] = Field(default=[], max_length=10, description="links to photos of the items")
+
+
+class ReturnDecisionIn(BaseModel):
+    """Optional for approve; reject needs a reason."""
+
+    model_config = example({"reason": "The item shows wear it did not have when shipped"}, {})
+    reason: Annotated[str, single_line(max_length=200)] | None = None
+
+
+class ReturnShipIn(BaseModel):
+    model_config = example({"carrier": "DHL", "tracking_number": "JD014600003SE"}, {})
+    carrier: Annotated[str, single_line(max_length=60)] | None = None
+    tracking_number: Annotated[str, single_line(max_length=100)] | None = None
+    tracking_url: AppUrl | None = None
+
+
+class ReturnReceiveIn(BaseModel):
+    model_config = example({"restock": True}, {})
+    restock: bool = Field(default=True, description="put the returned lines back on sale")
+
+
+class ReturnResolveIn(BaseModel):
+    model_config = example(
+        {"approve": True}, {"approve": False, "reason": "Outside what the listing promised"}
+    )
+    approve: bool
+    reason: Annotated[str, single_line(max_length=200)] | None = None
+    restock: bool = Field(default=False, description="after receipt: put the returned lines back on sale")
+
+
+class ReturnOut(BaseModel):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    buyer_id: uuid.UUID
+    seller_id: uuid.UUID
+    status: ReturnStatus
+    status_reason: str | None = Field(description="why it was rejected, escalated or cancelled")
+    reason: ReturnReason | None = Field(description="the buyer's reason")
+    message: str | None = None
+    photos: list[str] = []
+    lines: list[OrderLineOut]
+    refund: Money = Field(description="what the buyer gets back once the seller has the lines")
+    tracking: dict[str, str] | None = None
+    restocked: bool | None = Field(
+        description="whether the seller put the lines back on sale (after receipt)"
+    )
+    allowed_actions: list[ReturnAction]
+    workflow_id: str
+    created_at: datetime | None = None
+
+    @classmethod
+    def of_row(cls, row: Return) -> ReturnOut:
+        return cls(
+            id=row.id,
+            order_id=row.order_id,
+            buyer_id=row.buyer_id,
+            seller_id=row.seller_id,
+            status=row.status,
+            status_reason=row.status_reason,
+            reason=row.reason,
+            message=row.message,
+            photos=list(row.photos or []),
+            lines=[
+                OrderLineOut(
+                    listing_id=line.listing_id,
+                    title=line.listing_title,
+                    quantity=line.quantity,
+                    unit_price=Money(amount=line.unit_amount, currency=row.currency),
+                )
+                for line in row.lines
+            ],
+            refund=Money(amount=row.amount, currency=row.currency),
+            tracking=row.tracking,
+            restocked=row.restocked,
+            allowed_actions=allowed_actions(row.status),
+            workflow_id=return_workflow_id(str(row.id)),
+            created_at=row.created_at,
+        )
+
+
+class ReturnPage(BaseModel):
+    items: list[ReturnOut]

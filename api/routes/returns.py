@@ -1,0 +1,300 @@
+"""Returns: the buyer asks to send some of an order's lines back; the seller approves or rejects (else support
+decides); the buyer ships them back; the seller confirms receipt (or the deadline passes) and the order refunds the
+return's amount. Each return is a `Return` workflow (workflows/returns.py); its moves are its Updates, every wait
+bounded (`ORDER_WAIT_SECONDS`: 202 with the return as it stands when it runs longer)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from sqlalchemy import select
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
+from api.deps import Caller, Session, Support, Temporal
+from api.errors import update_rejection, workflow_gone
+from api.openapi import LOCATION, errors, merge
+from api.return_schemas import (
+    ReturnDecisionIn,
+    ReturnIn,
+    ReturnOut,
+    ReturnPage,
+    ReturnReceiveIn,
+    ReturnResolveIn,
+    ReturnShipIn,
+)
+from api.routes.order_actions import STILL_RUNNING, actor_of, visible_order
+from api.schemas import OrderLineOut
+from bazaar.auth import Principal
+from bazaar.errors import DomainError, ErrorCode
+from bazaar.models import Role
+from bazaar.payments.money import Money
+from bazaar.returns.models import Return, ReturnStatus
+from bazaar.returns.types import ReturnedLine, ReturnRequest, ReturnTerms, ReturnView, StartReturn
+from bazaar.settings import get_settings
+from bazaar.temporal import return_workflow_id
+from workflows.returns import ReturnWorkflow
+
+router = APIRouter(tags=["returns"])
+RETURN_ID_NAMESPACE = uuid.UUID("9a3e2f1c-4b5d-4e6f-8a7b-1c2d3e4f5a6b")
+_REFUSALS = {
+    "order_not_returnable": (
+        ErrorCode.RETURN_NOT_ALLOWED,
+        "only a shipped or completed order can be returned",
+    ),
+    "return_window_closed": (ErrorCode.RETURN_NOT_ALLOWED, "the return window has closed"),
+    "nothing_to_refund": (ErrorCode.RETURN_NOT_ALLOWED, "the order has been refunded already"),
+    "invalid_lines": (ErrorCode.VALIDATION_ERROR, "those lines cannot be returned"),
+}
+ReturnKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="optional: a retry with the same key returns the same return instead of asking twice",
+    ),
+]
+# What a move answers: the new state, 202 while it runs, and the workflow's refusals.
+MOVE = merge(
+    {
+        200: {"description": "the return after the move"},
+        202: {
+            "model": ReturnOut,
+            "description": "still running: the return as it stands",
+            "headers": LOCATION,
+        },
+    },
+    errors(ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.INVALID_TRANSITION),
+)
+
+
+@router.post(
+    "/v1/orders/{order_id}/returns",
+    status_code=201,
+    response_model=ReturnOut,
+    responses=merge(
+        {
+            201: {"description": "the return, requested: the seller is told", "headers": LOCATION},
+            200: {"model": ReturnOut, "description": "a replay (same Idempotency-Key)", "headers": LOCATION},
+            202: {
+                "model": ReturnOut,
+                "description": "still being stored: poll Location",
+                "headers": LOCATION,
+            },
+        },
+        errors(
+            ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.RETURN_NOT_ALLOWED, ErrorCode.VALIDATION_ERROR
+        ),
+    ),
+)
+async def request_return(
+    order_id: uuid.UUID,
+    body: ReturnIn,
+    caller: Caller,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    idempotency_key: ReturnKey = None,
+) -> ReturnOut:
+    """The order's buyer asks to return some of its lines (a shipped or completed order, within the return window:
+    `RETURN_WINDOW_SECONDS` from shipping), with a reason, a message and photo links. The refund is the lines at
+    their prices (never more than the order still holds); the seller approves or rejects it within
+    `RETURN_RESPONSE_SECONDS`, else support decides."""
+    order = await visible_order(session, order_id, caller)
+    if order.buyer_id != caller.user_id:
+        raise DomainError(ErrorCode.FORBIDDEN, "only the order's buyer can return it")
+    return_id = (
+        uuid.uuid5(RETURN_ID_NAMESPACE, f"{order_id}:{idempotency_key}") if idempotency_key else uuid.uuid4()
+    )
+    response.headers["Location"] = f"/v1/returns/{return_id}"
+    existing = await session.get(Return, return_id)
+    if existing is not None:
+        response.status_code = 200
+        return ReturnOut.of_row(existing)
+    await session.commit()
+    settings = get_settings()
+    request = StartReturn(
+        return_id=str(return_id),
+        order_id=str(order_id),
+        buyer_id=str(caller.user_id),
+        lines=[ReturnedLine(str(line.listing_id), line.quantity) for line in body.lines],
+        reason=body.reason,
+        message=body.message,
+        photos=[str(url) for url in body.photos],
+        idempotency_key=idempotency_key,
+        window_seconds=settings.return_window_seconds,
+        terms=ReturnTerms(
+            settings.return_response_seconds, settings.return_ship_seconds, settings.return_receipt_seconds
+        ),
+    )
+    start = WithStartWorkflowOperation(
+        ReturnWorkflow.run,
+        request,
+        id=return_workflow_id(str(return_id)),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=f"return of order {order_id}",
+    )
+    try:
+        view: ReturnView = await asyncio.wait_for(
+            temporal.execute_update_with_start_workflow(
+                ReturnWorkflow.opened, start_workflow_operation=start, id="opened"
+            ),
+            settings.order_wait_seconds,
+        )
+    except STILL_RUNNING:
+        view = ReturnView(str(return_id), str(order_id), str(caller.user_id))
+    if view.status is None and view.status_reason:
+        code, message = _REFUSALS.get(view.status_reason, _REFUSALS["order_not_returnable"])
+        raise DomainError(code, message, {"reason": view.status_reason})
+    session.expire_all()
+    stored = await session.get(Return, return_id)
+    if stored is not None:
+        return ReturnOut.of_row(stored)
+    # Still being stored after the wait: what was asked for, as the order has it (poll Location).
+    response.status_code = 202
+    order = await visible_order(session, order_id, caller)
+    titles = {line.listing_id: (line.listing_title, line.unit_amount) for line in order.lines}
+    lines = [
+        OrderLineOut(
+            listing_id=line.listing_id,
+            title=titles.get(line.listing_id, ("", 0))[0],
+            quantity=line.quantity,
+            unit_price=Money(amount=titles.get(line.listing_id, ("", 0))[1], currency=order.currency),
+        )
+        for line in body.lines
+    ]
+    return ReturnOut(
+        id=return_id,
+        order_id=order_id,
+        buyer_id=caller.user_id,
+        seller_id=order.seller_id,
+        status=ReturnStatus.REQUESTED,
+        status_reason=None,
+        reason=body.reason,
+        message=body.message,
+        photos=request.photos,
+        lines=lines,
+        refund=Money(amount=sum(x.unit_price.amount * x.quantity for x in lines), currency=order.currency),
+        restocked=None,
+        allowed_actions=[],
+        workflow_id=return_workflow_id(str(return_id)),
+    )
+
+
+@router.get("/v1/orders/{order_id}/returns", response_model=ReturnPage, responses=errors(ErrorCode.FORBIDDEN))
+async def list_order_returns(order_id: uuid.UUID, caller: Caller, session: Session) -> ReturnPage:
+    """The order's returns, for its buyer, its seller and support."""
+    await visible_order(session, order_id, caller)
+    rows = await session.scalars(
+        select(Return).where(Return.order_id == order_id).order_by(Return.created_at)
+    )
+    return ReturnPage(items=[ReturnOut.of_row(row) for row in rows])
+
+
+@router.get("/v1/support/returns", response_model=ReturnPage)
+async def list_returns_for_support(
+    _: Support,
+    session: Session,
+    status: ReturnStatus = ReturnStatus.ESCALATED,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> ReturnPage:
+    """Returns in a state (by default `escalated`: waiting for support's decision), oldest first."""
+    rows = await session.scalars(
+        select(Return).where(Return.status == status).order_by(Return.created_at).limit(limit)
+    )
+    return ReturnPage(items=[ReturnOut.of_row(row) for row in rows])
+
+
+@router.get("/v1/returns/{return_id}", response_model=ReturnOut, responses=errors(ErrorCode.NOT_FOUND))
+async def get_return(return_id: uuid.UUID, caller: Caller, session: Session) -> ReturnOut:
+    """A return, for the order's buyer and seller and support (404 for anyone else)."""
+    return ReturnOut.of_row(await _visible(session, return_id, caller))
+
+
+async def _visible(session: Session, return_id: uuid.UUID, caller: Principal) -> Return:
+    row = await session.get(Return, return_id)
+    if row is None or not (caller.user_id in (row.buyer_id, row.seller_id) or caller.has(Role.SUPPORT)):
+        raise DomainError(ErrorCode.NOT_FOUND, "return not found")
+    return row
+
+
+class Move:
+    """One move on the return of the path, as a workflow Update: 200 with the new state, 202 while it runs,
+    403/409/422 when the workflow refuses it."""
+
+    def __init__(
+        self, return_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal, response: Response
+    ) -> None:
+        self.return_id, self.caller, self.session = return_id, caller, session
+        self.temporal, self.response = temporal, response
+
+    async def __call__(self, update: Any, **fields: Any) -> ReturnOut:
+        await _visible(self.session, self.return_id, self.caller)
+        await self.session.commit()
+        request = ReturnRequest(actor_of(self.caller), **fields)
+        handle = self.temporal.get_workflow_handle(return_workflow_id(str(self.return_id)))
+        try:
+            await asyncio.wait_for(handle.execute_update(update, request), get_settings().order_wait_seconds)
+        except WorkflowUpdateFailedError as exc:
+            raise update_rejection(exc) from exc
+        except STILL_RUNNING:
+            self.response.status_code = 202
+            self.response.headers["Location"] = f"/v1/returns/{self.return_id}"
+        except RPCError as exc:
+            if not workflow_gone(exc):
+                raise
+            row = await _visible(self.session, self.return_id, self.caller)
+            raise DomainError(ErrorCode.INVALID_TRANSITION, f"the return is {row.status.value}") from exc
+        self.session.expire_all()
+        return ReturnOut.of_row(await _visible(self.session, self.return_id, self.caller))
+
+
+Act = Annotated[Move, Depends()]
+
+
+@router.post("/v1/returns/{return_id}/approve", response_model=ReturnOut, responses=MOVE)
+async def approve_return(
+    act: Act, body: Annotated[ReturnDecisionIn, Body()] = ReturnDecisionIn()
+) -> ReturnOut:
+    """The seller (or support) approves a requested return: the buyer sends the lines back."""
+    return await act(ReturnWorkflow.approve, reason=body.reason)
+
+
+@router.post("/v1/returns/{return_id}/reject", response_model=ReturnOut, responses=MOVE)
+async def reject_return(act: Act, body: ReturnDecisionIn) -> ReturnOut:
+    """The seller (or support) rejects a requested return, saying why (422 without a reason)."""
+    return await act(ReturnWorkflow.reject, reason=body.reason)
+
+
+@router.post("/v1/returns/{return_id}/cancel", response_model=ReturnOut, responses=MOVE)
+async def cancel_return(act: Act) -> ReturnOut:
+    """The buyer withdraws the return before sending it back."""
+    return await act(ReturnWorkflow.cancel)
+
+
+@router.post("/v1/returns/{return_id}/ship", response_model=ReturnOut, responses=MOVE)
+async def ship_return(act: Act, body: Annotated[ReturnShipIn, Body()] = ReturnShipIn()) -> ReturnOut:
+    """The buyer sent the approved return back (optional tracking); the seller has `RETURN_RECEIPT_SECONDS` to
+    confirm receipt, after which the refund goes out anyway."""
+    tracking = {k: str(v) for k, v in body.model_dump(exclude_none=True).items()}
+    return await act(ReturnWorkflow.ship, tracking=tracking)
+
+
+@router.post("/v1/returns/{return_id}/receive", response_model=ReturnOut, responses=MOVE)
+async def receive_return(act: Act, body: Annotated[ReturnReceiveIn, Body()] = ReturnReceiveIn()) -> ReturnOut:
+    """The seller has the lines back: the order refunds the return's amount to the buyer (taken back from the
+    seller's payout if it was paid out), and the lines go back on sale if `restock`."""
+    return await act(ReturnWorkflow.receive, restock=body.restock)
+
+
+@router.post("/v1/returns/{return_id}/resolve", response_model=ReturnOut, responses=MOVE)
+async def resolve_return(act: Act, _: Support, body: ReturnResolveIn) -> ReturnOut:
+    """Support decides an escalated return: approve (before receipt the buyer sends it back; after, the refund is
+    asked again) or reject with a reason."""
+    return await act(ReturnWorkflow.resolve, approve=body.approve, reason=body.reason, restock=body.restock)

@@ -1,0 +1,23 @@
+"""A new run for an order whose workflow has ended: what the API (support acting on a completed order, a late
+chargeback's webhook) and a return's refund start it with."""
+
+from __future__ import annotations
+
+from bazaar.models import Order
+from bazaar.orders.types import PlaceOrder
+from bazaar.settings import get_settings
+
+
+def reopened_order(order: Order) -> PlaceOrder:
+    """The start of a new run for an order whose workflow has ended (a late chargeback, support's refund after
+    the release): it loads the order's state and money positions, and never charges."""
+    return PlaceOrder(
+        order_id=str(order.id),
+        buyer_id=str(order.buyer_id),
+        listing_id=str(order.listing_id),
+        quantity=order.quantity,
+        payment_method="",
+        idempotency_key=order.idempotency_key,
+        reopen=True,
+        **get_settings().order_terms(),
+    )

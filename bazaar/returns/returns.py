@@ -1,0 +1,217 @@
+"""A return's database steps (run by `activities/returns.py` for the `Return` workflow): open it under the order's
+row lock (the lines must be the order's and not returned already, within the return window), save each move with
+its timeline event and notifications in one transaction, and put the lines back on sale when the seller restocks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.listings import stock
+from bazaar.models import AuditEvent, Order, OrderStatus, Payment, PaymentKind, PaymentOutcome
+from bazaar.orders.types import OrderEvent, OrderLineView
+from bazaar.payments.money import format_money
+from bazaar.returns.models import RETURN_ENDED, Return, ReturnLine, ReturnStatus
+from bazaar.returns.types import ReturnOpened, ReturnTransition, StartReturn
+from bazaar.temporal import return_workflow_id
+from bazaar.trust import notifications
+from bazaar.trust.notifications import NotificationEvent
+
+RETURNABLE = frozenset({OrderStatus.FULFILLED, OrderStatus.COMPLETED})
+# Returns that count against what may still be returned of a line (a rejected or cancelled one gives it back).
+_HOLDING = [s for s in ReturnStatus if s not in (ReturnStatus.REJECTED, ReturnStatus.CANCELLED)]
+
+
+def opened_of(row: Return) -> ReturnOpened:
+    return ReturnOpened(
+        ok=True,
+        seller_id=str(row.seller_id),
+        amount=row.amount,
+        currency=row.currency,
+        lines=[
+            OrderLineView(str(x.listing_id), x.listing_title, x.quantity, x.unit_amount) for x in row.lines
+        ],
+        seq=row.state_seq,
+    )
+
+
+async def open_return(session: AsyncSession, req: StartReturn, base_url: str) -> ReturnOpened:
+    """Store the return (status requested) and tell the seller, or refuse it with nothing stored."""
+    return_id = uuid.UUID(req.return_id)
+    existing = await session.get(Return, return_id)
+    if existing is not None:  # a retry after the commit
+        return opened_of(existing)
+    order = await session.scalar(select(Order).where(Order.id == uuid.UUID(req.order_id)).with_for_update())
+    if order is None or str(order.buyer_id) != req.buyer_id or order.status not in RETURNABLE:
+        status = order.status.value if order else "unknown"
+        return ReturnOpened(ok=False, refusal="order_not_returnable", detail=f"the order is {status}")
+    shipped_at = await session.scalar(
+        select(func.min(AuditEvent.at)).where(
+            AuditEvent.subject_type == "order",
+            AuditEvent.subject_id == req.order_id,
+            AuditEvent.action == OrderEvent.FULFILLED,
+        )
+    )
+    if shipped_at is None or datetime.now(UTC) - shipped_at > timedelta(seconds=req.window_seconds):
+        return ReturnOpened(ok=False, refusal="return_window_closed", detail="the return window has closed")
+    bought = {line.listing_id: line for line in order.lines}
+    rows = await session.execute(
+        select(ReturnLine.listing_id, func.sum(ReturnLine.quantity))
+        .join(Return, Return.id == ReturnLine.return_id)
+        .where(Return.order_id == order.id, Return.status.in_(_HOLDING))
+        .group_by(ReturnLine.listing_id)
+    )
+    returned = {listing_id: int(total) for listing_id, total in rows}
+    lines: list[OrderLineView] = []
+    for wanted in req.lines:
+        listing_id = uuid.UUID(wanted.listing_id)
+        line = bought.get(listing_id)
+        left = line.quantity - int(returned.get(listing_id, 0)) if line else 0
+        if line is None or not 0 < wanted.quantity <= left:
+            detail = f"listing {wanted.listing_id}: {left} of it can be returned"
+            return ReturnOpened(ok=False, refusal="invalid_lines", detail=detail)
+        lines.append(OrderLineView(wanted.listing_id, line.listing_title, wanted.quantity, line.unit_amount))
+    refunded = await session.scalar(
+        select(func.coalesce(func.sum(Payment.amount), 0)).where(
+            Payment.order_id == order.id,
+            Payment.kind == PaymentKind.REFUND,
+            Payment.outcome == PaymentOutcome.SUCCEEDED,
+        )
+    )
+    # The lines at their prices, but never more than the order still holds (earlier refunds count).
+    amount = min(sum(x.unit_amount * x.quantity for x in lines), order.amount - int(refunded or 0))
+    if amount <= 0:
+        return ReturnOpened(ok=False, refusal="nothing_to_refund", detail="the order was refunded already")
+    row = Return(
+        id=return_id,
+        order_id=order.id,
+        buyer_id=order.buyer_id,
+        seller_id=order.seller_id,
+        status=ReturnStatus.REQUESTED,
+        reason=req.reason,
+        message=req.message,
+        photos=req.photos,
+        amount=amount,
+        currency=order.currency,
+        workflow_id=return_workflow_id(req.return_id),
+        idempotency_key=req.idempotency_key,
+        state_seq=1,
+    )
+    session.add(row)
+    await session.flush()
+    for position, taken in enumerate(lines):
+        session.add(
+            ReturnLine(
+                return_id=return_id,
+                listing_id=uuid.UUID(taken.listing_id),
+                position=position,
+                listing_title=taken.listing_title,
+                quantity=taken.quantity,
+                unit_amount=taken.unit_amount,
+            )
+        )
+    _audit(session, row, 1, "return.requested", order.buyer_id, "buyer", None)
+    await notifications.write(
+        session,
+        [
+            _notice(
+                row,
+                1,
+                "return_requested",
+                [str(row.seller_id)],
+                [],
+                req.reason.value.replace("_", " "),
+                lines,
+            )
+        ],
+        base_url,
+    )
+    await session.flush()
+    stored = await session.get(Return, return_id, populate_existing=True)
+    assert stored is not None
+    return opened_of(stored)
+
+
+async def save(session: AsyncSession, move: ReturnTransition, base_url: str) -> bool:
+    """The move, its timeline event and its notifications; the lines back on sale when a refunded return is
+    restocked. False if it was saved before (a retry writes nothing twice)."""
+    row = await session.scalar(select(Return).where(Return.id == uuid.UUID(move.return_id)).with_for_update())
+    assert row is not None
+    if row.state_seq >= move.seq:
+        return False
+    row.state_seq = move.seq
+    row.status = move.status
+    row.status_reason = move.status_reason
+    if move.tracking is not None:
+        row.tracking = move.tracking
+    if move.restocked is not None:
+        row.restocked = move.restocked
+    if move.status == ReturnStatus.REFUNDED and move.restocked:
+        await stock.give_back(session, [(line.listing_id, line.quantity) for line in row.lines])
+    actor = uuid.UUID(move.actor_id) if move.actor_id else None
+    _audit(session, row, move.seq, move.action, actor, move.actor_role, move.status_reason)
+    if move.event_type:
+        recipients = [
+            str(row.buyer_id) if p == "buyer" else str(row.seller_id) for p in move.notify if p != "support"
+        ]
+        roles = ["support"] if "support" in move.notify else []
+        reason = (move.status_reason or "").replace("_", " ")
+        notice = _notice(row, move.seq, move.event_type, recipients, roles, reason, row.lines)
+        await notifications.write(session, [notice], base_url)
+    return True
+
+
+def _audit(
+    session: AsyncSession,
+    row: Return,
+    seq: int,
+    action: str,
+    actor: uuid.UUID | None,
+    role: str,
+    reason: str | None,
+) -> None:
+    session.add(
+        AuditEvent(
+            actor_id=actor,
+            actor_role=role,
+            subject_type="return",
+            subject_id=str(row.id),
+            action=action,
+            data={"status": row.status.value, "reason": reason, "order_id": str(row.order_id)},
+            dedupe_key=f"return:{row.id}:state:{seq}",
+        )
+    )
+
+
+def _notice(
+    row: Return,
+    seq: int,
+    event_type: str,
+    recipients: list[str],
+    roles: list[str],
+    reason: str,
+    lines: Sequence[OrderLineView | ReturnLine],
+) -> NotificationEvent:
+    tracking = ", ".join(f"{k}: {v}" for k, v in sorted((row.tracking or {}).items()))
+    return NotificationEvent(
+        event_key=f"return:{row.id}:{seq}",
+        event_type=event_type,
+        recipient_ids=recipients,
+        recipient_roles=roles,
+        data={
+            "order_id": str(row.order_id),
+            "listing_title": lines[0].listing_title if lines else "your order",
+            "amount": format_money(row.amount, row.currency),
+            "reason": reason or "no reason given",
+            "tracking": tracking or "no tracking given",
+        },
+    )
+
+
+def ended(row: Return) -> bool:
+    return row.status in RETURN_ENDED

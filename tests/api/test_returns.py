@@ -1,0 +1,189 @@
+"""Returns on the real stack: the buyer asks, the seller approves, the buyer ships back, the seller confirms receipt
+and the order refunds exactly the return's amount (taken back from the payout when it was paid out), the stock back
+when restocked, both sides told, and the money statement and reconciliation clean afterwards; and every refusal."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from bazaar.orders.terms import DEFAULT_TERMS
+from bazaar.payments.money import platform_fee
+from tests.support.http import Actor, published_listing, register, seller_with_payout, wait_until
+from tests.support.money import (
+    act,
+    assert_balanced,
+    fulfilled_order,
+    paid_order,
+    payment_intents_for,
+    provider_list,
+    refunds_for,
+    transfers_for,
+)
+from tests.support.reconciliation import next_second, reconcile
+
+pytestmark = pytest.mark.integration
+
+PRICE = 45_000
+
+
+def ask(
+    http: httpx.Client, order: dict[str, Any], buyer: Actor, quantity: int = 1, key: str | None = None
+) -> httpx.Response:
+    return http.post(
+        f"/v1/orders/{order['id']}/returns",
+        json={
+            "lines": [{"listing_id": order["listing_id"], "quantity": quantity}],
+            "reason": "damaged",
+            "message": "The frame arrived bent.",
+            "photos": ["https://photos.example.com/bent.jpg"],
+        },
+        headers={**buyer.headers, **({"Idempotency-Key": key} if key else {})},
+    )
+
+
+def move(http: httpx.Client, return_id: str, action: str, actor: Actor, body: Any = None) -> dict[str, Any]:
+    response = http.post(f"/v1/returns/{return_id}/{action}", json=body, headers=actor.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def inbox_types(http: httpx.Client, user: Actor) -> list[str]:
+    return [n["event_type"] for n in http.get("/v1/notifications", headers=user.headers).json()["items"]]
+
+
+def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
+    http: httpx.Client, stack: Any
+) -> None:
+    since = next_second()
+    seller, buyer, order = fulfilled_order(http, price={"amount": PRICE, "currency": "EUR"}, quantity=3)
+    # Completed (paid out): the return comes after the release.
+    oid = order["id"]
+    act(http, oid, "confirm-receipt", buyer)
+
+    key = str(uuid.uuid4())
+    asked = ask(http, order, buyer, key=key)
+    assert asked.status_code == 201, asked.text
+    created = asked.json()
+    assert (created["status"], created["reason"], created["refund"]) == (
+        "requested",
+        "damaged",
+        {"amount": PRICE, "currency": "EUR"},
+    )
+    assert created["photos"] == ["https://photos.example.com/bent.jpg"]
+    assert asked.headers["Location"] == f"/v1/returns/{created['id']}"
+    assert created["allowed_actions"] == ["approve", "cancel", "reject"]
+    replay = ask(http, order, buyer, key=key)
+    assert (replay.status_code, replay.json()["id"]) == (200, created["id"])
+    wait_until(lambda: "return_requested" in inbox_types(http, seller))
+
+    rid = created["id"]
+    assert http.post(f"/v1/returns/{rid}/approve", headers=buyer.headers).status_code == 403
+    approved = move(http, rid, "approve", seller)
+    assert approved["status"] == "approved"
+    shipped = move(http, rid, "ship", buyer, {"carrier": "DHL", "tracking_number": "RT123"})
+    assert (shipped["status"], shipped["tracking"]) == (
+        "shipped",
+        {"carrier": "DHL", "tracking_number": "RT123"},
+    )
+    received = move(http, rid, "receive", seller, {"restock": True})
+    assert (received["status"], received["restocked"]) == ("refunded", True)
+
+    # Exactly the return's money: one refund of the price; the seller's share of it reversed, the fee's given back.
+    [intent] = payment_intents_for(stack, oid)
+    assert [r["amount"] for r in refunds_for(stack, intent["id"])] == [PRICE]
+    fee = platform_fee(PRICE, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
+    [transfer] = transfers_for(stack, oid)
+    reversals = provider_list(stack, f"/v1/transfers/{transfer['id']}/reversals")
+    assert sum(r["amount"] for r in reversals) == PRICE - fee
+    seen = http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()
+    assert (seen["status"], seen["payment_state"]) == ("refunded", "refunded")
+    assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == 3  # restocked
+    assert_balanced(stack, oid)
+    statement = http.get(f"/v1/orders/{oid}/money", headers=buyer.headers).json()
+    assert statement["agrees"] is True, statement
+    summary = reconcile(stack, since, next_second())
+    assert [d for d in summary.discrepancies if d.order_id == oid] == []
+    wait_until(
+        lambda: (
+            "return_refunded" in inbox_types(http, buyer) and "return_shipped" in inbox_types(http, seller)
+        )
+    )
+    listed = http.get(f"/v1/orders/{oid}/returns", headers=seller.headers).json()["items"]
+    assert [r["id"] for r in listed] == [rid]
+
+
+def test_a_partial_return_before_release_refunds_one_unit_and_the_release_pays_the_rest(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=5)
+    buyer = register(http, ["buyer"], "Two Lamps")
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "quantity": 2, "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    oid = order["id"]
+    act(http, oid, "accept", seller)
+    act(http, oid, "fulfil", seller)
+    rid = ask(http, order, buyer, quantity=1).json()["id"]
+    move(http, rid, "approve", seller)
+    move(http, rid, "ship", buyer)
+    done = move(http, rid, "receive", seller, {"restock": False})
+    assert (done["status"], done["restocked"], done["refund"]["amount"]) == ("refunded", False, 10_000)
+    [intent] = payment_intents_for(stack, oid)
+    assert [r["amount"] for r in refunds_for(stack, intent["id"])] == [10_000]
+    assert http.get(f"/v1/listings/{item['id']}").json()["quantity"] == 3  # not restocked
+    still = http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()
+    assert (still["status"], still["payment_state"]) == ("fulfilled", "held_in_escrow")
+
+    # The buyer keeps the other unit: its release pays the seller the rest, less the fee on what was kept.
+    done_order = act(http, oid, "confirm-receipt", buyer)
+    assert done_order["status"] == "completed"
+    fee = platform_fee(10_000, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
+    assert [t["amount"] for t in transfers_for(stack, oid)] == [10_000 - fee]
+    assert_balanced(stack, oid)
+    assert http.get(f"/v1/orders/{oid}/money", headers=seller.headers).json()["agrees"] is True
+
+
+def test_returns_are_refused_when_they_cannot_be_made(http: httpx.Client) -> None:
+    seller, buyer, order = paid_order(http)
+    not_shipped = ask(http, order, buyer)
+    assert not_shipped.status_code == 409, not_shipped.text
+    assert (not_shipped.json()["error"]["code"], not_shipped.json()["error"]["details"]["reason"]) == (
+        "return_not_allowed",
+        "order_not_returnable",
+    )
+    act(http, order["id"], "accept", seller)
+    act(http, order["id"], "fulfil", seller)
+    too_many = ask(http, order, buyer, quantity=2)
+    assert (too_many.status_code, too_many.json()["error"]["code"]) == (422, "validation_error")
+    stranger = register(http, ["buyer"], "Stranger")
+    assert ask(http, order, stranger).status_code == 403
+    assert ask(http, order, seller).status_code == 403
+
+    rid = ask(http, order, buyer).json()["id"]
+    again = ask(http, order, buyer)  # the one unit is already being returned
+    assert (again.status_code, again.json()["error"]["code"]) == (422, "validation_error")
+    no_reason = http.post(f"/v1/returns/{rid}/reject", json={}, headers=seller.headers)
+    assert no_reason.status_code == 422, no_reason.text
+    rejected = move(http, rid, "reject", seller, {"reason": "Worn after shipping"})
+    assert (rejected["status"], rejected["status_reason"], rejected["allowed_actions"]) == (
+        "rejected",
+        "Worn after shipping",
+        [],
+    )
+    late = http.post(f"/v1/returns/{rid}/approve", headers=seller.headers)
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "invalid_transition")
+    assert http.get(f"/v1/returns/{rid}", headers=stranger.headers).status_code == 404
+    # A rejected return gives the line back: the buyer may ask again, and withdraw it.
+    second = ask(http, order, buyer)
+    assert second.status_code == 201, second.text
+    cancelled = move(http, second.json()["id"], "cancel", buyer)
+    assert cancelled["status"] == "cancelled"

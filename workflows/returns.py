@@ -1,0 +1,392 @@
+"""A return: one durable workflow per return (id `return-<return id>`, type `Return`), read like its state table.
+
+    (new)      -> requested   the buyer asks for some lines of a fulfilled or completed order, within the return
+                              window, with a reason and photos (stored with the seller told, or refused: nothing)
+    requested  -> approved    the seller (or support) approves
+    requested  -> rejected    the seller (or support) rejects, with a reason
+    requested  -> escalated   the seller did not answer in time (`response_seconds`): support decides
+    escalated  -> approved | rejected        support resolves
+    requested | approved -> cancelled        the buyer withdraws it
+    approved   -> shipped     the buyer sends it back (tracking)
+    approved   -> cancelled   not sent back in time (`ship_seconds`)
+    shipped    -> refunded    the seller confirms it arrived (restocking the lines or not), or the receipt deadline
+                              passes (`receipt_seconds`; nothing restocked): the order refunds the return's amount
+    shipped    -> escalated   the order refused the refund (e.g. disputed meanwhile): support resolves
+                              (approve: the refund is asked again; reject: the return ends rejected)
+
+The refund is the order's own (`activities/returns.py`: its `refund` Update, so its money rules, keys, ledger and
+the take-back from a released payout apply). Every move is saved with its timeline event and notifications in one
+local database step, retried until the database answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.returns import REFUND_REFUSED, ReturnActivities
+    from bazaar.errors import Rejection
+    from bazaar.orders.types import Actor
+    from bazaar.returns.models import RETURN_ENDED, ReturnStatus
+    from bazaar.returns.types import (
+        ReturnAction,
+        ReturnRefund,
+        ReturnRequest,
+        ReturnTransition,
+        ReturnView,
+        StartReturn,
+    )
+
+from workflows.failures import StepFailed, failure_text, is_permanent
+from workflows.queues import execute_activity
+from workflows.retries import DB_ATTEMPT, DB_RETRY, LOCAL_RETRY_THRESHOLD
+
+A = TypeVar("A")
+T = TypeVar("T")
+
+# Who may do what, in which state (support may always stand in for the seller).
+RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
+    ReturnAction.APPROVE: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
+    ReturnAction.REJECT: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
+    ReturnAction.CANCEL: {
+        ReturnStatus.REQUESTED: frozenset({"buyer"}),
+        ReturnStatus.APPROVED: frozenset({"buyer"}),
+    },
+    ReturnAction.SHIP: {ReturnStatus.APPROVED: frozenset({"buyer"})},
+    ReturnAction.RECEIVE: {ReturnStatus.SHIPPED: frozenset({"seller", "support"})},
+    ReturnAction.RESOLVE: {ReturnStatus.ESCALATED: frozenset({"support"})},
+}
+# The order's refund Update: retried while Temporal or the order is busy; its refusal is final.
+REFUND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=[REFUND_REFUSED],
+)
+
+
+def allowed_actions(status: ReturnStatus | None) -> list[ReturnAction]:
+    return sorted(action for action, states in RULES.items() if status in states)
+
+
+@workflow.defn(name="Return")
+class ReturnWorkflow:
+    @workflow.init
+    def __init__(self, req: StartReturn) -> None:
+        self._req = req
+        self._view = ReturnView(req.return_id, req.order_id, req.buyer_id)
+        self._opened = False
+        self._seq = 1
+        self._received = False  # the seller has the lines back (or the receipt deadline passed)
+        self._lock = asyncio.Lock()
+
+    @workflow.run
+    async def run(self, req: StartReturn) -> ReturnView:
+        opened = await self._db(ReturnActivities.open_return, req)
+        if not opened.ok:
+            self._view = replace(self._view, status_reason=opened.refusal)
+            self._opened = True
+            return self._view
+        self._seq = opened.seq
+        self._view = replace(
+            self._view,
+            seller_id=opened.seller_id,
+            status=ReturnStatus.REQUESTED,
+            amount=opened.amount,
+            currency=opened.currency,
+            lines=opened.lines,
+            allowed_actions=allowed_actions(ReturnStatus.REQUESTED),
+        )
+        self._opened = True
+        terms = req.terms
+        deadlines = {
+            ReturnStatus.REQUESTED: terms.response_seconds,
+            ReturnStatus.APPROVED: terms.ship_seconds,
+            ReturnStatus.SHIPPED: terms.receipt_seconds,
+        }
+        while self._status not in RETURN_ENDED:
+            status = self._status
+            assert status is not None
+            seconds = deadlines.get(status)
+            try:
+                await workflow.wait_condition(
+                    lambda current=status: self._status != current,  # type: ignore[misc]
+                    timeout=timedelta(seconds=seconds) if seconds else None,
+                )
+            except TimeoutError:
+                async with self._lock:
+                    if self._status == status:
+                        await self._deadline_passed(status)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    @property
+    def _status(self) -> ReturnStatus | None:
+        return self._view.status
+
+    async def _deadline_passed(self, status: ReturnStatus) -> None:
+        if status == ReturnStatus.REQUESTED:
+            await self._move(
+                ReturnStatus.ESCALATED,
+                "seller_did_not_answer",
+                None,
+                "system",
+                "return.escalated",
+                ["support", "buyer", "seller"],
+                "return_escalated",
+            )
+        elif status == ReturnStatus.APPROVED:
+            await self._move(
+                ReturnStatus.CANCELLED,
+                "not_sent_back",
+                None,
+                "system",
+                "return.cancelled",
+                ["buyer", "seller"],
+                "return_cancelled",
+            )
+        elif status == ReturnStatus.SHIPPED:
+            self._received = True
+            await self._refund(Actor(self._view.seller_id, is_support=True), "system", restock=False)
+
+    # ---- reads ---------------------------------------------------------------------------------------
+    @workflow.query
+    def state(self) -> ReturnView:
+        return self._view
+
+    @workflow.update
+    async def opened(self) -> ReturnView:
+        """Answer the create-return request once the return is stored (or refused)."""
+        await workflow.wait_condition(lambda: self._opened)
+        return self._view
+
+    # ---- actors' moves (Updates) ------------------------------------------------------------------------
+    @workflow.update
+    async def approve(self, req: ReturnRequest) -> ReturnView:
+        async with self._acting(ReturnAction.APPROVE, req) as party:
+            await self._approve(party, req.actor)
+        return self._view
+
+    @workflow.update
+    async def reject(self, req: ReturnRequest) -> ReturnView:
+        async with self._acting(ReturnAction.REJECT, req) as party:
+            await self._reject(party, req)
+        return self._view
+
+    @workflow.update
+    async def cancel(self, req: ReturnRequest) -> ReturnView:
+        async with self._acting(ReturnAction.CANCEL, req) as party:
+            await self._move(
+                ReturnStatus.CANCELLED,
+                "buyer_cancelled",
+                req.actor.user_id,
+                party,
+                "return.cancelled",
+                ["seller"],
+                "return_cancelled",
+            )
+        return self._view
+
+    @workflow.update
+    async def ship(self, req: ReturnRequest) -> ReturnView:
+        async with self._acting(ReturnAction.SHIP, req) as party:
+            await self._move(
+                ReturnStatus.SHIPPED,
+                None,
+                req.actor.user_id,
+                party,
+                "return.shipped",
+                ["seller"],
+                "return_shipped",
+                tracking=req.tracking or {},
+            )
+        return self._view
+
+    @workflow.update
+    async def receive(self, req: ReturnRequest) -> ReturnView:
+        async with self._acting(ReturnAction.RECEIVE, req) as party:
+            self._received = True
+            await self._refund(Actor(req.actor.user_id, is_support=True), party, restock=req.restock)
+        return self._view
+
+    @workflow.update
+    async def resolve(self, req: ReturnRequest) -> ReturnView:
+        """Support decides an escalated return: approve (before receipt: the buyer sends it back; after: the
+        refund is asked again) or reject."""
+        async with self._acting(ReturnAction.RESOLVE, req) as party:
+            if not req.approve:
+                await self._reject(party, req)
+            elif self._received:
+                await self._refund(Actor(req.actor.user_id, is_support=True), party, restock=req.restock)
+            else:
+                await self._approve(party, req.actor)
+        return self._view
+
+    def _check(self, action: ReturnAction, req: ReturnRequest) -> str:
+        """The acting party, or the rejection (403: never this actor; 409: not now)."""
+        view = self._view
+        parties = {
+            "buyer" if req.actor.user_id == view.buyer_id else "",
+            "seller" if req.actor.user_id == view.seller_id else "",
+            "support" if req.actor.is_support else "",
+        } - {""}
+        rules = RULES[action]
+        if not parties & frozenset[str]().union(*rules.values()):
+            raise ApplicationError(f"you may not {action} this return", type=Rejection.FORBIDDEN)
+        acting = sorted(parties & rules.get(view.status, frozenset())) if view.status is not None else []
+        if not acting:
+            raise ApplicationError(
+                f"cannot {action} a return that is {view.status}", type=Rejection.INVALID_TRANSITION
+            )
+        if action == ReturnAction.REJECT or (action == ReturnAction.RESOLVE and req.approve is False):
+            if not req.reason:
+                raise ApplicationError(
+                    "say why the return is rejected (reason)", type=Rejection.INVALID_REQUEST
+                )
+        if action == ReturnAction.RESOLVE and req.approve is None:
+            raise ApplicationError("resolve needs approve: true or false", type=Rejection.INVALID_REQUEST)
+        return acting[0]
+
+    @asynccontextmanager
+    async def _acting(self, action: ReturnAction, req: ReturnRequest) -> AsyncIterator[str]:
+        """Take the return's lock and check the move again (the state may have moved since the validator): yields
+        the acting party."""
+        async with self._lock:
+            yield self._check(action, req)
+
+    @approve.validator
+    def _validate_approve(self, req: ReturnRequest) -> None:
+        self._check(ReturnAction.APPROVE, req)
+
+    @reject.validator
+    def _validate_reject(self, req: ReturnRequest) -> None:
+        self._check(ReturnAction.REJECT, req)
+
+    @cancel.validator
+    def _validate_cancel(self, req: ReturnRequest) -> None:
+        self._check(ReturnAction.CANCEL, req)
+
+    @ship.validator
+    def _validate_ship(self, req: ReturnRequest) -> None:
+        self._check(ReturnAction.SHIP, req)
+
+    @receive.validator
+    def _validate_receive(self, req: ReturnRequest) -> None:
+        self._check(ReturnAction.RECEIVE, req)
+
+    @resolve.validator
+    def _validate_resolve(self, req: ReturnRequest) -> None:
+        self._check(ReturnAction.RESOLVE, req)
+
+    # ---- moves -----------------------------------------------------------------------------------------
+    async def _approve(self, party: str, actor: Actor) -> None:
+        await self._move(
+            ReturnStatus.APPROVED, None, actor.user_id, party, "return.approved", ["buyer"], "return_approved"
+        )
+
+    async def _reject(self, party: str, req: ReturnRequest) -> None:
+        await self._move(
+            ReturnStatus.REJECTED,
+            req.reason,
+            req.actor.user_id,
+            party,
+            "return.rejected",
+            ["buyer"],
+            "return_rejected",
+        )
+
+    async def _refund(self, actor: Actor, party: str, *, restock: bool) -> None:
+        """The order refunds the return's amount; then the return is refunded (the lines restocked if asked).
+        A refusal takes it to support."""
+        view = self._view
+        refund = ReturnRefund(view.return_id, view.order_id, view.amount, actor, f"return {view.return_id}")
+        try:
+            await execute_activity(
+                ReturnActivities.refund_return,
+                refund,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=REFUND_RETRY,
+            )
+        except StepFailed as failure:
+            if not is_permanent(failure):
+                raise
+            workflow.logger.warning("return refund refused: %s", failure_text(failure))
+            await self._move(
+                ReturnStatus.ESCALATED,
+                "refund_refused",
+                None,
+                "system",
+                "return.escalated",
+                ["support", "buyer", "seller"],
+                "return_escalated",
+            )
+            return
+        actor_id = None if party == "system" else actor.user_id
+        await self._move(
+            ReturnStatus.REFUNDED,
+            None,
+            actor_id,
+            party,
+            "return.refunded",
+            ["buyer", "seller"],
+            "return_refunded",
+            restocked=restock,
+        )
+
+    async def _move(
+        self,
+        status: ReturnStatus,
+        reason: str | None,
+        actor_id: str | None,
+        party: str,
+        action: str,
+        notify: list[str],
+        event_type: str,
+        *,
+        tracking: dict[str, str] | None = None,
+        restocked: bool | None = None,
+    ) -> None:
+        seq = self._seq + 1
+        await self._db(
+            ReturnActivities.save_return,
+            ReturnTransition(
+                return_id=self._view.return_id,
+                seq=seq,
+                status=status,
+                status_reason=reason,
+                actor_id=actor_id,
+                actor_role=party,
+                action=action,
+                tracking=tracking,
+                restocked=restocked,
+                notify=notify,
+                event_type=event_type,
+            ),
+        )
+        self._seq = seq
+        self._view = replace(
+            self._view,
+            status=status,
+            status_reason=reason,
+            tracking=tracking if tracking is not None else self._view.tracking,
+            restocked=restocked if restocked is not None else self._view.restocked,
+            allowed_actions=allowed_actions(status),
+        )
+
+    async def _db(self, activity: Callable[[Any, A], Awaitable[T]], arg: A) -> T:
+        """A database step as a local activity, retried until the database answers."""
+        return await workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=DB_ATTEMPT,
+            retry_policy=DB_RETRY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+        )
