@@ -2,7 +2,10 @@
 
 One FakeWorld serves both order workflow versions: the lean `Order` (local database steps, one
 `save_transition` per transition, `report_attention`) and the frozen `OrderWorkflow` (`record_order_state`,
-`release_stock`, notification and review children), so tests of either read the same world.
+`release_stock`, notification and review children), so tests of either read the same world. It serves the
+`Checkout` too (`reserve_checkout`, `settle_checkout` and its one charge, `ChargeRequest.checkout_id`): its
+listings are `listings` (each with a seller and a stock of its own), and the orders it places are lean `Order`
+children that read the same world.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +23,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from activities.checkout import CheckoutOutcome
 from activities.database import DATA_ERROR
 from activities.disputes import DisputeStatusChange, OpenDispute, ThreadEntry
 from activities.notifications import DeadLetterRequest
@@ -47,7 +52,8 @@ from activities.payments import (
     TransferReversalResult,
 )
 from activities.trust import OrderOutcome, ReviewWindowRequest
-from bazaar.orders.types import ChargebackStatus
+from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
+from bazaar.orders.types import ChargebackStatus, OrderLineView
 from bazaar.trust.notifications import NotificationEvent
 
 
@@ -61,6 +67,24 @@ class Fault:
     times: int | None = None
     data_error: bool = False
     seconds: float = 0.0
+
+
+# The PaymentIntent of a checkout's one charge (an order's own charge is "pi_fake").
+CHECKOUT_INTENT = "pi_checkout"
+
+
+@dataclass
+class FakeListing:
+    """A listing a checkout can buy: its seller, and its own stock (the single-listing order reads `stock`)."""
+
+    seller_id: str
+    title: str
+    stock: int = 1
+
+
+def checkout_order_id(checkout_id: str, seller_id: str) -> str:
+    """The order a checkout places with a seller: derived from both, so a retried reservation makes the same."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"checkout:{checkout_id}:{seller_id}"))
 
 
 @dataclass
@@ -121,6 +145,12 @@ class FakeWorld:
     dispute_cases: list[OpenDispute] = field(default_factory=list)
     dispute_thread: list[ThreadEntry] = field(default_factory=list)
     dispute_statuses: list[DisputeStatusChange] = field(default_factory=list)
+    # The checkout: what its listings are, what it reserved (by checkout), and how it was settled.
+    listings: dict[str, FakeListing] = field(default_factory=dict)
+    checkout_reservations: list[StartCheckout] = field(default_factory=list)  # every reserve_checkout call
+    checkouts: dict[str, Reservation] = field(default_factory=dict)  # checkout -> its (stored) reservation
+    checkout_stock: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # order -> lines held
+    settlements: list[CheckoutOutcome] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # ---- knobs -------------------------------------------------------------------------------------------
@@ -233,9 +263,46 @@ class FakeWorld:
             self.escrow_releases.append(ReleaseRequest(order_id, gross, fee, "EUR", posting.txn))
 
     def _release(self, order_id: str) -> None:
-        """The order's stock back to the listing, once (like the real `stock_reserved` flag)."""
+        """The order's stock back to the listing, once (like the real `stock_reserved` flag); a checkout's order
+        gives each of its lines back to its own listing."""
         self.released.append(order_id)
         self.stock += self.reserved.pop(order_id, 0)
+        for listing_id, quantity in self.checkout_stock.pop(order_id, []):
+            self.listings[listing_id].stock += quantity
+
+    def _reserve_checkout(self, req: StartCheckout) -> Reservation:
+        """Every line's stock and one order per seller, or nothing (like `bazaar.checkout.checkouts.reserve`,
+        which takes the price the buyer saw when it is the listing's)."""
+        if req.checkout_id in self.checkouts:  # a retry after the commit: the same reservation
+            return self.checkouts[req.checkout_id]
+        refusals = []
+        for line in req.lines:
+            listing = self.listings.get(line.listing_id)
+            if listing is None:
+                refusals.append(LineRefusal(line.listing_id, "listing_not_available"))
+            elif listing.stock < line.quantity:
+                refusals.append(LineRefusal(line.listing_id, "sold_out", listing.stock))
+        if refusals or not req.lines:
+            return Reservation(ok=False, refusals=refusals, reason="lines_unavailable")
+        by_seller: dict[str, list[OrderLineView]] = {}
+        for line in req.lines:
+            listing = self.listings[line.listing_id]
+            listing.stock -= line.quantity
+            bought = OrderLineView(line.listing_id, listing.title, line.quantity, line.seen_amount)
+            by_seller.setdefault(listing.seller_id, []).append(bought)
+        orders = []
+        for seller_id, lines in by_seller.items():
+            order_id = checkout_order_id(req.checkout_id, seller_id)
+            self.checkout_stock[order_id] = [(line.listing_id, line.quantity) for line in lines]
+            amount = sum(line.unit_amount * line.quantity for line in lines)
+            orders.append(SellerOrder(order_id, seller_id, amount, lines))
+        self.checkouts[req.checkout_id] = Reservation(
+            ok=True,
+            amount=sum(order.amount for order in orders),
+            currency=req.lines[0].seen_currency,
+            orders=orders,
+        )
+        return self.checkouts[req.checkout_id]
 
     def _prepare(self, event: NotificationEvent) -> list[int]:
         """An event's notification rows, once per event key (like the real outbox)."""
@@ -291,6 +358,22 @@ class FakeWorld:
             await world._step("load_order")
             return world.snapshot(order_id)
 
+        # ---- the checkout (local activities of the `Checkout` workflow) -------------------------------
+        @activity.defn(name="reserve_checkout")
+        async def reserve_checkout(req: StartCheckout) -> Reservation:
+            await world._step("reserve_checkout")
+            world.checkout_reservations.append(req)
+            return world._reserve_checkout(req)
+
+        @activity.defn(name="settle_checkout")
+        async def settle_checkout(outcome: CheckoutOutcome) -> None:
+            await world._step("settle_checkout")
+            world.settlements.append(outcome)
+            if not outcome.paid:  # its orders cancelled, each one's stock back (once)
+                for order in world.checkouts[outcome.checkout_id].orders:
+                    if order.order_id in world.checkout_stock:
+                        world._release(order.order_id)
+
         # ---- orders, legacy workflow --------------------------------------------------------------
         @activity.defn(name="release_stock")
         async def release_stock(order_id: str) -> bool:
@@ -309,6 +392,12 @@ class FakeWorld:
                 world.rejected_charges.append(req)
                 raise ApplicationError("No such PaymentMethod", type="PaymentRejected", non_retryable=True)
             world.charges.append(req)
+            if req.checkout_id is not None:  # the checkout's one charge: a declined PaymentIntent exists too
+                return ChargeResult(
+                    succeeded=not world.decline,
+                    payment_intent_id=CHECKOUT_INTENT,
+                    failure_code="card_declined" if world.decline else None,
+                )
             if world.decline:
                 return ChargeResult(succeeded=False, failure_code="card_declined")
             return ChargeResult(succeeded=True, payment_intent_id="pi_fake")
@@ -451,6 +540,8 @@ class FakeWorld:
             reverse_transfer,
             reverse_release,
             record_chargeback,
+            reserve_checkout,
+            settle_checkout,
         ]
 
     def _reservation(self, quantity: int) -> ReserveStockResult:

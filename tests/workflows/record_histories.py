@@ -18,6 +18,15 @@ What is recorded here:
 
 - Recorded with the order's `CLOSE_APART_PATCH` (the run closes in a task apart from its last Update):
   `lean_partial_refund_then_completed` (a seller's partial refund, then completed).
+- `checkout_*`: the checkout (type `Checkout`, `workflows/checkout.py`), started as the API starts it
+  (update-with-start of `placement`, tests/workflows/test_checkout_workflow.py): `checkout_paid_two_sellers` (two
+  sellers' lines reserved, charged once, two child orders started), `checkout_payment_failed` (a declined card:
+  settled unpaid, no child), `checkout_payment_rejected` (the provider refuses the charge),
+  `checkout_lines_unavailable` (the reservation refuses a sold-out line: nothing charged) and
+  `checkout_charge_attention_recovered` (the charge fails past its bound: flagged in the memo, retried on a timer,
+  a `placement` accepted meanwhile, then paid); with `lean_checkout_order_completed`, the bike seller's order of
+  `checkout_paid_two_sellers` (a child `Order` started with a `CheckoutShare`: paid without a reservation or a
+  charge of its own), accepted, shipped and confirmed (payout in the checkout's transfer group).
 
 What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
 (`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
@@ -36,10 +45,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from temporalio.client import WorkflowHandle, WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from bazaar.checkout.types import CheckoutPlacement
 from bazaar.orders.types import ActionRequest
 from bazaar.trust.models import DisputeResolution
 from tests.support.binaries import venv_binary
@@ -47,7 +57,15 @@ from tests.support.order_scenarios import RECORDED, record
 from tests.support.orders import BUYER, SELLER, SUPPORT, notice, placed
 from tests.support.temporal import SEARCH_ATTRIBUTES
 from tests.support.workflow_fakes import FakeWorld
+from tests.workflows.test_checkout_workflow import (
+    BIKE_SELLER,
+    PAYMENT_METHOD,
+    checked_out,
+    drive_to_completion,
+    shop,
+)
 from tests.workflows.test_dispute_workflow import CaseDb, a_case, cleared, message, refusal, until
+from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import (
     ChargebackJoined,
     DisputeState,
@@ -151,6 +169,54 @@ async def record_attention_case(env: WorkflowEnvironment) -> WorkflowHistory:
         return await handle.fetch_history()
 
 
+async def record_checkout_paid(env: WorkflowEnvironment) -> tuple[WorkflowHistory, WorkflowHistory]:
+    """Two sellers' lines paid at once; the bike seller's order (a child started with a CheckoutShare) is
+    accepted, shipped and confirmed. Returns the checkout's history and that order's."""
+    world = shop()
+    async with checked_out(env, world) as checkout:
+        assert (await checkout.result()).status == "paid"
+        bike = await checkout.order_paid(BIKE_SELLER.user_id)
+        await drive_to_completion(bike, BIKE_SELLER)
+        assert (await bike.result()).status == "completed"
+        assert [t.transfer_group for t in world.transfers] == [f"checkout-{checkout.id}"]
+        return await checkout.handle.fetch_history(), await bike.handle.fetch_history()
+
+
+async def record_checkout_unpaid(env: WorkflowEnvironment, world_knob: str) -> WorkflowHistory:
+    """A checkout that ends unpaid: `decline` (payment_failed), `reject_charge` (payment_rejected) or
+    `sold_out` (the reservation refuses a line: nothing charged)."""
+    world = shop()
+    if world_knob == "sold_out":
+        world.listings["listing-helmet"].stock = 0
+    else:
+        setattr(world, world_knob, True)
+    async with checked_out(env, world) as checkout:
+        view = await checkout.result()
+        assert view.status != "paid", view
+        return await checkout.handle.fetch_history()
+
+
+async def record_checkout_attention(env: WorkflowEnvironment) -> WorkflowHistory:
+    """The charge fails past its bound (flagged, retried on a timer); the buyer's request joins meanwhile; the
+    provider comes back and the checkout is paid."""
+    world = shop()
+    world.fail("charge")
+    async with checked_out(
+        env, world, wait=False, provider_timeout_seconds=1, attention_retry_seconds=1
+    ) as checkout:
+        await checkout.state_when(lambda v: v.attention is not None)
+        joined = await checkout.handle.start_update(
+            CheckoutWorkflow.placement,
+            CheckoutPlacement(PAYMENT_METHOD),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        world.clear("charge")
+        assert (await joined.result()).status == "paid"
+        view = await checkout.result()
+        assert (view.status, view.attention) == ("paid", None)
+        return await checkout.handle.fetch_history()
+
+
 async def main(everything: bool) -> None:
     def wanted(name: str) -> bool:
         return everything or not (HISTORIES / f"{name}.json").exists()
@@ -180,6 +246,19 @@ async def main(everything: bool) -> None:
             write("lean_dispute_case_with_summary", order_history)
         if wanted("dispute_case_attention_recovered"):
             write("dispute_case_attention_recovered", await record_attention_case(env))
+        if wanted("checkout_paid_two_sellers") or wanted("lean_checkout_order_completed"):
+            checkout_history, order_history = await record_checkout_paid(env)
+            write("checkout_paid_two_sellers", checkout_history)
+            write("lean_checkout_order_completed", order_history)
+        for name, knob in (
+            ("checkout_payment_failed", "decline"),
+            ("checkout_payment_rejected", "reject_charge"),
+            ("checkout_lines_unavailable", "sold_out"),
+        ):
+            if wanted(name):
+                write(name, await record_checkout_unpaid(env, knob))
+        if wanted("checkout_charge_attention_recovered"):
+            write("checkout_charge_attention_recovered", await record_checkout_attention(env))
 
 
 if __name__ == "__main__":

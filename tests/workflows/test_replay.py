@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from worker import WORKFLOWS
+from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import BOUNDED_PATCH
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
@@ -61,6 +62,13 @@ def test_histories_exist() -> None:
         "dispute_case_outbox_refunded",
         "dispute_case_attention_recovered",
         "lean_dispute_case_with_summary",
+        # The checkout (type `Checkout`) and an order it started paid (a child `Order` with a CheckoutShare).
+        "checkout_paid_two_sellers",
+        "checkout_payment_failed",
+        "checkout_payment_rejected",
+        "checkout_lines_unavailable",
+        "checkout_charge_attention_recovered",
+        "lean_checkout_order_completed",
     }
 
 
@@ -77,6 +85,7 @@ def test_histories_replay_against_the_version_that_recorded_them() -> None:
         n for n in types if n.startswith(("order_", "trust_"))
     }
     assert {n for n, t in types.items() if t == "Order"} == {n for n in types if n.startswith("lean_")}
+    assert {n for n, t in types.items() if t == "Checkout"} == {n for n in types if n.startswith("checkout_")}
     registered = {getattr(w, "__temporal_workflow_definition").name for w in WORKFLOWS}
     assert set(types.values()) <= registered
 
@@ -101,6 +110,25 @@ def _patches(name: str) -> set[str]:
             [payload] = marker["details"]["patch-data"]["payloads"]
             found.add(json.loads(base64.b64decode(payload["data"]))["id"])
     return found
+
+
+def _local_activities(name: str) -> list[str]:
+    """The local activities a history ran, in order (their markers)."""
+    found = []
+    for event in _events(name):
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_local_activity":
+            [payload] = marker["details"]["data"]["payloads"]
+            found.append(json.loads(base64.b64decode(payload["data"]))["activity_type"])
+    return found
+
+
+def _scheduled_activities(name: str) -> list[str]:
+    return [
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in _events(name)
+        if "activityTaskScheduledEventAttributes" in e
+    ]
 
 
 def _child_starts(name: str) -> int:
@@ -149,3 +177,28 @@ async def test_a_static_summary_on_the_child_start_is_not_compared_on_replay() -
         history = WorkflowHistory.from_json(f"replay-{name}-{label}-metadata", text)
         result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=True)
         assert result.replay_failure is None, label
+
+
+def test_the_checkout_is_registered_for_replay() -> None:
+    assert CheckoutWorkflow in WORKFLOWS
+
+
+def test_checkout_histories_cover_its_paths() -> None:
+    """The checkout's histories are the paths they are named for: reserved and settled as local activities,
+    charged once as an activity, children only when paid; its order started paid reserves and charges nothing."""
+    assert _local_activities("checkout_paid_two_sellers") == ["reserve_checkout", "settle_checkout"]
+    assert _scheduled_activities("checkout_paid_two_sellers") == ["charge"]
+    assert _child_starts("checkout_paid_two_sellers") == 2
+    for name in ("checkout_payment_failed", "checkout_payment_rejected"):
+        assert _local_activities(name) == ["reserve_checkout", "settle_checkout"], name
+        assert _scheduled_activities(name) == ["charge"] and _child_starts(name) == 0, name
+    assert _local_activities("checkout_lines_unavailable") == ["reserve_checkout"]
+    assert _scheduled_activities("checkout_lines_unavailable") == []
+    assert _scheduled_activities("checkout_charge_attention_recovered") == ["charge", "charge"]
+    assert _child_starts("checkout_charge_attention_recovered") == 2
+    name = "lean_checkout_order_completed"
+    assert "reserve_stock" not in _local_activities(name) and "charge" not in _local_activities(name)
+    assert "charge" not in _scheduled_activities(name)
+    [started] = [e for e in _events(name) if "workflowExecutionStartedEventAttributes" in e]
+    parent = started["workflowExecutionStartedEventAttributes"]["parentWorkflowExecution"]["workflowId"]
+    assert parent.startswith("checkout-")
