@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, literal, select, update
+from sqlalchemy import Select, bindparam, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -149,6 +149,7 @@ class OrderSnapshot:
     chargeback_id: str | None
     chargeback_status: ChargebackStatus | None
     chargeback_amount: int
+    checkout_id: str | None = None  # placed and paid by a checkout (its payouts go in the checkout's group)
 
 
 class OrderActivities:
@@ -298,7 +299,13 @@ class OrderActivities:
             order = await session.get(Order, oid)
             if order is None:
                 raise LookupError(f"order {order_id} not found")
-            payments = (await session.scalars(select(Payment).where(Payment.order_id == oid))).all()
+            # A checkout's order was paid by the checkout's charge (its payment row is the checkout's).
+            owner = Payment.order_id == oid
+            if order.checkout_id is not None:
+                owner = or_(
+                    owner, (Payment.checkout_id == order.checkout_id) & (Payment.kind == PaymentKind.CHARGE)
+                )
+            payments = (await session.scalars(select(Payment).where(owner))).all()
             entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.order_id == oid))).all()
             lost = await session.scalar(
                 select(AuditEvent.id).where(
@@ -350,6 +357,7 @@ class OrderActivities:
             tracking=order.tracking,
             seq=order.state_seq,
             payment_intent_id=charges[-1].provider_id if charges else None,
+            checkout_id=str(order.checkout_id) if order.checkout_id else None,
             refunded_amount=sum(p.amount for p in done(PaymentKind.REFUND)),
             refunds=highest(MoneyOperation.REFUND, payment_keys),
             releases=releases,

@@ -410,10 +410,37 @@ class ResolveIn(BaseModel):
     note: Annotated[str, multi_line(max_length=2000)] | None = None
 
 
+class RefundLineIn(BaseModel):
+    listing_id: uuid.UUID
+    quantity: int = Field(default=1, ge=1, le=100)
+
+
 class RefundIn(BaseModel):
-    model_config = example({"amount": 1500, "reason": "Scratch on the frame, agreed with the buyer"})
-    amount: int = Field(gt=0, le=MAX_CHARGE, description="minor units of the order's currency")
+    """By amount, or by lines (each line's unit price times the quantity): one of the two."""
+
+    model_config = example(
+        {"amount": 1500, "reason": "Scratch on the frame, agreed with the buyer"},
+        {
+            "lines": [{"listing_id": "0b9d1c0e-5a51-4f0e-8d8a-3c2f4a6b7e10", "quantity": 1}],
+            "reason": "Lamp missing",
+        },
+    )
+    amount: int | None = Field(
+        default=None, gt=0, le=MAX_CHARGE, description="minor units of the order's currency"
+    )
+    lines: list[RefundLineIn] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="or: these of the order's lines, at their unit prices",
+    )
     reason: Annotated[str, multi_line(max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _amount_or_lines(self) -> RefundIn:
+        if (self.amount is None) == (self.lines is None):
+            raise ValueError("give either amount or lines")
+        return self
 
 
 class OrderLineOut(BaseModel):

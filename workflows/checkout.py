@@ -71,18 +71,14 @@ class CheckoutWorkflow:
         intent = charge.payment_intent_id if charge else None
         if charge is None or not charge.succeeded or intent is None:
             reason = "payment_rejected" if charge is None else "payment_failed"
-            await self._db_step(
-                CheckoutActivities.settle_checkout, CheckoutOutcome(req.checkout_id, False, reason, intent)
-            )
+            await self._settle(CheckoutOutcome(req.checkout_id, False, reason, intent))
             self._finish(
                 replace(
                     self._view, status=CheckoutStatus.PAYMENT_FAILED, reason=reason, payment_intent_id=intent
                 )
             )
             return self._view
-        await self._db_step(
-            CheckoutActivities.settle_checkout, CheckoutOutcome(req.checkout_id, True, None, intent)
-        )
+        await self._settle(CheckoutOutcome(req.checkout_id, True, None, intent))
         for order in reservation.orders:
             share = CheckoutShare(
                 checkout_id=req.checkout_id,
@@ -157,6 +153,30 @@ class CheckoutWorkflow:
             local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )
 
+    async def _settle(self, outcome: CheckoutOutcome) -> None:
+        """Record the payment's outcome. It must happen (money moved, or the stock must come back): a failure the
+        retries do not cure (data the database refuses) flags the checkout and is tried again later."""
+        while True:
+            try:
+                await self._db_step(CheckoutActivities.settle_checkout, outcome)
+            except StepFailed as failure:
+                await self._needs_attention(f"settle: {failure_text(failure)}")
+                continue
+            self._clear_attention()
+            return
+
+    async def _needs_attention(self, attention: str) -> None:
+        """Show support what keeps failing (view and memo), then wait before the next try."""
+        workflow.logger.error("checkout %s: %s", self._req.checkout_id, attention)
+        self._view = replace(self._view, attention=attention)
+        workflow.upsert_memo({"attention": attention})
+        await workflow.sleep(timedelta(seconds=int(self._req.terms.get("attention_retry_seconds", 600))))
+
+    def _clear_attention(self) -> None:
+        if self._view.attention is not None:
+            self._view = replace(self._view, attention=None)
+            workflow.upsert_memo({"attention": None})
+
     async def _charge(self, reservation: Reservation) -> ChargeResult | None:
         """The one charge; None if the provider refused it (nothing was taken)."""
         req = self._req
@@ -184,13 +204,7 @@ class CheckoutWorkflow:
                     workflow.logger.warning("checkout charge refused: %s", failure_text(failure))
                     return None
                 # Past the bound the outcome may be unknown: keep the stock, flag it, retry under the same key.
-                attention = f"charge: {failure_text(failure)}"
-                workflow.logger.error("checkout %s: %s", req.checkout_id, attention)
-                self._view = replace(self._view, attention=attention)
-                workflow.upsert_memo({"attention": attention})
-                await workflow.sleep(timedelta(seconds=int(req.terms.get("attention_retry_seconds", 600))))
+                await self._needs_attention(f"charge: {failure_text(failure)}")
                 continue
-            if self._view.attention is not None:
-                self._view = replace(self._view, attention=None)
-                workflow.upsert_memo({"attention": None})
+            self._clear_attention()
             return result

@@ -237,6 +237,7 @@ class OrderWorkflow(OrderMoney):
             chargeback_status=snap.chargeback_status,
             chargeback_amount=snap.chargeback_amount,
             dispute_source=DisputeSource.CHARGEBACK if snap.chargeback_id else None,
+            checkout_id=snap.checkout_id,
         )
         self._view = replace(view, allowed_actions=rules.allowed_actions(view))
         self._publish()
@@ -434,9 +435,8 @@ class OrderWorkflow(OrderMoney):
         release (a completed order's run is reopened for it); the whole of it ends the order as refunded (the
         stock comes back if it was not shipped)."""
         async with self._acting(OrderAction.REFUND, req) as party:
-            rules.check_request(
-                OrderAction.REFUND, {"reason": req.reason}
-            )  # again: a reopened run skips the validator
+            # Again: a reopened run skips the validator.
+            rules.check_request(OrderAction.REFUND, {"reason": req.reason})
             amount = self._check_refund_amount(req)
             await self._refund(amount, req.reason or f"{party}_refund")
             if self._released is not None:  # completed: the refund's share comes back from the release

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from bazaar.payments.keys import MoneyOperation, money_key
     from bazaar.payments.money import platform_fee
-    from bazaar.temporal import order_workflow_id
+    from bazaar.temporal import checkout_workflow_id, order_workflow_id
     from bazaar.trust.models import DisputeResolution, DisputeSource
 
 from workflows.dispute import ChargebackJoined, DisputeWorkflow, Resolution
@@ -96,8 +96,10 @@ class OrderMoney(OrderSteps):
     @property
     def _transfer_group(self) -> str:
         """Where the order's payouts are grouped at the provider: with the charge that paid for it."""
-        share = self._req.checkout
-        return share.transfer_group if share is not None else order_workflow_id(self._req.order_id)
+        share, placed_by = self._req.checkout, self.view.checkout_id  # a reopened run has only the latter
+        if share is not None:
+            return share.transfer_group
+        return checkout_workflow_id(placed_by) if placed_by else order_workflow_id(self._req.order_id)
 
     async def _charge(self) -> None:
         req = self._req

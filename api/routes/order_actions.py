@@ -24,7 +24,7 @@ from temporalio.service import RPCError
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
 from api.openapi import LOCATION, errors, merge
-from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
+from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, RefundLineIn, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
@@ -227,8 +227,28 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
     (422 above that). A partial refund keeps the order going and its release pays the seller what is left, less
     the fee (`PLATFORM_FEE_REFUNDED_PRO_RATA`); after the release, the refund's share is taken back from the
     seller's transfer (and the fee's, pro rata). Refunding all of it ends the order as `refunded`, with the stock
-    back if it was not shipped."""
-    return await act(OrderWorkflow.refund, reopen=True, refund_amount=body.amount, reason=body.reason)
+    back if it was not shipped. By `amount`, or by `lines`: each line's unit price (as placed) times the quantity
+    (422 for a listing the order did not buy, or more of it than it bought)."""
+    amount = body.amount if body.amount is not None else await _lines_amount(act, body.lines or [])
+    return await act(OrderWorkflow.refund, reopen=True, refund_amount=amount, reason=body.reason)
+
+
+async def _lines_amount(act: Action, lines: list[RefundLineIn]) -> int:
+    """What refunding these lines gives back: each one's unit price (frozen at placing) times the quantity."""
+    order = await visible_order(act.session, act.order_id, act.caller)
+    bought = {line.listing_id: line for line in order.lines}
+    total = 0
+    for wanted in lines:
+        line = bought.get(wanted.listing_id)
+        if line is None or wanted.quantity > line.quantity:
+            raise DomainError(
+                ErrorCode.VALIDATION_ERROR,
+                f"the order has {line.quantity if line else 0} of listing {wanted.listing_id}",
+                {"listing_id": str(wanted.listing_id)},
+            )
+        total += line.unit_amount * wanted.quantity
+    await act.session.commit()  # nothing more to read: no transaction held while the workflow works
+    return total
 
 
 @router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)

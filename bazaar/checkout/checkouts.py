@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.checkout.models import CartLine
 from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
+from bazaar.integrations import events
+from bazaar.integrations.events import EventType
 from bazaar.listings import stock
 from bazaar.models import (
     AuditEvent,
@@ -190,6 +193,9 @@ async def mark_paid(session: AsyncSession, checkout_id: uuid.UUID, payment_inten
     await session.execute(
         delete(CartLine).where(CartLine.buyer_id == checkout.buyer_id, CartLine.listing_id.in_(bought))
     )
+    await events.record(
+        session, EventType.CHECKOUT_PAID, None, _event_data(checkout), f"checkout:{checkout.id}:paid"
+    )
 
 
 async def fail(
@@ -218,6 +224,7 @@ async def fail(
             for line in order.lines
         ],
     )
+    action = OrderEvent.PAYMENT_REJECTED if reason == "payment_rejected" else OrderEvent.PAYMENT_FAILED
     for order in orders:
         order.stock_reserved = False
         order.status = OrderStatus.CANCELLED
@@ -237,3 +244,27 @@ async def fail(
                 dedupe_key=f"order:{order.id}:state:2",
             )
         )
+    await session.flush()
+    for order in orders:
+        await events.record_order_transition(
+            session, order.id, 2, OrderStatus.CANCELLED, OrderStatus.PENDING, PaymentState.FAILED, action
+        )
+    data = _event_data(checkout)
+    await events.record(
+        session, EventType.CHECKOUT_PAYMENT_FAILED, None, data, f"checkout:{checkout.id}:failed"
+    )
+
+
+def _event_data(checkout: Checkout) -> dict[str, Any]:
+    return {
+        "object": "checkout",
+        "id": str(checkout.id),
+        "status": checkout.status.value,
+        "reason": checkout.status_reason,
+        "buyer_id": str(checkout.buyer_id),
+        "amount": checkout.amount,
+        "currency": checkout.currency,
+        "orders": [
+            {"id": str(o.id), "seller_id": str(o.seller_id), "amount": o.amount} for o in checkout.orders
+        ],
+    }

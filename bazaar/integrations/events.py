@@ -46,6 +46,16 @@ class EventType(enum.StrEnum):
     PAYOUT_SENT = "payout.sent"
     PAYOUT_FAILED = "payout.failed"  # the provider refused it: support retries it
     PAYOUT_ON_HOLD = "payout.on_hold"  # waits until the provider enables the seller's payouts
+    # A cart paid at once (the platform's: each seller hears of its own order by `order.paid`).
+    CHECKOUT_PAID = "checkout.paid"
+    CHECKOUT_PAYMENT_FAILED = "checkout.payment_failed"  # declined or refused: its orders cancelled
+    RETURN_REQUESTED = "return.requested"
+    RETURN_APPROVED = "return.approved"
+    RETURN_REJECTED = "return.rejected"
+    RETURN_ESCALATED = "return.escalated"  # support decides
+    RETURN_SHIPPED = "return.shipped"
+    RETURN_REFUNDED = "return.refunded"
+    RETURN_CANCELLED = "return.cancelled"
 
 
 class EventGroup(enum.StrEnum):
@@ -56,6 +66,8 @@ class EventGroup(enum.StrEnum):
     REVIEW = "review.*"
     DISPUTE = "dispute.*"
     PAYOUT = "payout.*"
+    CHECKOUT = "checkout.*"
+    RETURN = "return.*"
 
 
 def matches(pattern: str, event_type: str) -> bool:

@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bazaar.integrations import events
+from bazaar.integrations.events import EventType
 from bazaar.listings import stock
 from bazaar.models import AuditEvent, Order, OrderStatus, Payment, PaymentKind, PaymentOutcome
 from bazaar.orders.types import OrderEvent, OrderLineView
 from bazaar.payments.money import format_money
-from bazaar.returns.models import RETURN_ENDED, Return, ReturnLine, ReturnStatus
+from bazaar.returns.models import Return, ReturnLine, ReturnStatus
 from bazaar.returns.types import ReturnOpened, ReturnTransition, StartReturn
 from bazaar.temporal import return_workflow_id
 from bazaar.trust import notifications
@@ -116,6 +118,7 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
             )
         )
     _audit(session, row, 1, "return.requested", order.buyer_id, "buyer", None)
+    await _event(session, row, 1, lines)
     await notifications.write(
         session,
         [
@@ -155,6 +158,7 @@ async def save(session: AsyncSession, move: ReturnTransition, base_url: str) -> 
         await stock.give_back(session, [(line.listing_id, line.quantity) for line in row.lines])
     actor = uuid.UUID(move.actor_id) if move.actor_id else None
     _audit(session, row, move.seq, move.action, actor, move.actor_role, move.status_reason)
+    await _event(session, row, move.seq, row.lines)
     if move.event_type:
         recipients = [
             str(row.buyer_id) if p == "buyer" else str(row.seller_id) for p in move.notify if p != "support"
@@ -213,5 +217,20 @@ def _notice(
     )
 
 
-def ended(row: Return) -> bool:
-    return row.status in RETURN_ENDED
+async def _event(
+    session: AsyncSession, row: Return, seq: int, lines: Sequence[OrderLineView | ReturnLine]
+) -> None:
+    """The integrators' `return.<status>` event (the seller's, and the platform's)."""
+    data = {
+        "object": "return",
+        "id": str(row.id),
+        "order_id": str(row.order_id),
+        "status": row.status.value,
+        "reason": row.status_reason,
+        "buyer_reason": row.reason.value,
+        "buyer_id": str(row.buyer_id),
+        "refund": {"amount": row.amount, "currency": row.currency},
+        "lines": [{"listing_id": str(x.listing_id), "quantity": x.quantity} for x in lines],
+    }
+    event_type = EventType(f"return.{row.status.value}")
+    await events.record(session, event_type, row.seller_id, data, f"return:{row.id}:state:{seq}")

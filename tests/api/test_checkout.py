@@ -241,3 +241,40 @@ def test_twenty_buyers_racing_for_the_last_units_never_oversell_and_losers_pay_n
     for buyer in buyers:
         held = [line["listing_id"] for line in http.get("/v1/cart", headers=buyer.headers).json()["lines"]]
         assert len(held) == (0 if buyer.user_id in winning_buyers else 2), held
+
+
+def test_a_seller_refunds_one_line_of_a_checkout_order_at_its_price(http: httpx.Client, stack: Any) -> None:
+    seller = seller_with_payout(http)
+    bike = published_listing(http, seller, price={"amount": 45_000, "currency": "EUR"})
+    lamp = published_listing(http, seller, price={"amount": 2_500, "currency": "EUR"}, quantity=4)
+    buyer = register(http, ["buyer"], "Line Buyer")
+    put_line(http, buyer, bike["id"])
+    put_line(http, buyer, lamp["id"], 2)
+    paid = checkout(http, buyer)
+    assert paid.status_code == 201, paid.text
+    [order] = paid.json()["orders"]
+    act(http, order["id"], "accept", seller)
+
+    refunded = act(
+        http,
+        order["id"],
+        "refund",
+        seller,
+        {"lines": [{"listing_id": lamp["id"], "quantity": 1}], "reason": "One lamp was cracked"},
+    )
+    assert (refunded["status"], refunded["refunded"]) == ("confirmed", {"amount": 2_500, "currency": "EUR"})
+    (intent,) = intents_of_checkout(stack, paid.json()["id"])
+    assert [r["amount"] for r in refunds_for(stack, intent["id"])] == [2_500]
+    too_many = http.post(
+        f"/v1/orders/{order['id']}/refund",
+        json={"lines": [{"listing_id": lamp["id"], "quantity": 3}]},
+        headers=seller.headers,
+    )
+    assert (too_many.status_code, too_many.json()["error"]["code"]) == (422, "validation_error")
+    both = http.post(
+        f"/v1/orders/{order['id']}/refund",
+        json={"amount": 100, "lines": [{"listing_id": lamp["id"], "quantity": 1}]},
+        headers=seller.headers,
+    )
+    assert both.status_code == 422
+    assert_balanced(stack, order["id"])
