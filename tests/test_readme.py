@@ -36,3 +36,7 @@ def test_walkthrough_runs_verbatim(stack: Any) -> None:
     assert '"code":"invalid_transition"' in out
     assert '"status_reason":"payment_failed"' in out
     assert re.search(r"Completed\s+order-", out)
+    # The two-seller checkout (the bike's last unit and two lamps, one charge) and the lamp's return.
+    assert '"total":{"amount":50000,"currency":"EUR"}' in out
+    assert '"status":"refunded"' in out and '"restocked":true' in out
+    assert '"refunded":{"amount":2500,"currency":"EUR"}' in out

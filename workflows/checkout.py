@@ -18,10 +18,8 @@ unknown, so the stock stays reserved until the provider answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -40,10 +38,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.failures import StepFailed, failure_text, is_permanent
 from workflows.order import OrderWorkflow
 from workflows.queues import execute_activity, queue_of
-from workflows.retries import DB_ATTEMPT, DB_RETRY, LOCAL_RETRY_THRESHOLD, MONEY_ATTEMPT, MONEY_RETRY
-
-A = TypeVar("A")
-T = TypeVar("T")
+from workflows.retries import MONEY_ATTEMPT, MONEY_RETRY, db_step_until_answered
 
 
 @workflow.defn(name="Checkout")
@@ -138,27 +133,17 @@ class CheckoutWorkflow:
 
     async def _reserve(self) -> Reservation:
         try:
-            return await self._db_step(CheckoutActivities.reserve_checkout, self._req)
+            return await db_step_until_answered(CheckoutActivities.reserve_checkout, self._req)
         except StepFailed as refused:  # the database refused the checkout's data: nothing was taken
             workflow.logger.error("checkout reservation refused: %s", failure_text(refused))
             return Reservation(ok=False, reason="invalid_request")
-
-    async def _db_step(self, activity: Callable[[Any, A], Awaitable[T]], arg: A) -> T:
-        """A database step as a local activity, retried until the database answers; its data errors are final."""
-        return await workflow.execute_local_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=DB_ATTEMPT,
-            retry_policy=DB_RETRY,
-            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-        )
 
     async def _settle(self, outcome: CheckoutOutcome) -> None:
         """Record the payment's outcome. It must happen (money moved, or the stock must come back): a failure the
         retries do not cure (data the database refuses) flags the checkout and is tried again later."""
         while True:
             try:
-                await self._db_step(CheckoutActivities.settle_checkout, outcome)
+                await db_step_until_answered(CheckoutActivities.settle_checkout, outcome)
             except StepFailed as failure:
                 await self._needs_attention(f"settle: {failure_text(failure)}")
                 continue

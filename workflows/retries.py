@@ -72,3 +72,15 @@ def local_db_step(activity: Callable[..., Awaitable[T]], arg: Any, step_timeout_
         retry_policy=DB_STEP_RETRY,
         local_retry_threshold=LOCAL_RETRY_THRESHOLD,
     )
+
+
+def db_step_until_answered(activity: Callable[..., Awaitable[T]], arg: Any) -> Awaitable[T]:
+    """A database step as a local activity, retried until the database answers (its data errors are final): how the
+    checkout and the return run theirs."""
+    return workflow.execute_local_activity_method(
+        activity,
+        arg,
+        start_to_close_timeout=DB_ATTEMPT,
+        retry_policy=DB_RETRY,
+        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+    )

@@ -22,11 +22,10 @@ local database step, retried until the database answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -48,10 +47,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.failures import StepFailed, failure_text, is_permanent
 from workflows.queues import execute_activity
-from workflows.retries import DB_ATTEMPT, DB_RETRY, LOCAL_RETRY_THRESHOLD
-
-A = TypeVar("A")
-T = TypeVar("T")
+from workflows.retries import db_step_until_answered
 
 # Who may do what, in which state (support may always stand in for the seller).
 RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
@@ -90,7 +86,7 @@ class ReturnWorkflow:
 
     @workflow.run
     async def run(self, req: StartReturn) -> ReturnView:
-        opened = await self._db(ReturnActivities.open_return, req)
+        opened = await db_step_until_answered(ReturnActivities.open_return, req)
         if not opened.ok:
             self._view = replace(self._view, status_reason=opened.refusal)
             self._opened = True
@@ -355,7 +351,7 @@ class ReturnWorkflow:
         restocked: bool | None = None,
     ) -> None:
         seq = self._seq + 1
-        await self._db(
+        await db_step_until_answered(
             ReturnActivities.save_return,
             ReturnTransition(
                 return_id=self._view.return_id,
@@ -379,14 +375,4 @@ class ReturnWorkflow:
             tracking=tracking if tracking is not None else self._view.tracking,
             restocked=restocked if restocked is not None else self._view.restocked,
             allowed_actions=allowed_actions(status),
-        )
-
-    async def _db(self, activity: Callable[[Any, A], Awaitable[T]], arg: A) -> T:
-        """A database step as a local activity, retried until the database answers."""
-        return await workflow.execute_local_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=DB_ATTEMPT,
-            retry_policy=DB_RETRY,
-            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )

@@ -11,26 +11,24 @@ import uuid
 from typing import cast
 
 from fastapi import APIRouter, Response
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.checkout_schemas import CheckoutIn, CheckoutOut
 from api.deps import Caller, Session, Temporal
-from api.errors import update_rejection
 from api.openapi import LOCATION, errors, merge
+from api.placement import start_and_wait
 from api.ratelimits import OrderingBuyer
-from api.routes.order_actions import STILL_RUNNING
 from api.routes.orders import IdempotencyKey
 from bazaar.checkout import cart
 from bazaar.checkout.types import CheckoutLine, CheckoutPlacement, CheckoutView, StartCheckout
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Checkout, CheckoutStatus, Role
+from bazaar.models import Checkout, CheckoutStatus, OrderStatus, Role
 from bazaar.orders.types import BUYER_ID
 from bazaar.payments.money import Money
 from bazaar.settings import get_settings
@@ -133,14 +131,31 @@ async def create_checkout(
             for r in view.refusals
         ]
         raise DomainError(code, message, {"lines": lines} if lines else None)
-    session.expire_all()
-    stored = await session.get(Checkout, checkout_id)
+    stored = await _settled(
+        session, checkout_id, paid=view is not None and view.status == CheckoutStatus.PAID
+    )
     if stored is None:  # the workflow has not stored it yet (reserving, or the wait ran out)
         response.status_code = 202
         return _pending(request)
-    if view is None or stored.status == CheckoutStatus.PENDING:
+    if view is None or any(o.status == OrderStatus.PENDING for o in stored.orders):
         response.status_code = 202
     return CheckoutOut.of_row(stored)
+
+
+async def _settled(session: Session, checkout_id: uuid.UUID, paid: bool) -> Checkout | None:
+    """The stored checkout; once paid, after its orders have left `pending` (each seller's order workflow moves
+    its own to `paid` a moment after the checkout's charge), within the bounded wait: a 201 means every order can
+    be acted on at once."""
+    deadline = asyncio.get_running_loop().time() + get_settings().order_wait_seconds
+    while True:
+        session.expire_all()
+        stored = await session.get(Checkout, checkout_id)
+        ready = stored is not None and all(o.status != OrderStatus.PENDING for o in stored.orders)
+        if not paid or ready or asyncio.get_running_loop().time() > deadline:
+            await session.commit()
+            return stored
+        await session.commit()
+        await asyncio.sleep(0.02)
 
 
 @router.get("/{checkout_id}", response_model=CheckoutOut, responses=errors(ErrorCode.NOT_FOUND))
@@ -168,28 +183,9 @@ async def _start_or_join(
         search_attributes=TypedSearchAttributes([SearchAttributePair(BUYER_ID, request.buyer_id)]),
         static_summary=f"checkout of {len(request.lines)} lines",
     )
-    wait = get_settings().order_wait_seconds
-    try:
-        view: CheckoutView = await asyncio.wait_for(
-            temporal.execute_update_with_start_workflow(
-                CheckoutWorkflow.placement, placement, start_workflow_operation=start, id="placement"
-            ),
-            wait,
-        )
-        return view
-    except STILL_RUNNING:
-        return None
-    except WorkflowUpdateFailedError as exc:
-        raise update_rejection(exc) from exc
-    except WorkflowAlreadyStartedError:
-        pass  # REJECT_DUPLICATE: the workflow has ended (e.g. a refused checkout, which stores nothing)
-    try:
-        result: CheckoutView = await asyncio.wait_for(
-            temporal.get_workflow_handle(workflow_id, result_type=CheckoutView).result(), wait
-        )
-        return result
-    except TimeoutError:
-        return None
+    return await start_and_wait(
+        temporal, CheckoutWorkflow.placement, [placement], start, workflow_id, CheckoutView
+    )
 
 
 def _pending(request: StartCheckout) -> CheckoutOut:

@@ -16,17 +16,15 @@ from sqlalchemy import select
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
-from api.errors import update_rejection
 from api.openapi import LOCATION, errors, merge
+from api.placement import start_and_wait
 from api.ratelimits import OrderingBuyer
-from api.routes.order_actions import ACCEPTED, STILL_RUNNING, check_party
+from api.routes.order_actions import ACCEPTED, check_party
 from api.schemas import (
     OrderDetailOut,
     OrderIn,
@@ -328,29 +326,7 @@ async def _start_or_join(
         static_summary=described[0] if described else None,
         static_details=described[1] if described else None,
     )
-    try:
-        view: OrderView | None = await asyncio.wait_for(
-            temporal.execute_update_with_start_workflow(
-                OrderWorkflow.placement, placement, start_workflow_operation=start, id="placement"
-            ),
-            get_settings().order_wait_seconds,
-        )
-        return view
-    except STILL_RUNNING:
-        return None
-    except WorkflowUpdateFailedError as exc:
-        raise update_rejection(exc) from exc
-    except WorkflowAlreadyStartedError:
-        pass  # REJECT_DUPLICATE: the workflow has ended
-    # The workflow has already finished (e.g. a rejected order, which stores nothing): its result answers.
-    try:
-        result: OrderView = await asyncio.wait_for(
-            temporal.get_workflow_handle(workflow_id, result_type=OrderView).result(),
-            get_settings().order_wait_seconds,
-        )
-        return result
-    except TimeoutError:
-        return None
+    return await start_and_wait(temporal, OrderWorkflow.placement, [placement], start, workflow_id, OrderView)
 
 
 async def _query(temporal: Client, workflow_id: str) -> OrderView | None:

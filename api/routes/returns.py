@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
 from api.openapi import LOCATION, errors, merge
+from api.placement import start_and_wait
 from api.return_schemas import (
     ReturnDecisionIn,
     ReturnIn,
@@ -131,25 +132,18 @@ async def request_return(
             settings.return_response_seconds, settings.return_ship_seconds, settings.return_receipt_seconds
         ),
     )
+    workflow_id = return_workflow_id(str(return_id))
     start = WithStartWorkflowOperation(
         ReturnWorkflow.run,
         request,
-        id=return_workflow_id(str(return_id)),
+        id=workflow_id,
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         static_summary=f"return of order {order_id}",
     )
-    try:
-        view: ReturnView = await asyncio.wait_for(
-            temporal.execute_update_with_start_workflow(
-                ReturnWorkflow.opened, start_workflow_operation=start, id="opened"
-            ),
-            settings.order_wait_seconds,
-        )
-    except STILL_RUNNING:
-        view = ReturnView(str(return_id), str(order_id), str(caller.user_id))
-    if view.status is None and view.status_reason:
+    view = await start_and_wait(temporal, ReturnWorkflow.opened, [], start, workflow_id, ReturnView)
+    if view is not None and view.status is None and view.status_reason:
         code, message = _REFUSALS.get(view.status_reason, _REFUSALS["order_not_returnable"])
         raise DomainError(code, message, {"reason": view.status_reason})
     session.expire_all()

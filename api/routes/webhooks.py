@@ -36,7 +36,7 @@ from temporalio.service import RPCError
 from api.deps import Session, Temporal
 from api.errors import workflow_gone
 from api.openapi import SCHEMAS, errors
-from api.schemas import StripeEventIn, WebhookOut
+from api.webhook_schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, StripeEvent
 from bazaar.orders.reopen import reopened_order
