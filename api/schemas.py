@@ -467,8 +467,8 @@ class OrderOut(BaseModel):
         )
 
     @classmethod
-    def of_row(cls, order: Order) -> OrderOut:
-        """The order as its projection stores it."""
+    def of_row(cls, order: Order, refunded: int = 0) -> OrderOut:
+        """The order as its projection stores it (and, when the caller read it, what was refunded of it)."""
         return cls(
             id=order.id,
             status=order.status,
@@ -484,6 +484,7 @@ class OrderOut(BaseModel):
             tracking=order.tracking,
             lines=[OrderLineOut.of(line, order.currency) for line in _lines_of(order)],
             checkout_id=order.checkout_id,
+            refunded=Money(amount=refunded, currency=order.currency) if refunded else None,
         )
 
 

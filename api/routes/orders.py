@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -37,7 +37,18 @@ from api.schemas import (
 from bazaar.auth import Principal
 from bazaar.checkout import cart
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Listing, Order, OrderStatus, PaymentState, Role, User
+from bazaar.models import (
+    AuditEvent,
+    Listing,
+    Order,
+    OrderStatus,
+    Payment,
+    PaymentKind,
+    PaymentOutcome,
+    PaymentState,
+    Role,
+    User,
+)
 from bazaar.orders import details
 from bazaar.orders.types import (
     ORDER_STATUS,
@@ -213,8 +224,16 @@ async def get_order(
             .order_by(AuditEvent.id)
         )
     ).all()
+    refunded = await session.scalar(
+        select(func.coalesce(func.sum(Payment.amount), 0)).where(
+            Payment.order_id == order_id,
+            Payment.kind == PaymentKind.REFUND,
+            Payment.outcome == PaymentOutcome.SUCCEEDED,
+        )
+    )
     return OrderDetailOut(
-        **OrderOut.of_row(order).model_dump(), timeline=[TimelineEvent.of(e) for e in events]
+        **OrderOut.of_row(order, int(refunded or 0)).model_dump(),
+        timeline=[TimelineEvent.of(e) for e in events],
     )
 
 
