@@ -15,6 +15,7 @@ from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
 from tests.support.http import Actor, published_listing, register, seller_with_payout
 from tests.support.money import act, assert_balanced, ledger_accounts, provider_list, refunds_for, sql
+from tests.support.reconciliation import next_second, reconcile
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,7 @@ def intents_of_checkout(stack: Any, checkout_id: str) -> list[dict[str, Any]]:
 def test_a_cart_of_three_sellers_is_paid_once_and_each_seller_gets_its_share(
     http: httpx.Client, stack: Any
 ) -> None:
+    since = next_second()
     sellers = [seller_with_payout(http) for _ in range(3)]
     prices = [45_000, 2_500, 12_000]
     listings = [
@@ -134,6 +136,12 @@ def test_a_cart_of_three_sellers_is_paid_once_and_each_seller_gets_its_share(
         uuid.UUID(body["id"]),
     )
     assert checkout_total == (0,)
+
+    # Reconciliation pairs the one PaymentIntent with the checkout's charge, each refund and transfer with its order.
+    summary = reconcile(stack, since, next_second())
+    assert [d for d in summary.discrepancies if d.order_id in order_ids or body["id"] in d.detail] == []
+    for order_id in order_ids:
+        assert http.get(f"/v1/orders/{order_id}/money", headers=buyer.headers).json()["agrees"] is True
 
     seen = http.get(f"/v1/checkouts/{body['id']}", headers=buyer.headers)
     assert seen.status_code == 200

@@ -119,6 +119,7 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
 def test_a_partial_return_before_release_refunds_one_unit_and_the_release_pays_the_rest(
     http: httpx.Client, stack: Any
 ) -> None:
+    since = next_second()
     seller = seller_with_payout(http)
     item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=5)
     buyer = register(http, ["buyer"], "Two Lamps")
@@ -150,6 +151,8 @@ def test_a_partial_return_before_release_refunds_one_unit_and_the_release_pays_t
     assert [t["amount"] for t in transfers_for(stack, oid)] == [10_000 - fee]
     assert_balanced(stack, oid)
     assert http.get(f"/v1/orders/{oid}/money", headers=seller.headers).json()["agrees"] is True
+    summary = reconcile(stack, since, next_second())
+    assert [d for d in summary.discrepancies if d.order_id == oid] == []
 
 
 def test_returns_are_refused_when_they_cannot_be_made(http: httpx.Client) -> None:
