@@ -169,7 +169,11 @@ class OrderActivities:
             listing = await session.scalar(
                 select(Listing).where(Listing.id == uuid.UUID(req.listing_id)).with_for_update()
             )
-            if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
+            if (
+                listing is None
+                or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD)
+                or not listing.seller_can_sell
+            ):
                 return ReserveStockResult(ok=False, reason="listing_not_available")
             if str(listing.seller_id) == req.buyer_id:
                 return ReserveStockResult(ok=False, reason="own_listing")

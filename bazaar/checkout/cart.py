@@ -38,6 +38,8 @@ def purchase_problem(listing: Listing | None, buyer_id: uuid.UUID, quantity: int
     The friendly check before anything is reserved: a reservation re-checks under the listing's row lock."""
     if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
         return DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale")
+    if not listing.seller_can_sell:  # the provider reports the seller's account unable to take charges
+        return DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale now")
     if listing.seller_id == buyer_id:
         return DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
     if listing.status == ListingStatus.SOLD or listing.quantity < quantity:
@@ -117,8 +119,6 @@ async def set_line(session: AsyncSession, buyer_id: uuid.UUID, listing_id: uuid.
     await _lock(session, buyer_id)
     listing = await session.get(Listing, listing_id)
     refusal = purchase_problem(listing, buyer_id, quantity)
-    if refusal is None and listing is not None and not listing.seller_can_sell:
-        refusal = DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale")
     if refusal is not None:
         raise refusal
     assert listing is not None

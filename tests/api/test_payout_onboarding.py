@@ -306,6 +306,18 @@ def test_restricted_seller_leaves_search_until_fixed(http: httpx.Client, stack: 
     refused = http.post(f"/v1/listings/{draft['id']}/publish", headers=seller.headers)
     assert refused.json()["error"]["code"] == "payout_account_not_ready"
     assert http.get(f"/v1/listings/{mine}").status_code == 200  # still there for whoever has its link
+    # ...but not for sale: ordering it, like putting it in a cart, is refused with nothing taken.
+    buyer = register(http, ["buyer"], "Link Holder")
+    ordered = http.post(
+        "/v1/orders",
+        json={"listing_id": mine, "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert (ordered.status_code, ordered.json()["error"]["code"]) == (409, "listing_not_available"), (
+        ordered.text
+    )
+    carted = http.put(f"/v1/cart/lines/{mine}", json={"quantity": 1}, headers=buyer.headers)
+    assert (carted.status_code, carted.json()["error"]["code"]) == (409, "listing_not_available")
 
     # Fixed: back in search, and payouts go out again.
     control(stack, f"/_sandbox/accounts/{account_id}/onboard")
