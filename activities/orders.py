@@ -474,12 +474,12 @@ async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change:
     own transition still commits (the money and the order's state come first) and the failure is logged."""
     try:
         async with session.begin_nested():
-            order = await session.get(Order, order_id)
-            assert order is not None
+            seller_id = await session.scalar(select(Order.seller_id).where(Order.id == order_id))
+            assert seller_id is not None
             if change.outcome:
-                await reputation.apply_order_outcome(session, order.id, order.seller_id, change.outcome)
+                await reputation.apply_order_outcome(session, order_id, seller_id, change.outcome)
             if change.review_closes_at:
-                await reviews.open_window(session, order.id, closes_at=change.review_closes_at)
+                await reviews.open_window(session, order_id, closes_at=change.review_closes_at)
     except SQLAlchemyError:
         log.exception("trust bookkeeping failed for order %s (%s)", order_id, change.action)
 
