@@ -43,12 +43,12 @@ class ReturnActivities:
 
     @activity.defn
     async def refund_return(self, req: ReturnRefund) -> int:
-        """The order's `refund` Update for the return's amount (Update id `return:<id>`: asked once, whatever the
-        retries); a completed order whose run has ended gets a reopened run for it. Returns what the order has
+        """The order's `refund` Update for the return's amount (Update id `return:<id>:<attempt>`: one ask, whatever
+        the retries); a completed order whose run has ended gets a reopened run for it. Returns what the order has
         refunded in all."""
         client = activity.client()
         request = ActionRequest(req.actor, reason=req.reason, refund_amount=req.amount)
-        update_id = f"return:{req.return_id}"
+        update_id = f"return:{req.return_id}:{req.attempt}"
         workflow_id = order_workflow_id(req.order_id)
         try:
             try:

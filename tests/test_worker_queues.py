@@ -107,6 +107,11 @@ OWNED_ACTIVITIES = {
         "save_transition",
         "report_attention",
         "load_order",
+        "reserve_checkout",
+        "settle_checkout",
+        "open_return",
+        "save_return",
+        "refund_return",
     },
     PAYMENTS: {
         "charge",
@@ -134,7 +139,7 @@ OWNED_ACTIVITIES = {
     RECONCILIATION: set(),
 }
 OWNED_WORKFLOWS = {
-    ORDERS: {"Order", "OrderWorkflow"},
+    ORDERS: {"Order", "OrderWorkflow", "Checkout", "Return"},
     PAYMENTS: {"PayoutAccountWorkflow", "OnboardingLinkWorkflow"},
     TRUST: {"DisputeWorkflow", "ReviewWorkflow", "RevealDueReviewsWorkflow"},
     NOTIFICATIONS: {"NotificationWorkflow"},

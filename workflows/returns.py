@@ -303,7 +303,9 @@ class ReturnWorkflow:
         """The order refunds the return's amount; then the return is refunded (the lines restocked if asked).
         A refusal takes it to support."""
         view = self._view
-        refund = ReturnRefund(view.return_id, view.order_id, view.amount, actor, f"return {view.return_id}")
+        refund = ReturnRefund(
+            view.return_id, view.order_id, view.amount, actor, f"return {view.return_id}", attempt=self._seq
+        )
         try:
             await execute_activity(
                 ReturnActivities.refund_return,

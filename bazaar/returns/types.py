@@ -52,7 +52,7 @@ class ReturnRequest:
     actor: Actor
     reason: str | None = None  # reject / resolve: why
     tracking: dict[str, str] | None = None  # ship
-    restock: bool = True  # receive: put the lines back on sale
+    restock: bool = False  # receive / resolve: put the lines back on sale
     approve: bool | None = None  # resolve: approve (True) or reject (False)
 
 
@@ -114,3 +114,6 @@ class ReturnRefund:
     amount: int
     actor: Actor
     reason: str
+    # Which ask this is (the return's move count): each ask is its own Update of the order, retries of one ask the
+    # same (an order's Update that failed in its handler answers a repeat of its id with that failure for good).
+    attempt: int = 0

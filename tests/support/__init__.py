@@ -10,7 +10,9 @@ test module, and conftest.py files hold only fixtures.
 - `compose`: docker-compose.yml, its schema and compose's variable interpolation.
 - `binaries`: the CLI binaries installed into the virtualenv (temporal, temporal-test-server, ...).
 - `temporal`: the search attributes the workflow tests' dev server registers.
-- `workflow_fakes`: `FakeWorld`, fake activities that record what the workflows asked.
+- `workflow_fakes`: `FakeWorld`, fake activities that record what the workflows asked (its returns' in
+  `return_fakes`: `FakeReturns`).
+- `returns`: the return workflow under test: a return started as the API does, its moves and history.
 - `orders`: the order workflow under test: the actors, orders placed as the API does, provider events.
 - `order_scenarios`: the order scenarios recorded as replay histories (`RECORDED`).
 - the order model, a fake database and provider with real semantics for the property test: `order_world`

@@ -5,7 +5,8 @@ One FakeWorld serves both order workflow versions: the lean `Order` (local datab
 `release_stock`, notification and review children), so tests of either read the same world. It serves the
 `Checkout` too (`reserve_checkout`, `settle_checkout` and its one charge, `ChargeRequest.checkout_id`): its
 listings are `listings` (each with a seller and a stock of its own), and the orders it places are lean `Order`
-children that read the same world.
+children that read the same world. And the `Return`'s (`open_return`, `save_return`, `refund_return`): its
+`returns` (tests/support/return_fakes.py) read the same listings, faults and notifications.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from activities.trust import OrderOutcome, ReviewWindowRequest
 from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
 from bazaar.orders.types import ChargebackStatus, OrderLineView
 from bazaar.trust.notifications import NotificationEvent
+from tests.support.return_fakes import FakeReturns
 
 
 @dataclass
@@ -151,6 +153,7 @@ class FakeWorld:
     checkouts: dict[str, Reservation] = field(default_factory=dict)  # checkout -> its (stored) reservation
     checkout_stock: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # order -> lines held
     settlements: list[CheckoutOutcome] = field(default_factory=list)
+    returns: FakeReturns = field(default_factory=FakeReturns)  # the `Return`'s opening, moves and refunds
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # ---- knobs -------------------------------------------------------------------------------------------
@@ -542,6 +545,7 @@ class FakeWorld:
             record_chargeback,
             reserve_checkout,
             settle_checkout,
+            *world.returns.activities(world),
         ]
 
     def _reservation(self, quantity: int) -> ReserveStockResult:

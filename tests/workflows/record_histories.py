@@ -27,6 +27,14 @@ What is recorded here:
   a `placement` accepted meanwhile, then paid); with `lean_checkout_order_completed`, the bike seller's order of
   `checkout_paid_two_sellers` (a child `Order` started with a `CheckoutShare`: paid without a reservation or a
   charge of its own), accepted, shipped and confirmed (payout in the checkout's transfer group).
+- `return_*`: the return (type `Return`, `workflows/returns.py`), asked for as the API asks (update-with-start of
+  `opened`, tests/support/returns.py), with FakeWorld's activities and deadlines of a second where a
+  deadline is the path: `return_refunded_after_receipt` (approved, shipped, received and restocked: refunded),
+  `return_escalated_then_resolved` (the seller silent past `response_seconds`: escalated; support approves; shipped
+  and received without restock: refunded), `return_receipt_deadline_refund` (shipped, never confirmed: refunded at
+  `receipt_seconds`, nothing restocked), `return_refund_refused_then_refunded` (the order refuses the refund:
+  escalated `refund_refused`; support approves and the refund is asked again) and `return_refused_at_open` (the
+  return window closed: nothing stored, the run ends).
 
 What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
 (`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
@@ -51,10 +59,13 @@ from temporalio.worker import Worker
 
 from bazaar.checkout.types import CheckoutPlacement
 from bazaar.orders.types import ActionRequest
+from bazaar.returns.models import ReturnStatus
+from bazaar.returns.types import ReturnTerms
 from bazaar.trust.models import DisputeResolution
 from tests.support.binaries import venv_binary
 from tests.support.order_scenarios import RECORDED, record
 from tests.support.orders import BUYER, SELLER, SUPPORT, notice, placed
+from tests.support.returns import TRACKING, returned, returns_world
 from tests.support.temporal import SEARCH_ATTRIBUTES
 from tests.support.workflow_fakes import FakeWorld
 from tests.workflows.test_checkout_workflow import (
@@ -75,6 +86,7 @@ from workflows.dispute import (
     dispute_workflow_id,
 )
 from workflows.order import OrderWorkflow
+from workflows.returns import ReturnWorkflow
 from workflows.reviews import RevealDueReviewsWorkflow
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
@@ -217,6 +229,51 @@ async def record_checkout_attention(env: WorkflowEnvironment) -> WorkflowHistory
         return await checkout.handle.fetch_history()
 
 
+# The return's recorded paths; the deadline a path is about is a second, the others an hour.
+RETURNS = (
+    "return_refunded_after_receipt",
+    "return_escalated_then_resolved",
+    "return_receipt_deadline_refund",
+    "return_refund_refused_then_refunded",
+    "return_refused_at_open",
+)
+
+
+async def record_return(env: WorkflowEnvironment, name: str) -> WorkflowHistory:
+    """One of the return's paths (`RETURNS`), driven as its actors and deadlines drive it."""
+    hour = 3600
+    world = returns_world(
+        refuse_refunds=1 if name == "return_refund_refused_then_refunded" else 0,
+        refusal="return_window_closed" if name == "return_refused_at_open" else None,
+    )
+    terms = ReturnTerms(
+        response_seconds=1 if name == "return_escalated_then_resolved" else hour,
+        ship_seconds=hour,
+        receipt_seconds=1 if name == "return_receipt_deadline_refund" else hour,
+    )
+    async with returned(env, world, terms=terms) as ret:
+        if name == "return_refused_at_open":
+            assert ret.opened.status is None, ret.opened
+        elif name == "return_escalated_then_resolved":
+            await ret.state_when(lambda v: v.status == ReturnStatus.ESCALATED)
+            await ret.act(ReturnWorkflow.resolve, SUPPORT, approve=True)
+            await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
+            await ret.act(ReturnWorkflow.receive, SELLER, restock=False)
+        else:
+            await ret.act(ReturnWorkflow.approve, SELLER)
+            await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
+            if name == "return_refunded_after_receipt":
+                await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
+            elif name == "return_refund_refused_then_refunded":
+                escalated = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
+                assert escalated.status_reason == "refund_refused", escalated
+                await ret.act(ReturnWorkflow.resolve, SUPPORT, approve=True, restock=False)
+        view = await ret.result()
+        expected = None if name == "return_refused_at_open" else ReturnStatus.REFUNDED
+        assert view.status == expected, view
+        return await ret.handle.fetch_history()
+
+
 async def main(everything: bool) -> None:
     def wanted(name: str) -> bool:
         return everything or not (HISTORIES / f"{name}.json").exists()
@@ -259,6 +316,9 @@ async def main(everything: bool) -> None:
                 write(name, await record_checkout_unpaid(env, knob))
         if wanted("checkout_charge_attention_recovered"):
             write("checkout_charge_attention_recovered", await record_checkout_attention(env))
+        for name in RETURNS:
+            if wanted(name):
+                write(name, await record_return(env, name))
 
 
 if __name__ == "__main__":

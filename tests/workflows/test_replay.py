@@ -14,6 +14,7 @@ from temporalio.worker import Replayer
 from worker import WORKFLOWS
 from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import BOUNDED_PATCH
+from workflows.returns import ReturnWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
 SOURCES = {p.stem: p.read_text() for p in HISTORIES}
@@ -69,6 +70,12 @@ def test_histories_exist() -> None:
         "checkout_lines_unavailable",
         "checkout_charge_attention_recovered",
         "lean_checkout_order_completed",
+        # The return (type `Return`).
+        "return_refunded_after_receipt",
+        "return_escalated_then_resolved",
+        "return_receipt_deadline_refund",
+        "return_refund_refused_then_refunded",
+        "return_refused_at_open",
     }
 
 
@@ -86,6 +93,7 @@ def test_histories_replay_against_the_version_that_recorded_them() -> None:
     }
     assert {n for n, t in types.items() if t == "Order"} == {n for n in types if n.startswith("lean_")}
     assert {n for n, t in types.items() if t == "Checkout"} == {n for n in types if n.startswith("checkout_")}
+    assert {n for n, t in types.items() if t == "Return"} == {n for n in types if n.startswith("return_")}
     registered = {getattr(w, "__temporal_workflow_definition").name for w in WORKFLOWS}
     assert set(types.values()) <= registered
 
@@ -202,3 +210,43 @@ def test_checkout_histories_cover_its_paths() -> None:
     [started] = [e for e in _events(name) if "workflowExecutionStartedEventAttributes" in e]
     parent = started["workflowExecutionStartedEventAttributes"]["parentWorkflowExecution"]["workflowId"]
     assert parent.startswith("checkout-")
+
+
+def test_the_return_is_registered_for_replay() -> None:
+    assert ReturnWorkflow in WORKFLOWS
+
+
+def _timers_fired(name: str) -> int:
+    return sum(e["eventType"] == "EVENT_TYPE_TIMER_FIRED" for e in _events(name))
+
+
+def _update_names(name: str) -> list[str]:
+    """The Updates a history accepted, in order."""
+    return [
+        e["workflowExecutionUpdateAcceptedEventAttributes"]["acceptedRequest"]["input"]["name"]
+        for e in _events(name)
+        if "workflowExecutionUpdateAcceptedEventAttributes" in e
+    ]
+
+
+def test_return_histories_cover_their_paths() -> None:
+    """The return's histories are the paths they are named for: opened and each move saved as local activities,
+    the order's refund as an activity (asked again after a refusal), the deadlines as fired timers."""
+    moves = ["open_return", "save_return", "save_return", "save_return"]
+    name = "return_refunded_after_receipt"
+    assert _local_activities(name) == moves and _scheduled_activities(name) == ["refund_return"]
+    assert _update_names(name) == ["opened", "approve", "ship", "receive"] and _timers_fired(name) == 0
+    name = "return_escalated_then_resolved"
+    assert _local_activities(name) == [*moves, "save_return"]  # escalated, approved, shipped, refunded
+    assert _update_names(name) == ["opened", "resolve", "ship", "receive"] and _timers_fired(name) == 1
+    name = "return_receipt_deadline_refund"
+    assert _local_activities(name) == moves and _scheduled_activities(name) == ["refund_return"]
+    assert _update_names(name) == ["opened", "approve", "ship"] and _timers_fired(name) == 1
+    name = "return_refund_refused_then_refunded"
+    assert _local_activities(name) == [*moves, "save_return"]  # approved, shipped, escalated, refunded
+    assert _scheduled_activities(name) == ["refund_return", "refund_return"]
+    assert sum(e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_FAILED" for e in _events(name)) == 1
+    assert _update_names(name) == ["opened", "approve", "ship", "receive", "resolve"]
+    name = "return_refused_at_open"
+    assert _local_activities(name) == ["open_return"] and _scheduled_activities(name) == []
+    assert _update_names(name) == ["opened"]
