@@ -7,8 +7,6 @@ Used by the workflow tests in tests/workflows/ and by tests/workflows/record_his
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Set
 from contextlib import asynccontextmanager
@@ -43,6 +41,7 @@ from bazaar.orders.types import (
     initial_search_attributes,
 )
 from bazaar.temporal import order_workflow_id
+from tests.support.temporal import query_when
 from tests.support.workflow_fakes import FakeWorld, activity_name
 from worker import WORKFLOWS
 from workflows.order import OrderWorkflow
@@ -79,13 +78,7 @@ class Order:
 
     async def state_when(self, check: Callable[[OrderView], bool], seconds: float = 15) -> OrderView:
         """Poll the `state` query until `check` holds."""
-        deadline = time.monotonic() + seconds
-        while True:
-            view = await self.handle.query(OrderWorkflow.state)  # None while a reopened run loads
-            if (view is not None and check(view)) or time.monotonic() > deadline:
-                assert view is not None and check(view), view
-                return view
-            await asyncio.sleep(0.05)
+        return await query_when(self.handle, OrderWorkflow.state, check, seconds)
 
     async def result(self) -> OrderView:
         return await self.handle.result()
@@ -177,13 +170,7 @@ def notice(status: str = "needs_response", dispute: str = "dp_1", amount: int = 
 
 async def state_when(order: Order, check: Callable[[OrderView], bool]) -> OrderView:
     """Poll the `state` query until `check` holds (signals are fire-and-forget), for up to 10 s."""
-    deadline = time.monotonic() + 10
-    while True:
-        view = await order.handle.query(OrderWorkflow.state)  # None while a reopened run loads
-        if (view is not None and check(view)) or time.monotonic() > deadline:
-            assert view is not None and check(view), view
-            return view
-        await asyncio.sleep(0.05)
+    return await order.state_when(check, 10)
 
 
 async def completed(order: Order) -> None:

@@ -7,9 +7,7 @@ Used by tests/workflows/test_return_workflow.py and by tests/workflows/record_hi
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +31,7 @@ from bazaar.returns.types import ReturnedLine, ReturnRequest, ReturnTerms, Retur
 from bazaar.temporal import return_workflow_id
 from tests.support.orders import BUYER, SELLER, refusal
 from tests.support.return_fakes import FakeReturns
+from tests.support.temporal import query_when
 from tests.support.workflow_fakes import FakeListing, FakeWorld
 from workflows.returns import ReturnWorkflow
 
@@ -77,14 +76,8 @@ class Return:
         return await self.handle.query(ReturnWorkflow.state)
 
     async def state_when(self, check: Callable[[ReturnView], bool], seconds: float = 15) -> ReturnView:
-        """Poll the `state` query until `check` holds (a deadline's move runs after its timer fires)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            view = await self.state()
-            if check(view) or time.monotonic() > deadline:
-                assert check(view), view
-                return view
-            await asyncio.sleep(0.05)
+        """Poll the `state` query until `check` holds."""
+        return await query_when(self.handle, ReturnWorkflow.state, check, seconds)
 
     async def result(self) -> ReturnView:
         return await self.handle.result()

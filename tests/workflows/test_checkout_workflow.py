@@ -10,8 +10,6 @@ checkout's replay histories with these helpers.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +39,7 @@ from bazaar.orders.types import (
 from bazaar.payments.money import platform_fee
 from bazaar.temporal import checkout_workflow_id, order_workflow_id
 from tests.support.orders import BUYER, Order, refusal
+from tests.support.temporal import query_when
 from tests.support.workflow_fakes import (
     CHECKOUT_INTENT,
     FakeListing,
@@ -94,13 +93,7 @@ class Checkout:
 
     async def state_when(self, check: Callable[[CheckoutView], bool], seconds: float = 15) -> CheckoutView:
         """Poll the `state` query until `check` holds."""
-        deadline = time.monotonic() + seconds
-        while True:
-            view = await self.state()
-            if check(view) or time.monotonic() > deadline:
-                assert check(view), view
-                return view
-            await asyncio.sleep(0.05)
+        return await query_when(self.handle, CheckoutWorkflow.state, check, seconds)
 
     async def result(self) -> CheckoutView:
         return await self.handle.result()
