@@ -88,7 +88,11 @@ MOVE = merge(
             },
         },
         errors(
-            ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.RETURN_NOT_ALLOWED, ErrorCode.VALIDATION_ERROR
+            ErrorCode.FORBIDDEN,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.RETURN_NOT_ALLOWED,
+            ErrorCode.VALIDATION_ERROR,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
         ),
     ),
 )
@@ -114,6 +118,16 @@ async def request_return(
     response.headers["Location"] = f"/v1/returns/{return_id}"
     existing = await session.get(Return, return_id)
     if existing is not None:
+        asked = sorted((line.listing_id, line.quantity) for line in body.lines)
+        if (
+            asked != sorted((x.listing_id, x.quantity) for x in existing.lines)
+            or existing.reason != body.reason
+        ):
+            raise DomainError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "this Idempotency-Key was used for a different return",
+                {"return_id": str(return_id)},
+            )
         response.status_code = 200
         return ReturnOut.of_row(existing)
     await session.commit()

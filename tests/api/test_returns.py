@@ -78,6 +78,8 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     assert created["allowed_actions"] == ["approve", "cancel", "reject"]
     replay = ask(http, order, buyer, key=key)
     assert (replay.status_code, replay.json()["id"]) == (200, created["id"])
+    other = ask(http, order, buyer, quantity=2, key=key)  # the same key for another return
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused")
     wait_until(lambda: "return_requested" in inbox_types(http, seller))
 
     rid = created["id"]
