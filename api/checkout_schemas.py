@@ -44,3 +44,8 @@ class CheckoutOut(BaseModel):
             orders=[OrderOut.of_row(order) for order in checkout.orders],
             workflow_id=checkout_workflow_id(str(checkout.id)),
         )
+
+
+class CheckoutPage(BaseModel):
+    items: list[CheckoutOut]
+    next_cursor: str | None = Field(description="pass as `before` for the next page; null on the last")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import cast
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
@@ -19,8 +20,8 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
-from api.checkout_schemas import CheckoutIn, CheckoutOut
-from api.deps import Caller, Session, Temporal
+from api.checkout_schemas import CheckoutIn, CheckoutOut, CheckoutPage
+from api.deps import Buyer, Caller, Session, Temporal
 from api.openapi import LOCATION, errors, merge
 from api.placement import start_and_wait
 from api.ratelimits import OrderingBuyer
@@ -156,6 +157,29 @@ async def _settled(session: Session, checkout_id: uuid.UUID, paid: bool) -> Chec
             return stored
         await session.commit()
         await asyncio.sleep(0.02)
+
+
+@router.get("", response_model=CheckoutPage)
+async def list_checkouts(
+    buyer: Buyer,
+    session: Session,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
+) -> CheckoutPage:
+    """The buyer's checkouts, newest first (refused ones are never stored)."""
+    stmt = select(Checkout).where(Checkout.buyer_id == buyer.user_id)
+    if before is not None:
+        anchor = await session.get(Checkout, before)
+        if anchor is not None:
+            stmt = stmt.where((Checkout.created_at, Checkout.id) < (anchor.created_at, anchor.id))  # type: ignore[operator]
+    rows = (
+        await session.scalars(stmt.order_by(Checkout.created_at.desc(), Checkout.id.desc()).limit(limit + 1))
+    ).all()
+    items = rows[:limit]
+    return CheckoutPage(
+        items=[CheckoutOut.of_row(c) for c in items],
+        next_cursor=str(items[-1].id) if len(rows) > limit else None,
+    )
 
 
 @router.get("/{checkout_id}", response_model=CheckoutOut, responses=errors(ErrorCode.NOT_FOUND))

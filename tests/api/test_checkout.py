@@ -148,6 +148,9 @@ def test_a_cart_of_three_sellers_is_paid_once_and_each_seller_gets_its_share(
     assert {o["status"] for o in seen.json()["orders"]} == {"completed", "cancelled"}
     stranger = register(http, ["buyer"], "Stranger")
     assert http.get(f"/v1/checkouts/{body['id']}", headers=stranger.headers).status_code == 404
+    listed = http.get("/v1/checkouts", headers=buyer.headers).json()
+    assert ([c["id"] for c in listed["items"]], listed["next_cursor"]) == ([body["id"]], None)
+    assert http.get("/v1/checkouts", headers=stranger.headers).json()["items"] == []
 
 
 def test_a_checkout_that_cannot_be_bought_as_seen_takes_nothing(http: httpx.Client, stack: Any) -> None:
