@@ -13,7 +13,7 @@ import pytest
 
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
-from tests.support.http import Actor, published_listing, register, seller_with_payout
+from tests.support.http import Actor, published_listing, register, seller_with_payout, support_user
 from tests.support.money import act, assert_balanced, ledger_accounts, provider_list, refunds_for, sql
 from tests.support.reconciliation import next_second, reconcile
 
@@ -203,6 +203,18 @@ def test_a_declined_card_cancels_every_order_and_gives_the_stock_back(http: http
         again = http.get(f"/v1/listings/{listing['id']}").json()
         assert (again["status"], again["quantity"]) == ("active", 1)
     assert len(http.get("/v1/cart", headers=buyer.headers).json()["lines"]) == 2  # kept, to pay another way
+
+    # The platform's integrations hear of the checkout; each order's seller, of their order's cancellation.
+    staff = support_user(http, stack)
+    key = http.post("/v1/api-keys", json={"name": "BI"}, headers=staff.headers)
+    assert key.status_code == 201, key.text
+    events = http.get(
+        "/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {key.json()['key']}"}
+    ).json()["items"]
+    order_ids = {o["id"] for o in body["orders"]}
+    assert [e["type"] for e in events if e["data"].get("id") == body["id"]] == ["checkout.payment_failed"]
+    cancelled = [e for e in events if e["type"] == "order.cancelled" and e["data"].get("id") in order_ids]
+    assert {e["data"]["id"] for e in cancelled} == order_ids
 
 
 def test_twenty_buyers_racing_for_the_last_units_never_oversell_and_losers_pay_nothing(

@@ -117,6 +117,16 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     listed = http.get(f"/v1/orders/{oid}/returns", headers=seller.headers).json()["items"]
     assert [r["id"] for r in listed] == [rid]
 
+    # The seller's integrations hear of each step (the events feed, in commit order).
+    key = http.post("/v1/api-keys", json={"name": "returns app"}, headers=seller.headers)
+    assert key.status_code == 201, key.text
+    page = http.get(
+        "/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {key.json()['key']}"}
+    )
+    assert page.status_code == 200, page.text
+    steps = [e["type"] for e in page.json()["items"] if e["data"].get("id") == rid]
+    assert steps == ["return.requested", "return.approved", "return.shipped", "return.refunded"]
+
 
 def test_a_partial_return_before_release_refunds_one_unit_and_the_release_pays_the_rest(
     http: httpx.Client, stack: Any
