@@ -18,7 +18,7 @@ import pytest
 from activities.reconciliation import _movements, _ours, _owner_ref, _record
 from bazaar.models import LedgerAccount, LedgerEntry, Payment, PaymentKind, PaymentOutcome
 from tests.support.http import Actor, published_listing, register, seller_with_payout
-from tests.support.money import provider, sql
+from tests.support.money import provider, sql, statement_lines
 from tests.support.reconciliation import next_second, reconcile
 
 CHECKOUT = str(uuid.uuid4())
@@ -264,19 +264,6 @@ def test_a_clean_checkout_reconciles_with_no_discrepancy(stack: Any, stored: Sto
     assert summary.matched >= 6, summary
 
 
-def lines(statement: dict[str, Any]) -> list[tuple[str, bool, int | None, int | None, int | None]]:
-    return [
-        (
-            line["kind"],
-            line["agrees"],
-            line["provider"] and line["provider"]["amount"],
-            line["payment"] and line["payment"]["amount"],
-            line["ledger"] and line["ledger"]["amount"],
-        )
-        for line in statement["lines"]
-    ]
-
-
 @pytest.mark.integration
 def test_each_orders_statement_shows_the_whole_charge_and_its_own_money(
     http: httpx.Client, stored: StoredCheckout
@@ -292,7 +279,7 @@ def test_each_orders_statement_shows_the_whole_charge_and_its_own_money(
         return statement
 
     a = money("a")
-    assert lines(a) == [
+    assert statement_lines(a) == [
         ("charge", True, total, total, total),
         ("refund", True, 10_000, 10_000, 10_000),
         ("transfer", True, 31_470, 31_470, 31_470),
@@ -304,13 +291,13 @@ def test_each_orders_statement_shows_the_whole_charge_and_its_own_money(
         stored.intent["id"],
         f"checkout-{stored.checkout_id}:charge:1",
     )
-    assert lines(money("b")) == [
+    assert statement_lines(money("b")) == [
         ("charge", True, total, total, total),
         ("transfer", True, 4_470, 4_470, 4_470),
         ("release", True, None, None, 5_000),
         ("fee", True, 530, None, 530),
     ]
-    assert lines(money("c")) == [("charge", True, total, total, total), ("fee", True, 0, None, 0)]
+    assert statement_lines(money("c")) == [("charge", True, total, total, total), ("fee", True, 0, None, 0)]
 
 
 @pytest.mark.integration

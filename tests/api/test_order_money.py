@@ -11,23 +11,18 @@ import httpx
 import pytest
 
 from tests.support.http import register, support_user
-from tests.support.money import AMOUNT, FEE, act, fulfilled_order, payment_intents_for, provider
+from tests.support.money import (
+    AMOUNT,
+    FEE,
+    act,
+    fulfilled_order,
+    payment_intents_for,
+    provider,
+    statement_lines,
+)
 from tests.support.reconciliation import next_second, reconcile
 
 pytestmark = pytest.mark.integration
-
-
-def lines(statement: dict[str, Any]) -> list[tuple[str, bool, int | None, int | None, int | None]]:
-    return [
-        (
-            line["kind"],
-            line["agrees"],
-            line["provider"] and line["provider"]["amount"],
-            line["payment"] and line["payment"]["amount"],
-            line["ledger"] and line["ledger"]["amount"],
-        )
-        for line in statement["lines"]
-    ]
 
 
 def test_an_orders_money_side_by_side_for_its_parties_only(http: httpx.Client, stack: Any) -> None:
@@ -39,7 +34,7 @@ def test_an_orders_money_side_by_side_for_its_parties_only(http: httpx.Client, s
     assert seen.status_code == 200, seen.text
     statement = seen.json()
     assert (statement["order_id"], statement["currency"], statement["agrees"]) == (oid, "EUR", True)
-    assert lines(statement) == [
+    assert statement_lines(statement) == [
         ("charge", True, AMOUNT, AMOUNT, AMOUNT),
         ("transfer", True, AMOUNT - FEE, AMOUNT - FEE, AMOUNT - FEE),
         ("release", True, None, None, AMOUNT),

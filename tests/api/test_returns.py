@@ -118,10 +118,10 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     assert [r["id"] for r in listed] == [rid]
 
     # The seller's integrations hear of each step (the events feed, in commit order).
-    key = http.post("/v1/api-keys", json={"name": "returns app"}, headers=seller.headers)
-    assert key.status_code == 201, key.text
+    app_key = http.post("/v1/api-keys", json={"name": "returns app"}, headers=seller.headers)
+    assert app_key.status_code == 201, app_key.text
     page = http.get(
-        "/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {key.json()['key']}"}
+        "/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {app_key.json()['key']}"}
     )
     assert page.status_code == 200, page.text
     steps = [e["type"] for e in page.json()["items"] if e["data"].get("id") == rid]

@@ -218,3 +218,18 @@ def order_until(
             assert seen["status"] == status, seen
             return dict(seen)
         time.sleep(0.1)
+
+
+def statement_lines(statement: dict[str, Any]) -> list[tuple[str, bool, int | None, int | None, int | None]]:
+    """An order's money statement (`GET /v1/orders/{id}/money`) line by line: kind, whether it agrees, and the
+    amounts at the provider, in our payment row and in the ledger."""
+    return [
+        (
+            line["kind"],
+            line["agrees"],
+            line["provider"] and line["provider"]["amount"],
+            line["payment"] and line["payment"]["amount"],
+            line["ledger"] and line["ledger"]["amount"],
+        )
+        for line in statement["lines"]
+    ]
