@@ -23,6 +23,7 @@ from temporalio import activity
 
 from activities import metrics
 from activities.database import activity_transaction
+from bazaar.checkout import cart
 from bazaar.integrations import events
 from bazaar.listings import stock
 from bazaar.models import (
@@ -30,7 +31,6 @@ from bazaar.models import (
     LedgerAccount,
     LedgerEntry,
     Listing,
-    ListingStatus,
     Order,
     OrderLine,
     OrderStatus,
@@ -42,7 +42,6 @@ from bazaar.models import (
 from bazaar.orders.types import ChargebackStatus, OrderEvent, Party
 from bazaar.payments import ledger
 from bazaar.payments.keys import MoneyOperation, key_number, key_prefix, money_key
-from bazaar.payments.money import chargeable_problem
 from bazaar.settings import Settings
 from bazaar.trust import notifications, reputation, reviews
 from bazaar.trust.notifications import NotificationEvent
@@ -169,19 +168,11 @@ class OrderActivities:
             listing = await session.scalar(
                 select(Listing).where(Listing.id == uuid.UUID(req.listing_id)).with_for_update()
             )
-            if (
-                listing is None
-                or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD)
-                or not listing.seller_can_sell
-            ):
-                return ReserveStockResult(ok=False, reason="listing_not_available")
-            if str(listing.seller_id) == req.buyer_id:
-                return ReserveStockResult(ok=False, reason="own_listing")
-            if listing.status == ListingStatus.SOLD or listing.quantity < req.quantity:
-                return ReserveStockResult(ok=False, reason="sold_out")
-            if chargeable_problem(listing.price_amount * req.quantity, listing.currency) is not None:
-                # The provider would refuse the charge: take no stock (the API checks this first).
-                return ReserveStockResult(ok=False, reason="amount_not_chargeable")
+            # The API's own check (`purchase_problem`), again under the row lock: its code is the refusal's reason.
+            refusal = cart.purchase_problem(listing, uuid.UUID(req.buyer_id), req.quantity)
+            if refusal is not None:
+                return ReserveStockResult(ok=False, reason=refusal.code.value)
+            assert listing is not None
             stock.take(session, listing, req.quantity)
             order = Order(
                 id=order_id,

@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bazaar.checkout import cart
+from bazaar.checkout.cart import LineProblem
 from bazaar.checkout.models import CartLine
-from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
+from bazaar.checkout.types import CheckoutLine, LineRefusal, Reservation, SellerOrder, StartCheckout
 from bazaar.integrations import events
 from bazaar.integrations.events import EventType
 from bazaar.listings import stock
@@ -43,20 +45,13 @@ def order_id_for(checkout_id: str, seller_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(ORDER_OF_CHECKOUT, f"{checkout_id}:{seller_id}")
 
 
-def _refusal(
-    listing: Listing | None, buyer_id: uuid.UUID, line_quantity: int, seen: tuple[int, str]
-) -> str | None:
-    if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
-        return "listing_not_available"
-    if not listing.seller_can_sell:
-        return "listing_not_available"
+def _refusal(listing: Listing | None, buyer_id: uuid.UUID, line: CheckoutLine) -> str | None:
+    """Why a line cannot be bought as the buyer saw it (the cart's own rule, under the row lock)."""
+    if listing is None:
+        return LineProblem.LISTING_NOT_AVAILABLE
     if listing.seller_id == buyer_id:
         return "own_listing"
-    if listing.status == ListingStatus.SOLD or listing.quantity < line_quantity:
-        return "sold_out"
-    if (listing.price_amount, listing.currency) != seen:
-        return "price_changed"
-    return None
+    return cart.Line(listing, line.quantity, line.seen_amount, line.seen_currency).problem
 
 
 async def reserve(session: AsyncSession, req: StartCheckout) -> Reservation:
@@ -72,7 +67,7 @@ async def reserve(session: AsyncSession, req: StartCheckout) -> Reservation:
     refusals: list[LineRefusal] = []
     for line in req.lines:
         listing = listings.get(uuid.UUID(line.listing_id))
-        problem = _refusal(listing, buyer_id, line.quantity, (line.seen_amount, line.seen_currency))
+        problem = _refusal(listing, buyer_id, line)
         if problem is not None:
             available = listing.quantity if listing and listing.status == ListingStatus.ACTIVE else 0
             refusals.append(LineRefusal(line.listing_id, problem, available))
