@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.payout_schemas import AppUrl
 from api.schemas import OrderLineOut, example
+from bazaar.orders.types import line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
 from bazaar.returns.types import ReturnAction
@@ -100,15 +101,7 @@ class ReturnOut(BaseModel):
             reason=row.reason,
             message=row.message,
             photos=list(row.photos or []),
-            lines=[
-                OrderLineOut(
-                    listing_id=line.listing_id,
-                    title=line.listing_title,
-                    quantity=line.quantity,
-                    unit_price=Money(amount=line.unit_amount, currency=row.currency),
-                )
-                for line in row.lines
-            ],
+            lines=[OrderLineOut.of(line_view(line), row.currency) for line in row.lines],
             refund=Money(amount=row.amount, currency=row.currency),
             tracking=row.tracking,
             restocked=row.restocked,

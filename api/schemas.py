@@ -34,7 +34,7 @@ from bazaar.models import (
     PaymentState,
     Role,
 )
-from bazaar.orders.types import OrderAction, OrderEvent, OrderLineView, OrderView, Party
+from bazaar.orders.types import OrderAction, OrderEvent, OrderLineView, OrderView, Party, order_line_views
 from bazaar.payments.money import MAX_CHARGE, Money, Price
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
@@ -482,20 +482,10 @@ class OrderOut(BaseModel):
             payment_state=order.payment_state,
             workflow_id=order.workflow_id,
             tracking=order.tracking,
-            lines=[OrderLineOut.of(line, order.currency) for line in _lines_of(order)],
+            lines=[OrderLineOut.of(line, order.currency) for line in order_line_views(order)],
             checkout_id=order.checkout_id,
             refunded=Money(amount=refunded, currency=order.currency) if refunded else None,
         )
-
-
-def _lines_of(order: Order) -> list[OrderLineView]:
-    """The order's stored lines; an order stored before lines existed bought its one listing."""
-    stored = [
-        OrderLineView(str(x.listing_id), x.listing_title, x.quantity, x.unit_amount) for x in order.lines
-    ]
-    return stored or [
-        OrderLineView(str(order.listing_id), order.listing_title, order.quantity, order.unit_amount)
-    ]
 
 
 def _only_line(view: OrderView) -> OrderLineView:

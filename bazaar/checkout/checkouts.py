@@ -33,7 +33,7 @@ from bazaar.models import (
     OrderStatus,
     PaymentState,
 )
-from bazaar.orders.types import OrderEvent, OrderLineView, Party
+from bazaar.orders.types import OrderEvent, Party, line_view
 from bazaar.payments.money import chargeable_problem
 from bazaar.temporal import checkout_workflow_id, order_workflow_id
 
@@ -167,10 +167,7 @@ def seller_orders(orders: Sequence[Order]) -> list[SellerOrder]:
             order_id=str(order.id),
             seller_id=str(order.seller_id),
             amount=order.amount,
-            lines=[
-                OrderLineView(str(line.listing_id), line.listing_title, line.quantity, line.unit_amount)
-                for line in order.lines
-            ],
+            lines=[line_view(line) for line in order.lines],
         )
         for order in orders
     ]

@@ -6,12 +6,13 @@ with defaults (a running workflow must still decode what it was started with).""
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
-from bazaar.models import OrderStatus, PaymentState
+from bazaar.models import Order, OrderStatus, PaymentState
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.temporal import ORDER_SEARCH_ATTRIBUTES
 from bazaar.trust.models import DisputeSource
@@ -109,6 +110,30 @@ class OrderLineView:
     listing_title: str
     quantity: int
     unit_amount: int
+
+
+class StoredLine(Protocol):
+    """A line as a table stores it (an order's, a return's)."""
+
+    @property
+    def listing_id(self) -> uuid.UUID: ...
+    @property
+    def listing_title(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit_amount(self) -> int: ...
+
+
+def line_view(line: StoredLine) -> OrderLineView:
+    return OrderLineView(str(line.listing_id), line.listing_title, line.quantity, line.unit_amount)
+
+
+def order_line_views(order: Order) -> list[OrderLineView]:
+    """The order's stored lines; one placed by a worker from before lines (a rolling deploy) bought its listing."""
+    return [line_view(x) for x in order.lines] or [
+        OrderLineView(str(order.listing_id), order.listing_title, order.quantity, order.unit_amount)
+    ]
 
 
 @dataclass

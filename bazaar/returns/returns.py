@@ -16,7 +16,7 @@ from bazaar.integrations import events
 from bazaar.integrations.events import EventType
 from bazaar.listings import stock
 from bazaar.models import AuditEvent, Order, OrderStatus, Payment, PaymentKind, PaymentOutcome
-from bazaar.orders.types import OrderEvent, OrderLineView
+from bazaar.orders.types import OrderEvent, OrderLineView, line_view
 from bazaar.payments.money import format_money
 from bazaar.returns.models import Return, ReturnLine, ReturnStatus
 from bazaar.returns.types import ReturnOpened, ReturnTransition, StartReturn
@@ -35,9 +35,7 @@ def opened_of(row: Return) -> ReturnOpened:
         seller_id=str(row.seller_id),
         amount=row.amount,
         currency=row.currency,
-        lines=[
-            OrderLineView(str(x.listing_id), x.listing_title, x.quantity, x.unit_amount) for x in row.lines
-        ],
+        lines=[line_view(x) for x in row.lines],
         seq=row.state_seq,
     )
 
