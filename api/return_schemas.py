@@ -13,10 +13,10 @@ from api.schemas import OrderLineOut, example
 from bazaar.orders.types import line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
+from bazaar.returns.rules import allowed_actions
 from bazaar.returns.types import ReturnAction
 from bazaar.temporal import return_workflow_id
 from bazaar.text import multi_line, single_line
-from workflows.returns import allowed_actions
 
 
 class ReturnLineIn(BaseModel):

@@ -29,12 +29,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.returns import REFUND_REFUSED, ReturnActivities
-    from bazaar.errors import Rejection
     from bazaar.orders.types import Actor
+    from bazaar.returns import rules
     from bazaar.returns.models import RETURN_ENDED, ReturnStatus
     from bazaar.returns.types import (
         ReturnAction,
@@ -49,28 +48,12 @@ from workflows.failures import StepFailed, failure_text, is_permanent
 from workflows.queues import execute_activity
 from workflows.retries import db_step_until_answered
 
-# Who may do what, in which state (support may always stand in for the seller).
-RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
-    ReturnAction.APPROVE: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
-    ReturnAction.REJECT: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
-    ReturnAction.CANCEL: {
-        ReturnStatus.REQUESTED: frozenset({"buyer"}),
-        ReturnStatus.APPROVED: frozenset({"buyer"}),
-    },
-    ReturnAction.SHIP: {ReturnStatus.APPROVED: frozenset({"buyer"})},
-    ReturnAction.RECEIVE: {ReturnStatus.SHIPPED: frozenset({"seller", "support"})},
-    ReturnAction.RESOLVE: {ReturnStatus.ESCALATED: frozenset({"support"})},
-}
 # The order's refund Update: retried while Temporal or the order is busy; its refusal is final.
 REFUND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=[REFUND_REFUSED],
 )
-
-
-def allowed_actions(status: ReturnStatus | None) -> list[ReturnAction]:
-    return sorted(action for action, states in RULES.items() if status in states)
 
 
 @workflow.defn(name="Return")
@@ -99,7 +82,7 @@ class ReturnWorkflow:
             amount=opened.amount,
             currency=opened.currency,
             lines=opened.lines,
-            allowed_actions=allowed_actions(ReturnStatus.REQUESTED),
+            allowed_actions=rules.allowed_actions(ReturnStatus.REQUESTED),
         )
         self._opened = True
         terms = req.terms
@@ -227,29 +210,7 @@ class ReturnWorkflow:
         return self._view
 
     def _check(self, action: ReturnAction, req: ReturnRequest) -> str:
-        """The acting party, or the rejection (403: never this actor; 409: not now)."""
-        view = self._view
-        parties = {
-            "buyer" if req.actor.user_id == view.buyer_id else "",
-            "seller" if req.actor.user_id == view.seller_id else "",
-            "support" if req.actor.is_support else "",
-        } - {""}
-        rules = RULES[action]
-        if not parties & frozenset[str]().union(*rules.values()):
-            raise ApplicationError(f"you may not {action} this return", type=Rejection.FORBIDDEN)
-        acting = sorted(parties & rules.get(view.status, frozenset())) if view.status is not None else []
-        if not acting:
-            raise ApplicationError(
-                f"cannot {action} a return that is {view.status}", type=Rejection.INVALID_TRANSITION
-            )
-        if action == ReturnAction.REJECT or (action == ReturnAction.RESOLVE and req.approve is False):
-            if not req.reason:
-                raise ApplicationError(
-                    "say why the return is rejected (reason)", type=Rejection.INVALID_REQUEST
-                )
-        if action == ReturnAction.RESOLVE and req.approve is None:
-            raise ApplicationError("resolve needs approve: true or false", type=Rejection.INVALID_REQUEST)
-        return acting[0]
+        return rules.authorize(action, req, self._view)
 
     @asynccontextmanager
     async def _acting(self, action: ReturnAction, req: ReturnRequest) -> AsyncIterator[str]:
@@ -376,5 +337,5 @@ class ReturnWorkflow:
             status_reason=reason,
             tracking=tracking if tracking is not None else self._view.tracking,
             restocked=restocked if restocked is not None else self._view.restocked,
-            allowed_actions=allowed_actions(status),
+            allowed_actions=rules.allowed_actions(status),
         )

@@ -1,0 +1,50 @@
+"""Who may move a return, and when: the return's rules (workflows/returns.py checks them in its validators and again
+under its lock; the API shows `allowed_actions`). Pure."""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+from bazaar.errors import Rejection
+from bazaar.returns.models import ReturnStatus
+from bazaar.returns.types import ReturnAction, ReturnRequest, ReturnView
+
+# Who may do what, in which state (support may always stand in for the seller).
+RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
+    ReturnAction.APPROVE: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
+    ReturnAction.REJECT: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
+    ReturnAction.CANCEL: {
+        ReturnStatus.REQUESTED: frozenset({"buyer"}),
+        ReturnStatus.APPROVED: frozenset({"buyer"}),
+    },
+    ReturnAction.SHIP: {ReturnStatus.APPROVED: frozenset({"buyer"})},
+    ReturnAction.RECEIVE: {ReturnStatus.SHIPPED: frozenset({"seller", "support"})},
+    ReturnAction.RESOLVE: {ReturnStatus.ESCALATED: frozenset({"support"})},
+}
+
+
+def allowed_actions(status: ReturnStatus | None) -> list[ReturnAction]:
+    return sorted(action for action, states in RULES.items() if status in states)
+
+
+def authorize(action: ReturnAction, req: ReturnRequest, view: ReturnView) -> str:
+    """The acting party, or the rejection (403: never this actor; 409: not now)."""
+    parties = {
+        "buyer" if req.actor.user_id == view.buyer_id else "",
+        "seller" if req.actor.user_id == view.seller_id else "",
+        "support" if req.actor.is_support else "",
+    } - {""}
+    allowed = RULES[action]
+    if not parties & frozenset[str]().union(*allowed.values()):
+        raise ApplicationError(f"you may not {action} this return", type=Rejection.FORBIDDEN)
+    acting = sorted(parties & allowed.get(view.status, frozenset())) if view.status is not None else []
+    if not acting:
+        raise ApplicationError(
+            f"cannot {action} a return that is {view.status}", type=Rejection.INVALID_TRANSITION
+        )
+    if action == ReturnAction.REJECT or (action == ReturnAction.RESOLVE and req.approve is False):
+        if not req.reason:
+            raise ApplicationError("say why the return is rejected (reason)", type=Rejection.INVALID_REQUEST)
+    if action == ReturnAction.RESOLVE and req.approve is None:
+        raise ApplicationError("resolve needs approve: true or false", type=Rejection.INVALID_REQUEST)
+    return acting[0]
