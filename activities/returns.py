@@ -5,18 +5,18 @@ money rules, idempotency keys and ledger apply to a return like to any refund.""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from temporalio import activity
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import activity_transaction
 from bazaar.models import Order
-from bazaar.orders.reopen import reopened_order
-from bazaar.orders.types import ActionRequest, OrderView, PlaceOrder
+from bazaar.orders.reopen import reopen_operation
+from bazaar.orders.types import ActionRequest, OrderView
 from bazaar.returns import returns
 from bazaar.returns.types import ReturnOpened, ReturnRefund, ReturnTransition, StartReturn
 from bazaar.settings import Settings
@@ -63,15 +63,7 @@ class ReturnActivities:
                     request,
                     id=update_id,
                     result_type=OrderView,
-                    start_workflow_operation=WithStartWorkflowOperation(
-                        "Order",
-                        await _reopened(req.order_id),
-                        id=workflow_id,
-                        task_queue=self.settings.temporal_task_queue,
-                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                        result_type=OrderView,
-                    ),
+                    start_workflow_operation=await _reopen(req.order_id),
                 )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
@@ -83,9 +75,9 @@ class ReturnActivities:
         return refunded
 
 
-async def _reopened(order_id: str) -> PlaceOrder:
+async def _reopen(order_id: str) -> WithStartWorkflowOperation[Any, OrderView]:
     async with activity_transaction() as session:
         order = await session.scalar(select(Order).where(Order.id == uuid.UUID(order_id)))
         if order is None:
             raise ApplicationError(f"order {order_id} not found", type=REFUND_REFUSED, non_retryable=True)
-        return reopened_order(order)
+        return reopen_operation(order)

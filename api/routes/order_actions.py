@@ -13,12 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
 from temporalio.client import (
-    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from api.deps import Caller, Session, Support, Temporal
@@ -29,7 +27,7 @@ from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Role
-from bazaar.orders.reopen import reopened_order
+from bazaar.orders.reopen import reopen_operation
 from bazaar.orders.types import ActionRequest, Actor, OrderView
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
@@ -132,14 +130,7 @@ class Action:
                         request,
                         wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                         id=update_id or f"{update.__name__}:{uuid.uuid4()}",
-                        start_workflow_operation=WithStartWorkflowOperation(
-                            OrderWorkflow.run,
-                            reopened_order(order),
-                            id=order.workflow_id,
-                            task_queue=get_settings().temporal_task_queue,
-                            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                        ),
+                        start_workflow_operation=reopen_operation(order),
                     ),
                     wait,
                 )
