@@ -71,7 +71,7 @@ class ReturnWorkflow:
     async def run(self, req: StartReturn) -> ReturnView:
         opened = await db_step_until_answered(ReturnActivities.open_return, req)
         if not opened.ok:
-            self._view = replace(self._view, status_reason=opened.refusal)
+            self._view = replace(self._view, status_reason=opened.refusal, refusal_detail=opened.detail)
             self._opened = True
             return self._view
         self._seq = opened.seq

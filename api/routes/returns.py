@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
@@ -33,6 +34,7 @@ from api.schemas import OrderLineOut
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role
+from bazaar.orders.types import order_line_views
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnStatus
 from bazaar.returns.types import ReturnedLine, ReturnRequest, ReturnTerms, ReturnView, StartReturn
@@ -159,7 +161,7 @@ async def request_return(
     view = await start_and_wait(temporal, ReturnWorkflow.opened, [], start, workflow_id, ReturnView)
     if view is not None and view.status is None and view.status_reason:
         code, message = _REFUSALS.get(view.status_reason, _REFUSALS["order_not_returnable"])
-        raise DomainError(code, message, {"reason": view.status_reason})
+        raise DomainError(code, view.refusal_detail or message, {"reason": view.status_reason})
     session.expire_all()
     stored = await session.get(Return, return_id)
     if stored is not None:
@@ -167,15 +169,11 @@ async def request_return(
     # Still being stored after the wait: what was asked for, as the order has it (poll Location).
     response.status_code = 202
     order = await visible_order(session, order_id, caller)
-    titles = {line.listing_id: (line.listing_title, line.unit_amount) for line in order.lines}
+    bought = {line.listing_id: line for line in order_line_views(order)}
     lines = [
-        OrderLineOut(
-            listing_id=line.listing_id,
-            title=titles.get(line.listing_id, ("", 0))[0],
-            quantity=line.quantity,
-            unit_price=Money(amount=titles.get(line.listing_id, ("", 0))[1], currency=order.currency),
-        )
-        for line in body.lines
+        OrderLineOut.of(replace(bought[str(x.listing_id)], quantity=x.quantity), order.currency)
+        for x in body.lines
+        if str(x.listing_id) in bought
     ]
     return ReturnOut(
         id=return_id,

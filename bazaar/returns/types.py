@@ -70,6 +70,7 @@ class ReturnView:
     tracking: dict[str, str] | None = None
     restocked: bool | None = None
     allowed_actions: list[ReturnAction] = field(default_factory=list)
+    refusal_detail: str = ""  # refused at opening: what was wrong (e.g. how many of a line can be returned)
 
 
 @dataclass
