@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.returns.models import RETURN_ENDED, ReturnStatus
     from bazaar.returns.types import (
         ReturnAction,
+        ReturnOpened,
         ReturnRefund,
         ReturnRequest,
         ReturnTransition,
@@ -69,7 +70,13 @@ class ReturnWorkflow:
 
     @workflow.run
     async def run(self, req: StartReturn) -> ReturnView:
-        opened = await db_step_until_answered(ReturnActivities.open_return, req)
+        try:
+            opened = await db_step_until_answered(ReturnActivities.open_return, req)
+        except StepFailed as refused:  # the database refused the return's data: nothing was stored
+            workflow.logger.error("return refused by the database: %s", failure_text(refused))
+            opened = ReturnOpened(
+                ok=False, refusal="invalid_request", detail="the return could not be stored"
+            )
         if not opened.ok:
             self._view = replace(self._view, status_reason=opened.refusal, refusal_detail=opened.detail)
             self._opened = True
@@ -314,22 +321,20 @@ class ReturnWorkflow:
         restocked: bool | None = None,
     ) -> None:
         seq = self._seq + 1
-        await db_step_until_answered(
-            ReturnActivities.save_return,
-            ReturnTransition(
-                return_id=self._view.return_id,
-                seq=seq,
-                status=status,
-                status_reason=reason,
-                actor_id=actor_id,
-                actor_role=party,
-                action=action,
-                tracking=tracking,
-                restocked=restocked,
-                notify=notify,
-                event_type=event_type,
-            ),
+        move = ReturnTransition(
+            return_id=self._view.return_id,
+            seq=seq,
+            status=status,
+            status_reason=reason,
+            actor_id=actor_id,
+            actor_role=party,
+            action=action,
+            tracking=tracking,
+            restocked=restocked,
+            notify=notify,
+            event_type=event_type,
         )
+        await db_step_until_answered(ReturnActivities.save_return, move)
         self._seq = seq
         self._view = replace(
             self._view,

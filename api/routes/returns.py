@@ -52,6 +52,7 @@ _REFUSALS = {
     "return_window_closed": (ErrorCode.RETURN_NOT_ALLOWED, "the return window has closed"),
     "nothing_to_refund": (ErrorCode.RETURN_NOT_ALLOWED, "the order has been refunded already"),
     "invalid_lines": (ErrorCode.VALIDATION_ERROR, "those lines cannot be returned"),
+    "invalid_request": (ErrorCode.VALIDATION_ERROR, "the return could not be stored"),
 }
 ReturnKey = Annotated[
     str | None,
