@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.database import activity_transaction
 from activities.orders import OrderActivities, OrderStateChange, ReserveStockInput
 from activities.payments import ChargeRequest, PaymentActivities, make_stripe_client
-from bazaar.models import OrderStatus, PaymentState
+from bazaar.models import AuditEvent, OrderStatus, PaymentState
 from bazaar.orders.types import OrderEvent, Party
 from bazaar.settings import Settings, get_settings
 
@@ -124,9 +125,31 @@ class BareOrder:
         """The sandbox's webhook reaches the order's workflow id (here this one) as on the real path."""
 
 
+@activity.defn
+async def bare_local_step() -> int:
+    """Nothing: the floor of handing a local activity over and back inside an Update."""
+    return 0
+
+
+@activity.defn
+async def bare_saved_step(subject: str) -> int:
+    """One row written in one transaction, the order's way (`activity_transaction`): the floor of an Update that
+    saves what it did before it answers."""
+    async with activity_transaction() as session:
+        session.add(
+            AuditEvent(actor_role=Party.SYSTEM, subject_type="bench", subject_id=subject, action="ping")
+        )
+    return 0
+
+
+LOCAL_STEP_TIMEOUT = timedelta(seconds=10)
+
+
 @workflow.defn
 class BareUpdate:
-    """A workflow that only answers a trivial Update: the floor of any actor action's round trip."""
+    """A workflow that only answers Updates: `ping` returns at once (the floor of any actor action's round trip);
+    `ping_local` runs one no-op local activity first, `ping_saved` one that writes a row (the floors of a
+    transition that is saved before it answers, as the order's are)."""
 
     def __init__(self) -> None:
         self._done = False
@@ -138,6 +161,18 @@ class BareUpdate:
     @workflow.update
     def ping(self) -> int:
         return 0
+
+    @workflow.update
+    async def ping_local(self) -> int:
+        return await workflow.execute_local_activity(
+            bare_local_step, start_to_close_timeout=LOCAL_STEP_TIMEOUT
+        )
+
+    @workflow.update
+    async def ping_saved(self) -> int:
+        return await workflow.execute_local_activity(
+            bare_saved_step, workflow.info().workflow_id, start_to_close_timeout=LOCAL_STEP_TIMEOUT
+        )
 
     @workflow.signal
     def finish(self) -> None:
@@ -156,7 +191,13 @@ async def bare_worker_main(address: str, task_queue: str) -> None:
         client,
         task_queue=task_queue,
         workflows=[BareOrder, BareUpdate],
-        activities=[orders.reserve_stock, payments.charge, orders.record_order_state],
+        activities=[
+            orders.reserve_stock,
+            payments.charge,
+            orders.record_order_state,
+            bare_local_step,
+            bare_saved_step,
+        ],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__)
         ),

@@ -305,18 +305,36 @@ class Bench:
         }
 
     async def bare_update(self) -> dict[str, Any]:
+        """The bare Update's round trip, and beside it (interleaved, so drift hits all alike) the floors of a
+        transition saved before it answers: an Update that runs one no-op local activity, and one whose local
+        activity writes a row."""
         handle = await self.client.start_workflow(
             BareUpdate.run, id=f"bare-update-{uuid.uuid4()}", task_queue=self.queue
         )
-        for _ in range(5):
-            await handle.execute_update(BareUpdate.ping)
-        latencies = []
+        kinds = {
+            "ping": BareUpdate.ping,
+            "ping_local": BareUpdate.ping_local,
+            "ping_saved": BareUpdate.ping_saved,
+        }
+        for update in kinds.values():
+            for _ in range(5):
+                await handle.execute_update(update)
+        latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(self.args.updates):
-            started = time.perf_counter()
-            await handle.execute_update(BareUpdate.ping)
-            latencies.append(time.perf_counter() - started)
+            for kind, update in kinds.items():
+                started = time.perf_counter()
+                await handle.execute_update(update)
+                latencies[kind].append(time.perf_counter() - started)
         await handle.signal(BareUpdate.finish)
-        return {"n": len(latencies), "p50_ms": pct(latencies, 0.5), "p95_ms": pct(latencies, 0.95)}
+        summary = {
+            kind: {"n": len(xs), "p50_ms": pct(xs, 0.5), "p95_ms": pct(xs, 0.95)}
+            for kind, xs in latencies.items()
+        }
+        return {
+            **summary["ping"],
+            "with_local_activity": summary["ping_local"],
+            "with_saved_row": summary["ping_saved"],
+        }
 
     async def actions(self) -> tuple[dict[str, Any], list[str]]:
         placing = await self.api_load(self.args.actions, min(4, self.args.actions))
@@ -348,6 +366,20 @@ class Bench:
         completed: list[str] = []
         conn = Http1(self.api_url, timeout=REQUEST_TIMEOUT)
         try:
+            # The API's own floor: an authenticated read of the order (auth, one indexed read, the JSON answer).
+            reads = Run()
+            for oid in orders:
+                started = time.perf_counter()
+                status, _, answer = await conn.request("GET", f"/v1/orders/{oid}", b"", parties[oid][1].auth)
+                if status == 200:
+                    reads.latencies.append(time.perf_counter() - started)
+                else:
+                    reads.error(f"read: HTTP {status} {answer[:200]!r}")
+            summary = reads.summary()
+            out["api_read"] = {
+                k: summary[k] for k in ("n", "errors", "error_samples", "p50_ms", "p95_ms", "max_ms")
+            }
+            log(f"  {'GET order':16} p50 {summary['p50_ms']:8.1f} ms  p95 {summary['p95_ms']:8.1f}")
             for action, who, body, expected in steps:
                 run = Run()
                 assert self.meter is not None

@@ -70,6 +70,14 @@ def test_quick_run_prints_every_figure() -> None:
     assert all(positive(r) for r in report["throughput_ratio"].values()), report["throughput_ratio"]
     assert positive(report["cpu"]["ratio"])
     assert positive(report["bare_update"]["p50_ms"])
+    # The floors measured beside the bare Update: a local activity, then a saved row, only add to it.
+    floors = report["bare_update"]
+    assert positive(floors["with_local_activity"]["p50_ms"]) and positive(floors["with_saved_row"]["p50_ms"])
+    assert floors["with_saved_row"]["n"] == floors["n"], floors
+    assert report["actions"]["api_read"]["n"] > 0 and positive(report["actions"]["api_read"]["p50_ms"])
+    floor = report["action_floor"]
+    assert floor["floor_ms"] == round(floor["saved_update_p50_ms"] + floor["api_read_p50_ms"], 2), floor
+    assert positive(floor["floor_over_bare_update"]) and positive(floor["accept_p50_over_floor"]), floor
     for action in ("accept", "fulfil", "confirm_receipt"):
         assert report["actions"][action]["n"] > 0 and positive(report["actions"][action]["p50_ms"]), action
         assert positive(report["action_ratios"][f"{action}_p50_over_bare_update_p50"])
