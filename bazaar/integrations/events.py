@@ -13,7 +13,7 @@ import enum
 import uuid
 from typing import Any
 
-from sqlalchemy import ScalarSelect, String, func, literal, null, select
+from sqlalchemy import ScalarSelect, String, bindparam, func, literal, null, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -154,29 +154,25 @@ async def record_order_transition(
     event's own statement. Once per transition (`seq`), should the caller's transaction run again."""
     connection = await session.connection()  # Core: no ORM bookkeeping on the order's critical path
     for event_type in order_event_types(status, from_status, payment_state, action):
-        data = (
-            _payout_data(event_type) if event_type.startswith("payout.") else _order_data(from_status, action)
-        )
-        key = f"order:{order_id}:state:{seq}:{event_type}"
         await connection.execute(
-            insert(Event)
-            .from_select(
-                ["type", "seller_id", "data", "dedupe_key"],
-                select(literal(event_type.value, String), Order.seller_id, data, literal(key, String)).where(
-                    Order.id == order_id
-                ),
-            )
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            _PAYOUT_EVENTS[event_type] if event_type in _PAYOUT_EVENTS else _ORDER_EVENT,
+            {
+                "type": event_type.value,
+                "order_id": order_id,
+                "previous_status": str(from_status),
+                "action": str(action),
+                "dedupe_key": f"order:{order_id}:state:{seq}:{event_type}",
+            },
         )
 
 
-def _order_data(from_status: str, action: str) -> Any:
+def _order_data() -> Any:
     return func.jsonb_build_object(
         "object", "order",
         "id", Order.id,
         "status", Order.status,
-        "previous_status", literal(str(from_status), String),
-        "action", literal(str(action), String),
+        "previous_status", bindparam("previous_status", type_=String),
+        "action", bindparam("action", type_=String),
         "reason", Order.status_reason,
         "payment_state", Order.payment_state,
         "buyer_id", Order.buyer_id,
@@ -211,3 +207,22 @@ def _payout_data(event_type: EventType) -> Any:
         "amount", sent if event_type == EventType.PAYOUT_SENT else null(),
         "currency", Order.currency,
     )  # fmt: skip
+
+
+def _event_from_order(data: Any) -> Any:
+    """An event whose data the statement reads from the order's row (`data`, an expression over `orders`)."""
+    return (
+        insert(Event)
+        .from_select(
+            ["type", "seller_id", "data", "dedupe_key"],
+            select(
+                bindparam("type", type_=String), Order.seller_id, data, bindparam("dedupe_key", type_=String)
+            ).where(Order.id == bindparam("order_id")),
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+
+
+# Built once (an order's transition writes them on its critical path: built per call they cost more than run).
+_ORDER_EVENT = _event_from_order(_order_data())
+_PAYOUT_EVENTS = {t: _event_from_order(_payout_data(t)) for t in _PAYOUTS.values()}

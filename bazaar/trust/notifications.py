@@ -21,7 +21,6 @@ from sqlalchemy import Boolean, and_, bindparam, case, func, literal_column, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.elements import ColumnElement
 
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
@@ -116,6 +115,24 @@ class NotificationEvent:
     data: dict[str, str] = field(default_factory=dict)
 
 
+# Who `write` notifies, with the (user, event, channel) each has opted out of: built once, like the rows' insert.
+_OPTED_OUT = aliased(NotificationPreference)
+_RECIPIENTS = select(
+    User.id, User.display_name, User.roles, _OPTED_OUT.event_type, _OPTED_OUT.channel
+).outerjoin(
+    _OPTED_OUT,
+    and_(
+        _OPTED_OUT.user_id == User.id,
+        _OPTED_OUT.event_type.in_(bindparam("event_types", expanding=True)),
+        _OPTED_OUT.enabled.is_(False),
+    ),
+)
+_RECIPIENTS_BY_ID = _RECIPIENTS.where(User.id.in_(bindparam("user_ids", expanding=True)))
+_RECIPIENTS_BY_ID_OR_ROLE = _RECIPIENTS.where(
+    or_(User.id.in_(bindparam("user_ids", expanding=True)), User.roles.overlap(bindparam("roles")))
+)
+_WAKE_SENDER = select(func.pg_notify(OUTBOX_CHANNEL, ""))
+
 # The rows of `write` as one executemany statement, built and compiled once (a multi-row VALUES built per call
 # was compiled anew each time, on every order transition): an inbox row is delivered by being stored.
 _INSERT_ROWS = (
@@ -144,26 +161,11 @@ async def write(session: AsyncSession, events: list[NotificationEvent], base_url
     }
     wanted = {uuid.UUID(r) for e in events for r in e.recipient_ids}
     roles = sorted({Role(r).value for e in events for r in e.recipient_roles})
-    who: ColumnElement[bool] = User.id.in_(wanted | named)
-    if roles:
-        who = or_(who, User.roles.overlap(roles))
-    opted_out = aliased(NotificationPreference)
     # Core statements on the session's connection: no ORM bookkeeping on an order's critical path.
     connection = await session.connection()
-    rows = (
-        await connection.execute(
-            select(User.id, User.display_name, User.roles, opted_out.event_type, opted_out.channel)
-            .outerjoin(
-                opted_out,
-                and_(
-                    opted_out.user_id == User.id,
-                    opted_out.event_type.in_({e.event_type for e in events}),
-                    opted_out.enabled.is_(False),
-                ),
-            )
-            .where(who)
-        )
-    ).all()
+    who = _RECIPIENTS_BY_ID_OR_ROLE if roles else _RECIPIENTS_BY_ID
+    params = {"user_ids": sorted(wanted | named), "event_types": sorted({e.event_type for e in events})}
+    rows = (await connection.execute(who, {**params, "roles": roles} if roles else params)).all()
     names = {user_id: name for user_id, name, _, _, _ in rows}
     user_roles = {user_id: set(found or []) for user_id, _, found, _, _ in rows}
     silenced = {(user_id, event_type, channel) for user_id, _, _, event_type, channel in rows if channel}
@@ -228,7 +230,7 @@ async def prepare(
 async def wake_sender(session: AsyncSession) -> None:
     """Tell the senders that rows are due. PostgreSQL delivers a NOTIFY on commit only, so a sender never
     looks for rows that are not visible yet (and a rolled-back transaction wakes nobody)."""
-    await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+    await (await session.connection()).execute(_WAKE_SENDER)
 
 
 async def replay(session: AsyncSession, dead_letter_id: int) -> tuple[int, str]:
