@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -34,14 +35,16 @@ class CheckoutOut(BaseModel):
     workflow_id: str
 
     @classmethod
-    def of_row(cls, checkout: Checkout) -> CheckoutOut:
+    def of_row(cls, checkout: Checkout, refunded: Mapping[uuid.UUID, int] | None = None) -> CheckoutOut:
+        """The stored checkout; `refunded`: what was refunded of each order (as its order's own read shows it)."""
+        refunded = refunded or {}
         return cls(
             id=checkout.id,
             status=checkout.status,
             status_reason=checkout.status_reason,
             buyer_id=checkout.buyer_id,
             total=Money(amount=checkout.amount, currency=checkout.currency),
-            orders=[OrderOut.of_row(order) for order in checkout.orders],
+            orders=[OrderOut.of_row(order, refunded.get(order.id, 0)) for order in checkout.orders],
             workflow_id=checkout_workflow_id(str(checkout.id)),
         )
 

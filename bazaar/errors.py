@@ -37,6 +37,8 @@ class ErrorCode(enum.StrEnum):
     CART_EMPTY = "cart_empty", 409
     # A line sold out, left sale or changed price: `details.lines` says which.
     CART_CHANGED = "cart_changed", 409
+    # Another checkout of the buyer's is still being paid: `details.checkout_id` names it (poll it, then retry).
+    CHECKOUT_IN_PROGRESS = "checkout_in_progress", 409
     RETURN_NOT_ALLOWED = "return_not_allowed", 409  # not returnable now: `details.reason` says why
     OWN_LISTING = "own_listing", 422
     IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required", 400

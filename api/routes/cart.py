@@ -36,7 +36,7 @@ async def get_cart(buyer: Buyer, session: Session) -> CartOut:
 )
 async def set_cart_line(listing_id: uuid.UUID, body: CartLineIn, buyer: Buyer, session: Session) -> CartOut:
     """Put `quantity` of a listing in the cart, or change the line's quantity; the line takes the listing's price
-    now. Refused when the listing is not for sale or has fewer left (`details.available`), when the cart would hold
+    now. 404 when there is no such listing. Refused when the listing is not for sale or has fewer left (`details.available`), when the cart would hold
     more than 50 listings, another currency than its lines', or a total the provider cannot charge. Holds no stock:
     a checkout reserves it."""
     return CartOut.of(await cart.set_line(session, buyer.user_id, listing_id, body.quantity))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, cast
+from collections.abc import Sequence
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
@@ -26,11 +27,12 @@ from api.openapi import LOCATION, errors, merge
 from api.placement import start_and_wait
 from api.ratelimits import OrderingBuyer
 from api.routes.orders import IdempotencyKey
-from bazaar.checkout import cart
+from bazaar.checkout import cart, checkouts
 from bazaar.checkout.types import CheckoutLine, CheckoutPlacement, CheckoutView, StartCheckout
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Checkout, CheckoutStatus, OrderStatus, Role
 from bazaar.orders.types import BUYER_ID
+from bazaar.payments import ledger
 from bazaar.payments.money import Money
 from bazaar.settings import get_settings
 from bazaar.temporal import checkout_workflow_id
@@ -50,6 +52,12 @@ _REFUSALS = {
         "the payment provider cannot charge this total",
     ),
     "invalid_request": (ErrorCode.VALIDATION_ERROR, "the checkout could not be stored"),
+    "cart_empty": (ErrorCode.CART_EMPTY, "the cart is empty: its lines were checked out meanwhile"),
+    "checkout_in_progress": (
+        ErrorCode.CHECKOUT_IN_PROGRESS,
+        "another checkout of yours is still being paid (details.checkout_id): wait for its outcome, then check "
+        "out again with a new Idempotency-Key",
+    ),
 }
 
 
@@ -75,6 +83,7 @@ _REFUSALS = {
             ErrorCode.IDEMPOTENCY_KEY_REQUIRED,
             ErrorCode.CART_EMPTY,
             ErrorCode.CART_CHANGED,
+            ErrorCode.CHECKOUT_IN_PROGRESS,
             ErrorCode.CURRENCY_MISMATCH,
             ErrorCode.AMOUNT_NOT_CHARGEABLE,
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -92,7 +101,10 @@ async def create_checkout(
     """Pay for every line of the cart at once: the stock of every line is reserved (or none: 409 `cart_changed`
     names each line that sold out, left sale or changed price), the buyer is charged once, and each seller gets an
     order of its own lines (`orders`), which then runs like any order (accept, ship, confirm; a seller declining
-    refunds only that order). 201 paid or payment_failed, 200 for a replay, 202 while the payment runs."""
+    refunds only that order). One checkout of a buyer's is paid at a time: while another is still being paid the
+    answer is 409 `checkout_in_progress` (`details.checkout_id`), nothing taken; a line no longer in the cart as it
+    was read is `cart_changed` (`not_in_cart`, `quantity_changed`), and a cart emptied meanwhile `cart_empty`.
+    201 paid or payment_failed, 200 for a replay, 202 while the payment runs."""
     if not idempotency_key:
         raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)")
     checkout_id = uuid.uuid5(CHECKOUT_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
@@ -106,7 +118,7 @@ async def create_checkout(
                 {"checkout_id": str(checkout_id)},
             )
         response.status_code = 200
-        return CheckoutOut.of_row(existing)
+        return await _out(session, existing)
     current = await cart.read(session, buyer.user_id)
     if not current.lines:
         raise DomainError(
@@ -126,12 +138,7 @@ async def create_checkout(
     )
     view = await _start_or_join(temporal, request, CheckoutPlacement(body.payment_method))
     if view is not None and view.status is None:
-        code, message = _REFUSALS.get(view.reason or "", _REFUSALS["invalid_request"])
-        lines = [
-            {"listing_id": r.listing_id, "problem": r.problem, "available_quantity": r.available_quantity}
-            for r in view.refusals
-        ]
-        raise DomainError(code, message, {"lines": lines} if lines else None)
+        raise await _refusal(session, view)
     stored = await _settled(
         session, checkout_id, paid=view is not None and view.status == CheckoutStatus.PAID
     )
@@ -140,7 +147,37 @@ async def create_checkout(
         return _pending(request)
     if view is None or any(o.status == OrderStatus.PENDING for o in stored.orders):
         response.status_code = 202
-    return CheckoutOut.of_row(stored)
+    return await _out(session, stored)
+
+
+async def _refusal(session: Session, view: CheckoutView) -> DomainError:
+    """The API error for a checkout its reservation refused (nothing was stored or taken)."""
+    code, message = _REFUSALS.get(view.reason or "", _REFUSALS["invalid_request"])
+    details: dict[str, Any] | None = None
+    if view.refusals:
+        details = {
+            "lines": [
+                {"listing_id": r.listing_id, "problem": r.problem, "available_quantity": r.available_quantity}
+                for r in view.refusals
+            ]
+        }
+    elif code == ErrorCode.CHECKOUT_IN_PROGRESS:
+        # The one to wait for (a client polls it); gone already if it settled since the refusal.
+        pending = await checkouts.pending_checkout(session, uuid.UUID(view.buyer_id))
+        details = {"checkout_id": str(pending)} if pending is not None else None
+    return DomainError(code, message, details)
+
+
+async def _outs(session: Session, found: Sequence[Checkout]) -> list[CheckoutOut]:
+    """The checkouts as the API shows them: each order with what was refunded of it, as the order's own read
+    says (one query for them all)."""
+    refunded = await ledger.refunded_by_order(session, (o.id for c in found for o in c.orders))
+    return [CheckoutOut.of_row(checkout, refunded) for checkout in found]
+
+
+async def _out(session: Session, checkout: Checkout) -> CheckoutOut:
+    [out] = await _outs(session, [checkout])
+    return out
 
 
 async def _settled(session: Session, checkout_id: uuid.UUID, paid: bool) -> Checkout | None:
@@ -177,7 +214,7 @@ async def list_checkouts(
     ).all()
     items = rows[:limit]
     return CheckoutPage(
-        items=[CheckoutOut.of_row(c) for c in items],
+        items=await _outs(session, items),
         next_cursor=str(items[-1].id) if len(rows) > limit else None,
     )
 
@@ -188,7 +225,7 @@ async def get_checkout(checkout_id: uuid.UUID, caller: Caller, session: Session)
     checkout = await session.get(Checkout, checkout_id)
     if checkout is None or not (checkout.buyer_id == caller.user_id or caller.has(Role.SUPPORT)):
         raise DomainError(ErrorCode.NOT_FOUND, "checkout not found")
-    return CheckoutOut.of_row(checkout)
+    return await _out(session, checkout)
 
 
 async def _start_or_join(

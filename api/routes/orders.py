@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -42,9 +42,6 @@ from bazaar.models import (
     Listing,
     Order,
     OrderStatus,
-    Payment,
-    PaymentKind,
-    PaymentOutcome,
     PaymentState,
     Role,
     User,
@@ -60,6 +57,7 @@ from bazaar.orders.types import (
     PlaceOrder,
     initial_search_attributes,
 )
+from bazaar.payments import ledger
 from bazaar.payments.money import Money
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
@@ -199,8 +197,9 @@ async def list_orders(
         await session.scalars(stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1))
     ).all()
     items = rows[:limit]
+    refunded = await ledger.refunded_by_order(session, (o.id for o in items))
     return OrderPage(
-        items=[OrderOut.of_row(o) for o in items],
+        items=[OrderOut.of_row(o, refunded.get(o.id, 0)) for o in items],
         next_cursor=str(items[-1].id) if len(rows) > limit else None,
     )
 
@@ -224,15 +223,9 @@ async def get_order(
             .order_by(AuditEvent.id)
         )
     ).all()
-    refunded = await session.scalar(
-        select(func.coalesce(func.sum(Payment.amount), 0)).where(
-            Payment.order_id == order_id,
-            Payment.kind == PaymentKind.REFUND,
-            Payment.outcome == PaymentOutcome.SUCCEEDED,
-        )
-    )
+    refunded = await ledger.refunded_by_order(session, [order_id])
     return OrderDetailOut(
-        **OrderOut.of_row(order, int(refunded or 0)).model_dump(),
+        **OrderOut.of_row(order, refunded.get(order_id, 0)).model_dump(),
         timeline=[TimelineEvent.of(e) for e in events],
     )
 

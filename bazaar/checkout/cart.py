@@ -118,10 +118,11 @@ async def set_line(session: AsyncSession, buyer_id: uuid.UUID, listing_id: uuid.
     """Put `quantity` of a listing in the cart (a new line, or the line's new quantity), at its current price."""
     await _lock(session, buyer_id)
     listing = await session.get(Listing, listing_id)
+    if listing is None:  # the listing in the path is not there: 404 (one that is there but not for sale: 409)
+        raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     refusal = purchase_problem(listing, buyer_id, quantity)
     if refusal is not None:
         raise refusal
-    assert listing is not None
     cart = await read(session, buyer_id)
     others = [line for line in cart.lines if line.listing.id != listing_id]
     if len(others) >= MAX_LINES:

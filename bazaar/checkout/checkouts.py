@@ -2,6 +2,10 @@
 stock and make one order per seller in one transaction (all or nothing), then either mark it paid (the buyer's
 cart loses the lines bought) or, when the payment failed, cancel its orders and give the stock back.
 
+A buyer has one checkout being paid at a time: the reservation holds the buyer's row lock, refuses while another
+of their checkouts is `pending` (its charge not settled), and checks that the lines are still the cart's, so the
+same cart is never charged twice (a paid checkout takes its lines out of the cart; a failed one leaves them).
+
 The orders a checkout makes are ordinary orders (`orders` rows with `order_lines`) that start `pending` like any
 other; each seller's order workflow takes it from there once the checkout's one charge succeeded.
 """
@@ -32,6 +36,7 @@ from bazaar.models import (
     OrderLine,
     OrderStatus,
     PaymentState,
+    User,
 )
 from bazaar.orders.types import OrderEvent, Party, line_view
 from bazaar.payments.money import chargeable_problem
@@ -41,8 +46,24 @@ from bazaar.temporal import checkout_workflow_id, order_workflow_id
 ORDER_OF_CHECKOUT = uuid.UUID("0b7f5a8e-52c4-4f0f-8d3e-7d9c1e6a4b21")
 
 
+# Why a line of the request is not what the buyer's cart holds now (it changed after the API read it).
+NOT_IN_CART = "not_in_cart"
+QUANTITY_CHANGED = "quantity_changed"
+
+
 def order_id_for(checkout_id: str, seller_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(ORDER_OF_CHECKOUT, f"{checkout_id}:{seller_id}")
+
+
+def _cart_change(held: CartLine | None, line: CheckoutLine) -> str | None:
+    """How the buyer's cart line differs from the line as the request read it (None: it is the same)."""
+    if held is None:
+        return NOT_IN_CART
+    if held.quantity != line.quantity:
+        return QUANTITY_CHANGED
+    if (held.seen_amount, held.seen_currency) != (line.seen_amount, line.seen_currency):
+        return LineProblem.PRICE_CHANGED  # set again since: the buyer agreed to another price
+    return None
 
 
 def _refusal(listing: Listing | None, buyer_id: uuid.UUID, line: CheckoutLine) -> str | None:
@@ -56,18 +77,32 @@ def _refusal(listing: Listing | None, buyer_id: uuid.UUID, line: CheckoutLine) -
 
 async def reserve(session: AsyncSession, req: StartCheckout) -> Reservation:
     """Take the stock of every line and make the checkout and its orders, or nothing at all (every line that
-    cannot be bought as the buyer saw it is named). Listings are locked in id order: concurrent checkouts of the
-    same last units queue, and exactly the ones that find enough get it."""
+    cannot be bought as the buyer saw it, or is no longer in the cart as the request read it, is named). Refused
+    while another checkout of the buyer's is being paid. Listings are locked in id order: concurrent checkouts of
+    the same last units queue, and exactly the ones that find enough get it."""
     checkout_id = uuid.UUID(req.checkout_id)
-    existing = await session.get(Checkout, checkout_id)
-    if existing is not None:  # a retry after the commit: the same reservation
-        return reservation_of(existing)
     buyer_id = uuid.UUID(req.buyer_id)
+    # One reservation of a buyer's at a time, and none while their cart changes (`cart._lock` takes this row FOR
+    # UPDATE): concurrent checkouts of one cart queue here, and each sees what the one before committed. NO KEY
+    # UPDATE, so rows referring to the buyer (another order of theirs) are not held up by it.
+    await session.execute(select(User.id).where(User.id == buyer_id).with_for_update(key_share=True))
+    existing = await session.get(Checkout, checkout_id)
+    if existing is not None:  # a retry after the commit (the lock waited out one committing): the same one
+        return reservation_of(existing)
+    if await pending_checkout(session, buyer_id) is not None:  # its lines may be these: never charge twice
+        return Reservation(ok=False, reason="checkout_in_progress")
+    held = {
+        line.listing_id: line
+        for line in await session.scalars(select(CartLine).where(CartLine.buyer_id == buyer_id))
+    }
+    if not held:  # e.g. a checkout of the same cart was paid meanwhile and took its lines
+        return Reservation(ok=False, reason="cart_empty")
     listings = await stock.locked(session, (uuid.UUID(line.listing_id) for line in req.lines))
     refusals: list[LineRefusal] = []
     for line in req.lines:
         listing = listings.get(uuid.UUID(line.listing_id))
-        problem = _refusal(listing, buyer_id, line)
+        changed = _cart_change(held.get(uuid.UUID(line.listing_id)), line)
+        problem = changed or _refusal(listing, buyer_id, line)
         if problem is not None:
             available = listing.quantity if listing and listing.status == ListingStatus.ACTIVE else 0
             refusals.append(LineRefusal(line.listing_id, problem, available))
@@ -150,6 +185,17 @@ async def reserve(session: AsyncSession, req: StartCheckout) -> Reservation:
     stored = await session.get(Checkout, checkout_id, populate_existing=True)
     assert stored is not None
     return reservation_of(stored)
+
+
+async def pending_checkout(session: AsyncSession, buyer_id: uuid.UUID) -> uuid.UUID | None:
+    """The buyer's checkout whose charge has not settled yet, if there is one."""
+    found: uuid.UUID | None = await session.scalar(
+        select(Checkout.id)
+        .where(Checkout.buyer_id == buyer_id, Checkout.status == CheckoutStatus.PENDING)
+        .order_by(Checkout.created_at)
+        .limit(1)
+    )
+    return found
 
 
 def reservation_of(checkout: Checkout) -> Reservation:

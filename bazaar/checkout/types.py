@@ -44,7 +44,9 @@ class LineRefusal:
     """Why a line could not be bought (nothing was reserved for any line)."""
 
     listing_id: str
-    problem: str  # listing_not_available | own_listing | sold_out | price_changed | currency_mismatch
+    # listing_not_available | own_listing | sold_out | price_changed | currency_mismatch, or the cart changed
+    # since the request read it: not_in_cart | quantity_changed
+    problem: str
     available_quantity: int = 0
 
 
@@ -64,7 +66,9 @@ class Reservation:
 
     ok: bool
     refusals: list[LineRefusal] = field(default_factory=list)
-    reason: str | None = None  # when not ok: lines_unavailable | amount_not_chargeable | invalid_request
+    # When not ok: lines_unavailable | currency_mismatch | amount_not_chargeable | invalid_request, cart_empty (its
+    # lines left the cart, e.g. paid by another checkout) or checkout_in_progress (another is being paid).
+    reason: str | None = None
     amount: int = 0
     currency: str = ""
     orders: list[SellerOrder] = field(default_factory=list)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.models import LedgerAccount, LedgerEntry, Order
+from bazaar.models import LedgerAccount, LedgerEntry, Order, Payment, PaymentKind, PaymentOutcome
 
 
 async def post(
@@ -88,3 +89,21 @@ async def order_seller(session: AsyncSession, order_id: uuid.UUID) -> Order:
     if order is None:
         raise LookupError(f"order {order_id} not found")
     return order
+
+
+async def refunded_by_order(session: AsyncSession, order_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """What was refunded of each order (its refunds that succeeded; orders without any are left out): what an
+    order's `refunded` shows, wherever it is read."""
+    ids = list(order_ids)
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Payment.order_id, func.sum(Payment.amount))
+        .where(
+            Payment.order_id.in_(ids),
+            Payment.kind == PaymentKind.REFUND,
+            Payment.outcome == PaymentOutcome.SUCCEEDED,
+        )
+        .group_by(Payment.order_id)
+    )
+    return {order_id: int(amount) for order_id, amount in rows if order_id is not None}

@@ -132,7 +132,11 @@ def test_refusals_carry_their_codes_and_change_nothing(http: httpx.Client) -> No
     assert too_many.json()["error"]["details"]["available"] == 2
     assert error_code(put_line(http, buyer, pounds["id"], 1)) == (422, "currency_mismatch")
     assert error_code(put_line(http, buyer, costly["id"], 1)) == (422, "amount_not_chargeable")
-    assert error_code(put_line(http, buyer, str(uuid.uuid4()), 1)) == (409, "listing_not_available")
+    # No such listing is the documented 404; one that exists but is no longer for sale is a 409.
+    assert error_code(put_line(http, buyer, str(uuid.uuid4()), 1)) == (404, "not_found")
+    archived = published_listing(http, seller)
+    assert http.post(f"/v1/listings/{archived['id']}/archive", headers=seller.headers).status_code == 200
+    assert error_code(put_line(http, buyer, archived["id"], 1)) == (409, "listing_not_available")
     assert error_code(put_line(http, buyer, euro["id"], 0)) == (422, "validation_error")
     assert error_code(put_line(http, buyer, euro["id"], 100)) == (422, "validation_error")
     assert error_code(put_line(http, seller, euro["id"], 1)) == (403, "forbidden")  # not a buyer

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.routes.checkouts import CHECKOUT_ID_NAMESPACE
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
 from tests.support.http import Actor, published_listing, register, seller_with_payout, support_user
@@ -313,3 +314,116 @@ def test_a_seller_refunds_one_line_of_a_checkout_order_at_its_price(http: httpx.
     )
     assert both.status_code == 422
     assert_balanced(stack, order["id"])
+
+
+def test_parallel_checkouts_of_one_cart_charge_the_buyer_once(http: httpx.Client, stack: Any) -> None:
+    """Several checkouts of the same cart under different keys (a double click, two tabs): the buyer's
+    reservations queue, the first one is paid and the others are refused while it runs (or find its lines gone
+    from the cart once it is paid), so there is one charge and the stock is taken once."""
+    seller, other = seller_with_payout(http), seller_with_payout(http)
+    lamp = published_listing(http, seller, price={"amount": 6_000, "currency": "EUR"}, quantity=10)
+    chair = published_listing(http, other, price={"amount": 2_500, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Double Clicker")
+    put_line(http, buyer, lamp["id"])
+    put_line(http, buyer, chair["id"])
+    keys = [str(uuid.uuid4()) for _ in range(5)]
+
+    def attempt(key: str) -> httpx.Response:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as own:
+            return checkout(own, buyer, key)
+
+    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+        answers = list(pool.map(attempt, keys))
+    won = [a for a in answers if a.status_code == 201]
+    assert len(won) == 1, [(a.status_code, a.text) for a in answers]
+    body = won[0].json()
+    assert (body["status"], body["total"]) == ("paid", {"amount": 8_500, "currency": "EUR"})
+    for answer in answers:
+        if answer is not won[0]:
+            # Refused while the first was being paid, or after it took the lines out of the cart.
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["code"] in ("checkout_in_progress", "cart_empty"), answer.text
+
+    # One PaymentIntent among every key's checkout, one stored checkout, one order per seller, stock taken once.
+    ids = {str(uuid.uuid5(CHECKOUT_ID_NAMESPACE, f"{buyer.user_id}:{key}")) for key in keys}
+    intents = [
+        pi for pi in provider_list(stack, "/v1/payment_intents") if pi["metadata"].get("checkout_id") in ids
+    ]
+    assert [(pi["metadata"]["checkout_id"], pi["amount"]) for pi in intents] == [(body["id"], 8_500)]
+    stored = sql(
+        stack, "SELECT id::text, status FROM checkouts WHERE buyer_id = %s", uuid.UUID(buyer.user_id)
+    )
+    assert stored == [(body["id"], "paid")]
+    (orders,) = sql(stack, "SELECT count(*) FROM orders WHERE buyer_id = %s", uuid.UUID(buyer.user_id))
+    assert orders == (2,)
+    assert [http.get(f"/v1/listings/{x['id']}").json()["quantity"] for x in (lamp, chair)] == [9, 9]
+    assert http.get("/v1/cart", headers=buyer.headers).json()["lines"] == []
+
+    # The winner's key still replays its checkout; a new key finds nothing left to pay for.
+    winner_key = keys[answers.index(won[0])]
+    replay = checkout(http, buyer, winner_key)
+    assert (replay.status_code, replay.json()["id"]) == (200, body["id"])
+    again = checkout(http, buyer)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "cart_empty")
+
+
+def test_a_checkout_is_refused_while_another_of_the_buyers_is_being_paid(
+    http: httpx.Client, stack: Any
+) -> None:
+    """A pending checkout (its charge not settled) holds the buyer's next one: 409 `checkout_in_progress` naming
+    it, nothing reserved or charged; once it is settled (here: declined) the cart can be paid again."""
+    seller = seller_with_payout(http)
+    lamp = published_listing(http, seller, price={"amount": 3_000, "currency": "EUR"}, quantity=5)
+    buyer = register(http, ["buyer"], "Patient Buyer")
+    put_line(http, buyer, lamp["id"], 2)
+    declined = checkout(http, buyer, pm="pm_card_chargeDeclined")
+    assert (declined.status_code, declined.json()["status"]) == (201, "payment_failed"), declined.text
+    first_id = declined.json()["id"]
+    # As if its charge were still running: the checkout is pending again (its stock held).
+    sql(stack, "UPDATE checkouts SET status = 'pending' WHERE id = %s", uuid.UUID(first_id))
+    try:
+        key = str(uuid.uuid4())
+        held = checkout(http, buyer, key)
+        assert held.status_code == 409, held.text
+        error = held.json()["error"]
+        assert (error["code"], error["details"]) == ("checkout_in_progress", {"checkout_id": first_id})
+        assert http.get(f"/v1/listings/{lamp['id']}").json()["quantity"] == 5
+        refused_id = str(uuid.uuid5(CHECKOUT_ID_NAMESPACE, f"{buyer.user_id}:{key}"))
+        assert intents_of_checkout(stack, refused_id) == []
+        (count,) = sql(stack, "SELECT count(*) FROM checkouts WHERE buyer_id = %s", uuid.UUID(buyer.user_id))
+        assert count == (1,)
+    finally:
+        sql(stack, "UPDATE checkouts SET status = 'payment_failed' WHERE id = %s", uuid.UUID(first_id))
+    # Settled: the declined card left the lines in the cart, and the buyer pays another way.
+    assert len(http.get("/v1/cart", headers=buyer.headers).json()["lines"]) == 1
+    paid = checkout(http, buyer)
+    assert (paid.status_code, paid.json()["status"]) == (201, "paid"), paid.text
+    assert http.get(f"/v1/listings/{lamp['id']}").json()["quantity"] == 3
+
+
+def test_a_checkouts_orders_show_what_was_refunded_of_them(http: httpx.Client, stack: Any) -> None:
+    """The checkout's order summaries say what was refunded of each order, as the order itself does."""
+    declining, refunding = seller_with_payout(http), seller_with_payout(http)
+    lamp = published_listing(http, declining, price={"amount": 2_500, "currency": "EUR"})
+    bike = published_listing(http, refunding, price={"amount": 45_000, "currency": "EUR"})
+    buyer = register(http, ["buyer"], "Refunded Buyer")
+    put_line(http, buyer, lamp["id"])
+    put_line(http, buyer, bike["id"])
+    paid = checkout(http, buyer)
+    assert (paid.status_code, paid.json()["status"]) == (201, "paid"), paid.text
+    orders = {order["seller_id"]: order["id"] for order in paid.json()["orders"]}
+    act(http, orders[declining.user_id], "decline", declining)
+    act(http, orders[refunding.user_id], "accept", refunding)
+    act(http, orders[refunding.user_id], "refund", refunding, {"amount": 1_500, "reason": "Scratched frame"})
+
+    expected = {
+        orders[declining.user_id]: {"amount": 2_500, "currency": "EUR"},
+        orders[refunding.user_id]: {"amount": 1_500, "currency": "EUR"},
+    }
+    for order_id, refunded in expected.items():
+        assert http.get(f"/v1/orders/{order_id}", headers=buyer.headers).json()["refunded"] == refunded
+    seen = http.get(f"/v1/checkouts/{paid.json()['id']}", headers=buyer.headers)
+    assert seen.status_code == 200, seen.text
+    assert {o["id"]: o["refunded"] for o in seen.json()["orders"]} == expected
+    (listed,) = http.get("/v1/checkouts", headers=buyer.headers).json()["items"]
+    assert {o["id"]: o["refunded"] for o in listed["orders"]} == expected
