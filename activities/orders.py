@@ -39,7 +39,7 @@ from bazaar.models import (
     PaymentOutcome,
     PaymentState,
 )
-from bazaar.orders.types import ChargebackStatus, OrderEvent, Party
+from bazaar.orders.types import ChargebackStatus, OrderEvent, OrderLineView, Party, line_view
 from bazaar.payments import ledger
 from bazaar.payments.keys import MoneyOperation, key_number, key_prefix, money_key
 from bazaar.settings import Settings
@@ -104,6 +104,9 @@ class OrderTransition(OrderStateChange):
     notices: list[NotificationEvent] = field(default_factory=list)
     outcome: str | None = None  # the seller's reputation counter: completed | cancelled | disputed
     review_closes_at: datetime | None = None  # completion: the review window opens until then
+    refunded_units: dict[str, int] = field(
+        default_factory=dict
+    )  # by listing id: units refunded by line so far
 
 
 @dataclass
@@ -149,6 +152,8 @@ class OrderSnapshot:
     chargeback_status: ChargebackStatus | None
     chargeback_amount: int
     checkout_id: str | None = None  # placed and paid by a checkout (its payouts go in the checkout's group)
+    lines: list[OrderLineView] = field(default_factory=list)
+    refunded_units: dict[str, int] = field(default_factory=dict)  # by listing id: units refunded by line
 
 
 class OrderActivities:
@@ -244,6 +249,12 @@ class OrderActivities:
                 await ledger.post(session, posting.txn, order_id, moved.seller_id, moved.currency, entries)
             if change.release_stock:
                 await _release_stock(session, order_id)
+            for listing_id, units in change.refunded_units.items():
+                await session.execute(
+                    update(OrderLine)
+                    .where(OrderLine.order_id == order_id, OrderLine.listing_id == uuid.UUID(listing_id))
+                    .values(refunded_quantity=units)
+                )
             await notifications.write(session, change.notices, self.settings.public_base_url)
             await events.record_order_transition(
                 session,
@@ -338,6 +349,10 @@ class OrderActivities:
         payout = transfers[-1] if transfers and outstanding > 0 else None
         chargeback = chargebacks[-1] if chargebacks else None
         return OrderSnapshot(
+            lines=[line_view(line) for line in order.lines],
+            refunded_units={
+                str(x.listing_id): x.refunded_quantity for x in order.lines if x.refunded_quantity
+            },
             order_id=order_id,
             buyer_id=str(order.buyer_id),
             seller_id=str(order.seller_id),

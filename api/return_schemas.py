@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.payout_schemas import AppUrl
-from api.schemas import OrderLineOut, example
+from api.schemas import OrderLineOut, each_listing_once, example
 from bazaar.orders.types import line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
@@ -20,6 +20,7 @@ from bazaar.text import multi_line, single_line
 
 
 class ReturnLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
     quantity: int = Field(default=1, ge=1, le=100)
 
@@ -39,6 +40,12 @@ class ReturnIn(BaseModel):
     reason: ReturnReason
     message: Annotated[str, multi_line(max_length=2000)] | None = None
     photos: list[AppUrl] = Field(default=[], max_length=10, description="links to photos of the items")
+
+    @field_validator("lines")
+    @classmethod
+    def _each_listing_once(cls, lines: list[ReturnLineIn]) -> list[ReturnLineIn]:
+        each_listing_once(lines)
+        return lines
 
 
 class ReturnDecisionIn(BaseModel):

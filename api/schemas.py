@@ -34,7 +34,15 @@ from bazaar.models import (
     PaymentState,
     Role,
 )
-from bazaar.orders.types import OrderAction, OrderEvent, OrderLineView, OrderView, Party, order_line_views
+from bazaar.orders.types import (
+    OrderAction,
+    OrderEvent,
+    OrderLineView,
+    OrderView,
+    Party,
+    order_line_views,
+    view_lines,
+)
 from bazaar.payments.money import MAX_CHARGE, Money, Price
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
@@ -364,8 +372,16 @@ class ResolveIn(BaseModel):
 
 
 class RefundLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
     quantity: int = Field(default=1, ge=1, le=100)
+
+
+def each_listing_once(lines: list[Any] | None) -> None:
+    """Lines name each listing once (an order has each listing once): a repeat is a mistake, not a sum."""
+    seen = [line.listing_id for line in lines or []]
+    if len(seen) != len(set(seen)):
+        raise ValueError("each listing can appear in one line only")
 
 
 class RefundIn(BaseModel):
@@ -393,6 +409,7 @@ class RefundIn(BaseModel):
     def _amount_or_lines(self) -> RefundIn:
         if (self.amount is None) == (self.lines is None):
             raise ValueError("give either amount or lines")
+        each_listing_once(self.lines)
         return self
 
 
@@ -401,14 +418,18 @@ class OrderLineOut(BaseModel):
     title: str
     quantity: int
     unit_price: Money = Field(description="the listing's price when the order was placed")
+    refunded_quantity: int = Field(
+        default=0, description="units of this line refunded by line (a refund by lines, a return): never more"
+    )
 
     @classmethod
-    def of(cls, line: OrderLineView, currency: str) -> OrderLineOut:
+    def of(cls, line: OrderLineView, currency: str, refunded: int = 0) -> OrderLineOut:
         return cls(
             listing_id=uuid.UUID(line.listing_id),
             title=line.listing_title,
             quantity=line.quantity,
             unit_price=Money(amount=line.unit_amount, currency=currency),
+            refunded_quantity=refunded,
         )
 
 
@@ -461,14 +482,17 @@ class OrderOut(BaseModel):
             else None,
             allowed_actions=view.allowed_actions,
             needs_attention=view.attention,
-            lines=[OrderLineOut.of(line, view.currency) for line in view.lines]
-            or [OrderLineOut.of(_only_line(view), view.currency)],
+            lines=[
+                OrderLineOut.of(line, view.currency, view.refunded_units.get(line.listing_id, 0))
+                for line in view_lines(view)
+            ],
             checkout_id=uuid.UUID(view.checkout_id) if view.checkout_id else None,
         )
 
     @classmethod
     def of_row(cls, order: Order, refunded: int = 0) -> OrderOut:
         """The order as its projection stores it (and, when the caller read it, what was refunded of it)."""
+        units = {str(line.listing_id): line.refunded_quantity for line in order.lines}
         return cls(
             id=order.id,
             status=order.status,
@@ -482,16 +506,13 @@ class OrderOut(BaseModel):
             payment_state=order.payment_state,
             workflow_id=order.workflow_id,
             tracking=order.tracking,
-            lines=[OrderLineOut.of(line, order.currency) for line in order_line_views(order)],
+            lines=[
+                OrderLineOut.of(line, order.currency, units.get(line.listing_id, 0))
+                for line in order_line_views(order)
+            ],
             checkout_id=order.checkout_id,
             refunded=Money(amount=refunded, currency=order.currency) if refunded else None,
         )
-
-
-def _only_line(view: OrderView) -> OrderLineView:
-    """A single-listing order's one line, as its workflow knows it."""
-    unit = view.amount // view.quantity if view.quantity else 0
-    return OrderLineView(view.listing_id, view.listing_title, view.quantity, unit)
 
 
 class TimelineEvent(BaseModel):

@@ -341,7 +341,13 @@ class OrderLine(Base):
     is its lines'."""
 
     __tablename__ = "order_lines"
-    __table_args__ = (CheckConstraint("quantity > 0", name="order_line_quantity_positive"),)
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="order_line_quantity_positive"),
+        CheckConstraint(
+            "refunded_quantity >= 0 AND refunded_quantity <= quantity",
+            name="order_line_refunded_within_quantity",
+        ),
+    )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True)
     listing_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("listings.id"), primary_key=True, index=True)
@@ -349,6 +355,8 @@ class OrderLine(Base):
     listing_title: Mapped[str] = mapped_column(String(140))
     quantity: Mapped[int] = mapped_column(Integer)
     unit_amount: Mapped[int] = mapped_column(BigInteger)
+    # Units refunded by line (refunds by lines, returns): the order's workflow writes it with its transitions.
+    refunded_quantity: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
 
 
 class CheckoutStatus(enum.StrEnum):

@@ -116,6 +116,7 @@ class OrderWorkflow(OrderMoney):
         self._shipped = False  # the seller shipped: the stock is the buyer's, whatever happens to the money
         self._attention_count = 0  # how many times a step went past its bound
         self._retry_requested = False
+        self._action_keys = {}
         self._background: list[asyncio.Task[None]] = []
         self._waiting = Waiting()
         self._payouts_enabled = False  # the provider enabled the seller's payouts: a held one goes
@@ -238,6 +239,8 @@ class OrderWorkflow(OrderMoney):
             chargeback_amount=snap.chargeback_amount,
             dispute_source=DisputeSource.CHARGEBACK if snap.chargeback_id else None,
             checkout_id=snap.checkout_id,
+            lines=snap.lines,
+            refunded_units=snap.refunded_units,
         )
         self._view = replace(view, allowed_actions=rules.allowed_actions(view))
         self._publish()
@@ -437,27 +440,14 @@ class OrderWorkflow(OrderMoney):
         async with self._acting(OrderAction.REFUND, req) as party:
             # Again: a reopened run skips the validator.
             rules.check_request(OrderAction.REFUND, {"reason": req.reason})
-            amount = self._check_refund_amount(req)
-            await self._refund(amount, req.reason or f"{party}_refund")
-            if self._released is not None:  # completed: the refund's share comes back from the release
-                await self._take_back_release(amount)
-            whole = self._escrow_held() == 0
-            await self._transition(
-                OrderStatus.REFUNDED if whole else self.view.status,
-                reason=f"{party}_refunded" if whole else self.view.reason,
-                payment_state=PaymentState.REFUNDED if whole else self.view.payment_state,
-                party=party,
-                actor=req.actor,
-                action=OrderEvent.REFUNDED if whole else OrderEvent.PARTIALLY_REFUNDED,
-                release_stock=whole and not self._shipped,
-            )
+            await self._refund_asked(req, party)
         return self.view
 
     @refund.validator
     def _validate_refund(self, req: ActionRequest) -> None:
         if self._view is None and self._req.reopen:
             return  # a reopened run still loading the order (update-with-start): the handler checks it then
-        rules.authorize(OrderAction.REFUND, req.actor, self._view)
+        self._authorize(OrderAction.REFUND, req)
         rules.check_request(OrderAction.REFUND, {"reason": req.reason})
         self._check_refund_amount(req)
 
@@ -486,7 +476,7 @@ class OrderWorkflow(OrderMoney):
     @workflow.update
     async def retry(self, req: ActionRequest) -> OrderView:
         """Support: run the step this order is stuck on again now (it also retries on its own)."""
-        rules.authorize(OrderAction.RETRY, req.actor, self._view)
+        self._authorize(OrderAction.RETRY, req)
         occurrence = self._attention_count
         self._retry_requested = True
         await workflow.wait_condition(
@@ -500,25 +490,27 @@ class OrderWorkflow(OrderMoney):
         have moved since the validator ran): yields the acting party."""
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
-            yield rules.authorize(action, req.actor, self._view)
+            party = rules.authorize(action, req.actor, self._view)
+            self._check_action_key(action, req)
+            yield party
 
     @accept.validator
     def _validate_accept(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.ACCEPT, req.actor, self._view)
+        self._authorize(OrderAction.ACCEPT, req)
 
     @decline.validator
     def _validate_decline(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.DECLINE, req.actor, self._view)
+        self._authorize(OrderAction.DECLINE, req)
         rules.check_request(OrderAction.DECLINE, {"reason": req.reason})
 
     @cancel.validator
     def _validate_cancel(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.CANCEL, req.actor, self._view)
+        self._authorize(OrderAction.CANCEL, req)
         rules.check_request(OrderAction.CANCEL, {"reason": req.reason})
 
     @fulfil.validator
     def _validate_fulfil(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.FULFIL, req.actor, self._view)
+        self._authorize(OrderAction.FULFIL, req)
         tracking = req.tracking or {}
         unknown = set(tracking) - rules.TRACKING_FIELDS
         if unknown:
@@ -529,16 +521,16 @@ class OrderWorkflow(OrderMoney):
 
     @confirm_receipt.validator
     def _validate_confirm_receipt(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.CONFIRM_RECEIPT, req.actor, self._view)
+        self._authorize(OrderAction.CONFIRM_RECEIPT, req)
 
     @open_dispute.validator
     def _validate_open_dispute(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.OPEN_DISPUTE, req.actor, self._view)
+        self._authorize(OrderAction.OPEN_DISPUTE, req)
         rules.check_request(OrderAction.OPEN_DISPUTE, {"reason": req.reason, "message": req.message})
 
     @resolve_dispute.validator
     def _validate_resolve_dispute(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.RESOLVE_DISPUTE, req.actor, self._view)
+        self._authorize(OrderAction.RESOLVE_DISPUTE, req)
         rules.check_resolution(req.resolution)
         self._check_resolution(req)
 
@@ -553,11 +545,11 @@ class OrderWorkflow(OrderMoney):
 
     @retry_transfer.validator
     def _validate_retry_transfer(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.RETRY_TRANSFER, req.actor, self._view)
+        self._authorize(OrderAction.RETRY_TRANSFER, req)
 
     @retry.validator
     def _validate_retry(self, req: ActionRequest) -> None:
-        rules.authorize(OrderAction.RETRY, req.actor, self._view)
+        self._authorize(OrderAction.RETRY, req)
 
     # ---- provider events (Signals: fire-and-forget, sent by the webhook endpoint) ---------------------
     @workflow.signal

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from bazaar.errors import Rejection
     from bazaar.models import LedgerAccount, OrderStatus, PaymentState
+    from bazaar.orders import rules
     from bazaar.orders.types import (
         ActionRequest,
         Actor,
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         OrderEvent,
         OrderView,
         Party,
+        view_lines,
     )
     from bazaar.payments.keys import MoneyOperation, money_key
     from bazaar.payments.money import platform_fee
@@ -329,16 +331,53 @@ class OrderMoney(OrderSteps):
                 else OrderEvent.PAYOUT_RETRY_FAILED,
             )
 
-    def _check_refund_amount(self, req: ActionRequest) -> int:
-        """The amount asked for: at least one minor unit, at most what the order still holds (in escrow, or released)."""
+    async def _refund_asked(self, req: ActionRequest, party: Party) -> None:
+        """A refund by amount or by lines: the whole of what the order holds ends it as refunded (the stock back if
+        it was not shipped); after the release, the refund's share comes back from it."""
+        amount, units = self._check_refund_amount(req)
+        await self._refund(amount, req.reason or f"{party}_refund")
+        if units is not None:
+            self._view = replace(self.view, refunded_units=units)
+        if self._released is not None:  # completed: the refund's share comes back from the release
+            await self._take_back_release(amount)
+        whole = self._escrow_held() == 0
+        await self._transition(
+            OrderStatus.REFUNDED if whole else self.view.status,
+            reason=f"{party}_refunded" if whole else self.view.reason,
+            payment_state=PaymentState.REFUNDED if whole else self.view.payment_state,
+            party=party,
+            actor=req.actor,
+            action=OrderEvent.REFUNDED if whole else OrderEvent.PARTIALLY_REFUNDED,
+            release_stock=whole and not self._shipped,
+        )
+
+    def _check_refund_amount(self, req: ActionRequest) -> tuple[int, dict[str, int] | None]:
+        """The amount asked for, at least one minor unit and at most what the order still holds (in escrow, or
+        released); by lines, their value (or `refund_amount`, when given, up to it) and the units refunded by line
+        after it (else None)."""
+        amount, units = req.refund_amount, None
+        if req.refund_lines is not None:
+            try:
+                value, units = rules.lines_refund(
+                    req.refund_lines, view_lines(self.view), self.view.refunded_units
+                )
+            except ApplicationError as refused:
+                raise ApplicationError(refused.message, self._view, type=refused.type) from None
+            if amount is not None and amount > value:
+                raise ApplicationError(
+                    f"refund_amount {amount} is more than the lines are worth ({value})",
+                    self._view,
+                    type=Rejection.INVALID_REQUEST,
+                )
+            amount = value if amount is None else amount
         held = self._escrow_held()
-        if req.refund_amount is None or not 0 < req.refund_amount <= held:
+        if amount is None or not 0 < amount <= held:
             raise ApplicationError(
                 f"refund_amount must be between 1 and {held} (what the order still holds)",
                 self._view,
                 type=Rejection.INVALID_REQUEST,
             )
-        return req.refund_amount
+        return amount, units
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""

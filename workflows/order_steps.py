@@ -39,7 +39,9 @@ with workflow.unsafe.imports_passed_through():
         ORDER_STATUS,
         PAYMENT_STATE,
         SELLER_ID,
+        ActionRequest,
         Actor,
+        OrderAction,
         OrderEvent,
         OrderView,
         Party,
@@ -86,6 +88,10 @@ def _never(error: BaseException) -> bool:
     return False
 
 
+# The transitions that may refund units of lines (their projection writes the lines' refunded units).
+_REFUNDS = frozenset({OrderEvent.REFUNDED, OrderEvent.PARTIALLY_REFUNDED})
+
+
 class OrderSteps:
     """State of an order run (set by `OrderWorkflow.__init__`) and its step runner."""
 
@@ -109,6 +115,7 @@ class OrderSteps:
     _payouts_enabled: bool
     _attention_count: int
     _retry_requested: bool
+    _action_keys: dict[str, str]  # an action's Idempotency-Key -> the digest of its request
     _background: list[asyncio.Task[None]]
     _waiting: Waiting  # for operators: the current state's deadline, the failing step's retries
 
@@ -192,6 +199,7 @@ class OrderSteps:
             review_closes_at=workflow.now() + timedelta(seconds=self._terms.review_window_seconds)
             if effects.opens_reviews
             else None,
+            refunded_units=view.refunded_units if action in _REFUNDS else {},
         )
         try:
             await self._db_step(
@@ -202,6 +210,26 @@ class OrderSteps:
                 f"{action} could not be saved: {_failure_text(refused)}", type=Rejection.INVALID_REQUEST
             ) from None
         self._seq = seq
+
+    def _authorize(self, action: OrderAction, req: ActionRequest) -> Party:
+        """A validator's check: the acting party, if this actor may take `action` now under this key."""
+        self._check_action_key(action, req, record=False)
+        return rules.authorize(action, req.actor, self._view)
+
+    def _check_action_key(self, action: OrderAction, req: ActionRequest, *, record: bool = True) -> None:
+        """An action's Idempotency-Key names one request: the API's Update id holds the request's digest, so the
+        same key with another request arrives as a new Update, refused here (`record`: the handler keeps the
+        first request's digest; a validator only reads)."""
+        if req.idempotency_key is None:
+            return
+        key, digest = f"{action}:{req.actor.user_id}:{req.idempotency_key}", req.request_digest or ""
+        first = self._action_keys.setdefault(key, digest) if record else self._action_keys.get(key, digest)
+        if first != digest:
+            raise ApplicationError(
+                "this Idempotency-Key was used for a different request",
+                self._view,
+                type=Rejection.IDEMPOTENCY_KEY_REUSED,
+            )
 
     # ---- running steps within the failure rule ---------------------------------------------------------
     async def _db_step(

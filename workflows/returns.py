@@ -32,7 +32,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.returns import REFUND_REFUSED, ReturnActivities
-    from bazaar.orders.types import Actor
+    from bazaar.orders.types import Actor, RefundLine
     from bazaar.returns import rules
     from bazaar.returns.models import RETURN_ENDED, ReturnStatus
     from bazaar.returns.types import (
@@ -272,7 +272,13 @@ class ReturnWorkflow:
         A refusal takes it to support."""
         view = self._view
         refund = ReturnRefund(
-            view.return_id, view.order_id, view.amount, actor, f"return {view.return_id}", attempt=self._seq
+            view.return_id,
+            view.order_id,
+            view.amount,
+            actor,
+            f"return {view.return_id}",
+            attempt=self._seq,
+            lines=[RefundLine(line.listing_id, line.quantity) for line in view.lines],
         )
         try:
             await execute_activity(

@@ -8,7 +8,10 @@ the order as it stands.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import uuid
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
@@ -22,13 +25,13 @@ from temporalio.service import RPCError
 from api.deps import Caller, Session, Support, Temporal
 from api.errors import update_rejection, workflow_gone
 from api.openapi import LOCATION, errors, merge
-from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, RefundLineIn, ResolveIn
+from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Role
 from bazaar.orders.reopen import reopen_operation
-from bazaar.orders.types import ActionRequest, Actor, OrderView
+from bazaar.orders.types import ActionRequest, Actor, OrderView, RefundLine
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -53,6 +56,7 @@ ACTION = merge(
         ErrorCode.INVALID_TRANSITION,
         ErrorCode.ORDER_NEEDS_ATTENTION,
         ErrorCode.PAYMENT_REJECTED,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
     ),
 )
 ActionKey = Annotated[
@@ -60,9 +64,18 @@ ActionKey = Annotated[
     Header(
         alias="Idempotency-Key",
         max_length=200,
-        description="optional: a retried action with the same key joins the first one instead of acting twice",
+        description="optional: a retried action with the same key and request joins the first one instead of "
+        "acting twice; the same key with another request is refused (422 `idempotency_key_reused`)",
     ),
 ]
+
+
+def request_digest(request: ActionRequest) -> str:
+    """What an action asked for (its fields, not who asked), as a digest to compare under one Idempotency-Key."""
+    asked = {
+        k: v for k, v in asdict(request).items() if k not in ("actor", "idempotency_key", "request_digest")
+    }
+    return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def actor_of(caller: Principal) -> Actor:
@@ -108,7 +121,13 @@ class Action:
         request = ActionRequest(actor_of(self.caller), **fields)
         handle = self.temporal.get_workflow_handle(order_workflow_id(str(self.order_id)))
         wait = get_settings().order_wait_seconds
-        update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}" if self.key else None
+        update_id = None
+        if self.key:
+            # The same key and request join the first action (one Update id); the same key with another request
+            # is a new Update that the workflow refuses (`idempotency_key_reused`), never answered as the first.
+            digest = request_digest(request)
+            request = replace(request, idempotency_key=self.key, request_digest=digest)
+            update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}:{digest[:16]}"
         try:
             try:
                 started = await asyncio.wait_for(
@@ -219,27 +238,13 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
     the fee (`PLATFORM_FEE_REFUNDED_PRO_RATA`); after the release, the refund's share is taken back from the
     seller's transfer (and the fee's, pro rata). Refunding all of it ends the order as `refunded`, with the stock
     back if it was not shipped. By `amount`, or by `lines`: each line's unit price (as placed) times the quantity
-    (422 for a listing the order did not buy, or more of it than it bought)."""
-    amount = body.amount if body.amount is not None else await _lines_amount(act, body.lines or [])
-    return await act(OrderWorkflow.refund, reopen=True, refund_amount=amount, reason=body.reason)
-
-
-async def _lines_amount(act: Action, lines: list[RefundLineIn]) -> int:
-    """What refunding these lines gives back: each one's unit price (frozen at placing) times the quantity."""
-    order = await visible_order(act.session, act.order_id, act.caller)
-    bought = {line.listing_id: line for line in order.lines}
-    total = 0
-    for wanted in lines:
-        line = bought.get(wanted.listing_id)
-        if line is None or wanted.quantity > line.quantity:
-            raise DomainError(
-                ErrorCode.VALIDATION_ERROR,
-                f"the order has {line.quantity if line else 0} of listing {wanted.listing_id}",
-                {"listing_id": str(wanted.listing_id)},
-            )
-        total += line.unit_amount * wanted.quantity
-    await act.session.commit()  # nothing more to read: no transaction held while the workflow works
-    return total
+    (422 for a listing the order did not buy, or more of it than is left to refund: units refunded before, by
+    lines or by a return, count)."""
+    # By lines, the workflow prices them and keeps count of the units refunded, so no unit is refunded twice.
+    lines = [RefundLine(str(line.listing_id), line.quantity) for line in body.lines] if body.lines else None
+    return await act(
+        OrderWorkflow.refund, reopen=True, refund_amount=body.amount, refund_lines=lines, reason=body.reason
+    )
 
 
 @router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)

@@ -50,7 +50,10 @@ _REFUSALS = {
         "only a shipped or completed order can be returned",
     ),
     "return_window_closed": (ErrorCode.RETURN_NOT_ALLOWED, "the return window has closed"),
-    "nothing_to_refund": (ErrorCode.RETURN_NOT_ALLOWED, "the order has been refunded already"),
+    "nothing_to_refund": (
+        ErrorCode.RETURN_NOT_ALLOWED,
+        "nothing is left to refund on the order (its refunds and open returns count)",
+    ),
     "invalid_lines": (ErrorCode.VALIDATION_ERROR, "those lines cannot be returned"),
     "invalid_request": (ErrorCode.VALIDATION_ERROR, "the return could not be stored"),
 }

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from bazaar.errors import Rejection
 from bazaar.models import OrderStatus, PaymentState
-from bazaar.orders.types import Actor, OrderAction, OrderView, Party
+from bazaar.orders.types import Actor, OrderAction, OrderLineView, OrderView, Party, RefundLine
 from bazaar.text import control_character_problem
 from bazaar.trust.models import DisputeResolution
 
@@ -149,3 +149,27 @@ def check_resolution(resolution: str | None) -> None:
         raise ApplicationError(
             "resolution must be release, refund or partial_refund", type=Rejection.INVALID_REQUEST
         )
+
+
+def lines_refund(
+    asked: list[RefundLine], bought: list[OrderLineView], refunded: dict[str, int]
+) -> tuple[int, dict[str, int]]:
+    """What refunding these units of the order's lines gives back at their unit prices, and the units refunded by
+    line after it. Refused (`INVALID_REQUEST`) when a listing is not one of the lines, or fewer of it are left to
+    refund than asked (units already refunded by line, or by a return, count)."""
+    lines = {line.listing_id: line for line in bought}
+    wanted: dict[str, int] = {}
+    for ask in asked:
+        wanted[ask.listing_id] = wanted.get(ask.listing_id, 0) + ask.quantity
+    after = dict(refunded)
+    value = 0
+    for listing_id, units in wanted.items():
+        line = lines.get(listing_id)
+        left = line.quantity - refunded.get(listing_id, 0) if line else 0
+        if line is None or not 0 < units <= left:
+            raise ApplicationError(
+                f"listing {listing_id}: {left} of it can be refunded", type=Rejection.INVALID_REQUEST
+            )
+        value += line.unit_amount * units
+        after[listing_id] = refunded.get(listing_id, 0) + units
+    return value, after

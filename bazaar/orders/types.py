@@ -103,6 +103,14 @@ class ChargebackStatus(enum.StrEnum):
 
 
 @dataclass
+class RefundLine:
+    """Units of one of an order's lines to refund (by listing: an order has each listing once)."""
+
+    listing_id: str
+    quantity: int
+
+
+@dataclass
 class OrderLineView:
     """A listing an order bought, at the unit price frozen when it was placed."""
 
@@ -127,6 +135,14 @@ class StoredLine(Protocol):
 
 def line_view(line: StoredLine) -> OrderLineView:
     return OrderLineView(str(line.listing_id), line.listing_title, line.quantity, line.unit_amount)
+
+
+def view_lines(view: OrderView) -> list[OrderLineView]:
+    """What the order bought, as its workflow knows it: a single-listing order's one line is its listing."""
+    if view.lines:
+        return view.lines
+    unit = view.amount // view.quantity if view.quantity else 0
+    return [OrderLineView(view.listing_id, view.listing_title, view.quantity, unit)]
 
 
 def order_line_views(order: Order) -> list[OrderLineView]:
@@ -204,6 +220,12 @@ class ActionRequest:
     tracking: dict[str, str] | None = None  # fulfil: carrier, tracking number, url
     resolution: str | None = None  # resolve_dispute: release | refund | partial_refund
     refund_amount: int | None = None  # partial_refund and refund, minor units
+    # refund by lines: these units of the order's lines (at their unit prices, unless refund_amount caps them)
+    refund_lines: list[RefundLine] | None = None
+    # The caller's Idempotency-Key for this action and a digest of what it asked: the same key with another
+    # request is refused (`Rejection.IDEMPOTENCY_KEY_REUSED`) rather than answered with the first one's result.
+    idempotency_key: str | None = None
+    request_digest: str | None = None
 
 
 @dataclass
@@ -260,6 +282,8 @@ class OrderView:
     # What it bought when a checkout placed it (empty for a single-listing order: its listing is its line).
     lines: list[OrderLineView] = field(default_factory=list)
     checkout_id: str | None = None
+    # Units refunded by line (refunds by lines, returns), by listing id: what is left of a line to refund.
+    refunded_units: dict[str, int] = field(default_factory=dict)
 
 
 def initial_search_attributes(req: PlaceOrder, seller_id: str = "", amount: int = 0) -> TypedSearchAttributes:

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.integrations import events
 from bazaar.integrations.events import EventType
 from bazaar.listings import stock
-from bazaar.models import AuditEvent, Order, OrderStatus, Payment, PaymentKind, PaymentOutcome
+from bazaar.models import AuditEvent, Order, OrderStatus
 from bazaar.orders.types import OrderEvent, OrderLineView, line_view
+from bazaar.payments import ledger
 from bazaar.payments.money import format_money
 from bazaar.returns.models import Return, ReturnLine, ReturnStatus
 from bazaar.returns.types import ReturnOpened, ReturnTransition, StartReturn
@@ -26,7 +27,11 @@ from bazaar.trust.notifications import NotificationEvent
 
 RETURNABLE = frozenset({OrderStatus.FULFILLED, OrderStatus.COMPLETED})
 # Returns that count against what may still be returned of a line (a rejected or cancelled one gives it back).
-_HOLDING = [s for s in ReturnStatus if s not in (ReturnStatus.REJECTED, ReturnStatus.CANCELLED)]
+# Returns still to refund: they hold their units and their amount (a refunded one's units are the lines' refunded
+# units; a rejected or cancelled one holds nothing).
+_OPEN = [
+    s for s in ReturnStatus if s not in (ReturnStatus.REJECTED, ReturnStatus.CANCELLED, ReturnStatus.REFUNDED)
+]
 
 
 def opened_of(row: Return) -> ReturnOpened:
@@ -60,31 +65,34 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
     if shipped_at is None or datetime.now(UTC) - shipped_at > timedelta(seconds=req.window_seconds):
         return ReturnOpened(ok=False, refusal="return_window_closed", detail="the return window has closed")
     bought = {line.listing_id: line for line in order.lines}
+    # Units other returns still hold (a refunded one's units are in its lines' `refunded_quantity`), and what
+    # those returns will refund.
     rows = await session.execute(
         select(ReturnLine.listing_id, func.sum(ReturnLine.quantity))
         .join(Return, Return.id == ReturnLine.return_id)
-        .where(Return.order_id == order.id, Return.status.in_(_HOLDING))
+        .where(Return.order_id == order.id, Return.status.in_(_OPEN))
         .group_by(ReturnLine.listing_id)
     )
     returned = {listing_id: int(total) for listing_id, total in rows}
+    promised = await session.scalar(
+        select(func.coalesce(func.sum(Return.amount), 0)).where(
+            Return.order_id == order.id, Return.status.in_(_OPEN)
+        )
+    )
     lines: list[OrderLineView] = []
     for wanted in req.lines:
         listing_id = uuid.UUID(wanted.listing_id)
         line = bought.get(listing_id)
-        left = line.quantity - int(returned.get(listing_id, 0)) if line else 0
+        left = line.quantity - line.refunded_quantity - int(returned.get(listing_id, 0)) if line else 0
         if line is None or not 0 < wanted.quantity <= left:
             detail = f"listing {wanted.listing_id}: {left} of it can be returned"
             return ReturnOpened(ok=False, refusal="invalid_lines", detail=detail)
         lines.append(OrderLineView(wanted.listing_id, line.listing_title, wanted.quantity, line.unit_amount))
-    refunded = await session.scalar(
-        select(func.coalesce(func.sum(Payment.amount), 0)).where(
-            Payment.order_id == order.id,
-            Payment.kind == PaymentKind.REFUND,
-            Payment.outcome == PaymentOutcome.SUCCEEDED,
-        )
-    )
-    # The lines at their prices, but never more than the order still holds (earlier refunds count).
-    amount = min(sum(x.unit_amount * x.quantity for x in lines), order.amount - int(refunded or 0))
+    refunded = (await ledger.refunded_by_order(session, [order.id])).get(order.id, 0)
+    # The lines at their prices, but never more than the order still holds (earlier refunds count, and what the
+    # order's other open returns will refund).
+    held = order.amount - int(refunded or 0) - int(promised or 0)
+    amount = min(sum(x.unit_amount * x.quantity for x in lines), held)
     if amount <= 0:
         return ReturnOpened(ok=False, refusal="nothing_to_refund", detail="the order was refunded already")
     row = Return(

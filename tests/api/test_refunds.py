@@ -3,6 +3,8 @@ stack: the provider's refund, the ledger, the fee on what the buyer still pays, 
 
 from __future__ import annotations
 
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -10,7 +12,14 @@ import pytest
 
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
-from tests.support.http import support_user, wait_until
+from tests.support.http import (
+    Actor,
+    published_listing,
+    register,
+    seller_with_payout,
+    support_user,
+    wait_until,
+)
 from tests.support.money import (
     act,
     assert_balanced,
@@ -141,3 +150,107 @@ def test_support_refunds_after_the_release_taking_the_share_back_from_the_seller
     assert accounts.get("refunds") == PRICE and "platform_fees" not in accounts, accounts
     assert sorted(r["amount"] for r in refunds_for(stack, intent_of(stack, order["id"]))) == [10_000, rest]
     assert_balanced(stack, order["id"])
+
+
+def order_of_units(http: httpx.Client, units: int, price: int) -> tuple[Actor, Actor, dict[str, Any]]:
+    """A paid order for `units` of one listing (one line), accepted by its seller."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": price, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Line Buyer")
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": units},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert placed.status_code == 201 and placed.json()["status"] == "paid", placed.text
+    act(http, placed.json()["id"], "accept", seller)
+    return seller, buyer, dict(placed.json())
+
+
+def by_lines(listing_id: str, quantity: int) -> dict[str, Any]:
+    return {"lines": [{"listing_id": listing_id, "quantity": quantity}]}
+
+
+def test_a_line_is_refunded_by_lines_at_most_as_many_units_as_were_bought(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller, _, order = order_of_units(http, 3, 2_500)
+    oid, listing = order["id"], order["listing_id"]
+    two = act(http, oid, "refund", seller, by_lines(listing, 2))
+    assert two["refunded"] == {"amount": 5_000, "currency": "EUR"}
+    assert [line["refunded_quantity"] for line in two["lines"]] == [2]
+    # Two of three are refunded: two more are refused, whatever the money still held would allow.
+    more = refused(http, oid, "refund", seller, by_lines(listing, 2))
+    assert (more.status_code, more.json()["error"]["code"]) == (422, "validation_error")
+    assert "1 of it can be refunded" in more.json()["error"]["message"]
+    last = act(http, oid, "refund", seller, by_lines(listing, 1))
+    assert (last["status"], last["refunded"]) == ("refunded", {"amount": 7_500, "currency": "EUR"})
+    assert sorted(r["amount"] for r in refunds_for(stack, intent_of(stack, oid))) == [2_500, 5_000]
+    stored = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()
+    assert [line["refunded_quantity"] for line in stored["lines"]] == [3]
+    assert_balanced(stack, oid)
+
+
+def test_a_refund_names_each_line_once_and_nothing_else(http: httpx.Client, stack: Any) -> None:
+    seller, _, order = order_of_units(http, 2, 2_500)
+    oid, listing = order["id"], order["listing_id"]
+    twice = {"lines": [{"listing_id": listing, "quantity": 1}, {"listing_id": listing, "quantity": 1}]}
+    repeated = refused(http, oid, "refund", seller, twice)
+    assert (repeated.status_code, repeated.json()["error"]["code"]) == (422, "validation_error")
+    extra = refused(
+        http, oid, "refund", seller, {"lines": [{"listing_id": listing, "quantity": 1, "junk": 1}]}
+    )
+    assert extra.status_code == 422
+    assert refunds_for(stack, intent_of(stack, oid)) == []
+
+
+def test_parallel_refunds_of_one_line_refund_each_unit_once(http: httpx.Client, stack: Any) -> None:
+    seller, _, order = order_of_units(http, 2, 2_500)
+    oid, listing = order["id"], order["listing_id"]
+
+    def one(_: int) -> int:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+            answer = client.post(
+                f"/v1/orders/{oid}/refund",
+                json=by_lines(listing, 1),
+                headers={**seller.headers, "Idempotency-Key": str(uuid.uuid4())},
+            )
+            return answer.status_code
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        statuses = sorted(pool.map(one, range(5)))
+    assert statuses.count(200) == 2 and all(s in (409, 422) for s in statuses if s != 200), statuses
+    assert [r["amount"] for r in refunds_for(stack, intent_of(stack, oid))] == [2_500, 2_500]
+    stored = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()
+    assert (stored["status"], [line["refunded_quantity"] for line in stored["lines"]]) == ("refunded", [2])
+    assert_balanced(stack, oid)
+
+
+def test_an_action_key_used_again_with_another_request_is_refused(http: httpx.Client, stack: Any) -> None:
+    seller, _, order = order_of_units(http, 1, PRICE)
+    oid = order["id"]
+
+    def refund(key: str, body: dict[str, Any]) -> httpx.Response:
+        return http.post(
+            f"/v1/orders/{oid}/refund", json=body, headers={**seller.headers, "Idempotency-Key": key}
+        )
+
+    first = refund("refund-k", {"amount": 500})
+    assert (first.status_code, first.json()["refunded"]["amount"]) == (200, 500), first.text
+    again = refund("refund-k", {"amount": 500})  # a retry: the first answer, nothing refunded twice
+    assert (again.status_code, again.json()["refunded"]["amount"]) == (200, 500), again.text
+    other = refund("refund-k", {"amount": 1_500})
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused"), other.text
+    assert [r["amount"] for r in refunds_for(stack, intent_of(stack, oid))] == [500]
+
+    def fulfil(body: dict[str, Any]) -> httpx.Response:
+        return http.post(
+            f"/v1/orders/{oid}/fulfil", json=body, headers={**seller.headers, "Idempotency-Key": "ship"}
+        )
+
+    shipped = fulfil({"carrier": "DHL", "tracking_number": "A1"})
+    assert shipped.status_code == 200, shipped.text
+    reshipped = fulfil({"carrier": "UPS", "tracking_number": "B2"})
+    assert (reshipped.status_code, reshipped.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    stored = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()
+    assert stored["tracking"]["tracking_number"] == "A1", stored

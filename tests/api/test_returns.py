@@ -202,3 +202,49 @@ def test_returns_are_refused_when_they_cannot_be_made(http: httpx.Client) -> Non
     assert second.status_code == 201, second.text
     cancelled = move(http, second.json()["id"], "cancel", buyer)
     assert cancelled["status"] == "cancelled"
+
+
+def test_returns_count_what_was_refunded_by_lines_and_never_promise_more_than_the_order_holds(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Two Units")
+
+    def fulfilled(units: int) -> dict[str, Any]:
+        placed = http.post(
+            "/v1/orders",
+            json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": units},
+            headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert placed.status_code == 201, placed.text
+        act(http, placed.json()["id"], "accept", seller)
+        act(http, placed.json()["id"], "fulfil", seller)
+        return dict(placed.json())
+
+    # One of two units refunded by lines: one is left to return.
+    order = fulfilled(2)
+    lines = {"lines": [{"listing_id": item["id"], "quantity": 1}]}
+    act(http, order["id"], "refund", seller, lines)
+    both = ask(http, order, buyer, quantity=2)
+    assert (both.status_code, both.json()["error"]["code"]) == (422, "validation_error"), both.text
+    one = ask(http, order, buyer)
+    assert one.status_code == 201 and one.json()["refund"]["amount"] == 10_000, one.text
+    none_left = ask(http, order, buyer)
+    assert none_left.status_code == 422, none_left.text
+
+    # 15,000 of 20,000 refunded by amount: a return of one unit gets the 5,000 left, the next one nothing.
+    other = fulfilled(2)
+    act(http, other["id"], "refund", seller, {"amount": 15_000})
+    first = ask(http, other, buyer)
+    assert first.status_code == 201 and first.json()["refund"]["amount"] == 5_000, first.text
+    second = ask(http, other, buyer)
+    assert (second.status_code, second.json()["error"]["code"]) == (409, "return_not_allowed"), second.text
+    assert second.json()["error"]["details"]["reason"] == "nothing_to_refund"
+    duplicate = http.post(
+        f"/v1/orders/{other['id']}/returns",
+        json={"lines": [lines["lines"][0], lines["lines"][0]], "reason": "damaged"},
+        headers=buyer.headers,
+    )
+    assert duplicate.status_code == 422 and duplicate.json()["error"]["code"] == "validation_error"
+    assert "lines" in str(duplicate.json()["error"]["details"]), duplicate.text

@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.returns import ReturnActivities
-from bazaar.orders.types import ActionRequest, Actor, OrderLineView
+from bazaar.orders.types import ActionRequest, Actor, OrderLineView, RefundLine
 from bazaar.returns.models import ReturnStatus
 from bazaar.returns.types import ReturnAction, ReturnedLine, ReturnRefund, ReturnRequest, ReturnView
 from bazaar.settings import Settings
@@ -88,9 +88,16 @@ async def test_approved_shipped_received_and_restocked_is_refunded_once(
     assert (view.status, view.status_reason, view.amount, view.tracking) == (REFUNDED, None, AMOUNT, TRACKING)
     # Exactly one refund, of the return's amount, asked of the order by the seller (support-flagged: the order's
     # refund after its release is support's).
-    # Its ask is the return's third move (requested, approved, shipped): the Update id's attempt.
+    # Its ask is the return's third move (requested, approved, shipped): the Update id's attempt. It names the
+    # units returned, so the order counts them refunded (never refunded twice by lines or by another return).
     refund = ReturnRefund(
-        ret.id, ret.order_id, AMOUNT, Actor(SELLER.user_id, True), f"return {ret.id}", attempt=3
+        ret.id,
+        ret.order_id,
+        AMOUNT,
+        Actor(SELLER.user_id, True),
+        f"return {ret.id}",
+        attempt=3,
+        lines=[RefundLine("listing-pump", 2)],
     )
     assert world.returns.refund_requests == [refund]
     assert world.returns.refunds == [refund]
@@ -256,6 +263,7 @@ async def test_shipped_but_not_confirmed_in_time_is_refunded_without_restock(
             Actor(SELLER.user_id, is_support=True),
             f"return {ret.id}",
             attempt=3,
+            lines=[RefundLine("listing-pump", 2)],
         )
     ]
     [saved] = [m for m in world.returns.moves if m.status == REFUNDED]
