@@ -36,6 +36,7 @@ from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role
 from bazaar.orders.types import order_line_views
 from bazaar.payments.money import Money
+from bazaar.returns import returns
 from bazaar.returns.models import Return, ReturnStatus
 from bazaar.returns.types import ReturnedLine, ReturnRequest, ReturnTerms, ReturnView, StartReturn
 from bazaar.settings import get_settings
@@ -268,11 +269,26 @@ class Move:
 Act = Annotated[Move, Depends()]
 
 
-@router.post("/v1/returns/{return_id}/approve", response_model=ReturnOut, responses=MOVE)
+@router.post(
+    "/v1/returns/{return_id}/approve",
+    response_model=ReturnOut,
+    responses=merge(MOVE, errors(ErrorCode.RETURN_NOT_ALLOWED)),
+)
 async def approve_return(
-    act: Act, body: Annotated[ReturnDecisionIn, Body()] = ReturnDecisionIn()
+    act: Act,
+    return_id: uuid.UUID,
+    session: Session,
+    body: Annotated[ReturnDecisionIn, Body()] = ReturnDecisionIn(),
 ) -> ReturnOut:
-    """The seller (or support) approves a requested return: the buyer sends the lines back."""
+    """The seller (or support) approves a requested return: the buyer sends the lines back. 409
+    `return_not_allowed` (`nothing_to_refund`) when the order no longer holds its refund (refunded since)."""
+    await _visible(session, return_id, act.caller)  # who may not see it learns nothing more of it
+    if await returns.short_of_refund(session, return_id):
+        raise DomainError(
+            ErrorCode.RETURN_NOT_ALLOWED,
+            "the order no longer holds this return's refund (it was refunded since): reject it, or the buyer cancels",
+            {"reason": "nothing_to_refund"},
+        )
     return await act(ReturnWorkflow.approve, reason=body.reason)
 
 

@@ -146,6 +146,22 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
     return opened_of(stored)
 
 
+async def short_of_refund(session: AsyncSession, return_id: uuid.UUID) -> bool:
+    """Whether the order no longer holds this return's refund (refunded since by other means: its refunds and its
+    other open returns count), so approving it would only send the buyer's parcel to a refusal."""
+    row = await session.get(Return, return_id)
+    if row is None:
+        return False
+    order = await session.get(Order, row.order_id)
+    refunded = (await ledger.refunded_by_order(session, [row.order_id])).get(row.order_id, 0)
+    others = await session.scalar(
+        select(func.coalesce(func.sum(Return.amount), 0)).where(
+            Return.order_id == row.order_id, Return.id != row.id, Return.status.in_(_OPEN)
+        )
+    )
+    return order is None or order.amount - refunded - int(others or 0) < row.amount
+
+
 async def save(session: AsyncSession, move: ReturnTransition, base_url: str) -> bool:
     """The move, its timeline event and its notifications; the lines back on sale when a refunded return is
     restocked. False if it was saved before (a retry writes nothing twice)."""

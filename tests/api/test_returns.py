@@ -248,3 +248,29 @@ def test_returns_count_what_was_refunded_by_lines_and_never_promise_more_than_th
     )
     assert duplicate.status_code == 422 and duplicate.json()["error"]["code"] == "validation_error"
     assert "lines" in str(duplicate.json()["error"]["details"]), duplicate.text
+
+
+def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http: httpx.Client) -> None:
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Refunded Meanwhile")
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": 2},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    order = placed.json()
+    act(http, order["id"], "accept", seller)
+    act(http, order["id"], "fulfil", seller)
+    asked = ask(http, order, buyer)
+    assert asked.status_code == 201 and asked.json()["refund"]["amount"] == 10_000, asked.text
+    act(http, order["id"], "refund", seller, {"amount": 15_000})  # the seller settles it another way
+
+    stranger = register(http, ["buyer"], "Stranger")
+    assert http.post(f"/v1/returns/{asked.json()['id']}/approve", headers=stranger.headers).status_code == 404
+    approve = http.post(f"/v1/returns/{asked.json()['id']}/approve", headers=seller.headers)
+    assert (approve.status_code, approve.json()["error"]["code"]) == (409, "return_not_allowed"), approve.text
+    assert approve.json()["error"]["details"]["reason"] == "nothing_to_refund"
+    still = http.get(f"/v1/returns/{asked.json()['id']}", headers=buyer.headers).json()
+    assert still["status"] == "requested"
+    assert move(http, asked.json()["id"], "cancel", buyer)["status"] == "cancelled"
