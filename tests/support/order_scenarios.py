@@ -12,7 +12,8 @@ import pytest
 from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from bazaar.orders.types import ActionRequest, OrderView
+from bazaar.errors import Rejection
+from bazaar.orders.types import ActionRequest, OrderView, RefundLine
 from tests.support.orders import (
     BUYER,
     PLACEMENT,
@@ -81,6 +82,17 @@ async def drive_partial_refund(order: Order) -> Order:
     await order.act(OrderWorkflow.refund, ActionRequest(SELLER, reason="scratched", refund_amount=1_500))
     await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
     await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+    return order
+
+
+async def drive_refund_by_lines(order: Order) -> Order:
+    """Accepted under an Idempotency-Key (the same key with another request refused), then refunded by its one
+    line: the units counted with the transition, the run ends refunded."""
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER, idempotency_key="k", request_digest="first"))
+    reused = ActionRequest(SELLER, idempotency_key="k", request_digest="other")
+    assert await order.refused(OrderWorkflow.accept, reused) == Rejection.IDEMPOTENCY_KEY_REUSED
+    lines = [RefundLine(PLACEMENT.listing_id, PLACEMENT.quantity)]
+    await order.act(OrderWorkflow.refund, ActionRequest(SELLER, reason="lost", refund_lines=lines))
     return order
 
 
@@ -160,6 +172,7 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]]
     "lean_chargeback_lost": (FakeWorld, {}, drive_chargeback, "refunded"),
     "lean_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
     "lean_partial_refund_then_completed": (FakeWorld, {}, drive_partial_refund, "completed"),
+    "lean_refund_by_lines": (FakeWorld, {}, drive_refund_by_lines, "refunded"),
     "lean_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},
