@@ -1,10 +1,15 @@
-"""Text from people: every string the API accepts is free of control characters (Unicode category Cc).
+"""Text from people: every string the API accepts is free of control characters (Unicode category Cc) and of the
+bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069, category Cf).
 
 Control characters are never content: a NUL cannot be stored in PostgreSQL text, a CR/LF in a listing title
 ends up in email Subject headers, and the rest confuse terminals, logs and search. Two shapes:
 
 - single line (names, titles, identifiers, short labels): no Cc at all, so no CR, LF or TAB either;
 - multi line (descriptions, messages, review text, notes): `\\n`, `\\r\\n` and `\\t` stay, the rest is refused.
+
+The bidirectional overrides and isolates make text display in another order than it is stored (a title or a
+message that reads one way and says another: the "Trojan Source" and file-name spoofing trick); right-to-left
+text needs none of them, so they are refused in both shapes.
 
 At the HTTP edge use the pydantic metadata, e.g. `Annotated[str, single_line(min_length=3, max_length=140)]`
 (an invalid value is a 422 naming the field). Inside a Temporal workflow, where no pydantic model validates,
@@ -24,9 +29,12 @@ from pydantic_core import PydanticCustomError
 
 # Category Cc is exactly C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F); fixed since Unicode 1.1,
 # so a character class is the same test as unicodedata.category() == "Cc", and faster on long text.
-_SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # Multi line keeps TAB, LF and CR only as part of CRLF (a lone CR is an old Mac line break or an injection).
-_MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+_MULTI_LINE_FORBIDDEN = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
+)
+_BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 
 def control_character_problem(value: str, multiline: bool) -> str | None:
@@ -35,6 +43,8 @@ def control_character_problem(value: str, multiline: bool) -> str | None:
     if found is None:
         return None
     index = found.start()
+    if _BIDI_CONTROL.match(found.group()):
+        return f"bidirectional control characters are not allowed; found U+{ord(value[index]):04X} at index {index}"
     what = "control characters other than line breaks and tabs are" if multiline else "control characters are"
     shape = "" if multiline else " (a single line: no line breaks or tabs)"
     return f"{what} not allowed{shape}; found U+{ord(value[index]):04X} at index {index}"

@@ -1,4 +1,5 @@
-"""The shared text types: no control characters (Unicode Cc) in anything people send us."""
+"""The shared text types: no control characters (Unicode Cc), nor bidirectional overrides and isolates, in
+anything people send us."""
 
 from __future__ import annotations
 
@@ -19,17 +20,20 @@ from bazaar.text import (
 )
 
 CC = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cc"]
+# LRE, RLE, PDF, LRO, RLO and LRI, RLI, FSI, PDI: format characters (Cf) that reorder how text displays.
+BIDI_CONTROLS = {chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
 
 
-def test_the_forbidden_set_is_exactly_unicode_category_cc() -> None:
+def test_the_forbidden_set_is_exactly_unicode_category_cc_and_the_bidi_controls() -> None:
     assert len(CC) == 65  # C0, DEL, C1
+    assert len(BIDI_CONTROLS) == 9 and {unicodedata.category(c) for c in BIDI_CONTROLS} == {"Cf"}
     for code in range(sys.maxunicode + 1):
         char = chr(code)
-        is_cc = unicodedata.category(char) == "Cc"
-        assert (control_character_problem(f"a{char}b", multiline=False) is not None) == is_cc, hex(code)
+        forbidden = unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS
+        assert (control_character_problem(f"a{char}b", multiline=False) is not None) == forbidden, hex(code)
         allowed_in_text = char in "\t\n"
         assert (control_character_problem(f"a{char}b", multiline=True) is not None) == (
-            is_cc and not allowed_in_text
+            forbidden and not allowed_in_text
         ), hex(code)
 
 
@@ -37,7 +41,10 @@ def test_the_forbidden_set_is_exactly_unicode_category_cc() -> None:
     ("value", "single", "multi"),
     [
         ("plain text, ünïcödé, 日本語 🚲", True, True),
-        ("\u202e\u200b zero-width and bidi are format (Cf), not control", True, True),
+        ("\u200b\u200e zero-width space and a direction mark are format (Cf), and harmless", True, True),
+        ("\u202e reversed: a bidi override", False, False),
+        ("isolate \u2067 right-to-left", False, False),
+        ("שלום, مرحبا: right-to-left text needs no control", True, True),
         ("line\nbreak", False, True),
         ("windows\r\nbreak", False, True),
         ("tab\there", False, True),
@@ -63,6 +70,8 @@ def test_the_problem_names_the_character_and_where() -> None:
     assert "control characters are not allowed" in problem and "U+0000 at index 2" in problem
     multi = control_character_problem("x\n\x07", multiline=True)
     assert multi is not None and "U+0007 at index 2" in multi and "not allowed" in multi
+    bidi = control_character_problem("invoice\u202efdp.exe", multiline=True)
+    assert bidi == "bidirectional control characters are not allowed; found U+202E at index 7"
 
 
 class Form(BaseModel):
