@@ -34,12 +34,12 @@ from bazaar.payments.money import Currency
 from bazaar.search.index import MAX_TOTAL_HITS
 from bazaar.search.query import ListingQuery, SortOrder
 from bazaar.search.service import SearchService
+from bazaar.text import SINGLE_LINE_FORBIDDEN
 
 # Plain values only: what pydantic would read the same way (no leading zeros, signs, exponents, spaces).
 _INT = re.compile(r"0|[1-9][0-9]{0,18}")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,4})(?:\.[0-9]{1,15})?")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # bazaar.text: never in a single line
 _CURRENCIES = frozenset(get_args(Currency))
 _CONDITIONS = frozenset(c.value for c in ListingCondition)
 _SORTS = {s.value: s for s in SortOrder}
@@ -80,7 +80,7 @@ def parse(query_string: bytes) -> ListingQuery | None:
                 return None  # which one wins is the route's business
             scalars[name] = value
         elif name == "category":
-            if not 1 <= len(value) <= 64 or _CONTROL.search(value):
+            if not 1 <= len(value) <= 64 or SINGLE_LINE_FORBIDDEN.search(value):
                 return None
             categories.append(value)
         elif name == "condition":
@@ -105,7 +105,7 @@ def _assign(query: ListingQuery, name: str, value: str) -> bool:
         case "q":
             # single_line(max_length=200): stripped (only ASCII spaces here), no control characters.
             parsed = value.strip(" ")
-            if len(parsed) > 200 or _CONTROL.search(value) or parsed.strip() != parsed:
+            if len(parsed) > 200 or SINGLE_LINE_FORBIDDEN.search(value) or parsed.strip() != parsed:
                 return False
         case "min_price" | "max_price":
             parsed = _int(value, 0, INT64_MAX)

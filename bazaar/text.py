@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 # Category Cc is exactly C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F); fixed since Unicode 1.1,
 # so a character class is the same test as unicodedata.category() == "Cc", and faster on long text.
-_SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # Multi line keeps TAB, LF and CR only as part of CRLF (a lone CR is an old Mac line break or an injection).
 _MULTI_LINE_FORBIDDEN = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
@@ -39,7 +39,7 @@ _BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 def control_character_problem(value: str, multiline: bool) -> str | None:
     """None if `value` may be stored, else a message for people naming the first offending character."""
-    found = (_MULTI_LINE_FORBIDDEN if multiline else _SINGLE_LINE_FORBIDDEN).search(value)
+    found = (_MULTI_LINE_FORBIDDEN if multiline else SINGLE_LINE_FORBIDDEN).search(value)
     if found is None:
         return None
     index = found.start()
