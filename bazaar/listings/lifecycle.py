@@ -31,6 +31,7 @@ from bazaar.models import (
     Listing,
     ListingStatus,
     Order,
+    OrderLine,
     Role,
     SearchOutbox,
 )
@@ -285,7 +286,11 @@ async def delete(
     same row first: an order either sees the listing gone or stops the deletion.
     """
     listing = await get_own(session, listing_id, seller, if_match)
-    had_orders = await session.scalar(select(Order.id).where(Order.listing_id == listing.id).limit(1))
+    # Any line of any order (a checkout's order lists it as its second line; an order of the version before lines
+    # names it only on the order).
+    had_orders = await session.scalar(
+        select(Order.id).where(Order.listing_id == listing.id).limit(1)
+    ) or await session.scalar(select(OrderLine.order_id).where(OrderLine.listing_id == listing.id).limit(1))
     if had_orders is not None:
         if listing.status != ListingStatus.ARCHIVED:
             listing.status = ListingStatus.ARCHIVED

@@ -266,6 +266,22 @@ def test_delete_removes_or_archives(http: httpx.Client) -> None:
     # The buyer's order still shows what was bought.
     assert http.get(f"/v1/orders/{placed.json()['id']}", headers=buyer.headers).status_code == 200
 
+    # A listing bought as the second line of a checkout's order is kept (archived) too.
+    first, second = published_listing(http, seller, quantity=5), published_listing(http, seller, quantity=5)
+    for listing in (first, second):
+        put = http.put(f"/v1/cart/lines/{listing['id']}", json={"quantity": 1}, headers=buyer.headers)
+        assert put.status_code == 200, put.text
+    paid = http.post(
+        "/v1/checkouts",
+        json={"payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert paid.status_code == 201 and paid.json()["status"] == "paid", paid.text
+    [order] = paid.json()["orders"]
+    [bought_second] = [line for line in order["lines"] if line["listing_id"] != order["listing_id"]]
+    kept_line = http.delete(f"/v1/listings/{bought_second['listing_id']}", headers=seller.headers)
+    assert (kept_line.status_code, kept_line.json()["result"]) == (200, "archived"), kept_line.text
+
 
 def test_my_listings_filter_sort_paginate(http: httpx.Client) -> None:
     seller = seller_with_payout(http)
