@@ -10,7 +10,7 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.errors import update_rejection
-from api.routes.order_actions import STILL_RUNNING
+from api.routes.order_actions import STILL_RUNNING, digest
 from bazaar.settings import get_settings
 
 T = TypeVar("T")
@@ -28,10 +28,14 @@ async def start_and_wait(
     already (REJECT_DUPLICATE: e.g. a refusal, which stores nothing) answers with its result. None: still working
     after the wait. A rejected Update is the API's error for it."""
     wait = get_settings().order_wait_seconds
+    # One Update id per request: a retry of the same request joins the first Update (and gets its answer); another
+    # request under the same key is another Update, which the workflow's validator refuses as a reused key. (One id
+    # for all would answer every racing request with whichever came first.)
+    update_id = f"{update.__name__}:{digest(args)}"
     try:
         answer: T = await asyncio.wait_for(
             temporal.execute_update_with_start_workflow(
-                update, *args, start_workflow_operation=start, id=update.__name__
+                update, *args, start_workflow_operation=start, id=update_id
             ),
             wait,
         )

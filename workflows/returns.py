@@ -29,9 +29,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.returns import REFUND_REFUSED, ReturnActivities
+    from bazaar.errors import Rejection
     from bazaar.orders.types import Actor, RefundLine
     from bazaar.returns import rules
     from bazaar.returns.models import RETURN_ENDED, ReturnStatus
@@ -149,10 +151,20 @@ class ReturnWorkflow:
         return self._view
 
     @workflow.update
-    async def opened(self) -> ReturnView:
+    async def opened(self, request: StartReturn | None = None) -> ReturnView:
         """Answer the create-return request once the return is stored (or refused)."""
         await workflow.wait_condition(lambda: self._opened)
         return self._view
+
+    @opened.validator
+    def _validate_opened(self, request: StartReturn | None = None) -> None:
+        """The same Idempotency-Key with another return (other lines or reason) is refused, not answered."""
+        if request is not None and not rules.same_request(request, self._req):
+            raise ApplicationError(
+                "this Idempotency-Key was used for a different return",
+                self._view,
+                type=Rejection.IDEMPOTENCY_KEY_REUSED,
+            )
 
     # ---- actors' moves (Updates) ------------------------------------------------------------------------
     @workflow.update

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, replace
+from dataclasses import asdict, is_dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
@@ -70,12 +70,21 @@ ActionKey = Annotated[
 ]
 
 
+def digest(value: Any) -> str:
+    """What a request asked for (dataclasses by their fields), as a digest: two requests under one key told apart."""
+    plain = json.dumps(
+        value,
+        sort_keys=True,
+        default=lambda o: asdict(o) if is_dataclass(o) and not isinstance(o, type) else str(o),
+    )
+    return hashlib.sha256(plain.encode()).hexdigest()[:32]
+
+
 def request_digest(request: ActionRequest) -> str:
-    """What an action asked for (its fields, not who asked), as a digest to compare under one Idempotency-Key."""
-    asked = {
-        k: v for k, v in asdict(request).items() if k not in ("actor", "idempotency_key", "request_digest")
-    }
-    return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()
+    """What an action asked for (its fields, not who asked)."""
+    return digest(
+        {k: v for k, v in asdict(request).items() if k not in ("actor", "idempotency_key", "request_digest")}
+    )
 
 
 def actor_of(caller: Principal) -> Actor:

@@ -163,7 +163,7 @@ async def request_return(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         static_summary=f"return of order {order_id}",
     )
-    view = await start_and_wait(temporal, ReturnWorkflow.opened, [], start, workflow_id, ReturnView)
+    view = await start_and_wait(temporal, ReturnWorkflow.opened, [request], start, workflow_id, ReturnView)
     if view is not None and view.status is None and view.status_reason:
         code, message = _REFUSALS.get(view.status_reason, _REFUSALS["order_not_returnable"])
         raise DomainError(code, view.refusal_detail or message, {"reason": view.status_reason})

@@ -7,7 +7,7 @@ from temporalio.exceptions import ApplicationError
 
 from bazaar.errors import Rejection
 from bazaar.returns.models import ReturnStatus
-from bazaar.returns.types import ReturnAction, ReturnRequest, ReturnView
+from bazaar.returns.types import ReturnAction, ReturnRequest, ReturnView, StartReturn
 
 # Who may do what, in which state (support may always stand in for the seller).
 RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
@@ -48,3 +48,12 @@ def authorize(action: ReturnAction, req: ReturnRequest, view: ReturnView) -> str
     if action == ReturnAction.RESOLVE and req.approve is None:
         raise ApplicationError("resolve needs approve: true or false", type=Rejection.INVALID_REQUEST)
     return acting[0]
+
+
+def same_request(asked: StartReturn, first: StartReturn) -> bool:
+    """Whether two asks under one Idempotency-Key are the same return: its lines and its reason."""
+
+    def lines(request: StartReturn) -> list[tuple[str, int]]:
+        return sorted((line.listing_id, line.quantity) for line in request.lines)
+
+    return (lines(asked), asked.reason) == (lines(first), first.reason)

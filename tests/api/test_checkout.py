@@ -427,3 +427,31 @@ def test_a_checkouts_orders_show_what_was_refunded_of_them(http: httpx.Client, s
     assert {o["id"]: o["refunded"] for o in seen.json()["orders"]} == expected
     (listed,) = http.get("/v1/checkouts", headers=buyer.headers).json()["items"]
     assert {o["id"]: o["refunded"] for o in listed["orders"]} == expected
+
+
+def test_racing_checkouts_under_one_key_with_other_cards_are_refused_not_told_they_paid(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller = seller_with_payout(http)
+    lamp = published_listing(http, seller, price={"amount": 6_000, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Two Cards")
+    put_line(http, buyer, lamp["id"])
+    key = str(uuid.uuid4())
+    cards = ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_visa", "pm_card_chargeDeclined"]
+
+    def pay(card: str) -> tuple[str, httpx.Response]:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+            return card, checkout(client, buyer, key, card)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(pay, cards))
+    answered = [(card, r.json()) for card, r in answers if r.status_code in (200, 201)]
+    assert len({body["id"] for _, body in answered}) == 1, [(c, r.status_code, r.text) for c, r in answers]
+    first_card = {card for card, _ in answered}
+    assert len(first_card) == 1, (
+        answered
+    )  # only requests with the card that won are answered with its checkout
+    for card, response in answers:
+        if card not in first_card:
+            assert (response.status_code, response.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    assert len(intents_of_checkout(stack, answered[0][1]["id"])) == 1

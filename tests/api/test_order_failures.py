@@ -172,6 +172,37 @@ def test_the_same_key_with_a_different_request_is_refused(http: httpx.Client) ->
     assert place(http, buyer, item["id"], key).status_code == 200
 
 
+def test_racing_requests_under_one_key_get_one_order_and_the_others_are_refused(http: httpx.Client) -> None:
+    """Four requests for different quantities sent at once under one key: one order, of the quantity one of them
+    asked for; each other request is refused, never told that order is its own."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, quantity=10)
+    buyer = register(http, ["buyer"], "Racer")
+    key = str(uuid.uuid4())
+
+    def order(quantity: int) -> tuple[int, dict[str, Any]]:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+            answer = client.post(
+                "/v1/orders",
+                json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": quantity},
+                headers={**buyer.headers, "Idempotency-Key": key},
+            )
+            return quantity, {**answer.json(), "http": answer.status_code}
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(order, [1, 2, 3, 4]))
+    made = [(quantity, body) for quantity, body in answers if body["http"] in (200, 201)]
+    assert len({body["id"] for _, body in made}) == 1, answers
+    for quantity, body in made:
+        assert body["quantity"] == quantity, answers  # whoever was answered with the order asked for it
+    for _, body in answers:
+        if body["http"] not in (200, 201):
+            assert (body["http"], body["error"]["code"]) == (422, "idempotency_key_reused"), answers
+    [(bought, _)] = made[:1]
+    listing = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()
+    assert listing["quantity"] == 10 - bought, listing
+
+
 def test_accept_racing_cancel_gives_the_loser_409_with_the_order(http: httpx.Client) -> None:
     for _ in range(4):
         seller, buyer, order = paid_order(http)

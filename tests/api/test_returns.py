@@ -5,6 +5,7 @@ when restocked, both sides told, and the money statement and reconciliation clea
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -274,3 +275,30 @@ def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http
     still = http.get(f"/v1/returns/{asked.json()['id']}", headers=buyer.headers).json()
     assert still["status"] == "requested"
     assert move(http, asked.json()["id"], "cancel", buyer)["status"] == "cancelled"
+
+
+def test_racing_returns_under_one_key_for_other_lines_are_refused(http: httpx.Client) -> None:
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Racing Returns")
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": 2},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    ).json()
+    act(http, placed["id"], "accept", seller)
+    act(http, placed["id"], "fulfil", seller)
+    key = str(uuid.uuid4())
+
+    def one(quantity: int) -> tuple[int, httpx.Response]:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+            return quantity, ask(client, placed, buyer, quantity=quantity, key=key)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(one, [1, 2, 1, 2]))
+    made = [(q, r.json()) for q, r in answers if r.status_code in (200, 201)]
+    assert len({body["id"] for _, body in made}) == 1, [(q, r.status_code, r.text) for q, r in answers]
+    assert all(body["lines"][0]["quantity"] == q for q, body in made), made
+    for _, response in answers:
+        if response.status_code not in (200, 201):
+            assert (response.status_code, response.json()["error"]["code"]) == (422, "idempotency_key_reused")
