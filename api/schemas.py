@@ -366,9 +366,16 @@ class ResolveIn(BaseModel):
     )
     resolution: DisputeResolution
     refund_amount: int | None = Field(
-        default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund"
+        default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund (and only for it)"
     )
     note: Annotated[str, multi_line(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _amount_only_for_a_partial_refund(self) -> ResolveIn:
+        # A release or a full refund with an amount contradicts itself: refused rather than the amount dropped.
+        if self.refund_amount is not None and self.resolution != DisputeResolution.PARTIAL_REFUND:
+            raise ValueError(f"refund_amount is only for partial_refund, not {self.resolution.value}")
+        return self
 
 
 class RefundLineIn(BaseModel):

@@ -168,6 +168,14 @@ def test_dispute_refunded_in_full_by_support(http: httpx.Client, stack: Any) -> 
     oid = order["id"]
     act(http, oid, "dispute", buyer, {"reason_code": "not_received", "message": "never arrived"})
     staff = support_user(http, stack)
+    # An amount only goes with a partial refund: a release (or full refund) with one contradicts itself.
+    for resolution in ("release", "refund"):
+        mixed = http.post(
+            f"/v1/orders/{oid}/resolve",
+            json={"resolution": resolution, "refund_amount": 500},
+            headers=staff.headers,
+        )
+        assert (mixed.status_code, mixed.json()["error"]["code"]) == (422, "validation_error"), mixed.text
     refunded = act(http, oid, "resolve", staff, {"resolution": "refund", "note": "carrier lost it"})
     assert (refunded["status"], refunded["payment_state"]) == ("refunded", "refunded")
     assert transfers_for(stack, oid) == []
