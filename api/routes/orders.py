@@ -177,15 +177,15 @@ async def list_orders(
     caller: Caller,
     session: Session,
     role: Annotated[
-        Literal[Role.BUYER, Role.SELLER], Query(description="orders I bought (buyer) or I sold (seller)")
-    ] = Role.BUYER,
+        Literal["buyer", "seller"], Query(description="orders I bought (buyer) or I sold (seller)")
+    ] = "buyer",
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
 ) -> OrderPage:
     if status == OrderStatus.REJECTED:  # a refused placement is never stored
         return OrderPage(items=[], next_cursor=None)
-    column = Order.buyer_id if role == Role.BUYER else Order.seller_id
+    column = Order.buyer_id if role == "buyer" else Order.seller_id
     stmt = select(Order).where(column == caller.user_id)
     if status:
         stmt = stmt.where(Order.status == status)

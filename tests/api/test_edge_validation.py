@@ -445,3 +445,12 @@ def test_database_down_is_503_with_retry_after(http: httpx.Client, api_without_d
         assert down.get("/healthz").status_code == 200  # the process itself is fine: liveness holds
         ready = down.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["postgres"] is False
+
+
+def test_an_unknown_enum_value_names_the_values_the_way_a_client_sends_them(
+    http: httpx.Client, seller: Actor
+) -> None:
+    wrong = http.get("/v1/orders", params={"role": "support"}, headers=seller.headers)
+    assert wrong.status_code == 422, wrong.text
+    message = json.dumps(wrong.json()["error"])
+    assert "'buyer'" in message and "'seller'" in message and "Role." not in message, message
