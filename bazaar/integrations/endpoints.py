@@ -74,9 +74,16 @@ def url_problem(url: str, allow_local: bool) -> str | None:
     return None if address.is_global else "must be a public address"
 
 
-def normalized_types(patterns: Iterable[str]) -> list[str]:
-    """The event types and groups an endpoint asked for, each once, in a stable order (checked at the edge)."""
+# A checkout is the platform's (a seller hears of its own order by `order.paid`): never a seller's events.
+PLATFORM_ONLY = frozenset({EventType.CHECKOUT_PAID, EventType.CHECKOUT_PAYMENT_FAILED, EventGroup.CHECKOUT})
+
+
+def normalized_types(patterns: Iterable[str], scope: Scope) -> list[str]:
+    """The event types and groups an endpoint of `scope` asked for, each once, in a stable order (checked at the
+    edge): a seller's endpoint may ask only for the types a seller's feed has."""
     known = {t.value for t in EventType} | {g.value for g in EventGroup}
+    if scope.seller_id is not None:
+        known -= {str(t) for t in PLATFORM_ONLY}
     chosen = sorted(set(patterns))
     unknown = [p for p in chosen if p not in known]
     if unknown or not chosen:
@@ -119,7 +126,7 @@ async def create(
         created_by=scope.user_id,
         url=url,
         description=description,
-        event_types=normalized_types(event_types),
+        event_types=normalized_types(event_types, scope),
         enabled=enabled,
         disabled_reason=None if enabled else "disabled by its owner",
         secret=new_secret(),
@@ -164,7 +171,7 @@ async def update(
     if url is not None:
         endpoint.url = url
     if event_types is not None:
-        endpoint.event_types = normalized_types(event_types)
+        endpoint.event_types = normalized_types(event_types, scope)
     if description is not None:
         endpoint.description = description
     if enabled is not None and enabled != endpoint.enabled:

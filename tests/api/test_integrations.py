@@ -150,6 +150,28 @@ def test_who_may_hold_keys_of_which_scope(http: httpx.Client, stack: Any) -> Non
 # ------------------------------------------------------------------------------------------------ webhooks
 
 
+def test_a_sellers_endpoint_cannot_ask_for_the_platforms_checkout_events(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller = register(http, ["seller"], "Hooks")
+    for types in (["checkout.paid"], ["checkout.*"], ["order.*", "checkout.payment_failed"]):
+        refused = http.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://hooks.example.com/in", "event_types": types},
+            headers=seller.headers,
+        )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "validation_error"), (
+            refused.text
+        )
+    made = endpoint(http, seller.headers, "https://hooks.example.com/in", ["order.*"])
+    changed = http.patch(
+        f"/v1/webhook-endpoints/{made['id']}", json={"event_types": ["checkout.*"]}, headers=seller.headers
+    )
+    assert changed.status_code == 422, changed.text
+    staff = support_user(http, stack)
+    assert endpoint(http, staff.headers, "https://hooks.example.com/in", ["checkout.*"])["event_types"]
+
+
 def test_an_orders_events_arrive_signed_at_the_sellers_endpoint(
     http: httpx.Client, receiver: Receiver
 ) -> None:
