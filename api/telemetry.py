@@ -13,7 +13,10 @@ import logging
 import time
 
 from fastapi import FastAPI
+from opentelemetry import context, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +36,17 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 UNMATCHED = "unmatched"
 # Probes and scrapes: no spans (they would drown the requests that matter); still counted in the metrics.
 # Searches get theirs from api/search_direct.py (same name, cheaper: docs/benchmarks.md, "Search speed").
-UNTRACED = "/healthz$,/readyz$,/metrics$,/v1/search/listings$"
+PROBES = ("/healthz", "/readyz", "/metrics")
+UNTRACED = ",".join(f"{path}$" for path in (*PROBES, "/v1/search/listings"))
+
+
+_IDS = RandomIdGenerator()
+
+
+def _unrecorded_span() -> NonRecordingSpan:
+    return NonRecordingSpan(
+        SpanContext(trace_id=_IDS.generate_trace_id(), span_id=_IDS.generate_span_id(), is_remote=False)
+    )
 
 
 class RequestTelemetryMiddleware:
@@ -48,6 +61,10 @@ class RequestTelemetryMiddleware:
             return
         started = time.perf_counter()
         status = 500  # an exception that escapes every handler ends as a 500 (or a dropped connection)
+        # Probes and scrapes record no span, but their answers still carry an id to quote: a trace id of their own,
+        # current for the request, with nothing recorded under it. (Searches make their own span: api/search_direct.)
+        probe = scope.get("path") in PROBES and trace_id() is None
+        token = context.attach(trace.set_span_in_context(_unrecorded_span())) if probe else None
 
         async def send_with_trace_id(message: Message) -> None:
             nonlocal status
@@ -63,6 +80,8 @@ class RequestTelemetryMiddleware:
         try:
             await self.app(scope, receive, send_with_trace_id)
         finally:
+            if token is not None:
+                context.detach(token)
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             method = scope.get("method", "")
             HTTP_DURATION.labels(route, method if method in _METHODS else "other", str(status)).observe(

@@ -240,3 +240,9 @@ async def test_errors_and_searches_carry_their_trace(traced: Traced) -> None:
     names = [span.name for span in traced.trace(found.headers["x-trace-id"])]
     assert "GET /v1/search/listings" in names, names
     assert any(name.startswith("meilisearch POST /indexes/") for name in names), names
+
+    # Probes record no span, but their answers still name a trace id to quote (a fresh one each time).
+    probes = [await traced.api.get(path) for path in ("/healthz", "/readyz", "/healthz")]
+    ids = [probe.headers.get("x-trace-id") for probe in probes]
+    assert all(i is not None and len(i) == 32 and int(i, 16) for i in ids) and len(set(ids)) == 3, ids
+    assert all(traced.trace(i) == [] for i in ids if i is not None)
