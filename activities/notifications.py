@@ -180,15 +180,20 @@ class Delivery:
         return timedelta(seconds=min(seconds, RETRY_CAP.total_seconds()))
 
     def email(self, note: Notification, recipient: User) -> EmailMessage:
-        token = notifications.unsubscribe_token(
-            self.settings.link_secret(), recipient.id, note.event_type, NotificationChannel.EMAIL
-        )
-        unsubscribe = f"{self.settings.public_base_url}/v1/notifications/unsubscribe?token={token}"
         message = EmailMessage()
         message["From"] = self.settings.smtp_from
         message["To"] = recipient.email
         message["Subject"] = note.subject
         message["Message-ID"] = f"<notification-{note.id}@bazaar.local>"  # the same on every retry
+        if note.event_type not in notifications.EVENT_TYPES:
+            # An account's own mail (verify the address, reset the password): nothing a user can opt out of, so no
+            # unsubscribe link that would only be refused.
+            message.set_content(note.body)
+            return message
+        token = notifications.unsubscribe_token(
+            self.settings.link_secret(), recipient.id, note.event_type, NotificationChannel.EMAIL
+        )
+        unsubscribe = f"{self.settings.public_base_url}/v1/notifications/unsubscribe?token={token}"
         message["List-Unsubscribe"] = f"<{unsubscribe}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message.set_content(f"{note.body}\n--\nStop these emails: {unsubscribe}\n")

@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     # Access tokens are short: logout, a password reset, deactivation and role changes end them at once anyway
     # (each request checks the session and the user's token version), this bounds what a stolen one is worth.
     access_token_ttl_seconds: int = Field(default=900, gt=0)
-    # Refresh tokens (POST /v1/auth/refresh): rotated on every use; a reused one ends its whole session.
+    # Refresh tokens (POST /v1/auth/refresh): rotated on every use; a reused one ends its whole session (except
+    # within a few seconds of its rotation: bazaar.accounts.sessions.REUSE_GRACE, two tabs or a retried call).
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
     email_verification_ttl_seconds: int = Field(default=48 * 3600, gt=0)
     password_reset_ttl_seconds: int = Field(default=3600, gt=0)

@@ -82,7 +82,8 @@ async def token(
 @router.post("/auth/refresh", response_model=TokenPairOut, responses=errors(ErrorCode.NOT_AUTHENTICATED))
 async def refresh(body: RefreshIn, session: Session, _: RefreshLimit, response: Response) -> TokenPairOut:
     """The next token pair of a session. Each refresh token works once: presenting a used one again ends its
-    session (someone copied it), and both pairs stop working."""
+    session (someone copied it), and both pairs stop working. Within a few seconds of its use it is taken for the
+    same client (two tabs at once, a retry after a lost answer) and gets another pair of the same session."""
     try:
         tokens = await sessions.rotate(session, body.refresh_token)
     except sessions.RefreshTokenReused:

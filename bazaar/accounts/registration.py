@@ -119,14 +119,13 @@ async def request_password_reset(session: AsyncSession, email: str, may_mail: Ma
 
 
 async def reset_password(session: AsyncSession, token: str, new_password: str) -> User:
-    """Set the password of the token's account; every session of it ends, and its email counts as verified
-    (the link was read in that mailbox)."""
+    """Set the password of the token's account; every session and other reset link of it ends, and its email
+    counts as verified (the link was read in that mailbox)."""
     user = await session.get(User, await links.redeem(session, token, Purpose.PASSWORD_RESET))
     if user is None or not user.is_active:
         raise links.invalid_token()
     check_new_password(new_password, user_inputs=[user.email, user.display_name])
     await _set_password(session, user, new_password)
-    await links.spend_all(session, user.id, Purpose.PASSWORD_RESET)
     if user.email_verified_at is None:
         user.email_verified_at = datetime.now(UTC)
     session.add(_audit(user.id, "user.password_reset"))
@@ -136,8 +135,8 @@ async def reset_password(session: AsyncSession, token: str, new_password: str) -
 async def change_password(
     session: AsyncSession, user_id: uuid.UUID, current_password: str, new_password: str
 ) -> sessions.Tokens:
-    """Change the caller's password (the current one must match): every session ends, and the caller gets a
-    new one (returned)."""
+    """Change the caller's password (the current one must match): every session and reset link ends, and the
+    caller gets a new session (returned)."""
     user = await session.get(User, user_id)
     if user is None or not user.is_active:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "account no longer exists")
@@ -152,4 +151,6 @@ async def change_password(
 async def _set_password(session: AsyncSession, user: User, password: str) -> None:
     user.password_hash = auth.hash_password(password)
     user.token_version += 1  # every access token and session issued before ends
+    # A reset link mailed before would undo the new password: each one is spent (by a reset or a change alike).
+    await links.spend_all(session, user.id, Purpose.PASSWORD_RESET)
     await session.flush()

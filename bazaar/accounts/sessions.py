@@ -1,7 +1,9 @@
 """Login sessions: an access token plus a refresh token per login. Refresh tokens are 256 random bits stored as
 their SHA-256, rotated on every use (the spent one is kept until it expires); presenting a spent one again means
 it was copied, so the whole session (the rotation family) ends, for the thief and the owner alike (RFC 9700
-4.14.2). Logout ends one session; bazaar.auth.end_all_sessions ends them all."""
+4.14.2). Except within `REUSE_GRACE` of its rotation: that is the same client again (a second tab refreshing at
+once, a retry after a lost answer), which gets another pair of the same session rather than ending it.
+Logout ends one session; bazaar.auth.end_all_sessions ends them all."""
 
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ from bazaar.accounts.links import digest
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AccountToken, AuthSession, RefreshToken, User
 from bazaar.settings import get_settings
+
+# How long after its rotation a spent refresh token still gets a pair instead of ending its session. Short: a
+# copy presented this soon after the owner's refresh goes unnoticed (a thief would have to race the owner).
+REUSE_GRACE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ async def start(session: AsyncSession, user: User) -> Tokens:
 
 async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
     """Spend `refresh_token` and issue the next pair of its session. 401 when it is unknown or expired, or its
-    session or user is no longer valid; `RefreshTokenReused` (after ending the session) when it was spent."""
+    session or user is no longer valid; `RefreshTokenReused` (after ending the session) when it was spent more
+    than `REUSE_GRACE` ago. Spent less than that ago, it gets another pair of its session (the winner's stays
+    valid)."""
     found = (
         await session.execute(
             select(RefreshToken, AuthSession, User)
@@ -77,12 +85,14 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
     if found is None:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "invalid refresh token")
     token, login, user = found
-    if token.used_at is not None:
+    now = datetime.now(UTC)
+    # A second use at the same moment waits on the row lock, then finds the token spent by the first: spent this
+    # recently, it is the same client again (another tab, a retry), not a copy.
+    if token.used_at is not None and now - token.used_at > REUSE_GRACE:
         if login.revoked_at is None:
-            login.revoked_at = datetime.now(UTC)
+            login.revoked_at = now
             login.revoked_reason = "refresh_reuse"
         raise RefreshTokenReused()
-    now = datetime.now(UTC)
     if (
         token.expires_at <= now
         or login.revoked_at is not None
@@ -90,7 +100,8 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
         or not user.is_active
     ):
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "this session has ended: log in again")
-    token.used_at = now
+    if token.used_at is None:  # (spent already: its time stays, so repeated uses do not stretch the grace)
+        token.used_at = now
     expires = _refresh_expiry()
     await session.execute(
         update(AuthSession)

@@ -1,6 +1,6 @@
 """Accounts on the real stack: registration that reveals no account, the password policy, email verification and
 password reset through real mail in the SMTP sink (single-use, expiring tokens), refresh-token rotation and reuse
-detection, revocation that applies on the next request (logout, password reset and change, a removed role,
+detection (with a grace for concurrent or retried refreshes), revocation that applies on the next request (logout, password reset and change, a removed role,
 deactivation), the login lockout, and the security headers.
 
 The stack's API relaxes the per-address limits (one test client registers everyone); the account lockout is real
@@ -9,12 +9,16 @@ here. tests/api/test_rate_limits.py runs an API with every limit as in productio
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from bazaar.accounts.links import digest
+from bazaar.accounts.sessions import REUSE_GRACE
 from tests.support.accounts import (
     bearer,
     body_of,
@@ -157,6 +161,20 @@ def test_verification_token_expires(http: httpx.Client, stack: Any) -> None:
     assert http.post("/v1/auth/verify-email", json={"token": fresh}).status_code == 204
 
 
+def test_account_mails_carry_no_unsubscribe(http: httpx.Client, stack: Any) -> None:
+    """Account mails are transactional: nothing to opt out of, so no List-Unsubscribe and no "stop" link (the
+    unsubscribe endpoint would refuse their event type)."""
+    address = new_email("transactional")
+    assert sign_up(http, address).status_code == 202
+    assert sign_up(http, address, name="Again").status_code == 202
+    assert http.post("/v1/auth/password-reset", json={"email": address}).status_code == 202
+    for subject in (VERIFY_SUBJECT, ATTEMPT_SUBJECT, RESET_SUBJECT):
+        [message] = wait_until(lambda s=subject: mails_to(stack, address, s), timeout=20)
+        assert "List-Unsubscribe" not in message, subject
+        assert "List-Unsubscribe-Post" not in message, subject
+        assert "unsubscribe" not in body_of(message).lower(), subject
+
+
 # ---- password reset -------------------------------------------------------------------------------------------
 
 
@@ -227,10 +245,64 @@ def test_password_change_ends_other_sessions(http: httpx.Client) -> None:
     assert me(http, changed.json()["access_token"]).status_code == 200
 
 
+def test_password_change_spends_outstanding_reset_links(http: httpx.Client, stack: Any) -> None:
+    user = register(http, ["buyer"], "Remembered")
+    assert http.post("/v1/auth/password-reset", json={"email": user.email}).status_code == 202
+    token = mailed_token(stack, user.email, RESET_SUBJECT)
+    new_password = "velvet-compass-rainfall-4"
+    changed = http.post(
+        "/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers=user.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    # The link mailed before the change must not undo it.
+    late = http.post(
+        "/v1/auth/password-reset/confirm", json={"token": token, "password": "orchid-lantern-voyage-3"}
+    )
+    assert field_error(late) == (["body", "token"], "invalid_token")
+    assert me(http, changed.json()["access_token"]).status_code == 200
+    assert tokens(http, user.email, new_password)["access_token"]
+
+
+def test_deactivation_spends_outstanding_reset_links(http: httpx.Client, stack: Any) -> None:
+    user = register(http, ["buyer"], "Suspended")
+    assert http.post("/v1/auth/password-reset", json={"email": user.email}).status_code == 202
+    token = mailed_token(stack, user.email, RESET_SUBJECT)
+    run_cli(stack, "deactivate-user", user.email)
+    run_cli(stack, "activate-user", user.email)
+    late = http.post(
+        "/v1/auth/password-reset/confirm", json={"token": token, "password": "orchid-lantern-voyage-3"}
+    )
+    assert field_error(late)[1] == "invalid_token"
+    assert login(http, user.email).status_code == 200  # the password did not change
+    # A link asked for after the reactivation works.
+    assert http.post("/v1/auth/password-reset", json={"email": user.email}).status_code == 202
+    fresh = mailed_token(stack, user.email, RESET_SUBJECT, nth=2)
+    done = http.post(
+        "/v1/auth/password-reset/confirm", json={"token": fresh, "password": "orchid-lantern-voyage-3"}
+    )
+    assert done.status_code == 204, done.text
+
+
 # ---- sessions: refresh, logout, revocation ----------------------------------------------------------------------
 
 
-def test_refresh_rotates_and_a_reused_token_ends_the_session(http: httpx.Client) -> None:
+def spent_long_ago(stack: Any, refresh_token: str) -> None:
+    """Move the spent token's use back past the grace for a concurrent or retried use."""
+    sql(
+        stack,
+        "UPDATE refresh_tokens SET used_at = used_at - %s - interval '1 second' WHERE token_hash = %s",
+        REUSE_GRACE,
+        digest(refresh_token),
+    )
+
+
+def refresh(http: httpx.Client, refresh_token: str) -> httpx.Response:
+    return http.post("/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+
+def test_refresh_rotates_and_a_reused_token_ends_the_session(http: httpx.Client, stack: Any) -> None:
     user = register(http, ["buyer"], "Rotator")
     first = tokens(http, user.email)
     second = http.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
@@ -240,7 +312,9 @@ def test_refresh_rotates_and_a_reused_token_ends_the_session(http: httpx.Client)
     assert me(http, pair["access_token"]).status_code == 200
     assert me(http, first["access_token"]).status_code == 200  # same session: still valid until it expires
 
-    # The spent token again (a copy): refused, and the whole session ends, for both holders.
+    # The spent token again (a copy), later than the grace for a retry: refused, and the whole session ends, for
+    # both holders.
+    spent_long_ago(stack, first["refresh_token"])
     reused = http.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert reused.status_code == 401 and "already used" in reused.json()["error"]["message"]
     assert me(http, pair["access_token"]).status_code == 401
@@ -248,6 +322,47 @@ def test_refresh_rotates_and_a_reused_token_ends_the_session(http: httpx.Client)
     # Other sessions of the account are not touched.
     assert http.get("/v1/users/me", headers=user.headers).status_code == 200
     assert http.post("/v1/auth/refresh", json={"refresh_token": "not-a-token"}).status_code == 401
+
+
+def test_concurrent_refreshes_with_one_token_keep_the_session(http: httpx.Client, stack: Any) -> None:
+    """Two tabs refreshing at once, or a retry after a lost answer: the token that was just rotated, used again
+    within the grace, gets another pair of the same session, and the winner's pair stays valid."""
+    user = register(http, ["buyer"], "Tabs")
+    first = tokens(http, user.email)
+    start = threading.Barrier(2)
+
+    def tab(_: int) -> httpx.Response:
+        start.wait()
+        return refresh(http, first["refresh_token"])
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(tab, range(2)))
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    retried = refresh(http, first["refresh_token"])  # a retry a moment later
+    assert retried.status_code == 200, retried.text
+    pairs = [a.json() for a in (*answers, retried)]
+    assert len({p["refresh_token"] for p in pairs} | {first["refresh_token"]}) == 4
+    for pair in pairs:
+        assert me(http, pair["access_token"]).status_code == 200
+    for pair in pairs:  # each holder's refresh token goes on rotating in the same live session
+        assert refresh(http, pair["refresh_token"]).status_code == 200
+    assert me(http, pairs[0]["access_token"]).status_code == 200
+
+    # Past the grace, the same token is a copy again: the session ends for every holder.
+    spent_long_ago(stack, first["refresh_token"])
+    reused = refresh(http, first["refresh_token"])
+    assert reused.status_code == 401 and "already used" in reused.json()["error"]["message"]
+    for pair in pairs:
+        assert me(http, pair["access_token"]).status_code == 401
+
+
+def test_retried_refresh_of_an_ended_session_is_refused(http: httpx.Client) -> None:
+    user = register(http, ["buyer"], "Retrier")
+    first = tokens(http, user.email)
+    pair = refresh(http, first["refresh_token"]).json()
+    assert http.post("/v1/auth/logout", headers=bearer(pair["access_token"])).status_code == 204
+    late = refresh(http, first["refresh_token"])  # within the grace, but the session is over
+    assert late.status_code == 401 and "session has ended" in late.json()["error"]["message"]
 
 
 def test_logout_ends_this_session_or_all(http: httpx.Client) -> None:
