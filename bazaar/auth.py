@@ -20,10 +20,12 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bazaar.accounts import links
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, AuthSession, Order, Role, User
 from bazaar.orders.types import Party
 from bazaar.settings import get_settings
+from bazaar.trust.reputation import reindex_seller_listings
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so timing does not reveal which emails exist.
@@ -178,10 +180,15 @@ async def revoke_role(session: AsyncSession, email: str, role: Role) -> User:
 
 
 async def set_active(session: AsyncSession, email: str, active: bool) -> User:
-    """Deactivate (or reactivate) an account; deactivation ends its sessions at once and refuses logins."""
+    """Deactivate (or reactivate) an account; deactivation ends its sessions and reset links at once and refuses
+    logins."""
     user = await _user_or_404(session, email)
     user.is_active = active
     user.token_version += 1
+    if not active:  # a reset link mailed before must not work again once the account is reactivated
+        await links.spend_all(session, user.id, links.Purpose.PASSWORD_RESET)
+    # A deactivated seller's listings are not for sale (Listing.seller_can_sell): their search documents say so.
+    await reindex_seller_listings(session, user.id)
     session.add(_audit(user, "user.activated" if active else "user.deactivated", {}))
     return user
 

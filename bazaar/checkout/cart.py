@@ -38,7 +38,7 @@ def purchase_problem(listing: Listing | None, buyer_id: uuid.UUID, quantity: int
     The friendly check before anything is reserved: a reservation re-checks under the listing's row lock."""
     if listing is None or listing.status not in (ListingStatus.ACTIVE, ListingStatus.SOLD):
         return DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale")
-    if not listing.seller_can_sell:  # the provider reports the seller's account unable to take charges
+    if not listing.seller_can_sell:  # the seller cannot take charges now, or their account is deactivated
         return DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale now")
     if listing.seller_id == buyer_id:
         return DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")

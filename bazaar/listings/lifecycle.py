@@ -242,6 +242,9 @@ async def update(
         )
     if "category_slug" in changes:
         await check_categories(session, [changes["category_slug"]])
+    changes = {name: value for name, value in changes.items() if getattr(listing, name) != value}
+    if not changes:  # nothing new (an empty or repeated PATCH): no new version, no event, no audit line
+        return listing
     for name, value in changes.items():
         setattr(listing, name, value)
     if listing.status == ListingStatus.ACTIVE and listing.quantity == 0:
@@ -258,7 +261,13 @@ async def publish(
 ) -> Listing:
     listing = await get_own(session, listing_id, seller, if_match)
     _check_transition(listing, "publish")
+    if listing.quantity == 0 and listing.published_at is None:
+        # A draft with nothing to sell would go on sale as `sold`, though it never sold: stock comes first.
+        raise DomainError(
+            ErrorCode.INVALID_TRANSITION, "a listing with no stock cannot be published: set its quantity"
+        )
     await onboarding.require_can_sell(session, seller.user_id)
+    # Published again after it sold out (archived meanwhile): it shows as sold until it has stock.
     listing.status = ListingStatus.ACTIVE if listing.quantity > 0 else ListingStatus.SOLD
     listing.published_at = listing.published_at or datetime.now(UTC)
     record_change(session, listing, EventType.LISTING_PUBLISHED)

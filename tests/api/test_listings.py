@@ -14,6 +14,7 @@ from tests.support.http import (
     listing_body,
     published_listing,
     register,
+    run_cli,
     seller_with_payout,
     support_user,
     wait_until,
@@ -418,3 +419,68 @@ def test_listings_show_the_sellers_rating(http: httpx.Client, stack: Any) -> Non
     # Another seller's listing is not affected.
     other = published_listing(http, seller_with_payout(http))
     assert _rating(http.get(f"/v1/listings/{other['id']}").json()) == (4.0, 0)
+
+
+def test_a_deactivated_sellers_listings_leave_sale_and_search_until_reactivated(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller = seller_with_payout(http)
+    title = f"Deactivation lamp {uuid.uuid4().hex[:8]}"
+    item = published_listing(http, seller, title=title, quantity=3)
+    buyer = register(http, ["buyer"], "Buyer")
+
+    def found() -> list[str]:
+        hits = http.get("/v1/search/listings", params={"q": title}).json()["hits"]
+        return [hit["id"] for hit in hits]
+
+    assert wait_until(lambda: found() == [item["id"]], timeout=15)
+    run_cli(stack, "deactivate-user", seller.email)
+    assert wait_until(lambda: found() == [], timeout=15)
+    ordered = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert (ordered.status_code, ordered.json()["error"]["code"]) == (409, "listing_not_available"), (
+        ordered.text
+    )
+    carted = http.put(f"/v1/cart/lines/{item['id']}", json={"quantity": 1}, headers=buyer.headers)
+    assert (carted.status_code, carted.json()["error"]["code"]) == (409, "listing_not_available"), carted.text
+
+    run_cli(stack, "activate-user", seller.email)
+    assert wait_until(lambda: found() == [item["id"]], timeout=15)
+    again = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert again.status_code == 201, again.text
+
+
+def test_a_draft_without_stock_is_not_published(http: httpx.Client) -> None:
+    seller = seller_with_payout(http)
+    draft = create(http, seller)
+    emptied = http.patch(
+        f"/v1/listings/{draft['id']}", json={"quantity": 0}, headers={**seller.headers, "If-Match": "*"}
+    )
+    assert emptied.status_code == 200, emptied.text
+    refused = http.post(f"/v1/listings/{draft['id']}/publish", headers=seller.headers)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "invalid_transition"), refused.text
+    assert http.get(f"/v1/listings/{draft['id']}", headers=seller.headers).json()["status"] == "draft"
+
+
+def test_a_patch_that_changes_nothing_keeps_the_version(http: httpx.Client) -> None:
+    seller = seller_with_payout(http)
+    draft = create(http, seller, title="Unchanged lamp")
+    tag = http.get(f"/v1/listings/{draft['id']}", headers=seller.headers).headers["ETag"]
+    for body in ({}, {"title": "Unchanged lamp"}):
+        same = http.patch(
+            f"/v1/listings/{draft['id']}", json=body, headers={**seller.headers, "If-Match": tag}
+        )
+        assert (same.status_code, same.headers["ETag"]) == (200, tag), same.text
+    changed = http.patch(
+        f"/v1/listings/{draft['id']}",
+        json={"title": "Changed lamp"},
+        headers={**seller.headers, "If-Match": tag},
+    )
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag, changed.text
