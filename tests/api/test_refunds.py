@@ -30,6 +30,7 @@ from tests.support.money import (
     refunds_for,
     refused,
     transfers_for,
+    units_order,
 )
 
 pytestmark = pytest.mark.integration
@@ -157,14 +158,7 @@ def order_of_units(http: httpx.Client, units: int, price: int) -> tuple[Actor, A
     seller = seller_with_payout(http)
     item = published_listing(http, seller, price={"amount": price, "currency": "EUR"}, quantity=10)
     buyer = register(http, ["buyer"], "Line Buyer")
-    placed = http.post(
-        "/v1/orders",
-        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": units},
-        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
-    )
-    assert placed.status_code == 201 and placed.json()["status"] == "paid", placed.text
-    act(http, placed.json()["id"], "accept", seller)
-    return seller, buyer, dict(placed.json())
+    return seller, buyer, units_order(http, seller, buyer, item["id"], units, to=("accept",))
 
 
 def by_lines(listing_id: str, quantity: int) -> dict[str, Any]:

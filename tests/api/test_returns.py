@@ -23,6 +23,7 @@ from tests.support.money import (
     provider_list,
     refunds_for,
     transfers_for,
+    units_order,
 )
 from tests.support.reconciliation import next_second, reconcile
 
@@ -213,15 +214,7 @@ def test_returns_count_what_was_refunded_by_lines_and_never_promise_more_than_th
     buyer = register(http, ["buyer"], "Two Units")
 
     def fulfilled(units: int) -> dict[str, Any]:
-        placed = http.post(
-            "/v1/orders",
-            json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": units},
-            headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
-        )
-        assert placed.status_code == 201, placed.text
-        act(http, placed.json()["id"], "accept", seller)
-        act(http, placed.json()["id"], "fulfil", seller)
-        return dict(placed.json())
+        return units_order(http, seller, buyer, item["id"], units, to=("accept", "fulfil"))
 
     # One of two units refunded by lines: one is left to return.
     order = fulfilled(2)
@@ -255,14 +248,7 @@ def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http
     seller = seller_with_payout(http)
     item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
     buyer = register(http, ["buyer"], "Refunded Meanwhile")
-    placed = http.post(
-        "/v1/orders",
-        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": 2},
-        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
-    )
-    order = placed.json()
-    act(http, order["id"], "accept", seller)
-    act(http, order["id"], "fulfil", seller)
+    order = units_order(http, seller, buyer, item["id"], 2, to=("accept", "fulfil"))
     asked = ask(http, order, buyer)
     assert asked.status_code == 201 and asked.json()["refund"]["amount"] == 10_000, asked.text
     act(http, order["id"], "refund", seller, {"amount": 15_000})  # the seller settles it another way
@@ -281,13 +267,7 @@ def test_racing_returns_under_one_key_for_other_lines_are_refused(http: httpx.Cl
     seller = seller_with_payout(http)
     item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
     buyer = register(http, ["buyer"], "Racing Returns")
-    placed = http.post(
-        "/v1/orders",
-        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": 2},
-        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
-    ).json()
-    act(http, placed["id"], "accept", seller)
-    act(http, placed["id"], "fulfil", seller)
+    placed = units_order(http, seller, buyer, item["id"], 2, to=("accept", "fulfil"))
     key = str(uuid.uuid4())
 
     def one(quantity: int) -> tuple[int, httpx.Response]:

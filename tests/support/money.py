@@ -148,6 +148,22 @@ def place(
     )
 
 
+def units_order(
+    http: httpx.Client, seller: Actor, buyer: Actor, listing_id: str, units: int, *, to: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The buyer's paid order for `units` of the listing (one line), then moved by its seller through `to`
+    (e.g. ("accept", "fulfil"))."""
+    placed = http.post(
+        "/v1/orders",
+        json={"listing_id": listing_id, "payment_method": "pm_card_visa", "quantity": units},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert placed.status_code == 201 and placed.json()["status"] == "paid", placed.text
+    for action in to:
+        act(http, placed.json()["id"], action, seller)
+    return dict(placed.json())
+
+
 def paid_order(http: httpx.Client, **listing: Any) -> tuple[Actor, Actor, dict[str, Any]]:
     """A seller with a payout account, a buyer, and the buyer's paid order for the seller's new listing."""
     seller = seller_with_payout(http)
