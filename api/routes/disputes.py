@@ -46,7 +46,10 @@ async def get_dispute(order_id: uuid.UUID, caller: Caller, session: Session) -> 
 @router.post(
     "/messages",
     response_model=DisputeOut,
-    responses=merge(STILL_SAVING, errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION)),
+    responses=merge(
+        STILL_SAVING,
+        errors(ErrorCode.FORBIDDEN, ErrorCode.INVALID_TRANSITION, ErrorCode.IDEMPOTENCY_KEY_REUSED),
+    ),
 )
 async def add_dispute_message(
     order_id: uuid.UUID,
@@ -59,6 +62,12 @@ async def add_dispute_message(
 ) -> DisputeOut:
     """A message or evidence from the buyer, the seller or support."""
     role = await _role_in(session, order_id, caller)
+    if key:  # the key names this request: the same key with another one is refused, not answered as the first
+        asked = body.model_dump(mode="json")
+        await disputes.claim_key(session, order_id, "add_message", caller.user_id, role, key, asked)
+        await (
+            session.commit()
+        )  # the key is this request's from now on; no transaction held while the case works
     await _update(
         temporal,
         response,
@@ -74,7 +83,7 @@ async def add_dispute_message(
 @router.post(
     "/info-requests",
     response_model=DisputeOut,
-    responses=merge(STILL_SAVING, errors(ErrorCode.INVALID_TRANSITION)),
+    responses=merge(STILL_SAVING, errors(ErrorCode.INVALID_TRANSITION, ErrorCode.IDEMPOTENCY_KEY_REUSED)),
 )
 async def request_dispute_info(
     order_id: uuid.UUID,
@@ -86,6 +95,12 @@ async def request_dispute_info(
     key: ActionKey = None,
 ) -> DisputeOut:
     """Support asks the buyer or the seller for information, with a deadline."""
+    if key:
+        asked = body.model_dump(mode="json")
+        await disputes.claim_key(session, order_id, "request_info", staff.user_id, "support", key, asked)
+        await (
+            session.commit()
+        )  # the key is this request's from now on; no transaction held while the case works
     await _update(
         temporal,
         response,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.integrations import events
-from bazaar.models import Order
+from bazaar.models import AuditEvent, Order
 from bazaar.orders.details import utc
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.orders.types import Party
@@ -204,6 +206,46 @@ async def add_message(
         )
         .on_conflict_do_nothing(constraint="uq_dispute_message_dedupe")
     )
+
+
+async def claim_key(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    step: str,
+    author_id: uuid.UUID,
+    author_role: str,
+    key: str,
+    request: Mapping[str, Any],
+) -> None:
+    """An Idempotency-Key on a step of the case names one request: the first one's digest is kept (an audit row
+    doubles as the record), the same key with another request is refused (422 `idempotency_key_reused`) rather
+    than answered as the first. In the caller's transaction, which commits it before the step runs (the step's
+    own retry under the key is the workflow's Update id); a concurrent request with the key waits on the unique
+    index until the first one's commit."""
+    scoped = f"{order_id}:{step}:{author_id}:{key}"
+    record = f"dispute:key:{hashlib.sha256(scoped.encode()).hexdigest()}"  # keys run to 200 characters
+    asked = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    inserted = await session.execute(
+        insert(AuditEvent)
+        .values(
+            actor_id=author_id,
+            actor_role=author_role,
+            subject_type="dispute",
+            subject_id=str(order_id),
+            action="dispute.idempotency_key",
+            data={"step": step, "request": asked},
+            dedupe_key=record,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(AuditEvent.id)
+    )
+    if inserted.first() is not None:
+        return
+    first = await session.scalar(select(AuditEvent.data).where(AuditEvent.dedupe_key == record))
+    if (first or {}).get("request") != asked:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED, "this Idempotency-Key was used for a different request"
+        )
 
 
 async def case_id(session: AsyncSession, order_id: uuid.UUID) -> uuid.UUID:

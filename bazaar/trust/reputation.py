@@ -1,6 +1,7 @@
 """Reputation: a stored Bayesian average of ratings received plus order outcome counts.
 
-Updated when a review is revealed or an order ends (each event applied once), never recomputed on read.
+Updated when a review is revealed or an order ends (each event applied once) and when support hides a review,
+never recomputed on read.
 """
 
 from __future__ import annotations
@@ -63,11 +64,31 @@ async def _once(session: AsyncSession, key: str, action: str, subject_id: uuid.U
 async def apply_review(session: AsyncSession, review: Review) -> Reputation:
     rep = await _row(session, review.subject_id)
     if await _once(session, f"reputation:review:{review.id}", "reputation.review_counted", review.subject_id):
-        rep.rating_count += 1
-        rep.rating_sum += review.rating
-        rep.score = bayesian_score(rep.rating_sum, rep.rating_count)
-        await reindex_seller_listings(session, review.subject_id)
+        await _recount(session, rep)
     return rep
+
+
+async def recount_reviews(session: AsyncSession, subject_id: uuid.UUID) -> Reputation:
+    """Support hid a review about `subject_id`: their ratings counted again without it (and search told)."""
+    rep = await _row(session, subject_id)
+    await _recount(session, rep)
+    return rep
+
+
+async def _recount(session: AsyncSession, rep: Reputation) -> None:
+    """Ratings from the subject's revealed, visible reviews, read under the reputation's row lock: a review
+    hidden or revealed at the same time is counted as whichever committed first left it, never twice."""
+    count, total = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(Review.rating), 0)).where(
+                Review.subject_id == rep.user_id, Review.revealed_at.is_not(None), Review.hidden_at.is_(None)
+            )
+        )
+    ).one()
+    if (count, total) != (rep.rating_count, rep.rating_sum):
+        rep.rating_count, rep.rating_sum = count, total
+        rep.score = bayesian_score(total, count)
+        await reindex_seller_listings(session, rep.user_id)  # search shows and ranks by the new rating
 
 
 async def apply_order_outcome(

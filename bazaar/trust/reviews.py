@@ -69,6 +69,12 @@ async def submit(
             "reviews open when the order is completed",
             {"status": order.status.value},
         )
+    # A party that already reviewed hears so whatever the window's state (the unique key settles a race).
+    written = await session.scalar(
+        select(Review.id).where(Review.order_id == order_id, Review.author_id == author.user_id)
+    )
+    if written is not None:
+        raise DomainError(ErrorCode.REVIEW_EXISTS, "you have already reviewed this order")
     if window.revealed_at is not None or window.closes_at <= datetime.now(UTC):
         raise DomainError(ErrorCode.REVIEW_NOT_ALLOWED, "the review window for this order has closed")
     review = Review(
@@ -185,6 +191,8 @@ async def hide(session: AsyncSession, review_id: uuid.UUID, staff: Principal, re
     review.hidden_at = datetime.now(UTC)
     review.hidden_by = staff.user_id
     review.hidden_reason = reason
+    # Hiding is support's remedy for faked ratings too: a hidden review no longer counts (nor ranks in search).
+    await reputation.recount_reviews(session, review.subject_id)
     session.add(
         AuditEvent(
             actor_id=staff.user_id,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import re
+import string
 import uuid
 from email.message import EmailMessage
 from typing import Any
@@ -199,8 +201,9 @@ def test_blind_reviews_reveal_when_both_sides_wrote_and_feed_reputation(
     buyer_rep = reputation_of(http, buyer.user_id)
     assert (buyer_rep["rating_count"], buyer_rep["score"]) == (1, pytest.approx(bayesian_score(4, 1)))
 
-    late = review(http, oid, seller, 5)  # revealed: the round is over, whoever asks
-    assert (late.status_code, error_code(late)) == (409, "review_not_allowed")
+    for author in (buyer, seller):  # revealed: the round is over, and each side has had their say
+        late = review(http, oid, author, 5)
+        assert (late.status_code, error_code(late)) == (409, "review_exists"), late.text
 
     # Support hides the buyer's review: gone from the public list, audited; others may not hide.
     not_staff = http.post(
@@ -232,6 +235,48 @@ def test_blind_reviews_reveal_when_both_sides_wrote_and_feed_reputation(
         f"/v1/support/reviews/{uuid.uuid4()}/hide", headers=staff.headers, json={"reason": "not there"}
     )
     assert (missing.status_code, error_code(missing)) == (404, "not_found")
+
+
+def test_a_hidden_review_leaves_the_reputation_and_the_search_ranking(
+    http: httpx.Client, staff: Actor
+) -> None:
+    word = "".join(random.choices(string.ascii_lowercase, k=12))  # only this seller's listing has it
+    seller, buyer, order = paid_order(http, title=f"{word} desk lamp", quantity=2)  # one left: still listed
+    oid = order["id"]
+    complete(http, oid, seller, buyer)
+    inbox_item(http, buyer, "review_invitation", oid)
+    by_buyer = review(http, oid, buyer, 5, "five stars from a fresh account")
+    assert by_buyer.status_code == 201, by_buyer.text
+    assert review(http, oid, seller, 4).status_code == 201
+
+    def rated(count: int, score: float) -> None:
+        wait_until(
+            lambda: (
+                (rep := reputation_of(http, seller.user_id))["rating_count"] == count
+                and rep["score"] == pytest.approx(score)
+            ),
+            timeout=WAIT,
+        )
+        wait_until(
+            lambda: (
+                [
+                    (h["seller_rating"], h["seller_rating_count"])
+                    for h in http.get("/v1/search/listings", params={"q": word}).json()["hits"]
+                ]
+                == [(pytest.approx(score), count)]
+            ),
+            timeout=WAIT,
+        )
+
+    rated(1, bayesian_score(5, 1))
+    hidden = http.post(
+        f"/v1/support/reviews/{by_buyer.json()['id']}/hide",
+        headers=staff.headers,
+        json={"reason": "abusive words"},
+    )
+    assert hidden.status_code == 200, hidden.text
+    rated(0, bayesian_score(0, 0))  # no longer counted: the prior again, in the profile and in search
+    assert reputation_of(http, buyer.user_id)["rating_count"] == 1  # the seller's review of the buyer stands
 
 
 # ---- disputes --------------------------------------------------------------------------------------------
@@ -334,6 +379,40 @@ def test_dispute_thread_info_request_and_resolution(http: httpx.Client, stack: A
 
     closed = http.post(f"/v1/orders/{oid}/dispute/messages", headers=buyer.headers, json={"body": "thanks"})
     assert (closed.status_code, error_code(closed)) == (409, "invalid_transition")
+
+
+def test_an_idempotency_key_names_one_dispute_step(http: httpx.Client, staff: Actor) -> None:
+    """The same key and request again answers as the first (posted once); the same key with another request is
+    refused (422 `idempotency_key_reused`), never dropped silently."""
+    seller, buyer, order = fulfilled_order(http)
+    oid = order["id"]
+    act(http, oid, "dispute", buyer, {"reason_code": "damaged", "message": "dented"})
+    wait_until(lambda: dispute(http, oid, buyer).status_code == 200, timeout=WAIT)
+
+    for path, author, first, other in (
+        ("messages", buyer, {"body": "dup"}, {"body": "dup2"}),
+        ("messages", seller, {"body": "dup", "kind": "evidence"}, {"body": "dup", "kind": "message"}),
+        (
+            "info-requests",
+            staff,
+            {"party": "seller", "question": "Which carrier?"},
+            {"party": "seller", "question": "Which box?"},
+        ),
+    ):
+        keyed = {**author.headers, "Idempotency-Key": "K1"}  # keys are per author: the same K1 for each
+        sent = http.post(f"/v1/orders/{oid}/dispute/{path}", headers=keyed, json=first)
+        assert sent.status_code == 200, sent.text
+        again = http.post(f"/v1/orders/{oid}/dispute/{path}", headers=keyed, json=first)
+        assert (again.status_code, again.json()["thread"]) == (200, sent.json()["thread"])
+        reused = http.post(f"/v1/orders/{oid}/dispute/{path}", headers=keyed, json=other)
+        assert (reused.status_code, error_code(reused)) == (422, "idempotency_key_reused"), reused.text
+        assert dispute(http, oid, author).json()["thread"] == sent.json()["thread"]  # nothing posted
+    thread = dispute(http, oid, buyer).json()["thread"]
+    assert [(m["author_role"], m["kind"], m["body"]) for m in thread][1:] == [
+        ("buyer", "message", "dup"),
+        ("seller", "evidence", "dup"),
+        ("support", "info_request", "Which carrier?"),
+    ]
 
 
 # ---- notifications: inbox, preferences, email and unsubscribe --------------------------------------------
