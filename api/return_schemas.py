@@ -108,7 +108,13 @@ class ReturnOut(BaseModel):
             reason=row.reason,
             message=row.message,
             photos=list(row.photos or []),
-            lines=[OrderLineOut.of(line_view(line), row.currency) for line in row.lines],
+            # A refunded return's lines are refunded whole (the order counts them in its own lines too).
+            lines=[
+                OrderLineOut.of(
+                    line_view(line), row.currency, line.quantity if row.status == ReturnStatus.REFUNDED else 0
+                )
+                for line in row.lines
+            ],
             refund=Money(amount=row.amount, currency=row.currency),
             tracking=row.tracking,
             restocked=row.restocked,

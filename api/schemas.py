@@ -34,6 +34,7 @@ from bazaar.models import (
     PaymentState,
     Role,
 )
+from bazaar.orders.rules import allowed_for
 from bazaar.orders.types import (
     OrderAction,
     OrderEvent,
@@ -519,6 +520,7 @@ class OrderOut(BaseModel):
             ],
             checkout_id=order.checkout_id,
             refunded=Money(amount=refunded, currency=order.currency) if refunded else None,
+            allowed_actions=allowed_for(order.status, order.payment_state),
         )
 
 

@@ -372,8 +372,9 @@ class OrderMoney(OrderSteps):
             amount = value if amount is None else amount
         held = self._escrow_held()
         if amount is None or not 0 < amount <= held:
+            asked = "these lines are worth" if req.refund_lines is not None else "refund_amount is"
             raise ApplicationError(
-                f"refund_amount must be between 1 and {held} (what the order still holds)",
+                f"{asked} {amount}: a refund is between 1 and {held} (what the order still holds)",
                 self._view,
                 type=Rejection.INVALID_REQUEST,
             )

@@ -82,21 +82,21 @@ def parties(actor: Actor, view: OrderView | None) -> set[Party]:
     return found
 
 
-def blocked(action: OrderAction, view: OrderView) -> str | None:
+def blocked(action: OrderAction, payment_state: PaymentState, attention: str | None) -> str | None:
     """Why an action the status allows cannot happen now because of where the money is or a stuck step."""
-    if view.attention is not None and action not in DURING_ATTENTION:
-        return f"the order needs attention ({view.attention}); support has been told"
-    if action == OrderAction.RETRY and view.attention is None:
+    if attention is not None and action not in DURING_ATTENTION:
+        return f"the order needs attention ({attention}); support has been told"
+    if action == OrderAction.RETRY and attention is None:
         return "nothing to retry: no step of this order is failing"
-    if action == OrderAction.RESOLVE_DISPUTE and view.payment_state == PaymentState.CHARGEBACK:
+    if action == OrderAction.RESOLVE_DISPUTE and payment_state == PaymentState.CHARGEBACK:
         return "the card network is deciding this chargeback; wait for its decision"
-    if action == OrderAction.RETRY_TRANSFER and view.payment_state not in (
+    if action == OrderAction.RETRY_TRANSFER and payment_state not in (
         PaymentState.TRANSFER_FAILED,
         PaymentState.PAYOUT_ON_HOLD,
     ):
         return "only a failed or held payout can be retried"
-    if action == OrderAction.REFUND and view.payment_state not in REFUNDABLE:
-        return f"nothing can be refunded while the payment is {view.payment_state}"
+    if action == OrderAction.REFUND and payment_state not in REFUNDABLE:
+        return f"nothing can be refunded while the payment is {payment_state}"
     return None
 
 
@@ -108,7 +108,7 @@ def authorize(action: OrderAction, actor: Actor, view: OrderView | None) -> Part
     rules = RULES[action]
     if not acting_as & frozenset[Party]().union(*rules.values()):
         raise ApplicationError(f"you may not {action} this order", view, type=Rejection.FORBIDDEN)
-    reason = blocked(action, view)
+    reason = blocked(action, view.payment_state, view.attention)
     if reason is not None and view.attention is not None and action not in DURING_ATTENTION:
         raise ApplicationError(reason, view, type=Rejection.NEEDS_ATTENTION)
     allowed_now = rules.get(view.status)
@@ -128,7 +128,16 @@ def authorize(action: OrderAction, actor: Actor, view: OrderView | None) -> Part
 
 
 def allowed_actions(view: OrderView) -> list[OrderAction]:
-    return sorted(a for a, states in RULES.items() if view.status in states and not blocked(a, view))
+    return allowed_for(view.status, view.payment_state, view.attention)
+
+
+def allowed_for(
+    status: OrderStatus, payment_state: PaymentState, attention: str | None = None
+) -> list[OrderAction]:
+    """What may happen next to an order in this state (the action answers' and the reads' `allowed_actions`)."""
+    return sorted(
+        a for a, states in RULES.items() if status in states and not blocked(a, payment_state, attention)
+    )
 
 
 def check_request(action: OrderAction, request_text: dict[str, str | None]) -> None:

@@ -38,7 +38,14 @@ def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any
     oid = order["id"]
     assert order["allowed_actions"] == ["accept", "cancel", "decline", "refund"]
     assert balance(http, seller) == {"currency": "EUR", "held": AMOUNT, "available": 0, "paid_out": 0}
-    assert act(http, oid, "accept", seller)["status"] == "confirmed"
+    accepted = act(http, oid, "accept", seller)
+    assert accepted["status"] == "confirmed"
+    # A read names what may happen next as the action's answer did, for both sides (and in the list).
+    for who in (seller, buyer):
+        read = http.get(f"/v1/orders/{oid}", headers=who.headers).json()
+        assert read["allowed_actions"] == accepted["allowed_actions"] == ["cancel", "fulfil", "refund"], read
+    listed = http.get("/v1/orders", params={"role": "seller"}, headers=seller.headers).json()["items"]
+    assert [o["allowed_actions"] for o in listed if o["id"] == oid] == [["cancel", "fulfil", "refund"]]
     shipped = act(http, oid, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD0142"})
     assert (shipped["status"], shipped["tracking"]) == (
         "fulfilled",

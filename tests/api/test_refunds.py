@@ -196,6 +196,10 @@ def test_a_refund_names_each_line_once_and_nothing_else(http: httpx.Client, stac
     )
     assert extra.status_code == 422
     assert refunds_for(stack, intent_of(stack, oid)) == []
+    # Lines worth more than the order still holds: the refusal speaks of the lines, not of a field never sent.
+    act(http, oid, "refund", seller, {"amount": 3_000})
+    beyond = refused(http, oid, "refund", seller, by_lines(listing, 1))
+    assert beyond.status_code == 422 and "these lines are worth 2500" in beyond.json()["error"]["message"]
 
 
 def test_parallel_refunds_of_one_line_refund_each_unit_once(http: httpx.Client, stack: Any) -> None:

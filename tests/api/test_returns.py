@@ -95,6 +95,9 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     )
     received = move(http, rid, "receive", seller, {"restock": True})
     assert (received["status"], received["restocked"]) == ("refunded", True)
+    assert [line["refunded_quantity"] for line in received["lines"]] == [
+        line["quantity"] for line in received["lines"]
+    ]
 
     # Exactly the return's money: one refund of the price; the seller's share of it reversed, the fee's given back.
     [intent] = payment_intents_for(stack, oid)
