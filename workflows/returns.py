@@ -122,24 +122,14 @@ class ReturnWorkflow:
 
     async def _deadline_passed(self, status: ReturnStatus) -> None:
         if status == ReturnStatus.REQUESTED:
-            await self._move(
-                ReturnStatus.ESCALATED,
-                "seller_did_not_answer",
-                None,
-                "system",
-                "return.escalated",
-                ["support", "buyer", "seller"],
-                "return_escalated",
-            )
+            await self._escalate("seller_did_not_answer")
         elif status == ReturnStatus.APPROVED:
             await self._move(
                 ReturnStatus.CANCELLED,
                 "not_sent_back",
                 None,
                 "system",
-                "return.cancelled",
                 ["buyer", "seller"],
-                "return_cancelled",
             )
         elif status == ReturnStatus.SHIPPED:
             self._received = True
@@ -187,9 +177,7 @@ class ReturnWorkflow:
                 "buyer_cancelled",
                 req.actor.user_id,
                 party,
-                "return.cancelled",
                 ["seller"],
-                "return_cancelled",
             )
         return self._view
 
@@ -201,9 +189,7 @@ class ReturnWorkflow:
                 None,
                 req.actor.user_id,
                 party,
-                "return.shipped",
                 ["seller"],
-                "return_shipped",
                 tracking=req.tracking or {},
             )
         return self._view
@@ -264,9 +250,7 @@ class ReturnWorkflow:
 
     # ---- moves -----------------------------------------------------------------------------------------
     async def _approve(self, party: str, actor: Actor) -> None:
-        await self._move(
-            ReturnStatus.APPROVED, None, actor.user_id, party, "return.approved", ["buyer"], "return_approved"
-        )
+        await self._move(ReturnStatus.APPROVED, None, actor.user_id, party, ["buyer"])
 
     async def _reject(self, party: str, req: ReturnRequest) -> None:
         await self._move(
@@ -274,9 +258,7 @@ class ReturnWorkflow:
             req.reason,
             req.actor.user_id,
             party,
-            "return.rejected",
             ["buyer"],
-            "return_rejected",
         )
 
     async def _refund(self, actor: Actor, party: str, *, restock: bool) -> None:
@@ -303,15 +285,7 @@ class ReturnWorkflow:
             if not is_permanent(failure):
                 raise
             workflow.logger.warning("return refund refused: %s", failure_text(failure))
-            await self._move(
-                ReturnStatus.ESCALATED,
-                "refund_refused",
-                None,
-                "system",
-                "return.escalated",
-                ["support", "buyer", "seller"],
-                "return_escalated",
-            )
+            await self._escalate("refund_refused")
             return
         actor_id = None if party == "system" else actor.user_id
         await self._move(
@@ -319,11 +293,13 @@ class ReturnWorkflow:
             None,
             actor_id,
             party,
-            "return.refunded",
             ["buyer", "seller"],
-            "return_refunded",
             restocked=restock,
         )
+
+    async def _escalate(self, reason: str) -> None:
+        """To support, telling both sides: the seller did not answer in time, or the order refused the refund."""
+        await self._move(ReturnStatus.ESCALATED, reason, None, "system", ["support", "buyer", "seller"])
 
     async def _move(
         self,
@@ -331,9 +307,7 @@ class ReturnWorkflow:
         reason: str | None,
         actor_id: str | None,
         party: str,
-        action: str,
         notify: list[str],
-        event_type: str,
         *,
         tracking: dict[str, str] | None = None,
         restocked: bool | None = None,
@@ -346,11 +320,11 @@ class ReturnWorkflow:
             status_reason=reason,
             actor_id=actor_id,
             actor_role=party,
-            action=action,
+            action=f"return.{status}",  # the timeline's action; the notification's template is named alike
             tracking=tracking,
             restocked=restocked,
             notify=notify,
-            event_type=event_type,
+            event_type=f"return_{status}",
         )
         await db_step_until_answered(ReturnActivities.save_return, move)
         self._seq = seq
