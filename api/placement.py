@@ -10,7 +10,8 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.errors import update_rejection
-from api.routes.order_actions import STILL_RUNNING, digest
+from api.routes.order_actions import STILL_RUNNING
+from bazaar.idempotency import request_digest
 from bazaar.settings import get_settings
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ async def start_and_wait(
     # One Update id per request: a retry of the same request joins the first Update (and gets its answer); another
     # request under the same key is another Update, which the workflow's validator refuses as a reused key. (One id
     # for all would answer every racing request with whichever came first.)
-    update_id = f"{update.__name__}:{digest(args)}"
+    update_id = f"{update.__name__}:{request_digest(args)}"
     try:
         answer: T = await asyncio.wait_for(
             temporal.execute_update_with_start_workflow(

@@ -65,9 +65,8 @@ async def add_dispute_message(
     if key:  # the key names this request: the same key with another one is refused, not answered as the first
         asked = body.model_dump(mode="json")
         await disputes.claim_key(session, order_id, "add_message", caller.user_id, role, key, asked)
-        await (
-            session.commit()
-        )  # the key is this request's from now on; no transaction held while the case works
+        # The key is this request's from now on; no transaction is held while the case works.
+        await session.commit()
     await _update(
         temporal,
         response,
@@ -98,9 +97,8 @@ async def request_dispute_info(
     if key:
         asked = body.model_dump(mode="json")
         await disputes.claim_key(session, order_id, "request_info", staff.user_id, "support", key, asked)
-        await (
-            session.commit()
-        )  # the key is this request's from now on; no transaction held while the case works
+        # The key is this request's from now on; no transaction is held while the case works.
+        await session.commit()
     await _update(
         temporal,
         response,

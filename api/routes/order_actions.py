@@ -8,10 +8,8 @@ the order as it stands.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
@@ -29,6 +27,7 @@ from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.idempotency import request_digest
 from bazaar.models import Order, OrderStatus, Role
 from bazaar.orders.reopen import reopen_operation
 from bazaar.orders.types import ActionRequest, Actor, OrderView, RefundLine
@@ -70,19 +69,9 @@ ActionKey = Annotated[
 ]
 
 
-def digest(value: Any) -> str:
-    """What a request asked for (dataclasses by their fields), as a digest: two requests under one key told apart."""
-    plain = json.dumps(
-        value,
-        sort_keys=True,
-        default=lambda o: asdict(o) if is_dataclass(o) and not isinstance(o, type) else str(o),
-    )
-    return hashlib.sha256(plain.encode()).hexdigest()[:32]
-
-
-def request_digest(request: ActionRequest) -> str:
+def action_digest(request: ActionRequest) -> str:
     """What an action asked for (its fields, not who asked)."""
-    return digest(
+    return request_digest(
         {k: v for k, v in asdict(request).items() if k not in ("actor", "idempotency_key", "request_digest")}
     )
 
@@ -134,9 +123,9 @@ class Action:
         if self.key:
             # The same key and request join the first action (one Update id); the same key with another request
             # is a new Update that the workflow refuses (`idempotency_key_reused`), never answered as the first.
-            digest = request_digest(request)
-            request = replace(request, idempotency_key=self.key, request_digest=digest)
-            update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}:{digest[:16]}"
+            asked = action_digest(request)
+            request = replace(request, idempotency_key=self.key, request_digest=asked)
+            update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}:{asked[:16]}"
         try:
             try:
                 started = await asyncio.wait_for(

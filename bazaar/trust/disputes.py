@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.idempotency import request_digest
 from bazaar.integrations import events
 from bazaar.models import AuditEvent, Order
 from bazaar.orders.details import utc
@@ -224,7 +224,7 @@ async def claim_key(
     index until the first one's commit."""
     scoped = f"{order_id}:{step}:{author_id}:{key}"
     record = f"dispute:key:{hashlib.sha256(scoped.encode()).hexdigest()}"  # keys run to 200 characters
-    asked = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    asked = request_digest(request)
     inserted = await session.execute(
         insert(AuditEvent)
         .values(
