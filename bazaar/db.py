@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
+from typing import Any, TypeVar
 
+from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bazaar.settings import get_settings
@@ -32,3 +35,24 @@ async def transaction() -> AsyncIterator[AsyncSession]:
     """One unit of work: commits on success, rolls back on any error."""
     async with get_sessionmaker()() as session, session.begin():
         yield session
+
+
+M = TypeVar("M")
+
+
+async def newest_first(
+    session: AsyncSession, stmt: Select[M], model: type[M], before: uuid.UUID | None, limit: int
+) -> tuple[list[M], str | None]:
+    """A page of `stmt`'s rows newest first (by `created_at`, then `id`), after the row `before` (the previous
+    page's cursor: a row id), and the next page's cursor (None on the last page)."""
+    mapped: Any = model  # its mapped columns, read off the class
+    if before is not None:
+        anchor: Any = await session.get(model, before)
+        if anchor is not None:
+            stmt = stmt.where(tuple_(mapped.created_at, mapped.id) < tuple_(anchor.created_at, anchor.id))
+    rows = (
+        await session.scalars(stmt.order_by(mapped.created_at.desc(), mapped.id.desc()).limit(limit + 1))
+    ).all()
+    page = list(rows[:limit])
+    last: Any = page[-1] if page else None
+    return page, str(last.id) if len(rows) > limit else None

@@ -29,6 +29,7 @@ from api.ratelimits import OrderingBuyer
 from api.routes.orders import IdempotencyKey
 from bazaar.checkout import cart, checkouts
 from bazaar.checkout.types import CheckoutLine, CheckoutPlacement, CheckoutView, StartCheckout
+from bazaar.db import newest_first
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Checkout, CheckoutStatus, OrderStatus, Role
 from bazaar.orders.types import BUYER_ID
@@ -205,18 +206,8 @@ async def list_checkouts(
 ) -> CheckoutPage:
     """The buyer's checkouts, newest first (refused ones are never stored)."""
     stmt = select(Checkout).where(Checkout.buyer_id == buyer.user_id)
-    if before is not None:
-        anchor = await session.get(Checkout, before)
-        if anchor is not None:
-            stmt = stmt.where((Checkout.created_at, Checkout.id) < (anchor.created_at, anchor.id))  # type: ignore[operator]
-    rows = (
-        await session.scalars(stmt.order_by(Checkout.created_at.desc(), Checkout.id.desc()).limit(limit + 1))
-    ).all()
-    items = rows[:limit]
-    return CheckoutPage(
-        items=await _outs(session, items),
-        next_cursor=str(items[-1].id) if len(rows) > limit else None,
-    )
+    items, next_cursor = await newest_first(session, stmt, Checkout, before, limit)
+    return CheckoutPage(items=await _outs(session, items), next_cursor=next_cursor)
 
 
 @router.get("/{checkout_id}", response_model=CheckoutOut, responses=errors(ErrorCode.NOT_FOUND))

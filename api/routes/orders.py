@@ -36,6 +36,7 @@ from api.schemas import (
 )
 from bazaar.auth import Principal
 from bazaar.checkout import cart
+from bazaar.db import newest_first
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import (
     AuditEvent,
@@ -189,18 +190,10 @@ async def list_orders(
     stmt = select(Order).where(column == caller.user_id)
     if status:
         stmt = stmt.where(Order.status == status)
-    if before is not None:
-        anchor = await session.get(Order, before)
-        if anchor is not None:
-            stmt = stmt.where((Order.created_at, Order.id) < (anchor.created_at, anchor.id))  # type: ignore[operator]
-    rows = (
-        await session.scalars(stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1))
-    ).all()
-    items = rows[:limit]
+    items, next_cursor = await newest_first(session, stmt, Order, before, limit)
     refunded = await ledger.refunded_by_order(session, (o.id for o in items))
     return OrderPage(
-        items=[OrderOut.of_row(o, refunded.get(o.id, 0)) for o in items],
-        next_cursor=str(items[-1].id) if len(rows) > limit else None,
+        items=[OrderOut.of_row(o, refunded.get(o.id, 0)) for o in items], next_cursor=next_cursor
     )
 
 

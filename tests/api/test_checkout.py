@@ -455,3 +455,26 @@ def test_racing_checkouts_under_one_key_with_other_cards_are_refused_not_told_th
         if card not in first_card:
             assert (response.status_code, response.json()["error"]["code"]) == (422, "idempotency_key_reused")
     assert len(intents_of_checkout(stack, answered[0][1]["id"])) == 1
+
+
+def test_a_checkouts_orders_page_one_by_one_though_placed_in_one_transaction(http: httpx.Client) -> None:
+    """The orders of one checkout share their creation time: the buyer's orders list still pages through each
+    (the cursor orders by time, then id)."""
+    buyer = register(http, ["buyer"], "Pager")
+    for _ in range(3):
+        seller = seller_with_payout(http)
+        put_line(
+            http, buyer, published_listing(http, seller, price={"amount": 1_000, "currency": "EUR"})["id"]
+        )
+    paid = checkout(http, buyer)
+    assert paid.status_code == 201, paid.text
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 1, **({"before": cursor} if cursor else {})}
+        page = http.get("/v1/orders", params=params, headers=buyer.headers).json()
+        seen += [order["id"] for order in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(order["id"] for order in paid.json()["orders"]), seen
