@@ -26,7 +26,6 @@ from bazaar.trust import notifications
 from bazaar.trust.notifications import NotificationEvent
 
 RETURNABLE = frozenset({OrderStatus.FULFILLED, OrderStatus.COMPLETED})
-# Returns that count against what may still be returned of a line (a rejected or cancelled one gives it back).
 # Returns still to refund: they hold their units and their amount (a refunded one's units are the lines' refunded
 # units; a rejected or cancelled one holds nothing).
 _OPEN = [
@@ -74,11 +73,6 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
         .group_by(ReturnLine.listing_id)
     )
     returned = {listing_id: int(total) for listing_id, total in rows}
-    promised = await session.scalar(
-        select(func.coalesce(func.sum(Return.amount), 0)).where(
-            Return.order_id == order.id, Return.status.in_(_OPEN)
-        )
-    )
     lines: list[OrderLineView] = []
     for wanted in req.lines:
         listing_id = uuid.UUID(wanted.listing_id)
@@ -88,11 +82,8 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
             detail = f"listing {wanted.listing_id}: {left} of it can be returned"
             return ReturnOpened(ok=False, refusal="invalid_lines", detail=detail)
         lines.append(OrderLineView(wanted.listing_id, line.listing_title, wanted.quantity, line.unit_amount))
-    refunded = (await ledger.refunded_by_order(session, [order.id])).get(order.id, 0)
-    # The lines at their prices, but never more than the order still holds (earlier refunds count, and what the
-    # order's other open returns will refund).
-    held = order.amount - int(refunded or 0) - int(promised or 0)
-    amount = min(sum(x.unit_amount * x.quantity for x in lines), held)
+    # The lines at their prices, but never more than the order still holds.
+    amount = min(sum(x.unit_amount * x.quantity for x in lines), await _still_held(session, order))
     if amount <= 0:
         return ReturnOpened(ok=False, refusal="nothing_to_refund", detail="the order was refunded already")
     row = Return(
@@ -147,19 +138,24 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
 
 
 async def short_of_refund(session: AsyncSession, return_id: uuid.UUID) -> bool:
-    """Whether the order no longer holds this return's refund (refunded since by other means: its refunds and its
-    other open returns count), so approving it would only send the buyer's parcel to a refusal."""
+    """Whether the order no longer holds this return's refund (refunded since by other means), so approving it would
+    only send the buyer's parcel to a refusal."""
     row = await session.get(Return, return_id)
     if row is None:
         return False
     order = await session.get(Order, row.order_id)
-    refunded = (await ledger.refunded_by_order(session, [row.order_id])).get(row.order_id, 0)
-    others = await session.scalar(
-        select(func.coalesce(func.sum(Return.amount), 0)).where(
-            Return.order_id == row.order_id, Return.id != row.id, Return.status.in_(_OPEN)
-        )
-    )
-    return order is None or order.amount - refunded - int(others or 0) < row.amount
+    return order is None or await _still_held(session, order, besides=row.id) < row.amount
+
+
+async def _still_held(session: AsyncSession, order: Order, besides: uuid.UUID | None = None) -> int:
+    """What the order still holds for a return: its amount less its refunds and what its open returns (other than
+    `besides`) will refund."""
+    refunded = (await ledger.refunded_by_order(session, [order.id])).get(order.id, 0)
+    open_returns = [Return.order_id == order.id, Return.status.in_(_OPEN)]
+    if besides is not None:
+        open_returns.append(Return.id != besides)
+    promised = await session.scalar(select(func.coalesce(func.sum(Return.amount), 0)).where(*open_returns))
+    return order.amount - refunded - int(promised or 0)
 
 
 async def save(session: AsyncSession, move: ReturnTransition, base_url: str) -> bool:
