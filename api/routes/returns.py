@@ -36,7 +36,7 @@ from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role
 from bazaar.orders.types import order_line_views
 from bazaar.payments.money import Money
-from bazaar.returns import returns
+from bazaar.returns import returns, rules
 from bazaar.returns.models import Return, ReturnStatus
 from bazaar.returns.types import ReturnedLine, ReturnRequest, ReturnTerms, ReturnView, StartReturn
 from bazaar.settings import get_settings
@@ -125,11 +125,8 @@ async def request_return(
     response.headers["Location"] = f"/v1/returns/{return_id}"
     existing = await session.get(Return, return_id)
     if existing is not None:
-        asked = sorted((line.listing_id, line.quantity) for line in body.lines)
-        if (
-            asked != sorted((x.listing_id, x.quantity) for x in existing.lines)
-            or existing.reason != body.reason
-        ):
+        asked = rules.ask(((line.listing_id, line.quantity) for line in body.lines), body.reason)
+        if asked != rules.ask(((x.listing_id, x.quantity) for x in existing.lines), existing.reason):
             raise DomainError(
                 ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 "this Idempotency-Key was used for a different return",

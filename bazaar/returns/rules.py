@@ -3,6 +3,8 @@ under its lock; the API shows `allowed_actions`). Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from temporalio.exceptions import ApplicationError
 
 from bazaar.errors import Rejection
@@ -50,10 +52,16 @@ def authorize(action: ReturnAction, req: ReturnRequest, view: ReturnView) -> str
     return acting[0]
 
 
+def ask(lines: Iterable[tuple[object, int]], reason: str) -> tuple[list[tuple[str, int]], str]:
+    """A return's ask as two asks under one Idempotency-Key are compared: its (listing, quantity) lines in any order,
+    and its reason."""
+    return sorted((str(listing), quantity) for listing, quantity in lines), str(reason)
+
+
 def same_request(asked: StartReturn, first: StartReturn) -> bool:
-    """Whether two asks under one Idempotency-Key are the same return: its lines and its reason."""
+    """Whether two asks under one Idempotency-Key are the same return."""
 
-    def lines(request: StartReturn) -> list[tuple[str, int]]:
-        return sorted((line.listing_id, line.quantity) for line in request.lines)
+    def of(request: StartReturn) -> tuple[list[tuple[str, int]], str]:
+        return ask(((line.listing_id, line.quantity) for line in request.lines), request.reason)
 
-    return (lines(asked), asked.reason) == (lines(first), first.reason)
+    return of(asked) == of(first)
