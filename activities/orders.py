@@ -104,9 +104,8 @@ class OrderTransition(OrderStateChange):
     notices: list[NotificationEvent] = field(default_factory=list)
     outcome: str | None = None  # the seller's reputation counter: completed | cancelled | disputed
     review_closes_at: datetime | None = None  # completion: the review window opens until then
-    refunded_units: dict[str, int] = field(
-        default_factory=dict
-    )  # by listing id: units refunded by line so far
+    # Refunds: the units of each line (by listing id) refunded by line so far, written to the order's lines.
+    refunded_units: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
