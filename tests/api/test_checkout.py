@@ -5,7 +5,6 @@ refusals (empty cart, a line that changed) take nothing."""
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from api.routes.checkouts import CHECKOUT_ID_NAMESPACE
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
-from tests.support.http import Actor, published_listing, register, seller_with_payout, support_user
+from tests.support.http import Actor, at_once, published_listing, register, seller_with_payout, support_user
 from tests.support.money import act, assert_balanced, ledger_accounts, provider_list, refunds_for, sql
 from tests.support.reconciliation import next_second, reconcile
 
@@ -241,12 +240,7 @@ def test_twenty_buyers_racing_for_the_last_units_never_oversell_and_losers_pay_n
         put_line(http, buyer, plenty["id"])
         put_line(http, buyer, scarce["id"])
 
-    def race(buyer: Actor) -> httpx.Response:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as own:
-            return checkout(own, buyer)
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(race, buyers))
+    answers = at_once(http, checkout, buyers)
     won = [a for a in answers if a.status_code == 201]
     lost = [a for a in answers if a.status_code != 201]
     assert len(won) == 3, [a.status_code for a in answers]
@@ -328,12 +322,7 @@ def test_parallel_checkouts_of_one_cart_charge_the_buyer_once(http: httpx.Client
     put_line(http, buyer, chair["id"])
     keys = [str(uuid.uuid4()) for _ in range(5)]
 
-    def attempt(key: str) -> httpx.Response:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as own:
-            return checkout(own, buyer, key)
-
-    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
-        answers = list(pool.map(attempt, keys))
+    answers = at_once(http, lambda own, key: checkout(own, buyer, key), keys)
     won = [a for a in answers if a.status_code == 201]
     assert len(won) == 1, [(a.status_code, a.text) for a in answers]
     body = won[0].json()
@@ -439,12 +428,7 @@ def test_racing_checkouts_under_one_key_with_other_cards_are_refused_not_told_th
     key = str(uuid.uuid4())
     cards = ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_visa", "pm_card_chargeDeclined"]
 
-    def pay(card: str) -> tuple[str, httpx.Response]:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
-            return card, checkout(client, buyer, key, card)
-
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(pay, cards))
+    answers = at_once(http, lambda own, card: (card, checkout(own, buyer, key, card)), cards)
     answered = [(card, r.json()) for card, r in answers if r.status_code in (200, 201)]
     assert len({body["id"] for _, body in answered}) == 1, [(c, r.status_code, r.text) for c, r in answers]
     first_card = {card for card, _ in answered}
@@ -471,7 +455,7 @@ def test_a_checkouts_orders_page_one_by_one_though_placed_in_one_transaction(htt
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        params = {"limit": 1, **({"before": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"limit": 1, **({"before": cursor} if cursor else {})}
         page = http.get("/v1/orders", params=params, headers=buyer.headers).json()
         seen += [order["id"] for order in page["items"]]
         cursor = page["next_cursor"]

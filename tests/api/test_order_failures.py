@@ -24,6 +24,7 @@ from temporalio.client import Client
 from bazaar.orders.types import NEEDS_ATTENTION
 from bazaar.temporal import order_workflow_id
 from tests.support.http import (
+    at_once,
     listing_body,
     published_listing,
     register,
@@ -180,17 +181,15 @@ def test_racing_requests_under_one_key_get_one_order_and_the_others_are_refused(
     buyer = register(http, ["buyer"], "Racer")
     key = str(uuid.uuid4())
 
-    def order(quantity: int) -> tuple[int, dict[str, Any]]:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
-            answer = client.post(
-                "/v1/orders",
-                json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": quantity},
-                headers={**buyer.headers, "Idempotency-Key": key},
-            )
-            return quantity, {**answer.json(), "http": answer.status_code}
+    def order(client: httpx.Client, quantity: int) -> tuple[int, dict[str, Any]]:
+        answer = client.post(
+            "/v1/orders",
+            json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": quantity},
+            headers={**buyer.headers, "Idempotency-Key": key},
+        )
+        return quantity, {**answer.json(), "http": answer.status_code}
 
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(order, [1, 2, 3, 4]))
+    answers = at_once(http, order, [1, 2, 3, 4])
     made = [(quantity, body) for quantity, body in answers if body["http"] in (200, 201)]
     assert len({body["id"] for _, body in made}) == 1, answers
     for quantity, body in made:

@@ -4,7 +4,6 @@ stack: the provider's refund, the ledger, the fee on what the buyer still pays, 
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
 from tests.support.http import (
     Actor,
+    at_once,
     published_listing,
     register,
     seller_with_payout,
@@ -206,17 +206,15 @@ def test_parallel_refunds_of_one_line_refund_each_unit_once(http: httpx.Client, 
     seller, _, order = order_of_units(http, 2, 2_500)
     oid, listing = order["id"], order["listing_id"]
 
-    def one(_: int) -> int:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
-            answer = client.post(
-                f"/v1/orders/{oid}/refund",
-                json=by_lines(listing, 1),
-                headers={**seller.headers, "Idempotency-Key": str(uuid.uuid4())},
-            )
-            return answer.status_code
+    def one(client: httpx.Client, _: int) -> int:
+        answer = client.post(
+            f"/v1/orders/{oid}/refund",
+            json=by_lines(listing, 1),
+            headers={**seller.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        return answer.status_code
 
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        statuses = sorted(pool.map(one, range(5)))
+    statuses = sorted(at_once(http, one, range(5)))
     assert statuses.count(200) == 2 and all(s in (409, 422) for s in statuses if s != 200), statuses
     assert [r["amount"] for r in refunds_for(stack, intent_of(stack, oid))] == [2_500, 2_500]
     stored = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()

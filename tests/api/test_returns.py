@@ -5,7 +5,6 @@ when restocked, both sides told, and the money statement and reconciliation clea
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
-from tests.support.http import Actor, published_listing, register, seller_with_payout, wait_until
+from tests.support.http import Actor, at_once, published_listing, register, seller_with_payout, wait_until
 from tests.support.money import (
     act,
     assert_balanced,
@@ -273,12 +272,7 @@ def test_racing_returns_under_one_key_for_other_lines_are_refused(http: httpx.Cl
     placed = units_order(http, seller, buyer, item["id"], 2, to=("accept", "fulfil"))
     key = str(uuid.uuid4())
 
-    def one(quantity: int) -> tuple[int, httpx.Response]:
-        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
-            return quantity, ask(client, placed, buyer, quantity=quantity, key=key)
-
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(one, [1, 2, 1, 2]))
+    answers = at_once(http, lambda own, q: (q, ask(own, placed, buyer, quantity=q, key=key)), [1, 2, 1, 2])
     made = [(q, r.json()) for q, r in answers if r.status_code in (200, 201)]
     assert len({body["id"] for _, body in made}) == 1, [(q, r.status_code, r.text) for q, r in answers]
     assert all(body["lines"][0]["quantity"] == q for q, body in made), made

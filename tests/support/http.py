@@ -6,13 +6,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 PASSWORD = "correct-horse-battery"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -104,3 +108,14 @@ def support_user(http: httpx.Client, stack: Any) -> Actor:
     token = http.post("/v1/auth/token", data={"username": staff.email, "password": PASSWORD})
     assert token.status_code == 200, token.text
     return Actor(staff.user_id, staff.email, {"Authorization": f"Bearer {token.json()['access_token']}"})
+
+
+def at_once(http: httpx.Client, send: Callable[[httpx.Client, T], R], each: Sequence[T]) -> list[R]:
+    """`send(client, x)` for every x of `each` at the same time, each on a connection of its own (a race)."""
+
+    def one(x: T) -> R:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as own:
+            return send(own, x)
+
+    with ThreadPoolExecutor(max_workers=len(each)) as pool:
+        return list(pool.map(one, each))
