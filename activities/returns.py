@@ -47,7 +47,9 @@ class ReturnActivities:
         the retries); a completed order whose run has ended gets a reopened run for it. Returns what the order has
         refunded in all."""
         client = activity.client()
-        request = ActionRequest(req.actor, reason=req.reason, refund_amount=req.amount, refund_lines=req.lines or None)
+        request = ActionRequest(
+            req.actor, reason=req.reason, refund_amount=req.amount, refund_lines=req.lines or None
+        )
         update_id = f"return:{req.return_id}:{req.attempt}"
         workflow_id = order_workflow_id(req.order_id)
         try:

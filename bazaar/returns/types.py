@@ -118,4 +118,6 @@ class ReturnRefund:
     # Which ask this is (the return's move count): each ask is its own Update of the order, retries of one ask the
     # same (an order's Update that failed in its handler answers a repeat of its id with that failure for good).
     attempt: int = 0
-    lines: list[RefundLine] = field(default_factory=list)  # the units returned: the order counts them refunded
+    lines: list[RefundLine] = field(
+        default_factory=list
+    )  # the units returned: the order counts them refunded
