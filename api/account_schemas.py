@@ -9,6 +9,7 @@ from pydantic import BaseModel, EmailStr, Field
 
 from api.schemas import UserOut, example
 from bazaar.accounts.passwords import MAX_LENGTH, MIN_LENGTH
+from bazaar.json_types import JsonBool
 from bazaar.text import refuse_control_characters, single_line
 
 # A mailed token: 43 URL-safe characters (256 bits); the bound keeps junk out of the hashing.
@@ -41,7 +42,9 @@ class RefreshIn(BaseModel):
 
 class LogoutIn(BaseModel):
     model_config = example({"everywhere": False}, {}, forbid=False)
-    everywhere: bool = Field(default=False, description="end every session of the account, not just this one")
+    everywhere: JsonBool = Field(
+        default=False, description="end every session of the account, not just this one"
+    )
 
 
 class TokenIn(BaseModel):

@@ -8,12 +8,13 @@ from pydantic import BaseModel, Field
 
 from api.schemas import example
 from bazaar.checkout import cart
+from bazaar.json_types import JsonInt
 from bazaar.payments.money import Money
 
 
 class CartLineIn(BaseModel):
     model_config = example({"quantity": 1})
-    quantity: int = Field(ge=1, le=cart.MAX_QUANTITY, description="how many the buyer wants")
+    quantity: JsonInt = Field(ge=1, le=cart.MAX_QUANTITY, description="how many the buyer wants")
 
 
 class CartLineOut(BaseModel):

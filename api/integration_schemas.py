@@ -15,6 +15,7 @@ from bazaar.integrations.endpoints import url_problem
 from bazaar.integrations.events import EventGroup, EventType
 from bazaar.integrations.models import ApiKey, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from bazaar.integrations.scope import ScopeKind
+from bazaar.json_types import JsonBool
 from bazaar.settings import get_settings
 from bazaar.text import refuse_control_characters, single_line
 
@@ -99,7 +100,7 @@ class WebhookEndpointIn(BaseModel):
     )
     event_types: EventTypes
     description: Description = ""
-    enabled: bool = True
+    enabled: JsonBool = True
 
 
 class WebhookEndpointPatch(BaseModel):
@@ -109,7 +110,7 @@ class WebhookEndpointPatch(BaseModel):
     url: EndpointUrl | None = None
     event_types: EventTypes | None = None
     description: Description | None = None
-    enabled: bool | None = Field(
+    enabled: JsonBool | None = Field(
         default=None, description="true resumes a disabled endpoint's pending deliveries; false holds them"
     )
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.payout_schemas import AppUrl
 from api.schemas import OrderLineOut, each_listing_once, example
+from bazaar.json_types import JsonBool, JsonInt
 from bazaar.orders.types import line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
@@ -22,7 +23,7 @@ from bazaar.text import multi_line, single_line
 class ReturnLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
-    quantity: int = Field(default=1, ge=1, le=100)
+    quantity: JsonInt = Field(default=1, ge=1, le=100)
 
 
 class ReturnIn(BaseModel):
@@ -64,16 +65,16 @@ class ReturnShipIn(BaseModel):
 
 class ReturnReceiveIn(BaseModel):
     model_config = example({"restock": True}, {})
-    restock: bool = Field(default=True, description="put the returned lines back on sale")
+    restock: JsonBool = Field(default=True, description="put the returned lines back on sale")
 
 
 class ReturnResolveIn(BaseModel):
     model_config = example(
         {"approve": True}, {"approve": False, "reason": "Outside what the listing promised"}
     )
-    approve: bool
+    approve: JsonBool
     reason: Annotated[str, single_line(max_length=200)] | None = None
-    restock: bool = Field(default=False, description="after receipt: put the returned lines back on sale")
+    restock: JsonBool = Field(default=False, description="after receipt: put the returned lines back on sale")
 
 
 class ReturnOut(BaseModel):

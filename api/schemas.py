@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from bazaar.json_types import JsonFloat, JsonInt
 from bazaar.listings.lifecycle import SellerRating
 from bazaar.models import (
     AuditEvent,
@@ -125,8 +126,8 @@ class LocationOut(BaseModel):
 
 class Location(LocationOut):
     model_config = ConfigDict(extra="forbid")
-    lat: float = Field(ge=-90, le=90)
-    lng: float = Field(ge=-180, le=180)
+    lat: JsonFloat = Field(ge=-90, le=90)
+    lng: JsonFloat = Field(ge=-180, le=180)
     city: Annotated[str, single_line(min_length=1, max_length=80)]
     country: CountryCode
 
@@ -163,7 +164,7 @@ class ListingIn(BaseModel):
     price: Price
     category: CategorySlug = Field(description="a slug from GET /v1/categories")
     condition: ListingCondition = ListingCondition.GOOD
-    quantity: int = Field(default=1, ge=1, le=10_000)
+    quantity: JsonInt = Field(default=1, ge=1, le=10_000)
     image_urls: list[ImageUrl] = Field(default=[], max_length=12)
     location: Location | None = None
     attributes: dict[AttributeKey, AttributeValue] = Field(default={}, max_length=30)
@@ -185,7 +186,9 @@ class ListingPatch(BaseModel):
     price: Price | None = None
     category: CategorySlug | None = None
     condition: ListingCondition | None = None
-    quantity: int | None = Field(default=None, ge=0, le=10_000, description="0 marks an active listing sold")
+    quantity: JsonInt | None = Field(
+        default=None, ge=0, le=10_000, description="0 marks an active listing sold"
+    )
     image_urls: list[ImageUrl] | None = Field(default=None, max_length=12)
     location: Location | None = None
     attributes: dict[AttributeKey, AttributeValue] | None = Field(default=None, max_length=30)
@@ -333,7 +336,7 @@ class OrderIn(BaseModel):
         }
     )
     listing_id: uuid.UUID
-    quantity: int = Field(default=1, ge=1, le=100)
+    quantity: JsonInt = Field(default=1, ge=1, le=100)
     payment_method: Annotated[str, single_line(3, 64, pattern=r"^pm_[A-Za-z0-9_]+$", strip=False)]
 
 
@@ -366,7 +369,7 @@ class ResolveIn(BaseModel):
         {"resolution": "release"},
     )
     resolution: DisputeResolution
-    refund_amount: int | None = Field(
+    refund_amount: JsonInt | None = Field(
         default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund (and only for it)"
     )
     note: Annotated[str, multi_line(max_length=2000)] | None = None
@@ -382,7 +385,7 @@ class ResolveIn(BaseModel):
 class RefundLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
-    quantity: int = Field(default=1, ge=1, le=100)
+    quantity: JsonInt = Field(default=1, ge=1, le=100)
 
 
 def each_listing_once(lines: list[Any] | None) -> None:
@@ -402,7 +405,7 @@ class RefundIn(BaseModel):
             "reason": "Lamp missing",
         },
     )
-    amount: int | None = Field(
+    amount: JsonInt | None = Field(
         default=None, gt=0, le=MAX_CHARGE, description="minor units of the order's currency"
     )
     lines: list[RefundLineIn] | None = Field(

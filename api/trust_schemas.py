@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, JsonValue
 
 from api.schemas import example
+from bazaar.json_types import JsonBool, JsonInt
 from bazaar.models import Role
 from bazaar.orders.types import Party
 from bazaar.text import multi_line, single_line
@@ -40,7 +41,7 @@ EVENT_TYPE = Field(json_schema_extra={"enum": _EVENT_TYPES})
 
 class ReviewIn(BaseModel):
     model_config = example({"rating": 5, "text": "Exactly as described"})
-    rating: int = Field(ge=1, le=5)
+    rating: JsonInt = Field(ge=1, le=5)
     text: Annotated[str, multi_line(max_length=2000)] = ""
 
 
@@ -134,7 +135,7 @@ class PreferenceIn(BaseModel):
     model_config = example({"event_type": "order_paid", "channel": "email", "enabled": False})
     event_type: Annotated[str, single_line(max_length=64)] = EVENT_TYPE
     channel: NotificationChannel
-    enabled: bool
+    enabled: JsonBool
 
 
 class MarkedOut(BaseModel):
@@ -200,7 +201,7 @@ class InfoRequestBody(BaseModel):
     )
     party: Literal["buyer", "seller"]
     question: Annotated[str, multi_line(min_length=3, max_length=2000)]
-    deadline_hours: int = Field(default=48, ge=1, le=24 * 14)
+    deadline_hours: JsonInt = Field(default=48, ge=1, le=24 * 14)
 
 
 class DisputeThreadEntryOut(BaseModel):

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import BeforeValidator, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 # Category Cc is exactly C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F); fixed since Unicode 1.1,
 # so a character class is the same test as unicodedata.category() == "Cc", and faster on long text.
@@ -35,6 +36,11 @@ _MULTI_LINE_FORBIDDEN = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
 )
 _BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+# The same rules for the OpenAPI document (ECMA-262 regexes), so clients and generated validators know them.
+SINGLE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$"
+MULTI_LINE_PATTERN = (
+    r"^(?:[^\u0000-\u0008\u000b\u000c\u000d\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]|\r\n)*$"
+)
 
 
 def control_character_problem(value: str, multiline: bool) -> str | None:
@@ -65,6 +71,21 @@ _CHECK_SINGLE_LINE = _checker(multiline=False)
 _CHECK_MULTI_LINE = _checker(multiline=True)
 
 
+@dataclass(frozen=True)
+class _DocumentedPattern:
+    """The rule in the field's JSON Schema as a `pattern` (unless the field has a pattern of its own, which then
+    excludes these characters too); the check itself stays `_checker`'s, whose message names the character."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.setdefault("pattern", self.pattern)
+        return schema
+
+
 def refuse_control_characters(multiline: bool = False) -> BeforeValidator:
     """The check alone, for types parsed from a string that are not plain `str` (URLs, emails):
     `Annotated[HttpUrl, refuse_control_characters()]`. It sees the raw input, before any parsing."""
@@ -90,6 +111,7 @@ class _Text(annotated_types.GroupedMetadata):
             pattern=self.pattern,
         )
         yield _CHECK_MULTI_LINE if self.multiline else _CHECK_SINGLE_LINE
+        yield _DocumentedPattern(MULTI_LINE_PATTERN if self.multiline else SINGLE_LINE_PATTERN)
 
 
 def single_line(

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from bazaar.json_types import JsonInt
+
 # Currencies we accept, with their minor-unit exponent (ISO 4217). Extend deliberately.
 CURRENCY_EXPONENTS: dict[str, int] = {
     "EUR": 2,
@@ -93,7 +95,7 @@ class Price(BaseModel):
         description="ISO 4217 code, e.g. EUR",
         json_schema_extra={"enum": list(CURRENCY_EXPONENTS)},
     )
-    amount: int = Field(
+    amount: JsonInt = Field(
         gt=0,
         le=MAX_CHARGE,
         description="Minor units, e.g. 1999 = 19.99 EUR; at least the currency's minimum charge "

@@ -337,6 +337,51 @@ def test_integers_past_int64_are_422(http: httpx.Client, stack: Any, seller: Act
     assert_422(bad_path, ["path", "listing_id"])
 
 
+# ------------------------------------------------------------------------------ JSON types and methods
+
+
+def test_a_number_or_boolean_sent_as_another_json_type_is_422_not_converted(
+    http: httpx.Client, seller: Actor, buyer: Actor
+) -> None:
+    """ "2" for a quantity, 0 for a boolean, false for a coordinate: each is a client's bug, refused by name
+    rather than acted on as a value the client did not send."""
+    body = listing_body(title="Typed bike")
+    for field, sent in (("quantity", "2"), ("quantity", True)):
+        assert_422(
+            http.post("/v1/listings", json={**body, field: sent}, headers=seller.headers), ["body", field]
+        )
+    located = {**body, "location": {"city": "Berlin", "country": "DE", "lat": 52.52, "lng": False}}
+    assert_422(http.post("/v1/listings", json=located, headers=seller.headers), ["body", "location", "lng"])
+    priced = {**body, "price": {"amount": "45000", "currency": "EUR"}}
+    assert_422(http.post("/v1/listings", json=priced, headers=seller.headers), ["body", "price", "amount"])
+    ordered = http.post(
+        "/v1/orders",
+        json={"listing_id": str(uuid.uuid4()), "quantity": "1", "payment_method": "pm_card_visa"},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert_422(ordered, ["body", "quantity"])
+    webhook = {"url": "https://erp.example.com/hooks", "event_types": ["order.*"], "enabled": "yes"}
+    assert_422(http.post("/v1/webhook-endpoints", json=webhook, headers=seller.headers), ["body", "enabled"])
+    # A whole JSON number is an integer, as JSON Schema says: 2.0 is taken as 2.
+    listed = http.post("/v1/listings", json={**body, "quantity": 2.0}, headers=seller.headers)
+    assert listed.status_code == 201, listed.text
+    assert listed.json()["quantity"] == 2
+
+
+def test_a_method_the_path_does_not_have_is_405_naming_every_method_it_has(
+    http: httpx.Client, seller: Actor
+) -> None:
+    for method, path, allowed in (
+        ("OPTIONS", "/v1/cart", "DELETE, GET"),
+        ("PUT", "/v1/webhook-endpoints", "GET, POST"),
+        ("POST", f"/v1/listings/{uuid.uuid4()}", "DELETE, GET, PATCH"),
+    ):
+        refused = http.request(method, path, headers=seller.headers)
+        assert refused.status_code == 405, refused.text
+        assert refused.headers["allow"] == allowed, (path, refused.headers)
+        assert refused.json()["error"]["code"] == "http_405"
+
+
 # -------------------------------------------------------------------------------------- a second API
 
 

@@ -7,10 +7,12 @@ import sys
 import unicodedata
 from typing import Annotated
 
+import jsonschema_rs
 import pytest
 from pydantic import BaseModel, HttpUrl, TypeAdapter, ValidationError
 
 from bazaar.text import (
+    SINGLE_LINE_PATTERN,
     MultiLine,
     SingleLine,
     control_character_problem,
@@ -132,4 +134,33 @@ def test_aliases_and_json_schema() -> None:
     with pytest.raises(ValidationError):
         TypeAdapter(SingleLine).validate_python("a\nb")
     schema = Form.model_json_schema()["properties"]
-    assert schema["title"] == {"maxLength": 10, "minLength": 3, "title": "Title", "type": "string"}
+    assert schema["title"] == {
+        "maxLength": 10,
+        "minLength": 3,
+        "pattern": SINGLE_LINE_PATTERN,
+        "title": "Title",
+        "type": "string",
+    }
+
+
+def test_the_json_schema_states_the_rule_as_an_ecma_pattern_that_agrees_with_the_check() -> None:
+    """Clients validate by the document (ECMA-262 regexes, as jsonschema_rs runs them): every character the
+    check refuses, anywhere in a value, fails the pattern, and everything else passes it."""
+
+    class Texts(BaseModel):
+        line: SingleLine
+        text: MultiLine
+        slug: Annotated[str, single_line(pattern="^[a-z]+$")]
+
+    properties = Texts.model_json_schema()["properties"]
+    assert properties["slug"]["pattern"] == "^[a-z]+$"  # a field's own pattern stands
+    for name, multiline in (("line", False), ("text", True)):
+        document = jsonschema_rs.validator_for({"type": "string", "pattern": properties[name]["pattern"]})
+        samples = [chr(c) for c in [*range(0x00, 0xA1), *range(0x2028, 0x2070), 0xE9, 0x1F600]]
+        values = [f"a{c}b" for c in samples] + [f"a{c}" for c in samples] + [f"{c}b" for c in samples]
+        values += ["", "a\r\n", "a\r", "\r\nb", "a\n", "x\r\ny\n\tz"]
+        for value in values:
+            assert document.is_valid(value) == (control_character_problem(value, multiline) is None), (
+                name,
+                value,
+            )
