@@ -16,6 +16,7 @@ test: bootstrap
 # Nightly-style: the order workflow's property test with Hypothesis profile `long` (tests/conftest.py).
 test-long: bootstrap
 	$(VENV) -m pytest tests/workflows/test_order_properties.py --hypothesis-profile=long
+	SCHEMATHESIS_MAX_EXAMPLES=200 SCHEMATHESIS_STATEFUL_STEPS=20 $(VENV) -m pytest tests/api/test_contract.py -k schemathesis
 
 lint: bootstrap
 	$(VENV) -m ruff check . && $(VENV) -m mypy .

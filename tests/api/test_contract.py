@@ -17,6 +17,7 @@ A failure names the operation, what broke and a curl command that reproduces it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -64,10 +65,10 @@ CHECKS = (
 # rejected" every domain refusal the document cannot state as a schema (an unknown category, a weak password,
 # a stale If-Match's 412, a payment the provider declines), and `missing_required_header` expects a 4xx other
 # than the 428 Precondition Required that RFC 6585 gives a missing If-Match or Idempotency-Key.
-# Bounds of the run (about a minute on 2 cores). Raise MAX_EXAMPLES or STATEFUL_STEPS locally to search harder;
-# a failure found that way is a defect all the same.
-MAX_EXAMPLES = 25
-STATEFUL_STEPS = 6
+# Bounds of the run (about a minute on 2 cores). `make test-long` raises them to search harder (the environment
+# variables below); a failure found that way is a defect all the same.
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
+STATEFUL_STEPS = int(os.environ.get("SCHEMATHESIS_STATEFUL_STEPS", "6"))
 SEED = 20261126
 # Operations that end sessions: each runs as a throwaway user of its own (per worker thread), so the run's
 # caller keeps its token. A logout ends the session (or, with `everywhere`, all of them), and wrong current
