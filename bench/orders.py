@@ -4,7 +4,8 @@ each side by side with a bare-Temporal baseline measured in the same run on the 
     .venv/bin/python bench/orders.py            # make bench-orders; --quick for the smoke test; see --help
 
 What runs: one embedded stack (devstack `Stack` on free ports in a temp dir: PostgreSQL, Temporal dev server
-in memory, Meilisearch, Stripe sandbox, SMTP sink, worker, search sync, API), plus a *bare worker*: this script
+in memory, Meilisearch, Stripe sandbox, SMTP sink, worker, search sync, API; with `--durable`, PostgreSQL with
+fsync and the dev server in a SQLite file, as `make run` has them), plus a *bare worker*: this script
 re-invoked as `bench/orders.py --bare-worker <address> <task queue>` in its own process (own session), so its
 CPU is measured apart from the load generator. The bare worker runs `BareOrder` (bench/baseline.py): the same three
 activities the order workflow runs before `paid` (the real `OrderActivities.reserve_stock`,
@@ -196,6 +197,7 @@ async def bench(args: argparse.Namespace, stack: Any, queue: str) -> dict[str, A
             "buyers": args.buyers,
         },
         "temporal_dynamic_config": args.temporal_dynamic_config,
+        "durable_storage": args.durable,
     }
     client = await Client.connect(stack.temporal_address, namespace=stack.settings.temporal_namespace)
     log("creating sellers, payout accounts, listings and buyers through the API ...")
@@ -364,6 +366,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start the Temporal dev server with this dynamic config value (repeatable), e.g. "
         "history.transferProcessorMaxPollRPS=1000; default: the server exactly as devstack starts it",
     )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="storage as `make run` has it (PostgreSQL with fsync, Temporal's dev server in a SQLite file); "
+        "default: in memory and without fsync, as the tests run",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     parser.add_argument("--bare-worker", nargs=2, metavar=("ADDRESS", "TASK_QUEUE"), help=argparse.SUPPRESS)
@@ -434,7 +442,9 @@ def main() -> None:
     report: dict[str, Any] = {}
     kept: Path | None = None
     try:
-        with temp_stack("bazaar-bench-orders-", keep=args.keep, settings=settings) as stack:
+        with temp_stack(
+            "bazaar-bench-orders-", keep=args.keep, settings=settings, durable=args.durable
+        ) as stack:
             kept = stack.log_dir
             log(f"starting services in {stack.data_dir} ...")
             started = time.perf_counter()

@@ -32,10 +32,16 @@ def log(message: str) -> None:
 
 @contextlib.contextmanager
 def temp_stack(
-    prefix: str, *, keep: bool, settings: Settings | None = None, only: Iterable[str] | None = None
+    prefix: str,
+    *,
+    keep: bool,
+    settings: Settings | None = None,
+    only: Iterable[str] | None = None,
+    durable: bool = False,
 ) -> Iterator[Stack]:
     """A devstack `Stack` (not started) on free ports in a fresh temp dir; on exit it is stopped and the
-    dir removed, unless `keep` (its logs stay there). `only`: the infra services it may start (all)."""
+    dir removed, unless `keep` (its logs stay there). `only`: the infra services it may start (all).
+    `durable`: storage as `make run` has it (PostgreSQL with fsync, Temporal in a SQLite file), not in memory."""
     from bazaar.settings import Settings
     from devstack.stack import Ports, Stack
 
@@ -50,6 +56,7 @@ def temp_stack(
         persistent=False,
         settings=settings if settings else Settings(_env_file=None),
         only=only,
+        durable=durable,
     )
     try:
         yield stack

@@ -188,10 +188,14 @@ class Stack:
         secrets: DevSecrets | None = None,
         echo: bool = False,
         only: Iterable[str] | None = None,
+        durable: bool | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports
         self.persistent = persistent
+        # Storage that survives a crash (PostgreSQL with fsync, Temporal's SQLite file): what a persistent stack
+        # has; a throwaway one may ask for it too (the order bench measures on both).
+        self.durable = persistent if durable is None else durable
         self.settings = settings if settings is not None else Settings()
         self.external = external_services(explicit_fields(self.settings))
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +339,7 @@ class Stack:
             self.supervisor,
             self.data_dir,
             self.ports.postgres,
-            durable=self.persistent,
+            durable=self.durable,
             relocate=self.persistent,
         )
 
@@ -344,7 +348,7 @@ class Stack:
             self.supervisor,
             self.ports.temporal,
             ui_port=self.ports.temporal_ui if self.persistent else None,
-            db_file=self.data_dir / "temporal.db" if self.persistent else None,
+            db_file=self.data_dir / "temporal.db" if self.durable else None,
             namespace=self.settings.temporal_namespace,
         )
 
