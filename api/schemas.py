@@ -19,10 +19,14 @@ from pydantic import (
     Field,
     HttpUrl,
     UrlConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from bazaar.json_types import JsonFloat, JsonInt
+from bazaar.json_types import JSON_NUMBER, JsonFloat, JsonInt
 from bazaar.listings.lifecycle import SellerRating
 from bazaar.models import (
     AuditEvent,
@@ -54,6 +58,9 @@ from bazaar.trust.reputation import PRIOR_MEAN
 # PostgreSQL's bigint: the bound of any integer that may reach a query (beyond it, the database errs).
 INT64_MAX = 2**63 - 1
 CountryCode = Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False)]
+# An amount to move, in minor units (its currency is the order's); the bounds inside the type, so the document
+# states them on an optional field too (a constraint on `X | None` itself is not JSON Schema).
+ChargeableAmount = Annotated[int, Field(gt=0, le=MAX_CHARGE), JSON_NUMBER]
 SELLER_RATING = (
     "the seller's rating, 1-5: the Bayesian average of their revealed reviews, or the prior "
     f"({PRIOR_MEAN}) while they have none; search ranks by it"
@@ -174,31 +181,49 @@ class ListingIn(BaseModel):
 
 
 class ListingPatch(BaseModel):
-    """Only the fields sent change; `location: null` removes the location."""
+    """Only the fields sent change; `location: null` removes the location. Any other field is left out to keep
+    it, never null (the document says so: only `location` may be null)."""
 
     model_config = example(
         {"title": "Carbon road bike, 56 cm, new tyres", "price": {"amount": 42000, "currency": "EUR"}},
         {"quantity": 0},
         {"location": None},
     )
-    title: Title | None = None
-    description: Description | None = None
-    price: Price | None = None
-    category: CategorySlug | None = None
-    condition: ListingCondition | None = None
-    quantity: JsonInt | None = Field(
-        default=None, ge=0, le=10_000, description="0 marks an active listing sold"
+    # `SkipJsonSchema[None]`: None is the "not sent" default, not a value a client may send.
+    title: Title | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    price: Price | SkipJsonSchema[None] = None
+    category: CategorySlug | SkipJsonSchema[None] = None
+    condition: ListingCondition | SkipJsonSchema[None] = None
+    quantity: Annotated[int, Field(ge=0, le=10_000), JSON_NUMBER] | SkipJsonSchema[None] = Field(
+        default=None, description="0 marks an active listing sold"
     )
-    image_urls: list[ImageUrl] | None = Field(default=None, max_length=12)
+    image_urls: Annotated[list[ImageUrl], Field(max_length=12)] | SkipJsonSchema[None] = None
     location: Location | None = None
-    attributes: dict[AttributeKey, AttributeValue] | None = Field(default=None, max_length=30)
+    attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=30)] | SkipJsonSchema[None] = (
+        None
+    )
 
-    @model_validator(mode="after")
-    def no_nulls_but_location(self) -> ListingPatch:
-        nulls = [k for k in self.model_fields_set if k != "location" and getattr(self, k) is None]
-        if nulls:
-            raise ValueError(f"{', '.join(sorted(nulls))} cannot be null (leave it out to keep it)")
-        return self
+    @field_validator(
+        "title",
+        "description",
+        "price",
+        "category",
+        "condition",
+        "quantity",
+        "image_urls",
+        "attributes",
+        mode="before",
+    )
+    @classmethod
+    def not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            raise PydanticCustomError(
+                "null_not_allowed",
+                "{field} cannot be null (leave it out to keep it)",
+                {"field": info.field_name},
+            )
+        return value
 
     def columns(self) -> dict[str, Any]:
         return _columns(self.model_dump(exclude_unset=True))
@@ -369,8 +394,8 @@ class ResolveIn(BaseModel):
         {"resolution": "release"},
     )
     resolution: DisputeResolution
-    refund_amount: JsonInt | None = Field(
-        default=None, gt=0, le=MAX_CHARGE, description="minor units, for partial_refund (and only for it)"
+    refund_amount: ChargeableAmount | None = Field(
+        default=None, description="minor units, for partial_refund (and only for it)"
     )
     note: Annotated[str, multi_line(max_length=2000)] | None = None
 
@@ -405,9 +430,7 @@ class RefundIn(BaseModel):
             "reason": "Lamp missing",
         },
     )
-    amount: JsonInt | None = Field(
-        default=None, gt=0, le=MAX_CHARGE, description="minor units of the order's currency"
-    )
+    amount: ChargeableAmount | None = Field(default=None, description="minor units of the order's currency")
     lines: list[RefundLineIn] | None = Field(
         default=None,
         min_length=1,

@@ -25,8 +25,10 @@ def _a_json_number(value: Any) -> Any:
     return value
 
 
-_JSON_NUMBER = BeforeValidator(_a_json_number)
+# Bounds go before it in an `Annotated` that is then made optional (`Annotated[int, Field(ge=0), JSON_NUMBER] |
+# None`): after it, pydantic still checks them but writes them into the JSON Schema as its own `ge`/`le` keys.
+JSON_NUMBER = BeforeValidator(_a_json_number)
 
-JsonInt = Annotated[int, _JSON_NUMBER]
-JsonFloat = Annotated[float, _JSON_NUMBER]
+JsonInt = Annotated[int, JSON_NUMBER]
+JsonFloat = Annotated[float, JSON_NUMBER]
 JsonBool = StrictBool

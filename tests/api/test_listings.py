@@ -217,10 +217,27 @@ def test_unknown_category_and_null_patch_fields(http: httpx.Client) -> None:
     assert unknown.json()["error"]["code"] == "unknown_category"
     assert unknown.json()["error"]["details"] == {"category": "spaceships"}
     listing = create(http, seller)
-    null_title = http.patch(
-        f"/v1/listings/{listing['id']}", json={"title": None}, headers={**seller.headers, "If-Match": "*"}
-    )
-    assert null_title.status_code == 422
+    # Any field but `location` is left out to keep it, never null: the 422 names the field, and the document
+    # says the same (only `location` may be null in ListingPatch).
+    for field in (
+        "title",
+        "description",
+        "price",
+        "category",
+        "condition",
+        "quantity",
+        "image_urls",
+        "attributes",
+    ):
+        null = http.patch(
+            f"/v1/listings/{listing['id']}", json={field: None}, headers={**seller.headers, "If-Match": "*"}
+        )
+        assert null.status_code == 422, null.text
+        assert null.json()["error"]["details"]["errors"][0]["loc"] == ["body", field], null.text
+        assert field in null.json()["error"]["message"], null.text
+    patch_schema = http.get("/openapi.json").json()["components"]["schemas"]["ListingPatch"]["properties"]
+    nullable = {name for name, prop in patch_schema.items() if {"type": "null"} in prop.get("anyOf", [])}
+    assert nullable == {"location"}, nullable
     bad_category = http.patch(
         f"/v1/listings/{listing['id']}",
         json={"category": "nope"},
