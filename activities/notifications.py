@@ -34,6 +34,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
+from email.policy import default as default_policy
 
 import httpx
 from opentelemetry import trace
@@ -54,6 +55,9 @@ from bazaar.trust.models import DeadLetter, Notification, NotificationChannel
 from bazaar.trust.notifications import NotificationEvent
 
 log = logging.getLogger("notifications")
+# Lines up to RFC 5322's 998: at the default 78 a header too long to fold at a space (the List-Unsubscribe URL)
+# is written as RFC 2047 encoded-words, which the structured List-Unsubscribe must not be (RFC 2369, 8058).
+MAIL_POLICY = default_policy.clone(max_line_length=998)
 _TRACER = trace.get_tracer("bazaar.notifications")
 RETRY_CAP = timedelta(hours=1)  # the longest wait between two attempts of one row
 SMTP_TIMEOUT_SECONDS = 10.0  # each socket operation of a send
@@ -180,7 +184,7 @@ class Delivery:
         return timedelta(seconds=min(seconds, RETRY_CAP.total_seconds()))
 
     def email(self, note: Notification, recipient: User) -> EmailMessage:
-        message = EmailMessage()
+        message = EmailMessage(policy=MAIL_POLICY)
         message["From"] = self.settings.smtp_from
         message["To"] = recipient.email
         message["Subject"] = note.subject

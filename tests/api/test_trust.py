@@ -450,6 +450,10 @@ def test_inbox_preferences_email_and_one_click_unsubscribe(http: httpx.Client, s
     header = str(paid_mail["List-Unsubscribe"])
     match = re.fullmatch(r"<(\S+)>", header)
     assert match, header
+    # As sent: the URL itself in angle brackets (a structured header), not RFC 2047 encoded-words that only a
+    # decoder treating it as free text would read back.
+    sent = {name: value for name, value in paid_mail.raw_items()}["List-Unsubscribe"]
+    assert sent == header, sent
     link = match.group(1)
     assert link.startswith(f"{stack.public_base_url}/v1/notifications/unsubscribe?token=")
     assert paid_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
