@@ -10,6 +10,7 @@ invalidate listings, unlike a listing write).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -37,7 +38,10 @@ router = APIRouter(prefix="/v1", tags=["listings"])
 categories_router = APIRouter(prefix="/v1", tags=["categories"])
 IfMatch = Annotated[
     str | None,
-    Header(description='ETag from a previous read, e.g. "3" (or * for any version); a stale one gets 412'),
+    Header(
+        description='ETag from a previous read, e.g. "3" (a list matches if any is current; * any version); '
+        "a stale one gets 412"
+    ),
 ]
 # Required (428 `precondition_required` without it: api/errors.py), so a client cannot lose another's edit.
 RequiredIfMatch = Annotated[
@@ -47,21 +51,32 @@ RequiredIfMatch = Annotated[
         examples=['"3"'],
     ),
 ]
-IfNoneMatch = Annotated[str | None, Header(description="ETag you hold; 304 when unchanged")]
+IfNoneMatch = Annotated[
+    str | None, Header(description='ETags you hold (e.g. "3", or a list, or *); 304 when one is current')
+]
 WRITTEN: dict[int | str, dict[str, Any]] = {
     200: {"description": "the listing as stored, with its new ETag", "headers": ETAG}
 }
 STALE = errors(ErrorCode.PRECONDITION_FAILED)
 
 
-def parse_if_match(value: str | None) -> int | None:
-    """The version an If-Match names; None for none or `*` (any version)."""
-    if value is None or value.strip() == "*":
+def entity_tags(value: str) -> list[str] | None:
+    """The entity-tags an If-Match or If-None-Match lists (RFC 9110 13.1: one or more, comma-separated; weak ones
+    compare by their opaque part here, as a listing has one representation); None for `*`."""
+    if value.strip() == "*":
         return None
-    try:
-        return int(value.strip().removeprefix("W/").strip('"'))
-    except ValueError as exc:
-        raise DomainError(ErrorCode.PRECONDITION_FAILED, "If-Match is not an ETag of this API") from exc
+    return [tag.strip().removeprefix("W/") for tag in value.split(",") if tag.strip()]
+
+
+def parse_if_match(value: str | None) -> frozenset[int] | None:
+    """The versions an If-Match names (any of them matches); None for none or `*` (any version)."""
+    tags = None if value is None else entity_tags(value)
+    if tags is None:
+        return None
+    versions = frozenset(int(tag[1:-1]) for tag in tags if re.fullmatch(r'"[0-9]{1,18}"', tag))
+    if not versions:
+        raise DomainError(ErrorCode.PRECONDITION_FAILED, "If-Match is not an ETag of this API")
+    return versions
 
 
 def etag(version: int) -> str:
@@ -132,8 +147,10 @@ async def get_listing(
             cache.put(listing_id, out, token)
     if out.status == ListingStatus.ACTIVE and _public_reader(viewer, out.seller_id):
         views.add(listing_id)
-    if if_none_match is not None and if_none_match.strip().removeprefix("W/") == etag(out.version):
-        return Response(status_code=304, headers={"ETag": etag(out.version)})
+    if if_none_match is not None:
+        held = entity_tags(if_none_match)
+        if held is None or etag(out.version) in held:  # `*`: any copy of a listing that exists is current
+            return Response(status_code=304, headers={"ETag": etag(out.version)})
     response.headers["ETag"] = etag(out.version)
     return out
 

@@ -12,7 +12,7 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
@@ -213,13 +213,13 @@ async def get_visible_rated(
 
 
 async def get_own(
-    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: int | None, lock: bool = True
+    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: Collection[int] | None, lock: bool = True
 ) -> Listing:
     stmt = select(Listing).where(Listing.id == listing_id)
     listing = _visible(await session.scalar(stmt.with_for_update() if lock else stmt), seller)
     if listing.seller_id != seller.user_id:
         raise DomainError(ErrorCode.FORBIDDEN, "only the listing's seller can change it")
-    if if_match is not None and if_match != listing.version:
+    if if_match is not None and listing.version not in if_match:
         raise DomainError(
             ErrorCode.PRECONDITION_FAILED,
             "the listing changed since you read it",
@@ -232,7 +232,7 @@ async def update(
     session: AsyncSession,
     listing_id: uuid.UUID,
     seller: Principal,
-    if_match: int | None,
+    if_match: Collection[int] | None,
     changes: dict[str, Any],
 ) -> Listing:
     listing = await get_own(session, listing_id, seller, if_match)
@@ -257,7 +257,7 @@ async def update(
 
 
 async def publish(
-    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: int | None
+    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: Collection[int] | None
 ) -> Listing:
     listing = await get_own(session, listing_id, seller, if_match)
     _check_transition(listing, "publish")
@@ -276,7 +276,7 @@ async def publish(
 
 
 async def archive(
-    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: int | None
+    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: Collection[int] | None
 ) -> Listing:
     listing = await get_own(session, listing_id, seller, if_match)
     _check_transition(listing, "archive")
@@ -287,7 +287,7 @@ async def archive(
 
 
 async def delete(
-    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: int | None
+    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: Collection[int] | None
 ) -> Listing | None:
     """Remove a listing that never had an order (None); one with orders is archived instead (returned).
 

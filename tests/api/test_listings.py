@@ -132,9 +132,11 @@ def test_etag_and_if_match(http: httpx.Client) -> None:
     read = http.get(f"/v1/listings/{lid}", headers=seller.headers)
     tag = read.headers["ETag"]
     assert tag == '"1"'
-    assert (
-        http.get(f"/v1/listings/{lid}", headers={**seller.headers, "If-None-Match": tag}).status_code == 304
-    )
+    # If-None-Match is a list (RFC 9110 13.1.2): any tag that matches, or `*` for a listing that exists, is 304.
+    for held, status in ((tag, 304), (f'"99", W/{tag}', 304), ("*", 304), ('"99", "100"', 200)):
+        revalidated = http.get(f"/v1/listings/{lid}", headers={**seller.headers, "If-None-Match": held})
+        assert revalidated.status_code == status, (held, revalidated.status_code)
+        assert revalidated.headers["ETag"] == tag
 
     first = http.patch(
         f"/v1/listings/{lid}", json={"title": "First edit"}, headers={**seller.headers, "If-Match": tag}
@@ -156,6 +158,16 @@ def test_etag_and_if_match(http: httpx.Client) -> None:
         f"/v1/listings/{lid}", json={"description": "x"}, headers={**seller.headers, "If-Match": 'W/"2"'}
     )
     assert weak.status_code == 200
+    # If-Match is a list too: one current tag among them is enough; none is 412.
+    listed = http.patch(
+        f"/v1/listings/{lid}", json={"description": "z"}, headers={**seller.headers, "If-Match": '"1", "3"'}
+    )
+    assert listed.status_code == 200, listed.text
+    assert listed.headers["ETag"] == '"4"'
+    none_current = http.patch(
+        f"/v1/listings/{lid}", json={"description": "w"}, headers={**seller.headers, "If-Match": '"1", "3"'}
+    )
+    assert none_current.status_code == 412, none_current.text
     anything = http.patch(
         f"/v1/listings/{lid}", json={"description": "y"}, headers={**seller.headers, "If-Match": "*"}
     )
