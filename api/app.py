@@ -57,12 +57,19 @@ TAGS = [
         "description": "Listings: sellers write them (ETag/If-Match), everyone reads active ones",
     },
     {"name": "search", "description": "Full-text, faceted and geo search of active listings"},
+    {"name": "cart", "description": "The buyer's cart: lines from one or more sellers, checked out at once"},
+    {"name": "checkouts", "description": "A cart paid in one charge: one order per seller"},
     {"name": "orders", "description": "Orders and their actions: each one a durable workflow"},
+    {"name": "returns", "description": "Returns of a delivered order's lines, and their refunds"},
     {"name": "disputes", "description": "A disputed order's case: the thread and support's questions"},
     {"name": "reviews", "description": "Reviews of a completed order, both ways"},
     {"name": "notifications", "description": "The inbox, preferences and one-click unsubscribe"},
     {"name": "support", "description": "Support staff's queues and tools"},
     {"name": "webhooks", "description": "Events from the payment provider"},
+    {
+        "name": "integrations",
+        "description": "For apps: API keys, webhook endpoints and their deliveries, and the events feed",
+    },
     {"name": "health", "description": "Liveness, readiness and metrics"},
 ]
 

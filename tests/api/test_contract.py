@@ -212,6 +212,10 @@ def test_the_documents_own_rules() -> None:
             problems.append(f"{where}: operationId {operation.get('operationId')!r} is not camelCase")
         if len(operation.get("tags", [])) != 1:
             problems.append(f"{where}: tags {operation.get('tags')} (one expected)")
+        declared = {tag["name"] for tag in doc.get("tags", [])}
+        problems += [
+            f"{where}: tag {t!r} is not declared" for t in operation.get("tags", []) if t not in declared
+        ]
         for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
             if not _examples(doc, media):
                 problems.append(f"{where}: the {media_type} body has no examples")

@@ -88,6 +88,11 @@ def test_unsubscribe_token_round_trip_and_tamper() -> None:
         read_unsubscribe_token("s3cret", f"{forged}.{signature}")
     with pytest.raises(DomainError):
         read_unsubscribe_token("s3cret", "garbage")
+    # One link, one spelling: junk that base64 decoding would forgive is refused, wherever it is put.
+    payload, signed = token.split(".")
+    for malleated in (f"{token}x", f"{token}!!!!", f"{payload}=.{signed}", f"{payload}.{signed}=="):
+        with pytest.raises(DomainError):
+            read_unsubscribe_token("s3cret", malleated)
 
 
 # ---- the outbox: what `prepare` writes, in the caller's transaction (real PostgreSQL) -------------------
