@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import console, errors, openapi, ratelimits, search_direct, security, telemetry
+from api import console, errors, methods, openapi, ratelimits, search_direct, security, telemetry
 from api.listing_runtime import listing_runtime
 from api.routes import (
     auth,
@@ -88,6 +88,7 @@ def create_app() -> FastAPI:
         generate_unique_id_function=openapi.operation_id,
     )
     search_direct.install(app)  # plain searches answered before routing (first: the innermost middleware)
+    methods.install(app)  # HEAD answered as GET without the body
     errors.install(app)
     ratelimits.install(app)  # 429 with Retry-After
     security.install(app)  # security headers (+ RateLimit headers) on every response, errors included

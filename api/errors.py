@@ -10,7 +10,6 @@ usable (`InternalErrorMiddleware`).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import methods
 from bazaar.errors import DomainError, ErrorCode, Rejection
 from bazaar.telemetry import trace_id
 
@@ -196,23 +196,6 @@ REQUIRED_HEADERS: dict[str, tuple[ErrorCode, str]] = {
 }
 
 
-def allowed_methods(request: Request, named: str) -> str:
-    """Every method the document gives the request's path (405's `Allow`). Starlette names only those of the
-    first route whose path matched (`named`), and each method of a path is a route of its own here. A path the
-    document does not have (the sandbox's, the console's) keeps Starlette's answer."""
-    paths: dict[str, Any] = request.app.openapi()["paths"]
-    path = request.url.path
-    if path in paths:  # a literal path wins over a template that also matches it, as in routing
-        return ", ".join(sorted(m.upper() for m in paths[path]))
-    methods = {
-        m.upper()
-        for template, operations in paths.items()
-        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path)
-        for m in operations
-    }
-    return ", ".join(sorted(methods)) if methods else named
-
-
 def _missing_required_header(errors: list[dict[str, Any]]) -> DomainError | None:
     """The error for a request whose only problems are required headers of `REQUIRED_HEADERS` left out."""
     names = [
@@ -347,7 +330,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 503:
             headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
         if exc.status_code == 405:
-            headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+            headers["Allow"] = methods.allowed_methods(request, headers.get("Allow", ""))
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None
         )

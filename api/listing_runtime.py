@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api import metrics
-from api.schemas import ListingOut
+from api.listing_schemas import ListingOut
 from bazaar.db import get_sessionmaker
 from bazaar.listings.cache import HotCache
 from bazaar.listings.lifecycle import LISTING_CHANGED_CHANNEL

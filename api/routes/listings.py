@@ -17,9 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import Cache, MaybeCaller, Seller, Session, VerifiedSeller, Views
-from api.openapi import ETAG, LOCATION, errors, merge
-from api.ratelimits import ListingReadLimit
-from api.schemas import (
+from api.listing_schemas import (
     CategoriesOut,
     CategoryNode,
     ListingDeleteOut,
@@ -28,6 +26,8 @@ from api.schemas import (
     ListingPage,
     ListingPatch,
 )
+from api.openapi import ETAG, LOCATION, errors, merge
+from api.ratelimits import ListingReadLimit
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.listings import lifecycle as listings

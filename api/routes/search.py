@@ -15,10 +15,11 @@ import orjson
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Search
+from api.listing_schemas import SearchOut
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
 from api.openapi import errors, header, merge
 from api.ratelimits import SearchLimit
-from api.schemas import INT64_MAX, SearchOut
+from api.schemas import INT64_MAX
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import ListingCondition
 from bazaar.payments.money import Currency

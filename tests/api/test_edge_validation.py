@@ -372,14 +372,28 @@ def test_a_method_the_path_does_not_have_is_405_naming_every_method_it_has(
     http: httpx.Client, seller: Actor
 ) -> None:
     for method, path, allowed in (
-        ("OPTIONS", "/v1/cart", "DELETE, GET"),
-        ("PUT", "/v1/webhook-endpoints", "GET, POST"),
-        ("POST", f"/v1/listings/{uuid.uuid4()}", "DELETE, GET, PATCH"),
+        ("OPTIONS", "/v1/cart", "DELETE, GET, HEAD"),
+        ("PUT", "/v1/webhook-endpoints", "GET, HEAD, POST"),
+        ("POST", f"/v1/listings/{uuid.uuid4()}", "DELETE, GET, HEAD, PATCH"),
+        ("HEAD", "/v1/auth/register", "POST"),
     ):
         refused = http.request(method, path, headers=seller.headers)
         assert refused.status_code == 405, refused.text
         assert refused.headers["allow"] == allowed, (path, refused.headers)
-        assert refused.json()["error"]["code"] == "http_405"
+        if method != "HEAD":
+            assert refused.json()["error"]["code"] == "http_405"
+
+
+def test_head_is_the_get_without_its_body(http: httpx.Client, seller: Actor) -> None:
+    listing = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
+    for path, headers in ((f"/v1/listings/{listing['id']}", seller.headers), ("/healthz", {})):
+        got = http.get(path, headers=headers)
+        head = http.head(path, headers=headers)
+        assert (head.status_code, got.status_code) == (200, 200), (path, head.status_code)
+        assert head.content == b""
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert head.headers["content-type"] == got.headers["content-type"]
+    assert http.head(f"/v1/listings/{listing['id']}").status_code == 404  # a draft: the GET's answer
 
 
 # -------------------------------------------------------------------------------------- a second API

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.listing_runtime import listing_runtime
-from api.schemas import SearchOut
+from api.listing_schemas import SearchOut
 from bazaar.search.meili import Meili
 from bazaar.search.query import ListingQuery, distance_m, search_meili
 from bazaar.settings import Settings

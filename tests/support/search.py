@@ -29,7 +29,7 @@ from psycopg import sql
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from api.schemas import SearchOut
+from api.listing_schemas import SearchOut
 from bazaar.auth import Principal
 from bazaar.errors import DomainError
 from bazaar.listings import lifecycle as listings
