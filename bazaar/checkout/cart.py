@@ -118,7 +118,10 @@ async def set_line(session: AsyncSession, buyer_id: uuid.UUID, listing_id: uuid.
     """Put `quantity` of a listing in the cart (a new line, or the line's new quantity), at its current price."""
     await _lock(session, buyer_id)
     listing = await session.get(Listing, listing_id)
-    if listing is None:  # the listing in the path is not there: 404 (one that is there but not for sale: 409)
+    # The listing in the path is not there, or is someone else's draft that was never public (404, as its read
+    # answers: its id says nothing); one that is or was on sale but is not now: 409.
+    unseen = listing is not None and listing.published_at is None and listing.seller_id != buyer_id
+    if listing is None or unseen:
         raise DomainError(ErrorCode.NOT_FOUND, "listing not found")
     refusal = purchase_problem(listing, buyer_id, quantity)
     if refusal is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.http import Actor, published_listing, register, seller_with_payout
+from tests.support.http import Actor, listing_body, published_listing, register, seller_with_payout
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +137,10 @@ def test_refusals_carry_their_codes_and_change_nothing(http: httpx.Client) -> No
     archived = published_listing(http, seller)
     assert http.post(f"/v1/listings/{archived['id']}/archive", headers=seller.headers).status_code == 200
     assert error_code(put_line(http, buyer, archived["id"], 1)) == (409, "listing_not_available")
+    # Someone else's draft that was never public is not there for the buyer, as its read says: 404, not 409.
+    draft = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
+    assert http.get(f"/v1/listings/{draft['id']}", headers=buyer.headers).status_code == 404
+    assert error_code(put_line(http, buyer, draft["id"], 1)) == (404, "not_found")
     assert error_code(put_line(http, buyer, euro["id"], 0)) == (422, "validation_error")
     assert error_code(put_line(http, buyer, euro["id"], 100)) == (422, "validation_error")
     assert error_code(put_line(http, seller, euro["id"], 1)) == (403, "forbidden")  # not a buyer
