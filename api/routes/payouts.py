@@ -16,7 +16,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
 from api.deps import Seller, Session, Temporal
-from api.openapi import LOCATION, errors
+from api.openapi import LOCATION, errors, merge
 from api.payout_schemas import OnboardingLinkIn, OnboardingLinkOut, PayoutAccountIn, PayoutAccountOut
 from api.schemas import BalanceOut, LedgerLineOut, SellerBalanceOut
 from bazaar.errors import DomainError, ErrorCode
@@ -42,16 +42,25 @@ router = APIRouter(prefix="/v1/payout-account", tags=["payouts"])
     "",
     status_code=201,
     response_model=PayoutAccountOut,
-    responses={
-        201: {"description": "the account (the same one again for a repeated call)", "headers": LOCATION}
-    },
+    responses=merge(
+        {201: {"description": "the account (the same one again for a repeated call)", "headers": LOCATION}},
+        errors(ErrorCode.PAYOUT_ACCOUNT_EXISTS),
+    ),
 )
 async def create_payout_account(
     body: PayoutAccountIn, seller: Seller, session: Session, temporal: Temporal, response: Response
 ) -> PayoutAccountOut:
-    """Create the seller's payout account at the provider (idempotent: one per seller)."""
+    """Create the seller's payout account at the provider (idempotent: one per seller; the same request again
+    answers the account, another country or currency is a 409 naming the account's)."""
     user = await session.get(User, seller.user_id)
     assert user is not None
+    held = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == user.id))
+    if held is not None and (held.country, held.default_currency) != (body.country, body.default_currency):
+        raise DomainError(
+            ErrorCode.PAYOUT_ACCOUNT_EXISTS,
+            "the seller has a payout account already, in another country or currency",
+            {"country": held.country, "default_currency": held.default_currency},
+        )
     try:
         creating = await temporal.start_workflow(
             PayoutAccountWorkflow.run,

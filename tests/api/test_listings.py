@@ -61,6 +61,15 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "payout_account_required"
     assert http.post("/v1/payout-account", json={"country": "DE"}, headers=seller.headers).status_code == 201
+    # The same request again answers the account; another country or currency is refused, naming the account's.
+    again = http.post("/v1/payout-account", json={"country": "DE"}, headers=seller.headers)
+    assert again.status_code == 201 and again.json()["country"] == "DE", again.text
+    elsewhere = http.post(
+        "/v1/payout-account", json={"country": "FR", "default_currency": "USD"}, headers=seller.headers
+    )
+    assert elsewhere.status_code == 409, elsewhere.text
+    assert elsewhere.json()["error"]["code"] == "payout_account_exists"
+    assert elsewhere.json()["error"]["details"] == {"country": "DE", "default_currency": "EUR"}
     published = http.post(f"/v1/listings/{lid}/publish", headers=seller.headers)
     assert published.status_code == 200, published.text
     assert published.json()["status"] == "active"
