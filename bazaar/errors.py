@@ -81,11 +81,11 @@ class DomainError(Exception):
         return self.code.status
 
 
-def field_error(field: str, message: str, kind: str, **details: Any) -> DomainError:
-    """422 `validation_error` about one field of the request body, shaped like the API's own request validation
-    errors (`details.errors`: `loc`, `msg`, `type`), with any further `details`."""
+def field_error(field: str, message: str, kind: str, where: str = "body", **details: Any) -> DomainError:
+    """422 `validation_error` about one field of the request (`where`: body, query, path), shaped like the API's
+    own request validation errors (`details.errors`: `loc`, `msg`, `type`), with any further `details`."""
     return DomainError(
         ErrorCode.VALIDATION_ERROR,
         f"{field}: {message}",
-        {"errors": [{"loc": ["body", field], "msg": message, "type": kind}], **details},
+        {"errors": [{"loc": [where, field], "msg": message, "type": kind}], **details},
     )

@@ -20,7 +20,7 @@ from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
 from api.openapi import errors, header, merge
 from api.ratelimits import SearchLimit
 from api.schemas import INT64_MAX
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.models import ListingCondition
 from bazaar.payments.money import Currency
 from bazaar.search.index import MAX_TOTAL_HITS
@@ -40,19 +40,23 @@ _ANSWERED = {b: SEARCH_REQUESTS.labels(b) for b in ("meilisearch", "postgres")}
 
 def cross_field_problem(query: ListingQuery) -> DomainError | None:
     """What the parameters cannot mean together (each one valid on its own), or None."""
+    # Each names the parameter to add or change (`details.errors[].loc`), as a single parameter's 422 does.
     if (query.lat is None) != (query.lng is None) or (query.radius_km is not None and query.lat is None):
-        return DomainError(ErrorCode.VALIDATION_ERROR, "lat and lng go together (and radius_km needs both)")
+        missing = "lat" if query.lat is None else "lng"
+        return field_error(missing, "lat and lng go together (and radius_km needs both)", "missing", "query")
     if query.sort == SortOrder.DISTANCE and query.lat is None:
-        return DomainError(ErrorCode.VALIDATION_ERROR, "sort=distance needs lat and lng")
+        return field_error("lat", "sort=distance needs lat and lng", "missing", "query")
     if (query.min_price is not None or query.max_price is not None) and query.currency is None:
-        return DomainError(ErrorCode.VALIDATION_ERROR, "min_price and max_price need a currency")
+        return field_error("currency", "min_price and max_price need a currency", "missing", "query")
     if query.min_price is not None and query.max_price is not None and query.min_price > query.max_price:
-        return DomainError(ErrorCode.VALIDATION_ERROR, "min_price is above max_price")
+        return field_error("min_price", "min_price is above max_price", "value_error", "query")
     if query.page * query.per_page > MAX_TOTAL_HITS:
-        return DomainError(
-            ErrorCode.VALIDATION_ERROR,
+        return field_error(
+            "page",
             f"results beyond the first {MAX_TOTAL_HITS} are not served; refine the search",
-            {"max_page": MAX_TOTAL_HITS // query.per_page},
+            "value_error",
+            "query",
+            max_page=MAX_TOTAL_HITS // query.per_page,
         )
     return None
 

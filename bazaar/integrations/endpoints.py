@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.integrations.events import EventGroup, EventType
 from bazaar.integrations.models import WebhookEndpoint
 from bazaar.integrations.scope import Scope
@@ -87,10 +87,11 @@ def normalized_types(patterns: Iterable[str], scope: Scope) -> list[str]:
     chosen = sorted(set(patterns))
     unknown = [p for p in chosen if p not in known]
     if unknown or not chosen:
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
+        raise field_error(
+            "event_types",
             f"unknown event types {unknown}" if unknown else "choose at least one event type",
-            {"event_types": sorted(known)},
+            "value_error",
+            event_types=sorted(known),
         )
     return chosen
 

@@ -26,7 +26,7 @@ from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import field_error
 from bazaar.integrations.models import Event
 from bazaar.integrations.scope import Scope
 
@@ -58,10 +58,8 @@ async def page(session: AsyncSession, scope: Scope, after: int | None, limit: in
         # Any event's position will do (an id says nothing of whose event it is); an unknown one is the client's
         # error.
         if await session.scalar(select(Event.id).where(Event.id == after)) is None:
-            raise DomainError(
-                ErrorCode.VALIDATION_ERROR,
-                "unknown cursor: pass the id of the last event you received",
-                {"after": after},
+            raise field_error(
+                "after", "unknown cursor: pass the id of the last event you received", "value_error", "query"
             )
         at = aliased(Event)
         after_xid = select(at.xid).where(at.id == after).scalar_subquery()

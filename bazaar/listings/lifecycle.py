@@ -213,7 +213,11 @@ async def get_visible_rated(
 
 
 async def get_own(
-    session: AsyncSession, listing_id: uuid.UUID, seller: Principal, if_match: Collection[int] | None, lock: bool = True
+    session: AsyncSession,
+    listing_id: uuid.UUID,
+    seller: Principal,
+    if_match: Collection[int] | None,
+    lock: bool = True,
 ) -> Listing:
     stmt = select(Listing).where(Listing.id == listing_id)
     listing = _visible(await session.scalar(stmt.with_for_update() if lock else stmt), seller)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bazaar.auth import Principal
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.models import AuditEvent, Role, User
 from bazaar.telemetry import traceparent
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel, NotificationPreference
@@ -79,10 +79,8 @@ async def set_preference(
     session: AsyncSession, user_id: uuid.UUID, event_type: str, channel: NotificationChannel, enabled: bool
 ) -> None:
     if event_type not in EVENT_TYPES:
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
-            f"unknown event type {event_type!r}",
-            {"event_types": sorted(EVENT_TYPES)},
+        raise field_error(
+            "event_type", f"unknown event type {event_type!r}", "value_error", event_types=sorted(EVENT_TYPES)
         )
     await session.execute(
         insert(NotificationPreference)

@@ -282,7 +282,12 @@ def test_the_hot_path_and_the_route_answer_alike(http: httpx.Client, corpus: dic
 def test_invalid_parameters_get_422(http: httpx.Client, params: dict[str, Any]) -> None:
     response = http.get("/v1/search/listings", params=params)
     assert response.status_code == 422, response.text
-    assert response.json()["error"]["code"] in ("validation_error", "unknown_category")
+    error = response.json()["error"]
+    assert error["code"] in ("validation_error", "unknown_category")
+    if error["code"] == "validation_error":
+        # Every 422, parameters that do not go together included, names a parameter the request sent or lacks.
+        [where, name, *_] = error["details"]["errors"][0]["loc"]
+        assert where == "query" and name in {*params, "lat", "lng", "currency"}, error
 
 
 def test_hostile_input_through_the_api(http: httpx.Client, corpus: dict[str, Any]) -> None:
