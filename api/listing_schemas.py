@@ -251,7 +251,10 @@ class SearchOut(BaseModel):
     page: int
     per_page: int
     facets: dict[str, dict[str, int]] | None = Field(
-        default=None, description="with facets=true: counts per category (incl. parents), condition, price"
+        default=None,
+        description="with facets=true: counts per category (incl. parents), condition and price band; a band "
+        "is in major units of each listing's own currency (0-10, 10-50, 50-100, 100-500, 500-1000, 1000+), so "
+        "filter by `currency` for bands of one currency",
     )
     processing_time_ms: int = Field(description="time the search backend spent")
     backend: Literal["meilisearch", "postgres"] = Field(
