@@ -64,7 +64,9 @@ class ApiKeyOut(BaseModel):
     scope: ScopeKind
     prefix: str = Field(description="the key's first characters (the key itself is shown once, at creation)")
     created_at: datetime
-    last_used_at: datetime | None = Field(description="to the minute")
+    last_used_at: datetime | None = Field(
+        description="when the key was last used, updated at most once a minute (it may lag by up to one)"
+    )
     revoked_at: datetime | None
 
     @classmethod
