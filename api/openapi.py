@@ -73,20 +73,24 @@ LOCATION = {
 }
 ETAG = {"ETag": header('the version of the resource, e.g. "3": send it as If-Match to change it')}
 RETRY_AFTER = {"Retry-After": header("seconds to wait before retrying", {"type": "integer", "minimum": 0})}
-RATE_LIMIT_HEADERS = {
-    **RETRY_AFTER,
+# On every answer of a rate-limited operation (api.security), so a client can slow down before a 429.
+RATE_QUOTA_HEADERS = {
     "RateLimit": header(
         'the quota left in the current window, e.g. "default";r=0;t=42 (IETF RateLimit fields)'
     ),
     "RateLimit-Policy": header('the quota, e.g. "default";q=10;w=60: 10 requests per 60 seconds'),
 }
+RATE_LIMIT_HEADERS = {**RETRY_AFTER, **RATE_QUOTA_HEADERS}
 WWW_AUTHENTICATE = {"WWW-Authenticate": header("Bearer")}
-# On every response (api.telemetry); documented on the errors, where a client shows it to support.
+# On every response (api.telemetry): a client shows it to support with an error.
 TRACE_ID = {
-    "X-Trace-Id": header(
-        "the request's trace id (32 hex digits), also `error.trace_id`: support finds the request by it",
-        {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-    )
+    "X-Trace-Id": {
+        **header(
+            "the request's trace id (32 hex digits), also `error.trace_id`: support finds the request by it",
+            {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        ),
+        "required": True,
+    }
 }
 
 # What each status means, before the codes it may carry.
@@ -248,6 +252,9 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
             _error_response(int(status), response)
         elif status in ("204", "304"):
             response.pop("content", None)  # no body
+        # What every answer carries (api.telemetry, api.security): the trace id, and a limited operation's quota.
+        always = {**TRACE_ID, **(RATE_QUOTA_HEADERS if route.rate_limited else {})}
+        response["headers"] = {**always, **response.get("headers", {})}
     operation["responses"] = dict(sorted(responses.items()))
 
 

@@ -46,3 +46,19 @@ def test_every_bound_is_in_json_schema_keywords() -> None:
     assert not lengths_on_collections, lengths_on_collections
     bounded = schemas["ListingPatch"]["properties"]["quantity"]
     assert (bounded["minimum"], bounded["maximum"]) == (0, 10_000), bounded
+
+
+def test_every_answer_declares_the_headers_it_always_carries() -> None:
+    """X-Trace-Id on every response of every operation (required: api.telemetry sends it on each), and the
+    RateLimit fields on every response of a rate-limited one (api.security sends them, not just with a 429)."""
+    missing = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            limited = "429" in operation["responses"]
+            for status, response in operation["responses"].items():
+                headers = response.get("headers", {})
+                if not headers.get("X-Trace-Id", {}).get("required"):
+                    missing.append(f"{method.upper()} {path} {status}: X-Trace-Id")
+                if limited and not {"RateLimit", "RateLimit-Policy"} <= headers.keys():
+                    missing.append(f"{method.upper()} {path} {status}: RateLimit")
+    assert not missing, missing
