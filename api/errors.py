@@ -64,6 +64,7 @@ _HTTP_CODES = {
     401: ErrorCode.NOT_AUTHENTICATED,
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
     503: ErrorCode.SERVICE_UNAVAILABLE,
 }
 
@@ -247,7 +248,7 @@ def _where(loc: Sequence[Any]) -> str:
 
 
 def _internal_error() -> JSONResponse:
-    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+    return JSONResponse(error_body(ErrorCode.INTERNAL_ERROR, "internal error"), status_code=500)
 
 
 class InternalErrorMiddleware:

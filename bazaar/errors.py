@@ -53,6 +53,9 @@ class ErrorCode(enum.StrEnum):
     AMOUNT_NOT_CHARGEABLE = "amount_not_chargeable", 422
     ORDER_NEEDS_ATTENTION = "order_needs_attention", 409
     PAYMENT_REJECTED = "payment_rejected", 409
+    # Outside any operation's own contract, but answered all the same: in the enum so a client parses them.
+    METHOD_NOT_ALLOWED = "http_405", 405  # a method the path does not have (`Allow` names those it has)
+    INTERNAL_ERROR = "internal_error", 500  # a bug; never for bad input
 
 
 class Rejection(enum.StrEnum):

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import deps
 from api.app import create_app
+from api.errors import ErrorOut
 from bazaar.payments.money import MAX_CHARGE
 from devstack import services
 from tests.support.accounts import second_api
@@ -382,6 +383,7 @@ def test_a_method_the_path_does_not_have_is_405_naming_every_method_it_has(
         assert refused.headers["allow"] == allowed, (path, refused.headers)
         if method != "HEAD":
             assert refused.json()["error"]["code"] == "http_405"
+            ErrorOut.model_validate(refused.json())  # its code is in the document's enum: a client parses it
 
 
 def test_head_is_the_get_without_its_body(http: httpx.Client, seller: Actor) -> None:
@@ -455,6 +457,7 @@ def test_a_500_keeps_the_keep_alive_connection_usable(stack: Any) -> None:
                     "trace_id": failed.headers["x-trace-id"],  # what support finds the request by
                 }
             }
+            ErrorOut.model_validate(failed.json())  # its code is in the document's enum: a client parses it
             assert failed.headers.get("connection", "").lower() != "close"
             ok = client.get("/healthz")
             assert ok.status_code == 200, ok.text
