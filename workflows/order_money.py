@@ -365,14 +365,14 @@ class OrderMoney(OrderSteps):
                 raise ApplicationError(refused.message, self._view, type=refused.type) from None
             if amount is not None and amount > value:
                 raise ApplicationError(
-                    f"refund_amount {amount} is more than the lines are worth ({value})",
+                    f"the amount {amount} is more than the lines are worth ({value})",
                     self._view,
                     type=Rejection.INVALID_REQUEST,
                 )
             amount = value if amount is None else amount
         held = self._escrow_held()
         if amount is None or not 0 < amount <= held:
-            asked = "these lines are worth" if req.refund_lines is not None else "refund_amount is"
+            asked = "these lines are worth" if req.refund_lines is not None else "the amount is"
             raise ApplicationError(
                 f"{asked} {amount}: a refund is between 1 and {held} (what the order still holds)",
                 self._view,

@@ -113,9 +113,12 @@ class Action:
         self.order_id, self.caller, self.session = order_id, caller, session
         self.temporal, self.response, self.key = temporal, response, key
 
-    async def __call__(self, update: Any, *, reopen: bool = False, **fields: Any) -> OrderOut:
+    async def __call__(
+        self, update: Any, *, reopen: bool = False, about: str | None = None, **fields: Any
+    ) -> OrderOut:
         """`reopen`: support acting on a completed order whose run has ended starts a reopened run for it (the
-        order's state loaded from the database, never a new charge) with the Update."""
+        order's state loaded from the database, never a new charge) with the Update. `about`: the body field a
+        422 from the workflow is about (its `details.errors` names it, as the API's own 422s do)."""
         request = ActionRequest(actor_of(self.caller), **fields)
         handle = self.temporal.get_workflow_handle(order_workflow_id(str(self.order_id)))
         wait = get_settings().order_wait_seconds
@@ -154,7 +157,13 @@ class Action:
             view: OrderView = await asyncio.wait_for(started.result(), wait)
         except WorkflowUpdateFailedError as exc:
             order = await visible_order(self.session, self.order_id, self.caller)
-            raise update_rejection(exc, {"order": OrderOut.of_row(order).model_dump(mode="json")}) from exc
+            refused = update_rejection(exc, {"order": OrderOut.of_row(order).model_dump(mode="json")})
+            if refused.code == ErrorCode.VALIDATION_ERROR and about is not None:
+                refused.details["errors"] = [
+                    {"loc": ["body", about], "msg": refused.message, "type": "value_error"}
+                ]
+                refused.message = f"{about}: {refused.message}"
+            raise refused from exc
         except STILL_RUNNING:
             self.response.status_code = 202
             self.response.headers["Location"] = f"/v1/orders/{self.order_id}"
@@ -222,6 +231,7 @@ async def resolve_dispute(act: Act, _: Support, body: ResolveIn) -> OrderOut:
     """Support resolves a dispute: release to the seller, refund the buyer, or refund part and release the rest."""
     return await act(
         OrderWorkflow.resolve_dispute,
+        about="refund_amount",
         reason=body.note,
         resolution=body.resolution,
         refund_amount=body.refund_amount,
@@ -241,7 +251,12 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
     # By lines, the workflow prices them and keeps count of the units refunded, so no unit is refunded twice.
     lines = [RefundLine(str(line.listing_id), line.quantity) for line in body.lines] if body.lines else None
     return await act(
-        OrderWorkflow.refund, reopen=True, refund_amount=body.amount, refund_lines=lines, reason=body.reason
+        OrderWorkflow.refund,
+        reopen=True,
+        about="lines" if lines else "amount",
+        refund_amount=body.amount,
+        refund_lines=lines,
+        reason=body.reason,
     )
 
 

@@ -101,6 +101,10 @@ def test_a_refund_above_what_is_held_or_by_the_buyer_is_refused_and_moves_nothin
     too_much = refused(http, order["id"], "refund", seller, {"amount": PRICE + 1})
     assert too_much.status_code == 422, too_much.text
     assert too_much.json()["error"]["code"] == "validation_error"
+    # It names the body's field, as every 422 validation_error does, and still carries the order as it stands.
+    [problem] = too_much.json()["error"]["details"]["errors"]
+    assert problem["loc"] == ["body", "amount"] and str(PRICE) in problem["msg"], problem
+    assert too_much.json()["error"]["details"]["order"]["status"] == "paid"
     by_buyer = refused(http, order["id"], "refund", buyer, {"amount": 100})
     assert by_buyer.status_code == 403, by_buyer.text
     for bad in (
