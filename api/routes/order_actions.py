@@ -29,8 +29,9 @@ from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.idempotency import request_digest
 from bazaar.models import Order, OrderStatus, Role
+from bazaar.orders import rules
 from bazaar.orders.reopen import reopen_operation
-from bazaar.orders.types import ActionRequest, Actor, OrderView, RefundLine
+from bazaar.orders.types import ActionRequest, Actor, OrderAction, OrderView, RefundLine
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -171,8 +172,17 @@ class Action:
         except RPCError as exc:
             if not workflow_gone(exc):
                 raise
-            # No such order, or its workflow has ended: its state is final.
+            # No such order, or its workflow has ended: its state is final. An actor who may never do this is
+            # told so (403) whatever the state, as a running order's workflow tells them.
             order = await visible_order(self.session, self.order_id, self.caller)
+            action = OrderAction(update.__name__)
+            acting_as = rules.parties(request.actor, str(order.buyer_id), str(order.seller_id))
+            if not rules.may_ever(action, acting_as):
+                raise DomainError(
+                    ErrorCode.FORBIDDEN,
+                    f"you may not {action} this order",
+                    {"order": OrderOut.of_row(order).model_dump(mode="json")},
+                ) from exc
             raise DomainError(
                 ErrorCode.INVALID_TRANSITION,
                 f"the order is {order.status.value}",

@@ -71,15 +71,21 @@ TRACKING_FIELDS = frozenset({"carrier", "tracking_number", "tracking_url"})
 TEXT_LIMIT = 5000
 
 
-def parties(actor: Actor, view: OrderView | None) -> set[Party]:
+def parties(actor: Actor, buyer_id: str | None, seller_id: str | None) -> set[Party]:
+    """Who the actor is to an order with this buyer and seller (none, one or more parties)."""
     found = set()
-    if view is not None and actor.user_id == view.buyer_id:
+    if buyer_id and actor.user_id == buyer_id:
         found.add(Party.BUYER)
-    if view is not None and view.seller_id and actor.user_id == view.seller_id:
+    if seller_id and actor.user_id == seller_id:
         found.add(Party.SELLER)
     if actor.is_support:
         found.add(Party.SUPPORT)
     return found
+
+
+def may_ever(action: OrderAction, acting_as: set[Party]) -> bool:
+    """Whether these parties may do `action` in some state of an order: if not, it is Forbidden in any."""
+    return bool(acting_as & frozenset[Party]().union(*RULES[action].values()))
 
 
 def blocked(action: OrderAction, payment_state: PaymentState, attention: str | None) -> str | None:
@@ -102,11 +108,11 @@ def blocked(action: OrderAction, payment_state: PaymentState, attention: str | N
 
 def authorize(action: OrderAction, actor: Actor, view: OrderView | None) -> Party:
     """The party acting, or a rejection: Forbidden (never this actor) before a state rejection."""
-    acting_as = parties(actor, view)
     if view is None:
         raise ApplicationError("the order is still being placed", type=Rejection.INVALID_TRANSITION)
+    acting_as = parties(actor, view.buyer_id, view.seller_id)
     rules = RULES[action]
-    if not acting_as & frozenset[Party]().union(*rules.values()):
+    if not may_ever(action, acting_as):
         raise ApplicationError(f"you may not {action} this order", view, type=Rejection.FORBIDDEN)
     reason = blocked(action, view.payment_state, view.attention)
     if reason is not None and view.attention is not None and action not in DURING_ATTENTION:

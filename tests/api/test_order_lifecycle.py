@@ -3,11 +3,14 @@ the provider and in the ledger (each order's entries sum to zero)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
 
+from bazaar.temporal import order_workflow_id
 from tests.support.http import register, support_user
 from tests.support.money import (
     AMOUNT,
@@ -80,6 +83,23 @@ def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any
         "order.fulfilled",
         "order.completed",
     ]
+    # Once the order's run has ended, an actor who may never accept is still told 403, not that the order is
+    # completed; the seller, who may accept a paid order, gets the 409 with the order as it stands.
+    asyncio.run(run_closed(stack, oid))
+    never = refused(http, oid, "accept", buyer)
+    assert (never.status_code, never.json()["error"]["code"]) == (403, "forbidden"), never.text
+    assert never.json()["error"]["details"]["order"]["status"] == "completed"
+    late = refused(http, oid, "accept", seller)
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "invalid_transition"), late.text
+
+
+async def run_closed(stack: Any, order_id: str) -> None:
+    handle = (await Client.connect(stack.temporal_address)).get_workflow_handle(order_workflow_id(order_id))
+    for _ in range(200):
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the run of order {order_id} is still open")
 
 
 def test_refusals_say_why_and_show_the_current_state(http: httpx.Client) -> None:

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from bazaar.models import OrderStatus, PaymentState
 from bazaar.orders import rules
-from bazaar.orders.types import Actor, OrderAction, OrderView
+from bazaar.orders.types import Actor, OrderAction, OrderView, Party
 
 BUYER, SELLER, SUPPORT, STRANGER = Actor("buyer-1"), Actor("seller-1"), Actor("staff-1", True), Actor("x-1")
 ACTORS = {"buyer": BUYER, "seller": SELLER, "support": SUPPORT, "stranger": STRANGER}
@@ -141,10 +141,18 @@ def test_someone_in_two_roles_acts_in_the_first_role_the_state_allows() -> None:
 
 def test_no_seller_until_the_reservation_named_one() -> None:
     placing = view("pending", seller_id="")
-    assert rules.parties(Actor(""), placing) == set()
-    assert rules.parties(SELLER, placing) == set()
-    assert rules.parties(BUYER, placing) == {"buyer"}
-    assert rules.parties(SUPPORT, None) == {"support"}
+    assert rules.parties(Actor(""), placing.buyer_id, placing.seller_id) == set()
+    assert rules.parties(SELLER, placing.buyer_id, placing.seller_id) == set()
+    assert rules.parties(BUYER, placing.buyer_id, placing.seller_id) == {"buyer"}
+    assert rules.parties(SUPPORT, None, None) == {"support"}
+
+
+def test_who_may_ever_act_decides_forbidden_in_every_state() -> None:
+    assert not rules.may_ever(OrderAction.ACCEPT, {Party.BUYER})
+    assert rules.may_ever(OrderAction.ACCEPT, {Party.SELLER})
+    assert rules.may_ever(OrderAction.REFUND, {Party.SUPPORT})
+    assert not rules.may_ever(OrderAction.CONFIRM_RECEIPT, {Party.SELLER, Party.SUPPORT})
+    assert not rules.may_ever(OrderAction.RESOLVE_DISPUTE, set())
 
 
 @pytest.mark.parametrize("status", ["pending", "paid", "confirmed", "fulfilled", "completed", "disputed"])
