@@ -51,4 +51,4 @@ class CheckoutOut(BaseModel):
 
 class CheckoutPage(BaseModel):
     items: list[CheckoutOut]
-    next_cursor: str | None = Field(description="pass as `before` for the next page; null on the last")
+    next_cursor: uuid.UUID | None = Field(description="pass as `before` for the next page; null on the last")

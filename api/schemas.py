@@ -332,7 +332,8 @@ class OrderDetailOut(OrderOut):
 
 class OrderPage(BaseModel):
     items: list[OrderOut]
-    next_cursor: str | None
+    # The type of the `before` it is passed back as, so a generated client passes it without converting.
+    next_cursor: uuid.UUID | None = Field(description="pass as `before` for the next page; null on the last")
 
 
 class StuckOrderOut(BaseModel):

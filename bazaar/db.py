@@ -42,7 +42,7 @@ M = TypeVar("M")
 
 async def newest_first(
     session: AsyncSession, stmt: Select[M], model: type[M], before: uuid.UUID | None, limit: int
-) -> tuple[list[M], str | None]:
+) -> tuple[list[M], uuid.UUID | None]:
     """A page of `stmt`'s rows newest first (by `created_at`, then `id`), after the row `before` (the previous
     page's cursor: a row id), and the next page's cursor (None on the last page)."""
     mapped: Any = model  # its mapped columns, read off the class
@@ -55,4 +55,4 @@ async def newest_first(
     ).all()
     page = list(rows[:limit])
     last: Any = page[-1] if page else None
-    return page, str(last.id) if len(rows) > limit else None
+    return page, last.id if len(rows) > limit else None

@@ -62,3 +62,12 @@ def test_every_answer_declares_the_headers_it_always_carries() -> None:
                 if limited and not {"RateLimit", "RateLimit-Policy"} <= headers.keys():
                     missing.append(f"{method.upper()} {path} {status}: RateLimit")
     assert not missing, missing
+
+
+def test_a_pages_cursor_has_the_type_of_the_parameter_it_is_passed_back_as() -> None:
+    """`next_cursor` goes back as `before`: a generated client must not need to convert it."""
+    doc = app.openapi()
+    for path, page in (("/v1/orders", "OrderPage"), ("/v1/checkouts", "CheckoutPage")):
+        [before] = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "before"]
+        cursor = doc["components"]["schemas"][page]["properties"]["next_cursor"]
+        assert cursor["anyOf"][0] == before["schema"]["anyOf"][0], (path, cursor, before)
