@@ -117,6 +117,7 @@ def create_app() -> FastAPI:
     app.include_router(reconciliation.router)
     app.include_router(reconciliation.support_router)
     app.include_router(integrations.router)
+    app.webhooks.include_router(integrations.outgoing)
     console.install(app)  # the support console at /console (HTML pages, not in the OpenAPI document)
     return app
 

@@ -215,6 +215,12 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
             seen[operation["operationId"]] = where
             _complete_operation(operation, route_facts)
             _hoist_body_defs(operation, schemas)
+    for operations in doc.get("webhooks", {}).values():
+        for operation in operations.values():
+            # A receiver's answers: any 2xx takes the event, anything else is retried (not an error body of ours).
+            operation["responses"] = {
+                "2XX": {"description": "taken: any 2xx (anything else, or no answer in time, is retried)"}
+            }
     for unused in ("HTTPValidationError", "ValidationError"):
         if f'"{SCHEMAS}{unused}"' not in _text(doc):
             schemas.pop(unused, None)

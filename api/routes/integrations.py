@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from api.deps import Caller, Integrator, Session
 from api.integration_schemas import (
@@ -38,6 +38,36 @@ from bazaar.models import Role
 from bazaar.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["integrations"])
+# What Bazaar sends (the document's `webhooks`, OpenAPI 3.1): not an operation of this API but one of yours.
+outgoing = APIRouter(tags=["integrations"])
+
+
+@outgoing.post("event", operation_id="receiveEvent", status_code=204)
+def receive_event(
+    event: EventOut,
+    webhook_id: Annotated[
+        str,
+        Header(alias="webhook-id", description="`evt_<id>`: the same on every attempt and replay (dedupe)"),
+    ],
+    webhook_timestamp: Annotated[
+        int,
+        Header(alias="webhook-timestamp", description="seconds since the epoch when this attempt was signed"),
+    ],
+    webhook_signature: Annotated[
+        str,
+        Header(
+            alias="webhook-signature",
+            description="space-separated `v1,<base64 HMAC-SHA256>`, one per secret of the endpoint (two while "
+            "a rotation's old secret lasts), over `<webhook-id>.<webhook-timestamp>.<body>`",
+        ),
+    ],
+) -> None:
+    """What Bazaar POSTs to each of your webhook endpoints for an event of a type it subscribed to, signed as the
+    Standard Webhooks specification says (verify with a `standardwebhooks` library and the endpoint's secret).
+    Answer any 2xx to take it; anything else, a redirect or no answer in time is retried for about three days
+    (5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h), after which the endpoint is disabled and its owner told.
+    Sent at least once: deduplicate on `webhook-id`."""
+
 
 # Ids are BIGINT: a larger number is a 422, never a database overflow (500).
 INT64_MAX = 2**63 - 1

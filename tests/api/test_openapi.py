@@ -71,3 +71,15 @@ def test_a_pages_cursor_has_the_type_of_the_parameter_it_is_passed_back_as() -> 
         [before] = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "before"]
         cursor = doc["components"]["schemas"][page]["properties"]["next_cursor"]
         assert cursor["anyOf"][0] == before["schema"]["anyOf"][0], (path, cursor, before)
+
+
+def test_what_bazaar_sends_to_webhook_endpoints_is_in_the_document() -> None:
+    """The deliveries (bazaar.integrations.delivery) as OpenAPI 3.1 `webhooks`: the event as the feed lists it,
+    and the three Standard Webhooks headers, each required."""
+    [delivery] = app.openapi()["webhooks"]["event"].values()
+    assert delivery["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EventOut"
+    }
+    headers = {p["name"]: p["required"] for p in delivery["parameters"] if p["in"] == "header"}
+    assert headers == {"webhook-id": True, "webhook-timestamp": True, "webhook-signature": True}
+    assert list(delivery["responses"]) == ["2XX"]
