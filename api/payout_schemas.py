@@ -22,7 +22,7 @@ AppUrl = Annotated[
 class PayoutAccountIn(BaseModel):
     model_config = example({"country": "DE", "default_currency": "EUR"}, forbid=False)
     country: CountryCode
-    default_currency: Currency = "EUR"
+    default_currency: Currency = Currency.EUR
 
 
 class PayoutRequirementsOut(onboarding.Requirements):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from typing import Any, get_args
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
@@ -40,7 +40,7 @@ from bazaar.text import SINGLE_LINE_FORBIDDEN
 _INT = re.compile(r"0|[1-9][0-9]{0,18}")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,4})(?:\.[0-9]{1,15})?")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_CURRENCIES = frozenset(get_args(Currency))
+_CURRENCIES = frozenset(Currency)
 _CONDITIONS = frozenset(c.value for c in ListingCondition)
 _SORTS = {s.value: s for s in SortOrder}
 _BOOLS = {"true": True, "false": False}

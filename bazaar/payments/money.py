@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from bazaar.json_types import JsonInt
 
@@ -45,9 +46,28 @@ MIN_CHARGE: dict[str, int] = {
 }
 MAX_CHARGE = 99_999_999
 
-# The same codes as CURRENCY_EXPONENTS, as a type: query parameters and request fields get an enum (and
-# OpenAPI lists it); tests/bazaar/payments/test_money.py keeps the two in step.
-Currency = Literal["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD", "JPY"]
+
+class Currency(enum.StrEnum):
+    """The codes of CURRENCY_EXPONENTS as a type: every request field and query parameter that takes a currency
+    is this one enum (one `Currency` in the document, one type in a generated client);
+    tests/bazaar/payments/test_money.py keeps the two in step."""
+
+    EUR = "EUR"
+    USD = "USD"
+    GBP = "GBP"
+    CHF = "CHF"
+    SEK = "SEK"
+    NOK = "NOK"
+    DKK = "DKK"
+    PLN = "PLN"
+    CZK = "CZK"
+    CAD = "CAD"
+    AUD = "AUD"
+    JPY = "JPY"
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
 
 def chargeable_problem(amount: int, currency: str, what: str = "amount") -> str | None:
@@ -87,28 +107,14 @@ class Price(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # currency first: the amount's check needs it (pydantic validates fields in order)
-    # The schema lists the codes (as `Currency`); the check below also takes them in lower case.
-    currency: str = Field(
-        min_length=3,
-        max_length=3,
-        description="ISO 4217 code, e.g. EUR",
-        json_schema_extra={"enum": list(CURRENCY_EXPONENTS)},
-    )
+    # currency first: the amount's check needs it (pydantic validates fields in order); lower case is taken too.
+    currency: Annotated[Currency, BeforeValidator(_upper)] = Field(description="ISO 4217 code, e.g. EUR")
     amount: JsonInt = Field(
         gt=0,
         le=MAX_CHARGE,
         description="Minor units, e.g. 1999 = 19.99 EUR; at least the currency's minimum charge "
         "(e.g. 50 for EUR), at most 99,999,999",
     )
-
-    @field_validator("currency")
-    @classmethod
-    def known_currency(cls, value: str) -> str:
-        code = value.upper()
-        if code not in CURRENCY_EXPONENTS:
-            raise ValueError(f"unsupported currency {value!r}; one of {sorted(CURRENCY_EXPONENTS)}")
-        return code
 
     @field_validator("amount")
     @classmethod

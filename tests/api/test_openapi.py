@@ -83,3 +83,24 @@ def test_what_bazaar_sends_to_webhook_endpoints_is_in_the_document() -> None:
     headers = {p["name"]: p["required"] for p in delivery["parameters"] if p["in"] == "header"}
     assert headers == {"webhook-id": True, "webhook-timestamp": True, "webhook-signature": True}
     assert list(delivery["responses"]) == ["2XX"]
+
+
+def test_a_currency_is_one_enum_wherever_it_is_asked_for() -> None:
+    """A price's currency, a payout account's and search's filter are the one `Currency` component, so a
+    generated client has one type for them (not three copies of the same values)."""
+    doc = app.openapi()
+    schemas = doc["components"]["schemas"]
+    ref = {"$ref": "#/components/schemas/Currency"}
+    assert schemas["Price"]["properties"]["currency"]["$ref"] == ref["$ref"]
+    assert schemas["PayoutAccountIn"]["properties"]["default_currency"]["$ref"] == ref["$ref"]
+    [currency] = [
+        p for p in doc["paths"]["/v1/search/listings"]["get"]["parameters"] if p["name"] == "currency"
+    ]
+    assert ref in currency["schema"]["anyOf"], currency
+    inline = [
+        name
+        for name, schema in schemas.items()
+        for node in _schema_nodes(schema)
+        if name != "Currency" and "EUR" in node.get("enum", [])
+    ]
+    assert not inline, inline
