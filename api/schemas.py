@@ -17,9 +17,13 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     HttpUrl,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from bazaar.json_types import JSON_NUMBER, JsonInt
 from bazaar.models import (
@@ -51,6 +55,27 @@ CountryCode = Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False
 # An amount to move, in minor units (its currency is the order's); the bounds inside the type, so the document
 # states them on an optional field too (a constraint on `X | None` itself is not JSON Schema).
 ChargeableAmount = Annotated[int, Field(gt=0, le=MAX_CHARGE), JSON_NUMBER]
+
+
+class NamedEnum:
+    """Pydantic metadata for `Annotated[str, NamedEnum(...)]`: a set of values known only at run time (e.g. the
+    notification templates on disk) as one named enum in the document, referred to wherever it is used, so a
+    generated client has one type for it. The values are listed, not checked: the domain checks them."""
+
+    def __init__(self, name: str, values: list[str], description: str) -> None:
+        self.name, self.values, self.description = name, values, description
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.str_schema(ref=self.name)  # a `ref`: one definition, and $refs to it
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        reference = handler(schema)
+        handler.resolve_ref_schema(reference).update(
+            title=self.name, description=self.description, enum=self.values
+        )
+        return reference
 
 
 def example(*values: dict[str, Any], forbid: bool = True) -> ConfigDict:

@@ -9,13 +9,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field
 
-from api.schemas import example
+from api.schemas import NamedEnum, example
 from bazaar.json_types import JsonBool, JsonInt
 from bazaar.models import Role
 from bazaar.orders.types import Party
-from bazaar.text import multi_line, single_line
+from bazaar.text import multi_line
 from bazaar.trust.models import (
     DeadLetter,
     Dispute,
@@ -35,8 +35,14 @@ from bazaar.trust.notifications import EVENT_TYPES
 
 # A notification's event type: one of the templates (bazaar/trust/templates/notifications). Listed in the
 # schema only: a request with another one is refused by the domain (with the list), and stored rows keep theirs.
-_EVENT_TYPES: list[JsonValue] = [*sorted(EVENT_TYPES)]
-EVENT_TYPE = Field(json_schema_extra={"enum": _EVENT_TYPES})
+NotificationEventType = Annotated[
+    str,
+    NamedEnum(
+        "NotificationEventType",
+        sorted(EVENT_TYPES),
+        "what a notification is about: one of its templates (bazaar/trust/templates/notifications)",
+    ),
+]
 
 
 class ReviewIn(BaseModel):
@@ -105,7 +111,7 @@ class TrustFlagOut(BaseModel):
 
 class NotificationOut(BaseModel):
     id: int
-    event_type: str = EVENT_TYPE
+    event_type: NotificationEventType
     subject: str
     body: str
     data: dict[str, str]
@@ -133,7 +139,7 @@ class InboxOut(BaseModel):
 
 class PreferenceIn(BaseModel):
     model_config = example({"event_type": "order_paid", "channel": "email", "enabled": False})
-    event_type: Annotated[str, single_line(max_length=64)] = EVENT_TYPE
+    event_type: NotificationEventType
     channel: NotificationChannel
     enabled: JsonBool
 
@@ -144,7 +150,7 @@ class MarkedOut(BaseModel):
 
 class UnsubscribedOut(BaseModel):
     status: Literal["unsubscribed"] = "unsubscribed"
-    event_type: str = EVENT_TYPE
+    event_type: NotificationEventType
     channel: NotificationChannel
 
 
@@ -160,7 +166,7 @@ class ReplayOut(BaseModel):
 class DeadLetterOut(BaseModel):
     id: int
     notification_id: int
-    event_type: str = EVENT_TYPE
+    event_type: NotificationEventType
     channel: NotificationChannel
     recipient_id: uuid.UUID
     error: str

@@ -104,3 +104,12 @@ def test_a_currency_is_one_enum_wherever_it_is_asked_for() -> None:
         if name != "Currency" and "EUR" in node.get("enum", [])
     ]
     assert not inline, inline
+
+
+def test_a_notification_event_type_is_one_enum_wherever_it_is_named() -> None:
+    schemas = app.openapi()["components"]["schemas"]
+    assert "order_paid" in schemas["NotificationEventType"]["enum"]
+    for model in ("NotificationOut", "PreferenceIn", "UnsubscribedOut", "DeadLetterOut"):
+        assert schemas[model]["properties"]["event_type"] == {
+            "$ref": "#/components/schemas/NotificationEventType"
+        }
