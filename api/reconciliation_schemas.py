@@ -85,7 +85,7 @@ class ReconciliationPage(BaseModel):
 class ReconciliationItemIn(BaseModel):
     model_config = example({"status": "acknowledged", "note": "Asked the provider who made this refund"})
 
-    status: Literal["acknowledged", "resolved", "open"] = Field(
+    status: DiscrepancyStatus = Field(
         description="acknowledged: someone is on it (it leaves the open gauge); resolved: settled (the note "
         "says how); open: reopen it"
     )

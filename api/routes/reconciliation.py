@@ -29,7 +29,7 @@ from api.schemas import INT64_MAX
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.payments import discrepancies
 from bazaar.payments.discrepancies import DiscrepancyStatus
-from bazaar.payments.reconcile import DiscrepancyCategory
+from bazaar.payments.reconcile import DiscrepancyCategory, ObjectType
 from bazaar.settings import get_settings
 from bazaar.temporal import RECONCILIATION, money_workflow_id, task_queue
 from bazaar.text import single_line
@@ -80,7 +80,7 @@ async def list_reconciliation_items(
         Query(max_length=3, description="several = any of them; default: open"),
     ] = None,
     category: DiscrepancyCategory | None = None,
-    object_type: Annotated[Annotated[str, single_line(max_length=32)] | None, Query()] = None,
+    object_type: Annotated[ObjectType | None, Query()] = None,
     order_id: uuid.UUID | None = None,
     window_id: Annotated[Annotated[str, single_line(max_length=64)] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
