@@ -150,7 +150,7 @@ def test_generated_python_client_drives_a_whole_order(generated: ModuleType, sta
 
     payout = api.op("payouts", "create_payout_account").sync_detailed(
         client=seller,
-        body=m.PayoutAccountIn(country="DE", default_currency=m.PayoutAccountInDefaultCurrency.EUR),
+        body=m.PayoutAccountIn(country="DE", default_currency=m.Currency.EUR),
     )
     assert payout.status_code == 201, payout.content
     assert payout.parsed.provider_account_id.startswith("acct_")
@@ -159,7 +159,7 @@ def test_generated_python_client_drives_a_whole_order(generated: ModuleType, sta
     listing_in = m.ListingIn(
         title=f"Generated-client bike {uuid.uuid4().hex[:6]}",
         description="Steel frame",
-        price=m.Price(amount=0, currency=m.PriceCurrency.EUR),
+        price=m.Price(amount=0, currency=m.Currency.EUR),
         category="bikes",
         condition=m.ListingCondition.GOOD,
         quantity=2,
@@ -175,7 +175,7 @@ def test_generated_python_client_drives_a_whole_order(generated: ModuleType, sta
     assert isinstance(field, m.FieldError)
     assert (field.loc, field.type_) == (["body", "price", "amount"], "greater_than")
 
-    listing_in.price = m.Price(amount=45_000, currency=m.PriceCurrency.EUR)
+    listing_in.price = m.Price(amount=45_000, currency=m.Currency.EUR)
     created = create_listing.sync_detailed(client=seller, body=listing_in)
     assert created.status_code == 201, created.content
     listing = created.parsed
