@@ -142,6 +142,7 @@ def place_and_complete(replicas: Replicas, buyer: Actor, seller: Actor, listing_
     )
     assert placed.status_code in (200, 201, 202), placed.text
     order_id = placed.json()["id"]
+    seen: list[Any] = []  # the last read and answer, for the failure message of an order that does not move
     for action, actor, after in (
         ("accept", seller, "confirmed"),
         ("fulfil", seller, "fulfilled"),
@@ -153,6 +154,7 @@ def place_and_complete(replicas: Replicas, buyer: Actor, seller: Actor, listing_
             action: str = action, actor: Actor = actor, after: str = after, step_key: str = step_key
         ) -> bool:
             read = replicas.request("GET", f"/v1/orders/{order_id}", headers=actor.headers)
+            seen[:] = [read.status_code, read.text[:600]]
             if read.status_code != 200:
                 # Placed (202) but not stored yet, while its workflow waits for a live worker: look again.
                 assert read.status_code in (404, 503), read.text
@@ -168,9 +170,13 @@ def place_and_complete(replicas: Replicas, buyer: Actor, seller: Actor, listing_
                 headers={**actor.headers, "Idempotency-Key": step_key},
             )
             assert answer.status_code in (200, 202, 409), answer.text
+            seen.extend([action, answer.status_code, answer.text[:600]])
             return bool(answer.status_code == 200 and answer.json()["status"] == after)
 
-        wait_until(moved, timeout=120, interval=0.3)
+        try:
+            wait_until(moved, timeout=120, interval=0.3)
+        except AssertionError as stuck:
+            raise AssertionError(f"order {order_id} did not become {after}; last seen: {seen}") from stuck
     return order_id, time.monotonic() - started
 
 
