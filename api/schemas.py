@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from bazaar.json_types import JSON_NUMBER, JsonInt
+from bazaar.json_types import JsonInt
 from bazaar.models import (
     AuditEvent,
     LedgerAccount,
@@ -44,7 +44,7 @@ from bazaar.orders.types import (
     order_line_views,
     view_lines,
 )
-from bazaar.payments.money import MAX_CHARGE, Money
+from bazaar.payments.money import ChargeableAmount, Money
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
 from bazaar.trust.models import DisputeResolution
@@ -52,9 +52,6 @@ from bazaar.trust.models import DisputeResolution
 # PostgreSQL's bigint: the bound of any integer that may reach a query (beyond it, the database errs).
 INT64_MAX = 2**63 - 1
 CountryCode = Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False)]
-# An amount to move, in minor units (its currency is the order's); the bounds inside the type, so the document
-# states them on an optional field too (a constraint on `X | None` itself is not JSON Schema).
-ChargeableAmount = Annotated[int, Field(gt=0, le=MAX_CHARGE), JSON_NUMBER]
 
 
 class NamedEnum:

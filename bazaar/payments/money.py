@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from bazaar.json_types import JsonInt
+from bazaar.json_types import JSON_NUMBER
 
 # Currencies we accept, with their minor-unit exponent (ISO 4217). Extend deliberately.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -45,6 +45,9 @@ MIN_CHARGE: dict[str, int] = {
     "JPY": 50,
 }
 MAX_CHARGE = 99_999_999
+# An amount to move, in minor units: a price, a refund, a resolution's part. The bounds sit inside the type, so
+# the document states them on an optional field too (a constraint on `X | None` itself is not JSON Schema).
+ChargeableAmount = Annotated[int, Field(gt=0, le=MAX_CHARGE), JSON_NUMBER]
 
 
 class Currency(enum.StrEnum):
@@ -109,9 +112,7 @@ class Price(BaseModel):
 
     # currency first: the amount's check needs it (pydantic validates fields in order); lower case is taken too.
     currency: Annotated[Currency, BeforeValidator(_upper)] = Field(description="ISO 4217 code, e.g. EUR")
-    amount: JsonInt = Field(
-        gt=0,
-        le=MAX_CHARGE,
+    amount: ChargeableAmount = Field(
         description="Minor units, e.g. 1999 = 19.99 EUR; at least the currency's minimum charge "
         "(e.g. 50 for EUR), at most 99,999,999",
     )
