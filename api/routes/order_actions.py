@@ -26,7 +26,7 @@ from api.openapi import LOCATION, errors, merge
 from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
 from bazaar.auth import Principal, order_party
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.idempotency import request_digest
 from bazaar.models import Order, OrderStatus, Role
 from bazaar.orders import rules
@@ -158,12 +158,10 @@ class Action:
             view: OrderView = await asyncio.wait_for(started.result(), wait)
         except WorkflowUpdateFailedError as exc:
             order = await visible_order(self.session, self.order_id, self.caller)
-            refused = update_rejection(exc, {"order": OrderOut.of_row(order).model_dump(mode="json")})
+            current = OrderOut.of_row(order).model_dump(mode="json")
+            refused = update_rejection(exc, {"order": current})
             if refused.code == ErrorCode.VALIDATION_ERROR and about is not None:
-                refused.details["errors"] = [
-                    {"loc": ["body", about], "msg": refused.message, "type": "value_error"}
-                ]
-                refused.message = f"{about}: {refused.message}"
+                raise field_error(about, refused.message, "value_error", order=current) from exc
             raise refused from exc
         except STILL_RUNNING:
             self.response.status_code = 202
