@@ -221,6 +221,7 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
             operation["responses"] = {
                 "2XX": {"description": "taken: any 2xx (anything else, or no answer in time, is retried)"}
             }
+            operation["security"] = []  # Bazaar signs what it sends (the webhook-signature header) instead
     for unused in ("HTTPValidationError", "ValidationError"):
         if f'"{SCHEMAS}{unused}"' not in _text(doc):
             schemas.pop(unused, None)
@@ -234,6 +235,8 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         # The token is optional: without one the caller is anonymous (an empty requirement), with one it
         # must be valid.
         operation["security"] = [{}, *operation.get("security", [])]
+    elif not route.token:
+        operation.setdefault("security", [])  # public: stated, so a client sends no credentials
     generic: list[ErrorCode] = []
     if route.token:
         generic.append(ErrorCode.NOT_AUTHENTICATED)

@@ -116,6 +116,7 @@ async def verify_email(body: TokenIn, session: Session, _: AccountLinksLimit) ->
 async def resend_verification(
     caller: Caller, session: Session, _: AccountLinksLimit, may_mail: MailBudget
 ) -> Accepted:
+    """Mail a new confirmation link to your address (202), unless it is verified already."""
     user = await _me(session, caller.user_id)
     if user.email_verified_at is not None:
         return Accepted(message="the email address is verified already")
@@ -167,6 +168,7 @@ def _wrong_current_password(exc: DomainError) -> bool:
 
 @router.get("/users/me", response_model=AccountOut)
 async def me(caller: Caller, session: Session) -> AccountOut:
+    """Your own account: email, display name, roles and whether the email address is verified."""
     user = await _me(session, caller.user_id)
     return AccountOut(
         id=user.id,
@@ -217,6 +219,8 @@ def _page(title: str, intro: str, action: str, token: str, with_password: bool) 
 
 @router.get("/auth/verify-email", response_class=HTMLResponse)
 async def verify_email_page(token: TokenQuery) -> HTMLResponse:
+    """The link in the confirmation mail: a page whose button POSTs the token to `/v1/auth/verify-email`
+    (a GET changes nothing: mail scanners fetch every link)."""
     return _page(
         "Confirm email address", "Confirm that this address is yours.", "/v1/auth/verify-email", token, False
     )
@@ -224,6 +228,8 @@ async def verify_email_page(token: TokenQuery) -> HTMLResponse:
 
 @router.get("/auth/password-reset/confirm", response_class=HTMLResponse)
 async def password_reset_page(token: TokenQuery) -> HTMLResponse:
+    """The link in the reset mail: a page with a new-password form that POSTs to
+    `/v1/auth/password-reset/confirm` (a GET changes nothing)."""
     return _page(
         "Reset password",
         "Choose a new password (at least 10 characters, hard to guess). You will be logged out everywhere.",

@@ -39,6 +39,8 @@ STILL_SAVING: dict[int | str, dict[str, Any]] = {
 
 @router.get("", response_model=DisputeOut, responses=errors(ErrorCode.FORBIDDEN))
 async def get_dispute(order_id: uuid.UUID, caller: Caller, session: Session) -> DisputeOut:
+    """The order's dispute and its message thread, for the buyer, the seller and support (404 when the order has
+    none)."""
     dispute, thread = await disputes.visible_case(session, order_id, caller)
     return DisputeOut.of(dispute, thread)
 

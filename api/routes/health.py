@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -20,6 +21,18 @@ from bazaar.errors import DomainError, ErrorCode
 from bazaar.settings import get_settings
 
 router = APIRouter(tags=["health"])
+
+# Prometheus' scrape credential, its own scheme in the document (not a user's access token).
+MetricsToken = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Depends(
+        HTTPBearer(
+            auto_error=False,
+            scheme_name="MetricsToken",
+            description="METRICS_TOKEN; without one configured, /metrics answers loopback clients only",
+        )
+    ),
+]
 
 
 class HealthOut(BaseModel):
@@ -39,6 +52,7 @@ class ReadyOut(BaseModel):
 
 @router.get("/healthz", response_model=HealthOut)
 async def healthz() -> HealthOut:
+    """Liveness: the API process answers (checks no dependency; /readyz does)."""
     return HealthOut()
 
 
@@ -48,6 +62,8 @@ async def healthz() -> HealthOut:
     responses={503: {"model": ReadyOut, "description": "a dependency is down (`checks` says which)"}},
 )
 async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JSONResponse:
+    """Readiness: PostgreSQL, Temporal and Meilisearch each answer within 3 s (503 naming the one that does not)."""
+
     async def postgres() -> bool:
         await session.execute(text("SELECT 1"))
         return True
@@ -76,16 +92,17 @@ async def readyz(session: Session, temporal: Temporal, meili: MeiliClient) -> JS
             "description": "Prometheus text exposition format",
             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
         },
-        **errors(ErrorCode.NOT_AUTHENTICATED, ErrorCode.FORBIDDEN),
+        **errors(ErrorCode.FORBIDDEN),
     },
 )
-async def get_metrics(session: Session, temporal: Temporal, request: Request) -> Response:
+async def get_metrics(
+    session: Session, temporal: Temporal, request: Request, credentials: MetricsToken
+) -> Response:
     """Who may call: Prometheus with METRICS_TOKEN, or (when no token is configured) loopback clients only."""
     token = get_settings().metrics_token
     if token is not None:
-        if not secrets.compare_digest(
-            request.headers.get("authorization", ""), f"Bearer {token.get_secret_value()}"
-        ):
+        sent = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(sent.encode(), token.get_secret_value().encode()):
             raise DomainError(ErrorCode.NOT_AUTHENTICATED, "metrics need the METRICS_TOKEN bearer token")
     elif request.client is None or request.client.host not in ("127.0.0.1", "::1"):
         raise DomainError(ErrorCode.FORBIDDEN, "metrics are served to loopback clients only")

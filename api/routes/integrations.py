@@ -117,6 +117,7 @@ async def list_api_keys(caller: Caller, session: Session) -> list[ApiKeyOut]:
 
 @router.get("/api-keys/{key_id}", response_model=ApiKeyOut, responses=errors(ErrorCode.FORBIDDEN))
 async def get_api_key(key_id: uuid.UUID, caller: Caller, session: Session) -> ApiKeyOut:
+    """One key of your scopes (revoked ones too), without the key itself."""
     return ApiKeyOut.of(await keys.get(session, _scopes(caller), key_id))
 
 
@@ -157,6 +158,7 @@ async def create_webhook_endpoint(
     openapi_extra=KEY_OR_TOKEN,
 )
 async def list_webhook_endpoints(caller: Integrator, session: Session) -> list[WebhookEndpointOut]:
+    """Your scope's webhook endpoints, without their secrets."""
     return [WebhookEndpointOut.of(e) for e in await endpoints.list_endpoints(session, caller)]
 
 
@@ -169,6 +171,7 @@ async def list_webhook_endpoints(caller: Integrator, session: Session) -> list[W
 async def get_webhook_endpoint(
     endpoint_id: uuid.UUID, caller: Integrator, session: Session
 ) -> WebhookEndpointOut:
+    """One webhook endpoint of your scope, without its secret."""
     return WebhookEndpointOut.of(await endpoints.get(session, caller, endpoint_id))
 
 

@@ -136,6 +136,8 @@ async def get_listing(
     response: Response,
     if_none_match: IfNoneMatch = None,
 ) -> ListingOut | Response:
+    """An active listing, for anyone; a draft, sold or archived one only for its seller and support (404
+    for others). Answers an `ETag`; with a matching `If-None-Match` (a list, or `*`), 304 without a body."""
     cached = cache.get(listing_id)
     if cached is not None and _public_reader(viewer, cached.seller_id):
         out = cached
@@ -215,6 +217,8 @@ async def publish_listing(
     response: Response,
     if_match: IfMatch = None,
 ) -> ListingOut:
+    """Put a draft on sale (`active`; it reaches search within seconds). Needs a verified email address and
+    a payout account that can receive payouts; `If-Match` optional (412 when stale)."""
     listing = await listings.publish(session, listing_id, seller, parse_if_match(if_match))
     return await _written(session, cache, response, listing)
 
@@ -232,6 +236,8 @@ async def archive_listing(
     response: Response,
     if_match: IfMatch = None,
 ) -> ListingOut:
+    """Take the listing off sale for good (`archived`; gone from search). Orders already placed go on;
+    `If-Match` optional (412 when stale)."""
     listing = await listings.archive(session, listing_id, seller, parse_if_match(if_match))
     return await _written(session, cache, response, listing)
 

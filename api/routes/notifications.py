@@ -46,6 +46,8 @@ async def list_notifications(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[int | None, Query(ge=INT64_MIN, le=INT64_MAX)] = None,
 ) -> InboxOut:
+    """Your inbox, newest first (`unread=true` for unread only), with the unread count; pass `next_cursor` as
+    `before` for the next page."""
     items, unread_count = await notifications.inbox(session, caller.user_id, unread, limit, before)
     return InboxOut(
         items=[NotificationOut.of(n) for n in items],
@@ -67,6 +69,7 @@ async def mark_notification_read(notification_id: RowId, caller: Caller, session
 
 @router.post("/notifications/read-all", response_model=MarkedOut)
 async def mark_all_notifications_read(caller: Caller, session: Session) -> MarkedOut:
+    """Mark every unread item of your inbox read; answers how many were marked."""
     return MarkedOut(marked=await notifications.mark_read(session, caller.user_id, None))
 
 
@@ -80,6 +83,7 @@ async def get_notification_preferences(caller: Caller, session: Session) -> dict
 async def set_notification_preference(
     body: PreferenceIn, caller: Caller, session: Session
 ) -> dict[str, dict[str, bool]]:
+    """Turn one event type on or off on one channel (inbox, email); answers all your preferences."""
     await notifications.set_preference(session, caller.user_id, body.event_type, body.channel, body.enabled)
     return await notifications.preferences(session, caller.user_id)
 
@@ -117,6 +121,8 @@ def _read(token: str) -> tuple[uuid.UUID, str, NotificationChannel]:
 async def list_dead_letters(
     staff: Support, session: Session, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[DeadLetterOut]:
+    """Support only: notifications that could not be delivered after every attempt, newest first (replay one
+    with `POST /v1/support/dead-letters/{id}/replay`)."""
     rows = (
         await session.execute(
             select(DeadLetter, Notification)

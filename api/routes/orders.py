@@ -184,6 +184,8 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
 ) -> OrderPage:
+    """Your orders, newest first: those you bought (`role=buyer`) or sold (`role=seller`); pass a page's
+    `next_cursor` as `before` for the next one."""
     if status == OrderStatus.REJECTED:  # a refused placement is never stored
         return OrderPage(items=[], next_cursor=None)
     column = Order.buyer_id if role == "buyer" else Order.seller_id
@@ -201,6 +203,7 @@ async def list_orders(
 async def get_order(
     order_id: uuid.UUID, caller: Caller, session: Session, temporal: Temporal
 ) -> OrderDetailOut:
+    """One order with its timeline, for its buyer, its seller and support (403 for anyone else)."""
     order = await session.get(Order, order_id)
     if order is None:
         # Accepted (202) but not stored yet: the workflow knows it.

@@ -65,6 +65,8 @@ async def review_order(
     responses=errors(ErrorCode.FORBIDDEN),
 )
 async def list_order_reviews(order_id: uuid.UUID, caller: Caller, session: Session) -> list[ReviewOut]:
+    """The order's reviews, for its buyer, seller and support: your own at once, the other side's once both
+    have written or the review window has closed (blind reviews)."""
     return [ReviewOut.of(r) for r in await reviews.for_order(session, order_id, caller)]
 
 

@@ -84,6 +84,21 @@ def test_every_endpoint_is_classified() -> None:
     assert set(all_endpoints()) >= PUBLIC | SELLER_ONLY | BUYER_ONLY | SUPPORT_ONLY
 
 
+def test_the_document_states_who_may_call_each_operation() -> None:
+    """A generated client reads `security` to decide what to send: a public operation states none (`[]`) or an
+    optional one (`{}` first: anonymous callers allowed), every other one requires a scheme."""
+    wrong = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            security = operation.get("security")
+            if (method.upper(), path) in PUBLIC:
+                if security is None or (security and security[0] != {}):
+                    wrong.append((method, path, security))
+            elif not security or {} in security:
+                wrong.append((method, path, security))
+    assert not wrong, wrong
+
+
 @pytest.mark.parametrize(("method", "path"), [e for e in all_endpoints() if e not in PUBLIC])
 def test_401_without_or_with_a_bad_token(http: httpx.Client, stack: Any, method: str, path: str) -> None:
     expired = jwt.encode(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from api.app import app
+from bazaar.settings import get_settings
 
 # Pydantic's names for bounds: a constraint pydantic cannot express on a schema lands in it under these, which
 # no JSON Schema validator or client generator reads (the bound silently vanishes from the contract).
@@ -113,3 +114,19 @@ def test_a_notification_event_type_is_one_enum_wherever_it_is_named() -> None:
         assert schemas[model]["properties"]["event_type"] == {
             "$ref": "#/components/schemas/NotificationEventType"
         }
+
+
+def test_every_operation_says_what_it_does_and_where_it_is_served() -> None:
+    """What client generators and API browsers show: a description on every operation (its handler's
+    docstring), and the deployment's base URL as the server."""
+    doc = app.openapi()
+    undescribed = [
+        f"{method.upper()} {path}"
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        if not operation.get("description", "").strip()
+    ]
+    assert not undescribed, undescribed
+    assert doc["servers"] == [
+        {"url": get_settings().public_base_url, "description": "this deployment (PUBLIC_BASE_URL)"}
+    ]
