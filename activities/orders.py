@@ -102,7 +102,10 @@ class OrderTransition(OrderStateChange):
     release_stock: bool = False  # the order's stock goes back to its listing (once)
     ledger: list[LedgerPosting] = field(default_factory=list)
     notices: list[NotificationEvent] = field(default_factory=list)
-    outcome: str | None = None  # the seller's reputation counter: completed | cancelled | disputed
+    # The seller's reputation counters (bazaar.orders.notices.outcome_of): how the order ended
+    # (completed | cancelled | refunded), and whether it counts as disputed.
+    outcome: str | None = None
+    disputed: bool = False
     review_closes_at: datetime | None = None  # completion: the review window opens until then
     # Refunds: the units of each line (by listing id) refunded by line so far, written to the order's lines.
     refunded_units: dict[str, int] = field(default_factory=dict)
@@ -264,7 +267,7 @@ class OrderActivities:
                 change.payment_state,
                 change.action,
             )
-            if change.outcome or change.review_closes_at:
+            if change.outcome or change.disputed or change.review_closes_at:
                 await _trust_bookkeeping(session, order_id, change)
         metrics.order_transition(moved.from_status, change.status, moved.seconds_in_state)  # once committed
         return True
@@ -481,8 +484,9 @@ async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change:
         async with session.begin_nested():
             seller_id = await session.scalar(select(Order.seller_id).where(Order.id == order_id))
             assert seller_id is not None
-            if change.outcome:
-                await reputation.apply_order_outcome(session, order_id, seller_id, change.outcome)
+            for outcome in (change.outcome, "disputed" if change.disputed else None):
+                if outcome:
+                    await reputation.apply_order_outcome(session, order_id, seller_id, outcome)
             if change.review_closes_at:
                 await reviews.open_window(session, order_id, closes_at=change.review_closes_at)
     except SQLAlchemyError:

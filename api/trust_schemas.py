@@ -88,9 +88,13 @@ class ReputationOut(BaseModel):
     score: float = Field(description="Bayesian average of ratings received (1-5)")
     rating_count: int
     orders_completed: int
-    completion_rate: float
-    cancellation_rate: float
-    dispute_rate: float
+    # Shares of the seller's ended orders: completed, cancelled by the seller, or refunded without completing
+    # (bazaar.trust.reputation.rates).
+    completion_rate: float = Field(ge=0, le=1, description="share of ended orders that completed")
+    cancellation_rate: float = Field(ge=0, le=1, description="share of ended orders the seller cancelled")
+    dispute_rate: float = Field(
+        ge=0, le=1, description="share of ended orders disputed by the buyer or through a chargeback"
+    )
 
 
 class ProfileOut(BaseModel):

@@ -154,6 +154,7 @@ class OrderSteps:
             transfers=self._transfers,
             accept_by=now + timedelta(seconds=self._terms.acceptance_timeout_seconds),
             reviews_close_at=now + timedelta(seconds=self._terms.review_window_seconds),
+            completed_before=self._releases > 0,
         )
         reversible = action in (OrderEvent.ACCEPTED, OrderEvent.FULFILLED, OrderEvent.DISPUTED)
         await self._save(
@@ -196,6 +197,7 @@ class OrderSteps:
             ledger=ledger or [],
             notices=effects.notices,
             outcome=effects.outcome,
+            disputed=effects.disputed,
             review_closes_at=workflow.now() + timedelta(seconds=self._terms.review_window_seconds)
             if effects.opens_reviews
             else None,

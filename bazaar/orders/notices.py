@@ -6,13 +6,13 @@ Pure: the order workflow calls it with its view and gets data back; nothing here
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from bazaar.models import PaymentState
+    from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders.types import OrderEvent, OrderView, Party
     from bazaar.payments.money import format_money
     from bazaar.trust.notifications import NotificationEvent
@@ -26,8 +26,10 @@ class Effects:
     """What a transition implies beyond the order's own state."""
 
     notices: list[NotificationEvent] = field(default_factory=list)
-    outcome: str | None = None  # completed | cancelled | disputed
+    # The seller's reputation counters (`outcome_of`): how the order ended, and whether it counts as disputed.
+    outcome: str | None = None  # completed | cancelled | refunded
     opens_reviews: bool = False
+    disputed: bool = False
 
 
 def minutes(moment: datetime) -> str:
@@ -60,8 +62,43 @@ def effects_of(
     transfers: int,
     accept_by: datetime,
     reviews_close_at: datetime,
+    completed_before: bool,
 ) -> Effects:
     """The notifications and counters of `action` (a timeline event) leading to `view`."""
+    outcome, disputed = outcome_of(action, view, completed_before)
+    return replace(
+        _notices_of(action, view, payout, transfers, accept_by, reviews_close_at),
+        outcome=outcome,
+        disputed=disputed,
+    )
+
+
+def outcome_of(action: OrderEvent, view: OrderView, completed_before: bool) -> tuple[str | None, bool]:
+    """What `action` adds to the seller's order counters: how the order ended, once (completed; cancelled by
+    the seller; refunded without ever completing), and whether it was disputed, counted once it has ended (a
+    dispute or chargeback on an order that had completed counts when it opens), so every rate over ended
+    orders stays within 0-1. `completed_before`: the order completed earlier (a refund then ends nothing new)."""
+    disputed = view.dispute_source is not None
+    if action == OrderEvent.COMPLETED:
+        # Completed again after a won chargeback: counted the first time.
+        return (None if view.reason == "chargeback_won" else "completed"), disputed
+    if action == OrderEvent.CANCELLED:
+        return ("cancelled" if view.reason in SELLER_CANCELLATIONS else None), False
+    if view.status == OrderStatus.REFUNDED and action in (OrderEvent.REFUNDED, OrderEvent.CHARGEBACK_LOST):
+        return (None if completed_before else "refunded"), disputed
+    if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
+        return None, completed_before
+    return None, False
+
+
+def _notices_of(
+    action: OrderEvent,
+    view: OrderView,
+    payout: int,
+    transfers: int,
+    accept_by: datetime,
+    reviews_close_at: datetime,
+) -> Effects:
     payout_text = {"payout": format_money(payout, view.currency)}
     buyer, seller = [Party.BUYER], [Party.SELLER]
     if action == OrderEvent.PAID:
@@ -74,14 +111,12 @@ def effects_of(
             [notice(view, "shipped", "order_shipped", buyer, {"tracking": tracking or "none given"})]
         )
     if action == OrderEvent.CANCELLED:
-        outcome = "cancelled" if view.reason in SELLER_CANCELLATIONS else None
         if view.reason == "seller_declined":
-            return Effects([notice(view, "cancelled", "order_declined", buyer)], outcome)
+            return Effects([notice(view, "cancelled", "order_declined", buyer)])
         reason = (view.reason or "cancelled").replace("_", " ")
-        cancelled = notice(view, "cancelled", "order_cancelled", buyer + seller, {"reason": reason})
-        return Effects([cancelled], outcome)
+        return Effects([notice(view, "cancelled", "order_cancelled", buyer + seller, {"reason": reason})])
     if action == OrderEvent.COMPLETED and view.reason == "chargeback_won":
-        # Completed again after a won chargeback: reviews and the completion count happened the first time.
+        # Completed again after a won chargeback: the reviews opened the first time.
         return Effects([notice(view, "completed-again", "order_completed", seller, payout_text)])
     if action == OrderEvent.COMPLETED:
         event_type = {
@@ -96,7 +131,7 @@ def effects_of(
             {"deadline": minutes(reviews_close_at)},
         )
         return Effects(
-            [notice(view, "completed", event_type, seller, payout_text), invitation], "completed", True
+            [notice(view, "completed", event_type, seller, payout_text), invitation], opens_reviews=True
         )
     if action == OrderEvent.PAYOUT_RETRIED:
         return Effects([notice(view, f"payout-retried-{transfers}", "order_completed", seller, payout_text)])
@@ -108,6 +143,4 @@ def effects_of(
         return Effects(
             [notice(view, f"refunded-{view.refunded_amount}", "order_refunded", buyer + seller, refunded)]
         )
-    if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
-        return Effects(outcome="disputed")
     return Effects()

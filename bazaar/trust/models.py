@@ -84,6 +84,7 @@ class Reputation(Base):
     orders_completed: Mapped[int] = mapped_column(Integer, default=0)
     orders_cancelled: Mapped[int] = mapped_column(Integer, default=0)
     orders_disputed: Mapped[int] = mapped_column(Integer, default=0)
+    orders_refunded: Mapped[int] = mapped_column(Integer, default=0)  # ended refunded, never completed
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

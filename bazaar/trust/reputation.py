@@ -94,7 +94,8 @@ async def _recount(session: AsyncSession, rep: Reputation) -> None:
 async def apply_order_outcome(
     session: AsyncSession, order_id: uuid.UUID, seller_id: uuid.UUID, outcome: str
 ) -> Reputation:
-    """outcome: completed | cancelled | disputed (a disputed order that later completes counts both)."""
+    """outcome: how the order ended (completed | cancelled | refunded), or disputed (an ended order that was
+    disputed; bazaar.orders.notices.outcome_of decides which); each counted once per order."""
     rep = await _row(session, seller_id)
     if await _once(
         session, f"reputation:order:{order_id}:{outcome}", f"reputation.order_{outcome}", seller_id
@@ -103,19 +104,27 @@ async def apply_order_outcome(
             rep.orders_completed += 1
         elif outcome == "cancelled":
             rep.orders_cancelled += 1
+        elif outcome == "refunded":
+            rep.orders_refunded += 1
         elif outcome == "disputed":
             rep.orders_disputed += 1
     return rep
 
 
 def rates(rep: Reputation | None) -> dict[str, float]:
-    ended = (rep.orders_completed + rep.orders_cancelled) if rep else 0
+    """Shares of the seller's ended orders (completed, cancelled by the seller, refunded without completing;
+    a buyer's cancellation or a failed payment is not the seller's doing and is not counted): completed,
+    cancelled, and disputed (by the buyer or through a chargeback)."""
+    ended = (rep.orders_completed + rep.orders_cancelled + rep.orders_refunded) if rep else 0
     if rep is None or ended == 0:
         return {"completion_rate": 0.0, "cancellation_rate": 0.0, "dispute_rate": 0.0}
+    # Counters written before disputes were counted at the order's end counted them when they opened, open
+    # ones included: at most every ended order.
+    disputed = min(rep.orders_disputed, ended)
     return {
         "completion_rate": round(rep.orders_completed / ended, 4),
         "cancellation_rate": round(rep.orders_cancelled / ended, 4),
-        "dispute_rate": round(rep.orders_disputed / ended, 4),
+        "dispute_rate": round(disputed / ended, 4),
     }
 
 

@@ -346,8 +346,9 @@ class FakeWorld:
                 world._release(change.order_id)
             for notice in change.notices:
                 world._prepare(notice)
-            if change.outcome:
-                world.outcomes.append(OrderOutcome(change.order_id, change.outcome))
+            for outcome in (change.outcome, "disputed" if change.disputed else None):
+                if outcome:
+                    world.outcomes.append(OrderOutcome(change.order_id, outcome))
             if change.review_closes_at:
                 world.review_windows.append(ReviewWindow(change.order_id, closes_at=change.review_closes_at))
             return True

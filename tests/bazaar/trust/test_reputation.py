@@ -28,6 +28,12 @@ def test_a_long_good_record_beats_a_single_five_star() -> None:
 
 
 def test_rates() -> None:
-    rep = Reputation(orders_completed=8, orders_cancelled=2, orders_disputed=1)
+    rep = Reputation(orders_completed=8, orders_cancelled=2, orders_disputed=1, orders_refunded=0)
     assert rates(rep) == {"completion_rate": 0.8, "cancellation_rate": 0.2, "dispute_rate": 0.1}
+    # Refunded orders ended too: they are in every rate's denominator.
+    rep = Reputation(orders_completed=1, orders_cancelled=1, orders_disputed=2, orders_refunded=2)
+    assert rates(rep) == {"completion_rate": 0.25, "cancellation_rate": 0.25, "dispute_rate": 0.5}
+    # Counted by earlier versions when the dispute opened (one still open): never above every ended order.
+    rep = Reputation(orders_completed=1, orders_cancelled=0, orders_disputed=3, orders_refunded=0)
+    assert rates(rep)["dispute_rate"] == 1.0
     assert rates(None) == {"completion_rate": 0.0, "cancellation_rate": 0.0, "dispute_rate": 0.0}
