@@ -87,6 +87,9 @@ from workflows.order_money import CHARGEABLE_BACK, OrderMoney
 
 # Patch (2026-11-26, docs/workflow-versioning.md): the run closes in a workflow task after the last Update's.
 CLOSE_APART_PATCH = "close-apart-from-updates"
+# An action's Idempotency-Key names one request of the order, whatever the action (it named one per action: the
+# same key on accept and then fulfil did both). Decided at the run's start, so runs started before keep theirs.
+KEY_PER_ORDER_PATCH = "action-key-per-order"
 CLOSE_APART = timedelta(seconds=1)
 
 
@@ -117,12 +120,14 @@ class OrderWorkflow(OrderMoney):
         self._attention_count = 0  # how many times a step went past its bound
         self._retry_requested = False
         self._action_keys = {}
+        self._key_per_order = False  # KEY_PER_ORDER_PATCH applies to this run
         self._background: list[asyncio.Task[None]] = []
         self._waiting = Waiting()
         self._payouts_enabled = False  # the provider enabled the seller's payouts: a held one goes
 
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
+        self._key_per_order = workflow.patched(KEY_PER_ORDER_PATCH)
         if req.reopen:
             await self._restore()
         elif not await self._place():

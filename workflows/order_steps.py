@@ -116,6 +116,7 @@ class OrderSteps:
     _attention_count: int
     _retry_requested: bool
     _action_keys: dict[str, str]  # an action's Idempotency-Key -> the digest of its request
+    _key_per_order: bool  # a key names one request of the order, whatever its action (KEY_PER_ORDER_PATCH)
     _background: list[asyncio.Task[None]]
     _waiting: Waiting  # for operators: the current state's deadline, the failing step's retries
 
@@ -219,12 +220,15 @@ class OrderSteps:
         return rules.authorize(action, req.actor, self._view)
 
     def _check_action_key(self, action: OrderAction, req: ActionRequest, *, record: bool = True) -> None:
-        """An action's Idempotency-Key names one request: the API's Update id holds the request's digest, so the
-        same key with another request arrives as a new Update, refused here (`record`: the handler keeps the
-        first request's digest; a validator only reads)."""
+        """An action's Idempotency-Key names one request of the order (its action and body): the API's Update id
+        holds both, so the same key with another action or body arrives as a new Update, refused here (`record`:
+        the handler keeps the first request's digest; a validator only reads)."""
         if req.idempotency_key is None:
             return
-        key, digest = f"{action}:{req.actor.user_id}:{req.idempotency_key}", req.request_digest or ""
+        if self._key_per_order:
+            key, digest = f"{req.actor.user_id}:{req.idempotency_key}", f"{action}:{req.request_digest or ''}"
+        else:  # runs started before KEY_PER_ORDER_PATCH: one key per action
+            key, digest = f"{action}:{req.actor.user_id}:{req.idempotency_key}", req.request_digest or ""
         first = self._action_keys.setdefault(key, digest) if record else self._action_keys.get(key, digest)
         if first != digest:
             raise ApplicationError(

@@ -254,3 +254,29 @@ def test_an_action_key_used_again_with_another_request_is_refused(http: httpx.Cl
     assert (reshipped.status_code, reshipped.json()["error"]["code"]) == (422, "idempotency_key_reused")
     stored = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()
     assert stored["tracking"]["tracking_number"] == "A1", stored
+
+
+def test_an_action_key_names_one_request_of_the_order_whatever_the_action(
+    http: httpx.Client, stack: Any
+) -> None:
+    seller, buyer, order = order_of_units(http, 1, PRICE)  # accepted
+    oid = order["id"]
+    tracking = {"carrier": "DHL", "tracking_number": "A1"}
+
+    def send(action: str, actor: Any, key: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return http.post(
+            f"/v1/orders/{oid}/{action}", json=body, headers={**actor.headers, "Idempotency-Key": key}
+        )
+
+    shipped = send("fulfil", seller, "k1", tracking)
+    assert shipped.status_code == 200 and shipped.json()["status"] == "fulfilled", shipped.text
+    refund_under_fulfils_key = send("refund", seller, "k1", {"amount": 500})
+    assert (refund_under_fulfils_key.status_code, refund_under_fulfils_key.json()["error"]["code"]) == (
+        422,
+        "idempotency_key_reused",
+    ), refund_under_fulfils_key.text
+    assert refunds_for(stack, intent_of(stack, oid)) == []
+    assert send("fulfil", seller, "k1", tracking).status_code == 200  # the fulfil's own retry still joins it
+    # Keys are the caller's: the buyer's own "k1" is a request of its own.
+    completed = send("confirm-receipt", buyer, "k1")
+    assert completed.status_code == 200 and completed.json()["status"] == "completed", completed.text

@@ -96,6 +96,19 @@ async def drive_refund_by_lines(order: Order) -> Order:
     return order
 
 
+async def drive_action_key_per_order(order: Order) -> Order:
+    """Under `KEY_PER_ORDER_PATCH`: accepted under an Idempotency-Key; the same key on another action (fulfil) is
+    refused; shipped under its own key and confirmed."""
+    await order.act(OrderWorkflow.accept, ActionRequest(SELLER, idempotency_key="k", request_digest="d"))
+    other_action = ActionRequest(SELLER, idempotency_key="k", request_digest="d")
+    assert await order.refused(OrderWorkflow.fulfil, other_action) == Rejection.IDEMPOTENCY_KEY_REUSED
+    await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER, idempotency_key="k2", request_digest="d"))
+    await order.act(
+        OrderWorkflow.confirm_receipt, ActionRequest(BUYER, idempotency_key="k", request_digest="d")
+    )
+    return order
+
+
 async def drive_dispute_refunded(order: Order) -> Order:
     await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
     await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
@@ -173,6 +186,7 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]]
     "lean_reopened_by_chargeback_won": (FakeWorld, {}, drive_chargeback_after_completion, "completed"),
     "lean_partial_refund_then_completed": (FakeWorld, {}, drive_partial_refund, "completed"),
     "lean_refund_by_lines": (FakeWorld, {}, drive_refund_by_lines, "refunded"),
+    "lean_action_key_per_order": (FakeWorld, {}, drive_action_key_per_order, "completed"),
     "lean_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},

@@ -20,6 +20,8 @@ What is recorded here:
   `lean_partial_refund_then_completed` (a seller's partial refund, then completed).
 - `lean_refund_by_lines`: accepted under an action Idempotency-Key (the same key with another request refused),
   then refunded by its line (the units refunded counted with the transition).
+- Recorded with the order's `KEY_PER_ORDER_PATCH`: `lean_action_key_per_order` (an action's key refused on another
+  action of the order, then shipped and confirmed).
 - `checkout_*`: the checkout (type `Checkout`, `workflows/checkout.py`), started as the API starts it
   (update-with-start of `placement`, tests/workflows/test_checkout_workflow.py): `checkout_paid_two_sellers` (two
   sellers' lines reserved, charged once, two child orders started), `checkout_payment_failed` (a declined card:
