@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.accounts import links
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, AuthSession, Order, Role, User
+from bazaar.models import AuditEvent, AuthSession, Order, PaymentState, Role, User
 from bazaar.orders.types import Party
 from bazaar.settings import get_settings
 from bazaar.trust.reputation import reindex_seller_listings
@@ -200,3 +200,13 @@ def order_party(order: Order, caller: Principal) -> Party | None:
     if caller.user_id == order.seller_id:
         return Party.SELLER
     return Party.SUPPORT if caller.has(Role.SUPPORT) else None
+
+
+# A charge still running, declined or refused: the order is the buyer's alone until it is paid.
+NEVER_PAID = frozenset({PaymentState.NONE, PaymentState.FAILED})
+
+
+def seen_by_seller(order: Order) -> bool:
+    """A seller sees an order once it is paid: one whose charge is running, was declined or refused was answered
+    to the buyer's request, and nobody else ever saw it (a 404 for the seller, and not in their list)."""
+    return order.payment_state not in NEVER_PAID

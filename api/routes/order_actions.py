@@ -25,13 +25,13 @@ from api.errors import update_rejection, workflow_gone
 from api.openapi import LOCATION, errors, merge
 from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
-from bazaar.auth import Principal, order_party
+from bazaar.auth import Principal, order_party, seen_by_seller
 from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.idempotency import request_digest
 from bazaar.models import Order, OrderStatus, Role
 from bazaar.orders import rules
 from bazaar.orders.reopen import reopen_operation
-from bazaar.orders.types import ActionRequest, Actor, OrderAction, OrderView, RefundLine
+from bazaar.orders.types import ActionRequest, Actor, OrderAction, OrderView, Party, RefundLine
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -82,9 +82,13 @@ def actor_of(caller: Principal) -> Actor:
 
 
 def check_party(order: Order, caller: Principal) -> Order:
-    """The order, if the caller is its buyer, its seller or support (403 otherwise)."""
-    if order_party(order, caller) is None:
+    """The order, if the caller is its buyer, its seller or support (403 otherwise; 404 for its seller until it
+    is paid: `seen_by_seller`)."""
+    party = order_party(order, caller)
+    if party is None:
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this order")
+    if party == Party.SELLER and not seen_by_seller(order):
+        raise DomainError(ErrorCode.NOT_FOUND, "order not found")
     return order
 
 

@@ -34,7 +34,7 @@ from api.schemas import (
     StuckOrderPage,
     TimelineEvent,
 )
-from bazaar.auth import Principal
+from bazaar.auth import NEVER_PAID, Principal
 from bazaar.checkout import cart
 from bazaar.db import newest_first
 from bazaar.errors import DomainError, ErrorCode
@@ -178,7 +178,8 @@ async def list_orders(
     caller: Caller,
     session: Session,
     role: Annotated[
-        Literal["buyer", "seller"], Query(description="orders I bought (buyer) or I sold (seller)")
+        Literal["buyer", "seller"],
+        Query(description="orders I bought (buyer) or I sold (seller: once paid, never a declined one)"),
     ] = "buyer",
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -188,8 +189,10 @@ async def list_orders(
     `next_cursor` as `before` for the next one."""
     if status == OrderStatus.REJECTED:  # a refused placement is never stored
         return OrderPage(items=[], next_cursor=None)
-    column = Order.buyer_id if role == "buyer" else Order.seller_id
-    stmt = select(Order).where(column == caller.user_id)
+    if role == "buyer":
+        stmt = select(Order).where(Order.buyer_id == caller.user_id)
+    else:  # a seller's orders once paid (bazaar.auth.seen_by_seller)
+        stmt = select(Order).where(Order.seller_id == caller.user_id, Order.payment_state.not_in(NEVER_PAID))
     if status:
         stmt = stmt.where(Order.status == status)
     items, next_cursor = await newest_first(session, stmt, Order, before, limit)

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from bazaar.orders.types import NEEDS_ATTENTION
 from bazaar.temporal import order_workflow_id
 from tests.support.http import (
+    Actor,
     at_once,
     listing_body,
     published_listing,
@@ -53,6 +54,14 @@ def listing_quantity(http: httpx.Client, listing_id: str) -> tuple[int, str]:
     return found["quantity"], found["status"]
 
 
+def sellers_view(http: httpx.Client, seller: Actor, order_id: str) -> tuple[int, list[str]]:
+    """The seller's read of the order (its status code) and which of their listed orders it is among."""
+    read = http.get(f"/v1/orders/{order_id}", headers=seller.headers)
+    listed = http.get("/v1/orders", headers=seller.headers, params={"role": "seller", "limit": 100})
+    assert listed.status_code == 200, listed.text
+    return read.status_code, [o["id"] for o in listed.json()["items"] if o["id"] == order_id]
+
+
 def test_a_refused_charge_cancels_the_order_and_gives_the_stock_back(http: httpx.Client) -> None:
     seller = seller_with_payout(http)
     item = published_listing(http, seller, quantity=1)
@@ -71,6 +80,9 @@ def test_a_refused_charge_cancels_the_order_and_gives_the_stock_back(http: httpx
     assert (again.status_code, again.json()["id"], again.json()["status"]) == (200, order["id"], "cancelled")
     cancel = http.post(f"/v1/orders/{order['id']}/cancel", headers=buyer.headers)
     assert (cancel.status_code, cancel.json()["error"]["code"]) == (409, "invalid_transition")
+    # The buyer's alone: the seller never saw it (not in their list, 404 on read).
+    assert sellers_view(http, seller, order["id"]) == (404, [])
+    assert http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).status_code == 200
     # Somebody else can buy it now.
     other = register(http, ["buyer"], "Other buyer")
     bought = place(http, other, item["id"])
@@ -141,6 +153,7 @@ def test_a_slow_charge_answers_202_and_the_order_is_paid_later(http: httpx.Clien
         order = placed.json()
         assert order["status"] == "pending"
         assert placed.headers["Location"] == f"/v1/orders/{order['id']}"
+        assert sellers_view(http, seller, order["id"]) == (404, [])  # not paid yet: the seller sees nothing
         polled = wait_until(
             lambda: (
                 (r := http.get(placed.headers["Location"], headers=buyer.headers)).json()["status"] == "paid"
@@ -150,6 +163,7 @@ def test_a_slow_charge_answers_202_and_the_order_is_paid_later(http: httpx.Clien
             interval=0.5,
         )
         assert polled["payment_state"] == "held_in_escrow"
+        assert sellers_view(http, seller, order["id"]) == (200, [order["id"]])
     finally:
         clear_faults(stack)
     retried = place(http, buyer, item["id"], key)
