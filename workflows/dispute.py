@@ -173,7 +173,10 @@ class DisputeWorkflow:
             waiting = [p for p in self._state.waiting_for if p != author]
             reopens = answers and not waiting and self._state.status == DisputeStatus.AWAITING_INFO
             told = self._notice(
-                "dispute_updated", key, {"message": f"new {message.kind} from the {message.author_role}"}
+                "dispute_updated",
+                key,
+                {"message": f"new {message.kind} from the {message.author_role}"},
+                author=(author, message.author_id),
             )
             status = DisputeStatus.OPEN if reopens else None
             entry = self._entry(kind, message.body, key, role=author, author=message.author_id, status=status)
@@ -435,15 +438,22 @@ class DisputeWorkflow:
         self._show()
 
     def _notice(
-        self, event_type: str, key: str, data: dict[str, str], support_only: bool = False
+        self,
+        event_type: str,
+        key: str,
+        data: dict[str, str],
+        support_only: bool = False,
+        author: tuple[Party, str | None] | None = None,
     ) -> NotificationEvent:
-        """One of the case's notifications (`dispute:<order>:<case>:<key>`, sent once per recipient)."""
+        """One of the case's notifications (`dispute:<order>:<case>:<key>`, sent once per recipient). `author`
+        (role, user id): who wrote what it tells of, who is not told of their own message."""
         case = self._case
+        parties = [] if support_only else [case.buyer_id, case.seller_id]
         return NotificationEvent(
             event_key=f"{case.key}:{key}",
             event_type=event_type,
-            recipient_ids=[] if support_only else [case.buyer_id, case.seller_id],
-            recipient_roles=["support"],
+            recipient_ids=[p for p in parties if author is None or p != author[1]],
+            recipient_roles=[] if author is not None and author[0] == Party.SUPPORT else ["support"],
             data={"listing_title": case.listing_title, "order_id": case.order_id, **data},
         )
 

@@ -223,6 +223,9 @@ async def test_information_request_answered_and_unanswered(workflow_env: Workflo
     assert db.statuses == ["awaiting_info", "open", "awaiting_info", "resolved"]
     assert db.notified() == ["dispute_opened"] + ["dispute_updated"] * 5 + ["dispute_resolved"]
     assert [len(e.notices) for e in db.thread] == [1, 1, 1, 1, 1]  # each entry carries its own news
+    # A message tells everyone but its author: the seller's evidence goes to the buyer and support.
+    told = db.thread[1].notices[0]
+    assert (told.recipient_ids, told.recipient_roles) == (["buyer-1"], ["support"])
 
 
 async def _not_waiting(handle: WorkflowHandle[Any, DisputeState]) -> bool:
@@ -231,6 +234,23 @@ async def _not_waiting(handle: WorkflowHandle[Any, DisputeState]) -> bool:
 
 async def _thread_has(db: CaseDb, kind: str) -> bool:
     return any(e.kind == kind for e in db.thread)
+
+
+async def test_a_message_is_not_news_to_its_author(workflow_env: WorkflowEnvironment) -> None:
+    db = CaseDb()
+    async with dispute(workflow_env, db) as handle:
+        for author in ("buyer", "seller", "support"):
+            await handle.execute_update(
+                DisputeWorkflow.add_message, message(f"from the {author}", role=author)
+            )
+        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.REFUND))
+        await handle.result()
+    told = {e.author_role: (e.notices[0].recipient_ids, e.notices[0].recipient_roles) for e in db.thread}
+    assert told == {
+        "buyer": (["seller-1"], ["support"]),
+        "seller": (["buyer-1"], ["support"]),
+        "support": (["buyer-1", "seller-1"], []),  # the parties; not support staff for their own message
+    }
 
 
 async def test_bad_input_and_late_messages_are_refused(time_skipping_env: WorkflowEnvironment) -> None:
