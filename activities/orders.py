@@ -43,7 +43,8 @@ from bazaar.orders.types import ChargebackStatus, OrderEvent, OrderLineView, Par
 from bazaar.payments import ledger
 from bazaar.payments.keys import MoneyOperation, key_number, key_prefix, money_key
 from bazaar.settings import Settings
-from bazaar.trust import notifications, reputation, reviews
+from bazaar.trust import disputes, notifications, reputation, reviews
+from bazaar.trust.disputes import Resolution
 from bazaar.trust.notifications import NotificationEvent
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class OrderTransition(OrderStateChange):
     review_closes_at: datetime | None = None  # completion: the review window opens until then
     # Refunds: the units of each line (by listing id) refunded by line so far, written to the order's lines.
     refunded_units: dict[str, int] = field(default_factory=dict)
+    # Support's resolution of the order's dispute, when this transition settles it (the case reads resolved with it).
+    dispute_resolution: Resolution | None = None
 
 
 @dataclass
@@ -257,6 +260,8 @@ class OrderActivities:
                     .where(OrderLine.order_id == order_id, OrderLine.listing_id == uuid.UUID(listing_id))
                     .values(refunded_quantity=units)
                 )
+            if change.dispute_resolution is not None:
+                await disputes.record_resolution(session, order_id, change.dispute_resolution)
             await notifications.write(session, change.notices, self.settings.public_base_url)
             await events.record_order_transition(
                 session,

@@ -411,8 +411,13 @@ class OrderWorkflow(OrderMoney):
             self._check_resolution(req)
             resolution = DisputeResolution(str(req.resolution))  # checked by the validator
             remaining = self._escrow_held()
+            refunded = {
+                DisputeResolution.REFUND: remaining,
+                DisputeResolution.PARTIAL_REFUND: req.refund_amount,
+            }
+            settled = Resolution(resolution, refunded.get(resolution))
             if resolution == DisputeResolution.RELEASE:
-                await self._complete("dispute_released", party, req.actor)
+                await self._complete("dispute_released", party, req.actor, resolution=settled)
             elif resolution == DisputeResolution.REFUND:
                 # A shipped item stays with the buyer (the stock does not come back); an unshipped one goes
                 # back on sale.
@@ -425,6 +430,7 @@ class OrderWorkflow(OrderMoney):
                     actor=req.actor,
                     action=OrderEvent.REFUNDED,
                     release_stock=not self._shipped,
+                    resolution=settled,
                 )
             else:
                 if req.refund_amount is None or not 0 < req.refund_amount < remaining:
@@ -433,8 +439,8 @@ class OrderWorkflow(OrderMoney):
                         type=Rejection.INVALID_REQUEST,
                     )
                 await self._refund(req.refund_amount, "dispute_partial_refund")
-                await self._complete("dispute_partially_refunded", party, req.actor)
-            self._signal_dispute_case(DisputeWorkflow.resolved, Resolution(resolution, req.refund_amount))
+                await self._complete("dispute_partially_refunded", party, req.actor, resolution=settled)
+            self._signal_dispute_case(DisputeWorkflow.resolved, settled)
         return self.view
 
     @workflow.update

@@ -206,8 +206,16 @@ class OrderMoney(OrderSteps):
             release_stock=True,
         )
 
-    async def _complete(self, reason: str, party: Party, actor: Actor | None, fee: int | None = None) -> None:
-        """Release what is left in escrow: the fee to the platform, the rest transferred to the seller."""
+    async def _complete(
+        self,
+        reason: str,
+        party: Party,
+        actor: Actor | None,
+        fee: int | None = None,
+        resolution: Resolution | None = None,
+    ) -> None:
+        """Release what is left in escrow: the fee to the platform, the rest transferred to the seller
+        (`resolution`: support's, when this settles the order's dispute)."""
         gross = self._escrow_held()
         if fee is None:
             # Refunds give the fee back pro rata (it is charged on what the buyer still pays), or not (charged
@@ -235,6 +243,7 @@ class OrderMoney(OrderSteps):
             actor=actor,
             action=OrderEvent.COMPLETED,
             ledger=[release],
+            resolution=resolution,
         )
 
     async def _pay_out(self, amount: int) -> PaymentState:

@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.trust.models import DisputeSource
 
 from workflows.children import start_detached
-from workflows.dispute import DisputeCase, DisputeWorkflow, dispute_workflow_id
+from workflows.dispute import DisputeCase, DisputeWorkflow, Resolution, dispute_workflow_id
 from workflows.failures import StepFailed
 from workflows.failures import cause_of as _reason
 from workflows.failures import failure_text as _failure_text
@@ -142,6 +142,7 @@ class OrderSteps:
         base: OrderView | None = None,
         release_stock: bool = False,
         ledger: list[LedgerPosting] | None = None,
+        resolution: Resolution | None = None,
     ) -> None:
         """Move to `status`, saved with everything the move implies; the view changes only once saved.
         A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved."""
@@ -167,6 +168,7 @@ class OrderSteps:
             release_stock=release_stock,
             ledger=ledger,
             reversible=reversible,
+            resolution=resolution,
         )
         self._view = view
         self._publish()
@@ -182,6 +184,7 @@ class OrderSteps:
         release_stock: bool = False,
         ledger: list[LedgerPosting] | None = None,
         reversible: bool = False,
+        resolution: Resolution | None = None,
     ) -> None:
         seq = self._seq + 1
         transition = OrderTransition(
@@ -203,6 +206,7 @@ class OrderSteps:
             if effects.opens_reviews
             else None,
             refunded_units=view.refunded_units if action in _REFUNDS else {},
+            dispute_resolution=resolution,
         )
         try:
             await self._db_step(

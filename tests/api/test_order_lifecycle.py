@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from bazaar.temporal import order_workflow_id
-from tests.support.http import register, support_user
+from tests.support.http import register, support_user, wait_until
 from tests.support.money import (
     AMOUNT,
     FEE,
@@ -203,8 +203,19 @@ def test_dispute_refunded_in_full_by_support(http: httpx.Client, stack: Any) -> 
             headers=staff.headers,
         )
         assert (mixed.status_code, mixed.json()["error"]["code"]) == (422, "validation_error"), mixed.text
+    case = f"/v1/orders/{oid}/dispute"
+    wait_until(
+        lambda: http.get(case, headers=buyer.headers).status_code == 200, timeout=20
+    )  # the case opened
     refunded = act(http, oid, "resolve", staff, {"resolution": "refund", "note": "carrier lost it"})
     assert (refunded["status"], refunded["payment_state"]) == ("refunded", "refunded")
+    # The case reads resolved as soon as the order does, with what the refund gave back.
+    resolved = http.get(case, headers=buyer.headers).json()
+    assert (resolved["status"], resolved["resolution"], resolved["refund_amount"]) == (
+        "resolved",
+        "refund",
+        order["total"]["amount"],
+    ), resolved
     assert transfers_for(stack, oid) == []
     assert balance(http, seller) == {"currency": "EUR", "held": 0, "available": 0, "paid_out": 0}
     assert_balanced(stack, oid)

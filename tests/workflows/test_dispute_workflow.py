@@ -387,7 +387,7 @@ async def test_a_case_the_order_opens_carries_its_summary_and_current_details(
         )
         await order.act(OrderWorkflow.resolve_dispute, ActionRequest(SUPPORT, resolution="refund"))
         await case.result()
-        assert await current_details(case) == "resolved: refund"
+        assert await current_details(case) == "resolved: refund (450.00 EUR refunded)"  # the whole order
         await order.result()
 
 
