@@ -4,9 +4,11 @@ at the provider, in our payments and in the ledger, side by side, judged by reco
 order's money at the provider (the sum of what its objects moved on the platform balance), less what the ledger
 still holds for the order in escrow or owes the seller, must be the ledger's fee. Pure: no I/O.
 
-An order a checkout placed shares its checkout's one charge: the charge's line is the whole charge (the
-PaymentIntent, the checkout's payment row, the movement across all the checkout's orders); the fee counts only
-the order's share of it and only the order's own ledger entries."""
+An order a checkout placed shares its checkout's one charge: the charge's line is the order's share of it (what
+the charge booked into this order's escrow), not the whole, which would tell each seller what the buyer bought
+from the others; it agrees when the whole charge agrees (the PaymentIntent, the checkout's payment row, the
+movement across all the checkout's orders) and the movement booked the order's share. The fee counts only that
+share and only the order's own ledger entries."""
 
 from __future__ import annotations
 
@@ -42,7 +44,12 @@ def statement(
     order_id: str, currency: str, units: Iterable[Unit], checkout: ChargeShare | None = None
 ) -> MoneyStatement:
     units = list(units)
-    lines = [_line(unit) for unit in units]
+    lines = [
+        _share_line(unit, order_id, checkout)
+        if checkout and _checkout_charge(unit, checkout)
+        else _line(unit)
+        for unit in units
+    ]
     lines.append(_fee(order_id, currency, units, checkout))
     return MoneyStatement(
         order_id=order_id, currency=currency, lines=lines, agrees=all(line.agrees for line in lines)
@@ -69,6 +76,35 @@ def _line(unit: Unit) -> StatementLine:
         agrees=verdict.agrees,
         category=verdict.category.value if verdict.category else None,
         problems=list(verdict.problems),
+    )
+
+
+def _share_line(unit: Unit, order_id: str, checkout: ChargeShare) -> StatementLine:
+    """The checkout's charge as this order's statement shows it: the order's share on each side, the provider's
+    and our payment's ids and statuses, and what the movement booked into this order's escrow."""
+    whole = _line(unit)
+    booked = sum(
+        e.amount
+        for e in (unit.movement.entries if unit.movement else ())
+        if e.order_id == order_id and e.account == LedgerAccount.ESCROW.value
+    )
+    problems = list(whole.problems)
+    if unit.movement is not None and booked != checkout.amount:
+        problems.append(
+            f"the charge booked {booked} into this order's escrow, its share is {checkout.amount}"
+        )
+    provider, payment, ledger = whole.provider, whole.payment, whole.ledger
+    return StatementLine(
+        kind=whole.kind,
+        object_id=whole.object_id,
+        provider=Side(provider.ref, checkout.amount, provider.currency, provider.status)
+        if provider
+        else None,
+        payment=Side(payment.ref, checkout.amount, payment.currency, payment.status) if payment else None,
+        ledger=Side(ledger.ref, booked, ledger.currency) if ledger else None,
+        agrees=not problems,
+        category=whole.category or ("amount_mismatch" if problems else None),
+        problems=problems,
     )
 
 

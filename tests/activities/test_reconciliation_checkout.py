@@ -265,10 +265,10 @@ def test_a_clean_checkout_reconciles_with_no_discrepancy(stack: Any, stored: Sto
 
 
 @pytest.mark.integration
-def test_each_orders_statement_shows_the_whole_charge_and_its_own_money(
+def test_each_orders_statement_shows_its_share_of_the_charge_and_its_own_money(
     http: httpx.Client, stored: StoredCheckout
 ) -> None:
-    total = stored.intent["amount"]
+    assert stored.intent["amount"] == 45_000 + 5_000 + 12_000  # one charge; each order shows its share
 
     def money(name: str) -> dict[str, Any]:
         seen = http.get(f"/v1/orders/{stored.orders[name]}/money", headers=stored.buyer.headers)
@@ -280,7 +280,7 @@ def test_each_orders_statement_shows_the_whole_charge_and_its_own_money(
 
     a = money("a")
     assert statement_lines(a) == [
-        ("charge", True, total, total, total),
+        ("charge", True, 45_000, 45_000, 45_000),
         ("refund", True, 10_000, 10_000, 10_000),
         ("transfer", True, 31_470, 31_470, 31_470),
         ("release", True, None, None, 35_000),
@@ -292,12 +292,15 @@ def test_each_orders_statement_shows_the_whole_charge_and_its_own_money(
         f"checkout-{stored.checkout_id}:charge:1",
     )
     assert statement_lines(money("b")) == [
-        ("charge", True, total, total, total),
+        ("charge", True, 5_000, 5_000, 5_000),
         ("transfer", True, 4_470, 4_470, 4_470),
         ("release", True, None, None, 5_000),
         ("fee", True, 530, None, 530),
     ]
-    assert statement_lines(money("c")) == [("charge", True, total, total, total), ("fee", True, 0, None, 0)]
+    assert statement_lines(money("c")) == [
+        ("charge", True, 12_000, 12_000, 12_000),
+        ("fee", True, 0, None, 0),
+    ]
 
 
 @pytest.mark.integration

@@ -155,7 +155,13 @@ def test_a_cart_of_three_sellers_is_paid_once_and_each_seller_gets_its_share(
     summary = reconcile(stack, since, next_second())
     assert [d for d in summary.discrepancies if d.order_id in order_ids or body["id"] in d.detail] == []
     for order_id in order_ids:
-        assert http.get(f"/v1/orders/{order_id}/money", headers=buyer.headers).json()["agrees"] is True
+        statement = http.get(f"/v1/orders/{order_id}/money", headers=buyer.headers).json()
+        assert statement["agrees"] is True, statement
+        # The charge line is the order's share of the one charge: a seller never sees what the others sold.
+        [charge] = [line for line in statement["lines"] if line["kind"] == "charge"]
+        total = http.get(f"/v1/orders/{order_id}", headers=buyer.headers).json()["total"]["amount"]
+        sides = (charge["provider"]["amount"], charge["payment"]["amount"], charge["ledger"]["amount"])
+        assert sides == (total, total, total), charge
 
     seen = http.get(f"/v1/checkouts/{body['id']}", headers=buyer.headers)
     assert seen.status_code == 200

@@ -160,8 +160,8 @@ def test_provider_objects_of_a_checkout_without_our_rows_name_the_right_order_or
 
 
 def order_statement(order: str, movements: list[Movement] = MOVEMENTS) -> dict[str, tuple[bool, int | None]]:
-    """The order's statement as reconciliation's order_money builds it: the checkout's charge whole, the order's
-    own refunds, transfers and movements."""
+    """The order's statement as reconciliation's order_money builds it from the checkout's whole charge and the
+    order's own refunds, transfers and movements (the charge line shows the order's share)."""
     provider = [r for r in PROVIDER if r.object_type == "payment_intent" or r.order_ref == order]
     payments = [p for p in PAYMENTS if p.checkout_id or p.order_id == order]
     mine = [m for m in movements if m.order_id in (None, order)]
@@ -169,35 +169,36 @@ def order_statement(order: str, movements: list[Movement] = MOVEMENTS) -> dict[s
     lines = {line.kind: line for line in done.lines}
     charge = lines["charge"]
     assert charge.provider and charge.payment and charge.ledger
-    assert charge.provider.amount == charge.payment.amount == charge.ledger.amount == TOTAL
+    assert charge.provider.amount == charge.payment.amount == SHARES[order]  # never the other sellers' part
+    assert (charge.provider.ref, charge.provider.status) == ("pi_c", "succeeded")
     assert done.agrees == all(line.agrees for line in done.lines)
     return {
         kind: (line.agrees, line.provider.amount if line.provider else None) for kind, line in lines.items()
     }
 
 
-def test_each_orders_statement_shows_the_whole_charge_and_only_its_own_share_and_fee() -> None:
+def test_each_orders_statement_shows_only_its_own_share_of_the_charge_and_its_fee() -> None:
     assert order_statement(A) == {
-        "charge": (True, TOTAL),
+        "charge": (True, 45_000),
         "refund": (True, 10_000),
         "transfer": (True, 31_470),
         "release": (True, None),
         "fee": (True, 3_530),
     }
     assert order_statement(B) == {
-        "charge": (True, TOTAL),
+        "charge": (True, 5_000),
         "transfer": (True, 4_470),
         "release": (True, None),
         "fee": (True, 530),
     }
-    assert order_statement(C) == {"charge": (True, TOTAL), "fee": (True, 0)}  # its 12,000 still in escrow
+    assert order_statement(C) == {"charge": (True, 12_000), "fee": (True, 0)}  # its 12,000 still in escrow
 
 
-def test_a_wrong_split_shows_on_the_orders_fee_though_the_charge_agrees() -> None:
+def test_a_wrong_split_shows_on_the_orders_charge_and_fee_though_the_whole_charge_agrees() -> None:
     # 100 of C's share booked into B's escrow: the charge as a whole is right, each order's money is not.
     shifted = [split_charge({**SHARES, B: 5_100, C: 11_900}), *MOVEMENTS[1:]]
     b = order_statement(B, shifted)
-    assert b["charge"] == (True, TOTAL)
+    assert b["charge"] == (False, 5_000)  # booked 5,100 into B's escrow
     assert b["fee"] == (False, 430)  # B's share 5,000, less the 4,570 the ledger holds for B (5,100 - 530)
     assert order_statement(C, shifted)["fee"] == (False, 100)
     assert order_statement(A, shifted)["fee"] == (True, 3_530)
