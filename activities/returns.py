@@ -48,7 +48,11 @@ class ReturnActivities:
         refunded in all."""
         client = activity.client()
         request = ActionRequest(
-            req.actor, reason=req.reason, refund_amount=req.amount, refund_lines=req.lines or None
+            req.actor,
+            reason=req.reason,
+            refund_amount=req.amount,
+            refund_lines=req.lines or None,
+            return_id=req.return_id,
         )
         update_id = f"return:{req.return_id}:{req.attempt}"
         workflow_id = order_workflow_id(req.order_id)

@@ -350,9 +350,10 @@ class OrderMoney(OrderSteps):
         if self._released is not None:  # completed: the refund's share comes back from the release
             await self._take_back_release(amount)
         whole = self._escrow_held() == 0
+        ended = "return_refunded" if req.return_id else f"{party}_refunded"
         await self._transition(
             OrderStatus.REFUNDED if whole else self.view.status,
-            reason=f"{party}_refunded" if whole else self.view.reason,
+            reason=ended if whole else self.view.reason,
             payment_state=PaymentState.REFUNDED if whole else self.view.payment_state,
             party=party,
             actor=req.actor,

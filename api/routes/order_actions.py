@@ -71,10 +71,9 @@ ActionKey = Annotated[
 
 
 def action_digest(request: ActionRequest) -> str:
-    """What an action asked for (its fields, not who asked)."""
-    return request_digest(
-        {k: v for k, v in asdict(request).items() if k not in ("actor", "idempotency_key", "request_digest")}
-    )
+    """What an action asked for (its fields, not who asked; `return_id` is set by returns only, never here)."""
+    unasked = ("actor", "idempotency_key", "request_digest", "return_id")
+    return request_digest({k: v for k, v in asdict(request).items() if k not in unasked})
 
 
 def actor_of(caller: Principal) -> Actor:

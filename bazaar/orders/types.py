@@ -226,6 +226,8 @@ class ActionRequest:
     # request is refused (`Rejection.IDEMPOTENCY_KEY_REUSED`) rather than answered with the first one's result.
     idempotency_key: str | None = None
     request_digest: str | None = None
+    # refund: the return it refunds (a return's refund ends the order as `return_refunded`, whoever approved it)
+    return_id: str | None = None
 
 
 @dataclass

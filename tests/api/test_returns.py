@@ -106,7 +106,12 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     reversals = provider_list(stack, f"/v1/transfers/{transfer['id']}/reversals")
     assert sum(r["amount"] for r in reversals) == PRICE - fee
     seen = http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()
-    assert (seen["status"], seen["payment_state"]) == ("refunded", "refunded")
+    # Ended by the return (support never acted, though the order had completed).
+    assert (seen["status"], seen["status_reason"], seen["payment_state"]) == (
+        "refunded",
+        "return_refunded",
+        "refunded",
+    )
     assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == 3  # restocked
     assert_balanced(stack, oid)
     statement = http.get(f"/v1/orders/{oid}/money", headers=buyer.headers).json()
