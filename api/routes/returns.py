@@ -55,6 +55,10 @@ _REFUSALS = {
         ErrorCode.RETURN_NOT_ALLOWED,
         "nothing is left to refund on the order (its refunds and open returns count)",
     ),
+    "already_returned": (
+        ErrorCode.RETURN_NOT_ALLOWED,
+        "those units were refunded or are in another open return",
+    ),
     "invalid_lines": (ErrorCode.VALIDATION_ERROR, "those lines cannot be returned"),
     "invalid_request": (ErrorCode.VALIDATION_ERROR, "the return could not be stored"),
 }

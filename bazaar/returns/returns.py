@@ -78,9 +78,14 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
         listing_id = uuid.UUID(wanted.listing_id)
         line = bought.get(listing_id)
         left = line.quantity - line.refunded_quantity - int(returned.get(listing_id, 0)) if line else 0
-        if line is None or not 0 < wanted.quantity <= left:
+        if line is None or not 0 < wanted.quantity <= line.quantity:  # never bought so: the request is wrong
             detail = f"listing {wanted.listing_id}: {left} of it can be returned"
             return ReturnOpened(ok=False, refusal="invalid_lines", detail=detail)
+        if wanted.quantity > left:  # bought, but refunded or in another open return meanwhile: the state
+            detail = (
+                f"listing {wanted.listing_id}: {left} of it can be returned (refunds and open returns count)"
+            )
+            return ReturnOpened(ok=False, refusal="already_returned", detail=detail)
         lines.append(OrderLineView(wanted.listing_id, line.listing_title, wanted.quantity, line.unit_amount))
     # The lines at their prices, but never more than the order still holds.
     amount = min(sum(x.unit_amount * x.quantity for x in lines), await _still_held(session, order))

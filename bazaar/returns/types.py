@@ -79,7 +79,7 @@ class ReturnOpened:
 
     ok: bool
     refusal: str | None = (
-        None  # order_not_returnable | return_window_closed | invalid_lines | nothing_to_refund
+        None  # order_not_returnable | return_window_closed | invalid_lines | already_returned | nothing_to_refund
     )
     detail: str = ""
     seller_id: str = ""

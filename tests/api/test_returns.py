@@ -193,8 +193,15 @@ def test_returns_are_refused_when_they_cannot_be_made(http: httpx.Client) -> Non
     assert ask(http, order, seller).status_code == 403
 
     rid = ask(http, order, buyer).json()["id"]
-    again = ask(http, order, buyer)  # the one unit is already being returned
-    assert (again.status_code, again.json()["error"]["code"]) == (422, "validation_error")
+    again = ask(
+        http, order, buyer
+    )  # the one unit is already being returned: the order's state, not the request
+    refusal = again.json()["error"]
+    assert (again.status_code, refusal["code"], refusal["details"]["reason"]) == (
+        409,
+        "return_not_allowed",
+        "already_returned",
+    ), again.text
     no_reason = http.post(f"/v1/returns/{rid}/reject", json={}, headers=seller.headers)
     assert no_reason.status_code == 422, no_reason.text
     rejected = move(http, rid, "reject", seller, {"reason": "Worn after shipping"})
@@ -228,11 +235,13 @@ def test_returns_count_what_was_refunded_by_lines_and_never_promise_more_than_th
     lines = {"lines": [{"listing_id": item["id"], "quantity": 1}]}
     act(http, order["id"], "refund", seller, lines)
     both = ask(http, order, buyer, quantity=2)
-    assert (both.status_code, both.json()["error"]["code"]) == (422, "validation_error"), both.text
+    assert (both.status_code, both.json()["error"]["details"]["reason"]) == (409, "already_returned"), (
+        both.text
+    )
     one = ask(http, order, buyer)
     assert one.status_code == 201 and one.json()["refund"]["amount"] == 10_000, one.text
     none_left = ask(http, order, buyer)
-    assert none_left.status_code == 422, none_left.text
+    assert none_left.status_code == 409, none_left.text
 
     # 15,000 of 20,000 refunded by amount: a return of one unit gets the 5,000 left, the next one nothing.
     other = fulfilled(2)
