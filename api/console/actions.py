@@ -107,6 +107,13 @@ def minor_units(text: str, currency: str) -> int:
     return int(minor)
 
 
+def whole_number(text: str, what: str) -> int:
+    """A form's number field (forms send text; the API's JSON bodies take numbers only): '48' -> 48."""
+    if not text.strip().isdecimal():
+        raise ValueError(f"{what} {text!r} is not a whole number")
+    return int(text.strip())
+
+
 # ---- disputes ---------------------------------------------------------------------------------------------
 
 
@@ -140,7 +147,7 @@ async def ask_for_information(
 
     async def run() -> str:
         ask = InfoRequestBody.model_validate(
-            {"party": party, "question": question, "deadline_hours": deadline_hours}
+            {"party": party, "question": question, "deadline_hours": whole_number(deadline_hours, "deadline")}
         )
         answer = Response()
         await request_dispute_info(order_id, ask, staff, db, temporal, answer)

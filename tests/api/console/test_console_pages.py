@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from api.console import HERE, HTMX_SHA256, HTMX_VERSION
-from tests.support.http import PASSWORD, Actor, register, run_cli, support_user
+from tests.support.console import disputed_order
+from tests.support.http import PASSWORD, Actor, register, run_cli, support_user, wait_until
 from tests.support.money import sql
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,27 @@ def test_a_missing_chromium_fails_the_browser_tests_with_how_to_get_it(
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
         console.chromium()
+
+
+def test_asking_a_party_for_information_takes_the_forms_hours(
+    browser: httpx.Client, http: httpx.Client, staff: Actor
+) -> None:
+    """Forms send text: the deadline field's '24' is 24 hours (the API's JSON body takes numbers only)."""
+    _, _, order = disputed_order(http, "Console ask")
+    case = f"/v1/orders/{order['id']}/dispute"
+    wait_until(lambda: http.get(case, headers=staff.headers).status_code == 200, timeout=20)
+    assert log_in(browser, staff.email).status_code == 303
+    path = f"/console/disputes/{order['id']}/info-requests"
+    token = page_csrf(browser, f"/console/disputes/{order['id']}")
+    form = {"party": "buyer", "question": "Photos of the frame, please", "deadline_hours": "two days"}
+    refused = browser.post(path, data=form, headers={"X-CSRF-Token": token})
+    assert refused.status_code == 303 and "error=deadline" in refused.headers["location"], refused.text
+    asked = browser.post(path, data={**form, "deadline_hours": "24"}, headers={"X-CSRF-Token": token})
+    assert asked.status_code == 303 and "ok=" in asked.headers["location"], asked.headers
+    thread = wait_until(
+        lambda: (
+            (t := http.get(case, headers=staff.headers).json()["thread"])[-1]["kind"] == "info_request" and t
+        ),
+        timeout=20,
+    )
+    assert (thread[-1]["body"], thread[-1]["data"]["party"]) == ("Photos of the frame, please", "buyer")
