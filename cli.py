@@ -142,7 +142,9 @@ def _trace(trace_id: str, directory: str | None) -> str:
 
     from bazaar.telemetry import format_trace, read_trace
 
-    where = directory or get_settings().traces_dir
+    settings = get_settings()
+    made_by_run = Path(settings.data_dir) / "traces"  # where `make run` writes them (devstack's traces_dir)
+    where = directory or settings.traces_dir or (str(made_by_run) if made_by_run.is_dir() else None)
     if not where:
         raise SystemExit(
             "no traces directory: set TRACES_DIR (make run writes to .data/traces) or pass --dir"
