@@ -124,6 +124,7 @@ class DisputeWorkflow:
             ),
         )
         self._state.status, self._state.resolution = DisputeStatus.RESOLVED, resolution.resolution
+        self._state.waiting_for = []  # resolved: nobody's answer is awaited any more
         self._show()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state

@@ -236,6 +236,19 @@ async def _thread_has(db: CaseDb, kind: str) -> bool:
     return any(e.kind == kind for e in db.thread)
 
 
+async def test_a_resolved_case_waits_for_nobody(workflow_env: WorkflowEnvironment) -> None:
+    db = CaseDb()
+    async with dispute(workflow_env, db) as handle:
+        asked = await handle.execute_update(
+            DisputeWorkflow.request_info, InfoRequest("staff-1", "seller", "Tracking number?", 86_400)
+        )
+        assert asked.waiting_for == ["seller"]
+        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.RELEASE))
+        final: DisputeState = await handle.result()
+        queried = await handle.query(DisputeWorkflow.status)
+    assert (final.status, final.waiting_for, queried.waiting_for) == ("resolved", [], [])
+
+
 async def test_a_message_is_not_news_to_its_author(workflow_env: WorkflowEnvironment) -> None:
     db = CaseDb()
     async with dispute(workflow_env, db) as handle:
