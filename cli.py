@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import uuid
 from typing import TYPE_CHECKING
 
 from bazaar.models import Role, User
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         ("cancel", "cancel the order with a full refund (a pending order: once its charge has an outcome)"),
     ):
         action = order_actions.add_parser(name, help=text)
-        action.add_argument("order_id")
+        action.add_argument("order_id", type=uuid.UUID, help="the order's id (a UUID)")
         action.add_argument("--as", dest="staff_email", required=True, help="the acting support user's email")
     trace_cmd = commands.add_parser(
         "trace",
@@ -265,6 +266,10 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
     from dataclasses import asdict
     from datetime import timedelta
 
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.exceptions import ApplicationError
+    from temporalio.service import RPCError, RPCStatusCode
+
     from bazaar.db import get_engine, transaction
     from bazaar.orders.types import ORDER_STATUS, PAYMENT_STATE, STUCK_ORDERS_QUERY, ActionRequest, Actor
     from bazaar.temporal import connect, order_workflow_id
@@ -291,9 +296,21 @@ async def _order_command(command: str, order_id: str | None, staff_email: str | 
         await get_engine().dispose()
     update = OrderWorkflow.retry if command == "retry" else OrderWorkflow.cancel
     handle = client.get_workflow_handle(order_workflow_id(str(order_id)))
-    view = await handle.execute_update(
-        update, ActionRequest(Actor(str(staff.id), is_support=True)), rpc_timeout=timedelta(seconds=30)
-    )
+    try:
+        view = await handle.execute_update(
+            update, ActionRequest(Actor(str(staff.id), is_support=True)), rpc_timeout=timedelta(seconds=30)
+        )
+    except WorkflowUpdateFailedError as refused:  # the order's own answer, as the API's 409 gives it
+        cause = refused.cause
+        raise SystemExit(
+            f"refused: {cause.message if isinstance(cause, ApplicationError) else cause}"
+        ) from None
+    except RPCError as failed:
+        if failed.status == RPCStatusCode.NOT_FOUND:
+            raise SystemExit(
+                f"no running order {order_id} (an ended order is reopened through the API)"
+            ) from None
+        raise
     return json.dumps(asdict(view), indent=2)
 
 

@@ -293,3 +293,9 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
     assert order_id not in [o["order_id"] for o in items]
     nothing = await asyncio.to_thread(http.post, f"/v1/orders/{order_id}/retry", headers=staff.headers)
     assert (nothing.status_code, nothing.json()["error"]["code"]) == (409, "invalid_transition")
+    # The CLI says the same in one line, not a traceback; a bad id is a usage error.
+    for order_arg, said in ((order_id, "refused: nothing to retry"), ("notanid", "invalid UUID value")):
+        cli = await asyncio.to_thread(
+            run_cli, stack, "orders", "retry", order_arg, "--as", staff.email, check=False
+        )
+        assert cli.returncode != 0 and said in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
