@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.checkout.types import CheckoutPlacement, CheckoutView, Reservation, StartCheckout
     from bazaar.errors import Rejection
     from bazaar.models import CheckoutStatus
+    from bazaar.orders import details
     from bazaar.orders.types import CheckoutShare, PlaceOrder, initial_search_attributes
     from bazaar.payments.keys import MoneyOperation, money_key
     from bazaar.temporal import ORDERS, order_workflow_id
@@ -103,6 +104,16 @@ class CheckoutWorkflow:
                 task_queue=queue_of(ORDERS),
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 search_attributes=initial_search_attributes(placed, order.seller_id, order.amount),
+                # For operators, as a single order has them (user metadata and memo: not compared on replay).
+                memo=details.memo(
+                    share.listing_title, order.amount, share.currency, sum(x.quantity for x in order.lines)
+                ),
+                static_summary=details.checkout_summary(
+                    order.amount, share.currency, share.listing_title, len(order.lines), req.checkout_id
+                ),
+                static_details=details.static_details(
+                    order.order_id, placed.listing_id, placed.quantity, order.seller_id, req.buyer_id
+                ),
             )
         self._finish(replace(self._view, status=CheckoutStatus.PAID, payment_intent_id=intent))
         await workflow.wait_condition(workflow.all_handlers_finished)

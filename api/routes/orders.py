@@ -325,12 +325,9 @@ async def _start_or_join(
             amount=listing.price_amount * request.quantity if listing else 0,
         ),
         # For operators (UI list, `temporal workflow describe`); set at start, so it costs no event.
-        memo={
-            "listing_title": listing.title,
-            "amount": listing.price_amount * request.quantity,
-            "currency": listing.currency,
-            "quantity": request.quantity,
-        }
+        memo=details.memo(
+            listing.title, listing.price_amount * request.quantity, listing.currency, request.quantity
+        )
         if listing
         else None,
         # The UI's summary line and the workflow page's details (user metadata of the start, never replayed).

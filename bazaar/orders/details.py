@@ -41,6 +41,21 @@ def summary(amount: int, currency: str, title: str, seller: str, buyer: str) -> 
     )
 
 
+def checkout_summary(amount: int, currency: str, title: str, lines: int, checkout_id: str) -> str:
+    """'Order 50.00 EUR: desk lamp (+1 more line), checkout 3f2a...': an order a checkout placed (the checkout
+    workflow knows ids, not names)."""
+    more = f" (+{lines - 1} more line{'s' if lines > 2 else ''})" if lines > 1 else ""
+    return (
+        f"Order {format_money(amount, currency)}: {_one_line(title, TITLE_CHARS)}{more}, "
+        f"checkout {checkout_id[:8]}"
+    )
+
+
+def memo(listing_title: str, amount: int, currency: str, quantity: int) -> dict[str, object]:
+    """The order's memo, set at its start: shown in the UI's workflow list and `temporal workflow describe`."""
+    return {"listing_title": listing_title, "amount": amount, "currency": currency, "quantity": quantity}
+
+
 def static_details(order_id: str, listing_id: str, quantity: int, seller_id: str, buyer_id: str) -> str:
     """Who and what, for the workflow's page (Temporal markdown)."""
     return "\n".join(

@@ -220,6 +220,17 @@ async def test_two_sellers_paid_once_each_get_a_paid_order_of_their_own_lines(
         described = await bike.handle.describe()
         assert described.typed_search_attributes.get(ORDER_STATUS) == "paid"
         assert described.typed_search_attributes.get(SELLER_ID) == BIKE_SELLER.user_id
+        # Operators see it as they see a single order: memo, summary and details.
+        assert await described.memo() == {
+            "listing_title": "Road bike",
+            "amount": BIKE_ORDER,
+            "currency": "EUR",
+            "quantity": 3,
+        }
+        assert await described.static_summary() == (
+            f"Order {BIKE_ORDER // 100}.00 EUR: Road bike (+1 more line), checkout {checkout.id[:8]}"
+        )
+        assert f"**Order** `{bike.id}`" in (await described.static_details() or "")
         # The checkout has ended; its orders run on (ABANDON): each waits for its seller.
         assert (await checkout.handle.describe()).status == WorkflowExecutionStatus.COMPLETED
         assert described.status == WorkflowExecutionStatus.RUNNING
