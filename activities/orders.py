@@ -85,6 +85,7 @@ class OrderStateChange:
     actor_role: Party
     action: OrderEvent
     tracking: dict[str, str] | None = None
+    note: str | None = None  # the actor's own words (a cancellation's or refund's reason, support's note)
 
 
 @dataclass
@@ -462,7 +463,12 @@ async def _project(session: AsyncSession, change: OrderStateChange) -> _Moved | 
         "p_actor_role": change.actor_role,
         "p_subject_id": change.order_id,
         "p_action": change.action,
-        "p_data": {"status": change.status, "reason": change.reason, "payment_state": change.payment_state},
+        "p_data": {
+            "status": change.status,
+            "reason": change.reason,
+            "payment_state": change.payment_state,
+            **({"note": change.note} if change.note else {}),
+        },
         "p_dedupe_key": f"order:{change.order_id}:state:{change.seq}",
     }
     row = (await connection.execute(_PROJECTION, parameters)).first()

@@ -334,7 +334,10 @@ class TimelineEvent(BaseModel):
     action: OrderEvent
     actor_role: Party
     actor_id: uuid.UUID | None
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(
+        description="the move's `status`, `reason` and `payment_state`, and `note`: the actor's own words when "
+        "they gave any (a cancellation's or refund's reason, support's resolution note)"
+    )
 
     @classmethod
     def of(cls, event: AuditEvent) -> TimelineEvent:

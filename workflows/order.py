@@ -357,13 +357,13 @@ class OrderWorkflow(OrderMoney):
     @workflow.update
     async def decline(self, req: ActionRequest) -> OrderView:
         async with self._acting(OrderAction.DECLINE, req) as party:
-            await self._cancel_with_refund("seller_declined", party, req.actor)
+            await self._cancel_with_refund("seller_declined", party, req.actor, note=req.reason)
         return self.view
 
     @workflow.update
     async def cancel(self, req: ActionRequest) -> OrderView:
         async with self._acting(OrderAction.CANCEL, req) as party:
-            await self._cancel_with_refund(f"{party}_cancelled", party, req.actor)
+            await self._cancel_with_refund(f"{party}_cancelled", party, req.actor, note=req.reason)
         return self.view
 
     @workflow.update
@@ -417,7 +417,9 @@ class OrderWorkflow(OrderMoney):
             }
             settled = Resolution(resolution, refunded.get(resolution))
             if resolution == DisputeResolution.RELEASE:
-                await self._complete("dispute_released", party, req.actor, resolution=settled)
+                await self._complete(
+                    "dispute_released", party, req.actor, resolution=settled, note=req.reason
+                )
             elif resolution == DisputeResolution.REFUND:
                 # A shipped item stays with the buyer (the stock does not come back); an unshipped one goes
                 # back on sale.
@@ -431,6 +433,7 @@ class OrderWorkflow(OrderMoney):
                     action=OrderEvent.REFUNDED,
                     release_stock=not self._shipped,
                     resolution=settled,
+                    note=req.reason,
                 )
             else:
                 if req.refund_amount is None or not 0 < req.refund_amount < remaining:
@@ -439,7 +442,9 @@ class OrderWorkflow(OrderMoney):
                         type=Rejection.INVALID_REQUEST,
                     )
                 await self._refund(req.refund_amount, "dispute_partial_refund")
-                await self._complete("dispute_partially_refunded", party, req.actor, resolution=settled)
+                await self._complete(
+                    "dispute_partially_refunded", party, req.actor, resolution=settled, note=req.reason
+                )
             self._signal_dispute_case(DisputeWorkflow.resolved, settled)
         return self.view
 

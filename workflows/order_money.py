@@ -193,7 +193,9 @@ class OrderMoney(OrderSteps):
             ) from None
         self._view = replace(self.view, refunded_amount=self.view.refunded_amount + amount)
 
-    async def _cancel_with_refund(self, reason: str, party: Party, actor: Actor | None) -> None:
+    async def _cancel_with_refund(
+        self, reason: str, party: Party, actor: Actor | None, note: str | None = None
+    ) -> None:
         if self.view.payment_state == PaymentState.HELD_IN_ESCROW:
             await self._refund(self.view.amount - self.view.refunded_amount, reason)
         await self._transition(
@@ -204,6 +206,7 @@ class OrderMoney(OrderSteps):
             actor=actor,
             action=OrderEvent.CANCELLED,
             release_stock=True,
+            note=note,
         )
 
     async def _complete(
@@ -213,6 +216,7 @@ class OrderMoney(OrderSteps):
         actor: Actor | None,
         fee: int | None = None,
         resolution: Resolution | None = None,
+        note: str | None = None,
     ) -> None:
         """Release what is left in escrow: the fee to the platform, the rest transferred to the seller
         (`resolution`: support's, when this settles the order's dispute)."""
@@ -244,6 +248,7 @@ class OrderMoney(OrderSteps):
             action=OrderEvent.COMPLETED,
             ledger=[release],
             resolution=resolution,
+            note=note,
         )
 
     async def _pay_out(self, amount: int) -> PaymentState:
@@ -359,6 +364,7 @@ class OrderMoney(OrderSteps):
             actor=req.actor,
             action=OrderEvent.REFUNDED if whole else OrderEvent.PARTIALLY_REFUNDED,
             release_stock=whole and not self._shipped,
+            note=req.reason,
         )
 
     def _check_refund_amount(self, req: ActionRequest) -> tuple[int, dict[str, int] | None]:

@@ -143,9 +143,11 @@ class OrderSteps:
         release_stock: bool = False,
         ledger: list[LedgerPosting] | None = None,
         resolution: Resolution | None = None,
+        note: str | None = None,
     ) -> None:
         """Move to `status`, saved with everything the move implies; the view changes only once saved.
-        A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved."""
+        A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved.
+        `note`: the actor's own words, for the timeline."""
         view = replace(base or self.view, status=status, reason=reason, payment_state=payment_state)
         view = replace(view, allowed_actions=rules.allowed_actions(view))
         now = workflow.now()
@@ -169,6 +171,7 @@ class OrderSteps:
             ledger=ledger,
             reversible=reversible,
             resolution=resolution,
+            note=note,
         )
         self._view = view
         self._publish()
@@ -185,6 +188,7 @@ class OrderSteps:
         ledger: list[LedgerPosting] | None = None,
         reversible: bool = False,
         resolution: Resolution | None = None,
+        note: str | None = None,
     ) -> None:
         seq = self._seq + 1
         transition = OrderTransition(
@@ -207,6 +211,7 @@ class OrderSteps:
             else None,
             refunded_units=view.refunded_units if action in _REFUNDS else {},
             dispute_resolution=resolution,
+            note=note,
         )
         try:
             await self._db_step(

@@ -216,6 +216,13 @@ def test_dispute_refunded_in_full_by_support(http: httpx.Client, stack: Any) -> 
         "refund",
         order["total"]["amount"],
     ), resolved
+    # Support's note is in the order's timeline, with who acted.
+    last = http.get(f"/v1/orders/{oid}", headers=staff.headers).json()["timeline"][-1]
+    assert (last["action"], last["actor_role"], last["data"]["note"]) == (
+        "order.refunded",
+        "support",
+        "carrier lost it",
+    ), last
     assert transfers_for(stack, oid) == []
     assert balance(http, seller) == {"currency": "EUR", "held": 0, "available": 0, "paid_out": 0}
     assert_balanced(stack, oid)
