@@ -3,8 +3,13 @@ things there: task queues, workflow ids and search attributes. Every place that 
 
 from __future__ import annotations
 
+from typing import Any
+
+import opentelemetry.trace
+import temporalio.worker
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
+from temporalio.contrib.opentelemetry._context import attached_context
 from temporalio.runtime import Runtime
 
 from bazaar.settings import Settings
@@ -93,6 +98,35 @@ def money_workflow_id(order_id: str) -> str:
     return f"money-{order_id}"
 
 
+class _UpdateTracedInbound(TracingWorkflowInboundInterceptor):
+    """The SDK's workflow tracing, except that an Update's work continues the trace of the request that sent it:
+    its handler's span, the activities it runs and what they do (the SQL, the provider call, the mail it queues),
+    so an action's `X-Trace-Id` leads to all of it. The SDK parents an Update's spans on the workflow's start
+    and only links the caller. Replay-safe like the SDK's: spans are made only outside replay, and the context
+    only changes the headers of what the handler starts, which replay does not compare."""
+
+    async def handle_update_handler(self, input: temporalio.worker.HandleUpdateInput) -> Any:
+        header = input.headers.get(self.header_key)
+        if header is None:
+            return await super().handle_update_handler(input)
+        carrier = self.payload_converter.from_payloads([header])[0]
+        context = self._set_on_context(self.text_map_propagator.extract(carrier))
+        with attached_context(context):
+            self._completed_span(f"HandleUpdate:{input.update}", kind=opentelemetry.trace.SpanKind.SERVER)
+            # The interceptor chain past the SDK's tracing (which would put it back under the start's trace).
+            return await temporalio.worker.WorkflowInboundInterceptor.handle_update_handler(self, input)
+
+
+class Tracing(TracingInterceptor):
+    """The SDK's TracingInterceptor with `_UpdateTracedInbound` in workflows."""
+
+    def workflow_interceptor_class(
+        self, input: temporalio.worker.WorkflowInterceptorClassInput
+    ) -> type[TracingWorkflowInboundInterceptor]:
+        super().workflow_interceptor_class(input)  # registers the externs the workflow side calls
+        return _UpdateTracedInbound
+
+
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """`runtime`: e.g. the worker's, exporting SDK metrics to Prometheus.
 
@@ -103,5 +137,5 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         runtime=runtime,
-        interceptors=[TracingInterceptor()],
+        interceptors=[Tracing()],
     )

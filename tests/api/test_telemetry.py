@@ -216,6 +216,19 @@ async def test_one_order_request_is_one_trace_through_workflow_activities_and_pr
     assert len(smtp) == delivered, names
     assert "RunActivity:save_transition" in under(smtp[0])  # the transition that queued the mail
 
+    # A later action is a trace of its own request, through the workflow's Update to what it did.
+    accepted = await api.post(f"/v1/orders/{placed.json()['id']}/accept", headers=seller)
+    assert accepted.status_code == 200, accepted.text
+    while (outcome := await traced.sender.deliver_next()) is not None:  # "order accepted", to the buyer
+        assert outcome.status == "sent", outcome
+    action = traced.trace(accepted.headers["x-trace-id"])
+    action_names = [span.name for span in action]
+    assert {"HandleUpdate:accept", "RunActivity:save_transition", "smtp send"} <= set(action_names), (
+        action_names
+    )
+    assert _tree_problems(action, "POST /v1/orders/{order_id}/accept") == [], action_names
+    assert "HandleUpdate:accept" not in [s.name for s in traced.trace(trace_id)]  # not the first request's
+
     # The request metrics: one sample more for the route template, no id in any label.
     samples = {
         tuple(sorted(s.labels.items()))
