@@ -159,7 +159,7 @@ class UnsubscribedOut(BaseModel):
 
 
 class ReplayOut(BaseModel):
-    notification_id: str
+    notification_id: int  # the same id as DeadLetterOut.notification_id
     status: NotificationStatus | Literal["missing"] = Field(
         description="pending: queued again (a repeated replay changes nothing); sent: it was delivered "
         "meanwhile; dead, missing: nothing was put back",

@@ -142,4 +142,4 @@ async def replay_dead_letter(dead_letter_id: RowId, staff: Support, session: Ses
     (queued; a repeated click changes nothing), or `sent` if it was delivered meanwhile. Audited with the support
     user (`dead_letter.replayed`)."""
     notification_id, status = await notifications.replay_audited(session, dead_letter_id, staff)
-    return ReplayOut(notification_id=str(notification_id), status=status)
+    return ReplayOut(notification_id=notification_id, status=status)

@@ -562,7 +562,7 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
     replay = http.post(f"/v1/support/dead-letters/{dead['id']}/replay", headers=staff.headers)
     assert replay.status_code == 202, replay.text
     # Back in the outbox at once (no workflow): pending again, with fresh attempts, for the worker's sender.
-    assert replay.json() == {"notification_id": str(email_id), "status": "pending"}
+    assert replay.json() == {"notification_id": email_id, "status": "pending"}
 
     # The stack worker's sender delivers it through the working SMTP sink.
     delivered = mail(stack, user.email, shipped_subject)
@@ -575,7 +575,7 @@ def test_dead_lettered_email_is_listed_replayed_and_delivered(
     ] == []
     # A second click sends nothing again.
     again = http.post(f"/v1/support/dead-letters/{dead['id']}/replay", headers=staff.headers)
-    assert (again.status_code, again.json()) == (202, {"notification_id": str(email_id), "status": "sent"})
+    assert (again.status_code, again.json()) == (202, {"notification_id": email_id, "status": "sent"})
     assert len(mails_to(stack, user.email, shipped_subject)) == 1
 
     after = metrics(http)
