@@ -51,9 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         help="reconciliation's discrepancies (as GET /v1/support/reconciliation) and their status",
     ).add_subparsers(dest="reconciliation_command", required=True)
     listing = findings.add_parser("list", help="list discrepancies, newest first (default: the open ones)")
-    listing.add_argument("--status", action="append", choices=["open", "acknowledged", "resolved"])
-    listing.add_argument("--category", default=None)
-    listing.add_argument("--order", dest="order_id", default=None)
+    from bazaar.payments.discrepancies import DiscrepancyStatus
+    from bazaar.payments.reconcile import DiscrepancyCategory
+
+    listing.add_argument(
+        "--status", action="append", choices=[s.value for s in DiscrepancyStatus], help="repeat for several"
+    )
+    listing.add_argument("--category", default=None, choices=[c.value for c in DiscrepancyCategory])
+    listing.add_argument("--order", dest="order_id", default=None, type=uuid.UUID)
     listing.add_argument("--window", dest="window_id", default=None)
     listing.add_argument("--limit", type=int, default=100)
     for name, text in (
@@ -222,7 +227,6 @@ async def _reconciliation_command(args: argparse.Namespace) -> str:
     """`reconciliation list` prints what support's list shows; `acknowledge|resolve|reopen` set an item's
     status with a note, as the named support user."""
     import json
-    import uuid
 
     from api.reconciliation_schemas import ReconciliationItemOut
     from bazaar.db import get_engine, transaction
@@ -236,7 +240,7 @@ async def _reconciliation_command(args: argparse.Namespace) -> str:
                     session,
                     statuses=[DiscrepancyStatus(s) for s in args.status or ["open"]],
                     category=args.category,
-                    order_id=uuid.UUID(args.order_id) if args.order_id else None,
+                    order_id=args.order_id,
                     window_id=args.window_id,
                     limit=args.limit,
                 )

@@ -390,6 +390,13 @@ def test_the_gauge_and_the_support_list_show_the_same_items(
         return json.loads(run_cli(stack, "reconciliation", *args).stdout)
 
     [shown] = cli("list", "--status", "acknowledged", "--order", stray)
+    assert [
+        i["id"] for i in cli("list", "--status", "open", "--status", "acknowledged", "--order", stray)
+    ] == [
+        item["id"]
+    ]  # several statuses, as the API takes them; a category or status it does not know is a usage error
+    bad = run_cli(stack, "reconciliation", "list", "--category", "bogus", check=False)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr, bad.stderr
     assert (shown["id"], shown["status"], shown["note"]) == (item["id"], "acknowledged", acked.json()["note"])
     note = "refunded by hand at the provider: booked as a correction"
     resolved = cli("resolve", str(item["id"]), "--note", note, "--as", shop.staff.email)
