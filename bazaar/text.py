@@ -41,16 +41,6 @@ SINGLE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]
 MULTI_LINE_PATTERN = (
     r"^(?:[^\u0000-\u0008\u000b\u000c\u000d\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]|\r\n)*$"
 )
-# A character stripping keeps: not Unicode White_Space (what pydantic's `strip_whitespace` removes from the ends).
-_KEPT_BY_STRIP = r"[^\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-
-
-def _stripped_length_at_least(n: int) -> str:
-    """A lookahead: the value is at least `n` characters long once its ends are stripped, i.e. it has a kept
-    character, or two at least `n` apart (first to last, both included)."""
-    if n <= 1:
-        return rf"(?=[\s\S]*?{_KEPT_BY_STRIP})"
-    return rf"(?=[\s\S]*?{_KEPT_BY_STRIP}[\s\S]{{{n - 2},}}{_KEPT_BY_STRIP})"
 
 
 def control_character_problem(value: str, multiline: bool) -> str | None:
@@ -121,12 +111,7 @@ class _Text(annotated_types.GroupedMetadata):
             pattern=self.pattern,
         )
         yield _CHECK_MULTI_LINE if self.multiline else _CHECK_SINGLE_LINE
-        pattern = MULTI_LINE_PATTERN if self.multiline else SINGLE_LINE_PATTERN
-        if self.strip and self.min_length:
-            # The length is checked after stripping: "   " is too short for a minLength of 1 the document
-            # alone would let through, so the pattern says so.
-            pattern = f"^{_stripped_length_at_least(self.min_length)}{pattern[1:]}"
-        yield _DocumentedPattern(pattern)
+        yield _DocumentedPattern(MULTI_LINE_PATTERN if self.multiline else SINGLE_LINE_PATTERN)
 
 
 def single_line(
