@@ -84,8 +84,6 @@ def create_app() -> FastAPI:
             "pagination, rate limits, 202 and Location, versioning) are in docs/api.md."
         ),
         lifespan=lifespan,
-        # Where this deployment answers, so a generated client's default base URL is right.
-        servers=[{"url": get_settings().public_base_url, "description": "this deployment (PUBLIC_BASE_URL)"}],
         openapi_tags=TAGS,
         generate_unique_id_function=openapi.operation_id,
     )

@@ -34,6 +34,7 @@ from api import deps
 from api.errors import ErrorOut, ValidationErrorOut
 from api.ratelimits import route_rate_limits
 from bazaar.errors import ErrorCode
+from bazaar.settings import get_settings
 
 CODES = "x-error-codes"
 SCHEMAS = "#/components/schemas/"
@@ -197,6 +198,11 @@ def install(app: FastAPI) -> None:
 
 
 def complete(app: FastAPI, doc: dict[str, Any]) -> None:
+    # Where this deployment answers, so a generated client's default base URL is right (read when the document
+    # is first built, from the process's settings).
+    doc["servers"] = [
+        {"url": get_settings().public_base_url, "description": "this deployment (PUBLIC_BASE_URL)"}
+    ]
     schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
     _add_models(schemas, ErrorOut, ValidationErrorOut)
     seen: dict[str, str] = {}

@@ -550,15 +550,6 @@ class OrderWorkflow(OrderMoney):
         rules.check_resolution(req.resolution)
         self._check_resolution(req)
 
-    def _check_resolution(self, req: ActionRequest) -> None:
-        """Paying the seller (all or part) needs an item that was shipped."""
-        if req.resolution != DisputeResolution.REFUND and not self._shipped:
-            raise ApplicationError(
-                "the order was never shipped: only a refund resolves it (its stock goes back on sale)",
-                self._view,
-                type=Rejection.INVALID_REQUEST,
-            )
-
     @retry_transfer.validator
     def _validate_retry_transfer(self, req: ActionRequest) -> None:
         self._authorize(OrderAction.RETRY_TRANSFER, req)

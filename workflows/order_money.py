@@ -396,6 +396,15 @@ class OrderMoney(OrderSteps):
             )
         return amount, units
 
+    def _check_resolution(self, req: ActionRequest) -> None:
+        """Paying the seller (all or part) needs an item that was shipped."""
+        if req.resolution != DisputeResolution.REFUND and not self._shipped:
+            raise ApplicationError(
+                "the order was never shipped: only a refund resolves it (its stock goes back on sale)",
+                self._view,
+                type=Rejection.INVALID_REQUEST,
+            )
+
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
         taken_back = (ChargebackStatus.WITHDRAWN, ChargebackStatus.LOST)

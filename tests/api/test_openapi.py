@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from api.app import app
+import pytest
+
+from api.app import app, create_app
 from bazaar.settings import get_settings
 
 # Pydantic's names for bounds: a constraint pydantic cannot express on a schema lands in it under these, which
@@ -116,7 +118,7 @@ def test_a_notification_event_type_is_one_enum_wherever_it_is_named() -> None:
         }
 
 
-def test_every_operation_says_what_it_does_and_where_it_is_served() -> None:
+def test_every_operation_says_what_it_does_and_where_it_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
     """What client generators and API browsers show: a description on every operation (its handler's
     docstring), and the deployment's base URL as the server."""
     doc = app.openapi()
@@ -127,6 +129,13 @@ def test_every_operation_says_what_it_does_and_where_it_is_served() -> None:
         if not operation.get("description", "").strip()
     ]
     assert not undescribed, undescribed
-    assert doc["servers"] == [
-        {"url": get_settings().public_base_url, "description": "this deployment (PUBLIC_BASE_URL)"}
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://market.example")
+    get_settings.cache_clear()
+    try:
+        deployed = create_app().openapi()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert deployed["servers"] == [
+        {"url": "https://market.example", "description": "this deployment (PUBLIC_BASE_URL)"}
     ]

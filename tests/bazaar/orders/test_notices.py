@@ -7,7 +7,8 @@ import pytest
 
 from bazaar.models import OrderStatus
 from bazaar.orders.notices import outcome_of
-from bazaar.orders.types import DisputeSource, OrderEvent, OrderView
+from bazaar.orders.types import OrderEvent, OrderView
+from bazaar.trust.models import DisputeSource
 
 E = OrderEvent
 
