@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.details import Waiting, current_details
-    from bazaar.orders.notices import Effects, effects_of
+    from bazaar.orders.notices import Effects, effects_of, outcome_of
     from bazaar.orders.types import (
         BUYER_ID,
         LISTING_ID,
@@ -158,7 +158,6 @@ class OrderSteps:
             transfers=self._transfers,
             accept_by=now + timedelta(seconds=self._terms.acceptance_timeout_seconds),
             reviews_close_at=now + timedelta(seconds=self._terms.review_window_seconds),
-            completed_before=self._releases > 0,
         )
         reversible = action in (OrderEvent.ACCEPTED, OrderEvent.FULFILLED, OrderEvent.DISPUTED)
         await self._save(
@@ -191,6 +190,8 @@ class OrderSteps:
         note: str | None = None,
     ) -> None:
         seq = self._seq + 1
+        # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
+        outcome, disputed = outcome_of(action, view, completed_before=self._releases > 0)
         transition = OrderTransition(
             order_id=view.order_id,
             seq=seq,
@@ -204,8 +205,8 @@ class OrderSteps:
             release_stock=release_stock,
             ledger=ledger or [],
             notices=effects.notices,
-            outcome=effects.outcome,
-            disputed=effects.disputed,
+            outcome=outcome,
+            disputed=disputed,
             review_closes_at=workflow.now() + timedelta(seconds=self._terms.review_window_seconds)
             if effects.opens_reviews
             else None,

@@ -6,7 +6,7 @@ Pure: the order workflow calls it with its view and gets data back; nothing here
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from temporalio import workflow
@@ -26,10 +26,7 @@ class Effects:
     """What a transition implies beyond the order's own state."""
 
     notices: list[NotificationEvent] = field(default_factory=list)
-    # The seller's reputation counters (`outcome_of`): how the order ended, and whether it counts as disputed.
-    outcome: str | None = None  # completed | cancelled | refunded
     opens_reviews: bool = False
-    disputed: bool = False
 
 
 def minutes(moment: datetime) -> str:
@@ -62,43 +59,8 @@ def effects_of(
     transfers: int,
     accept_by: datetime,
     reviews_close_at: datetime,
-    completed_before: bool,
 ) -> Effects:
-    """The notifications and counters of `action` (a timeline event) leading to `view`."""
-    outcome, disputed = outcome_of(action, view, completed_before)
-    return replace(
-        _notices_of(action, view, payout, transfers, accept_by, reviews_close_at),
-        outcome=outcome,
-        disputed=disputed,
-    )
-
-
-def outcome_of(action: OrderEvent, view: OrderView, completed_before: bool) -> tuple[str | None, bool]:
-    """What `action` adds to the seller's order counters: how the order ended, once (completed; cancelled by
-    the seller; refunded without ever completing), and whether it was disputed, counted once it has ended (a
-    dispute or chargeback on an order that had completed counts when it opens), so every rate over ended
-    orders stays within 0-1. `completed_before`: the order completed earlier (a refund then ends nothing new)."""
-    disputed = view.dispute_source is not None
-    if action == OrderEvent.COMPLETED:
-        # Completed again after a won chargeback: counted the first time.
-        return (None if view.reason == "chargeback_won" else "completed"), disputed
-    if action == OrderEvent.CANCELLED:
-        return ("cancelled" if view.reason in SELLER_CANCELLATIONS else None), False
-    if view.status == OrderStatus.REFUNDED and action in (OrderEvent.REFUNDED, OrderEvent.CHARGEBACK_LOST):
-        return (None if completed_before else "refunded"), disputed
-    if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
-        return None, completed_before
-    return None, False
-
-
-def _notices_of(
-    action: OrderEvent,
-    view: OrderView,
-    payout: int,
-    transfers: int,
-    accept_by: datetime,
-    reviews_close_at: datetime,
-) -> Effects:
+    """The notifications of `action` (a timeline event) leading to `view`, and whether it opens the reviews."""
     payout_text = {"payout": format_money(payout, view.currency)}
     buyer, seller = [Party.BUYER], [Party.SELLER]
     if action == OrderEvent.PAID:
@@ -144,3 +106,21 @@ def _notices_of(
             [notice(view, f"refunded-{view.refunded_amount}", "order_refunded", buyer + seller, refunded)]
         )
     return Effects()
+
+
+def outcome_of(action: OrderEvent, view: OrderView, completed_before: bool) -> tuple[str | None, bool]:
+    """What `action` adds to the seller's order counters: how the order ended, once (completed; cancelled by
+    the seller; refunded without ever completing), and whether it was disputed, counted once it has ended (a
+    dispute or chargeback on an order that had completed counts when it opens), so every rate over ended
+    orders stays within 0-1. `completed_before`: the order completed earlier (a refund then ends nothing new)."""
+    disputed = view.dispute_source is not None
+    if action == OrderEvent.COMPLETED:
+        # Completed again after a won chargeback: counted the first time.
+        return (None if view.reason == "chargeback_won" else "completed"), disputed
+    if action == OrderEvent.CANCELLED:
+        return ("cancelled" if view.reason in SELLER_CANCELLATIONS else None), False
+    if view.status == OrderStatus.REFUNDED and action in (OrderEvent.REFUNDED, OrderEvent.CHARGEBACK_LOST):
+        return (None if completed_before else "refunded"), disputed
+    if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
+        return None, completed_before
+    return None, False
