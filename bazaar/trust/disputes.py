@@ -266,33 +266,6 @@ async def set_status(
     dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id).with_for_update())
     if dispute is None:
         raise LookupError(f"no dispute on order {order_id}")
-    return await _set(session, order_id, dispute, status, resolution, refund_amount)
-
-
-async def record_resolution(session: AsyncSession, order_id: uuid.UUID, resolution: Resolution) -> None:
-    """The order's own transition that settles its dispute marks the case resolved in the same transaction, so
-    the case reads resolved as soon as the order does (the case's workflow then finds it so and only tells
-    people). Nothing to mark if the case has not opened yet: its workflow resolves it when it does."""
-    dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id).with_for_update())
-    if dispute is not None:
-        await _set(
-            session,
-            order_id,
-            dispute,
-            DisputeStatus.RESOLVED,
-            resolution.resolution,
-            resolution.refund_amount,
-        )
-
-
-async def _set(
-    session: AsyncSession,
-    order_id: uuid.UUID,
-    dispute: Dispute,
-    status: DisputeStatus,
-    resolution: DisputeResolution | None,
-    refund_amount: int | None,
-) -> Dispute:
     if dispute.status != DisputeStatus.RESOLVED:
         dispute.status = status
         if status == DisputeStatus.RESOLVED:
@@ -307,6 +280,18 @@ async def _set(
                 dedupe_key=f"{case_prefix(order_id, dispute.provider_dispute_id)}:resolved",
             )
     return dispute
+
+
+async def record_resolution(session: AsyncSession, order_id: uuid.UUID, resolution: Resolution) -> None:
+    """The order's own transition that settles its dispute marks the case resolved in the same transaction, so
+    the case reads resolved as soon as the order does (the case's workflow then finds it so and only tells
+    people). Nothing to mark if the case has not opened yet: its workflow resolves it when it does."""
+    try:
+        await set_status(
+            session, order_id, DisputeStatus.RESOLVED, resolution.resolution, resolution.refund_amount
+        )
+    except LookupError:
+        pass
 
 
 async def case_for_order(session: AsyncSession, order_id: uuid.UUID) -> tuple[Dispute, list[DisputeMessage]]:
