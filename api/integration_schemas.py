@@ -67,7 +67,9 @@ class ApiKeyOut(BaseModel):
     last_used_at: datetime | None = Field(
         description="when the key was last used, updated at most once a minute (it may lag by up to one)"
     )
-    revoked_at: datetime | None
+    revoked_at: datetime | None = Field(
+        description="null: a revoked key is no longer listed or found (kept for clients that read it)"
+    )
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:

@@ -111,19 +111,20 @@ async def create_api_key(
 
 @router.get("/api-keys", response_model=list[ApiKeyOut], responses=errors(ErrorCode.FORBIDDEN))
 async def list_api_keys(caller: Caller, session: Session) -> list[ApiKeyOut]:
-    """Your scopes' keys (revoked ones too), newest first, without the keys themselves."""
+    """Your scopes' keys, newest first, without the keys themselves (a revoked key is gone)."""
     return [ApiKeyOut.of(row) for row in await keys.list_keys(session, _scopes(caller))]
 
 
 @router.get("/api-keys/{key_id}", response_model=ApiKeyOut, responses=errors(ErrorCode.FORBIDDEN))
 async def get_api_key(key_id: uuid.UUID, caller: Caller, session: Session) -> ApiKeyOut:
-    """One key of your scopes (revoked ones too), without the key itself."""
+    """One key of your scopes, without the key itself; 404 once it is revoked."""
     return ApiKeyOut.of(await keys.get(session, _scopes(caller), key_id))
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, responses=errors(ErrorCode.FORBIDDEN))
 async def revoke_api_key(key_id: uuid.UUID, caller: Caller, session: Session) -> None:
-    """Revoke a key: from the next request on it is refused (401). Revoking a revoked key changes nothing."""
+    """Revoke (delete) a key: from the next request on it is refused (401), and it is no longer listed or found
+    (404). Revoking a revoked key changes nothing (204 again)."""
     await keys.revoke(session, _scopes(caller), key_id)
 
 

@@ -59,20 +59,23 @@ async def create(session: AsyncSession, scope: Scope, name: str) -> tuple[ApiKey
 
 
 async def list_keys(session: AsyncSession, scopes: list[Scope]) -> list[ApiKey]:
-    """The keys of these scopes, revoked ones too, newest first."""
+    """The live keys of these scopes, newest first (a revoked key is deleted for its owner: its row stays for
+    the audit trail)."""
     found = await session.scalars(
         select(ApiKey)
-        .where(_owned(scopes))
+        .where(_owned(scopes), ApiKey.revoked_at.is_(None))
         .order_by(ApiKey.created_at.desc(), ApiKey.id)
         .limit(200)  # far more than an app needs; a seller with more has a problem to look at
     )
     return list(found.all())
 
 
-async def get(session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID) -> ApiKey:
-    """A key of one of these scopes (another scope's is not found)."""
+async def get(
+    session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID, *, revoked: bool = False
+) -> ApiKey:
+    """A live key of one of these scopes (another scope's is not found; a revoked one neither, unless `revoked`)."""
     row = await session.scalar(select(ApiKey).where(ApiKey.id == key_id, _owned(scopes)))
-    if row is None:
+    if row is None or (row.revoked_at is not None and not revoked):
         raise DomainError(ErrorCode.NOT_FOUND, "API key not found")
     return row
 
@@ -80,7 +83,7 @@ async def get(session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID) -> 
 async def revoke(session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID) -> ApiKey:
     """Revoke a key of these scopes (at once: each request looks its key up). Revoking it again changes
     nothing."""
-    row = await get(session, scopes, key_id)
+    row = await get(session, scopes, key_id, revoked=True)
     row.revoked_at = row.revoked_at or datetime.now(UTC)
     return row
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any
 
 import jsonschema_rs
 import pytest
@@ -137,10 +137,12 @@ def test_aliases_and_json_schema() -> None:
     assert schema["title"] == {
         "maxLength": 10,
         "minLength": 3,
-        "pattern": SINGLE_LINE_PATTERN,
+        "pattern": schema["title"]["pattern"],
         "title": "Title",
         "type": "string",
     }
+    # The plain rule, with the length counted after stripping (test_the_pattern_says_the_length_counts_...).
+    assert schema["title"]["pattern"] != SINGLE_LINE_PATTERN
 
 
 def test_the_json_schema_states_the_rule_as_an_ecma_pattern_that_agrees_with_the_check() -> None:
@@ -164,3 +166,57 @@ def test_the_json_schema_states_the_rule_as_an_ecma_pattern_that_agrees_with_the
                 name,
                 value,
             )
+
+
+@pytest.mark.parametrize(
+    ("kind", "min_length"),
+    [
+        (single_line, 1),
+        (single_line, 2),
+        (single_line, 3),
+        (single_line, 10),
+        (multi_line, 1),
+        (multi_line, 3),
+    ],
+)
+def test_the_pattern_says_the_length_counts_after_stripping(kind: Any, min_length: int) -> None:
+    """A stripped field's minimum holds for the stripped value: the document's pattern refuses what only its
+    ends' whitespace made long enough, and agrees with the validator value by value (control characters too)."""
+    text = TypeAdapter(Annotated[str, kind(min_length=min_length, max_length=50)])
+    schema = text.json_schema()
+    assert "(?=" not in schema["pattern"]  # no lookahead: generators build from it instead of filtering
+    document = jsonschema_rs.validator_for(schema)
+    spaces = [" ", "\t", "\u00a0", "\u2003", "\u3000", "\u2028", "\n", "\r\n", "\r", "\x00"]
+    inner = [
+        "",
+        "a",
+        "ab",
+        "abc",
+        "a b",
+        "a  b",
+        "a\u3000b",
+        "a\r\nb",
+        "a\nb",
+        "\ufeff",
+        "\u200bab",
+        "x" * 10,
+    ]
+    values = [f"{s}{v}{e}" for s in ["", *spaces] for v in inner for e in ["", *spaces]]
+    for value in values:
+        try:
+            text.validate_python(value)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert document.is_valid(value) == accepted, (value, schema["pattern"])
+    assert not document.is_valid(" " * 10) and document.is_valid(" " + "x" * min_length + " ")
+
+
+def test_an_unstripped_field_keeps_the_plain_rule() -> None:
+    schema = TypeAdapter(Annotated[str, single_line(min_length=10, strip=False)]).json_schema()
+    assert schema["pattern"] == SINGLE_LINE_PATTERN and schema["minLength"] == 10
+
+
+def test_a_multi_line_minimum_the_pattern_cannot_state_is_refused_where_it_is_declared() -> None:
+    with pytest.raises(ValueError, match="cannot be stated"):
+        TypeAdapter(Annotated[str, multi_line(min_length=4)])
