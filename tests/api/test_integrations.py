@@ -131,7 +131,9 @@ def test_an_api_key_is_shown_once_stored_hashed_good_for_integrations_only_and_r
     assert after.status_code == 401 and after.json()["error"]["code"] == "not_authenticated"
     # Deleted for its owner: not found, not listed (its row stays for the audit trail).
     assert http.get(f"/v1/api-keys/{created.json()['id']}", headers=seller.headers).status_code == 404
-    assert created.json()["id"] not in [k["id"] for k in http.get("/v1/api-keys", headers=seller.headers).json()]
+    assert created.json()["id"] not in [
+        k["id"] for k in http.get("/v1/api-keys", headers=seller.headers).json()
+    ]
 
 
 def test_who_may_hold_keys_of_which_scope(http: httpx.Client, stack: Any) -> None:
