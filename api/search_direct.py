@@ -144,17 +144,22 @@ class DirectSearch:
         self.route = next(r for r in route.router.routes if getattr(r, "path", None) == route.PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != route.PATH or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["path"] != route.PATH:
             await self.app(scope, receive, send)
             return
-        # The search's server span, here rather than from the FastAPI instrumentation (which leaves this path
+        # The path's server span, here rather than from the FastAPI instrumentation (which leaves this path
         # alone, api.telemetry.UNTRACED): matching the route again and collecting its attributes cost about a
         # third of the API's CPU per search (docs/benchmarks.md). Same name; an incoming traceparent is continued.
+        # Another method than GET gets the span too (its 405 carries a trace id like every answer), then the app.
+        method = scope["method"]
+        answer = self._search if method == "GET" else self.app
         with _TRACER.start_as_current_span(
-            _SPAN_NAME, context=_incoming(scope), kind=SpanKind.SERVER
+            _SPAN_NAME if method == "GET" else f"{method} {route.PATH}",
+            context=_incoming(scope),
+            kind=SpanKind.SERVER,
         ) as span:
             if not span.is_recording():
-                await self._search(scope, receive, send)
+                await answer(scope, receive, send)
                 return
             status = 500
 
@@ -165,11 +170,11 @@ class DirectSearch:
                 await send(message)
 
             try:
-                await self._search(scope, receive, send_status)
+                await answer(scope, receive, send_status)
             finally:
                 span.set_attributes(
                     {
-                        "http.request.method": "GET",
+                        "http.request.method": method,
                         "http.route": route.PATH,
                         "url.path": route.PATH,
                         "http.response.status_code": status,

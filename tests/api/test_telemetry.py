@@ -253,6 +253,11 @@ async def test_errors_and_searches_carry_their_trace(traced: Traced) -> None:
     names = [span.name for span in traced.trace(found.headers["x-trace-id"])]
     assert "GET /v1/search/listings" in names, names
     assert any(name.startswith("meilisearch POST /indexes/") for name in names), names
+    # Another method on the search's path (answered by the app, not the search's fast path) is traced too.
+    wrong = await traced.api.post("/v1/search/listings")
+    assert wrong.status_code == 405, wrong.text
+    assert wrong.json()["error"]["trace_id"] == wrong.headers["x-trace-id"]
+    assert [s.name for s in traced.trace(wrong.headers["x-trace-id"])][-1:] == ["POST /v1/search/listings"]
 
     # Probes record no span, but their answers still name a trace id to quote (a fresh one each time).
     probes = [await traced.api.get(path) for path in ("/healthz", "/readyz", "/healthz")]
