@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from bazaar.json_types import JSON_NUMBER
 
@@ -69,10 +69,6 @@ class Currency(enum.StrEnum):
     JPY = "JPY"
 
 
-def _upper(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
-
-
 def chargeable_problem(amount: int, currency: str, what: str = "amount") -> str | None:
     """None if the provider can charge `amount` minor units of `currency`, else why not, for people
     (`what` names the amount: "price", "order total", ...)."""
@@ -110,8 +106,9 @@ class Price(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # currency first: the amount's check needs it (pydantic validates fields in order); lower case is taken too.
-    currency: Annotated[Currency, BeforeValidator(_upper)] = Field(description="ISO 4217 code, e.g. EUR")
+    # currency first: the amount's check needs it (pydantic validates fields in order). Exactly the document's
+    # enum, as every other currency the API takes: "eur" is a 422 like "XXX".
+    currency: Currency = Field(description="ISO 4217 code, e.g. EUR")
     amount: ChargeableAmount = Field(
         description="Minor units, e.g. 1999 = 19.99 EUR; at least the currency's minimum charge "
         "(e.g. 50 for EUR), at most 99,999,999",

@@ -194,6 +194,7 @@ def test_etag_and_if_match(http: httpx.Client) -> None:
         ({"price": {"amount": 0, "currency": "EUR"}}, ("body", "price", "amount")),
         ({"price": {"amount": -5, "currency": "EUR"}}, ("body", "price", "amount")),
         ({"price": {"amount": 100, "currency": "XXX"}}, ("body", "price", "currency")),
+        ({"price": {"amount": 100, "currency": "eur"}}, ("body", "price", "currency")),
         ({"location": {"lat": 91, "lng": 0, "city": "X", "country": "DE"}}, ("body", "location", "lat")),
         ({"location": {"lat": 0, "lng": -181, "city": "X", "country": "DE"}}, ("body", "location", "lng")),
         (
