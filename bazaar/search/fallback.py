@@ -4,6 +4,7 @@ ranking rules (bazaar/search/words.py has the text match)."""
 
 from __future__ import annotations
 
+import html
 import math
 import time
 import uuid
@@ -154,6 +155,13 @@ _HEADLINE_TITLE = f"StartSel={MARK_START}, StopSel={MARK_END}, HighlightAll=true
 _HEADLINE_DESCRIPTION = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12"
 
 
+def _headline(column: ColumnElement[str], tsq: Any, options: str) -> ColumnElement[str]:
+    """ts_headline of the column's text with &, < and > as entities: its parser takes `<...>` for an HTML tag,
+    which a fragment leaves out ("a<b c>d" became "a d"); entities it keeps, and `_pg_hit` reads them back."""
+    escaped = func.replace(func.replace(func.replace(column, "&", "&amp;"), "<", "&lt;"), ">", "&gt;")
+    return func.ts_headline(_SIMPLE, escaped, tsq, options)
+
+
 async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxonomy) -> SearchResult:
     """The same search over listings.search_vector (GIN) and plain columns; slower, but always there."""
     started = time.perf_counter()
@@ -198,8 +206,8 @@ async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxo
     ]
     if tsq is not None:
         columns += [
-            func.ts_headline(_SIMPLE, _L.title, tsq, _HEADLINE_TITLE).label("title_hl"),
-            func.ts_headline(_SIMPLE, _L.description, tsq, _HEADLINE_DESCRIPTION).label("description_hl"),
+            _headline(_L.title, tsq, _HEADLINE_TITLE).label("title_hl"),
+            _headline(_L.description, tsq, _HEADLINE_DESCRIPTION).label("description_hl"),
         ]
     rows: dict[uuid.UUID, Any] = {}
     if page_ids:
@@ -223,9 +231,10 @@ async def search_postgres(session: AsyncSession, query: ListingQuery, tree: Taxo
 
 def _pg_hit(row: Any, query: ListingQuery, highlighted: bool) -> Hit:
     if highlighted:
+        # The listing's own text again (`_headline` sent it as entities), then escaped as every snippet is.
         highlight = {
-            "title": render_highlight(row.title_hl),
-            "description": render_highlight(row.description_hl),
+            "title": render_highlight(html.unescape(row.title_hl)),
+            "description": render_highlight(html.unescape(row.description_hl)),
         }
     else:
         words = row.description.split()

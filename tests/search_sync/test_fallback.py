@@ -53,7 +53,9 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
                 other if n == 15 else seller,
                 listing_fields(
                     title=f"{word} item {n}",
-                    description=f"number {n} of the {word} series",
+                    # Markup in a listing's text is text: both backends show it escaped, never dropped.
+                    description=f"number {n} of the {word} series"
+                    + (" a<b c>d <i>x</i> & more" if n == 0 else ""),
                     price_amount=1_000 + 997 * n,
                     category_slug=CATEGORIES[n % 5],
                     condition=CONDITIONS[n % 3],
@@ -107,6 +109,9 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
         assert comparable(pg_body, ordered) == comparable(meili_body, ordered), query
         assert pg_body["backend"] == "postgres"
         assert all(f"<em>{word[:4]}" in h["highlight"]["title"] for h in pg_body["hits"]), query
+    for body in (before[0], after[0]):
+        shown = next(h["highlight"]["description"] for h in body["hits"] if h["id"] == str(ids[0]))
+        assert "a&lt;b c&gt;d &lt;i&gt;x&lt;/i&gt; &amp; more" in shown, (body["backend"], shown)
     assert degraded_gauge(private) == 1.0
 
     private.start_meili()
