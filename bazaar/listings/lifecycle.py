@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from bazaar.auth import Principal
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.integrations.events import EventType, listing_event
 from bazaar.models import (
     AuditEvent,
@@ -463,10 +463,12 @@ def _decode_cursor(cursor: str, sort: OwnSort) -> tuple[Any, uuid.UUID]:
             raise ValueError("cursor from another sort")
         return key, last_id
     except ValueError as exc:  # so are binascii.Error, UnicodeError and pydantic's ValidationError
-        raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
-            "invalid cursor (it belongs to this sort's previous page)",
-            {"cursor": cursor[:100]},
+        raise field_error(
+            "cursor",
+            "not a cursor of this sort: pass `next_cursor` of the previous page, with the same sort",
+            "value_error",
+            "query",
+            cursor=cursor[:100],
         ) from exc
 
 

@@ -295,6 +295,8 @@ def test_crafted_cursors_are_422(http: httpx.Client, seller: Actor) -> None:
             )
             assert response.status_code == 422, (sort, cursor, response.text)
             assert response.json()["error"]["code"] == "validation_error", response.text
+            # Named as the API's own validation names a field (details.errors), whatever is wrong with it.
+            assert [e["loc"] for e in response.json()["error"]["details"]["errors"]] == [["query", "cursor"]]
     nul = http.get("/v1/me/listings", params={"cursor": "abc\x00"}, headers=seller.headers)
     assert_422(nul, ["query", "cursor"], CONTROL)
     # A genuine cursor of the same sort still pages.
