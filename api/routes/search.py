@@ -122,7 +122,15 @@ async def search_listings(
     lng: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_km: Annotated[float | None, Query(gt=0, le=20_000)] = None,
     sort: SortOrder = SortOrder.RELEVANCE,
-    page: Annotated[int, Query(ge=1, le=MAX_TOTAL_HITS)] = 1,
+    page: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_TOTAL_HITS,
+            description=f"1-based; the first {MAX_TOTAL_HITS:,} matches are served: page x per_page up to "
+            f"{MAX_TOTAL_HITS:,} (beyond: 422 naming `page`, with `details.max_page`)",
+        ),
+    ] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
     facets: Annotated[bool, Query(description="counts per category, condition and price bucket")] = False,
 ) -> Response:
