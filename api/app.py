@@ -86,6 +86,9 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         openapi_tags=TAGS,
         generate_unique_id_function=openapi.operation_id,
+        # A path the document does not have is a 404 (docs/api.md), not a 307 to the path without its slash
+        # (whose Location would echo the request's Host header).
+        redirect_slashes=False,
     )
     search_direct.install(app)  # plain searches answered before routing (first: the innermost middleware)
     methods.install(app)  # HEAD answered as GET without the body

@@ -388,6 +388,22 @@ def test_a_method_the_path_does_not_have_is_405_naming_every_method_it_has(
             ErrorOut.model_validate(refused.json())  # its code is in the document's enum: a client parses it
 
 
+def test_a_path_outside_the_document_is_404_even_with_a_trailing_slash(
+    http: httpx.Client, seller: Actor
+) -> None:
+    """No 307 to the path without its slash: such a redirect is no status the document lists, and its Location
+    echoed the request's Host header."""
+    for method, path in (
+        ("GET", "/v1/events/"),
+        ("POST", "/v1/webhook-endpoints/"),
+        ("GET", "/v1/nothing-here"),
+    ):
+        refused = http.request(method, path, headers={**seller.headers, "Host": "evil.example"})
+        assert refused.status_code == 404, (path, refused.status_code, refused.headers)
+        assert "location" not in refused.headers
+        assert refused.json()["error"]["code"] == "not_found"
+
+
 def test_head_is_the_get_without_its_body(http: httpx.Client, seller: Actor) -> None:
     listing = http.post("/v1/listings", json=listing_body(), headers=seller.headers).json()
     for path, headers in ((f"/v1/listings/{listing['id']}", seller.headers), ("/healthz", {})):
