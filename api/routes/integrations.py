@@ -241,10 +241,13 @@ async def list_webhook_deliveries(
     """The endpoint's deliveries, newest first, each with every attempt: status code, duration, error and the
     start of the answer."""
     await endpoints.get(session, caller, endpoint_id)
-    rows = await delivery.deliveries(session, endpoint_id, status, limit, before)
+    rows = await delivery.deliveries(
+        session, endpoint_id, status, limit + 1, before
+    )  # one more: is there a next page
+    shown = rows[:limit]
     return DeliveryPage(
-        items=[DeliveryOut.of(d, event_type, attempts) for d, event_type, attempts in rows],
-        next_cursor=rows[-1][0].id if len(rows) == limit else None,
+        items=[DeliveryOut.of(d, event_type, attempts) for d, event_type, attempts in shown],
+        next_cursor=shown[-1][0].id if len(rows) > limit else None,
     )
 
 
@@ -281,9 +284,9 @@ async def list_events(
     """Your scope's events, each exactly once, in order (the order of the transactions that wrote them), for apps
     that poll instead of receiving webhooks. Keep the last id and pass it as `after`: events that commit later
     come after it, never before."""
-    events = await feed.page(session, caller, after, limit)
+    found = await feed.page(session, caller, after, limit)
     return EventPage(
-        items=[EventOut.of(e) for e in events],
-        next_cursor=events[-1].id if events else after,
-        has_more=len(events) == max(1, min(limit, feed.MAX_PAGE)),
+        items=[EventOut.of(e) for e in found.events],
+        next_cursor=found.events[-1].id if found.events else after,
+        has_more=found.more,
     )

@@ -20,6 +20,7 @@ The webhook fan-out (`delivery.py`) walks the events in the same order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, literal, select, tuple_
@@ -48,8 +49,15 @@ def payload(event: Event) -> dict[str, Any]:
     }
 
 
-async def page(session: AsyncSession, scope: Scope, after: int | None, limit: int) -> list[Event]:
-    """Events of `scope` after the event `after` (None or 0: from the first), in feed order, at most `limit`."""
+@dataclass(frozen=True)
+class Page:
+    events: list[Event]
+    more: bool  # further events are there now (read past the page's end)
+
+
+async def page(session: AsyncSession, scope: Scope, after: int | None, limit: int) -> Page:
+    """Events of `scope` after the event `after` (None or 0: from the first), in feed order, at most `limit`,
+    and whether more are there now."""
     limit = max(1, min(limit, MAX_PAGE))
     statement = select(Event).where(Event.xid < horizon())
     if scope.seller_id is not None:
@@ -64,5 +72,5 @@ async def page(session: AsyncSession, scope: Scope, after: int | None, limit: in
         at = aliased(Event)
         after_xid = select(at.xid).where(at.id == after).scalar_subquery()
         statement = statement.where(tuple_(Event.xid, Event.id) > tuple_(after_xid, literal(after)))
-    found = await session.scalars(statement.order_by(Event.xid, Event.id).limit(limit))
-    return list(found.all())
+    found = list((await session.scalars(statement.order_by(Event.xid, Event.id).limit(limit + 1))).all())
+    return Page(found[:limit], more=len(found) > limit)

@@ -270,6 +270,9 @@ def test_a_delivery_is_replayed_with_the_same_message_id(http: httpx.Client, rec
     )
     assert replay.status_code == 202, replay.text
     assert replay.json()["status"] in ("pending", "delivered") and replay.json()["id"] == delivered["id"]
+    # The endpoint has one delivery: a page of one is the last page (no cursor to an empty one).
+    last = http.get(f"/v1/webhook-endpoints/{hook['id']}/deliveries", params={"limit": 1}, headers=auth)
+    assert last.json()["next_cursor"] is None and len(last.json()["items"]) == 1, last.text
     first, again = receiver.wait(lambda: len(receiver.at("/replayed")) >= 2 and receiver.at("/replayed"))
     assert first.headers["webhook-id"] == again.headers["webhook-id"] and first.body == again.body
     assert again.verifies(hook["secret"])

@@ -48,7 +48,7 @@ async def read_all(db: Sessions, scope: Scope, after: int | None, limit: int) ->
     seen: list[int] = []
     while True:
         async with db() as session:
-            page = await feed.page(session, scope, after, limit)
+            page = (await feed.page(session, scope, after, limit)).events
         seen += [e.id for e in page]
         after = page[-1].id if page else after
         if len(page) < limit:
@@ -92,7 +92,7 @@ async def test_every_event_once_across_pages_under_concurrent_writers(db: Sessio
         while True:
             finished = done.is_set()
             async with db() as session:
-                page = await feed.page(session, PLATFORM, cursor, 7)
+                page = (await feed.page(session, PLATFORM, cursor, 7)).events
             seen.extend(e.id for e in page)
             cursor = page[-1].id if page else cursor
             if finished and len(page) < 7:
@@ -117,6 +117,21 @@ async def test_a_seller_sees_only_their_own_events(db: Sessions) -> None:
     assert seen == own
     everything, _ = await read_all(db, PLATFORM, start, 2)
     assert everything == own + other + platform_only
+
+
+async def test_a_full_page_says_more_only_when_more_is_there(db: Sessions) -> None:
+    """`more` looks past the page: a page that happens to hold exactly the last events says there is no more."""
+    seller = uuid.uuid4()
+    scope = Scope(seller_id=seller, user_id=seller)
+    _, start = await read_all(db, PLATFORM, None, 500)
+    written = await write(db, seller, 3)
+    async with db() as session:
+        first = await feed.page(session, scope, start, 2)
+        last = await feed.page(session, scope, first.events[-1].id, 1)
+        exact = await feed.page(session, scope, start, 3)
+    assert [e.id for e in first.events] == written[:2] and first.more
+    assert [e.id for e in last.events] == written[2:] and not last.more
+    assert [e.id for e in exact.events] == written and not exact.more
 
 
 async def test_an_unknown_cursor_is_refused(db: Sessions) -> None:
