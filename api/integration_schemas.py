@@ -219,7 +219,9 @@ class EventOut(BaseModel):
     timestamp: datetime = Field(description="when it happened")
     data: dict[str, Any] = Field(
         description="the object in a compact form: `object` (order, listing, review, dispute, payout), its "
-        "`id` (a payout: `order_id`), its status and amounts",
+        "`id` (a payout: `order_id`), its status and amounts. An order's also has `lines` (each `listing_id`, "
+        "`listing_title`, `quantity`, `unit_amount`, `refunded_quantity`) and `refunded_amount`; a payout's "
+        "`amount` is what was sent, or, held or failed, what is due",
         examples=[{"object": "order", "id": "2f6c1f9e-8d1b-4a53-9f57-4d3f5c1d2a10", "status": "paid"}],
     )
 

@@ -13,12 +13,22 @@ import enum
 import uuid
 from typing import Any
 
-from sqlalchemy import ScalarSelect, String, bindparam, func, literal, null, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ScalarSelect, String, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.integrations.models import Event
-from bazaar.models import Listing, Order, Payment, PaymentKind, PaymentOutcome, PaymentState
+from bazaar.models import (
+    LedgerAccount,
+    LedgerEntry,
+    Listing,
+    Order,
+    OrderLine,
+    Payment,
+    PaymentKind,
+    PaymentOutcome,
+    PaymentState,
+)
 from bazaar.orders.types import OrderEvent
 
 
@@ -166,6 +176,50 @@ async def record_order_transition(
         )
 
 
+def _line(listing_id: Any, title: Any, quantity: Any, unit_amount: Any, refunded: Any) -> Any:
+    return func.jsonb_build_object(
+        "listing_id", listing_id,
+        "listing_title", title,
+        "quantity", quantity,
+        "unit_amount", unit_amount,
+        "refunded_quantity", refunded,
+    )  # fmt: skip
+
+
+def _order_lines() -> Any:
+    """The order's lines, in order, as the order's own read shows them (a checkout's order may have several;
+    one placed before lines existed has its one listing as its line)."""
+    line = _line(
+        OrderLine.listing_id,
+        OrderLine.listing_title,
+        OrderLine.quantity,
+        OrderLine.unit_amount,
+        OrderLine.refunded_quantity,
+    )
+    own = func.jsonb_build_array(
+        _line(Order.listing_id, Order.listing_title, Order.quantity, Order.unit_amount, literal(0))
+    )
+    return func.coalesce(
+        select(func.jsonb_agg(aggregate_order_by(line, OrderLine.position)))
+        .where(OrderLine.order_id == Order.id)
+        .scalar_subquery(),
+        own,
+    )
+
+
+def _refunded() -> Any:
+    """What was given back to the buyer so far (refunds that succeeded), in minor units."""
+    return (
+        select(func.coalesce(func.sum(Payment.amount), 0))
+        .where(
+            Payment.order_id == Order.id,
+            Payment.kind == PaymentKind.REFUND,
+            Payment.outcome == PaymentOutcome.SUCCEEDED,
+        )
+        .scalar_subquery()
+    )
+
+
 def _order_data() -> Any:
     return func.jsonb_build_object(
         "object", "order",
@@ -181,8 +235,10 @@ def _order_data() -> Any:
         "listing_title", Order.listing_title,
         "quantity", Order.quantity,
         "amount", Order.amount,
+        "refunded_amount", _refunded(),
         "currency", Order.currency,
         "tracking", Order.tracking,
+        "lines", _order_lines(),
     )  # fmt: skip
 
 
@@ -198,13 +254,19 @@ def _payout_data(event_type: EventType) -> Any:
         .limit(1)
         .scalar_subquery()
     )
+    # Not sent (failed, on hold): what the release left due to the seller (seller_payable, booked before this).
+    due = (
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .where(LedgerEntry.order_id == Order.id, LedgerEntry.account == LedgerAccount.SELLER_PAYABLE)
+        .scalar_subquery()
+    )
     return func.jsonb_build_object(
         "object", "payout",
         "order_id", Order.id,
         "seller_id", Order.seller_id,
         "status", literal(event_type.removeprefix("payout."), String),
-        # What was transferred (sent); what is due is the order's release, not paid out yet (failed, on hold).
-        "amount", sent if event_type == EventType.PAYOUT_SENT else null(),
+        # What was transferred (sent), or what is due and not paid out yet (failed, on hold).
+        "amount", sent if event_type == EventType.PAYOUT_SENT else due,
         "currency", Order.currency,
     )  # fmt: skip
 

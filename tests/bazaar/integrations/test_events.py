@@ -11,7 +11,18 @@ from sqlalchemy import select
 from bazaar.auth import Principal
 from bazaar.integrations import events
 from bazaar.integrations.models import Event
-from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, User
+from bazaar.models import (
+    LedgerAccount,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    PaymentKind,
+    PaymentOutcome,
+    PaymentState,
+    User,
+)
+from bazaar.payments import ledger
 from bazaar.trust import disputes, reviews
 from bazaar.trust.models import DisputeResolution, DisputeSource, DisputeStatus
 from tests.support.outbox import Sessions, make_users, stored_order
@@ -76,8 +87,19 @@ async def test_a_completion_writes_the_order_and_the_payout_once(db: Sessions) -
         "listing_title": "Lamp",
         "quantity": 1,
         "amount": 2_500,
+        "refunded_amount": 0,
         "currency": "EUR",
         "tracking": None,
+        # Placed before lines existed (no line rows): its one listing is its line, as the order's read shows.
+        "lines": [
+            {
+                "listing_id": str(order.listing_id),
+                "listing_title": "Lamp",
+                "quantity": 1,
+                "unit_amount": 2_500,
+                "refunded_quantity": 0,
+            }
+        ],
     }
     assert payout.data == {
         "object": "payout",
@@ -89,14 +111,79 @@ async def test_a_completion_writes_the_order_and_the_payout_once(db: Sessions) -
     }
 
 
-async def test_a_payout_on_hold_has_no_amount_yet(db: Sessions) -> None:
+async def test_a_payout_on_hold_carries_what_is_due(db: Sessions) -> None:
+    """Nothing was sent: the amount is what the release left due to the seller (booked before the event)."""
     seller, _, order = await an_order(db, OrderStatus.COMPLETED)
     async with db() as session, session.begin():
+        release = {
+            LedgerAccount.ESCROW: -2_500,
+            LedgerAccount.PLATFORM_FEES: 280,
+            LedgerAccount.SELLER_PAYABLE: 2_220,
+        }
+        await ledger.post(session, f"{order.id}:release:1", order.id, seller.id, "EUR", release)
         await events.record_order_transition(
             session, order.id, 5, "completed", "fulfilled", "payout_on_hold", "order.completed"
         )
     [_, held] = await written(db, seller_id=seller.id)
-    assert held.type == "payout.on_hold" and held.data["amount"] is None
+    assert held.type == "payout.on_hold" and held.data["amount"] == 2_220
+
+
+async def test_an_order_event_has_every_line_and_what_was_refunded(db: Sessions) -> None:
+    seller, buyer, order = await an_order(db, OrderStatus.PAID)
+    other = (
+        await stored_order(
+            db,
+            buyer,
+            seller,
+            title="Shade",
+            amount=750,
+            status=OrderStatus.PAID,
+            payment_state=PaymentState.HELD_IN_ESCROW,
+        )
+    ).listing_id
+    async with db() as session, session.begin():
+        session.add_all(
+            [
+                OrderLine(
+                    order_id=order.id,
+                    listing_id=order.listing_id,
+                    position=0,
+                    listing_title="Lamp",
+                    quantity=1,
+                    unit_amount=1_000,
+                ),
+                OrderLine(
+                    order_id=order.id,
+                    listing_id=other,
+                    position=1,
+                    listing_title="Shade",
+                    quantity=2,
+                    unit_amount=750,
+                    refunded_quantity=1,
+                ),
+                Payment(
+                    order_id=order.id,
+                    kind=PaymentKind.REFUND,
+                    idempotency_key=f"{order.id}:refund:1",
+                    amount=750,
+                    currency="EUR",
+                    outcome=PaymentOutcome.SUCCEEDED,
+                ),
+            ]
+        )
+    async with db() as session, session.begin():
+        await events.record_order_transition(
+            session, order.id, 6, "paid", "paid", "held_in_escrow", "order.partially_refunded"
+        )
+    [updated] = [e for e in await written(db, seller_id=seller.id) if e.type == "order.updated"]
+    assert updated.data["refunded_amount"] == 750
+    assert [
+        (x["listing_title"], x["quantity"], x["unit_amount"], x["refunded_quantity"])
+        for x in updated.data["lines"]
+    ] == [
+        ("Lamp", 1, 1_000, 0),
+        ("Shade", 2, 750, 1),
+    ]
 
 
 async def test_reviews_are_blind_until_revealed(db: Sessions) -> None:
