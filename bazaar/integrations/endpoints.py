@@ -82,17 +82,21 @@ def normalized_types(patterns: Iterable[str], scope: Scope) -> list[str]:
     """The event types and groups an endpoint of `scope` asked for, each once, in a stable order (checked at the
     edge): a seller's endpoint may ask only for the types a seller's feed has."""
     known = {t.value for t in EventType} | {g.value for g in EventGroup}
-    if scope.seller_id is not None:
-        known -= {str(t) for t in PLATFORM_ONLY}
+    platform_only = {str(t) for t in PLATFORM_ONLY} if scope.seller_id is not None else set()
     chosen = sorted(set(patterns))
     unknown = [p for p in chosen if p not in known]
-    if unknown or not chosen:
-        raise field_error(
-            "event_types",
-            f"unknown event types {unknown}" if unknown else "choose at least one event type",
-            "value_error",
-            event_types=sorted(known),
-        )
+    theirs = [p for p in chosen if p in platform_only]
+    problem = (
+        f"unknown event types {unknown}"
+        if unknown
+        else f"{theirs} are the platform's events, not a seller's (a seller hears of its own order by order.paid)"
+        if theirs
+        else None
+        if chosen
+        else "choose at least one event type"
+    )
+    if problem is not None:
+        raise field_error("event_types", problem, "value_error", event_types=sorted(known - platform_only))
     return chosen
 
 

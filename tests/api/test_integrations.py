@@ -167,6 +167,8 @@ def test_a_sellers_endpoint_cannot_ask_for_the_platforms_checkout_events(
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "validation_error"), (
             refused.text
         )
+        # Said as it is: the platform's events, not unknown ones.
+        assert "platform's events" in refused.json()["error"]["message"], refused.text
     made = endpoint(http, seller.headers, "https://hooks.example.com/in", ["order.*"])
     changed = http.patch(
         f"/v1/webhook-endpoints/{made['id']}", json={"event_types": ["checkout.*"]}, headers=seller.headers
