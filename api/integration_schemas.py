@@ -115,7 +115,9 @@ class WebhookEndpointPatch(BaseModel):
     event_types: EventTypes | None = None
     description: Description | None = None
     enabled: JsonBool | None = Field(
-        default=None, description="true resumes a disabled endpoint's pending deliveries; false holds them"
+        default=None,
+        description="false: the endpoint gets no deliveries of events that happen while it is disabled (the "
+        "feed, GET /v1/events, has them all) and its pending ones wait; true resumes those pending ones",
     )
 
 
