@@ -90,7 +90,10 @@ def create_app() -> FastAPI:
         # (whose Location would echo the request's Host header).
         redirect_slashes=False,
     )
-    search_direct.install(app)  # plain searches answered before routing (first: the innermost middleware)
+    security.limit_bodies(
+        app
+    )  # 413 `payload_too_large` past 1 MiB (innermost: raised where the body is read)
+    search_direct.install(app)  # plain searches answered before routing
     methods.install(app)  # HEAD answered as GET without the body
     errors.install(app)
     ratelimits.install(app)  # 429 with Retry-After

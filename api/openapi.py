@@ -102,6 +102,7 @@ _TITLES = {
     404: "Not found (or not visible to the caller)",
     409: "Conflict with the resource's current state",
     412: "Precondition failed: If-Match does not match the current ETag",
+    413: "Request body too large",
     422: "Invalid request (for `validation_error`, `details.errors` names each field)",
     428: "Precondition required: send If-Match",
     429: "Too many requests: retry after Retry-After",
@@ -256,6 +257,8 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         generic.append(ErrorCode.RATE_LIMITED)
     if route.backend:
         generic.append(ErrorCode.SERVICE_UNAVAILABLE)
+    if "requestBody" in operation:
+        generic.append(ErrorCode.PAYLOAD_TOO_LARGE)
     for code in generic:
         response = responses.setdefault(str(code.status), {})
         if _is_own_body(response):

@@ -13,6 +13,7 @@ import ipaddress
 from functools import lru_cache
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bazaar.settings import get_settings
@@ -85,3 +86,42 @@ def _limited_address(host: str) -> str:
 
 def install(app: FastAPI) -> None:
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_seconds=get_settings().hsts_max_age_seconds)
+
+
+# The largest request body the API reads: a listing is a few kB, a payment provider's webhook tens.
+MAX_REQUEST_BODY_BYTES = 1 << 20
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body past `MAX_REQUEST_BODY_BYTES` where it is read: its declared length at the first
+    read, or its bytes as they arrive (chunked). An HTTPException, which the body parsing passes on as it is and
+    the API's handler answers as 413 `payload_too_large` with the usual error body (FastAPI's own `max_body_size`
+    answers from outside the API's middleware: plain text, no trace id). A route that never reads the body (a 401
+    first) is not concerned."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        received = int(declared) if declared.isdigit() else 0
+
+        async def limited() -> Message:
+            nonlocal received
+            if received > MAX_REQUEST_BODY_BYTES:
+                raise HTTPException(413, f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
+            message = await receive()
+            if message["type"] == "http.request" and not declared.isdigit():
+                received += len(message.get("body", b""))
+                if received > MAX_REQUEST_BODY_BYTES:
+                    raise HTTPException(413, f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def limit_bodies(app: FastAPI) -> None:
+    app.add_middleware(BodyLimitMiddleware)

@@ -55,6 +55,7 @@ class ErrorCode(enum.StrEnum):
     PAYMENT_REJECTED = "payment_rejected", 409
     # Outside any operation's own contract, but answered all the same: in the enum so a client parses them.
     METHOD_NOT_ALLOWED = "http_405", 405  # a method the path does not have (`Allow` names those it has)
+    PAYLOAD_TOO_LARGE = "payload_too_large", 413  # a request body over the API's limit (1 MiB, api/app.py)
     INTERNAL_ERROR = "internal_error", 500  # a bug; never for bad input
 
 

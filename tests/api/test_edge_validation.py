@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import deps
 from api.app import create_app
 from api.errors import ErrorOut
+from api.security import MAX_REQUEST_BODY_BYTES
 from bazaar.payments.money import MAX_CHARGE
 from devstack import services
 from tests.support.accounts import second_api
@@ -402,6 +403,28 @@ def test_a_path_outside_the_document_is_404_even_with_a_trailing_slash(
         assert refused.status_code == 404, (path, refused.status_code, refused.headers)
         assert "location" not in refused.headers
         assert refused.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_parsed(http: httpx.Client, seller: Actor) -> None:
+    too_big = b'{"title": "' + b"x" * (MAX_REQUEST_BODY_BYTES + 1) + b'"}'
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(too_big), 1 << 16):
+            yield too_big[start : start + (1 << 16)]
+
+    for body in (too_big, chunks()):
+        refused = http.post(
+            "/v1/listings", content=body, headers={**seller.headers, "Content-Type": "application/json"}
+        )
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] == "payload_too_large"
+        assert refused.json()["error"]["trace_id"] == refused.headers["x-trace-id"]
+    # Just under it is read and judged on its content.
+    fits = b'{"title": "' + b"x" * (MAX_REQUEST_BODY_BYTES - 100) + b'"}'
+    judged = http.post(
+        "/v1/listings", content=fits, headers={**seller.headers, "Content-Type": "application/json"}
+    )
+    assert judged.status_code == 422, judged.text
 
 
 def test_head_is_the_get_without_its_body(http: httpx.Client, seller: Actor) -> None:
