@@ -88,8 +88,11 @@ class ReputationOut(BaseModel):
     score: float = Field(description="Bayesian average of ratings received (1-5)")
     rating_count: int
     orders_completed: int
-    # Shares of the seller's ended orders: completed, cancelled by the seller, or refunded without completing
-    # (bazaar.trust.reputation.rates).
+    orders_ended: int = Field(
+        description="the seller's ended orders (completed, cancelled by the seller, refunded without completing): "
+        "what the rates are shares of; while it is 0 they are 0 and say nothing yet"
+    )
+    # Shares of the seller's ended orders (bazaar.trust.reputation.rates).
     completion_rate: float = Field(ge=0, le=1, description="share of ended orders that completed")
     cancellation_rate: float = Field(ge=0, le=1, description="share of ended orders the seller cancelled")
     dispute_rate: float = Field(

@@ -142,5 +142,6 @@ def reputation_out(rep: Reputation | None) -> ReputationOut:
         score=rep.score if rep else reputation.PRIOR_MEAN,
         rating_count=rep.rating_count if rep else 0,
         orders_completed=rep.orders_completed if rep else 0,
+        orders_ended=reputation.orders_ended(rep),
         **reputation.rates(rep),
     )

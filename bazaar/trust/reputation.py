@@ -111,11 +111,16 @@ async def apply_order_outcome(
     return rep
 
 
+def orders_ended(rep: Reputation | None) -> int:
+    """The seller's ended orders: completed, cancelled by the seller, refunded without completing (a buyer's
+    cancellation or a failed payment is not the seller's doing and is not counted). What the rates divide by."""
+    return (rep.orders_completed + rep.orders_cancelled + rep.orders_refunded) if rep else 0
+
+
 def rates(rep: Reputation | None) -> dict[str, float]:
-    """Shares of the seller's ended orders (completed, cancelled by the seller, refunded without completing;
-    a buyer's cancellation or a failed payment is not the seller's doing and is not counted): completed,
-    cancelled, and disputed (by the buyer or through a chargeback)."""
-    ended = (rep.orders_completed + rep.orders_cancelled + rep.orders_refunded) if rep else 0
+    """Shares of the seller's ended orders (`orders_ended`; 0 while there is none): completed, cancelled, and
+    disputed (by the buyer or through a chargeback)."""
+    ended = orders_ended(rep)
     if rep is None or ended == 0:
         return {"completion_rate": 0.0, "cancellation_rate": 0.0, "dispute_rate": 0.0}
     # Counters written before disputes were counted at the order's end counted them when they opened, open

@@ -55,6 +55,7 @@ def test_every_ended_order_counts_once_and_rates_stay_within_one(http: httpx.Cli
     act(http, first, "resolve", staff, {"resolution": "refund"})
     rates = wait_until(lambda: (r := _rates(http, seller))["dispute_rate"] > 0 and r, timeout=20)
     assert (rates["orders_completed"], rates["completion_rate"], rates["dispute_rate"]) == (0, 0.0, 1.0)
+    assert rates["orders_ended"] == 1
 
     # A second one refunded, one completed, one declined by the seller, and one the buyer cancelled (not the
     # seller's doing: not counted).
@@ -73,4 +74,4 @@ def test_every_ended_order_counts_once_and_rates_stay_within_one(http: httpx.Cli
         timeout=20,
     )
     assert {k: final[k] for k in expected} == expected, final
-    assert final["orders_completed"] == 1
+    assert (final["orders_completed"], final["orders_ended"]) == (1, 4)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bazaar.trust.models import Reputation
-from bazaar.trust.reputation import PRIOR_MEAN, PRIOR_WEIGHT, bayesian_score, rates
+from bazaar.trust.reputation import PRIOR_MEAN, PRIOR_WEIGHT, bayesian_score, orders_ended, rates
 
 
 def test_no_ratings_is_the_prior() -> None:
@@ -37,3 +37,9 @@ def test_rates() -> None:
     rep = Reputation(orders_completed=1, orders_cancelled=0, orders_disputed=3, orders_refunded=0)
     assert rates(rep)["dispute_rate"] == 1.0
     assert rates(None) == {"completion_rate": 0.0, "cancellation_rate": 0.0, "dispute_rate": 0.0}
+    # What they are shares of: 0 says the rates say nothing yet.
+    assert orders_ended(None) == 0 and orders_ended(rep) == 1
+    assert (
+        orders_ended(Reputation(orders_completed=1, orders_cancelled=1, orders_disputed=2, orders_refunded=2))
+        == 4
+    )
