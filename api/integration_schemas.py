@@ -175,7 +175,7 @@ class SecretOut(BaseModel):
 
 class AttemptOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-    attempted_at: datetime
+    attempted_at: datetime = Field(description="when the request went out")
     status_code: int | None = Field(description="the endpoint's answer; null when there was none")
     duration_ms: int
     error: str | None = Field(description="why it failed: the status, a timeout, a refused connection, ...")
@@ -187,7 +187,10 @@ class DeliveryOut(BaseModel):
     event_id: int
     event_type: EventType
     status: DeliveryStatus
-    next_attempt_at: datetime | None = Field(description="while pending: when it is tried next")
+    next_attempt_at: datetime | None = Field(
+        description="while pending: when it is tried next (while an attempt is on its way: when that attempt's "
+        "lease ends, after which it is tried again should its sender have died)"
+    )
     created_at: datetime
     delivered_at: datetime | None = Field(description="when an endpoint last took it (2xx)")
     attempts: list[AttemptOut] = Field(description="every attempt, oldest first")

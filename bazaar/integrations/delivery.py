@@ -244,6 +244,8 @@ async def record(
         return Outcome(claimed.delivery_id, "dropped", answer.error)
     attempt = WebhookAttempt(
         delivery_id=held.id,
+        # When the request went out (this transaction starts after the answer came, or did not).
+        attempted_at=func.now() - timedelta(milliseconds=answer.duration_ms),
         status_code=answer.status_code,
         duration_ms=answer.duration_ms,
         error=answer.error,

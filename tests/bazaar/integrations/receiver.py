@@ -43,6 +43,7 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self._answers: dict[str, deque[int]] = defaultdict(deque)
+        self._delays: dict[str, float] = {}
         self._lock = threading.Lock()
         receiver = self
 
@@ -57,6 +58,8 @@ class Receiver:
                     )
                     queued = receiver._answers[self.path]
                     status = queued.popleft() if queued else 200
+                    delay = receiver._delays.get(self.path, 0.0)
+                time.sleep(delay)
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")
                 self.end_headers()
@@ -74,6 +77,11 @@ class Receiver:
         """Answer the next requests to `path` with these statuses, in order (then 200)."""
         with self._lock:
             self._answers[path].extend(statuses)
+
+    def slow(self, path: str, seconds: float) -> None:
+        """Take `seconds` to answer each request to `path`."""
+        with self._lock:
+            self._delays[path] = seconds
 
     def recover(self, path: str) -> None:
         """Forget the statuses still queued for `path`: 200 from now on."""

@@ -124,6 +124,23 @@ async def test_retried_after_failures_then_delivered_with_every_attempt_logged(
     assert attempts[0].response_body == "receiver says no" and attempts[0].duration_ms >= 0
 
 
+async def test_an_attempt_is_logged_at_the_time_it_was_sent(
+    db: Sessions, outbox_url: str, receiver: Receiver
+) -> None:
+    """`attempted_at` is when the request went out, not when the answer was recorded after it."""
+    owner = await seller(db)
+    hook = await endpoint(db, owner.id, receiver.url("/slow"), ["dispute.*"])
+    receiver.slow("/slow", 1.5)
+    async with sending(outbox_url):
+        await emit(db, EventType.DISPUTE_OPENED, owner.id, id="d1")
+        [(_, _, [attempt])] = await eventually(
+            lambda: _when(deliveries_of(db, hook.id), lambda d: d and d[0][0].status == "delivered")
+        )
+    [got] = receiver.at("/slow")
+    assert attempt.duration_ms >= 1_500
+    assert abs(attempt.attempted_at.timestamp() - got.at) < 0.5, (attempt.attempted_at, got.at)
+
+
 async def _when(value: Awaitable[T], check: Callable[[T], Any]) -> T | None:
     found = await value
     return found if check(found) else None
