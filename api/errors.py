@@ -237,6 +237,16 @@ def database_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+def _located(error: dict[str, Any]) -> dict[str, Any]:
+    """One request validation error as the API names it: a body that is not JSON is the body's error (FastAPI
+    puts the character offset where a field's name goes), said with where it broke."""
+    loc, msg = list(error.get("loc", ())), error.get("msg")
+    if error.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+        detail = (error.get("ctx") or {}).get("error")
+        loc, msg = ["body"], f"not valid JSON at character {loc[1]}" + (f" ({detail})" if detail else "")
+    return {"loc": loc, "msg": msg, "type": error.get("type")}
+
+
 def _where(loc: Sequence[Any]) -> str:
     """A validation error's location for people: "title", "price.amount", "query parameter q"."""
     if not loc:
@@ -299,9 +309,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
-        ]
+        errors = [_located(e) for e in exc.errors()]
         if (missing := _missing_required_header(errors)) is not None:
             return await domain_error(request, missing)
         # The message names the (first) field, so a person reading only the message knows what to fix.

@@ -405,6 +405,17 @@ def test_a_path_outside_the_document_is_404_even_with_a_trailing_slash(
         assert refused.json()["error"]["code"] == "not_found"
 
 
+def test_a_body_that_is_not_json_is_the_bodys_error_with_where_it_broke(
+    http: httpx.Client, seller: Actor
+) -> None:
+    for body, at in ((b'{"title":', 9), (b"{'title': 1}", 1), (b"nope", 0)):
+        refused = http.post(
+            "/v1/listings", content=body, headers={**seller.headers, "Content-Type": "application/json"}
+        )
+        error = assert_422(refused, ["body"], f"not valid JSON at character {at}")
+        assert error["message"].startswith("body: "), error
+
+
 def test_a_body_over_the_limit_is_413_before_it_is_parsed(http: httpx.Client, seller: Actor) -> None:
     too_big = b'{"title": "' + b"x" * (MAX_REQUEST_BODY_BYTES + 1) + b'"}'
 
