@@ -30,6 +30,7 @@ from bazaar.models import (
     PaymentState,
 )
 from bazaar.orders.types import OrderEvent
+from bazaar.payments import ledger
 
 
 class EventType(enum.StrEnum):
@@ -207,19 +208,6 @@ def _order_lines() -> Any:
     )
 
 
-def _refunded() -> Any:
-    """What was given back to the buyer so far (refunds that succeeded), in minor units."""
-    return (
-        select(func.coalesce(func.sum(Payment.amount), 0))
-        .where(
-            Payment.order_id == Order.id,
-            Payment.kind == PaymentKind.REFUND,
-            Payment.outcome == PaymentOutcome.SUCCEEDED,
-        )
-        .scalar_subquery()
-    )
-
-
 def _order_data() -> Any:
     return func.jsonb_build_object(
         "object", "order",
@@ -235,7 +223,7 @@ def _order_data() -> Any:
         "listing_title", Order.listing_title,
         "quantity", Order.quantity,
         "amount", Order.amount,
-        "refunded_amount", _refunded(),
+        "refunded_amount", ledger.refunded_of(Order.id),
         "currency", Order.currency,
         "tracking", Order.tracking,
         "lines", _order_lines(),

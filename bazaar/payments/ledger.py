@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, case, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from bazaar.models import LedgerAccount, LedgerEntry, Order, Payment, PaymentKind, PaymentOutcome
 
@@ -91,19 +92,28 @@ async def order_seller(session: AsyncSession, order_id: uuid.UUID) -> Order:
     return order
 
 
+# What was refunded of an order: its refunds that succeeded (what an order's `refunded` shows, wherever it is read).
+_REFUNDED = (Payment.kind == PaymentKind.REFUND, Payment.outcome == PaymentOutcome.SUCCEEDED)
+
+
+def refunded_of(order_id: ColumnElement[uuid.UUID] | InstrumentedAttribute[uuid.UUID]) -> ScalarSelect[int]:
+    """What was refunded of the order `order_id` names (e.g. `Order.id` in a statement over orders), 0 if
+    nothing: a scalar subquery."""
+    return (
+        select(func.coalesce(func.sum(Payment.amount), 0))
+        .where(Payment.order_id == order_id, *_REFUNDED)
+        .scalar_subquery()
+    )
+
+
 async def refunded_by_order(session: AsyncSession, order_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """What was refunded of each order (its refunds that succeeded; orders without any are left out): what an
-    order's `refunded` shows, wherever it is read."""
+    """What was refunded of each order (orders without any are left out)."""
     ids = list(order_ids)
     if not ids:
         return {}
     rows = await session.execute(
         select(Payment.order_id, func.sum(Payment.amount))
-        .where(
-            Payment.order_id.in_(ids),
-            Payment.kind == PaymentKind.REFUND,
-            Payment.outcome == PaymentOutcome.SUCCEEDED,
-        )
+        .where(Payment.order_id.in_(ids), *_REFUNDED)
         .group_by(Payment.order_id)
     )
     return {order_id: int(amount) for order_id, amount in rows if order_id is not None}
