@@ -241,13 +241,10 @@ async def list_webhook_deliveries(
     """The endpoint's deliveries, newest first, each with every attempt: status code, duration, error and the
     start of the answer."""
     await endpoints.get(session, caller, endpoint_id)
-    rows = await delivery.deliveries(
-        session, endpoint_id, status, limit + 1, before
-    )  # one more: is there a next page
-    shown = rows[:limit]
+    rows, next_cursor = await delivery.deliveries(session, endpoint_id, status, limit, before)
     return DeliveryPage(
-        items=[DeliveryOut.of(d, event_type, attempts) for d, event_type, attempts in shown],
-        next_cursor=shown[-1][0].id if len(rows) > limit else None,
+        items=[DeliveryOut.of(d, event_type, attempts) for d, event_type, attempts in rows],
+        next_cursor=next_cursor,
     )
 
 

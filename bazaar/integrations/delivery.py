@@ -332,15 +332,17 @@ Viewed = tuple[WebhookDelivery, str, list[WebhookAttempt]]  # a delivery, its ev
 
 async def deliveries(
     session: AsyncSession, endpoint_id: uuid.UUID, status: str | None, limit: int, before: int | None
-) -> list[Viewed]:
-    """An endpoint's deliveries, newest first, each with its event's type and its attempts (oldest first)."""
+) -> tuple[list[Viewed], int | None]:
+    """A page of an endpoint's deliveries, newest first, each with its event's type and its attempts (oldest
+    first), and the next page's cursor (`before`; None on the last page: read one past the page to know)."""
     statement = _viewed().where(WebhookDelivery.endpoint_id == endpoint_id)
     if status is not None:
         statement = statement.where(WebhookDelivery.status == status)
     if before is not None:
         statement = statement.where(WebhookDelivery.id < before)
-    rows = (await session.execute(statement.order_by(WebhookDelivery.id.desc()).limit(limit))).all()
-    return await _with_attempts(session, [(d, t) for d, t in rows])
+    rows = (await session.execute(statement.order_by(WebhookDelivery.id.desc()).limit(limit + 1))).all()
+    page = await _with_attempts(session, [(d, t) for d, t in rows[:limit]])
+    return page, (page[-1][0].id if len(rows) > limit else None)
 
 
 async def one(session: AsyncSession, delivery_id: int) -> Viewed:

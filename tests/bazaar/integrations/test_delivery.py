@@ -76,7 +76,8 @@ async def emit(db: Sessions, event_type: EventType, seller_id: uuid.UUID | None,
 
 async def deliveries_of(db: Sessions, endpoint_id: uuid.UUID) -> list[delivery.Viewed]:
     async with db() as session:
-        return await delivery.deliveries(session, endpoint_id, None, 100, None)
+        page, _ = await delivery.deliveries(session, endpoint_id, None, 100, None)
+        return page
 
 
 async def test_a_sellers_events_arrive_signed_and_only_theirs(
