@@ -90,9 +90,8 @@ def create_app() -> FastAPI:
         # (whose Location would echo the request's Host header).
         redirect_slashes=False,
     )
-    security.limit_bodies(
-        app
-    )  # 413 `payload_too_large` past 1 MiB (innermost: raised where the body is read)
+    # Innermost middleware first: a body over 1 MiB is refused (413) where the route reads it.
+    security.limit_bodies(app)
     search_direct.install(app)  # plain searches answered before routing
     methods.install(app)  # HEAD answered as GET without the body
     errors.install(app)

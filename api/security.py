@@ -93,11 +93,11 @@ MAX_REQUEST_BODY_BYTES = 1 << 20
 
 
 class BodyLimitMiddleware:
-    """Refuse a request body past `MAX_REQUEST_BODY_BYTES` where it is read: its declared length at the first
-    read, or its bytes as they arrive (chunked). An HTTPException, which the body parsing passes on as it is and
-    the API's handler answers as 413 `payload_too_large` with the usual error body (FastAPI's own `max_body_size`
-    answers from outside the API's middleware: plain text, no trace id). A route that never reads the body (a 401
-    first) is not concerned."""
+    """Refuse a request body past `MAX_REQUEST_BODY_BYTES` where it is read: a declared length over it at the
+    first read, else once the bytes received pass it (chunked). An HTTPException, which the body parsing passes
+    on as it is and the API's handler answers as 413 `payload_too_large` with the usual error body (FastAPI's own
+    `max_body_size` answers from outside the API's middleware: plain text, no trace id). A route that never
+    reads the body (a 401 first) is not concerned."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -107,18 +107,17 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        received = int(declared) if declared.isdigit() else 0
+        received = int(declared) if declared.isdigit() else 0  # counted from there when undeclared
 
         async def limited() -> Message:
             nonlocal received
-            if received > MAX_REQUEST_BODY_BYTES:
-                raise HTTPException(413, f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
-            message = await receive()
-            if message["type"] == "http.request" and not declared.isdigit():
-                received += len(message.get("body", b""))
-                if received > MAX_REQUEST_BODY_BYTES:
-                    raise HTTPException(413, f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
-            return message
+            if received <= MAX_REQUEST_BODY_BYTES:  # a declared length over it: refused before reading
+                message = await receive()
+                if not declared:
+                    received += len(message.get("body", b""))
+                if received <= MAX_REQUEST_BODY_BYTES:
+                    return message
+            raise HTTPException(413, f"the request body is over {MAX_REQUEST_BODY_BYTES} bytes")
 
         await self.app(scope, limited, send)
 
