@@ -45,7 +45,6 @@ _CONDITIONS = frozenset(c.value for c in ListingCondition)
 _SORTS = {s.value: s for s in SortOrder}
 _BOOLS = {"true": True, "false": False}
 _TRACER = trace.get_tracer("api.search")
-_SPAN_NAME = f"GET {route.PATH}"  # as the FastAPI instrumentation names a route's span
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _SCALARS = frozenset(
     {"q", "min_price", "max_price", "currency", "seller_id", "lat", "lng", "radius_km", "sort", "page"}
@@ -154,7 +153,7 @@ class DirectSearch:
         method = scope["method"]
         answer = self._search if method == "GET" else self.app
         with _TRACER.start_as_current_span(
-            _SPAN_NAME if method == "GET" else f"{method} {route.PATH}",
+            f"{method} {route.PATH}",  # as the FastAPI instrumentation names a route's span
             context=_incoming(scope),
             kind=SpanKind.SERVER,
         ) as span:

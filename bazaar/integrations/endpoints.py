@@ -86,18 +86,15 @@ def normalized_types(patterns: Iterable[str], scope: Scope) -> list[str]:
     chosen = sorted(set(patterns))
     unknown = [p for p in chosen if p not in known]
     theirs = [p for p in chosen if p in platform_only]
-    problem = (
-        f"unknown event types {unknown}"
-        if unknown
-        else f"{theirs} are the platform's events, not a seller's (a seller hears of its own order by order.paid)"
-        if theirs
-        else None
-        if chosen
-        else "choose at least one event type"
-    )
-    if problem is not None:
-        raise field_error("event_types", problem, "value_error", event_types=sorted(known - platform_only))
-    return chosen
+    if unknown:
+        problem = f"unknown event types {unknown}"
+    elif theirs:
+        problem = f"{theirs} are the platform's events, not a seller's (a seller hears of its own order by order.paid)"
+    elif not chosen:
+        problem = "choose at least one event type"
+    else:
+        return chosen
+    raise field_error("event_types", problem, "value_error", event_types=sorted(known - platform_only))
 
 
 # ---------------------------------------------------------------------------------------------- actions
