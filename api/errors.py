@@ -10,7 +10,7 @@ usable (`InternalErrorMiddleware`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -237,10 +237,13 @@ def database_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
-def _located(error: dict[str, Any]) -> dict[str, Any]:
-    """One request validation error as the API names it: a body that is not JSON is the body's error (FastAPI
-    puts the character offset where a field's name goes), said with where it broke."""
+def located(error: Mapping[str, Any]) -> dict[str, Any]:
+    """One validation error as the API names it: a body that is not JSON is the body's error (FastAPI puts the
+    character offset where a field's name goes), said with where it broke; our own refusals (a ValueError in a
+    validator) without pydantic's "Value error, " before them."""
     loc, msg = list(error.get("loc", ())), error.get("msg")
+    if error.get("type") == "value_error" and isinstance(msg, str):
+        msg = msg.removeprefix("Value error, ")
     if error.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
         detail = (error.get("ctx") or {}).get("error")
         loc, msg = ["body"], f"not valid JSON at character {loc[1]}" + (f" ({detail})" if detail else "")
@@ -309,7 +312,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_located(e) for e in exc.errors()]
+        errors = [located(e) for e in exc.errors()]
         if (missing := _missing_required_header(errors)) is not None:
             return await domain_error(request, missing)
         # The message names the (first) field, so a person reading only the message knows what to fix.

@@ -7,9 +7,10 @@ not raised. CSRF: checked for every POST by `api.console.session.console_staff`.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from api.console import render
 from api.console.session import PREFIX, Staff
 from api.deps import Session, Temporal
+from api.errors import located
 from api.routes.disputes import add_dispute_message, request_dispute_info
 from api.routes.notifications import RowId, replay_dead_letter
 from api.routes.order_actions import Action, cancel_order, resolve_dispute, retry_order
@@ -28,15 +30,26 @@ from api.schemas import ActionIn, OrderOut, ResolveIn
 from api.trust_schemas import DisputeMessageBody, HideReviewIn, InfoRequestBody
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import AuditEvent, Order
+from bazaar.models import AuditEvent, Order, OrderStatus
 from bazaar.payments.money import CURRENCY_EXPONENTS
-from bazaar.trust.models import DisputeResolution
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 # Console actions are audited under this subject type (an order's own timeline keeps its transitions).
 AUDIT_SUBJECT = "console"
 
-Text = Annotated[str, Form(max_length=5000)]
+# Forms take any text (the body limit bounds it): each action validates it with the REST route's body model, so
+# a refusal is shown on the page with the REST route's message, never answered as the API's JSON 422.
+Text = Annotated[str, Form()]
+# What support types as an amount: digits, and a decimal part after a point or a comma ("12.50", "12,5").
+AMOUNT = re.compile(r"\d{1,12}(?:[.,]\d{1,6})?")
+# How much of each field typed into a form the audit keeps.
+AUDITED_CHARACTERS = 500
+
+
+def audited_value(value: Any) -> Any:
+    """A form field as the audit keeps it: its start, and a NUL (which jsonb cannot hold) as U+FFFD, so that a
+    refused input is recorded like any other."""
+    return value[:AUDITED_CHARACTERS].replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def audit(
@@ -49,16 +62,16 @@ def audit(
             subject_type=AUDIT_SUBJECT,
             subject_id=subject[:64],
             action=f"console.{action}",
-            data={"outcome": outcome, **data},
+            data={"outcome": outcome, **{name: audited_value(value) for name, value in data.items()}},
         )
     )
 
 
 def _problem(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+        first = located(exc.errors()[0])
+        field = ".".join(str(p) for p in first["loc"])
+        return f"{field}: {first['msg']}" if field else str(first["msg"])
     if isinstance(exc, DomainError):
         return exc.message
     return str(exc)
@@ -97,11 +110,9 @@ def outcome(order: OrderOut) -> str:
 
 def minor_units(text: str, currency: str) -> int:
     """'15.00' EUR -> 1500: what support types, exactly in the order's minor units."""
-    try:
-        amount = Decimal(text.strip().replace(",", "."))
-    except InvalidOperation:
-        raise ValueError(f"refund amount {text!r} is not a number") from None
-    minor = amount.scaleb(CURRENCY_EXPONENTS.get(currency, 2))
+    if not AMOUNT.fullmatch(text.strip()):
+        raise ValueError(f"refund amount {text!r} is not an amount such as 12.50")
+    minor = Decimal(text.strip().replace(",", ".")).scaleb(CURRENCY_EXPONENTS.get(currency, 2))
     if minor != minor.to_integral_value():
         raise ValueError(f"refund amount {text} has too many decimals for {currency}")
     return int(minor)
@@ -130,7 +141,7 @@ async def reply(
         )
 
     back = f"{PREFIX}/disputes/{order_id}"
-    return await perform(db, staff, back, "dispute_replied", f"order:{order_id}", {"body": body[:500]}, run)
+    return await perform(db, staff, back, "dispute_replied", f"order:{order_id}", {"body": body}, run)
 
 
 @router.post("/disputes/{order_id}/info-requests", response_class=RedirectResponse)
@@ -139,11 +150,11 @@ async def ask_for_information(
     staff: Staff,
     db: Session,
     temporal: Temporal,
-    party: Annotated[str, Form(max_length=20)] = "",
+    party: Text = "",
     question: Text = "",
-    deadline_hours: Annotated[str, Form(max_length=10)] = "48",
+    deadline_hours: Text = "48",
 ) -> RedirectResponse:
-    data = {"party": party, "question": question[:500], "deadline_hours": deadline_hours}
+    data = {"party": party, "question": question, "deadline_hours": deadline_hours}
 
     async def run() -> str:
         ask = InfoRequestBody.model_validate(
@@ -164,18 +175,19 @@ async def resolve(
     staff: Staff,
     db: Session,
     temporal: Temporal,
-    resolution: Annotated[str, Form(max_length=20)] = "",
-    refund: Annotated[str, Form(max_length=20)] = "",
+    resolution: Text = "",
+    refund: Text = "",
     note: Text = "",
 ) -> RedirectResponse:
-    data = {"resolution": resolution, "refund": refund, "note": note[:500]}
+    data = {"resolution": resolution, "refund": refund, "note": note}
 
     async def run() -> str:
         order = await db.get(Order, order_id)
         if order is None:
             raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-        partial = resolution == DisputeResolution.PARTIAL_REFUND
-        amount = minor_units(refund, order.currency) if partial else None
+        # An amount typed with a release or a full refund is refused (by ResolveIn, as the REST route refuses
+        # it), never dropped: support meant something the decision does not do.
+        amount = minor_units(refund, order.currency) if refund.strip() else None
         body = ResolveIn.model_validate(
             {"resolution": resolution, "refund_amount": amount, "note": note or None}
         )
@@ -204,9 +216,13 @@ async def cancel(
     async def run() -> str:
         body = ActionIn.model_validate({"reason": reason or None})
         cancelled = await cancel_order(act(order_id, staff, db, temporal), body)
+        if (
+            cancelled.status == OrderStatus.PENDING
+        ):  # its charge has no outcome yet: cancelled once it has (202)
+            return f"cancel under way, once the charge has an outcome: {outcome(cancelled)}"
         return f"cancelled and refunded: {outcome(cancelled)}"
 
-    data = {"reason": reason[:500]}
+    data = {"reason": reason}
     back = f"{PREFIX}/stuck-orders"
     return await perform(db, staff, back, "order_cancelled", f"order:{order_id}", data, run)
 
@@ -248,6 +264,6 @@ async def hide(review_id: uuid.UUID, staff: Staff, db: Session, reason: Text = "
         hidden = await hide_review(review_id, body, staff, db)
         return f"review {hidden.id} hidden"
 
-    data = {"reason": reason[:500]}
+    data = {"reason": reason}
     back = f"{PREFIX}/trust-flags"
     return await perform(db, staff, back, "review_hidden", f"review:{review_id}", data, run)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 
 from api.console import render
@@ -27,10 +28,12 @@ from api.routes.disputes import get_dispute
 from api.routes.notifications import list_dead_letters
 from api.routes.orders import list_stuck_orders
 from api.routes.trust import list_dispute_queue, list_trust_flags
+from api.schemas import TokenForm
 from bazaar.accounts import sessions
 from bazaar.errors import DomainError
 from bazaar.models import Listing, Order, User
 from bazaar.temporal import dispute_workflow_id, order_workflow_id
+from bazaar.text import control_character_problem
 from bazaar.trust.models import Notification, Review
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -56,6 +59,9 @@ def _safe_next(value: str | None) -> str:
     return f"{PREFIX}/disputes"
 
 
+# What the user search takes (an email address or a name, or part of one).
+SEARCH_CHARACTERS = 320
+
 # ---- login ------------------------------------------------------------------------------------------------
 
 
@@ -73,10 +79,10 @@ async def login_page(request: Request, next: str | None = None) -> HTMLResponse:
 async def login(
     request: Request,
     db: Session,
-    email: Annotated[str, Form(max_length=320)],
-    password: Annotated[str, Form(max_length=128)],
-    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
-    next: Annotated[str, Form(max_length=500)] = "",
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD)] = "",
+    next: Annotated[str, Form()] = "",
 ) -> Response:
     """The API's login (limits, lockout, password check, session), for support staff only."""
     check_login_csrf(request, csrf_token)
@@ -93,7 +99,11 @@ async def login(
         )
 
     try:
-        user = await (await login_guard(request)).login(db, email, password)
+        form = TokenForm.model_validate({"username": email, "password": password})  # the API's login form
+    except ValidationError:
+        return again("the email or the password holds characters no login has", 422)
+    try:
+        user = await (await login_guard(request)).login(db, form.username, form.password)
     except DomainError as exc:
         return again(exc.message, exc.status)
     if not set(user.roles) & CONSOLE_ROLES:
@@ -197,9 +207,14 @@ async def trust_flags(request: Request, staff: Staff, db: Session) -> HTMLRespon
 
 @router.get("/users", response_class=HTMLResponse)
 async def find_users(
-    request: Request, staff: Staff, db: Session, q: Annotated[str, Query(max_length=200)] = ""
+    request: Request, staff: Staff, db: Session, q: Annotated[str, Query()] = ""
 ) -> HTMLResponse:
     found: list[User] = []
+    problem = control_character_problem(q, multiline=False) or (
+        f"a search is at most {SEARCH_CHARACTERS} characters" if len(q) > SEARCH_CHARACTERS else None
+    )
+    if problem:
+        return render(request, "users.html", status_code=422, page="users", q="", found=found, error=problem)
     if q.strip():
         pattern = f"%{q.strip().lower()}%"
         found = list(
@@ -214,7 +229,7 @@ async def find_users(
                 )
             ).all()
         )
-    return render(request, "users.html", page="users", q=q, found=found)
+    return render(request, "users.html", page="users", q=q, found=found, error=None)
 
 
 @router.get("/users/{user_id}", response_class=HTMLResponse)

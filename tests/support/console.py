@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from bazaar.orders.types import STUCK_ORDERS_QUERY
 from bazaar.temporal import order_workflow_id
 from tests.support import dead_letters
-from tests.support.http import Actor, published_listing, register, seller_with_payout
+from tests.support.http import PASSWORD, Actor, published_listing, register, seller_with_payout
 from tests.support.money import act, fulfilled_order, place, start_stuck_charge
 from workflows.order import OrderWorkflow
 
@@ -38,6 +39,31 @@ def chromium() -> str:
             pytrace=False,
         )
     return found
+
+
+def login_form(client: httpx.Client) -> str:
+    """The login page's CSRF token (a fresh client gets its cookie with it)."""
+    page = client.get("/console/login")
+    assert page.status_code == 200, page.text
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match
+    return match[1]
+
+
+def log_in(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
+    token = login_form(client)
+    return client.post(
+        "/console/login", data={"email": email, "password": password, "csrf_token": token, "next": ""}
+    )
+
+
+def page_csrf(client: httpx.Client, path: str = "/console/disputes") -> str:
+    """The session's CSRF token, as a page hands it to htmx."""
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    match = re.search(r'"X-CSRF-Token": "([0-9a-f]{64})"', page.text)
+    assert match
+    return match[1]
 
 
 def disputed_order(http: httpx.Client, title: str) -> tuple[Actor, Actor, dict[str, Any]]:

@@ -5,55 +5,18 @@ test_console_browser.py."""
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from api.console import HERE, HTMX_SHA256, HTMX_VERSION
-from tests.support.console import disputed_order
+from tests.support.console import disputed_order, log_in, page_csrf
 from tests.support.http import PASSWORD, Actor, register, run_cli, support_user, wait_until
 from tests.support.money import sql
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def staff(http: httpx.Client, stack: Any) -> Actor:
-    return support_user(http, stack)
-
-
-@pytest.fixture
-def browser(stack: Any) -> Iterator[httpx.Client]:
-    """A cookie-keeping client that does not follow redirects (so each answer can be checked)."""
-    with httpx.Client(base_url=stack.api_url, timeout=30, follow_redirects=False) as client:
-        yield client
-
-
-def login_form(client: httpx.Client) -> str:
-    page = client.get("/console/login")
-    assert page.status_code == 200, page.text
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match
-    return match[1]
-
-
-def log_in(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
-    token = login_form(client)
-    return client.post(
-        "/console/login", data={"email": email, "password": password, "csrf_token": token, "next": ""}
-    )
-
-
-def page_csrf(client: httpx.Client, path: str = "/console/disputes") -> str:
-    page = client.get(path)
-    assert page.status_code == 200, page.text
-    match = re.search(r'"X-CSRF-Token": "([0-9a-f]{64})"', page.text)
-    assert match
-    return match[1]
 
 
 def set_cookies(response: httpx.Response) -> dict[str, str]:
