@@ -34,6 +34,7 @@ from workflows.retries import DB_RETRY, local_db_step
 with workflow.unsafe.imports_passed_through():
     from activities.disputes import DisputeActivities, DisputeStatusChange, OpenDispute, ThreadEntry
     from bazaar.errors import Rejection
+    from bazaar.orders import rules as order_rules
     from bazaar.orders.types import Party
     from bazaar.payments.money import format_money
     from bazaar.temporal import dispute_workflow_id as dispute_workflow_id
@@ -235,6 +236,10 @@ class DisputeWorkflow:
             raise ApplicationError(
                 "ask the buyer or the seller, with a positive deadline", type=Rejection.INVALID_REQUEST
             )
+        case = self._case
+        order_rules.refuse_support_on_own_order(
+            Party.SUPPORT, request.staff_id, case.buyer_id, case.seller_id
+        )
 
     def _check_open(self) -> None:
         """Refuse at once what the case cannot take now (validators and handlers both ask)."""

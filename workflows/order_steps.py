@@ -227,7 +227,10 @@ class OrderSteps:
     def _authorize(self, action: OrderAction, req: ActionRequest) -> Party:
         """A validator's check: the acting party, if this actor may take `action` now under this key."""
         self._check_action_key(action, req, record=False)
-        return rules.authorize(action, req.actor, self._view)
+        party = rules.authorize(action, req.actor, self._view)
+        view = self.view
+        rules.refuse_support_on_own_order(party, req.actor.user_id, view.buyer_id, view.seller_id, view)
+        return party
 
     def _check_action_key(self, action: OrderAction, req: ActionRequest, *, record: bool = True) -> None:
         """An action's Idempotency-Key names one request of the order (its action and body): the API's Update id

@@ -34,6 +34,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.returns import REFUND_REFUSED, ReturnActivities
     from bazaar.errors import Rejection
+    from bazaar.orders import rules as order_rules
     from bazaar.orders.types import Actor, RefundLine
     from bazaar.returns import rules
     from bazaar.returns.models import RETURN_ENDED, ReturnStatus
@@ -217,6 +218,12 @@ class ReturnWorkflow:
     def _check(self, action: ReturnAction, req: ReturnRequest) -> str:
         return rules.authorize(action, req, self._view)
 
+    def _validate(self, action: ReturnAction, req: ReturnRequest) -> None:
+        """A validator's check: the move's rules, and support never acting as support on a return of their own."""
+        party = self._check(action, req)
+        view = self._view
+        order_rules.refuse_support_on_own_order(party, req.actor.user_id, view.buyer_id, view.seller_id)
+
     @asynccontextmanager
     async def _acting(self, action: ReturnAction, req: ReturnRequest) -> AsyncIterator[str]:
         """Take the return's lock and check the move again (the state may have moved since the validator): yields
@@ -226,27 +233,27 @@ class ReturnWorkflow:
 
     @approve.validator
     def _validate_approve(self, req: ReturnRequest) -> None:
-        self._check(ReturnAction.APPROVE, req)
+        self._validate(ReturnAction.APPROVE, req)
 
     @reject.validator
     def _validate_reject(self, req: ReturnRequest) -> None:
-        self._check(ReturnAction.REJECT, req)
+        self._validate(ReturnAction.REJECT, req)
 
     @cancel.validator
     def _validate_cancel(self, req: ReturnRequest) -> None:
-        self._check(ReturnAction.CANCEL, req)
+        self._validate(ReturnAction.CANCEL, req)
 
     @ship.validator
     def _validate_ship(self, req: ReturnRequest) -> None:
-        self._check(ReturnAction.SHIP, req)
+        self._validate(ReturnAction.SHIP, req)
 
     @receive.validator
     def _validate_receive(self, req: ReturnRequest) -> None:
-        self._check(ReturnAction.RECEIVE, req)
+        self._validate(ReturnAction.RECEIVE, req)
 
     @resolve.validator
     def _validate_resolve(self, req: ReturnRequest) -> None:
-        self._check(ReturnAction.RESOLVE, req)
+        self._validate(ReturnAction.RESOLVE, req)
 
     # ---- moves -----------------------------------------------------------------------------------------
     async def _approve(self, party: str, actor: Actor) -> None:

@@ -83,6 +83,21 @@ def parties(actor: Actor, buyer_id: str | None, seller_id: str | None) -> set[Pa
     return found
 
 
+def refuse_support_on_own_order(
+    party: str, actor_id: str, buyer_id: str | None, seller_id: str | None, *details: object
+) -> None:
+    """Support staff who bought or sold an order act on it as its buyer or seller only: support's powers
+    (deciding a dispute, refunding, asking a party, approving a return) are never used on one's own order (403).
+    Validators ask, not handlers: a validator does not run on replay, so a history from before this rule replays
+    as it ran."""
+    if party == Party.SUPPORT and actor_id in (buyer_id, seller_id):
+        raise ApplicationError(
+            "support staff act on an order they bought or sold as its buyer or seller only, not as support",
+            *details,
+            type=Rejection.FORBIDDEN,
+        )
+
+
 def may_ever(action: OrderAction, acting_as: set[Party]) -> bool:
     """Whether these parties may do `action` in some state of an order: if not, it is Forbidden in any."""
     return bool(acting_as & frozenset[Party]().union(*RULES[action].values()))

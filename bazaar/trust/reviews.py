@@ -188,6 +188,10 @@ async def hide(session: AsyncSession, review_id: uuid.UUID, staff: Principal, re
     review = await session.get(Review, review_id)
     if review is None:
         raise DomainError(ErrorCode.NOT_FOUND, "review not found")
+    if staff.user_id in (review.author_id, review.subject_id):  # never support's remedy for oneself
+        raise DomainError(
+            ErrorCode.FORBIDDEN, "support staff cannot hide a review they wrote or that is about them"
+        )
     review.hidden_at = datetime.now(UTC)
     review.hidden_by = staff.user_id
     review.hidden_reason = reason

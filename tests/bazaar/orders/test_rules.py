@@ -10,6 +10,7 @@ from itertools import product
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from bazaar.errors import Rejection
 from bazaar.models import OrderStatus, PaymentState
 from bazaar.orders import rules
 from bazaar.orders.types import Actor, OrderAction, OrderView, Party
@@ -291,3 +292,25 @@ def test_resolutions() -> None:
         with pytest.raises(ApplicationError) as refused:
             rules.check_resolution(bad)
         assert refused.value.type == "InvalidRequest"
+
+
+@pytest.mark.parametrize(
+    ("party", "user", "refused"),
+    [
+        (Party.SUPPORT, "b", True),
+        (Party.SUPPORT, "s", True),
+        (Party.SUPPORT, "x", False),
+        (Party.BUYER, "b", False),
+        (Party.SELLER, "s", False),
+    ],
+)
+def test_support_acts_on_an_order_of_their_own_as_its_party_only(
+    party: Party, user: str, refused: bool
+) -> None:
+    """A support user who is the order's buyer ("b") or seller ("s") may not act as support on it (403)."""
+    if refused:
+        with pytest.raises(ApplicationError, match="not as support") as raised:
+            rules.refuse_support_on_own_order(party, user, "b", "s")
+        assert raised.value.type == Rejection.FORBIDDEN
+    else:
+        rules.refuse_support_on_own_order(party, user, "b", "s")
