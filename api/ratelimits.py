@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -24,15 +25,15 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import limiter, verified_buyer
+from api.deps import Session, limiter, verified_buyer
 from api.errors import error_body
 from api.security import add_response_headers, client_address
 from bazaar.accounts import sessions
 from bazaar.accounts.mail import MayMail
 from bazaar.auth import Principal, authenticate, decode_token
-from bazaar.db import get_engine, transaction
+from bazaar.db import get_counter_engine, transaction
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import User
+from bazaar.models import Base, User
 from bazaar.ratelimit import Limiter, PostgresStorage, Verdict, WriteBehind
 from bazaar.settings import get_settings
 
@@ -184,10 +185,27 @@ async def search_limit(request: Request) -> None:
         await enforce(request, SEARCH_ANONYMOUS, client_address(request))
 
 
-@rate_limited(ORDERS)
-async def order_limit(request: Request, buyer: Annotated[Principal, Depends(verified_buyer)]) -> Principal:
-    await enforce(request, ORDERS, buyer.user_id)
-    return buyer
+def ordering_buyer(
+    placed: type[Base], id_for: Callable[[Principal, str], uuid.UUID]
+) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """The buyer of a placement, counted against `ORDERS` unless the request's Idempotency-Key placed one already
+    (a `placed` row of id `id_for(buyer, key)`): a retry with the same key is always safe (docs/api.md), so it
+    places nothing and spends nothing of the limit (its answer still says where the limit stands)."""
+
+    @rate_limited(ORDERS)
+    async def order_limit(
+        request: Request, buyer: Annotated[Principal, Depends(verified_buyer)], db: Session
+    ) -> Principal:
+        key = request.headers.get("Idempotency-Key")
+        if key and await db.get(placed, id_for(buyer, key)) is not None:
+            _report(
+                request, ORDERS, await _limiter(request).test(ORDERS.policy, ORDERS.limit(), buyer.user_id)
+            )
+        else:
+            await enforce(request, ORDERS, buyer.user_id)
+        return buyer
+
+    return order_limit
 
 
 class LoginGuard:
@@ -265,7 +283,6 @@ AccountLinksLimit = Annotated[None, Depends(per_address(ACCOUNT_LINKS))]
 RefreshLimit = Annotated[None, Depends(per_address(LOGIN_ADDRESS))]
 ListingReadLimit = Annotated[None, Depends(per_address(LISTING_READS))]
 SearchLimit = Annotated[None, Depends(search_limit)]
-OrderingBuyer = Annotated[Principal, Depends(order_limit)]
 LoginLimits = Annotated[LoginGuard, Depends(login_guard)]
 AccountLockout = Annotated[LoginGuard, Depends(account_guard)]
 MailBudget = Annotated[MayMail, Depends(mail_budget)]
@@ -279,7 +296,7 @@ async def runtime(app: FastAPI) -> AsyncIterator[None]:
     """The limiter on `app.state`, the writer of the hot limits' counts, and a background task that deletes ended
     windows and expired sessions and tokens every `HOUSEKEEPING_SECONDS` (any replica may: each delete is
     idempotent)."""
-    storage = PostgresStorage(get_engine())
+    storage = PostgresStorage(get_counter_engine())
     write_behind = WriteBehind(storage)
     app.state.limiter = Limiter(storage, write_behind)
 
@@ -305,3 +322,4 @@ async def runtime(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await get_counter_engine().dispose()

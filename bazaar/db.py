@@ -26,6 +26,19 @@ def get_engine() -> AsyncEngine:
 
 
 @lru_cache
+def get_counter_engine() -> AsyncEngine:
+    """The rate limiter's pool, apart from the requests' (an API process's limiter only). A request counts its hits
+    while its session holds a connection: from one shared pool, a burst of requests each holding one would all wait
+    for a second that none gives back, until the pool's timeout answered every one 503 (measured: 87 orders at
+    once, 30 s). A counter's statement holds its connection for a millisecond, so a small pool keeps up."""
+    settings = get_settings()
+    size = max(1, settings.database_pool_size // 2)
+    engine = create_async_engine(settings.database_url, pool_size=size, max_overflow=size, pool_pre_ping=True)
+    instrument_engine(engine)
+    return engine
+
+
+@lru_cache
 def get_sessionmaker() -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(get_engine(), expire_on_commit=False)
 

@@ -235,9 +235,11 @@ def plan(i: Inputs, f: Figures) -> dict[str, Any]:
     changes_day = i.listing_changes_per_second * DAY * change_bytes
     listings_gb = i.listings * f("pg_bytes_per_listing") * bloat / 1e9
     year_gb = (orders_day + changes_day) * 365 / 1e9
-    # Connections: every process's pool plus its overflow (Temporal's own database is apart).
+    # Connections: every process's pool plus its overflow, and an API process's rate-limiter pool (half the size,
+    # as much overflow: bazaar.db.get_counter_engine). Temporal's own database is apart.
     per_process = f("database_pool_size") + f("database_max_overflow")
-    connections = int(sum(procs.values()) * per_process)
+    limiter_pool = 2 * max(1, int(f("database_pool_size")) // 2)
+    connections = int(sum(procs.values()) * per_process + procs["api"] * limiter_pool)
     if connections > 100:
         warnings.append(
             f"{connections} PostgreSQL connections at most: above the default max_connections (100); raise it "

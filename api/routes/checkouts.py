@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
@@ -25,8 +25,9 @@ from api.checkout_schemas import CheckoutIn, CheckoutOut, CheckoutPage
 from api.deps import Buyer, Caller, Session, Temporal
 from api.openapi import LOCATION, errors, merge
 from api.placement import start_and_wait
-from api.ratelimits import OrderingBuyer
+from api.ratelimits import ordering_buyer
 from api.routes.orders import IdempotencyKey
+from bazaar.auth import Principal
 from bazaar.checkout import cart, checkouts
 from bazaar.checkout.types import CheckoutLine, CheckoutPlacement, CheckoutView, StartCheckout
 from bazaar.db import newest_first
@@ -42,6 +43,14 @@ from workflows.checkout import CheckoutWorkflow
 router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
 # Checkout ids derive from (buyer, Idempotency-Key): a retried request lands on the same checkout and workflow.
 CHECKOUT_ID_NAMESPACE = uuid.UUID("3d6f0c1a-7b2e-4c8d-9f1a-5e4b3c2d1a0f")
+
+
+def checkout_id_for(buyer: Principal, idempotency_key: str) -> uuid.UUID:
+    """The checkout a buyer's Idempotency-Key places (a retry lands on the same checkout)."""
+    return uuid.uuid5(CHECKOUT_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+
+
+OrderingBuyer = Annotated[Principal, Depends(ordering_buyer(Checkout, checkout_id_for))]
 _REFUSALS = {
     "lines_unavailable": (
         ErrorCode.CART_CHANGED,
@@ -108,7 +117,7 @@ async def create_checkout(
     201 paid or payment_failed, 200 for a replay, 202 while the payment runs."""
     if not idempotency_key:
         raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)")
-    checkout_id = uuid.uuid5(CHECKOUT_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+    checkout_id = checkout_id_for(buyer, idempotency_key)
     response.headers["Location"] = f"/v1/checkouts/{checkout_id}"
     existing = await session.get(Checkout, checkout_id)
     if existing is not None:

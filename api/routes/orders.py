@@ -11,8 +11,9 @@ import asyncio
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -20,10 +21,11 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
-from api.deps import Caller, Session, Support, Temporal
+from api.deps import Caller, Session, Support, Temporal, log
+from api.errors import database_unreachable
 from api.openapi import LOCATION, errors, merge
 from api.placement import start_and_wait
-from api.ratelimits import OrderingBuyer
+from api.ratelimits import ordering_buyer
 from api.routes.order_actions import ACCEPTED, check_party
 from api.schemas import (
     OrderDetailOut,
@@ -68,6 +70,14 @@ router = APIRouter(prefix="/v1/orders", tags=["orders"])
 support_router = APIRouter(prefix="/v1/support", tags=["support"])
 # Order ids derive from (buyer, Idempotency-Key): a retried request lands on the same order and workflow.
 ORDER_ID_NAMESPACE = uuid.UUID("6f1c3c52-8f0e-4f5e-9a55-0b7a3e1d2c4b")
+
+
+def order_id_for(buyer: Principal, idempotency_key: str) -> uuid.UUID:
+    """The order a buyer's Idempotency-Key places (a retry lands on the same order)."""
+    return uuid.uuid5(ORDER_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+
+
+OrderingBuyer = Annotated[Principal, Depends(ordering_buyer(Order, order_id_for))]
 _REJECTIONS = {
     "sold_out": (ErrorCode.SOLD_OUT, "the listing is sold out"),
     "own_listing": (ErrorCode.OWN_LISTING, "you cannot buy your own listing"),
@@ -131,7 +141,7 @@ async def place_order(
     the card was declined), 200 for a replay of the same request, 202 while the charge is still running."""
     if not idempotency_key:
         raise DomainError(ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "send an Idempotency-Key header (e.g. a UUID)")
-    order_id = uuid.uuid5(ORDER_ID_NAMESPACE, f"{buyer.user_id}:{idempotency_key}")
+    order_id = order_id_for(buyer, idempotency_key)
     placement = Placement(str(body.listing_id), body.quantity, body.payment_method)
     response.headers["Location"] = f"/v1/orders/{order_id}"
     existing = await session.get(Order, order_id)
@@ -364,7 +374,16 @@ async def _pending(
         else (None, "", None)
     )
     session.expire_all()
-    order = await session.get(Order, order_id)
+    try:
+        order = await session.get(Order, order_id)
+    except SQLAlchemyError as exc:
+        # The workflow is placing the order: a 503 ("nothing was done") would be untrue, and a client that believed
+        # it would never learn of an order it is charged for. What was asked for, and where to poll, is the answer.
+        if not database_unreachable(exc):
+            raise
+        log.warning("order %s is being placed; its row could not be read (%s)", order_id, exc)
+        await session.rollback()
+        order = None
     if order is not None:
         return OrderOut.of_row(order)
     return OrderOut(

@@ -114,6 +114,28 @@ def test_order_creation_per_buyer(api: httpx.Client, http: httpx.Client) -> None
     assert attempt(0, other).status_code != 429
 
 
+def test_a_retry_with_the_same_key_spends_nothing_of_the_order_limit(
+    api: httpx.Client, http: httpx.Client
+) -> None:
+    """Found from outside: a client retrying (or polling with) the same Idempotency-Key, as the docs invite, was
+    refused 429 after one order, and each retry spent the daily quota."""
+    seller, buyer = seller_with_payout(http), register(http, ["buyer"], "Patient")
+    item = published_listing(http, seller, title="Retried teapot", quantity=2)
+    headers = {**buyer.headers, "Idempotency-Key": f"rl-{uuid.uuid4()}", **from_address(client_address())}
+    body = {"listing_id": item["id"], "payment_method": "pm_card_visa"}
+    placed = api.post("/v1/orders", json=body, headers=headers)
+    assert placed.status_code in (201, 202), placed.text
+    remaining = placed.headers["RateLimit"]
+    for _ in range(35):  # more than the 30 a minute the limit allows
+        retry = api.post("/v1/orders", json=body, headers=headers)
+        assert retry.status_code in (200, 202), retry.text
+        assert retry.json()["id"] == placed.json()["id"]
+        assert retry.headers["RateLimit"] == remaining, "a retry is told where the limit stands, uncounted"
+    # A new order of the same buyer is counted as before.
+    other = api.post("/v1/orders", json=body, headers={**headers, "Idempotency-Key": f"rl-{uuid.uuid4()}"})
+    assert other.status_code in (201, 202) and other.headers["RateLimit"] != remaining, other.headers
+
+
 def test_anonymous_search_per_client_address(api: httpx.Client, http: httpx.Client) -> None:
     address = client_address()
 
