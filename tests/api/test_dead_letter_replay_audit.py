@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.console.test_console_pages import log_in, page_csrf
+from tests.support.console import log_in, page_csrf
 from tests.support.dead_letters import dead_letter
 from tests.support.http import Actor, register, support_user
 from tests.support.money import sql
