@@ -111,6 +111,7 @@ def activities_for(
         returns.open_return,
         returns.save_return,
         returns.refund_return,
+        returns.refundable,
     ]
     if payments is not None:
         found += [

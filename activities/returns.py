@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.database import activity_transaction
 from bazaar.models import Order
 from bazaar.orders.reopen import reopen_operation
-from bazaar.orders.types import ActionRequest, OrderView
+from bazaar.orders.types import ActionRequest, OrderView, still_held
 from bazaar.returns import returns
 from bazaar.returns.types import ReturnOpened, ReturnRefund, ReturnTransition, StartReturn
 from bazaar.settings import Settings
@@ -40,6 +40,14 @@ class ReturnActivities:
     async def save_return(self, move: ReturnTransition) -> bool:
         async with activity_transaction() as session:
             return await returns.save(session, move, self.settings.public_base_url)
+
+    @activity.defn
+    async def refundable(self, order_id: str) -> int:
+        """What the order still holds for refunds now, from its workflow's state (a Query answers for a run that has
+        ended too): a return refunds at most that."""
+        handle = activity.client().get_workflow_handle(order_workflow_id(order_id))
+        view = await handle.query("state", result_type=OrderView)
+        return still_held(view) if view is not None else 0
 
     @activity.defn
     async def refund_return(self, req: ReturnRefund) -> int:

@@ -112,6 +112,7 @@ OWNED_ACTIVITIES = {
         "open_return",
         "save_return",
         "refund_return",
+        "refundable",
     },
     PAYMENTS: {
         "charge",

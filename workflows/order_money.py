@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         OrderEvent,
         OrderView,
         Party,
+        still_held,
         view_lines,
     )
     from bazaar.payments.keys import MoneyOperation, money_key
@@ -407,9 +408,7 @@ class OrderMoney(OrderSteps):
 
     def _escrow_held(self) -> int:
         """What this order holds in escrow (before release): charged, minus refunds, minus a chargeback."""
-        taken_back = (ChargebackStatus.WITHDRAWN, ChargebackStatus.LOST)
-        taken = self.view.chargeback_amount if self.view.chargeback_status in taken_back else 0
-        return self.view.amount - self.view.refunded_amount - taken
+        return still_held(self.view)
 
     # ---- chargebacks --------------------------------------------------------------------------------
     async def _open_chargeback(self, notice: ChargebackNotice) -> None:

@@ -228,8 +228,9 @@ class OrderSteps:
         """A validator's check: the acting party, if this actor may take `action` now under this key."""
         self._check_action_key(action, req, record=False)
         party = rules.authorize(action, req.actor, self._view)
-        view = self.view
-        rules.refuse_support_on_own_order(party, req.actor.user_id, view.buyer_id, view.seller_id, view)
+        if req.return_id is None:  # a return's refund: the return workflow's own ask, not a person's
+            view = self.view
+            rules.refuse_support_on_own_order(party, req.actor.user_id, view.buyer_id, view.seller_id, view)
         return party
 
     def _check_action_key(self, action: OrderAction, req: ActionRequest, *, record: bool = True) -> None:

@@ -52,6 +52,9 @@ from workflows.failures import StepFailed, failure_text, is_permanent
 from workflows.queues import execute_activity
 from workflows.retries import db_step_until_answered
 
+# New runs ask the order what it still holds before asking for a return's refund, and refund at most that (a
+# return was refused for good when other refunds had taken part of its amount since): docs/workflow-versioning.md.
+REFUND_UP_TO_HELD_PATCH = "return-refund-up-to-held"
 # The order's refund Update: retried while Temporal or the order is busy; its refusal is final.
 REFUND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -269,19 +272,33 @@ class ReturnWorkflow:
         )
 
     async def _refund(self, actor: Actor, party: str, *, restock: bool) -> None:
-        """The order refunds the return's amount; then the return is refunded (the lines restocked if asked).
-        A refusal takes it to support."""
+        """The order refunds the return's amount, or what it still holds when other refunds took part of it since
+        the return was asked for (read once, then asked for: a retry asks the same); then the return is refunded
+        (the lines restocked if asked). A refusal, or an order that holds nothing more, takes it to support."""
         view = self._view
-        refund = ReturnRefund(
-            view.return_id,
-            view.order_id,
-            view.amount,
-            actor,
-            f"return {view.return_id}",
-            attempt=self._seq,
-            lines=[RefundLine(line.listing_id, line.quantity) for line in view.lines],
-        )
+        amount = view.amount
         try:
+            if workflow.patched(REFUND_UP_TO_HELD_PATCH):
+                held = await execute_activity(
+                    ReturnActivities.refundable,
+                    view.order_id,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=REFUND_RETRY,
+                )
+                amount = min(amount, held)
+                if amount <= 0:
+                    workflow.logger.warning("return refund refused: the order holds nothing more")
+                    await self._escalate("refund_refused")
+                    return
+            refund = ReturnRefund(
+                view.return_id,
+                view.order_id,
+                amount,
+                actor,
+                f"return {view.return_id}",
+                attempt=self._seq,
+                lines=[RefundLine(line.listing_id, line.quantity) for line in view.lines],
+            )
             await execute_activity(
                 ReturnActivities.refund_return,
                 refund,
@@ -302,6 +319,7 @@ class ReturnWorkflow:
             party,
             ["buyer", "seller"],
             restocked=restock,
+            refunded_amount=amount if amount != view.amount else None,
         )
 
     async def _escalate(self, reason: str) -> None:
@@ -318,6 +336,7 @@ class ReturnWorkflow:
         *,
         tracking: dict[str, str] | None = None,
         restocked: bool | None = None,
+        refunded_amount: int | None = None,
     ) -> None:
         seq = self._seq + 1
         move = ReturnTransition(
@@ -332,6 +351,7 @@ class ReturnWorkflow:
             restocked=restocked,
             notify=notify,
             event_type=f"return_{status}",
+            refunded_amount=refunded_amount,
         )
         await db_step_until_answered(ReturnActivities.save_return, move)
         self._seq = seq
@@ -341,5 +361,6 @@ class ReturnWorkflow:
             status_reason=reason,
             tracking=tracking if tracking is not None else self._view.tracking,
             restocked=restocked if restocked is not None else self._view.restocked,
+            amount=refunded_amount if refunded_amount is not None else self._view.amount,
             allowed_actions=rules.allowed_actions(status),
         )

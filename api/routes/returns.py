@@ -281,13 +281,14 @@ async def approve_return(
     session: Session,
     body: Annotated[ReturnDecisionIn, Body()] = ReturnDecisionIn(),
 ) -> ReturnOut:
-    """The seller (or support) approves a requested return: the buyer sends the lines back. 409
-    `return_not_allowed` (`nothing_to_refund`) when the order no longer holds its refund (refunded since)."""
+    """The seller (or support) approves a requested return: the buyer sends the lines back. It refunds the return's
+    amount, or what the order still holds when refunds made since took part of it. 409 `return_not_allowed`
+    (`nothing_to_refund`) when the order holds nothing more (refunded in full since)."""
     await _visible(session, return_id, act.caller)  # who may not see it learns nothing more of it
     if await returns.short_of_refund(session, return_id):
         raise DomainError(
             ErrorCode.RETURN_NOT_ALLOWED,
-            "the order no longer holds this return's refund (it was refunded since): reject it, or the buyer cancels",
+            "the order holds nothing more to refund (it was refunded in full since): reject it, or the buyer cancels",
             {"reason": "nothing_to_refund"},
         )
     return await act(ReturnWorkflow.approve, reason=body.reason)

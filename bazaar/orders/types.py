@@ -288,6 +288,14 @@ class OrderView:
     refunded_units: dict[str, int] = field(default_factory=dict)
 
 
+def still_held(view: OrderView) -> int:
+    """What an order still holds for refunds (in escrow, or released to the seller): charged, less its refunds and
+    what a chargeback took back."""
+    taken_back = (ChargebackStatus.WITHDRAWN, ChargebackStatus.LOST)
+    taken = view.chargeback_amount if view.chargeback_status in taken_back else 0
+    return view.amount - view.refunded_amount - taken
+
+
 def initial_search_attributes(req: PlaceOrder, seller_id: str = "", amount: int = 0) -> TypedSearchAttributes:
     """The attributes an order is started with, so operators can find it before its first transition."""
     return TypedSearchAttributes(

@@ -143,24 +143,26 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
 
 
 async def short_of_refund(session: AsyncSession, return_id: uuid.UUID) -> bool:
-    """Whether the order no longer holds this return's refund (refunded since by other means), so approving it would
-    only send the buyer's parcel to a refusal."""
+    """Whether the order holds nothing more to refund (refunded in full since), so approving the return would only
+    send the buyer's parcel to a refusal. Holding less than the return's amount is no reason: the return refunds
+    what the order still holds when it is received (workflows.returns)."""
     row = await session.get(Return, return_id)
     if row is None:
         return False
     order = await session.get(Order, row.order_id)
-    return order is None or await _still_held(session, order, besides=row.id) < row.amount
+    return order is None or await _unrefunded(session, order) <= 0
 
 
-async def _still_held(session: AsyncSession, order: Order, besides: uuid.UUID | None = None) -> int:
-    """What the order still holds for a return: its amount less its refunds and what its open returns (other than
-    `besides`) will refund."""
-    refunded = (await ledger.refunded_by_order(session, [order.id])).get(order.id, 0)
+async def _unrefunded(session: AsyncSession, order: Order) -> int:
+    return order.amount - (await ledger.refunded_by_order(session, [order.id])).get(order.id, 0)
+
+
+async def _still_held(session: AsyncSession, order: Order) -> int:
+    """What the order still holds for a new return: its amount less its refunds and what its open returns will
+    refund."""
     open_returns = [Return.order_id == order.id, Return.status.in_(_OPEN)]
-    if besides is not None:
-        open_returns.append(Return.id != besides)
     promised = await session.scalar(select(func.coalesce(func.sum(Return.amount), 0)).where(*open_returns))
-    return order.amount - refunded - int(promised or 0)
+    return await _unrefunded(session, order) - int(promised or 0)
 
 
 async def save(session: AsyncSession, move: ReturnTransition, base_url: str) -> bool:
@@ -177,6 +179,8 @@ async def save(session: AsyncSession, move: ReturnTransition, base_url: str) -> 
         row.tracking = move.tracking
     if move.restocked is not None:
         row.restocked = move.restocked
+    if move.refunded_amount is not None:
+        row.amount = move.refunded_amount
     if move.status == ReturnStatus.REFUNDED and move.restocked:
         await stock.give_back(session, [(line.listing_id, line.quantity) for line in row.lines])
     actor = uuid.UUID(move.actor_id) if move.actor_id else None

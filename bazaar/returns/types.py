@@ -104,6 +104,8 @@ class ReturnTransition:
     restocked: bool | None = None
     notify: list[str] = field(default_factory=list)  # parties told: buyer | seller | support
     event_type: str = ""  # the notification's template
+    # What the return refunded, when the order held less than the lines' value by then (other refunds took part).
+    refunded_amount: int | None = None
 
 
 @dataclass

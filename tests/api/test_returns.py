@@ -267,7 +267,7 @@ def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http
     order = units_order(http, seller, buyer, item["id"], 2, to=("accept", "fulfil"))
     asked = ask(http, order, buyer)
     assert asked.status_code == 201 and asked.json()["refund"]["amount"] == 10_000, asked.text
-    act(http, order["id"], "refund", seller, {"amount": 15_000})  # the seller settles it another way
+    act(http, order["id"], "refund", seller, {"amount": 20_000})  # the seller settles it another way, in full
 
     stranger = register(http, ["buyer"], "Stranger")
     assert http.post(f"/v1/returns/{asked.json()['id']}/approve", headers=stranger.headers).status_code == 404
@@ -277,6 +277,36 @@ def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http
     still = http.get(f"/v1/returns/{asked.json()['id']}", headers=buyer.headers).json()
     assert still["status"] == "requested"
     assert move(http, asked.json()["id"], "cancel", buyer)["status"] == "cancelled"
+
+
+def test_a_return_refunds_what_the_order_still_holds_when_other_refunds_took_part(http: httpx.Client) -> None:
+    """Found from outside: another open return, or a refund made after the return was asked for, blocked its
+    approval or left the buyer's parcel with the seller and the refund refused for good. A return refunds what the
+    order still holds when it is received; only an order that holds nothing refuses it."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Partly Refunded")
+    order = units_order(http, seller, buyer, item["id"], 3, to=("accept", "fulfil"))
+    first, second = ask(http, order, buyer, quantity=1), ask(http, order, buyer, quantity=2)
+    assert (first.status_code, second.status_code) == (201, 201), (first.text, second.text)
+    act(http, order["id"], "refund", seller, {"amount": 15_000})
+    # 15,000 still held: the first return (10,000) is approved though the second is open too.
+    assert move(http, first.json()["id"], "approve", seller)["status"] == "approved"
+    act(http, order["id"], "refund", seller, {"amount": 10_000})  # 5,000 left
+    move(http, first.json()["id"], "ship", buyer, {"carrier": "DHL", "tracking_number": "RT5"})
+    received = move(http, first.json()["id"], "receive", seller, {"restock": True})
+    assert (received["status"], received["refund"], received["restocked"]) == (
+        "refunded",
+        {"amount": 5_000, "currency": "EUR"},
+        True,
+    ), received
+    seen = http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()
+    assert (seen["status"], seen["refunded"]["amount"]) == ("refunded", 30_000), seen
+    statement = http.get(f"/v1/orders/{order['id']}/money", headers=buyer.headers).json()
+    assert statement["agrees"] is True, statement
+    # Nothing is left for the second one.
+    approve = http.post(f"/v1/returns/{second.json()['id']}/approve", headers=seller.headers)
+    assert (approve.status_code, approve.json()["error"]["details"]["reason"]) == (409, "nothing_to_refund")
 
 
 def test_racing_returns_under_one_key_for_other_lines_are_refused(http: httpx.Client) -> None:

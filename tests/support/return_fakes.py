@@ -4,6 +4,7 @@
 `open_return` stores a return at `prices` (a listing not there is not the order's: refused `invalid_lines`) or
 refuses every return with `refusal`; `save_return` saves each move once per seq (like the real `state_seq`) with
 its notification, and a refunded return that is restocked puts its lines back on the world's listings;
+`refundable` answers what the order still holds (`held`, less the returns it refunded; plenty by default);
 `refund_return` stands for the order's refund Update: it records each request and refuses the next
 `refuse_refunds` of them with the non-retryable `RefundRefused` the real activity raises. The world's faults and
 delays apply (`open_return`, `save_return` or `save_return:<status>`, `refund_return`), and the notifications land
@@ -36,6 +37,7 @@ class FakeReturns:
     prices: dict[str, int] = field(default_factory=lambda: {"listing-1": 45_000})  # listing -> unit price
     refusal: str | None = None  # e.g. "return_window_closed": every return refused at its opening
     refuse_refunds: int = 0  # how many refund_return calls the order refuses (RefundRefused)
+    held: int | None = None  # what the order still holds for refunds (`refundable`); None: all a return asks
     requests: list[StartReturn] = field(default_factory=list)  # every open_return call
     opened: dict[str, ReturnOpened] = field(default_factory=dict)  # return -> what was stored
     moves: list[ReturnTransition] = field(default_factory=list)  # what save_return saved, in order
@@ -130,4 +132,12 @@ class FakeReturns:
             returns.refunds.append(req)
             return sum(r.amount for r in returns.refunds if r.order_id == req.order_id)
 
-        return [open_return, save_return, refund_return]
+        @activity.defn(name="refundable")
+        async def refundable(order_id: str) -> int:
+            """What the order still holds: `held`, less the returns refunded since."""
+            await world._step("refundable")
+            if returns.held is None:
+                return 10**9
+            return returns.held - sum(r.amount for r in returns.refunds if r.order_id == order_id)
+
+        return [open_return, save_return, refund_return, refundable]

@@ -120,8 +120,11 @@ async def test_approved_shipped_received_and_restocked_is_refunded_once(
         ("return_shipped", ["seller-1"], []),
         ("return_refunded", ["buyer-1", "seller-1"], []),
     ]
-    # Database steps are local activities; the refund is the one activity (the orders queue's).
-    assert steps(history) == (["open_return", "save_return", "save_return", "save_return"], ["refund_return"])
+    # Database steps are local activities; what the order holds, then its refund, are activities (the orders queue's).
+    assert steps(history) == (
+        ["open_return", "save_return", "save_return", "save_return"],
+        ["refundable", "refund_return"],
+    )
 
 
 async def test_a_save_retried_after_a_refused_connection_is_saved_once(
@@ -495,3 +498,47 @@ async def test_support_asking_again_after_the_provider_refused_gets_the_order_to
             view = await ret.act(ReturnWorkflow.resolve, SUPPORT, approve=True, restock=True)
             assert (view.status, [r.amount for r in world.refunds]) == (REFUNDED, [45_000])
             assert (await order.result()).status == "refunded"
+
+
+async def test_a_return_refunds_what_the_order_still_holds_after_other_refunds(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """Found from outside: a seller's refund made after the return was asked for left the order holding less than
+    the return's amount, and the return's refund was refused for good (escalated, and support's approval refused
+    again). It refunds what the order still holds; one that holds nothing goes to support."""
+    world = returns_world()
+    world.returns.prices = {"listing-1": 45_000}
+    async with placed(workflow_env, world, dispute_window_seconds=3600) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        real = ReturnActivities(Settings(_env_file=None, temporal_task_queue=order.queue))
+        faked = {"refund_return", "refundable"}
+        activities = [a for a in world.activities() if activity_name(a) not in faked]
+        async with returned(
+            workflow_env,
+            world,
+            lines=[ReturnedLine("listing-1", 1)],
+            order_id=order.id,
+            activities=[*activities, real.refund_return, real.refundable],
+        ) as ret:
+            await ret.act(ReturnWorkflow.approve, SELLER)
+            await order.act(OrderWorkflow.refund, ActionRequest(SELLER, refund_amount=30_000))
+            await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
+            view = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
+            assert (view.status, view.amount) == (REFUNDED, 15_000)
+            assert [r.amount for r in world.refunds] == [30_000, 15_000]
+            assert [m.refunded_amount for m in world.returns.moves if m.status == REFUNDED] == [15_000]
+            assert (await order.result()).status == "refunded"
+
+
+async def test_a_return_whose_order_holds_nothing_more_goes_to_support(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    world = returns_world()
+    world.returns.held = 0
+    async with returned(time_skipping_env, world) as ret:
+        await ret.act(ReturnWorkflow.approve, SELLER)
+        await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
+        view = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
+        assert (view.status, view.status_reason) == (ESCALATED, "refund_refused")
+        assert world.returns.refund_requests == []
