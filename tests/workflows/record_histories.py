@@ -38,7 +38,8 @@ What is recorded here:
   and received without restock: refunded), `return_receipt_deadline_refund` (shipped, never confirmed: refunded at
   `receipt_seconds`, nothing restocked), `return_refund_refused_then_refunded` (the order refuses the refund:
   escalated `refund_refused`; support approves and the refund is asked again) and `return_refused_at_open` (the
-  return window closed: nothing stored, the run ends).
+  return window closed: nothing stored, the run ends); recorded with `REFUND_UP_TO_HELD_PATCH`,
+  `return_refunded_up_to_held` (the order holds 1,500 of the return's 4,000 by its receipt: that is refunded).
 
 What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
 (`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
@@ -240,6 +241,8 @@ RETURNS = (
     "return_receipt_deadline_refund",
     "return_refund_refused_then_refunded",
     "return_refused_at_open",
+    # Recorded with REFUND_UP_TO_HELD_PATCH: the order holds less than the return's amount (a refund since).
+    "return_refunded_up_to_held",
 )
 
 
@@ -250,6 +253,8 @@ async def record_return(env: WorkflowEnvironment, name: str) -> WorkflowHistory:
         refuse_refunds=1 if name == "return_refund_refused_then_refunded" else 0,
         refusal="return_window_closed" if name == "return_refused_at_open" else None,
     )
+    if name == "return_refunded_up_to_held":
+        world.returns.held = 1_500
     terms = ReturnTerms(
         response_seconds=1 if name == "return_escalated_then_resolved" else hour,
         ship_seconds=hour,
@@ -266,7 +271,7 @@ async def record_return(env: WorkflowEnvironment, name: str) -> WorkflowHistory:
         else:
             await ret.act(ReturnWorkflow.approve, SELLER)
             await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
-            if name == "return_refunded_after_receipt":
+            if name in ("return_refunded_after_receipt", "return_refunded_up_to_held"):
                 await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
             elif name == "return_refund_refused_then_refunded":
                 escalated = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)

@@ -76,6 +76,7 @@ def test_histories_exist() -> None:
         "return_receipt_deadline_refund",
         "return_refund_refused_then_refunded",
         "return_refused_at_open",
+        "return_refunded_up_to_held",  # with REFUND_UP_TO_HELD_PATCH (the ones above without it)
     }
 
 
@@ -250,3 +251,16 @@ def test_return_histories_cover_their_paths() -> None:
     name = "return_refused_at_open"
     assert _local_activities(name) == ["open_return"] and _scheduled_activities(name) == []
     assert _update_names(name) == ["opened"]
+    name = "return_refunded_up_to_held"  # what the order holds is asked first, then that much refunded
+    assert _local_activities(name) == moves and _scheduled_activities(name) == ["refundable", "refund_return"]
+    assert _update_names(name) == ["opened", "approve", "ship", "receive"] and _timers_fired(name) == 0
+    assert "return-refund-up-to-held" in _patches(name)
+    [asked] = [
+        json.loads(
+            base64.b64decode(e["activityTaskScheduledEventAttributes"]["input"]["payloads"][0]["data"])
+        )
+        for e in _events(name)
+        if e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
+        == "refund_return"
+    ]
+    assert asked["amount"] == 1_500, asked
