@@ -368,10 +368,21 @@ class OrderMoney(OrderSteps):
             note=req.reason,
         )
 
-    def _check_refund_amount(self, req: ActionRequest) -> tuple[int, dict[str, int] | None]:
+    def _refund_asked_amount(self, req: ActionRequest) -> int:
+        """What a refund request will take, if it is one the order can make (else 0: it is refused anyway)."""
+        if self._view is None:
+            return 0
+        try:
+            return self._check_refund_amount(req)[0]
+        except ApplicationError:
+            return 0
+
+    def _check_refund_amount(
+        self, req: ActionRequest, under_way: int = 0
+    ) -> tuple[int, dict[str, int] | None]:
         """The amount asked for, at least one minor unit and at most what the order still holds (in escrow, or
-        released); by lines, their value (or `refund_amount`, when given, up to it) and the units refunded by line
-        after it (else None)."""
+        released) less the refunds `under_way` (accepted, not yet made); by lines, their value (or
+        `refund_amount`, when given, up to it) and the units refunded by line after it (else None)."""
         amount, units = req.refund_amount, None
         if req.refund_lines is not None:
             try:
@@ -387,11 +398,12 @@ class OrderMoney(OrderSteps):
                     type=Rejection.INVALID_REQUEST,
                 )
             amount = value if amount is None else amount
-        held = self._escrow_held()
+        held = self._escrow_held() - under_way
         if amount is None or not 0 < amount <= held:
             asked = "these lines are worth" if req.refund_lines is not None else "the amount is"
+            left = "what the order still holds" + (", less the refunds under way" if under_way else "")
             raise ApplicationError(
-                f"{asked} {amount}: a refund is between 1 and {held} (what the order still holds)",
+                f"{asked} {amount}: a refund is between 1 and {held} ({left})",
                 self._view,
                 type=Rejection.INVALID_REQUEST,
             )

@@ -9,6 +9,8 @@ started like the API does: update-with-start of the `placement` Update (tests/su
 from __future__ import annotations
 
 import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from bazaar.orders.types import ActionRequest, Actor, Placement
@@ -420,6 +422,34 @@ async def test_refunding_all_that_is_held_ends_the_order_and_more_is_refused(
     assert [r.amount for r in world.refunds] == [10_000, AMOUNT - 10_000]
     assert world.transfers == [] and world.escrow_releases == []
     assert world.stock == 1  # unshipped: back on sale
+
+
+async def test_a_refund_beyond_what_refunds_under_way_leave_is_refused_before_it_is_accepted(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """Found from outside: two refunds sent together were both accepted (both 202 while the provider was slow); the
+    second, more than the first left, was refused by its handler later, and nobody was told. Its validator now
+    counts the refunds accepted and not yet made."""
+    world = FakeWorld()
+    world.delays["refund"] = 2.0
+    world.local_budget_spent = (
+        True  # the refunds go through the payments queue: their Updates wait on activities
+    )
+    async with placed(workflow_env, world) as order:
+        first = await order.start(OrderWorkflow.refund, ActionRequest(SUPPORT, refund_amount=AMOUNT - 4_000))
+        too_much = ActionRequest(SUPPORT, refund_amount=7_000)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await order.act(OrderWorkflow.refund, too_much)
+        # Refused by its validator, counting the first refund under way (its handler would say only what is held).
+        cause = refused.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "InvalidRequest"
+        assert cause.message.endswith(
+            "a refund is between 1 and 4000 (what the order still holds, less the refunds under way)"
+        ), cause.message
+        left = await order.act(OrderWorkflow.refund, ActionRequest(SUPPORT, refund_amount=4_000))
+        assert (await first.result()).refunded_amount == AMOUNT - 4_000
+        assert (left.refunded_amount, left.status) == (AMOUNT, "refunded")
+    assert [r.amount for r in world.refunds] == [AMOUNT - 4_000, 4_000]
 
 
 # ---- a payout on hold while the seller's payouts are disabled ---------------------------------------------
