@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from api.schemas import OrderOut, example
+from bazaar.auth import Principal
 from bazaar.models import Checkout, CheckoutStatus
 from bazaar.payments.money import Money
 from bazaar.temporal import checkout_workflow_id
@@ -35,8 +36,11 @@ class CheckoutOut(BaseModel):
     workflow_id: str
 
     @classmethod
-    def of_row(cls, checkout: Checkout, refunded: Mapping[uuid.UUID, int] | None = None) -> CheckoutOut:
-        """The stored checkout; `refunded`: what was refunded of each order (as its order's own read shows it)."""
+    def of_row(
+        cls, checkout: Checkout, refunded: Mapping[uuid.UUID, int] | None = None, *, caller: Principal
+    ) -> CheckoutOut:
+        """The stored checkout as `caller` sees it; `refunded`: what was refunded of each order (as its order's own
+        read shows it)."""
         refunded = refunded or {}
         return cls(
             id=checkout.id,
@@ -44,7 +48,9 @@ class CheckoutOut(BaseModel):
             status_reason=checkout.status_reason,
             buyer_id=checkout.buyer_id,
             total=Money(amount=checkout.amount, currency=checkout.currency),
-            orders=[OrderOut.of_row(order, refunded.get(order.id, 0)) for order in checkout.orders],
+            orders=[
+                OrderOut.of_row(order, refunded.get(order.id, 0), caller=caller) for order in checkout.orders
+            ],
             workflow_id=checkout_workflow_id(str(checkout.id)),
         )
 

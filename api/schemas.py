@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from bazaar.auth import Principal
 from bazaar.json_types import JsonInt
 from bazaar.models import (
     AuditEvent,
@@ -34,8 +35,9 @@ from bazaar.models import (
     PaymentState,
     Role,
 )
-from bazaar.orders.rules import allowed_for
+from bazaar.orders.rules import allowed_for, allowed_to
 from bazaar.orders.types import (
+    Actor,
     OrderAction,
     OrderEvent,
     OrderLineView,
@@ -262,7 +264,11 @@ class OrderOut(BaseModel):
     workflow_id: str
     tracking: dict[str, str] | None = None
     refunded: Money | None = None
-    allowed_actions: list[OrderAction] = []
+    allowed_actions: list[OrderAction] = Field(
+        default=[],
+        description="what you (the caller) may do to the order now: your moves as its buyer or seller, or "
+        "support's; the others' moves are not listed",
+    )
     needs_attention: str | None = Field(
         default=None, description="why support is looking at this order (a step keeps failing), if it is"
     )
@@ -275,8 +281,8 @@ class OrderOut(BaseModel):
     )
 
     @classmethod
-    def of_view(cls, view: OrderView) -> OrderOut:
-        """The order as its workflow answered an Update."""
+    def of_view(cls, view: OrderView, *, caller: Principal) -> OrderOut:
+        """The order as its workflow answered an Update, as `caller` sees it."""
         return cls(
             id=uuid.UUID(view.order_id),
             status=view.status,
@@ -293,7 +299,9 @@ class OrderOut(BaseModel):
             refunded=Money(amount=view.refunded_amount, currency=view.currency)
             if view.refunded_amount
             else None,
-            allowed_actions=view.allowed_actions,
+            allowed_actions=_allowed_to(
+                caller, view.allowed_actions, view.status, view.buyer_id, view.seller_id
+            ),
             needs_attention=view.attention,
             lines=[
                 OrderLineOut.of(line, view.currency, view.refunded_units.get(line.listing_id, 0))
@@ -303,8 +311,9 @@ class OrderOut(BaseModel):
         )
 
     @classmethod
-    def of_row(cls, order: Order, refunded: int = 0) -> OrderOut:
-        """The order as its projection stores it (and, when the caller read it, what was refunded of it)."""
+    def of_row(cls, order: Order, refunded: int = 0, *, caller: Principal) -> OrderOut:
+        """The order as its projection stores it, as `caller` sees it (and, when the caller read it, what was
+        refunded of it)."""
         units = {str(line.listing_id): line.refunded_quantity for line in order.lines}
         return cls(
             id=order.id,
@@ -325,8 +334,21 @@ class OrderOut(BaseModel):
             ],
             checkout_id=order.checkout_id,
             refunded=Money(amount=refunded, currency=order.currency) if refunded else None,
-            allowed_actions=allowed_for(order.status, order.payment_state),
+            allowed_actions=_allowed_to(
+                caller,
+                allowed_for(order.status, order.payment_state),
+                order.status,
+                str(order.buyer_id),
+                str(order.seller_id) if order.seller_id else None,
+            ),
         )
+
+
+def _allowed_to(
+    caller: Principal, actions: list[OrderAction], status: OrderStatus, buyer_id: str, seller_id: str | None
+) -> list[OrderAction]:
+    actor = Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
+    return allowed_to(actions, status, actor, buyer_id, seller_id)
 
 
 class TimelineEvent(BaseModel):

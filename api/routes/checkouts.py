@@ -128,7 +128,7 @@ async def create_checkout(
                 {"checkout_id": str(checkout_id)},
             )
         response.status_code = 200
-        return await _out(session, existing)
+        return await _out(session, existing, buyer)
     current = await cart.read(session, buyer.user_id)
     if not current.lines:
         raise DomainError(
@@ -157,7 +157,7 @@ async def create_checkout(
         return _pending(request)
     if view is None or any(o.status == OrderStatus.PENDING for o in stored.orders):
         response.status_code = 202
-    return await _out(session, stored)
+    return await _out(session, stored, buyer)
 
 
 async def _refusal(session: Session, view: CheckoutView) -> DomainError:
@@ -178,15 +178,15 @@ async def _refusal(session: Session, view: CheckoutView) -> DomainError:
     return DomainError(code, message, details)
 
 
-async def _outs(session: Session, found: Sequence[Checkout]) -> list[CheckoutOut]:
+async def _outs(session: Session, found: Sequence[Checkout], caller: Principal) -> list[CheckoutOut]:
     """The checkouts as the API shows them: each order with what was refunded of it, as the order's own read
     says (one query for them all)."""
     refunded = await ledger.refunded_by_order(session, (o.id for c in found for o in c.orders))
-    return [CheckoutOut.of_row(checkout, refunded) for checkout in found]
+    return [CheckoutOut.of_row(checkout, refunded, caller=caller) for checkout in found]
 
 
-async def _out(session: Session, checkout: Checkout) -> CheckoutOut:
-    [out] = await _outs(session, [checkout])
+async def _out(session: Session, checkout: Checkout, caller: Principal) -> CheckoutOut:
+    [out] = await _outs(session, [checkout], caller)
     return out
 
 
@@ -216,7 +216,7 @@ async def list_checkouts(
     """The buyer's checkouts, newest first (refused ones are never stored)."""
     stmt = select(Checkout).where(Checkout.buyer_id == buyer.user_id)
     items, next_cursor = await newest_first(session, stmt, Checkout, before, limit)
-    return CheckoutPage(items=await _outs(session, items), next_cursor=next_cursor)
+    return CheckoutPage(items=await _outs(session, items, buyer), next_cursor=next_cursor)
 
 
 @router.get("/{checkout_id}", response_model=CheckoutOut, responses=errors(ErrorCode.NOT_FOUND))
@@ -225,7 +225,7 @@ async def get_checkout(checkout_id: uuid.UUID, caller: Caller, session: Session)
     checkout = await session.get(Checkout, checkout_id)
     if checkout is None or not (checkout.buyer_id == caller.user_id or caller.has(Role.SUPPORT)):
         raise DomainError(ErrorCode.NOT_FOUND, "checkout not found")
-    return await _out(session, checkout)
+    return await _out(session, checkout, caller)
 
 
 async def _start_or_join(

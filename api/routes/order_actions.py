@@ -161,7 +161,7 @@ class Action:
             view: OrderView = await asyncio.wait_for(started.result(), wait)
         except WorkflowUpdateFailedError as exc:
             order = await visible_order(self.session, self.order_id, self.caller)
-            current = OrderOut.of_row(order).model_dump(mode="json")
+            current = OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")
             refused = update_rejection(exc, {"order": current})
             if refused.code == ErrorCode.VALIDATION_ERROR and about is not None:
                 raise field_error(about, refused.message, "value_error", order=current) from exc
@@ -169,7 +169,9 @@ class Action:
         except STILL_RUNNING:
             self.response.status_code = 202
             self.response.headers["Location"] = f"/v1/orders/{self.order_id}"
-            return OrderOut.of_row(await visible_order(self.session, self.order_id, self.caller))
+            return OrderOut.of_row(
+                await visible_order(self.session, self.order_id, self.caller), caller=self.caller
+            )
         except RPCError as exc:
             if not workflow_gone(exc):
                 raise
@@ -182,14 +184,14 @@ class Action:
                 raise DomainError(
                     ErrorCode.FORBIDDEN,
                     f"you may not {action} this order",
-                    {"order": OrderOut.of_row(order).model_dump(mode="json")},
+                    {"order": OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")},
                 ) from exc
             raise DomainError(
                 ErrorCode.INVALID_TRANSITION,
                 f"the order is {order.status.value}",
-                {"order": OrderOut.of_row(order).model_dump(mode="json")},
+                {"order": OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")},
             ) from exc
-        return OrderOut.of_view(view)
+        return OrderOut.of_view(view, caller=self.caller)
 
 
 Act = Annotated[Action, Depends()]

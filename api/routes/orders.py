@@ -150,7 +150,7 @@ async def place_order(
         _check_same_request(existing, placement)
         if existing.status != OrderStatus.PENDING:
             response.status_code = 200
-            return OrderOut.of_row(existing)
+            return OrderOut.of_row(existing, caller=buyer)
     else:
         listing = await _check_purchasable(session, body, buyer)
     described = await _described(session, order_id, body.quantity, listing, buyer) if listing else None
@@ -169,9 +169,9 @@ async def place_order(
     if view is None or view.status == OrderStatus.PENDING:
         response.status_code = 202
         return (
-            OrderOut.of_view(view)
+            OrderOut.of_view(view, caller=buyer)
             if view is not None
-            else await _pending(session, order_id, request, listing)
+            else await _pending(session, order_id, request, listing, buyer)
         )
     if view.status == OrderStatus.REJECTED:
         code, message = _REJECTIONS.get(
@@ -180,7 +180,7 @@ async def place_order(
         raise DomainError(code, message)
     if existing is not None:
         response.status_code = 200
-    return OrderOut.of_view(view)
+    return OrderOut.of_view(view, caller=buyer)
 
 
 @router.get("", response_model=OrderPage)
@@ -208,7 +208,8 @@ async def list_orders(
     items, next_cursor = await newest_first(session, stmt, Order, before, limit)
     refunded = await ledger.refunded_by_order(session, (o.id for o in items))
     return OrderPage(
-        items=[OrderOut.of_row(o, refunded.get(o.id, 0)) for o in items], next_cursor=next_cursor
+        items=[OrderOut.of_row(o, refunded.get(o.id, 0), caller=caller) for o in items],
+        next_cursor=next_cursor,
     )
 
 
@@ -223,7 +224,7 @@ async def get_order(
         view = await _query(temporal, order_workflow_id(str(order_id)))
         if view is None or not (caller.user_id == uuid.UUID(view.buyer_id) or caller.has(Role.SUPPORT)):
             raise DomainError(ErrorCode.NOT_FOUND, "order not found")
-        return OrderDetailOut(**OrderOut.of_view(view).model_dump(), timeline=[])
+        return OrderDetailOut(**OrderOut.of_view(view, caller=caller).model_dump(), timeline=[])
     check_party(order, caller)
     events = (
         await session.scalars(
@@ -234,7 +235,7 @@ async def get_order(
     ).all()
     refunded = await ledger.refunded_by_order(session, [order_id])
     return OrderDetailOut(
-        **OrderOut.of_row(order, refunded.get(order_id, 0)).model_dump(),
+        **OrderOut.of_row(order, refunded.get(order_id, 0), caller=caller).model_dump(),
         timeline=[TimelineEvent.of(e) for e in events],
     )
 
@@ -359,7 +360,7 @@ async def _query(temporal: Client, workflow_id: str) -> OrderView | None:
 
 
 async def _pending(
-    session: Session, order_id: uuid.UUID, request: PlaceOrder, listing: Listing | None
+    session: Session, order_id: uuid.UUID, request: PlaceOrder, listing: Listing | None, buyer: Principal
 ) -> OrderOut:
     """The order while its workflow is still placing it: the stored row, or what the request asked for."""
     # What the answer needs of the listing, read before expiring it (expired, it would be lazy-loaded: an error
@@ -385,7 +386,7 @@ async def _pending(
         await session.rollback()
         order = None
     if order is not None:
-        return OrderOut.of_row(order)
+        return OrderOut.of_row(order, caller=buyer)
     return OrderOut(
         id=order_id,
         status=OrderStatus.PENDING,

@@ -98,6 +98,17 @@ def refuse_support_on_own_order(
         )
 
 
+def allowed_to(
+    actions: list[OrderAction], status: OrderStatus, actor: Actor, buyer_id: str | None, seller_id: str | None
+) -> list[OrderAction]:
+    """Of what an order allows now (`allowed_for`), what this actor may take: as its buyer or seller, or as
+    support on an order that is not their own (`refuse_support_on_own_order`)."""
+    acting_as = parties(actor, buyer_id, seller_id)
+    if acting_as - {Party.SUPPORT}:
+        acting_as.discard(Party.SUPPORT)
+    return [a for a in actions if acting_as & RULES[a].get(status, frozenset())]
+
+
 def may_ever(action: OrderAction, acting_as: set[Party]) -> bool:
     """Whether these parties may do `action` in some state of an order: if not, it is Forbidden in any."""
     return bool(acting_as & frozenset[Party]().union(*RULES[action].values()))

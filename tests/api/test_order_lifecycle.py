@@ -39,14 +39,17 @@ def balance(http: httpx.Client, seller: Any) -> dict[str, Any]:
 def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any) -> None:
     seller, buyer, order = paid_order(http)
     oid = order["id"]
-    assert order["allowed_actions"] == ["accept", "cancel", "decline", "refund"]
+    # What each caller may do now (found from outside: the buyer was offered the seller's accept and decline).
+    assert order["allowed_actions"] == ["cancel"]
+    as_seller = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()
+    assert as_seller["allowed_actions"] == ["accept", "decline", "refund"]
     assert balance(http, seller) == {"currency": "EUR", "held": AMOUNT, "available": 0, "paid_out": 0}
     accepted = act(http, oid, "accept", seller)
     assert accepted["status"] == "confirmed"
-    # A read names what may happen next as the action's answer did, for both sides (and in the list).
-    for who in (seller, buyer):
-        read = http.get(f"/v1/orders/{oid}", headers=who.headers).json()
-        assert read["allowed_actions"] == accepted["allowed_actions"] == ["cancel", "fulfil", "refund"], read
+    # A read names what its caller may do next as the action's answer did (and the list): the buyer nothing now.
+    read = http.get(f"/v1/orders/{oid}", headers=seller.headers).json()
+    assert read["allowed_actions"] == accepted["allowed_actions"] == ["cancel", "fulfil", "refund"], read
+    assert http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()["allowed_actions"] == []
     listed = http.get("/v1/orders", params={"role": "seller"}, headers=seller.headers).json()["items"]
     assert [o["allowed_actions"] for o in listed if o["id"] == oid] == [["cancel", "fulfil", "refund"]]
     shipped = act(http, oid, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD0142"})

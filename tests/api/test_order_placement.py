@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from api.routes.orders import _pending
+from bazaar.auth import Principal
 from bazaar.models import Listing, OrderStatus, PaymentState
 from bazaar.orders.types import OrderAction, PlaceOrder
 
@@ -32,8 +33,11 @@ class UnreachableSession:
         self.rolled_back = True
 
 
+BUYER = Principal(uuid.uuid4(), frozenset({"buyer"}))
+
+
 def request() -> PlaceOrder:
-    return PlaceOrder(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()), 2, "pm_card_visa", "key-1")
+    return PlaceOrder(str(uuid.uuid4()), str(BUYER.user_id), str(uuid.uuid4()), 2, "pm_card_visa", "key-1")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +51,7 @@ def test_a_placement_whose_row_cannot_be_read_answers_with_what_was_asked(error:
     asked = request()
     listing = Listing(seller_id=uuid.uuid4(), title="Kettle", price_amount=1500, currency="EUR")
     session = UnreachableSession(error)
-    answer = asyncio.run(_pending(session, uuid.UUID(asked.order_id), asked, listing))  # type: ignore[arg-type]
+    answer = asyncio.run(_pending(session, uuid.UUID(asked.order_id), asked, listing, BUYER))  # type: ignore[arg-type]
     assert session.rolled_back
     assert (answer.id, answer.status, answer.payment_state) == (
         uuid.UUID(asked.order_id),
@@ -63,4 +67,4 @@ def test_a_database_error_that_is_a_bug_is_not_hidden() -> None:
     asked = request()
     session = UnreachableSession(sa_exc.ProgrammingError("SELECT", {}, Exception("syntax error")))
     with pytest.raises(sa_exc.ProgrammingError):
-        asyncio.run(_pending(session, uuid.UUID(asked.order_id), asked, None))  # type: ignore[arg-type]
+        asyncio.run(_pending(session, uuid.UUID(asked.order_id), asked, None, BUYER))  # type: ignore[arg-type]

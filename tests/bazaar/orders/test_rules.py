@@ -314,3 +314,16 @@ def test_support_acts_on_an_order_of_their_own_as_its_party_only(
         assert raised.value.type == Rejection.FORBIDDEN
     else:
         rules.refuse_support_on_own_order(party, user, "b", "s")
+
+
+def test_allowed_to_lists_the_callers_own_moves_only() -> None:
+    paid = rules.allowed_for(OrderStatus.PAID, PaymentState.HELD_IN_ESCROW)
+    assert paid == ["accept", "cancel", "decline", "refund"]
+    status = OrderStatus.PAID
+    assert rules.allowed_to(paid, status, BUYER, "buyer-1", "seller-1") == ["cancel"]
+    assert rules.allowed_to(paid, status, SELLER, "buyer-1", "seller-1") == ["accept", "decline", "refund"]
+    assert rules.allowed_to(paid, status, SUPPORT, "buyer-1", "seller-1") == ["cancel", "refund"]
+    assert rules.allowed_to(paid, status, STRANGER, "buyer-1", "seller-1") == []
+    # Support staff who bought it: the buyer's moves only.
+    staff_buyer = Actor("buyer-1", True)
+    assert rules.allowed_to(paid, status, staff_buyer, "buyer-1", "seller-1") == ["cancel"]
