@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bazaar.errors import field_error
 from bazaar.settings import get_settings
 from bazaar.telemetry import instrument_engine
 
@@ -57,12 +58,16 @@ async def newest_first(
     session: AsyncSession, stmt: Select[M], model: type[M], before: uuid.UUID | None, limit: int
 ) -> tuple[list[M], uuid.UUID | None]:
     """A page of `stmt`'s rows newest first (by `created_at`, then `id`), after the row `before` (the previous
-    page's cursor: a row id), and the next page's cursor (None on the last page)."""
+    page's cursor: a row id; 422 naming `query.before` when there is no such row), and the next page's cursor
+    (None on the last page)."""
     mapped: Any = model  # its mapped columns, read off the class
     if before is not None:
         anchor: Any = await session.get(model, before)
-        if anchor is not None:
-            stmt = stmt.where(tuple_(mapped.created_at, mapped.id) < tuple_(anchor.created_at, anchor.id))
+        if anchor is None:  # not a page's cursor: its first page instead would hide the client's mistake
+            raise field_error(
+                "before", "not a cursor of this list: pass a page's next_cursor", "value_error", "query"
+            )
+        stmt = stmt.where(tuple_(mapped.created_at, mapped.id) < tuple_(anchor.created_at, anchor.id))
     rows = (
         await session.scalars(stmt.order_by(mapped.created_at.desc(), mapped.id.desc()).limit(limit + 1))
     ).all()

@@ -43,7 +43,9 @@ def purchase_problem(listing: Listing | None, buyer_id: uuid.UUID, quantity: int
     if listing.seller_id == buyer_id:
         return DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
     if listing.status == ListingStatus.SOLD or listing.quantity < quantity:
-        return DomainError(ErrorCode.SOLD_OUT, "the listing is sold out", {"available": listing.quantity})
+        left = listing.quantity if listing.status != ListingStatus.SOLD else 0
+        message = f"only {left} left of this listing" if left else "the listing is sold out"
+        return DomainError(ErrorCode.SOLD_OUT, message, {"available": left})
     problem = chargeable_problem(listing.price_amount * quantity, listing.currency)
     if problem is not None:
         return DomainError(ErrorCode.AMOUNT_NOT_CHARGEABLE, problem)

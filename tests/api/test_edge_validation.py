@@ -312,6 +312,15 @@ def test_crafted_cursors_are_422(http: httpx.Client, seller: Actor) -> None:
     assert second.status_code == 200, second.text
 
 
+def test_a_cursor_that_names_no_row_is_422(http: httpx.Client, seller: Actor) -> None:
+    """Found from outside: `GET /v1/orders?before=<a random id>` answered the first page, hiding the mistake."""
+    for path in ("/v1/orders", "/v1/checkouts"):
+        buyer = register(http, ["buyer"], "Cursor")
+        response = http.get(path, params={"before": str(uuid.uuid4())}, headers=buyer.headers)
+        assert_422(response, ["query", "before"], "not a cursor of this list")
+        assert http.get(path, headers=buyer.headers).status_code == 200
+
+
 def test_integers_past_int64_are_422(http: httpx.Client, stack: Any, seller: Actor) -> None:
     staff = support_user(http, stack)
     anyone = str(uuid.uuid4())

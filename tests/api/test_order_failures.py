@@ -299,3 +299,22 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
             run_cli, stack, "orders", "retry", order_arg, "--as", staff.email, check=False
         )
         assert cli.returncode != 0 and said in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+
+
+def test_more_than_is_left_is_sold_out_saying_how_many_are_left(http: httpx.Client) -> None:
+    """Found from outside: 6 of a listing with 5 left said "the listing is sold out"."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, quantity=5)
+    buyer = register(http, ["buyer"], "Greedy")
+    asked = http.post(
+        "/v1/orders",
+        json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": 6},
+        headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert asked.status_code == 409, asked.text
+    error = asked.json()["error"]
+    assert (error["code"], error["message"], error["details"]) == (
+        "sold_out",
+        "only 5 left of this listing",
+        {"available": 5},
+    )
