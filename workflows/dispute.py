@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.orders.types import Party
     from bazaar.payments.money import format_money
     from bazaar.temporal import dispute_workflow_id as dispute_workflow_id
-    from bazaar.trust.disputes import ASKED, AUTHORS, POSTED, case_details
+    from bazaar.trust.disputes import ASKED, AUTHORS, POSTED, case_details, resolution_text
     from bazaar.trust.disputes import ChargebackJoined as ChargebackJoined
     from bazaar.trust.disputes import DisputeCase as DisputeCase
     from bazaar.trust.disputes import DisputeMessageIn as DisputeMessageIn
@@ -121,7 +121,13 @@ class DisputeWorkflow:
                 DisputeStatus.RESOLVED,
                 resolution.resolution,
                 resolution.refund_amount,
-                notices=[self._notice("dispute_resolved", "resolved", {"resolution": resolution.resolution})],
+                notices=[
+                    self._notice(
+                        "dispute_resolved",
+                        "resolved",
+                        {"resolution": resolution_text(resolution, case.currency)},
+                    )
+                ],
             ),
         )
         self._state.status, self._state.resolution = DisputeStatus.RESOLVED, resolution.resolution
@@ -214,8 +220,11 @@ class DisputeWorkflow:
             self._keys += 1
             key = f"info-request-{self._keys}"
             deadline = workflow.time() + request.deadline_seconds
+            by = (workflow.now() + timedelta(seconds=request.deadline_seconds)).strftime("%Y-%m-%d %H:%M UTC")
             told = self._notice(
-                "dispute_updated", key, {"message": f"support asks the {request.party}: {request.question}"}
+                "dispute_updated",
+                key,
+                {"message": f"support asks the {request.party} (please answer by {by}): {request.question}"},
             )
             entry = self._info_request(request, key, status=DisputeStatus.AWAITING_INFO)
             entry.notices = [told]
@@ -315,7 +324,12 @@ class DisputeWorkflow:
     def _info_request(
         self, request: InfoRequest, key: str, status: DisputeStatus | None = None
     ) -> ThreadEntry:
-        data = {"party": request.party, "deadline_seconds": str(request.deadline_seconds)}
+        answer_by = workflow.now() + timedelta(seconds=request.deadline_seconds)
+        data = {
+            "party": request.party,
+            "deadline_seconds": str(request.deadline_seconds),
+            "answer_by": answer_by.isoformat(timespec="seconds"),
+        }
         kind = DisputeMessageKind.INFO_REQUEST
         return self._entry(
             kind, request.question, key, data, role=Party.SUPPORT, author=request.staff_id, status=status

@@ -418,7 +418,7 @@ class OrderWorkflow(OrderMoney):
                 DisputeResolution.REFUND: remaining,
                 DisputeResolution.PARTIAL_REFUND: req.refund_amount,
             }
-            settled = Resolution(resolution, refunded.get(resolution))
+            settled = Resolution(resolution, refunded.get(resolution), note=req.reason)
             if resolution == DisputeResolution.RELEASE:
                 await self._complete(
                     "dispute_released", party, req.actor, resolution=settled, note=req.reason

@@ -92,6 +92,20 @@ class InfoRequest:
 class Resolution:
     resolution: DisputeResolution
     refund_amount: int | None = None
+    note: str | None = None  # support's words to both sides
+
+
+def resolution_text(resolution: Resolution, currency: str) -> str:
+    """What both sides are told of a resolution: the decision in words, the money back, support's note."""
+    if resolution.resolution == DisputeResolution.RELEASE:
+        decided = "the payment goes to the seller"
+    elif resolution.resolution == DisputeResolution.REFUND:
+        decided = "the buyer is refunded in full"
+    else:
+        decided = "the buyer is refunded in part, the rest goes to the seller"
+    if resolution.refund_amount and resolution.resolution != DisputeResolution.RELEASE:
+        decided += f" ({format_money(resolution.refund_amount, currency)} back)"
+    return decided + (f'. Support\'s note: "{resolution.note}"' if resolution.note else "")
 
 
 @dataclass

@@ -207,9 +207,25 @@ async def test_information_request_answered_and_unanswered(workflow_env: Workflo
         await until(lambda: _not_waiting(handle))
         await handle.signal(DisputeWorkflow.chargeback_joined, ChargebackJoined("dp_1", 45_000, "EUR"))
         await until(lambda: _thread_has(db, "chargeback"))
-        await handle.signal(DisputeWorkflow.resolved, Resolution(DisputeResolution.PARTIAL_REFUND, 10_000))
+        note = "Half back for the dent"
+        await handle.signal(
+            DisputeWorkflow.resolved, Resolution(DisputeResolution.PARTIAL_REFUND, 10_000, note=note)
+        )
         await handle.result()
         assert await current_details(handle) == "resolved: partial_refund (100.00 EUR refunded)"
+    # Found from outside: the party asked was not told until when, and the resolution reached both sides as its
+    # enum value, without the money or support's note.
+    asked_by = datetime.fromisoformat(db.thread[0].data["answer_by"])
+    assert abs((asked_by - datetime.now(UTC) - timedelta(days=1)).total_seconds()) < 120
+    ask = db.outbox[1].data["message"]
+    assert ask.startswith("support asks the seller (please answer by ") and ask.endswith(
+        "Photos of the packaging?"
+    )
+    assert asked_by.strftime("%Y-%m-%d %H:%M UTC") in ask
+    assert db.outbox[-1].data["resolution"] == (
+        "the buyer is refunded in part, the rest goes to the seller (100.00 EUR back). Support's note: \"Half back "
+        'for the dent"'
+    )
     kinds = [(e.author_role, e.kind) for e in db.thread]
     assert kinds == [
         ("support", "info_request"),
