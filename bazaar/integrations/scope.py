@@ -34,12 +34,19 @@ class Scope:
 def for_user(caller: Principal, wanted: ScopeKind | None = None) -> Scope:
     """The scope a signed-in user acts for: `wanted`, or by default their seller scope if they sell, else the
     platform's if they are support staff. A seller's scope needs the seller role, the platform's support's."""
-    if wanted is None:
-        wanted = ScopeKind.SELLER if Role.SELLER.value in caller.roles else ScopeKind.PLATFORM
+    asked, wanted = (
+        wanted,
+        wanted or (ScopeKind.SELLER if Role.SELLER.value in caller.roles else ScopeKind.PLATFORM),
+    )
     if wanted == ScopeKind.SELLER and Role.SELLER.value in caller.roles:
         return Scope(seller_id=caller.user_id, user_id=caller.user_id)
     if wanted == ScopeKind.PLATFORM and caller.has(Role.SUPPORT):
         return Scope(seller_id=None, user_id=caller.user_id)
+    if asked is None:  # found from outside: a buyer was told of a platform scope they never asked for
+        raise DomainError(
+            ErrorCode.FORBIDDEN,
+            "integrations are for sellers (their own events) and support staff (the platform's)",
+        )
     raise DomainError(
         ErrorCode.FORBIDDEN,
         f"integrations of the {wanted.value} scope need the "

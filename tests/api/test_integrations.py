@@ -138,7 +138,12 @@ def test_an_api_key_is_shown_once_stored_hashed_good_for_integrations_only_and_r
 
 def test_who_may_hold_keys_of_which_scope(http: httpx.Client, stack: Any) -> None:
     buyer = register(http, ["buyer"], "NoKeys")
-    assert http.post("/v1/api-keys", json={"name": "x"}, headers=buyer.headers).status_code == 403
+    refused = http.post("/v1/api-keys", json={"name": "x"}, headers=buyer.headers)
+    assert refused.status_code == 403
+    # Found from outside: a buyer was told of a platform scope they never asked for.
+    assert refused.json()["error"]["message"] == (
+        "integrations are for sellers (their own events) and support staff (the platform's)"
+    )
     assert http.get("/v1/events", headers=buyer.headers).status_code == 403
     seller = register(http, ["seller"], "SellerOnly")
     platform = http.post("/v1/api-keys", json={"name": "x", "scope": "platform"}, headers=seller.headers)
