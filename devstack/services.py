@@ -398,12 +398,12 @@ def start_stripe_sandbox(
         str(port),
         "--webhook-url",
         webhook_url,
-        "--webhook-secret",
-        webhook_secret,
     ]
     if state_file is not None:
         argv += ["--state-file", str(state_file)]
-    proc = sup.spawn("stripe", argv, env=env, cwd=ROOT)
+    # The signing secret in the environment, not the command line (which any local user reads with `ps`).
+    secret = {"STRIPE_SANDBOX_WEBHOOK_SECRET": webhook_secret}  # read by `python -m stripe_sandbox`
+    proc = sup.spawn("stripe", argv, env={**(env if env is not None else os.environ), **secret}, cwd=ROOT)
     url = f"http://{LOOPBACK}:{port}"
     wait_until("stripe sandbox", lambda: _http_ok(f"{url}/_sandbox/health"), timeout=timeout, proc=proc)
     return StripeSandboxService(name="stripe", proc=proc, url=url)

@@ -1,7 +1,8 @@
 """CLI entry point.
 
 ``python -m stripe_sandbox --host 127.0.0.1 --port P [--state-file F]
-[--webhook-url U] [--webhook-secret S] [--new-accounts onboarded|pending]``
+[--webhook-url U] [--webhook-secret S] [--new-accounts onboarded|pending]``; the secret may come from
+``$STRIPE_SANDBOX_WEBHOOK_SECRET`` instead (kept off the command line).
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 
 import uvicorn
 
 from stripe_sandbox.app import create_app
 from stripe_sandbox.engine import NEW_ACCOUNT_MODES
+
+# Where devstack passes the webhook signing secret (a command line is readable by any local user with `ps`).
+WEBHOOK_SECRET_VARIABLE = "STRIPE_SANDBOX_WEBHOOK_SECRET"  # noqa: S105 (a variable name, not a secret)
 
 
 def _loopback(host: str) -> bool:
@@ -33,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=12111)
     parser.add_argument("--state-file", default=None, help="persist state as JSON here (reloaded at start)")
     parser.add_argument("--webhook-url", default=None, help="POST every event here, signed")
-    parser.add_argument("--webhook-secret", default=None, help="whsec_... signing secret for webhooks")
+    parser.add_argument(
+        "--webhook-secret",
+        default=os.environ.get(WEBHOOK_SECRET_VARIABLE),
+        help=f"whsec_... signing secret for webhooks (default: ${WEBHOOK_SECRET_VARIABLE}, which keeps it off the "
+        "command line)",
+    )
     parser.add_argument(
         "--new-accounts",
         choices=NEW_ACCOUNT_MODES,

@@ -244,6 +244,15 @@ def test_infra_fixture_serves_everything(infra: Stack) -> None:
     assert Settings().database_url == env["DATABASE_URL"]  # in-process settings see the test stack
 
 
+def test_no_secret_is_on_a_command_line(infra: Stack) -> None:
+    """Found from outside: `ps` showed the Stripe sandbox's webhook signing secret to any local user."""
+    assert infra.stripe is not None
+    cmdline = Path(f"/proc/{infra.stripe.proc.pid}/cmdline").read_bytes().decode()
+    assert infra.stripe_webhook_secret not in cmdline and "stripe_sandbox" in cmdline
+    environment = Path(f"/proc/{infra.stripe.proc.pid}/environ").read_bytes().decode()
+    assert f"STRIPE_SANDBOX_WEBHOOK_SECRET={infra.stripe_webhook_secret}" in environment.split("\0")
+
+
 def _apps_exist() -> bool:
     import importlib.util
 
