@@ -343,8 +343,6 @@ def start_meilisearch(
         str(data_dir / "meili"),
         "--http-addr",
         f"{LOOPBACK}:{port}",
-        "--master-key",
-        master_key,
         "--no-analytics",
         "--env",
         "development",
@@ -357,6 +355,9 @@ def start_meilisearch(
     ]
     env = dict(os.environ)
     env.setdefault("MEILI_MAX_INDEXING_MEMORY", MEILI_MAX_INDEXING_MEMORY)  # read by Meilisearch itself
+    env["MEILI_MASTER_KEY"] = (
+        master_key  # Meilisearch's own variable: off the command line, where `ps` shows it
+    )
     proc = sup.spawn("meilisearch", argv, env=env, cwd=data_dir)
     url = f"http://{LOOPBACK}:{port}"
     wait_until("meilisearch", lambda: _http_ok(f"{url}/health"), timeout=timeout, proc=proc)

@@ -245,10 +245,13 @@ def test_infra_fixture_serves_everything(infra: Stack) -> None:
 
 
 def test_no_secret_is_on_a_command_line(infra: Stack) -> None:
-    """Found from outside: `ps` showed the Stripe sandbox's webhook signing secret to any local user."""
-    assert infra.stripe is not None
+    """Found from outside: `ps` showed the Stripe sandbox's webhook signing secret to any local user (and
+    Meilisearch's master key)."""
+    assert infra.stripe is not None and infra.meili is not None
     cmdline = Path(f"/proc/{infra.stripe.proc.pid}/cmdline").read_bytes().decode()
     assert infra.stripe_webhook_secret not in cmdline and "stripe_sandbox" in cmdline
+    meili = Path(f"/proc/{infra.meili.proc.pid}/cmdline").read_bytes().decode()
+    assert infra.meili.master_key not in meili and "--db-path" in meili
     environment = Path(f"/proc/{infra.stripe.proc.pid}/environ").read_bytes().decode()
     assert f"STRIPE_SANDBOX_WEBHOOK_SECRET={infra.stripe_webhook_secret}" in environment.split("\0")
 
