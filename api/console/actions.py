@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -40,10 +39,12 @@ AUDIT_SUBJECT = "console"
 # Forms take any text (the body limit bounds it): each action validates it with the REST route's body model, so
 # a refusal is shown on the page with the REST route's message, never answered as the API's JSON 422.
 Text = Annotated[str, Form()]
-# What support types as an amount: digits, and a decimal part after a point or a comma ("12.50", "12,5").
-AMOUNT = re.compile(r"\d{1,12}(?:[.,]\d{1,6})?")
-# How much of each field typed into a form the audit keeps.
+# What support types as an amount: ASCII digits, and a decimal part after a point or a comma ("12.50", "12,5") of
+# at most the currency's minor digits, so "1,000" is never read as 1.00 EUR (found from outside).
+AMOUNT = re.compile(r"(?P<whole>[0-9]{1,12})(?:[.,](?P<minor>[0-9]+))?", re.ASCII)
+# How much of each field typed into a form the audit keeps, and of a refusal the page is told.
 AUDITED_CHARACTERS = 500
+FLASHED_CHARACTERS = 300
 
 
 def audited_value(value: Any) -> Any:
@@ -90,7 +91,7 @@ async def perform(
     try:
         done = await run()
     except (DomainError, ValidationError, ValueError) as exc:
-        problem = _problem(exc)
+        problem = _problem(exc)[:FLASHED_CHARACTERS]  # it travels in the redirect's URL
         code = exc.code.value if isinstance(exc, DomainError) else "validation_error"
         audit(db, staff, action, subject, "refused", {**data, "code": code, "message": problem})
         return RedirectResponse(f"{back}?{urlencode({'error': problem})}", status_code=303)
@@ -110,12 +111,16 @@ def outcome(order: OrderOut) -> str:
 
 def minor_units(text: str, currency: str) -> int:
     """'15.00' EUR -> 1500: what support types, exactly in the order's minor units."""
-    if not AMOUNT.fullmatch(text.strip()):
-        raise ValueError(f"refund amount {text!r} is not an amount such as 12.50")
-    minor = Decimal(text.strip().replace(",", ".")).scaleb(CURRENCY_EXPONENTS.get(currency, 2))
-    if minor != minor.to_integral_value():
-        raise ValueError(f"refund amount {text} has too many decimals for {currency}")
-    return int(minor)
+    typed = text.strip()
+    shown = typed if len(typed) <= 20 else f"{typed[:20]}..."
+    digits = CURRENCY_EXPONENTS.get(currency, 2)
+    amount = AMOUNT.fullmatch(typed)
+    if amount is None:
+        raise ValueError(f"refund amount {shown!r} is not an amount such as 12.50")
+    minor = amount.group("minor") or ""
+    if len(minor) > digits:
+        raise ValueError(f"refund amount {shown!r} has more than {digits} decimals, the most {currency} has")
+    return int(amount.group("whole") + minor.ljust(digits, "0"))  # "12" + "50": 1250 minor units
 
 
 def whole_number(text: str, what: str) -> int:

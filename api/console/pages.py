@@ -216,13 +216,18 @@ async def find_users(
     if problem:
         return render(request, "users.html", status_code=422, page="users", q="", found=found, error=problem)
     if q.strip():
-        pattern = f"%{q.strip().lower()}%"
+        # Matched as typed: a % or _ in it is that character, not a wildcard (found from outside: "%" listed
+        # every user).
+        typed = q.strip().lower()
         found = list(
             (
                 await db.scalars(
                     select(User)
                     .where(
-                        or_(func.lower(User.email).like(pattern), func.lower(User.display_name).like(pattern))
+                        or_(
+                            func.lower(User.email).contains(typed, autoescape=True),
+                            func.lower(User.display_name).contains(typed, autoescape=True),
+                        )
                     )
                     .order_by(User.email)
                     .limit(50)

@@ -31,6 +31,7 @@ from bazaar.idempotency import request_digest
 from bazaar.models import Order, OrderStatus, Role
 from bazaar.orders import rules
 from bazaar.orders.reopen import reopen_operation
+from bazaar.orders.rules import OWN_ORDER_AS_SUPPORT
 from bazaar.orders.types import ActionRequest, Actor, OrderAction, OrderView, Party, RefundLine
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
@@ -147,6 +148,14 @@ class Action:
                 if not (reopen and workflow_gone(exc) and ended and self.caller.has(Role.SUPPORT)):
                     raise
                 assert order is not None
+                if self.caller.user_id in (order.buyer_id, order.seller_id):
+                    # The reopened run skips its validator while it loads the order (found from outside: a seller
+                    # with the support role refunded their own completed order): the rule is asked here.
+                    raise DomainError(
+                        ErrorCode.FORBIDDEN,
+                        OWN_ORDER_AS_SUPPORT,
+                        {"order": OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")},
+                    ) from exc
                 await self.session.commit()  # nothing more to read: no transaction held while the run works
                 started = await asyncio.wait_for(
                     self.temporal.start_update_with_start_workflow(

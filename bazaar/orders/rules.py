@@ -83,6 +83,11 @@ def parties(actor: Actor, buyer_id: str | None, seller_id: str | None) -> set[Pa
     return found
 
 
+OWN_ORDER_AS_SUPPORT = (
+    "support staff act on an order they bought or sold as its buyer or seller only, not as support"
+)
+
+
 def refuse_support_on_own_order(
     party: str, actor_id: str, buyer_id: str | None, seller_id: str | None, *details: object
 ) -> None:
@@ -91,11 +96,7 @@ def refuse_support_on_own_order(
     Validators ask, not handlers: a validator does not run on replay, so a history from before this rule replays
     as it ran."""
     if party == Party.SUPPORT and actor_id in (buyer_id, seller_id):
-        raise ApplicationError(
-            "support staff act on an order they bought or sold as its buyer or seller only, not as support",
-            *details,
-            type=Rejection.FORBIDDEN,
-        )
+        raise ApplicationError(OWN_ORDER_AS_SUPPORT, *details, type=Rejection.FORBIDDEN)
 
 
 def allowed_to(

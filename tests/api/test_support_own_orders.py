@@ -3,11 +3,14 @@ user who bought an order could open a dispute on it and resolve it in their own 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
 
+from bazaar.temporal import order_workflow_id
 from tests.support.console import disputed_order
 from tests.support.http import PASSWORD, Actor, run_cli, wait_until
 from tests.support.money import act, fulfilled_order
@@ -70,3 +73,23 @@ def test_support_cannot_hide_a_review_about_themselves(http: httpx.Client, stack
     )
     assert hidden.status_code == 403, hidden.text
     assert "a review they wrote or that is about them" in hidden.json()["error"]["message"]
+
+
+@pytest.mark.integration
+def test_support_cannot_refund_their_own_order_after_its_run_ended(http: httpx.Client, stack: Any) -> None:
+    """Found from outside: a completed order's ended run is reopened for support's refund, and the reopened run
+    skips its validator while it loads: a seller with the support role refunded their own order."""
+    seller, buyer, order = fulfilled_order(http, title="Own refund")
+    act(http, order["id"], "confirm-receipt", buyer)
+    staff_seller = with_support_role(http, stack, seller)
+
+    async def ended() -> bool:
+        client = await Client.connect(stack.temporal_address)
+        described = await client.get_workflow_handle(order_workflow_id(order["id"])).describe()
+        return described.status != WorkflowExecutionStatus.RUNNING
+
+    wait_until(lambda: asyncio.run(ended()), timeout=30)
+    refund = http.post(f"/v1/orders/{order['id']}/refund", headers=staff_seller.headers, json={"amount": 500})
+    assert refund.status_code == 403 and refund.json()["error"]["message"] == OWN, refund.text
+    assert refund.json()["error"]["details"]["order"]["refunded"] is None
+    assert http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()["refunded"] is None

@@ -74,15 +74,25 @@ def test_text_no_rest_route_takes_is_refused_on_the_page_and_changes_nothing(
     assert ("x" * 500, None) in refused, "the audit keeps the start of a long field"
 
 
-@pytest.mark.parametrize("typed", ["Infinity", "NaN", "1e3", "-5", "12.5.0", "12 EUR", "0x10"])
+@pytest.mark.parametrize(
+    "typed",
+    ["Infinity", "NaN", "1e3", "-5", "12.5.0", "12 EUR", "0x10", "\uff15", "\u0663", "1,000", "9" * 5000],
+)
 def test_a_refund_amount_is_digits_with_a_decimal_part(
     browser: httpx.Client, http: httpx.Client, typed: str, case: tuple[dict[str, Any], Actor, str]
 ) -> None:
     order, buyer, token = case
     form = {"resolution": "partial_refund", "refund": typed, "note": ""}
     path = f"/console/disputes/{order['id']}/resolve"
-    problem = flashed_error(browser.post(path, data=form, headers={"X-CSRF-Token": token}))
-    assert problem == f"refund amount {typed!r} is not an amount such as 12.50"
+    answer = browser.post(path, data=form, headers={"X-CSRF-Token": token})
+    assert len(answer.headers["location"]) < 1000, "the refusal travels in the URL: it stays short"
+    problem = flashed_error(answer)
+    # Found from outside: "1,000" refunded 1.00 EUR, and full-width or Arabic-Indic digits were taken as digits.
+    shown = typed if len(typed) <= 20 else f"{typed[:20]}..."
+    assert problem in (
+        f"refund amount {shown!r} is not an amount such as 12.50",
+        f"refund amount {shown!r} has more than 2 decimals, the most EUR has",
+    ), problem
     assert http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()["status"] == "disputed"
 
 
@@ -121,4 +131,9 @@ def test_a_login_or_search_with_a_control_character_is_a_page_not_a_500(
     for q, says in (("\x00", "control characters"), ("x" * 321, "at most 320 characters")):
         found = browser.get("/console/users", params={"q": q})
         assert found.status_code == 422 and says in found.text, found.text
-    assert browser.get("/console/users", params={"q": staff.email}).status_code == 200
+    found = browser.get("/console/users", params={"q": staff.email})
+    assert found.status_code == 200 and staff.email in found.text
+    # A wildcard typed is that character (found from outside: "%" listed every user).
+    for wildcard in ("%", "%%"):
+        none = browser.get("/console/users", params={"q": wildcard})
+        assert none.status_code == 200 and "Nobody matches" in none.text, wildcard
