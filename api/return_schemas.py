@@ -10,11 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.payout_schemas import AppUrl
 from api.schemas import OrderLineOut, each_listing_once, example
+from bazaar.auth import Principal
 from bazaar.json_types import JsonBool, JsonInt
-from bazaar.orders.types import line_view
+from bazaar.models import Role
+from bazaar.orders.types import Actor, line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
-from bazaar.returns.rules import allowed_actions
+from bazaar.returns.rules import allowed_to
 from bazaar.returns.types import ReturnAction
 from bazaar.temporal import return_workflow_id
 from bazaar.text import multi_line, single_line
@@ -93,12 +95,17 @@ class ReturnOut(BaseModel):
     restocked: bool | None = Field(
         description="whether the seller put the lines back on sale (after receipt)"
     )
-    allowed_actions: list[ReturnAction]
+    allowed_actions: list[ReturnAction] = Field(
+        description="what you (the caller) may do to the return now: your moves as the order's buyer or seller, "
+        "or support's"
+    )
     workflow_id: str
     created_at: datetime | None = None
 
     @classmethod
-    def of_row(cls, row: Return) -> ReturnOut:
+    def of_row(cls, row: Return, *, caller: Principal) -> ReturnOut:
+        """The stored return as `caller` sees it."""
+        actor = Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
         return cls(
             id=row.id,
             order_id=row.order_id,
@@ -119,7 +126,7 @@ class ReturnOut(BaseModel):
             refund=Money(amount=row.amount, currency=row.currency),
             tracking=row.tracking,
             restocked=row.restocked,
-            allowed_actions=allowed_actions(row.status),
+            allowed_actions=allowed_to(row.status, actor, str(row.buyer_id), str(row.seller_id)),
             workflow_id=return_workflow_id(str(row.id)),
             created_at=row.created_at,
         )

@@ -137,7 +137,7 @@ async def request_return(
                 {"return_id": str(return_id)},
             )
         response.status_code = 200
-        return ReturnOut.of_row(existing)
+        return ReturnOut.of_row(existing, caller=caller)
     await session.commit()
     settings = get_settings()
     request = StartReturn(
@@ -171,7 +171,7 @@ async def request_return(
     session.expire_all()
     stored = await session.get(Return, return_id)
     if stored is not None:
-        return ReturnOut.of_row(stored)
+        return ReturnOut.of_row(stored, caller=caller)
     # Still being stored after the wait: what was asked for, as the order has it (poll Location).
     response.status_code = 202
     order = await visible_order(session, order_id, caller)
@@ -206,12 +206,12 @@ async def list_order_returns(order_id: uuid.UUID, caller: Caller, session: Sessi
     rows = await session.scalars(
         select(Return).where(Return.order_id == order_id).order_by(Return.created_at)
     )
-    return ReturnPage(items=[ReturnOut.of_row(row) for row in rows])
+    return ReturnPage(items=[ReturnOut.of_row(row, caller=caller) for row in rows])
 
 
 @router.get("/v1/support/returns", response_model=ReturnPage)
 async def list_returns_for_support(
-    _: Support,
+    staff: Support,
     session: Session,
     status: ReturnStatus = ReturnStatus.ESCALATED,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
@@ -220,13 +220,13 @@ async def list_returns_for_support(
     rows = await session.scalars(
         select(Return).where(Return.status == status).order_by(Return.created_at).limit(limit)
     )
-    return ReturnPage(items=[ReturnOut.of_row(row) for row in rows])
+    return ReturnPage(items=[ReturnOut.of_row(row, caller=staff) for row in rows])
 
 
 @router.get("/v1/returns/{return_id}", response_model=ReturnOut, responses=errors(ErrorCode.NOT_FOUND))
 async def get_return(return_id: uuid.UUID, caller: Caller, session: Session) -> ReturnOut:
     """A return, for the order's buyer and seller and support (404 for anyone else)."""
-    return ReturnOut.of_row(await _visible(session, return_id, caller))
+    return ReturnOut.of_row(await _visible(session, return_id, caller), caller=caller)
 
 
 async def _visible(session: Session, return_id: uuid.UUID, caller: Principal) -> Return:
@@ -264,7 +264,7 @@ class Move:
             row = await _visible(self.session, self.return_id, self.caller)
             raise DomainError(ErrorCode.INVALID_TRANSITION, f"the return is {row.status.value}") from exc
         self.session.expire_all()
-        return ReturnOut.of_row(await _visible(self.session, self.return_id, self.caller))
+        return ReturnOut.of_row(await _visible(self.session, self.return_id, self.caller), caller=self.caller)
 
 
 Act = Annotated[Move, Depends()]
@@ -285,13 +285,18 @@ async def approve_return(
     amount, or what the order still holds when refunds made since took part of it. 409 `return_not_allowed`
     (`nothing_to_refund`) when the order holds nothing more (refunded in full since)."""
     await _visible(session, return_id, act.caller)  # who may not see it learns nothing more of it
+    await _holds_something(session, return_id, "reject it, or the buyer cancels")
+    return await act(ReturnWorkflow.approve, reason=body.reason)
+
+
+async def _holds_something(session: Session, return_id: uuid.UUID, instead: str) -> None:
+    """An approval that would only send a parcel to a refusal: 409 when the order holds nothing more to refund."""
     if await returns.short_of_refund(session, return_id):
         raise DomainError(
             ErrorCode.RETURN_NOT_ALLOWED,
-            "the order holds nothing more to refund (it was refunded in full since): reject it, or the buyer cancels",
+            f"the order holds nothing more to refund (it was refunded in full since): {instead}",
             {"reason": "nothing_to_refund"},
         )
-    return await act(ReturnWorkflow.approve, reason=body.reason)
 
 
 @router.post("/v1/returns/{return_id}/reject", response_model=ReturnOut, responses=MOVE)
@@ -321,8 +326,17 @@ async def receive_return(act: Act, body: Annotated[ReturnReceiveIn, Body()] = Re
     return await act(ReturnWorkflow.receive, restock=body.restock)
 
 
-@router.post("/v1/returns/{return_id}/resolve", response_model=ReturnOut, responses=MOVE)
-async def resolve_return(act: Act, _: Support, body: ReturnResolveIn) -> ReturnOut:
+@router.post(
+    "/v1/returns/{return_id}/resolve",
+    response_model=ReturnOut,
+    responses=merge(MOVE, errors(ErrorCode.RETURN_NOT_ALLOWED)),
+)
+async def resolve_return(
+    act: Act, _: Support, return_id: uuid.UUID, session: Session, body: ReturnResolveIn
+) -> ReturnOut:
     """Support decides an escalated return: approve (before receipt the buyer sends it back; after, the refund is
-    asked again) or reject with a reason."""
+    asked again) or reject with a reason. 409 `return_not_allowed` (`nothing_to_refund`) for an approval when the
+    order holds nothing more to refund: reject it."""
+    if body.approve:
+        await _holds_something(session, return_id, "reject it")
     return await act(ReturnWorkflow.resolve, approve=body.approve, reason=body.reason, restock=body.restock)

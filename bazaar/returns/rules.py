@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from temporalio.exceptions import ApplicationError
 
 from bazaar.errors import Rejection
+from bazaar.orders.types import Actor
 from bazaar.returns.models import ReturnStatus
 from bazaar.returns.types import ReturnAction, ReturnRequest, ReturnView, StartReturn
 
@@ -27,6 +28,22 @@ RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
 
 def allowed_actions(status: ReturnStatus | None) -> list[ReturnAction]:
     return sorted(action for action, states in RULES.items() if status in states)
+
+
+def allowed_to(
+    status: ReturnStatus | None, actor: Actor, buyer_id: str, seller_id: str
+) -> list[ReturnAction]:
+    """Of what a return allows now, what this actor may take: as its buyer or seller, or as support on a return
+    that is not of their own order."""
+    parties = {
+        "buyer" if actor.user_id == buyer_id else "",
+        "seller" if actor.user_id == seller_id else "",
+    } - {""}
+    if not parties and actor.is_support:
+        parties = {"support"}
+    return (
+        [a for a in allowed_actions(status) if parties & RULES[a].get(status, frozenset())] if status else []
+    )
 
 
 def authorize(action: ReturnAction, req: ReturnRequest, view: ReturnView) -> str:

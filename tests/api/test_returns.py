@@ -12,7 +12,15 @@ import pytest
 
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
-from tests.support.http import Actor, at_once, published_listing, register, seller_with_payout, wait_until
+from tests.support.http import (
+    Actor,
+    at_once,
+    published_listing,
+    register,
+    seller_with_payout,
+    support_user,
+    wait_until,
+)
 from tests.support.money import (
     act,
     assert_balanced,
@@ -76,7 +84,10 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     )
     assert created["photos"] == ["https://photos.example.com/bent.jpg"]
     assert asked.headers["Location"] == f"/v1/returns/{created['id']}"
-    assert created["allowed_actions"] == ["approve", "cancel", "reject"]
+    # Each caller's own moves (found from outside: the buyer was offered approve and reject).
+    assert created["allowed_actions"] == ["cancel"]
+    as_seller = http.get(f"/v1/returns/{created['id']}", headers=seller.headers).json()
+    assert as_seller["allowed_actions"] == ["approve", "reject"]
     replay = ask(http, order, buyer, key=key)
     assert (replay.status_code, replay.json()["id"]) == (200, created["id"])
     other = ask(http, order, buyer, quantity=2, key=key)  # the same key for another return
@@ -279,7 +290,9 @@ def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http
     assert move(http, asked.json()["id"], "cancel", buyer)["status"] == "cancelled"
 
 
-def test_a_return_refunds_what_the_order_still_holds_when_other_refunds_took_part(http: httpx.Client) -> None:
+def test_a_return_refunds_what_the_order_still_holds_when_other_refunds_took_part(
+    http: httpx.Client, stack: Any
+) -> None:
     """Found from outside: another open return, or a refund made after the return was asked for, blocked its
     approval or left the buyer's parcel with the seller and the refund refused for good. A return refunds what the
     order still holds when it is received; only an order that holds nothing refuses it."""
@@ -307,6 +320,12 @@ def test_a_return_refunds_what_the_order_still_holds_when_other_refunds_took_par
     # Nothing is left for the second one.
     approve = http.post(f"/v1/returns/{second.json()['id']}/approve", headers=seller.headers)
     assert (approve.status_code, approve.json()["error"]["details"]["reason"]) == (409, "nothing_to_refund")
+    # Nor for support's approval of it (found from outside: it answered 200 and stayed escalated).
+    staff = support_user(http, stack)
+    resolve = http.post(
+        f"/v1/returns/{second.json()['id']}/resolve", json={"approve": True}, headers=staff.headers
+    )
+    assert (resolve.status_code, resolve.json()["error"]["details"]["reason"]) == (409, "nothing_to_refund")
 
 
 def test_racing_returns_under_one_key_for_other_lines_are_refused(http: httpx.Client) -> None:
