@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bazaar.errors import field_error
@@ -55,14 +55,22 @@ M = TypeVar("M")
 
 
 async def newest_first(
-    session: AsyncSession, stmt: Select[M], model: type[M], before: uuid.UUID | None, limit: int
+    session: AsyncSession,
+    model: type[M],
+    owned: ColumnElement[bool],
+    before: uuid.UUID | None,
+    limit: int,
+    *filters: ColumnElement[bool],
 ) -> tuple[list[M], uuid.UUID | None]:
-    """A page of `stmt`'s rows newest first (by `created_at`, then `id`), after the row `before` (the previous
-    page's cursor: a row id; 422 naming `query.before` when there is no such row), and the next page's cursor
-    (None on the last page)."""
+    """A page of `model`'s rows that are the caller's (`owned`) and pass `filters`, newest first (by `created_at`,
+    then `id`), after the row `before` (the previous page's cursor: a row id), and the next page's cursor (None on
+    the last page). A cursor that names none of the caller's rows is a 422 naming `query.before` (a row of someone
+    else's is none of theirs: the answer must not tell it exists); a filter does not judge it, so a row that left
+    the filter since its page was read still pages on."""
     mapped: Any = model  # its mapped columns, read off the class
+    stmt = select(model).where(owned, *filters)
     if before is not None:
-        anchor: Any = await session.get(model, before)
+        anchor: Any = await session.scalar(select(model).where(owned, mapped.id == before))
         if anchor is None:  # not a page's cursor: its first page instead would hide the client's mistake
             raise field_error(
                 "before", "not a cursor of this list: pass a page's next_cursor", "value_error", "query"

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import select
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
@@ -214,8 +213,9 @@ async def list_checkouts(
     before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
 ) -> CheckoutPage:
     """The buyer's checkouts, newest first (refused ones are never stored)."""
-    stmt = select(Checkout).where(Checkout.buyer_id == buyer.user_id)
-    items, next_cursor = await newest_first(session, stmt, Checkout, before, limit)
+    items, next_cursor = await newest_first(
+        session, Checkout, Checkout.buyer_id == buyer.user_id, before, limit
+    )
     return CheckoutPage(items=await _outs(session, items, buyer), next_cursor=next_cursor)
 
 

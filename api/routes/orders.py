@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
@@ -200,12 +200,11 @@ async def list_orders(
     if status == OrderStatus.REJECTED:  # a refused placement is never stored
         return OrderPage(items=[], next_cursor=None)
     if role == "buyer":
-        stmt = select(Order).where(Order.buyer_id == caller.user_id)
+        owned = Order.buyer_id == caller.user_id
     else:  # a seller's orders once paid (bazaar.auth.seen_by_seller)
-        stmt = select(Order).where(Order.seller_id == caller.user_id, Order.payment_state.not_in(NEVER_PAID))
-    if status:
-        stmt = stmt.where(Order.status == status)
-    items, next_cursor = await newest_first(session, stmt, Order, before, limit)
+        owned = and_(Order.seller_id == caller.user_id, Order.payment_state.not_in(NEVER_PAID))
+    filters = [Order.status == status] if status else []
+    items, next_cursor = await newest_first(session, Order, owned, before, limit, *filters)
     refunded = await ledger.refunded_by_order(session, (o.id for o in items))
     return OrderPage(
         items=[OrderOut.of_row(o, refunded.get(o.id, 0), caller=caller) for o in items],

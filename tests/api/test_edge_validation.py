@@ -314,11 +314,18 @@ def test_crafted_cursors_are_422(http: httpx.Client, seller: Actor) -> None:
 
 def test_a_cursor_that_names_no_row_is_422(http: httpx.Client, seller: Actor) -> None:
     """Found from outside: `GET /v1/orders?before=<a random id>` answered the first page, hiding the mistake."""
+    _, owner, order = paid_order(http)
     for path in ("/v1/orders", "/v1/checkouts"):
         buyer = register(http, ["buyer"], "Cursor")
         response = http.get(path, params={"before": str(uuid.uuid4())}, headers=buyer.headers)
         assert_422(response, ["query", "before"], "not a cursor of this list")
         assert http.get(path, headers=buyer.headers).status_code == 200
+    # Someone else's order is no cursor of mine either: the answer must not tell that it exists.
+    theirs = http.get("/v1/orders", params={"before": order["id"]}, headers=buyer.headers)
+    assert_422(theirs, ["query", "before"], "not a cursor of this list")
+    # The owner's own cursor pages on even with a status filter the anchor no longer passes.
+    own = http.get("/v1/orders", params={"before": order["id"], "status": "cancelled"}, headers=owner.headers)
+    assert own.status_code == 200 and own.json()["items"] == [], own.text
 
 
 def test_integers_past_int64_are_422(http: httpx.Client, stack: Any, seller: Actor) -> None:
