@@ -113,6 +113,7 @@ class DisputeWorkflow:
             await self._check_database()
         await self._record_chargebacks()
         resolution = self._resolution
+        resolved = {"resolution": resolution_text(resolution, case.currency)}
         await self._must(
             "set_dispute_status",
             DisputeActivities.set_dispute_status,
@@ -121,13 +122,7 @@ class DisputeWorkflow:
                 DisputeStatus.RESOLVED,
                 resolution.resolution,
                 resolution.refund_amount,
-                notices=[
-                    self._notice(
-                        "dispute_resolved",
-                        "resolved",
-                        {"resolution": resolution_text(resolution, case.currency)},
-                    )
-                ],
+                notices=[self._notice("dispute_resolved", "resolved", resolved)],
             ),
         )
         self._state.status, self._state.resolution = DisputeStatus.RESOLVED, resolution.resolution
@@ -220,12 +215,7 @@ class DisputeWorkflow:
             self._keys += 1
             key = f"info-request-{self._keys}"
             deadline = workflow.time() + request.deadline_seconds
-            by = (workflow.now() + timedelta(seconds=request.deadline_seconds)).strftime("%Y-%m-%d %H:%M UTC")
-            told = self._notice(
-                "dispute_updated",
-                key,
-                {"message": f"support asks the {request.party} (please answer by {by}): {request.question}"},
-            )
+            told = self._notice("dispute_updated", key, {"message": request.told(workflow.now())})
             entry = self._info_request(request, key, status=DisputeStatus.AWAITING_INFO)
             entry.notices = [told]
             await self._save_for_update("request_info", entry)
@@ -324,11 +314,11 @@ class DisputeWorkflow:
     def _info_request(
         self, request: InfoRequest, key: str, status: DisputeStatus | None = None
     ) -> ThreadEntry:
-        answer_by = workflow.now() + timedelta(seconds=request.deadline_seconds)
+        answer_by = request.answer_by(workflow.now()).isoformat(timespec="seconds")
         data = {
             "party": request.party,
             "deadline_seconds": str(request.deadline_seconds),
-            "answer_by": answer_by.isoformat(timespec="seconds"),
+            "answer_by": answer_by,
         }
         kind = DisputeMessageKind.INFO_REQUEST
         return self._entry(

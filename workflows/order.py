@@ -101,9 +101,7 @@ class OrderWorkflow(OrderMoney):
         self._view: OrderView | None = None
         self._seq = 0
         self._refunds = 0
-        # What refunds accepted but not yet made will take: a validator refuses a refund beyond what is left of it,
-        # at once, rather than the handler after the client's 202 (two refunds sent together).
-        self._refunding = 0
+        self._refunding = 0  # what refunds accepted and not yet made will take (`_under_way`)
         self._releases = 0
         self._transfers = 0
         self._reversals = 0
@@ -456,15 +454,10 @@ class OrderWorkflow(OrderMoney):
         """The seller or support gives part or all of the escrowed money back to the buyer, or support after the
         release (a completed order's run is reopened for it); the whole of it ends the order as refunded (the
         stock comes back if it was not shipped)."""
-        asked = self._refund_asked_amount(req)
-        self._refunding += asked
-        try:
-            async with self._acting(OrderAction.REFUND, req) as party:
-                # Again: a reopened run skips the validator.
-                rules.check_request(OrderAction.REFUND, {"reason": req.reason})
-                await self._refund_asked(req, party)
-        finally:
-            self._refunding -= asked
+        async with self._under_way(req), self._acting(OrderAction.REFUND, req) as party:
+            # Again: a reopened run skips the validator.
+            rules.check_request(OrderAction.REFUND, {"reason": req.reason})
+            await self._refund_asked(req, party)
         return self.view
 
     @refund.validator

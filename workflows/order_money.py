@@ -3,6 +3,8 @@ carries an idempotency key built from the order and the operation (`bazaar.payme
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 
@@ -368,14 +370,20 @@ class OrderMoney(OrderSteps):
             note=req.reason,
         )
 
-    def _refund_asked_amount(self, req: ActionRequest) -> int:
-        """What a refund request will take, if it is one the order can make (else 0: it is refused anyway)."""
-        if self._view is None:
-            return 0
+    @asynccontextmanager
+    async def _under_way(self, req: ActionRequest) -> AsyncIterator[None]:
+        """A refund accepted and not yet made: what it will take is counted in `_refunding` until it is done, so a
+        validator refuses at once a refund beyond what is left, rather than its handler after the client's 202 (two
+        refunds sent together). A request the order cannot make counts nothing (it is refused anyway)."""
         try:
-            return self._check_refund_amount(req)[0]
+            asked = self._check_refund_amount(req)[0] if self._view is not None else 0
         except ApplicationError:
-            return 0
+            asked = 0
+        self._refunding += asked
+        try:
+            yield
+        finally:
+            self._refunding -= asked
 
     def _check_refund_amount(
         self, req: ActionRequest, under_way: int = 0

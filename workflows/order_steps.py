@@ -99,6 +99,7 @@ class OrderSteps:
     _view: OrderView | None
     _seq: int  # the order's transitions so far (the projection never moves backwards)
     _refunds: int
+    _refunding: int
     _releases: int
     _transfers: int
     _reversals: int

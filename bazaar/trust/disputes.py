@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, select
@@ -86,6 +86,14 @@ class InfoRequest:
     party: str  # one of `ASKED`, checked by the validator
     question: str
     deadline_seconds: int
+
+    def answer_by(self, now: datetime) -> datetime:
+        """When the party asked at `now` must answer (a workflow passes `workflow.now()`)."""
+        return now + timedelta(seconds=self.deadline_seconds)
+
+    def told(self, now: datetime) -> str:
+        """What the party asked is told: the question and until when (found from outside: no deadline)."""
+        return f"support asks the {self.party} (please answer by {self.answer_by(now):%Y-%m-%d %H:%M} UTC): {self.question}"
 
 
 @dataclass

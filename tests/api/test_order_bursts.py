@@ -15,8 +15,8 @@ from tests.support.http import Actor, published_listing, register, seller_with_p
 
 pytestmark = pytest.mark.integration
 
-# Twice what the API's pool holds (10 + 10 overflow by default): each request on a connection of its own.
-BURST = 40
+# More than the API's pool holds (10 + 10 overflow by default): each request on a connection of its own.
+BURST = 32
 
 
 def test_a_burst_of_orders_is_answered_and_every_answer_is_true(http: httpx.Client) -> None:
