@@ -431,10 +431,9 @@ async def test_a_refund_beyond_what_refunds_under_way_leave_is_refused_before_it
     second, more than the first left, was refused by its handler later, and nobody was told. Its validator now
     counts the refunds accepted and not yet made."""
     world = FakeWorld()
-    world.delays["refund"] = 2.0
-    world.local_budget_spent = (
-        True  # the refunds go through the payments queue: their Updates wait on activities
-    )
+    world.delays["refund"] = 1.0
+    # The refunds go through the payments queue: their Updates wait on activities, not inside a workflow task.
+    world.local_budget_spent = True
     async with placed(workflow_env, world) as order:
         first = await order.start(OrderWorkflow.refund, ActionRequest(SUPPORT, refund_amount=AMOUNT - 4_000))
         too_much = ActionRequest(SUPPORT, refund_amount=7_000)
