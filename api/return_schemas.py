@@ -10,10 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.payout_schemas import AppUrl
 from api.schemas import OrderLineOut, each_listing_once, example
-from bazaar.auth import Principal
+from bazaar.auth import Principal, actor_of
 from bazaar.json_types import JsonBool, JsonInt
-from bazaar.models import Role
-from bazaar.orders.types import Actor, line_view
+from bazaar.orders.types import line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
 from bazaar.returns.rules import allowed_to
@@ -105,7 +104,7 @@ class ReturnOut(BaseModel):
     @classmethod
     def of_row(cls, row: Return, *, caller: Principal) -> ReturnOut:
         """The stored return as `caller` sees it."""
-        actor = Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
+        actor = actor_of(caller)
         return cls(
             id=row.id,
             order_id=row.order_id,

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from bazaar.auth import Principal
+from bazaar.auth import Principal, actor_of
 from bazaar.json_types import JsonInt
 from bazaar.models import (
     AuditEvent,
@@ -37,7 +37,6 @@ from bazaar.models import (
 )
 from bazaar.orders.rules import allowed_for, allowed_to
 from bazaar.orders.types import (
-    Actor,
     OrderAction,
     OrderEvent,
     OrderLineView,
@@ -347,7 +346,7 @@ class OrderOut(BaseModel):
 def _allowed_to(
     caller: Principal, actions: list[OrderAction], status: OrderStatus, buyer_id: str, seller_id: str | None
 ) -> list[OrderAction]:
-    actor = Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
+    actor = actor_of(caller)
     return allowed_to(actions, status, actor, buyer_id, seller_id)
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bazaar.accounts import links
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, AuthSession, Order, PaymentState, Role, User
-from bazaar.orders.types import Party
+from bazaar.orders.types import Actor, Party
 from bazaar.settings import get_settings
 from bazaar.trust.reputation import reindex_seller_listings
 
@@ -191,6 +191,11 @@ async def set_active(session: AsyncSession, email: str, active: bool) -> User:
     await reindex_seller_listings(session, user.id)
     session.add(_audit(user, "user.activated" if active else "user.deactivated", {}))
     return user
+
+
+def actor_of(caller: Principal) -> Actor:
+    """The caller as the order's and the return's workflows know an actor (support staff by their role)."""
+    return Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
 
 
 def order_party(order: Order, caller: Principal) -> Party | None:

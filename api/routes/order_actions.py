@@ -25,14 +25,14 @@ from api.errors import update_rejection, workflow_gone
 from api.openapi import LOCATION, errors, merge
 from api.schemas import ActionIn, FulfilIn, OrderOut, RefundIn, ResolveIn
 from api.trust_schemas import DisputeIn
-from bazaar.auth import Principal, order_party, seen_by_seller
+from bazaar.auth import Principal, actor_of, order_party, seen_by_seller
 from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.idempotency import request_digest
 from bazaar.models import Order, OrderStatus, Role
 from bazaar.orders import rules
 from bazaar.orders.reopen import reopen_operation
 from bazaar.orders.rules import OWN_ORDER_AS_SUPPORT
-from bazaar.orders.types import ActionRequest, Actor, OrderAction, OrderView, Party, RefundLine
+from bazaar.orders.types import ActionRequest, OrderAction, OrderView, Party, RefundLine
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -75,10 +75,6 @@ def action_digest(request: ActionRequest) -> str:
     """What an action asked for (its fields, not who asked; `return_id` is set by returns only, never here)."""
     unasked = ("actor", "idempotency_key", "request_digest", "return_id")
     return request_digest({k: v for k, v in asdict(request).items() if k not in unasked})
-
-
-def actor_of(caller: Principal) -> Actor:
-    return Actor(user_id=str(caller.user_id), is_support=caller.has(Role.SUPPORT))
 
 
 def check_party(order: Order, caller: Principal) -> Order:

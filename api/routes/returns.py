@@ -29,9 +29,9 @@ from api.return_schemas import (
     ReturnResolveIn,
     ReturnShipIn,
 )
-from api.routes.order_actions import STILL_RUNNING, actor_of, visible_order
+from api.routes.order_actions import STILL_RUNNING, visible_order
 from api.schemas import OrderLineOut
-from bazaar.auth import Principal
+from bazaar.auth import Principal, actor_of
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Role
 from bazaar.orders.types import order_line_views
