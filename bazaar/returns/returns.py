@@ -157,6 +157,12 @@ async def _unrefunded(session: AsyncSession, order: Order) -> int:
     return order.amount - (await ledger.refunded_by_order(session, [order.id])).get(order.id, 0)
 
 
+async def unrefunded(session: AsyncSession, order_id: uuid.UUID) -> int:
+    """What the stored order has not refunded (0 for no such order)."""
+    order = await session.get(Order, order_id)
+    return await _unrefunded(session, order) if order is not None else 0
+
+
 async def _still_held(session: AsyncSession, order: Order) -> int:
     """What the order still holds for a new return: its amount less its refunds and what its open returns will
     refund."""
