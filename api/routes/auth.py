@@ -151,7 +151,7 @@ async def change_password(
     await guard.check(user.email)
     try:
         tokens = await registration.change_password(
-            session, user.id, body.current_password, body.new_password
+            session, user.id, caller.session_id, body.current_password, body.new_password
         )
     except DomainError as exc:
         if _wrong_current_password(exc):  # (a refused new password is not counted)

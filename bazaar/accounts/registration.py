@@ -121,7 +121,7 @@ async def request_password_reset(session: AsyncSession, email: str, may_mail: Ma
 async def reset_password(session: AsyncSession, token: str, new_password: str) -> User:
     """Set the password of the token's account; every session and other reset link of it ends, and its email
     counts as verified (the link was read in that mailbox)."""
-    user = await session.get(User, await links.redeem(session, token, Purpose.PASSWORD_RESET))
+    user = await _locked(session, await links.redeem(session, token, Purpose.PASSWORD_RESET))
     if user is None or not user.is_active:
         raise links.invalid_token()
     check_new_password(new_password, user_inputs=[user.email, user.display_name])
@@ -133,19 +133,32 @@ async def reset_password(session: AsyncSession, token: str, new_password: str) -
 
 
 async def change_password(
-    session: AsyncSession, user_id: uuid.UUID, current_password: str, new_password: str
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    current_password: str,
+    new_password: str,
 ) -> sessions.Tokens:
     """Change the caller's password (the current one must match): every session and reset link ends, and the
-    caller gets a new session (returned)."""
-    user = await session.get(User, user_id)
+    caller gets a new session (returned). Changes of one account are taken one at a time: a second one sent with
+    the first finds the caller's session ended by it (401), so no change is answered as made and then lost."""
+    user = await _locked(session, user_id)
     if user is None or not user.is_active:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "account no longer exists")
+    if session_id is not None and not await sessions.is_current(session, session_id, user):
+        raise DomainError(ErrorCode.NOT_AUTHENTICATED, "this session has ended: log in again")
     if not auth.password_matches(user.password_hash, current_password):
         raise field_error("current_password", "incorrect", "invalid_password")
     check_new_password(new_password, user_inputs=[user.email, user.display_name], field="new_password")
     await _set_password(session, user, new_password)
     session.add(_audit(user.id, "user.password_changed"))
     return await sessions.start(session, user)
+
+
+async def _locked(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The account, read afresh and locked until the transaction ends: password changes and resets of one
+    account wait for each other, so each sees the password and token version the one before it left."""
+    return await session.get(User, user_id, with_for_update=True, populate_existing=True)
 
 
 async def _set_password(session: AsyncSession, user: User, password: str) -> None:

@@ -112,6 +112,12 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
     return _tokens(session, user, login.id, expires)
 
 
+async def is_current(session: AsyncSession, session_id: uuid.UUID, user: User) -> bool:
+    """Whether the login session is still live at the user's token version (as read by the caller)."""
+    login = await session.get(AuthSession, session_id)
+    return login is not None and login.revoked_at is None and login.token_version == user.token_version
+
+
 async def end(session: AsyncSession, session_id: uuid.UUID, reason: str = "logout") -> None:
     """End one login session: its access and refresh tokens are refused from now on."""
     await session.execute(

@@ -245,6 +245,37 @@ def test_password_change_ends_other_sessions(http: httpx.Client) -> None:
     assert me(http, changed.json()["access_token"]).status_code == 200
 
 
+def test_two_password_changes_sent_together_one_is_made_and_the_other_finds_its_session_ended(
+    http: httpx.Client,
+) -> None:
+    """Found from outside: both answered 200 with a session each, one new password was lost, and the session of
+    the change that was undone lived on (30 days of refresh) past the change that should have ended it."""
+    for attempt in range(3):
+        user = register(http, ["buyer"], f"Racer {attempt}")
+        new_passwords = ["velvet-compass-rainfall-4", "orchid-lantern-voyage-3"]
+        together = threading.Barrier(2)
+
+        def change(
+            new_password: str, user: Any = user, together: threading.Barrier = together
+        ) -> httpx.Response:
+            together.wait()
+            return http.post(
+                "/v1/auth/password",
+                json={"current_password": PASSWORD, "new_password": new_password},
+                headers=user.headers,
+            )
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(change, new_passwords))
+        assert sorted(a.status_code for a in answers) == [200, 401], [a.text for a in answers]
+        made = next(p for p, a in zip(new_passwords, answers, strict=True) if a.status_code == 200)
+        lost = next(p for p in new_passwords if p != made)
+        assert login(http, user.email, made).status_code == 200
+        assert login(http, user.email, lost).status_code == 401
+        winner = next(a for a in answers if a.status_code == 200).json()
+        assert me(http, winner["access_token"]).status_code == 200
+
+
 def test_password_change_spends_outstanding_reset_links(http: httpx.Client, stack: Any) -> None:
     user = register(http, ["buyer"], "Remembered")
     assert http.post("/v1/auth/password-reset", json={"email": user.email}).status_code == 202
