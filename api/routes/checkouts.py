@@ -126,7 +126,12 @@ async def create_checkout(
                 "this Idempotency-Key was used for a different checkout",
                 {"checkout_id": str(checkout_id)},
             )
-        response.status_code = 200
+        # A replay: 200 with the checkout as it stands, or 202 while its payment still runs (the orders leave
+        # `pending` once it is paid), as the first answer would have been (Location to poll).
+        running = existing.status == CheckoutStatus.PENDING or any(
+            o.status == OrderStatus.PENDING for o in existing.orders
+        )
+        response.status_code = 202 if running else 200
         return await _out(session, existing, buyer)
     current = await cart.read(session, buyer.user_id)
     if not current.lines:

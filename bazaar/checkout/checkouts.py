@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.checkout import cart
@@ -220,16 +220,19 @@ def seller_orders(orders: Sequence[Order]) -> list[SellerOrder]:
 
 
 async def mark_paid(session: AsyncSession, checkout_id: uuid.UUID, payment_intent_id: str) -> None:
-    """The charge succeeded: the checkout is paid and the lines bought leave the buyer's cart."""
+    """The charge succeeded: the checkout is paid and the lines bought leave the buyer's cart. A line the buyer
+    changed since the checkout read it (another quantity) stays: the cart keeps what they asked for last."""
     checkout = await session.get(Checkout, checkout_id, with_for_update=True)
     assert checkout is not None
     if checkout.status == CheckoutStatus.PAID:
         return
     checkout.status = CheckoutStatus.PAID
     checkout.payment_intent_id = payment_intent_id
-    bought = [line.listing_id for order in checkout.orders for line in order.lines]
+    bought = [(line.listing_id, line.quantity) for order in checkout.orders for line in order.lines]
     await session.execute(
-        delete(CartLine).where(CartLine.buyer_id == checkout.buyer_id, CartLine.listing_id.in_(bought))
+        delete(CartLine).where(
+            CartLine.buyer_id == checkout.buyer_id, tuple_(CartLine.listing_id, CartLine.quantity).in_(bought)
+        )
     )
     await events.record(
         session, EventType.CHECKOUT_PAID, None, _event_data(checkout), f"checkout:{checkout.id}:paid"

@@ -396,6 +396,29 @@ def test_a_checkout_is_refused_while_another_of_the_buyers_is_being_paid(
     assert http.get(f"/v1/listings/{lamp['id']}").json()["quantity"] == 3
 
 
+def test_a_replay_while_the_payment_runs_is_202_and_once_settled_200(http: httpx.Client, stack: Any) -> None:
+    """Found from outside: a retry under the checkout's key while its payment ran answered 200 with a pending
+    checkout, where the documented answer is 202 (200 is a replay of a settled checkout)."""
+    seller = seller_with_payout(http)
+    lamp = published_listing(http, seller, price={"amount": 3_000, "currency": "EUR"}, quantity=5)
+    buyer = register(http, ["buyer"], "Retrying Buyer")
+    put_line(http, buyer, lamp["id"])
+    key = str(uuid.uuid4())
+    paid = checkout(http, buyer, key)
+    assert (paid.status_code, paid.json()["status"]) == (201, "paid"), paid.text
+    checkout_id = uuid.UUID(paid.json()["id"])
+    # As if its charge were still running (the first answer's wait ran out): the checkout is pending.
+    sql(stack, "UPDATE checkouts SET status = 'pending' WHERE id = %s", checkout_id)
+    try:
+        running = checkout(http, buyer, key)
+        assert (running.status_code, running.json()["status"]) == (202, "pending"), running.text
+        assert running.headers["Location"] == f"/v1/checkouts/{checkout_id}"
+    finally:
+        sql(stack, "UPDATE checkouts SET status = 'paid' WHERE id = %s", checkout_id)
+    settled = checkout(http, buyer, key)
+    assert (settled.status_code, settled.json()["status"]) == (200, "paid"), settled.text
+
+
 def test_a_checkouts_orders_show_what_was_refunded_of_them(http: httpx.Client, stack: Any) -> None:
     """The checkout's order summaries say what was refunded of each order, as the order itself does."""
     declining, refunding = seller_with_payout(http), seller_with_payout(http)

@@ -170,6 +170,27 @@ async def test_a_reservation_takes_only_lines_the_cart_still_holds_as_they_were_
     assert await stock(db, listings) == {"Lamp": 10, "Chair": 10, "Rug": 10}
 
 
+async def test_a_line_changed_while_the_checkout_is_paid_stays_in_the_cart(db: Sessions) -> None:
+    """Found from outside: a quantity the buyer set (and was answered 200) while the checkout's payment ran was
+    lost, the paid checkout took the changed line out of the cart with the ones it bought."""
+    buyer, listings = await a_shop(db)
+    req = request(buyer, listings)
+    assert (await reserve(db, req)).ok
+    async with db() as session, session.begin():  # the buyer wants three lamps now (PUT /v1/cart/lines/{id})
+        line = await session.get(CartLine, (buyer.id, listings["Lamp"].id))
+        assert line is not None
+        line.quantity = 3
+    async with db() as session, session.begin():
+        await checkouts.mark_paid(session, uuid.UUID(req.checkout_id), "pi_paid")
+    async with db() as session:
+        left = (
+            await session.execute(
+                select(CartLine.listing_id, CartLine.quantity).where(CartLine.buyer_id == buyer.id)
+            )
+        ).all()
+    assert [tuple(row) for row in left] == [(listings["Lamp"].id, 3)]  # the chair was bought as it was read
+
+
 async def test_what_was_refunded_of_each_order(db: Sessions) -> None:
     buyer, listings = await a_shop(db)
     made = await reserve(db, request(buyer, listings))
