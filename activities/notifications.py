@@ -37,6 +37,7 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 
 import httpx
+import idna
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Select, func, select, update
@@ -78,6 +79,19 @@ class Outcome:
 
 class DeliveryFailed(Exception):
     """A legacy delivery attempt failed (recorded on the row); raised so Temporal retries it."""
+
+
+def deliverable_address(address: str) -> str:
+    """The address as any SMTP server takes it where it can be: an internationalised domain in its ASCII (IDNA)
+    form. A local part beyond ASCII needs a server with SMTPUTF8, which smtplib then asks for; a server without it
+    refuses the send, which is retried and ends in the dead letters support sees."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
 
 
 class _SmtpSend:
@@ -186,7 +200,7 @@ class Delivery:
     def email(self, note: Notification, recipient: User) -> EmailMessage:
         message = EmailMessage(policy=MAIL_POLICY)
         message["From"] = self.settings.smtp_from
-        message["To"] = recipient.email
+        message["To"] = deliverable_address(recipient.email)
         message["Subject"] = note.subject
         message["Message-ID"] = f"<notification-{note.id}@bazaar.local>"  # the same on every retry
         if note.event_type not in notifications.EVENT_TYPES:

@@ -11,6 +11,7 @@ token. Sessions and refresh tokens: bazaar.accounts.sessions.
 from __future__ import annotations
 
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -68,7 +69,10 @@ def password_matches(password_hash: str | None, password: str) -> bool:
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
-    return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+    """The account of an address as typed: case aside, and in Unicode's composed form (NFC), the form
+    registration stores it in, so a keyboard that sends `é` as `e` + a combining accent finds it too."""
+    typed = unicodedata.normalize("NFC", email).lower()
+    return await session.scalar(select(User).where(func.lower(User.email) == typed))
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User:

@@ -10,6 +10,7 @@ here. tests/api/test_rate_limits.py runs an API with every limit as in productio
 from __future__ import annotations
 
 import threading
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -143,6 +144,28 @@ def test_email_verification_by_mail_single_use(http: httpx.Client, stack: Any) -
     # Verified: a resend sends nothing more.
     resend = http.post("/v1/auth/verify-email/resend", headers=bearer(access))
     assert resend.status_code == 202 and "verified already" in resend.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "mailed_as"),
+    [
+        ("josé-{n}@example.com", "josé-{n}@example.com"),  # a local part beyond ASCII: SMTPUTF8
+        ("u-{n}@exämple.com", "u-{n}@xn--exmple-cua.com"),  # an internationalised domain: its ASCII form
+    ],
+)
+def test_an_address_beyond_ascii_gets_its_mail_and_logs_in_as_typed(
+    http: httpx.Client, stack: Any, name: str, mailed_as: str
+) -> None:
+    """Found from outside: such accounts were made (202, login worked) but their mail was dead-lettered by
+    SMTPUTF8, so they could never verify or reset; and the address typed decomposed (e + a combining accent, as
+    some keyboards send it) did not log in."""
+    n = uuid.uuid4().hex[:8]
+    address = name.format(n=n)
+    assert sign_up(http, address).status_code == 202
+    assert mailed_token(stack, mailed_as.format(n=n), VERIFY_SUBJECT)
+    decomposed = unicodedata.normalize("NFD", address)
+    assert decomposed != address
+    assert login(http, decomposed).status_code == 200
 
 
 def test_verification_token_expires(http: httpx.Client, stack: Any) -> None:
