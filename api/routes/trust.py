@@ -73,9 +73,7 @@ async def list_order_reviews(order_id: uuid.UUID, caller: Caller, session: Sessi
 @router.get("/users/{user_id}/profile", response_model=ProfileOut, tags=["users"])
 async def get_user_profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
     """Public: who someone is on Bazaar and how others rated them."""
-    user = await session.get(User, user_id)
-    if user is None or not user.is_active:
-        raise DomainError(ErrorCode.NOT_FOUND, "user not found")
+    user = await _public_user(session, user_id)
     return ProfileOut(
         id=user.id,
         display_name=user.display_name,
@@ -89,8 +87,18 @@ async def get_user_profile(user_id: uuid.UUID, session: Session) -> ProfileOut:
 async def list_user_reviews(
     user_id: uuid.UUID, session: Session, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> list[ReviewOut]:
-    """Public: revealed, visible reviews about this user, newest first."""
+    """Public: revealed, visible reviews about this user, newest first (404 for a user the profile does not show,
+    as it answers: an empty list is a user nobody reviewed yet)."""
+    await _public_user(session, user_id)
     return [ReviewOut.of(r) for r in await reviews.public_for_user(session, user_id, limit)]
+
+
+async def _public_user(session: Session, user_id: uuid.UUID) -> User:
+    """A user the public may see: one that exists and is active (404 otherwise)."""
+    user = await session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise DomainError(ErrorCode.NOT_FOUND, "user not found")
+    return user
 
 
 @router.post("/support/reviews/{review_id}/hide", response_model=ReviewOut, tags=["support"])

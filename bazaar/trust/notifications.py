@@ -290,7 +290,7 @@ async def inbox(
     )
     if unread_only:
         base = base.where(Notification.read_at.is_(None))
-    page = base.where(Notification.id < before_id) if before_id else base
+    page = base.where(Notification.id < before_id) if before_id is not None else base
     items = (await session.scalars(page.order_by(Notification.id.desc()).limit(limit))).all()
     unread = await session.scalar(
         select(func.count())
