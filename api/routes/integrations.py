@@ -217,7 +217,9 @@ async def delete_webhook_endpoint(endpoint_id: uuid.UUID, caller: Integrator, se
 )
 async def rotate_webhook_secret(endpoint_id: uuid.UUID, caller: Integrator, session: Session) -> SecretOut:
     """A new signing secret. Until `previous_secret_expires_at` (`WEBHOOK_SECRET_OVERLAP_SECONDS` from now, 24 h
-    by default) deliveries carry a signature with each secret, so the receiver can switch at its own pace."""
+    by default) deliveries carry a signature with each secret, so the receiver can switch at its own pace. Two
+    secrets sign at most: rotating again within the overlap ends the older secret at once (the one before the
+    secret being replaced; a second rotation is what follows a leak), and the previous one overlaps anew."""
     overlap = timedelta(seconds=get_settings().webhook_secret_overlap_seconds)
     endpoint = await endpoints.rotate_secret(session, caller, endpoint_id, overlap)
     assert endpoint.previous_secret_expires_at is not None

@@ -262,6 +262,13 @@ def test_a_rotated_secret_and_the_previous_one_both_verify_during_the_overlap(
     [got] = receiver.wait(lambda: receiver.at("/rotated"))
     assert got.verifies(new) and got.verifies(hook["secret"])
     assert not got.verifies("whsec_" + "QUJD" * 11)
+    # Rotating again within the overlap (as after a leak) ends the oldest at once; two secrets sign at most.
+    again = http.post(f"/v1/webhook-endpoints/{hook['id']}/rotate-secret", headers=seller.headers)
+    assert again.status_code == 200, again.text
+    assert http.post("/v1/listings", json=listing_body(), headers=seller.headers).status_code == 201
+    [_, last] = receiver.wait(lambda: len(receiver.at("/rotated")) >= 2 and receiver.at("/rotated"))
+    assert last.verifies(again.json()["secret"]) and last.verifies(new)
+    assert not last.verifies(hook["secret"])
 
 
 def test_a_delivery_is_replayed_with_the_same_message_id(http: httpx.Client, receiver: Receiver) -> None:
