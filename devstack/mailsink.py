@@ -46,7 +46,9 @@ class EmlWriter:
 async def serve(host: str, port: int, directory: Path) -> None:
     loop = asyncio.get_running_loop()
     handler = EmlWriter(directory)
-    server = await loop.create_server(lambda: SMTP(handler, hostname="bazaar-mailsink", enable_SMTPUTF8=True), host, port)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="bazaar-mailsink", enable_SMTPUTF8=True), host, port
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
