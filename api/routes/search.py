@@ -134,7 +134,8 @@ async def search_listings(
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
     facets: Annotated[bool, Query(description="counts per category, condition and price bucket")] = False,
 ) -> Response:
-    """Active listings ranked by relevance and the seller's reputation, with filters, facets and a sort order.
+    """Active listings ranked by relevance, then popularity (views, orders) and the seller's reputation, with
+    filters, facets and a sort order.
     Public: no credentials needed (a valid token only sets whose request limit applies)."""
     entered = time.perf_counter()
     query = ListingQuery(
