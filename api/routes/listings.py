@@ -29,7 +29,7 @@ from api.listing_schemas import (
 from api.openapi import ETAG, LOCATION, errors, merge
 from api.ratelimits import ListingReadLimit
 from bazaar.auth import Principal
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import ErrorCode
 from bazaar.listings import lifecycle as listings
 from bazaar.models import Listing, ListingStatus, Role
 from bazaar.text import single_line
@@ -69,14 +69,12 @@ def entity_tags(value: str) -> list[str] | None:
 
 
 def parse_if_match(value: str | None) -> frozenset[int] | None:
-    """The versions an If-Match names (any of them matches); None for none or `*` (any version)."""
+    """The versions an If-Match names (any of them matches; tags that are no version of ours match none, so the
+    answer is the usual 412 with `current_version`); None for none or `*` (any version)."""
     tags = None if value is None else entity_tags(value)
     if tags is None:
         return None
-    versions = frozenset(int(tag[1:-1]) for tag in tags if re.fullmatch(r'"[0-9]{1,18}"', tag))
-    if not versions:
-        raise DomainError(ErrorCode.PRECONDITION_FAILED, "If-Match is not an ETag of this API")
-    return versions
+    return frozenset(int(tag[1:-1]) for tag in tags if re.fullmatch(r'"[0-9]{1,18}"', tag))
 
 
 def etag(version: int) -> str:

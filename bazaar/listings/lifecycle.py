@@ -226,7 +226,9 @@ async def get_own(
     if if_match is not None and listing.version not in if_match:
         raise DomainError(
             ErrorCode.PRECONDITION_FAILED,
-            "the listing changed since you read it",
+            "the listing changed since you read it"
+            if if_match
+            else f'If-Match holds no ETag of this API (a listing\'s is its version in quotes: "{listing.version}")',
             {"current_version": listing.version},
         )
     return listing
