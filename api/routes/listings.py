@@ -215,8 +215,10 @@ async def publish_listing(
     response: Response,
     if_match: IfMatch = None,
 ) -> ListingOut:
-    """Put a draft on sale (`active`; it reaches search within seconds). Needs a verified email address and
-    a payout account that can receive payouts; `If-Match` optional (412 when stale)."""
+    """Put a draft, or an archived listing, on sale (`active`; it reaches search within seconds). A draft needs
+    stock (409 without); an archived listing that had sold out comes back as `sold` until its seller sets a
+    quantity. Needs a verified email address and a payout account that can receive payouts; `If-Match` optional
+    (412 when stale)."""
     listing = await listings.publish(session, listing_id, seller, parse_if_match(if_match))
     return await _written(session, cache, response, listing)
 
@@ -234,8 +236,8 @@ async def archive_listing(
     response: Response,
     if_match: IfMatch = None,
 ) -> ListingOut:
-    """Take the listing off sale for good (`archived`; gone from search). Orders already placed go on;
-    `If-Match` optional (412 when stale)."""
+    """Take the listing off sale (`archived`; gone from search, not editable) until its seller publishes it
+    again. Orders already placed go on; `If-Match` optional (412 when stale)."""
     listing = await listings.archive(session, listing_id, seller, parse_if_match(if_match))
     return await _written(session, cache, response, listing)
 
