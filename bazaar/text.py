@@ -96,6 +96,17 @@ _CHECK_SINGLE_LINE = _checker(multiline=False)
 _CHECK_MULTI_LINE = _checker(multiline=True)
 
 
+def _refuse_blank(value: Any) -> Any:
+    """A value of whitespace alone is blank, said so: the length rule after stripping would call "   " too short
+    for 3 characters."""
+    if isinstance(value, str) and value and not value.strip():
+        raise PydanticCustomError("blank", "must not be blank (it holds only whitespace)")
+    return value
+
+
+_CHECK_NOT_BLANK = BeforeValidator(_refuse_blank)
+
+
 @dataclass(frozen=True)
 class _DocumentedPattern:
     """The rule in the field's JSON Schema as a `pattern` (unless the field has a pattern of its own, which then
@@ -135,6 +146,8 @@ class _Text(annotated_types.GroupedMetadata):
             max_length=self.max_length,
             pattern=self.pattern,
         )
+        if self.strip and self.min_length:
+            yield _CHECK_NOT_BLANK  # (after the control characters' check, which wraps it)
         yield _CHECK_MULTI_LINE if self.multiline else _CHECK_SINGLE_LINE
         if self.strip and self.min_length:
             # The length is checked after stripping: "   " is too short for a minLength of 1 that the document

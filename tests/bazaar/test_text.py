@@ -119,6 +119,9 @@ def test_lengths_patterns_and_stripping_still_apply() -> None:
     assert form.secret == " s p "  # strip=False keeps it exact
     assert form.tags == {"a": "b"}
     assert errors(title="  a  ") == [(("title",), "string_too_short")]
+    # Whitespace alone is said to be blank (found from outside: "   " was told it needs at least 3 characters).
+    assert errors(title="   ") == [(("title",), "blank")]
+    assert errors(title="\u3000\u00a0 ") == [(("title",), "blank")]
     assert errors(title="x" * 11) == [(("title",), "string_too_long")]
     assert errors(body="x" * 31) == [(("body",), "string_too_long")]
     assert errors(code="de") == [(("code",), "string_pattern_mismatch")]
