@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, UrlConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    UrlConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
 
 from api.schemas import example
@@ -20,7 +30,22 @@ from bazaar.settings import get_settings
 from bazaar.text import refuse_control_characters, single_line
 
 Name = Annotated[str, single_line(min_length=1, max_length=80)]
-EventSelector = EventType | EventGroup
+
+
+def _one_selector_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One error for a value that is neither an event type nor a group, naming the field's item alone (pydantic's
+    union reports each member, with the enums' class names in `loc`)."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        raise PydanticCustomError(
+            "enum",
+            "an event type (such as order.paid) or a group of them (such as order.*); '{value}' is neither",
+            {"value": value},
+        ) from exc
+
+
+EventSelector = Annotated[EventType | EventGroup, WrapValidator(_one_selector_error)]
 
 
 def _allowed(url: HttpUrl) -> str:

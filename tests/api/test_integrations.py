@@ -385,3 +385,18 @@ def test_the_platforms_feed_has_every_sellers_events(http: httpx.Client, stack: 
     made = [http.post("/v1/listings", json=listing_body(), headers=s.headers).json()["id"] for s in sellers]
     seen, _ = read_feed(http, auth, start, 500)
     assert [e["data"]["id"] for e in seen if e["data"].get("id") in made] == made
+
+
+def test_an_unknown_event_type_is_one_error_naming_its_item(http: httpx.Client, receiver: Receiver) -> None:
+    """Found from outside: the 422 listed one error per member of the union, with pydantic's enum class names in
+    `loc` (`event_types.0.str-enum[EventType]`)."""
+    seller = register(http, ["seller"], "Mistyped")
+    refused = http.post(
+        "/v1/webhook-endpoints",
+        json={"url": receiver.url("/mistyped"), "event_types": ["order.paid", "order.payed"]},
+        headers=seller.headers,
+    )
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["error"]["details"]["errors"]
+    assert error["loc"] == ["body", "event_types", 1]
+    assert "'order.payed' is neither" in error["msg"]
