@@ -16,7 +16,7 @@ from api import metrics
 from api.listing_schemas import ListingOut
 from bazaar.db import get_sessionmaker
 from bazaar.listings.cache import HotCache
-from bazaar.listings.lifecycle import LISTING_CHANGED_CHANNEL
+from bazaar.listings.changes import LISTING_CHANGED_CHANNEL
 from bazaar.listings.popularity import ViewCounter, flush_forever
 from bazaar.pg_listen import listen_forever
 from bazaar.search.meili import Meili

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter
-from sqlalchemy import ColumnElement, Float, case, event, literal, select, text, tuple_
+from sqlalchemy import ColumnElement, Float, case, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.integrations.events import EventType, listing_event
+from bazaar.listings.changes import announce
 from bazaar.models import (
     AuditEvent,
     Category,
@@ -46,12 +46,6 @@ _SELLER_TRANSITIONS: dict[str, set[ListingStatus]] = {
     "archive": {ListingStatus.DRAFT, ListingStatus.ACTIVE, ListingStatus.SOLD},
 }
 
-# NOTIFY channel carrying the ids of listings whose committed state changed (comma-separated), so every
-# API process can drop them from its hot-listing cache. NOTIFY is transactional: sent at commit only.
-LISTING_CHANGED_CHANNEL = "listing_changed"
-_CHANGED_KEY = "bazaar.changed_listings"
-_NOTIFY_IDS_PER_MESSAGE = 150  # 150 * 37 bytes stays well under PostgreSQL's 8000-byte payload limit
-
 
 def record_change(
     session: AsyncSession, listing: Listing, event: EventType = EventType.LISTING_UPDATED
@@ -64,29 +58,7 @@ def record_change(
         SearchOutbox(listing_id=listing.id, listing_version=listing.version, trace_context=traceparent())
     )
     session.add(listing_event(listing, event))
-    _announce(session, listing.id)
-
-
-def _announce(session: AsyncSession, listing_id: uuid.UUID) -> None:
-    session.sync_session.info.setdefault(_CHANGED_KEY, set()).add(str(listing_id))
-
-
-@event.listens_for(Session, "before_commit")
-def _notify_changed_listings(session: Session) -> None:
-    ids = sorted(session.info.pop(_CHANGED_KEY, ()))
-    for start in range(0, len(ids), _NOTIFY_IDS_PER_MESSAGE):
-        session.execute(
-            text("SELECT pg_notify(:channel, :ids)"),
-            {
-                "channel": LISTING_CHANGED_CHANNEL,
-                "ids": ",".join(ids[start : start + _NOTIFY_IDS_PER_MESSAGE]),
-            },
-        )
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_changed_listings(session: Session) -> None:
-    session.info.pop(_CHANGED_KEY, None)
+    announce(session, [listing.id])
 
 
 # ------------------------------------------------------------------------------------------ taxonomy
@@ -317,7 +289,7 @@ async def delete(
         SearchOutbox(listing_id=listing.id, listing_version=listing.version + 1, trace_context=traceparent())
     )
     session.add(listing_event(listing, EventType.LISTING_DELETED))
-    _announce(session, listing.id)
+    announce(session, [listing.id])
     session.add(_audit(seller, listing, "listing.deleted"))
     await session.delete(listing)
     return None

@@ -13,6 +13,7 @@ from sqlalchemy import String, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bazaar.listings.changes import announce
 from bazaar.models import AuditEvent, Listing, ListingStatus, SearchOutbox, User
 from bazaar.telemetry import traceparent
 from bazaar.trust.models import Reputation, Review, TrustFlag, TrustFlagKind
@@ -134,15 +135,19 @@ def rates(rep: Reputation | None) -> dict[str, float]:
 
 
 async def reindex_seller_listings(session: AsyncSession, seller_id: uuid.UUID) -> None:
-    """The seller's rating changed: queue their public listings for search sync in one statement."""
-    await session.execute(
-        insert(SearchOutbox).from_select(
+    """The seller's rating changed: queue their public listings for search sync in one statement, and announce
+    them so the API's cached reads show the new rating too."""
+    queued = await session.scalars(
+        insert(SearchOutbox)
+        .from_select(
             ["listing_id", "listing_version", "trace_context"],
             select(Listing.id, Listing.version, literal(traceparent(), String(64))).where(
                 Listing.seller_id == seller_id, Listing.status == ListingStatus.ACTIVE
             ),
         )
+        .returning(SearchOutbox.listing_id)
     )
+    announce(session, queued.all())
 
 
 async def flag_suspicious(session: AsyncSession, review: Review) -> list[TrustFlagKind]:

@@ -75,3 +75,24 @@ def test_every_ended_order_counts_once_and_rates_stay_within_one(http: httpx.Cli
     )
     assert {k: final[k] for k in expected} == expected, final
     assert (final["orders_completed"], final["orders_ended"]) == (1, 4)
+
+
+def test_a_listings_cached_read_shows_its_sellers_new_rating_at_once(http: httpx.Client) -> None:
+    """Found from outside: anonymous reads (served from the API's hot-listing cache) kept a seller's old rating
+    for up to the cache's 30 s after a review of another of their listings changed it."""
+    seller = seller_with_payout(http)
+    shown, sold = (published_listing(http, seller, quantity=3)["id"] for _ in range(2))
+    before = http.get(f"/v1/listings/{shown}").json()  # anonymous: now in the cache
+    assert before["seller_rating_count"] == 0
+    buyer = register(http, ["buyer"], "Reviewer")
+    order = _order(http, buyer, sold, seller, "accept", "fulfil")
+    assert act(http, order, "confirm-receipt", buyer)["status"] == "completed"
+    for author, rating in ((buyer, 1), (seller, 5)):  # both sides: the reviews are revealed
+        written = http.post(f"/v1/orders/{order}/reviews", headers=author.headers, json={"rating": rating})
+        assert written.status_code == 201, written.text
+    wait_until(lambda: _rates(http, seller)["rating_count"] == 1, timeout=20)
+    after = wait_until(
+        lambda: (read := http.get(f"/v1/listings/{shown}").json())["seller_rating_count"] == 1 and read,
+        timeout=5,  # the cache keeps an entry 30 s: only its invalidation gets here in time
+    )
+    assert after["seller_rating"] < before["seller_rating"]
