@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -93,13 +94,43 @@ class HttpService(Service):
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all sockets held open while picking, so no duplicates)."""
-    socks: list[socket.socket] = []
+# Ports picked for services start here, below the kernel's ephemeral range: the kernel never gives those to an
+# outgoing connection, so a port stays free between its pick and its service's bind (two pytest-xdist workers
+# make enough connections to take one in that gap). Above the dev stack's fixed ports (the highest below the
+# ephemeral range is the Stripe sandbox's 12111), so tests never take one of `make run`'s.
+FIRST_PICKED_PORT = 15_000
+
+
+def _pickable_ports() -> range:
+    """This process's ports to pick from: below the ephemeral range, and a slice of their own for each
+    pytest-xdist worker (`gw<n>` of `PYTEST_XDIST_WORKER_COUNT`), so two workers never pick the same one."""
     try:
-        for _ in range(count):
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32_768
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = max(1, (ephemeral_low - FIRST_PICKED_PORT) // max(1, workers))
+    start = FIRST_PICKED_PORT + size * (worker % max(1, workers))
+    return range(start, start + size)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all sockets held open while picking, so no duplicates), from
+    `_pickable_ports`; the kernel's own pick (port 0) only when those are all taken."""
+    socks: list[socket.socket] = []
+    pickable = _pickable_ports()
+    tries = random.sample(pickable, k=min(len(pickable), count * 50))  # spread over the slice
+    try:
+        for port in [*tries, *[0] * count]:
+            if len(socks) == count:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:

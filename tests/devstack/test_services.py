@@ -74,6 +74,9 @@ def test_free_ports_are_distinct_and_never_dev_ports() -> None:
     values = list(vars(ports).values())
     assert len(set(values)) == len(values)
     assert not DEV_PORTS & set(values)
+    # Below the kernel's ephemeral range (no outgoing connection takes one before its service binds it), in this
+    # pytest-xdist worker's own slice.
+    assert all(port in services._pickable_ports() for port in values), values
 
 
 def test_postgres_answers_as_the_app_role(postgres: services.PostgresService) -> None:
