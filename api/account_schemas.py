@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, EmailStr, Field
 
-from api.schemas import UserOut, example
+from api.schemas import GivenPassword, UserOut, example
 from bazaar.accounts.passwords import MAX_LENGTH, MIN_LENGTH
 from bazaar.json_types import JsonBool
 from bazaar.text import refuse_control_characters, single_line
@@ -70,8 +70,7 @@ class PasswordChangeIn(BaseModel):
     model_config = example(
         {"current_password": "sam-password-1", "new_password": "a-new-long-passphrase-9"}, forbid=False
     )
-    # Compared, never stored: no rule beyond the length bound every password has.
-    current_password: str = Field(max_length=MAX_LENGTH)
+    current_password: GivenPassword
     new_password: NewPassword
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from bazaar.accounts.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
 from bazaar.auth import Principal, actor_of
 from bazaar.json_types import JsonInt
 from bazaar.models import (
@@ -97,6 +98,12 @@ class RegisterIn(BaseModel):
     roles: list[Literal["buyer", "seller"]] = Field(default=["buyer"], min_length=1)
 
 
+# A password given to be compared (a login, the current one of a change): text like any other (a NUL or another
+# control character is a 422, as registration refuses them), exact (not stripped), and bounded as registration
+# bounds it so hashing stays cheap.
+GivenPassword = Annotated[str, single_line(max_length=PASSWORD_MAX_LENGTH, strip=False)]
+
+
 class TokenForm(BaseModel):
     """The OAuth2 password-grant form (RFC 6749 4.3), the fields of FastAPI's OAuth2PasswordRequestForm."""
 
@@ -109,9 +116,7 @@ class TokenForm(BaseModel):
     )
     grant_type: Literal["password"] | None = None
     username: Annotated[str, single_line(max_length=320)] = Field(description="the account's email")
-    # No control-character rule: a password is compared, never stored or shown, and an account registered
-    # before registration refused them must still log in. Registration's length bound keeps hashing cheap.
-    password: str = Field(max_length=128)
+    password: GivenPassword
     scope: Annotated[str, single_line(max_length=500)] = ""
     client_id: Annotated[str, single_line(max_length=200)] | None = None
     client_secret: Annotated[str, single_line(max_length=200, strip=False)] | None = None

@@ -268,6 +268,23 @@ def test_password_change_ends_other_sessions(http: httpx.Client) -> None:
     assert me(http, changed.json()["access_token"]).status_code == 200
 
 
+def test_a_password_with_a_control_character_is_a_422_and_no_failed_login(http: httpx.Client) -> None:
+    """Found from outside: a NUL in a login's password was a 401 counted toward the lockout, where the README says
+    a NUL in any text is a 422 naming the field (registration refuses it too)."""
+    user = register(http, ["buyer"], "Nul")
+    for _ in range(6):  # more than the lockout allows in a row
+        refused = login(http, user.email, "pass\x00word")
+        assert refused.status_code == 422, refused.text
+        assert field_error(refused)[0] == ["body", "password"]
+    changed = http.post(
+        "/v1/auth/password",
+        json={"current_password": "x\x00", "new_password": "velvet-compass-rainfall-4"},
+        headers=user.headers,
+    )
+    assert field_error(changed) == (["body", "current_password"], "control_character")
+    assert login(http, user.email).status_code == 200  # none of them counted
+
+
 def test_two_password_changes_sent_together_one_is_made_and_the_other_finds_its_session_ended(
     http: httpx.Client,
 ) -> None:
