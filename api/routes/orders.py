@@ -43,6 +43,7 @@ from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import (
     AuditEvent,
     Listing,
+    ListingStatus,
     Order,
     OrderStatus,
     PaymentState,
@@ -174,13 +175,25 @@ async def place_order(
             else await _pending(session, order_id, request, listing, buyer)
         )
     if view.status == OrderStatus.REJECTED:
-        code, message = _REJECTIONS.get(
-            view.reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected")
-        )
-        raise DomainError(code, message)
+        raise await _rejection(session, view.reason, body)
     if existing is not None:
         response.status_code = 200
     return OrderOut.of_view(view, caller=buyer)
+
+
+async def _rejection(session: Session, reason: str | None, body: OrderIn) -> DomainError:
+    """The API error for a placement the workflow's reservation refused. Sold out (the reservation lost a race):
+    what the listing has left now, read again (`details.available`), as the check before the reservation says."""
+    if reason == "sold_out":
+        listing = await session.get(Listing, body.listing_id, populate_existing=True)
+        left = listing.quantity if listing is not None and listing.status == ListingStatus.ACTIVE else 0
+        if left >= body.quantity:  # units another order held came back since: worth trying again
+            message = f"the units were taken when this order was tried; {left} are left now"
+        else:
+            message = f"only {left} left of this listing" if left else "the listing is sold out"
+        return DomainError(ErrorCode.SOLD_OUT, message, {"available": left})
+    code, message = _REJECTIONS.get(reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected"))
+    return DomainError(code, message)
 
 
 @router.get("", response_model=OrderPage)

@@ -318,3 +318,25 @@ def test_more_than_is_left_is_sold_out_saying_how_many_are_left(http: httpx.Clie
         "only 5 left of this listing",
         {"available": 5},
     )
+
+
+def test_an_order_that_lost_the_race_for_the_stock_says_how_many_are_left(http: httpx.Client) -> None:
+    """Found from outside: buyers who lost a race for the stock (refused by the reservation, after the check before
+    it had passed) got `sold_out` with empty details, where docs/api.md promises `details.available`."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, quantity=3)
+    buyers = [register(http, ["buyer"], f"Racer {n}") for n in range(6)]
+
+    def order(client: httpx.Client, buyer: Any) -> httpx.Response:
+        return client.post(
+            "/v1/orders",
+            json={"listing_id": item["id"], "payment_method": "pm_card_visa", "quantity": 2},
+            headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+
+    answers = at_once(http, order, buyers)
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 5, [a.text for a in answers]
+    for lost in (a for a in answers if a.status_code == 409):
+        error = lost.json()["error"]
+        assert (error["code"], error["details"]) == ("sold_out", {"available": 1}), error
+        assert error["message"] == "only 1 left of this listing"
