@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
+import traceback
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
+from bazaar.errors import DomainError
 from bazaar.models import Role, User
 from bazaar.settings import get_settings
 
@@ -95,7 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     trace_cmd.add_argument("trace_id", help="32 hex digits: a response's X-Trace-Id, a log line's trace_id=")
     trace_cmd.add_argument("--dir", default=None, help="the traces directory (default: TRACES_DIR)")
     args = parser.parse_args(argv)
+    try:
+        _dispatch(args)
+    except (
+        DomainError
+    ) as refused:  # a refusal of the domain's (an unknown user...) in one line, not a traceback
+        raise SystemExit(f"refused: {refused.message}") from None
 
+
+def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "migrate":
         from bazaar.migrate import upgrade
 
@@ -120,11 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         import json
         from dataclasses import asdict
 
-        summary = asyncio.run(_reconcile(args.since, args.until))
-        print(json.dumps(asdict(summary), indent=2), flush=True)
-        # The Temporal core runtime can abort during interpreter finalization (SIGABRT at interpreter exit when a worker or client was not shut down);
-        # everything is done and flushed, so leave without finalizing.
-        os._exit(0)
+        _leaving_after(lambda: json.dumps(asdict(asyncio.run(_reconcile(args.since, args.until))), indent=2))
     elif args.command == "reconciliation":
         print(asyncio.run(_reconciliation_command(args)), flush=True)
     elif args.command == "reindex":
@@ -139,8 +147,31 @@ def main(argv: list[str] | None = None) -> None:
         print(_trace(args.trace_id, args.dir))
     elif args.command == "orders":
         order_id, staff = getattr(args, "order_id", None), getattr(args, "staff_email", None)
-        print(asyncio.run(_order_command(args.order_command, order_id, staff)), flush=True)
-        os._exit(0)  # see `reconcile`: leave without finalizing the Temporal runtime
+        _leaving_after(lambda: asyncio.run(_order_command(args.order_command, order_id, staff)))
+
+
+def _leaving_after(command: Callable[[], str]) -> NoReturn:
+    """Run a command that holds a Temporal client, print its answer (or its refusal, on stderr) and leave without
+    finalizing the interpreter: the Temporal core runtime can abort there (SIGABRT or SIGSEGV at exit, PyGILState
+    errors, when a client was not shut down), which turned a refusal's exit 1 into a crash half the time."""
+    code = 0
+    try:
+        print(command(), flush=True)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+            code = 1
+        else:
+            code = stop.code or 0
+    except DomainError as refused:
+        print(f"refused: {refused.message}", file=sys.stderr)
+        code = 1
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _trace(trace_id: str, directory: str | None) -> str:

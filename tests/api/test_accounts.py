@@ -464,6 +464,11 @@ def test_removed_role_and_deactivation_apply_on_the_next_request(http: httpx.Cli
     assert login(http, staff.email).status_code == 401
     run_cli(stack, "activate-user", staff.email)
     assert login(http, staff.email).status_code == 200
+    # Found from outside: an unknown address printed a traceback; it is one line, like every refusal.
+    for command in ("grant-role", "revoke-role"):
+        unknown = run_cli(stack, command, new_email("nobody"), "support", check=False)
+        assert unknown.returncode == 1 and unknown.stderr.startswith("refused: no user with email"), unknown
+        assert "Traceback" not in unknown.stderr
 
 
 # ---- brute force ------------------------------------------------------------------------------------------------
