@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from api.schemas import NamedEnum, example
+from bazaar.accounts import mail as account_mail
 from bazaar.json_types import JsonBool, JsonInt
 from bazaar.models import Role
 from bazaar.orders.types import Party
@@ -41,6 +42,18 @@ NotificationEventType = Annotated[
         "NotificationEventType",
         sorted(EVENT_TYPES),
         "what a notification is about: one of its templates (bazaar/trust/templates/notifications)",
+    ),
+]
+
+# What a mail in the outbox is about: a notification's event type, or one of the account mails (verify the
+# address, reset the password: bazaar/accounts/templates, never in an inbox), which can end in the dead letters too.
+MailedEventType = Annotated[
+    str,
+    NamedEnum(
+        "MailedEventType",
+        sorted(EVENT_TYPES | account_mail.EVENT_TYPES),
+        "what a mail is about: a notification's event type (NotificationEventType) or an account mail's "
+        "(account_verify_email, account_password_reset, account_registration_attempt)",
     ),
 ]
 
@@ -173,7 +186,7 @@ class ReplayOut(BaseModel):
 class DeadLetterOut(BaseModel):
     id: int
     notification_id: int
-    event_type: NotificationEventType
+    event_type: MailedEventType
     channel: NotificationChannel
     recipient_id: uuid.UUID
     error: str

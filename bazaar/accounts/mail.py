@@ -22,6 +22,7 @@ from bazaar.trust.models import Notification, NotificationChannel
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 KINDS = frozenset(p.stem for p in TEMPLATES.glob("*.txt"))
 EVENT_PREFIX = "account_"  # the outbox rows' event_type: account_verify_email, ...
+EVENT_TYPES = frozenset(f"{EVENT_PREFIX}{kind}" for kind in KINDS)
 
 # Asked before each account mail to a user: False when that user got too many lately (the rate limit).
 MayMail = Callable[[uuid.UUID], Awaitable[bool]]
