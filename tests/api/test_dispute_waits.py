@@ -12,8 +12,10 @@ import httpx
 import psycopg
 import pytest
 
+from bazaar.trust.disputes import CASE_OPENING_WAIT_SECONDS
 from tests.support.console import disputed_order
 from tests.support.http import wait_until
+from tests.support.money import fulfilled_order
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +62,20 @@ def test_a_message_the_case_cannot_save_in_time_answers_202_and_lands_once(
     )
     assert again.status_code == 200, again.text
     assert thread_bodies(http, order["id"], buyer.headers).count(body) == 1
+
+
+def test_the_case_reads_right_after_the_dispute_move_answers(http: httpx.Client) -> None:
+    """Found from outside: GET /v1/orders/{id}/dispute right after the dispute move answered was 404 "this order
+    has no dispute" in 3 of 4 tries (the case opens a moment later, off the move's path); a read waits for it."""
+    for attempt in range(3):
+        seller, buyer, order = disputed_order(http, f"Touring bike {attempt}")
+        for viewer in (buyer, seller):
+            case = http.get(f"/v1/orders/{order['id']}/dispute", headers=viewer.headers)
+            assert case.status_code == 200, case.text
+            assert case.json()["thread"][0]["body"] == "The frame arrived bent; photos attached."
+    # An order never disputed is still a 404, at once.
+    _, buyer, shipped = fulfilled_order(http, title="Undisputed bike")
+    started = time.monotonic()
+    none = http.get(f"/v1/orders/{shipped['id']}/dispute", headers=buyer.headers)
+    assert (none.status_code, none.json()["error"]["code"]) == (404, "not_found")
+    assert time.monotonic() - started < CASE_OPENING_WAIT_SECONDS
