@@ -112,10 +112,17 @@ def test_a_currency_is_one_enum_wherever_it_is_asked_for() -> None:
 def test_a_notification_event_type_is_one_enum_wherever_it_is_named() -> None:
     schemas = app.openapi()["components"]["schemas"]
     assert "order_paid" in schemas["NotificationEventType"]["enum"]
-    for model in ("NotificationOut", "PreferenceIn", "UnsubscribedOut", "DeadLetterOut"):
+    for model in ("NotificationOut", "PreferenceIn", "UnsubscribedOut"):
         assert schemas[model]["properties"]["event_type"] == {
             "$ref": "#/components/schemas/NotificationEventType"
         }
+    # A dead letter is any mail: a notification's, or an account mail's (verify, reset), never in an inbox.
+    assert schemas["DeadLetterOut"]["properties"]["event_type"] == {
+        "$ref": "#/components/schemas/MailedEventType"
+    }
+    mailed = set(schemas["MailedEventType"]["enum"])
+    assert set(schemas["NotificationEventType"]["enum"]) < mailed
+    assert {"account_verify_email", "account_password_reset", "account_registration_attempt"} < mailed
 
 
 def test_every_operation_says_what_it_does_and_where_it_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
