@@ -128,10 +128,7 @@ async def create_checkout(
             )
         # A replay: 200 with the checkout as it stands, or 202 while its payment still runs (the orders leave
         # `pending` once it is paid), as the first answer would have been (Location to poll).
-        running = existing.status == CheckoutStatus.PENDING or any(
-            o.status == OrderStatus.PENDING for o in existing.orders
-        )
-        response.status_code = 202 if running else 200
+        response.status_code = 202 if _still_paying(existing) else 200
         return await _out(session, existing, buyer)
     current = await cart.read(session, buyer.user_id)
     if not current.lines:
@@ -159,9 +156,19 @@ async def create_checkout(
     if stored is None:  # the workflow has not stored it yet (reserving, or the wait ran out)
         response.status_code = 202
         return _pending(request)
-    if view is None or any(o.status == OrderStatus.PENDING for o in stored.orders):
+    if view is None or _orders_pending(stored):
         response.status_code = 202
     return await _out(session, stored, buyer)
+
+
+def _orders_pending(checkout: Checkout) -> bool:
+    """Whether an order of the checkout is still `pending` (each leaves it a moment after the charge is paid)."""
+    return any(o.status == OrderStatus.PENDING for o in checkout.orders)
+
+
+def _still_paying(checkout: Checkout) -> bool:
+    """Whether the checkout's payment still runs, as its answer tells (202): not settled, or orders pending."""
+    return checkout.status == CheckoutStatus.PENDING or _orders_pending(checkout)
 
 
 async def _refusal(session: Session, view: CheckoutView) -> DomainError:
@@ -202,7 +209,7 @@ async def _settled(session: Session, checkout_id: uuid.UUID, paid: bool) -> Chec
     while True:
         session.expire_all()
         stored = await session.get(Checkout, checkout_id)
-        ready = stored is not None and all(o.status != OrderStatus.PENDING for o in stored.orders)
+        ready = stored is not None and not _orders_pending(stored)
         if not paid or ready or asyncio.get_running_loop().time() > deadline:
             await session.commit()
             return stored

@@ -187,10 +187,10 @@ async def _rejection(session: Session, reason: str | None, body: OrderIn) -> Dom
     if reason == "sold_out":
         listing = await session.get(Listing, body.listing_id, populate_existing=True)
         left = listing.quantity if listing is not None and listing.status == ListingStatus.ACTIVE else 0
-        if left >= body.quantity:  # units another order held came back since: worth trying again
-            message = f"the units were taken when this order was tried; {left} are left now"
-        else:
-            message = f"only {left} left of this listing" if left else "the listing is sold out"
+        if left < body.quantity:
+            return cart.sold_out(left)
+        # Units another order held came back since: worth trying again.
+        message = f"the units were taken when this order was tried; {left} are left now"
         return DomainError(ErrorCode.SOLD_OUT, message, {"available": left})
     code, message = _REJECTIONS.get(reason or "", (ErrorCode.LISTING_NOT_AVAILABLE, "order rejected"))
     return DomainError(code, message)

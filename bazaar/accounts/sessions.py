@@ -93,12 +93,7 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
             login.revoked_at = now
             login.revoked_reason = "refresh_reuse"
         raise RefreshTokenReused()
-    if (
-        token.expires_at <= now
-        or login.revoked_at is not None
-        or login.token_version != user.token_version
-        or not user.is_active
-    ):
+    if token.expires_at <= now or not _live(login, user) or not user.is_active:
         raise DomainError(ErrorCode.NOT_AUTHENTICATED, "this session has ended: log in again")
     if token.used_at is None:  # (spent already: its time stays, so repeated uses do not stretch the grace)
         token.used_at = now
@@ -112,10 +107,15 @@ async def rotate(session: AsyncSession, refresh_token: str) -> Tokens:
     return _tokens(session, user, login.id, expires)
 
 
+def _live(login: AuthSession, user: User) -> bool:
+    """Whether a login session still stands: not ended, and issued at the user's current token version."""
+    return login.revoked_at is None and login.token_version == user.token_version
+
+
 async def is_current(session: AsyncSession, session_id: uuid.UUID, user: User) -> bool:
     """Whether the login session is still live at the user's token version (as read by the caller)."""
     login = await session.get(AuthSession, session_id)
-    return login is not None and login.revoked_at is None and login.token_version == user.token_version
+    return login is not None and _live(login, user)
 
 
 async def end(session: AsyncSession, session_id: uuid.UUID, reason: str = "logout") -> None:

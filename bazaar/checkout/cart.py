@@ -33,6 +33,12 @@ class LineProblem(enum.StrEnum):
     PRICE_CHANGED = "price_changed"  # not the price the buyer saw: set the line again to accept it
 
 
+def sold_out(left: int) -> DomainError:
+    """Fewer units left than asked for: how many are (`details.available`)."""
+    message = f"only {left} left of this listing" if left else "the listing is sold out"
+    return DomainError(ErrorCode.SOLD_OUT, message, {"available": left})
+
+
 def purchase_problem(listing: Listing | None, buyer_id: uuid.UUID, quantity: int) -> DomainError | None:
     """Why `buyer_id` cannot buy `quantity` of `listing` now, as the error the API answers; None if they can.
     The friendly check before anything is reserved: a reservation re-checks under the listing's row lock."""
@@ -43,9 +49,7 @@ def purchase_problem(listing: Listing | None, buyer_id: uuid.UUID, quantity: int
     if listing.seller_id == buyer_id:
         return DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
     if listing.status == ListingStatus.SOLD or listing.quantity < quantity:
-        left = listing.quantity if listing.status != ListingStatus.SOLD else 0
-        message = f"only {left} left of this listing" if left else "the listing is sold out"
-        return DomainError(ErrorCode.SOLD_OUT, message, {"available": left})
+        return sold_out(listing.quantity if listing.status != ListingStatus.SOLD else 0)
     problem = chargeable_problem(listing.price_amount * quantity, listing.currency)
     if problem is not None:
         return DomainError(ErrorCode.AMOUNT_NOT_CHARGEABLE, problem)

@@ -344,12 +344,12 @@ async def visible_case(
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this dispute")
     # The case opens a moment after the order's dispute move answers (its workflow stores it, off the move's
     # critical path): a read right after the move waits for it, briefly, instead of answering 404.
+    opening = order.status == OrderStatus.DISPUTED
     deadline = asyncio.get_running_loop().time() + CASE_OPENING_WAIT_SECONDS
     while True:
         try:
             return await case_for_order(session, order_id)
         except DomainError:
-            opening = order.status == OrderStatus.DISPUTED
             if not opening or asyncio.get_running_loop().time() > deadline:
                 raise
         await asyncio.sleep(0.05)
