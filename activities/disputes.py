@@ -18,6 +18,7 @@ from activities.database import activity_transaction
 from bazaar.orders.types import Party
 from bazaar.settings import Settings, get_settings
 from bazaar.trust import disputes, notifications
+from bazaar.trust.disputes import DisputeCase
 from bazaar.trust.models import DisputeMessageKind, DisputeResolution, DisputeSource, DisputeStatus
 from bazaar.trust.notifications import NotificationEvent
 
@@ -31,6 +32,28 @@ class OpenDispute:
     author_id: str | None
     provider_dispute_id: str | None = None
     notices: list[NotificationEvent] = field(default_factory=list)  # written with the case
+
+    @classmethod
+    def of(cls, case: DisputeCase) -> OpenDispute:
+        """The record `case` opens (the buyer writes the first message of their own case)."""
+        author = case.buyer_id if case.source == DisputeSource.BUYER else None
+        return cls(
+            case.order_id, case.source, case.reason_code, case.message, author, case.provider_dispute_id
+        )
+
+
+async def open_case(session: AsyncSession, req: OpenDispute) -> uuid.UUID:
+    """Open (or reopen) the case's record and its first entry; saying it again changes nothing."""
+    dispute = await disputes.open_case(
+        session,
+        uuid.UUID(req.order_id),
+        req.source,
+        req.reason_code,
+        req.message,
+        uuid.UUID(req.author_id) if req.author_id else None,
+        req.provider_dispute_id,
+    )
+    return dispute.id
 
 
 @dataclass
@@ -72,17 +95,9 @@ class DisputeActivities:
     @activity.defn
     async def open_dispute_case(self, req: OpenDispute) -> str:
         async with activity_transaction() as session:
-            dispute = await disputes.open_case(
-                session,
-                uuid.UUID(req.order_id),
-                req.source,
-                req.reason_code,
-                req.message,
-                uuid.UUID(req.author_id) if req.author_id else None,
-                req.provider_dispute_id,
-            )
+            dispute_id = await open_case(session, req)
             await self._notify(session, req.notices)
-            return str(dispute.id)
+            return str(dispute_id)
 
     @activity.defn
     async def append_dispute_thread(self, entry: ThreadEntry) -> None:

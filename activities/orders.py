@@ -23,6 +23,7 @@ from temporalio import activity
 
 from activities import metrics
 from activities.database import activity_transaction
+from activities.disputes import OpenDispute, open_case
 from bazaar.checkout import cart
 from bazaar.integrations import events
 from bazaar.listings import stock
@@ -113,6 +114,8 @@ class OrderTransition(OrderStateChange):
     refunded_units: dict[str, int] = field(default_factory=dict)
     # Support's resolution of the order's dispute, when this transition settles it (the case reads resolved with it).
     dispute_resolution: Resolution | None = None
+    # The dispute case this transition opens (its record and first entry; the case's workflow follows).
+    opens_case: OpenDispute | None = None
 
 
 @dataclass
@@ -261,6 +264,8 @@ class OrderActivities:
                     .where(OrderLine.order_id == order_id, OrderLine.listing_id == uuid.UUID(listing_id))
                     .values(refunded_quantity=units)
                 )
+            if change.opens_case is not None:
+                await open_case(session, change.opens_case)
             if change.dispute_resolution is not None:
                 await disputes.record_resolution(session, order_id, change.dispute_resolution)
             await notifications.write(session, change.notices, self.settings.public_base_url)

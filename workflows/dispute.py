@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.trust.disputes import DisputeState as DisputeState
     from bazaar.trust.disputes import InfoRequest as InfoRequest
     from bazaar.trust.disputes import Resolution as Resolution
-    from bazaar.trust.models import DisputeMessageKind, DisputeSource, DisputeStatus
+    from bazaar.trust.models import DisputeMessageKind, DisputeStatus
     from bazaar.trust.notifications import NotificationEvent
     from workflows.notification import notify_in_background
 
@@ -92,7 +92,7 @@ class DisputeWorkflow:
         self._show()
         if not self._bounded:
             return await self._legacy_run(case)
-        opening = self._opening()
+        opening = OpenDispute.of(self._case)
         opening.notices = [self._notice("dispute_opened", "opened", {"reason": case.reason_code})]
         await self._must("open_dispute_case", DisputeActivities.open_dispute_case, opening)
         self._opened = True
@@ -304,13 +304,6 @@ class DisputeWorkflow:
         case = self._case
         return ThreadEntry(case.order_id, author, role, kind, body, f"{case.key}:{key}", data or {}, status)
 
-    def _opening(self) -> OpenDispute:
-        case = self._case
-        author = case.buyer_id if case.source == DisputeSource.BUYER else None
-        return OpenDispute(
-            case.order_id, case.source, case.reason_code, case.message, author, case.provider_dispute_id
-        )
-
     def _info_request(
         self, request: InfoRequest, key: str, status: DisputeStatus | None = None
     ) -> ThreadEntry:
@@ -492,7 +485,7 @@ class DisputeWorkflow:
     async def _legacy_run(self, case: DisputeCase) -> DisputeState:
         await execute_activity(
             DisputeActivities.open_dispute_case,
-            self._opening(),
+            OpenDispute.of(self._case),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )

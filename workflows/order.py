@@ -393,6 +393,7 @@ class OrderWorkflow(OrderMoney):
     async def open_dispute(self, req: ActionRequest) -> OrderView:
         async with self._acting(OrderAction.OPEN_DISPUTE, req) as party:
             disputed = replace(self.view, dispute_source=DisputeSource.BUYER)
+            self._dispute_message = req.message or ""
             await self._transition(
                 OrderStatus.DISPUTED,
                 reason=req.reason or "buyer_dispute",
@@ -401,9 +402,8 @@ class OrderWorkflow(OrderMoney):
                 actor=req.actor,
                 action=OrderEvent.DISPUTED,
                 base=disputed,
+                opens_case=DisputeSource.BUYER,
             )
-            self._dispute_message = req.message or ""
-            self._open_dispute_case(by_buyer=True)
         return self.view
 
     @workflow.update

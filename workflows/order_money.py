@@ -444,6 +444,8 @@ class OrderMoney(OrderSteps):
             chargeback_status=ChargebackStatus.WITHDRAWN,
             chargeback_amount=notice.amount,
         )
+        # The buyer's case is open: the chargeback joins it rather than opening a second one.
+        joins_case = self._before_chargeback[0] == OrderStatus.DISPUTED
         await self._transition(
             OrderStatus.DISPUTED,
             reason="chargeback",
@@ -452,13 +454,11 @@ class OrderMoney(OrderSteps):
             actor=None,
             action=OrderEvent.CHARGEBACK,
             base=charged_back,
+            opens_case=None if joins_case else DisputeSource.CHARGEBACK,
         )
-        if self._before_chargeback[0] == OrderStatus.DISPUTED:
-            # The buyer's case is open: the chargeback joins it rather than opening a second one.
+        if joins_case:
             joined = ChargebackJoined(notice.dispute_id, notice.amount, self.view.currency)
             self._signal_dispute_case(DisputeWorkflow.chargeback_joined, joined)
-        else:
-            self._open_dispute_case(by_buyer=False)
 
     async def _reverse_payout(self, amount: int, reason: str) -> bool:
         """Take `amount` back from the seller's payout (a transfer reversal); False if the provider refused."""

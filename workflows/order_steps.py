@@ -19,6 +19,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.disputes import OpenDispute
     from activities.orders import (
         AttentionReport,
         LedgerPosting,
@@ -145,10 +146,12 @@ class OrderSteps:
         ledger: list[LedgerPosting] | None = None,
         resolution: Resolution | None = None,
         note: str | None = None,
+        opens_case: DisputeSource | None = None,
     ) -> None:
         """Move to `status`, saved with everything the move implies; the view changes only once saved.
         A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved.
-        `note`: the actor's own words, for the timeline."""
+        `note`: the actor's own words, for the timeline. `opens_case`: the move opens a dispute case, saved
+        with it (a read right after the move finds it), whose workflow then starts."""
         view = replace(base or self.view, status=status, reason=reason, payment_state=payment_state)
         view = replace(view, allowed_actions=rules.allowed_actions(view))
         now = workflow.now()
@@ -161,6 +164,7 @@ class OrderSteps:
             reviews_close_at=now + timedelta(seconds=self._terms.review_window_seconds),
         )
         reversible = action in (OrderEvent.ACCEPTED, OrderEvent.FULFILLED, OrderEvent.DISPUTED)
+        case = self._dispute_case(view, opens_case) if opens_case is not None else None
         await self._save(
             view,
             party,
@@ -172,9 +176,12 @@ class OrderSteps:
             reversible=reversible,
             resolution=resolution,
             note=note,
+            case=case,
         )
         self._view = view
         self._publish()
+        if case is not None:
+            self._start_dispute_case(case)
 
     async def _save(
         self,
@@ -189,6 +196,7 @@ class OrderSteps:
         reversible: bool = False,
         resolution: Resolution | None = None,
         note: str | None = None,
+        case: DisputeCase | None = None,
     ) -> None:
         seq = self._seq + 1
         # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
@@ -214,6 +222,7 @@ class OrderSteps:
             refunded_units=view.refunded_units if action in _REFUNDS else {},
             dispute_resolution=resolution,
             note=note,
+            opens_case=OpenDispute.of(case) if case is not None else None,
         )
         try:
             await self._db_step(
@@ -367,14 +376,14 @@ class OrderSteps:
         while self._background:
             await self._background.pop(0)
 
-    def _open_dispute_case(self, *, by_buyer: bool) -> None:
-        view = self.view
-        case = DisputeCase(
+    def _dispute_case(self, view: OrderView, source: DisputeSource) -> DisputeCase:
+        by_buyer = source == DisputeSource.BUYER
+        return DisputeCase(
             order_id=view.order_id,
             buyer_id=view.buyer_id,
             seller_id=view.seller_id,
             listing_title=view.listing_title,
-            source=DisputeSource.BUYER if by_buyer else DisputeSource.CHARGEBACK,
+            source=source,
             reason_code=(view.reason or "other") if by_buyer else "chargeback",
             message=self._dispute_message if by_buyer else "",
             provider_dispute_id=None if by_buyer else view.chargeback_id,
@@ -385,13 +394,15 @@ class OrderSteps:
             step_timeout_seconds=self._terms.step_timeout_seconds,
             attention_retry_seconds=self._terms.attention_retry_seconds,
         )
+
+    def _start_dispute_case(self, case: DisputeCase) -> None:
         # A chargeback after a closed buyer dispute reopens the case (once=False). The summary is user
         # metadata of the start, not compared on replay: orders recorded without it still replay.
         self._in_background(
             start_detached(
                 DisputeWorkflow.run,
                 case,
-                dispute_workflow_id(view.order_id),
+                dispute_workflow_id(case.order_id),
                 once=False,
                 summary=case.summary(),
             )

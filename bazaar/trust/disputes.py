@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from bazaar.auth import Principal, order_party
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.idempotency import request_digest
 from bazaar.integrations import events
-from bazaar.models import AuditEvent, Order, OrderStatus
+from bazaar.models import AuditEvent, Order
 from bazaar.orders.details import utc
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.orders.types import Party
@@ -317,10 +316,6 @@ async def record_resolution(session: AsyncSession, order_id: uuid.UUID, resoluti
         pass
 
 
-# How long a read waits for the case of an order whose dispute move has answered (it opens within a second).
-CASE_OPENING_WAIT_SECONDS = 5.0
-
-
 async def case_for_order(session: AsyncSession, order_id: uuid.UUID) -> tuple[Dispute, list[DisputeMessage]]:
     dispute = await session.scalar(select(Dispute).where(Dispute.order_id == order_id))
     if dispute is None:
@@ -342,17 +337,8 @@ async def visible_case(
         raise DomainError(ErrorCode.NOT_FOUND, "order not found")
     if order_party(order, viewer) is None:
         raise DomainError(ErrorCode.FORBIDDEN, "only the buyer, the seller and support can see this dispute")
-    # The case opens a moment after the order's dispute move answers (its workflow stores it, off the move's
-    # critical path): a read right after the move waits for it, briefly, instead of answering 404.
-    opening = order.status == OrderStatus.DISPUTED
-    deadline = asyncio.get_running_loop().time() + CASE_OPENING_WAIT_SECONDS
-    while True:
-        try:
-            return await case_for_order(session, order_id)
-        except DomainError:
-            if not opening or asyncio.get_running_loop().time() > deadline:
-                raise
-        await asyncio.sleep(0.05)
+    # The order's dispute move saves the case's record with it: it is here once the move has answered.
+    return await case_for_order(session, order_id)
 
 
 async def queue(session: AsyncSession, statuses: list[DisputeStatus], limit: int) -> list[Dispute]:
