@@ -109,7 +109,13 @@ def observe(result: SearchResult) -> None:
 async def search_listings(
     service: Search,
     _limit: SearchLimit,
-    q: Annotated[Annotated[str, single_line(max_length=200)], Query()] = "",
+    q: Annotated[
+        Annotated[str, single_line(max_length=200)],
+        Query(
+            description="words to find (typos allowed from 5 letters, synonyms); a price phrase ('under 200 euro', "
+            "'between 1,000 and 2,000') becomes bounds in major units; 'cheap' puts the lower price first"
+        ),
+    ] = "",
     category: Annotated[
         list[CategorySlug], Query(max_length=10, description="slug; includes sub-categories; several = any")
     ] = [],  # noqa: B006
@@ -121,7 +127,14 @@ async def search_listings(
     lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
     lng: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_km: Annotated[float | None, Query(gt=0, le=20_000)] = None,
-    sort: SortOrder = SortOrder.RELEVANCE,
+    sort: Annotated[
+        SortOrder,
+        Query(
+            description="relevance (default) may drop words of `q` from the end; any other order lists the "
+            "listings with every word of `q` in that order. Prices compare within a currency: without "
+            "`currency`, grouped by currency code, then by price"
+        ),
+    ] = SortOrder.RELEVANCE,
     page: Annotated[
         int,
         Query(

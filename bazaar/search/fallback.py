@@ -43,6 +43,7 @@ from bazaar.search.query import (
     distance_m,
     interpret,
     render_highlight,
+    sorts_matches,
 )
 from bazaar.trust.models import Reputation
 
@@ -80,7 +81,7 @@ def _pg_conditions(
     # Active listings of sellers who can take charges now (as bazaar/search/query.py's SELLABLE).
     conds: list[ColumnElement[bool]] = [_L.status == ListingStatus.ACTIVE, Listing.seller_can_sell.expression]
     if matching is not None:
-        conds.append(matching.condition)
+        conds.append(matching.every if sorts_matches(query) else matching.condition)
     if query.categories:
         slugs = sorted({s for c in query.categories if c in tree for s in tree.descendants(c)})
         conds.append(_L.category_slug.in_(slugs))
@@ -129,13 +130,15 @@ def _pg_order(query: ListingQuery, matching: words.TextMatch | None) -> tuple[li
     rating = listings.rating_sql()[0]
     relevance = matching.order if matching is not None else []
     keys: list[ColumnElement[Any]]
+    # Prices compare within a currency (query.by_price): without a currency filter, currencies in code order.
+    currencies = [] if query.currency else [_L.currency.asc()]
     match query.sort:
         case SortOrder.NEWEST:
             keys = [newest]
         case SortOrder.PRICE_ASC:
-            keys = [_L.price_amount.asc()]
+            keys = [*currencies, _L.price_amount.asc()]
         case SortOrder.PRICE_DESC:
-            keys = [_L.price_amount.desc()]
+            keys = [*currencies, _L.price_amount.desc()]
         case SortOrder.POPULAR:
             keys = [(_L.view_count + 10 * _L.order_count).desc()]
         case SortOrder.DISTANCE if query.lat is not None and query.lng is not None:
@@ -144,8 +147,11 @@ def _pg_order(query: ListingQuery, matching: words.TextMatch | None) -> tuple[li
             keys = [rating.desc(), *relevance, newest]
         case _:  # relevance (words.text_match), then (Meilisearch too) the seller's rating
             # Without text, newest first as before: the (status, published_at) index serves it.
-            cheap = [_L.price_amount.asc()] if query.cheapest_first else []
-            keys = [*relevance, *cheap, rating.desc(), newest] if relevance or cheap else [newest]
+            # "cheap": the lower price right after the terms matched, as Meilisearch's `sort` rule follows `words`.
+            cheap = [*currencies, _L.price_amount.asc()] if query.cheapest_first else []
+            words = matching.words if matching is not None else 0
+            keys = [*relevance[:words], *cheap, *relevance[words:], rating.desc(), newest]
+            keys = keys if relevance or cheap else [newest]
             return [*keys, _L.id.asc()], bool(relevance)
     return [*keys, _L.id.asc()], query.sort == SortOrder.RATING and bool(relevance)
 

@@ -53,9 +53,10 @@ STOP_WORDS: list[str] = [
     *CHEAP_WORDS,
     *("under", "below", "euro", "euros", "eur"),
 ]
-# Meilisearch allows one typo from 4 letters on, two from 8; the fallback looks for typos in words of 4
-# letters or more that no listing has (trigram similarity, bazaar/search/words.py).
-TYPO_MIN_WORD_SIZE = {"oneTypo": 4, "twoTypos": 8}
+# Meilisearch allows one typo from 5 letters on (its default), two from 8; the fallback looks for typos in
+# words of 5 letters or more that no listing has (trigram similarity, bazaar/search/words.py). From 4, a short
+# last word (a prefix too) with a typo matched unrelated words: "lamp" found laptops, "ball" balance bikes.
+TYPO_MIN_WORD_SIZE = {"oneTypo": 5, "twoTypos": 8}
 
 
 def synonyms() -> dict[str, list[str]]:
@@ -74,7 +75,10 @@ def synonyms() -> dict[str, list[str]]:
 # 3: relevance (tests/data/relevance.json, bench/relevance.py): synonyms, stop words, the listing's own
 #    category name searchable first.
 # 4: seller_can_sell filterable (listings of a seller whose payout account cannot take charges are left out).
-INDEX_SETTINGS_VERSION = 4
+# 5: a chosen sort orders every match (`sort` right after `words`), prices within a currency (`currency`
+#    sortable): "iphone 13" by price was price-ordered only within each text-relevance bucket; one typo
+#    from 5 letters (Meilisearch's default), not 4.
+INDEX_SETTINGS_VERSION = 5
 INDEX_SETTINGS: dict[str, Any] = {
     # Order matters (the `attribute` rule): the listing's own category name first (a word naming the
     # category the buyer means: "bike", "books"), then the title, the category path (parents:
@@ -92,14 +96,15 @@ INDEX_SETTINGS: dict[str, Any] = {
         "country",
         "_geo",
     ],
-    "sortableAttributes": ["price_amount", "published_at", "popularity", "seller_rating", "_geo"],
-    # Business signals only break ties after the built-in relevance rules.
+    "sortableAttributes": ["price_amount", "currency", "published_at", "popularity", "seller_rating", "_geo"],
+    # A sort the caller chose comes right after `words` (with matchingStrategy "all" every match has all the
+    # words, so it orders them all); without one, business signals only break ties after the relevance rules.
     "rankingRules": [
         "words",
+        "sort",
         "typo",
         "proximity",
         "attribute",
-        "sort",
         "exactness",
         "popularity:desc",
         "seller_rating:desc",

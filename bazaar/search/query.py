@@ -182,22 +182,33 @@ def _major_price_filter(query: ListingQuery) -> str:
     return " OR ".join(parts)
 
 
+def sorts_matches(query: ListingQuery) -> bool:
+    """An order the caller chose (not relevance): it orders the listings matching every word of `q`, and
+    the text rules only break its ties (the `sort` ranking rule follows `words`: bazaar/search/index.py)."""
+    return query.sort != SortOrder.RELEVANCE
+
+
+def by_price(query: ListingQuery, direction: Literal["asc", "desc"]) -> list[str]:
+    """Prices compare within a currency: without a `currency` filter, currencies in code order."""
+    return [*([] if query.currency else ["currency:asc"]), f"price_amount:{direction}"]
+
+
 def build_sort(query: ListingQuery) -> list[str]:
     match query.sort:
         case SortOrder.NEWEST:
             return ["published_at:desc"]
         case SortOrder.PRICE_ASC:
-            return ["price_amount:asc"]
+            return by_price(query, "asc")
         case SortOrder.PRICE_DESC:
-            return ["price_amount:desc"]
+            return by_price(query, "desc")
         case SortOrder.POPULAR:
             return ["popularity:desc"]
         case SortOrder.RATING:
             return ["seller_rating:desc"]
         case SortOrder.DISTANCE:
             return [f"_geoPoint({float(query.lat or 0)}, {float(query.lng or 0)}):asc"]
-        case _:  # relevance; the `sort` ranking rule comes after the text rules (bazaar/search/index.py)
-            return ["price_amount:asc"] if query.cheapest_first else []
+        case _:  # relevance: "cheap" puts the lower price first among listings matching as many words
+            return by_price(query, "asc") if query.cheapest_first else []
 
 
 def build_request(query: ListingQuery) -> dict[str, Any]:
@@ -206,6 +217,8 @@ def build_request(query: ListingQuery) -> dict[str, Any]:
         "q": words.meili_text(query.q),
         "filter": build_filter(query),
         "sort": build_sort(query),  # after interpret: "cheap" sorts
+        # A chosen order lists what matches every word; relevance may drop words from the end.
+        "matchingStrategy": "all" if sorts_matches(query) else "last",
         "page": query.page,
         "hitsPerPage": query.per_page,
         "attributesToRetrieve": HIT_ATTRIBUTES,

@@ -48,7 +48,8 @@ _CURRENCY_WORDS = {
     "pounds": "GBP",
 }
 _CUR = r"(?:€|\$|£|eur|euros?|usd|dollars?|gbp|pounds?)"
-_NUM = r"\d{1,9}(?:[.,]\d{1,2})?"
+# 1500, 1,500, 1.500 (groups of three; a no-break space too), with cents after a last '.' or ',' of one or two digits.
+_NUM = r"\d{1,3}(?:[.,\u00a0\u202f]\d{3}){1,3}(?:[.,]\d{1,2})?(?!\d)|\d{1,9}(?:[.,]\d{1,2})?"
 _UPPER = r"under|below|less\s+than|cheaper\s+than|max(?:imum)?|up\s+to|at\s+most|<=?"
 _LOWER = r"over|above|more\s+than|from|min(?:imum)?|at\s+least|>=?"
 # Not a price: "under 16 kg", "over 50 cm", "up to 8 GB".
@@ -76,7 +77,12 @@ class PriceWords:
 
 
 def _number(text: str) -> float:
-    return float(text.replace(",", "."))
+    """'1,500' and '1.500' are 1500 (a separator before three digits groups them); '12,5' is 12.5."""
+    whole, cents = text, ""
+    if (last := max(text.rfind("."), text.rfind(","))) >= 0 and len(text) - last - 1 in (1, 2):
+        whole, cents = text[:last], text[last + 1 :]
+    digits = re.sub(r"\D", "", whole)
+    return float(f"{digits}.{cents}" if cents else digits)
 
 
 def _currency(*marks: str | None) -> str | None:
@@ -227,8 +233,10 @@ TYPO_SIMILARITY = 0.5
 @dataclass
 class TextMatch:
     condition: ColumnElement[bool]  # the first term matches (on the listing's columns: indexes serve it)
+    every: ColumnElement[bool]  # every term matches (a chosen sort's matches: Meilisearch's strategy "all")
     scores: Any  # LATERAL subquery of per-listing scores; the page query joins it to sort by `order`
     order: list[ColumnElement[Any]]  # best first, over `scores`
+    words: int  # how many of `order`'s keys are the `words` rule (the terms matched); the rest follow it
     tsquery: ColumnElement[Any]  # any term, for ts_headline
 
 
@@ -291,6 +299,7 @@ async def text_match(session: AsyncSession, found: list[Term]) -> TextMatch | No
     if len(found) > 1:
         leading = case(*[(and_(*matched[:k]), k) for k in range(len(found), 0, -1)], else_=0)
         order.append(leading.desc())
+    words = len(order)
     if typos:
         exact_or_typo = [scores.c[f"exact_{n}"] if n in typos else matched[n] for n in range(len(found))]
         order.append(_count(exact_or_typo).desc())
@@ -300,4 +309,5 @@ async def text_match(session: AsyncSession, found: list[Term]) -> TextMatch | No
     # words from the end until something matches). "Any term" would rank the same, but a common last word
     # ("set" in "harry potter box set": 43,600 of 100,000 listings) would make every query rank half the table.
     first = next(c.element for c in columns if c.name == "matched_0")
-    return TextMatch(first, scores, [*order, scores.c.rank.desc()], every)
+    each = and_(*[c.element for c in columns if c.name.startswith("matched_")])
+    return TextMatch(first, each, scores, [*order, scores.c.rank.desc()], words, every)

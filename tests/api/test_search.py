@@ -226,6 +226,49 @@ def test_seller_rating_ranks_and_is_shown(http: httpx.Client, stack: Any) -> Non
         wait_until(lambda sort=sort: ranked(sort=sort) == expected, timeout=15)
 
 
+def test_a_chosen_sort_orders_every_listing_with_all_the_words(http: httpx.Client) -> None:
+    """Found from outside: `q=iphone 13&sort=price_asc` was in price order only within each text-relevance
+    bucket (listings with both words in the title, then in the description, then with one word), and prices of
+    different currencies compared as bare minor units (3000 JPY between 20.00 and 100.00 EUR). A chosen sort
+    orders all the listings that have every word; prices compare within a currency."""
+    word, other = marker(), marker()
+    seller = seller_with_payout(http)
+
+    def make(title: str, amount: int, currency: str = "EUR", description: str = "Works.") -> str:
+        price = {"amount": amount, "currency": currency}
+        listing = published_listing(http, seller, title=title, price=price, description=description)
+        return str(listing["id"])
+
+    in_title = make(f"{word} {other} kettle", 9_000)
+    in_description = make(f"{word} kettle", 1_000, description=f"An {other} kettle, barely used.")
+    one_word = make(f"{word} teapot", 500)  # lacks `other`: not a match of a sorted two-word search
+    yen = make(f"{word} {other} pot", 3_000, "JPY")
+    dollars = make(f"{word} {other} pan", 2_000, "USD")
+    wait_until(lambda: search(http, q=word)["total"] == 5, timeout=15, interval=0.1)
+
+    two_words = f"{word} {other}"
+    eur = [in_description, in_title]
+    assert ids_of(search(http, q=two_words, sort="price_asc", currency="EUR")) == eur
+    assert ids_of(search(http, q=two_words, sort="price_desc", currency="EUR")) == eur[::-1]
+    # Without a currency: grouped by currency (code order), then by price.
+    assert ids_of(search(http, q=two_words, sort="price_asc")) == [*eur, yen, dollars]
+    assert ids_of(search(http, q=two_words, sort="price_desc")) == [*eur[::-1], yen, dollars]
+    assert ids_of(search(http, q=two_words, sort="newest")) == [dollars, yen, in_description, in_title]
+    # Relevance still finds the listing with one of the words, last.
+    assert ids_of(search(http, q=two_words))[-1] == one_word
+
+
+def test_a_short_word_allows_no_typo(http: httpx.Client) -> None:
+    """Found from outside: "lamp" found laptops and "ball" balance bikes (a last word is a prefix, and one typo
+    was allowed from 4 letters: "lamp" -> "lap..."). One typo is allowed from 5 letters, as Meilisearch's default."""
+    word = marker()
+    laptop = published_listing(http, seller_with_payout(http), title=f"{word} laptop", description="Fast.")
+    wait_until(lambda: search(http, q=word)["total"] == 1, timeout=15, interval=0.1)
+    assert ids_of(search(http, q=f"{word} lapto", sort="newest")) == [laptop["id"]]  # a prefix
+    assert ids_of(search(http, q=f"{word} lamp", sort="newest")) == []
+    assert ids_of(search(http, q=f"{word} laptpo", sort="newest")) == [laptop["id"]]  # one typo at 6 letters
+
+
 def test_the_hot_path_and_the_route_answer_alike(http: httpx.Client, corpus: dict[str, Any]) -> None:
     """api/search_direct.py answers plain searches before routing; the route answers the rest. The same search
     through both (`facets=FALSE`/`TRUE` is not plain to the hot path, the route reads it as false/true) gets

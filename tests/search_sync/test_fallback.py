@@ -55,7 +55,8 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
                     title=f"{word} item {n}",
                     # Markup in a listing's text is text: both backends show it escaped, never dropped.
                     description=f"number {n} of the {word} series"
-                    + (" a<b c>d <i>x</i> & more" if n == 0 else ""),
+                    + (" a<b c>d <i>x</i> & more" if n == 0 else "")
+                    + (" with a quokka" if n % 3 == 0 else ""),  # a second word some listings have
                     price_amount=1_000 + 997 * n,
                     category_slug=CATEGORIES[n % 5],
                     condition=CONDITIONS[n % 3],
@@ -92,10 +93,15 @@ async def test_postgres_fallback_matches_meilisearch_and_recovers(private: Priva
         ({"q": word[:-2], "facets": "true", "currency": "EUR", "sort": "price_asc"}, True),  # prefix search
         ({"q": word, "facets": "true"}, False),
         ({"q": word, "sort": "newest", "per_page": 3, "page": 3}, True),
+        # A chosen sort: the listings with every word, prices within a currency.
+        ({"q": f"{word} quokka", "sort": "price_desc"}, True),
+        ({"q": f"cheap {word} quokka"}, True),
     ]
     before = [get(private, **q).json() for q, _ in queries]
     assert all(b["backend"] == "meilisearch" for b in before)
     assert before[0]["total"] == 16
+    with_quokka = [str(ids[n]) for n in (15, 12, 9, 6, 3, 0)]  # EUR by price, then the one in USD
+    assert [h["id"] for h in before[-2]["hits"]] == with_quokka
 
     private.kill_meili()
     started = time.monotonic()

@@ -79,7 +79,9 @@ def test_filter_uses_fixed_attribute_names_and_typed_numbers() -> None:
 
 def test_sorts() -> None:
     assert build_sort(ListingQuery(sort=SortOrder.RELEVANCE)) == []
-    assert build_sort(ListingQuery(sort=SortOrder.PRICE_ASC)) == ["price_amount:asc"]
+    # Prices compare within a currency: grouped by it unless the query names one.
+    assert build_sort(ListingQuery(sort=SortOrder.PRICE_ASC)) == ["currency:asc", "price_amount:asc"]
+    assert build_sort(ListingQuery(sort=SortOrder.PRICE_DESC, currency="EUR")) == ["price_amount:desc"]
     assert build_sort(ListingQuery(sort=SortOrder.DISTANCE, lat=1.5, lng=2.0)) == ["_geoPoint(1.5, 2.0):asc"]
 
 
@@ -90,6 +92,9 @@ def test_request_shape() -> None:
     assert body["highlightPreTag"] == MARK_START
     assert "description" not in body["attributesToRetrieve"]  # only the cropped snippet travels
     assert "facets" not in build_request(ListingQuery())
+    # A chosen order lists the listings with every word; relevance may drop words from the end.
+    assert body["matchingStrategy"] == "last"
+    assert build_request(ListingQuery(q="iphone 13", sort=SortOrder.NEWEST))["matchingStrategy"] == "all"
 
 
 def test_highlight_is_html_safe() -> None:

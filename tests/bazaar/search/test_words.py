@@ -57,6 +57,12 @@ HOSTILE = [
         ("sofa over 50 and under 300 eur", "sofa and", PriceWords(50.0, 300.0, "EUR")),
         ("tent between 20 and 80", "tent", PriceWords(20.0, 80.0)),
         ("cheap iphone", "cheap iphone", PriceWords(cheapest_first=True)),
+        # Found from outside: a thousands separator read "under 1,000" as under 1.
+        ("bike under 1,000", "bike", PriceWords(max_major=1000.0)),
+        ("sofa under 1.500 eur", "sofa", PriceWords(max_major=1500.0, currency="EUR")),
+        ("tv under 1\u00a0200 €", "tv", PriceWords(max_major=1200.0, currency="EUR")),
+        ("car under 1.000.000", "car", PriceWords(max_major=1_000_000.0)),
+        ("lens between 1,000.50 and 2.000,75", "lens", PriceWords(1000.5, 2000.75)),
     ],
 )
 def test_price_phrases_become_bounds(q: str, rest: str, price: PriceWords) -> None:
@@ -87,7 +93,8 @@ def test_price_words_filter_both_backends_unless_the_request_has_bounds() -> Non
     assert '(currency IN ["JPY"] AND price_amount <= 200)' in clause  # no decimals: major = minor
     own = interpret(ListingQuery(q="bike under 200", max_price=5_000, currency="EUR"))
     assert (own.q, own.max_major, own.max_price) == ("bike", None, 5_000)
-    assert build_request(ListingQuery(q="cheap bike"))["sort"] == ["price_amount:asc"]
+    assert build_request(ListingQuery(q="cheap bike"))["sort"] == ["currency:asc", "price_amount:asc"]
+    assert build_request(ListingQuery(q="cheap bike under 500 euro"))["sort"] == ["price_amount:asc"]
     assert build_filter(ListingQuery(q="bike under 200")) == []  # interpret is build_request's job
 
 
