@@ -2,8 +2,9 @@
 and who the client is.
 
 Headers: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'` (never framed),
-`Referrer-Policy: no-referrer` (links in our pages carry tokens), and `Strict-Transport-Security` on requests that
-came over TLS (`HSTS_MAX_AGE_SECONDS`). Whether a request came over TLS, and its client address, are what uvicorn
+`Referrer-Policy: no-referrer` (links in our pages carry tokens), `Cache-Control: no-store` on answers to requests
+with credentials (unless the route set its own), and `Strict-Transport-Security` on requests that came over TLS
+(`HSTS_MAX_AGE_SECONDS`). Whether a request came over TLS, and its client address, are what uvicorn
 says: it believes X-Forwarded-Proto and X-Forwarded-For only from `FORWARDED_ALLOW_IPS` (a proxy in front).
 """
 
@@ -54,6 +55,9 @@ class SecurityHeadersMiddleware:
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers += [(name, value) for name, value in _ALWAYS if name not in present]
+                if b"cache-control" not in present and _credentialed(scope):
+                    # What answers a caller (their keys, secrets, orders, profile) is kept by no cache.
+                    headers.append((b"cache-control", b"no-store"))
                 if self.hsts is not None and scope.get("scheme") == "https":
                     headers.append((b"strict-transport-security", self.hsts))
                 for extra in state.get(RESPONSE_HEADERS, {}).values():
@@ -62,6 +66,11 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _credentialed(scope: Scope) -> bool:
+    """The request carries credentials: a bearer token or API key, or cookies (the console's session)."""
+    return any(name in (b"authorization", b"cookie") for name, _ in scope.get("headers", ()))
 
 
 def client_address(request: Request) -> str:

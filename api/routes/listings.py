@@ -150,8 +150,9 @@ async def get_listing(
     if if_none_match is not None:
         held = entity_tags(if_none_match)
         if held is None or etag(out.version) in held:  # `*`: any copy of a listing that exists is current
-            return Response(status_code=304, headers={"ETag": etag(out.version)})
+            return Response(status_code=304, headers={"ETag": etag(out.version), "Vary": "Authorization"})
     response.headers["ETag"] = etag(out.version)
+    response.headers["Vary"] = "Authorization"  # the seller and support also read drafts, uncached
     return out
 
 

@@ -30,7 +30,15 @@ from tests.support.accounts import (
     mails_to,
     new_email,
 )
-from tests.support.http import PASSWORD, register, run_cli, support_user, wait_until
+from tests.support.http import (
+    PASSWORD,
+    published_listing,
+    register,
+    run_cli,
+    seller_with_payout,
+    support_user,
+    wait_until,
+)
 from tests.support.money import sql
 
 pytestmark = pytest.mark.integration
@@ -509,3 +517,24 @@ def test_security_headers_on_every_response(http: httpx.Client, path: str) -> No
     assert "Strict-Transport-Security" not in response.headers  # plain HTTP
     over_tls = http.get(path, headers={"X-Forwarded-Proto": "https"})  # from the trusted proxy (loopback)
     assert over_tls.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_answers_to_a_caller_are_not_stored_and_listing_reads_vary_by_caller(http: httpx.Client) -> None:
+    """Found from outside: a new API key's secret, the caller's profile and orders came without `Cache-Control`,
+    and a listing read (drafts for their seller) without `Vary: Authorization`."""
+    seller = seller_with_payout(http)
+    for answer in (
+        http.post("/v1/api-keys", json={"name": "shop"}, headers=seller.headers),
+        http.get("/v1/users/me", headers=seller.headers),
+        http.get("/v1/orders", headers=seller.headers),
+    ):
+        assert answer.status_code in (200, 201), answer.text
+        assert answer.headers["Cache-Control"] == "no-store", answer.request.url
+    listing = published_listing(http, seller)
+    for headers in ({}, seller.headers):
+        read = http.get(f"/v1/listings/{listing['id']}", headers=headers)
+        assert read.headers["Vary"] == "Authorization"
+    assert "Cache-Control" not in http.get(f"/v1/listings/{listing['id']}").headers  # anonymous: cacheable
+    assert (
+        http.get("/v1/categories", headers=seller.headers).headers["Cache-Control"] == "public, max-age=300"
+    )
