@@ -17,6 +17,8 @@ any number of them at once, woken by the NOTIFY of the trigger on `events` (migr
   six times: about 2.8 days). When the last one fails, the delivery is `failed`, its endpoint is disabled (no
   new deliveries; pending ones wait until it is enabled again) and its owner notified.
 - Every attempt is logged (status code, duration, error, the start of the answer); a delivery can be replayed.
+- **Whose**: an endpoint gets events only while its creator is active and holds its scope's role (seller, or
+  support for the platform's), as an API key works only then; its pending deliveries wait meanwhile.
 """
 
 from __future__ import annotations
@@ -57,10 +59,19 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+# An endpoint is live while its creator is active and holds the role of its scope (seller, or support/admin for
+# the platform's), as an API key (keys.authenticate): a role revoked or an account deactivated stops its
+# deliveries at once (pending ones wait, as for a disabled endpoint, until the owner may hold it again).
+_LIVE_OWNER = """
+    JOIN users creator ON creator.id = w.created_by AND creator.is_active
+     AND CASE WHEN w.seller_id IS NULL THEN creator.roles && ARRAY['support', 'admin']::varchar[]
+              ELSE 'seller' = ANY (creator.roles) END
+"""
+
 # One statement: lock the position (another sender holding it is skipped), take the next events below the
 # horizon in feed order, make their deliveries, move the position to the last event taken.
-_FAN_OUT = text(
-    """
+_FAN_OUT = text(  # a constant fragment in the f-string; every value is a bound parameter
+    f"""
     WITH position AS (
         SELECT after_xid, after_id FROM webhook_fanout WHERE id = 1 FOR UPDATE SKIP LOCKED
     ),
@@ -78,6 +89,7 @@ _FAN_OUT = text(
           ON w.enabled
          AND (w.seller_id IS NULL OR w.seller_id = b.seller_id)
          AND (b.type = ANY (w.event_types) OR split_part(b.type, '.', 1) || '.*' = ANY (w.event_types))
+        {_LIVE_OWNER}
         ON CONFLICT ON CONSTRAINT uq_webhook_delivery DO NOTHING
         RETURNING 1
     ),
@@ -87,14 +99,15 @@ _FAN_OUT = text(
     )
     SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM made) AS deliveries,
            (SELECT count(*) FROM moved) AS moved
-    """
+    """  # noqa: S608
 )
 
 # The next due delivery of an enabled endpoint that no other sender is claiming, claimed for a lease.
-_CLAIM = text(
-    """
+_CLAIM = text(  # a constant fragment in the f-string; every value is a bound parameter
+    f"""
     WITH due AS (
         SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+        {_LIVE_OWNER}
         WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND w.enabled
         ORDER BY d.next_attempt_at
         LIMIT 1
@@ -103,7 +116,7 @@ _CLAIM = text(
     UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => :lease)
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, d.next_attempt_at
-    """
+    """  # noqa: S608
 )
 
 

@@ -54,17 +54,26 @@ async def sending(url: str, **changes: Any) -> AsyncIterator[WebhookSender]:
         await asyncio.wait_for(task, 15)
 
 
+async def change_user(db: Sessions, user_id: uuid.UUID, **values: Any) -> None:
+    async with db() as session, session.begin():
+        found = await session.get(User, user_id)
+        assert found is not None
+        for name, value in values.items():
+            setattr(found, name, value)
+
+
 async def seller(db: Sessions) -> User:
     [user] = await make_users(db, 1, "Seller")
-    async with db() as session, session.begin():
-        found = await session.get(User, user.id)
-        assert found is not None
-        found.roles = ["seller"]
+    await change_user(db, user.id, roles=["seller"])
     return user
 
 
 async def endpoint(db: Sessions, owner: uuid.UUID | None, url: str, types: list[str]) -> WebhookEndpoint:
-    user = owner or (await make_users(db, 1, "Support"))[0].id
+    """A seller's endpoint (`owner`), or the platform's, made by a new support user."""
+    user = owner
+    if user is None:
+        user = (await make_users(db, 1, "Support"))[0].id
+        await change_user(db, user, roles=["support"])
     async with db() as session, session.begin():
         return await endpoints.create(session, Scope(owner, user), url, types, "test", True)
 
@@ -273,3 +282,27 @@ def test_urls_https_public_unless_local_ones_are_allowed() -> None:
     assert problem("https://[::1]/hooks", allow_local=False) == "must be a public address"
     assert problem("http://127.0.0.1:8080/hooks", allow_local=True) is None
     assert problem("ftp://example.com/", allow_local=True) is not None
+
+
+async def test_an_endpoint_gets_nothing_once_its_owner_may_not_hold_its_scope(
+    db: Sessions, outbox_url: str, receiver: Receiver
+) -> None:
+    """Found from outside: a platform endpoint kept getting every event after its creator lost the support role,
+    and a seller's after the seller was deactivated (while their API keys were refused at once)."""
+    mine = await seller(db)
+    hook = await endpoint(db, mine.id, receiver.url("/mine"), ["listing.*"])
+    platform = await endpoint(db, None, receiver.url("/all"), ["listing.*"])
+    await change_user(db, mine.id, is_active=False)
+    await change_user(db, platform.created_by, roles=["buyer"])
+    async with sending(outbox_url):
+        await emit(db, EventType.LISTING_CREATED, mine.id, id="while-away")
+        await asyncio.sleep(1.0)
+        assert receiver.at("/mine") == [] and receiver.at("/all") == []
+        await change_user(db, mine.id, is_active=True)
+        await change_user(db, platform.created_by, roles=["admin"])
+        await emit(db, EventType.LISTING_CREATED, mine.id, id="back")
+        await receiver.until(lambda: len(receiver.at("/mine")) >= 1 and len(receiver.at("/all")) >= 1)
+        await asyncio.sleep(0.3)  # nothing else comes
+    for path in ("/mine", "/all"):
+        assert [r.event["data"]["id"] for r in receiver.at(path)] == ["back"], path
+    assert await deliveries_of(db, hook.id) and await deliveries_of(db, platform.id)
