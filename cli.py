@@ -10,6 +10,7 @@ import sys
 import traceback
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 from bazaar.errors import DomainError
@@ -46,9 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     reconcile_cmd = commands.add_parser(
         "reconcile", help="reconcile payments with the provider over a window (default: yesterday, UTC)"
     )
-    reconcile_cmd.add_argument("--since", default=None, help="ISO 8601 start, inclusive (e.g. 2026-11-24)")
     reconcile_cmd.add_argument(
-        "--until", default=None, help="ISO 8601 end, exclusive (default: since + 1 day)"
+        "--since", default=None, type=_moment, help="ISO 8601 start, inclusive (e.g. 2026-11-24)"
+    )
+    reconcile_cmd.add_argument(
+        "--until", default=None, type=_moment, help="ISO 8601 end, exclusive (default: since + 1 day)"
     )
     findings = commands.add_parser(
         "reconciliation",
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     trace_cmd.add_argument("trace_id", help="32 hex digits: a response's X-Trace-Id, a log line's trace_id=")
     trace_cmd.add_argument("--dir", default=None, help="the traces directory (default: TRACES_DIR)")
     args = parser.parse_args(argv)
+    if args.command == "reconcile" and None not in (args.since, args.until) and args.until <= args.since:
+        reconcile_cmd.error("--until must be after --since")
     try:
         _dispatch(args)
     except (
@@ -209,28 +214,30 @@ async def _account(
     await get_engine().dispose()
 
 
-async def _reconcile(since: str | None, until: str | None) -> ReconciliationSummary:
-    """Run (or join) the reconciliation workflow of the window on the worker; its summary."""
-    from datetime import UTC, datetime, timedelta
+def _moment(text: str) -> datetime:
+    """An ISO 8601 date or time (a bare one means UTC); argparse's usage error otherwise."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
+
+async def _reconcile(since: datetime | None, until: datetime | None) -> ReconciliationSummary:
+    """Run (or join) the reconciliation workflow of the window on the worker; its summary."""
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
     from activities.reconciliation import ReconcileWindow, reconciliation_workflow_id
     from bazaar.temporal import RECONCILIATION, connect, task_queue
     from workflows.reconciliation import ReconciliationWorkflow, previous_day
 
-    def moment(text: str) -> datetime:
-        value = datetime.fromisoformat(text)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)  # a bare date/time means UTC
-
     if since is None:
         window = previous_day(datetime.now(UTC))
         if until is not None:
-            window = ReconcileWindow(since=window.since, until=moment(until).isoformat())
+            window = ReconcileWindow(since=window.since, until=until.isoformat())
     else:
-        start = moment(since)
-        end = moment(until) if until else start + timedelta(days=1)
-        window = ReconcileWindow(since=start.isoformat(), until=end.isoformat())
+        end = until or since + timedelta(days=1)
+        window = ReconcileWindow(since=since.isoformat(), until=end.isoformat())
     settings = get_settings()
     client = await connect(settings)
     # Same window, same workflow id: a second run while one is going joins it, a later one repeats it.

@@ -397,6 +397,11 @@ def test_the_gauge_and_the_support_list_show_the_same_items(
     ]  # several statuses, as the API takes them; a category or status it does not know is a usage error
     bad = run_cli(stack, "reconciliation", "list", "--category", "bogus", check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr, bad.stderr
+    # Found from outside: a window that is no date, or ends before it starts, printed a traceback.
+    for window in (["--since", "garbage"], ["--since", "2026-11-20", "--until", "2026-11-19"]):
+        refused = run_cli(stack, "reconcile", *window, check=False)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "usage: bazaar reconcile" in refused.stderr, refused.stderr
     assert (shown["id"], shown["status"], shown["note"]) == (item["id"], "acknowledged", acked.json()["note"])
     note = "refunded by hand at the provider: booked as a correction"
     resolved = cli("resolve", str(item["id"]), "--note", note, "--as", shop.staff.email)
