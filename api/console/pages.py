@@ -32,6 +32,8 @@ from api.schemas import TokenForm
 from bazaar.accounts import sessions
 from bazaar.errors import DomainError
 from bazaar.models import Listing, Order, User
+from bazaar.orders import rules
+from bazaar.orders.types import OrderAction, Party
 from bazaar.temporal import dispute_workflow_id, order_workflow_id
 from bazaar.text import control_character_problem
 from bazaar.trust.models import Notification, Review
@@ -154,12 +156,20 @@ async def dispute_case(request: Request, order_id: uuid.UUID, staff: Staff, db: 
 # ---- orders that need a person ----------------------------------------------------------------------------
 
 
+# Where support's cancel-and-refund is a move (a completed order's payout is retried, or refunded, instead).
+SUPPORT_MAY_CANCEL = frozenset(
+    status for status, parties in rules.RULES[OrderAction.CANCEL].items() if Party.SUPPORT in parties
+)
+
+
 @router.get("/stuck-orders", response_class=HTMLResponse)
 async def stuck_orders(request: Request, staff: Staff, db: Session, temporal: Temporal) -> HTMLResponse:
     stuck = (await list_stuck_orders(staff, temporal, LIMIT)).items
     rows = await orders_by_id(db, {uuid.UUID(s.order_id) for s in stuck})
     orders = {str(order_id): order for order_id, order in rows.items()}
-    return render(request, "stuck.html", page="stuck", stuck=stuck, orders=orders)
+    return render(
+        request, "stuck.html", page="stuck", stuck=stuck, orders=orders, cancellable=SUPPORT_MAY_CANCEL
+    )
 
 
 # ---- dead letters -----------------------------------------------------------------------------------------

@@ -164,3 +164,40 @@ def test_asking_a_party_for_information_takes_the_forms_hours(
         timeout=20,
     )
     assert (thread[-1]["body"], thread[-1]["data"]["party"]) == ("Photos of the frame, please", "buyer")
+
+
+def test_the_stuck_queue_offers_cancel_only_where_support_may_cancel() -> None:
+    """Found from outside: a completed order stuck on its payout was offered "Cancel and refund", which can only
+    fail (support retries the payout, or refunds, instead)."""
+    from datetime import UTC, datetime
+
+    from starlette.requests import Request
+
+    from api.console import templates
+    from api.console.pages import SUPPORT_MAY_CANCEL
+    from api.schemas import StuckOrderOut
+    from bazaar.models import OrderStatus, PaymentState
+
+    def item(order_id: str, status: OrderStatus) -> StuckOrderOut:
+        return StuckOrderOut(
+            order_id=order_id,
+            workflow_id=f"order-{order_id}",
+            status=status,
+            payment_state=PaymentState.HELD_IN_ESCROW,
+            attention="charge: provider down",
+            started_at=datetime.now(UTC),
+            temporal_ui="",
+        )
+
+    html = templates.get_template("stuck.html").render(
+        stuck=[item("paid-one", OrderStatus.PAID), item("done-one", OrderStatus.COMPLETED)],
+        orders={},
+        cancellable=SUPPORT_MAY_CANCEL,
+        csrf="token",
+        page="stuck",
+        request=Request(
+            {"type": "http", "path": "/console/stuck-orders", "query_string": b"", "headers": []}
+        ),
+    )
+    assert "/console/orders/paid-one/cancel" in html and "/console/orders/paid-one/retry" in html
+    assert "/console/orders/done-one/cancel" not in html and "/console/orders/done-one/retry" in html
