@@ -309,6 +309,12 @@ class OrderActivities:
                 {"order_id": report.order_id, "step": report.step, "error": report.error[:500]},
             )
             await notifications.write(session, [attention], self.settings.public_base_url)
+            # The order's reads say so too, until its next move (the projection clears it).
+            await session.execute(
+                update(Order)
+                .where(Order.id == uuid.UUID(report.order_id))
+                .values(needs_attention=f"{report.step}: {report.error}"[:600])
+            )
 
     @activity.defn
     async def load_order(self, order_id: str) -> OrderSnapshot:
@@ -424,6 +430,7 @@ def _projection() -> Select[Any]:
             payment_state=bindparam("p_payment_state", type_=Order.payment_state.type),
             state_seq=bindparam("p_seq", type_=Order.state_seq.type),
             tracking=bindparam("p_tracking", type_=Order.tracking.type),
+            needs_attention=None,  # a move is the flagged step done (or given up and compensated)
         )
         .returning(
             Order.seller_id,

@@ -338,9 +338,10 @@ class OrderOut(BaseModel):
             ],
             checkout_id=order.checkout_id,
             refunded=Money(amount=refunded, currency=order.currency) if refunded else None,
+            needs_attention=order.needs_attention,
             allowed_actions=_allowed_to(
                 caller,
-                allowed_for(order.status, order.payment_state),
+                allowed_for(order.status, order.payment_state, order.needs_attention),
                 order.status,
                 str(order.buyer_id),
                 str(order.seller_id) if order.seller_id else None,

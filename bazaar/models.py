@@ -337,6 +337,8 @@ class Order(Timestamped, Base):
     state_seq: Mapped[int] = mapped_column(Integer, default=0)
     # The checkout that placed it with orders of other sellers (one payment for all); null: a single order.
     checkout_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("checkouts.id"), index=True)
+    # Why support is looking at it ("<step>: <error>"): set when the workflow flags it, cleared by its next move.
+    needs_attention: Mapped[str | None] = mapped_column(String(600))
     # What was bought (the listing columns above describe the first line). Loaded with the order.
     lines: Mapped[list[OrderLine]] = relationship(lazy="selectin", order_by="OrderLine.position")
 

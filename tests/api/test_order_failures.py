@@ -263,6 +263,13 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
         # Support was told (a notification to every support user).
         told = "SELECT count(*) FROM notifications WHERE event_type = 'order_needs_attention' AND recipient_id = %s"
         await asyncio.to_thread(wait_until, lambda: sql(stack, told, staff.user_id)[0][0] >= 1)
+        # Found from outside: the order's reads said nothing of it (needs_attention null) while its actions
+        # answered 409 order_needs_attention.
+        for reader in (buyer, staff):
+            shown = (
+                await asyncio.to_thread(http.get, f"/v1/orders/{order_id}", headers=reader.headers)
+            ).json()
+            assert (shown["needs_attention"] or "").startswith("charge:"), shown
         # Operators see the same queue from the CLI.
         listed = await asyncio.to_thread(run_cli, stack, "orders", "stuck")
         assert order_workflow_id(order_id) in listed.stdout and '"charge:' in listed.stdout
@@ -283,7 +290,7 @@ async def test_a_stuck_charge_is_in_supports_queue_and_support_retries_it(
         30,
         0.5,
     )
-    assert paid["payment_state"] == "held_in_escrow"
+    assert (paid["payment_state"], paid["needs_attention"]) == ("held_in_escrow", None)
     view = await handle.query(OrderWorkflow.state)
     assert view is not None and view.attention is None
     assert (await handle.describe()).typed_search_attributes.get(NEEDS_ATTENTION) is False
