@@ -28,7 +28,9 @@ async def start_and_wait(
     """Start the workflow (a retry joins the running one) and wait for `update`'s answer; a workflow that has ended
     already (REJECT_DUPLICATE: e.g. a refusal, which stores nothing) answers with its result. None: still working
     after the wait. A rejected Update is the API's error for it."""
-    wait = get_settings().order_wait_seconds
+    deadline = (
+        asyncio.get_running_loop().time() + get_settings().order_wait_seconds
+    )  # one bound for both waits
     # One Update id per request: a retry of the same request joins the first Update (and gets its answer); another
     # request under the same key is another Update, which the workflow's validator refuses as a reused key. (One id
     # for all would answer every racing request with whichever came first.)
@@ -38,7 +40,7 @@ async def start_and_wait(
             temporal.execute_update_with_start_workflow(
                 update, *args, start_workflow_operation=start, id=update_id
             ),
-            wait,
+            max(0.0, deadline - asyncio.get_running_loop().time()),
         )
         return answer
     except STILL_RUNNING:
@@ -49,7 +51,8 @@ async def start_and_wait(
         pass
     try:
         result: T = await asyncio.wait_for(
-            temporal.get_workflow_handle(workflow_id, result_type=result_type).result(), wait
+            temporal.get_workflow_handle(workflow_id, result_type=result_type).result(),
+            max(0.0, deadline - asyncio.get_running_loop().time()),
         )
         return result
     except TimeoutError:

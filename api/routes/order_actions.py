@@ -33,6 +33,7 @@ from bazaar.orders import rules
 from bazaar.orders.reopen import reopen_operation
 from bazaar.orders.rules import OWN_ORDER_AS_SUPPORT
 from bazaar.orders.types import ActionRequest, OrderAction, OrderView, Party, RefundLine
+from bazaar.payments import ledger
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -122,7 +123,12 @@ class Action:
         422 from the workflow is about (its `details.errors` names it, as the API's own 422s do)."""
         request = ActionRequest(actor_of(self.caller), **fields)
         handle = self.temporal.get_workflow_handle(order_workflow_id(str(self.order_id)))
-        wait = get_settings().order_wait_seconds
+        # One bound for the whole wait (the Update's acceptance and its result), as the docs promise.
+        deadline = asyncio.get_running_loop().time() + get_settings().order_wait_seconds
+
+        def left() -> float:
+            return max(0.0, deadline - asyncio.get_running_loop().time())
+
         update_id = None
         if self.key:
             # The same key and request join the first action (one Update id); the same key with another request
@@ -136,7 +142,7 @@ class Action:
                     handle.start_update(
                         update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
                     ),
-                    wait,
+                    left(),
                 )
             except RPCError as exc:
                 order = await self.session.get(Order, self.order_id)
@@ -150,7 +156,7 @@ class Action:
                     raise DomainError(
                         ErrorCode.FORBIDDEN,
                         OWN_ORDER_AS_SUPPORT,
-                        {"order": OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")},
+                        {"order": (await self._stored(order)).model_dump(mode="json")},
                     ) from exc
                 await self.session.commit()  # nothing more to read: no transaction held while the run works
                 started = await asyncio.wait_for(
@@ -161,12 +167,12 @@ class Action:
                         id=update_id or f"{update.__name__}:{uuid.uuid4()}",
                         start_workflow_operation=reopen_operation(order),
                     ),
-                    wait,
+                    left(),
                 )
-            view: OrderView = await asyncio.wait_for(started.result(), wait)
+            view: OrderView = await asyncio.wait_for(started.result(), left())
         except WorkflowUpdateFailedError as exc:
             order = await visible_order(self.session, self.order_id, self.caller)
-            current = OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")
+            current = (await self._stored(order)).model_dump(mode="json")
             refused = update_rejection(exc, {"order": current})
             if refused.code == ErrorCode.VALIDATION_ERROR and about is not None:
                 raise field_error(about, refused.message, "value_error", order=current) from exc
@@ -174,9 +180,7 @@ class Action:
         except STILL_RUNNING:
             self.response.status_code = 202
             self.response.headers["Location"] = f"/v1/orders/{self.order_id}"
-            return OrderOut.of_row(
-                await visible_order(self.session, self.order_id, self.caller), caller=self.caller
-            )
+            return await self._stored(await visible_order(self.session, self.order_id, self.caller))
         except RPCError as exc:
             if not workflow_gone(exc):
                 raise
@@ -189,14 +193,19 @@ class Action:
                 raise DomainError(
                     ErrorCode.FORBIDDEN,
                     f"you may not {action} this order",
-                    {"order": OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")},
+                    {"order": (await self._stored(order)).model_dump(mode="json")},
                 ) from exc
             raise DomainError(
                 ErrorCode.INVALID_TRANSITION,
                 f"the order is {order.status.value}",
-                {"order": OrderOut.of_row(order, caller=self.caller).model_dump(mode="json")},
+                {"order": (await self._stored(order)).model_dump(mode="json")},
             ) from exc
         return OrderOut.of_view(view, caller=self.caller)
+
+    async def _stored(self, order: Order) -> OrderOut:
+        """The order as stored, with what was refunded of it: what GET answers (a 202's and a refusal's order)."""
+        refunded = await ledger.refunded_by_order(self.session, [order.id])
+        return OrderOut.of_row(order, refunded.get(order.id, 0), caller=self.caller)
 
 
 Act = Annotated[Action, Depends()]

@@ -22,6 +22,7 @@ import pytest
 from temporalio.client import Client
 
 from bazaar.orders.types import NEEDS_ATTENTION
+from bazaar.settings import Settings
 from bazaar.temporal import order_workflow_id
 from tests.support.http import (
     Actor,
@@ -353,3 +354,26 @@ def test_an_order_that_lost_the_race_for_the_stock_says_how_many_are_left(http: 
         error = lost.json()["error"]
         assert (error["code"], error["details"]) == ("sold_out", {"available": 1}), error
         assert error["message"] == "only 1 left of this listing"
+
+
+def test_a_slow_action_answers_202_within_the_wait_with_the_order_as_get_shows_it(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: a 202 to an action came after 9.6 s (the wait was bounded twice: for the Update's
+    acceptance and for its result) and showed `refunded: null` while GET showed what was refunded."""
+    seller, _, order = paid_order(http)
+    url = f"/v1/orders/{order['id']}"
+    first = http.post(f"{url}/refund", json={"amount": 300, "reason": "scratch"}, headers=seller.headers)
+    assert first.status_code == 200, first.text
+    add_fault(stack, "hang", "/v1/refunds")
+    try:
+        started = time.monotonic()
+        slow = http.post(f"{url}/refund", json={"amount": 200, "reason": "dent"}, headers=seller.headers)
+        waited = time.monotonic() - started
+        assert slow.status_code == 202, slow.text
+        assert waited < Settings.model_fields["order_wait_seconds"].default + 1.5, waited  # the stack's wait
+        shown = http.get(url, headers=seller.headers).json()
+        assert slow.json()["refunded"] == shown["refunded"] == {"amount": 300, "currency": "EUR"}
+    finally:
+        clear_faults(stack)
+    wait_until(lambda: http.get(url, headers=seller.headers).json()["refunded"]["amount"] == 500, timeout=90)
