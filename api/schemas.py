@@ -267,7 +267,12 @@ class OrderOut(BaseModel):
     payment_state: PaymentState
     workflow_id: str
     tracking: dict[str, str] | None = None
-    refunded: Money | None = None
+    refunded: Money | None = Field(
+        default=None,
+        description="what the platform refunded to the buyer (refunds that succeeded); a chargeback the card "
+        "network took back is not in it (`payment_state` `chargeback` or `charged_back`; the money statement "
+        "`GET /v1/orders/{id}/money` lists it)",
+    )
     allowed_actions: list[OrderAction] = Field(
         default=[],
         description="what you (the caller) may do to the order now: your moves as its buyer or seller, or "
