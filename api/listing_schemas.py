@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from api.schemas import CountryCode, example
 from bazaar.json_types import JSON_NUMBER, JsonFloat, JsonInt
+from bazaar.listings import stock
 from bazaar.listings.lifecycle import SellerRating
 from bazaar.models import Listing, ListingCondition, ListingStatus
 from bazaar.payments.money import Money, Price
@@ -177,6 +178,12 @@ class ListingOut(BaseModel):
     updated_at: datetime
     seller_rating: float = Field(description=SELLER_RATING)
     seller_rating_count: int = Field(description=SELLER_RATING_COUNT)
+    purchasable: bool = Field(
+        default=False,
+        description="whether it can be ordered now: active, in stock, and its seller can take payments now (an "
+        "active listing of a seller whose payout account is restricted is not; ordering it is a 409 "
+        "`listing_not_available`)",
+    )
 
     @classmethod
     def of(cls, listing: Listing, rating: SellerRating) -> ListingOut:
@@ -204,6 +211,7 @@ class ListingOut(BaseModel):
             updated_at=listing.updated_at,
             seller_rating=rating.score,
             seller_rating_count=rating.rating_count,
+            purchasable=stock.available(listing) > 0,
         )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.checkout.models import CartLine
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.listings import stock
 from bazaar.models import Listing, ListingStatus, User
 from bazaar.payments.money import chargeable_problem
 
@@ -67,8 +68,7 @@ class Line:
 
     @property
     def available_quantity(self) -> int:
-        listing = self.listing
-        return listing.quantity if listing.status == ListingStatus.ACTIVE and listing.seller_can_sell else 0
+        return stock.available(self.listing)
 
     @property
     def problem(self) -> LineProblem | None:

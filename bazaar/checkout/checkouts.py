@@ -31,7 +31,6 @@ from bazaar.models import (
     Checkout,
     CheckoutStatus,
     Listing,
-    ListingStatus,
     Order,
     OrderLine,
     OrderStatus,
@@ -104,8 +103,7 @@ async def reserve(session: AsyncSession, req: StartCheckout) -> Reservation:
         changed = _cart_change(held.get(uuid.UUID(line.listing_id)), line)
         problem = changed or _refusal(listing, buyer_id, line)
         if problem is not None:
-            available = listing.quantity if listing and listing.status == ListingStatus.ACTIVE else 0
-            refusals.append(LineRefusal(line.listing_id, problem, available))
+            refusals.append(LineRefusal(line.listing_id, problem, stock.available(listing)))
     currencies = {line.seen_currency for line in req.lines}
     if refusals or not req.lines:
         return Reservation(ok=False, refusals=refusals, reason="lines_unavailable")

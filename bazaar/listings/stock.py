@@ -13,6 +13,13 @@ from bazaar.listings import lifecycle
 from bazaar.models import Listing, ListingStatus
 
 
+def available(listing: Listing | None) -> int:
+    """How many a buyer can order now: none unless it is active and its seller can take payments now."""
+    if listing is None or listing.status != ListingStatus.ACTIVE or not listing.seller_can_sell:
+        return 0
+    return listing.quantity
+
+
 async def locked(session: AsyncSession, listing_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Listing]:
     """The listings, row-locked (in id order) until the transaction ends; missing ones are left out."""
     ids = sorted(set(listing_ids))

@@ -294,6 +294,10 @@ def test_restricted_seller_leaves_search_until_fixed(http: httpx.Client, stack: 
     assert payouts_enabled(stack, str(uuid.uuid4())) is False  # no payout account at all
     assert meili_ids(http, word) == both
 
+    assert http.get(f"/v1/listings/{mine}").json()["purchasable"] is True
+    early = register(http, ["buyer"], "Early Buyer")  # has it in their cart before the restriction
+    assert http.put(f"/v1/cart/lines/{mine}", json={"quantity": 1}, headers=early.headers).status_code == 200
+
     # Charges disabled: the seller's listings leave search (both backends) and nothing new is published.
     control(stack, f"/_sandbox/accounts/{account_id}/restrict", {"disable": "charges"})
     restricted = status_when(http, seller, [True, False, False])
@@ -318,10 +322,23 @@ def test_restricted_seller_leaves_search_until_fixed(http: httpx.Client, stack: 
     )
     carted = http.put(f"/v1/cart/lines/{mine}", json={"quantity": 1}, headers=buyer.headers)
     assert (carted.status_code, carted.json()["error"]["code"]) == (409, "listing_not_available")
+    # Found from outside: the listing read said nothing of it, and the cart said 0 available where the
+    # checkout's refusal said 5. The listing says it cannot be ordered now; the cart and the checkout agree.
+    wait_until(lambda: http.get(f"/v1/listings/{mine}").json()["purchasable"] is False, timeout=10)
+    [line] = http.get("/v1/cart", headers=early.headers).json()["lines"]
+    assert line["available_quantity"] == 0
+    checkout = http.post(
+        "/v1/checkouts",
+        json={"payment_method": "pm_card_visa"},
+        headers={**early.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert (checkout.status_code, checkout.json()["error"]["code"]) == (409, "cart_changed"), checkout.text
+    assert [x["available_quantity"] for x in checkout.json()["error"]["details"]["lines"]] == [0]
 
     # Fixed: back in search, and payouts go out again.
     control(stack, f"/_sandbox/accounts/{account_id}/onboard")
     status_when(http, seller, READY)
+    wait_until(lambda: http.get(f"/v1/listings/{mine}").json()["purchasable"] is True, timeout=10)
     assert fallback_ids(stack, word) == both
     wait_until(lambda: meili_ids(http, word) == both, timeout=20)
     assert payouts_enabled(stack, seller.user_id) is True
