@@ -45,6 +45,7 @@ from bazaar.payments import discrepancies
 from bazaar.payments.provider import order_id_of
 from bazaar.payments.reconcile import (
     CATEGORIES,
+    DISPUTE_KINDS,
     OBJECT_TYPE,
     Discrepancy,
     Entry,
@@ -163,11 +164,18 @@ class ReconciliationActivities:
             owned = Payment.order_id == oid
             if order.checkout_id is not None:  # and the one charge of its checkout, which paid for it
                 owned = owned | (Payment.checkout_id == order.checkout_id)
+                # and a dispute on that charge: every order's row of it (each bears its share)
+                disputes = select(Payment.provider_id).where(
+                    Payment.order_id == oid, Payment.kind.in_(DISPUTE_KINDS)
+                )
+                owned = owned | (Payment.kind.in_(DISPUTE_KINDS) & Payment.provider_id.in_(disputes))
             rows = (await session.scalars(select(Payment).where(owned))).all()
             payments = [_ours(p) for p in rows]
             booked = LedgerEntry.order_id == oid
-            if order.checkout_id is not None:  # the checkout's charge whole: every order's share of it
-                shared = [p.key for p in payments if p.checkout_id is not None]
+            if (
+                order.checkout_id is not None
+            ):  # the checkout's charge and its disputes whole: every order's share
+                shared = [p.key for p in payments if p.order_id != order_id]
                 booked = booked | (LedgerEntry.txn == any_(_texts(shared)))
             movements = _movements((await session.scalars(select(LedgerEntry).where(booked))).all())
             # Provider objects reconciliation or the webhooks saw on this order, that our rows do not name.

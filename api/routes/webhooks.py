@@ -4,7 +4,9 @@ A webhook never creates an order and never calls the provider: it finds the exis
 `metadata.order_id` or `transfer_group` `order-<id>`; a dispute through our record of its PaymentIntent) and
 signals that order's workflow, the same workflow the API's actions go to. The workflow decides what the
 event means (a payment report is only recorded and compared; a chargeback freezes the order), and handles a
-repeated signal as a no-op, so at-least-once delivery is safe. A chargeback on a completed order, whose
+repeated signal as a no-op, so at-least-once delivery is safe. A dispute on a checkout's one charge goes to
+each of its orders with that order's share (in proportion to what it still holds), so each is frozen, booked and
+decided as an order's own chargeback. A chargeback on a completed order, whose
 workflow has usually ended, reopens it: signal-with-start of a new run of the same workflow id that loads
 the order from the database (it never charges).
 
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import uuid
+from dataclasses import replace
 from typing import Annotated, Any
 
 import stripe
@@ -41,7 +44,8 @@ from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, StripeEvent
 from bazaar.orders.reopen import reopened_order
 from bazaar.orders.types import PAYMENT_STATE, SELLER_ID, ChargebackNotice, PaymentReport
-from bazaar.payments import onboarding
+from bazaar.payments import ledger, onboarding
+from bazaar.payments.money import shares_of
 from bazaar.payments.provider import order_id_of
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
@@ -111,33 +115,45 @@ async def stripe_webhook(
         return WebhookOut(handled=account is not None)
     if event.type in PAYMENT_EVENTS:
         order = await _order_of_intent(session, obj)
-        if order is not None and await _charge_recorded(session, order, obj, PAYMENT_EVENTS[event.type]):
+        if order is None:
+            # Not one of our orders (or not known yet): the event stays stored, reconciliation reports it.
+            log.warning("webhook %s %s: no matching order", event.id, event.type)
+            return WebhookOut(handled=False)
+        if await _charge_recorded(session, order, obj, PAYMENT_EVENTS[event.type]):
             # Our charge activity stored this outcome already: the workflow knows; no signal, no task.
             return WebhookOut(handled=True, order_id=order.id)
-        signal: Any = OrderWorkflow.payment_reported
-        argument: Any = PaymentReport(
+        report = PaymentReport(
             event_id=event.id,
             payment_intent_id=str(obj.get("id")),
             status=PAYMENT_EVENTS[event.type],
             amount=_amount(obj),
             currency=str(obj.get("currency") or "").upper(),
         )
-    elif event.type.startswith(DISPUTE_PREFIX):
-        order = await _order_of_dispute(session, obj)
-        argument = ChargebackNotice(
+        told = await _tell(temporal, event, order, OrderWorkflow.payment_reported, report)
+        return WebhookOut(handled=told, order_id=order.id)
+    if event.type.startswith(DISPUTE_PREFIX):
+        notice = ChargebackNotice(
             dispute_id=str(obj.get("id")),
             status=str(obj.get("status")),
             amount=_amount(obj),
             currency=str(obj.get("currency") or "").upper(),
             reason=str(obj["reason"]) if obj.get("reason") is not None else None,
         )
-        signal = OrderWorkflow.chargeback
-    else:
-        return WebhookOut(handled=False)
-    if order is None:
-        # Not one of our orders (or not known yet): the event stays stored, reconciliation reports it.
-        log.warning("webhook %s %s: no matching order", event.id, event.type)
-        return WebhookOut(handled=False)
+        shares = await _dispute_shares(session, obj, notice.amount)
+        if not shares:
+            log.warning("webhook %s %s: no matching order", event.id, event.type)
+            return WebhookOut(handled=False)
+        told_any = False
+        for order, share in shares:  # each order of a checkout's charge bears its share
+            told_any |= await _tell(
+                temporal, event, order, OrderWorkflow.chargeback, replace(notice, amount=share)
+            )
+        return WebhookOut(handled=told_any, order_id=shares[0][0].id if len(shares) == 1 else None)
+    return WebhookOut(handled=False)
+
+
+async def _tell(temporal: Temporal, event: StripeEventIn, order: Order, signal: Any, argument: Any) -> bool:
+    """Signal the order's workflow (a chargeback on a completed order reopens it); False if it has ended."""
     try:
         if isinstance(argument, ChargebackNotice) and order.status == OrderStatus.COMPLETED:
             await _reopen_with_chargeback(temporal, order, argument)
@@ -148,8 +164,8 @@ async def stripe_webhook(
             raise  # Temporal unreachable: 503 (api.errors); the provider delivers the event again
         # The order's workflow has ended (e.g. a cancelled order): nothing left to tell it.
         log.warning("webhook %s %s: order %s is closed", event.id, event.type, order.id)
-        return WebhookOut(handled=False, order_id=order.id)
-    return WebhookOut(handled=True, order_id=order.id)
+        return False
+    return True
 
 
 def _read_event(payload: bytes) -> tuple[StripeEventIn, dict[str, Any]]:
@@ -248,12 +264,29 @@ async def _charge_recorded(session: Session, order: Order, intent: dict[str, Any
     return ours.outcome in (PaymentOutcome.PENDING, reported)
 
 
-async def _order_of_dispute(session: Session, dispute: dict[str, Any]) -> Order | None:
-    """A dispute names the PaymentIntent; our charge record of it names the order."""
+async def _dispute_shares(session: Session, dispute: dict[str, Any], amount: int) -> list[tuple[Order, int]]:
+    """The orders a dispute takes money from, with each one's share of `amount`. A dispute names the
+    PaymentIntent; our charge record of it names the order, or the checkout whose one charge paid its orders:
+    then each order bears the part in proportion to what it still holds (its amount less its refunds), so the
+    shares sum to the dispute's amount and every order is frozen, booked and decided like an order of its own."""
     intent = dispute.get("payment_intent")
     if not intent:
-        return None
-    order_id = await session.scalar(
-        select(Payment.order_id).where(Payment.kind == PaymentKind.CHARGE, Payment.provider_id == str(intent))
+        return []
+    charge = await session.scalar(
+        select(Payment).where(Payment.kind == PaymentKind.CHARGE, Payment.provider_id == str(intent))
     )
-    return None if order_id is None else await session.get(Order, order_id)
+    if charge is None:
+        return []
+    if charge.order_id is not None:
+        order = await session.get(Order, charge.order_id)
+        return [] if order is None else [(order, amount)]
+    orders = list(
+        (
+            await session.scalars(
+                select(Order).where(Order.checkout_id == charge.checkout_id).order_by(Order.id)
+            )
+        ).all()
+    )
+    refunded = await ledger.refunded_by_order(session, [o.id for o in orders])
+    held = shares_of(amount, [o.amount - refunded.get(o.id, 0) for o in orders])
+    return [(order, share) for order, share in zip(orders, held, strict=True) if share > 0]

@@ -135,3 +135,20 @@ def format_money(amount: int, currency: str) -> str:
     sign = "-" if amount < 0 else ""
     whole, minor = divmod(abs(amount), 10**exponent)
     return f"{sign}{whole}.{minor:0{exponent}d} {currency}" if exponent else f"{sign}{whole} {currency}"
+
+
+def shares_of(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` (minor units: each share rounded down, the units left over going
+    to the largest remainders, the earlier weight first on a tie), so the shares always sum to `total`. Weights
+    that sum to nothing share it equally."""
+    if not weights:
+        return []
+    weights = [max(0, w) for w in weights]
+    whole = sum(weights)
+    if whole == 0:
+        weights, whole = [1] * len(weights), len(weights)
+    shares = [total * w // whole for w in weights]
+    remainders = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in remainders[: total - sum(shares)]:
+        shares[i] += 1
+    return shares

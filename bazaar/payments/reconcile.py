@@ -250,6 +250,7 @@ def pair(
     """Every record in exactly one unit, in a stable order."""
     payments = sorted(payments, key=lambda p: p.key)
     movement_of = {m.txn: m for m in movements}
+    payments = _one_row_per_dispute(payments, movement_of)
     by_provider = {(OBJECT_TYPE[p.kind], p.provider_id): p for p in payments if p.provider_id}
     # A charge whose reply was lost has no provider id yet: its PaymentIntent names the order (or checkout).
     lost_replies = {p.owner: p for p in payments if p.kind == PaymentKind.CHARGE and not p.provider_id}
@@ -274,6 +275,44 @@ def pair(
         if movement.txn not in claimed:
             units.append(Unit(ObjectType.LEDGER, movement.txn, movement=movement))
     return units
+
+
+DISPUTE_KINDS = frozenset({PaymentKind.CHARGEBACK, PaymentKind.CHARGEBACK_REVERSAL})
+
+
+def _one_row_per_dispute(payments: list[OurPayment], movement_of: dict[str, Movement]) -> list[OurPayment]:
+    """A dispute on a checkout's one charge is booked by each of its orders (its share: a row and a movement
+    each): compared as one unit, like the charge, the rows become one row of their sum and their movements one
+    movement (under the first row's key; `movement_of` is updated). Anything else passes unchanged."""
+    groups: dict[tuple[PaymentKind, str], list[OurPayment]] = {}
+    for p in payments:
+        if p.kind in DISPUTE_KINDS and p.provider_id:
+            groups.setdefault((p.kind, p.provider_id), []).append(p)
+    merged: dict[str, OurPayment] = {}
+    absorbed: set[str] = set()
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        first = rows[0]
+        merged[first.key] = OurPayment(
+            key=first.key,
+            kind=first.kind,
+            provider_id=first.provider_id,
+            amount=sum(r.amount for r in rows),
+            currency=first.currency
+            if len({r.currency for r in rows}) == 1
+            else "/".join(r.currency for r in rows),
+            outcome=first.outcome,
+            order_id=None,
+            created=min(r.created for r in rows),
+        )
+        moved = [movement_of.pop(r.key) for r in rows if r.key in movement_of]
+        if moved:
+            movement_of[first.key] = Movement(
+                first.key, None, tuple(e for m in moved for e in m.entries), min(m.created for m in moved)
+            )
+        absorbed |= {r.key for r in rows[1:]}
+    return [merged.get(p.key, p) for p in payments if p.key not in absorbed]
 
 
 def judge(unit: Unit) -> Verdict:

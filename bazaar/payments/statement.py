@@ -8,7 +8,8 @@ An order a checkout placed shares its checkout's one charge: the charge's line i
 the charge booked into this order's escrow), not the whole, which would tell each seller what the buyer bought
 from the others; it agrees when the whole charge agrees (the PaymentIntent, the checkout's payment row, the
 movement across all the checkout's orders) and the movement booked the order's share. The fee counts only that
-share and only the order's own ledger entries."""
+share and only the order's own ledger entries. A dispute on that charge is each order's share of it the same way
+(every order's row of it and its movement are compared as one with the provider's dispute)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 from bazaar.models import LedgerAccount
 from bazaar.payments.reconcile import (
+    DISPUTE_KINDS,
+    LEDGER_SIDE,
     OBJECT_TYPE,
     PROVIDER_SIGN,
     MoneyStatement,
@@ -47,6 +50,8 @@ def statement(
     lines = [
         _share_line(unit, order_id, checkout)
         if checkout and _checkout_charge(unit, checkout)
+        else _dispute_share_line(unit, order_id)
+        if _shared_dispute(unit)
         else _line(unit)
         for unit in units
     ]
@@ -108,6 +113,38 @@ def _share_line(unit: Unit, order_id: str, checkout: ChargeShare) -> StatementLi
     )
 
 
+def _shared_dispute(unit: Unit) -> bool:
+    """A dispute (or its reinstatement) on a checkout's one charge: its orders' rows compared as one
+    (`reconcile.pair`), each order bearing its share."""
+    mine = unit.payment
+    return mine is not None and mine.order_id is None and mine.kind in DISPUTE_KINDS
+
+
+def _own_share(unit: Unit, order_id: str) -> int:
+    """What the unit's movement booked for this order on its payment's side (a shared dispute's share)."""
+    assert unit.payment is not None
+    account, sign = LEDGER_SIDE[unit.payment.kind]
+    entries = unit.movement.entries if unit.movement else ()
+    return sign * sum(e.amount for e in entries if e.order_id == order_id and e.account == account.value)
+
+
+def _dispute_share_line(unit: Unit, order_id: str) -> StatementLine:
+    """A shared dispute as this order's statement shows it: its share on each side (it agrees when the whole
+    agrees: the provider's dispute, every order's row and movement)."""
+    whole, share = _line(unit), _own_share(unit, order_id)
+    provider, payment, ledger = whole.provider, whole.payment, whole.ledger
+    return StatementLine(
+        kind=whole.kind,
+        object_id=whole.object_id,
+        provider=Side(provider.ref, share, provider.currency, provider.status) if provider else None,
+        payment=Side(payment.ref, share, payment.currency, payment.status) if payment else None,
+        ledger=Side(ledger.ref, share, ledger.currency) if ledger else None,
+        agrees=whole.agrees,
+        category=whole.category,
+        problems=whole.problems,
+    )
+
+
 def _fee(order_id: str, currency: str, units: list[Unit], checkout: ChargeShare | None) -> StatementLine:
     problems: list[str] = []
     kept, share = 0, ""
@@ -124,6 +161,8 @@ def _fee(order_id: str, currency: str, units: list[Unit], checkout: ChargeShare 
             # The provider knows the checkout's whole charge; the order's money is its share of it.
             kept += checkout.amount
             share = f", its share of checkout {checkout.checkout_id}'s charge {checkout.amount}"
+        elif _shared_dispute(unit):
+            kept += PROVIDER_SIGN[record.object_type] * _own_share(unit, order_id)
         else:
             kept += PROVIDER_SIGN[record.object_type] * record.amount
     accounts: dict[str, int] = {}

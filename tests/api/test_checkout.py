@@ -14,7 +14,16 @@ from api.routes.checkouts import CHECKOUT_ID_NAMESPACE
 from bazaar.orders.terms import DEFAULT_TERMS
 from bazaar.payments.money import platform_fee
 from tests.support.http import Actor, at_once, published_listing, register, seller_with_payout, support_user
-from tests.support.money import act, assert_balanced, ledger_accounts, provider_list, refunds_for, sql
+from tests.support.money import (
+    act,
+    assert_balanced,
+    ledger_accounts,
+    order_until,
+    provider_list,
+    refunds_for,
+    sql,
+    transfers_for,
+)
 from tests.support.reconciliation import next_second, reconcile
 
 pytestmark = pytest.mark.integration
@@ -491,3 +500,59 @@ def test_a_checkouts_orders_page_one_by_one_though_placed_in_one_transaction(htt
         if cursor is None:
             break
     assert sorted(seen) == sorted(order["id"] for order in paid.json()["orders"]), seen
+
+
+def test_a_chargeback_of_a_checkouts_charge_freezes_each_order_with_its_share(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: a dispute on a checkout's one charge reached no order (the charge names the checkout),
+    so its orders went on as paid, the sellers could not cancel or refund (the provider refuses a refund on a
+    disputed charge), and a seller who shipped was paid out after the buyer had the money back. Each order now
+    bears its share (in proportion to what it holds), is frozen, booked and decided as its own chargeback."""
+    since = next_second()
+    sellers = [seller_with_payout(http) for _ in range(2)]
+    listings = [
+        published_listing(http, seller, price={"amount": price, "currency": "EUR"})
+        for seller, price in zip(sellers, (10_000, 5_000), strict=True)
+    ]
+    buyer = register(http, ["buyer"], "Disputing Buyer")
+    for listing in listings:
+        put_line(http, buyer, listing["id"])
+    paid = checkout(http, buyer)
+    assert paid.status_code == 201, paid.text
+    orders = {order["seller_id"]: order["id"] for order in paid.json()["orders"]}
+    (intent,) = intents_of_checkout(stack, paid.json()["id"])
+    dispute = httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes", json={"payment_intent": intent["id"]}, timeout=10
+    ).json()
+    for seller, amount in zip(sellers, (10_000, 5_000), strict=True):
+        order_id = orders[seller.user_id]
+        frozen = order_until(http, order_id, buyer, "disputed")
+        assert (frozen["status_reason"], frozen["payment_state"]) == ("chargeback", "chargeback")
+        refused = http.post(f"/v1/orders/{order_id}/accept", headers=seller.headers)
+        assert refused.status_code == 409, refused.text  # nothing ships, nobody is paid meanwhile
+        assert ledger_accounts(stack, order_id)["chargebacks"] == amount
+    httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes/{dispute['id']}/close",
+        json={"status": "lost"},
+        timeout=10,
+    )
+    for seller, listing in zip(sellers, listings, strict=True):
+        order_id = orders[seller.user_id]
+        ended = order_until(http, order_id, buyer, "refunded")
+        assert (ended["status_reason"], ended["payment_state"]) == ("chargeback_lost", "charged_back")
+        assert (
+            http.get(f"/v1/listings/{listing['id']}").json()["quantity"] == 1
+        )  # never shipped: back on sale
+        assert transfers_for(stack, order_id) == []
+        statement = http.get(f"/v1/orders/{order_id}/money", headers=seller.headers).json()
+        assert statement["agrees"] is True, statement
+        [charged_back] = [line for line in statement["lines"] if line["kind"] == "chargeback"]
+        assert (
+            charged_back["provider"]["amount"] == charged_back["ledger"]["amount"] == ended["total"]["amount"]
+        )
+    assert_balanced(stack, *orders.values())
+    summary = reconcile(stack, since, next_second())
+    assert [
+        d for d in summary.discrepancies if dispute["id"] == d.object_id or d.order_id in orders.values()
+    ] == []

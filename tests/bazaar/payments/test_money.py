@@ -14,6 +14,7 @@ from bazaar.payments.money import (
     Price,
     chargeable_problem,
     platform_fee,
+    shares_of,
 )
 from stripe_sandbox import engine
 
@@ -114,3 +115,19 @@ def test_money_accepts_whatever_is_stored(stored: dict[str, Any]) -> None:
 )
 def test_platform_fee(amount: int, bps: int, fixed: int, fee: int) -> None:
     assert platform_fee(amount, bps, fixed) == fee
+
+
+@pytest.mark.parametrize(
+    ("total", "weights", "shares"),
+    [
+        (15_000, [10_000, 5_000], [10_000, 5_000]),
+        (100, [1, 1, 1], [34, 33, 33]),  # the unit left over to the first of equal remainders
+        (10_001, [3, 3, 4], [3_000, 3_000, 4_001]),
+        (7, [0, 0], [4, 3]),  # nothing held anywhere: equal parts
+        (9_000, [10_000, 0, 5_000], [6_000, 0, 3_000]),
+        (0, [5, 5], [0, 0]),
+    ],
+)
+def test_shares_sum_to_the_total_in_proportion(total: int, weights: list[int], shares: list[int]) -> None:
+    assert shares_of(total, weights) == shares
+    assert sum(shares_of(total, weights)) == total
