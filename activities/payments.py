@@ -28,6 +28,7 @@ from activities import metrics
 from activities.database import activity_transaction
 from bazaar.db import get_engine
 from bazaar.errors import Rejection
+from bazaar.integrations import events
 from bazaar.models import LedgerAccount, Order, Payment, PaymentKind, PaymentOutcome, PayoutAccount
 from bazaar.payments import ledger, onboarding
 from bazaar.payments.provider import (
@@ -568,6 +569,20 @@ async def _record_outcome(
         assert payment.order_id is not None
         order = await ledger.order_seller(session, payment.order_id)
         await ledger.post(session, key, order.id, order.seller_id, payment.currency, movement)
+        if (
+            payment.kind == PaymentKind.TRANSFER_REVERSAL
+        ):  # the seller's integrations hear of it, as of the payout
+            reversed_payout = {
+                "object": "payout",
+                "order_id": str(order.id),
+                "seller_id": str(order.seller_id),
+                "status": "reversed",
+                "amount": payment.amount,
+                "currency": payment.currency,
+            }
+            await events.record(
+                session, events.EventType.PAYOUT_REVERSED, order.seller_id, reversed_payout, dedupe_key=key
+            )
 
 
 async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:

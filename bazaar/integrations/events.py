@@ -57,6 +57,9 @@ class EventType(enum.StrEnum):
     PAYOUT_SENT = "payout.sent"
     PAYOUT_FAILED = "payout.failed"  # the provider refused it: support retries it
     PAYOUT_ON_HOLD = "payout.on_hold"  # waits until the provider enables the seller's payouts
+    PAYOUT_REVERSED = (
+        "payout.reversed"  # taken back from the seller (a refund or a chargeback after it was sent)
+    )
     # A cart paid at once (the platform's: each seller hears of its own order by `order.paid`).
     CHECKOUT_PAID = "checkout.paid"
     CHECKOUT_PAYMENT_FAILED = "checkout.payment_failed"  # declined or refused: its orders cancelled

@@ -212,6 +212,18 @@ def test_chargeback_after_completion_reverses_the_payout_and_won_pays_again(
     assert [t["amount"] for t in transfers_for(stack, oid)] == [AMOUNT - FEE, AMOUNT - FEE]  # paid out again
     balance = http.get("/v1/payout-account/balance", headers=seller.headers).json()["balances"][0]
     assert balance["paid_out"] == AMOUNT - FEE
+    # Found from outside: the seller's integrations heard of the payout, never of its reversal.
+    feed = http.get("/v1/events", params={"limit": 500}, headers=seller.headers).json()["items"]
+    payouts = [
+        (e["type"], e["data"]["amount"])
+        for e in feed
+        if e["type"].startswith("payout.") and e["data"]["order_id"] == oid
+    ]
+    assert payouts == [
+        ("payout.sent", AMOUNT - FEE),
+        ("payout.reversed", AMOUNT - FEE),
+        ("payout.sent", AMOUNT - FEE),
+    ]
     assert ledger_accounts(stack, oid) == {
         "buyer_payments": -AMOUNT,
         "platform_fees": FEE,
