@@ -12,7 +12,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import pycountry
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -53,7 +55,17 @@ from bazaar.trust.models import DisputeResolution
 
 # PostgreSQL's bigint: the bound of any integer that may reach a query (beyond it, the database errs).
 INT64_MAX = 2**63 - 1
-CountryCode = Annotated[str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False)]
+
+
+def _iso_country(code: str) -> str:
+    if pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError(f"{code} is not an ISO 3166-1 country code")
+    return code
+
+
+CountryCode = Annotated[
+    str, single_line(2, 2, pattern="^[A-Z]{2}$", strip=False), AfterValidator(_iso_country)
+]
 
 
 class NamedEnum:

@@ -135,6 +135,14 @@ def test_onboarding_gates_publishing(http: httpx.Client, stack: Any) -> None:
         "/v1/payout-account/onboarding-link", json={**urls, "return_url": "done"}, headers=seller.headers
     )
     assert bad.status_code == 422
+    # Found from outside: a country that does not exist ("ZZ") made an account that could sell and be paid.
+    nowhere = http.post(
+        "/v1/payout-account", json={"country": "ZZ", "default_currency": "EUR"}, headers=seller.headers
+    )
+    assert (nowhere.status_code, nowhere.json()["error"]["details"]["errors"][0]["loc"]) == (
+        422,
+        ["body", "country"],
+    )
     with pending_accounts(stack):
         created = http.post(
             "/v1/payout-account", json={"country": "DE", "default_currency": "EUR"}, headers=seller.headers
