@@ -40,10 +40,10 @@ from bazaar.auth import NEVER_PAID, Principal
 from bazaar.checkout import cart
 from bazaar.db import newest_first
 from bazaar.errors import DomainError, ErrorCode
+from bazaar.listings import stock
 from bazaar.models import (
     AuditEvent,
     Listing,
-    ListingStatus,
     Order,
     OrderStatus,
     PaymentState,
@@ -186,7 +186,7 @@ async def _rejection(session: Session, reason: str | None, body: OrderIn) -> Dom
     what the listing has left now, read again (`details.available`), as the check before the reservation says."""
     if reason == "sold_out":
         listing = await session.get(Listing, body.listing_id, populate_existing=True)
-        left = listing.quantity if listing is not None and listing.status == ListingStatus.ACTIVE else 0
+        left = stock.available(listing)
         if left < body.quantity:
             return cart.sold_out(left)
         # Units another order held came back since: worth trying again.

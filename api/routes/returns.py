@@ -32,7 +32,7 @@ from api.return_schemas import (
 from api.routes.order_actions import STILL_RUNNING, visible_order
 from api.schemas import OrderLineOut
 from bazaar.auth import Principal, actor_of
-from bazaar.errors import DomainError, ErrorCode
+from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.models import Role
 from bazaar.orders.types import order_line_views
 from bazaar.payments.money import Money
@@ -167,6 +167,10 @@ async def request_return(
     view = await start_and_wait(temporal, ReturnWorkflow.opened, [request], start, workflow_id, ReturnView)
     if view is not None and view.status is None and view.status_reason:
         code, message = _REFUSALS.get(view.status_reason, _REFUSALS["order_not_returnable"])
+        if view.status_reason == "invalid_lines":  # about the body's lines, named as the API's own 422s do
+            raise field_error(
+                "lines", view.refusal_detail or message, "invalid_lines", reason="invalid_lines"
+            )
         raise DomainError(code, view.refusal_detail or message, {"reason": view.status_reason})
     session.expire_all()
     stored = await session.get(Return, return_id)

@@ -199,6 +199,9 @@ def test_returns_are_refused_when_they_cannot_be_made(http: httpx.Client) -> Non
     act(http, order["id"], "fulfil", seller)
     too_many = ask(http, order, buyer, quantity=2)
     assert (too_many.status_code, too_many.json()["error"]["code"]) == (422, "validation_error")
+    # Found from outside: this 422 had no `details.errors`, unlike every other about a field of the body.
+    [problem] = too_many.json()["error"]["details"]["errors"]
+    assert (problem["loc"], problem["type"]) == (["body", "lines"], "invalid_lines")
     stranger = register(http, ["buyer"], "Stranger")
     assert ask(http, order, stranger).status_code == 403
     assert ask(http, order, seller).status_code == 403
