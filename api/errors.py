@@ -298,6 +298,20 @@ class InternalErrorMiddleware:
             await _internal_error()(scope, receive, send)
 
 
+def _not_json(request: Request, errors: list[dict[str, Any]]) -> DomainError | None:
+    """415 for a JSON body sent under another content type (FastAPI reads only `application/json` and `+json`
+    bodies as JSON: anything else reached validation as bytes, "Input should be a valid dictionary")."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return None
+    if not any(e["loc"] == ["body"] and e["type"] in ("dict_type", "model_attributes_type") for e in errors):
+        return None
+    return DomainError(
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        f"the body must be JSON (Content-Type: application/json), not {media}",
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_middleware(InternalErrorMiddleware)
 
@@ -315,6 +329,8 @@ def install(app: FastAPI) -> None:
         errors = [located(e) for e in exc.errors()]
         if (missing := _missing_required_header(errors)) is not None:
             return await domain_error(request, missing)
+        if (sent_as := _not_json(request, errors)) is not None:
+            return await domain_error(request, sent_as)
         # The message names the (first) field, so a person reading only the message knows what to fix.
         message = "request is invalid"
         if errors:

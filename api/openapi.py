@@ -103,6 +103,7 @@ _TITLES = {
     409: "Conflict with the resource's current state",
     412: "Precondition failed: If-Match does not match the current ETag",
     413: "Request body too large",
+    415: "Unsupported media type: send the body as application/json",
     422: "Invalid request (for `validation_error`, `details.errors` names each field)",
     428: "Precondition required: send If-Match",
     429: "Too many requests: retry after Retry-After",
@@ -259,6 +260,8 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         generic.append(ErrorCode.SERVICE_UNAVAILABLE)
     if "requestBody" in operation:
         generic.append(ErrorCode.PAYLOAD_TOO_LARGE)
+        if "application/json" in operation["requestBody"].get("content", {}):
+            generic.append(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
     for code in generic:
         response = responses.setdefault(str(code.status), {})
         if _is_own_body(response):

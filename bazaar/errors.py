@@ -56,6 +56,7 @@ class ErrorCode(enum.StrEnum):
     # Outside any operation's own contract, but answered all the same: in the enum so a client parses them.
     METHOD_NOT_ALLOWED = "http_405", 405  # a method the path does not have (`Allow` names those it has)
     PAYLOAD_TOO_LARGE = "payload_too_large", 413  # a request body over the API's limit (1 MiB, api/app.py)
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415  # a JSON body sent as another content type
     INTERNAL_ERROR = "internal_error", 500  # a bug; never for bad input
 
 
