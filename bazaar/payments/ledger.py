@@ -55,17 +55,29 @@ async def seller_balances(session: AsyncSession, seller_id: uuid.UUID) -> list[S
     def total(account: LedgerAccount) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((LedgerEntry.account == account, LedgerEntry.amount), else_=0)), 0)
 
+    # Per order first: a chargeback beyond what an order held (the buyer had a refund too) overdraws that order's
+    # escrow, the platform's loss; it is not the seller's money, and must not hide what their other orders hold.
+    per_order = (
+        select(
+            LedgerEntry.currency,
+            total(LedgerAccount.ESCROW).label("escrow"),
+            total(LedgerAccount.SELLER_PAYABLE).label("payable"),
+            total(LedgerAccount.SELLER_PAYOUTS).label("paid_out"),
+        )
+        .where(LedgerEntry.seller_id == seller_id)
+        .group_by(LedgerEntry.currency, LedgerEntry.order_id)
+        .subquery()
+    )
     rows = (
         await session.execute(
             select(
-                LedgerEntry.currency,
-                total(LedgerAccount.ESCROW),
-                total(LedgerAccount.SELLER_PAYABLE),
-                total(LedgerAccount.SELLER_PAYOUTS),
+                per_order.c.currency,
+                func.sum(func.greatest(per_order.c.escrow, 0)),
+                func.sum(per_order.c.payable),
+                func.sum(per_order.c.paid_out),
             )
-            .where(LedgerEntry.seller_id == seller_id)
-            .group_by(LedgerEntry.currency)
-            .order_by(LedgerEntry.currency)
+            .group_by(per_order.c.currency)
+            .order_by(per_order.c.currency)
         )
     ).all()
     return [SellerBalance(currency=c, held=int(h), available=int(a), paid_out=int(p)) for c, h, a, p in rows]

@@ -264,3 +264,32 @@ def test_a_chargeback_after_a_resolved_buyer_dispute_reopens_the_case(http: http
     )
     opened = [(m["kind"], m["data"].get("source")) for m in case["thread"] if m["kind"] == "opened"]
     assert opened == [("opened", "buyer"), ("opened", "chargeback")]  # the earlier case stays above it
+
+
+def test_a_chargeback_beyond_what_the_order_holds_is_not_the_sellers_debt(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: a 40.00 refund, then a chargeback of the whole 100.00, left the seller's `held` balance
+    at -40.00 for good (and hid what their other orders hold): the network took more than the order held, which is
+    the platform's loss."""
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    item = published_listing(http, seller)  # another order of the same seller, still held
+    placed = place(http, register(http, ["buyer"], "Other Buyer"), item["id"])
+    assert placed.status_code == 201, placed.text
+    other = placed.json()
+    refunded = http.post(
+        f"/v1/orders/{oid}/refund", json={"amount": 4_000, "reason": "dent"}, headers=seller.headers
+    )
+    assert refunded.status_code == 200, refunded.text
+    [intent] = payment_intents_for(stack, oid)
+    httpx.post(  # the whole charge, though 40.00 of it was refunded already
+        f"{stack.stripe_api_base}/_sandbox/disputes",
+        json={"payment_intent": intent["id"], "amount": order["total"]["amount"]},
+        timeout=10,
+    ).raise_for_status()
+    order_until(http, oid, buyer, "disputed")
+    assert ledger_accounts(stack, oid)["chargebacks"] == order["total"]["amount"]
+    [balance] = http.get("/v1/payout-account/balance", headers=seller.headers).json()["balances"]
+    assert balance["held"] == other["total"]["amount"], balance  # the other order's money, nothing negative
+    assert_balanced(stack, oid)
