@@ -34,6 +34,7 @@ from bazaar.orders.reopen import reopen_operation
 from bazaar.orders.rules import OWN_ORDER_AS_SUPPORT
 from bazaar.orders.types import ActionRequest, OrderAction, OrderView, Party, RefundLine
 from bazaar.payments import ledger
+from bazaar.returns import returns
 from bazaar.settings import get_settings
 from bazaar.temporal import order_workflow_id
 from workflows.order import OrderWorkflow
@@ -274,9 +275,11 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
     seller's transfer (and the fee's, pro rata). Refunding all of it ends the order as `refunded`, with the stock
     back if it was not shipped. By `amount`, or by `lines`: each line's unit price (as placed) times the quantity
     (422 for a listing the order did not buy, or more of it than is left to refund: units refunded before, by
-    lines or by a return, count)."""
+    lines or by a return, count, and units in an open return are left to it)."""
     # By lines, the workflow prices them and keeps count of the units refunded, so no unit is refunded twice.
     lines = [RefundLine(str(line.listing_id), line.quantity) for line in body.lines] if body.lines else None
+    if body.lines:
+        await _refuse_units_in_returns(act, {line.listing_id: line.quantity for line in body.lines})
     return await act(
         OrderWorkflow.refund,
         reopen=True,
@@ -285,6 +288,22 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
         refund_lines=lines,
         reason=body.reason,
     )
+
+
+async def _refuse_units_in_returns(act: Action, asked: dict[uuid.UUID, int]) -> None:
+    """A refund by lines leaves the units an open return holds to that return (its receipt refunds them): found
+    from outside, a refund of every unit left the buyer shipping one back that nothing would refund or restock."""
+    order = await visible_order(act.session, act.order_id, act.caller)
+    held = await returns.units_in_open_returns(act.session, order.id)
+    for line in order.lines:
+        left = line.quantity - line.refunded_quantity - held.get(line.listing_id, 0)
+        if held.get(line.listing_id) and asked.get(line.listing_id, 0) > left:
+            raise field_error(
+                "lines",
+                f"listing {line.listing_id}: {left} can be refunded by lines; {held[line.listing_id]} more are in "
+                "an open return, refunded when the seller receives them (or reject the return)",
+                "in_open_return",
+            )
 
 
 @router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)

@@ -33,6 +33,18 @@ _OPEN = [
 ]
 
 
+async def units_in_open_returns(session: AsyncSession, order_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    """Units of each listing the order's open returns hold (a refunded one's units are in its lines'
+    `refunded_quantity`): neither another return nor a refund by lines may take them."""
+    rows = await session.execute(
+        select(ReturnLine.listing_id, func.sum(ReturnLine.quantity))
+        .join(Return, Return.id == ReturnLine.return_id)
+        .where(Return.order_id == order_id, Return.status.in_(_OPEN))
+        .group_by(ReturnLine.listing_id)
+    )
+    return {listing_id: int(total) for listing_id, total in rows}
+
+
 def opened_of(row: Return) -> ReturnOpened:
     return ReturnOpened(
         ok=True,
@@ -64,15 +76,7 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
     if shipped_at is None or datetime.now(UTC) - shipped_at > timedelta(seconds=req.window_seconds):
         return ReturnOpened(ok=False, refusal="return_window_closed", detail="the return window has closed")
     bought = {line.listing_id: line for line in order.lines}
-    # Units other returns still hold (a refunded one's units are in its lines' `refunded_quantity`), and what
-    # those returns will refund.
-    rows = await session.execute(
-        select(ReturnLine.listing_id, func.sum(ReturnLine.quantity))
-        .join(Return, Return.id == ReturnLine.return_id)
-        .where(Return.order_id == order.id, Return.status.in_(_OPEN))
-        .group_by(ReturnLine.listing_id)
-    )
-    returned = {listing_id: int(total) for listing_id, total in rows}
+    returned = await units_in_open_returns(session, order.id)
     lines: list[OrderLineView] = []
     for wanted in req.lines:
         listing_id = uuid.UUID(wanted.listing_id)

@@ -345,3 +345,33 @@ def test_racing_returns_under_one_key_for_other_lines_are_refused(http: httpx.Cl
     for _, response in answers:
         if response.status_code not in (200, 201):
             assert (response.status_code, response.json()["error"]["code"]) == (422, "idempotency_key_reused")
+
+
+def test_a_refund_by_lines_leaves_the_units_of_an_open_return_to_it(http: httpx.Client) -> None:
+    """Found from outside: with one of three units in an approved return, a refund of all three by lines was
+    accepted; the buyer then shipped the unit back and its receipt refunded and restocked nothing (escalated)."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
+    buyer = register(http, ["buyer"], "Returning One")
+    order = units_order(http, seller, buyer, item["id"], 3, to=("accept", "fulfil"))
+    asked = ask(http, order, buyer, quantity=1)
+    assert asked.status_code == 201, asked.text
+    move(http, asked.json()["id"], "approve", seller)
+    url = f"/v1/orders/{order['id']}/refund"
+    every = {"lines": [{"listing_id": item["id"], "quantity": 3}], "reason": "out of stock"}
+    refused = http.post(url, json=every, headers=seller.headers)
+    assert refused.status_code == 422, refused.text
+    [problem] = refused.json()["error"]["details"]["errors"]
+    assert (problem["loc"], problem["type"]) == (["body", "lines"], "in_open_return")
+    two = http.post(
+        url, json={**every, "lines": [{"listing_id": item["id"], "quantity": 2}]}, headers=seller.headers
+    )
+    assert two.status_code == 200, two.text
+    move(http, asked.json()["id"], "ship", buyer, {"carrier": "DHL", "tracking_number": "RT9"})
+    received = move(http, asked.json()["id"], "receive", seller, {"restock": True})
+    assert (received["status"], received["refund"]["amount"], received["restocked"]) == (
+        "refunded",
+        10_000,
+        True,
+    )
+    assert http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()["refunded"]["amount"] == 30_000
