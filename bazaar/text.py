@@ -4,12 +4,16 @@ bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069, category Cf)
 Control characters are never content: a NUL cannot be stored in PostgreSQL text, a CR/LF in a listing title
 ends up in email Subject headers, and the rest confuse terminals, logs and search. Two shapes:
 
-- single line (names, titles, identifiers, short labels): no Cc at all, so no CR, LF or TAB either;
+- single line (names, titles, identifiers, short labels): no Cc at all, so no CR, LF or TAB either, nor the
+  Unicode line and paragraph separators (U+2028, U+2029);
 - multi line (descriptions, messages, review text, notes): `\\n`, `\\r\\n` and `\\t` stay, the rest is refused.
 
 The bidirectional overrides and isolates make text display in another order than it is stored (a title or a
 message that reads one way and says another: the "Trojan Source" and file-name spoofing trick); right-to-left
 text needs none of them, so they are refused in both shapes.
+
+A required text (stripped, with a minimum length) that shows nothing, whitespace or invisible characters alone
+(zero-width spaces, joiners, combining marks with nothing to combine, blank letters), is refused as blank.
 
 At the HTTP edge use the pydantic metadata, e.g. `Annotated[str, single_line(min_length=3, max_length=140)]`
 (an invalid value is a 422 naming the field). Inside a Temporal workflow, where no pydantic model validates,
@@ -19,6 +23,7 @@ call `control_character_problem` (pure and deterministic).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -30,14 +35,15 @@ from pydantic_core import CoreSchema, PydanticCustomError
 
 # Category Cc is exactly C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F); fixed since Unicode 1.1,
 # so a character class is the same test as unicodedata.category() == "Cc", and faster on long text.
-SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# A single line also refuses the Unicode line and paragraph separators (U+2028, U+2029): they break a line too.
+SINGLE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Multi line keeps TAB, LF and CR only as part of CRLF (a lone CR is an old Mac line break or an injection).
 _MULTI_LINE_FORBIDDEN = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)"
 )
 _BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 # The same rules for the OpenAPI document (ECMA-262 regexes), so clients and generated validators know them.
-_SINGLE_LINE_REFUSED = r"\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
+_SINGLE_LINE_REFUSED = r"\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _MULTI_LINE_REFUSED = r"\u0000-\u0008\u000b\u000c\u000d\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069"
 # What pydantic's `strip_whitespace` removes from the ends: Unicode White_Space (Rust's `str::trim`).
 _WHITE_SPACE = r"\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -76,6 +82,10 @@ def control_character_problem(value: str, multiline: bool) -> str | None:
     index = found.start()
     if _BIDI_CONTROL.match(found.group()):
         return f"bidirectional control characters are not allowed; found U+{ord(value[index]):04X} at index {index}"
+    if found.group() in "\u2028\u2029":
+        return (
+            f"line breaks are not allowed (a single line); found U+{ord(value[index]):04X} at index {index}"
+        )
     what = "control characters other than line breaks and tabs are" if multiline else "control characters are"
     shape = "" if multiline else " (a single line: no line breaks or tabs)"
     return f"{what} not allowed{shape}; found U+{ord(value[index]):04X} at index {index}"
@@ -96,11 +106,25 @@ _CHECK_SINGLE_LINE = _checker(multiline=False)
 _CHECK_MULTI_LINE = _checker(multiline=True)
 
 
+# Characters that show nothing: separators, format characters (zero-width space, joiners, BOM, tags), combining
+# marks with nothing to combine with, and the letters that render blank (Hangul fillers, the braille blank).
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"})
+_BLANK_LETTERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def _shows_something(value: str) -> bool:
+    return any(
+        c not in _BLANK_LETTERS and unicodedata.category(c) not in _INVISIBLE_CATEGORIES for c in value
+    )
+
+
 def _refuse_blank(value: Any) -> Any:
-    """A value of whitespace alone is blank, said so: the length rule after stripping would call "   " too short
-    for 3 characters."""
-    if isinstance(value, str) and value and not value.strip():
-        raise PydanticCustomError("blank", "must not be blank (it holds only whitespace)")
+    """A value that shows nothing is blank, said so: whitespace alone (the length rule after stripping would call
+    "   " too short for 3 characters), or invisible characters alone (a title of zero-width spaces)."""
+    if isinstance(value, str) and value and not _shows_something(value):
+        raise PydanticCustomError(
+            "blank", "must not be blank (it holds only whitespace or invisible characters)"
+        )
     return value
 
 
