@@ -114,6 +114,8 @@ class OrderTransition(OrderStateChange):
     refunded_units: dict[str, int] = field(default_factory=dict)
     # Support's resolution of the order's dispute, when this transition settles it (the case reads resolved with it).
     dispute_resolution: Resolution | None = None
+    # Units (by listing id) refunded by line before the order shipped: back on sale with this transition.
+    restock_units: dict[str, int] = field(default_factory=dict)
     # The dispute case this transition opens (its record and first entry; the case's workflow follows).
     opens_case: OpenDispute | None = None
 
@@ -256,6 +258,8 @@ class OrderActivities:
             for posting in change.ledger:
                 entries = {LedgerAccount(account): amount for account, amount in posting.entries.items()}
                 await ledger.post(session, posting.txn, order_id, moved.seller_id, moved.currency, entries)
+            if change.restock_units and not change.release_stock:  # a release gives back all that is left
+                await _restock(session, order_id, change.restock_units)
             if change.release_stock:
                 await _release_stock(session, order_id)
             for listing_id, units in change.refunded_units.items():
@@ -494,10 +498,24 @@ async def _release_stock(session: AsyncSession, order_id: uuid.UUID) -> bool:
     if order is None or not order.stock_reserved:
         return False
     # No line rows: placed by a worker of the version before lines (a rolling deploy); its one listing is its line.
-    lines = [(line.listing_id, line.quantity) for line in order.lines] or [(order.listing_id, order.quantity)]
-    await stock.give_back(session, lines)
+    lines = [(x.listing_id, x.quantity - x.restocked_quantity) for x in order.lines] or [
+        (order.listing_id, order.quantity)
+    ]
+    await stock.give_back(session, [(listing_id, units) for listing_id, units in lines if units > 0])
     order.stock_reserved = False
     return True
+
+
+async def _restock(session: AsyncSession, order_id: uuid.UUID, units: dict[str, int]) -> None:
+    """Put units refunded by line before the order shipped back on sale (the order holds the rest)."""
+    order = await session.scalar(select(Order).where(Order.id == order_id).with_for_update())
+    if order is None or not order.stock_reserved:
+        return
+    lines = {str(line.listing_id): line for line in order.lines}
+    back = [(lines[k].listing_id, n) for k, n in units.items() if k in lines and n > 0]
+    await stock.give_back(session, back)
+    for listing_id, n in back:
+        lines[str(listing_id)].restocked_quantity += n
 
 
 async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change: OrderTransition) -> None:

@@ -364,6 +364,8 @@ class OrderLine(Base):
     unit_amount: Mapped[int] = mapped_column(BigInteger)
     # Units refunded by line (refunds by lines, returns): the order's workflow writes it with its transitions.
     refunded_quantity: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    # Units put back on sale already (refunded by line before the order shipped): its release gives back the rest.
+    restocked_quantity: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
 
 
 class CheckoutStatus(enum.StrEnum):

@@ -353,12 +353,16 @@ class OrderMoney(OrderSteps):
         it was not shipped); after the release, the refund's share comes back from it."""
         amount, units = self._check_refund_amount(req)
         await self._refund(amount, req.reason or f"{party}_refund")
+        before = self.view.refunded_units
         if units is not None:
             self._view = replace(self.view, refunded_units=units)
         if self._released is not None:  # completed: the refund's share comes back from the release
             await self._take_back_release(amount)
         whole = self._escrow_held() == 0
         ended = "return_refunded" if req.return_id else f"{party}_refunded"
+        # Units refunded by line before the order shipped will never ship: back on sale now (a release at the
+        # order's end gives back the rest).
+        restock = {k: n - before.get(k, 0) for k, n in (units or {}).items() if n > before.get(k, 0)}
         await self._transition(
             OrderStatus.REFUNDED if whole else self.view.status,
             reason=ended if whole else self.view.reason,
@@ -368,6 +372,7 @@ class OrderMoney(OrderSteps):
             action=OrderEvent.REFUNDED if whole else OrderEvent.PARTIALLY_REFUNDED,
             release_stock=whole and not self._shipped,
             note=req.reason,
+            restock=None if self._shipped or whole else restock,
         )
 
     @asynccontextmanager

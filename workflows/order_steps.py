@@ -147,11 +147,13 @@ class OrderSteps:
         resolution: Resolution | None = None,
         note: str | None = None,
         opens_case: DisputeSource | None = None,
+        restock: dict[str, int] | None = None,
     ) -> None:
         """Move to `status`, saved with everything the move implies; the view changes only once saved.
         A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved.
         `note`: the actor's own words, for the timeline. `opens_case`: the move opens a dispute case, saved
-        with it (a read right after the move finds it), whose workflow then starts."""
+        with it (a read right after the move finds it), whose workflow then starts. `restock`: units (by listing
+        id) back on sale with the move (refunded by line before the order shipped)."""
         view = replace(base or self.view, status=status, reason=reason, payment_state=payment_state)
         view = replace(view, allowed_actions=rules.allowed_actions(view))
         now = workflow.now()
@@ -177,6 +179,7 @@ class OrderSteps:
             resolution=resolution,
             note=note,
             case=case,
+            restock=restock,
         )
         self._view = view
         self._publish()
@@ -197,6 +200,7 @@ class OrderSteps:
         resolution: Resolution | None = None,
         note: str | None = None,
         case: DisputeCase | None = None,
+        restock: dict[str, int] | None = None,
     ) -> None:
         seq = self._seq + 1
         # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
@@ -220,6 +224,7 @@ class OrderSteps:
             if effects.opens_reviews
             else None,
             refunded_units=view.refunded_units if action in _REFUNDS else {},
+            restock_units=restock or {},
             dispute_resolution=resolution,
             note=note,
             opens_case=OpenDispute.of(case) if case is not None else None,

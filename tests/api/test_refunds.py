@@ -280,3 +280,26 @@ def test_an_action_key_names_one_request_of_the_order_whatever_the_action(
     # Keys are the caller's: the buyer's own "k1" is a request of its own.
     completed = send("confirm-receipt", buyer, "k1")
     assert completed.status_code == 200 and completed.json()["status"] == "completed", completed.text
+
+
+def test_units_refunded_by_line_before_shipping_go_back_on_sale_once(http: httpx.Client, stack: Any) -> None:
+    """Found from outside: a unit refunded by line before the order shipped stayed off sale for good (only a
+    refund of everything gave stock back). It goes back at once; the order's end gives back only the rest."""
+    seller, _, order = order_of_units(http, 3, 2_500)  # 10 listed, 3 ordered: 7 on sale
+    oid, listing = order["id"], order["listing_id"]
+
+    def on_sale() -> int:
+        return int(http.get(f"/v1/listings/{listing}").json()["quantity"])
+
+    assert on_sale() == 7
+    act(http, oid, "refund", seller, by_lines(listing, 1))
+    assert on_sale() == 8
+    act(http, oid, "cancel", seller)  # the order ends unshipped: the two units it still held come back
+    assert on_sale() == 10
+    # Shipped, a unit refunded by line stays with the buyer: nothing comes back.
+    seller, _, shipped = order_of_units(http, 2, 2_500)
+    act(http, shipped["id"], "fulfil", seller)
+    listing = shipped["listing_id"]
+    act(http, shipped["id"], "refund", seller, by_lines(listing, 1))
+    assert on_sale() == 8
+    assert_balanced(stack, oid, shipped["id"])
