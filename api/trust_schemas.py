@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from api.schemas import NamedEnum, example
 from bazaar.accounts import mail as account_mail
@@ -162,6 +162,11 @@ class PreferenceIn(BaseModel):
     event_type: NotificationEventType
     channel: NotificationChannel
     enabled: JsonBool
+
+
+class PreferencesOut(RootModel[dict[str, dict[str, bool]]]):
+    """Per notification event type, per channel (`inbox`, `email`): whether it is sent, e.g.
+    `{"order_paid": {"inbox": true, "email": false}}`."""
 
 
 class MarkedOut(BaseModel):

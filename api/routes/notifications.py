@@ -18,6 +18,7 @@ from api.trust_schemas import (
     MarkedOut,
     NotificationOut,
     PreferenceIn,
+    PreferencesOut,
     ReplayOut,
     UnsubscribedOut,
 )
@@ -73,19 +74,17 @@ async def mark_all_notifications_read(caller: Caller, session: Session) -> Marke
     return MarkedOut(marked=await notifications.mark_read(session, caller.user_id, None))
 
 
-@router.get("/notifications/preferences", response_model=dict[str, dict[str, bool]])
-async def get_notification_preferences(caller: Caller, session: Session) -> dict[str, dict[str, bool]]:
+@router.get("/notifications/preferences", response_model=PreferencesOut)
+async def get_notification_preferences(caller: Caller, session: Session) -> PreferencesOut:
     """Per event type, per channel (inbox, email): whether it is sent."""
-    return await notifications.preferences(session, caller.user_id)
+    return PreferencesOut(await notifications.preferences(session, caller.user_id))
 
 
-@router.put("/notifications/preferences", response_model=dict[str, dict[str, bool]])
-async def set_notification_preference(
-    body: PreferenceIn, caller: Caller, session: Session
-) -> dict[str, dict[str, bool]]:
+@router.put("/notifications/preferences", response_model=PreferencesOut)
+async def set_notification_preference(body: PreferenceIn, caller: Caller, session: Session) -> PreferencesOut:
     """Turn one event type on or off on one channel (inbox, email); answers all your preferences."""
     await notifications.set_preference(session, caller.user_id, body.event_type, body.channel, body.enabled)
-    return await notifications.preferences(session, caller.user_id)
+    return PreferencesOut(await notifications.preferences(session, caller.user_id))
 
 
 BAD_LINK = errors(ErrorCode.INVALID_SIGNATURE)

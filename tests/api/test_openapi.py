@@ -146,3 +146,19 @@ def test_every_operation_says_what_it_does_and_where_it_is_served(monkeypatch: p
     assert deployed["servers"] == [
         {"url": "https://market.example", "description": "this deployment (PUBLIC_BASE_URL)"}
     ]
+
+
+def test_every_answer_is_a_named_schema_or_a_list_of_one() -> None:
+    """Found from outside: the notification preferences were an inline map, which a generated client names
+    `GetNotificationPreferencesResponseGetnotificationpreferences`. Every 2xx body is a component (or a list of
+    one), so clients get the names the document gives."""
+    inline = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation.get("responses", {}).items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                if not status.startswith("2") or schema is None:
+                    continue
+                if "$ref" not in schema and "$ref" not in schema.get("items", {}):
+                    inline.append(f"{method} {path} {status}")
+    assert not inline, inline
