@@ -43,7 +43,14 @@ router = APIRouter(prefix="/v1/payout-account", tags=["payouts"])
     status_code=201,
     response_model=PayoutAccountOut,
     responses=merge(
-        {201: {"description": "the account (the same one again for a repeated call)", "headers": LOCATION}},
+        {
+            201: {"description": "the account, created", "headers": LOCATION},
+            200: {
+                "model": PayoutAccountOut,
+                "description": "the seller's account as it is (the same request again)",
+                "headers": LOCATION,
+            },
+        },
         errors(ErrorCode.PAYOUT_ACCOUNT_EXISTS),
     ),
 )
@@ -51,7 +58,7 @@ async def create_payout_account(
     body: PayoutAccountIn, seller: Seller, session: Session, temporal: Temporal, response: Response
 ) -> PayoutAccountOut:
     """Create the seller's payout account at the provider (idempotent: one per seller; the same request again
-    answers the account, another country or currency is a 409 naming the account's)."""
+    answers the account with 200, another country or currency is a 409 naming the account's)."""
     user = await session.get(User, seller.user_id)
     assert user is not None
     held = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == user.id))
@@ -61,6 +68,12 @@ async def create_payout_account(
             "the seller has a payout account already, in another country or currency",
             {"country": held.country, "default_currency": held.default_currency},
         )
+    response.headers["Location"] = router.prefix
+    if (
+        held is not None
+    ):  # the same request again: the account as it is, created nothing (as a replay answers)
+        response.status_code = 200
+        return PayoutAccountOut.of(held)
     try:
         creating = await temporal.start_workflow(
             PayoutAccountWorkflow.run,
@@ -81,7 +94,6 @@ async def create_payout_account(
         raise DomainError(
             ErrorCode.SERVICE_UNAVAILABLE, "the payment provider could not create the account; retry shortly"
         ) from exc
-    response.headers["Location"] = router.prefix
     account = await session.scalar(
         select(PayoutAccount).where(PayoutAccount.provider_account_id == result.provider_account_id)
     )
