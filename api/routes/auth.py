@@ -3,6 +3,7 @@ and change, who am I. README.md ("Accounts") says what each answers and why."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 from typing import Annotated
@@ -45,6 +46,9 @@ REGISTERED = (
     "confirm the address is on its way; log in with POST /v1/auth/token"
 )
 RESET_REQUESTED = "if an account has this address, a message with a link to reset its password is on its way"
+# The least a reset request takes, whether the address has an account or not (found from outside: 30 ms with an
+# account, 16 without, told them apart). Well above what storing the link and its mail takes.
+RESET_ANSWER_SECONDS = 0.25
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1: token responses
 
 
@@ -128,8 +132,12 @@ async def resend_verification(
 async def request_password_reset(
     body: PasswordResetIn, session: Session, _: AccountLinksLimit, may_mail: MailBudget
 ) -> Accepted:
-    """Mail a reset link to the address if it has an account; the answer is the same either way."""
+    """Mail a reset link to the address if it has an account; the answer is the same either way, and takes the
+    same time (at least `RESET_ANSWER_SECONDS`: storing the link and its mail must not tell an account exists)."""
+    started = asyncio.get_running_loop().time()
     await registration.request_password_reset(session, body.email, may_mail)
+    await session.commit()
+    await asyncio.sleep(max(0.0, started + RESET_ANSWER_SECONDS - asyncio.get_running_loop().time()))
     return Accepted(message=RESET_REQUESTED)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.routes.auth import RESET_ANSWER_SECONDS
 from bazaar.accounts.links import digest
 from bazaar.accounts.sessions import REUSE_GRACE
 from tests.support.accounts import (
@@ -216,6 +217,9 @@ def test_password_reset_by_mail_revokes_every_session(http: httpx.Client, stack:
     asked = http.post("/v1/auth/password-reset", json={"email": user.email})
     assert asked.status_code == unknown.status_code == 202
     assert asked.json() == unknown.json()  # reveals no account
+    # Nor by its time (found from outside: 30 ms with an account, 16 without): both take the same least time.
+    for answer in (unknown, asked):
+        assert answer.elapsed.total_seconds() >= RESET_ANSWER_SECONDS, answer.elapsed
     token = mailed_token(stack, user.email, RESET_SUBJECT)
     assert http.get("/v1/auth/password-reset/confirm", params={"token": token}).status_code == 200
 
