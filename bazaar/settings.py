@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_base_url: str = "http://127.0.0.1:8000"
+    # The marketplace app's page of an order, for the order links in mails (`{order_id}` in it, e.g.
+    # "https://shop.example.com/orders/{order_id}"); unset: the API's order URL (which needs a bearer token).
+    order_link_template: str | None = None
 
     # Search sync.
     search_sync_batch_size: int = 500
@@ -206,6 +209,13 @@ class Settings(BaseSettings):
     listing_cache_ttl_seconds: float = Field(default=30.0, ge=0)
     listing_cache_max_entries: int = Field(default=10_000, ge=0)
     popularity_flush_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("order_link_template")
+    @classmethod
+    def _names_the_order(cls, value: str | None) -> str | None:
+        if value and "{order_id}" not in value:
+            raise ValueError("ORDER_LINK_TEMPLATE must contain {order_id}")
+        return value
 
     @field_validator(
         "rate_limit_login_address",

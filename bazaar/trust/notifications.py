@@ -25,6 +25,7 @@ from sqlalchemy.orm import aliased
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode, field_error
 from bazaar.models import AuditEvent, Role, User
+from bazaar.settings import get_settings
 from bazaar.telemetry import traceparent
 from bazaar.trust.models import DeadLetter, Notification, NotificationChannel, NotificationPreference
 
@@ -171,7 +172,7 @@ async def write(session: AsyncSession, events: list[NotificationEvent], base_url
     queued_by = traceparent()  # the sender continues this trace when it delivers (bazaar/telemetry.py)
     values = []
     for event in events:
-        data = _with_links(event.data, base_url)
+        data = _with_links(event.data, base_url, get_settings().order_link_template or "")
         if "buyer_id" in data and "buyer_name" not in data:
             data["buyer_name"] = names.get(uuid.UUID(data["buyer_id"])) or "A buyer"
         staff = {Role(r).value for r in event.recipient_roles}
@@ -272,11 +273,14 @@ async def replay_audited(session: AsyncSession, dead_letter_id: int, staff: Prin
     return notification_id, status
 
 
-def _with_links(data: dict[str, str], base_url: str) -> dict[str, str]:
-    """The order's URL, which templates show and the event itself does not carry."""
+def _with_links(data: dict[str, str], base_url: str, order_link_template: str = "") -> dict[str, str]:
+    """The order's URL, which templates show and the event itself does not carry: the marketplace app's page of
+    it (`ORDER_LINK_TEMPLATE`), else the API's."""
     data = dict(data)
     if "order_id" in data:
-        data.setdefault("order_url", f"{base_url}/v1/orders/{data['order_id']}")
+        order_id = data["order_id"]
+        link = order_link_template.replace("{order_id}", order_id) if order_link_template else ""
+        data.setdefault("order_url", link or f"{base_url}/v1/orders/{order_id}")
     return data
 
 

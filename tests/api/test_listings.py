@@ -63,7 +63,9 @@ def test_lifecycle_and_visibility(http: httpx.Client, support: Actor) -> None:
     assert http.post("/v1/payout-account", json={"country": "DE"}, headers=seller.headers).status_code == 201
     # The same request again answers the account; another country or currency is refused, naming the account's.
     again = http.post("/v1/payout-account", json={"country": "DE"}, headers=seller.headers)
-    assert again.status_code == 200 and again.json()["country"] == "DE", again.text  # a replay: nothing created
+    assert again.status_code == 200 and again.json()["country"] == "DE", (
+        again.text
+    )  # a replay: nothing created
     elsewhere = http.post(
         "/v1/payout-account", json={"country": "FR", "default_currency": "USD"}, headers=seller.headers
     )

@@ -163,3 +163,18 @@ async def test_prepare_stores_inbox_rows_delivered_and_queues_email_waking_the_s
             await prepare(session, f"{key}:rolled-back", "order_shipped", [seller.id], [], {}, "http://x")
             await session.rollback()
         assert await _woken(listener, 0.5) == []
+
+
+def test_an_order_link_goes_to_the_apps_page_when_one_is_set() -> None:
+    """Found from outside: the "Order:" link of every mail was the API's URL, which answers 401 in a mail client.
+    `ORDER_LINK_TEMPLATE` names the marketplace app's page of an order; without it the API's URL stays."""
+    from bazaar.settings import Settings
+    from bazaar.trust.notifications import _with_links
+
+    order = {"order_id": "0b9d1c0e-5a51-4f0e-8d8a-3c2f4a6b7e10"}
+    app = _with_links(order, "https://api.example.com", "https://shop.example.com/orders/{order_id}")
+    assert app["order_url"] == "https://shop.example.com/orders/0b9d1c0e-5a51-4f0e-8d8a-3c2f4a6b7e10"
+    api = _with_links(order, "https://api.example.com")
+    assert api["order_url"] == "https://api.example.com/v1/orders/0b9d1c0e-5a51-4f0e-8d8a-3c2f4a6b7e10"
+    with pytest.raises(ValueError, match="order_id"):
+        Settings(_env_file=None, order_link_template="https://shop.example.com/orders")
