@@ -4,10 +4,9 @@ Idempotency keys are built by the workflow from the order and the operation, nev
 retried activity (worker crash, dropped response) replays at the provider instead of charging twice. The
 SDK's own retries are off: Temporal retries transient errors; declines and invalid requests are final.
 
-The provider's request limit: calls on the payments task queue are paced by the Temporal server (the queue's rate
-limit); the local-first ones (refund, transfer, reversal on an Update's path, run in the orders worker) spend a
-`LocalProviderBudget` first, and one it refuses is not made: the step goes to the payments queue at once.
-"""
+The provider's request limit: calls on the payments queue are paced by the Temporal server (its rate limit); the
+local-first ones (refund, transfer, reversal on an Update's path, in the orders worker) spend a `LocalProviderBudget`
+first, and one it refuses is not made: the step goes to the payments queue at once."""
 
 from __future__ import annotations
 
@@ -569,20 +568,8 @@ async def _record_outcome(
         assert payment.order_id is not None
         order = await ledger.order_seller(session, payment.order_id)
         await ledger.post(session, key, order.id, order.seller_id, payment.currency, movement)
-        if (
-            payment.kind == PaymentKind.TRANSFER_REVERSAL
-        ):  # the seller's integrations hear of it, as of the payout
-            reversed_payout = {
-                "object": "payout",
-                "order_id": str(order.id),
-                "seller_id": str(order.seller_id),
-                "status": "reversed",
-                "amount": payment.amount,
-                "currency": payment.currency,
-            }
-            await events.record(
-                session, events.EventType.PAYOUT_REVERSED, order.seller_id, reversed_payout, dedupe_key=key
-            )
+        if payment.kind == PaymentKind.TRANSFER_REVERSAL:  # the seller's integrations hear of it
+            await events.payout_reversed(session, order, payment.amount, key)
 
 
 async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:

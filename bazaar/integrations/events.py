@@ -57,9 +57,8 @@ class EventType(enum.StrEnum):
     PAYOUT_SENT = "payout.sent"
     PAYOUT_FAILED = "payout.failed"  # the provider refused it: support retries it
     PAYOUT_ON_HOLD = "payout.on_hold"  # waits until the provider enables the seller's payouts
-    PAYOUT_REVERSED = (
-        "payout.reversed"  # taken back from the seller (a refund or a chargeback after it was sent)
-    )
+    # Taken back from the seller: a refund or a chargeback after it was sent.
+    PAYOUT_REVERSED = "payout.reversed"
     # A cart paid at once (the platform's: each seller hears of its own order by `order.paid`).
     CHECKOUT_PAID = "checkout.paid"
     CHECKOUT_PAYMENT_FAILED = "checkout.payment_failed"  # declined or refused: its orders cancelled
@@ -231,6 +230,19 @@ def _order_data() -> Any:
         "tracking", Order.tracking,
         "lines", _order_lines(),
     )  # fmt: skip
+
+
+async def payout_reversed(session: AsyncSession, order: Order, amount: int, key: str) -> None:
+    """`payout.reversed`: `amount` of the order's payout taken back from its seller (once per reversal)."""
+    data = {
+        "object": "payout",
+        "order_id": str(order.id),
+        "seller_id": str(order.seller_id),
+        "status": "reversed",
+        "amount": amount,
+        "currency": order.currency,
+    }
+    await record(session, EventType.PAYOUT_REVERSED, order.seller_id, data, dedupe_key=key)
 
 
 def _payout_data(event_type: EventType) -> Any:
