@@ -544,6 +544,8 @@ class OrderMoney(OrderSteps):
             return
         self._view = replace(self.view, chargeback_status=ChargebackStatus.LOST)
         if self._escrow_held() > 0:
+            # What the dispute did not cover stays frozen for support. An order never shipped never will be (every
+            # resolution of it ends it): its stock goes back on sale now rather than wait for support.
             await self._transition(
                 OrderStatus.DISPUTED,
                 reason="chargeback_lost",
@@ -551,6 +553,7 @@ class OrderMoney(OrderSteps):
                 party=Party.SYSTEM,
                 actor=None,
                 action=OrderEvent.CHARGEBACK_LOST,
+                release_stock=not self._shipped,
             )
             return
         await self._transition(

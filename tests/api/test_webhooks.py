@@ -293,3 +293,37 @@ def test_a_chargeback_beyond_what_the_order_holds_is_not_the_sellers_debt(
     [balance] = http.get("/v1/payout-account/balance", headers=seller.headers).json()["balances"]
     assert balance["held"] == other["total"]["amount"], balance  # the other order's money, nothing negative
     assert_balanced(stack, oid)
+
+
+def test_a_partly_lost_chargeback_of_an_unshipped_order_puts_its_stock_back(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: a chargeback of part of an order that never shipped, then lost, left the order frozen for
+    support with its stock held, so the listing stayed sold. The money left stays frozen for support; the stock,
+    which no resolution of an unshipped order keeps, goes back on sale at once."""
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+
+    def on_sale() -> int:
+        return int(http.get(f"/v1/listings/{order['listing_id']}", headers=seller.headers).json()["quantity"])
+
+    [intent] = payment_intents_for(stack, oid)
+    dispute = httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes",
+        json={"payment_intent": intent["id"], "amount": order["total"]["amount"] // 3},
+        timeout=10,
+    ).json()
+    order_until(http, oid, buyer, "disputed")
+    assert on_sale() == 0
+    httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes/{dispute['id']}/close",
+        json={"status": "lost"},
+        timeout=10,
+    ).raise_for_status()
+    wait_until(
+        lambda: http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()["payment_state"] == "frozen"
+    )
+    frozen = http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()
+    assert (frozen["status"], frozen["status_reason"]) == ("disputed", "chargeback_lost")
+    wait_until(lambda: on_sale() == 1)
+    assert_balanced(stack, oid)
