@@ -161,20 +161,21 @@ class ReconciliationActivities:
             checkout = (
                 ChargeShare(str(order.checkout_id), order.amount) if order.checkout_id is not None else None
             )
-            owned = Payment.order_id == oid
-            if order.checkout_id is not None:  # and the one charge of its checkout, which paid for it
-                owned = owned | (Payment.checkout_id == order.checkout_id)
-                # and a dispute on that charge: every order's row of it (each bears its share)
+            owned, booked = Payment.order_id == oid, LedgerEntry.order_id == oid
+            if order.checkout_id is not None:
+                # The one charge of its checkout, which paid for it, and a dispute on that charge (every order's
+                # row of it: each bears its share), each with its movement whole (every order's share of it).
                 disputes = select(Payment.provider_id).where(
                     Payment.order_id == oid, Payment.kind.in_(DISPUTE_KINDS)
                 )
-                owned = owned | (Payment.kind.in_(DISPUTE_KINDS) & Payment.provider_id.in_(disputes))
+                owned = (
+                    owned
+                    | (Payment.checkout_id == order.checkout_id)
+                    | (Payment.kind.in_(DISPUTE_KINDS) & Payment.provider_id.in_(disputes))
+                )
             rows = (await session.scalars(select(Payment).where(owned))).all()
             payments = [_ours(p) for p in rows]
-            booked = LedgerEntry.order_id == oid
-            if (
-                order.checkout_id is not None
-            ):  # the checkout's charge and its disputes whole: every order's share
+            if order.checkout_id is not None:
                 shared = [p.key for p in payments if p.order_id != order_id]
                 booked = booked | (LedgerEntry.txn == any_(_texts(shared)))
             movements = _movements((await session.scalars(select(LedgerEntry).where(booked))).all())

@@ -10,9 +10,8 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.errors import update_rejection
-from api.routes.order_actions import STILL_RUNNING
+from api.routes.order_actions import STILL_RUNNING, wait_budget
 from bazaar.idempotency import request_digest
-from bazaar.settings import get_settings
 
 T = TypeVar("T")
 
@@ -28,9 +27,7 @@ async def start_and_wait(
     """Start the workflow (a retry joins the running one) and wait for `update`'s answer; a workflow that has ended
     already (REJECT_DUPLICATE: e.g. a refusal, which stores nothing) answers with its result. None: still working
     after the wait. A rejected Update is the API's error for it."""
-    deadline = (
-        asyncio.get_running_loop().time() + get_settings().order_wait_seconds
-    )  # one bound for both waits
+    left = wait_budget()  # one bound for both waits
     # One Update id per request: a retry of the same request joins the first Update (and gets its answer); another
     # request under the same key is another Update, which the workflow's validator refuses as a reused key. (One id
     # for all would answer every racing request with whichever came first.)
@@ -40,7 +37,7 @@ async def start_and_wait(
             temporal.execute_update_with_start_workflow(
                 update, *args, start_workflow_operation=start, id=update_id
             ),
-            max(0.0, deadline - asyncio.get_running_loop().time()),
+            left(),
         )
         return answer
     except STILL_RUNNING:
@@ -52,7 +49,7 @@ async def start_and_wait(
     try:
         result: T = await asyncio.wait_for(
             temporal.get_workflow_handle(workflow_id, result_type=result_type).result(),
-            max(0.0, deadline - asyncio.get_running_loop().time()),
+            left(),
         )
         return result
     except TimeoutError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Annotated, Any
 
@@ -42,6 +43,23 @@ from workflows.order import OrderWorkflow
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 # Our bounded wait ran out (asyncio.wait_for cancels the SDK's poll, which reports it as its own error).
 STILL_RUNNING = (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError)
+
+
+def wait_budget() -> Callable[[], float]:
+    """The API's one bound on a request's waits for a workflow (`ORDER_WAIT_SECONDS` from now): each call says
+    how many seconds are left of it, for every `asyncio.wait_for` the request makes in turn."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + get_settings().order_wait_seconds
+    return lambda: max(0.0, deadline - loop.time())
+
+
+async def stored_order(session: Session, order: Order, caller: Principal) -> OrderOut:
+    """The order as stored, with what was refunded of it, as `caller` sees it: what GET answers, and what a
+    202's or a refusal's body carries."""
+    refunded = await ledger.refunded_by_order(session, [order.id])
+    return OrderOut.of_row(order, refunded.get(order.id, 0), caller=caller)
+
+
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
         "model": OrderOut,
@@ -124,12 +142,7 @@ class Action:
         422 from the workflow is about (its `details.errors` names it, as the API's own 422s do)."""
         request = ActionRequest(actor_of(self.caller), **fields)
         handle = self.temporal.get_workflow_handle(order_workflow_id(str(self.order_id)))
-        # One bound for the whole wait (the Update's acceptance and its result), as the docs promise.
-        deadline = asyncio.get_running_loop().time() + get_settings().order_wait_seconds
-
-        def left() -> float:
-            return max(0.0, deadline - asyncio.get_running_loop().time())
-
+        left = wait_budget()  # one bound for the Update's acceptance and its result
         update_id = None
         if self.key:
             # The same key and request join the first action (one Update id); the same key with another request
@@ -157,7 +170,11 @@ class Action:
                     raise DomainError(
                         ErrorCode.FORBIDDEN,
                         OWN_ORDER_AS_SUPPORT,
-                        {"order": (await self._stored(order)).model_dump(mode="json")},
+                        {
+                            "order": (await stored_order(self.session, order, self.caller)).model_dump(
+                                mode="json"
+                            )
+                        },
                     ) from exc
                 await self.session.commit()  # nothing more to read: no transaction held while the run works
                 started = await asyncio.wait_for(
@@ -173,7 +190,7 @@ class Action:
             view: OrderView = await asyncio.wait_for(started.result(), left())
         except WorkflowUpdateFailedError as exc:
             order = await visible_order(self.session, self.order_id, self.caller)
-            current = (await self._stored(order)).model_dump(mode="json")
+            current = (await stored_order(self.session, order, self.caller)).model_dump(mode="json")
             refused = update_rejection(exc, {"order": current})
             if refused.code == ErrorCode.VALIDATION_ERROR and about is not None:
                 raise field_error(about, refused.message, "value_error", order=current) from exc
@@ -181,7 +198,9 @@ class Action:
         except STILL_RUNNING:
             self.response.status_code = 202
             self.response.headers["Location"] = f"/v1/orders/{self.order_id}"
-            return await self._stored(await visible_order(self.session, self.order_id, self.caller))
+            return await stored_order(
+                self.session, await visible_order(self.session, self.order_id, self.caller), self.caller
+            )
         except RPCError as exc:
             if not workflow_gone(exc):
                 raise
@@ -194,19 +213,14 @@ class Action:
                 raise DomainError(
                     ErrorCode.FORBIDDEN,
                     f"you may not {action} this order",
-                    {"order": (await self._stored(order)).model_dump(mode="json")},
+                    {"order": (await stored_order(self.session, order, self.caller)).model_dump(mode="json")},
                 ) from exc
             raise DomainError(
                 ErrorCode.INVALID_TRANSITION,
                 f"the order is {order.status.value}",
-                {"order": (await self._stored(order)).model_dump(mode="json")},
+                {"order": (await stored_order(self.session, order, self.caller)).model_dump(mode="json")},
             ) from exc
         return OrderOut.of_view(view, caller=self.caller)
-
-    async def _stored(self, order: Order) -> OrderOut:
-        """The order as stored, with what was refunded of it: what GET answers (a 202's and a refusal's order)."""
-        refunded = await ledger.refunded_by_order(self.session, [order.id])
-        return OrderOut.of_row(order, refunded.get(order.id, 0), caller=self.caller)
 
 
 Act = Annotated[Action, Depends()]
@@ -279,7 +293,10 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
     # By lines, the workflow prices them and keeps count of the units refunded, so no unit is refunded twice.
     lines = [RefundLine(str(line.listing_id), line.quantity) for line in body.lines] if body.lines else None
     if body.lines:
-        await _refuse_units_in_returns(act, {line.listing_id: line.quantity for line in body.lines})
+        order = await visible_order(act.session, act.order_id, act.caller)
+        asked = {line.listing_id: line.quantity for line in body.lines}
+        if (problem := await returns.units_held_by_returns(act.session, order, asked)) is not None:
+            raise problem
     return await act(
         OrderWorkflow.refund,
         reopen=True,
@@ -288,22 +305,6 @@ async def refund_order(act: Act, body: RefundIn) -> OrderOut:
         refund_lines=lines,
         reason=body.reason,
     )
-
-
-async def _refuse_units_in_returns(act: Action, asked: dict[uuid.UUID, int]) -> None:
-    """A refund by lines leaves the units an open return holds to that return (its receipt refunds them): found
-    from outside, a refund of every unit left the buyer shipping one back that nothing would refund or restock."""
-    order = await visible_order(act.session, act.order_id, act.caller)
-    held = await returns.units_in_open_returns(act.session, order.id)
-    for line in order.lines:
-        left = line.quantity - line.refunded_quantity - held.get(line.listing_id, 0)
-        if held.get(line.listing_id) and asked.get(line.listing_id, 0) > left:
-            raise field_error(
-                "lines",
-                f"listing {line.listing_id}: {left} can be refunded by lines; {held[line.listing_id]} more are in "
-                "an open return, refunded when the seller receives them (or reject the return)",
-                "in_open_return",
-            )
 
 
 @router.post("/{order_id}/retry-transfer", response_model=OrderOut, responses=ACTION)

@@ -26,7 +26,7 @@ from api.errors import database_unreachable
 from api.openapi import LOCATION, errors, merge
 from api.placement import start_and_wait
 from api.ratelimits import ordering_buyer
-from api.routes.order_actions import ACCEPTED, check_party
+from api.routes.order_actions import ACCEPTED, check_party, stored_order
 from api.schemas import (
     OrderDetailOut,
     OrderIn,
@@ -245,9 +245,8 @@ async def get_order(
             .order_by(AuditEvent.id)
         )
     ).all()
-    refunded = await ledger.refunded_by_order(session, [order_id])
     return OrderDetailOut(
-        **OrderOut.of_row(order, refunded.get(order_id, 0), caller=caller).model_dump(),
+        **(await stored_order(session, order, caller)).model_dump(),
         timeline=[TimelineEvent.of(e) for e in events],
     )
 

@@ -69,9 +69,7 @@ async def create_payout_account(
             {"country": held.country, "default_currency": held.default_currency},
         )
     response.headers["Location"] = router.prefix
-    if (
-        held is not None
-    ):  # the same request again: the account as it is, created nothing (as a replay answers)
+    if held is not None:  # the same request again: the account as it is, as a replay answers
         response.status_code = 200
         return PayoutAccountOut.of(held)
     try:

@@ -48,9 +48,9 @@ def statement(
 ) -> MoneyStatement:
     units = list(units)
     lines = [
-        _share_line(unit, order_id, checkout)
+        _share_line(unit, order_id, checkout.amount)
         if checkout and _checkout_charge(unit, checkout)
-        else _dispute_share_line(unit, order_id)
+        else _share_line(unit, order_id, _own_share(unit, order_id))
         if _shared_dispute(unit)
         else _line(unit)
         for unit in units
@@ -84,28 +84,20 @@ def _line(unit: Unit) -> StatementLine:
     )
 
 
-def _share_line(unit: Unit, order_id: str, checkout: ChargeShare) -> StatementLine:
-    """The checkout's charge as this order's statement shows it: the order's share on each side, the provider's
-    and our payment's ids and statuses, and what the movement booked into this order's escrow."""
-    whole = _line(unit)
-    booked = sum(
-        e.amount
-        for e in (unit.movement.entries if unit.movement else ())
-        if e.order_id == order_id and e.account == LedgerAccount.ESCROW.value
-    )
+def _share_line(unit: Unit, order_id: str, share: int) -> StatementLine:
+    """A money movement several orders share (a checkout's charge, a dispute on it) as this order's statement shows
+    it: the order's share on each side, the provider's and our payment's ids and statuses, and what the movement
+    booked for this order. It agrees when the whole agrees and the movement booked the order's share."""
+    whole, booked = _line(unit), _own_share(unit, order_id)
     problems = list(whole.problems)
-    if unit.movement is not None and booked != checkout.amount:
-        problems.append(
-            f"the charge booked {booked} into this order's escrow, its share is {checkout.amount}"
-        )
+    if unit.movement is not None and booked != share:
+        problems.append(f"the {whole.kind} booked {booked} for this order, its share is {share}")
     provider, payment, ledger = whole.provider, whole.payment, whole.ledger
     return StatementLine(
         kind=whole.kind,
         object_id=whole.object_id,
-        provider=Side(provider.ref, checkout.amount, provider.currency, provider.status)
-        if provider
-        else None,
-        payment=Side(payment.ref, checkout.amount, payment.currency, payment.status) if payment else None,
+        provider=Side(provider.ref, share, provider.currency, provider.status) if provider else None,
+        payment=Side(payment.ref, share, payment.currency, payment.status) if payment else None,
         ledger=Side(ledger.ref, booked, ledger.currency) if ledger else None,
         agrees=not problems,
         category=whole.category or ("amount_mismatch" if problems else None),
@@ -121,28 +113,11 @@ def _shared_dispute(unit: Unit) -> bool:
 
 
 def _own_share(unit: Unit, order_id: str) -> int:
-    """What the unit's movement booked for this order on its payment's side (a shared dispute's share)."""
+    """What the unit's movement booked for this order on its payment's side (the charge: into its escrow)."""
     assert unit.payment is not None
     account, sign = LEDGER_SIDE[unit.payment.kind]
     entries = unit.movement.entries if unit.movement else ()
     return sign * sum(e.amount for e in entries if e.order_id == order_id and e.account == account.value)
-
-
-def _dispute_share_line(unit: Unit, order_id: str) -> StatementLine:
-    """A shared dispute as this order's statement shows it: its share on each side (it agrees when the whole
-    agrees: the provider's dispute, every order's row and movement)."""
-    whole, share = _line(unit), _own_share(unit, order_id)
-    provider, payment, ledger = whole.provider, whole.payment, whole.ledger
-    return StatementLine(
-        kind=whole.kind,
-        object_id=whole.object_id,
-        provider=Side(provider.ref, share, provider.currency, provider.status) if provider else None,
-        payment=Side(payment.ref, share, payment.currency, payment.status) if payment else None,
-        ledger=Side(ledger.ref, share, ledger.currency) if ledger else None,
-        agrees=whole.agrees,
-        category=whole.category,
-        problems=whole.problems,
-    )
 
 
 def _fee(order_id: str, currency: str, units: list[Unit], checkout: ChargeShare | None) -> StatementLine:

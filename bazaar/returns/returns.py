@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bazaar.errors import DomainError, field_error
 from bazaar.integrations import events
 from bazaar.integrations.events import EventType
 from bazaar.listings import stock
@@ -43,6 +44,25 @@ async def units_in_open_returns(session: AsyncSession, order_id: uuid.UUID) -> d
         .group_by(ReturnLine.listing_id)
     )
     return {listing_id: int(total) for listing_id, total in rows}
+
+
+async def units_held_by_returns(
+    session: AsyncSession, order: Order, asked: dict[uuid.UUID, int]
+) -> DomainError | None:
+    """Why a refund by lines of `asked` (units by listing) may not be made: it would take units an open return
+    holds, which its receipt refunds (found from outside: refunding every unit left the buyer shipping one back
+    that nothing would refund or restock). None if it takes none."""
+    held = await units_in_open_returns(session, order.id)
+    for line in order.lines:
+        left = line.quantity - line.refunded_quantity - held.get(line.listing_id, 0)
+        if held.get(line.listing_id) and asked.get(line.listing_id, 0) > left:
+            return field_error(
+                "lines",
+                f"listing {line.listing_id}: {left} can be refunded by lines; {held[line.listing_id]} more are in "
+                "an open return, refunded when the seller receives them (or reject the return)",
+                "in_open_return",
+            )
+    return None
 
 
 def opened_of(row: Return) -> ReturnOpened:

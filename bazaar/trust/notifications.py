@@ -171,8 +171,9 @@ async def write(session: AsyncSession, events: list[NotificationEvent], base_url
     silenced = {(user_id, event_type, channel) for user_id, _, _, event_type, channel in rows if channel}
     queued_by = traceparent()  # the sender continues this trace when it delivers (bazaar/telemetry.py)
     values = []
+    order_links = get_settings().order_link_template or ""
     for event in events:
-        data = _with_links(event.data, base_url, get_settings().order_link_template or "")
+        data = _with_links(event.data, base_url, order_links)
         if "buyer_id" in data and "buyer_name" not in data:
             data["buyer_name"] = names.get(uuid.UUID(data["buyer_id"])) or "A buyer"
         staff = {Role(r).value for r in event.recipient_roles}
