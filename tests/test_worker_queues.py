@@ -32,7 +32,16 @@ from temporalio.worker import (
 
 import worker
 from bazaar.settings import Settings
-from bazaar.temporal import CONTEXTS, NOTIFICATIONS, ORDERS, PAYMENTS, RECONCILIATION, TRUST, task_queue
+from bazaar.temporal import (
+    CONTEXTS,
+    DATA_CONVERTER,
+    NOTIFICATIONS,
+    ORDERS,
+    PAYMENTS,
+    RECONCILIATION,
+    TRUST,
+    task_queue,
+)
 from tests.support.compose import (
     SETTINGS_ENV_NAMES,
     WORKER_SERVICES,
@@ -387,7 +396,10 @@ async def test_histories_recorded_on_one_queue_replay_against_code_that_routes_t
     )
     routes = _Routes()
     replayer = Replayer(
-        workflows=worker.WORKFLOWS, interceptors=[routes], workflow_runner=UnsandboxedWorkflowRunner()
+        workflows=worker.WORKFLOWS,
+        interceptors=[routes],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        data_converter=DATA_CONVERTER,
     )
     for path in HISTORIES:
         history = WorkflowHistory.from_json(f"rehomed-{path.stem}", _rehomed(path, "bazaar-orders"))

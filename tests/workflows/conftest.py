@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from bazaar.temporal import DATA_CONVERTER
 from tests.support.binaries import venv_binary
 from tests.support.temporal import SEARCH_ATTRIBUTES
 
@@ -18,6 +19,7 @@ async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--headless"],
+        data_converter=DATA_CONVERTER,
     ) as env:
         yield env
 
@@ -30,5 +32,6 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     time for them (their 14-day wait then hung), so modules do not share one."""
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"),
+        data_converter=DATA_CONVERTER,
     ) as env:
         yield env

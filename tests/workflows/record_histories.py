@@ -66,6 +66,7 @@ from bazaar.checkout.types import CheckoutPlacement
 from bazaar.orders.types import ActionRequest
 from bazaar.returns.models import ReturnStatus
 from bazaar.returns.types import ReturnTerms
+from bazaar.temporal import DATA_CONVERTER
 from bazaar.trust.models import DisputeResolution
 from tests.support.binaries import venv_binary
 from tests.support.order_scenarios import RECORDED, record
@@ -297,6 +298,7 @@ async def main(everything: bool) -> None:
         dev_server_existing_path=venv_binary("temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--headless"],
+        data_converter=DATA_CONVERTER,
     ) as env:
         for name in RECORDED:
             if wanted(name):

@@ -11,6 +11,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from bazaar.temporal import DATA_CONVERTER
 from worker import WORKFLOWS
 from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import BOUNDED_PATCH
@@ -102,7 +103,9 @@ def test_histories_replay_against_the_version_that_recorded_them() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"replay-{path.stem}", SOURCES[path.stem])
-    result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=True)
+    result = await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(
+        history, raise_on_replay_failure=True
+    )
     assert result.replay_failure is None
 
 
@@ -184,7 +187,9 @@ async def test_a_static_summary_on_the_child_start_is_not_compared_on_replay() -
         event.pop("userMetadata", None)
     for label, text in (("with", SOURCES[name]), ("without", json.dumps(stripped))):
         history = WorkflowHistory.from_json(f"replay-{name}-{label}-metadata", text)
-        result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=True)
+        result = await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER).replay_workflow(
+            history, raise_on_replay_failure=True
+        )
         assert result.replay_failure is None, label
 
 
