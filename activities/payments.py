@@ -512,11 +512,10 @@ async def _post_for_order(order_id: str, txn: str, currency: str, movement: dict
 async def _begin_attempt(
     order_id: str, kind: PaymentKind, key: str, amount: int, currency: str, checkout_id: str | None = None
 ) -> Payment:
-    """The payment row of this idempotency key (an order's, or a checkout's): recorded as pending if it is new,
-    else as stored (a retry finds the outcome of an earlier attempt). One transaction: this is on the critical
-    path of orders."""
+    """The payment row of this idempotency key (an order's, or a checkout's): recorded as pending if it is new
+    (one statement: on the orders' critical path), else as stored (a retry finds an earlier attempt's outcome)."""
     async with activity_transaction() as session:
-        await session.execute(
+        payment: Payment | None = await session.scalar(
             insert(Payment)
             .values(
                 id=uuid.uuid4(),
@@ -529,9 +528,10 @@ async def _begin_attempt(
                 outcome=PaymentOutcome.PENDING,
             )
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Payment)
         )
-        payment = await session.scalar(select(Payment).where(Payment.idempotency_key == key))
-        assert payment is not None
+        payment = payment or await session.scalar(select(Payment).where(Payment.idempotency_key == key))
+        assert payment is not None  # inserted now, or by an earlier attempt
         return payment
 
 

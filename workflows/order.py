@@ -494,19 +494,18 @@ class OrderWorkflow(OrderMoney):
     async def retry(self, req: ActionRequest) -> OrderView:
         """Support: run the step this order is stuck on again now (it also retries on its own)."""
         self._authorize(OrderAction.RETRY, req)
-        occurrence = self._attention_count
+        seen = self._attention_count
         self._retry_requested = True
-        await workflow.wait_condition(
-            lambda: self.view.attention is None or self._attention_count > occurrence
-        )
+        await workflow.wait_condition(lambda: self.view.attention is None or self._attention_count > seen)
         return self.view
 
     @asynccontextmanager
     async def _acting(self, action: OrderAction, req: ActionRequest) -> AsyncIterator[Party]:
-        """Wait for the charge's outcome, take the order's lock, and check the rules again (the state may
-        have moved since the validator ran): yields the acting party."""
+        """Wait for the charge's outcome, take the order's lock, and check the key and the rules again (a request
+        under the same key, or the state, may have moved since the validator ran): yields the acting party."""
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
+            self._check_action_key(action, req, record=False)  # reused at once: refused before the rules
             party = rules.authorize(action, req.actor, self._view)
             self._check_action_key(action, req)
             yield party

@@ -344,6 +344,29 @@ async def test_an_action_accepted_while_another_runs_is_checked_again_when_its_t
     assert [s.reason for s in world.states] == [None, "buyer_cancelled"]
 
 
+async def test_one_key_sent_with_two_requests_at_once_refuses_the_second_as_a_reused_key(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """Both pass the validator while the charge is under way (neither has used the key yet); when the second's
+    turn comes the key names the first request: idempotency_key_reused, whatever the order's state is by then
+    (found from outside: it was an invalid transition, as if the key had not been reused)."""
+    world = FakeWorld()
+    world.delays["charge"] = 1.5
+    async with unplaced(workflow_env, world) as order:
+        await order.state_when(lambda v: v.status == "pending")
+        first = await order.start(
+            OrderWorkflow.cancel,
+            ActionRequest(BUYER, reason="too slow", idempotency_key="k", request_digest="a"),
+        )
+        second = await order.start(
+            OrderWorkflow.cancel,
+            ActionRequest(BUYER, reason="found it", idempotency_key="k", request_digest="b"),
+        )
+        assert (await first.result()).status == "cancelled"
+        assert await refusal(second.result()) == "IdempotencyKeyReused"
+    assert [r.idempotency_key for r in world.refunds] == [f"{order.id}:refund:1"]
+
+
 # ---- the lean critical path -------------------------------------------------------------------------------
 
 
