@@ -412,6 +412,14 @@ class OrderMoney(OrderSteps):
                 )
             amount = value if amount is None else amount
         held = self._escrow_held() - under_way
+        if (
+            held <= 0 < under_way
+        ):  # not the request's fault: a move under way takes what is left (409, as after it)
+            raise ApplicationError(
+                "what the order holds is being refunded already",
+                self._view,
+                type=Rejection.INVALID_TRANSITION,
+            )
         if amount is None or not 0 < amount <= held:
             asked = "these lines are worth" if req.refund_lines is not None else "the amount is"
             left = "what the order still holds" + (", less the refunds under way" if under_way else "")

@@ -474,6 +474,26 @@ async def test_a_refund_beyond_what_refunds_under_way_leave_is_refused_before_it
     assert [r.amount for r in world.refunds] == [AMOUNT - 4_000, 4_000]
 
 
+async def test_a_refund_while_refunds_under_way_take_all_that_is_left_is_an_invalid_transition(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """Found from outside: two whole refunds sent together, the second was a 422 ("between 1 and 0") or a 409,
+    by timing. Nothing is wrong with the request: the order is being refunded, as the 409 after it says."""
+    world = FakeWorld()
+    world.delays["refund"] = 1.0
+    world.local_budget_spent = True
+    async with placed(workflow_env, world) as order:
+        first = await order.start(OrderWorkflow.refund, ActionRequest(SUPPORT, refund_amount=AMOUNT))
+        assert await order.refused(OrderWorkflow.refund, ActionRequest(SELLER, refund_amount=AMOUNT)) == (
+            "InvalidTransition"
+        )
+        assert (await first.result()).status == "refunded"
+        assert await order.refused(OrderWorkflow.refund, ActionRequest(SELLER, refund_amount=AMOUNT)) == (
+            "InvalidTransition"
+        )
+    assert [r.amount for r in world.refunds] == [AMOUNT]
+
+
 # ---- a payout on hold while the seller's payouts are disabled ---------------------------------------------
 
 
