@@ -258,7 +258,7 @@ def make_workers(client: Client, settings: Settings, contexts: Collection[str]) 
     """One `Worker` per task queue of `contexts`, all on `client`. The payments queue's obeys its share of the
     provider's request limit (`Settings.payment_queue_requests_per_second`): the server hands out at most that many
     of its activity tasks per second, whatever the number of workers (in single-queue mode: every activity of the
-    one queue). The local-first calls spend their own share (`activities.payments.LocalProviderBudget`)."""
+    one queue). The local-first calls spend their own share (`activities.provider_budget.LocalProviderBudget`)."""
     activities = all_activities(settings, contexts)
     return [
         Worker(

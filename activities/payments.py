@@ -19,13 +19,13 @@ from typing import Any, NoReturn
 import stripe
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import metrics
 from activities.database import activity_transaction
-from bazaar.db import get_engine
+from activities.orders import LedgerPosting
+from activities.provider_budget import LOCAL_BUDGET_SPENT, LocalProviderBudget
 from bazaar.errors import Rejection
 from bazaar.integrations import events
 from bazaar.models import LedgerAccount, Order, Payment, PaymentKind, PaymentOutcome, PayoutAccount
@@ -37,7 +37,6 @@ from bazaar.payments.provider import (
     PayoutAccountRequest,
     PayoutAccountResult,
 )
-from bazaar.ratelimit import Limiter, PostgresStorage
 from bazaar.settings import Settings
 
 # The provider said no: the same request will never succeed, so it is final (recorded, not retried).
@@ -104,9 +103,6 @@ class ReleaseRequest:
 # A transfer refused before any call: the seller's payouts are disabled at the provider (onboarding incomplete,
 # or the account restricted).
 PAYOUTS_DISABLED = "PayoutsDisabled"
-# A local-first call found the local share of the provider's request limit spent: not a failure of the step,
-# which the workflow runs on the payments queue instead (a non-retryable local attempt is not retried locally).
-LOCAL_BUDGET_SPENT = "LocalProviderBudgetSpent"
 
 
 @dataclass
@@ -116,6 +112,9 @@ class TransferRequest:
     currency: str
     transfer_group: str
     idempotency_key: str
+    # The escrow's release this transfer pays out: booked before the call, so the seller's balance never shows
+    # the payout ahead of its release (the completion books the same posting again: once, by its txn).
+    release: LedgerPosting | None = None
 
 
 @dataclass
@@ -163,25 +162,6 @@ class ChargebackMovement:
     currency: str
     reinstated: bool
     key: str
-
-
-class LocalProviderBudget:
-    """The provider requests per second that local-first calls may make (`PAYMENT_LOCAL_REQUESTS_PER_SECOND`),
-    counted in PostgreSQL with the API's request limits (bazaar.ratelimit), so all orders workers share one count.
-    0: none (every provider call goes through the payments queue)."""
-
-    def __init__(self, per_second: int, engine: AsyncEngine | None = None) -> None:
-        self.limit = f"{per_second}/second" if per_second > 0 else None
-        self._engine = engine  # where the count is kept; None: the process's database
-        self._limiter: Limiter | None = None
-
-    async def spend(self) -> bool:
-        """Take one request from this second's share; False: the share is spent, make no call."""
-        if self.limit is None:
-            return False
-        if self._limiter is None:
-            self._limiter = Limiter(PostgresStorage(self._engine or get_engine()))
-        return (await self._limiter.hit("provider", self.limit, "local-first")).allowed
 
 
 class PaymentActivities:
@@ -300,6 +280,9 @@ class PaymentActivities:
             account = await session.scalar(
                 select(PayoutAccount).where(PayoutAccount.user_id == order.seller_id)
             )
+            if req.release is not None:
+                entries = {LedgerAccount(name): amount for name, amount in req.release.entries.items()}
+                await ledger.post(session, req.release.txn, order.id, order.seller_id, req.currency, entries)
         if account is None:
             raise ApplicationError(
                 "seller has no payout account", type=Rejection.PAYMENT_REJECTED, non_retryable=True

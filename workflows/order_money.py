@@ -241,7 +241,9 @@ class OrderMoney(OrderSteps):
             },
         )
         self._released = (gross, fee)
-        payment_state = await self._pay_out(gross - fee) if gross - fee > 0 else PaymentState.RELEASED
+        payment_state = (
+            await self._pay_out(gross - fee, release) if gross - fee > 0 else PaymentState.RELEASED
+        )
         await self._transition(
             OrderStatus.COMPLETED,
             reason=reason,
@@ -254,8 +256,9 @@ class OrderMoney(OrderSteps):
             note=note,
         )
 
-    async def _pay_out(self, amount: int) -> PaymentState:
-        """Transfer the seller's share; the resulting PaymentState (released, or transfer_failed)."""
+    async def _pay_out(self, amount: int, release: LedgerPosting | None = None) -> PaymentState:
+        """Transfer the seller's share (booking `release`, the escrow's release it pays, first); the resulting
+        PaymentState (released, or transfer_failed)."""
         order_id = self.view.order_id
         self._transfers += 1
         transfer = TransferRequest(
@@ -264,6 +267,7 @@ class OrderMoney(OrderSteps):
             currency=self.view.currency,
             transfer_group=self._transfer_group,
             idempotency_key=money_key(order_id, MoneyOperation.TRANSFER, self._transfers),
+            release=release,
         )
         try:
             # A provider that is slow or down is retried under this same key (past the bound the order

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import payments
-from activities.payments import LOCAL_BUDGET_SPENT, LocalProviderBudget
+from activities.provider_budget import LOCAL_BUDGET_SPENT, LocalProviderBudget
 from bazaar.models import Payment, PaymentKind, PaymentOutcome
 from bazaar.settings import Settings
 

@@ -19,6 +19,7 @@ from tests.support.money import (
     assert_balanced,
     fulfilled_order,
     ledger_accounts,
+    ledger_movements,
     paid_order,
     payment_intents_for,
     refunds_for,
@@ -78,6 +79,9 @@ def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any
         "seller_payouts": AMOUNT - FEE,
     }
     assert_balanced(stack, oid)
+    # The release is booked before the payout it pays (found from outside: between the two, the seller's balance
+    # showed the payout while the money was still held, and a negative `available`).
+    assert ledger_movements(stack, oid) == ["charge", "release", "transfer"]
     timeline = http.get(f"/v1/orders/{oid}", headers=buyer.headers).json()["timeline"]
     assert [e["action"] for e in timeline] == [
         "order.placed",

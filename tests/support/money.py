@@ -132,6 +132,12 @@ def ledger_accounts(stack: Any, order_id: str) -> dict[str, int]:
     return {account: int(total) for account, total in rows if total}
 
 
+def ledger_movements(stack: Any, order_id: str) -> list[str]:
+    """The order's movements in the order they were booked, by kind (`<order>:release:1` -> `release`)."""
+    rows = sql(stack, "SELECT txn FROM ledger_entries WHERE order_id = %s ORDER BY id", uuid.UUID(order_id))
+    return list(dict.fromkeys(txn.split(":")[1] for (txn,) in rows))
+
+
 def assert_balanced(stack: Any, *order_ids: str) -> None:
     sums = ledger_sums(stack, order_ids)
     assert set(sums) == set(order_ids), f"orders without ledger entries: {set(order_ids) - set(sums)}"

@@ -38,7 +38,6 @@ from activities.orders import (
     ReserveStockResult,
 )
 from activities.payments import (
-    LOCAL_BUDGET_SPENT,
     PAYOUTS_DISABLED,
     ChargebackMovement,
     ChargeRequest,
@@ -52,6 +51,7 @@ from activities.payments import (
     TransferReversalRequest,
     TransferReversalResult,
 )
+from activities.provider_budget import LOCAL_BUDGET_SPENT
 from activities.trust import OrderOutcome, ReviewWindowRequest
 from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
 from bazaar.orders.types import ChargebackStatus, OrderLineView
