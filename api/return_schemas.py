@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.payout_schemas import AppUrl
 from api.schemas import OrderLineOut, each_listing_once, example
@@ -51,10 +51,17 @@ class ReturnIn(BaseModel):
 
 
 class ReturnDecisionIn(BaseModel):
-    """Optional for approve; reject needs a reason."""
+    """An approval, optionally with a note."""
 
-    model_config = example({"reason": "The item shows wear it did not have when shipped"}, {})
+    model_config = example({"reason": "Send it back in its box, please"}, {})
     reason: Annotated[str, single_line(max_length=200)] | None = None
+
+
+class ReturnRejectIn(BaseModel):
+    """Why the return is rejected (the buyer reads it)."""
+
+    model_config = example({"reason": "The item shows wear it did not have when shipped"})
+    reason: Annotated[str, single_line(min_length=1, max_length=200)]
 
 
 class ReturnShipIn(BaseModel):
@@ -74,8 +81,17 @@ class ReturnResolveIn(BaseModel):
         {"approve": True}, {"approve": False, "reason": "Outside what the listing promised"}
     )
     approve: JsonBool
-    reason: Annotated[str, single_line(max_length=200)] | None = None
+    reason: Annotated[str, single_line(max_length=200)] | None = Field(
+        default=None, validate_default=True, description="required to reject (`approve: false`)"
+    )
     restock: JsonBool = Field(default=False, description="after receipt: put the returned lines back on sale")
+
+    @field_validator("reason")
+    @classmethod
+    def _why_rejected(cls, reason: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("approve") is False and not reason:
+            raise ValueError("say why the return is rejected")
+        return reason
 
 
 class ReturnOut(BaseModel):

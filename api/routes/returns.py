@@ -26,6 +26,7 @@ from api.return_schemas import (
     ReturnOut,
     ReturnPage,
     ReturnReceiveIn,
+    ReturnRejectIn,
     ReturnResolveIn,
     ReturnShipIn,
 )
@@ -304,7 +305,7 @@ async def _holds_something(session: Session, return_id: uuid.UUID, instead: str)
 
 
 @router.post("/v1/returns/{return_id}/reject", response_model=ReturnOut, responses=MOVE)
-async def reject_return(act: Act, body: ReturnDecisionIn) -> ReturnOut:
+async def reject_return(act: Act, body: ReturnRejectIn) -> ReturnOut:
     """The seller (or support) rejects a requested return, saying why (422 without a reason)."""
     return await act(ReturnWorkflow.reject, reason=body.reason)
 
