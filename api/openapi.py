@@ -93,6 +93,23 @@ TRACE_ID = {
         "required": True,
     }
 }
+# On every answer (api.security): whether and how long a cache may keep it. Components, referred to.
+CACHE_CONTROL_HEADER = header(
+    "`no-store` on every answer to a request with credentials (a token, an API key, the console's cookie); "
+    "`public, max-age=300` on the category tree; else absent"
+)
+# On every answer (api.security): the browser-facing protections, the same on each.
+PROTECTION_HEADERS = {
+    "X-Content-Type-Options": header("`nosniff`"),
+    "X-Frame-Options": header("`DENY`"),
+    "Content-Security-Policy": header("`frame-ancestors 'none'` (the console's pages set a fuller policy)"),
+    "Referrer-Policy": header("`no-referrer`"),
+}
+SHARED_HEADERS = {"Cache-Control": CACHE_CONTROL_HEADER, **PROTECTION_HEADERS}
+EVERY_ANSWER = {name: {"$ref": f"#/components/headers/{name}"} for name in SHARED_HEADERS}
+VARY = {
+    "Vary": header("`Authorization`: the answer depends on who asks (its seller and support read drafts)")
+}
 
 # What each status means, before the codes it may carry.
 _TITLES = {
@@ -205,7 +222,8 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
     doc["servers"] = [
         {"url": get_settings().public_base_url, "description": "this deployment (PUBLIC_BASE_URL)"}
     ]
-    schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    doc.setdefault("components", {}).setdefault("headers", {}).update(SHARED_HEADERS)
+    schemas: dict[str, Any] = doc["components"].setdefault("schemas", {})
     _add_models(schemas, ErrorOut, ValidationErrorOut)
     seen: dict[str, str] = {}
     for context in iter_route_contexts(app.routes):
@@ -273,8 +291,8 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
             _error_response(int(status), response)
         elif status in ("204", "304"):
             response.pop("content", None)  # no body
-        # What every answer carries (api.telemetry, api.security): the trace id, and a limited operation's quota.
-        always = {**TRACE_ID, **(RATE_QUOTA_HEADERS if route.rate_limited else {})}
+        # What every answer carries (api.telemetry, api.security): the trace id, caching, a limited operation's quota.
+        always = {**TRACE_ID, **EVERY_ANSWER, **(RATE_QUOTA_HEADERS if route.rate_limited else {})}
         response["headers"] = {**always, **response.get("headers", {})}
     operation["responses"] = dict(sorted(responses.items()))
 

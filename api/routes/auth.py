@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Form, Query, Response
 from fastapi.responses import HTMLResponse
@@ -24,7 +24,7 @@ from api.account_schemas import (
     TokenPairOut,
 )
 from api.deps import Caller, Session
-from api.openapi import errors
+from api.openapi import errors, header, merge
 from api.ratelimits import (
     AccountLinksLimit,
     AccountLockout,
@@ -50,6 +50,9 @@ RESET_REQUESTED = "if an account has this address, a message with a link to rese
 # account, 16 without, told them apart). Well above what storing the link and its mail takes.
 RESET_ANSWER_SECONDS = 0.25
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1: token responses
+TOKENS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the token pair", "headers": {"Pragma": header("`no-cache` (RFC 6749 5.1)")}}
+}
 
 
 def _pair(tokens: sessions.Tokens, response: Response) -> TokenPairOut:
@@ -72,7 +75,9 @@ async def register(body: RegisterIn, session: Session, _: RegisterLimit, may_mai
     return Accepted(message=REGISTERED)
 
 
-@router.post("/auth/token", response_model=TokenPairOut, responses=errors(ErrorCode.INVALID_CREDENTIALS))
+@router.post(
+    "/auth/token", response_model=TokenPairOut, responses=merge(TOKENS, errors(ErrorCode.INVALID_CREDENTIALS))
+)
 async def token(
     form: Annotated[TokenForm, Form()], session: Session, guard: LoginLimits, response: Response
 ) -> TokenPairOut:
@@ -83,7 +88,9 @@ async def token(
 
 
 # A refresh token that is unknown, expired, of an ended session, or spent (which ends its session) is a 401.
-@router.post("/auth/refresh", response_model=TokenPairOut, responses=errors(ErrorCode.NOT_AUTHENTICATED))
+@router.post(
+    "/auth/refresh", response_model=TokenPairOut, responses=merge(TOKENS, errors(ErrorCode.NOT_AUTHENTICATED))
+)
 async def refresh(body: RefreshIn, session: Session, _: RefreshLimit, response: Response) -> TokenPairOut:
     """The next token pair of a session. Each refresh token works once: presenting a used one again ends its
     session (someone copied it), and both pairs stop working. Within a few seconds of its use it is taken for the

@@ -26,7 +26,7 @@ from api.listing_schemas import (
     ListingPage,
     ListingPatch,
 )
-from api.openapi import ETAG, LOCATION, errors, merge
+from api.openapi import ETAG, LOCATION, VARY, errors, merge
 from api.ratelimits import ListingReadLimit
 from bazaar.auth import Principal
 from bazaar.errors import ErrorCode
@@ -120,8 +120,11 @@ def _public_reader(viewer: Principal | None, seller_id: uuid.UUID) -> bool:
     "/listings/{listing_id}",
     response_model=ListingOut,
     responses={
-        200: {"description": "the listing", "headers": ETAG},
-        304: {"description": "If-None-Match matched: the copy you hold is current", "headers": ETAG},
+        200: {"description": "the listing", "headers": {**ETAG, **VARY}},
+        304: {
+            "description": "If-None-Match matched: the copy you hold is current",
+            "headers": {**ETAG, **VARY},
+        },
     },
 )
 async def get_listing(

@@ -60,7 +60,30 @@ CHECKS = (
     "unsupported_method",
     "use_after_free",
     "ignored_auth",
+    "headers_are_declared",  # below: the document lists every header an answer carries (README)
 )
+# What HTTP itself puts on an answer, which the document leaves to the transport.
+TRANSPORT_HEADERS = frozenset(
+    {"date", "server", "content-length", "content-type", "connection", "keep-alive", "transfer-encoding"}
+)
+
+
+@schemathesis.check
+def headers_are_declared(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Every header of an answer, but the transport's, is declared for that operation and status (found from
+    outside: Cache-Control and Vary were sent and declared nowhere)."""
+    definition = case.operation.responses.find_by_status_code(response.status_code)
+    if definition is None:
+        return None  # an undeclared status: status_code_conformance says so
+    declared = {name.lower() for name, _ in definition.headers.items()}
+    undeclared = sorted(set(response.headers) - declared - TRANSPORT_HEADERS)
+    if undeclared:
+        raise AssertionError(
+            f"{response.status_code} carries headers the document does not declare: {undeclared}"
+        )
+    return None
+
+
 # Off, because the rules they test are ours on purpose: `positive_data_acceptance` counts as "valid data
 # rejected" every domain refusal the document cannot state as a schema (an unknown category, a weak password,
 # a stale If-Match's 412, a payment the provider declines), and `missing_required_header` expects a 4xx other
