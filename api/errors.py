@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -299,16 +299,28 @@ class InternalErrorMiddleware:
 
 
 def _not_json(request: Request, errors: list[dict[str, Any]]) -> DomainError | None:
-    """415 for a JSON body sent under another content type (FastAPI reads only `application/json` and `+json`
-    bodies as JSON: anything else reached validation as bytes, "Input should be a valid dictionary")."""
+    """415 for a body sent under a media type the operation does not read: a JSON body under another type or
+    none (FastAPI reads only `application/json` and `+json` bodies as JSON: anything else reached validation as
+    bytes, "Input should be a valid dictionary"), and JSON sent to an operation that takes a form (its fields
+    were then "required")."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not media or media == "application/json" or media.endswith("+json"):
+    json_media = media == "application/json" or media.endswith("+json")
+    route = request.scope.get("route")
+    body = getattr(route, "body_field", None)
+    if body is not None and isinstance(body.field_info, params.Form):
+        if not json_media:
+            return None
+        return DomainError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "this operation takes a form (Content-Type: application/x-www-form-urlencoded), not JSON",
+        )
+    if json_media:
         return None
     if not any(e["loc"] == ["body"] and e["type"] in ("dict_type", "model_attributes_type") for e in errors):
         return None
     return DomainError(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        f"the body must be JSON (Content-Type: application/json), not {media}",
+        f"the body must be JSON (Content-Type: application/json), not {media or 'sent without a Content-Type'}",
     )
 
 

@@ -278,7 +278,9 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         generic.append(ErrorCode.SERVICE_UNAVAILABLE)
     if "requestBody" in operation:
         generic.append(ErrorCode.PAYLOAD_TOO_LARGE)
-        if "application/json" in operation["requestBody"].get("content", {}):
+        if {"application/json", "application/x-www-form-urlencoded"} & operation["requestBody"].get(
+            "content", {}
+        ).keys():
             generic.append(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
     for code in generic:
         response = responses.setdefault(str(code.status), {})

@@ -1,5 +1,6 @@
-"""A JSON body sent under another content type is a 415 `unsupported_media_type`, declared wherever an operation
-takes a JSON body (found from outside: it was a 422 "Input should be a valid dictionary")."""
+"""A body sent under a media type its operation does not read is a 415 `unsupported_media_type`, declared wherever
+an operation takes a body (found from outside: it was a 422 "Input should be a valid dictionary", and JSON sent
+to the token endpoint, which takes a form, a 422 saying the username it carried was required)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,21 @@ def test_a_json_body_under_another_content_type_is_415(http: httpx.Client) -> No
     for media in ("application/json; charset=utf-8", "application/merge-patch+json"):
         made = http.post("/v1/listings", content=body, headers={**seller.headers, "Content-Type": media})
         assert made.status_code == 201, made.text
+    # Without a Content-Type the body is not read as JSON either.
+    bare = http.post("/v1/listings", content=body, headers={**seller.headers, "Content-Type": ""})
+    assert (bare.status_code, bare.json()["error"]["code"]) == (415, "unsupported_media_type"), bare.text
+    # JSON to the operation that takes a form.
+    token = http.post("/v1/auth/token", json={"username": seller.email, "password": "x"})
+    assert (token.status_code, token.json()["error"]["code"]) == (415, "unsupported_media_type"), token.text
+    assert "form" in token.json()["error"]["message"]
     # A body that is JSON but not what the operation takes stays a 422 naming the field.
     wrong = http.post("/v1/listings", json={"title": 5}, headers=seller.headers)
     assert wrong.status_code == 422, wrong.text
 
 
-def test_the_document_declares_415_where_a_json_body_is_taken(http: httpx.Client) -> None:
+def test_the_document_declares_415_where_a_body_is_taken(http: httpx.Client) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     assert "415" in paths["/v1/listings"]["post"]["responses"]
     assert "415" in paths["/v1/orders"]["post"]["responses"]
-    assert "415" not in paths["/v1/auth/token"]["post"]["responses"]  # a form, as OAuth2 has it
+    assert "415" in paths["/v1/auth/token"]["post"]["responses"]  # a form, as OAuth2 has it
     assert "415" not in paths["/v1/listings/{listing_id}"]["get"]["responses"]
