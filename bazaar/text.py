@@ -56,22 +56,35 @@ _MULTI_LINE_CHAR, _MULTI_LINE_KEPT = (
     rf"(?:[^{_MULTI_LINE_REFUSED}]|\r\n)",
     rf"[^{_MULTI_LINE_REFUSED}{_WHITE_SPACE}]",
 )
+# Kept characters that show nothing (format characters, fillers: see `_shows_something`), as far as a compact
+# class can list them: a combining mark or a tag character alone is blank to the check but not to the pattern.
+_SHOWS_NOTHING = (
+    r"\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2060-\u206f\u2800\u3164"
+    r"\ufe00-\ufe0f\ufeff\uffa0"
+)
 SINGLE_LINE_PATTERN = rf"^{_SINGLE_LINE_CHAR}*$"
 MULTI_LINE_PATTERN = rf"^{_MULTI_LINE_CHAR}*$"
 
 
 def _stripped_length_at_least(multiline: bool, n: int) -> str:
-    """The shape's pattern for a value at least `n` long once its ends are stripped: a kept character, or two
-    with at least `n - 2` characters between them. No lookahead: schemathesis and Hypothesis build strings from
-    a pattern like this one, where a lookahead makes them generate and throw away (the contract test took 8
-    minutes instead of 2)."""
+    """The shape's pattern for a value at least `n` long once its ends are stripped, showing something: a
+    visible character; or two kept ones (one of them visible, or one between them) with at least `n - 2`
+    characters between them. No lookahead: schemathesis and Hypothesis build strings from a pattern like this
+    one, where a lookahead makes them generate and throw away (the contract test took 8 minutes instead of 2)."""
     char, kept = (_MULTI_LINE_CHAR, _MULTI_LINE_KEPT) if multiline else (_SINGLE_LINE_CHAR, _SINGLE_LINE_KEPT)
+    shown = kept[:-1] + _SHOWS_NOTHING + "]"
     if n <= 1:
-        return rf"^{char}*{kept}{char}*$"
+        return rf"^{char}*{shown}{char}*$"
+    between = f"{char}{{{n - 2},}}"
     if multiline and n > 3:
         # Between the two kept characters a CRLF is one repetition but two characters: exact only up to 3.
         raise ValueError("a stripped multi-line text's minimum length above 3 cannot be stated as a pattern")
-    return rf"^{char}*{kept}{char}{{{n - 2},}}{kept}{char}*$"
+    if n > 3:  # a visible one among the `n - 2` between cannot be said without a lookahead: the length only
+        return rf"^{char}*{kept}{between}{kept}{char}*$"
+    return (
+        rf"^{char}*(?:{shown}{between}{kept}|{kept}{between}{shown}|{kept}{char}*{shown}{char}*{kept})"
+        rf"{char}*$"
+    )
 
 
 def control_character_problem(value: str, multiline: bool) -> str | None:
