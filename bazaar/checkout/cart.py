@@ -48,12 +48,19 @@ def purchase_problem(listing: Listing | None, buyer_id: uuid.UUID, quantity: int
     if not listing.seller_can_sell:  # the seller cannot take charges now, or their account is deactivated
         return DomainError(ErrorCode.LISTING_NOT_AVAILABLE, "the listing is not for sale now")
     if listing.seller_id == buyer_id:
-        return DomainError(ErrorCode.OWN_LISTING, "you cannot buy your own listing")
+        return DomainError(
+            ErrorCode.OWN_LISTING, "you cannot buy your own listing", {"listing_id": str(listing.id)}
+        )
     if listing.status == ListingStatus.SOLD or listing.quantity < quantity:
         return sold_out(listing.quantity if listing.status != ListingStatus.SOLD else 0)
     problem = chargeable_problem(listing.price_amount * quantity, listing.currency)
-    if problem is not None:
-        return DomainError(ErrorCode.AMOUNT_NOT_CHARGEABLE, problem)
+    if problem is not None:  # what makes the total: the listing's price and the quantity asked
+        asked = {
+            "listing_id": str(listing.id),
+            "quantity": quantity,
+            "amount": listing.price_amount * quantity,
+        }
+        return DomainError(ErrorCode.AMOUNT_NOT_CHARGEABLE, problem, {**asked, "currency": listing.currency})
     return None
 
 

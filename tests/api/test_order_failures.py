@@ -109,6 +109,14 @@ def test_a_total_the_provider_cannot_charge_is_refused_before_any_stock_is_taken
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] == "amount_not_chargeable"
     assert "EUR" in refused.json()["error"]["message"]
+    # What makes the total is named (found from outside: the details were empty).
+    details = refused.json()["error"]["details"]
+    assert (details["listing_id"], details["quantity"], details["amount"], details["currency"]) == (
+        item["id"],
+        quantity,
+        price * quantity,
+        "EUR",
+    ), details
     assert listing_quantity(http, item["id"]) == (5, "active")
     assert sql(stack, "SELECT count(*) FROM orders WHERE listing_id = %s", item["id"]) == [(0,)]
 

@@ -156,6 +156,7 @@ def test_order_refusals_are_clear(http: httpx.Client) -> None:
     own = order(http, buyer, own_listing["id"], str(uuid.uuid4()))
     assert own.status_code == 422
     assert own.json()["error"]["code"] == "own_listing"
+    assert own.json()["error"]["details"] == {"listing_id": own_listing["id"]}
     bad = http.post(
         "/v1/orders",
         json={"listing_id": "not-a-uuid", "payment_method": "visa"},
