@@ -36,40 +36,37 @@ class TokenPairOut(BaseModel):
 
 
 class RefreshIn(BaseModel):
-    model_config = example({"refresh_token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq"}, forbid=False)
+    model_config = example({"refresh_token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq"})
     refresh_token: MailedToken
 
 
 class LogoutIn(BaseModel):
-    model_config = example({"everywhere": False}, {}, forbid=False)
+    model_config = example({"everywhere": False}, {})
     everywhere: JsonBool = Field(
         default=False, description="end every session of the account, not just this one"
     )
 
 
 class TokenIn(BaseModel):
-    model_config = example({"token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq"}, forbid=False)
+    model_config = example({"token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq"})
     token: MailedToken = Field(description="from the link in the email")
 
 
 class PasswordResetIn(BaseModel):
-    model_config = example({"email": "sam@example.com"}, forbid=False)
+    model_config = example({"email": "sam@example.com"})
     email: Annotated[EmailStr, refuse_control_characters()]
 
 
 class PasswordResetConfirmIn(BaseModel):
     model_config = example(
         {"token": "Hk3xY0d5Qm2l9Zp8rT1vW6uE4sA7bN0cJ5gF2hD8kLq", "password": "a-new-long-passphrase-9"},
-        forbid=False,
     )
     token: MailedToken = Field(description="from the link in the email")
     password: NewPassword
 
 
 class PasswordChangeIn(BaseModel):
-    model_config = example(
-        {"current_password": "sam-password-1", "new_password": "a-new-long-passphrase-9"}, forbid=False
-    )
+    model_config = example({"current_password": "sam-password-1", "new_password": "a-new-long-passphrase-9"})
     current_password: GivenPassword
     new_password: NewPassword
 

@@ -20,7 +20,7 @@ AppUrl = Annotated[
 
 
 class PayoutAccountIn(BaseModel):
-    model_config = example({"country": "DE", "default_currency": "EUR"}, forbid=False)
+    model_config = example({"country": "DE", "default_currency": "EUR"})
     country: CountryCode
     default_currency: Currency = Currency.EUR
 
@@ -69,7 +69,6 @@ class OnboardingLinkIn(BaseModel):
             "refresh_url": "https://app.example.com/seller/onboarding/refresh",
             "return_url": "https://app.example.com/seller/onboarding/done",
         },
-        forbid=False,
     )
     refresh_url: AppUrl = Field(description="for a link that expired or was used: make a new one there")
     return_url: AppUrl = Field(description="after the seller leaves the onboarding (finished or not)")

@@ -89,9 +89,9 @@ class NamedEnum:
         return reference
 
 
-def example(*values: dict[str, Any], forbid: bool = True) -> ConfigDict:
+def example(*values: dict[str, Any]) -> ConfigDict:
     """A request model's config: examples for the document (and its clients), and no unknown fields."""
-    return ConfigDict(extra="forbid" if forbid else "ignore", json_schema_extra={"examples": [*values]})
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [*values]})
 
 
 class RegisterIn(BaseModel):
@@ -102,7 +102,6 @@ class RegisterIn(BaseModel):
             "display_name": "Sam",
             "roles": ["seller"],
         },
-        forbid=False,
     )
     email: Annotated[EmailStr, refuse_control_characters()]
     password: Annotated[str, single_line(min_length=10, max_length=128, strip=False)]

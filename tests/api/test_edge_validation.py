@@ -133,6 +133,16 @@ def test_control_characters_in_accounts_are_422(http: httpx.Client) -> None:
     assert_422(login, ["body", "password"])
 
 
+def test_an_unknown_field_is_422_on_every_body(http: httpx.Client) -> None:
+    """Found from outside: the account and payout bodies ignored unknown fields where the others refused them, so a
+    registration with `role` for `roles` made a buyer without a word."""
+    email = f"typo-{uuid.uuid4().hex[:8]}@example.com"
+    typo = {"email": email, "password": "correct-horse-battery", "display_name": "Typo", "role": ["seller"]}
+    assert_422(http.post("/v1/auth/register", json=typo), ["body", "role"], "not permitted")
+    reset = http.post("/v1/auth/password-reset", json={"email": email, "mail": email})
+    assert_422(reset, ["body", "mail"], "not permitted")
+
+
 def test_control_characters_in_order_bodies_are_422_before_the_order_is_read(
     http: httpx.Client, buyer: Actor
 ) -> None:
