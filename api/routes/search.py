@@ -112,8 +112,9 @@ async def search_listings(
     q: Annotated[
         Annotated[str, single_line(max_length=200)],
         Query(
-            description="words to find (typos allowed from 5 letters, synonyms); a price phrase ('under 200 euro', "
-            "'between 1,000 and 2,000') becomes bounds in major units; 'cheap' puts the lower price first"
+            description="words to find (a typo allowed from 5 letters, two from 8, one in the first letter "
+            "counting as two; synonyms); a price phrase ('under 200 euro', 'between 1,000 and 2,000') becomes "
+            "bounds in major units; 'cheap' puts the lower price first"
         ),
     ] = "",
     category: Annotated[
