@@ -268,7 +268,13 @@ class OrderOut(BaseModel):
     status: OrderStatus = Field(
         description="`rejected` only in the answer to a placement that was refused (nothing is stored)"
     )
-    status_reason: str | None
+    status_reason: str | None = Field(
+        description="why the order is in its status, a snake_case code: `payment_failed`, `payment_rejected` "
+        "(not paid), `buyer_cancelled`, `seller_cancelled`, `support_cancelled`, `seller_declined`, "
+        "`acceptance_timeout`, `buyer_confirmed`, `dispute_window_passed`, a dispute's reason code while disputed, "
+        "`dispute_released`, `dispute_refunded`, `dispute_partially_refunded`, `chargeback`, `chargeback_won`, "
+        "`chargeback_lost`, ... An open set: act on the codes you know and show the others as they are (new ones may be added)"
+    )
     buyer_id: uuid.UUID
     seller_id: uuid.UUID | None
     listing_id: uuid.UUID
