@@ -4,9 +4,10 @@ listing, and how listings read back, alone, in pages and as search hits. Text an
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -220,8 +221,22 @@ class ListingPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
+class SearchBackend(enum.StrEnum):
+    """What answered a search: Meilisearch, or PostgreSQL while Meilisearch is unreachable."""
+
+    MEILISEARCH = "meilisearch"
+    POSTGRES = "postgres"
+
+
+class ListingDeleteResult(enum.StrEnum):
+    """What a delete did to the listing."""
+
+    DELETED = "deleted"
+    ARCHIVED = "archived"
+
+
 class ListingDeleteOut(BaseModel):
-    result: Literal["deleted", "archived"] = Field(
+    result: ListingDeleteResult = Field(
         description="deleted: it never had orders and is gone; archived: it has orders, so it is kept"
     )
     listing: ListingOut | None = None
@@ -265,6 +280,6 @@ class SearchOut(BaseModel):
         "filter by `currency` for bands of one currency",
     )
     processing_time_ms: int = Field(description="time the search backend spent")
-    backend: Literal["meilisearch", "postgres"] = Field(
+    backend: SearchBackend = Field(
         description="postgres: degraded mode while Meilisearch is unreachable (also X-Search-Backend)"
     )

@@ -5,9 +5,10 @@ Request strings follow api/schemas.py's rule: labels are a single line, prose is
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -109,20 +110,24 @@ class MoneySideOut(BaseModel):
         )
 
 
+class MoneyLineKind(enum.StrEnum):
+    """What a line of an order's money statement is."""
+
+    CHARGE = "charge"
+    REFUND = "refund"
+    TRANSFER = "transfer"
+    TRANSFER_REVERSAL = "transfer_reversal"
+    CHARGEBACK = "chargeback"
+    CHARGEBACK_REVERSAL = "chargeback_reversal"
+    RELEASE = "release"
+    RELEASE_REVERSAL = "release_reversal"
+    FEE = "fee"
+    LEDGER = "ledger"
+    BALANCE_TRANSACTION = "balance_transaction"
+
+
 class MoneyLineOut(BaseModel):
-    kind: Literal[
-        "charge",
-        "refund",
-        "transfer",
-        "transfer_reversal",
-        "chargeback",
-        "chargeback_reversal",
-        "release",
-        "release_reversal",
-        "fee",
-        "ledger",
-        "balance_transaction",
-    ]
+    kind: MoneyLineKind
     object_id: str
     provider: MoneySideOut | None = Field(description="at the provider (for `fee`: what the platform keeps)")
     payment: MoneySideOut | None = Field(description="our payment row")

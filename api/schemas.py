@@ -8,6 +8,7 @@ rules, so stored data always serialises.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -68,6 +69,20 @@ CountryCode = Annotated[
 ]
 
 
+class OrderSide(enum.StrEnum):
+    """Which side of an order: the buyer's or the seller's."""
+
+    BUYER = "buyer"
+    SELLER = "seller"
+
+
+class SignupRole(enum.StrEnum):
+    """The roles an account may take for itself (support is granted)."""
+
+    BUYER = "buyer"
+    SELLER = "seller"
+
+
 class NamedEnum:
     """Pydantic metadata for `Annotated[str, NamedEnum(...)]`: a set of values known only at run time (e.g. the
     notification templates on disk) as one named enum in the document, referred to wherever it is used, so a
@@ -106,7 +121,7 @@ class RegisterIn(BaseModel):
     email: Annotated[EmailStr, refuse_control_characters()]
     password: Annotated[str, single_line(min_length=10, max_length=128, strip=False)]
     display_name: Annotated[str, single_line(min_length=1, max_length=80)]
-    roles: list[Literal["buyer", "seller"]] = Field(default=["buyer"], min_length=1)
+    roles: list[SignupRole] = Field(default=[SignupRole.BUYER], min_length=1)
 
 
 # A password given to be compared (a login, the current one of a change): text like any other (a NUL or another

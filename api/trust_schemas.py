@@ -5,13 +5,14 @@ Request strings follow api/schemas.py's rule: labels are a single line, prose is
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, RootModel
 
-from api.schemas import NamedEnum, example
+from api.schemas import NamedEnum, OrderSide, example
 from bazaar.accounts import mail as account_mail
 from bazaar.json_types import JsonBool, JsonInt
 from bazaar.models import Role
@@ -210,11 +211,28 @@ class DeadLetterOut(BaseModel):
         )
 
 
+class DisputeReasonCode(enum.StrEnum):
+    """What went wrong, as the buyer files it."""
+
+    NOT_RECEIVED = "not_received"
+    NOT_AS_DESCRIBED = "not_as_described"
+    DAMAGED = "damaged"
+    COUNTERFEIT = "counterfeit"
+    OTHER = "other"
+
+
+class DisputePostKind(enum.StrEnum):
+    """What a party or support adds to a dispute's thread."""
+
+    MESSAGE = "message"
+    EVIDENCE = "evidence"
+
+
 class DisputeIn(BaseModel):
     """A buyer opens a dispute on a fulfilled order."""
 
     model_config = example({"reason_code": "not_as_described", "message": "The frame is 52 cm, not 56 cm"})
-    reason_code: Literal["not_received", "not_as_described", "damaged", "counterfeit", "other"]
+    reason_code: DisputeReasonCode
     message: Annotated[str, multi_line(min_length=1, max_length=2000)] = Field(
         description="what went wrong, for the seller and support"
     )
@@ -223,14 +241,14 @@ class DisputeIn(BaseModel):
 class DisputeMessageBody(BaseModel):
     model_config = example({"body": "Photos of the frame attached", "kind": "evidence"})
     body: Annotated[str, multi_line(min_length=1, max_length=5000)]
-    kind: Literal["message", "evidence"] = "message"
+    kind: DisputePostKind = DisputePostKind.MESSAGE
 
 
 class InfoRequestBody(BaseModel):
     model_config = example(
         {"party": "seller", "question": "Please send the shipping receipt", "deadline_hours": 48}
     )
-    party: Literal["buyer", "seller"]
+    party: OrderSide
     question: Annotated[str, multi_line(min_length=3, max_length=2000)]
     deadline_hours: JsonInt = Field(default=48, ge=1, le=24 * 14)
 

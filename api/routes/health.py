@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import secrets
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -45,8 +46,13 @@ class ReadyChecks(BaseModel):
     meilisearch: bool
 
 
+class ReadyStatus(enum.StrEnum):
+    READY = "ready"
+    NOT_READY = "not_ready"
+
+
 class ReadyOut(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: ReadyStatus
     checks: ReadyChecks
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy import and_, select
@@ -32,6 +32,7 @@ from api.schemas import (
     OrderIn,
     OrderOut,
     OrderPage,
+    OrderSide,
     StuckOrderOut,
     StuckOrderPage,
     TimelineEvent,
@@ -201,9 +202,9 @@ async def list_orders(
     caller: Caller,
     session: Session,
     role: Annotated[
-        Literal["buyer", "seller"],
+        OrderSide,
         Query(description="orders I bought (buyer) or I sold (seller: once paid, never a declined one)"),
-    ] = "buyer",
+    ] = OrderSide.BUYER,
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Response
 from api.deps import Search
 from api.listing_schemas import SearchOut
 from api.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
-from api.openapi import errors, header, merge
+from api.openapi import SCHEMAS, errors, header, merge
 from api.ratelimits import SearchLimit
 from api.schemas import INT64_MAX
 from bazaar.errors import DomainError, ErrorCode, field_error
@@ -97,7 +97,7 @@ def observe(result: SearchResult) -> None:
                 "headers": {
                     "X-Search-Backend": header(
                         "who answered: meilisearch, or postgres (degraded mode while Meilisearch is unreachable)",
-                        {"type": "string", "enum": ["meilisearch", "postgres"]},
+                        {"$ref": f"{SCHEMAS}SearchBackend"},
                     ),
                     "Server-Timing": header("time spent in the search backend and in the handler"),
                 },
