@@ -104,6 +104,7 @@ def activities_for(
         orders.release_stock,
         orders.record_order_state,
         orders.save_transition,
+        orders.claim_refund_lines,
         orders.report_attention,
         orders.load_order,
         checkout.reserve_checkout,

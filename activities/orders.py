@@ -20,11 +20,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import metrics
 from activities.database import activity_transaction
 from activities.disputes import OpenDispute, open_case
 from bazaar.checkout import cart
+from bazaar.errors import Rejection
 from bazaar.integrations import events
 from bazaar.listings import stock
 from bazaar.models import (
@@ -43,6 +45,7 @@ from bazaar.models import (
 from bazaar.orders.types import ChargebackStatus, OrderEvent, OrderLineView, Party, line_view
 from bazaar.payments import ledger
 from bazaar.payments.keys import MoneyOperation, key_number, key_prefix, money_key
+from bazaar.returns import returns
 from bazaar.settings import Settings
 from bazaar.trust import disputes, notifications, reputation, reviews
 from bazaar.trust.disputes import Resolution
@@ -118,6 +121,18 @@ class OrderTransition(OrderStateChange):
     restock_units: dict[str, int] = field(default_factory=dict)
     # The dispute case this transition opens (its record and first entry; the case's workflow follows).
     opens_case: OpenDispute | None = None
+
+
+@dataclass
+class RefundLinesClaim:
+    """The units of the order's lines a refund by lines takes, claimed before its money moves: `units`, refunded by
+    line after it (absolute, by listing id), written under the order's row lock once `asked` (this refund's units)
+    is checked against the units of open returns, which open under the same lock. A release gives `units` back
+    (nothing asked)."""
+
+    order_id: str
+    units: dict[str, int]
+    asked: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -245,6 +260,29 @@ class OrderActivities:
         Used by orders started before `save_transition` existed (workflows.legacy_order)."""
         async with activity_transaction() as session:
             await _project(session, change)
+
+    @activity.defn
+    async def claim_refund_lines(self, claim: RefundLinesClaim) -> None:
+        """Found from outside: a return and a refund by lines sent together both took the same units (each
+        checked before the other was stored), and the return was then refused its refund for good."""
+        async with activity_transaction() as session:
+            order_id = uuid.UUID(claim.order_id)
+            # The order's row lock, which opening a return takes too: one of the two waits for the other.
+            await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
+            lines = (await session.scalars(select(OrderLine).where(OrderLine.order_id == order_id))).all()
+            held = await returns.units_in_open_returns(session, order_id)
+            for line in lines:
+                listing = str(line.listing_id)
+                left = line.quantity - line.refunded_quantity - held.get(line.listing_id, 0)
+                if claim.asked.get(listing, 0) > left:
+                    raise ApplicationError(
+                        f"listing {listing}: {max(left, 0)} can be refunded by lines; "
+                        f"{held.get(line.listing_id, 0)} more are in an open return",
+                        type=Rejection.INVALID_REQUEST,
+                        non_retryable=True,
+                    )
+            for line in lines:
+                line.refunded_quantity = claim.units.get(str(line.listing_id), line.refunded_quantity)
 
     @activity.defn
     async def save_transition(self, change: OrderTransition) -> bool:

@@ -114,6 +114,7 @@ OWNED_ACTIVITIES = {
         "release_stock",
         "record_order_state",
         "save_transition",
+        "claim_refund_lines",
         "report_attention",
         "load_order",
         "reserve_checkout",

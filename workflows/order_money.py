@@ -356,7 +356,8 @@ class OrderMoney(OrderSteps):
         """A refund by amount or by lines: the whole of what the order holds ends it as refunded (the stock back if
         it was not shipped); after the release, the refund's share comes back from it."""
         amount, units = self._check_refund_amount(req)
-        await self._refund(amount, req.reason or f"{party}_refund")
+        async with self._lines_claimed(req, units):
+            await self._refund(amount, req.reason or f"{party}_refund")
         before = self.view.refunded_units
         if units is not None:
             self._view = replace(self.view, refunded_units=units)

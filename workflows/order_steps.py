@@ -10,7 +10,8 @@ transition is saved in one transaction with all it implies (`save_transition`); 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         LedgerPosting,
         OrderActivities,
         OrderTransition,
+        RefundLinesClaim,
     )
     from activities.payments import PAYOUTS_DISABLED
     from bazaar.errors import Rejection
@@ -91,6 +93,10 @@ def _never(error: BaseException) -> bool:
 
 # The transitions that may refund units of lines (their projection writes the lines' refunded units).
 _REFUNDS = frozenset({OrderEvent.REFUNDED, OrderEvent.PARTIALLY_REFUNDED})
+
+
+# Patch (2026-11-28, docs/workflow-versioning.md): a refund by lines claims its units before its money moves.
+CLAIM_LINES_PATCH = "refund-lines-claimed"
 
 
 class OrderSteps:
@@ -265,6 +271,35 @@ class OrderSteps:
                 self._view,
                 type=Rejection.IDEMPOTENCY_KEY_REUSED,
             )
+
+    @asynccontextmanager
+    async def _lines_claimed(self, req: ActionRequest, units: dict[str, int] | None) -> AsyncIterator[None]:
+        """A refund by lines (not a return's) claims its units in the database before its money moves, under the
+        order's row lock that opening a return takes too (a claim refused: the Update is, 422), and gives them
+        back when the refund is refused."""
+        before = self.view.refunded_units
+        claim = units is not None and req.return_id is None and workflow.patched(CLAIM_LINES_PATCH)
+        if units is not None and claim:
+            asked = {k: n - before.get(k, 0) for k, n in units.items() if n > before.get(k, 0)}
+            await self._claim_lines(RefundLinesClaim(self.view.order_id, units, asked))
+        try:
+            yield
+        except ApplicationError:
+            if units is not None and claim:  # each line it claimed, back to what it was
+                await self._claim_lines(
+                    RefundLinesClaim(self.view.order_id, {k: before.get(k, 0) for k in units})
+                )
+            raise
+
+    async def _claim_lines(self, claim: RefundLinesClaim) -> None:
+        try:  # a release must happen (`forever`); a claim may be refused
+            await self._db_step(
+                "claim_refund_lines", OrderActivities.claim_refund_lines, claim, forever=not claim.asked
+            )
+        except StepFailed as refused:
+            raise ApplicationError(
+                _failure_text(refused), self._view, type=Rejection.INVALID_REQUEST
+            ) from None
 
     # ---- running steps within the failure rule ---------------------------------------------------------
     async def _db_step(

@@ -385,3 +385,36 @@ def test_a_refund_by_lines_leaves_the_units_of_an_open_return_to_it(http: httpx.
         True,
     )
     assert http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()["refunded"]["amount"] == 30_000
+
+
+def test_a_return_and_a_refund_by_lines_sent_together_never_take_the_same_units(http: httpx.Client) -> None:
+    """Found from outside: each was checked before the other was stored, so both took the same units (4 of 3),
+    and the return, once received, was refused its refund for good. The refund now claims its units under the
+    order's row lock that opening a return takes: one of the two wins, the other is refused."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 2_500, "currency": "EUR"}, quantity=20)
+    for attempt in range(3):
+        buyer = register(http, ["buyer"], f"Racing Lines {attempt}")
+        order = units_order(http, seller, buyer, item["id"], 3, to=("accept", "fulfil"))
+
+        def send(
+            own: httpx.Client, which: str, order: dict[str, Any] = order, buyer: Actor = buyer
+        ) -> tuple[str, httpx.Response]:
+            if which == "return":
+                return which, ask(own, order, buyer, quantity=2)
+            lines = {"lines": [{"listing_id": item["id"], "quantity": 2}]}
+            return which, own.post(f"/v1/orders/{order['id']}/refund", json=lines, headers=seller.headers)
+
+        answers = dict(at_once(http, send, ["return", "refund"]))
+        statuses = {which: response.status_code for which, response in answers.items()}
+        assert sorted(s < 300 for s in statuses.values()) == [False, True], {
+            which: response.text for which, response in answers.items()
+        }
+        assert all(s in (200, 201, 202, 409, 422) for s in statuses.values()), statuses
+        seen = http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()
+        refunded = sum(line["refunded_quantity"] for line in seen["lines"])
+        returned = [
+            r for r in http.get(f"/v1/orders/{order['id']}/returns", headers=buyer.headers).json()["items"]
+        ]
+        held = sum(line["quantity"] for r in returned if r["status"] == "requested" for line in r["lines"])
+        assert refunded + held <= 3, (refunded, held, statuses)

@@ -3,10 +3,9 @@
 One FakeWorld serves both order workflow versions: the lean `Order` (local database steps, one
 `save_transition` per transition, `report_attention`) and the frozen `OrderWorkflow` (`record_order_state`,
 `release_stock`, notification and review children), so tests of either read the same world. It serves the
-`Checkout` too (`reserve_checkout`, `settle_checkout` and its one charge, `ChargeRequest.checkout_id`): its
-listings are `listings` (each with a seller and a stock of its own), and the orders it places are lean `Order`
-children that read the same world. And the `Return`'s (`open_return`, `save_return`, `refund_return`): its
-`returns` (tests/support/return_fakes.py) read the same listings, faults and notifications.
+`Checkout` too (`reserve_checkout`, `settle_checkout`, its one charge): its `listings` each have a seller and a
+stock, and the orders it places are lean `Order` children of the same world. And the `Return`'s (`open_return`,
+`save_return`, `refund_return`): `returns` (tests/support/return_fakes.py) read the same listings and faults.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from activities.orders import (
     OrderSnapshot,
     OrderStateChange,
     OrderTransition,
+    RefundLinesClaim,
     ReserveStockInput,
     ReserveStockResult,
 )
@@ -134,6 +134,7 @@ class FakeWorld:
     reversed_payouts: int = 0
     loads: int = 0
     attention_reports: list[AttentionReport] = field(default_factory=list)
+    line_claims: list[RefundLinesClaim] = field(default_factory=list)  # refunds by lines claiming their units
     # Trust and notifications: what the order's transitions, children and activities did.
     mail_down: bool = False  # every delivery fails (after a short wait, like a refused SMTP connection)
     events: list[NotificationEvent] = field(default_factory=list)
@@ -353,6 +354,11 @@ class FakeWorld:
                 world.review_windows.append(ReviewWindow(change.order_id, closes_at=change.review_closes_at))
             return True
 
+        @activity.defn(name="claim_refund_lines")
+        async def claim_refund_lines(claim: RefundLinesClaim) -> None:
+            await world._step("claim_refund_lines")
+            world.line_claims.append(claim)
+
         @activity.defn(name="report_attention")
         async def report_attention(report: AttentionReport) -> None:
             world.attention_reports.append(report)
@@ -534,6 +540,7 @@ class FakeWorld:
             load_order,
             reserve_stock,
             save_transition,
+            claim_refund_lines,
             report_attention,
             release_stock,
             record_order_state,

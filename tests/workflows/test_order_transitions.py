@@ -13,7 +13,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from bazaar.orders.types import ActionRequest, Actor, Placement
+from bazaar.orders.types import ActionRequest, Actor, Placement, RefundLine
 from tests.support.orders import (
     AMOUNT,
     BUYER,
@@ -516,3 +516,21 @@ async def test_a_payout_held_while_payouts_are_disabled_goes_out_when_signalled(
         (AMOUNT - FEE, f"{order.id}:transfer:2")
     ]
     assert [s.action for s in world.transitions()][-2:] == ["order.completed", "order.payout_retried"]
+
+
+async def test_a_refund_by_lines_claims_its_units_first_and_gives_them_back_when_refused(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """Its units are claimed before the money moves, so a return opened meanwhile cannot take them too (the claim
+    is under the order's row lock, tests/api/test_returns.py); a refund the provider refuses gives them back."""
+    world = FakeWorld()
+    world.reject_refunds = 1
+    by_lines = ActionRequest(SELLER, refund_lines=[RefundLine("listing-1", 1)])
+    async with placed(workflow_env, world) as order:
+        assert await order.refused(OrderWorkflow.refund, by_lines) == "PaymentRejected"
+        assert (await order.act(OrderWorkflow.refund, by_lines)).status == "refunded"
+    assert [(c.units, c.asked) for c in world.line_claims] == [
+        ({"listing-1": 1}, {"listing-1": 1}),
+        ({"listing-1": 0}, {}),
+        ({"listing-1": 1}, {"listing-1": 1}),
+    ]
