@@ -187,6 +187,8 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]]
     "lean_partial_refund_then_completed": (FakeWorld, {}, drive_partial_refund, "completed"),
     "lean_refund_by_lines": (FakeWorld, {}, drive_refund_by_lines, "refunded"),
     "lean_action_key_per_order": (FakeWorld, {}, drive_action_key_per_order, "completed"),
+    # The same refund by lines with CLAIM_LINES_PATCH: its units claimed before the money moves.
+    "lean_refund_lines_claimed": (FakeWorld, {}, drive_refund_by_lines, "refunded"),
     "lean_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},

@@ -22,6 +22,8 @@ What is recorded here:
   then refunded by its line (the units refunded counted with the transition).
 - Recorded with the order's `KEY_PER_ORDER_PATCH`: `lean_action_key_per_order` (an action's key refused on another
   action of the order, then shipped and confirmed).
+- Recorded with `CLAIM_LINES_PATCH`: `lean_refund_lines_claimed` (the refund by lines above, its units claimed
+  before its money moved).
 - `checkout_*`: the checkout (type `Checkout`, `workflows/checkout.py`), started as the API starts it
   (update-with-start of `placement`, tests/workflows/test_checkout_workflow.py): `checkout_paid_two_sellers` (two
   sellers' lines reserved, charged once, two child orders started), `checkout_payment_failed` (a declined card:
