@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import console, errors, methods, openapi, ratelimits, search_direct, security, telemetry
+from api import console, deps, errors, methods, openapi, ratelimits, search_direct, security, telemetry
 from api.listing_runtime import listing_runtime
 from api.routes import (
     auth,
@@ -89,6 +89,7 @@ def create_app() -> FastAPI:
         # A path the document does not have is a 404 (docs/api.md), not a 307 to the path without its slash
         # (whose Location would echo the request's Host header).
         redirect_slashes=False,
+        dependencies=[Depends(deps.one_value_each)],
     )
     # Innermost middleware first: a body over 1 MiB is refused (413) where the route reads it.
     security.limit_bodies(app)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi._compat import field_annotation_is_sequence
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
@@ -44,6 +48,30 @@ async def session() -> AsyncIterator[AsyncSession]:
         except BaseException:
             await s.rollback()
             raise
+
+
+def _query_fields(dependant: Dependant) -> Iterator[Any]:
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_fields(sub)
+
+
+async def one_value_each(request: Request) -> None:
+    """A query parameter an operation takes one value of, sent more than once, is a 422 naming it (found from
+    outside: the last one won silently, so `sort=zzz&sort=newest` answered 200 where `sort=newest&sort=zzz` was a
+    422, and a proxy or filter reading the first value saw another request than the API)."""
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = {name for name, n in counts.items() if n > 1}
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if not repeated or dependant is None:
+        return
+    errors = [
+        {"type": "repeated", "loc": ("query", field.alias), "msg": "give it once (it takes one value)"}
+        for field in _query_fields(dependant)
+        if field.alias in repeated and not field_annotation_is_sequence(field.field_info.annotation)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 async def optional_principal(

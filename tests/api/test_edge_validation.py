@@ -143,6 +143,17 @@ def test_an_unknown_field_is_422_on_every_body(http: httpx.Client) -> None:
     assert_422(reset, ["body", "mail"], "not permitted")
 
 
+def test_a_query_parameter_of_one_value_sent_twice_is_422(http: httpx.Client, seller: Actor) -> None:
+    """Found from outside: the last value won silently, so `sort=zzz&sort=newest` answered 200 where
+    `sort=newest&sort=zzz` was a 422. A parameter that takes several (`category`) still does."""
+    for query in ("sort=zzz&sort=newest", "sort=newest&sort=price_asc", "per_page=5&per_page=10"):
+        repeated = http.get(f"/v1/search/listings?{query}")
+        assert_422(repeated, ["query", query.split("=")[0]], "give it once")
+    assert http.get("/v1/search/listings?category=electronics&category=bikes").status_code == 200
+    twice = http.get("/v1/orders?role=buyer&role=seller", headers=seller.headers)
+    assert_422(twice, ["query", "role"], "give it once")
+
+
 def test_control_characters_in_order_bodies_are_422_before_the_order_is_read(
     http: httpx.Client, buyer: Actor
 ) -> None:

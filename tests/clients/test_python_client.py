@@ -106,7 +106,7 @@ def _account(api: Api, base_url: str, *roles: str) -> tuple[Any, Any]:
             email=email,
             password=PASSWORD,
             display_name=f"Py {roles[0]}",
-            roles=[m.RegisterInRolesItem(role) for role in roles],
+            roles=[m.SignupRole(role) for role in roles],
         ),
     )
     assert registered.status_code == 202, registered.content

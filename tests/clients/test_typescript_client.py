@@ -82,5 +82,5 @@ def test_typescript_client_drives_a_whole_order(stack: Stack, tmp_path: Path) ->
     assert summary["checks"] == [
         "422 validation_error body.price.amount",
         "409 invalid_transition paid",
-        "422 own_listing {}",
+        "422 own_listing listing_id",
     ]

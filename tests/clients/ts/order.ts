@@ -188,7 +188,9 @@ const own = await seller.POST("/v1/orders", {
 });
 check(isValidationError(own.error, own.response), "a 422 with ValidationErrorOut", own.error);
 check(own.error.error.code === "own_listing", "own_listing", own.error);
-checks.push(`422 ${own.error.error.code} ${JSON.stringify(own.error.error.details)}`);
+// Its details name the listing (`details.listing_id`).
+check(own.error.error.details["listing_id"] === listing.id, "details.listing_id", own.error);
+checks.push(`422 ${own.error.error.code} ${Object.keys(own.error.error.details).join(",")}`);
 
 console.log(
   JSON.stringify({
