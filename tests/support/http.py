@@ -119,3 +119,14 @@ def at_once(http: httpx.Client, send: Callable[[httpx.Client, T], R], each: Sequ
 
     with ThreadPoolExecutor(max_workers=len(each)) as pool:
         return list(pool.map(one, each))
+
+
+def assert_422(response: httpx.Response, loc: list[Any], words: str = "") -> dict[str, Any]:
+    """A 422 validation_error whose errors include `loc`, and whose message names the field."""
+    assert response.status_code == 422, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == "validation_error", error
+    assert loc in [e["loc"] for e in error["details"]["errors"]], error
+    assert str(loc[-1] if loc[-1] != "[key]" else loc[-2]) in error["message"] or len(loc) == 1, error
+    assert words in error["message"] or any(words in e["msg"] for e in error["details"]["errors"]), error
+    return error
