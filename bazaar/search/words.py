@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.listings.lifecycle import Taxonomy
 from bazaar.models import Listing, ListingStatus
+from bazaar.payments.money import Currency
 from bazaar.search.index import CHEAP_WORDS, STOP_WORDS, TYPO_MIN_WORD_SIZE, synonyms
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -46,8 +47,13 @@ _CURRENCY_WORDS = {
     "gbp": "GBP",
     "pound": "GBP",
     "pounds": "GBP",
+    "¥": "JPY",
+    "yen": "JPY",
+    # The other currencies listings may be priced in, by their codes (found from outside: "yen" and "jpy" were not
+    # read as currencies).
+    **{code.value.lower(): code.value for code in Currency},
 }
-_CUR = r"(?:€|\$|£|eur|euros?|usd|dollars?|gbp|pounds?)"
+_CUR = "(?:" + "|".join(re.escape(word) for word in sorted(_CURRENCY_WORDS, key=len, reverse=True)) + ")"
 # 1500, 1,500, 1.500 (groups of three; a no-break space too), with cents after a last '.' or ',' of one or two digits.
 _NUM = r"\d{1,3}(?:[.,\u00a0\u202f]\d{3}){1,3}(?:[.,]\d{1,2})?(?!\d)|\d{1,9}(?:[.,]\d{1,2})?"
 _UPPER = r"under|below|less\s+than|cheaper\s+than|max(?:imum)?|up\s+to|at\s+most|<=?"

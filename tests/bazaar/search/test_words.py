@@ -63,6 +63,12 @@ HOSTILE = [
         ("tv under 1\u00a0200 €", "tv", PriceWords(max_major=1200.0, currency="EUR")),
         ("car under 1.000.000", "car", PriceWords(max_major=1_000_000.0)),
         ("lens between 1,000.50 and 2.000,75", "lens", PriceWords(1000.5, 2000.75)),
+        # Found from outside: yen and the other currencies' codes were words to find.
+        ("camera under 50000 yen", "camera", PriceWords(max_major=50000.0, currency="JPY")),
+        ("camera under ¥50000", "camera", PriceWords(max_major=50000.0, currency="JPY")),
+        ("watch over 200 chf", "watch", PriceWords(min_major=200.0, currency="CHF")),
+        ("boots under 900 SEK", "boots", PriceWords(max_major=900.0, currency="SEK")),
+        ("kayak under 300 dollars", "kayak", PriceWords(max_major=300.0, currency="USD")),
     ],
 )
 def test_price_phrases_become_bounds(q: str, rest: str, price: PriceWords) -> None:
