@@ -36,6 +36,7 @@ from bazaar.models import (
     SearchOutbox,
 )
 from bazaar.payments import onboarding
+from bazaar.payments.money import Currency
 from bazaar.telemetry import traceparent
 from bazaar.trust.models import Reputation
 from bazaar.trust.reputation import PRIOR_MEAN
@@ -398,16 +399,18 @@ async def list_own(
     """One page of the seller's listings, keyset-paginated (stable under inserts), and the next cursor."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     column_name, descending = _OWN_SORTS[sort]
-    column = getattr(Listing, column_name)
+    # Prices compare within a currency (as search sorts them): grouped by currency code, in the sort's direction.
+    columns = [getattr(Listing, column_name), Listing.id]
+    if column_name == "price_amount":
+        columns.insert(0, Listing.currency)
     stmt = select(Listing).where(Listing.seller_id == seller.user_id)
     if status is not None:
         stmt = stmt.where(Listing.status == status)
     if cursor:
-        key, last_id = _decode_cursor(cursor, sort)
-        row: ColumnElement[Any] = tuple_(column, Listing.id)
-        bound = tuple_(key, last_id)
+        row: ColumnElement[Any] = tuple_(*columns)
+        bound = tuple_(*_decode_cursor(cursor, sort))
         stmt = stmt.where(row < bound if descending else row > bound)
-    order = (column.desc(), Listing.id.desc()) if descending else (column.asc(), Listing.id.asc())
+    order = [c.desc() if descending else c.asc() for c in columns]
     rows = list((await session.scalars(stmt.order_by(*order).limit(limit + 1))).all())
     items = rows[:limit]
     next_cursor = _encode_cursor(items[-1], sort) if len(rows) > limit else None
@@ -416,7 +419,8 @@ async def list_own(
 
 def _encode_cursor(listing: Listing, sort: OwnSort) -> str:
     key = getattr(listing, _OWN_SORTS[sort][0])
-    raw = [sort.value, key.isoformat() if isinstance(key, datetime) else key, str(listing.id)]
+    keys = [key.isoformat()] if isinstance(key, datetime) else [listing.currency, key]
+    raw = [sort.value, *keys, str(listing.id)]
     return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
 
 
@@ -424,18 +428,18 @@ def _encode_cursor(listing: Listing, sort: OwnSort) -> str:
 # fit their column), so a crafted one is a 422, never a database error.
 _TIME_CURSOR = TypeAdapter(tuple[str, AwareDatetime, uuid.UUID], config=ConfigDict(strict=True))
 _PRICE_CURSOR = TypeAdapter(
-    tuple[str, Annotated[int, Field(ge=0, le=2**63 - 1)], uuid.UUID], config=ConfigDict(strict=True)
+    tuple[str, Currency, Annotated[int, Field(ge=0, le=2**63 - 1)], uuid.UUID], config=ConfigDict(strict=True)
 )
 
 
-def _decode_cursor(cursor: str, sort: OwnSort) -> tuple[Any, uuid.UUID]:
+def _decode_cursor(cursor: str, sort: OwnSort) -> tuple[Any, ...]:
     adapter = _TIME_CURSOR if _OWN_SORTS[sort][0] == "created_at" else _PRICE_CURSOR
     try:
         raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode("ascii"))
-        sort_value, key, last_id = adapter.validate_json(raw)
+        sort_value, *keys = adapter.validate_json(raw)
         if sort_value != sort.value:
             raise ValueError("cursor from another sort")
-        return key, last_id
+        return tuple(keys)
     except ValueError as exc:  # so are binascii.Error, UnicodeError and pydantic's ValidationError
         raise field_error(
             "cursor",

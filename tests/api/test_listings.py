@@ -358,6 +358,15 @@ def test_my_listings_filter_sort_paginate(http: httpx.Client) -> None:
     assert [x["price"]["amount"] for x in all_pages(limit=1, sort="price_desc")] == sorted(
         prices, reverse=True
     )
+    # Prices compare within a currency, as search sorts them (found from outside: 50 JPY sat among 0.50 EUR):
+    # grouped by currency code in the sort's direction, and the pages follow.
+    yen = [create(http, seller, price={"amount": p, "currency": "JPY"}) for p in (200, 50)]
+    by_price = [(x["price"]["currency"], x["price"]["amount"]) for x in all_pages(limit=2, sort="price_asc")]
+    assert by_price == [("EUR", p) for p in sorted(prices)] + [("JPY", 50), ("JPY", 200)], by_price
+    down = [(x["price"]["currency"], x["price"]["amount"]) for x in all_pages(limit=3, sort="price_desc")]
+    assert down == list(reversed(by_price)), down
+    for listing in yen:
+        assert http.delete(f"/v1/listings/{listing['id']}", headers=seller.headers).status_code == 200
     assert {x["id"] for x in all_pages(status="active")} == {made[0]["id"], made[1]["id"]}
     assert {x["id"] for x in all_pages(status="draft", limit=100)} == {x["id"] for x in made[2:]}
     # Another seller sees none of them.
