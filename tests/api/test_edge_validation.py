@@ -266,14 +266,16 @@ CRAFTED_CURSORS = [
     _b64(b"[" * 300),
 ]
 CRAFTED_PRICE_CURSORS = [
-    _cursor("price_asc", 10**30, str(uuid.uuid4())),  # past bigint
-    _cursor("price_asc", 2**63, str(uuid.uuid4())),
-    _cursor("price_asc", -1, str(uuid.uuid4())),
-    _cursor("price_asc", True, str(uuid.uuid4())),
-    _cursor("price_asc", 5.5, str(uuid.uuid4())),
-    _cursor("price_asc", "5", str(uuid.uuid4())),
-    _b64(b'["price_asc", 1e999, "00000000-0000-0000-0000-000000000000"]'),
-    _b64(b'["price_asc", NaN, "00000000-0000-0000-0000-000000000000"]'),
+    _cursor("price_asc", "EUR", 10**30, str(uuid.uuid4())),  # past bigint
+    _cursor("price_asc", "EUR", 2**63, str(uuid.uuid4())),
+    _cursor("price_asc", "EUR", -1, str(uuid.uuid4())),
+    _cursor("price_asc", "EUR", True, str(uuid.uuid4())),
+    _cursor("price_asc", "EUR", 5.5, str(uuid.uuid4())),
+    _cursor("price_asc", "EUR", "5", str(uuid.uuid4())),
+    _cursor("price_asc", "XYZ", 5, str(uuid.uuid4())),  # no currency listings take
+    _cursor("price_asc", 5, str(uuid.uuid4())),  # the shape before the currency was in it
+    _b64(b'["price_asc", "EUR", 1e999, "00000000-0000-0000-0000-000000000000"]'),
+    _b64(b'["price_asc", "EUR", NaN, "00000000-0000-0000-0000-000000000000"]'),
 ]
 
 
