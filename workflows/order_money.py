@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.dispute import ChargebackJoined, DisputeWorkflow, Resolution
 from workflows.failures import StepFailed
 from workflows.failures import failure_text as _failure_text
-from workflows.order_steps import OrderSteps, _payouts_disabled
+from workflows.order_steps import OrderSteps, _payouts_disabled, newly_refunded
 
 # How often a payout on hold checks the seller's account again when no `payouts_enabled` Signal came.
 PAYOUT_HOLD_RECHECK = timedelta(days=1)
@@ -367,7 +367,7 @@ class OrderMoney(OrderSteps):
         ended = "return_refunded" if req.return_id else f"{party}_refunded"
         # Units refunded by line before the order shipped will never ship: back on sale now (a release at the
         # order's end gives back the rest).
-        restock = {k: n - before.get(k, 0) for k, n in (units or {}).items() if n > before.get(k, 0)}
+        restock = newly_refunded(units or {}, before)
         await self._transition(
             OrderStatus.REFUNDED if whole else self.view.status,
             reason=ended if whole else self.view.reason,

@@ -99,6 +99,11 @@ _REFUNDS = frozenset({OrderEvent.REFUNDED, OrderEvent.PARTIALLY_REFUNDED})
 CLAIM_LINES_PATCH = "refund-lines-claimed"
 
 
+def newly_refunded(units: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """The units (by listing id) a refund by lines takes: what `units` counts above `before`."""
+    return {k: n - before.get(k, 0) for k, n in units.items() if n > before.get(k, 0)}
+
+
 class OrderSteps:
     """State of an order run (set by `OrderWorkflow.__init__`) and its step runner."""
 
@@ -280,8 +285,9 @@ class OrderSteps:
         before = self.view.refunded_units
         claim = units is not None and req.return_id is None and workflow.patched(CLAIM_LINES_PATCH)
         if units is not None and claim:
-            asked = {k: n - before.get(k, 0) for k, n in units.items() if n > before.get(k, 0)}
-            await self._claim_lines(RefundLinesClaim(self.view.order_id, units, asked))
+            await self._claim_lines(
+                RefundLinesClaim(self.view.order_id, units, newly_refunded(units, before))
+            )
         try:
             yield
         except ApplicationError:
