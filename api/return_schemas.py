@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.payout_schemas import AppUrl
-from api.schemas import OrderLineOut, each_listing_once, example
+from api.schemas import OrderLineOut, Tracking, each_listing_once, example
 from bazaar.auth import Principal, actor_of
 from bazaar.json_types import JsonBool, JsonInt
 from bazaar.orders.types import line_view
@@ -106,7 +106,7 @@ class ReturnOut(BaseModel):
     photos: list[str] = []
     lines: list[OrderLineOut]
     refund: Money = Field(description="what the buyer gets back once the seller has the lines")
-    tracking: dict[str, str] | None = None
+    tracking: Tracking | None = None
     restocked: bool | None = Field(
         description="whether the seller put the lines back on sale (after receipt)"
     )

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
+from typing_extensions import TypedDict
 
 from bazaar.accounts.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
 from bazaar.auth import Principal, actor_of
@@ -183,6 +184,14 @@ class ActionIn(BaseModel):
     reason: Annotated[str, multi_line(max_length=500)] | None = None
 
 
+class Tracking(TypedDict, total=False):
+    """How a parcel can be followed: only the fields the sender gave are present (never null)."""
+
+    carrier: str
+    tracking_number: str
+    tracking_url: str
+
+
 class FulfilIn(BaseModel):
     """Optional: sent without a body, the order is marked shipped without tracking."""
 
@@ -298,7 +307,7 @@ class OrderOut(BaseModel):
     total: Money | None
     payment_state: PaymentState
     workflow_id: str
-    tracking: dict[str, str] | None = None
+    tracking: Tracking | None = None
     refunded: Money | None = Field(
         default=None,
         description="what the platform refunded to the buyer (refunds that succeeded); a chargeback the card "

@@ -175,3 +175,16 @@ def test_every_enum_is_a_named_component() -> None:
         if len(node.get("enum", [])) > 1 and id(node) not in named
     ]
     assert not inline, inline
+
+
+def test_a_parcels_tracking_is_one_named_type_of_known_fields() -> None:
+    """A generated client reads `tracking` (an order's, a return's) as typed fields, not a map of strings: the
+    fields a shipment may carry, each present only when given, never null."""
+    schemas = app.openapi()["components"]["schemas"]
+    tracking = schemas["Tracking"]
+    assert set(tracking["properties"]) == {"carrier", "tracking_number", "tracking_url"}
+    assert all(field == {**field, "type": "string"} for field in tracking["properties"].values())
+    assert "required" not in tracking and "additionalProperties" not in tracking
+    for owner in ("OrderOut", "OrderDetailOut", "ReturnOut"):
+        field = schemas[owner]["properties"]["tracking"]
+        assert {"$ref": "#/components/schemas/Tracking"} in field["anyOf"], owner
