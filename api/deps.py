@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi._compat import field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -59,19 +59,31 @@ def _query_fields(dependant: Dependant) -> Iterator[Any]:
 async def one_value_each(request: Request) -> None:
     """A query parameter an operation takes one value of, sent more than once, is a 422 naming it (found from
     outside: the last one won silently, so `sort=zzz&sort=newest` answered 200 where `sort=newest&sort=zzz` was a
-    422, and a proxy or filter reading the first value saw another request than the API)."""
-    counts = Counter(name for name, _ in request.query_params.multi_items())
-    repeated = {name for name, n in counts.items() if n > 1}
+    422, and a proxy or filter reading the first value saw another request than the API). So is a form field
+    sent twice (every form field here takes one value: `username=a&username=b` logged in as b)."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
-    if not repeated or dependant is None:
+    if dependant is None:
         return
-    errors = [
-        {"type": "repeated", "loc": ("query", field.alias), "msg": "give it once (it takes one value)"}
-        for field in _query_fields(dependant)
-        if field.alias in repeated and not field_annotation_is_sequence(field.field_info.annotation)
-    ]
+    errors: list[dict[str, Any]] = []
+    repeated = _repeated(request.query_params.multi_items())
+    if repeated:
+        errors += [
+            {"type": "repeated", "loc": ("query", field.alias), "msg": "give it once (it takes one value)"}
+            for field in _query_fields(dependant)
+            if field.alias in repeated and not field_annotation_is_sequence(field.field_info.annotation)
+        ]
+    if any(isinstance(field.field_info, params.Form) for field in dependant.body_params):
+        # FastAPI read the form before the dependencies run: this is the parsed form it keeps.
+        errors += [
+            {"type": "repeated", "loc": ("body", name), "msg": "give it once (it takes one value)"}
+            for name in sorted(_repeated((await request.form()).multi_items()))
+        ]
     if errors:
         raise RequestValidationError(errors)
+
+
+def _repeated(items: list[tuple[str, Any]]) -> set[str]:
+    return {name for name, n in Counter(name for name, _ in items).items() if n > 1}
 
 
 async def optional_principal(

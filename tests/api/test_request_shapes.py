@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.http import Actor, assert_422, seller_with_payout
+from tests.support.http import PASSWORD, Actor, assert_422, seller_with_payout
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +37,19 @@ def test_a_query_parameter_of_one_value_sent_twice_is_422(http: httpx.Client, se
     assert http.get("/v1/search/listings?category=electronics&category=bikes").status_code == 200
     twice = http.get("/v1/orders?role=buyer&role=seller", headers=seller.headers)
     assert_422(twice, ["query", "role"], "give it once")
+
+
+def test_a_form_field_sent_twice_is_422(http: httpx.Client, seller: Actor) -> None:
+    """Found from outside: the token endpoint took the last of two usernames (or passwords) without a word, so a
+    proxy or log reading the first saw another login than the API did."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    twice = http.post(
+        "/v1/auth/token", content=f"username=a%40example.com&username={seller.email}&password=x", headers=form
+    )
+    assert_422(twice, ["body", "username"], "give it once")
+    password_twice = http.post(
+        "/v1/auth/token", content=f"username={seller.email}&password=x&password=y", headers=form
+    )
+    assert_422(password_twice, ["body", "password"], "give it once")
+    once = http.post("/v1/auth/token", data={"username": seller.email, "password": PASSWORD})
+    assert once.status_code == 200, once.text
