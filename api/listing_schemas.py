@@ -13,12 +13,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     HttpUrl,
     UrlConstraints,
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 from api.schemas import CountryCode, example
 from bazaar.json_types import JSON_NUMBER, JsonFloat, JsonInt
@@ -54,6 +56,25 @@ class Location(LocationOut):
 # Sane sizes for free-form fields: big enough for real listings, small enough to index and render.
 AttributeKey = Annotated[str, single_line(min_length=1, max_length=40)]
 AttributeValue = Annotated[str, single_line(max_length=200)]
+
+
+class _KeysNamedByPattern:
+    """A map's key rule as JSON Schema's `propertyNames` and its values as `additionalProperties`. Pydantic
+    states a key pattern as `patternProperties` alone, which leaves every key outside the pattern (a control
+    character, a blank key) open to any value, and client generators type the map three different ways (found
+    from outside: the document accepted what the API refused)."""
+
+    def __get_pydantic_json_schema__(
+        self, core: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core)
+        for key_pattern, value in schema.pop("patternProperties", {}).items():
+            schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": key_pattern}
+            schema["additionalProperties"] = value
+        return schema
+
+
+Attributes = Annotated[dict[AttributeKey, AttributeValue], Field(max_length=30), _KeysNamedByPattern()]
 # Single line: a title goes into email Subject headers.
 Title = Annotated[str, single_line(min_length=3, max_length=140)]
 Description = Annotated[str, multi_line(max_length=5000)]
@@ -86,7 +107,7 @@ class ListingIn(BaseModel):
     quantity: JsonInt = Field(default=1, ge=1, le=10_000)
     image_urls: list[ImageUrl] = Field(default=[], max_length=12)
     location: Location | None = None
-    attributes: dict[AttributeKey, AttributeValue] = Field(default={}, max_length=30)
+    attributes: Attributes = {}
 
     def columns(self) -> dict[str, Any]:
         return _columns(self.model_dump(exclude_unset=False))
@@ -121,7 +142,7 @@ class ListingPatch(BaseModel):
     ) = KEEP
     image_urls: Annotated[list[ImageUrl], Field(max_length=12)] | None = KEEP
     location: Location | None = None
-    attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=30)] | None = KEEP
+    attributes: Attributes | None = KEEP
 
     @field_validator("*", mode="before")
     @classmethod

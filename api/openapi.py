@@ -254,6 +254,8 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
 
 
 def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
+    for parameter in operation.get("parameters", []):
+        _not_null(parameter)
     responses: dict[str, Any] = operation["responses"]
     if f'"{SCHEMAS}HTTPValidationError"' in _text(responses.get("422", {})):
         responses["422"] = {}  # FastAPI's own 422 body, which this API never sends: ours replaces it
@@ -297,6 +299,21 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         always = {**TRACE_ID, **EVERY_ANSWER, **(RATE_QUOTA_HEADERS if route.rate_limited else {})}
         response["headers"] = {**always, **response.get("headers", {})}
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    """An optional parameter is one a client leaves out; it has no null to send (a header, a query string and
+    a path hold text). Pydantic types `str | None = None` as "a string or null", which generated clients turn
+    into a parameter that takes None (found from outside: one then failed inside its HTTP client)."""
+    schema = parameter.get("schema", {})
+    kinds = schema.get("anyOf", [])
+    if {"type": "null"} in kinds:
+        rest = [kind for kind in kinds if kind != {"type": "null"}]
+        del schema["anyOf"]
+        if len(rest) == 1:
+            schema.update(rest[0])
+        else:
+            schema["anyOf"] = rest
 
 
 def _hoist_body_defs(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
