@@ -368,7 +368,8 @@ def _state(item: RateLimitItem, remaining: int, ends: float, now: float) -> Tier
         amount=item.amount,
         window_seconds=item.get_expiry(),
         remaining=max(0, remaining),
-        reset_seconds=max(0, math.ceil(ends - now)),
+        # The storage keeps an expiry to the whole second after the window opened: never more than the window.
+        reset_seconds=max(0, min(item.get_expiry(), math.ceil(ends - now))),
     )
 
 

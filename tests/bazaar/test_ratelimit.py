@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bazaar.ratelimit import Limiter, PostgresStorage, WriteBehind, identity, tiers
+from bazaar.ratelimit import Limiter, PostgresStorage, WriteBehind, _state, identity, tiers
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +75,17 @@ async def test_limiter_tiers_headers_and_lockout(storage: PostgresStorage) -> No
     assert (await limiter.test("login", limit, "someone-else@example.com")).allowed
     await limiter.clear("login", limit, "someone@example.com")
     assert (await limiter.test("login", limit, "someone@example.com")).allowed
+
+
+def test_a_window_never_ends_later_than_its_length() -> None:
+    """Found from outside: the first `RateLimit` of a 60 s window said `t=61` (the storage's expiry is a whole
+    second after the window opened, and the seconds left are rounded up)."""
+    [minute] = tiers("3/minute")
+    now = time.time()
+    assert _state(minute, 2, now + 60.4, now).reset_seconds == 60
+    assert _state(minute, 2, now + 59.2, now).reset_seconds == 60
+    assert _state(minute, 2, now + 0.2, now).reset_seconds == 1
+    assert _state(minute, 2, now - 1, now).reset_seconds == 0
 
 
 async def test_identities_are_stored_hashed(storage: PostgresStorage) -> None:
