@@ -17,7 +17,7 @@ the state table.
 
 Chargebacks come from the provider (webhook -> Signal `chargeback`), not from an actor:
 
-    paid|confirmed|fulfilled|completed|disputed -> disputed (reason chargeback, PaymentState chargeback)
+    paid|confirmed|fulfilled|completed|disputed|cancelled|refunded -> disputed (reason and PaymentState chargeback)
     disputed (chargeback) -> the state before it   dispute won (a completed order is paid out again)
     disputed (chargeback) -> refunded              dispute lost (reason chargeback_lost)
 
@@ -83,7 +83,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.dispute import DisputeWorkflow, Resolution
 from workflows.failures import StepFailed, failure_text
-from workflows.order_money import CHARGEABLE_BACK, OrderMoney
+from workflows.order_money import OrderMoney
 
 # Patch (2026-11-26, docs/workflow-versioning.md): the run closes in a workflow task after the last Update's.
 CLOSE_APART_PATCH = "close-apart-from-updates"
@@ -579,7 +579,7 @@ class OrderWorkflow(OrderMoney):
         await workflow.wait_condition(lambda: self._payment_settled)
         async with self._lock:
             if self.view.chargeback_id is None:
-                if self.view.status not in CHARGEABLE_BACK:
+                if not self._chargeable_back():
                     workflow.logger.warning(
                         "chargeback %s on a %s order ignored", notice.dispute_id, self.view.status
                     )

@@ -51,16 +51,6 @@ from workflows.order_steps import OrderSteps, _payouts_disabled, newly_refunded
 
 # How often a payout on hold checks the seller's account again when no `payouts_enabled` Signal came.
 PAYOUT_HOLD_RECHECK = timedelta(days=1)
-# States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
-CHARGEABLE_BACK = frozenset(
-    {
-        OrderStatus.PAID,
-        OrderStatus.CONFIRMED,
-        OrderStatus.FULFILLED,
-        OrderStatus.COMPLETED,
-        OrderStatus.DISPUTED,
-    }
-)
 
 
 class OrderMoney(OrderSteps):

@@ -99,6 +99,23 @@ _REFUNDS = frozenset({OrderEvent.REFUNDED, OrderEvent.PARTIALLY_REFUNDED})
 CLAIM_LINES_PATCH = "refund-lines-claimed"
 
 
+# States whose money a chargeback can take: the charge succeeded and was not (fully) refunded.
+CHARGEABLE_BACK = frozenset(
+    {
+        OrderStatus.PAID,
+        OrderStatus.CONFIRMED,
+        OrderStatus.FULFILLED,
+        OrderStatus.COMPLETED,
+        OrderStatus.DISPUTED,
+    }
+)
+# Refunded in full before a chargeback came (cancelled after payment, or refunded): the provider takes the money
+# all the same, so the chargeback is booked (the platform's loss until the network decides) and support gets its
+# case. Patch (2026-11-28, docs/workflow-versioning.md): before it, such a chargeback was ignored.
+REFUNDED_IN_FULL = frozenset({OrderStatus.CANCELLED, OrderStatus.REFUNDED})
+CHARGEBACK_AFTER_REFUND_PATCH = "chargeback-after-refund"
+
+
 def newly_refunded(units: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     """The units (by listing id) a refund by lines takes: what `units` counts above `before`."""
     return {k: n - before.get(k, 0) for k, n in units.items() if n > before.get(k, 0)}
@@ -215,7 +232,9 @@ class OrderSteps:
     ) -> None:
         seq = self._seq + 1
         # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
-        outcome, disputed = outcome_of(action, view, completed_before=self._releases > 0)
+        before = self._before_chargeback
+        ended_before = self._releases > 0 or (before is not None and before[0] in REFUNDED_IN_FULL)
+        outcome, disputed = outcome_of(action, view, ended_before=ended_before)
         transition = OrderTransition(
             order_id=view.order_id,
             seq=seq,
@@ -411,6 +430,15 @@ class OrderSteps:
             await self._local_db(OrderActivities.report_attention, report)
         except StepFailed:  # the database is what fails: the search attribute still shows it
             workflow.logger.error("could not tell support about order %s", report.order_id)
+
+    def _chargeable_back(self) -> bool:
+        """Whether a chargeback can take this order's money (else it is logged and ignored)."""
+        view = self.view
+        return view.status in CHARGEABLE_BACK or (
+            view.status in REFUNDED_IN_FULL
+            and view.payment_state == PaymentState.REFUNDED
+            and workflow.patched(CHARGEBACK_AFTER_REFUND_PATCH)
+        )
 
     # ---- what outlives the Update: dispute cases ----------------------------------------------------------
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:

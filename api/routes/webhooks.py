@@ -6,9 +6,10 @@ signals that order's workflow, the same workflow the API's actions go to. The wo
 event means (a payment report is only recorded and compared; a chargeback freezes the order), and handles a
 repeated signal as a no-op, so at-least-once delivery is safe. A dispute on a checkout's one charge goes to
 each of its orders with that order's share (in proportion to what it still holds), so each is frozen, booked and
-decided as an order's own chargeback. A chargeback on a completed order, whose
-workflow has usually ended, reopens it: signal-with-start of a new run of the same workflow id that loads
-the order from the database (it never charges).
+decided as an order's own chargeback. A chargeback on an ended order that was charged (completed, or cancelled
+or refunded after payment), whose workflow has usually ended, reopens it: signal-with-start of a new run of the
+same workflow id that loads the order from the database (it never charges); the provider took the money
+whatever the order's state, so the order books it and support gets the case.
 
 An `account.updated` (a seller's payout account at the provider) goes to the account's stored status instead
 (bazaar/payments/onboarding.py: no workflow, a report older than the stored one changes nothing).
@@ -152,10 +153,15 @@ async def stripe_webhook(
     return WebhookOut(handled=False)
 
 
+# Orders whose workflow may have ended while the charge can still be disputed.
+ENDED_WITH_A_CHARGE = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.REFUNDED})
+
+
 async def _tell(temporal: Temporal, event: StripeEventIn, order: Order, signal: Any, argument: Any) -> bool:
-    """Signal the order's workflow (a chargeback on a completed order reopens it); False if it has ended."""
+    """Signal the order's workflow (a chargeback on an ended order that was charged reopens it); False if it
+    has ended."""
     try:
-        if isinstance(argument, ChargebackNotice) and order.status == OrderStatus.COMPLETED:
+        if isinstance(argument, ChargebackNotice) and order.status in ENDED_WITH_A_CHARGE:
             await _reopen_with_chargeback(temporal, order, argument)
         else:
             await temporal.get_workflow_handle(order.workflow_id).signal(signal, argument)

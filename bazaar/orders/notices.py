@@ -108,11 +108,12 @@ def effects_of(
     return Effects()
 
 
-def outcome_of(action: OrderEvent, view: OrderView, completed_before: bool) -> tuple[str | None, bool]:
+def outcome_of(action: OrderEvent, view: OrderView, ended_before: bool) -> tuple[str | None, bool]:
     """What `action` adds to the seller's order counters: how the order ended, once (completed; cancelled by
     the seller; refunded without ever completing), and whether it was disputed, counted once it has ended (a
     dispute or chargeback on an order that had completed counts when it opens), so every rate over ended
-    orders stays within 0-1. `completed_before`: the order completed earlier (a refund then ends nothing new)."""
+    orders stays within 0-1. `ended_before`: the order ended earlier (completed; or refunded in full before a
+    chargeback): a refund or a chargeback then ends nothing new."""
     disputed = view.dispute_source is not None
     if action == OrderEvent.COMPLETED:
         # Completed again after a won chargeback: counted the first time.
@@ -120,7 +121,7 @@ def outcome_of(action: OrderEvent, view: OrderView, completed_before: bool) -> t
     if action == OrderEvent.CANCELLED:
         return ("cancelled" if view.reason in SELLER_CANCELLATIONS else None), False
     if view.status == OrderStatus.REFUNDED and action in (OrderEvent.REFUNDED, OrderEvent.CHARGEBACK_LOST):
-        return (None if completed_before else "refunded"), disputed
+        return (None if ended_before else "refunded"), disputed
     if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
-        return None, completed_before
+        return None, ended_before
     return None, False

@@ -327,3 +327,41 @@ def test_a_partly_lost_chargeback_of_an_unshipped_order_puts_its_stock_back(
     assert (frozen["status"], frozen["status_reason"]) == ("disputed", "chargeback_lost")
     wait_until(lambda: on_sale() == 1)
     assert_balanced(stack, oid)
+
+
+def test_a_chargeback_on_an_order_cancelled_after_payment_is_booked_and_goes_to_support(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: the buyer's bank disputed a charge already refunded in full (a cancelled order). The
+    provider took the money, but the order ignored the chargeback: no case for support, a money statement that
+    disagreed, reconciliation flagging it for good."""
+    seller, buyer, order = paid_order(http)
+    oid = order["id"]
+    cancelled = http.post(
+        f"/v1/orders/{oid}/cancel", json={"reason": "changed my mind"}, headers=buyer.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    stock = http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"]
+    [intent] = payment_intents_for(stack, oid)
+    dispute = httpx.post(  # the whole charge, refunded though it was
+        f"{stack.stripe_api_base}/_sandbox/disputes",
+        json={"payment_intent": intent["id"], "amount": AMOUNT},
+        timeout=10,
+    ).json()
+    disputed = order_until(http, oid, buyer, "disputed")
+    assert (disputed["status_reason"], disputed["payment_state"]) == ("chargeback", "chargeback")
+    case = wait_until(lambda: case_of(http, oid, seller))
+    assert (case["source"], case["provider_dispute_id"]) == ("chargeback", dispute["id"])
+    assert ledger_accounts(stack, oid)["chargebacks"] == AMOUNT
+    statement = http.get(f"/v1/orders/{oid}/money", headers=support_user(http, stack).headers).json()
+    assert statement["agrees"], statement
+
+    httpx.post(
+        f"{stack.stripe_api_base}/_sandbox/disputes/{dispute['id']}/close", json={"status": "won"}, timeout=10
+    ).raise_for_status()
+    back = order_until(http, oid, buyer, "cancelled")
+    assert (back["payment_state"], back["refunded"]["amount"]) == ("refunded", AMOUNT)
+    # Charged and refunded; the chargeback taken and given back: it nets to nothing.
+    assert ledger_accounts(stack, oid) == {"buyer_payments": -AMOUNT, "refunds": AMOUNT}
+    assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == stock  # not put back twice
+    assert_balanced(stack, oid)

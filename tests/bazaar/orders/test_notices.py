@@ -26,7 +26,7 @@ def _view(status: OrderStatus, reason: str | None = None, disputed: bool = False
 
 
 @pytest.mark.parametrize(
-    ("action", "view", "completed_before", "counted"),
+    ("action", "view", "ended_before", "counted"),
     [
         (E.COMPLETED, _view(OrderStatus.COMPLETED, "buyer_confirmed"), False, ("completed", False)),
         (E.COMPLETED, _view(OrderStatus.COMPLETED, "dispute_released", True), False, ("completed", True)),
@@ -43,9 +43,11 @@ def _view(status: OrderStatus, reason: str | None = None, disputed: bool = False
         (E.DISPUTED, _view(OrderStatus.DISPUTED, "not_received", True), False, (None, False)),  # at its end
         (E.CHARGEBACK, _view(OrderStatus.DISPUTED, "chargeback", True), True, (None, True)),  # ended already
         (E.ACCEPTED, _view(OrderStatus.CONFIRMED), False, (None, False)),
+        # Refunded in full (cancelled after payment) before a chargeback: it ended then, not at the decision.
+        (E.CHARGEBACK_LOST, _view(OrderStatus.REFUNDED, "chargeback_lost", True), True, (None, True)),
     ],
 )
 def test_an_order_ends_once_and_a_dispute_counts_once_it_has_ended(
-    action: OrderEvent, view: OrderView, completed_before: bool, counted: tuple[str | None, bool]
+    action: OrderEvent, view: OrderView, ended_before: bool, counted: tuple[str | None, bool]
 ) -> None:
-    assert outcome_of(action, view, completed_before) == counted
+    assert outcome_of(action, view, ended_before) == counted
