@@ -560,7 +560,9 @@ async def _reject(key: str, exc: stripe.StripeError) -> NoReturn:
     if _in_progress(exc):
         raise ApplicationError(str(exc), type="IdempotencyKeyInUse") from exc
     await _record_outcome(key, PaymentOutcome.FAILED, None, type(exc).__name__, str(exc), _body(exc))
-    raise ApplicationError(str(exc), type=Rejection.PAYMENT_REJECTED, non_retryable=True) from exc
+    # What the provider said, for the people who read the refusal (the stored outcome keeps its request id).
+    said = exc.user_message or type(exc).__name__
+    raise ApplicationError(said, type=Rejection.PAYMENT_REJECTED, non_retryable=True) from exc
 
 
 def _in_progress(exc: stripe.StripeError) -> bool:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 # How a step fails: a normal activity raises ActivityError (its cause says why); a local activity raises the
@@ -24,6 +24,11 @@ def is_permanent(error: BaseException) -> bool:
 def failure_text(error: BaseException) -> str:
     """The most telling message in the failure chain (the activity's own error, or the timeout)."""
     cause = cause_of(error)
-    while not str(cause) and cause.__cause__ is not None:
+    while not _message(cause) and cause.__cause__ is not None:
         cause = cause.__cause__
-    return (str(cause) or type(cause).__name__)[:300]
+    return (_message(cause) or type(cause).__name__)[:300]
+
+
+def _message(error: BaseException) -> str:
+    # A failure's str() leads with its type ("PaymentRejected: ..."): for logs, not for the people who read this.
+    return error.message if isinstance(error, FailureError) else str(error)

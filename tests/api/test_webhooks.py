@@ -327,6 +327,15 @@ def test_a_partly_lost_chargeback_of_an_unshipped_order_puts_its_stock_back(
     assert (frozen["status"], frozen["status_reason"]) == ("disputed", "chargeback_lost")
     wait_until(lambda: on_sale() == 1)
     assert_balanced(stack, oid)
+    # The provider refuses a refund of a charged-back charge (docs/operations.md, a known gap). Found from outside:
+    # the refusal read "PaymentRejected: Request req_...: ...", internals support staff need not read.
+    refused = http.post(
+        f"/v1/orders/{oid}/resolve", json={"resolution": "refund"}, headers=support_user(http, stack).headers
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "payment_rejected"), refused.text
+    message = refused.json()["error"]["message"]
+    assert message.startswith("the payment provider refused the refund: ") and "req_" not in message, message
+    assert "PaymentRejected" not in message, message
 
 
 def test_a_chargeback_on_an_order_cancelled_after_payment_is_booked_and_goes_to_support(
