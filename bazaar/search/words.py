@@ -55,7 +55,9 @@ _CURRENCY_WORDS = {
 }
 _CUR = "(?:" + "|".join(re.escape(word) for word in sorted(_CURRENCY_WORDS, key=len, reverse=True)) + ")"
 # 1500, 1,500, 1.500 (groups of three; a no-break space too), with cents after a last '.' or ',' of one or two digits.
-_NUM = r"\d{1,3}(?:[.,\u00a0\u202f]\d{3}){1,3}(?:[.,]\d{1,2})?(?!\d)|\d{1,9}(?:[.,]\d{1,2})?"
+# Up to 15 digits (a float holds them exactly; in minor units they stay within PostgreSQL's bigint). Found from
+# outside: a bound of 10 digits or more was read as words, so "under 1000000000 euro" found nothing.
+_NUM = r"\d{1,3}(?:[.,\u00a0\u202f]\d{3}){1,4}(?:[.,]\d{1,2})?(?!\d)|\d{1,15}(?:[.,]\d{1,2})?"
 _UPPER = r"under|below|less\s+than|cheaper\s+than|max(?:imum)?|up\s+to|at\s+most|<=?"
 _LOWER = r"over|above|more\s+than|from|min(?:imum)?|at\s+least|>=?"
 # Not a price: "under 16 kg", "over 50 cm", "up to 8 GB".

@@ -69,6 +69,10 @@ HOSTILE = [
         ("watch over 200 chf", "watch", PriceWords(min_major=200.0, currency="CHF")),
         ("boots under 900 SEK", "boots", PriceWords(max_major=900.0, currency="SEK")),
         ("kayak under 300 dollars", "kayak", PriceWords(max_major=300.0, currency="USD")),
+        # Found from outside: from 10 digits on, a bound was words to find (and nothing matched).
+        ("under 1000000000 euro", "", PriceWords(max_major=1e9, currency="EUR")),
+        ("under 999999999999999 yen", "", PriceWords(max_major=999999999999999.0, currency="JPY")),
+        ("over 1,000,000,000,000", "", PriceWords(min_major=1e12)),
     ],
 )
 def test_price_phrases_become_bounds(q: str, rest: str, price: PriceWords) -> None:
