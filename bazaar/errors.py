@@ -34,6 +34,8 @@ class ErrorCode(enum.StrEnum):
     LISTING_NOT_AVAILABLE = "listing_not_available", 409
     SOLD_OUT = "sold_out", 409
     CART_FULL = "cart_full", 409
+    # A scope has as many webhook endpoints as it may (`details.limit`): delete one first.
+    WEBHOOK_ENDPOINTS_FULL = "webhook_endpoints_full", 409
     CART_EMPTY = "cart_empty", 409
     # A line sold out, left sale or changed price: `details.lines` says which.
     CART_CHANGED = "cart_changed", 409

@@ -136,7 +136,9 @@ async def revoke_api_key(key_id: uuid.UUID, caller: Caller, session: Session) ->
     status_code=201,
     response_model=WebhookEndpointCreatedOut,
     responses=merge(
-        {201: {"description": "the endpoint and its signing secret", "headers": LOCATION}}, INTEGRATOR_ERRORS
+        {201: {"description": "the endpoint and its signing secret", "headers": LOCATION}},
+        INTEGRATOR_ERRORS,
+        errors(ErrorCode.WEBHOOK_ENDPOINTS_FULL),
     ),
     openapi_extra=KEY_OR_TOKEN,
 )

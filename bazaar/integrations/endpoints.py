@@ -118,7 +118,7 @@ async def create(
     count = await session.scalar(select(WebhookEndpoint.id).where(_owned(scope)).offset(MAX_ENDPOINTS - 1))
     if count is not None:
         raise DomainError(
-            ErrorCode.VALIDATION_ERROR,
+            ErrorCode.WEBHOOK_ENDPOINTS_FULL,
             f"at most {MAX_ENDPOINTS} webhook endpoints per scope: delete one first",
             {"limit": MAX_ENDPOINTS},
         )

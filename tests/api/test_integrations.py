@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from bazaar.integrations.endpoints import MAX_ENDPOINTS
 from bazaar.pg_listen import libpq_url
 from devstack import services
 from tests.bazaar.integrations.receiver import Receiver, receiving
@@ -365,6 +366,25 @@ def test_endpoints_are_validated_and_scoped(http: httpx.Client, receiver: Receiv
     assert "secret" not in http.get(f"/v1/webhook-endpoints/{hook['id']}", headers=auth).json()
     assert http.delete(f"/v1/webhook-endpoints/{hook['id']}", headers=auth).status_code == 204
     assert http.get(f"/v1/webhook-endpoints/{hook['id']}", headers=auth).status_code == 404
+
+
+def test_a_scope_full_of_endpoints_refuses_another_with_a_409_until_one_goes(
+    http: httpx.Client, receiver: Receiver
+) -> None:
+    """Found from outside: the 51st endpoint was a 422 `validation_error` without the `errors` every such error
+    carries; a limit reached is the state of the scope, not a bad request."""
+    auth = api_key(http, register(http, ["seller"], "Many Hooks"))
+    hooks = [endpoint(http, auth, receiver.url(f"/many/{n}"), ["order.*"]) for n in range(MAX_ENDPOINTS)]
+    full = http.post(
+        "/v1/webhook-endpoints",
+        json={"url": receiver.url("/one-more"), "event_types": ["order.*"]},
+        headers=auth,
+    )
+    assert full.status_code == 409, full.text
+    error = full.json()["error"]
+    assert (error["code"], error["details"]) == ("webhook_endpoints_full", {"limit": MAX_ENDPOINTS})
+    assert http.delete(f"/v1/webhook-endpoints/{hooks[0]['id']}", headers=auth).status_code == 204
+    endpoint(http, auth, receiver.url("/one-more"), ["order.*"])
 
 
 # -------------------------------------------------------------------------------------------------- the feed
