@@ -151,7 +151,8 @@ class ErrorOut(BaseModel):
 class ValidationDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
     errors: list[FieldError] = Field(
-        default=[], description="every problem with the request's fields (absent for a refusal by the domain)"
+        default=[],
+        description="every problem with the request: its fields, or `body` for the request as a whole",
     )
 
 
@@ -332,8 +333,12 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         if exc.status == 503:
             headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        details = exc.details
+        if exc.code == ErrorCode.VALIDATION_ERROR and "errors" not in details:
+            # Every validation_error lists its errors (docs/api.md); one the request as a whole caused names the body.
+            details = {**details, "errors": [{"loc": ["body"], "msg": exc.message, "type": "invalid"}]}
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
+            error_body(exc.code, exc.message, details), status_code=exc.status, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
