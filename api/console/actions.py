@@ -30,7 +30,7 @@ from api.trust_schemas import DisputeMessageBody, HideReviewIn, InfoRequestBody
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import AuditEvent, Order, OrderStatus
-from bazaar.payments.money import CURRENCY_EXPONENTS
+from bazaar.payments.money import CURRENCY_EXPONENTS, format_money
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 # Console actions are audited under this subject type (an order's own timeline keeps its transitions).
@@ -123,6 +123,13 @@ def minor_units(text: str, currency: str) -> int:
     return int(amount.group("whole") + minor.ljust(digits, "0"))  # "12" + "50": 1250 minor units
 
 
+def as_typed(refusal: str, currency: str) -> str:
+    """A refusal of the REST body (`refund_amount`, in minor units) as support typed it on the page: the field
+    `refund`, its amounts in the order's currency (found from outside: "between 1 and 4999" read as 4999.00)."""
+    named = refusal.replace("refund_amount", "refund")
+    return re.sub(r"(?<![\w.-])\d+(?![\w.-])", lambda n: format_money(int(n.group()), currency), named)
+
+
 def whole_number(text: str, what: str) -> int:
     """A form's number field (forms send text; the API's JSON bodies take numbers only): '48' -> 48."""
     if not text.strip().isdecimal():
@@ -193,10 +200,13 @@ async def resolve(
         # An amount typed with a release or a full refund is refused (by ResolveIn, as the REST route refuses
         # it), never dropped: support meant something the decision does not do.
         amount = minor_units(refund, order.currency) if refund.strip() else None
-        body = ResolveIn.model_validate(
-            {"resolution": resolution, "refund_amount": amount, "note": note or None}
-        )
-        resolved = await resolve_dispute(act(order_id, staff, db, temporal), staff, body)
+        try:
+            body = ResolveIn.model_validate(
+                {"resolution": resolution, "refund_amount": amount, "note": note or None}
+            )
+            resolved = await resolve_dispute(act(order_id, staff, db, temporal), staff, body)
+        except (DomainError, ValidationError) as refused:
+            raise ValueError(as_typed(_problem(refused), order.currency)) from None
         return f"resolved ({body.resolution}): {outcome(resolved)}"
 
     back = f"{PREFIX}/disputes/{order_id}"

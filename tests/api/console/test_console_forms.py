@@ -119,7 +119,15 @@ def test_an_amount_typed_with_a_release_is_refused_not_dropped(
     for resolution in ("release", "refund"):
         form = {"resolution": resolution, "refund": "10.00", "note": ""}
         problem = flashed_error(browser.post(path, data=form, headers={"X-CSRF-Token": token}))
-        assert problem == f"refund_amount is only for partial_refund, not {resolution}", problem
+        assert problem == f"refund is only for partial_refund, not {resolution}", problem
+    # Found from outside: a refund beyond the order read "refund_amount: ... between 1 and 4999" (minor units, the
+    # REST field), so support typed 4999 for 49.99. The refusal names the page's field and amounts as typed.
+    total = order["total"]["amount"]
+    beyond = {"resolution": "partial_refund", "refund": f"{total // 100 + 1}.00", "note": ""}
+    problem = flashed_error(browser.post(path, data=beyond, headers={"X-CSRF-Token": token}))
+    assert (
+        "refund_amount" not in problem and f"{(total - 1) // 100}.{(total - 1) % 100:02d} EUR" in problem
+    ), problem
     after = http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()
     assert (after["status"], after["payment_state"]) == ("disputed", "frozen")
     # A comma is a decimal point, as support types it.
