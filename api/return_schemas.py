@@ -84,7 +84,11 @@ class ReturnResolveIn(BaseModel):
     reason: Annotated[str, single_line(max_length=200)] | None = Field(
         default=None, validate_default=True, description="required to reject (`approve: false`)"
     )
-    restock: JsonBool = Field(default=False, description="after receipt: put the returned lines back on sale")
+    restock: JsonBool = Field(
+        default=False,
+        description="after receipt: put the returned lines back on sale (they go back anyway if the seller asked "
+        "for it when they arrived)",
+    )
 
     @field_validator("reason")
     @classmethod

@@ -72,6 +72,8 @@ class ReturnWorkflow:
         self._opened = False
         self._seq = 1
         self._received = False  # the seller has the lines back (or the receipt deadline passed)
+        # The seller put the lines back on sale when they arrived: kept if the refund then went to support.
+        self._restock_asked = False
         self._lock = asyncio.Lock()
 
     @workflow.run
@@ -201,7 +203,7 @@ class ReturnWorkflow:
     @workflow.update
     async def receive(self, req: ReturnRequest) -> ReturnView:
         async with self._acting(ReturnAction.RECEIVE, req) as party:
-            self._received = True
+            self._received, self._restock_asked = True, req.restock
             await self._refund(Actor(req.actor.user_id, is_support=True), party, restock=req.restock)
         return self._view
 
@@ -213,7 +215,9 @@ class ReturnWorkflow:
             if not req.approve:
                 await self._reject(party, req)
             elif self._received:
-                await self._refund(Actor(req.actor.user_id, is_support=True), party, restock=req.restock)
+                # Found from outside: the seller's restock at receipt was dropped when support approved later.
+                restock = req.restock or self._restock_asked
+                await self._refund(Actor(req.actor.user_id, is_support=True), party, restock=restock)
             else:
                 await self._approve(party, req.actor)
         return self._view

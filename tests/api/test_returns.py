@@ -418,3 +418,34 @@ def test_a_return_and_a_refund_by_lines_sent_together_never_take_the_same_units(
         ]
         held = sum(line["quantity"] for r in returned if r["status"] == "requested" for line in r["lines"])
         assert refunded + held <= 3, (refunded, held, statuses)
+
+
+def test_the_sellers_restock_at_receipt_holds_when_support_approves_the_refund_later(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: the order was disputed while its return travelled back, so the seller's receipt (with
+    `restock`) sent the refund to support; support's approval then refunded it and restocked nothing."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=5)
+    buyer = register(http, ["buyer"], "Disputed Meanwhile")
+    order = units_order(http, seller, buyer, item["id"], 1, to=("accept", "fulfil"))
+    asked = ask(http, order, buyer)
+    assert asked.status_code == 201, asked.text
+    return_id = asked.json()["id"]
+    move(http, return_id, "approve", seller)
+    move(http, return_id, "ship", buyer, {"carrier": "DHL", "tracking_number": "RT9"})
+    act(http, order["id"], "dispute", buyer, {"reason_code": "not_as_described", "message": "bent frame"})
+    received = move(http, return_id, "receive", seller, {"restock": True})
+    assert (received["status"], received["status_reason"]) == ("escalated", "refund_refused"), received
+    on_sale = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"]
+
+    staff = support_user(http, stack)
+    act(http, order["id"], "resolve", staff, {"resolution": "release"})
+    approved = http.post(f"/v1/returns/{return_id}/resolve", json={"approve": True}, headers=staff.headers)
+    assert approved.status_code == 200, approved.text
+    assert (approved.json()["status"], approved.json()["restocked"]) == ("refunded", True), approved.text
+    wait_until(
+        lambda: (
+            http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"] == on_sale + 1
+        )
+    )
