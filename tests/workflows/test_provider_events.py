@@ -160,16 +160,22 @@ async def test_chargeback_after_completion_lost_when_the_seller_cannot_pay_back(
     assert world.released == []  # shipped goods
 
 
-async def test_a_chargeback_reopening_a_cancelled_order_does_nothing(
+async def test_a_chargeback_reopening_a_cancelled_order_is_booked_and_won_back(
     workflow_env: WorkflowEnvironment,
 ) -> None:
+    """Refunded in full, then disputed by the buyer's bank: the provider took the money all the same. Found from
+    outside: the order ignored it (no case, a ledger that disagreed with the provider)."""
     world = FakeWorld()
     async with placed(workflow_env, world) as order:
         await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
         await order.result()
-        final = await (await reopened(workflow_env.client, order, notice())).result()
-    assert (final.status, final.payment_state) == ("cancelled", "refunded")
-    assert world.chargebacks == []
+        again = await reopened(workflow_env.client, order, notice())
+        disputed = await state_when(again, lambda v: v.status == "disputed")
+        assert (disputed.reason, disputed.payment_state) == ("chargeback", "chargeback")
+        await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
+        final = await asyncio.wait_for(again.result(), 20)
+    assert (final.status, final.reason, final.payment_state) == ("cancelled", "buyer_cancelled", "refunded")
+    assert [c.amount for c in world.chargebacks] == [AMOUNT, AMOUNT]  # withdrawn, then reinstated
 
 
 async def test_payment_reports_are_recorded_and_never_charge(workflow_env: WorkflowEnvironment) -> None:
