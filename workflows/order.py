@@ -576,10 +576,10 @@ class OrderWorkflow(OrderMoney):
     async def chargeback(self, notice: ChargebackNotice) -> None:
         """The card network disputes the charge: take the order into `disputed` (reason chargeback) and
         freeze its money; its decision (won/lost) arrives as a later notice for the same dispute."""
-        await workflow.wait_condition(lambda: self._payment_settled)
+        after_refund = await self._chargeback_settled()
         async with self._lock:
             if self.view.chargeback_id is None:
-                if not self._chargeable_back():
+                if not self._chargeable_back(after_refund):
                     workflow.logger.warning(
                         "chargeback %s on a %s order ignored", notice.dispute_id, self.view.status
                     )

@@ -431,13 +431,20 @@ class OrderSteps:
         except StepFailed:  # the database is what fails: the search attribute still shows it
             workflow.logger.error("could not tell support about order %s", report.order_id)
 
-    def _chargeable_back(self) -> bool:
+    async def _chargeback_settled(self) -> bool:
+        """Wait until the charge has its outcome (a reopened run: until the order is loaded); whether this run books
+        a chargeback on an order refunded in full (CHARGEBACK_AFTER_REFUND_PATCH). Decided as the signal arrives, in
+        its own workflow task: asked after the load's local activity, the marker fell in a task the replay does
+        not match."""
+        after_refund = workflow.patched(CHARGEBACK_AFTER_REFUND_PATCH)
+        await workflow.wait_condition(lambda: self._payment_settled)
+        return after_refund
+
+    def _chargeable_back(self, after_refund: bool) -> bool:
         """Whether a chargeback can take this order's money (else it is logged and ignored)."""
         view = self.view
         return view.status in CHARGEABLE_BACK or (
-            view.status in REFUNDED_IN_FULL
-            and view.payment_state == PaymentState.REFUNDED
-            and workflow.patched(CHARGEBACK_AFTER_REFUND_PATCH)
+            after_refund and view.status in REFUNDED_IN_FULL and view.payment_state == PaymentState.REFUNDED
         )
 
     # ---- what outlives the Update: dispute cases ----------------------------------------------------------

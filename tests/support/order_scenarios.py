@@ -65,6 +65,17 @@ async def drive_chargeback_after_completion(order: Order) -> Order:
     return again
 
 
+async def drive_chargeback_after_cancellation(order: Order) -> Order:
+    """Cancelled (refunded in full) and ended, then reopened by a chargeback, won: the reopened run is recorded."""
+    await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
+    await order.result()
+    assert order.client is not None
+    again = await reopened(order.client, order, notice())
+    await state_when(again, lambda v: v.status == "disputed")
+    await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
+    return again
+
+
 async def drive_payout_retry(order: Order) -> Order:
     await completed(order)
     await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
@@ -189,6 +200,8 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]]
     "lean_action_key_per_order": (FakeWorld, {}, drive_action_key_per_order, "completed"),
     # The same refund by lines with CLAIM_LINES_PATCH: its units claimed before the money moves.
     "lean_refund_lines_claimed": (FakeWorld, {}, drive_refund_by_lines, "refunded"),
+    # With CHARGEBACK_AFTER_REFUND_PATCH: a chargeback on an order refunded in full is booked, then won back.
+    "lean_cancelled_then_chargeback_won": (FakeWorld, {}, drive_chargeback_after_cancellation, "cancelled"),
     "lean_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},

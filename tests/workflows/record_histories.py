@@ -24,6 +24,8 @@ What is recorded here:
   action of the order, then shipped and confirmed).
 - Recorded with `CLAIM_LINES_PATCH`: `lean_refund_lines_claimed` (the refund by lines above, its units claimed
   before its money moved).
+- Recorded with `CHARGEBACK_AFTER_REFUND_PATCH`: `lean_cancelled_then_chargeback_won` (cancelled by the buyer,
+  then reopened by a chargeback: booked, disputed, won back, cancelled again).
 - `checkout_*`: the checkout (type `Checkout`, `workflows/checkout.py`), started as the API starts it
   (update-with-start of `placement`, tests/workflows/test_checkout_workflow.py): `checkout_paid_two_sellers` (two
   sellers' lines reserved, charged once, two child orders started), `checkout_payment_failed` (a declined card:
