@@ -130,7 +130,7 @@ const updated = await seller.PATCH("/v1/listings/{listing_id}", {
 });
 check(updated.data?.description === "Steel frame, new tyres", "PATCH with If-Match", updated.error);
 const published = await seller.POST("/v1/listings/{listing_id}/publish", {
-  params: { path: { listing_id: listing.id }, header: { "if-match": updated.response.headers.get("ETag") } },
+  params: { path: { listing_id: listing.id }, header: { "if-match": updated.response.headers.get("ETag") ?? undefined } },
 });
 check(published.data?.status === "active", "publish", published.error);
 
