@@ -152,12 +152,9 @@ class Action:
             update_id = f"{update.__name__}:{self.caller.user_id}:{self.key}:{asked[:16]}"
         try:
             try:
-                # One round trip: the Update's answer comes with its completion (waiting for its acceptance
-                # first, then polling for its result, cost a second call on every action). Past the bound, 202
-                # either way: accepted or not yet, the order as it stands is the answer.
                 started = await asyncio.wait_for(
                     handle.start_update(
-                        update, request, wait_for_stage=WorkflowUpdateStage.COMPLETED, id=update_id
+                        update, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
                     ),
                     left(),
                 )
