@@ -231,10 +231,13 @@ class OrderSteps:
         restock: dict[str, int] | None = None,
     ) -> None:
         seq = self._seq + 1
-        # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
+        # The seller's order counters, derived from the move (a refund after a completion ends nothing new; a
+        # chargeback on an order refunded in full before it counts nothing: it ended then, and not by the network).
         before = self._before_chargeback
-        ended_before = self._releases > 0 or (before is not None and before[0] in REFUNDED_IN_FULL)
-        outcome, disputed = outcome_of(action, view, ended_before=ended_before)
+        if before is not None and before[0] in REFUNDED_IN_FULL:
+            outcome, disputed = None, False
+        else:
+            outcome, disputed = outcome_of(action, view, ended_before=self._releases > 0)
         transition = OrderTransition(
             order_id=view.order_id,
             seq=seq,

@@ -112,8 +112,8 @@ def outcome_of(action: OrderEvent, view: OrderView, ended_before: bool) -> tuple
     """What `action` adds to the seller's order counters: how the order ended, once (completed; cancelled by
     the seller; refunded without ever completing), and whether it was disputed, counted once it has ended (a
     dispute or chargeback on an order that had completed counts when it opens), so every rate over ended
-    orders stays within 0-1. `ended_before`: the order ended earlier (completed; or refunded in full before a
-    chargeback): a refund or a chargeback then ends nothing new."""
+    orders stays within 0-1. `ended_before`: the order ended earlier (it completed): a refund or a chargeback
+    then ends nothing new."""
     disputed = view.dispute_source is not None
     if action == OrderEvent.COMPLETED:
         # Completed again after a won chargeback: counted the first time.

@@ -362,6 +362,9 @@ def test_a_chargeback_on_an_order_cancelled_after_payment_is_booked_and_goes_to_
     case = wait_until(lambda: case_of(http, oid, seller))
     assert (case["source"], case["provider_dispute_id"]) == ("chargeback", dispute["id"])
     assert ledger_accounts(stack, oid)["chargebacks"] == AMOUNT
+    # The buyer's cancellation was not the seller's doing, nor is the network's dispute of its refunded charge.
+    counters = "SELECT orders_completed, orders_cancelled, orders_refunded, orders_disputed FROM reputations"
+    assert sql(stack, f"{counters} WHERE user_id = %s", uuid.UUID(seller.user_id)) in ([], [(0, 0, 0, 0)])
     statement = http.get(f"/v1/orders/{oid}/money", headers=support_user(http, stack).headers).json()
     assert statement["agrees"], statement
 
@@ -373,4 +376,5 @@ def test_a_chargeback_on_an_order_cancelled_after_payment_is_booked_and_goes_to_
     # Charged and refunded; the chargeback taken and given back: it nets to nothing.
     assert ledger_accounts(stack, oid) == {"buyer_payments": -AMOUNT, "refunds": AMOUNT}
     assert http.get(f"/v1/listings/{order['listing_id']}").json()["quantity"] == stock  # not put back twice
+    assert sql(stack, f"{counters} WHERE user_id = %s", uuid.UUID(seller.user_id)) in ([], [(0, 0, 0, 0)])
     assert_balanced(stack, oid)
