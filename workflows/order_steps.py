@@ -231,13 +231,8 @@ class OrderSteps:
         restock: dict[str, int] | None = None,
     ) -> None:
         seq = self._seq + 1
-        # The seller's order counters, derived from the move (a refund after a completion ends nothing new; a
-        # chargeback on an order refunded in full before it counts nothing: it ended then, and not by the network).
-        before = self._before_chargeback
-        if before is not None and before[0] in REFUNDED_IN_FULL:
-            outcome, disputed = None, False
-        else:
-            outcome, disputed = outcome_of(action, view, ended_before=self._releases > 0)
+        # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
+        outcome, disputed = outcome_of(action, view, completed_before=self._releases > 0)
         transition = OrderTransition(
             order_id=view.order_id,
             seq=seq,

@@ -15,8 +15,11 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders.types import OrderEvent, OrderView, Party
     from bazaar.payments.money import format_money
+    from bazaar.trust.models import DisputeSource
     from bazaar.trust.notifications import NotificationEvent
 
+# The moves of a chargeback: opened, then decided.
+_CHARGEBACK_MOVES = frozenset({OrderEvent.CHARGEBACK, OrderEvent.CHARGEBACK_WON, OrderEvent.CHARGEBACK_LOST})
 # Cancellations that count against the seller's reputation (not the buyer's change of mind).
 SELLER_CANCELLATIONS = frozenset({"seller_declined", "seller_cancelled", "acceptance_timeout"})
 
@@ -108,12 +111,18 @@ def effects_of(
     return Effects()
 
 
-def outcome_of(action: OrderEvent, view: OrderView, ended_before: bool) -> tuple[str | None, bool]:
+def outcome_of(action: OrderEvent, view: OrderView, completed_before: bool) -> tuple[str | None, bool]:
     """What `action` adds to the seller's order counters: how the order ended, once (completed; cancelled by
     the seller; refunded without ever completing), and whether it was disputed, counted once it has ended (a
     dispute or chargeback on an order that had completed counts when it opens), so every rate over ended
-    orders stays within 0-1. `ended_before`: the order ended earlier (it completed): a refund or a chargeback
-    then ends nothing new."""
+    orders stays within 0-1. `completed_before`: the order completed earlier (a refund then ends nothing new).
+    A chargeback on an order refunded in full before it counts nothing: the order ended then, not by the network."""
+    if (
+        action in _CHARGEBACK_MOVES
+        and view.dispute_source == DisputeSource.CHARGEBACK
+        and view.refunded_amount >= view.amount > 0
+    ):
+        return None, False
     disputed = view.dispute_source is not None
     if action == OrderEvent.COMPLETED:
         # Completed again after a won chargeback: counted the first time.
@@ -121,7 +130,7 @@ def outcome_of(action: OrderEvent, view: OrderView, ended_before: bool) -> tuple
     if action == OrderEvent.CANCELLED:
         return ("cancelled" if view.reason in SELLER_CANCELLATIONS else None), False
     if view.status == OrderStatus.REFUNDED and action in (OrderEvent.REFUNDED, OrderEvent.CHARGEBACK_LOST):
-        return (None if ended_before else "refunded"), disputed
+        return (None if completed_before else "refunded"), disputed
     if action in (OrderEvent.DISPUTED, OrderEvent.CHARGEBACK):
-        return None, ended_before
+        return None, completed_before
     return None, False

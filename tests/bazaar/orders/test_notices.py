@@ -3,6 +3,8 @@ counts once its order has ended, so the rates over ended orders stay within 0-1.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bazaar.models import OrderStatus
@@ -26,7 +28,7 @@ def _view(status: OrderStatus, reason: str | None = None, disputed: bool = False
 
 
 @pytest.mark.parametrize(
-    ("action", "view", "ended_before", "counted"),
+    ("action", "view", "completed_before", "counted"),
     [
         (E.COMPLETED, _view(OrderStatus.COMPLETED, "buyer_confirmed"), False, ("completed", False)),
         (E.COMPLETED, _view(OrderStatus.COMPLETED, "dispute_released", True), False, ("completed", True)),
@@ -48,6 +50,23 @@ def _view(status: OrderStatus, reason: str | None = None, disputed: bool = False
     ],
 )
 def test_an_order_ends_once_and_a_dispute_counts_once_it_has_ended(
-    action: OrderEvent, view: OrderView, ended_before: bool, counted: tuple[str | None, bool]
+    action: OrderEvent, view: OrderView, completed_before: bool, counted: tuple[str | None, bool]
 ) -> None:
-    assert outcome_of(action, view, ended_before) == counted
+    assert outcome_of(action, view, completed_before) == counted
+
+
+@pytest.mark.parametrize("action", [E.CHARGEBACK, E.CHARGEBACK_LOST, E.CHARGEBACK_WON])
+@pytest.mark.parametrize("completed_before", [False, True])
+def test_a_chargeback_on_an_order_refunded_in_full_counts_nothing(
+    action: OrderEvent, completed_before: bool
+) -> None:
+    """It ended when it was refunded (counted then, or not the seller's doing), not by the network."""
+    refunded = replace(
+        _view(OrderStatus.REFUNDED, "chargeback_lost"),
+        amount=10_000,
+        refunded_amount=10_000,
+        dispute_source=DisputeSource.CHARGEBACK,
+    )
+    assert outcome_of(action, refunded, completed_before) == (None, False)
+    partly = replace(refunded, refunded_amount=4_000)
+    assert outcome_of(E.CHARGEBACK, partly, True) == (None, True)  # as any chargeback after a completion
