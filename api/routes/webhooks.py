@@ -42,9 +42,9 @@ from api.errors import workflow_gone
 from api.openapi import SCHEMAS, errors
 from api.webhook_schemas import StripeEventIn, WebhookOut
 from bazaar.errors import DomainError, ErrorCode
-from bazaar.models import Order, OrderStatus, Payment, PaymentKind, PaymentOutcome, PaymentState, StripeEvent
+from bazaar.models import Order, Payment, PaymentKind, PaymentOutcome, PaymentState, StripeEvent
 from bazaar.orders.reopen import reopened_order
-from bazaar.orders.types import PAYMENT_STATE, SELLER_ID, ChargebackNotice, PaymentReport
+from bazaar.orders.types import PAYMENT_STATE, SELLER_ID, TERMINAL, ChargebackNotice, PaymentReport
 from bazaar.payments import ledger, onboarding
 from bazaar.payments.money import shares_of
 from bazaar.payments.provider import order_id_of
@@ -153,15 +153,11 @@ async def stripe_webhook(
     return WebhookOut(handled=False)
 
 
-# Orders whose workflow may have ended while the charge can still be disputed.
-ENDED_WITH_A_CHARGE = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.REFUNDED})
-
-
 async def _tell(temporal: Temporal, event: StripeEventIn, order: Order, signal: Any, argument: Any) -> bool:
-    """Signal the order's workflow (a chargeback on an ended order that was charged reopens it); False if it
-    has ended."""
+    """Signal the order's workflow (a chargeback on an ended order reopens it: a dispute names a charge, so the
+    order was charged); False if it has ended."""
     try:
-        if isinstance(argument, ChargebackNotice) and order.status in ENDED_WITH_A_CHARGE:
+        if isinstance(argument, ChargebackNotice) and order.status in TERMINAL:
             await _reopen_with_chargeback(temporal, order, argument)
         else:
             await temporal.get_workflow_handle(order.workflow_id).signal(signal, argument)

@@ -54,26 +54,25 @@ async def drive_chargeback(order: Order) -> Order:
     return order
 
 
-async def drive_chargeback_after_completion(order: Order) -> Order:
-    """Completed and ended, then reopened by a chargeback that the seller wins: the reopened run is recorded."""
-    await completed(order)
+async def won_back_after_it_ended(order: Order) -> Order:
+    """The ended order reopened by a chargeback that the seller wins: the reopened run (the one recorded)."""
     await order.result()
     assert order.client is not None
     again = await reopened(order.client, order, notice())
     await state_when(again, lambda v: v.status == "disputed")
     await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
     return again
+
+
+async def drive_chargeback_after_completion(order: Order) -> Order:
+    await completed(order)
+    return await won_back_after_it_ended(order)
 
 
 async def drive_chargeback_after_cancellation(order: Order) -> Order:
-    """Cancelled (refunded in full) and ended, then reopened by a chargeback, won: the reopened run is recorded."""
+    """Cancelled: refunded in full before the chargeback."""
     await order.act(OrderWorkflow.cancel, ActionRequest(BUYER))
-    await order.result()
-    assert order.client is not None
-    again = await reopened(order.client, order, notice())
-    await state_when(again, lambda v: v.status == "disputed")
-    await again.handle.signal(OrderWorkflow.chargeback, notice("won"))
-    return again
+    return await won_back_after_it_ended(order)
 
 
 async def drive_payout_retry(order: Order) -> Order:
