@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import uvloop
+
 from activities.notifications import NotificationSender, WebhookSender
 from bazaar.telemetry import configure_logging, setup_tracing
 
@@ -30,4 +32,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

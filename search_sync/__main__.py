@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 
+import uvloop
+
 from bazaar.settings import get_settings
 from bazaar.telemetry import configure_logging, instrument_http_clients, setup_tracing
 from search_sync.sync import run
@@ -34,4 +36,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())
