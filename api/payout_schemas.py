@@ -35,7 +35,7 @@ class PayoutAccountOut(BaseModel):
 
     provider_account_id: str
     country: str
-    default_currency: str
+    default_currency: Currency
     details_submitted: bool | None = Field(
         description="the seller gave the provider the details it asked for"
     )

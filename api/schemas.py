@@ -50,7 +50,7 @@ from bazaar.orders.types import (
     order_line_views,
     view_lines,
 )
-from bazaar.payments.money import ChargeableAmount, Money
+from bazaar.payments.money import ChargeableAmount, Currency, Money
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
 from bazaar.trust.models import DisputeResolution
@@ -451,7 +451,7 @@ class StuckOrderPage(BaseModel):
 
 
 class BalanceOut(BaseModel):
-    currency: str
+    currency: Currency
     held: int
     available: int
     paid_out: int
@@ -462,7 +462,7 @@ class LedgerLineOut(BaseModel):
     order_id: uuid.UUID
     account: LedgerAccount
     signed_amount: int
-    currency: str
+    currency: Currency
 
 
 class SellerBalanceOut(BaseModel):

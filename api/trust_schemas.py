@@ -165,7 +165,7 @@ class PreferenceIn(BaseModel):
     enabled: JsonBool
 
 
-class PreferencesOut(RootModel[dict[str, dict[str, bool]]]):
+class PreferencesOut(RootModel[dict[NotificationEventType, dict[NotificationChannel, bool]]]):
     """Per notification event type, per channel (`inbox`, `email`): whether it is sent, e.g.
     `{"order_paid": {"inbox": true, "email": false}}`."""
 

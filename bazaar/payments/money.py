@@ -91,14 +91,15 @@ def chargeable_problem(amount: int, currency: str, what: str = "amount") -> str 
 class Money(BaseModel):
     """An amount in minor units (cents for EUR) of one currency, as the API answers it.
 
-    Responses only: no upper bound and no currency check, so stored data (an order total, a refund) always
-    serialises; a request validates `Price` instead.
+    Responses only: no upper bound, so stored data (an order total, a refund) always serialises; a request
+    validates `Price` instead. The currency is the same `Currency` enum a request takes: every stored amount came
+    in through it, and a generated client gets one type for both.
     """
 
     model_config = ConfigDict(frozen=True)
 
     amount: int = Field(ge=0, description="Minor units, e.g. 1999 = 19.99 EUR")
-    currency: str = Field(description="ISO 4217 code, e.g. EUR")
+    currency: Currency = Field(description="ISO 4217 code, e.g. EUR")
 
 
 class Price(BaseModel):

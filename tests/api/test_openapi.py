@@ -111,6 +111,33 @@ def test_a_currency_is_one_enum_wherever_it_is_asked_for() -> None:
     assert not inline, inline
 
 
+# The sides of reconciliation's comparison, kept as found so a mismatch shows (the provider's code as it said it;
+# a checkout's several rows joined, "EUR/USD").
+AS_FOUND = {
+    ("MoneySideOut", "currency"),
+    ("ReconciliationItemOut", "provider_currency"),
+    ("ReconciliationItemOut", "ours_currency"),
+    ("ReconciliationItemOut", "ledger_currency"),
+}
+
+
+def test_a_currency_in_an_answer_is_the_same_enum_as_in_a_request() -> None:
+    """Every currency the API answers (a price, an order's total, a balance, a ledger line...) is the `Currency`
+    a request takes: a generated client compares them as one type (found from outside: plain strings)."""
+    schemas = app.openapi()["components"]["schemas"]
+    ref = "#/components/schemas/Currency"
+    for model in ("Money", "BalanceOut", "LedgerLineOut", "MoneyStatementOut", "PayoutAccountOut"):
+        field = "default_currency" if model == "PayoutAccountOut" else "currency"
+        assert schemas[model]["properties"][field]["$ref"] == ref, model
+    plain = [
+        (name, prop)
+        for name, schema in schemas.items()
+        for prop, node in schema.get("properties", {}).items()
+        if prop.endswith("currency") and (name, prop) not in AS_FOUND and ref not in str(node)
+    ]
+    assert not plain, plain
+
+
 def test_a_notification_event_type_is_one_enum_wherever_it_is_named() -> None:
     schemas = app.openapi()["components"]["schemas"]
     assert "order_paid" in schemas["NotificationEventType"]["enum"]
@@ -118,6 +145,13 @@ def test_a_notification_event_type_is_one_enum_wherever_it_is_named() -> None:
         assert schemas[model]["properties"]["event_type"] == {
             "$ref": "#/components/schemas/NotificationEventType"
         }
+    # Preferences are keyed by event type, then by channel: both named in the document, not any string.
+    preferences = schemas["PreferencesOut"]
+    assert preferences["propertyNames"] == {"$ref": "#/components/schemas/NotificationEventType"}
+    assert preferences["additionalProperties"]["propertyNames"] == {
+        "$ref": "#/components/schemas/NotificationChannel"
+    }
+    assert preferences["additionalProperties"]["additionalProperties"] == {"type": "boolean"}
     # A dead letter is any mail: a notification's, or an account mail's (verify, reset), never in an inbox.
     assert schemas["DeadLetterOut"]["properties"]["event_type"] == {
         "$ref": "#/components/schemas/MailedEventType"
