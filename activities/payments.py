@@ -386,7 +386,7 @@ class PaymentActivities:
             )
             if existing is not None:
                 return PayoutAccountResult(
-                    existing.provider_account_id, existing.country, existing.default_currency
+                    existing.provider_account_id, existing.country, existing.default_currency, created=False
                 )
         account = await self.client.v1.accounts.create_async(
             params={

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from api.deps import Seller, Session, Temporal
 from api.openapi import LOCATION, errors, merge
@@ -62,30 +62,33 @@ async def create_payout_account(
     user = await session.get(User, seller.user_id)
     assert user is not None
     held = await session.scalar(select(PayoutAccount).where(PayoutAccount.user_id == user.id))
-    if held is not None and (held.country, held.default_currency) != (body.country, body.default_currency):
-        raise DomainError(
-            ErrorCode.PAYOUT_ACCOUNT_EXISTS,
-            "the seller has a payout account already, in another country or currency",
-            {"country": held.country, "default_currency": held.default_currency},
-        )
     response.headers["Location"] = router.prefix
     if held is not None:  # the same request again: the account as it is, as a replay answers
+        _same_account(held, body)
         response.status_code = 200
         return PayoutAccountOut.of(held)
+    workflow_id = payout_account_workflow_id(str(user.id))
     try:
-        creating = await temporal.start_workflow(
-            PayoutAccountWorkflow.run,
-            PayoutAccountRequest(
-                user_id=str(user.id),
-                email=user.email,
-                country=body.country,
-                default_currency=body.default_currency,
-            ),
-            id=payout_account_workflow_id(str(user.id)),
-            task_queue=task_queue(PAYMENTS, get_settings().temporal_task_queue),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
+        try:
+            creating = await temporal.start_workflow(
+                PayoutAccountWorkflow.run,
+                PayoutAccountRequest(
+                    user_id=str(user.id),
+                    email=user.email,
+                    country=body.country,
+                    default_currency=body.default_currency,
+                ),
+                id=workflow_id,
+                task_queue=task_queue(PAYMENTS, get_settings().temporal_task_queue),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            # The same request a moment earlier is creating it: join it, and answer as a replay does (one 201).
+            creating = temporal.get_workflow_handle_for(PayoutAccountWorkflow.run, workflow_id)
+            response.status_code = 200
         result: PayoutAccountResult = await _bounded(creating.result())
+        if not result.created:  # a run started after another request's had stored it
+            response.status_code = 200
     except (TimeoutError, WorkflowFailureError) as exc:
         # The provider kept failing (the workflow's attempts are bounded): nothing was created twice
         # (idempotent on the user), so the seller can simply try again.
@@ -96,9 +99,20 @@ async def create_payout_account(
         select(PayoutAccount).where(PayoutAccount.provider_account_id == result.provider_account_id)
     )
     assert account is not None  # the workflow's activity stored it before returning
+    _same_account(account, body)  # a request that joined another's creation may have asked for another one
     # The provider may report a new account before the activity stored our row of it: apply that report now.
     await onboarding.apply_stored_report(session, account)
     return PayoutAccountOut.of(account)
+
+
+def _same_account(held: PayoutAccount, body: PayoutAccountIn) -> None:
+    """409 if the seller's account is in another country or currency than `body` asks for."""
+    if (held.country, held.default_currency) != (body.country, body.default_currency):
+        raise DomainError(
+            ErrorCode.PAYOUT_ACCOUNT_EXISTS,
+            "the seller has a payout account already, in another country or currency",
+            {"country": held.country, "default_currency": held.default_currency},
+        )
 
 
 @router.get("/balance", response_model=SellerBalanceOut)

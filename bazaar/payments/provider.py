@@ -32,6 +32,7 @@ class PayoutAccountResult:
     provider_account_id: str
     country: str
     default_currency: str
+    created: bool = True  # False: the seller's account was there already (a request that came in between)
 
 
 # The provider refused to make an onboarding link (an account it does not know, or cannot onboard): final.

@@ -123,6 +123,32 @@ def payouts_enabled(stack: Any, user_id: str) -> bool:
     return in_session(stack, lambda session: onboarding.payouts_enabled(session, uuid.UUID(user_id)))
 
 
+def test_concurrent_creations_of_one_account_answer_one_201_and_the_rest_200(http: httpx.Client) -> None:
+    """Found from outside: eight identical requests at once answered 201 seven times (one account was made).
+    One of them creates it (201); the others answer it as a replay does (200). A request for another country
+    at the same time is refused with the account's (409), whichever comes first."""
+
+    async def create_all(seller: Actor, bodies: list[dict[str, str]]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=str(http.base_url), headers=seller.headers, timeout=30
+        ) as client:
+            return list(await asyncio.gather(*(client.post("/v1/payout-account", json=b) for b in bodies)))
+
+    answers = asyncio.run(create_all(register(http, ["seller"], "Seller"), [{"country": "DE"}] * 8))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201], [a.text for a in answers]
+    assert len({a.json()["provider_account_id"] for a in answers}) == 1
+
+    de, fr = asyncio.run(
+        create_all(
+            register(http, ["seller"], "Seller"),
+            [{"country": "DE"}, {"country": "FR", "default_currency": "USD"}],
+        )
+    )
+    assert sorted([de.status_code, fr.status_code]) == [201, 409], (de.text, fr.text)
+    refused = fr if fr.status_code == 409 else de
+    assert refused.json()["error"]["code"] == "payout_account_exists"
+
+
 def test_onboarding_gates_publishing(http: httpx.Client, stack: Any) -> None:
     seller = register(http, ["seller"], "Onboarding Seller")
     urls = {
