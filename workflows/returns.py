@@ -154,7 +154,8 @@ class ReturnWorkflow:
 
     @opened.validator
     def _validate_opened(self, request: StartReturn | None = None) -> None:
-        """The same Idempotency-Key with another return (other lines or reason) is refused, not answered."""
+        """The same Idempotency-Key with another return (other lines, reason, message or photos) is refused, not
+        answered."""
         if request is not None and not rules.same_request(request, self._req):
             raise ApplicationError(
                 "this Idempotency-Key was used for a different return",

@@ -156,7 +156,7 @@ async def confirm_password_reset(
     await registration.reset_password(session, body.token, body.password)
 
 
-@router.post("/auth/password", response_model=TokenPairOut)
+@router.post("/auth/password", response_model=TokenPairOut, responses=TOKENS)
 async def change_password(
     body: PasswordChangeIn, caller: Caller, session: Session, guard: AccountLockout, response: Response
 ) -> TokenPairOut:

@@ -130,8 +130,11 @@ async def request_return(
     response.headers["Location"] = f"/v1/returns/{return_id}"
     existing = await session.get(Return, return_id)
     if existing is not None:
-        asked = rules.ask(((line.listing_id, line.quantity) for line in body.lines), body.reason)
-        if asked != rules.ask(((x.listing_id, x.quantity) for x in existing.lines), existing.reason):
+        asked = rules.ask(
+            ((line.listing_id, line.quantity) for line in body.lines), body.reason, body.message, body.photos
+        )
+        first = ((x.listing_id, x.quantity) for x in existing.lines)
+        if asked != rules.ask(first, existing.reason, existing.message, existing.photos or []):
             raise DomainError(
                 ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 "this Idempotency-Key was used for a different return",

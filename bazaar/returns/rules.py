@@ -69,16 +69,24 @@ def authorize(action: ReturnAction, req: ReturnRequest, view: ReturnView) -> str
     return acting[0]
 
 
-def ask(lines: Iterable[tuple[object, int]], reason: str) -> tuple[list[tuple[str, int]], str]:
-    """A return's ask as two asks under one Idempotency-Key are compared: its (listing, quantity) lines in any order,
-    and its reason."""
-    return sorted((str(listing), quantity) for listing, quantity in lines), str(reason)
+Ask = tuple[list[tuple[str, int]], str, str, list[str]]
+
+
+def ask(
+    lines: Iterable[tuple[object, int]], reason: str, message: str | None, photos: Iterable[object]
+) -> Ask:
+    """A return's ask as two asks under one Idempotency-Key are compared: its (listing, quantity) lines in any
+    order, its reason, its message and its photo links (found from outside: another message or photos under the
+    same key were answered with the first return, the new text dropped)."""
+    lines_asked = sorted((str(listing), quantity) for listing, quantity in lines)
+    return lines_asked, str(reason), message or "", [str(photo) for photo in photos]
 
 
 def same_request(asked: StartReturn, first: StartReturn) -> bool:
     """Whether two asks under one Idempotency-Key are the same return."""
 
-    def of(request: StartReturn) -> tuple[list[tuple[str, int]], str]:
-        return ask(((line.listing_id, line.quantity) for line in request.lines), request.reason)
+    def of(request: StartReturn) -> Ask:
+        lines = ((line.listing_id, line.quantity) for line in request.lines)
+        return ask(lines, request.reason, request.message, request.photos)
 
     return of(asked) == of(first)

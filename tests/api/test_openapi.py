@@ -68,6 +68,23 @@ def test_every_answer_declares_the_headers_it_always_carries() -> None:
     assert not missing, missing
 
 
+def test_every_answer_with_tokens_declares_that_it_is_not_to_be_cached() -> None:
+    """Found from outside: the password change answers a token pair with `Pragma: no-cache` (RFC 6749 5.1) as
+    the token endpoint does, but did not declare the header."""
+    doc = app.openapi()
+    token_pair = {"$ref": "#/components/schemas/TokenPairOut"}
+    answering = [
+        (path, method, answer)
+        for path, item in doc["paths"].items()
+        for method, operation in item.items()
+        for answer in operation.get("responses", {}).values()
+        if answer.get("content", {}).get("application/json", {}).get("schema") == token_pair
+    ]
+    assert len(answering) >= 3, answering  # token, refresh, password
+    for path, method, answer in answering:
+        assert {"Pragma", "Cache-Control"} <= set(answer.get("headers", {})), (path, method)
+
+
 def test_a_pages_cursor_has_the_type_of_the_parameter_it_is_passed_back_as() -> None:
     """`next_cursor` goes back as `before`: a generated client must not need to convert it."""
     doc = app.openapi()

@@ -40,7 +40,12 @@ PRICE = 45_000
 
 
 def ask(
-    http: httpx.Client, order: dict[str, Any], buyer: Actor, quantity: int = 1, key: str | None = None
+    http: httpx.Client,
+    order: dict[str, Any],
+    buyer: Actor,
+    quantity: int = 1,
+    key: str | None = None,
+    **changes: Any,
 ) -> httpx.Response:
     return http.post(
         f"/v1/orders/{order['id']}/returns",
@@ -49,6 +54,7 @@ def ask(
             "reason": "damaged",
             "message": "The frame arrived bent.",
             "photos": ["https://photos.example.com/bent.jpg"],
+            **changes,
         },
         headers={**buyer.headers, **({"Idempotency-Key": key} if key else {})},
     )
@@ -90,8 +96,12 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     assert as_seller["allowed_actions"] == ["approve", "reject"]
     replay = ask(http, order, buyer, key=key)
     assert (replay.status_code, replay.json()["id"]) == (200, created["id"])
-    other = ask(http, order, buyer, quantity=2, key=key)  # the same key for another return
-    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    # The same key for another return: other lines, or (found from outside: answered with the first return, the
+    # new text dropped) another message or other photos.
+    changes: list[dict[str, Any]] = [{"quantity": 2}, {"message": "Scratched."}, {"photos": []}, {"message": None}]
+    for changed in changes:
+        other = ask(http, order, buyer, key=key, **changed)
+        assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused"), changed
     wait_until(lambda: "return_requested" in inbox_types(http, seller))
 
     rid = created["id"]
