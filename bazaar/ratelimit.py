@@ -90,6 +90,14 @@ class PostgresStorage(Storage):
             )
         return {key: (int(count), float(ends_at)) for key, count, ends_at in rows}
 
+    async def give_back(self, hits: list[tuple[str, int]]) -> None:
+        """Take (key, amount) hits back out of their counters' current windows (a refused request counts for
+        nothing); a window that ended meanwhile is left as it is."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                _GIVE_BACK, {"keys": [key for key, _ in hits], "amounts": [amount for _, amount in hits]}
+            )
+
     async def get(self, key: str) -> int:
         async with self.engine.connect() as conn:
             count = await conn.scalar(
@@ -141,6 +149,14 @@ _UPSERT = text(
         count = CASE WHEN c.expires_at <= now() THEN excluded.count ELSE c.count + excluded.count END,
         expires_at = CASE WHEN c.expires_at <= now() THEN excluded.expires_at ELSE c.expires_at END
     RETURNING c.key, c.count, extract(epoch FROM c.expires_at)
+    """
+)
+
+_GIVE_BACK = text(
+    """
+    UPDATE rate_limit_counters AS c SET count = c.count - h.n
+    FROM unnest(CAST(:keys AS text[]), CAST(:amounts AS bigint[])) AS h(k, n)
+    WHERE c.key = h.k AND c.expires_at > now()
     """
 )
 
@@ -324,12 +340,19 @@ class Limiter:
             name = item.key_for(policy, key)
             hits[name] = (item.get_expiry(), hits.get(name, (0, 0))[1] + cost)
         seen = await self.storage.add_many([(name, window, n) for name, (window, n) in hits.items()])
+        allowed = all(seen[item.key_for(policy, key)][0] <= item.amount for item in tiers(limit))
+        taken_back = 0
+        if not allowed:
+            # A refused request uses up no quota (found from outside: each 429 of the minute's tier took one
+            # from the day's, so a client retrying too early spent its day): its hit is taken back from every
+            # tier, and the answer says what is left without it.
+            await self.storage.give_back([(name, n) for name, (_, n) in hits.items()])
+            taken_back = cost
         now = time.time()
-        allowed, states = True, []
+        states = []
         for item in tiers(limit):
             count, ends = seen[item.key_for(policy, key)]
-            allowed = allowed and count <= item.amount
-            states.append(_state(item, item.amount - count, ends, now))
+            states.append(_state(item, item.amount - count + taken_back, ends, now))
         return _verdict(allowed, states)
 
     async def _hit_hot(

@@ -77,6 +77,18 @@ async def test_limiter_tiers_headers_and_lockout(storage: PostgresStorage) -> No
     assert (await limiter.test("login", limit, "someone@example.com")).allowed
 
 
+async def test_a_refused_request_uses_up_no_quota(storage: PostgresStorage) -> None:
+    """Found from outside: each 429 of the minute's tier took one more from the day's, so a client that retried
+    too early spent its day's orders without placing one."""
+    limiter = Limiter(storage)
+    limit = "2/minute;5/hour"
+    verdicts = [await limiter.hit("quota", limit, "early-retrier") for _ in range(6)]
+    assert [v.allowed for v in verdicts] == [True, True, False, False, False, False]
+    assert [t.remaining for t in verdicts[-1].tiers] == [0, 3]  # the hour lost only the two admitted
+    minute, hour = (item.key_for("quota", identity("early-retrier")) for item in tiers(limit))
+    assert (await storage.get(minute), await storage.get(hour)) == (2, 2)
+
+
 def test_a_window_never_ends_later_than_its_length() -> None:
     """Found from outside: the first `RateLimit` of a 60 s window said `t=61` (the storage's expiry is a whole
     second after the window opened, and the seconds left are rounded up)."""
