@@ -59,7 +59,7 @@ class ReturnActivities:
 
     @activity.defn
     async def refund_return(self, req: ReturnRefund) -> int:
-        """The order's `refund` Update for the return's amount (Update id `return:<id>:<attempt>`: one ask, whatever
+        """The order's `refund` Update for the return's amount (Update id `return:<id>:<attempt>[.<ask>]`: one ask, whatever
         the retries); a completed order whose run has ended gets a reopened run for it. Returns what the order has
         refunded in all."""
         client = activity.client()
@@ -70,7 +70,7 @@ class ReturnActivities:
             refund_lines=req.lines or None,
             return_id=req.return_id,
         )
-        update_id = f"return:{req.return_id}:{req.attempt}"
+        update_id = f"return:{req.return_id}:{req.attempt}" + (f".{req.ask}" if req.ask else "")
         workflow_id = order_workflow_id(req.order_id)
         try:
             try:

@@ -104,7 +104,10 @@ class ReturnOut(BaseModel):
     buyer_id: uuid.UUID
     seller_id: uuid.UUID
     status: ReturnStatus
-    status_reason: str | None = Field(description="why it was rejected, escalated or cancelled")
+    status_reason: str | None = Field(
+        description="why it was rejected, escalated or cancelled, or `order_refunded_in_full` for a return the "
+        "order's own refund in full settled (refunded, nothing more refunded)"
+    )
     reason: ReturnReason | None = Field(description="the buyer's reason")
     message: str | None = None
     photos: list[str] = []
@@ -122,9 +125,11 @@ class ReturnOut(BaseModel):
     created_at: datetime | None = None
 
     @classmethod
-    def of_row(cls, row: Return, *, caller: Principal) -> ReturnOut:
-        """The stored return as `caller` sees it."""
+    def of_row(cls, row: Return, *, caller: Principal, approvable: bool = True) -> ReturnOut:
+        """The stored return as `caller` sees it (`approvable`: False when approving it would be refused, its
+        order holding nothing more to refund: `bazaar.returns.returns.unapprovable`)."""
         actor = actor_of(caller)
+        allowed = allowed_to(row.status, actor, str(row.buyer_id), str(row.seller_id))
         return cls(
             id=row.id,
             order_id=row.order_id,
@@ -145,7 +150,7 @@ class ReturnOut(BaseModel):
             refund=Money(amount=row.amount, currency=row.currency),
             tracking=row.tracking,
             restocked=row.restocked,
-            allowed_actions=allowed_to(row.status, actor, str(row.buyer_id), str(row.seller_id)),
+            allowed_actions=[a for a in allowed if approvable or a != ReturnAction.APPROVE],
             workflow_id=return_workflow_id(str(row.id)),
             created_at=row.created_at,
         )

@@ -11,8 +11,11 @@
     approved   -> cancelled   not sent back in time (`ship_seconds`)
     shipped    -> refunded    the seller confirms it arrived (restocking the lines or not), or the receipt deadline
                               passes (`receipt_seconds`; nothing restocked): the order refunds the return's amount
+    shipped    -> refunded    (`order_refunded_in_full`) the order was refunded in full meanwhile: nothing more
+                              is asked of it; the lines restocked if the seller asked
     shipped    -> escalated   the order refused the refund (e.g. disputed meanwhile): support resolves
-                              (approve: the refund is asked again; reject: the return ends rejected)
+                              (approve: the refund is asked again, and refused again is their answer's 409;
+                              reject: the return ends rejected)
 
 The refund is the order's own (`activities/returns.py`: its `refund` Update, so its money rules, keys, ledger and
 the take-back from a released payout apply). Every move is saved with its timeline event and notifications in one
@@ -55,6 +58,11 @@ from workflows.retries import db_step_until_answered
 # New runs ask the order what it still holds before asking for a return's refund, and refund at most that (a
 # return was refused for good when other refunds had taken part of its amount since): docs/workflow-versioning.md.
 REFUND_UP_TO_HELD_PATCH = "return-refund-up-to-held"
+# New runs settle a return whose order was refunded in full meanwhile, ask again for what is left when another
+# refund took part of it between the read and the ask, and answer support's refused approval with the refusal:
+# docs/workflow-versioning.md.
+RETURN_SETTLES_PATCH = "return-settles-with-the-order"
+REASKS = 3  # asks again at most this many times: each follows another refund of the same order
 # The order's refund Update: retried while Temporal or the order is busy; its refusal is final.
 REFUND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -278,42 +286,67 @@ class ReturnWorkflow:
 
     async def _refund(self, actor: Actor, party: str, *, restock: bool) -> None:
         """The order refunds the return's amount, or what it still holds when other refunds took part of it since
-        the return was asked for (read once, then asked for: a retry asks the same); then the return is refunded
-        (the lines restocked if asked). A refusal, or an order that holds nothing more, takes it to support."""
+        the return was asked for (read, then asked for: a retry asks the same); then the return is refunded (the
+        lines restocked if asked). With RETURN_SETTLES_PATCH: an order that holds nothing more (refunded in full
+        meanwhile) settles the return with nothing to add, restocked as asked; an ask the order refuses because
+        another refund took part of it meanwhile is asked again for what is left. Any other refusal takes it to
+        support, or, on support's own approval, is their answer."""
         view = self._view
         amount = view.amount
+        settles = False
         try:
             if workflow.patched(REFUND_UP_TO_HELD_PATCH):
-                held = await execute_activity(
-                    ReturnActivities.refundable,
-                    view.order_id,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=REFUND_RETRY,
-                )
-                amount = min(amount, held)
+                settles = workflow.patched(RETURN_SETTLES_PATCH)
+                amount = min(amount, await self._held())
+                if amount <= 0 and settles:
+                    await self._settled_by_the_order(actor, party, restock)
+                    return
                 if amount <= 0:
                     workflow.logger.warning("return refund refused: the order holds nothing more")
                     await self._escalate("refund_refused")
                     return
-            refund = ReturnRefund(
-                view.return_id,
-                view.order_id,
-                amount,
-                actor,
-                f"return {view.return_id}",
-                attempt=self._seq,
-                lines=[RefundLine(line.listing_id, line.quantity) for line in view.lines],
-            )
-            await execute_activity(
-                ReturnActivities.refund_return,
-                refund,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=REFUND_RETRY,
-            )
+            ask = 0
+            while True:
+                refund = ReturnRefund(
+                    view.return_id,
+                    view.order_id,
+                    amount,
+                    actor,
+                    f"return {view.return_id}",
+                    attempt=self._seq,
+                    ask=ask,
+                    lines=[RefundLine(line.listing_id, line.quantity) for line in view.lines],
+                )
+                try:
+                    await execute_activity(
+                        ReturnActivities.refund_return,
+                        refund,
+                        start_to_close_timeout=timedelta(seconds=60),
+                        retry_policy=REFUND_RETRY,
+                    )
+                    break
+                except StepFailed as failure:
+                    if not (settles and is_permanent(failure) and ask < REASKS):
+                        raise
+                    held = await self._held()
+                    if held >= amount:
+                        raise  # refused for another reason (the order disputed, say): as below
+                    ask, amount = ask + 1, held
+                    if amount <= 0:
+                        await self._settled_by_the_order(actor, party, restock)
+                        return
         except StepFailed as failure:
             if not is_permanent(failure):
                 raise
             workflow.logger.warning("return refund refused: %s", failure_text(failure))
+            if settles and self._status == ReturnStatus.ESCALATED:
+                # Support's approval, refused again: their answer says why, and nothing moves or is told twice
+                # (found from outside: a 200 with the return unchanged, and a second escalation sent).
+                raise ApplicationError(
+                    f"the order refused the refund again: {failure_text(failure)}",
+                    self._view,
+                    type=Rejection.INVALID_TRANSITION,
+                ) from failure
             await self._escalate("refund_refused")
             return
         actor_id = None if party == "system" else actor.user_id
@@ -325,6 +358,29 @@ class ReturnWorkflow:
             ["buyer", "seller"],
             restocked=restock,
             refunded_amount=amount if amount != view.amount else None,
+        )
+
+    async def _held(self) -> int:
+        """What the order still holds for refunds now (a Query of it, through the `refundable` activity)."""
+        held: int = await execute_activity(
+            ReturnActivities.refundable,
+            self._view.order_id,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=REFUND_RETRY,
+        )
+        return held
+
+    async def _settled_by_the_order(self, actor: Actor, party: str, restock: bool) -> None:
+        """The order was refunded in full before this return's refund (found from outside: the return escalated,
+        support could only reject it, and the lines the seller had back never went on sale): it ends refunded,
+        by that refund (nothing more is asked of the order), the lines restocked if the seller asked."""
+        await self._move(
+            ReturnStatus.REFUNDED,
+            "order_refunded_in_full",
+            None if party == "system" else actor.user_id,
+            party,
+            ["buyer", "seller"],
+            restocked=restock,
         )
 
     async def _escalate(self, reason: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -141,7 +142,7 @@ async def request_return(
                 {"return_id": str(return_id)},
             )
         response.status_code = 200
-        return ReturnOut.of_row(existing, caller=caller)
+        return await _out(session, existing, caller)
     await session.commit()
     settings = get_settings()
     request = StartReturn(
@@ -179,7 +180,7 @@ async def request_return(
     session.expire_all()
     stored = await session.get(Return, return_id)
     if stored is not None:
-        return ReturnOut.of_row(stored, caller=caller)
+        return await _out(session, stored, caller)
     # Still being stored after the wait: what was asked for, as the order has it (poll Location).
     response.status_code = 202
     order = await visible_order(session, order_id, caller)
@@ -214,7 +215,7 @@ async def list_order_returns(order_id: uuid.UUID, caller: Caller, session: Sessi
     rows = await session.scalars(
         select(Return).where(Return.order_id == order_id).order_by(Return.created_at)
     )
-    return ReturnPage(items=[ReturnOut.of_row(row, caller=caller) for row in rows])
+    return await _page(session, rows.all(), caller)
 
 
 @router.get("/v1/support/returns", response_model=ReturnPage)
@@ -228,13 +229,25 @@ async def list_returns_for_support(
     rows = await session.scalars(
         select(Return).where(Return.status == status).order_by(Return.created_at).limit(limit)
     )
-    return ReturnPage(items=[ReturnOut.of_row(row, caller=staff) for row in rows])
+    return await _page(session, rows.all(), staff)
 
 
 @router.get("/v1/returns/{return_id}", response_model=ReturnOut, responses=errors(ErrorCode.NOT_FOUND))
 async def get_return(return_id: uuid.UUID, caller: Caller, session: Session) -> ReturnOut:
     """A return, for the order's buyer and seller and support (404 for anyone else)."""
-    return ReturnOut.of_row(await _visible(session, return_id, caller), caller=caller)
+    return await _out(session, await _visible(session, return_id, caller), caller)
+
+
+async def _page(session: Session, rows: Sequence[Return], caller: Principal) -> ReturnPage:
+    unapprovable = await returns.unapprovable(session, rows)
+    return ReturnPage(
+        items=[ReturnOut.of_row(row, caller=caller, approvable=row.id not in unapprovable) for row in rows]
+    )
+
+
+async def _out(session: Session, row: Return, caller: Principal) -> ReturnOut:
+    """The return as `caller` sees it, offering `approve` only when it would be taken."""
+    return (await _page(session, [row], caller)).items[0]
 
 
 async def _visible(session: Session, return_id: uuid.UUID, caller: Principal) -> Return:
@@ -272,7 +285,9 @@ class Move:
             row = await _visible(self.session, self.return_id, self.caller)
             raise DomainError(ErrorCode.INVALID_TRANSITION, f"the return is {row.status.value}") from exc
         self.session.expire_all()
-        return ReturnOut.of_row(await _visible(self.session, self.return_id, self.caller), caller=self.caller)
+        return await _out(
+            self.session, await _visible(self.session, self.return_id, self.caller), self.caller
+        )
 
 
 Act = Annotated[Move, Depends()]
@@ -343,8 +358,9 @@ async def resolve_return(
     act: Act, _: Support, return_id: uuid.UUID, session: Session, body: ReturnResolveIn
 ) -> ReturnOut:
     """Support decides an escalated return: approve (before receipt the buyer sends it back; after, the refund is
-    asked again) or reject with a reason. 409 `return_not_allowed` (`nothing_to_refund`) for an approval when the
-    order holds nothing more to refund: reject it."""
-    if body.approve:
+    asked again: refused again, a 409 `invalid_transition` saying why, nothing moved; an order refunded in full
+    meanwhile settles it) or reject with a reason. 409 `return_not_allowed` (`nothing_to_refund`) for an approval
+    before receipt when the order holds nothing more to refund: reject it."""
+    if body.approve and not returns.received(await _visible(session, return_id, act.caller)):
         await _holds_something(session, return_id, "reject it")
     return await act(ReturnWorkflow.resolve, approve=body.approve, reason=body.reason, restock=body.restock)

@@ -6,7 +6,7 @@ its timeline event and notifications in one transaction, and put the lines back 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -168,13 +168,38 @@ async def open_return(session: AsyncSession, req: StartReturn, base_url: str) ->
 
 async def short_of_refund(session: AsyncSession, return_id: uuid.UUID) -> bool:
     """Whether the order holds nothing more to refund (refunded in full since), so approving the return would only
-    send the buyer's parcel to a refusal. Holding less than the return's amount is no reason: the return refunds
-    what the order still holds when it is received (workflows.returns)."""
+    send the buyer's parcel back for nothing. Holding less than the return's amount is no reason: the return
+    refunds what the order still holds when it is received (workflows.returns)."""
     row = await session.get(Return, return_id)
     if row is None:
         return False
     order = await session.get(Order, row.order_id)
     return order is None or await _unrefunded(session, order) <= 0
+
+
+def received(row: Return) -> bool:
+    """Whether the seller has the lines back and the return waits on its refund: escalated because the order
+    refused it at receipt. Support's approval asks the order again (a return whose order was refunded in full
+    meanwhile is settled by that refund)."""
+    return row.status == ReturnStatus.ESCALATED and row.status_reason == "refund_refused"
+
+
+async def unapprovable(session: AsyncSession, rows: Iterable[Return]) -> set[uuid.UUID]:
+    """Of `rows`, the requested returns whose order holds nothing more to refund: approving one is refused, so
+    their `allowed_actions` leave `approve` out (found from outside: offered, then refused with a 409)."""
+    asked = [row for row in rows if row.status == ReturnStatus.REQUESTED]
+    if not asked:
+        return set()
+    orders = {
+        order.id: order
+        for order in await session.scalars(select(Order).where(Order.id.in_({row.order_id for row in asked})))
+    }
+    refunded = await ledger.refunded_by_order(session, list(orders))
+    return {
+        row.id
+        for row in asked
+        if row.order_id not in orders or orders[row.order_id].amount - refunded.get(row.order_id, 0) <= 0
+    }
 
 
 async def _unrefunded(session: AsyncSession, order: Order) -> int:

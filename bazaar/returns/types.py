@@ -120,6 +120,9 @@ class ReturnRefund:
     # Which ask this is (the return's move count): each ask is its own Update of the order, retries of one ask the
     # same (an order's Update that failed in its handler answers a repeat of its id with that failure for good).
     attempt: int = 0
+    # Asked again within one attempt, for less, after the order refused the first ask because other refunds had
+    # taken part of what it held meanwhile (workflows.returns, RETURN_SETTLES_PATCH): its own Update.
+    ask: int = 0
     lines: list[RefundLine] = field(
         default_factory=list
     )  # the units returned: the order counts them refunded

@@ -98,7 +98,12 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     assert (replay.status_code, replay.json()["id"]) == (200, created["id"])
     # The same key for another return: other lines, or (found from outside: answered with the first return, the
     # new text dropped) another message or other photos.
-    changes: list[dict[str, Any]] = [{"quantity": 2}, {"message": "Scratched."}, {"photos": []}, {"message": None}]
+    changes: list[dict[str, Any]] = [
+        {"quantity": 2},
+        {"message": "Scratched."},
+        {"photos": []},
+        {"message": None},
+    ]
     for changed in changes:
         other = ask(http, order, buyer, key=key, **changed)
         assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused"), changed
@@ -288,7 +293,9 @@ def test_returns_count_what_was_refunded_by_lines_and_never_promise_more_than_th
     assert "lines" in str(duplicate.json()["error"]["details"]), duplicate.text
 
 
-def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http: httpx.Client) -> None:
+def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(
+    http: httpx.Client, stack: Any
+) -> None:
     seller = seller_with_payout(http)
     item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=10)
     buyer = register(http, ["buyer"], "Refunded Meanwhile")
@@ -299,6 +306,12 @@ def test_a_return_is_not_approved_once_the_order_no_longer_holds_its_refund(http
 
     stranger = register(http, ["buyer"], "Stranger")
     assert http.post(f"/v1/returns/{asked.json()['id']}/approve", headers=stranger.headers).status_code == 404
+    # Found from outside: `approve` was still offered, then refused. Offered only what would be taken.
+    for reader in (seller, support_user(http, stack)):
+        offered = http.get(f"/v1/returns/{asked.json()['id']}", headers=reader.headers).json()
+        assert offered["allowed_actions"] == ["reject"], offered
+    listed = http.get(f"/v1/orders/{order['id']}/returns", headers=seller.headers).json()["items"]
+    assert [r["allowed_actions"] for r in listed] == [["reject"]]
     approve = http.post(f"/v1/returns/{asked.json()['id']}/approve", headers=seller.headers)
     assert (approve.status_code, approve.json()["error"]["code"]) == (409, "return_not_allowed"), approve.text
     assert approve.json()["error"]["details"]["reason"] == "nothing_to_refund"
@@ -450,6 +463,12 @@ def test_the_sellers_restock_at_receipt_holds_when_support_approves_the_refund_l
     on_sale = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"]
 
     staff = support_user(http, stack)
+    # Support's approval while the order is still disputed is refused again (found from outside: a 200 with the
+    # return unchanged, and the return escalated to both sides a second time).
+    early = http.post(f"/v1/returns/{return_id}/resolve", json={"approve": True}, headers=staff.headers)
+    assert (early.status_code, early.json()["error"]["code"]) == (409, "invalid_transition"), early.text
+    assert "refused the refund" in early.json()["error"]["message"]
+    assert inbox_types(http, buyer).count("return_escalated") == 1
     act(http, order["id"], "resolve", staff, {"resolution": "release"})
     approved = http.post(f"/v1/returns/{return_id}/resolve", json={"approve": True}, headers=staff.headers)
     assert approved.status_code == 200, approved.text
@@ -459,3 +478,71 @@ def test_the_sellers_restock_at_receipt_holds_when_support_approves_the_refund_l
             http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"] == on_sale + 1
         )
     )
+
+
+def test_a_return_received_after_the_order_was_refunded_in_full_ends_refunded_and_restocks(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside: the order was refunded in full while the return travelled back; the seller's receipt
+    (with `restock`) escalated it, support could only reject it, and the unit never went back on sale. The
+    order's refund settled it: it ends refunded by that refund, restocked as the seller asked, nothing more
+    refunded."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=3)
+    buyer = register(http, ["buyer"], "Refunded In Transit")
+    order = units_order(http, seller, buyer, item["id"], 1, to=("accept", "fulfil"))
+    return_id = ask(http, order, buyer).json()["id"]
+    move(http, return_id, "approve", seller)
+    move(http, return_id, "ship", buyer, {"carrier": "DHL", "tracking_number": "RT11"})
+    act(http, order["id"], "refund", seller, {"amount": 10_000})
+    on_sale = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"]
+
+    received = move(http, return_id, "receive", seller, {"restock": True})
+    assert (received["status"], received["status_reason"], received["restocked"]) == (
+        "refunded",
+        "order_refunded_in_full",
+        True,
+    ), received
+    assert received["allowed_actions"] == []
+    quantity = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"]
+    assert quantity == on_sale + 1
+    [intent] = payment_intents_for(stack, order["id"])
+    assert [r["amount"] for r in refunds_for(stack, intent["id"])] == [10_000]  # nothing refunded twice
+    statement = http.get(f"/v1/orders/{order['id']}/money", headers=buyer.headers).json()
+    assert statement["agrees"] is True, statement
+
+
+def test_two_returns_received_at_once_share_what_the_order_still_holds(
+    http: httpx.Client, stack: Any
+) -> None:
+    """Found from outside (3 of 3): with 15,000 held and two returns of 10,000 received at the same moment, one
+    was refunded and the other escalated (the order refused its ask, made before the first refund landed). The
+    second is asked again for what is left."""
+    seller = seller_with_payout(http)
+    item = published_listing(http, seller, price={"amount": 10_000, "currency": "EUR"}, quantity=5)
+    buyer = register(http, ["buyer"], "Two Returns")
+    order = units_order(http, seller, buyer, item["id"], 2, to=("accept", "fulfil"))
+    ids = [ask(http, order, buyer).json()["id"] for _ in range(2)]
+    act(http, order["id"], "refund", seller, {"amount": 5_000})
+    for return_id in ids:
+        move(http, return_id, "approve", seller)
+        move(http, return_id, "ship", buyer)
+    on_sale = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"]
+
+    answers = at_once(
+        http,
+        lambda own, rid: own.post(
+            f"/v1/returns/{rid}/receive", json={"restock": True}, headers=seller.headers
+        ),
+        ids,
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    done = [http.get(f"/v1/returns/{rid}", headers=seller.headers).json() for rid in ids]
+    assert [r["status"] for r in done] == ["refunded", "refunded"], done
+    assert sorted(r["refund"]["amount"] for r in done) == [5_000, 10_000], done
+    seen = http.get(f"/v1/orders/{order['id']}", headers=buyer.headers).json()
+    assert (seen["status"], seen["refunded"]["amount"]) == ("refunded", 20_000), seen
+    quantity = http.get(f"/v1/listings/{item['id']}", headers=seller.headers).json()["quantity"]
+    assert quantity == on_sale + 2
+    statement = http.get(f"/v1/orders/{order['id']}/money", headers=buyer.headers).json()
+    assert statement["agrees"] is True, statement

@@ -38,6 +38,8 @@ class FakeReturns:
     refusal: str | None = None  # e.g. "return_window_closed": every return refused at its opening
     refuse_refunds: int = 0  # how many refund_return calls the order refuses (RefundRefused)
     held: int | None = None  # what the order still holds for refunds (`refundable`); None: all a return asks
+    # What it holds once it has refused a refund (another refund took part of it meanwhile); None: unchanged.
+    held_after_refusal: int | None = None
     requests: list[StartReturn] = field(default_factory=list)  # every open_return call
     opened: dict[str, ReturnOpened] = field(default_factory=dict)  # return -> what was stored
     moves: list[ReturnTransition] = field(default_factory=list)  # what save_return saved, in order
@@ -126,6 +128,8 @@ class FakeReturns:
             returns.refund_requests.append(req)
             if returns.refuse_refunds > 0:
                 returns.refuse_refunds -= 1
+                if returns.held_after_refusal is not None:
+                    returns.held = returns.held_after_refusal
                 raise ApplicationError(
                     "the order refused the refund: charge_disputed", type=REFUND_REFUSED, non_retryable=True
                 )

@@ -43,7 +43,10 @@ What is recorded here:
   `receipt_seconds`, nothing restocked), `return_refund_refused_then_refunded` (the order refuses the refund:
   escalated `refund_refused`; support approves and the refund is asked again) and `return_refused_at_open` (the
   return window closed: nothing stored, the run ends); recorded with `REFUND_UP_TO_HELD_PATCH`,
-  `return_refunded_up_to_held` (the order holds 1,500 of the return's 4,000 by its receipt: that is refunded).
+  `return_refunded_up_to_held` (the order holds 1,500 of the return's 4,000 by its receipt: that is refunded);
+  recorded with `RETURN_SETTLES_PATCH` too, `return_settled_by_the_order` (the order was refunded in full before
+  the receipt: the return ends refunded by it, restocked) and `return_asked_again_for_the_rest` (the order refuses
+  the ask, another refund having left 1,500: asked again for that).
 
 What is never recorded again: the `order_*` and `trust_*` histories and the first children's histories
 (`dispute_case_worked_and_refunded`, `review_round_both_reviewed`, `notification_order_paid`) were recorded by
@@ -248,18 +251,27 @@ RETURNS = (
     "return_refused_at_open",
     # Recorded with REFUND_UP_TO_HELD_PATCH: the order holds less than the return's amount (a refund since).
     "return_refunded_up_to_held",
+    # Recorded with RETURN_SETTLES_PATCH: the order was refunded in full before the receipt (settled by it), and
+    # the order refuses an ask because another refund took part of it (asked again for the rest).
+    "return_settled_by_the_order",
+    "return_asked_again_for_the_rest",
 )
 
 
 async def record_return(env: WorkflowEnvironment, name: str) -> WorkflowHistory:
     """One of the return's paths (`RETURNS`), driven as its actors and deadlines drive it."""
     hour = 3600
+    refused_once = ("return_refund_refused_then_refunded", "return_asked_again_for_the_rest")
     world = returns_world(
-        refuse_refunds=1 if name == "return_refund_refused_then_refunded" else 0,
+        refuse_refunds=1 if name in refused_once else 0,
         refusal="return_window_closed" if name == "return_refused_at_open" else None,
     )
     if name == "return_refunded_up_to_held":
         world.returns.held = 1_500
+    if name == "return_settled_by_the_order":
+        world.returns.held = 0
+    if name == "return_asked_again_for_the_rest":
+        world.returns.held_after_refusal = 1_500
     terms = ReturnTerms(
         response_seconds=1 if name == "return_escalated_then_resolved" else hour,
         ship_seconds=hour,
@@ -276,7 +288,12 @@ async def record_return(env: WorkflowEnvironment, name: str) -> WorkflowHistory:
         else:
             await ret.act(ReturnWorkflow.approve, SELLER)
             await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
-            if name in ("return_refunded_after_receipt", "return_refunded_up_to_held"):
+            if name in (
+                "return_refunded_after_receipt",
+                "return_refunded_up_to_held",
+                "return_settled_by_the_order",
+                "return_asked_again_for_the_rest",
+            ):
                 await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
             elif name == "return_refund_refused_then_refunded":
                 escalated = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)

@@ -78,6 +78,8 @@ def test_histories_exist() -> None:
         "return_refund_refused_then_refunded",
         "return_refused_at_open",
         "return_refunded_up_to_held",  # with REFUND_UP_TO_HELD_PATCH (the ones above without it)
+        "return_settled_by_the_order",  # with RETURN_SETTLES_PATCH too
+        "return_asked_again_for_the_rest",
     }
 
 
@@ -269,3 +271,9 @@ def test_return_histories_cover_their_paths() -> None:
         == "refund_return"
     ]
     assert asked["amount"] == 1_500, asked
+    name = "return_settled_by_the_order"  # the order holds nothing: no ask; refunded by the order's refund
+    assert _local_activities(name) == moves and _scheduled_activities(name) == ["refundable"]
+    assert {"return-refund-up-to-held", "return-settles-with-the-order"} <= _patches(name)
+    name = "return_asked_again_for_the_rest"  # refused, what it holds read again, asked for that
+    assert _scheduled_activities(name) == ["refundable", "refund_return", "refundable", "refund_return"]
+    assert "return-settles-with-the-order" in _patches(name)

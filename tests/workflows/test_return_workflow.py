@@ -533,14 +533,53 @@ async def test_a_return_refunds_what_the_order_still_holds_after_other_refunds(
             assert (await order.result()).status == "refunded"
 
 
-async def test_a_return_whose_order_holds_nothing_more_goes_to_support(
+async def test_a_return_whose_order_was_refunded_in_full_is_settled_by_that_refund(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
+    """Found from outside: it went to support, who could only reject it, and the lines the seller had back never
+    went on sale. Nothing more is asked of the order; the return ends refunded, restocked as asked."""
     world = returns_world()
     world.returns.held = 0
     async with returned(time_skipping_env, world) as ret:
         await ret.act(ReturnWorkflow.approve, SELLER)
         await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
         view = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
-        assert (view.status, view.status_reason) == (ESCALATED, "refund_refused")
+        assert (view.status, view.status_reason, view.restocked) == (REFUNDED, "order_refunded_in_full", True)
+        assert (view.amount, view.allowed_actions) == (AMOUNT, [])
         assert world.returns.refund_requests == []
+        assert await ret.result() == view
+    assert world.returns.statuses() == ["approved", "shipped", "refunded"]
+    assert world.returns.restocked == [("listing-pump", 2)]
+
+
+async def test_an_ask_refused_because_another_refund_took_part_is_asked_again_for_the_rest(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Found from outside: two returns received at once read what the order held before either refund landed;
+    the order refused the second ask and the return went to support. It is asked again for what is left."""
+    world = returns_world(refuse_refunds=1)
+    world.returns.held_after_refusal = 1_500
+    async with returned(time_skipping_env, world) as ret:
+        await ret.act(ReturnWorkflow.approve, SELLER)
+        await ret.act(ReturnWorkflow.ship, BUYER, tracking=TRACKING)
+        view = await ret.act(ReturnWorkflow.receive, SELLER, restock=True)
+        assert (view.status, view.amount, view.restocked) == (REFUNDED, 1_500, True)
+    asks = [(r.amount, r.ask) for r in world.returns.refund_requests]
+    assert asks == [(AMOUNT, 0), (1_500, 1)]  # each ask its own Update of the order
+    assert [r.amount for r in world.returns.refunds] == [1_500]
+    assert world.returns.statuses() == ["approved", "shipped", "refunded"]
+
+
+async def test_supports_approval_refused_again_is_their_answer_and_moves_nothing(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Found from outside: support's approval of a return the order still refused (disputed) answered with the
+    return unchanged and escalated it to both sides a second time."""
+    world = returns_world(refuse_refunds=2)
+    async with returned(time_skipping_env, world) as ret:
+        await shipped_and_refused(ret)
+        assert await ret.refused(ReturnWorkflow.resolve, SUPPORT, approve=True) == "InvalidTransition"
+        assert (await ret.state()).status == ESCALATED
+        assert world.returns.statuses() == ["approved", "shipped", "escalated"]
+        refunded = await ret.act(ReturnWorkflow.resolve, SUPPORT, approve=True)  # the order refunds now
+        assert refunded.status == REFUNDED
