@@ -23,7 +23,15 @@ from temporalio.client import Client
 from bazaar.settings import Settings
 from devstack import services
 from devstack.process import ServiceError, Supervisor, wait_until
-from devstack.stack import INFRA, DevSecrets, Ports, Stack, external_services
+from devstack.stack import (
+    INFRA,
+    PER_ADDRESS_LIMITS,
+    RELAXED_LIMITS,
+    DevSecrets,
+    Ports,
+    Stack,
+    external_services,
+)
 
 DEV_PORTS = {54329, 7233, 8233, 7700, 12111, 1025, 8000}
 
@@ -191,6 +199,26 @@ def test_explicit_setting_suppresses_the_embedded_service(
         "postgres",
         "smtp",
     }
+
+
+def test_make_runs_stack_relaxes_only_the_limits_per_client_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On `make run` every client is 127.0.0.1: a limit per address counted every local user as one (found from
+    outside: registration answered 429 after the README's walk-through had run six times in an hour). Those are
+    relaxed unless set; the limits per account and per buyer, and the provider's, keep their values."""
+    for name in RELAXED_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+
+    def env(persistent: bool, settings: Settings) -> dict[str, str]:
+        return Stack(tmp_path, Ports.free(), persistent=persistent, settings=settings).child_env()
+
+    local = env(True, Settings(_env_file=None))
+    assert {name for name in RELAXED_LIMITS if name in local} == PER_ADDRESS_LIMITS
+    assert "RATE_LIMIT_ORDERS_BUYER" not in local and "RATE_LIMIT_LOGIN_ACCOUNT" not in local
+    assert set(RELAXED_LIMITS) <= set(env(False, Settings(_env_file=None)))  # a throwaway stack: all of them
+    chosen = env(True, Settings(_env_file=None, rate_limit_register_address="20/hour"))
+    assert "RATE_LIMIT_REGISTER_ADDRESS" not in chosen  # set by the user (here, or in .env): kept
 
 
 def test_dev_secrets_are_created_once_and_private(tmp_path: Path) -> None:
