@@ -107,7 +107,7 @@ async def refresh(body: RefreshIn, session: Session, _: RefreshLimit, response: 
 LogoutBody = Annotated[LogoutIn, Body(description="optional: end every session of the account")]
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post("/auth/logout", status_code=204, response_class=Response)
 async def logout(caller: Caller, session: Session, body: LogoutBody = LogoutIn()) -> None:
     """End this session (its access and refresh tokens stop working at once), or every session of the account."""
     if body.everywhere:
@@ -116,7 +116,7 @@ async def logout(caller: Caller, session: Session, body: LogoutBody = LogoutIn()
         await sessions.end(session, caller.session_id)
 
 
-@router.post("/auth/verify-email", status_code=204)
+@router.post("/auth/verify-email", status_code=204, response_class=Response)
 async def verify_email(body: TokenIn, session: Session, _: AccountLinksLimit) -> None:
     """Confirm the account's email address with the token mailed to it (single use; 422 when unknown, expired or
     used)."""
@@ -148,7 +148,7 @@ async def request_password_reset(
     return Accepted(message=RESET_REQUESTED)
 
 
-@router.post("/auth/password-reset/confirm", status_code=204)
+@router.post("/auth/password-reset/confirm", status_code=204, response_class=Response)
 async def confirm_password_reset(
     body: PasswordResetConfirmIn, session: Session, _: AccountLinksLimit
 ) -> None:

@@ -121,10 +121,12 @@ async def get_api_key(key_id: uuid.UUID, caller: Caller, session: Session) -> Ap
     return ApiKeyOut.of(await keys.get(session, _scopes(caller), key_id))
 
 
-@router.delete("/api-keys/{key_id}", status_code=204, responses=errors(ErrorCode.FORBIDDEN))
+@router.delete(
+    "/api-keys/{key_id}", status_code=204, response_class=Response, responses=errors(ErrorCode.FORBIDDEN)
+)
 async def revoke_api_key(key_id: uuid.UUID, caller: Caller, session: Session) -> None:
     """Revoke (delete) a key: from the next request on it is refused (401), and it is no longer listed or found
-    (404). Revoking a revoked key changes nothing (204 again)."""
+    (404, revoking it again too)."""
     await keys.revoke(session, _scopes(caller), key_id)
 
 
@@ -203,6 +205,7 @@ async def update_webhook_endpoint(
 @router.delete(
     "/webhook-endpoints/{endpoint_id}",
     status_code=204,
+    response_class=Response,
     responses=INTEGRATOR_ERRORS,
     openapi_extra=KEY_OR_TOKEN,
 )

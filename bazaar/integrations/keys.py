@@ -70,21 +70,19 @@ async def list_keys(session: AsyncSession, scopes: list[Scope]) -> list[ApiKey]:
     return list(found.all())
 
 
-async def get(
-    session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID, *, revoked: bool = False
-) -> ApiKey:
-    """A live key of one of these scopes (another scope's is not found; a revoked one neither, unless `revoked`)."""
+async def get(session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID) -> ApiKey:
+    """A live key of one of these scopes (another scope's is not found; a revoked one neither)."""
     row = await session.scalar(select(ApiKey).where(ApiKey.id == key_id, _owned(scopes)))
-    if row is None or (row.revoked_at is not None and not revoked):
+    if row is None or row.revoked_at is not None:
         raise DomainError(ErrorCode.NOT_FOUND, "API key not found")
     return row
 
 
 async def revoke(session: AsyncSession, scopes: list[Scope], key_id: uuid.UUID) -> ApiKey:
-    """Revoke a key of these scopes (at once: each request looks its key up). Revoking it again changes
-    nothing."""
-    row = await get(session, scopes, key_id, revoked=True)
-    row.revoked_at = row.revoked_at or datetime.now(UTC)
+    """Revoke a key of these scopes (at once: each request looks its key up). A revoked key is gone: revoking it
+    again is a 404, as for any deleted resource."""
+    row = await get(session, scopes, key_id)
+    row.revoked_at = datetime.now(UTC)
     return row
 
 

@@ -85,6 +85,25 @@ def test_every_answer_with_tokens_declares_that_it_is_not_to_be_cached() -> None
         assert {"Pragma", "Cache-Control"} <= set(answer.get("headers", {})), (path, method)
 
 
+def test_an_answer_without_content_sends_no_content_type() -> None:
+    """Found from outside: logout, the email check, the reset's confirmation and two deletes answered 204 with
+    `Content-Type: application/json` and no body. Every 204 route answers with a bare `Response`."""
+    from fastapi.routing import APIRoute
+    from starlette.responses import Response
+
+    def routes(of: list[Any]) -> Iterator[APIRoute]:
+        for route in of:
+            if isinstance(route, APIRoute):
+                yield route
+            elif (included := getattr(route, "original_router", None)) is not None:  # an included router
+                yield from routes(included.routes)
+
+    no_content = [r for r in routes(app.routes) if r.status_code == 204]
+    assert len(no_content) >= 6, [r.path for r in no_content]
+    for route in no_content:
+        assert route.response_class is Response, route.path
+
+
 def test_a_pages_cursor_has_the_type_of_the_parameter_it_is_passed_back_as() -> None:
     """`next_cursor` goes back as `before`: a generated client must not need to convert it."""
     doc = app.openapi()
