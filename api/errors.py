@@ -299,21 +299,27 @@ class InternalErrorMiddleware:
             await _internal_error()(scope, receive, send)
 
 
+# What an operation that takes a form reads (FastAPI parses both).
+FORM_MEDIA = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 def _not_json(request: Request, errors: list[dict[str, Any]]) -> DomainError | None:
     """415 for a body sent under a media type the operation does not read: a JSON body under another type or
     none (FastAPI reads only `application/json` and `+json` bodies as JSON: anything else reached validation as
-    bytes, "Input should be a valid dictionary"), and JSON sent to an operation that takes a form (its fields
-    were then "required")."""
+    bytes, "Input should be a valid dictionary"), and anything but a form sent to an operation that takes one (its
+    fields were then "required")."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     json_media = media == "application/json" or media.endswith("+json")
     route = request.scope.get("route")
     body = getattr(route, "body_field", None)
     if body is not None and isinstance(body.field_info, params.Form):
-        if not json_media:
+        if media in FORM_MEDIA:
             return None
+        # Found from outside: text, or no Content-Type, reached validation as a form without fields (a 422).
         return DomainError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            "this operation takes a form (Content-Type: application/x-www-form-urlencoded), not JSON",
+            "this operation takes a form (Content-Type: application/x-www-form-urlencoded), not "
+            + ("JSON" if json_media else media or "a body without a Content-Type"),
         )
     if json_media:
         return None

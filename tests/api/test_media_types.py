@@ -32,6 +32,17 @@ def test_a_json_body_under_another_content_type_is_415(http: httpx.Client) -> No
     token = http.post("/v1/auth/token", json={"username": seller.email, "password": "x"})
     assert (token.status_code, token.json()["error"]["code"]) == (415, "unsupported_media_type"), token.text
     assert "form" in token.json()["error"]["message"]
+    # Nor anything else that is not a form (found from outside: text, or no Content-Type, was a 422 "username:
+    # Field required"); a form, urlencoded or multipart, is read.
+    form = f"username={seller.email}&password=x"
+    for media in ("text/plain", ""):
+        other = http.post("/v1/auth/token", content=form, headers={"Content-Type": media})
+        assert (other.status_code, other.json()["error"]["code"]) == (415, "unsupported_media_type"), (
+            other.text
+        )
+    for sent in ({"data": {"username": seller.email, "password": "x"}}, {"files": {"username": (None, "x")}}):
+        read = http.post("/v1/auth/token", **sent)
+        assert read.status_code in (401, 422), read.text  # read as a form: a wrong password, a missing field
     # A body that is JSON but not what the operation takes stays a 422 naming the field.
     wrong = http.post("/v1/listings", json={"title": 5}, headers=seller.headers)
     assert wrong.status_code == 422, wrong.text
