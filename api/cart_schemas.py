@@ -6,15 +6,14 @@ import uuid
 
 from pydantic import BaseModel, Field
 
-from api.schemas import example
+from api.schemas import LineQuantity, example
 from bazaar.checkout import cart
-from bazaar.json_types import JsonInt
 from bazaar.payments.money import Money
 
 
 class CartLineIn(BaseModel):
     model_config = example({"quantity": 1})
-    quantity: JsonInt = Field(ge=1, le=cart.MAX_QUANTITY, description="how many the buyer wants")
+    quantity: LineQuantity = Field(description="how many the buyer wants")
 
 
 class CartLineOut(BaseModel):

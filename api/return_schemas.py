@@ -9,9 +9,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.payout_schemas import AppUrl
-from api.schemas import OrderLineOut, Tracking, each_listing_once, example
+from api.schemas import LineQuantity, OrderLineOut, Tracking, each_listing_once, example
 from bazaar.auth import Principal, actor_of
-from bazaar.json_types import JsonBool, JsonInt
+from bazaar.json_types import JsonBool
 from bazaar.orders.types import line_view
 from bazaar.payments.money import Money
 from bazaar.returns.models import Return, ReturnReason, ReturnStatus
@@ -24,7 +24,7 @@ from bazaar.text import multi_line, single_line
 class ReturnLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
-    quantity: JsonInt = Field(default=1, ge=1, le=100)
+    quantity: LineQuantity = 1
 
 
 class ReturnIn(BaseModel):

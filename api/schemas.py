@@ -31,7 +31,7 @@ from typing_extensions import TypedDict
 
 from bazaar.accounts.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
 from bazaar.auth import Principal, actor_of
-from bazaar.json_types import JsonInt
+from bazaar.json_types import JSON_NUMBER
 from bazaar.models import (
     AuditEvent,
     LedgerAccount,
@@ -164,6 +164,12 @@ class TokenOut(BaseModel):
     expires_in: int
 
 
+# How many units of one listing a line takes: an order's, a cart's, a refund's, a return's (one bound; found from
+# outside: the cart's was 99, the order's 100).
+MAX_UNITS = 100
+LineQuantity = Annotated[int, Field(ge=1, le=MAX_UNITS), JSON_NUMBER]
+
+
 class OrderIn(BaseModel):
     model_config = example(
         {
@@ -173,7 +179,7 @@ class OrderIn(BaseModel):
         }
     )
     listing_id: uuid.UUID
-    quantity: JsonInt = Field(default=1, ge=1, le=100)
+    quantity: LineQuantity = 1
     payment_method: Annotated[str, single_line(3, 64, pattern=r"^pm_[A-Za-z0-9_]+$", strip=False)]
 
 
@@ -230,7 +236,7 @@ class ResolveIn(BaseModel):
 class RefundLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listing_id: uuid.UUID
-    quantity: JsonInt = Field(default=1, ge=1, le=100)
+    quantity: LineQuantity = 1
 
 
 def each_listing_once(lines: list[Any] | None) -> None:

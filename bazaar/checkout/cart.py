@@ -23,7 +23,6 @@ from bazaar.models import Listing, ListingStatus, User
 from bazaar.payments.money import chargeable_problem
 
 MAX_LINES = 50
-MAX_QUANTITY = 99
 
 
 class LineProblem(enum.StrEnum):

@@ -104,6 +104,19 @@ def test_an_answer_without_content_sends_no_content_type() -> None:
         assert route.response_class is Response, route.path
 
 
+def test_a_lines_quantity_has_one_bound_wherever_it_is_asked_for() -> None:
+    """Found from outside: a cart line took at most 99 units, an order 100."""
+    schemas = app.openapi()["components"]["schemas"]
+    bounds = {
+        model: (
+            schemas[model]["properties"]["quantity"]["minimum"],
+            schemas[model]["properties"]["quantity"]["maximum"],
+        )
+        for model in ("OrderIn", "CartLineIn", "RefundLineIn", "ReturnLineIn")
+    }
+    assert set(bounds.values()) == {(1, 100)}, bounds
+
+
 def test_a_pages_cursor_has_the_type_of_the_parameter_it_is_passed_back_as() -> None:
     """`next_cursor` goes back as `before`: a generated client must not need to convert it."""
     doc = app.openapi()
