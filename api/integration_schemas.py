@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from api.schemas import example
+from api.schemas import KEEP, PatchIn, example, keep
 from bazaar.integrations.delivery import DeliveryStatus
 from bazaar.integrations.endpoints import url_problem
 from bazaar.integrations.events import EventGroup, EventType
@@ -132,15 +132,14 @@ class WebhookEndpointIn(BaseModel):
     enabled: JsonBool = True
 
 
-class WebhookEndpointPatch(BaseModel):
-    """Only the fields given change (null: unchanged)."""
+class WebhookEndpointPatch(PatchIn):
+    """Only the fields sent change; a field is left out to keep it, never null."""
 
     model_config = example({"enabled": True}, {"event_types": ["order.*", "dispute.*"]})
-    url: EndpointUrl | None = None
-    event_types: EventTypes | None = None
-    description: Description | None = None
-    enabled: JsonBool | None = Field(
-        default=None,
+    url: EndpointUrl | None = KEEP
+    event_types: EventTypes | None = KEEP
+    description: Description | None = KEEP
+    enabled: JsonBool | None = keep(
         description="false: the endpoint gets no deliveries of events that happen while it is disabled (the "
         "feed, GET /v1/events, has them all) and its pending ones wait; true resumes those pending ones",
     )

@@ -16,13 +16,11 @@ from pydantic import (
     GetJsonSchemaHandler,
     HttpUrl,
     UrlConstraints,
-    ValidationInfo,
-    field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import core_schema
 
-from api.schemas import CountryCode, example
+from api.schemas import KEEP, CountryCode, PatchIn, example
 from bazaar.json_types import JSON_NUMBER, JsonFloat, JsonInt
 from bazaar.listings import stock
 from bazaar.listings.lifecycle import SellerRating
@@ -113,18 +111,11 @@ class ListingIn(BaseModel):
         return _columns(self.model_dump(exclude_unset=False))
 
 
-def _sent_or_left_out(schema: dict[str, Any]) -> None:
-    """A field that is left out to keep it, never null: drop the null pydantic documents for its default."""
-    kept = [branch for branch in schema.pop("anyOf", []) if branch != {"type": "null"}]
-    schema.update(kept[0] if len(kept) == 1 else {"anyOf": kept} if kept else {})
-
-
-KEEP = Field(default=None, json_schema_extra=_sent_or_left_out)
-
-
-class ListingPatch(BaseModel):
+class ListingPatch(PatchIn):
     """Only the fields sent change; `location: null` removes the location. Any other field is left out to keep
     it, never null (and the document says so)."""
+
+    NULLABLE = frozenset({"location"})
 
     model_config = example(
         {"title": "Carbon road bike, 56 cm, new tyres", "price": {"amount": 42000, "currency": "EUR"}},
@@ -143,17 +134,6 @@ class ListingPatch(BaseModel):
     image_urls: Annotated[list[ImageUrl], Field(max_length=12)] | None = KEEP
     location: Location | None = None
     attributes: Attributes | None = KEEP
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def not_null(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None and info.field_name != "location":
-            raise PydanticCustomError(
-                "null_not_allowed",
-                "{field} cannot be null (leave it out to keep it)",
-                {"field": info.field_name},
-            )
-        return value
 
     def columns(self) -> dict[str, Any]:
         return _columns(self.model_dump(exclude_unset=True))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pycountry
 from pydantic import (
@@ -23,10 +23,12 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     HttpUrl,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 from typing_extensions import TypedDict
 
 from bazaar.accounts.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
@@ -108,6 +110,39 @@ class NamedEnum:
 def example(*values: dict[str, Any]) -> ConfigDict:
     """A request model's config: examples for the document (and its clients), and no unknown fields."""
     return ConfigDict(extra="forbid", json_schema_extra={"examples": [*values]})
+
+
+def _sent_or_left_out(schema: dict[str, Any]) -> None:
+    """A field that is left out to keep it, never null: drop the null pydantic documents for its default."""
+    kept = [branch for branch in schema.pop("anyOf", []) if branch != {"type": "null"}]
+    schema.update(kept[0] if len(kept) == 1 else {"anyOf": kept} if kept else {})
+
+
+def keep(description: str | None = None) -> Any:
+    """A PATCH field: left out to keep it, never null (`PatchIn`)."""
+    return Field(default=None, json_schema_extra=_sent_or_left_out, description=description)
+
+
+KEEP = keep()
+
+
+class PatchIn(BaseModel):
+    """A PATCH body: only the fields sent change; a field is left out to keep it, and null is refused (a 422
+    naming it) unless it is one of `NULLABLE`, where null clears it. One rule for every PATCH (found from outside:
+    null was refused on listings and silently ignored on webhook endpoints)."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.NULLABLE:
+            raise PydanticCustomError(
+                "null_not_allowed",
+                "{field} cannot be null (leave it out to keep it)",
+                {"field": info.field_name},
+            )
+        return value
 
 
 class RegisterIn(BaseModel):
