@@ -76,6 +76,8 @@ async def add_dispute_message(
         DisputeWorkflow.add_message,
         DisputeMessageIn(str(caller.user_id), role, body.body, body.kind),
         f"{caller.user_id}:{key}" if key else None,
+        session,
+        caller,
     )
     dispute, thread = await disputes.visible_case(session, order_id, caller)
     return DisputeOut.of(dispute, thread)
@@ -108,6 +110,8 @@ async def request_dispute_info(
         DisputeWorkflow.request_info,
         InfoRequest(str(staff.user_id), body.party, body.question, body.deadline_hours * 3600),
         f"{staff.user_id}:{key}" if key else None,
+        session,
+        staff,
     )
     dispute, thread = await disputes.visible_case(session, order_id, staff)
     return DisputeOut.of(dispute, thread)
@@ -125,6 +129,16 @@ async def _role_in(session: Session, order_id: uuid.UUID, caller: Principal) -> 
     return party
 
 
+async def _current(session: Session, order_id: uuid.UUID, viewer: Principal) -> dict[str, Any]:
+    """A refusal's details: the case as it stands, as `viewer` sees it (as an order action's 409 carries the
+    order; found from outside: a message to a closed case had none), or nothing if there is no case."""
+    try:
+        dispute, thread = await disputes.visible_case(session, order_id, viewer)
+    except DomainError:
+        return {}
+    return {"dispute": DisputeOut.of(dispute, thread).model_dump(mode="json")}
+
+
 async def _update(
     temporal: Temporal,
     response: Response,
@@ -132,8 +146,11 @@ async def _update(
     update: Any,
     arg: object,
     key: str | None,
+    session: Session,
+    viewer: Principal,
 ) -> None:
-    """Run one step of the case, waiting for it at most `ORDER_WAIT_SECONDS` (then 202, see `STILL_SAVING`)."""
+    """Run one step of the case, waiting for it at most `ORDER_WAIT_SECONDS` (then 202, see `STILL_SAVING`);
+    a refusal carries the case as it stands."""
     handle = temporal.get_workflow_handle(dispute_workflow_id(str(order_id)))
     wait = get_settings().order_wait_seconds
     try:
@@ -148,11 +165,15 @@ async def _update(
         )
         await asyncio.wait_for(started.result(), wait)
     except WorkflowUpdateFailedError as exc:
-        raise update_rejection(exc) from exc
+        raise update_rejection(exc, await _current(session, order_id, viewer)) from exc
     except STILL_RUNNING:
         response.status_code = 202
         response.headers["Location"] = f"/v1/orders/{order_id}/dispute"
     except RPCError as exc:
         if not workflow_gone(exc):
             raise  # e.g. Temporal unreachable: a 503 (api.errors), not "no open dispute"
-        raise DomainError(ErrorCode.INVALID_TRANSITION, "this order has no open dispute") from exc
+        raise DomainError(
+            ErrorCode.INVALID_TRANSITION,
+            "this order has no open dispute",
+            await _current(session, order_id, viewer),
+        ) from exc
