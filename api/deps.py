@@ -50,17 +50,19 @@ async def session() -> AsyncIterator[AsyncSession]:
             raise
 
 
-def _query_fields(dependant: Dependant) -> Iterator[Any]:
-    yield from dependant.query_params
+def _fields(dependant: Dependant, kind: str) -> Iterator[Any]:
+    """The operation's parameters of one kind (`query_params`, `header_params`), its dependencies' included."""
+    yield from getattr(dependant, kind)
     for sub in dependant.dependencies:
-        yield from _query_fields(sub)
+        yield from _fields(sub, kind)
 
 
 async def one_value_each(request: Request) -> None:
     """A query parameter an operation takes one value of, sent more than once, is a 422 naming it (found from
     outside: the last one won silently, so `sort=zzz&sort=newest` answered 200 where `sort=newest&sort=zzz` was a
-    422, and a proxy or filter reading the first value saw another request than the API). So is a form field
-    sent twice (every form field here takes one value: `username=a&username=b` logged in as b)."""
+    422, and a proxy or filter reading the first value saw another request than the API). So is a header it
+    takes, and a form field, sent twice (every form field here takes one value: `username=a&username=b` logged in
+    as b)."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
     if dependant is None:
         return
@@ -69,9 +71,16 @@ async def one_value_each(request: Request) -> None:
     if repeated:
         errors += [
             {"type": "repeated", "loc": ("query", field.alias), "msg": "give it once (it takes one value)"}
-            for field in _query_fields(dependant)
+            for field in _fields(dependant, "query_params")
             if field.alias in repeated and not field_annotation_is_sequence(field.field_info.annotation)
         ]
+    # A header it takes one value of, too (found from outside: a second Idempotency-Key was ignored).
+    errors += [
+        {"type": "repeated", "loc": ("header", field.alias), "msg": "give it once (it takes one value)"}
+        for field in _fields(dependant, "header_params")
+        if len(request.headers.getlist(field.alias)) > 1
+        and not field_annotation_is_sequence(field.field_info.annotation)
+    ]
     if any(isinstance(field.field_info, params.Form) for field in dependant.body_params):
         # FastAPI read the form before the dependencies run: this is the parsed form it keeps.
         errors += [

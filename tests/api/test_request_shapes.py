@@ -53,3 +53,17 @@ def test_a_form_field_sent_twice_is_422(http: httpx.Client, seller: Actor) -> No
     assert_422(password_twice, ["body", "password"], "give it once")
     once = http.post("/v1/auth/token", data={"username": seller.email, "password": PASSWORD})
     assert once.status_code == 200, once.text
+
+
+def test_a_header_of_one_value_sent_twice_is_422(http: httpx.Client, seller: Actor) -> None:
+    """Found from outside: of two Idempotency-Key headers the first won silently, so a proxy or log reading the
+    other saw another request than the API did. Nothing is placed."""
+    keys = [("Idempotency-Key", str(uuid.uuid4())), ("Idempotency-Key", str(uuid.uuid4()))]
+    headers = httpx.Headers([*seller.headers.items(), *keys])
+    twice = http.post(
+        "/v1/orders",
+        json={"listing_id": str(uuid.uuid4()), "payment_method": "pm_card_visa"},
+        headers=headers,
+    )
+    error = assert_422(twice, ["header", "Idempotency-Key"], "give it once")
+    assert [e["type"] for e in error["details"]["errors"]] == ["repeated"], error
