@@ -34,6 +34,7 @@ from api import deps
 from api.errors import ErrorOut, ValidationErrorOut
 from api.ratelimits import route_rate_limits
 from bazaar.errors import ErrorCode
+from bazaar.payments.money import AS_CURRENCY
 from bazaar.settings import get_settings
 
 CODES = "x-error-codes"
@@ -248,6 +249,7 @@ def complete(app: FastAPI, doc: dict[str, Any]) -> None:
                 "2XX": {"description": "taken: any 2xx (anything else, or no answer in time, is retried)"}
             }
             operation["security"] = []  # Bazaar signs what it sends (the webhook-signature header) instead
+    _currencies_as_the_enum(schemas)
     for unused in ("HTTPValidationError", "ValidationError"):
         if f'"{SCHEMAS}{unused}"' not in _text(doc):
             schemas.pop(unused, None)
@@ -299,6 +301,23 @@ def _complete_operation(operation: dict[str, Any], route: RouteFacts) -> None:
         always = {**TRACE_ID, **EVERY_ANSWER, **(RATE_QUOTA_HEADERS if route.rate_limited else {})}
         response["headers"] = {**always, **response.get("headers", {})}
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _currencies_as_the_enum(node: Any) -> None:
+    """An answered currency (`bazaar.payments.money.AnsweredCurrency`: any stored code at run time) is stated as
+    the `Currency` a request takes, so a generated client has one type for both (found from outside: a string)."""
+    if isinstance(node, dict):
+        if node.pop(AS_CURRENCY, False):
+            description = node.get("description")
+            node.clear()
+            node.update(
+                {"$ref": SCHEMAS + "Currency"} | ({"description": description} if description else {})
+            )
+        for value in node.values():
+            _currencies_as_the_enum(value)
+    elif isinstance(node, list):
+        for item in node:
+            _currencies_as_the_enum(item)
 
 
 def _not_null(parameter: dict[str, Any]) -> None:

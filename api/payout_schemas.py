@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, HttpUrl, UrlConstraints
 from api.schemas import CountryCode, example
 from bazaar.models import PayoutAccount
 from bazaar.payments import onboarding
-from bazaar.payments.money import Currency
+from bazaar.payments.money import AnsweredCurrency, Currency
 from bazaar.text import refuse_control_characters
 
 # The check runs on the raw string: URL parsing would silently drop tabs and line breaks (WHATWG).
@@ -35,7 +35,7 @@ class PayoutAccountOut(BaseModel):
 
     provider_account_id: str
     country: str
-    default_currency: Currency
+    default_currency: AnsweredCurrency
     details_submitted: bool | None = Field(
         description="the seller gave the provider the details it asked for"
     )

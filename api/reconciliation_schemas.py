@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from api.schemas import example
 from bazaar.models import ReconciliationItem
 from bazaar.payments.discrepancies import DiscrepancyStatus
-from bazaar.payments.money import Currency
+from bazaar.payments.money import AnsweredCurrency
 from bazaar.payments.reconcile import DiscrepancyCategory, MoneyStatement, ObjectType, Side, StatementLine
 from bazaar.text import multi_line
 
@@ -158,7 +158,7 @@ class MoneyStatementOut(BaseModel):
     whether they agree (reconciliation's own comparison), and reconciliation's unsettled items on the order."""
 
     order_id: uuid.UUID
-    currency: Currency
+    currency: AnsweredCurrency
     agrees: bool
     lines: list[MoneyLineOut]
     discrepancies: list[ReconciliationItemOut]

@@ -52,7 +52,7 @@ from bazaar.orders.types import (
     order_line_views,
     view_lines,
 )
-from bazaar.payments.money import ChargeableAmount, Currency, Money
+from bazaar.payments.money import AnsweredCurrency, ChargeableAmount, Money
 from bazaar.temporal import order_workflow_id
 from bazaar.text import multi_line, refuse_control_characters, single_line
 from bazaar.trust.models import DisputeResolution
@@ -492,7 +492,7 @@ class StuckOrderPage(BaseModel):
 
 
 class BalanceOut(BaseModel):
-    currency: Currency
+    currency: AnsweredCurrency
     held: int
     available: int
     paid_out: int
@@ -503,7 +503,7 @@ class LedgerLineOut(BaseModel):
     order_id: uuid.UUID
     account: LedgerAccount
     signed_amount: int
-    currency: Currency
+    currency: AnsweredCurrency
 
 
 class SellerBalanceOut(BaseModel):

@@ -88,18 +88,25 @@ def chargeable_problem(amount: int, currency: str, what: str = "amount") -> str 
     return None
 
 
+# Marks a schema that the API's document states as the `Currency` component (api.openapi replaces it by a ref).
+AS_CURRENCY = "x-as-currency"
+# A currency in an answer: read as any stored code (an amount in a currency no longer offered is still answered,
+# never a 500), documented as the `Currency` a request takes (one type in a generated client).
+AnsweredCurrency = Annotated[str, Field(json_schema_extra={AS_CURRENCY: True})]
+
+
 class Money(BaseModel):
     """An amount in minor units (cents for EUR) of one currency, as the API answers it.
 
-    Responses only: no upper bound, so stored data (an order total, a refund) always serialises; a request
-    validates `Price` instead. The currency is the same `Currency` enum a request takes: every stored amount came
-    in through it, and a generated client gets one type for both.
+    Responses only: no upper bound and no currency check, so stored data (an order total, a refund) always
+    serialises; a request validates `Price` instead. Its currency is documented as the `Currency` a request
+    takes (`AnsweredCurrency`).
     """
 
     model_config = ConfigDict(frozen=True)
 
     amount: int = Field(ge=0, description="Minor units, e.g. 1999 = 19.99 EUR")
-    currency: Currency = Field(description="ISO 4217 code, e.g. EUR")
+    currency: AnsweredCurrency
 
 
 class Price(BaseModel):
