@@ -215,11 +215,14 @@ async def _account(
 
 
 def _moment(text: str) -> datetime:
-    """An ISO 8601 date or time (a bare one means UTC); argparse's usage error otherwise."""
+    """An ISO 8601 date or time to the second (a bare one means UTC); argparse's usage error otherwise (found from
+    outside: a fractional second crashed in the window's id, or named the whole second's window)."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+    if value.microsecond:
+        raise argparse.ArgumentTypeError(f"bounds are whole seconds: {text!r}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

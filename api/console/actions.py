@@ -124,10 +124,14 @@ def minor_units(text: str, currency: str) -> int:
 
 
 def as_typed(refusal: str, currency: str) -> str:
-    """A refusal of the REST body (`refund_amount`, in minor units) as support typed it on the page: the field
-    `refund`, its amounts in the order's currency (found from outside: "between 1 and 4999" read as 4999.00)."""
+    """A refusal of the REST body's `refund_amount` (in minor units) as support typed it on the page: the field
+    `refund`, its amounts in the order's currency (found from outside: "between 1 and 4999" read as 4999.00).
+    A refusal about anything else is left as it is (found from outside: a note's "found U+0000 at index 1"
+    read "U+0.00 EUR at index 0.01 EUR")."""
+    if "refund_amount" not in refusal:
+        return refusal
     named = refusal.replace("refund_amount", "refund")
-    return re.sub(r"(?<![\w.-])\d+(?![\w.-])", lambda n: format_money(int(n.group()), currency), named)
+    return re.sub(r"(?<![\w.+-])\d+(?![\w.-])", lambda n: format_money(int(n.group()), currency), named)
 
 
 def whole_number(text: str, what: str) -> int:

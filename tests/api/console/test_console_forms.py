@@ -158,3 +158,14 @@ def test_a_login_or_search_with_a_control_character_is_a_page_not_a_500(
     for wildcard in ("%", "%%"):
         none = browser.get("/console/users", params={"q": wildcard})
         assert none.status_code == 200 and "Nobody matches" in none.text, wildcard
+
+
+def test_only_a_refund_amounts_refusal_is_given_in_the_orders_currency() -> None:
+    """Found from outside: a note's refusal read "found U+0.00 EUR at index 0.01 EUR" (every number taken for an
+    amount); only the REST refusal of `refund_amount` (minor units) is put as support typed it."""
+    from api.console.actions import as_typed
+
+    amount = "refund_amount: must be between 1 and 4999"
+    assert as_typed(amount, "EUR") == "refund: must be between 0.01 EUR and 49.99 EUR"
+    note = "note: control characters other than line breaks and tabs are not allowed; found U+0000 at index 1"
+    assert as_typed(note, "EUR") == note
