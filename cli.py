@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     trace_cmd.add_argument("trace_id", help="32 hex digits: a response's X-Trace-Id, a log line's trace_id=")
     trace_cmd.add_argument("--dir", default=None, help="the traces directory (default: TRACES_DIR)")
     args = parser.parse_args(argv)
-    if args.command == "reconcile" and None not in (args.since, args.until) and args.until <= args.since:
-        reconcile_cmd.error("--until must be after --since")
+    if args.command == "reconcile":
+        args.since, args.until = whole_seconds(args.since, args.until)
+        if None not in (args.since, args.until) and args.until <= args.since:
+            reconcile_cmd.error("--until must be after --since")
     try:
         _dispatch(args)
     except (
@@ -214,15 +216,20 @@ async def _account(
     await get_engine().dispose()
 
 
+def whole_seconds(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """A window's bounds are whole seconds: the whole seconds that hold the instants given (found from outside:
+    a fraction crashed in the window's id, or ran under the id of another range)."""
+    if until is not None and until.microsecond:
+        until = until.replace(microsecond=0) + timedelta(seconds=1)
+    return (since.replace(microsecond=0) if since else None), until
+
+
 def _moment(text: str) -> datetime:
-    """An ISO 8601 date or time to the second (a bare one means UTC); argparse's usage error otherwise (found from
-    outside: a fractional second crashed in the window's id, or named the whole second's window)."""
+    """An ISO 8601 date or time (a bare one means UTC); argparse's usage error otherwise."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
-    if value.microsecond:
-        raise argparse.ArgumentTypeError(f"bounds are whole seconds: {text!r}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -2,7 +2,7 @@
 queries of support's list (`GET /v1/support/reconciliation`, `bazaar reconciliation list`) and of the gauge
 `bazaar_reconciliation_open_discrepancies` (both read the same rows, so they always show the same items).
 
-Lifecycle of an item (one row per window, object and category):
+Lifecycle of an item (one row per object and category, in the window that found it first):
 
 - `open`: a run found it;
 - `resolved` by reconciliation itself (`changed_by` NULL) when a later run of its window, or the re-check of
@@ -78,6 +78,25 @@ async def store_run(
         ).all()
     }
     current = {(d.object_type, d.object_id, d.category) for d in found}
+    # One drift, one item: a drift another window (an overlapping one run on demand) has already stored stays
+    # that window's item, reopened if reconciliation had resolved it, support's decision left alone (found from
+    # outside: each overlapping run opened a new item for a drift support had resolved, counted twice).
+    ids = {d.object_id for d in found}
+    elsewhere = (
+        {
+            (i.object_type, i.object_id, i.category): i
+            for i in (
+                await session.scalars(
+                    select(ReconciliationItem).where(
+                        ReconciliationItem.window_id != window_id, ReconciliationItem.object_id.in_(ids)
+                    )
+                )
+            ).all()
+            if (i.object_type, i.object_id, i.category) in current
+        }
+        if ids
+        else {}
+    )
     opened = resolved = 0
     for key, item in stored.items():
         if key not in current and item.status in UNSETTLED:
@@ -85,7 +104,8 @@ async def store_run(
             item.note = f"matched by the reconciliation run of {now:%Y-%m-%d %H:%M:%S} UTC"
             resolved += 1
     for d in found:
-        row = stored.get((d.object_type, d.object_id, d.category))
+        key = (d.object_type, d.object_id, d.category)
+        row = stored.get(key) or elsewhere.get(key)
         if row is None:
             row = ReconciliationItem(
                 window_id=window_id, category=d.category, object_type=d.object_type, object_id=d.object_id
