@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     listing.add_argument("--category", default=None, choices=[c.value for c in DiscrepancyCategory])
     listing.add_argument("--order", dest="order_id", default=None, type=uuid.UUID)
     listing.add_argument("--window", dest="window_id", default=None)
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=_page_size, default=100, help="1 to 500, as the API takes")
     for name, text in (
         ("acknowledge", "someone is on it (it leaves the open gauge)"),
         ("resolve", "settled: say how in the note"),
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         status_cmd = findings.add_parser(name, help=text)
         status_cmd.add_argument("item_id", type=int)
-        status_cmd.add_argument("--note", required=True)
+        status_cmd.add_argument("--note", required=True, type=_note, help="why: what was checked or done")
         status_cmd.add_argument(
             "--as", dest="staff_email", required=True, help="the acting support user's email"
         )
@@ -214,6 +214,26 @@ async def _account(
         if active is not None:
             await auth.set_active(session, email, active)
     await get_engine().dispose()
+
+
+def _page_size(text: str) -> int:
+    """A list's page size, as `GET /v1/support/reconciliation` takes it (found from outside: 0 listed nothing)."""
+    if not text.strip().isdecimal() or not 1 <= int(text) <= 500:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 500: {text!r}")
+    return int(text)
+
+
+def _note(text: str) -> str:
+    """Support's note on a reconciliation item, under the API's rule (found from outside: the CLI took an empty
+    one the API refuses)."""
+    from pydantic import ValidationError
+
+    from api.reconciliation_schemas import ReconciliationItemIn
+
+    try:
+        return ReconciliationItemIn.model_validate({"status": "open", "note": text}).note
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.errors()[0]["msg"]) from None
 
 
 def whole_seconds(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:

@@ -23,3 +23,16 @@ def test_a_reconciliation_window_is_whole_seconds() -> None:
     assert cli._moment("2026-11-28") == datetime(2026, 11, 28, tzinfo=UTC)
     with pytest.raises(argparse.ArgumentTypeError, match="ISO 8601"):
         cli._moment("2026-13-45")
+
+
+def test_a_reconciliation_item_takes_what_the_api_takes() -> None:
+    """Found from outside: the CLI resolved an item with an empty note, and listed nothing for `--limit 0`, where
+    the API answers 422."""
+    assert cli._note("  booked a correction  ") == "booked a correction"
+    for blank in ("", "   ", "a\x00b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._note(blank)
+    assert cli._page_size("500") == 500
+    for bad in ("0", "501", "-1", "ten"):
+        with pytest.raises(argparse.ArgumentTypeError, match="1 to 500"):
+            cli._page_size(bad)
