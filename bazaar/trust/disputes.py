@@ -161,10 +161,28 @@ async def open_case(
     assert dispute is not None
     if dispute.status == DisputeStatus.RESOLVED and dispute.provider_dispute_id != provider_dispute_id:
         # A new case on an order whose earlier one was resolved (a chargeback after a buyer dispute): the
-        # order has one dispute record, reopened for it; the thread keeps the earlier case above it.
+        # order has one dispute record, reopened for it, opened now; the thread keeps the earlier case above it,
+        # its decision written into it first (found from outside: support's earlier decision and its time were
+        # lost from the case).
+        await add_message(
+            session,
+            dispute.id,
+            None,
+            Party.SYSTEM,
+            DisputeMessageKind.MESSAGE,
+            await _earlier_decision(session, dispute),
+            {
+                "resolution": dispute.resolution and str(dispute.resolution),
+                "refund_amount": dispute.refund_amount,
+                "resolved_at": dispute.resolved_at and dispute.resolved_at.isoformat(),
+                "source": str(dispute.source),
+            },
+            dedupe_key=f"{case_prefix(order_id, dispute.provider_dispute_id)}:decided",
+        )
         dispute.source, dispute.reason_code, dispute.status = source, reason_code, DisputeStatus.OPEN
         dispute.provider_dispute_id = provider_dispute_id
         dispute.resolution = dispute.refund_amount = dispute.resolved_at = None
+        dispute.created_at = datetime.now(UTC)  # when this case opened (`opened_at`; the queue orders by it)
     await add_message(
         session,
         dispute.id,
@@ -183,6 +201,17 @@ async def open_case(
         dedupe_key=f"{case_prefix(order_id, provider_dispute_id)}:opened",
     )
     return dispute
+
+
+async def _earlier_decision(session: AsyncSession, dispute: Dispute) -> str:
+    """The resolved case's decision, for the thread of the case that reopens its record."""
+    when = f" on {dispute.resolved_at:%Y-%m-%d %H:%M} UTC" if dispute.resolved_at else ""
+    decision = str(dispute.resolution or "resolved")
+    if dispute.refund_amount:
+        order = await session.get(Order, dispute.order_id)
+        currency = order.currency if order is not None else ""
+        decision += f" ({format_money(dispute.refund_amount, currency)} refunded)"
+    return f"The earlier case ({dispute.source}) was decided{when}: {decision}. A new case follows."
 
 
 def _dispute_data(dispute: Dispute) -> dict[str, Any]:

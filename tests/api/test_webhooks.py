@@ -264,6 +264,12 @@ def test_a_chargeback_after_a_resolved_buyer_dispute_reopens_the_case(http: http
     )
     opened = [(m["kind"], m["data"].get("source")) for m in case["thread"] if m["kind"] == "opened"]
     assert opened == [("opened", "buyer"), ("opened", "chargeback")]  # the earlier case stays above it
+    # With its decision, and the new case opened now (found from outside: support's decision and its time were
+    # lost from the case, and `opened_at` was the buyer's).
+    [decided] = [m for m in case["thread"] if m["data"].get("resolution")]
+    assert (decided["data"]["resolution"], decided["data"]["source"]) == ("release", "buyer"), decided
+    assert "release" in decided["body"]
+    assert case["opened_at"] >= decided["at"], case
 
 
 def test_a_chargeback_beyond_what_the_order_holds_is_not_the_sellers_debt(
