@@ -249,7 +249,11 @@ def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> int:
 def _meili_hit(doc: dict[str, Any], query: ListingQuery) -> Hit:
     formatted = doc.get("_formatted") or {}
     distance = None
-    if query.lat is not None and query.lng is not None and (geo := doc.get("_geo")):
+    if "_geoDistance" in doc:
+        # Meilisearch's own distance when it sorted by distance: the figure it ordered the hits by (found from
+        # outside: ours, rounded from another earth radius, ran 1 m backwards between neighbours).
+        distance = int(doc["_geoDistance"])
+    elif query.lat is not None and query.lng is not None and (geo := doc.get("_geo")):
         distance = distance_m(query.lat, query.lng, float(geo["lat"]), float(geo["lng"]))
     rating_count = int(doc.get("seller_rating_count") or 0)
     highlight = {}

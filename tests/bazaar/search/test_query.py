@@ -17,6 +17,7 @@ from bazaar.search.query import (
     MARK_START,
     ListingQuery,
     SortOrder,
+    _meili_hit,
     build_filter,
     build_request,
     build_sort,
@@ -106,6 +107,24 @@ def test_distance() -> None:
     assert distance_m(52.52, 13.405, 52.52, 13.405) == 0
     assert 500_000 < distance_m(52.52, 13.405, 48.1351, 11.582) < 510_000  # Berlin - Munich
     assert distance_m(0, 179.9, 0, -179.9) < 23_000  # across the antimeridian
+
+
+def test_a_hit_sorted_by_distance_shows_the_distance_it_was_sorted_by() -> None:
+    """Found from outside: with `sort=distance`, our own distance (another earth radius, rounded) ran 1 m backwards
+    between neighbours; Meilisearch's `_geoDistance`, what it ordered by, is the one shown."""
+    doc = {
+        "id": str(uuid.uuid4()),
+        "title": "Lamp",
+        "price_amount": 1_000,
+        "currency": "EUR",
+        "category": "lamps",
+        "condition": "good",
+        "seller_id": str(uuid.uuid4()),
+        "_geo": {"lat": 48.1351, "lng": 11.582},
+    }
+    near = ListingQuery(lat=52.52, lng=13.405)
+    assert _meili_hit({**doc, "_geoDistance": 504_321}, near)["distance_m"] == 504_321
+    assert _meili_hit(doc, near)["distance_m"] == distance_m(52.52, 13.405, 48.1351, 11.582)
 
 
 def test_price_buckets() -> None:
