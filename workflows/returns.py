@@ -303,7 +303,7 @@ class ReturnWorkflow:
                     return
                 if amount <= 0:
                     workflow.logger.warning("return refund refused: the order holds nothing more")
-                    await self._escalate("refund_refused")
+                    await self._escalate(rules.REFUND_REFUSED_AT_RECEIPT)
                     return
             ask = 0
             while True:
@@ -347,7 +347,7 @@ class ReturnWorkflow:
                     self._view,
                     type=Rejection.INVALID_TRANSITION,
                 ) from failure
-            await self._escalate("refund_refused")
+            await self._escalate(rules.REFUND_REFUSED_AT_RECEIPT)
             return
         actor_id = None if party == "system" else actor.user_id
         await self._move(

@@ -21,6 +21,7 @@ from bazaar.orders.types import OrderEvent, OrderLineView, line_view
 from bazaar.payments import ledger
 from bazaar.payments.money import format_money
 from bazaar.returns.models import Return, ReturnLine, ReturnStatus
+from bazaar.returns.rules import REFUND_REFUSED_AT_RECEIPT
 from bazaar.returns.types import ReturnOpened, ReturnTransition, StartReturn
 from bazaar.temporal import return_workflow_id
 from bazaar.trust import notifications
@@ -171,17 +172,21 @@ async def short_of_refund(session: AsyncSession, return_id: uuid.UUID) -> bool:
     send the buyer's parcel back for nothing. Holding less than the return's amount is no reason: the return
     refunds what the order still holds when it is received (workflows.returns)."""
     row = await session.get(Return, return_id)
-    if row is None:
-        return False
-    order = await session.get(Order, row.order_id)
-    return order is None or await _unrefunded(session, order) <= 0
+    return row is not None and row.order_id in await _holding_nothing(session, {row.order_id})
+
+
+async def _holding_nothing(session: AsyncSession, order_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Of these orders, the ones with nothing more to refund (refunded in full), or not stored."""
+    orders = {o.id: o for o in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    refunded = await ledger.refunded_by_order(session, list(orders))
+    return {oid for oid in order_ids if oid not in orders or orders[oid].amount - refunded.get(oid, 0) <= 0}
 
 
 def received(row: Return) -> bool:
     """Whether the seller has the lines back and the return waits on its refund: escalated because the order
     refused it at receipt. Support's approval asks the order again (a return whose order was refunded in full
     meanwhile is settled by that refund)."""
-    return row.status == ReturnStatus.ESCALATED and row.status_reason == "refund_refused"
+    return row.status == ReturnStatus.ESCALATED and row.status_reason == REFUND_REFUSED_AT_RECEIPT
 
 
 async def unapprovable(session: AsyncSession, rows: Iterable[Return]) -> set[uuid.UUID]:
@@ -190,16 +195,8 @@ async def unapprovable(session: AsyncSession, rows: Iterable[Return]) -> set[uui
     asked = [row for row in rows if row.status == ReturnStatus.REQUESTED]
     if not asked:
         return set()
-    orders = {
-        order.id: order
-        for order in await session.scalars(select(Order).where(Order.id.in_({row.order_id for row in asked})))
-    }
-    refunded = await ledger.refunded_by_order(session, list(orders))
-    return {
-        row.id
-        for row in asked
-        if row.order_id not in orders or orders[row.order_id].amount - refunded.get(row.order_id, 0) <= 0
-    }
+    holding_nothing = await _holding_nothing(session, {row.order_id for row in asked})
+    return {row.id for row in asked if row.order_id in holding_nothing}
 
 
 async def _unrefunded(session: AsyncSession, order: Order) -> int:

@@ -12,6 +12,10 @@ from bazaar.orders.types import Actor
 from bazaar.returns.models import ReturnStatus
 from bazaar.returns.types import ReturnAction, ReturnRequest, ReturnView, StartReturn
 
+# Why a return escalated when its refund was refused at receipt (the seller has the lines back): support's
+# approval asks the order again (`bazaar.returns.returns.received`, workflows/returns.py).
+REFUND_REFUSED_AT_RECEIPT = "refund_refused"
+
 # Who may do what, in which state (support may always stand in for the seller).
 RULES: dict[ReturnAction, dict[ReturnStatus, frozenset[str]]] = {
     ReturnAction.APPROVE: {ReturnStatus.REQUESTED: frozenset({"seller", "support"})},
