@@ -218,22 +218,25 @@ async def _account(
 
 def _page_size(text: str) -> int:
     """A list's page size, as `GET /v1/support/reconciliation` takes it (found from outside: 0 listed nothing)."""
-    if not text.strip().isdecimal() or not 1 <= int(text) <= 500:
-        raise argparse.ArgumentTypeError(f"a whole number from 1 to 500: {text!r}")
+    from api.reconciliation_schemas import MAX_ITEMS_PER_PAGE
+
+    if not text.strip().isdecimal() or not 1 <= int(text) <= MAX_ITEMS_PER_PAGE:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_ITEMS_PER_PAGE}: {text!r}")
     return int(text)
 
 
 def _note(text: str) -> str:
     """Support's note on a reconciliation item, under the API's rule (found from outside: the CLI took an empty
     one the API refuses)."""
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
-    from api.reconciliation_schemas import ReconciliationItemIn
+    from api.reconciliation_schemas import ItemNote
 
     try:
-        return ReconciliationItemIn.model_validate({"status": "open", "note": text}).note
+        note: str = TypeAdapter(ItemNote).validate_python(text)
     except ValidationError as exc:
         raise argparse.ArgumentTypeError(exc.errors()[0]["msg"]) from None
+    return note
 
 
 def whole_seconds(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:

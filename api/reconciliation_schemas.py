@@ -84,6 +84,11 @@ class ReconciliationPage(BaseModel):
     next_cursor: int | None = Field(description="pass as `before` for the next page; null on the last one")
 
 
+# Support's note on an item, and the most items a page lists: the REST route's rules, which the CLI takes too.
+ItemNote = Annotated[str, multi_line(min_length=1, max_length=2000)]
+MAX_ITEMS_PER_PAGE = 500
+
+
 class ReconciliationItemIn(BaseModel):
     model_config = example({"status": "acknowledged", "note": "Asked the provider who made this refund"})
 
@@ -91,9 +96,7 @@ class ReconciliationItemIn(BaseModel):
         description="acknowledged: someone is on it (it leaves the open gauge); resolved: settled (the note "
         "says how); open: reopen it"
     )
-    note: Annotated[str, multi_line(min_length=1, max_length=2000)] = Field(
-        description="why: what was checked or done (kept with the item)"
-    )
+    note: ItemNote = Field(description="why: what was checked or done (kept with the item)")
 
 
 class MoneySideOut(BaseModel):

@@ -19,6 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from api.deps import Caller, Session, Support, Temporal
 from api.openapi import errors
 from api.reconciliation_schemas import (
+    MAX_ITEMS_PER_PAGE,
     MoneyStatementOut,
     ReconciliationItemIn,
     ReconciliationItemOut,
@@ -83,7 +84,7 @@ async def list_reconciliation_items(
     object_type: Annotated[ObjectType | None, Query()] = None,
     order_id: uuid.UUID | None = None,
     window_id: Annotated[Annotated[str, single_line(max_length=64)] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_ITEMS_PER_PAGE)] = 100,
     before: Annotated[
         int | None, Query(ge=1, le=INT64_MAX, description="next_cursor of the previous page")
     ] = None,

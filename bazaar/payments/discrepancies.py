@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,32 +71,22 @@ async def store_run(
         )
     )
     now = (await session.execute(select(func.now()))).scalar_one()
-    stored = {
-        (i.object_type, i.object_id, i.category): i
-        for i in (
-            await session.scalars(select(ReconciliationItem).where(ReconciliationItem.window_id == window_id))
-        ).all()
-    }
-    current = {(d.object_type, d.object_id, d.category) for d in found}
+    current = {_key(d) for d in found}
     # One drift, one item: a drift another window (an overlapping one run on demand) has already stored stays
     # that window's item, reopened if reconciliation had resolved it, support's decision left alone (found from
     # outside: each overlapping run opened a new item for a drift support had resolved, counted twice).
-    ids = {d.object_id for d in found}
-    elsewhere = (
-        {
-            (i.object_type, i.object_id, i.category): i
-            for i in (
-                await session.scalars(
-                    select(ReconciliationItem).where(
-                        ReconciliationItem.window_id != window_id, ReconciliationItem.object_id.in_(ids)
-                    )
+    rows = (
+        await session.scalars(
+            select(ReconciliationItem).where(
+                or_(
+                    ReconciliationItem.window_id == window_id,
+                    ReconciliationItem.object_id.in_({d.object_id for d in found}),
                 )
-            ).all()
-            if (i.object_type, i.object_id, i.category) in current
-        }
-        if ids
-        else {}
-    )
+            )
+        )
+    ).all()
+    stored = {_key(i): i for i in rows if i.window_id == window_id}
+    elsewhere = {_key(i): i for i in rows if i.window_id != window_id and _key(i) in current}
     opened = resolved = 0
     for key, item in stored.items():
         if key not in current and item.status in UNSETTLED:
@@ -104,8 +94,7 @@ async def store_run(
             item.note = f"matched by the reconciliation run of {now:%Y-%m-%d %H:%M:%S} UTC"
             resolved += 1
     for d in found:
-        key = (d.object_type, d.object_id, d.category)
-        row = stored.get(key) or elsewhere.get(key)
+        row = stored.get(_key(d)) or elsewhere.get(_key(d))
         if row is None:
             row = ReconciliationItem(
                 window_id=window_id, category=d.category, object_type=d.object_type, object_id=d.object_id
@@ -125,6 +114,11 @@ async def store_run(
         item.last_seen_at = now
     await session.flush()
     return opened, resolved
+
+
+def _key(item: ReconciliationItem | Discrepancy) -> tuple[str, str, str]:
+    """What one drift is, whichever window found it: its object and category."""
+    return (item.object_type, item.object_id, item.category)
 
 
 async def windows_to_recheck(
