@@ -33,6 +33,7 @@ from pydantic.json_schema import models_json_schema
 from api import deps
 from api.errors import ErrorOut, ValidationErrorOut
 from api.ratelimits import route_rate_limits
+from api.schemas import without_null
 from bazaar.errors import ErrorCode
 from bazaar.payments.money import AS_CURRENCY
 from bazaar.settings import get_settings
@@ -324,15 +325,7 @@ def _not_null(parameter: dict[str, Any]) -> None:
     """An optional parameter is one a client leaves out; it has no null to send (a header, a query string and
     a path hold text). Pydantic types `str | None = None` as "a string or null", which generated clients turn
     into a parameter that takes None (found from outside: one then failed inside its HTTP client)."""
-    schema = parameter.get("schema", {})
-    kinds = schema.get("anyOf", [])
-    if {"type": "null"} in kinds:
-        rest = [kind for kind in kinds if kind != {"type": "null"}]
-        del schema["anyOf"]
-        if len(rest) == 1:
-            schema.update(rest[0])
-        else:
-            schema["anyOf"] = rest
+    without_null(parameter.get("schema", {}))
 
 
 def _hoist_body_defs(operation: dict[str, Any], schemas: dict[str, Any]) -> None:

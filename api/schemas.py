@@ -112,15 +112,16 @@ def example(*values: dict[str, Any]) -> ConfigDict:
     return ConfigDict(extra="forbid", json_schema_extra={"examples": [*values]})
 
 
-def _sent_or_left_out(schema: dict[str, Any]) -> None:
-    """A field that is left out to keep it, never null: drop the null pydantic documents for its default."""
+def without_null(schema: dict[str, Any]) -> None:
+    """Drop the null pydantic documents for a `X | None = None` (a PATCH field left out to keep it, an optional
+    parameter a client leaves out: neither takes null)."""
     kept = [branch for branch in schema.pop("anyOf", []) if branch != {"type": "null"}]
     schema.update(kept[0] if len(kept) == 1 else {"anyOf": kept} if kept else {})
 
 
 def keep(description: str | None = None) -> Any:
     """A PATCH field: left out to keep it, never null (`PatchIn`)."""
-    return Field(default=None, json_schema_extra=_sent_or_left_out, description=description)
+    return Field(default=None, json_schema_extra=without_null, description=description)
 
 
 KEEP = keep()
