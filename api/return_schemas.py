@@ -125,7 +125,7 @@ class ReturnOut(BaseModel):
     created_at: datetime | None = None
 
     @classmethod
-    def of_row(cls, row: Return, *, caller: Principal, approvable: bool = True) -> ReturnOut:
+    def of_row(cls, row: Return, *, caller: Principal, approvable: bool) -> ReturnOut:
         """The stored return as `caller` sees it (`approvable`: False when approving it would be refused, its
         order holding nothing more to refund: `bazaar.returns.returns.unapprovable`)."""
         actor = actor_of(caller)
