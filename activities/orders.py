@@ -121,6 +121,8 @@ class OrderTransition(OrderStateChange):
     restock_units: dict[str, int] = field(default_factory=dict)
     # The dispute case this transition opens (its record and first entry; the case's workflow follows).
     opens_case: OpenDispute | None = None
+    # A completion whose seller's transfer follows it (after the Update's answer): no payout event yet.
+    payout_follows: bool = False
 
 
 @dataclass
@@ -313,6 +315,7 @@ class OrderActivities:
                 moved.from_status,
                 change.payment_state,
                 change.action,
+                change.payout_follows,
             )
             if change.outcome or change.disputed or change.review_closes_at:
                 await _trust_bookkeeping(session, order_id, change)

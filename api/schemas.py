@@ -347,7 +347,13 @@ class OrderOut(BaseModel):
     listing_title: str
     quantity: int
     total: Money | None
-    payment_state: PaymentState
+    payment_state: PaymentState = Field(
+        description="where the order's money is. `released`: the fee is the platform's, the rest the seller's; "
+        "the transfer to the seller follows the release within a moment (the seller's balance has it `available`, "
+        "then `paid_out`; the timeline's `order.payout_sent`), or the state moves on to `transfer_failed` (the "
+        "provider refused it: support retries) or `payout_on_hold` (the seller's payouts are disabled at the "
+        "provider)"
+    )
     workflow_id: str
     tracking: Tracking | None = None
     refunded: Money | None = Field(

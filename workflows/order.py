@@ -83,7 +83,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.dispute import DisputeWorkflow, Resolution
 from workflows.failures import StepFailed, failure_text
-from workflows.order_money import OrderMoney
+from workflows.order_money import PAYOUT_AFTER_ANSWER_PATCH, OrderMoney
 
 # Patch (2026-11-26, docs/workflow-versioning.md): the run closes in a workflow task after the last Update's.
 CLOSE_APART_PATCH = "close-apart-from-updates"
@@ -122,6 +122,7 @@ class OrderWorkflow(OrderMoney):
         self._retry_requested = False
         self._action_keys = {}
         self._key_per_order = False  # KEY_PER_ORDER_PATCH applies to this run
+        self._payout_after_answer = False  # PAYOUT_AFTER_ANSWER_PATCH applies to this run
         self._background: list[asyncio.Task[None]] = []
         self._waiting = Waiting()
         self._payouts_enabled = False  # the provider enabled the seller's payouts: a held one goes
@@ -129,6 +130,7 @@ class OrderWorkflow(OrderMoney):
     @workflow.run
     async def run(self, req: PlaceOrder) -> OrderView:
         self._key_per_order = workflow.patched(KEY_PER_ORDER_PATCH)
+        self._payout_after_answer = workflow.patched(PAYOUT_AFTER_ANSWER_PATCH)
         if req.reopen:
             await self._restore()
         elif not await self._place():
@@ -144,6 +146,11 @@ class OrderWorkflow(OrderMoney):
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self._background_finished()
+            if self._payout_after_answer and self.view.payment_state in (
+                PaymentState.PAYOUT_ON_HOLD,
+                PaymentState.TRANSFER_FAILED,
+            ):
+                continue  # the transfer after the release did not go: as above
             if self.view.status in TERMINAL and workflow.patched(CLOSE_APART_PATCH):
                 # Close the run in a task of its own, not the one that answers the Update that ended the order:
                 # an event landing meanwhile (the dispute case completing, a webhook's signal) makes the server

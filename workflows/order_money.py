@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.models import LedgerAccount, OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.types import (
+        PAYOUT_OUTCOMES,
         ActionRequest,
         Actor,
         ChargebackNotice,
@@ -51,6 +52,10 @@ from workflows.order_steps import OrderSteps, _payouts_disabled, newly_refunded
 
 # How often a payout on hold checks the seller's account again when no `payouts_enabled` Signal came.
 PAYOUT_HOLD_RECHECK = timedelta(days=1)
+# A release answers its Update once booked (the seller's balance shows it `available`); the transfer follows as an
+# activity, its outcome a transition of its own. Neither side waits for it: it was most of confirm-receipt's time.
+# Decided at the run's start, so runs started before pay out before answering, as they did.
+PAYOUT_AFTER_ANSWER_PATCH = "payout-after-the-answer"
 
 
 class OrderMoney(OrderSteps):
@@ -231,24 +236,53 @@ class OrderMoney(OrderSteps):
             },
         )
         self._released = (gross, fee)
-        payment_state = (
-            await self._pay_out(gross - fee, release) if gross - fee > 0 else PaymentState.RELEASED
-        )
+        # Runs started before PAYOUT_AFTER_ANSWER_PATCH pay out here, before the completion is saved.
+        paid_before = not self._payout_after_answer and gross - fee > 0
         await self._transition(
             OrderStatus.COMPLETED,
             reason=reason,
-            payment_state=payment_state,
+            payment_state=await self._pay_out(gross - fee, release) if paid_before else PaymentState.RELEASED,
             party=party,
             actor=actor,
             action=OrderEvent.COMPLETED,
             ledger=[release],
             resolution=resolution,
             note=note,
+            payout_follows=self._payout_after_answer and gross - fee > 0,
         )
+        if self._payout_after_answer and gross - fee > 0:
+            self._in_background(self._pay_out_released())
 
-    async def _pay_out(self, amount: int, release: LedgerPosting | None = None) -> PaymentState:
+    async def _pay_out_released(self) -> None:
+        """The transfer after a release, once the Update that released it has answered: the seller's share of
+        what is released then (a refund meanwhile took its share from the release, a chargeback all of it)."""
+        async with self._lock:
+            if self._released is None or self._payout is not None:
+                return  # a chargeback took the release back meanwhile
+            gross, fee = self._released
+            if self.view.payment_state != PaymentState.RELEASED or gross - fee <= 0:
+                return  # refunded (or charged back) meanwhile: nothing is left to pay out
+            self._waiting = replace(self._waiting, paying_out=True)
+            self._show()
+            try:
+                state = await self._pay_out(gross - fee, local_first=False)
+            finally:
+                self._waiting = replace(self._waiting, paying_out=False)
+            await self._transition(
+                self.view.status,
+                reason=self.view.reason,
+                payment_state=state,
+                party=Party.SYSTEM,
+                actor=None,
+                action=PAYOUT_OUTCOMES[state],
+            )
+
+    async def _pay_out(
+        self, amount: int, release: LedgerPosting | None = None, *, local_first: bool = True
+    ) -> PaymentState:
         """Transfer the seller's share (booking `release`, the escrow's release it pays, first); the resulting
-        PaymentState (released, or transfer_failed)."""
+        PaymentState (released, or transfer_failed). `local_first`: False after the Update answered (a local
+        activity would hold the answer until it ends)."""
         order_id = self.view.order_id
         self._transfers += 1
         transfer = TransferRequest(
@@ -263,7 +297,7 @@ class OrderMoney(OrderSteps):
             # A provider that is slow or down is retried under this same key (past the bound the order
             # needs attention): its outcome may be unknown, so a new key could pay the seller twice.
             result = await self._provider_step(
-                "transfer", PaymentActivities.transfer, transfer, local_first=True
+                "transfer", PaymentActivities.transfer, transfer, local_first=local_first
             )
         except StepFailed as refused:
             if _payouts_disabled(refused):

@@ -147,6 +147,7 @@ class OrderSteps:
     _retry_requested: bool
     _action_keys: dict[str, str]  # an action's Idempotency-Key -> the digest of its request
     _key_per_order: bool  # a key names one request of the order, whatever its action (KEY_PER_ORDER_PATCH)
+    _payout_after_answer: bool  # a release's transfer follows the Update's answer (PAYOUT_AFTER_ANSWER_PATCH)
     _background: list[asyncio.Task[None]]
     _waiting: Waiting  # for operators: the current state's deadline, the failing step's retries
 
@@ -176,6 +177,7 @@ class OrderSteps:
         note: str | None = None,
         opens_case: DisputeSource | None = None,
         restock: dict[str, int] | None = None,
+        payout_follows: bool = False,
     ) -> None:
         """Move to `status`, saved with everything the move implies; the view changes only once saved.
         A move that changed no money (accept, fulfil, dispute) is refused if its data cannot be saved.
@@ -208,6 +210,7 @@ class OrderSteps:
             note=note,
             case=case,
             restock=restock,
+            payout_follows=payout_follows,
         )
         self._view = view
         self._publish()
@@ -229,6 +232,7 @@ class OrderSteps:
         note: str | None = None,
         case: DisputeCase | None = None,
         restock: dict[str, int] | None = None,
+        payout_follows: bool = False,
     ) -> None:
         seq = self._seq + 1
         # The seller's order counters, derived from the move (a refund after a completion ends nothing new).
@@ -256,6 +260,7 @@ class OrderSteps:
             dispute_resolution=resolution,
             note=note,
             opens_case=OpenDispute.of(case) if case is not None else None,
+            payout_follows=payout_follows,
         )
         try:
             await self._db_step(

@@ -132,24 +132,38 @@ def listing_event(listing: Listing, event_type: EventType) -> Event:
 
 # ------------------------------------------------------------------------------------------------ orders
 
-_PAYOUT_ACTIONS = frozenset({OrderEvent.COMPLETED, OrderEvent.PAYOUT_RETRIED, OrderEvent.PAYOUT_RETRY_FAILED})
+_PAYOUT_ACTIONS = frozenset(
+    {
+        OrderEvent.COMPLETED,
+        OrderEvent.PAYOUT_SENT,
+        OrderEvent.PAYOUT_FAILED,
+        OrderEvent.PAYOUT_HELD,
+        OrderEvent.PAYOUT_RETRIED,
+        OrderEvent.PAYOUT_RETRY_FAILED,
+    }
+)
 _PAYOUTS = {
     PaymentState.RELEASED: EventType.PAYOUT_SENT,
     PaymentState.TRANSFER_FAILED: EventType.PAYOUT_FAILED,
     PaymentState.PAYOUT_ON_HOLD: EventType.PAYOUT_ON_HOLD,
 }
-_QUIET = frozenset({OrderEvent.REMINDED, OrderEvent.NEEDS_ATTENTION})  # for people, not for systems
+# For people, not for systems; or, a transfer landing after its release, told by its payout event alone (the order
+# itself did not change).
+_QUIET = frozenset({OrderEvent.REMINDED, OrderEvent.NEEDS_ATTENTION, OrderEvent.PAYOUT_SENT})
 
 
-def order_event_types(status: str, from_status: str, payment_state: str, action: str) -> list[EventType]:
+def order_event_types(
+    status: str, from_status: str, payment_state: str, action: str, payout_follows: bool = False
+) -> list[EventType]:
     """The events of one order transition: `order.<status>` when the status changed (else `order.updated`), and
-    a payout's when the transition released (or retried) the seller's payout."""
+    a payout's when the transition released (or retried) the seller's payout; none when `payout_follows` (the
+    release's transfer is still to be made: its own transition tells how it went)."""
     found: list[EventType] = []
     if status != from_status:
         found += [t for t in EventType if t == f"order.{status}"]  # none for `pending`, written at placing
     elif action not in _QUIET:
         found.append(EventType.ORDER_UPDATED)
-    if action in _PAYOUT_ACTIONS and payment_state in _PAYOUTS:
+    if action in _PAYOUT_ACTIONS and payment_state in _PAYOUTS and not payout_follows:
         found.append(_PAYOUTS[PaymentState(payment_state)])
     return found
 
@@ -162,11 +176,12 @@ async def record_order_transition(
     from_status: str,
     payment_state: str,
     action: str,
+    payout_follows: bool = False,
 ) -> None:
     """The events of a transition the caller has just saved in `orders`, their data read from the row in the
     event's own statement. Once per transition (`seq`), should the caller's transaction run again."""
     connection = await session.connection()  # Core: no ORM bookkeeping on the order's critical path
-    for event_type in order_event_types(status, from_status, payment_state, action):
+    for event_type in order_event_types(status, from_status, payment_state, action, payout_follows):
         await connection.execute(
             _PAYOUT_EVENTS[event_type] if event_type in _PAYOUT_EVENTS else _ORDER_EVENT,
             {

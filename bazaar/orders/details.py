@@ -78,6 +78,7 @@ class Waiting:
     retry: int = 0  # failing rounds of the current step (0: none)
     next_retry: datetime | None = None
     transfers: int = 0  # payout attempts so far
+    paying_out: bool = False  # the transfer after a release is under way (it follows the Update's answer)
 
 
 def current_details(view: OrderView, waiting: Waiting | None = None) -> str:
@@ -118,6 +119,8 @@ def _headline(view: OrderView, waiting: Waiting) -> str:
             f"completed, payout refused by the provider (transfer attempt {waiting.transfers}): "
             "waiting for support to retry the payout"
         )
+    if status == OrderStatus.COMPLETED and waiting.paying_out:
+        return "completed: escrow released, transferring the seller's payout"
     if status == OrderStatus.COMPLETED:
         return "completed: escrow released to the seller"
     reason = f" ({view.reason})" if view.reason else ""

@@ -98,6 +98,10 @@ def effects_of(
         return Effects(
             [notice(view, "completed", event_type, seller, payout_text), invitation], opens_reviews=True
         )
+    if action in (OrderEvent.PAYOUT_FAILED, OrderEvent.PAYOUT_HELD):
+        # The transfer that followed the completion did not go: the completion's notice had announced it.
+        event_type = "payout_delayed" if action == OrderEvent.PAYOUT_FAILED else "payout_on_hold"
+        return Effects([notice(view, f"payout-{transfers}", event_type, seller, payout_text)])
     if action == OrderEvent.PAYOUT_RETRIED:
         return Effects([notice(view, f"payout-retried-{transfers}", "order_completed", seller, payout_text)])
     if action == OrderEvent.PARTIALLY_REFUNDED or (

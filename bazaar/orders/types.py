@@ -86,12 +86,24 @@ class OrderEvent(enum.StrEnum):
     DISPUTED = "order.disputed"
     REFUNDED = "order.refunded"
     PARTIALLY_REFUNDED = "order.partially_refunded"
+    # The seller's transfer after the completion that released it (it follows the Update's answer).
+    PAYOUT_SENT = "order.payout_sent"
+    PAYOUT_FAILED = "order.payout_failed"  # refused by the provider: support's `retry_transfer`
+    PAYOUT_HELD = "order.payout_on_hold"  # waits until the provider enables the seller's payouts
     PAYOUT_RETRIED = "order.payout_retried"
     PAYOUT_RETRY_FAILED = "order.payout_retry_failed"
     CHARGEBACK = "order.chargeback"
     CHARGEBACK_WON = "order.chargeback_won"
     CHARGEBACK_LOST = "order.chargeback_lost"
     NEEDS_ATTENTION = "order.needs_attention"
+
+
+# The transition that tells how the transfer after a release went, by the payment state it left.
+PAYOUT_OUTCOMES = {
+    PaymentState.RELEASED: OrderEvent.PAYOUT_SENT,
+    PaymentState.TRANSFER_FAILED: OrderEvent.PAYOUT_FAILED,
+    PaymentState.PAYOUT_ON_HOLD: OrderEvent.PAYOUT_HELD,
+}
 
 
 class ChargebackStatus(enum.StrEnum):

@@ -33,7 +33,7 @@ from tests.support.http import (
     support_user,
     wait_until,
 )
-from tests.support.money import AMOUNT, act, order_until, place, provider, sql
+from tests.support.money import AMOUNT, act, act_then_paid_out, order_until, paid_out, place, provider, sql
 from tests.support.reconciliation import next_second, reconcile, reconcile_async
 from tests.support.workers import order_worker, stack_client
 from workflows.order import OrderWorkflow
@@ -125,11 +125,14 @@ def test_a_clean_window_of_every_order_shape_reports_nothing(
     completed = order(http, shop)
     for step, who in (("accept", shop.seller), ("fulfil", shop.seller), ("confirm-receipt", shop.buyer)):
         act(http, completed, step, who)
+    paid_out(http, completed, shop.buyer)
     partial = order(http, shop)
     act(http, partial, "accept", shop.seller)
     act(http, partial, "fulfil", shop.seller)
     act(http, partial, "dispute", shop.buyer, {"reason_code": "damaged", "message": "scratched"})
-    act(http, partial, "resolve", shop.staff, {"resolution": "partial_refund", "refund_amount": 10_000})
+    act_then_paid_out(
+        http, partial, "resolve", shop.staff, {"resolution": "partial_refund", "refund_amount": 10_000}
+    )
     lost = order(http, shop)
     lost_dispute = sandbox(stack, "disputes", {"payment_intent": charge_intent(stack, lost)})
     order_until(http, lost, shop.buyer, "disputed")
@@ -137,6 +140,7 @@ def test_a_clean_window_of_every_order_shape_reports_nothing(
     won = order(http, shop)
     for step, who in (("accept", shop.seller), ("fulfil", shop.seller), ("confirm-receipt", shop.buyer)):
         act(http, won, step, who)
+    paid_out(http, won, shop.buyer)
     won_dispute = sandbox(stack, "disputes", {"payment_intent": charge_intent(stack, won)})
     wait_until(lambda: booked(stack, f"{won}:release_reversal:1"), 15)
     sandbox(stack, f"disputes/{won_dispute['id']}/close", {"status": "won"})
@@ -164,6 +168,7 @@ def drifts(http: httpx.Client, stack: Any, shop: Shop) -> dict[str, Any]:
     orders |= {name: order(http, shop) for name in ("stray_refund", "stray_intent", "stray_reversal")}
     for step, who in (("accept", shop.seller), ("fulfil", shop.seller), ("confirm-receipt", shop.buyer)):
         act(http, orders["stray_reversal"], step, who)
+    paid_out(http, orders["stray_reversal"], shop.buyer)
     # Currency, on our payment row and on the ledger movement (both entries: still balanced, in USD).
     sql(
         stack,

@@ -16,6 +16,7 @@ from bazaar.payments.money import platform_fee
 from tests.support.http import Actor, at_once, published_listing, register, seller_with_payout, support_user
 from tests.support.money import (
     act,
+    act_then_paid_out,
     assert_balanced,
     ledger_accounts,
     order_until,
@@ -127,7 +128,7 @@ def test_a_cart_of_three_sellers_is_paid_once_and_each_seller_gets_its_share(
         order_id = orders[seller.user_id]["id"]
         act(http, order_id, "accept", seller)
         act(http, order_id, "fulfil", seller)
-        done = act(http, order_id, "confirm-receipt", buyer)
+        done = act_then_paid_out(http, order_id, "confirm-receipt", buyer)
         assert (done["status"], done["payment_state"]) == ("completed", "released")
 
     transfers = provider_list(stack, "/v1/transfers", transfer_group=body["workflow_id"])

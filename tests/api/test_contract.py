@@ -44,7 +44,7 @@ from tests.support.http import (
     run_cli,
     seller_with_payout,
 )
-from tests.support.money import act, place, post_event, post_signed
+from tests.support.money import act, act_then_paid_out, place, post_event, post_signed
 
 pytestmark = pytest.mark.integration
 
@@ -291,7 +291,7 @@ def world(http: httpx.Client, stack: Any) -> World:
     completed = bought(caller, for_sale[1])
     act(http, completed, "accept", seller)
     act(http, completed, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD014600003SE"})
-    act(http, completed, "confirm-receipt", caller)
+    act_then_paid_out(http, completed, "confirm-receipt", caller)
     reviews = []
     for author, text in ((caller, "As described"), (seller, "Paid quickly")):
         review = http.post(

@@ -28,7 +28,7 @@ from tests.support.http import (
     seller_with_payout,
     support_user,
 )
-from tests.support.money import act, place
+from tests.support.money import act, act_then_paid_out, place
 
 pytestmark = pytest.mark.integration
 
@@ -217,7 +217,7 @@ def test_an_orders_events_arrive_signed_at_the_sellers_endpoint(
     order = placed.json()["id"]
     act(http, order, "accept", seller)
     act(http, order, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD014600003SE"})
-    act(http, order, "confirm-receipt", buyer)
+    act_then_paid_out(http, order, "confirm-receipt", buyer)
 
     wanted = {"order.paid", "order.confirmed", "order.fulfilled", "order.completed", "payout.sent"}
     got = receiver.wait(

@@ -37,6 +37,7 @@ from tests.support.http import (
 )
 from tests.support.money import (
     act,
+    act_then_paid_out,
     add_fault,
     clear_faults,
     paid_order,
@@ -144,7 +145,7 @@ def test_a_nul_byte_in_tracking_is_refused_and_the_order_goes_on(http: httpx.Cli
         "fulfilled",
         {"carrier": "DHL", "tracking_number": "XY"},
     )
-    assert act(http, order["id"], "confirm-receipt", buyer)["status"] == "completed"
+    assert act_then_paid_out(http, order["id"], "confirm-receipt", buyer)["status"] == "completed"
 
 
 def test_a_slow_charge_answers_202_and_the_order_is_paid_later(http: httpx.Client, stack: Any) -> None:

@@ -16,6 +16,7 @@ from tests.support.money import (
     AMOUNT,
     FEE,
     act,
+    act_then_paid_out,
     assert_balanced,
     fulfilled_order,
     ledger_accounts,
@@ -58,7 +59,7 @@ def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any
         "fulfilled",
         {"carrier": "DHL", "tracking_number": "JD0142"},
     )
-    done = act(http, oid, "confirm-receipt", buyer)
+    done = act_then_paid_out(http, oid, "confirm-receipt", buyer)
     assert (done["status"], done["status_reason"], done["payment_state"]) == (
         "completed",
         "buyer_confirmed",
@@ -89,6 +90,7 @@ def test_happy_path_completes_and_pays_the_seller(http: httpx.Client, stack: Any
         "order.accepted",
         "order.fulfilled",
         "order.completed",
+        "order.payout_sent",  # the transfer follows the completion's answer
     ]
     # Once the order's run has ended, an actor who may never accept is still told 403, not that the order is
     # completed; the seller, who may accept a paid order, gets the 409 with the order as it stands.
@@ -178,7 +180,9 @@ def test_dispute_resolved_by_support_with_a_partial_refund(http: httpx.Client, s
         json={"resolution": "partial_refund", "refund_amount": AMOUNT},
     )
     assert too_much.status_code == 422, too_much.text
-    resolved = act(http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000})
+    resolved = act_then_paid_out(
+        http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000}
+    )
     assert (resolved["status"], resolved["status_reason"]) == ("completed", "dispute_partially_refunded")
     assert resolved["refunded"] == {"amount": 10_000, "currency": "EUR"}
 

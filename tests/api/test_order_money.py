@@ -14,7 +14,7 @@ from tests.support.http import register, support_user
 from tests.support.money import (
     AMOUNT,
     FEE,
-    act,
+    act_then_paid_out,
     fulfilled_order,
     payment_intents_for,
     provider,
@@ -29,7 +29,7 @@ def test_an_orders_money_side_by_side_for_its_parties_only(http: httpx.Client, s
     since = next_second()
     seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "confirm-receipt", buyer)
+    act_then_paid_out(http, oid, "confirm-receipt", buyer)
     seen = http.get(f"/v1/orders/{oid}/money", headers=buyer.headers)
     assert seen.status_code == 200, seen.text
     statement = seen.json()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.test_payout_onboarding import control, status_when
 from tests.support.http import published_listing, register, seller_with_payout, wait_until
-from tests.support.money import act, assert_balanced, place, transfers_for
+from tests.support.money import act, act_then_paid_out, assert_balanced, place, transfers_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_a_payout_waits_while_payouts_are_disabled_and_goes_out_when_enabled(
 
     control(stack, f"/_sandbox/accounts/{account_id}/restrict", {"disable": "payouts"})
     status_when(http, seller, NO_PAYOUTS)
-    done = act(http, order_id, "confirm-receipt", buyer)
+    done = act_then_paid_out(http, order_id, "confirm-receipt", buyer)
     assert (done["status"], done["payment_state"]) == ("completed", "payout_on_hold")
     assert transfers_for(stack, order_id) == []  # nothing was sent
     told = wait_until(

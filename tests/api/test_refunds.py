@@ -22,6 +22,7 @@ from tests.support.http import (
 )
 from tests.support.money import (
     act,
+    act_then_paid_out,
     assert_balanced,
     ledger_accounts,
     paid_order,
@@ -55,7 +56,7 @@ def test_a_partial_refund_keeps_the_order_and_the_release_pays_the_rest(
     assert [r["amount"] for r in refunds_for(stack, intent_of(stack, order["id"]))] == [1500]
 
     act(http, order["id"], "fulfil", seller)
-    done = act(http, order["id"], "confirm-receipt", buyer)
+    done = act_then_paid_out(http, order["id"], "confirm-receipt", buyer)
     # The fee is charged on what the buyer still pays (PLATFORM_FEE_REFUNDED_PRO_RATA, default true).
     fee = platform_fee(PRICE - 1500, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
     assert (done["status"], done["payment_state"]) == ("completed", "released")
@@ -128,7 +129,7 @@ def test_support_refunds_after_the_release_taking_the_share_back_from_the_seller
     staff = support_user(http, stack)
     act(http, order["id"], "accept", seller)
     act(http, order["id"], "fulfil", seller)
-    act(http, order["id"], "confirm-receipt", buyer)  # released: the order's run has ended
+    act_then_paid_out(http, order["id"], "confirm-receipt", buyer)  # released: the order's run has ended
     fee = platform_fee(PRICE, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
     [transfer] = transfers_for(stack, order["id"])
     assert transfer["amount"] == PRICE - fee

@@ -17,7 +17,7 @@ from tests.support.http import (
     support_user,
     wait_until,
 )
-from tests.support.money import act, place
+from tests.support.money import act, act_then_paid_out, place
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_every_ended_order_counts_once_and_rates_stay_within_one(http: httpx.Cli
     second = _disputed(http, buyer, listing, seller)
     act(http, second, "resolve", staff, {"resolution": "refund"})
     completed = _order(http, buyer, listing, seller, "accept", "fulfil")
-    assert act(http, completed, "confirm-receipt", buyer)["status"] == "completed"
+    assert act_then_paid_out(http, completed, "confirm-receipt", buyer)["status"] == "completed"
     _order(http, buyer, listing, seller, "decline")
     cancelled = _order(http, buyer, listing, seller)
     assert act(http, cancelled, "cancel", buyer)["status"] == "cancelled"
@@ -86,7 +86,7 @@ def test_a_listings_cached_read_shows_its_sellers_new_rating_at_once(http: httpx
     assert before["seller_rating_count"] == 0
     buyer = register(http, ["buyer"], "Reviewer")
     order = _order(http, buyer, sold, seller, "accept", "fulfil")
-    assert act(http, order, "confirm-receipt", buyer)["status"] == "completed"
+    assert act_then_paid_out(http, order, "confirm-receipt", buyer)["status"] == "completed"
     for author, rating in ((buyer, 1), (seller, 5)):  # both sides: the reviews are revealed
         written = http.post(f"/v1/orders/{order}/reviews", headers=author.headers, json={"rating": rating})
         assert written.status_code == 201, written.text

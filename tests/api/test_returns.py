@@ -23,6 +23,7 @@ from tests.support.http import (
 )
 from tests.support.money import (
     act,
+    act_then_paid_out,
     assert_balanced,
     fulfilled_order,
     paid_order,
@@ -77,7 +78,7 @@ def test_a_return_after_release_refunds_its_lines_and_takes_the_share_back(
     seller, buyer, order = fulfilled_order(http, price={"amount": PRICE, "currency": "EUR"}, quantity=3)
     # Completed (paid out): the return comes after the release.
     oid = order["id"]
-    act(http, oid, "confirm-receipt", buyer)
+    act_then_paid_out(http, oid, "confirm-receipt", buyer)
 
     key = str(uuid.uuid4())
     asked = ask(http, order, buyer, key=key)
@@ -192,7 +193,7 @@ def test_a_partial_return_before_release_refunds_one_unit_and_the_release_pays_t
     assert (still["status"], still["payment_state"]) == ("fulfilled", "held_in_escrow")
 
     # The buyer keeps the other unit: its release pays the seller the rest, less the fee on what was kept.
-    done_order = act(http, oid, "confirm-receipt", buyer)
+    done_order = act_then_paid_out(http, oid, "confirm-receipt", buyer)
     assert done_order["status"] == "completed"
     fee = platform_fee(10_000, DEFAULT_TERMS["fee_bps"], DEFAULT_TERMS["fee_fixed"])
     assert [t["amount"] for t in transfers_for(stack, oid)] == [10_000 - fee]
@@ -469,7 +470,7 @@ def test_the_sellers_restock_at_receipt_holds_when_support_approves_the_refund_l
     assert (early.status_code, early.json()["error"]["code"]) == (409, "invalid_transition"), early.text
     assert "refused the refund" in early.json()["error"]["message"]
     assert inbox_types(http, buyer).count("return_escalated") == 1
-    act(http, order["id"], "resolve", staff, {"resolution": "release"})
+    act_then_paid_out(http, order["id"], "resolve", staff, {"resolution": "release"})
     approved = http.post(f"/v1/returns/{return_id}/resolve", json={"approve": True}, headers=staff.headers)
     assert approved.status_code == 200, approved.text
     assert (approved.json()["status"], approved.json()["restocked"]) == ("refunded", True), approved.text

@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from bazaar.temporal import order_workflow_id
 from tests.support.console import disputed_order
 from tests.support.http import PASSWORD, Actor, run_cli, wait_until
-from tests.support.money import act, fulfilled_order
+from tests.support.money import act_then_paid_out, fulfilled_order
 
 OWN = "support staff act on an order they bought or sold as its buyer or seller only, not as support"
 
@@ -60,7 +60,7 @@ def test_support_cannot_decide_a_dispute_on_their_own_order(http: httpx.Client, 
 @pytest.mark.integration
 def test_support_cannot_hide_a_review_about_themselves(http: httpx.Client, stack: Any) -> None:
     seller, buyer, order = fulfilled_order(http, title="Own review")
-    act(http, order["id"], "confirm-receipt", buyer)
+    act_then_paid_out(http, order["id"], "confirm-receipt", buyer)
     review = http.post(
         f"/v1/orders/{order['id']}/reviews", headers=buyer.headers, json={"rating": 1, "text": "Slow to ship"}
     )
@@ -80,7 +80,7 @@ def test_support_cannot_refund_their_own_order_after_its_run_ended(http: httpx.C
     """Found from outside: a completed order's ended run is reopened for support's refund, and the reopened run
     skips its validator while it loads: a seller with the support role refunded their own order."""
     seller, buyer, order = fulfilled_order(http, title="Own refund")
-    act(http, order["id"], "confirm-receipt", buyer)
+    act_then_paid_out(http, order["id"], "confirm-receipt", buyer)
     staff_seller = with_support_role(http, stack, seller)
 
     async def ended() -> bool:

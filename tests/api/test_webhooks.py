@@ -25,6 +25,7 @@ from tests.support.money import (
     AMOUNT,
     FEE,
     act,
+    act_then_paid_out,
     add_fault,
     assert_balanced,
     clear_faults,
@@ -184,7 +185,7 @@ def test_chargeback_after_completion_reverses_the_payout_and_won_pays_again(
 ) -> None:
     seller, buyer, order = fulfilled_order(http)
     oid = order["id"]
-    act(http, oid, "confirm-receipt", buyer)
+    act_then_paid_out(http, oid, "confirm-receipt", buyer)
     [transfer] = transfers_for(stack, oid)
     [intent] = payment_intents_for(stack, oid)
     # The reversal's reply is lost after the provider committed it: it must still happen exactly once.

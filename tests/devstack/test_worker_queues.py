@@ -40,7 +40,15 @@ from devstack import services
 from devstack.process import Supervisor
 from tests.support.accounts import second_api
 from tests.support.http import support_user
-from tests.support.money import AMOUNT, FEE, act, assert_balanced, paid_order, transfers_for
+from tests.support.money import (
+    AMOUNT,
+    FEE,
+    act,
+    act_then_paid_out,
+    assert_balanced,
+    paid_order,
+    transfers_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -125,8 +133,8 @@ async def test_each_queues_worker_alone_and_all_together_serve_an_order(stack: A
                 payout_account_workflow_id(seller_id): family["payments"],
                 money_workflow_id(oid): family["reconciliation"],
             }
-            # The charge (a normal activity: rate-limited) went to the payments queue; the refund and the payout
-            # on the resolution's Update ran locally in the orders worker (markers, no scheduled task).
+            # The charge (a normal activity: rate-limited) and the payout after the resolution's answer went to the
+            # payments queue; the refund on the resolution's Update ran locally in the orders worker (a marker).
             history = await client.get_workflow_handle(order_workflow_id(oid)).fetch_history()
             scheduled = {
                 e.activity_task_scheduled_event_attributes.activity_type.name: (
@@ -135,7 +143,7 @@ async def test_each_queues_worker_alone_and_all_together_serve_an_order(stack: A
                 for e in history.events
                 if e.HasField("activity_task_scheduled_event_attributes")
             }
-            assert scheduled == {"charge": family["payments"]}
+            assert scheduled == {"charge": family["payments"], "transfer": family["payments"]}
     finally:
         # The trust and reconciliation workers above took over the stack's schedules (one per namespace): give
         # them back to the stack's queues.
@@ -155,7 +163,9 @@ def order_through_a_dispute(stack: Any, url: str) -> tuple[str, str]:
         )
         assert disputed["status"] == "disputed"
         staff = support_user(http, stack)
-        done = act(http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000})
+        done = act_then_paid_out(
+            http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000}
+        )
         assert (done["status"], done["payment_state"]) == ("completed", "released"), done
         money = http.get(f"/v1/orders/{oid}/money", headers=buyer.headers)
         assert money.status_code == 200, money.text

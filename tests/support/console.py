@@ -20,7 +20,7 @@ from bazaar.orders.types import STUCK_ORDERS_QUERY
 from bazaar.temporal import order_workflow_id
 from tests.support import dead_letters
 from tests.support.http import PASSWORD, Actor, published_listing, register, seller_with_payout
-from tests.support.money import act, fulfilled_order, place, start_stuck_charge
+from tests.support.money import act, act_then_paid_out, fulfilled_order, place, start_stuck_charge
 from workflows.order import OrderWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def flagged_seller(http: httpx.Client) -> tuple[Actor, list[Actor]]:
         order = placed.json()
         act(http, order["id"], "accept", seller)
         act(http, order["id"], "fulfil", seller)
-        act(http, order["id"], "confirm-receipt", buyer)
+        act_then_paid_out(http, order["id"], "confirm-receipt", buyer)
         review = http.post(
             f"/v1/orders/{order['id']}/reviews", headers=buyer.headers, json={"rating": 5, "text": text}
         )

@@ -200,6 +200,33 @@ def act(http: httpx.Client, order_id: str, action: str, actor: Actor, body: Any 
     return dict(response.json())
 
 
+# The timeline's entry that tells how the transfer after a release went (it follows the action's answer).
+PAYOUT_OUTCOMES = ("order.payout_sent", "order.payout_failed", "order.payout_on_hold")
+
+
+def paid_out(
+    http: httpx.Client, order_id: str, actor: Actor, completions: int = 1, timeout: float = 15
+) -> dict[str, Any]:
+    """The order once the transfer after its `completions`-th release has an outcome (sent, refused or held): the
+    release answers its action, the seller's transfer follows."""
+
+    def outcome() -> dict[str, Any] | None:
+        seen = http.get(f"/v1/orders/{order_id}", headers=actor.headers).json()
+        told = [e for e in seen["timeline"] if e["action"] in PAYOUT_OUTCOMES]
+        return dict(seen) if len(told) >= completions else None
+
+    return dict(wait_until(outcome, timeout))
+
+
+def act_then_paid_out(
+    http: httpx.Client, order_id: str, action: str, actor: Actor, body: Any = None, completions: int = 1
+) -> dict[str, Any]:
+    """`act`, for an action that releases the order's escrow; the order once the seller's transfer has an
+    outcome."""
+    act(http, order_id, action, actor, body)
+    return paid_out(http, order_id, actor, completions)
+
+
 def fulfilled_order(http: httpx.Client, **listing: Any) -> tuple[Actor, Actor, dict[str, Any]]:
     """Like `paid_order`, then accepted and shipped by the seller (the order is `fulfilled`)."""
     seller, buyer, order = paid_order(http, **listing)

@@ -201,6 +201,21 @@ RECORDED: dict[str, tuple[Callable[[], FakeWorld], dict[str, Any], Driver, str]]
     "lean_refund_lines_claimed": (FakeWorld, {}, drive_refund_by_lines, "refunded"),
     # With CHARGEBACK_AFTER_REFUND_PATCH: a chargeback on an order refunded in full is booked, then won back.
     "lean_cancelled_then_chargeback_won": (FakeWorld, {}, drive_chargeback_after_cancellation, "cancelled"),
+    # With PAYOUT_AFTER_ANSWER_PATCH: the release answers the Update, the transfer follows as an activity (sent;
+    # refused, then retried by support; paid out again after a chargeback won).
+    "lean_paid_out_after_the_answer": (FakeWorld, {}, drive_to_completion, "completed"),
+    "lean_payout_refused_after_the_answer": (
+        lambda: FakeWorld(reject_transfers=1),
+        {},
+        drive_payout_retry,
+        "completed",
+    ),
+    "lean_paid_out_again_after_chargeback_won": (
+        FakeWorld,
+        {},
+        drive_chargeback_after_completion,
+        "completed",
+    ),
     "lean_reminded_then_timed_out": (
         FakeWorld,
         {"acceptance_timeout_seconds": 2, "acceptance_reminder_seconds": 1},

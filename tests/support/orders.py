@@ -83,6 +83,13 @@ class Order:
     async def result(self) -> OrderView:
         return await self.handle.result()
 
+    async def paid_out(self, completions: int = 1) -> OrderView:
+        """The order once the transfer after its `completions`-th release has an outcome (it follows the Update
+        that released it): sent, refused (transfer_failed) or held (payout_on_hold)."""
+        await self.world.eventually(lambda: len(self.world.payout_outcomes()) >= completions)
+        outcome = self.world.payout_outcomes()[completions - 1]
+        return await self.state_when(lambda view: view.payment_state == outcome.payment_state)
+
 
 async def refusal(call: Any) -> str:
     """The ApplicationError type an Update was refused with."""
@@ -173,10 +180,12 @@ async def state_when(order: Order, check: Callable[[OrderView], bool]) -> OrderV
     return await order.state_when(check, 10)
 
 
-async def completed(order: Order) -> None:
+async def completed(order: Order) -> OrderView:
+    """Accepted, shipped and confirmed: the order once the seller's transfer has an outcome."""
     await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
     await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
     await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+    return await order.paid_out()
 
 
 async def reopened(client: Client, order: Order, chargeback: ChargebackNotice) -> Order:

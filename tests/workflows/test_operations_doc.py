@@ -18,6 +18,7 @@ from tests.support.money import (
     AMOUNT,
     FEE,
     act,
+    act_then_paid_out,
     assert_balanced,
     fulfilled_order,
     paid_order,
@@ -79,7 +80,7 @@ def test_support_repairs_a_failed_payout_with_the_cli(http: httpx.Client, stack:
         f"acct_closed{uuid.uuid4().hex[:8]}",
         uuid.UUID(seller.user_id),
     )
-    done = act(http, oid, "confirm-receipt", buyer)
+    done = act_then_paid_out(http, oid, "confirm-receipt", buyer)
     assert (done["status"], done["payment_state"]) == ("completed", "transfer_failed")
     balance = http.get("/v1/payout-account/balance", headers=seller.headers).json()["balances"][0]
     assert (balance["available"], balance["paid_out"]) == (AMOUNT - FEE, 0)

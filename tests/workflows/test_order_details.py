@@ -84,6 +84,7 @@ async def test_details_of_a_refused_payout_count_the_transfer_attempts(
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
         await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        await order.paid_out()
         assert await current_details(order.handle) == (
             "completed, payout refused by the provider (transfer attempt 1): waiting for support to retry "
             "the payout\nnext: refund, retry_transfer"
@@ -91,4 +92,20 @@ async def test_details_of_a_refused_payout_count_the_transfer_attempts(
         await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
         assert "(transfer attempt 2)" in await current_details(order.handle)
         await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
+        assert await current_details(order.handle) == "completed: escrow released to the seller\nnext: refund"
+
+
+async def test_details_say_the_transfer_after_the_release_is_under_way(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    world = FakeWorld()
+    world.delays["transfer"] = 3.0
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        assert await current_details(order.handle) == (
+            "completed: escrow released, transferring the seller's payout\nnext: refund"
+        )
+        await order.paid_out()
         assert await current_details(order.handle) == "completed: escrow released to the seller\nnext: refund"

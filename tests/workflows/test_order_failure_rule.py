@@ -205,13 +205,12 @@ async def test_money_calls_the_local_budget_refuses_go_to_the_payments_queue_at_
     15 s, and the order is not flagged."""
     world = FakeWorld(local_budget_spent=True)
     async with placed(workflow_env, world) as order:
-        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
-        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-        done = await asyncio.wait_for(order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER)), 10)
-        assert (done.status, done.payment_state, done.attention) == ("completed", "released", None)
-    assert world.local_spills == ["transfer"]
-    # The refused local attempt made no call; the queued one paid out once.
-    assert (len(world.transfers), len(world.payouts), world.attention_reports) == (1, 1, [])
+        asked = ActionRequest(SELLER, refund_amount=1_000)
+        refunded = await asyncio.wait_for(order.act(OrderWorkflow.refund, asked), 10)
+        assert (refunded.status, refunded.refunded_amount, refunded.attention) == ("paid", 1_000, None)
+    assert world.local_spills == ["refund"]
+    # The refused local attempt made no call; the queued one refunded once.
+    assert ([r.amount for r in world.refunds], world.attention_reports) == ([1_000], [])
 
 
 async def test_data_the_database_refuses_refuses_the_update_and_keeps_the_state(

@@ -8,6 +8,8 @@ started like the API does: update-with-start of the `placement` Update (tests/su
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -61,6 +63,9 @@ async def test_happy_path_releases_escrow_minus_fee(workflow_env: WorkflowEnviro
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
         assert (done.status, done.reason, done.payment_state) == ("completed", "buyer_confirmed", "released")
         assert done.platform_fee == FEE
+        # The transfer follows the answer: the release is booked with the completion, the payout after it.
+        assert [t.idempotency_key for t in world.transfers] in ([], [f"{order.id}:transfer:1"])
+        assert (await order.paid_out()).payment_state == "released"
         assert (await order.result()).status == "completed"
     [reservation] = world.reservations
     assert (reservation.payment_method, reservation.idempotency_key, reservation.workflow_id) == (
@@ -83,14 +88,22 @@ async def test_happy_path_releases_escrow_minus_fee(workflow_env: WorkflowEnviro
         ("confirmed", "order.accepted"),
         ("fulfilled", "order.fulfilled"),
         ("completed", "order.completed"),
+        ("completed", "order.payout_sent"),
     ]
-    assert [s.seq for s in world.states] == [2, 3, 4, 5]
+    assert [s.seq for s in world.states] == [2, 3, 4, 5, 6]
     assert [(s.actor_id, s.actor_role) for s in world.states] == [
         (None, "system"),
         (SELLER.user_id, "seller"),
         (SELLER.user_id, "seller"),
         (BUYER.user_id, "buyer"),
+        (None, "system"),
     ]
+    completion, payout = world.transitions()[-2:]
+    assert (completion.payout_follows, [p.entries for p in completion.ledger]) == (
+        True,
+        [{"escrow": -AMOUNT, "platform_fees": FEE, "seller_payable": AMOUNT - FEE}],
+    )
+    assert (payout.payout_follows, payout.ledger, payout.notices) == (False, [], [])
     assert world.states[-1].tracking == {"carrier": "DHL", "tracking_number": "42"}
     assert not any(s.release_stock for s in world.transitions())
     assert world.stock == 1  # sold: the stock stays taken
@@ -418,6 +431,7 @@ async def test_a_partial_refund_keeps_the_order_and_the_release_charges_the_fee_
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
         assert (done.status, done.platform_fee) == ("completed", fee)
+        await order.paid_out()
     assert [(r.amount, r.idempotency_key) for r in world.refunds] == [(1_500, f"{order.id}:refund:1")]
     assert [(r.gross, r.fee) for r in world.escrow_releases] == [(AMOUNT - 1_500, fee)]
     assert [t.amount for t in world.transfers] == [AMOUNT - 1_500 - fee]
@@ -494,6 +508,40 @@ async def test_a_refund_while_refunds_under_way_take_all_that_is_left_is_an_inva
     assert [r.amount for r in world.refunds] == [AMOUNT]
 
 
+# ---- the payout after the release ----------------------------------------------------------------------------
+
+
+async def test_the_release_answers_before_the_transfer_which_follows_as_an_activity(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """confirm-receipt answers once the release is booked (the seller's balance shows it `available`); the transfer
+    follows, as a normal activity the server retries and operators see pending: a local activity would hold the
+    answer until it ended, and neither side waits for it."""
+    world = FakeWorld()
+    world.delays["transfer"] = 3.0
+    async with placed(workflow_env, world) as order:
+        await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
+        await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
+        done = await asyncio.wait_for(order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER)), 2.5)
+        assert (done.status, done.payment_state, done.platform_fee) == ("completed", "released", FEE)
+        assert world.transfers == [] and world.transitions()[-1].action == "order.completed"
+        assert [r.txn for r in world.escrow_releases] == [
+            f"{order.id}:release:1"
+        ]  # booked with the completion
+        assert (await order.paid_out()).payment_state == "released"
+        assert (await order.result()).status == "completed"
+    assert [(t.amount, t.idempotency_key, t.release) for t in world.transfers] == [
+        (AMOUNT - FEE, f"{order.id}:transfer:1", None)
+    ]
+    history = await order.handle.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["charge", "transfer"]
+
+
 # ---- a payout on hold while the seller's payouts are disabled ---------------------------------------------
 
 
@@ -505,9 +553,11 @@ async def test_a_payout_held_while_payouts_are_disabled_goes_out_when_signalled(
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-        assert (done.status, done.payment_state) == ("completed", "payout_on_hold")
+        assert (done.status, done.payment_state) == ("completed", "released")
+        held = await order.paid_out()
+        assert (held.status, held.payment_state) == ("completed", "payout_on_hold")
         assert world.transfers == []  # refused before any call: nothing sent, no key spent at the provider
-        assert done.allowed_actions == ["refund", "retry_transfer"]
+        assert held.allowed_actions == ["refund", "retry_transfer"]
         world.payouts_disabled = False
         await order.handle.signal(OrderWorkflow.payouts_enabled)
         final = await order.result()
@@ -515,7 +565,11 @@ async def test_a_payout_held_while_payouts_are_disabled_goes_out_when_signalled(
     assert [(t.amount, t.idempotency_key) for t in world.transfers] == [
         (AMOUNT - FEE, f"{order.id}:transfer:2")
     ]
-    assert [s.action for s in world.transitions()][-2:] == ["order.completed", "order.payout_retried"]
+    assert [s.action for s in world.transitions()][-3:] == [
+        "order.completed",
+        "order.payout_on_hold",
+        "order.payout_retried",
+    ]
 
 
 async def test_a_refund_by_lines_claims_its_units_first_and_gives_them_back_when_refused(

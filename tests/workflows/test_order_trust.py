@@ -55,6 +55,7 @@ async def test_each_step_notifies_the_other_side_and_completion_opens_the_review
         ("order.accepted", ["order_accepted"]),
         ("order.fulfilled", ["order_shipped"]),
         ("order.completed", ["order_completed", "review_invitation"]),
+        ("order.payout_sent", []),  # the transfer after the answer: the completion told the seller
     ]
     paid, _, shipped, done, invitation = world.events
     assert (paid.data["amount"], paid.data["listing_title"], paid.data["buyer_id"]) == (
@@ -257,16 +258,19 @@ async def test_a_refused_payout_tells_the_seller_and_the_retry_tells_them_again(
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
         done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
-        assert done.payment_state == "transfer_failed"
-        assert world.notified("order_completed") == []
-        assert len(world.notified("payout_delayed")) == 1
+        assert done.payment_state == "released"  # the transfer follows the answer
+        assert (await order.paid_out()).payment_state == "transfer_failed"
+        assert len(world.notified("order_completed")) == 1
+        await world.eventually(lambda: len(world.notified("payout_delayed")) == 1)
         await order.act(OrderWorkflow.retry_transfer, ActionRequest(SUPPORT))
         await order.result()
     [delayed] = world.notified("payout_delayed")
-    [paid] = world.notified("order_completed")
-    assert delayed.recipient_ids == paid.recipient_ids == [SELLER.user_id]
-    assert paid.event_key == f"order:{order.id}:payout-retried-2"
-    assert paid.data["payout"] == delayed.data["payout"] == "404.70 EUR"
+    completed, paid = world.notified("order_completed")
+    assert delayed.recipient_ids == paid.recipient_ids == completed.recipient_ids == [SELLER.user_id]
+    assert [completed.event_key, delayed.event_key, paid.event_key] == [
+        f"order:{order.id}:{step}" for step in ("completed", "payout-1", "payout-retried-2")
+    ]
+    assert paid.data["payout"] == delayed.data["payout"] == completed.data["payout"] == "404.70 EUR"
     # The review window opened once, with the completion (not again with the payout).
     assert len(world.review_windows) == 1
     assert [o.outcome for o in world.outcomes] == ["completed"]

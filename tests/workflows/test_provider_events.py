@@ -139,7 +139,14 @@ async def test_chargeback_after_completion_reopens_claws_back_and_won_pays_out_a
         f"{order.id}:chargeback:dp_1",
         f"{order.id}:chargeback_reversal:dp_1",
     ]
-    assert [s.seq for s in world.states][-3:] == [5, 6, 7]  # the timeline continues where it ended
+    # The timeline continues where it ended; each release's transfer follows its completion.
+    assert [(s.seq, s.action) for s in world.transitions()][-5:] == [
+        (5, "order.completed"),
+        (6, "order.payout_sent"),
+        (7, "order.chargeback"),
+        (8, "order.completed"),
+        (9, "order.payout_sent"),
+    ]
 
 
 async def test_chargeback_after_completion_lost_when_the_seller_cannot_pay_back(
@@ -199,7 +206,8 @@ async def test_failed_payout_keeps_the_order_open_until_support_retries(
     async with placed(workflow_env, world) as order:
         await order.act(OrderWorkflow.accept, ActionRequest(SELLER))
         await order.act(OrderWorkflow.fulfil, ActionRequest(SELLER))
-        done = await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        await order.act(OrderWorkflow.confirm_receipt, ActionRequest(BUYER))
+        done = await order.paid_out()
         assert (done.status, done.payment_state, done.allowed_actions) == (
             "completed",
             "transfer_failed",

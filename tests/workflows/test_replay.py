@@ -15,6 +15,7 @@ from bazaar.temporal import DATA_CONVERTER
 from worker import WORKFLOWS
 from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import BOUNDED_PATCH
+from workflows.order_money import PAYOUT_AFTER_ANSWER_PATCH
 from workflows.returns import ReturnWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
@@ -80,6 +81,10 @@ def test_histories_exist() -> None:
         "return_refunded_up_to_held",  # with REFUND_UP_TO_HELD_PATCH (the ones above without it)
         "return_settled_by_the_order",  # with RETURN_SETTLES_PATCH too
         "return_asked_again_for_the_rest",
+        # With the order's PAYOUT_AFTER_ANSWER_PATCH (the `lean_*` above without it): the transfer after the answer.
+        "lean_paid_out_after_the_answer",
+        "lean_payout_refused_after_the_answer",
+        "lean_paid_out_again_after_chargeback_won",
     }
 
 
@@ -277,3 +282,22 @@ def test_return_histories_cover_their_paths() -> None:
     name = "return_asked_again_for_the_rest"  # refused, what it holds read again, asked for that
     assert _scheduled_activities(name) == ["refundable", "refund_return", "refundable", "refund_return"]
     assert "return-settles-with-the-order" in _patches(name)
+
+
+def test_orders_before_the_payout_patch_pay_out_in_the_update_and_new_ones_after_it() -> None:
+    """Both paths are covered: an order recorded before PAYOUT_AFTER_ANSWER_PATCH ran the transfer as a local
+    activity inside confirm-receipt's Update (before the completion's save); one recorded with it saves the
+    completion first and schedules the transfer as an activity, whose outcome is a transition of its own."""
+    assert PAYOUT_AFTER_ANSWER_PATCH not in _patches("lean_order_completed")
+    assert _local_activities("lean_order_completed")[-2:] == ["transfer", "save_transition"]
+    assert "transfer" not in _scheduled_activities("lean_order_completed")
+    for name in (
+        "lean_paid_out_after_the_answer",
+        "lean_payout_refused_after_the_answer",
+        "lean_paid_out_again_after_chargeback_won",
+    ):
+        assert PAYOUT_AFTER_ANSWER_PATCH in _patches(name), name
+        assert _scheduled_activities(name)[-1] == "transfer", name
+    assert "transfer" not in _local_activities("lean_paid_out_after_the_answer")
+    # Refused after the answer, then support's retry_transfer: that one pays out inside its Update (local first).
+    assert _local_activities("lean_payout_refused_after_the_answer")[-2:] == ["transfer", "save_transition"]

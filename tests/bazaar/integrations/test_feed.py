@@ -154,6 +154,20 @@ def test_order_transitions_map_to_the_catalogue() -> None:
         EventType.ORDER_UPDATED,
         EventType.PAYOUT_SENT,
     ]
+    # A release whose transfer follows the answer: completed now, the payout's event when the transfer has an outcome
+    # (sent: the order did not change, so no `order.updated`; refused or held: it did).
+    assert types("completed", "fulfilled", "released", "order.completed", payout_follows=True) == [
+        EventType.ORDER_COMPLETED
+    ]
+    assert types("completed", "completed", "released", "order.payout_sent") == [EventType.PAYOUT_SENT]
+    assert types("completed", "completed", "transfer_failed", "order.payout_failed") == [
+        EventType.ORDER_UPDATED,
+        EventType.PAYOUT_FAILED,
+    ]
+    assert types("completed", "completed", "payout_on_hold", "order.payout_on_hold") == [
+        EventType.ORDER_UPDATED,
+        EventType.PAYOUT_ON_HOLD,
+    ]
     assert types("paid", "paid", "held_in_escrow", "order.partially_refunded") == [EventType.ORDER_UPDATED]
     assert types("paid", "paid", "held_in_escrow", "order.reminded") == []
     assert types("cancelled", "pending", "failed", "order.payment_failed") == [EventType.ORDER_CANCELLED]
