@@ -398,6 +398,7 @@ class Bench:
                         run.error(f"{action}: {type(exc).__name__}: {exc}")
                         continue
                     elapsed = time.perf_counter() - started
+                    await asyncio.sleep(max(0.0, self.args.action_interval - elapsed))
                     state = None
                     with contextlib.suppress(ValueError, AttributeError):
                         state = json.loads(answer).get("status")

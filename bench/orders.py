@@ -66,7 +66,10 @@ Phases, in this order:
 5. Actions: `--actions` fresh paid orders (placed at c=4, not measured), then sequentially (c=1) all
    `POST /v1/orders/{id}/accept` (seller), then all `/fulfil` (seller, carrier + tracking_number), then all
    `/confirm-receipt` (buyer): p50/p95 each (200 with the expected status, else an error), and each p50
-   over the bare Update p50. Before them, on the same connection, `GET /v1/orders/{id}` of each (seller):
+   over the bare Update p50. Each request starts `--action-interval` (0.25 s) after the previous one started,
+   as one app's clicks would: what an action sets off after its answer (the seller's transfer after
+   confirm-receipt, the sender's mail, the search sync) is not billed to the next order's request, on a
+   machine of 2 cores where it competes for the same CPU (`--action-interval 0`: back to back). Before them, on the same connection, `GET /v1/orders/{id}` of each (seller):
    the API's own cost of a request (auth, one read, the JSON answer). `action_floor`: the saved Update's p50
    plus that read's p50, the least an action through the API can take, over the bare Update and under each
    action's p50.
@@ -190,6 +193,7 @@ async def bench(args: argparse.Namespace, stack: Any, queue: str) -> dict[str, A
             "concurrency": args.concurrency,
             "open_orders": args.open_orders,
             "actions": args.actions,
+            "action_interval_s": args.action_interval,
             "updates": args.updates,
             "event_orders": args.event_orders,
             "warmup": args.warmup,
@@ -350,6 +354,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int_list, default=[1, 4, 8, 16], help="e.g. 1,4,8,16")
     parser.add_argument("--open-orders", type=int, default=600, help="orders left open for the RSS figure")
     parser.add_argument("--actions", type=int, default=30, help="orders taken through accept/fulfil/confirm")
+    parser.add_argument(
+        "--action-interval",
+        type=float,
+        default=0.25,
+        help="seconds from one action request's start to the next one's (0: back to back)",
+    )
     parser.add_argument("--updates", type=int, default=200, help="bare Update round trips")
     parser.add_argument(
         "--event-orders", type=int, default=5, help="completed orders whose events are counted"
