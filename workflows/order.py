@@ -49,7 +49,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -65,7 +65,6 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.details import Waiting
-    from bazaar.orders.notices import Effects, notice
     from bazaar.orders.types import (
         TERMINAL,
         ActionRequest,
@@ -83,7 +82,8 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.dispute import DisputeWorkflow, Resolution
 from workflows.failures import StepFailed, failure_text
-from workflows.order_money import PAYOUT_AFTER_ANSWER_PATCH, OrderMoney
+from workflows.order_money import OrderMoney
+from workflows.order_payout import PAYOUT_AFTER_ANSWER_PATCH
 
 # Patch (2026-11-26, docs/workflow-versioning.md): the run closes in a workflow task after the last Update's.
 CLOSE_APART_PATCH = "close-apart-from-updates"
@@ -297,30 +297,6 @@ class OrderWorkflow(OrderMoney):
                         # The provider refused (e.g. a chargeback is open on the charge, so no refund):
                         # the chargeback signal moves the order on; the deadline starts over meanwhile.
                         workflow.logger.warning("deadline action refused by the provider", exc_info=True)
-
-    async def _remind_seller(self, after_seconds: int) -> datetime | None:
-        """Wait until the reminder is due and send it; the acceptance deadline, or None if the order moved
-        on before that."""
-        try:
-            await workflow.wait_condition(
-                lambda: self.view.status != OrderStatus.PAID, timeout=timedelta(seconds=after_seconds)
-            )
-            return None
-        except TimeoutError:
-            pass
-        accept_by = workflow.now() + timedelta(seconds=self._terms.acceptance_reminder_seconds)
-        reminder = notice(
-            self.view,
-            "reminder",
-            "acceptance_deadline_approaching",
-            [Party.SELLER],
-            {"deadline": accept_by.isoformat(timespec="minutes")},
-        )
-        async with self._lock:
-            if self.view.status != OrderStatus.PAID:
-                return None
-            await self._save(self.view, Party.SYSTEM, None, OrderEvent.REMINDED, Effects([reminder]))
-        return accept_by
 
     # ---- reads -------------------------------------------------------------------------------------
     @workflow.query

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from bazaar.models import OrderStatus, PaymentState
     from bazaar.orders import rules
     from bazaar.orders.details import Waiting, current_details
-    from bazaar.orders.notices import Effects, effects_of, outcome_of
+    from bazaar.orders.notices import Effects, effects_of, notice, outcome_of
     from bazaar.orders.types import (
         BUYER_ID,
         LISTING_ID,
@@ -271,6 +271,30 @@ class OrderSteps:
                 f"{action} could not be saved: {_failure_text(refused)}", type=Rejection.INVALID_REQUEST
             ) from None
         self._seq = seq
+
+    async def _remind_seller(self, after_seconds: int) -> datetime | None:
+        """Wait until the reminder is due and send it; the acceptance deadline, or None if the order moved
+        on before that."""
+        try:
+            await workflow.wait_condition(
+                lambda: self.view.status != OrderStatus.PAID, timeout=timedelta(seconds=after_seconds)
+            )
+            return None
+        except TimeoutError:
+            pass
+        accept_by = workflow.now() + timedelta(seconds=self._terms.acceptance_reminder_seconds)
+        reminder = notice(
+            self.view,
+            "reminder",
+            "acceptance_deadline_approaching",
+            [Party.SELLER],
+            {"deadline": accept_by.isoformat(timespec="minutes")},
+        )
+        async with self._lock:
+            if self.view.status != OrderStatus.PAID:
+                return None
+            await self._save(self.view, Party.SYSTEM, None, OrderEvent.REMINDED, Effects([reminder]))
+        return accept_by
 
     def _authorize(self, action: OrderAction, req: ActionRequest) -> Party:
         """A validator's check: the acting party, if this actor may take `action` now under this key."""

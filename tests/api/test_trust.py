@@ -24,7 +24,7 @@ from bazaar.trust.reputation import bayesian_score
 from tests.support.accounts import mails_to
 from tests.support.dead_letters import dead_letter
 from tests.support.http import Actor, register, support_user, wait_until
-from tests.support.money import act, act_then_paid_out, fulfilled_order, paid_order, sql
+from tests.support.money import act, fulfilled_order, paid_order, sql
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def metrics(http: httpx.Client) -> dict[str, float]:
 def complete(http: httpx.Client, order_id: str, seller: Actor, buyer: Actor) -> None:
     act(http, order_id, "accept", seller)
     act(http, order_id, "fulfil", seller, {"carrier": "DHL", "tracking_number": "JD0142"})
-    assert act_then_paid_out(http, order_id, "confirm-receipt", buyer)["status"] == "completed"
+    assert act(http, order_id, "confirm-receipt", buyer)["status"] == "completed"
 
 
 def review(http: httpx.Client, order_id: str, author: Actor, rating: Any, text: str = "") -> httpx.Response:
@@ -367,9 +367,7 @@ def test_dispute_thread_info_request_and_resolution(http: httpx.Client, stack: A
     for party in (buyer, seller):
         inbox_item(http, party, "dispute_opened", oid)
 
-    resolved = act_then_paid_out(
-        http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000}
-    )
+    resolved = act(http, oid, "resolve", staff, {"resolution": "partial_refund", "refund_amount": 10_000})
     assert (resolved["status"], resolved["status_reason"]) == ("completed", "dispute_partially_refunded")
     final = wait_until(
         lambda: (r := dispute(http, oid, buyer).json())["status"] == "resolved" and r, timeout=WAIT
@@ -471,7 +469,7 @@ def test_inbox_preferences_email_and_one_click_unsubscribe(http: httpx.Client, s
     assert deliveries(stack, f"order:{oid}:accepted", buyer) == {"inbox": "sent"}
     mail(stack, buyer.email, f'"{title}" is on its way')  # emails to the buyer do flow
     assert [m["Subject"] for m in mails_to(stack, buyer.email) if "accepted" in str(m["Subject"])] == []
-    act_then_paid_out(http, oid, "confirm-receipt", buyer)
+    act(http, oid, "confirm-receipt", buyer)
 
     # The seller's inbox: order_paid, order_completed, review_invitation; mark one read, then all.
     inbox_item(http, seller, "order_completed", oid)

@@ -78,7 +78,9 @@ def test_quick_run_prints_every_figure() -> None:
     floor = report["action_floor"]
     assert floor["floor_ms"] == round(floor["saved_update_p50_ms"] + floor["api_read_p50_ms"], 2), floor
     assert positive(floor["floor_over_bare_update"]) and positive(floor["accept_p50_over_floor"]), floor
-    assert report["sizes"]["action_interval_s"] == 0.25  # paced, as one app's clicks (the docstring's phase 5)
+    assert (
+        report["sizes"]["action_interval_s"] == 0.25
+    )  # paced, as one app's clicks (the docstring's phase 5)
     for action in ("accept", "fulfil", "confirm_receipt"):
         assert report["actions"][action]["n"] > 0 and positive(report["actions"][action]["p50_ms"]), action
         assert positive(report["action_ratios"][f"{action}_p50_over_bare_update_p50"])

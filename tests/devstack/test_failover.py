@@ -225,6 +225,8 @@ def test_one_of_each_replica_killed_mid_stream_loses_nothing(
     charges = charges_by_order(stack)
     for order_id in order_ids:
         assert charges.get(order_id) == 1, order_id
+        # The transfer follows confirm-receipt's answer (a killed worker's attempt is retried after its timeout).
+        wait_until(lambda order_id=order_id: transfers_for(stack, order_id), timeout=90, interval=0.5)
         assert len(transfers_for(stack, order_id)) == 1, order_id
     for listing_id, n in edits.items():  # every listing's last edit reached the index
         wait_until(

@@ -29,9 +29,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.workflow import UpdateMethodMultiParam
 
+from activities.orders import OrderTransition
 from bazaar.orders.types import (
     NEEDS_ATTENTION,
     ORDER_STATUS,
+    PAYOUT_OUTCOMES,
     ActionRequest,
     Actor,
     ChargebackNotice,
@@ -86,9 +88,14 @@ class Order:
     async def paid_out(self, completions: int = 1) -> OrderView:
         """The order once the transfer after its `completions`-th release has an outcome (it follows the Update
         that released it): sent, refused (transfer_failed) or held (payout_on_hold)."""
-        await self.world.eventually(lambda: len(self.world.payout_outcomes()) >= completions)
-        outcome = self.world.payout_outcomes()[completions - 1]
+        await self.world.eventually(lambda: len(payout_outcomes(self.world)) >= completions)
+        outcome = payout_outcomes(self.world)[completions - 1]
         return await self.state_when(lambda view: view.payment_state == outcome.payment_state)
+
+
+def payout_outcomes(world: FakeWorld) -> list[OrderTransition]:
+    """The transitions that told how a transfer after a release went, in order."""
+    return [t for t in world.transitions() if t.action in PAYOUT_OUTCOMES.values()]
 
 
 async def refusal(call: Any) -> str:

@@ -54,7 +54,7 @@ from activities.payments import (
 from activities.provider_budget import LOCAL_BUDGET_SPENT
 from activities.trust import OrderOutcome, ReviewWindowRequest
 from bazaar.checkout.types import LineRefusal, Reservation, SellerOrder, StartCheckout
-from bazaar.orders.types import PAYOUT_OUTCOMES, ChargebackStatus, OrderLineView
+from bazaar.orders.types import ChargebackStatus, OrderLineView
 from bazaar.trust.notifications import NotificationEvent
 from tests.support.return_fakes import FakeReturns
 
@@ -208,10 +208,6 @@ class FakeWorld:
     def transitions(self) -> list[OrderTransition]:
         """What the lean order's `save_transition` saved, in order."""
         return [s for s in self.states if isinstance(s, OrderTransition)]
-
-    def payout_outcomes(self) -> list[OrderTransition]:
-        """The transitions that told how a transfer after a release went, in order."""
-        return [t for t in self.transitions() if t.action in PAYOUT_OUTCOMES.values()]
 
     async def eventually(self, check: Callable[[], bool], seconds: float = 15) -> None:
         """Children run on their own: poll until `check` holds."""

@@ -15,7 +15,7 @@ from bazaar.temporal import DATA_CONVERTER
 from worker import WORKFLOWS
 from workflows.checkout import CheckoutWorkflow
 from workflows.dispute import BOUNDED_PATCH
-from workflows.order_money import PAYOUT_AFTER_ANSWER_PATCH
+from workflows.order_payout import PAYOUT_AFTER_ANSWER_PATCH
 from workflows.returns import ReturnWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
