@@ -146,10 +146,7 @@ class OrderWorkflow(OrderMoney):
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self._background_finished()
-            if self._payout_after_answer and self.view.payment_state in (
-                PaymentState.PAYOUT_ON_HOLD,
-                PaymentState.TRANSFER_FAILED,
-            ):
+            if self._payout_after_answer and self.view.payment_state in rules.PAYOUT_NOT_SENT:
                 continue  # the transfer after the release did not go: as above
             if self.view.status in TERMINAL and workflow.patched(CLOSE_APART_PATCH):
                 # Close the run in a task of its own, not the one that answers the Update that ended the order:

@@ -218,8 +218,10 @@ class OrderMoney(OrderPayout):
             },
         )
         self._released = (gross, fee)
-        # Runs started before PAYOUT_AFTER_ANSWER_PATCH pay out here, before the completion is saved.
-        paid_before = not self._payout_after_answer and gross - fee > 0
+        # Runs started before PAYOUT_AFTER_ANSWER_PATCH pay out here, before the completion is saved; new ones after
+        # its answer.
+        pays = gross - fee > 0
+        paid_before, pays_after = pays and not self._payout_after_answer, pays and self._payout_after_answer
         await self._transition(
             OrderStatus.COMPLETED,
             reason=reason,
@@ -230,9 +232,9 @@ class OrderMoney(OrderPayout):
             ledger=[release],
             resolution=resolution,
             note=note,
-            payout_follows=self._payout_after_answer and gross - fee > 0,
+            payout_follows=pays_after,
         )
-        if self._payout_after_answer and gross - fee > 0:
+        if pays_after:
             self._in_background(self._pay_out_released())
 
     async def _refund_asked(self, req: ActionRequest, party: Party) -> None:

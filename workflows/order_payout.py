@@ -72,7 +72,7 @@ class OrderPayout(OrderSteps):
         self, amount: int, release: LedgerPosting | None = None, *, local_first: bool = True
     ) -> PaymentState:
         """Transfer the seller's share (booking `release`, the escrow's release it pays, first); the resulting
-        PaymentState (released, or transfer_failed). `local_first`: False after the Update answered (a local
+        PaymentState (released; transfer_failed or payout_on_hold if it did not go). `local_first`: False after the Update answered (a local
         activity would hold the answer until it ends)."""
         order_id = self.view.order_id
         self._transfers += 1

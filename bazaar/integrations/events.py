@@ -29,7 +29,7 @@ from bazaar.models import (
     PaymentOutcome,
     PaymentState,
 )
-from bazaar.orders.types import OrderEvent
+from bazaar.orders.types import PAYOUT_OUTCOMES, OrderEvent
 from bazaar.payments import ledger
 
 
@@ -135,9 +135,7 @@ def listing_event(listing: Listing, event_type: EventType) -> Event:
 _PAYOUT_ACTIONS = frozenset(
     {
         OrderEvent.COMPLETED,
-        OrderEvent.PAYOUT_SENT,
-        OrderEvent.PAYOUT_FAILED,
-        OrderEvent.PAYOUT_HELD,
+        *PAYOUT_OUTCOMES.values(),
         OrderEvent.PAYOUT_RETRIED,
         OrderEvent.PAYOUT_RETRY_FAILED,
     }

@@ -62,6 +62,8 @@ REFUNDABLE = frozenset(
         PaymentState.PAYOUT_ON_HOLD,
     }
 )
+# Released, but the seller's payout did not go: it waits for support's `retry_transfer` (or the provider).
+PAYOUT_NOT_SENT = frozenset({PaymentState.TRANSFER_FAILED, PaymentState.PAYOUT_ON_HOLD})
 # What support may still do while a step is stuck (a cancel waits for the step, then cancels).
 DURING_ATTENTION = frozenset({OrderAction.RETRY, OrderAction.CANCEL})
 RESOLUTIONS = tuple(DisputeResolution)
@@ -123,10 +125,7 @@ def blocked(action: OrderAction, payment_state: PaymentState, attention: str | N
         return "nothing to retry: no step of this order is failing"
     if action == OrderAction.RESOLVE_DISPUTE and payment_state == PaymentState.CHARGEBACK:
         return "the card network is deciding this chargeback; wait for its decision"
-    if action == OrderAction.RETRY_TRANSFER and payment_state not in (
-        PaymentState.TRANSFER_FAILED,
-        PaymentState.PAYOUT_ON_HOLD,
-    ):
+    if action == OrderAction.RETRY_TRANSFER and payment_state not in PAYOUT_NOT_SENT:
         return "only a failed or held payout can be retried"
     if action == OrderAction.REFUND and payment_state not in REFUNDABLE:
         return f"nothing can be refunded while the payment is {payment_state}"
