@@ -318,7 +318,7 @@ class OrderActivities:
                 change.payout_follows,
             )
             if change.outcome or change.disputed or change.review_closes_at:
-                await _trust_bookkeeping(session, order_id, change)
+                await _trust_bookkeeping(session, order_id, moved.seller_id, change)
         metrics.order_transition(moved.from_status, change.status, moved.seconds_in_state)  # once committed
         return True
 
@@ -553,18 +553,19 @@ async def _restock(session: AsyncSession, order_id: uuid.UUID, units: dict[str, 
         lines[str(listing_id)].restocked_quantity += n
 
 
-async def _trust_bookkeeping(session: AsyncSession, order_id: uuid.UUID, change: OrderTransition) -> None:
+async def _trust_bookkeeping(
+    session: AsyncSession, order_id: uuid.UUID, seller_id: uuid.UUID, change: OrderTransition
+) -> None:
     """Reputation counters and the review window, in a savepoint: if the trust tables refuse, the order's
-    own transition still commits (the money and the order's state come first) and the failure is logged."""
+    own transition still commits (the money and the order's state come first) and the failure is logged.
+    One statement each: this runs in the transition that completes the order, before its Update answers."""
     try:
         async with session.begin_nested():
-            seller_id = await session.scalar(select(Order.seller_id).where(Order.id == order_id))
-            assert seller_id is not None
             for outcome in (change.outcome, "disputed" if change.disputed else None):
                 if outcome:
                     await reputation.apply_order_outcome(session, order_id, seller_id, outcome)
             if change.review_closes_at:
-                await reviews.open_window(session, order_id, closes_at=change.review_closes_at)
+                await reviews.start_window(session, order_id, change.review_closes_at)
     except SQLAlchemyError:
         log.exception("trust bookkeeping failed for order %s (%s)", order_id, change.action)
 

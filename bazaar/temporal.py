@@ -9,6 +9,7 @@ from typing import Any
 import opentelemetry.trace
 import temporalio.api.common.v1
 import temporalio.worker
+import temporalio.workflow
 from pydantic import TypeAdapter
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
@@ -23,6 +24,7 @@ from temporalio.converter import (
 from temporalio.runtime import Runtime
 
 from bazaar.settings import Settings
+from bazaar.telemetry import recording
 
 # Custom search attributes of the order workflows (name -> Temporal type): the one list that devstack
 # registers on every embedded server, deploy/temporal/register-search-attributes.sh registers in production
@@ -149,12 +151,34 @@ def money_workflow_id(order_id: str) -> str:
     return f"money-{order_id}"
 
 
+# `_completed_span`'s outbound inputs other than a command's headers (Nexus): always the SDK's way.
+_OTHER_OUTBOUNDS = ("add_to_outbound_str", "add_to_outbound_model")
+
+
 class _UpdateTracedInbound(TracingWorkflowInboundInterceptor):
     """The SDK's workflow tracing, except that an Update's work continues the trace of the request that sent it:
     its handler's span, the activities it runs and what they do (the SQL, the provider call, the mail it queues),
     so an action's `X-Trace-Id` leads to all of it. The SDK parents an Update's spans on the workflow's start
     and only links the caller. Replay-safe like the SDK's: spans are made only outside replay, and the context
-    only changes the headers of what the handler starts, which replay does not compare."""
+    only changes the headers of what the handler starts, which replay does not compare.
+
+    While this process records no spans (`bazaar.telemetry.recording`: no exporter), the workflow makes none:
+    what it starts still carries the current trace in its headers (the activity's log lines and the mail it
+    queues keep the request's id), but the SDK's per-span work (a span made and ended through the sandbox's
+    extern call, its context serialized again, the workflow's start context rebuilt for every validator) is
+    not paid on every Update's activation (measured: docs/benchmarks.md, twelfth session)."""
+
+    def handle_update_validator(self, input: temporalio.worker.HandleUpdateInput) -> None:
+        if recording():
+            super().handle_update_validator(input)
+        else:
+            temporalio.worker.WorkflowInboundInterceptor.handle_update_validator(self, input)
+
+    def _completed_span(self, span_name: str, *, add_to_outbound: Any = None, **options: Any) -> None:
+        if recording() or any(options.get(key) is not None for key in _OTHER_OUTBOUNDS):
+            super()._completed_span(span_name, add_to_outbound=add_to_outbound, **options)
+        elif add_to_outbound is not None and not temporalio.workflow.unsafe.is_replaying():
+            add_to_outbound.headers = self._context_to_headers(add_to_outbound.headers)
 
     async def handle_update_handler(self, input: temporalio.worker.HandleUpdateInput) -> Any:
         header = input.headers.get(self.header_key)

@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 PAYMENT_METHOD = "pm_card_visa"
 REQUEST_TIMEOUT = 60.0
 SETTLE_LIMIT = 30.0
+_PACED = ("n", "p50_ms", "p95_ms")  # what a paced baseline reports
 
 
 class Bench:
@@ -365,6 +366,15 @@ class Bench:
         out: dict[str, Any] = {}
         completed: list[str] = []
         conn = Http1(self.api_url, timeout=REQUEST_TIMEOUT)
+        # The baseline side by side: in each action's pause, one bare Update and one with a row saved, paced as
+        # the actions are (a request to processes that were idle for a moment costs more than one right after
+        # another: the baseline must come the same way as what it is the baseline of).
+        bare = await self.client.start_workflow(
+            BareUpdate.run, id=f"bare-update-paced-{uuid.uuid4()}", task_queue=self.queue
+        )
+        for update in (BareUpdate.ping, BareUpdate.ping_saved):
+            for _ in range(5):
+                await bare.execute_update(update)
         try:
             # The API's own floor: an authenticated read of the order (auth, one indexed read, the JSON answer).
             reads = Run()
@@ -381,7 +391,7 @@ class Bench:
             }
             log(f"  {'GET order':16} p50 {summary['p50_ms']:8.1f} ms  p95 {summary['p95_ms']:8.1f}")
             for action, who, body, expected in steps:
-                run = Run()
+                run, paced, paced_saved = Run(), Run(), Run()
                 assert self.meter is not None
                 before, started_at = self.meter.read(), time.perf_counter()
                 for oid in orders:
@@ -398,7 +408,17 @@ class Bench:
                         run.error(f"{action}: {type(exc).__name__}: {exc}")
                         continue
                     elapsed = time.perf_counter() - started
-                    await asyncio.sleep(max(0.0, self.args.action_interval - elapsed))
+                    if self.args.action_interval > 0:
+                        # Halfway through the pause: what the action set off after its answer has had as long.
+                        await asyncio.sleep(max(0.0, self.args.action_interval / 2 - elapsed))
+                        for baseline, update in (
+                            (paced, BareUpdate.ping),
+                            (paced_saved, BareUpdate.ping_saved),
+                        ):
+                            ping_started = time.perf_counter()
+                            await bare.execute_update(update)
+                            baseline.latencies.append(time.perf_counter() - ping_started)
+                    await asyncio.sleep(max(0.0, self.args.action_interval - (time.perf_counter() - started)))
                     state = None
                     with contextlib.suppress(ValueError, AttributeError):
                         state = json.loads(answer).get("status")
@@ -415,15 +435,31 @@ class Bench:
                 out[action.replace("-", "_")] = {
                     **{k: s[k] for k in ("n", "errors", "error_samples", "p50_ms", "p95_ms", "max_ms")},
                     "machine": others,
+                    **(
+                        {
+                            "paced_bare_update": {k: v for k, v in paced.summary().items() if k in _PACED},
+                            "paced_saved_update": {
+                                k: v for k, v in paced_saved.summary().items() if k in _PACED
+                            },
+                        }
+                        if paced.latencies
+                        else {}
+                    ),
                 }
                 log(
                     f"  {action:16} p50 {s['p50_ms']:8.1f} ms  p95 {s['p95_ms']:8.1f}  n {s['n']}  errors {s['errors']}"
                 )
+                if paced.latencies:
+                    log(
+                        f"  {'  bare, paced':16} p50 {paced.summary()['p50_ms']:8.1f} ms; with a row saved "
+                        f"p50 {paced_saved.summary()['p50_ms']:8.1f} ms"
+                    )
                 if s["errors"]:
                     log(f"    errors: {s['error_samples']}")
                 await self.settle()
         finally:
             await conn.close()
+            await bare.signal(BareUpdate.finish)
         return out, completed
 
     async def events(self, order_ids: list[str]) -> dict[str, Any]:

@@ -92,24 +92,52 @@ async def _recount(session: AsyncSession, rep: Reputation) -> None:
         await reindex_seller_listings(session, rep.user_id)  # search shows and ranks by the new rating
 
 
+# The counter each order outcome adds one to (bazaar.orders.notices.outcome_of decides the outcome).
+_OUTCOME_COUNTERS = {
+    "completed": Reputation.orders_completed,
+    "cancelled": Reputation.orders_cancelled,
+    "refunded": Reputation.orders_refunded,
+    "disputed": Reputation.orders_disputed,
+}
+# Every counter of a seller's row, the ratings' included: a new row starts them at 0.
+_COUNTER_KEYS = ("rating_count", "rating_sum", *(c.key for c in _OUTCOME_COUNTERS.values()))
+
+
 async def apply_order_outcome(
     session: AsyncSession, order_id: uuid.UUID, seller_id: uuid.UUID, outcome: str
-) -> Reputation:
+) -> None:
     """outcome: how the order ended (completed | cancelled | refunded), or disputed (an ended order that was
-    disputed; bazaar.orders.notices.outcome_of decides which); each counted once per order."""
-    rep = await _row(session, seller_id)
-    if await _once(
-        session, f"reputation:order:{order_id}:{outcome}", f"reputation.order_{outcome}", seller_id
-    ):
-        if outcome == "completed":
-            rep.orders_completed += 1
-        elif outcome == "cancelled":
-            rep.orders_cancelled += 1
-        elif outcome == "refunded":
-            rep.orders_refunded += 1
-        elif outcome == "disputed":
-            rep.orders_disputed += 1
-    return rep
+    disputed; bazaar.orders.notices.outcome_of decides which); each counted once per order. One statement (it
+    runs in the transition that ends the order, before its Update answers): the audit row is the idempotency
+    record, and the seller's row is created or counted up by how many audit rows were new (0 or 1)."""
+    counter = _OUTCOME_COUNTERS[outcome].key
+    once = (
+        insert(AuditEvent)
+        .values(
+            actor_role="system",
+            subject_type="reputation",
+            subject_id=str(seller_id),
+            action=f"reputation.order_{outcome}",
+            data={},
+            dedupe_key=f"reputation:order:{order_id}:{outcome}",
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(AuditEvent.id)
+        .cte("once")
+    )
+    counters = {key: func.count() if key == counter else literal(0) for key in _COUNTER_KEYS}
+    new_rows = select(literal(seller_id), literal(PRIOR_MEAN), *counters.values()).select_from(once)
+    count = insert(Reputation).from_select(["user_id", "score", *counters], new_rows, include_defaults=False)
+    await session.execute(
+        count.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                counter: getattr(Reputation, counter) + getattr(count.excluded, counter),
+                "updated_at": func.now(),  # `onupdate` is the ORM's: a Core upsert sets it itself
+            },
+            where=getattr(count.excluded, counter) > 0,
+        )
+    )
 
 
 def orders_ended(rep: Reputation | None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import DateTime, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,25 +26,25 @@ async def open_window(
     closes_at: datetime | None = None,
 ) -> ReviewWindow:
     """Open the order's review window (once) for `window` from now, or until `closes_at`."""
-    order = await session.get(Order, order_id)
-    if order is None:
-        raise LookupError(f"order {order_id} not found")
     if closes_at is None:
         assert window is not None
         closes_at = datetime.now(UTC) + window
+    await start_window(session, order_id, closes_at)
+    found = await session.get(ReviewWindow, order_id)
+    if found is None:
+        raise LookupError(f"order {order_id} not found")
+    return found
+
+
+async def start_window(session: AsyncSession, order_id: uuid.UUID, closes_at: datetime) -> None:
+    """`open_window` in one statement, reading nothing back (the order's completion runs it before its Update
+    answers): the window's parties are the order's, from its row; no row for an order that is not stored."""
+    parties = select(Order.id, Order.buyer_id, Order.seller_id, literal(closes_at, DateTime(timezone=True)))
     await session.execute(
         insert(ReviewWindow)
-        .values(
-            order_id=order.id,
-            buyer_id=order.buyer_id,
-            seller_id=order.seller_id,
-            closes_at=closes_at,
-        )
+        .from_select(["order_id", "buyer_id", "seller_id", "closes_at"], parties.where(Order.id == order_id))
         .on_conflict_do_nothing(index_elements=["order_id"])
     )
-    found = await session.get(ReviewWindow, order_id)
-    assert found is not None
-    return found
 
 
 async def submit(

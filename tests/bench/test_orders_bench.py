@@ -84,6 +84,15 @@ def test_quick_run_prints_every_figure() -> None:
     for action in ("accept", "fulfil", "confirm_receipt"):
         assert report["actions"][action]["n"] > 0 and positive(report["actions"][action]["p50_ms"]), action
         assert positive(report["action_ratios"][f"{action}_p50_over_bare_update_p50"])
+        # The baseline paced alike, in the action's own pauses: one bare and one saved Update per request; the
+        # action's bar divides by it.
+        figures = report["actions"][action]
+        for baseline in ("paced_bare_update", "paced_saved_update"):
+            assert figures[baseline]["n"] >= figures["n"], (action, figures)
+            assert positive(figures[baseline]["p50_ms"]), (action, figures)
+        paced = report["action_ratios"][f"{action}_p50_over_paced_bare_update_p50"]
+        assert paced == round(figures["p50_ms"] / figures["paced_bare_update"]["p50_ms"], 3), (action, paced)
+        assert report["bars"][f"{action}_p50_over_bare_update"]["value"] == paced
     events = report["events"]
     assert events["orders"] > 0 and positive(events["median_per_order"]), events
     assert positive(events["median_by_workflow_type"][events["order_workflow_type"]]), events

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from bazaar.auth import Principal
 from bazaar.errors import DomainError, ErrorCode
 from bazaar.models import Listing, ListingStatus, OrderStatus, PaymentState, SearchOutbox, User
-from bazaar.trust import reviews
+from bazaar.trust import reputation, reviews
 from bazaar.trust.models import Reputation, Review, ReviewWindow
 from bazaar.trust.reputation import PRIOR_MEAN, bayesian_score
 from tests.support.outbox import Sessions, make_users, stored_order
@@ -127,3 +127,41 @@ async def test_a_hidden_review_stops_counting_and_requeues_the_sellers_listings(
     await submit(db, blind_order, seller, 4)  # both wrote: revealed
     assert await ratings(db, seller) == (2, 7, bayesian_score(7, 2))
     assert await ratings(db, buyers[3]) == (1, 4, bayesian_score(4, 1))
+
+
+async def test_an_order_outcome_counts_once_and_its_window_opens_once(db: Sessions) -> None:
+    """What an order's completion books in its own transaction, one statement each: the seller's counter (a
+    retried transition counts nothing twice; a seller with no row yet gets one at the prior) and the window."""
+    buyer, seller = await make_users(db, 2, "Outcome")
+    order = await stored_order(
+        db, buyer, seller, title="Counted lamp", amount=2_000, status=OrderStatus.COMPLETED,
+        payment_state=PaymentState.RELEASED,
+    )  # fmt: skip
+    closes_at = datetime.now(UTC) + timedelta(days=7)
+    for _ in range(2):  # the transition's transaction run again: nothing more
+        async with db() as session, session.begin():
+            await reputation.apply_order_outcome(session, order.id, seller.id, "completed")
+            await reputation.apply_order_outcome(session, order.id, seller.id, "disputed")
+            await reviews.start_window(session, order.id, closes_at)
+    async with db() as session:
+        rep = await session.get(Reputation, seller.id)
+        assert rep is not None
+        assert (rep.orders_completed, rep.orders_disputed, rep.orders_cancelled, rep.score) == (
+            1,
+            1,
+            0,
+            PRIOR_MEAN,
+        )
+        window = await session.get(ReviewWindow, order.id)
+        assert window is not None
+        assert (window.buyer_id, window.seller_id, window.closes_at) == (buyer.id, seller.id, closes_at)
+    other = await stored_order(
+        db, buyer, seller, title="Second lamp", amount=2_000, status=OrderStatus.CANCELLED,
+        payment_state=PaymentState.REFUNDED,
+    )  # fmt: skip
+    async with db() as session, session.begin():
+        await reputation.apply_order_outcome(session, other.id, seller.id, "cancelled")
+    async with db() as session:
+        rep = await session.get(Reputation, seller.id)
+        assert rep is not None
+        assert (rep.orders_completed, rep.orders_cancelled) == (1, 1)
