@@ -29,8 +29,7 @@ from temporalio.client import (
     ScheduleUpdate,
 )
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.checkout import CheckoutActivities
 from activities.disputes import DisputeActivities
@@ -223,13 +222,15 @@ def runtime_for(settings: Settings) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
-# Workflow code is imported once and shared by every run (each run still gets the sandbox's runtime checks
-# against non-deterministic calls): re-importing the workflow modules per run cost most of the worker's memory
-# per open order and CPU per new order. Safe because our workflow modules do nothing at import but define
-# (docs/workflow-versioning.md, "Determinism").
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-)
+# Workflows run unsandboxed. Temporal's sandbox re-imports the workflow modules for every run (most of the
+# worker's memory per open order and CPU per new order), so this worker passed every module through it: then the
+# sandbox checked nothing in our modules (their own imports, `datetime` included, are the real ones: a clock read
+# in a workflow went through, tests/workflows/test_determinism.py) and still cost 3-5 ms an action, entering it on
+# every activation and for every payload (docs/benchmarks.md, twelfth session). Determinism is checked where it
+# can be: the workflow tests' workers run Temporal's strict sandbox (the SDK's default runner, which imports our
+# modules afresh and refuses a clock, randomness or I/O), a static check reads every workflow module, and every
+# stored history replays (docs/workflow-versioning.md, "Determinism").
+WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 
 
 def queues_served(settings: Settings, contexts: Collection[str]) -> dict[str, list[str]]:

@@ -366,9 +366,9 @@ class Bench:
         out: dict[str, Any] = {}
         completed: list[str] = []
         conn = Http1(self.api_url, timeout=REQUEST_TIMEOUT)
-        # The baseline side by side: in each action's pause, one bare Update and one with a row saved, paced as
-        # the actions are (a request to processes that were idle for a moment costs more than one right after
-        # another: the baseline must come the same way as what it is the baseline of).
+        # The baseline side by side: after each action, one Update with a row saved and one bare Update, each
+        # request starting `action_interval` after the one before (a request to processes that were idle for a
+        # moment costs more than one right after another: the baseline must come the way the actions come).
         bare = await self.client.start_workflow(
             BareUpdate.run, id=f"bare-update-paced-{uuid.uuid4()}", task_queue=self.queue
         )
@@ -408,17 +408,22 @@ class Bench:
                         run.error(f"{action}: {type(exc).__name__}: {exc}")
                         continue
                     elapsed = time.perf_counter() - started
+                    last = started
                     if self.args.action_interval > 0:
-                        # Halfway through the pause: what the action set off after its answer has had as long.
-                        await asyncio.sleep(max(0.0, self.args.action_interval / 2 - elapsed))
+                        # The saved Update after the action, the bare one after it: the bare Update (the bars'
+                        # baseline) follows a baseline request, as the next action does, and never shares the
+                        # pause with what an action set off after its answer (confirm-receipt's transfer).
                         for baseline, update in (
-                            (paced, BareUpdate.ping),
                             (paced_saved, BareUpdate.ping_saved),
+                            (paced, BareUpdate.ping),
                         ):
-                            ping_started = time.perf_counter()
+                            await asyncio.sleep(
+                                max(0.0, self.args.action_interval - (time.perf_counter() - last))
+                            )
+                            last = time.perf_counter()
                             await bare.execute_update(update)
-                            baseline.latencies.append(time.perf_counter() - ping_started)
-                    await asyncio.sleep(max(0.0, self.args.action_interval - (time.perf_counter() - started)))
+                            baseline.latencies.append(time.perf_counter() - last)
+                    await asyncio.sleep(max(0.0, self.args.action_interval - (time.perf_counter() - last)))
                     state = None
                     with contextlib.suppress(ValueError, AttributeError):
                         state = json.loads(answer).get("status")

@@ -70,11 +70,13 @@ Phases, in this order:
    as one app's clicks would: what an action sets off after its answer (the seller's transfer after
    confirm-receipt, the sender's mail, the search sync) is not billed to the next order's request, on a
    machine of 2 cores where it competes for the same CPU (`--action-interval 0`: back to back). The baseline
-   comes the same way, side by side: halfway through each action's pause, one bare `ping` and one `ping_saved`
-   Update (`paced_bare_update`, `paced_saved_update` per action); a request to processes idle for a moment
-   costs more than one right after another (measured: a paced bare Update 10-12 ms where phase 4's back to back
-   one is 7-10 ms), so the bars divide each action's p50 by the bare Update paced alike, and by phase 4's only
-   when the actions are back to back. Before them, on the same connection, `GET /v1/orders/{id}` of each (seller):
+   comes the same way, side by side: after each action one `ping_saved` and then one bare `ping` Update
+   (`paced_saved_update`, `paced_bare_update` per action), every request starting `--action-interval` after
+   the one before, so the bare Update follows a baseline request as each action does. A request to processes
+   idle for a moment costs more than one right after another (measured: a paced bare Update 10-13 ms where
+   phase 4's back to back one is 7-13 ms), so the bars divide each action's p50 by the bare Update paced alike,
+   and by phase 4's only when the actions are back to back. Before them, on the same connection,
+   `GET /v1/orders/{id}` of each (seller):
    the API's own cost of a request (auth, one read, the JSON answer). `action_floor`: the saved Update's p50
    plus that read's p50, the least an action through the API can take, over the bare Update and under each
    action's p50.
