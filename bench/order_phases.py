@@ -367,8 +367,8 @@ class Bench:
         completed: list[str] = []
         conn = Http1(self.api_url, timeout=REQUEST_TIMEOUT)
         # The baseline side by side: after each action, one Update with a row saved and one bare Update, each
-        # request starting `action_interval` after the one before (a request to processes that were idle for a
-        # moment costs more than one right after another: the baseline must come the way the actions come).
+        # request starting `action_interval` after the one before: the baseline comes at the same moments and the
+        # way the actions come (idle processes woken by each request), not minutes apart and back to back.
         bare = await self.client.start_workflow(
             BareUpdate.run, id=f"bare-update-paced-{uuid.uuid4()}", task_queue=self.queue
         )

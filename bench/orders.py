@@ -72,10 +72,10 @@ Phases, in this order:
    machine of 2 cores where it competes for the same CPU (`--action-interval 0`: back to back). The baseline
    comes the same way, side by side: after each action one `ping_saved` and then one bare `ping` Update
    (`paced_saved_update`, `paced_bare_update` per action), every request starting `--action-interval` after
-   the one before, so the bare Update follows a baseline request as each action does. A request to processes
-   idle for a moment costs more than one right after another (measured: a paced bare Update 10-13 ms where
-   phase 4's back to back one is 7-13 ms), so the bars divide each action's p50 by the bare Update paced alike,
-   and by phase 4's only when the actions are back to back. Before them, on the same connection,
+   the one before, so the bare Update follows a baseline request as each action does. The bars divide each
+   action's p50 by the bare Update measured this way, at the same moments and paced alike (phase 4's comes
+   minutes earlier and back to back: 7.6-13.5 ms over the twelfth session's runs, where the paced one was
+   9.0-12.7 ms), and by phase 4's only when the actions are back to back. Before them, on the same connection,
    `GET /v1/orders/{id}` of each (seller):
    the API's own cost of a request (auth, one read, the JSON answer). `action_floor`: the saved Update's p50
    plus that read's p50, the least an action through the API can take, over the bare Update and under each
