@@ -164,7 +164,7 @@ class _UpdateTracedInbound(TracingWorkflowInboundInterceptor):
 
     While this process records no spans (`bazaar.telemetry.recording`: no exporter), the workflow makes none:
     what it starts still carries the current trace in its headers (the activity's log lines and the mail it
-    queues keep the request's id), but the SDK's per-span work (a span made and ended through the sandbox's
+    queues keep the request's id), but the SDK's per-span work (a span made and ended through the workflow's
     extern call, its context serialized again, the workflow's start context rebuilt for every validator) is
     not paid on every Update's activation (measured: docs/benchmarks.md, twelfth session)."""
 

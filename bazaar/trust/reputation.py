@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import String, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bazaar.listings.changes import announce
 from bazaar.models import AuditEvent, Listing, ListingStatus, SearchOutbox, User
@@ -44,9 +45,9 @@ async def _row(session: AsyncSession, user_id: uuid.UUID) -> Reputation:
     return row
 
 
-async def _once(session: AsyncSession, key: str, action: str, subject_id: uuid.UUID) -> bool:
-    """True the first time `key` is seen (an audit row doubles as the idempotency record)."""
-    inserted = await session.execute(
+def _audit_once(key: str, action: str, subject_id: uuid.UUID) -> ReturningInsert[tuple[int]]:
+    """The audit row that doubles as the idempotency record of `key`: it returns its id the first time only."""
+    return (
         insert(AuditEvent)
         .values(
             actor_role="system",
@@ -59,7 +60,11 @@ async def _once(session: AsyncSession, key: str, action: str, subject_id: uuid.U
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(AuditEvent.id)
     )
-    return inserted.first() is not None
+
+
+async def _once(session: AsyncSession, key: str, action: str, subject_id: uuid.UUID) -> bool:
+    """True the first time `key` is seen."""
+    return (await session.execute(_audit_once(key, action, subject_id))).first() is not None
 
 
 async def apply_review(session: AsyncSession, review: Review) -> Reputation:
@@ -111,20 +116,9 @@ async def apply_order_outcome(
     runs in the transition that ends the order, before its Update answers): the audit row is the idempotency
     record, and the seller's row is created or counted up by how many audit rows were new (0 or 1)."""
     counter = _OUTCOME_COUNTERS[outcome].key
-    once = (
-        insert(AuditEvent)
-        .values(
-            actor_role="system",
-            subject_type="reputation",
-            subject_id=str(seller_id),
-            action=f"reputation.order_{outcome}",
-            data={},
-            dedupe_key=f"reputation:order:{order_id}:{outcome}",
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(AuditEvent.id)
-        .cte("once")
-    )
+    once = _audit_once(
+        f"reputation:order:{order_id}:{outcome}", f"reputation.order_{outcome}", seller_id
+    ).cte("once")
     counters = {key: func.count() if key == counter else literal(0) for key in _COUNTER_KEYS}
     new_rows = select(literal(seller_id), literal(PRIOR_MEAN), *counters.values()).select_from(once)
     count = insert(Reputation).from_select(["user_id", "score", *counters], new_rows, include_defaults=False)
